@@ -1,0 +1,107 @@
+//! The [`Cpu`] backend: `Vec<f32>` storage, GEMM on faer, plain loops for the rest.
+
+use super::Backend;
+use crate::error::Result;
+use crate::ops::binary::{self, BinaryOp, Broadcast};
+use crate::ops::matmul::{self, Gemm};
+use crate::ops::reduce;
+use crate::ops::unary::{self, UnaryOp};
+
+/// The host CPU. Stateless; GEMMs of the tutorial's size run on one thread, larger ones on
+/// rayon's pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Cpu;
+
+impl Backend for Cpu {
+    type Storage = Vec<f32>;
+
+    fn name(&self) -> String {
+        "cpu".to_owned()
+    }
+
+    fn zeros(&self, len: usize) -> Result<Vec<f32>> {
+        Ok(vec![0.0; len])
+    }
+
+    fn upload(&self, data: &[f32]) -> Result<Vec<f32>> {
+        Ok(data.to_vec())
+    }
+
+    fn upload_vec(&self, data: Vec<f32>) -> Result<Vec<f32>> {
+        Ok(data)
+    }
+
+    fn download(&self, storage: &Vec<f32>) -> Result<Vec<f32>> {
+        Ok(storage.clone())
+    }
+
+    fn copy(&self, src: &Vec<f32>) -> Result<Vec<f32>> {
+        Ok(src.clone())
+    }
+
+    fn fill(&self, dst: &mut Vec<f32>, value: f32) -> Result<()> {
+        dst.fill(value);
+        Ok(())
+    }
+
+    fn gemm(&self, gemm: &Gemm, a: &Vec<f32>, b: &Vec<f32>, c: &mut Vec<f32>) -> Result<()> {
+        matmul::cpu::gemm(gemm, a, b, c);
+        Ok(())
+    }
+
+    fn transpose(
+        &self,
+        src: &Vec<f32>,
+        rows: usize,
+        cols: usize,
+        dst: &mut Vec<f32>,
+    ) -> Result<()> {
+        matmul::cpu::transpose(src, rows, cols, dst);
+        Ok(())
+    }
+
+    fn unary(&self, op: UnaryOp, x: &Vec<f32>, out: &mut Vec<f32>) -> Result<()> {
+        unary::cpu::unary(op, x, out);
+        Ok(())
+    }
+
+    fn unary_assign(&self, op: UnaryOp, x: &mut Vec<f32>) -> Result<()> {
+        unary::cpu::unary_assign(op, x);
+        Ok(())
+    }
+
+    fn binary(
+        &self,
+        op: BinaryOp,
+        lhs: &Vec<f32>,
+        rhs: &Vec<f32>,
+        layout: &Broadcast,
+        out: &mut Vec<f32>,
+    ) -> Result<()> {
+        binary::cpu::binary(op, lhs, rhs, layout, out);
+        Ok(())
+    }
+
+    fn binary_assign(
+        &self,
+        op: BinaryOp,
+        lhs: &mut Vec<f32>,
+        rhs: &Vec<f32>,
+        layout: &Broadcast,
+    ) -> Result<()> {
+        binary::cpu::binary_assign(op, lhs, rhs, layout);
+        Ok(())
+    }
+
+    fn sum_axis(
+        &self,
+        x: &Vec<f32>,
+        outer: usize,
+        len: usize,
+        inner: usize,
+        out: &mut Vec<f32>,
+    ) -> Result<()> {
+        reduce::cpu::sum_axis(x, outer, len, inner, out);
+        Ok(())
+    }
+}

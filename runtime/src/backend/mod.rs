@@ -1,0 +1,141 @@
+//! The [`Backend`] trait: where tensor storage lives and how kernels run on it.
+//!
+//! Tensors never touch their storage directly; every op goes through these methods, so a new
+//! device (CUDA, on cudarc) is one more implementation and no caller changes. Data reaches the
+//! host only through [`Backend::download`].
+
+mod cpu;
+
+pub use cpu::Cpu;
+
+use std::fmt;
+
+use crate::error::Result;
+use crate::ops::binary::{BinaryOp, Broadcast};
+use crate::ops::matmul::Gemm;
+use crate::ops::unary::UnaryOp;
+
+/// A device that stores `f32` buffers and runs the kernels tensor ops are made of.
+///
+/// Buffers are flat and row-major; shapes are the caller's business. Kernels write into buffers
+/// the caller allocated, so a training step can reuse its buffers.
+pub trait Backend: Clone + fmt::Debug + PartialEq + Send + Sync + 'static {
+    /// A buffer of `f32` on this device.
+    type Storage: fmt::Debug + Send + Sync;
+
+    /// A short name for messages, like `cpu` or `cuda:0`.
+    fn name(&self) -> String;
+
+    /// A buffer of `len` zeros.
+    ///
+    /// # Errors
+    /// When the device cannot allocate it.
+    fn zeros(&self, len: usize) -> Result<Self::Storage>;
+
+    /// A buffer holding a copy of `data`.
+    ///
+    /// # Errors
+    /// When the device cannot allocate or copy.
+    fn upload(&self, data: &[f32]) -> Result<Self::Storage>;
+
+    /// A buffer made from `data`; the CPU takes ownership without copying.
+    ///
+    /// # Errors
+    /// When the device cannot allocate or copy.
+    fn upload_vec(&self, data: Vec<f32>) -> Result<Self::Storage> {
+        self.upload(&data)
+    }
+
+    /// The buffer's contents, copied to the host.
+    ///
+    /// # Errors
+    /// When the device cannot copy.
+    fn download(&self, storage: &Self::Storage) -> Result<Vec<f32>>;
+
+    /// A copy of `src`.
+    ///
+    /// # Errors
+    /// When the device cannot allocate or copy.
+    fn copy(&self, src: &Self::Storage) -> Result<Self::Storage>;
+
+    /// Sets every element of `dst` to `value`.
+    ///
+    /// # Errors
+    /// When the kernel fails.
+    fn fill(&self, dst: &mut Self::Storage, value: f32) -> Result<()>;
+
+    /// `c = alpha * op(a) * op(b) + beta * c`, reading transposed operands in place.
+    ///
+    /// # Errors
+    /// When the kernel fails.
+    fn gemm(
+        &self,
+        gemm: &Gemm,
+        a: &Self::Storage,
+        b: &Self::Storage,
+        c: &mut Self::Storage,
+    ) -> Result<()>;
+
+    /// Writes the transpose of the row-major `rows x cols` matrix `src` into `dst`.
+    ///
+    /// # Errors
+    /// When the kernel fails.
+    fn transpose(
+        &self,
+        src: &Self::Storage,
+        rows: usize,
+        cols: usize,
+        dst: &mut Self::Storage,
+    ) -> Result<()>;
+
+    /// `out[i] = op(x[i])` for every element.
+    ///
+    /// # Errors
+    /// When the kernel fails.
+    fn unary(&self, op: UnaryOp, x: &Self::Storage, out: &mut Self::Storage) -> Result<()>;
+
+    /// `x[i] = op(x[i])` in place.
+    ///
+    /// # Errors
+    /// When the kernel fails.
+    fn unary_assign(&self, op: UnaryOp, x: &mut Self::Storage) -> Result<()>;
+
+    /// `out = op(lhs, rhs)` elementwise, with both operands read through `layout`'s
+    /// broadcast strides.
+    ///
+    /// # Errors
+    /// When the kernel fails.
+    fn binary(
+        &self,
+        op: BinaryOp,
+        lhs: &Self::Storage,
+        rhs: &Self::Storage,
+        layout: &Broadcast,
+        out: &mut Self::Storage,
+    ) -> Result<()>;
+
+    /// `lhs = op(lhs, rhs)` elementwise in place; `lhs` has `layout`'s full shape.
+    ///
+    /// # Errors
+    /// When the kernel fails.
+    fn binary_assign(
+        &self,
+        op: BinaryOp,
+        lhs: &mut Self::Storage,
+        rhs: &Self::Storage,
+        layout: &Broadcast,
+    ) -> Result<()>;
+
+    /// Sums `x`, viewed as `[outer, len, inner]`, over its middle axis into `out` (`[outer, inner]`).
+    ///
+    /// # Errors
+    /// When the kernel fails.
+    fn sum_axis(
+        &self,
+        x: &Self::Storage,
+        outer: usize,
+        len: usize,
+        inner: usize,
+        out: &mut Self::Storage,
+    ) -> Result<()>;
+}

@@ -1,0 +1,165 @@
+//! The runtime's one error type: every variant names the op and the shapes involved.
+
+use crate::shape::Shape;
+
+/// A result whose error is the runtime's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in a tensor operation.
+///
+/// Messages follow rustc's style: lowercase, the op first, then both shapes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// `mm` operands whose inner dimensions differ.
+    #[error("{op}: cannot multiply {lhs} by {rhs}: inner dims {} and {} differ", lhs.dims()[1], rhs.dims()[0])]
+    MatmulInnerDims {
+        /// The operation.
+        op: &'static str,
+        /// Shape of the left operand, as the product sees it (after any transpose).
+        lhs: Shape,
+        /// Shape of the right operand, as the product sees it.
+        rhs: Shape,
+    },
+    /// Two shapes that PyTorch's broadcasting rules reject.
+    #[error(
+        "{op}: cannot broadcast {lhs} with {rhs}: sizes {lhs_size} and {rhs_size} differ at dim {dim}"
+    )]
+    Broadcast {
+        /// The operation.
+        op: &'static str,
+        /// Shape of the left operand.
+        lhs: Shape,
+        /// Shape of the right operand.
+        rhs: Shape,
+        /// The dimension (counted in the longer shape) where they disagree.
+        dim: usize,
+        /// The left size at `dim`.
+        lhs_size: usize,
+        /// The right size at `dim`.
+        rhs_size: usize,
+    },
+    /// An in-place op whose broadcast result does not have the shape of the tensor it writes.
+    #[error("{op}: cannot write a result of shape {result} into a tensor of shape {target}")]
+    InPlaceShape {
+        /// The operation.
+        op: &'static str,
+        /// Shape of the tensor written in place.
+        target: Shape,
+        /// Shape the broadcast result would have.
+        result: Shape,
+    },
+    /// An op that needs a tensor of a given rank.
+    #[error("{op}: expected a {expected}-D tensor, found shape {found}")]
+    Rank {
+        /// The operation.
+        op: &'static str,
+        /// The rank the op needs.
+        expected: usize,
+        /// The shape it was given.
+        found: Shape,
+    },
+    /// Data whose length does not fit the shape it is meant to fill.
+    #[error("{op}: shape {shape} holds {} elements, but {len} were given", shape.numel())]
+    Length {
+        /// The operation.
+        op: &'static str,
+        /// The shape asked for.
+        shape: Shape,
+        /// The number of elements given.
+        len: usize,
+    },
+    /// A shape whose element count overflows `usize`.
+    #[error("{op}: shape {shape} has more elements than fit in memory")]
+    TooLarge {
+        /// The operation.
+        op: &'static str,
+        /// The shape asked for.
+        shape: Shape,
+    },
+    /// `item` (or another scalar read) on a tensor with more or fewer than one element.
+    #[error("{op}: expected a tensor with one element, found shape {shape}")]
+    NotScalar {
+        /// The operation.
+        op: &'static str,
+        /// The shape it was given.
+        shape: Shape,
+    },
+    /// A dimension index past the rank of the tensor.
+    #[error("{op}: dim {dim} is out of range for shape {shape}")]
+    DimOutOfRange {
+        /// The operation.
+        op: &'static str,
+        /// The dimension asked for.
+        dim: usize,
+        /// The tensor's shape.
+        shape: Shape,
+    },
+    /// A reshape that changes the number of elements.
+    #[error("{op}: cannot reshape {from} ({} elements) into {to} ({} elements)", from.numel(), to.numel())]
+    Reshape {
+        /// The operation.
+        op: &'static str,
+        /// The tensor's shape.
+        from: Shape,
+        /// The requested shape.
+        to: Shape,
+    },
+    /// Operands that live on different devices.
+    #[error("{op}: operands are on different devices ({lhs} and {rhs})")]
+    DeviceMismatch {
+        /// The operation.
+        op: &'static str,
+        /// The left operand's device.
+        lhs: String,
+        /// The right operand's device.
+        rhs: String,
+    },
+    /// A failure reported by the backend itself (a driver error, an allocation failure).
+    #[error("{op}: {message}")]
+    Backend {
+        /// The operation.
+        op: &'static str,
+        /// The backend's message.
+        message: String,
+    },
+}
+
+/// Unwraps `result`, panicking with the error's message at the caller's location.
+///
+/// The convenient (non-`try_`) forms of every op go through this, so their panics read exactly
+/// like the `Err` of the checked form.
+#[track_caller]
+pub(crate) fn or_panic<T>(result: Result<T>) -> T {
+    match result {
+        Ok(value) => value,
+        Err(error) => panic!("{error}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matmul_message_names_both_shapes_and_inner_dims() {
+        let error = Error::MatmulInnerDims {
+            op: "mm",
+            lhs: Shape::from([64, 1000]),
+            rhs: Shape::from([999, 100]),
+        };
+        assert_eq!(
+            error.to_string(),
+            "mm: cannot multiply [64, 1000] by [999, 100]: inner dims 1000 and 999 differ"
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "item: expected a tensor with one element, found shape [2]")]
+    fn or_panic_panics_with_the_message() {
+        or_panic::<()>(Err(Error::NotScalar {
+            op: "item",
+            shape: Shape::from([2]),
+        }));
+    }
+}

@@ -1,0 +1,27 @@
+//! The runtime of declnet: [`Tensor`], the [`Backend`]s it runs on, and the kernels that
+//! `network!`-generated code calls.
+//!
+//! ```
+//! use declnet_runtime::{Cpu, Tensor, rng::seeded};
+//! let rng = &mut seeded(0);
+//! let x = Tensor::randn([64, 1000], &Cpu, rng);
+//! let w = Tensor::randn([1000, 100], &Cpu, rng);
+//! let h = x.mm(&w).clamp_min(0.0);
+//! assert_eq!(h.dims(), &[64, 100]);
+//! ```
+
+pub mod backend;
+mod error;
+pub mod ops;
+pub mod rng;
+mod shape;
+mod tensor;
+
+pub use backend::{Backend, Cpu};
+pub use error::{Error, Result};
+pub use ops::matmul::MatView;
+pub use shape::Shape;
+pub use tensor::Tensor;
+
+/// Re-exported so users name the same `rand` traits the runtime takes.
+pub use rand;

@@ -1,0 +1,146 @@
+//! CPU kernels of the elementwise binary ops, walking broadcast strides row by row.
+
+use super::{BinaryOp, Broadcast};
+
+/// Expands `$body` once per op with `$f` bound to that op's scalar function.
+macro_rules! with_binary_fn {
+    ($op:expr, |$f:ident| $body:expr) => {
+        match $op {
+            BinaryOp::Add => {
+                let $f = |a: f32, b: f32| a + b;
+                $body
+            }
+            BinaryOp::Sub => {
+                let $f = |a: f32, b: f32| a - b;
+                $body
+            }
+            BinaryOp::Mul => {
+                let $f = |a: f32, b: f32| a * b;
+                $body
+            }
+            BinaryOp::Div => {
+                let $f = |a: f32, b: f32| a / b;
+                $body
+            }
+            BinaryOp::AddScaled(alpha) => {
+                let $f = |a: f32, b: f32| a + alpha * b;
+                $body
+            }
+            BinaryOp::MaskedFill(value) => {
+                let $f = |a: f32, b: f32| if b == 0.0 { a } else { value };
+                $body
+            }
+        }
+    };
+}
+
+/// One innermost row of a broadcast walk: where it starts in each buffer and the strides of the
+/// two operands along it (the output is contiguous).
+#[derive(Clone, Copy)]
+struct Row {
+    out: usize,
+    lhs: usize,
+    rhs: usize,
+    len: usize,
+    lhs_stride: usize,
+    rhs_stride: usize,
+}
+
+/// Calls `visit` for every innermost row of `layout.shape`, in row-major order.
+fn for_each_row(layout: &Broadcast, mut visit: impl FnMut(Row)) {
+    let dims = layout.shape.dims();
+    let Some((&len, outer_dims)) = dims.split_last() else {
+        // A scalar: one row of one element.
+        visit(Row {
+            out: 0,
+            lhs: 0,
+            rhs: 0,
+            len: 1,
+            lhs_stride: 0,
+            rhs_stride: 0,
+        });
+        return;
+    };
+    let rank = dims.len();
+    let rows: usize = outer_dims.iter().product();
+    if len == 0 || rows == 0 {
+        return;
+    }
+    let mut index = vec![0usize; rank - 1];
+    let (mut lhs, mut rhs) = (0usize, 0usize);
+    for row in 0..rows {
+        visit(Row {
+            out: row * len,
+            lhs,
+            rhs,
+            len,
+            lhs_stride: layout.lhs_strides[rank - 1],
+            rhs_stride: layout.rhs_strides[rank - 1],
+        });
+        // Advance the odometer over the outer dims, keeping both operand offsets in step.
+        for d in (0..rank - 1).rev() {
+            index[d] += 1;
+            lhs += layout.lhs_strides[d];
+            rhs += layout.rhs_strides[d];
+            if index[d] < dims[d] {
+                break;
+            }
+            lhs -= layout.lhs_strides[d] * dims[d];
+            rhs -= layout.rhs_strides[d] * dims[d];
+            index[d] = 0;
+        }
+    }
+}
+
+/// `out = op(lhs, rhs)` over `layout`.
+pub(crate) fn binary(op: BinaryOp, lhs: &[f32], rhs: &[f32], layout: &Broadcast, out: &mut [f32]) {
+    with_binary_fn!(op, |f| for_each_row(layout, |row| {
+        let out = &mut out[row.out..row.out + row.len];
+        match (row.lhs_stride, row.rhs_stride) {
+            (1, 1) => {
+                let lhs = &lhs[row.lhs..row.lhs + row.len];
+                let rhs = &rhs[row.rhs..row.rhs + row.len];
+                for ((o, &a), &b) in out.iter_mut().zip(lhs).zip(rhs) {
+                    *o = f(a, b);
+                }
+            }
+            (1, 0) => {
+                let lhs = &lhs[row.lhs..row.lhs + row.len];
+                let b = rhs[row.rhs];
+                for (o, &a) in out.iter_mut().zip(lhs) {
+                    *o = f(a, b);
+                }
+            }
+            (ls, rs) => {
+                for (j, o) in out.iter_mut().enumerate() {
+                    *o = f(lhs[row.lhs + j * ls], rhs[row.rhs + j * rs]);
+                }
+            }
+        }
+    }));
+}
+
+/// `lhs = op(lhs, rhs)` over `layout`, whose shape is `lhs`'s own (so `lhs` is contiguous).
+pub(crate) fn binary_assign(op: BinaryOp, lhs: &mut [f32], rhs: &[f32], layout: &Broadcast) {
+    with_binary_fn!(op, |f| for_each_row(layout, |row| {
+        let lhs = &mut lhs[row.out..row.out + row.len];
+        match row.rhs_stride {
+            1 => {
+                for (a, &b) in lhs.iter_mut().zip(&rhs[row.rhs..row.rhs + row.len]) {
+                    *a = f(*a, b);
+                }
+            }
+            0 => {
+                let b = rhs[row.rhs];
+                for a in lhs.iter_mut() {
+                    *a = f(*a, b);
+                }
+            }
+            rs => {
+                for (j, a) in lhs.iter_mut().enumerate() {
+                    *a = f(*a, rhs[row.rhs + j * rs]);
+                }
+            }
+        }
+    }));
+}

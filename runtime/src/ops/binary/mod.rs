@@ -1,0 +1,463 @@
+//! Elementwise ops of two tensors with PyTorch's broadcasting, their operators (`+ - * /`), and
+//! the in-place updates built on them (`add_scaled_`, `masked_fill_`).
+
+pub(crate) mod cpu;
+
+use std::ops::{Add, AddAssign, Div, Mul, MulAssign, Neg, Sub, SubAssign};
+
+use super::unary::UnaryOp;
+use crate::backend::Backend;
+use crate::error::{Error, Result, or_panic};
+use crate::shape::Shape;
+use crate::tensor::Tensor;
+
+/// An elementwise map `(a, b) -> f(a, b)`, the unit of work of [`Backend::binary`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub enum BinaryOp {
+    /// `a + b`.
+    Add,
+    /// `a - b`.
+    Sub,
+    /// `a * b`.
+    Mul,
+    /// `a / b`.
+    Div,
+    /// `a + alpha * b`: a scaled update such as `w -= lr * grad`.
+    AddScaled(f32),
+    /// `value` where `b != 0`, else `a`: fills `a` where the mask `b` is set.
+    MaskedFill(f32),
+}
+
+/// How two operands map onto the output of a binary op under PyTorch's broadcasting rules.
+///
+/// Strides are in elements, row-major, and 0 along dims an operand repeats.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Broadcast {
+    /// The shape of the result.
+    pub shape: Shape,
+    /// The left operand's strides, one per dim of `shape`.
+    pub lhs_strides: Vec<usize>,
+    /// The right operand's strides, one per dim of `shape`.
+    pub rhs_strides: Vec<usize>,
+}
+
+impl Broadcast {
+    /// Aligns `lhs` and `rhs` from the right; each pair of sizes must be equal or contain a 1.
+    ///
+    /// # Errors
+    /// [`Error::Broadcast`] naming `op`, both shapes and the first dim where they disagree.
+    pub fn new(op: &'static str, lhs: &Shape, rhs: &Shape) -> Result<Self> {
+        let rank = lhs.rank().max(rhs.rank());
+        let size_at = |shape: &Shape, dim: usize| {
+            let offset = rank - shape.rank();
+            if dim < offset {
+                1
+            } else {
+                shape.dims()[dim - offset]
+            }
+        };
+        let mut dims = Vec::with_capacity(rank);
+        for dim in 0..rank {
+            let (l, r) = (size_at(lhs, dim), size_at(rhs, dim));
+            dims.push(match (l, r) {
+                _ if l == r => l,
+                (1, _) => r,
+                (_, 1) => l,
+                _ => {
+                    return Err(Error::Broadcast {
+                        op,
+                        lhs: lhs.clone(),
+                        rhs: rhs.clone(),
+                        dim,
+                        lhs_size: l,
+                        rhs_size: r,
+                    });
+                }
+            });
+        }
+        Ok(Self {
+            lhs_strides: broadcast_strides(lhs, rank),
+            rhs_strides: broadcast_strides(rhs, rank),
+            shape: Shape::from(dims),
+        })
+    }
+}
+
+/// `shape`'s row-major strides, left-padded to `rank`, with 0 wherever a size of 1 repeats.
+fn broadcast_strides(shape: &Shape, rank: usize) -> Vec<usize> {
+    let own = shape.strides();
+    let mut strides = vec![0; rank - shape.rank()];
+    strides.extend(
+        shape
+            .dims()
+            .iter()
+            .zip(own)
+            .map(|(&size, stride)| if size == 1 { 0 } else { stride }),
+    );
+    strides
+}
+
+impl<B: Backend> Tensor<B> {
+    /// `op(self, other)` elementwise with broadcasting, into a new tensor.
+    ///
+    /// # Errors
+    /// [`Error::Broadcast`] when the shapes cannot be broadcast together.
+    pub fn try_zip(&self, op: BinaryOp, name: &'static str, other: &Self) -> Result<Self> {
+        self.check_same_device(name, other)?;
+        let layout = Broadcast::new(name, &self.shape, &other.shape)?;
+        let mut out = Self::try_zeros(layout.shape.clone(), &self.device)?;
+        self.device
+            .binary(op, &self.storage, &other.storage, &layout, &mut out.storage)?;
+        Ok(out)
+    }
+
+    /// `self = op(self, other)` elementwise in place; `other` may broadcast, `self` may not.
+    ///
+    /// # Errors
+    /// [`Error::Broadcast`] when the shapes cannot be broadcast together,
+    /// [`Error::InPlaceShape`] when the result would not have `self`'s shape.
+    pub fn try_zip_(&mut self, op: BinaryOp, name: &'static str, other: &Self) -> Result<()> {
+        self.check_same_device(name, other)?;
+        let layout = Broadcast::new(name, &self.shape, &other.shape)?;
+        if layout.shape != self.shape {
+            return Err(Error::InPlaceShape {
+                op: name,
+                target: self.shape.clone(),
+                result: layout.shape,
+            });
+        }
+        self.device
+            .binary_assign(op, &mut self.storage, &other.storage, &layout)
+    }
+
+    /// `self + other` with broadcasting, like `torch.add`.
+    ///
+    /// # Errors
+    /// [`Error::Broadcast`] when the shapes cannot be broadcast together.
+    pub fn try_add(&self, other: &Self) -> Result<Self> {
+        self.try_zip(BinaryOp::Add, "add", other)
+    }
+
+    /// `self - other` with broadcasting, like `torch.sub`.
+    ///
+    /// # Errors
+    /// [`Error::Broadcast`] when the shapes cannot be broadcast together.
+    pub fn try_sub(&self, other: &Self) -> Result<Self> {
+        self.try_zip(BinaryOp::Sub, "sub", other)
+    }
+
+    /// `self * other` with broadcasting, like `torch.mul`.
+    ///
+    /// # Errors
+    /// [`Error::Broadcast`] when the shapes cannot be broadcast together.
+    pub fn try_mul(&self, other: &Self) -> Result<Self> {
+        self.try_zip(BinaryOp::Mul, "mul", other)
+    }
+
+    /// `self / other` with broadcasting, like `torch.div`.
+    ///
+    /// # Errors
+    /// [`Error::Broadcast`] when the shapes cannot be broadcast together.
+    pub fn try_div(&self, other: &Self) -> Result<Self> {
+        self.try_zip(BinaryOp::Div, "div", other)
+    }
+
+    /// `self += alpha * other` in place, without a temporary: the update `w -= lr * grad` is
+    /// `w.add_scaled_(-lr, &grad)`, like `w.add_(grad, alpha=-lr)` in PyTorch.
+    ///
+    /// # Examples
+    /// ```
+    /// use declnet_runtime::{Cpu, Tensor};
+    /// let mut w = Tensor::from_vec(vec![1.0, 2.0], [2], &Cpu);
+    /// let grad = Tensor::from_vec(vec![10.0, -10.0], [2], &Cpu);
+    /// w.add_scaled_(-0.1, &grad);
+    /// assert_eq!(w.to_vec(), [0.0, 3.0]);
+    /// ```
+    #[track_caller]
+    pub fn add_scaled_(&mut self, alpha: f32, other: &Self) {
+        or_panic(self.try_add_scaled_(alpha, other));
+    }
+
+    /// `self += alpha * other` in place.
+    ///
+    /// # Errors
+    /// As [`Tensor::try_zip_`].
+    pub fn try_add_scaled_(&mut self, alpha: f32, other: &Self) -> Result<()> {
+        self.try_zip_(BinaryOp::AddScaled(alpha), "add_scaled_", other)
+    }
+
+    /// Sets `self` to `value` wherever `mask` is non-zero, like `t[mask] = value` or
+    /// `masked_fill_` in PyTorch; `mask` may broadcast. Masks come from [`Tensor::lt`] and
+    /// [`Tensor::gt`].
+    ///
+    /// # Examples
+    /// ```
+    /// use declnet_runtime::{Cpu, Tensor};
+    /// let h = Tensor::from_vec(vec![-1.0, 2.0, -3.0], [3], &Cpu);
+    /// let mut grad = Tensor::from_vec(vec![5.0, 6.0, 7.0], [3], &Cpu);
+    /// grad.masked_fill_(&h.lt(0.0), 0.0); // grad[h < 0] = 0
+    /// assert_eq!(grad.to_vec(), [0.0, 6.0, 0.0]);
+    /// ```
+    #[track_caller]
+    pub fn masked_fill_(&mut self, mask: &Self, value: f32) {
+        or_panic(self.try_masked_fill_(mask, value));
+    }
+
+    /// Sets `self` to `value` wherever `mask` is non-zero.
+    ///
+    /// # Errors
+    /// As [`Tensor::try_zip_`].
+    pub fn try_masked_fill_(&mut self, mask: &Self, value: f32) -> Result<()> {
+        self.try_zip_(BinaryOp::MaskedFill(value), "masked_fill_", mask)
+    }
+}
+
+/// `Tensor op Tensor` operators by reference (new tensor) and by value (reusing the left
+/// buffer when the result has its shape), plus the in-place `op=` form.
+macro_rules! tensor_operator {
+    ($trait:ident, $method:ident, $assign_trait:ident, $assign_method:ident, $op:expr, $name:literal) => {
+        impl<B: Backend> $trait<&Tensor<B>> for &Tensor<B> {
+            type Output = Tensor<B>;
+            #[track_caller]
+            fn $method(self, rhs: &Tensor<B>) -> Tensor<B> {
+                or_panic(self.try_zip($op, $name, rhs))
+            }
+        }
+
+        impl<B: Backend> $trait<&Tensor<B>> for Tensor<B> {
+            type Output = Tensor<B>;
+            #[track_caller]
+            fn $method(mut self, rhs: &Tensor<B>) -> Tensor<B> {
+                let fits = Broadcast::new($name, &self.shape, &rhs.shape)
+                    .is_ok_and(|layout| layout.shape == self.shape);
+                if fits {
+                    or_panic(self.try_zip_($op, $name, rhs));
+                    self
+                } else {
+                    or_panic(self.try_zip($op, $name, rhs))
+                }
+            }
+        }
+
+        impl<B: Backend> $assign_trait<&Tensor<B>> for Tensor<B> {
+            #[track_caller]
+            fn $assign_method(&mut self, rhs: &Tensor<B>) {
+                or_panic(self.try_zip_($op, $name, rhs));
+            }
+        }
+    };
+}
+
+tensor_operator!(Add, add, AddAssign, add_assign, BinaryOp::Add, "add");
+tensor_operator!(Sub, sub, SubAssign, sub_assign, BinaryOp::Sub, "sub");
+tensor_operator!(Mul, mul, MulAssign, mul_assign, BinaryOp::Mul, "mul");
+
+impl<B: Backend> Div<&Tensor<B>> for &Tensor<B> {
+    type Output = Tensor<B>;
+    #[track_caller]
+    fn div(self, rhs: &Tensor<B>) -> Tensor<B> {
+        or_panic(self.try_div(rhs))
+    }
+}
+
+/// `Tensor op f32` (and `f32 op Tensor` where the op commutes) as a unary map.
+macro_rules! scalar_operator {
+    ($trait:ident, $method:ident, |$s:ident| $unary:expr) => {
+        impl<B: Backend> $trait<f32> for &Tensor<B> {
+            type Output = Tensor<B>;
+            fn $method(self, $s: f32) -> Tensor<B> {
+                self.map($unary)
+            }
+        }
+
+        impl<B: Backend> $trait<f32> for Tensor<B> {
+            type Output = Tensor<B>;
+            fn $method(self, $s: f32) -> Tensor<B> {
+                self.map_owned($unary)
+            }
+        }
+    };
+}
+
+scalar_operator!(Add, add, |s| UnaryOp::AddScalar(s));
+scalar_operator!(Sub, sub, |s| UnaryOp::AddScalar(-s));
+scalar_operator!(Mul, mul, |s| UnaryOp::MulScalar(s));
+
+impl<B: Backend> Mul<&Tensor<B>> for f32 {
+    type Output = Tensor<B>;
+    fn mul(self, rhs: &Tensor<B>) -> Tensor<B> {
+        rhs * self
+    }
+}
+
+impl<B: Backend> Mul<Tensor<B>> for f32 {
+    type Output = Tensor<B>;
+    fn mul(self, rhs: Tensor<B>) -> Tensor<B> {
+        rhs * self
+    }
+}
+
+impl<B: Backend> Add<&Tensor<B>> for f32 {
+    type Output = Tensor<B>;
+    fn add(self, rhs: &Tensor<B>) -> Tensor<B> {
+        rhs + self
+    }
+}
+
+impl<B: Backend> MulAssign<f32> for Tensor<B> {
+    fn mul_assign(&mut self, rhs: f32) {
+        self.map_(UnaryOp::MulScalar(rhs));
+    }
+}
+
+impl<B: Backend> Neg for &Tensor<B> {
+    type Output = Tensor<B>;
+    fn neg(self) -> Tensor<B> {
+        self.map(UnaryOp::Neg)
+    }
+}
+
+impl<B: Backend> Neg for Tensor<B> {
+    type Output = Tensor<B>;
+    fn neg(self) -> Tensor<B> {
+        self.map_owned(UnaryOp::Neg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Cpu;
+
+    fn t(data: &[f32], shape: &[usize]) -> Tensor {
+        Tensor::from_slice(data, shape, &Cpu)
+    }
+
+    #[test]
+    fn same_shape_arithmetic() {
+        let a = t(&[1.0, 2.0, 3.0, 4.0], &[2, 2]);
+        let b = t(&[0.5, -1.0, 2.0, 8.0], &[2, 2]);
+        assert_eq!((&a + &b).to_vec(), [1.5, 1.0, 5.0, 12.0]);
+        assert_eq!((&a - &b).to_vec(), [0.5, 3.0, 1.0, -4.0]);
+        assert_eq!((&a * &b).to_vec(), [0.5, -2.0, 6.0, 32.0]);
+        assert_eq!((&a / &b).to_vec(), [2.0, -2.0, 1.5, 0.5]);
+    }
+
+    #[test]
+    fn bias_broadcasts_over_rows_like_pytorch() {
+        let x = t(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], &[2, 3]);
+        let bias = t(&[10.0, 20.0, 30.0], &[3]);
+        assert_eq!((&x + &bias).to_vec(), [11.0, 22.0, 33.0, 14.0, 25.0, 36.0]);
+        assert_eq!((&bias + &x).to_vec(), [11.0, 22.0, 33.0, 14.0, 25.0, 36.0]);
+        let column = t(&[1.0, -1.0], &[2, 1]);
+        assert_eq!((&x * &column).to_vec(), [1.0, 2.0, 3.0, -4.0, -5.0, -6.0]);
+    }
+
+    #[test]
+    fn both_operands_broadcast() {
+        let column = t(&[1.0, 2.0], &[2, 1]);
+        let row = t(&[10.0, 20.0, 30.0], &[1, 3]);
+        let sum = &column + &row;
+        assert_eq!(sum.dims(), &[2, 3]);
+        assert_eq!(sum.to_vec(), [11.0, 21.0, 31.0, 12.0, 22.0, 32.0]);
+        let scalar = t(&[2.0], &[]);
+        assert_eq!((&row * &scalar).to_vec(), [20.0, 40.0, 60.0]);
+    }
+
+    #[test]
+    fn incompatible_shapes_are_rejected_naming_both() {
+        let error = t(&[0.0; 6], &[2, 3])
+            .try_add(&t(&[0.0; 4], &[4]))
+            .unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "add: cannot broadcast [2, 3] with [4]: sizes 3 and 4 differ at dim 1"
+        );
+        let error = t(&[0.0; 6], &[2, 3])
+            .try_mul(&t(&[0.0; 6], &[3, 2]))
+            .unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "mul: cannot broadcast [2, 3] with [3, 2]: sizes 2 and 3 differ at dim 0"
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "sub: cannot broadcast [2] with [3]")]
+    fn operator_panics_with_the_checked_message() {
+        let _ = &t(&[0.0; 2], &[2]) - &t(&[0.0; 3], &[3]);
+    }
+
+    #[test]
+    fn owned_operator_reuses_or_allocates_as_the_shape_needs() {
+        let a = t(&[1.0, 2.0], &[2]);
+        assert_eq!((a.clone() - &t(&[1.0], &[1])).to_vec(), [0.0, 1.0]);
+        let grown = a - &t(&[1.0, 2.0, 3.0, 4.0], &[2, 2]);
+        assert_eq!(grown.dims(), &[2, 2]);
+        assert_eq!(grown.to_vec(), [0.0, 0.0, -2.0, -2.0]);
+    }
+
+    #[test]
+    fn scalar_operators() {
+        let a = t(&[1.0, -2.0], &[2]);
+        assert_eq!((&a * 2.0).to_vec(), [2.0, -4.0]);
+        assert_eq!((2.0 * &a).to_vec(), [2.0, -4.0]);
+        assert_eq!((2.0 * a.clone()).to_vec(), [2.0, -4.0]);
+        assert_eq!((&a + 1.0).to_vec(), [2.0, -1.0]);
+        assert_eq!((1.0 + &a).to_vec(), [2.0, -1.0]);
+        assert_eq!((&a - 1.0).to_vec(), [0.0, -3.0]);
+        assert_eq!((-&a).to_vec(), [-1.0, 2.0]);
+        assert_eq!((-a.clone()).to_vec(), [-1.0, 2.0]);
+        let mut b = a;
+        b *= 3.0;
+        assert_eq!(b.to_vec(), [3.0, -6.0]);
+    }
+
+    #[test]
+    fn in_place_updates() {
+        let mut w = t(&[1.0, 2.0, 3.0, 4.0], &[2, 2]);
+        w -= &t(&[1.0, 1.0], &[2]);
+        assert_eq!(w.to_vec(), [0.0, 1.0, 2.0, 3.0]);
+        w += &t(&[1.0; 4], &[2, 2]);
+        assert_eq!(w.to_vec(), [1.0, 2.0, 3.0, 4.0]);
+        w.add_scaled_(-0.5, &t(&[2.0, 4.0, 6.0, 8.0], &[2, 2]));
+        assert_eq!(w.to_vec(), [0.0, 0.0, 0.0, 0.0]);
+    }
+
+    #[test]
+    fn in_place_cannot_grow_the_target() {
+        let mut w = t(&[1.0, 2.0], &[2]);
+        let error = w.try_add_scaled_(1.0, &t(&[0.0; 4], &[2, 2])).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "add_scaled_: cannot write a result of shape [2, 2] into a tensor of shape [2]"
+        );
+        assert_eq!(
+            w.to_vec(),
+            [1.0, 2.0],
+            "a failed op leaves the tensor as it was"
+        );
+    }
+
+    #[test]
+    fn masked_fill_sets_where_mask_is_set_and_checks_shapes() {
+        let h = t(&[-1.0, 0.0, 2.0, -3.0], &[2, 2]);
+        let mut grad = t(&[1.0, 2.0, 3.0, 4.0], &[2, 2]);
+        grad.masked_fill_(&h.lt(0.0), 0.0);
+        assert_eq!(grad.to_vec(), [0.0, 2.0, 3.0, 0.0]);
+        let error = grad.try_masked_fill_(&t(&[1.0; 3], &[3]), 0.0).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "masked_fill_: cannot broadcast [2, 2] with [3]: sizes 2 and 3 differ at dim 1"
+        );
+    }
+
+    #[test]
+    fn zero_sized_dims_broadcast_like_pytorch() {
+        let empty = Tensor::zeros([0, 3], &Cpu);
+        let out = &empty + &t(&[1.0, 2.0, 3.0], &[3]);
+        assert_eq!(out.dims(), &[0, 3]);
+        assert!(out.to_vec().is_empty());
+    }
+}

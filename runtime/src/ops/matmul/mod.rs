@@ -1,0 +1,400 @@
+//! Matrix products: `mm`, `addmm_`, and `t`, a transposed view that the product reads in place.
+
+pub(crate) mod cpu;
+
+use crate::backend::Backend;
+use crate::error::{Error, Result, or_panic};
+use crate::shape::Shape;
+use crate::tensor::Tensor;
+
+/// One GEMM, `c = alpha * op(a) * op(b) + beta * c`, on row-major buffers.
+///
+/// `op(a)` is `m x k`: `a` is stored `[m, k]`, or `[k, m]` when `trans_a`. Likewise `op(b)` is
+/// `k x n`, stored `[k, n]` or `[n, k]`. `c` is `[m, n]`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Gemm {
+    /// Rows of `op(a)` and `c`.
+    pub m: usize,
+    /// Columns of `op(b)` and `c`.
+    pub n: usize,
+    /// Columns of `op(a)`, rows of `op(b)`.
+    pub k: usize,
+    /// Read `a` transposed.
+    pub trans_a: bool,
+    /// Read `b` transposed.
+    pub trans_b: bool,
+    /// Scale of the product.
+    pub alpha: f32,
+    /// Scale of the old `c`; 0 means `c` is not read.
+    pub beta: f32,
+}
+
+impl Gemm {
+    /// Floating-point operations of the product (`2mnk`).
+    #[must_use]
+    pub fn flops(&self) -> usize {
+        2 * self.m * self.n * self.k
+    }
+}
+
+/// A 2-D operand of a matrix product: a tensor, read as it is or transposed, never copied.
+///
+/// `x.t()` makes one; `&Tensor` converts into one. Its `shape` is the shape the product sees.
+pub struct MatView<'a, B: Backend> {
+    tensor: &'a Tensor<B>,
+    transposed: bool,
+}
+
+impl<B: Backend> std::fmt::Debug for MatView<'_, B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MatView")
+            .field("shape", &self.shape())
+            .field("transposed", &self.transposed)
+            .finish()
+    }
+}
+
+// Written out: a derive would demand `B: Copy`, which a device holding handles is not.
+#[allow(clippy::expl_impl_clone_on_copy)]
+impl<B: Backend> Clone for MatView<'_, B> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<B: Backend> Copy for MatView<'_, B> {}
+
+impl<'a, B: Backend> From<&'a Tensor<B>> for MatView<'a, B> {
+    fn from(tensor: &'a Tensor<B>) -> Self {
+        Self {
+            tensor,
+            transposed: false,
+        }
+    }
+}
+
+impl<'a, B: Backend> MatView<'a, B> {
+    /// The shape the product sees: the tensor's own, or its transpose.
+    #[must_use]
+    pub fn shape(&self) -> Shape {
+        let dims = self.tensor.dims();
+        if self.transposed && dims.len() == 2 {
+            Shape::from([dims[1], dims[0]])
+        } else {
+            self.tensor.shape().clone()
+        }
+    }
+
+    /// The transpose of this view (no copy).
+    #[must_use]
+    pub fn t(self) -> Self {
+        Self {
+            transposed: !self.transposed,
+            ..self
+        }
+    }
+
+    /// The matrix product of this view with `rhs`, like `torch.mm`.
+    #[track_caller]
+    #[must_use]
+    pub fn mm(self, rhs: impl Into<MatView<'a, B>>) -> Tensor<B> {
+        or_panic(self.try_mm(rhs))
+    }
+
+    /// The matrix product of this view with `rhs`.
+    ///
+    /// # Errors
+    /// [`Error::Rank`] for an operand that is not 2-D, [`Error::MatmulInnerDims`] when the
+    /// inner dims differ.
+    pub fn try_mm(self, rhs: impl Into<MatView<'a, B>>) -> Result<Tensor<B>> {
+        let rhs = rhs.into();
+        let (m, n) = (self.rows("mm")?, rhs.cols("mm")?);
+        let mut out = Tensor::try_zeros([m, n], &self.tensor.device)?;
+        out.try_addmm_(self, rhs, 0.0, 1.0)?;
+        Ok(out)
+    }
+
+    /// A new, contiguous tensor with the view's contents.
+    #[track_caller]
+    #[must_use]
+    pub fn to_tensor(self) -> Tensor<B> {
+        or_panic(self.try_to_tensor())
+    }
+
+    /// A new, contiguous tensor with the view's contents.
+    ///
+    /// # Errors
+    /// When the device cannot allocate or copy.
+    pub fn try_to_tensor(self) -> Result<Tensor<B>> {
+        if !self.transposed {
+            return self.tensor.try_clone();
+        }
+        let (rows, cols) = (self.cols("t")?, self.rows("t")?);
+        let mut out = Tensor::try_zeros(self.shape(), &self.tensor.device)?;
+        let device = &self.tensor.device;
+        device.transpose(&self.tensor.storage, rows, cols, &mut out.storage)?;
+        Ok(out)
+    }
+
+    fn check_2d(&self, op: &'static str) -> Result<()> {
+        if self.tensor.rank() == 2 {
+            Ok(())
+        } else {
+            Err(Error::Rank {
+                op,
+                expected: 2,
+                found: self.tensor.shape().clone(),
+            })
+        }
+    }
+
+    fn rows(&self, op: &'static str) -> Result<usize> {
+        self.check_2d(op)?;
+        Ok(self.shape().dims()[0])
+    }
+
+    fn cols(&self, op: &'static str) -> Result<usize> {
+        self.check_2d(op)?;
+        Ok(self.shape().dims()[1])
+    }
+}
+
+impl<B: Backend> Tensor<B> {
+    /// The transpose of a 2-D tensor as a view that `mm` reads in place, like `torch.t`.
+    ///
+    /// # Examples
+    /// ```
+    /// use declnet_runtime::{Cpu, Tensor};
+    /// let x = Tensor::from_vec(vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0], [2, 3], &Cpu);
+    /// let gram = x.t().mm(&x); // [3, 2] x [2, 3], no copy of x
+    /// assert_eq!(gram.dims(), &[3, 3]);
+    /// assert_eq!(x.t().to_tensor().to_vec(), [1.0, 4.0, 2.0, 5.0, 3.0, 6.0]);
+    /// ```
+    #[track_caller]
+    #[must_use]
+    pub fn t(&self) -> MatView<'_, B> {
+        or_panic(self.try_t())
+    }
+
+    /// The transpose of a 2-D tensor as a view.
+    ///
+    /// # Errors
+    /// [`Error::Rank`] when the tensor is not 2-D.
+    pub fn try_t(&self) -> Result<MatView<'_, B>> {
+        let view = MatView::from(self).t();
+        view.check_2d("t")?;
+        Ok(view)
+    }
+
+    /// The matrix product `self x rhs` of 2-D tensors, like `torch.mm`; `rhs` may be `w.t()`.
+    ///
+    /// # Examples
+    /// ```
+    /// use declnet_runtime::{Cpu, Tensor};
+    /// let a = Tensor::from_vec(vec![1.0, 2.0, 3.0, 4.0], [2, 2], &Cpu);
+    /// let b = Tensor::from_vec(vec![5.0, 6.0, 7.0, 8.0], [2, 2], &Cpu);
+    /// assert_eq!(a.mm(&b).to_vec(), [19.0, 22.0, 43.0, 50.0]);
+    /// assert_eq!(a.mm(b.t()).to_vec(), [17.0, 23.0, 39.0, 53.0]);
+    /// ```
+    #[track_caller]
+    #[must_use]
+    pub fn mm<'a>(&'a self, rhs: impl Into<MatView<'a, B>>) -> Self {
+        or_panic(self.try_mm(rhs))
+    }
+
+    /// The matrix product `self x rhs` of 2-D tensors.
+    ///
+    /// # Errors
+    /// [`Error::Rank`] for an operand that is not 2-D, [`Error::MatmulInnerDims`] when the
+    /// inner dims differ.
+    pub fn try_mm<'a>(&'a self, rhs: impl Into<MatView<'a, B>>) -> Result<Self> {
+        MatView::from(self).try_mm(rhs)
+    }
+
+    /// `self = beta * self + alpha * (a x b)` in place, like `torch.Tensor.addmm_`. With
+    /// `beta = 1` it accumulates a gradient; with `alpha = -lr` it applies one.
+    ///
+    /// # Examples
+    /// ```
+    /// use declnet_runtime::{Cpu, Tensor};
+    /// let x = Tensor::from_vec(vec![1.0, 2.0], [1, 2], &Cpu);
+    /// let mut acc = Tensor::ones([2, 2], &Cpu);
+    /// acc.addmm_(x.t(), &x, 1.0, 2.0); // acc += 2 x^T x
+    /// assert_eq!(acc.to_vec(), [3.0, 5.0, 5.0, 9.0]);
+    /// ```
+    #[track_caller]
+    pub fn addmm_<'a>(
+        &mut self,
+        a: impl Into<MatView<'a, B>>,
+        b: impl Into<MatView<'a, B>>,
+        beta: f32,
+        alpha: f32,
+    ) where
+        B: 'a,
+    {
+        or_panic(self.try_addmm_(a, b, beta, alpha));
+    }
+
+    /// `self = beta * self + alpha * (a x b)` in place.
+    ///
+    /// # Errors
+    /// [`Error::Rank`] for an operand that is not 2-D, [`Error::MatmulInnerDims`] when the
+    /// inner dims differ, [`Error::InPlaceShape`] when `self` is not `[rows of a, cols of b]`.
+    pub fn try_addmm_<'a>(
+        &mut self,
+        a: impl Into<MatView<'a, B>>,
+        b: impl Into<MatView<'a, B>>,
+        beta: f32,
+        alpha: f32,
+    ) -> Result<()>
+    where
+        B: 'a,
+    {
+        let (a, b) = (a.into(), b.into());
+        let (m, k) = (a.rows("mm")?, a.cols("mm")?);
+        let (k2, n) = (b.rows("mm")?, b.cols("mm")?);
+        if k != k2 {
+            return Err(Error::MatmulInnerDims {
+                op: "mm",
+                lhs: a.shape(),
+                rhs: b.shape(),
+            });
+        }
+        a.tensor.check_same_device("mm", b.tensor)?;
+        self.check_same_device("addmm_", a.tensor)?;
+        if self.dims() != [m, n] {
+            return Err(Error::InPlaceShape {
+                op: "addmm_",
+                target: self.shape.clone(),
+                result: Shape::from([m, n]),
+            });
+        }
+        let gemm = Gemm {
+            m,
+            n,
+            k,
+            trans_a: a.transposed,
+            trans_b: b.transposed,
+            alpha,
+            beta,
+        };
+        self.device.gemm(
+            &gemm,
+            &a.tensor.storage,
+            &b.tensor.storage,
+            &mut self.storage,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Cpu;
+    use crate::rng::seeded;
+
+    /// The product computed naively in f64, from row-major `[m, k]` and `[k, n]` data.
+    fn reference(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
+        let mut c = vec![0.0; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                let dot: f64 = (0..k)
+                    .map(|p| f64::from(a[i * k + p]) * f64::from(b[p * n + j]))
+                    .sum();
+                c[i * n + j] = dot as f32;
+            }
+        }
+        c
+    }
+
+    fn assert_close(actual: &[f32], expected: &[f32]) {
+        for (a, e) in actual.iter().zip(expected) {
+            assert!((a - e).abs() <= 1e-4 * e.abs().max(1.0), "{a} vs {e}");
+        }
+    }
+
+    #[test]
+    fn every_transpose_combination_matches_the_naive_product() {
+        let rng = &mut seeded(1);
+        let (m, k, n) = (5, 7, 3);
+        let a = Tensor::randn([m, k], &Cpu, rng);
+        let b = Tensor::randn([k, n], &Cpu, rng);
+        let expected = reference(&a.to_vec(), &b.to_vec(), m, k, n);
+        let a_t = a.t().to_tensor(); // stored [k, m]
+        let b_t = b.t().to_tensor(); // stored [n, k]
+        assert_close(&a.mm(&b).to_vec(), &expected);
+        assert_close(&a_t.t().mm(&b).to_vec(), &expected);
+        assert_close(&a.mm(b_t.t()).to_vec(), &expected);
+        assert_close(&a_t.t().mm(b_t.t()).to_vec(), &expected);
+    }
+
+    #[test]
+    fn large_product_matches_reference() {
+        let rng = &mut seeded(2);
+        let (m, k, n) = (64, 300, 50);
+        let a = Tensor::randn([m, k], &Cpu, rng);
+        let b = Tensor::randn([k, n], &Cpu, rng);
+        assert_close(
+            &a.mm(&b).to_vec(),
+            &reference(&a.to_vec(), &b.to_vec(), m, k, n),
+        );
+    }
+
+    #[test]
+    fn inner_dim_mismatch_names_both_shapes() {
+        let a = Tensor::zeros([64, 1000], &Cpu);
+        let b = Tensor::zeros([999, 100], &Cpu);
+        assert_eq!(
+            a.try_mm(&b).unwrap_err().to_string(),
+            "mm: cannot multiply [64, 1000] by [999, 100]: inner dims 1000 and 999 differ"
+        );
+        // Transposed operands are reported as the product sees them.
+        assert_eq!(
+            a.try_mm(b.t()).unwrap_err().to_string(),
+            "mm: cannot multiply [64, 1000] by [100, 999]: inner dims 1000 and 100 differ"
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "mm: cannot multiply [2, 3] by [2, 3]: inner dims 3 and 2 differ")]
+    fn mm_panics_with_the_checked_message() {
+        let a = Tensor::zeros([2, 3], &Cpu);
+        let _ = a.mm(&a);
+    }
+
+    #[test]
+    fn non_matrices_are_rejected() {
+        let v = Tensor::zeros([3], &Cpu);
+        let m = Tensor::zeros([3, 2], &Cpu);
+        assert_eq!(
+            v.try_mm(&m).unwrap_err().to_string(),
+            "mm: expected a 2-D tensor, found shape [3]"
+        );
+        assert_eq!(
+            v.try_t().unwrap_err().to_string(),
+            "t: expected a 2-D tensor, found shape [3]"
+        );
+    }
+
+    #[test]
+    fn addmm_accumulates_scales_and_checks_the_target() {
+        let a = Tensor::from_vec(vec![1.0, 2.0, 3.0, 4.0], [2, 2], &Cpu);
+        let mut c = Tensor::ones([2, 2], &Cpu);
+        c.addmm_(&a, &a, 0.5, 1.0);
+        assert_eq!(c.to_vec(), [7.5, 10.5, 15.5, 22.5]);
+        c.addmm_(&a, &a, 0.0, -1.0);
+        assert_eq!(c.to_vec(), [-7.0, -10.0, -15.0, -22.0]);
+        let mut wrong = Tensor::zeros([3, 2], &Cpu);
+        assert_eq!(
+            wrong.try_addmm_(&a, &a, 1.0, 1.0).unwrap_err().to_string(),
+            "addmm_: cannot write a result of shape [2, 2] into a tensor of shape [3, 2]"
+        );
+    }
+
+    #[test]
+    fn empty_inner_dim_gives_zeros() {
+        let a = Tensor::zeros([2, 0], &Cpu);
+        let b = Tensor::zeros([0, 3], &Cpu);
+        assert_eq!(a.mm(&b).to_vec(), [0.0; 6]);
+    }
+}

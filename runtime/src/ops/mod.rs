@@ -1,0 +1,6 @@
+//! Tensor operations, one folder per op family (see `README.md` beside this file).
+
+pub mod binary;
+pub mod matmul;
+pub mod reduce;
+pub mod unary;

@@ -1,0 +1,26 @@
+//! CPU kernel of the axis sum.
+
+/// Sums `x`, viewed as `[outer, len, inner]`, over the middle axis into `out` (`[outer, inner]`).
+///
+/// Contiguous sums (`inner == 1`, which includes summing everything) accumulate in `f64`;
+/// strided ones add whole rows, which vectorises and is exact enough for batch-sized `len`.
+pub(crate) fn sum_axis(x: &[f32], outer: usize, len: usize, inner: usize, out: &mut [f32]) {
+    debug_assert_eq!(x.len(), outer * len * inner);
+    if len == 0 || out.is_empty() {
+        out.fill(0.0);
+        return;
+    }
+    if inner == 1 {
+        for (o, row) in out.iter_mut().zip(x.chunks_exact(len)) {
+            *o = row.iter().map(|&v| f64::from(v)).sum::<f64>() as f32;
+        }
+        return;
+    }
+    for (o, block) in out.chunks_exact_mut(inner).zip(x.chunks_exact(len * inner)) {
+        for row in block.chunks_exact(inner) {
+            for (acc, &v) in o.iter_mut().zip(row) {
+                *acc += v;
+            }
+        }
+    }
+}

@@ -1,0 +1,69 @@
+//! Reading PyTorch reference fixtures (`tests/fixtures/*.safetensors`) in tests.
+
+use std::path::PathBuf;
+
+use declnet::prelude::*;
+use safetensors::SafeTensors;
+use safetensors::tensor::Dtype;
+
+/// A fixture file's bytes, from which tensors are read by name.
+pub struct Fixture {
+    name: String,
+    bytes: Vec<u8>,
+}
+
+impl Fixture {
+    /// Reads `tests/fixtures/<file>`.
+    pub fn open(file: &str) -> Self {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(file);
+        let bytes = std::fs::read(&path)
+            .unwrap_or_else(|e| panic!("cannot read fixture {}: {e}", path.display()));
+        Self {
+            name: file.to_owned(),
+            bytes,
+        }
+    }
+
+    fn view(&self, key: &str) -> safetensors::tensor::TensorView<'_> {
+        let tensors = SafeTensors::deserialize(&self.bytes)
+            .unwrap_or_else(|e| panic!("{} is not a safetensors file: {e}", self.name));
+        tensors
+            .tensor(key)
+            .unwrap_or_else(|e| panic!("{} has no tensor {key}: {e}", self.name))
+    }
+
+    /// The f32 tensor `key`, on the CPU.
+    pub fn tensor(&self, key: &str) -> Tensor {
+        let view = self.view(key);
+        assert_eq!(view.dtype(), Dtype::F32, "{key} is not f32");
+        let data = view
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        Tensor::from_vec(data, view.shape(), &Cpu)
+    }
+
+    /// The i64 tensor `key`, flattened.
+    #[allow(dead_code, reason = "not every test binary reads integer tensors")]
+    pub fn i64s(&self, key: &str) -> Vec<i64> {
+        let view = self.view(key);
+        assert_eq!(view.dtype(), Dtype::I64, "{key} is not i64");
+        view.data()
+            .chunks_exact(8)
+            .map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes")))
+            .collect()
+    }
+}
+
+/// The largest relative difference `|a - e| / max(|e|, floor)` over two equally long slices.
+pub fn max_rel_diff(actual: &[f32], expected: &[f32], floor: f32) -> f32 {
+    assert_eq!(actual.len(), expected.len(), "lengths differ");
+    actual
+        .iter()
+        .zip(expected)
+        .map(|(a, e)| (a - e).abs() / e.abs().max(floor))
+        .fold(0.0, f32::max)
+}
