@@ -12,14 +12,18 @@
 
 pub mod backend;
 mod error;
+mod module;
 pub mod ops;
+mod param;
 pub mod rng;
 mod shape;
 mod tensor;
 
 pub use backend::{Backend, Cpu};
 pub use error::{Error, Result};
+pub use module::{Module, visit_prefixed, visit_prefixed_mut};
 pub use ops::matmul::MatView;
+pub use param::Param;
 pub use shape::Shape;
 pub use tensor::Tensor;
 

@@ -260,6 +260,22 @@ impl<B: Backend> Tensor<B> {
         ))
     }
 
+    /// Copies `src`'s elements into `self`, like `Tensor.copy_` (same shape, no broadcasting).
+    ///
+    /// # Errors
+    /// [`Error::InPlaceShape`] when the shapes differ.
+    pub fn try_copy_(&mut self, src: &Self) -> Result<()> {
+        self.check_same_device("copy_", src)?;
+        if self.shape != src.shape {
+            return Err(Error::InPlaceShape {
+                op: "copy_",
+                target: self.shape.clone(),
+                result: src.shape.clone(),
+            });
+        }
+        self.device.copy_into(&src.storage, &mut self.storage)
+    }
+
     /// Sets every element to `value`, like `Tensor.fill_`.
     #[track_caller]
     pub fn fill_(&mut self, value: f32) {
@@ -389,6 +405,18 @@ mod tests {
         assert_eq!(
             error.to_string(),
             "reshape: cannot reshape [2, 3] (6 elements) into [4] (4 elements)"
+        );
+    }
+
+    #[test]
+    fn copy_checks_shapes() {
+        let mut a = Tensor::zeros([2], &Cpu);
+        a.try_copy_(&Tensor::ones([2], &Cpu)).unwrap();
+        assert_eq!(a.to_vec(), [1.0; 2]);
+        let error = a.try_copy_(&Tensor::ones([3], &Cpu)).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "copy_: cannot write a result of shape [3] into a tensor of shape [2]"
         );
     }
 

@@ -39,6 +39,11 @@ impl Backend for Cpu {
         Ok(src.clone())
     }
 
+    fn copy_into(&self, src: &Vec<f32>, dst: &mut Vec<f32>) -> Result<()> {
+        dst.copy_from_slice(src);
+        Ok(())
+    }
+
     fn fill(&self, dst: &mut Vec<f32>, value: f32) -> Result<()> {
         dst.fill(value);
         Ok(())

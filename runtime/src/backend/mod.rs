@@ -58,6 +58,12 @@ pub trait Backend: Clone + fmt::Debug + PartialEq + Send + Sync + 'static {
     /// When the device cannot allocate or copy.
     fn copy(&self, src: &Self::Storage) -> Result<Self::Storage>;
 
+    /// Copies `src` into `dst`, which has the same length.
+    ///
+    /// # Errors
+    /// When the device cannot copy.
+    fn copy_into(&self, src: &Self::Storage, dst: &mut Self::Storage) -> Result<()>;
+
     /// Sets every element of `dst` to `value`.
     ///
     /// # Errors

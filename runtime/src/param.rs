@@ -1,0 +1,186 @@
+//! [`Param`]: a trainable tensor and the gradient a backward pass accumulates into it.
+
+use crate::backend::Backend;
+use crate::backend::Cpu;
+use crate::error::{Error, Result, or_panic};
+use crate::ops::matmul::MatView;
+use crate::tensor::Tensor;
+
+/// A trainable tensor with its gradient.
+///
+/// The gradient buffer is allocated once; "no gradient" (PyTorch's `grad is None` after
+/// `zero_grad()`) is a flag, so clearing costs nothing and the first accumulation overwrites
+/// instead of adding. A parameter used several times in a forward pass (weight sharing) gets the
+/// sum of its gradients. Optimizers skip parameters without a gradient, like PyTorch's.
+#[derive(Debug, Clone)]
+pub struct Param<B: Backend = Cpu> {
+    value: Tensor<B>,
+    grad: Tensor<B>,
+    has_grad: bool,
+}
+
+impl<B: Backend> Param<B> {
+    /// A parameter holding `value`, without a gradient.
+    #[must_use]
+    pub fn new(value: Tensor<B>) -> Self {
+        let grad = value.zeros_like();
+        Self {
+            value,
+            grad,
+            has_grad: false,
+        }
+    }
+
+    /// The current value.
+    #[must_use]
+    pub fn value(&self) -> &Tensor<B> {
+        &self.value
+    }
+
+    /// The value, for in-place updates (optimizers, manual SGD).
+    pub fn value_mut(&mut self) -> &mut Tensor<B> {
+        &mut self.value
+    }
+
+    /// Replaces the value with `value`, which must have the same shape.
+    ///
+    /// # Errors
+    /// [`Error::InPlaceShape`] when the shapes differ; the parameter is left unchanged.
+    pub fn set_value(&mut self, value: Tensor<B>) -> Result<()> {
+        if value.shape() != self.value.shape() {
+            return Err(Error::InPlaceShape {
+                op: "set_value",
+                target: self.value.shape().clone(),
+                result: value.shape().clone(),
+            });
+        }
+        self.value = value;
+        Ok(())
+    }
+
+    /// The gradient accumulated since the last [`Param::zero_grad`], if any.
+    #[must_use]
+    pub fn grad(&self) -> Option<&Tensor<B>> {
+        self.has_grad.then_some(&self.grad)
+    }
+
+    /// The value to update and the gradient to update it with, borrowed together.
+    pub fn value_and_grad_mut(&mut self) -> (&mut Tensor<B>, Option<&Tensor<B>>) {
+        (&mut self.value, self.has_grad.then_some(&self.grad))
+    }
+
+    /// Forgets the gradient, like PyTorch's `zero_grad()` (which sets it to `None`).
+    pub fn zero_grad(&mut self) {
+        self.has_grad = false;
+    }
+
+    /// Adds `grad` to the gradient (or sets it, if there is none yet).
+    #[track_caller]
+    pub fn accumulate_grad(&mut self, grad: &Tensor<B>) {
+        or_panic(self.try_accumulate_grad(grad));
+    }
+
+    /// Adds `grad` to the gradient (or sets it, if there is none yet).
+    ///
+    /// # Errors
+    /// [`Error::InPlaceShape`] when `grad` does not have the parameter's shape.
+    pub fn try_accumulate_grad(&mut self, grad: &Tensor<B>) -> Result<()> {
+        if grad.shape() != self.value.shape() {
+            return Err(Error::InPlaceShape {
+                op: "accumulate_grad",
+                target: self.value.shape().clone(),
+                result: grad.shape().clone(),
+            });
+        }
+        if self.has_grad {
+            self.grad.try_add_scaled_(1.0, grad)?;
+        } else {
+            self.grad.try_copy_(grad)?;
+        }
+        self.has_grad = true;
+        Ok(())
+    }
+
+    /// Adds the product `a x b` to the gradient without a temporary (one GEMM with beta 0 or 1):
+    /// how a `Linear` weight's gradient `dy^T x` is accumulated.
+    #[track_caller]
+    pub fn accumulate_grad_mm<'a>(
+        &mut self,
+        a: impl Into<MatView<'a, B>>,
+        b: impl Into<MatView<'a, B>>,
+    ) where
+        B: 'a,
+    {
+        or_panic(self.try_accumulate_grad_mm(a, b));
+    }
+
+    /// Adds the product `a x b` to the gradient.
+    ///
+    /// # Errors
+    /// As [`Tensor::try_addmm_`]; the gradient is left unchanged.
+    pub fn try_accumulate_grad_mm<'a>(
+        &mut self,
+        a: impl Into<MatView<'a, B>>,
+        b: impl Into<MatView<'a, B>>,
+    ) -> Result<()>
+    where
+        B: 'a,
+    {
+        let beta = if self.has_grad { 1.0 } else { 0.0 };
+        self.grad.try_addmm_(a, b, beta, 1.0)?;
+        self.has_grad = true;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn param() -> Param {
+        Param::new(Tensor::from_vec(vec![1.0, 2.0, 3.0, 4.0], [2, 2], &Cpu))
+    }
+
+    #[test]
+    fn starts_without_gradient_and_accumulates() {
+        let mut p = param();
+        assert!(p.grad().is_none());
+        let g = Tensor::ones([2, 2], &Cpu);
+        p.accumulate_grad(&g);
+        p.accumulate_grad(&g);
+        assert_eq!(p.grad().unwrap().to_vec(), [2.0; 4]);
+        p.zero_grad();
+        assert!(p.grad().is_none());
+        p.accumulate_grad(&g);
+        assert_eq!(
+            p.grad().unwrap().to_vec(),
+            [1.0; 4],
+            "first gradient after zero_grad overwrites"
+        );
+    }
+
+    #[test]
+    fn accumulates_products_in_place() {
+        let mut p = param();
+        let x = Tensor::from_vec(vec![1.0, 2.0], [1, 2], &Cpu);
+        p.accumulate_grad_mm(x.t(), &x);
+        p.accumulate_grad_mm(x.t(), &x);
+        assert_eq!(p.grad().unwrap().to_vec(), [2.0, 4.0, 4.0, 8.0]);
+    }
+
+    #[test]
+    fn rejects_misshaped_gradients_and_values() {
+        let mut p = param();
+        let error = p.try_accumulate_grad(&Tensor::ones([4], &Cpu)).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "accumulate_grad: cannot write a result of shape [4] into a tensor of shape [2, 2]"
+        );
+        assert!(p.grad().is_none());
+        let x = Tensor::ones([3, 1], &Cpu);
+        assert!(p.try_accumulate_grad_mm(&x, x.t()).is_err());
+        assert!(p.grad().is_none(), "a failed accumulation adds nothing");
+        assert!(p.set_value(Tensor::ones([2], &Cpu)).is_err());
+        assert_eq!(p.value().to_vec(), [1.0, 2.0, 3.0, 4.0]);
+    }
+}
