@@ -105,6 +105,20 @@ pub enum Error {
         /// The requested shape.
         to: Shape,
     },
+    /// A network input whose shape does not match the declared one.
+    #[error("{network}: input `{input}` must have shape {declared}, found {found}: {detail}")]
+    InputShape {
+        /// The network and method, like `TwoLayerNet::forward`.
+        network: &'static str,
+        /// The input's name.
+        input: &'static str,
+        /// The declared shape, with named dims, like `[B, 1000]`.
+        declared: String,
+        /// The shape passed in.
+        found: Shape,
+        /// Which dim disagrees and why.
+        detail: String,
+    },
     /// Operands that live on different devices.
     #[error("{op}: operands are on different devices ({lhs} and {rhs})")]
     DeviceMismatch {

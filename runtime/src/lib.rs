@@ -12,7 +12,9 @@
 
 pub mod backend;
 mod error;
+pub mod layers;
 mod module;
+pub mod network;
 pub mod ops;
 mod param;
 pub mod rng;

@@ -1,6 +1,7 @@
 //! CPU kernels of the elementwise binary ops, walking broadcast strides row by row.
 
 use super::{BinaryOp, Broadcast};
+use crate::ops::unary::cpu::gelu_derivative;
 
 /// Expands `$body` once per op with `$f` bound to that op's scalar function.
 macro_rules! with_binary_fn {
@@ -28,6 +29,34 @@ macro_rules! with_binary_fn {
             }
             BinaryOp::MaskedFill(value) => {
                 let $f = |a: f32, b: f32| if b == 0.0 { a } else { value };
+                $body
+            }
+            BinaryOp::ReluBackward => {
+                let $f = |a: f32, b: f32| if b > 0.0 { a } else { 0.0 };
+                $body
+            }
+            BinaryOp::ClampMinBackward(min) => {
+                let $f = |a: f32, b: f32| if b >= min { a } else { 0.0 };
+                $body
+            }
+            BinaryOp::SigmoidBackward => {
+                let $f = |a: f32, b: f32| a * b * (1.0 - b);
+                $body
+            }
+            BinaryOp::TanhBackward => {
+                let $f = |a: f32, b: f32| a * (1.0 - b * b);
+                $body
+            }
+            BinaryOp::GeluBackward => {
+                let $f = |a: f32, b: f32| a * gelu_derivative(b);
+                $body
+            }
+            BinaryOp::PowBackward(p) if p == 2.0 => {
+                let $f = |a: f32, b: f32| a * 2.0 * b;
+                $body
+            }
+            BinaryOp::PowBackward(p) => {
+                let $f = |a: f32, b: f32| a * p * b.powf(p - 1.0);
                 $body
             }
         }

@@ -27,6 +27,18 @@ pub enum BinaryOp {
     AddScaled(f32),
     /// `value` where `b != 0`, else `a`: fills `a` where the mask `b` is set.
     MaskedFill(f32),
+    /// `a` where `b > 0`, else 0: the gradient `a` through `relu`, `b` its input or output.
+    ReluBackward,
+    /// `a` where `b >= min`, else 0: the gradient `a` through `clamp_min(min)`, `b` its input.
+    ClampMinBackward(f32),
+    /// `a * b * (1 - b)`: the gradient `a` through `sigmoid`, `b` its output.
+    SigmoidBackward,
+    /// `a * (1 - b^2)`: the gradient `a` through `tanh`, `b` its output.
+    TanhBackward,
+    /// `a * gelu'(b)`: the gradient `a` through `gelu`, `b` its input.
+    GeluBackward,
+    /// `a * p * b^(p-1)`: the gradient `a` through `pow(p)`, `b` its input.
+    PowBackward(f32),
 }
 
 /// How two operands map onto the output of a binary op under PyTorch's broadcasting rules.
@@ -210,6 +222,106 @@ impl<B: Backend> Tensor<B> {
     /// As [`Tensor::try_zip_`].
     pub fn try_masked_fill_(&mut self, mask: &Self, value: f32) -> Result<()> {
         self.try_zip_(BinaryOp::MaskedFill(value), "masked_fill_", mask)
+    }
+}
+
+/// The gradient of an elementwise activation: `grad` (the gradient of its output) times the
+/// activation's derivative, read from `saved` (its input or output, as each method says).
+macro_rules! activation_backward {
+    ($(#[doc = $doc:literal] $method:ident => $op:expr;)*) => {
+        impl<B: Backend> Tensor<B> {
+            $(
+                #[doc = $doc]
+                ///
+                /// # Errors
+                /// [`Error::InPlaceShape`] when `saved` does not have `self`'s shape.
+                pub fn $method(&self, saved: &Self) -> Result<Self> {
+                    self.check_same_shape(stringify!($method), saved)?;
+                    self.try_zip($op, stringify!($method), saved)
+                }
+            )*
+        }
+    };
+}
+
+activation_backward! {
+    /// `self` where `output > 0`, else 0: the gradient through `relu`.
+    relu_backward => BinaryOp::ReluBackward;
+    /// `self * output * (1 - output)`: the gradient through `sigmoid`, from its output.
+    sigmoid_backward => BinaryOp::SigmoidBackward;
+    /// `self * (1 - output^2)`: the gradient through `tanh`, from its output.
+    tanh_backward => BinaryOp::TanhBackward;
+    /// `self * gelu'(input)`: the gradient through `gelu`, from its input.
+    gelu_backward => BinaryOp::GeluBackward;
+}
+
+impl<B: Backend> Tensor<B> {
+    /// `self` where `input >= min`, else 0: the gradient through `clamp_min(min)`, like PyTorch's
+    /// `clamp` backward (which passes the gradient at `input == min`).
+    ///
+    /// # Errors
+    /// [`Error::InPlaceShape`] when `input` does not have `self`'s shape.
+    pub fn clamp_min_backward(&self, input: &Self, min: f32) -> Result<Self> {
+        self.check_same_shape("clamp_min_backward", input)?;
+        self.try_zip(BinaryOp::ClampMinBackward(min), "clamp_min_backward", input)
+    }
+
+    /// `self * exponent * input^(exponent - 1)`: the gradient through `pow(exponent)`.
+    ///
+    /// # Errors
+    /// [`Error::InPlaceShape`] when `input` does not have `self`'s shape.
+    pub fn pow_backward(&self, input: &Self, exponent: f32) -> Result<Self> {
+        self.check_same_shape("pow_backward", input)?;
+        self.try_zip(BinaryOp::PowBackward(exponent), "pow_backward", input)
+    }
+
+    fn check_same_shape(&self, op: &'static str, other: &Self) -> Result<()> {
+        if other.shape == self.shape {
+            Ok(())
+        } else {
+            Err(Error::InPlaceShape {
+                op,
+                target: self.shape.clone(),
+                result: other.shape.clone(),
+            })
+        }
+    }
+
+    /// Sums `self` down to `shape`, undoing a broadcast: the gradient of an operand that was
+    /// broadcast to `self`'s shape (a `[D]` bias added to `[B, D]` gets the sum over `B`).
+    ///
+    /// # Errors
+    /// [`Error::Broadcast`] when `shape` does not broadcast to `self`'s shape.
+    pub fn try_sum_to_shape(&self, shape: &Shape) -> Result<Self> {
+        let layout = Broadcast::new("sum_to_shape", shape, &self.shape)?;
+        if layout.shape != self.shape {
+            return Err(Error::InPlaceShape {
+                op: "sum_to_shape",
+                target: self.shape.clone(),
+                result: layout.shape,
+            });
+        }
+        let extra = self.rank() - shape.rank();
+        let mut out = self.try_clone()?;
+        for _ in 0..extra {
+            out = out.try_sum_dim(0, false)?;
+        }
+        for (dim, &size) in shape.dims().iter().enumerate() {
+            if size == 1 && out.dims()[dim] != 1 {
+                out = out.try_sum_dim(dim, true)?;
+            }
+        }
+        Ok(out)
+    }
+
+    /// `self` repeated to `shape` under broadcasting, like `torch.Tensor.expand(..).clone()`.
+    ///
+    /// # Errors
+    /// [`Error::Broadcast`] or [`Error::InPlaceShape`] when `self` does not broadcast to `shape`.
+    pub fn try_broadcast_to(&self, shape: &Shape) -> Result<Self> {
+        let mut out = Self::try_zeros(shape.clone(), &self.device)?;
+        out.try_zip_(BinaryOp::Add, "broadcast_to", self)?;
+        Ok(out)
     }
 }
 
@@ -451,6 +563,84 @@ mod tests {
             error.to_string(),
             "masked_fill_: cannot broadcast [2, 2] with [3]: sizes 2 and 3 differ at dim 1"
         );
+    }
+
+    #[test]
+    fn activation_gradients() {
+        let grad = t(&[1.0, 2.0, 3.0, 4.0], &[4]);
+        let x = t(&[-1.0, 0.0, 0.5, 2.0], &[4]);
+        // tanh_backward reads the output; feed it x as if it were one.
+        assert_eq!(
+            grad.relu_backward(&x).unwrap().to_vec(),
+            [0.0, 0.0, 3.0, 4.0]
+        );
+        assert_eq!(
+            grad.clamp_min_backward(&x, 0.0).unwrap().to_vec(),
+            [0.0, 2.0, 3.0, 4.0]
+        );
+        let y = x.sigmoid();
+        let expected: Vec<f32> = (0..4)
+            .map(|i| grad.to_vec()[i] * y.to_vec()[i] * (1.0 - y.to_vec()[i]))
+            .collect();
+        assert_eq!(grad.sigmoid_backward(&y).unwrap().to_vec(), expected);
+        assert_eq!(
+            grad.tanh_backward(&x).unwrap().to_vec(),
+            [0.0, 2.0, 3.0 * 0.75, 4.0 * -3.0]
+        );
+        assert_eq!(
+            grad.pow_backward(&x, 2.0).unwrap().to_vec(),
+            [-2.0, 0.0, 3.0, 16.0]
+        );
+        let error = grad.relu_backward(&t(&[0.0; 2], &[2])).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "relu_backward: cannot write a result of shape [2] into a tensor of shape [4]"
+        );
+    }
+
+    #[test]
+    fn gelu_gradient_matches_finite_differences() {
+        let x = t(&[-2.0, -0.5, 0.1, 1.5], &[4]);
+        let ones = Tensor::ones([4], &Cpu);
+        let analytic = ones.gelu_backward(&x).unwrap().to_vec();
+        let eps = 1e-2;
+        let numeric: Vec<f32> = ((&x + eps).gelu() - &(&x - eps).gelu())
+            .to_vec()
+            .iter()
+            .map(|d| d / (2.0 * eps))
+            .collect();
+        for (a, n) in analytic.iter().zip(&numeric) {
+            assert!((a - n).abs() < 1e-3, "{analytic:?} vs {numeric:?}");
+        }
+    }
+
+    #[test]
+    fn sum_to_shape_undoes_broadcasting() {
+        let grad = t(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], &[2, 3]);
+        assert_eq!(
+            grad.try_sum_to_shape(&Shape::from([3])).unwrap().to_vec(),
+            [5.0, 7.0, 9.0]
+        );
+        let column = grad.try_sum_to_shape(&Shape::from([2, 1])).unwrap();
+        assert_eq!(column.dims(), &[2, 1]);
+        assert_eq!(column.to_vec(), [6.0, 15.0]);
+        assert_eq!(
+            grad.try_sum_to_shape(&Shape::from([])).unwrap().item(),
+            21.0
+        );
+        assert_eq!(
+            grad.try_sum_to_shape(grad.shape()).unwrap().to_vec(),
+            grad.to_vec()
+        );
+        assert!(grad.try_sum_to_shape(&Shape::from([2])).is_err());
+    }
+
+    #[test]
+    fn broadcast_to_repeats() {
+        let row = t(&[1.0, 2.0], &[2]);
+        let out = row.try_broadcast_to(&Shape::from([2, 2])).unwrap();
+        assert_eq!(out.to_vec(), [1.0, 2.0, 1.0, 2.0]);
+        assert!(row.try_broadcast_to(&Shape::from([3])).is_err());
     }
 
     #[test]

@@ -48,6 +48,10 @@ macro_rules! with_unary_fn {
                 let $f = f32::tanh;
                 $body
             }
+            UnaryOp::Gelu => {
+                let $f = gelu;
+                $body
+            }
             UnaryOp::LtScalar(s) => {
                 let $f = |v: f32| f32::from(u8::from(v < s));
                 $body
@@ -86,4 +90,16 @@ fn sigmoid(v: f32) -> f32 {
         let e = v.exp();
         e / (1.0 + e)
     }
+}
+
+/// `x * Φ(x)`, Φ the standard normal CDF.
+pub(crate) fn gelu(v: f32) -> f32 {
+    0.5 * v * (1.0 + libm::erff(v * std::f32::consts::FRAC_1_SQRT_2))
+}
+
+/// The derivative of [`gelu`]: `Φ(x) + x φ(x)`.
+pub(crate) fn gelu_derivative(v: f32) -> f32 {
+    const FRAC_1_SQRT_2PI: f32 = 0.398_942_3;
+    let cdf = 0.5 * (1.0 + libm::erff(v * std::f32::consts::FRAC_1_SQRT_2));
+    cdf + v * FRAC_1_SQRT_2PI * (-0.5 * v * v).exp()
 }

@@ -29,6 +29,8 @@ pub enum UnaryOp {
     Sigmoid,
     /// Hyperbolic tangent.
     Tanh,
+    /// GELU with the exact (erf) form, like `torch.nn.functional.gelu`.
+    Gelu,
     /// `1.0` where `x < s`, else `0.0`: a mask for [`Tensor::masked_fill_`].
     LtScalar(f32),
     /// `1.0` where `x > s`, else `0.0`: a mask for [`Tensor::masked_fill_`].
@@ -114,6 +116,12 @@ impl<B: Backend> Tensor<B> {
         self.map(UnaryOp::Tanh)
     }
 
+    /// GELU elementwise, `x * Φ(x)` with the exact erf form (PyTorch's default).
+    #[must_use]
+    pub fn gelu(&self) -> Self {
+        self.map(UnaryOp::Gelu)
+    }
+
     /// A mask, `1.0` where `x < value` and `0.0` elsewhere, like `x < value` in PyTorch.
     #[must_use]
     pub fn lt(&self, value: f32) -> Self {
@@ -177,6 +185,16 @@ mod tests {
         assert_close(&input().sigmoid().to_vec(), &sig);
         let tanh: Vec<f32> = x.iter().map(|v| v.tanh()).collect();
         assert_close(&input().tanh().to_vec(), &tanh);
+        let gelu: Vec<f32> = [-2.0f32, -0.5, 0.0, 0.5, 3.0]
+            .iter()
+            .map(|&v| 0.5 * v * (1.0 + libm::erff(v / std::f32::consts::SQRT_2)))
+            .collect();
+        assert_close(&input().gelu().to_vec(), &gelu);
+        // Values from torch.nn.functional.gelu.
+        assert_close(
+            &input().gelu().to_vec()[..2],
+            &[-0.045_500_26, -0.154_268_57],
+        );
         let pos = Tensor::from_vec(vec![1.0, std::f32::consts::E], [2], &Cpu);
         assert_close(&pos.log().to_vec(), &[0.0, 1.0]);
     }

@@ -1,0 +1,190 @@
+//! [`Linear`]: `y = x W^T + b`, PyTorch's `nn.Linear`.
+
+use rand::Rng;
+
+use crate::backend::{Backend, Cpu};
+use crate::error::{Error, Result};
+use crate::module::Module;
+use crate::param::Param;
+use crate::shape::Shape;
+use crate::tensor::Tensor;
+
+/// A fully connected layer, `y = x W^T + b`, with PyTorch's layout and initialisation.
+///
+/// `weight` is `[out_features, in_features]` and `bias` is `[out_features]`, so a PyTorch
+/// `state_dict` loads unchanged. Both start uniform in `±1/sqrt(in_features)`, the distribution
+/// `nn.Linear.reset_parameters` draws from.
+#[derive(Debug, Clone)]
+pub struct Linear<B: Backend = Cpu> {
+    /// `[out_features, in_features]`.
+    pub weight: Param<B>,
+    /// `[out_features]`, or `None` for a layer declared without bias.
+    pub bias: Option<Param<B>>,
+}
+
+impl<B: Backend> Linear<B> {
+    /// A layer with PyTorch's default initialisation, drawn from `rng`.
+    pub fn new<R: Rng + ?Sized>(
+        in_features: usize,
+        out_features: usize,
+        bias: bool,
+        device: &B,
+        rng: &mut R,
+    ) -> Self {
+        let bound = 1.0 / (in_features as f32).sqrt();
+        let weight = Tensor::uniform([out_features, in_features], -bound, bound, device, rng);
+        let bias = bias.then(|| Tensor::uniform([out_features], -bound, bound, device, rng));
+        Self {
+            weight: Param::new(weight),
+            bias: bias.map(Param::new),
+        }
+    }
+
+    /// The width of the input.
+    #[must_use]
+    pub fn in_features(&self) -> usize {
+        self.weight.value().dims()[1]
+    }
+
+    /// The width of the output.
+    #[must_use]
+    pub fn out_features(&self) -> usize {
+        self.weight.value().dims()[0]
+    }
+
+    /// `x W^T + b` for `x` of shape `[batch, in_features]`.
+    ///
+    /// # Errors
+    /// [`Error::MatmulInnerDims`] or [`Error::Rank`] when `x` is not `[batch, in_features]`.
+    pub fn forward(&self, x: &Tensor<B>) -> Result<Tensor<B>> {
+        let mut y = x.try_mm(self.weight.value().t())?;
+        if let Some(bias) = &self.bias {
+            y.try_zip_(crate::ops::binary::BinaryOp::Add, "linear", bias.value())?;
+        }
+        Ok(y)
+    }
+
+    /// Accumulates the parameters' gradients for the input `x` and the output gradient
+    /// `grad_out`, and returns the input gradient when `input_grad` asks for it.
+    ///
+    /// # Errors
+    /// [`Error::InPlaceShape`] when `grad_out` is not `[batch, out_features]` for `x`'s batch.
+    pub fn backward(
+        &mut self,
+        x: &Tensor<B>,
+        grad_out: &Tensor<B>,
+        input_grad: bool,
+    ) -> Result<Option<Tensor<B>>> {
+        let expected = Shape::from([x.dims()[0], self.out_features()]);
+        if grad_out.shape() != &expected {
+            return Err(Error::InPlaceShape {
+                op: "linear backward",
+                target: expected,
+                result: grad_out.shape().clone(),
+            });
+        }
+        // dW += dy^T x, straight into the gradient buffer.
+        self.weight.try_accumulate_grad_mm(grad_out.t(), x)?;
+        if let Some(bias) = &mut self.bias {
+            bias.try_accumulate_grad(&grad_out.try_sum_dim(0, false)?)?;
+        }
+        input_grad
+            .then(|| grad_out.try_mm(self.weight.value()))
+            .transpose()
+    }
+}
+
+impl<B: Backend> Module<B> for Linear<B> {
+    fn visit_params(&self, f: &mut dyn FnMut(&str, &Param<B>)) {
+        f("weight", &self.weight);
+        if let Some(bias) = &self.bias {
+            f("bias", bias);
+        }
+    }
+
+    fn visit_params_mut(&mut self, f: &mut dyn FnMut(&str, &mut Param<B>)) {
+        f("weight", &mut self.weight);
+        if let Some(bias) = &mut self.bias {
+            f("bias", bias);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::seeded;
+
+    fn layer() -> Linear {
+        let mut linear = Linear::new(3, 2, true, &Cpu, &mut seeded(0));
+        linear
+            .weight
+            .set_value(Tensor::from_vec(
+                vec![1.0, 2.0, 3.0, -1.0, 0.0, 1.0],
+                [2, 3],
+                &Cpu,
+            ))
+            .unwrap();
+        linear
+            .bias
+            .as_mut()
+            .unwrap()
+            .set_value(Tensor::from_vec(vec![0.5, -0.5], [2], &Cpu))
+            .unwrap();
+        linear
+    }
+
+    #[test]
+    fn init_is_bounded_by_one_over_sqrt_fan_in() {
+        let linear = Linear::new(100, 50, true, &Cpu, &mut seeded(1));
+        let bound = 0.1;
+        let weights = linear.weight.value().to_vec();
+        assert!(weights.iter().all(|w| w.abs() <= bound));
+        assert!(
+            weights.iter().any(|w| w.abs() > 0.9 * bound),
+            "spans the range"
+        );
+        assert_eq!(linear.bias.as_ref().unwrap().value().dims(), &[50]);
+        assert_eq!(linear.param_names(), ["weight", "bias"]);
+        assert_eq!(linear.num_params(), 5050);
+        assert_eq!(
+            Linear::new(4, 2, false, &Cpu, &mut seeded(1)).param_names(),
+            ["weight"]
+        );
+    }
+
+    #[test]
+    fn forward_and_backward_by_hand() {
+        let mut linear = layer();
+        let x = Tensor::from_vec(vec![1.0, 0.0, 2.0, 0.0, 1.0, 1.0], [2, 3], &Cpu);
+        let y = linear.forward(&x).unwrap();
+        assert_eq!(y.to_vec(), [7.5, 0.5, 5.5, 0.5]);
+        let grad_out = Tensor::from_vec(vec![1.0, 0.0, 0.0, 1.0], [2, 2], &Cpu);
+        let grad_x = linear.backward(&x, &grad_out, true).unwrap().unwrap();
+        assert_eq!(grad_x.to_vec(), [1.0, 2.0, 3.0, -1.0, 0.0, 1.0]);
+        assert_eq!(
+            linear.weight.grad().unwrap().to_vec(),
+            [1.0, 0.0, 2.0, 0.0, 1.0, 1.0]
+        );
+        assert_eq!(
+            linear.bias.as_ref().unwrap().grad().unwrap().to_vec(),
+            [1.0, 1.0]
+        );
+        assert!(linear.backward(&x, &grad_out, false).unwrap().is_none());
+        assert_eq!(
+            linear.bias.as_ref().unwrap().grad().unwrap().to_vec(),
+            [2.0, 2.0],
+            "a second backward accumulates"
+        );
+    }
+
+    #[test]
+    fn wrong_input_width_names_both_shapes() {
+        let linear = layer();
+        let error = linear.forward(&Tensor::zeros([4, 5], &Cpu)).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "mm: cannot multiply [4, 5] by [3, 2]: inner dims 5 and 3 differ"
+        );
+    }
+}

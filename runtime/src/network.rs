@@ -1,0 +1,127 @@
+//! Support for code that `network!` generates: checks at a network's entry.
+
+use crate::error::{Error, Result};
+use crate::shape::Shape;
+
+/// A dim of a declared input shape: a number, or a name bound on entry (`B` for the batch).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeclaredDim {
+    /// A size known when the network was compiled (a literal or a const generic).
+    Fixed(usize),
+    /// A size named in the declaration and bound by the first input that has it.
+    Named(&'static str),
+}
+
+/// The sizes named dims took in one call, so every input agrees on them.
+#[derive(Debug, Default)]
+pub struct DimBindings {
+    bound: Vec<(&'static str, usize, &'static str)>,
+}
+
+impl DimBindings {
+    /// Checks `found` against `declared` for input `input` of `network`, binding named dims.
+    ///
+    /// # Errors
+    /// [`Error::InputShape`] naming the input, the declared and found shapes and the first dim
+    /// that disagrees.
+    pub fn check(
+        &mut self,
+        network: &'static str,
+        input: &'static str,
+        declared: &[DeclaredDim],
+        found: &Shape,
+    ) -> Result<()> {
+        let error = |detail: String| Error::InputShape {
+            network,
+            input,
+            declared: display_declared(declared),
+            found: found.clone(),
+            detail,
+        };
+        if found.rank() != declared.len() {
+            return Err(error(format!(
+                "expected {} dims, found {}",
+                declared.len(),
+                found.rank()
+            )));
+        }
+        for (index, (dim, &size)) in declared.iter().zip(found.dims()).enumerate() {
+            match *dim {
+                DeclaredDim::Fixed(expected) if size != expected => {
+                    return Err(error(format!("dim {index} is {size}, expected {expected}")));
+                }
+                DeclaredDim::Fixed(_) => {}
+                DeclaredDim::Named(name) => match self.bound.iter().find(|b| b.0 == name) {
+                    Some(&(_, bound, from)) if bound != size => {
+                        return Err(error(format!(
+                            "dim {index} (`{name}`) is {size}, but `{name}` is {bound} from `{from}`"
+                        )));
+                    }
+                    Some(_) => {}
+                    None => self.bound.push((name, size, input)),
+                },
+            }
+        }
+        Ok(())
+    }
+}
+
+fn display_declared(declared: &[DeclaredDim]) -> String {
+    let dims: Vec<String> = declared
+        .iter()
+        .map(|dim| match dim {
+            DeclaredDim::Fixed(size) => size.to_string(),
+            DeclaredDim::Named(name) => (*name).to_owned(),
+        })
+        .collect();
+    format!("[{}]", dims.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use DeclaredDim::{Fixed, Named};
+
+    #[test]
+    fn binds_named_dims_and_reports_disagreements() {
+        let mut bindings = DimBindings::default();
+        let declared = [Named("B"), Fixed(1000)];
+        bindings
+            .check("Net::forward", "x", &declared, &Shape::from([64, 1000]))
+            .unwrap();
+        let error = bindings
+            .check(
+                "Net::forward",
+                "y",
+                &[Named("B"), Fixed(10)],
+                &Shape::from([32, 10]),
+            )
+            .unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "Net::forward: input `y` must have shape [B, 10], found [32, 10]: \
+             dim 0 (`B`) is 32, but `B` is 64 from `x`"
+        );
+    }
+
+    #[test]
+    fn fixed_dims_and_rank() {
+        let mut bindings = DimBindings::default();
+        let declared = [Named("B"), Fixed(1000)];
+        let error = bindings
+            .check("Net::forward", "x", &declared, &Shape::from([64, 999]))
+            .unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "Net::forward: input `x` must have shape [B, 1000], found [64, 999]: \
+             dim 1 is 999, expected 1000"
+        );
+        let error = bindings
+            .check("Net::forward", "x", &declared, &Shape::from([1000]))
+            .unwrap_err();
+        assert!(
+            error.to_string().ends_with("expected 2 dims, found 1"),
+            "{error}"
+        );
+    }
+}
