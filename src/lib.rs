@@ -13,11 +13,30 @@
 //! # Features
 //! None yet; the CUDA backend will arrive behind `cuda`.
 
+pub use declnet_macros::network;
 pub use declnet_runtime as runtime;
 pub use declnet_runtime::{Backend, Cpu, Error, MatView, Result, Shape, Tensor};
 
+/// What `network!`-generated code refers to, by absolute path. Not a public API.
+#[doc(hidden)]
+pub mod __private {
+    pub use declnet_runtime::layers::Linear;
+    pub use declnet_runtime::network::{
+        DeclaredDim, Dim, DimBindings, accumulate, accumulate_ref, check_grad_out, grad_or_zeros,
+        same_dim,
+    };
+    pub use declnet_runtime::ops::unary::UnaryOp;
+    pub use declnet_runtime::rand::Rng;
+    pub use declnet_runtime::{
+        Backend, Cpu, MatView, Module, Param, Result, Shape, Tensor, visit_prefixed,
+        visit_prefixed_mut,
+    };
+}
+
 /// The names most programs need: `use declnet::prelude::*;`.
 pub mod prelude {
+    pub use declnet_macros::network;
+    pub use declnet_runtime::layers::Linear;
     pub use declnet_runtime::rng::{SeededRng, seeded};
-    pub use declnet_runtime::{Backend, Cpu, Error, Result, Shape, Tensor};
+    pub use declnet_runtime::{Backend, Cpu, Error, Module, Param, Result, Shape, Tensor};
 }

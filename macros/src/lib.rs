@@ -1,5 +1,48 @@
 //! The `network!` procedural macro of declnet.
 //!
-//! Empty for now: the macro (parse -> IR -> shape checks -> autodiff -> codegen) is the next
-//! piece of work. The crate exists so the workspace layout and the facade's dependency on it
-//! are in place.
+//! This file is the shim; the macro is a compiler over `proc_macro2` in the modules below:
+//! `parse` (syn) -> `check` and `lower` (IR with shapes, errors with spans) -> `autodiff`
+//! (the backward schedule) -> `codegen` (quote).
+
+#![forbid(unsafe_code)]
+
+mod autodiff;
+mod check;
+mod codegen;
+mod errors;
+mod ir;
+mod lower;
+mod parse;
+mod shape;
+#[cfg(test)]
+mod tests;
+
+use proc_macro2::TokenStream;
+
+/// Declares a neural network: a struct with its layers and parameters, `new` with PyTorch's
+/// initialisation, `forward`, `forward_train` and a generated `backward`, with every shape
+/// checked when the crate compiles. See the `declnet` crate's documentation for the syntax.
+#[proc_macro]
+pub fn network(input: proc_macro::TokenStream) -> proc_macro::TokenStream {
+    expand(input.into()).into()
+}
+
+/// Expands one `network!` invocation: the generated items, or the struct, stub impls and
+/// every error found.
+fn expand(input: TokenStream) -> TokenStream {
+    let def = match syn::parse2::<parse::NetworkDef>(input) {
+        Ok(def) => def,
+        Err(error) => return error.to_compile_error(),
+    };
+    let mut errors = errors::Errors::default();
+    let (network, output) = lower::lower(def, &mut errors);
+    match (errors.into_combined(), output) {
+        (None, Some(output)) => codegen::expand(&network, output),
+        (Some(error), _) => {
+            let mut tokens = error.to_compile_error();
+            tokens.extend(codegen::expand_fallback(&network));
+            tokens
+        }
+        (None, None) => codegen::expand_fallback(&network),
+    }
+}

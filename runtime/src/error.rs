@@ -119,6 +119,16 @@ pub enum Error {
         /// Which dim disagrees and why.
         detail: String,
     },
+    /// A backward pass given an output gradient whose shape is not the output's.
+    #[error("{network}: `grad_out` must have the output's shape {expected}, found {found}")]
+    GradShape {
+        /// The network and method, like `TwoLayerNet::backward`.
+        network: &'static str,
+        /// The output's shape.
+        expected: Shape,
+        /// The gradient's shape.
+        found: Shape,
+    },
     /// Operands that live on different devices.
     #[error("{op}: operands are on different devices ({lhs} and {rhs})")]
     DeviceMismatch {

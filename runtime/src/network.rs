@@ -1,7 +1,79 @@
-//! Support for code that `network!` generates: checks at a network's entry.
+//! Support for code that `network!` generates: checks at a network's entry, gradient
+//! accumulation in backward passes, and compile-time dim equalities.
 
+use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::shape::Shape;
+use crate::tensor::Tensor;
+
+/// Adds `grad` to the adjoint in `slot` (or puts it there, if empty): how a value used several
+/// times in a forward pass gets the sum of its gradients.
+///
+/// # Errors
+/// When the shapes differ (a bug in the generated code) or the device fails.
+pub fn accumulate<B: Backend>(slot: &mut Option<Tensor<B>>, grad: Tensor<B>) -> Result<()> {
+    match slot {
+        Some(sum) => sum.try_zip_(crate::ops::binary::BinaryOp::Add, "accumulate", &grad),
+        None => {
+            *slot = Some(grad);
+            Ok(())
+        }
+    }
+}
+
+/// [`accumulate`] for a borrowed gradient, copied only when the slot is empty.
+///
+/// # Errors
+/// As [`accumulate`].
+pub fn accumulate_ref<B: Backend>(slot: &mut Option<Tensor<B>>, grad: &Tensor<B>) -> Result<()> {
+    match slot {
+        Some(sum) => sum.try_zip_(crate::ops::binary::BinaryOp::Add, "accumulate", grad),
+        None => {
+            *slot = Some(grad.try_clone()?);
+            Ok(())
+        }
+    }
+}
+
+/// The gradient of an output with respect to a value it does not depend on: zeros of `like`'s
+/// shape. Returned for inputs that do not reach the output.
+///
+/// # Errors
+/// When the device cannot allocate.
+pub fn grad_or_zeros<B: Backend>(slot: Option<Tensor<B>>, like: &Tensor<B>) -> Result<Tensor<B>> {
+    slot.map_or_else(
+        || Tensor::try_zeros(like.shape().clone(), like.device()),
+        Ok,
+    )
+}
+
+/// Checks that `grad_out` has the shape of the output it is the gradient of.
+///
+/// # Errors
+/// [`Error::GradShape`] naming both shapes.
+pub fn check_grad_out<B: Backend>(
+    network: &'static str,
+    output: &Shape,
+    grad_out: &Tensor<B>,
+) -> Result<()> {
+    if grad_out.shape() == output {
+        Ok(())
+    } else {
+        Err(Error::GradShape {
+            network,
+            expected: output.clone(),
+            found: grad_out.shape().clone(),
+        })
+    }
+}
+
+/// A dimension as a type, so rustc can check dims the macro cannot compare (const generics).
+#[derive(Debug, Clone, Copy)]
+pub struct Dim<const N: usize>;
+
+/// Compiles only when both dims are the same type: `same_dim(Dim::<H>, Dim::<100>)` is a type
+/// error pointing at the declaration that disagrees.
+pub fn same_dim<const N: usize>(_: Dim<N>, _: Dim<N>) {}
 
 /// A dim of a declared input shape: a number, or a name bound on entry (`B` for the batch).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,6 +173,21 @@ mod tests {
             error.to_string(),
             "Net::forward: input `y` must have shape [B, 10], found [32, 10]: \
              dim 0 (`B`) is 32, but `B` is 64 from `x`"
+        );
+    }
+
+    #[test]
+    fn accumulate_sums_contributions() {
+        let mut slot = None;
+        accumulate(&mut slot, Tensor::ones([2], &crate::Cpu)).unwrap();
+        accumulate_ref(&mut slot, &Tensor::ones([2], &crate::Cpu)).unwrap();
+        assert_eq!(slot.as_ref().unwrap().to_vec(), [2.0, 2.0]);
+        let like = Tensor::ones([3], &crate::Cpu);
+        assert_eq!(grad_or_zeros(None, &like).unwrap().to_vec(), [0.0; 3]);
+        let error = check_grad_out("Net::backward", &Shape::from([2]), &like).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "Net::backward: `grad_out` must have the output's shape [2], found [3]"
         );
     }
 

@@ -2,6 +2,7 @@
 
 pub(crate) mod cpu;
 
+use super::unary::UnaryOp;
 use crate::backend::Backend;
 use crate::error::{Error, Result, or_panic};
 use crate::shape::Shape;
@@ -20,15 +21,36 @@ impl<B: Backend> Tensor<B> {
     #[track_caller]
     #[must_use]
     pub fn sum(&self) -> Self {
+        or_panic(self.try_sum())
+    }
+
+    /// The sum of all elements as a scalar tensor.
+    ///
+    /// # Errors
+    /// When the device fails.
+    pub fn try_sum(&self) -> Result<Self> {
         let flat = Shape::from([self.numel()]);
-        or_panic(self.reduce(&flat, 0, Shape::from([])))
+        self.reduce(&flat, 0, Shape::from([]))
     }
 
     /// The mean of all elements as a scalar tensor, like `torch.mean` (NaN when empty).
     #[track_caller]
     #[must_use]
     pub fn mean(&self) -> Self {
-        self.sum() * (1.0 / self.numel() as f32)
+        or_panic(self.try_mean())
+    }
+
+    /// The mean of all elements as a scalar tensor.
+    ///
+    /// # Errors
+    /// When the device fails.
+    pub fn try_mean(&self) -> Result<Self> {
+        let mut sum = self.try_sum()?;
+        sum.device.unary_assign(
+            UnaryOp::MulScalar(1.0 / self.numel() as f32),
+            &mut sum.storage,
+        )?;
+        Ok(sum)
     }
 
     /// Sums over `dim`, removing it (or keeping it with size 1 when `keepdim`), like

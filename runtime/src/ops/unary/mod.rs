@@ -4,7 +4,7 @@
 pub(crate) mod cpu;
 
 use crate::backend::Backend;
-use crate::error::or_panic;
+use crate::error::{Result, or_panic};
 use crate::tensor::Tensor;
 
 /// An elementwise map `x -> f(x)`, the unit of work of [`Backend::unary`].
@@ -42,9 +42,17 @@ impl<B: Backend> Tensor<B> {
     #[track_caller]
     #[must_use]
     pub fn map(&self, op: UnaryOp) -> Self {
-        let mut out = self.zeros_like();
-        or_panic(self.device.unary(op, &self.storage, &mut out.storage));
-        out
+        or_panic(self.try_map(op))
+    }
+
+    /// A new tensor with `op` applied to every element.
+    ///
+    /// # Errors
+    /// When the device cannot allocate or run the kernel.
+    pub fn try_map(&self, op: UnaryOp) -> Result<Self> {
+        let mut out = Self::try_zeros(self.shape.clone(), &self.device)?;
+        self.device.unary(op, &self.storage, &mut out.storage)?;
+        Ok(out)
     }
 
     /// Applies `op` to every element in place.

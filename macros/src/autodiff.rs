@@ -1,0 +1,115 @@
+//! The reverse pass, planned from the IR: which values are live, which need a gradient, and
+//! what the forward pass must save for the backward pass (and nothing more).
+
+use std::collections::BTreeSet;
+
+use crate::ir::{Activation, Network, Op, ValueId};
+use crate::shape::same_shape;
+
+/// Which inputs a backward pass differentiates for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Parameters only (`backward_params`): the input gradients are not computed.
+    ParamsOnly,
+    /// Parameters and inputs (`backward`).
+    WithInputs,
+}
+
+/// The backward schedule of one mode.
+pub struct Plan {
+    /// Nodes the output depends on.
+    pub live: Vec<bool>,
+    /// Nodes whose gradient this mode computes.
+    pub needs_grad: Vec<bool>,
+    /// Values the backward pass reads (computed nodes are moved into the tape, inputs borrowed,
+    /// parameters read from `self`).
+    pub saved_values: BTreeSet<ValueId>,
+    /// Values whose run-time shape the backward pass reads (to undo a broadcast or a sum).
+    pub saved_shapes: BTreeSet<ValueId>,
+}
+
+impl Plan {
+    pub fn new(net: &Network, output: ValueId, mode: Mode) -> Self {
+        let n = net.nodes.len();
+        let mut live = vec![false; n];
+        live[output] = true;
+        for id in (0..n).rev() {
+            if live[id] {
+                for operand in net.nodes[id].op.operands() {
+                    live[operand] = true;
+                }
+            }
+        }
+        let mut needs_grad = vec![false; n];
+        for id in 0..n {
+            needs_grad[id] = live[id]
+                && match net.nodes[id].op {
+                    Op::Param(_) => true,
+                    Op::Input(_) => mode == Mode::WithInputs,
+                    // A Linear layer's parameters always want their gradient.
+                    Op::Linear { .. } => true,
+                    ref op => op.operands().iter().any(|&x| needs_grad[x]),
+                };
+        }
+        let mut plan = Self {
+            live,
+            needs_grad,
+            saved_values: BTreeSet::new(),
+            saved_shapes: BTreeSet::new(),
+        };
+        for id in 0..n {
+            if plan.needs_grad[id] {
+                plan.record_reads(net, id);
+            }
+        }
+        plan
+    }
+
+    /// Records what node `id`'s backward rule reads.
+    fn record_reads(&mut self, net: &Network, id: ValueId) {
+        let node = &net.nodes[id];
+        let needs = |x: ValueId| self.needs_grad[x];
+        let broadcast = |x: ValueId| !same_shape(&net.nodes[x].shape, &node.shape);
+        let (mut values, mut shapes) = (Vec::new(), Vec::new());
+        match node.op {
+            Op::Input(_) | Op::Param(_) => {}
+            Op::Linear { x, .. } => values.push(x),
+            Op::Activation {
+                activation: Activation::Gelu,
+                x,
+                ..
+            } => values.push(x),
+            Op::Activation { .. } => values.push(id),
+            Op::ClampMin { x, .. } | Op::Pow { x, .. } => values.push(x),
+            Op::Binary { op, a, b } => {
+                for (operand, other) in [(a, b), (b, a)] {
+                    if needs(operand) {
+                        if op == crate::ir::BinaryOp::Mul {
+                            values.push(other);
+                        }
+                        if broadcast(operand) {
+                            shapes.push(operand);
+                        }
+                    }
+                }
+            }
+            Op::Mm { a, b, .. } => {
+                if needs(a) {
+                    values.push(b);
+                }
+                if needs(b) {
+                    values.push(a);
+                }
+            }
+            Op::Sum { x } | Op::Mean { x } => shapes.push(x),
+            Op::AddScalar { .. } | Op::MulScalar { .. } | Op::Neg { .. } | Op::Transpose { .. } => {
+            }
+        }
+        for value in values {
+            if !matches!(net.nodes[value].op, Op::Param(_)) {
+                self.saved_values.insert(value);
+            }
+        }
+        self.saved_shapes.extend(shapes);
+    }
+}

@@ -1,0 +1,207 @@
+//! Declarations to IR: const generics, dims, and each field's layer type. One `check_*` per
+//! rule; each records its errors and carries on.
+
+use std::collections::HashMap;
+
+use quote::ToTokens;
+use syn::Ident;
+
+use crate::errors::Errors;
+use crate::ir::{Activation, Dim, DimKind, Field, FieldKind, Shape};
+use crate::parse::{DimDecl, FieldDecl, LayerArg, LayerType, ShapeDecl};
+
+/// The layer types `network!` knows, for "unknown layer" messages.
+pub const KNOWN_LAYERS: &str = "Linear<in, out>, Param<[dims]>, ReLU, Sigmoid, Tanh, GELU";
+
+/// The name of the backend type parameter every generated network gets.
+pub const BACKEND_PARAM: &str = "B";
+
+/// Const generics must be unique and must not take the backend parameter's name.
+pub fn check_const_generics(generics: &[Ident], errors: &mut Errors) {
+    let mut seen: HashMap<String, &Ident> = HashMap::new();
+    for generic in generics {
+        // `network!` adds `B: Backend`; a const generic of the same name would shadow it.
+        if generic == BACKEND_PARAM {
+            errors.at(
+                generic.span(),
+                format!("`{BACKEND_PARAM}` is the backend type parameter `network!` adds; rename this const generic"),
+            );
+        }
+        if seen.insert(generic.to_string(), generic).is_some() {
+            errors.at(
+                generic.span(),
+                format!("duplicate const generic `{generic}`"),
+            );
+        }
+    }
+}
+
+/// Resolves a dim written in a shape: a number, a const generic, or (where `allow_named`) a
+/// name bound at run time.
+pub fn resolve_dim(
+    dim: &DimDecl,
+    const_generics: &[Ident],
+    allow_named: bool,
+    errors: &mut Errors,
+) -> Dim {
+    match dim {
+        DimDecl::Lit(value, span) => Dim::lit(*value, *span),
+        DimDecl::Name(name) if const_generics.contains(name) => Dim {
+            kind: DimKind::Const(name.to_string()),
+            span: name.span(),
+        },
+        DimDecl::Name(name) => {
+            // Parameter shapes are fixed when the network is built, so a name there must be a
+            // const generic; only inputs may have dims bound at run time.
+            if !allow_named {
+                errors.at(
+                    name.span(),
+                    format!(
+                        "layer and parameter dims must be known at compile time: `{name}` is not a const generic; \
+                         declare it as `struct Name<const {name}: usize>` or write a number"
+                    ),
+                );
+            }
+            Dim {
+                kind: DimKind::Named(name.to_string()),
+                span: name.span(),
+            }
+        }
+    }
+}
+
+/// Resolves every dim of a shape (see [`resolve_dim`]).
+pub fn resolve_shape(
+    shape: &ShapeDecl,
+    const_generics: &[Ident],
+    allow_named: bool,
+    errors: &mut Errors,
+) -> Shape {
+    Shape(
+        shape
+            .dims
+            .iter()
+            .map(|dim| resolve_dim(dim, const_generics, allow_named, errors))
+            .collect(),
+    )
+}
+
+/// Field names must be unique: they become struct fields and `state_dict` names.
+pub fn check_duplicate_fields(fields: &[FieldDecl], errors: &mut Errors) {
+    let mut seen: HashMap<String, &Ident> = HashMap::new();
+    for name in fields.iter().filter_map(|field| field.name.as_ref()) {
+        if let Some(first) = seen.insert(name.to_string(), name) {
+            errors.at(name.span(), format!("duplicate field `{name}`"));
+            errors.at(first.span(), format!("`{name}` is first declared here"));
+        }
+    }
+}
+
+/// Interprets a field's layer type, or records why it cannot.
+pub fn check_field(
+    ident: Ident,
+    state_name: String,
+    decl: &FieldDecl,
+    const_generics: &[Ident],
+    errors: &mut Errors,
+) -> Option<Field> {
+    let kind = check_layer_type(&decl.ty, const_generics, errors)?;
+    Some(Field {
+        attrs: decl.attrs.clone(),
+        ident,
+        state_name,
+        kind,
+        decl: decl.ty.tokens.clone(),
+    })
+}
+
+fn check_layer_type(
+    ty: &LayerType,
+    const_generics: &[Ident],
+    errors: &mut Errors,
+) -> Option<FieldKind> {
+    let name = ty.name.to_string();
+    let activation = match name.as_str() {
+        "Linear" => return check_linear(ty, const_generics, errors),
+        "Param" => return check_param(ty, const_generics, errors),
+        "ReLU" => Activation::Relu,
+        "Sigmoid" => Activation::Sigmoid,
+        "Tanh" => Activation::Tanh,
+        "GELU" => Activation::Gelu,
+        _ => {
+            errors.at(
+                ty.name.span(),
+                format!("unknown layer `{name}`; expected one of: {KNOWN_LAYERS}"),
+            );
+            return None;
+        }
+    };
+    if let Some(arg) = ty.args.first() {
+        errors.at(arg.span(), format!("`{name}` takes no arguments"));
+    }
+    Some(FieldKind::Activation(activation))
+}
+
+/// `Linear<in, out>` or `Linear<in, out, bias = false>`.
+fn check_linear(
+    ty: &LayerType,
+    const_generics: &[Ident],
+    errors: &mut Errors,
+) -> Option<FieldKind> {
+    let mut dims = Vec::new();
+    let mut bias = true;
+    for arg in &ty.args {
+        match arg {
+            LayerArg::Dim(dim) => dims.push(resolve_dim(dim, const_generics, false, errors)),
+            LayerArg::Named { name, value } if name == "bias" => match value {
+                syn::Lit::Bool(value) => bias = value.value,
+                other => errors.over(other, "`bias` takes `true` or `false`"),
+            },
+            LayerArg::Named { name, .. } => {
+                errors.at(
+                    name.span(),
+                    format!("unknown `Linear` option `{name}`; the only option is `bias = false`"),
+                );
+            }
+            LayerArg::Shape(shape) => {
+                errors.at(
+                    shape.span,
+                    "`Linear` takes two dims, `Linear<in_features, out_features>`, not a shape",
+                );
+            }
+        }
+    }
+    if dims.len() != 2 {
+        errors.over(
+            ty.tokens.to_token_stream(),
+            format!(
+                "`Linear` takes 2 dims (in_features, out_features), got {}: write `Linear<784, 128>`",
+                dims.len()
+            ),
+        );
+        return None;
+    }
+    let output = dims.pop()?;
+    let input = dims.pop()?;
+    Some(FieldKind::Linear {
+        input,
+        output,
+        bias,
+    })
+}
+
+/// `Param<[dims]>`.
+fn check_param(ty: &LayerType, const_generics: &[Ident], errors: &mut Errors) -> Option<FieldKind> {
+    match ty.args.as_slice() {
+        [LayerArg::Shape(shape)] => Some(FieldKind::Param {
+            shape: resolve_shape(shape, const_generics, false, errors),
+        }),
+        _ => {
+            errors.over(
+                ty.tokens.to_token_stream(),
+                "`Param` takes one shape in brackets, like `Param<[784, 128]>`",
+            );
+            None
+        }
+    }
+}

@@ -1,0 +1,294 @@
+//! `backward` and `backward_params`: the reverse pass, one block per node in reverse order,
+//! each adding its operands' gradients into their adjoints (or straight into parameters).
+
+use proc_macro2::TokenStream;
+use quote::quote;
+
+use super::forward::mat_view;
+use super::items::tape_bindings;
+use super::{
+    f32_tokens, grad_ident, input_grads_type, private, shape_ident, tape_ident, value_ident,
+    value_ref,
+};
+use crate::autodiff::{Mode, Plan};
+use crate::ir::{Activation, BinaryOp, Network, Op, ValueId};
+use crate::shape::same_shape;
+
+pub fn gen_backward(net: &Network, output: ValueId, plan: &Plan, mode: Mode) -> TokenStream {
+    let private = private();
+    let name = &net.name;
+    let tape = tape_ident(net);
+    let label = match mode {
+        Mode::WithInputs => format!("{name}::backward"),
+        Mode::ParamsOnly => format!("{name}::backward_params"),
+    };
+    let saved = tape_bindings(net, plan);
+    let adjoints = (0..net.nodes.len())
+        .filter(|&id| {
+            plan.needs_grad[id] && id != output && !matches!(net.nodes[id].op, Op::Param(_))
+        })
+        .map(|id| {
+            let ident = grad_ident(id);
+            quote!(let mut #ident: Option<#private::Tensor<B>> = None;)
+        });
+    let steps = (0..net.nodes.len())
+        .rev()
+        .filter(|&id| {
+            plan.needs_grad[id] && !matches!(net.nodes[id].op, Op::Input(_) | Op::Param(_))
+        })
+        .map(|id| {
+            let body = gen_rule(net, plan, id);
+            if id == output {
+                quote!({ let g = grad_out; #body })
+            } else {
+                let ident = grad_ident(id);
+                quote!(if let Some(g) = #ident.as_ref() { #body })
+            }
+        });
+    let (returns, result) = match mode {
+        Mode::ParamsOnly => (quote!(()), quote!(())),
+        Mode::WithInputs => {
+            let grads: Vec<TokenStream> = net
+                .inputs
+                .iter()
+                .enumerate()
+                .map(|(index, input)| {
+                    let ident = &input.ident;
+                    let node = net.nodes.iter().position(|node| matches!(node.op, Op::Input(i) if i == index));
+                    match node.filter(|&id| plan.needs_grad[id]) {
+                        Some(id) if id == output => quote!(grad_out.try_clone()?),
+                        Some(id) => {
+                            let grad = grad_ident(id);
+                            quote!(#private::grad_or_zeros(#grad, #ident)?)
+                        }
+                        None => quote!(#private::Tensor::try_zeros(#ident.shape().clone(), #ident.device())?),
+                    }
+                })
+                .collect();
+            let result = if grads.len() == 1 {
+                quote!(#(#grads)*)
+            } else {
+                quote!((#(#grads),*))
+            };
+            (input_grads_type(net), result)
+        }
+    };
+    let (method, doc) = match mode {
+        Mode::WithInputs => (
+            quote!(backward),
+            format!(
+                "Backpropagates `grad_out` (the gradient of the loss with respect to the output of \
+                 [`{name}::forward_train`]): adds every parameter's gradient into its `grad` (so \
+                 shared and repeated uses accumulate) and returns the gradient with respect to the \
+                 input(s)."
+            ),
+        ),
+        Mode::ParamsOnly => (
+            quote!(backward_params),
+            format!(
+                "Like [`{name}::backward`], but skips the work only the input gradient needs: what \
+                 a training step calls."
+            ),
+        ),
+    };
+    quote! {
+        #[doc = #doc]
+        ///
+        /// # Errors
+        /// When `grad_out` does not have the output's shape, or the device fails.
+        pub fn #method(&mut self, tape: #tape<'_, B>, grad_out: &#private::Tensor<B>) -> #private::Result<#returns> {
+            #private::check_grad_out(#label, &tape.output_shape, grad_out)?;
+            let #tape { #(#saved,)* .. } = tape;
+            #(#adjoints)*
+            #(#steps)*
+            Ok(#result)
+        }
+    }
+}
+
+/// Adds the owned gradient `grad` into value `target`'s adjoint, or into the parameter.
+fn contribute(net: &Network, plan: &Plan, target: ValueId, grad: &TokenStream) -> TokenStream {
+    if !plan.needs_grad[target] {
+        return quote!();
+    }
+    let private = private();
+    match net.nodes[target].op {
+        Op::Param(field) => {
+            let field = &net.fields[field].ident;
+            quote!(self.#field.try_accumulate_grad(&#grad)?;)
+        }
+        _ => {
+            let ident = grad_ident(target);
+            quote!(#private::accumulate(&mut #ident, #grad)?;)
+        }
+    }
+}
+
+/// Adds the borrowed gradient `g` into value `target`'s adjoint, or into the parameter.
+fn contribute_ref(net: &Network, plan: &Plan, target: ValueId) -> TokenStream {
+    if !plan.needs_grad[target] {
+        return quote!();
+    }
+    let private = private();
+    match net.nodes[target].op {
+        Op::Param(field) => {
+            let field = &net.fields[field].ident;
+            quote!(self.#field.try_accumulate_grad(g)?;)
+        }
+        _ => {
+            let ident = grad_ident(target);
+            quote!(#private::accumulate_ref(&mut #ident, g)?;)
+        }
+    }
+}
+
+/// `grad` summed back to `operand`'s shape when node `id` broadcast it.
+fn unbroadcast(net: &Network, id: ValueId, operand: ValueId, grad: TokenStream) -> TokenStream {
+    if same_shape(&net.nodes[operand].shape, &net.nodes[id].shape) {
+        grad
+    } else {
+        let shape = shape_ident(operand);
+        quote!(#grad.try_sum_to_shape(&#shape)?)
+    }
+}
+
+/// The backward rule of node `id`, with its output gradient bound to `g`.
+fn gen_rule(net: &Network, plan: &Plan, id: ValueId) -> TokenStream {
+    let private = private();
+    let needs = |x: ValueId| plan.needs_grad[x];
+    let unary = |x: ValueId, op: TokenStream| {
+        contribute(net, plan, x, &quote!(g.try_map(#private::UnaryOp::#op)?))
+    };
+    match net.nodes[id].op {
+        Op::Input(_) | Op::Param(_) => quote!(),
+        Op::Linear { field, x } => {
+            let field = &net.fields[field].ident;
+            let x_ref = value_ref(net, x);
+            if needs(x) {
+                let add = contribute(net, plan, x, &quote!(dx));
+                quote!(if let Some(dx) = self.#field.backward(#x_ref, g, true)? { #add })
+            } else {
+                quote!(self.#field.backward(#x_ref, g, false)?;)
+            }
+        }
+        Op::Activation { activation, x, .. } => {
+            let grad = match activation {
+                Activation::Relu => {
+                    let y = value_ident(id);
+                    quote!(g.relu_backward(&#y)?)
+                }
+                Activation::Sigmoid => {
+                    let y = value_ident(id);
+                    quote!(g.sigmoid_backward(&#y)?)
+                }
+                Activation::Tanh => {
+                    let y = value_ident(id);
+                    quote!(g.tanh_backward(&#y)?)
+                }
+                Activation::Gelu => {
+                    let x = value_ref(net, x);
+                    quote!(g.gelu_backward(#x)?)
+                }
+            };
+            contribute(net, plan, x, &grad)
+        }
+        Op::ClampMin { x, min } => {
+            let (x_ref, min) = (value_ref(net, x), f32_tokens(min));
+            contribute(net, plan, x, &quote!(g.clamp_min_backward(#x_ref, #min)?))
+        }
+        Op::Pow { x, exponent } => {
+            let (x_ref, exponent) = (value_ref(net, x), f32_tokens(exponent));
+            contribute(net, plan, x, &quote!(g.pow_backward(#x_ref, #exponent)?))
+        }
+        Op::AddScalar { x, .. } => contribute_ref(net, plan, x),
+        Op::MulScalar { x, scalar } => {
+            let scalar = f32_tokens(scalar);
+            unary(x, quote!(MulScalar(#scalar)))
+        }
+        Op::Neg { x } => unary(x, quote!(Neg)),
+        Op::Binary { op, a, b } => {
+            let mut out = TokenStream::new();
+            for (operand, other, negate) in [(a, b, false), (b, a, op == BinaryOp::Sub)] {
+                if !needs(operand) {
+                    continue;
+                }
+                let broadcast = !same_shape(&net.nodes[operand].shape, &net.nodes[id].shape);
+                out.extend(match op {
+                    BinaryOp::Mul => {
+                        let other = value_ref(net, other);
+                        let grad = unbroadcast(net, id, operand, quote!(g.try_mul(#other)?));
+                        contribute(net, plan, operand, &grad)
+                    }
+                    _ if negate => {
+                        let grad = unbroadcast(
+                            net,
+                            id,
+                            operand,
+                            quote!(g.try_map(#private::UnaryOp::Neg)?),
+                        );
+                        contribute(net, plan, operand, &grad)
+                    }
+                    _ if broadcast => {
+                        let grad = unbroadcast(net, id, operand, quote!(g));
+                        contribute(net, plan, operand, &grad)
+                    }
+                    _ => contribute_ref(net, plan, operand),
+                });
+            }
+            out
+        }
+        Op::Mm { a, a_t, b, b_t } => {
+            let grad = quote!(#private::MatView::from(g));
+            let grad_t = quote!(#private::MatView::from(g).t());
+            let mut out = TokenStream::new();
+            if needs(a) {
+                let (lhs, rhs) = if a_t {
+                    (mat_view(net, b, b_t), grad_t.clone())
+                } else {
+                    (grad.clone(), mat_view(net, b, !b_t))
+                };
+                out.extend(mm_contribution(net, plan, a, b, &lhs, &rhs));
+            }
+            if needs(b) {
+                let (lhs, rhs) = if b_t {
+                    (grad_t, mat_view(net, a, a_t))
+                } else {
+                    (mat_view(net, a, !a_t), grad)
+                };
+                out.extend(mm_contribution(net, plan, b, a, &lhs, &rhs));
+            }
+            out
+        }
+        Op::Transpose { x } => contribute(net, plan, x, &quote!(g.try_t()?.try_to_tensor()?)),
+        Op::Sum { x } => {
+            let shape = shape_ident(x);
+            contribute(net, plan, x, &quote!(g.try_broadcast_to(&#shape)?))
+        }
+        Op::Mean { x } => {
+            let shape = shape_ident(x);
+            let grad = quote!(g
+                .try_map(#private::UnaryOp::MulScalar(1.0 / #shape.numel() as f32))?
+                .try_broadcast_to(&#shape)?);
+            contribute(net, plan, x, &grad)
+        }
+    }
+}
+
+/// Adds `lhs x rhs` into `target`: straight into a parameter's gradient with one GEMM (unless
+/// the other operand is the same parameter, which is then still borrowed), else as a new tensor.
+fn mm_contribution(
+    net: &Network,
+    plan: &Plan,
+    target: ValueId,
+    other: ValueId,
+    lhs: &TokenStream,
+    rhs: &TokenStream,
+) -> TokenStream {
+    match net.nodes[target].op {
+        Op::Param(field) if target != other => {
+            let field = &net.fields[field].ident;
+            quote!(self.#field.try_accumulate_grad_mm(#lhs, #rhs)?;)
+        }
+        _ => contribute(net, plan, target, &quote!(#lhs.try_mm(#rhs)?)),
+    }
+}

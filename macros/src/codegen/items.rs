@@ -1,0 +1,305 @@
+//! The generated items other than the passes: the struct, the tape struct, `new`, parameter
+//! visiting (`Module`), `NUM_PARAMS` and `summary`.
+
+use proc_macro2::TokenStream;
+use quote::{quote, quote_spanned};
+
+use super::{dim_expr, generics, private, shape_ident, str_lit, tape_ident, value_ident};
+use crate::autodiff::Plan;
+use crate::ir::{Field, FieldKind, Network, Op, ValueId};
+
+/// The network struct with one public field per stateful layer or parameter.
+fn gen_network_struct(net: &Network) -> TokenStream {
+    let private = private();
+    let attrs = &net.attrs;
+    let vis = &net.vis;
+    let name = &net.name;
+    let consts = &net.const_generics;
+    let stateful: Vec<&Field> = net.fields.iter().filter(|f| f.kind.has_state()).collect();
+    let fields = stateful.iter().map(|field| {
+        let ident = &field.ident;
+        let ty = field_type(field);
+        let docs = if field.attrs.iter().any(|a| a.path().is_ident("doc")) {
+            quote!()
+        } else {
+            let doc = format!(
+                "{}; `state_dict` prefix `{}`.",
+                describe(field),
+                field.state_name
+            );
+            quote!(#[doc = #doc])
+        };
+        let attrs = &field.attrs;
+        quote!(#(#attrs)* #docs pub #ident: #ty)
+    });
+    // A network without parameters still has to use its backend parameter.
+    let marker = stateful
+        .is_empty()
+        .then(|| quote!(#[doc(hidden)] pub __backend: ::core::marker::PhantomData<B>,));
+    quote! {
+        #(#attrs)*
+        #vis struct #name<#(const #consts: usize,)* B: #private::Backend = #private::Cpu> {
+            #(#fields,)*
+            #marker
+        }
+    }
+}
+
+/// The Rust type of a stateful field.
+fn field_type(field: &Field) -> TokenStream {
+    let private = private();
+    match field.kind {
+        FieldKind::Linear { .. } => quote!(#private::Linear<B>),
+        _ => quote!(#private::Param<B>),
+    }
+}
+
+/// A field's layer as a user would write it: `Linear<784, 128>`, `Param<[3, 4]>`, `ReLU`.
+fn describe(field: &Field) -> String {
+    match &field.kind {
+        FieldKind::Linear {
+            input,
+            output,
+            bias: true,
+        } => format!("`Linear<{input}, {output}>`"),
+        FieldKind::Linear {
+            input,
+            output,
+            bias: false,
+        } => format!("`Linear<{input}, {output}, bias = false>`"),
+        FieldKind::Param { shape } => format!("`Param<{shape}>`"),
+        FieldKind::Activation(activation) => format!("`{}`", activation.layer_name()),
+    }
+}
+
+/// The network struct and its tape: the values `forward_train` saves for `backward`.
+pub fn gen_structs(net: &Network, plan: &Plan) -> TokenStream {
+    let private = private();
+    let vis = &net.vis;
+    let network = gen_network_struct(net);
+    let tape = tape_ident(net);
+    let doc = format!(
+        "What [`{name}::backward`] needs from [`{name}::forward_train`]: the saved activations, \
+         borrowed inputs and shapes, and nothing else.",
+        name = net.name
+    );
+    let mut fields: Vec<TokenStream> = net
+        .inputs
+        .iter()
+        .map(|input| {
+            let ident = &input.ident;
+            quote!(#ident: &'a #private::Tensor<B>)
+        })
+        .collect();
+    for id in saved_computed(net, plan) {
+        let ident = value_ident(id);
+        fields.push(quote!(#ident: #private::Tensor<B>));
+    }
+    for &id in &plan.saved_shapes {
+        let ident = shape_ident(id);
+        fields.push(quote!(#ident: #private::Shape));
+    }
+    quote! {
+        #network
+
+        #[doc = #doc]
+        #[allow(dead_code)]
+        #vis struct #tape<'a, B: #private::Backend> {
+            #(#fields,)*
+            output_shape: #private::Shape,
+            _inputs: ::core::marker::PhantomData<&'a B>,
+        }
+    }
+}
+
+/// The computed values the tape owns (inputs are borrowed, parameters read from `self`).
+pub fn saved_computed<'a>(net: &'a Network, plan: &'a Plan) -> impl Iterator<Item = ValueId> + 'a {
+    plan.saved_values
+        .iter()
+        .copied()
+        .filter(|&id| !matches!(net.nodes[id].op, Op::Input(_)))
+}
+
+/// The names the tape's fields are bound to: inputs, saved values, saved shapes.
+pub fn tape_bindings(net: &Network, plan: &Plan) -> Vec<TokenStream> {
+    let inputs = net.inputs.iter().map(|input| {
+        let ident = &input.ident;
+        quote!(#ident)
+    });
+    let values = saved_computed(net, plan).map(|id| {
+        let ident = value_ident(id);
+        quote!(#ident)
+    });
+    let shapes = plan.saved_shapes.iter().map(|&id| {
+        let ident = shape_ident(id);
+        quote!(#ident)
+    });
+    inputs.chain(values).chain(shapes).collect()
+}
+
+/// The structs of a network with errors: the network as declared, and an empty tape.
+pub fn gen_fallback_structs(net: &Network) -> TokenStream {
+    let private = private();
+    let vis = &net.vis;
+    let network = gen_network_struct(net);
+    let tape = tape_ident(net);
+    quote! {
+        #network
+
+        /// Not available: `network!` reported errors for this network.
+        #vis struct #tape<'a, B: #private::Backend>(::core::marker::PhantomData<&'a B>);
+    }
+}
+
+/// `new(device, rng)`: PyTorch's default initialisation, and the dim equalities only rustc
+/// can check.
+pub fn gen_new(net: &Network) -> TokenStream {
+    let private = private();
+    let assertions = net.assertions.iter().map(|assertion| {
+        let expected = dim_expr(&assertion.expected);
+        let found = dim_expr(&assertion.found);
+        quote_spanned! {assertion.found.span=>
+            #private::same_dim(#private::Dim::<{ #expected }>, #private::Dim::<{ #found }>);
+        }
+    });
+    let inits = net.fields.iter().filter(|f| f.kind.has_state()).map(|field| {
+        let ident = &field.ident;
+        match &field.kind {
+            FieldKind::Linear { input, output, bias } => {
+                let (input, output) = (dim_expr(input), dim_expr(output));
+                quote!(#ident: #private::Linear::new(#input, #output, #bias, device, rng))
+            }
+            FieldKind::Param { shape } => {
+                let dims = shape.0.iter().map(dim_expr);
+                quote!(#ident: #private::Param::new(#private::Tensor::randn([#(#dims),*], device, rng)))
+            }
+            FieldKind::Activation(_) => unreachable!("filtered: activations have no state"),
+        }
+    });
+    let marker = net
+        .fields
+        .iter()
+        .all(|f| !f.kind.has_state())
+        .then(|| quote!(__backend: ::core::marker::PhantomData,));
+    let doc = format!(
+        "A new `{}` on `device`, initialised like PyTorch: `Linear` layers uniform in \
+         ±1/sqrt(in_features), `Param`s from N(0, 1), drawn from `rng`.",
+        net.name
+    );
+    quote! {
+        #[doc = #doc]
+        pub fn new<R: #private::Rng + ?Sized>(device: &B, rng: &mut R) -> Self {
+            #(#assertions)*
+            Self { #(#inits,)* #marker }
+        }
+    }
+}
+
+/// The number of scalars in a field, as a `usize` expression.
+fn param_count(field: &Field) -> TokenStream {
+    match &field.kind {
+        FieldKind::Linear {
+            input,
+            output,
+            bias,
+        } => {
+            let (input, output) = (dim_expr(input), dim_expr(output));
+            if *bias {
+                quote!((#input * #output + #output))
+            } else {
+                quote!((#input * #output))
+            }
+        }
+        FieldKind::Param { shape } => {
+            let dims = shape.0.iter().map(dim_expr);
+            quote!((1 #(* #dims)*))
+        }
+        FieldKind::Activation(_) => quote!(0),
+    }
+}
+
+/// `NUM_PARAMS` and `summary()`: the layer table, known when the crate compiles.
+pub fn gen_summary(net: &Network) -> TokenStream {
+    let counts: Vec<TokenStream> = net.fields.iter().map(param_count).collect();
+    let rows = net.fields.iter().enumerate().map(|(index, field)| {
+        let output = net
+            .nodes
+            .iter()
+            .find(|node| match node.op {
+                Op::Linear { field, .. } | Op::Param(field) => field == index,
+                Op::Activation { layer, .. } => layer == Some(index),
+                _ => false,
+            })
+            .map_or_else(|| "unused".to_owned(), |node| node.shape.to_string());
+        let name = &field.state_name;
+        let kind = describe(field).replace('`', "");
+        let count = &counts[index];
+        quote!(out.push_str(&format!("{:<14} {:<28} {:<16} {:>10}\n", #name, #kind, #output, #count));)
+    });
+    let name = net.name.to_string();
+    let input_shapes: Vec<String> = net
+        .inputs
+        .iter()
+        .map(|i| format!("{}: {}", i.ident, i.shape))
+        .collect();
+    let header = format!("{name}({})\n", input_shapes.join(", "));
+    let total = if counts.is_empty() {
+        quote!(0)
+    } else {
+        quote!(#(#counts)+*)
+    };
+    let span = net.name.span();
+    let header = str_lit(&header, span);
+    quote! {
+        /// The number of trainable scalars, known at compile time.
+        pub const NUM_PARAMS: usize = #total;
+
+        /// A table of the layers: name, type, output shape and parameter count.
+        pub fn summary() -> String {
+            let mut out = String::from(#header);
+            out.push_str(&format!("{:<14} {:<28} {:<16} {:>10}\n", "layer", "type", "output", "params"));
+            #(#rows)*
+            out.push_str(&format!("{:<14} {:<28} {:<16} {:>10}\n", "total", "", "", Self::NUM_PARAMS));
+            out
+        }
+    }
+}
+
+/// `Module`: the parameters with their `state_dict` names, in declaration order.
+pub fn gen_module_impl(net: &Network) -> TokenStream {
+    let private = private();
+    let (impl_generics, ty) = generics(net);
+    let visits = |mutable: bool| {
+        let private = private.clone();
+        net.fields
+            .iter()
+            .filter(|f| f.kind.has_state())
+            .map(move |field| {
+                let ident = &field.ident;
+                let name = &field.state_name;
+                match (&field.kind, mutable) {
+                    (FieldKind::Linear { .. }, false) => {
+                        quote!(#private::visit_prefixed(&self.#ident, #name, f);)
+                    }
+                    (FieldKind::Linear { .. }, true) => {
+                        quote!(#private::visit_prefixed_mut(&mut self.#ident, #name, f);)
+                    }
+                    (_, false) => quote!(f(#name, &self.#ident);),
+                    (_, true) => quote!(f(#name, &mut self.#ident);),
+                }
+            })
+    };
+    let (visit, visit_mut) = (visits(false), visits(true));
+    quote! {
+        #[automatically_derived]
+        #[allow(unused_variables)]
+        impl<#impl_generics> #private::Module<B> for #ty {
+            fn visit_params(&self, f: &mut dyn FnMut(&str, &#private::Param<B>)) {
+                #(#visit)*
+            }
+            fn visit_params_mut(&mut self, f: &mut dyn FnMut(&str, &mut #private::Param<B>)) {
+                #(#visit_mut)*
+            }
+        }
+    }
+}

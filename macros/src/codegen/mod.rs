@@ -1,0 +1,188 @@
+//! From the IR to Rust: the struct, its constructor, forward and backward passes, parameter
+//! visiting and summary. Generated code reaches the runtime through `::declnet::__private`.
+
+mod backward;
+mod forward;
+mod items;
+
+use proc_macro2::{Literal, Span, TokenStream};
+use quote::{format_ident, quote, quote_spanned};
+use syn::Ident;
+
+use crate::autodiff::{Mode, Plan};
+use crate::ir::{Dim, DimKind, Network, Op, ValueId};
+
+/// Everything `network!` expands to for a network that passed every check.
+pub fn expand(net: &Network, output: ValueId) -> TokenStream {
+    let full = Plan::new(net, output, Mode::WithInputs);
+    let params_only = Plan::new(net, output, Mode::ParamsOnly);
+    let structs = items::gen_structs(net, &full);
+    let constructor = items::gen_new(net);
+    let forward = forward::gen_forward(net, output, &full);
+    let backward = backward::gen_backward(net, output, &full, Mode::WithInputs);
+    let backward_params = backward::gen_backward(net, output, &params_only, Mode::ParamsOnly);
+    let extras = items::gen_summary(net);
+    let module = items::gen_module_impl(net);
+    let (impl_generics, ty) = generics(net);
+    quote! {
+        #structs
+
+        #[automatically_derived]
+        #[allow(unused_mut, unused_variables, clippy::all, clippy::pedantic)]
+        impl<#impl_generics> #ty {
+            #constructor
+            #forward
+            #backward
+            #backward_params
+            #extras
+        }
+
+        #module
+    }
+}
+
+/// The struct and stub impls for a network with errors, so that code using it reports only
+/// the real errors.
+pub fn expand_fallback(net: &Network) -> TokenStream {
+    let structs = items::gen_fallback_structs(net);
+    let (impl_generics, ty) = generics(net);
+    let name = &net.name;
+    let tape = tape_ident(net);
+    let inputs = net.inputs.iter().map(|input| &input.ident);
+    let inputs2 = inputs.clone();
+    let grads = input_grads_type(net);
+    let private = private();
+    quote! {
+        #structs
+
+        #[allow(unused_variables, clippy::all, clippy::pedantic)]
+        impl<#impl_generics> #ty {
+            /// Not available: `network!` reported errors for this network.
+            pub fn new<R: #private::Rng + ?Sized>(device: &B, rng: &mut R) -> Self {
+                unreachable!(concat!("`network!` reported errors for `", stringify!(#name), "`"))
+            }
+            /// Not available: `network!` reported errors for this network.
+            pub fn forward(&self, #(#inputs: &#private::Tensor<B>),*) -> #private::Result<#private::Tensor<B>> {
+                unreachable!()
+            }
+            /// Not available: `network!` reported errors for this network.
+            pub fn forward_train<'a>(&self, #(#inputs2: &'a #private::Tensor<B>),*)
+                -> #private::Result<(#private::Tensor<B>, #tape<'a, B>)> {
+                unreachable!()
+            }
+            /// Not available: `network!` reported errors for this network.
+            pub fn backward(&mut self, tape: #tape<'_, B>, grad_out: &#private::Tensor<B>) -> #private::Result<#grads> {
+                unreachable!()
+            }
+            /// Not available: `network!` reported errors for this network.
+            pub fn backward_params(&mut self, tape: #tape<'_, B>, grad_out: &#private::Tensor<B>) -> #private::Result<()> {
+                unreachable!()
+            }
+        }
+
+        impl<#impl_generics> #private::Module<B> for #ty {
+            fn visit_params(&self, f: &mut dyn FnMut(&str, &#private::Param<B>)) {
+                unreachable!()
+            }
+            fn visit_params_mut(&mut self, f: &mut dyn FnMut(&str, &mut #private::Param<B>)) {
+                unreachable!()
+            }
+        }
+    }
+}
+
+/// The path generated code reaches the runtime by.
+fn private() -> TokenStream {
+    quote!(::declnet::__private)
+}
+
+/// `const H: usize, B: Backend` and `Name<H, B>`.
+fn generics(net: &Network) -> (TokenStream, TokenStream) {
+    let private = private();
+    let consts = &net.const_generics;
+    let name = &net.name;
+    (
+        quote!(#(const #consts: usize,)* B: #private::Backend),
+        quote!(#name<#(#consts,)* B>),
+    )
+}
+
+fn tape_ident(net: &Network) -> Ident {
+    format_ident!("{}Tape", net.name)
+}
+
+/// The type `backward` returns: one input's gradient, or a tuple of them.
+fn input_grads_type(net: &Network) -> TokenStream {
+    let private = private();
+    let grads = net.inputs.iter().map(|_| quote!(#private::Tensor<B>));
+    if net.inputs.len() == 1 {
+        quote!(#private::Tensor<B>)
+    } else {
+        quote!((#(#grads),*))
+    }
+}
+
+/// A dim as a Rust `usize` expression.
+fn dim_expr(dim: &Dim) -> TokenStream {
+    match &dim.kind {
+        DimKind::Lit(value) => {
+            let lit = Literal::usize_unsuffixed(*value);
+            quote_spanned!(dim.span=> #lit)
+        }
+        DimKind::Const(name) | DimKind::Named(name) => {
+            let ident = Ident::new(name, dim.span);
+            quote!(#ident)
+        }
+    }
+}
+
+/// An `f32` literal (negative numbers as a negated literal).
+fn f32_tokens(value: f32) -> TokenStream {
+    let lit = Literal::f32_suffixed(value.abs());
+    if value.is_sign_negative() {
+        quote!((-#lit))
+    } else {
+        quote!(#lit)
+    }
+}
+
+/// The variable holding computed value `id`.
+fn value_ident(id: ValueId) -> Ident {
+    format_ident!("v{}", id)
+}
+
+/// The variable holding the gradient of value `id`.
+fn grad_ident(id: ValueId) -> Ident {
+    format_ident!("g{}", id)
+}
+
+/// The variable holding the run-time shape of value `id`.
+fn shape_ident(id: ValueId) -> Ident {
+    format_ident!("s{}", id)
+}
+
+/// A `&Tensor<B>` expression for value `id`: an input's name, a parameter's value, or a
+/// reference to a computed value's variable.
+fn value_ref(net: &Network, id: ValueId) -> TokenStream {
+    match net.nodes[id].op {
+        Op::Input(index) => {
+            let ident = &net.inputs[index].ident;
+            quote!(#ident)
+        }
+        Op::Param(field) => {
+            let field = &net.fields[field].ident;
+            quote!(self.#field.value())
+        }
+        _ => {
+            let ident = value_ident(id);
+            quote!((&#ident))
+        }
+    }
+}
+
+/// `name` as a string literal with a span.
+fn str_lit(value: &str, span: Span) -> Literal {
+    let mut lit = Literal::string(value);
+    lit.set_span(span);
+    lit
+}

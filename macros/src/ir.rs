@@ -1,0 +1,229 @@
+//! The lowered network: fields, inputs, and the forward pass as a list of SSA nodes in
+//! evaluation order. Every node keeps the span it came from and a description of where its
+//! value comes from, for error messages.
+
+use std::fmt;
+
+use proc_macro2::{Span, TokenStream};
+use syn::{Attribute, Ident, Visibility};
+
+/// A dim of a shape the macro reasons about.
+#[derive(Clone, Debug)]
+pub struct Dim {
+    pub kind: DimKind,
+    pub span: Span,
+}
+
+/// What a dim is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DimKind {
+    /// A number written in the declaration.
+    Lit(usize),
+    /// A const generic of the network, known when rustc instantiates it.
+    Const(String),
+    /// A name bound at run time from the inputs (the batch `B`).
+    Named(String),
+}
+
+impl Dim {
+    pub fn lit(value: usize, span: Span) -> Self {
+        Self {
+            kind: DimKind::Lit(value),
+            span,
+        }
+    }
+}
+
+impl fmt::Display for Dim {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kind {
+            DimKind::Lit(value) => write!(f, "{value}"),
+            DimKind::Const(name) | DimKind::Named(name) => f.write_str(name),
+        }
+    }
+}
+
+/// A symbolic shape, displayed like `[B, 100]`.
+#[derive(Clone, Debug)]
+pub struct Shape(pub Vec<Dim>);
+
+impl fmt::Display for Shape {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[")?;
+        for (i, dim) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "{dim}")?;
+        }
+        f.write_str("]")
+    }
+}
+
+/// An elementwise activation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activation {
+    Relu,
+    Sigmoid,
+    Tanh,
+    Gelu,
+}
+
+impl Activation {
+    /// The layer type's name, as in `ReLU`.
+    pub fn layer_name(self) -> &'static str {
+        match self {
+            Activation::Relu => "ReLU",
+            Activation::Sigmoid => "Sigmoid",
+            Activation::Tanh => "Tanh",
+            Activation::Gelu => "GELU",
+        }
+    }
+}
+
+/// A field of the generated struct, or a stateless layer that only has a name.
+pub struct Field {
+    pub attrs: Vec<Attribute>,
+    /// The Rust field name.
+    pub ident: Ident,
+    /// The `state_dict` prefix (`linear1`, or `0` for the first layer of a sequential network).
+    pub state_name: String,
+    pub kind: FieldKind,
+    /// The declaration's tokens, for errors that point at it.
+    pub decl: TokenStream,
+}
+
+/// What a field holds.
+pub enum FieldKind {
+    /// `Linear<in, out>`: weight `[out, in]` and an optional bias `[out]`.
+    Linear { input: Dim, output: Dim, bias: bool },
+    /// `Param<[dims]>`: a raw trainable tensor, N(0, 1) at init like `torch.randn`.
+    Param { shape: Shape },
+    /// An activation layer; no parameters, so no struct field.
+    Activation(Activation),
+}
+
+impl FieldKind {
+    /// Whether the field holds parameters (and so is a struct field).
+    pub fn has_state(&self) -> bool {
+        !matches!(self, FieldKind::Activation(_))
+    }
+}
+
+/// Index of a node in [`Network::nodes`].
+pub type ValueId = usize;
+
+/// A binary elementwise op.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BinaryOp {
+    Add,
+    Sub,
+    Mul,
+}
+
+impl BinaryOp {
+    pub fn verb(self) -> &'static str {
+        match self {
+            BinaryOp::Add => "add",
+            BinaryOp::Sub => "subtract",
+            BinaryOp::Mul => "multiply",
+        }
+    }
+}
+
+/// One step of the forward pass.
+pub enum Op {
+    /// The forward function's `index`th input.
+    Input(usize),
+    /// A `Param` field's value.
+    Param(usize),
+    /// A `Linear` field applied to `x`.
+    Linear { field: usize, x: ValueId },
+    /// An activation applied to `x`, by an activation layer (`layer`) or a method.
+    Activation {
+        activation: Activation,
+        x: ValueId,
+        layer: Option<usize>,
+    },
+    /// `x.clamp_min(min)`.
+    ClampMin { x: ValueId, min: f32 },
+    /// `x.pow(exponent)`.
+    Pow { x: ValueId, exponent: f32 },
+    /// `a op b` with broadcasting.
+    Binary {
+        op: BinaryOp,
+        a: ValueId,
+        b: ValueId,
+    },
+    /// `x + scalar`.
+    AddScalar { x: ValueId, scalar: f32 },
+    /// `x * scalar`.
+    MulScalar { x: ValueId, scalar: f32 },
+    /// `-x`.
+    Neg { x: ValueId },
+    /// `op(a) x op(b)`, each operand optionally read transposed.
+    Mm {
+        a: ValueId,
+        a_t: bool,
+        b: ValueId,
+        b_t: bool,
+    },
+    /// `x.t()` used as a value of its own (materialised).
+    Transpose { x: ValueId },
+    /// `x.sum()`.
+    Sum { x: ValueId },
+    /// `x.mean()`.
+    Mean { x: ValueId },
+}
+
+impl Op {
+    /// The values this op reads.
+    pub fn operands(&self) -> Vec<ValueId> {
+        match *self {
+            Op::Input(_) | Op::Param(_) => vec![],
+            Op::Linear { x, .. }
+            | Op::Activation { x, .. }
+            | Op::ClampMin { x, .. }
+            | Op::Pow { x, .. }
+            | Op::AddScalar { x, .. }
+            | Op::MulScalar { x, .. }
+            | Op::Neg { x }
+            | Op::Transpose { x }
+            | Op::Sum { x }
+            | Op::Mean { x } => vec![x],
+            Op::Binary { a, b, .. } | Op::Mm { a, b, .. } => vec![a, b],
+        }
+    }
+}
+
+/// A value of the forward pass.
+pub struct Node {
+    pub op: Op,
+    pub shape: Shape,
+    /// Where its value comes from, for messages: "`linear1`", "input `x`", "`.relu()`".
+    pub origin: String,
+}
+
+/// An input of `forward`.
+pub struct Input {
+    pub ident: Ident,
+    pub shape: Shape,
+}
+
+/// Two dims the macro could not compare (const generics); rustc compares them through types.
+pub struct DimAssertion {
+    pub expected: Dim,
+    pub found: Dim,
+}
+
+/// The whole lowered network.
+pub struct Network {
+    pub attrs: Vec<Attribute>,
+    pub vis: Visibility,
+    pub name: Ident,
+    pub const_generics: Vec<Ident>,
+    pub fields: Vec<Field>,
+    pub inputs: Vec<Input>,
+    pub nodes: Vec<Node>,
+    pub assertions: Vec<DimAssertion>,
+}

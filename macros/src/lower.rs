@@ -1,0 +1,761 @@
+//! From the parsed declaration to the IR: fields, inputs, and the forward pass as SSA nodes,
+//! with every node's shape inferred (and every mismatch reported) as it is created.
+
+use std::collections::HashMap;
+
+use proc_macro2::Span;
+use quote::ToTokens;
+use syn::spanned::Spanned;
+use syn::{Expr, Ident, Lit, Pat, Stmt, UnOp};
+
+use crate::check;
+use crate::errors::Errors;
+use crate::ir::{
+    Activation, BinaryOp, DimAssertion, Field, FieldKind, Input, Network, Node, Op, Shape, ValueId,
+};
+use crate::parse::{Body, ForwardDecl, InputDecl, NetworkDef, ShapeDecl};
+use crate::shape::{broadcast, unify};
+
+/// What the methods of a forward body may be, for "unsupported" messages.
+const SUPPORTED_METHODS: &str =
+    ".relu(), .sigmoid(), .tanh(), .gelu(), .clamp_min(c), .pow(p), .mm(m), .t(), .sum(), .mean()";
+
+/// Everything a forward body may contain, for "unsupported" messages.
+const SUPPORTED_SYNTAX: &str = "`let` bindings and reassignment, layer calls like `linear1(x)`, \
+    `Param` fields, `+ - *` of tensors and numbers, unary `-`, and the methods \
+    .relu(), .sigmoid(), .tanh(), .gelu(), .clamp_min(c), .pow(p), .mm(m), .t(), .sum(), .mean()";
+
+/// Lowers a whole declaration. Errors are recorded in `errors`; the network returned then
+/// still has its fields and inputs (for the fallback struct) but maybe no output.
+pub fn lower(def: NetworkDef, errors: &mut Errors) -> (Network, Option<ValueId>) {
+    check::check_const_generics(&def.const_generics, errors);
+    let generics = def.const_generics.clone();
+    let (fields, inputs, output) = match &def.body {
+        Body::Sequential {
+            input,
+            output,
+            layers,
+        } => {
+            check::check_duplicate_fields(layers, errors);
+            let fields: Vec<Option<Field>> = layers
+                .iter()
+                .enumerate()
+                .map(|(index, layer)| {
+                    let (ident, state_name) = match &layer.name {
+                        Some(name) => (name.clone(), name.to_string()),
+                        None => (
+                            Ident::new(&format!("layer{index}"), layer.ty.name.span()),
+                            index.to_string(),
+                        ),
+                    };
+                    check::check_field(ident, state_name, layer, &generics, errors)
+                })
+                .collect();
+            let inputs = vec![lower_input(input, &generics, errors)];
+            (fields, inputs, output)
+        }
+        Body::Module { fields, forward } => {
+            check::check_duplicate_fields(fields, errors);
+            let checked = fields
+                .iter()
+                .filter_map(|field| {
+                    let name = field.name.clone()?;
+                    Some(check::check_field(
+                        name.clone(),
+                        name.to_string(),
+                        field,
+                        &generics,
+                        errors,
+                    ))
+                })
+                .collect();
+            let inputs = forward
+                .inputs
+                .iter()
+                .map(|input| lower_input(input, &generics, errors))
+                .collect();
+            (checked, inputs, &forward.output)
+        }
+    };
+    let complete = fields.iter().all(Option::is_some);
+    let fields: Vec<Field> = fields.into_iter().flatten().collect();
+    let declared_output = check::resolve_shape(output, &generics, true, errors);
+
+    let mut lowerer = Lowerer {
+        errors,
+        fields: &fields,
+        nodes: Vec::new(),
+        assertions: Vec::new(),
+        locals: HashMap::new(),
+        params: HashMap::new(),
+    };
+    for (index, input) in inputs.iter().enumerate() {
+        let id = lowerer.push(
+            Op::Input(index),
+            input.shape.clone(),
+            format!("input `{}`", input.ident),
+        );
+        lowerer.locals.insert(input.ident.to_string(), id);
+    }
+    let result = match &def.body {
+        // With a layer missing, the chain would report errors that are not the user's.
+        Body::Sequential { .. } if complete => lowerer.sequential(),
+        Body::Sequential { .. } => None,
+        Body::Module { forward, .. } => lowerer.forward_body(forward),
+    };
+    let output_id = result.filter(|&id| lowerer.check_output(id, &declared_output, output));
+    let Lowerer {
+        nodes, assertions, ..
+    } = lowerer;
+    let network = Network {
+        attrs: def.attrs,
+        vis: def.vis,
+        name: def.name,
+        const_generics: def.const_generics,
+        fields,
+        inputs,
+        nodes,
+        assertions,
+    };
+    (network, output_id)
+}
+
+fn lower_input(input: &InputDecl, generics: &[Ident], errors: &mut Errors) -> Input {
+    Input {
+        ident: input.name.clone(),
+        shape: check::resolve_shape(&input.shape, generics, true, errors),
+    }
+}
+
+/// A lowered expression: a tensor value, a tensor read transposed (`x.t()`, kept as a view
+/// until something needs it materialised), or a number.
+#[derive(Clone, Copy)]
+enum Lowered {
+    Value(ValueId),
+    Transposed(ValueId),
+    Scalar(f32),
+}
+
+struct Lowerer<'a> {
+    errors: &'a mut Errors,
+    fields: &'a [Field],
+    nodes: Vec<Node>,
+    assertions: Vec<DimAssertion>,
+    /// Inputs and `let` bindings in scope.
+    locals: HashMap<String, ValueId>,
+    /// The node of each `Param` field already read.
+    params: HashMap<usize, ValueId>,
+}
+
+impl Lowerer<'_> {
+    fn push(&mut self, op: Op, shape: Shape, origin: String) -> ValueId {
+        self.nodes.push(Node { op, shape, origin });
+        self.nodes.len() - 1
+    }
+
+    fn shape(&self, id: ValueId) -> &Shape {
+        &self.nodes[id].shape
+    }
+
+    fn origin(&self, id: ValueId) -> &str {
+        &self.nodes[id].origin
+    }
+
+    /// The layers of a sequential network, applied in order to its input.
+    fn sequential(&mut self) -> Option<ValueId> {
+        let mut value = 0;
+        for (index, field) in self.fields.iter().enumerate() {
+            let description = match &field.kind {
+                FieldKind::Linear { input, output, .. }
+                    if field.state_name == index.to_string() =>
+                {
+                    format!("`Linear<{input}, {output}>` (layer {index})")
+                }
+                FieldKind::Activation(activation) if field.state_name == index.to_string() => {
+                    format!("`{}` (layer {index})", activation.layer_name())
+                }
+                _ => format!("`{}`", field.ident),
+            };
+            value = match &field.kind {
+                FieldKind::Linear { input, .. } => {
+                    let span = input.span;
+                    self.linear(index, value, span, &description, false)?
+                }
+                FieldKind::Activation(activation) => {
+                    let shape = self.shape(value).clone();
+                    let op = Op::Activation {
+                        activation: *activation,
+                        x: value,
+                        layer: Some(index),
+                    };
+                    self.push(op, shape, description)
+                }
+                FieldKind::Param { .. } => {
+                    self.errors.over(
+                        &field.decl,
+                        "a `Param` cannot be a layer of a sequential network; \
+                         declare it as a field and use it in `fn forward`",
+                    );
+                    return None;
+                }
+            };
+        }
+        Some(value)
+    }
+
+    /// `Linear` field `field` applied to `x`; `span` is where a mismatch is reported.
+    fn linear(
+        &mut self,
+        field: usize,
+        x: ValueId,
+        span: Span,
+        name: &str,
+        at_call: bool,
+    ) -> Option<ValueId> {
+        let FieldKind::Linear { input, output, .. } = &self.fields[field].kind else {
+            return None;
+        };
+        let x_shape = self.shape(x).clone();
+        let matches = x_shape.0.len() == 2 && unify(input, &x_shape.0[1], &mut self.assertions);
+        if !matches {
+            let batch = x_shape
+                .0
+                .first()
+                .map_or_else(|| "batch".to_owned(), ToString::to_string);
+            self.errors.at(
+                span,
+                format!(
+                    "{name} expects input `[{batch}, {input}]`, found `{x_shape}` from {}",
+                    self.origin(x)
+                ),
+            );
+            if at_call {
+                self.errors.at(
+                    input.span,
+                    format!("{name} is declared with {input} input features here"),
+                );
+            }
+            return None;
+        }
+        let shape = Shape(vec![x_shape.0[0].clone(), output.clone()]);
+        let origin = name.to_owned();
+        Some(self.push(Op::Linear { field, x }, shape, origin))
+    }
+
+    /// The statements of `fn forward`.
+    fn forward_body(&mut self, forward: &ForwardDecl) -> Option<ValueId> {
+        let stmts = &forward.body.stmts;
+        let mut output = None;
+        for (index, stmt) in stmts.iter().enumerate() {
+            let last = index + 1 == stmts.len();
+            match stmt {
+                Stmt::Local(local) => {
+                    let Some(name) = binding_name(&local.pat) else {
+                        self.errors.over(
+                            &local.pat,
+                            "`let` in `forward` binds one name, like `let h = ..`",
+                        );
+                        continue;
+                    };
+                    let Some(init) = local.init.as_ref().filter(|init| init.diverge.is_none())
+                    else {
+                        self.errors
+                            .over(local, "`let` in `forward` needs a value: `let h = ..;`");
+                        continue;
+                    };
+                    if let Some(value) = self.tensor(&init.expr) {
+                        self.locals.insert(name.to_string(), value);
+                    }
+                }
+                Stmt::Expr(Expr::Assign(assign), Some(_)) => {
+                    let Some(name) = expr_ident(&assign.left) else {
+                        self.errors.over(
+                            &assign.left,
+                            "only a name can be reassigned in `forward`, like `h = ..;`",
+                        );
+                        continue;
+                    };
+                    if !self.locals.contains_key(&name.to_string()) {
+                        self.errors.at(
+                            name.span(),
+                            format!(
+                                "cannot assign to `{name}`: it is not a `let` binding or input"
+                            ),
+                        );
+                        continue;
+                    }
+                    if let Some(value) = self.tensor(&assign.right) {
+                        self.locals.insert(name.to_string(), value);
+                    }
+                }
+                Stmt::Expr(expr, None) if last => output = self.tensor(expr),
+                Stmt::Expr(Expr::Return(ret), _) => {
+                    self.errors.over(
+                        ret,
+                        "end `forward` with the output expression instead of `return`",
+                    );
+                }
+                Stmt::Expr(expr, _) => {
+                    self.errors.over(expr, "this statement's value is unused; bind it with `let` or make it the last expression");
+                }
+                other => {
+                    self.errors.over(
+                        other,
+                        format!(
+                            "unsupported statement in `forward`; supported: {SUPPORTED_SYNTAX}"
+                        ),
+                    );
+                }
+            }
+        }
+        if output.is_none() && !matches!(stmts.last(), Some(Stmt::Expr(_, None))) {
+            self.errors.at(
+                forward.body.brace_token.span.close(),
+                "`forward` must end with the output expression (no `;` after it)",
+            );
+        }
+        output
+    }
+
+    /// Lowers `expr` to a tensor value, materialising a transposed view.
+    fn tensor(&mut self, expr: &Expr) -> Option<ValueId> {
+        let lowered = self.expr(expr)?;
+        self.materialize(lowered, expr)
+    }
+
+    fn materialize(&mut self, lowered: Lowered, expr: &Expr) -> Option<ValueId> {
+        match lowered {
+            Lowered::Value(id) => Some(id),
+            Lowered::Transposed(id) => {
+                let dims = &self.shape(id).0;
+                let shape = Shape(vec![dims[1].clone(), dims[0].clone()]);
+                Some(self.push(Op::Transpose { x: id }, shape, "`.t()`".to_owned()))
+            }
+            Lowered::Scalar(_) => {
+                self.errors
+                    .over(expr, "expected a tensor here, found a number");
+                None
+            }
+        }
+    }
+
+    fn expr(&mut self, expr: &Expr) -> Option<Lowered> {
+        match expr {
+            Expr::Path(_) => match expr_ident(expr) {
+                Some(name) => self.name(name),
+                None => {
+                    self.errors.over(expr, "only plain names (inputs, `let` bindings, fields) can be used in `forward`");
+                    None
+                }
+            },
+            Expr::Lit(lit) => match &lit.lit {
+                Lit::Float(value) => parse_scalar(value.base10_parse::<f32>(), expr, self.errors),
+                Lit::Int(value) => parse_scalar(value.base10_parse::<f32>(), expr, self.errors),
+                _ => {
+                    self.errors
+                        .over(expr, "only numbers can appear as literals in `forward`");
+                    None
+                }
+            },
+            Expr::Paren(paren) => self.expr(&paren.expr),
+            Expr::Group(group) => self.expr(&group.expr),
+            Expr::Unary(unary) if matches!(unary.op, UnOp::Neg(_)) => {
+                match self.expr(&unary.expr)? {
+                    Lowered::Scalar(value) => Some(Lowered::Scalar(-value)),
+                    tensor => {
+                        let x = self.materialize(tensor, &unary.expr)?;
+                        let shape = self.shape(x).clone();
+                        Some(Lowered::Value(self.push(
+                            Op::Neg { x },
+                            shape,
+                            "`-`".to_owned(),
+                        )))
+                    }
+                }
+            }
+            Expr::Binary(binary) => self.binary(binary),
+            Expr::Call(call) => self.call(call),
+            Expr::MethodCall(call) => self.method(call),
+            _ => {
+                self.errors.over(
+                    expr,
+                    format!("unsupported expression in `forward`; supported: {SUPPORTED_SYNTAX}"),
+                );
+                None
+            }
+        }
+    }
+
+    /// A name: an input or `let` binding, or a `Param` field.
+    fn name(&mut self, name: &Ident) -> Option<Lowered> {
+        if let Some(&id) = self.locals.get(&name.to_string()) {
+            return Some(Lowered::Value(id));
+        }
+        let Some(index) = self.fields.iter().position(|field| field.ident == *name) else {
+            self.errors.at(
+                name.span(),
+                format!("cannot find `{name}` in `forward`: it is not an input, a `let` binding or a field"),
+            );
+            return None;
+        };
+        match &self.fields[index].kind {
+            FieldKind::Param { shape } => {
+                if let Some(&id) = self.params.get(&index) {
+                    return Some(Lowered::Value(id));
+                }
+                let origin = format!("`{name}`");
+                let id = self.push(Op::Param(index), shape.clone(), origin);
+                self.params.insert(index, id);
+                Some(Lowered::Value(id))
+            }
+            _ => {
+                self.errors.at(
+                    name.span(),
+                    format!("`{name}` is a layer, not a tensor; call it: `{name}(x)`"),
+                );
+                None
+            }
+        }
+    }
+
+    /// `layer(x)`.
+    fn call(&mut self, call: &syn::ExprCall) -> Option<Lowered> {
+        let Some(name) = expr_ident(&call.func) else {
+            self.errors.over(
+                &call.func,
+                "only layers declared as fields can be called, like `linear1(x)`",
+            );
+            return None;
+        };
+        let Some(index) = self.fields.iter().position(|field| field.ident == *name) else {
+            self.errors.at(name.span(), format!("cannot find layer `{name}`: declare it as a field, like `{name}: Linear<784, 128>`"));
+            return None;
+        };
+        if call.args.len() != 1 {
+            self.errors.over(
+                call,
+                format!("`{name}` takes one input, got {}", call.args.len()),
+            );
+            return None;
+        }
+        let arg = &call.args[0];
+        let x = self.tensor(arg)?;
+        match &self.fields[index].kind {
+            FieldKind::Linear { .. } => {
+                let id = self.linear(index, x, arg.span(), &format!("`{name}`"), true)?;
+                Some(Lowered::Value(id))
+            }
+            FieldKind::Activation(activation) => {
+                let shape = self.shape(x).clone();
+                let op = Op::Activation {
+                    activation: *activation,
+                    x,
+                    layer: Some(index),
+                };
+                Some(Lowered::Value(self.push(op, shape, format!("`{name}`"))))
+            }
+            FieldKind::Param { .. } => {
+                self.errors.at(name.span(), format!("`{name}` is a parameter, not a layer; use it in an expression, like `x.mm({name})`"));
+                None
+            }
+        }
+    }
+
+    fn binary(&mut self, binary: &syn::ExprBinary) -> Option<Lowered> {
+        let op = match binary.op {
+            syn::BinOp::Add(_) => BinaryOp::Add,
+            syn::BinOp::Sub(_) => BinaryOp::Sub,
+            syn::BinOp::Mul(_) => BinaryOp::Mul,
+            _ => {
+                self.errors.over(
+                    binary.op,
+                    format!("unsupported operator in `forward`; supported: {SUPPORTED_SYNTAX}"),
+                );
+                return None;
+            }
+        };
+        let (left, right) = (self.expr(&binary.left), self.expr(&binary.right));
+        let (left, right) = (left?, right?);
+        let origin = format!("`{}`", binary.op.to_token_stream());
+        let scalar_op = |this: &mut Self, x: ValueId, op: BinaryOp, s: f32| {
+            let shape = this.shape(x).clone();
+            let op = match op {
+                BinaryOp::Add => Op::AddScalar { x, scalar: s },
+                BinaryOp::Sub => Op::AddScalar { x, scalar: -s },
+                BinaryOp::Mul => Op::MulScalar { x, scalar: s },
+            };
+            Lowered::Value(this.push(op, shape, origin.clone()))
+        };
+        match (left, right) {
+            (Lowered::Scalar(a), Lowered::Scalar(b)) => Some(Lowered::Scalar(match op {
+                BinaryOp::Add => a + b,
+                BinaryOp::Sub => a - b,
+                BinaryOp::Mul => a * b,
+            })),
+            (tensor, Lowered::Scalar(s)) => {
+                let x = self.materialize(tensor, &binary.left)?;
+                Some(scalar_op(self, x, op, s))
+            }
+            (Lowered::Scalar(s), tensor) => {
+                let x = self.materialize(tensor, &binary.right)?;
+                if op == BinaryOp::Sub {
+                    // s - x = (-x) + s
+                    let shape = self.shape(x).clone();
+                    let negated = self.push(Op::Neg { x }, shape, "`-`".to_owned());
+                    Some(scalar_op(self, negated, BinaryOp::Add, s))
+                } else {
+                    Some(scalar_op(self, x, op, s))
+                }
+            }
+            (left, right) => {
+                let a = self.materialize(left, &binary.left)?;
+                let b = self.materialize(right, &binary.right)?;
+                let (a_shape, b_shape) = (self.shape(a).clone(), self.shape(b).clone());
+                match broadcast(&a_shape, &b_shape, &mut self.assertions) {
+                    Ok(shape) => Some(Lowered::Value(self.push(
+                        Op::Binary { op, a, b },
+                        shape,
+                        origin,
+                    ))),
+                    Err(dim) => {
+                        let pick = |shape: &Shape| {
+                            let offset = a_shape.0.len().max(b_shape.0.len()) - shape.0.len();
+                            dim.checked_sub(offset)
+                                .map_or_else(|| "1".to_owned(), |i| shape.0[i].to_string())
+                        };
+                        self.errors.over(
+                            binary,
+                            format!(
+                                "cannot {} `{a_shape}` ({}) and `{b_shape}` ({}): dims {} and {} differ and neither is 1",
+                                op.verb(),
+                                self.origin(a),
+                                self.origin(b),
+                                pick(&a_shape),
+                                pick(&b_shape),
+                            ),
+                        );
+                        None
+                    }
+                }
+            }
+        }
+    }
+
+    fn method(&mut self, call: &syn::ExprMethodCall) -> Option<Lowered> {
+        let method = call.method.to_string();
+        let receiver = self.expr(&call.receiver)?;
+        let span = call.method.span();
+        let origin = format!("`.{method}()`");
+        let no_args = |this: &mut Self| {
+            if call.args.is_empty() {
+                true
+            } else {
+                this.errors
+                    .over(&call.args, format!("`.{method}()` takes no arguments"));
+                false
+            }
+        };
+        match method.as_str() {
+            "t" => {
+                if !no_args(self) {
+                    return None;
+                }
+                match receiver {
+                    Lowered::Transposed(id) => Some(Lowered::Value(id)),
+                    Lowered::Value(id) if self.shape(id).0.len() == 2 => {
+                        Some(Lowered::Transposed(id))
+                    }
+                    Lowered::Value(id) => {
+                        let shape = self.shape(id).clone();
+                        self.errors.at(
+                            span,
+                            format!(
+                                "`.t()` needs a 2-D tensor, found `{shape}` from {}",
+                                self.origin(id)
+                            ),
+                        );
+                        None
+                    }
+                    Lowered::Scalar(_) => {
+                        self.errors
+                            .over(&call.receiver, "expected a tensor here, found a number");
+                        None
+                    }
+                }
+            }
+            "mm" => self.mm(call, receiver),
+            "relu" | "sigmoid" | "tanh" | "gelu" => {
+                let activation = match method.as_str() {
+                    "relu" => Activation::Relu,
+                    "sigmoid" => Activation::Sigmoid,
+                    "tanh" => Activation::Tanh,
+                    _ => Activation::Gelu,
+                };
+                let x = self.materialize(receiver, &call.receiver)?;
+                if !no_args(self) {
+                    return None;
+                }
+                let shape = self.shape(x).clone();
+                let op = Op::Activation {
+                    activation,
+                    x,
+                    layer: None,
+                };
+                Some(Lowered::Value(self.push(op, shape, origin)))
+            }
+            "clamp_min" | "pow" => {
+                let x = self.materialize(receiver, &call.receiver)?;
+                let value = match call.args.iter().collect::<Vec<_>>().as_slice() {
+                    [arg] => match self.expr(arg)? {
+                        Lowered::Scalar(value) => value,
+                        _ => {
+                            self.errors
+                                .over(arg, format!("`.{method}()` takes a number"));
+                            return None;
+                        }
+                    },
+                    _ => {
+                        self.errors
+                            .over(call, format!("`.{method}()` takes one number"));
+                        return None;
+                    }
+                };
+                let shape = self.shape(x).clone();
+                let op = if method == "pow" {
+                    Op::Pow { x, exponent: value }
+                } else {
+                    Op::ClampMin { x, min: value }
+                };
+                Some(Lowered::Value(self.push(op, shape, origin)))
+            }
+            "sum" | "mean" => {
+                let x = self.materialize(receiver, &call.receiver)?;
+                if !no_args(self) {
+                    return None;
+                }
+                let op = if method == "sum" {
+                    Op::Sum { x }
+                } else {
+                    Op::Mean { x }
+                };
+                Some(Lowered::Value(self.push(op, Shape(Vec::new()), origin)))
+            }
+            _ => {
+                self.errors.at(
+                    span,
+                    format!(
+                        "unknown method `.{method}()` in `forward`; supported: {SUPPORTED_METHODS}"
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    /// `a.mm(b)`, reading `.t()` operands in place.
+    fn mm(&mut self, call: &syn::ExprMethodCall, receiver: Lowered) -> Option<Lowered> {
+        let [arg] = call.args.iter().collect::<Vec<_>>()[..] else {
+            self.errors.over(call, "`.mm()` takes one matrix");
+            return None;
+        };
+        let operand = |this: &mut Self, lowered: Lowered, expr: &Expr| -> Option<(ValueId, bool)> {
+            match lowered {
+                Lowered::Value(id) => Some((id, false)),
+                Lowered::Transposed(id) => Some((id, true)),
+                Lowered::Scalar(_) => {
+                    this.errors.over(
+                        expr,
+                        "`.mm()` multiplies matrices; use `*` to scale by a number",
+                    );
+                    None
+                }
+            }
+        };
+        let (a, a_t) = operand(self, receiver, &call.receiver)?;
+        let rhs = self.expr(arg)?;
+        let (b, b_t) = operand(self, rhs, arg)?;
+        let view = |this: &Self, id: ValueId, transposed: bool| {
+            let mut dims = this.shape(id).0.clone();
+            if transposed {
+                dims.reverse();
+            }
+            Shape(dims)
+        };
+        let (a_shape, b_shape) = (view(self, a, a_t), view(self, b, b_t));
+        for (shape, id, expr) in [(&a_shape, a, &*call.receiver), (&b_shape, b, arg)] {
+            if shape.0.len() != 2 {
+                self.errors.over(
+                    expr,
+                    format!(
+                        "`.mm()` needs 2-D tensors, found `{shape}` from {}",
+                        self.origin(id)
+                    ),
+                );
+                return None;
+            }
+        }
+        if !unify(&a_shape.0[1], &b_shape.0[0], &mut self.assertions) {
+            self.errors.at(
+                call.method.span(),
+                format!(
+                    "`.mm()` cannot multiply `{a_shape}` ({}) by `{b_shape}` ({}): inner dims {} and {} differ",
+                    self.origin(a),
+                    self.origin(b),
+                    a_shape.0[1],
+                    b_shape.0[0]
+                ),
+            );
+            return None;
+        }
+        let shape = Shape(vec![a_shape.0[0].clone(), b_shape.0[1].clone()]);
+        let op = Op::Mm { a, a_t, b, b_t };
+        Some(Lowered::Value(self.push(op, shape, "`.mm()`".to_owned())))
+    }
+
+    /// The forward pass must produce the declared output shape.
+    fn check_output(&mut self, id: ValueId, declared: &Shape, decl: &ShapeDecl) -> bool {
+        let found = self.shape(id).clone();
+        let matches = found.0.len() == declared.0.len()
+            && declared
+                .0
+                .iter()
+                .zip(&found.0)
+                .all(|(d, f)| unify(d, f, &mut self.assertions));
+        if !matches {
+            self.errors.at(
+                decl.span,
+                format!(
+                    "the network declares output `{declared}`, but forward produces `{found}` from {}",
+                    self.origin(id)
+                ),
+            );
+        }
+        matches
+    }
+}
+
+/// The name a `let` pattern binds: `h` or `mut h`.
+fn binding_name(pat: &Pat) -> Option<&Ident> {
+    match pat {
+        Pat::Ident(pat) if pat.subpat.is_none() && pat.by_ref.is_none() => Some(&pat.ident),
+        _ => None,
+    }
+}
+
+/// The identifier an expression consists of, if it is a bare name.
+fn expr_ident(expr: &Expr) -> Option<&Ident> {
+    match expr {
+        Expr::Path(path) if path.qself.is_none() && path.attrs.is_empty() => path.path.get_ident(),
+        _ => None,
+    }
+}
+
+fn parse_scalar(value: syn::Result<f32>, expr: &Expr, errors: &mut Errors) -> Option<Lowered> {
+    match value {
+        Ok(value) if value.is_finite() => Some(Lowered::Scalar(value)),
+        _ => {
+            errors.over(expr, "this number does not fit in an `f32`");
+            None
+        }
+    }
+}
