@@ -14,10 +14,12 @@
 //! None yet; the CUDA backend will arrive behind `cuda`.
 
 pub use declnet_runtime as runtime;
+pub use declnet_runtime::io;
 pub use declnet_runtime::{Backend, Cpu, Error, MatView, Result, Shape, Tensor};
 
 /// The names most programs need: `use declnet::prelude::*;`.
 pub mod prelude {
+    pub use declnet_runtime::io::ModuleIo;
     pub use declnet_runtime::rng::{SeededRng, seeded};
     pub use declnet_runtime::{Backend, Cpu, Error, Result, Shape, Tensor};
 }
