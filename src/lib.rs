@@ -15,6 +15,7 @@
 
 pub use declnet_macros::network;
 pub use declnet_runtime as runtime;
+pub use declnet_runtime::io;
 pub use declnet_runtime::{Backend, Cpu, Error, MatView, Result, Shape, Tensor};
 
 /// What `network!`-generated code refers to, by absolute path. Not a public API.
@@ -36,6 +37,7 @@ pub mod __private {
 /// The names most programs need: `use declnet::prelude::*;`.
 pub mod prelude {
     pub use declnet_macros::network;
+    pub use declnet_runtime::io::ModuleIo;
     pub use declnet_runtime::layers::Linear;
     pub use declnet_runtime::rng::{SeededRng, seeded};
     pub use declnet_runtime::{Backend, Cpu, Error, Module, Param, Result, Shape, Tensor};

@@ -1,5 +1,8 @@
 //! The runtime's one error type: every variant names the op and the shapes involved.
 
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
 use crate::shape::Shape;
 
 /// A result whose error is the runtime's [`Error`].
@@ -147,6 +150,134 @@ pub enum Error {
         /// The backend's message.
         message: String,
     },
+    /// A file that cannot be read or written.
+    #[error("{op}: cannot {action} `{}`: {message}", path.display())]
+    Io {
+        /// The operation.
+        op: &'static str,
+        /// What was attempted: `read` or `write`.
+        action: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The kind of I/O failure.
+        kind: std::io::ErrorKind,
+        /// The operating system's message.
+        message: String,
+    },
+    /// Bytes that are not a well-formed safetensors file (truncated, corrupt, or a header that
+    /// disagrees with the data).
+    #[error("{op}: {} is not a valid safetensors file: {message}", describe_source(path.as_deref()))]
+    InvalidFile {
+        /// The operation.
+        op: &'static str,
+        /// The file, when the bytes came from one.
+        path: Option<PathBuf>,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// Tensors the module expects that the file lacks, and tensors in the file the module
+    /// does not expect, each with its shape.
+    #[error("{}", describe_names(op, missing, unexpected))]
+    TensorNames {
+        /// The operation.
+        op: &'static str,
+        /// Names (and the shapes the module expects) missing from the file.
+        missing: Vec<(String, Shape)>,
+        /// Names (and their shapes in the file) the module has no parameter for.
+        unexpected: Vec<(String, Shape)>,
+    },
+    /// Tensors whose shape in the file differs from the parameter they are loaded into.
+    #[error("{}", describe_shapes(op, mismatches))]
+    TensorShapes {
+        /// The operation.
+        op: &'static str,
+        /// Each misshaped tensor: its name, its shape in the file, the shape expected.
+        mismatches: Vec<(String, Shape, Shape)>,
+    },
+    /// A tensor stored with an element type that cannot be converted to `f32`.
+    #[error(
+        "{op}: tensor `{name}` {shape} is stored as {dtype}; only F32, F64, F16 and BF16 can be loaded"
+    )]
+    TensorDtype {
+        /// The operation.
+        op: &'static str,
+        /// The tensor's name.
+        name: String,
+        /// Its shape in the file.
+        shape: Shape,
+        /// Its element type, as safetensors names it (`I64`, `U8`, ...).
+        dtype: String,
+    },
+    /// Tensors that safetensors cannot encode (a header over its 100 MB limit).
+    #[error("{op}: cannot encode the tensors as safetensors: {message}")]
+    Serialize {
+        /// The operation.
+        op: &'static str,
+        /// safetensors' message.
+        message: String,
+    },
+    /// Two tensors (or two parameters of one module) with the same name.
+    #[error("{op}: two tensors are named `{name}`")]
+    DuplicateName {
+        /// The operation.
+        op: &'static str,
+        /// The repeated name.
+        name: String,
+    },
+}
+
+fn describe_source(path: Option<&Path>) -> String {
+    match path {
+        Some(path) => format!("`{}`", path.display()),
+        None => "the buffer".to_owned(),
+    }
+}
+
+/// `` `a` [2, 3], `b` [3] ``
+fn describe_list(tensors: &[(String, Shape)]) -> String {
+    let mut out = String::new();
+    for (i, (name, shape)) in tensors.iter().enumerate() {
+        let sep = if i == 0 { "" } else { ", " };
+        let _ = write!(out, "{sep}`{name}` {shape}");
+    }
+    out
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+fn describe_names(op: &str, missing: &[(String, Shape)], unexpected: &[(String, Shape)]) -> String {
+    let mut parts = Vec::new();
+    if !missing.is_empty() {
+        parts.push(format!(
+            "the file lacks {} tensor{} the module expects: {}",
+            missing.len(),
+            plural(missing.len()),
+            describe_list(missing)
+        ));
+    }
+    if !unexpected.is_empty() {
+        parts.push(format!(
+            "the file has {} tensor{} the module does not expect: {}",
+            unexpected.len(),
+            plural(unexpected.len()),
+            describe_list(unexpected)
+        ));
+    }
+    format!("{op}: {}", parts.join("; "))
+}
+
+fn describe_shapes(op: &str, mismatches: &[(String, Shape, Shape)]) -> String {
+    let parts: Vec<String> = mismatches
+        .iter()
+        .map(|(name, found, expected)| {
+            format!(
+                "tensor `{name}` has shape {found} in the file, but the module expects {expected}"
+            )
+        })
+        .collect();
+    format!("{op}: {}", parts.join("; "))
 }
 
 /// Unwraps `result`, panicking with the error's message at the caller's location.

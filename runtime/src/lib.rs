@@ -12,6 +12,7 @@
 
 pub mod backend;
 mod error;
+pub mod io;
 pub mod layers;
 mod module;
 pub mod network;
@@ -23,6 +24,7 @@ mod tensor;
 
 pub use backend::{Backend, Cpu};
 pub use error::{Error, Result};
+pub use io::ModuleIo;
 pub use module::{Module, visit_prefixed, visit_prefixed_mut};
 pub use ops::matmul::MatView;
 pub use param::Param;

@@ -59,6 +59,7 @@ impl Fixture {
 }
 
 /// The largest relative difference `|a - e| / max(|e|, floor)` over two equally long slices.
+#[allow(dead_code, reason = "not every test binary compares with a tolerance")]
 pub fn max_rel_diff(actual: &[f32], expected: &[f32], floor: f32) -> f32 {
     assert_eq!(actual.len(), expected.len(), "lengths differ");
     actual
