@@ -25,6 +25,9 @@ pub const LEARNING_RATE: f32 = 1e-6;
 
 /// One step: forward, sum of squared errors, generated backward, `w -= lr * grad` by hand.
 /// Returns the loss before the update.
+///
+/// # Errors
+/// When a tensor's shape differs from the network's (`x` must be `[N, 1000]`, `y` `[N, 10]`).
 pub fn train_step<B: Backend>(
     net: &mut RawNet<B>,
     x: &Tensor<B>,

@@ -21,6 +21,7 @@ pub use declnet_runtime::{Backend, Cpu, Error, MatView, Result, Shape, Tensor};
 /// What `network!`-generated code refers to, by absolute path. Not a public API.
 #[doc(hidden)]
 pub mod __private {
+    pub use declnet_runtime::io::ModuleIo;
     pub use declnet_runtime::layers::Linear;
     pub use declnet_runtime::network::{
         DeclaredDim, Dim, DimBindings, accumulate, accumulate_ref, check_grad_out, grad_or_zeros,
@@ -28,6 +29,7 @@ pub mod __private {
     };
     pub use declnet_runtime::ops::unary::UnaryOp;
     pub use declnet_runtime::rand::Rng;
+    pub use declnet_runtime::rng::seeded;
     pub use declnet_runtime::{
         Backend, Cpu, MatView, Module, Param, Result, Shape, Tensor, visit_prefixed,
         visit_prefixed_mut,

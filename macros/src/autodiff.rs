@@ -44,10 +44,9 @@ impl Plan {
         for id in 0..n {
             needs_grad[id] = live[id]
                 && match net.nodes[id].op {
-                    Op::Param(_) => true,
+                    // Parameters, and a Linear layer's parameters, always want their gradient.
+                    Op::Param(_) | Op::Linear { .. } => true,
                     Op::Input(_) => mode == Mode::WithInputs,
-                    // A Linear layer's parameters always want their gradient.
-                    Op::Linear { .. } => true,
                     ref op => op.operands().iter().any(|&x| needs_grad[x]),
                 };
         }
@@ -72,15 +71,23 @@ impl Plan {
         let broadcast = |x: ValueId| !same_shape(&net.nodes[x].shape, &node.shape);
         let (mut values, mut shapes) = (Vec::new(), Vec::new());
         match node.op {
-            Op::Input(_) | Op::Param(_) => {}
-            Op::Linear { x, .. } => values.push(x),
-            Op::Activation {
+            Op::Input(_)
+            | Op::Param(_)
+            | Op::AddScalar { .. }
+            | Op::MulScalar { .. }
+            | Op::Neg { .. }
+            | Op::Transpose { .. } => {}
+            // Rules that read the input: Linear (for dW), gelu, clamp_min, pow.
+            Op::Linear { x, .. }
+            | Op::Activation {
                 activation: Activation::Gelu,
                 x,
                 ..
-            } => values.push(x),
+            }
+            | Op::ClampMin { x, .. }
+            | Op::Pow { x, .. } => values.push(x),
+            // relu, sigmoid and tanh differentiate from their output.
             Op::Activation { .. } => values.push(id),
-            Op::ClampMin { x, .. } | Op::Pow { x, .. } => values.push(x),
             Op::Binary { op, a, b } => {
                 for (operand, other) in [(a, b), (b, a)] {
                     if needs(operand) {
@@ -102,8 +109,6 @@ impl Plan {
                 }
             }
             Op::Sum { x } | Op::Mean { x } => shapes.push(x),
-            Op::AddScalar { .. } | Op::MulScalar { .. } | Op::Neg { .. } | Op::Transpose { .. } => {
-            }
         }
         for value in values {
             if !matches!(net.nodes[value].op, Op::Param(_)) {

@@ -349,8 +349,8 @@ impl Lowerer<'_> {
                 }
             },
             Expr::Lit(lit) => match &lit.lit {
-                Lit::Float(value) => parse_scalar(value.base10_parse::<f32>(), expr, self.errors),
-                Lit::Int(value) => parse_scalar(value.base10_parse::<f32>(), expr, self.errors),
+                Lit::Float(value) => parse_scalar(&value.base10_parse::<f32>(), expr, self.errors),
+                Lit::Int(value) => parse_scalar(&value.base10_parse::<f32>(), expr, self.errors),
                 _ => {
                     self.errors
                         .over(expr, "only numbers can appear as literals in `forward`");
@@ -750,9 +750,9 @@ fn expr_ident(expr: &Expr) -> Option<&Ident> {
     }
 }
 
-fn parse_scalar(value: syn::Result<f32>, expr: &Expr, errors: &mut Errors) -> Option<Lowered> {
+fn parse_scalar(value: &syn::Result<f32>, expr: &Expr, errors: &mut Errors) -> Option<Lowered> {
     match value {
-        Ok(value) if value.is_finite() => Some(Lowered::Scalar(value)),
+        Ok(value) if value.is_finite() => Some(Lowered::Scalar(*value)),
         _ => {
             errors.over(expr, "this number does not fit in an `f32`");
             None

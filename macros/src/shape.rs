@@ -16,9 +16,10 @@ pub enum Comparison {
 pub fn compare(a: &Dim, b: &Dim) -> Comparison {
     match (&a.kind, &b.kind) {
         (x, y) if x == y => Comparison::Same,
-        (DimKind::Lit(_), DimKind::Lit(_)) => Comparison::Different,
-        // A run-time dim never provably equals anything but itself.
-        (DimKind::Named(_), _) | (_, DimKind::Named(_)) => Comparison::Different,
+        // Two numbers differ; a run-time dim never provably equals anything but itself.
+        (DimKind::Lit(_), DimKind::Lit(_)) | (DimKind::Named(_), _) | (_, DimKind::Named(_)) => {
+            Comparison::Different
+        }
         _ => Comparison::Undecided,
     }
 }

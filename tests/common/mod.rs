@@ -68,3 +68,25 @@ pub fn max_rel_diff(actual: &[f32], expected: &[f32], floor: f32) -> f32 {
         .map(|(a, e)| (a - e).abs() / e.abs().max(floor))
         .fold(0.0, f32::max)
 }
+
+/// Checks a replayed training run against PyTorch's losses: the first 10 steps to
+/// [`EARLY_TOLERANCE`], the rest to `late_tolerance` (both relative), printing the worst
+/// differences so a failure says by how much.
+#[allow(dead_code, reason = "not every test binary replays a training run")]
+pub fn assert_losses_match(actual: &[f32], expected: &[f32], late_tolerance: f32) {
+    assert_eq!(actual.len(), expected.len(), "number of steps");
+    let early = max_rel_diff(&actual[..10], &expected[..10], 0.0);
+    let late = max_rel_diff(&actual[10..], &expected[10..], 0.0);
+    println!("max relative loss difference: first 10 steps {early:e}, later {late:e}");
+    assert!(
+        early <= EARLY_TOLERANCE,
+        "first 10 losses differ by {early:e} relative"
+    );
+    assert!(
+        late <= late_tolerance,
+        "later losses differ by {late:e} relative"
+    );
+}
+
+/// The first steps of a replay agree with PyTorch to float rounding.
+pub const EARLY_TOLERANCE: f32 = 1e-4;

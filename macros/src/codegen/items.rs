@@ -265,6 +265,68 @@ pub fn gen_summary(net: &Network) -> TokenStream {
     }
 }
 
+/// `params()`, `params_mut()` (the parameters with their `state_dict` names, for loops like
+/// PyTorch's `for p in model.parameters()`) and `load(device, path)`.
+pub fn gen_params(net: &Network) -> TokenStream {
+    let private = private();
+    let pushes = |mutable: bool| {
+        let mut out = Vec::new();
+        for field in net.fields.iter().filter(|f| f.kind.has_state()) {
+            let ident = &field.ident;
+            let prefix = &field.state_name;
+            let (reference, as_ref) = if mutable {
+                (quote!(&mut), quote!(as_mut))
+            } else {
+                (quote!(&), quote!(as_ref))
+            };
+            out.push(match field.kind {
+                FieldKind::Linear { .. } => {
+                    let (weight, bias) = (format!("{prefix}.weight"), format!("{prefix}.bias"));
+                    quote! {
+                        params.push((#weight, #reference self.#ident.weight));
+                        if let Some(bias) = self.#ident.bias.#as_ref() {
+                            params.push((#bias, bias));
+                        }
+                    }
+                }
+                _ => quote!(params.push((#prefix, #reference self.#ident));),
+            });
+        }
+        out
+    };
+    let (push, push_mut) = (pushes(false), pushes(true));
+    let name = &net.name;
+    let load_doc = format!(
+        "A `{name}` on `device` with the weights of a safetensors file in PyTorch's `state_dict`          layout (see `ModuleIo::load` for the checks)."
+    );
+    quote! {
+        /// The parameters with their PyTorch `state_dict` names, in declaration order.
+        pub fn params(&self) -> Vec<(&'static str, &#private::Param<B>)> {
+            let mut params = Vec::new();
+            #(#push)*
+            params
+        }
+
+        /// The parameters with their `state_dict` names, mutably: for update loops.
+        pub fn params_mut(&mut self) -> Vec<(&'static str, &mut #private::Param<B>)> {
+            let mut params = Vec::new();
+            #(#push_mut)*
+            params
+        }
+
+        #[doc = #load_doc]
+        ///
+        /// # Errors
+        /// When the file cannot be read, is malformed, or its names, shapes or dtypes differ
+        /// from the network's.
+        pub fn load(device: &B, path: impl AsRef<::std::path::Path>) -> #private::Result<Self> {
+            let mut net = Self::new(device, &mut #private::seeded(0));
+            #private::ModuleIo::load(&mut net, path)?;
+            Ok(net)
+        }
+    }
+}
+
 /// `Module`: the parameters with their `state_dict` names, in declaration order.
 pub fn gen_module_impl(net: &Network) -> TokenStream {
     let private = private();

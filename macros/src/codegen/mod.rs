@@ -22,6 +22,7 @@ pub fn expand(net: &Network, output: ValueId) -> TokenStream {
     let backward = backward::gen_backward(net, output, &full, Mode::WithInputs);
     let backward_params = backward::gen_backward(net, output, &params_only, Mode::ParamsOnly);
     let extras = items::gen_summary(net);
+    let params = items::gen_params(net);
     let module = items::gen_module_impl(net);
     let (impl_generics, ty) = generics(net);
     quote! {
@@ -35,6 +36,7 @@ pub fn expand(net: &Network, output: ValueId) -> TokenStream {
             #backward
             #backward_params
             #extras
+            #params
         }
 
         #module
