@@ -12,8 +12,10 @@
 
 pub mod backend;
 mod error;
+pub mod losses;
 mod module;
 pub mod ops;
+pub mod optim;
 mod param;
 pub mod rng;
 mod shape;
