@@ -16,8 +16,8 @@ use serde_json::Value;
 
 /// Every step of every config must match PyTorch to this relative error: the kernels repeat
 /// PyTorch's operations in the same order in f32, so at most a few ulps separate them (1e-6 is
-/// about 8 ulps). Measured: 0 for SGD, Adam, AdamW, Adadelta; about 2e-7 for Adagrad and
-/// RMSprop.
+/// about 8 ulps). Measured: 0 for SGD, Adam, `AdamW`, Adadelta; about 2e-7 for Adagrad and
+/// `RMSprop`.
 const TOLERANCE: f32 = 1e-6;
 
 /// Denominator floor of the relative error. The parameters are `randn` (|p| ~ 1); an element
@@ -85,7 +85,9 @@ fn replay<R: UpdateRule>(rule: R, fixture: &Fixture, name: &str) -> f32 {
         opt.step(&mut model);
         let diff = max_rel_diff(&model.value(0), expected, RELATIVE_FLOOR);
         let unfloored = max_rel_diff(&model.value(0), expected, 0.0);
-        println!("{name} step {s}: {diff:e} relative to max(|p|, {RELATIVE_FLOOR}), {unfloored:e} to |p|");
+        println!(
+            "{name} step {s}: {diff:e} relative to max(|p|, {RELATIVE_FLOOR}), {unfloored:e} to |p|"
+        );
         assert!(
             diff <= TOLERANCE,
             "{name}: step {s} differs from PyTorch by {diff:e} relative"
@@ -315,8 +317,15 @@ fn exported_state_is_named_tensors_and_scalars() {
         state.scalars,
         [("lr".to_owned(), 1e-3), ("p.step".to_owned(), 2.0)]
     );
-    let names: Vec<_> = state.tensors.iter().map(|(n, t)| (n.as_str(), t.dims())).collect();
-    assert_eq!(names, [("p.exp_avg", &[5, 3][..]), ("p.exp_avg_sq", &[5, 3][..])]);
+    let names: Vec<_> = state
+        .tensors
+        .iter()
+        .map(|(n, t)| (n.as_str(), t.dims()))
+        .collect();
+    assert_eq!(
+        names,
+        [("p.exp_avg", &[5, 3][..]), ("p.exp_avg_sq", &[5, 3][..])]
+    );
 }
 
 #[test]
@@ -330,7 +339,10 @@ fn mismatched_state_or_model_is_an_error() {
 
     let mut sgd = Optimizer::new(SgdConfig::default());
     let error = sgd.try_load_state(&model, &state).unwrap_err();
-    assert_eq!(error.to_string(), "SGD: state was exported from `Adam`, not `SGD`");
+    assert_eq!(
+        error.to_string(),
+        "SGD: state was exported from `Adam`, not `SGD`"
+    );
 
     let other = Params::single(Tensor::zeros([3, 5], &Cpu));
     let mut fresh = Optimizer::new(AdamConfig::default());
@@ -340,7 +352,10 @@ fn mismatched_state_or_model_is_an_error() {
         "Adam: `p.exp_avg` has shape [5, 3], but parameter `p` has shape [3, 5]"
     );
 
-    let mut renamed = Params(vec![("q".to_owned(), Param::new(fixture.tensor("param_init")))]);
+    let mut renamed = Params(vec![(
+        "q".to_owned(),
+        Param::new(fixture.tensor("param_init")),
+    )]);
     let error = fresh.try_load_state(&renamed, &state).unwrap_err();
     assert_eq!(
         error.to_string(),
@@ -353,7 +368,9 @@ fn mismatched_state_or_model_is_an_error() {
     assert_eq!(error.to_string(), "Adam: state has no `p.exp_avg_sq`");
 
     let mut bigger = Params::single(fixture.tensor("param_init"));
-    bigger.0.push(("extra".to_owned(), Param::new(Tensor::ones([1], &Cpu))));
+    bigger
+        .0
+        .push(("extra".to_owned(), Param::new(Tensor::ones([1], &Cpu))));
     let before = model.value(0);
     let error = adam.try_step(&mut bigger).unwrap_err();
     assert_eq!(
@@ -361,7 +378,10 @@ fn mismatched_state_or_model_is_an_error() {
         "Adam: the model has more than the 1 parameters the state was built for"
     );
     let error = adam.try_step(&mut renamed).unwrap_err();
-    assert!(error.to_string().contains("parameter 0 is `q` [5, 3]"), "{error}");
+    assert!(
+        error.to_string().contains("parameter 0 is `q` [5, 3]"),
+        "{error}"
+    );
     assert_eq!(model.value(0), before, "a failed step changes nothing");
 }
 
@@ -381,7 +401,10 @@ fn invalid_hyper_parameters_are_rejected_like_pytorch() {
         ..SgdConfig::default()
     })
     .unwrap_err();
-    assert!(error.to_string().starts_with("SGD: invalid nesterov"), "{error}");
+    assert!(
+        error.to_string().starts_with("SGD: invalid nesterov"),
+        "{error}"
+    );
     let error = Optimizer::<RmsPropConfig>::try_new(RmsPropConfig {
         lr: -1.0,
         ..RmsPropConfig::default()

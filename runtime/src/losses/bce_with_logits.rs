@@ -6,6 +6,9 @@ use crate::error::Result;
 use crate::ops::loss::PointwiseLoss;
 use crate::tensor::Tensor;
 
+/// The name in messages, PyTorch's functional name.
+const NAME: &str = "binary_cross_entropy_with_logits";
+
 /// Binary cross entropy of `sigmoid(x)` against a target probability `y`, computed from the logit `x` so that large `|x|` stays exact (`max(x, 0) - x y + log(1 + e^-|x|)`), like `torch.nn.BCEWithLogitsLoss`; the prediction and target have the same shape.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct BceWithLogitsLoss {
@@ -23,9 +26,21 @@ impl BceWithLogitsLoss {
 
 impl<B: Backend> Loss<B> for BceWithLogitsLoss {
     type Target = Tensor<B>;
-    const NAME: &'static str = "binary_cross_entropy_with_logits";
+    fn name(&self) -> &'static str {
+        NAME
+    }
 
-    fn try_value_and_grad(&self, pred: &Tensor<B>, target: &Tensor<B>) -> Result<(Tensor<B>, Tensor<B>)> {
-        pointwise(<Self as Loss<B>>::NAME, PointwiseLoss::BceWithLogits, self.reduction, pred, target)
+    fn try_value_and_grad(
+        &self,
+        pred: &Tensor<B>,
+        target: &Tensor<B>,
+    ) -> Result<(Tensor<B>, Tensor<B>)> {
+        pointwise(
+            NAME,
+            PointwiseLoss::BceWithLogits,
+            self.reduction,
+            pred,
+            target,
+        )
     }
 }

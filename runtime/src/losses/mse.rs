@@ -6,6 +6,9 @@ use crate::error::Result;
 use crate::ops::loss::PointwiseLoss;
 use crate::tensor::Tensor;
 
+/// The name in messages, PyTorch's functional name.
+const NAME: &str = "mse_loss";
+
 /// The squared error `(x - y)^2`, like `torch.nn.MSELoss`; the prediction and target have the same shape.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct MseLoss {
@@ -23,9 +26,15 @@ impl MseLoss {
 
 impl<B: Backend> Loss<B> for MseLoss {
     type Target = Tensor<B>;
-    const NAME: &'static str = "mse_loss";
+    fn name(&self) -> &'static str {
+        NAME
+    }
 
-    fn try_value_and_grad(&self, pred: &Tensor<B>, target: &Tensor<B>) -> Result<(Tensor<B>, Tensor<B>)> {
-        pointwise(<Self as Loss<B>>::NAME, PointwiseLoss::Squared, self.reduction, pred, target)
+    fn try_value_and_grad(
+        &self,
+        pred: &Tensor<B>,
+        target: &Tensor<B>,
+    ) -> Result<(Tensor<B>, Tensor<B>)> {
+        pointwise(NAME, PointwiseLoss::Squared, self.reduction, pred, target)
     }
 }

@@ -6,6 +6,9 @@ use crate::error::Result;
 use crate::ops::loss::ClassLoss;
 use crate::tensor::Tensor;
 
+/// The name in messages, PyTorch's functional name.
+const NAME: &str = "nll_loss";
+
 /// Negative log-likelihood `-x[label]` of `[batch, classes]` log-probabilities (the output of
 /// a log-softmax) against one class index per row, like `torch.nn.NLLLoss`.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -24,13 +27,15 @@ impl NllLoss {
 
 impl<B: Backend> Loss<B> for NllLoss {
     type Target = [usize];
-    const NAME: &'static str = "nll_loss";
+    fn name(&self) -> &'static str {
+        NAME
+    }
 
     fn try_value_and_grad(
         &self,
         pred: &Tensor<B>,
         labels: &[usize],
     ) -> Result<(Tensor<B>, Tensor<B>)> {
-        class_index(<Self as Loss<B>>::NAME, ClassLoss::Nll, self.reduction, pred, labels)
+        class_index(NAME, ClassLoss::Nll, self.reduction, pred, labels)
     }
 }

@@ -6,6 +6,9 @@ use crate::error::{Error, Result};
 use crate::ops::loss::PointwiseLoss;
 use crate::tensor::Tensor;
 
+/// The name in messages, PyTorch's functional name.
+const NAME: &str = "smooth_l1_loss";
+
 /// The Huber-like loss `0.5 d^2 / beta` for `|d| < beta`, else `|d| - 0.5 beta`, where
 /// `d = x - y`, like `torch.nn.SmoothL1Loss`; `beta = 0` is the L1 loss.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -32,7 +35,9 @@ impl SmoothL1Loss {
 
 impl<B: Backend> Loss<B> for SmoothL1Loss {
     type Target = Tensor<B>;
-    const NAME: &'static str = "smooth_l1_loss";
+    fn name(&self) -> &'static str {
+        NAME
+    }
 
     fn try_value_and_grad(
         &self,
@@ -40,14 +45,14 @@ impl<B: Backend> Loss<B> for SmoothL1Loss {
         target: &Tensor<B>,
     ) -> Result<(Tensor<B>, Tensor<B>)> {
         // PyTorch rejects a negative beta too; NaN fails the same test.
-        if !(self.beta >= 0.0) {
+        if self.beta.is_nan() || self.beta < 0.0 {
             return Err(Error::HyperParameter {
-                op: <Self as Loss<B>>::NAME,
+                op: NAME,
                 name: "beta",
                 message: format!("expected a value >= 0, found {}", self.beta),
             });
         }
         let op = PointwiseLoss::SmoothL1 { beta: self.beta };
-        pointwise(<Self as Loss<B>>::NAME, op, self.reduction, pred, target)
+        pointwise(NAME, op, self.reduction, pred, target)
     }
 }

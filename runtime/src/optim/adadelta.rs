@@ -49,7 +49,13 @@ impl UpdateRule for AdadeltaConfig {
     fn validate(&self) -> Result<()> {
         check(Self::NAME, "lr", self.lr, self.lr >= 0.0, "a value >= 0")?;
         let rho = self.rho;
-        check(Self::NAME, "rho", rho, (0.0..=1.0).contains(&rho), "a value in [0, 1]")?;
+        check(
+            Self::NAME,
+            "rho",
+            rho,
+            (0.0..=1.0).contains(&rho),
+            "a value in [0, 1]",
+        )?;
         check(Self::NAME, "eps", self.eps, self.eps >= 0.0, "a value >= 0")?;
         let wd = self.weight_decay;
         check(Self::NAME, "weight_decay", wd, wd >= 0.0, "a value >= 0")

@@ -49,9 +49,27 @@ pub(super) fn validate_adam(
     check(op, "lr", lr, lr >= 0.0, "a value >= 0")?;
     check(op, "eps", eps, eps >= 0.0, "a value >= 0")?;
     let (beta1, beta2) = betas;
-    check(op, "beta1", beta1, (0.0..1.0).contains(&beta1), "a value in [0, 1)")?;
-    check(op, "beta2", beta2, (0.0..1.0).contains(&beta2), "a value in [0, 1)")?;
-    check(op, "weight_decay", weight_decay, weight_decay >= 0.0, "a value >= 0")
+    check(
+        op,
+        "beta1",
+        beta1,
+        (0.0..1.0).contains(&beta1),
+        "a value in [0, 1)",
+    )?;
+    check(
+        op,
+        "beta2",
+        beta2,
+        (0.0..1.0).contains(&beta2),
+        "a value in [0, 1)",
+    )?;
+    check(
+        op,
+        "weight_decay",
+        weight_decay,
+        weight_decay >= 0.0,
+        "a value >= 0",
+    )
 }
 
 /// The state buffers of the Adam family.

@@ -308,7 +308,9 @@ impl<R: UpdateRule, B: Backend> Optimizer<R, B> {
             if !(step >= 1.0 && step.fract() == 0.0) {
                 return Err(error(format!("`{step_name}` is {step}, not a step count")));
             }
-            slot.step = step as u64;
+            #[allow(clippy::cast_sign_loss, reason = "checked above: a whole number >= 1")]
+            let step = step as u64;
+            slot.step = step;
             for name in self.rule.buffer_names() {
                 let key = format!("{}.{name}", slot.name);
                 let Some((_, tensor)) = state.tensors.iter().find(|(k, _)| *k == key) else {
@@ -326,7 +328,11 @@ impl<R: UpdateRule, B: Backend> Optimizer<R, B> {
                 slot.buffers.push(tensor.device.copy(&tensor.storage)?);
             }
         }
-        let known = |name: &str| slots.iter().any(|slot| name.starts_with(&format!("{}.", slot.name)));
+        let known = |name: &str| {
+            slots
+                .iter()
+                .any(|slot| name.starts_with(&format!("{}.", slot.name)))
+        };
         if used_scalars != state.scalars.len() || used_tensors != state.tensors.len() {
             let unknown = state
                 .scalars
@@ -334,7 +340,10 @@ impl<R: UpdateRule, B: Backend> Optimizer<R, B> {
                 .map(|(name, _)| name)
                 .chain(state.tensors.iter().map(|(name, _)| name))
                 .find(|name| *name != "lr" && !known(name))
-                .map_or_else(|| "duplicate or extra entries".to_owned(), |name| format!("`{name}`"));
+                .map_or_else(
+                    || "duplicate or extra entries".to_owned(),
+                    |name| format!("`{name}`"),
+                );
             return Err(error(format!(
                 "state has {unknown}, which does not fit the model's parameters"
             )));
@@ -406,7 +415,11 @@ impl<R: UpdateRule, B: Backend> Optimizer<R, B> {
 }
 
 /// Applies `rule` to one parameter, if it has a gradient.
-fn update<R: UpdateRule, B: Backend>(rule: &R, slot: &mut Slot<B>, param: &mut Param<B>) -> Result<()> {
+fn update<R: UpdateRule, B: Backend>(
+    rule: &R,
+    slot: &mut Slot<B>,
+    param: &mut Param<B>,
+) -> Result<()> {
     let (value, grad) = param.value_and_grad_mut();
     let Some(grad) = grad else {
         return Ok(());

@@ -5,7 +5,7 @@ use crate::backend::Cpu;
 use crate::error::{Error, Result};
 use crate::ops::optim::OptimStep;
 
-/// RMSprop, like `torch.optim.RMSprop`.
+/// `RMSprop`, like `torch.optim.RMSprop`.
 pub type RmsProp<B = Cpu> = Optimizer<RmsPropConfig, B>;
 
 /// The hyper-parameters of [`RmsProp`]; `Default` gives PyTorch's defaults.
@@ -78,7 +78,13 @@ impl UpdateRule for RmsPropConfig {
         check(Self::NAME, "momentum", m, m >= 0.0, "a value >= 0")?;
         let wd = self.weight_decay;
         check(Self::NAME, "weight_decay", wd, wd >= 0.0, "a value >= 0")?;
-        check(Self::NAME, "alpha", self.alpha, self.alpha >= 0.0, "a value >= 0")
+        check(
+            Self::NAME,
+            "alpha",
+            self.alpha,
+            self.alpha >= 0.0,
+            "a value >= 0",
+        )
     }
 
     fn buffer_names(&self) -> &'static [&'static str] {

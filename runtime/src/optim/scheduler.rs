@@ -153,7 +153,13 @@ impl Schedule for StepLr {
 
     fn validate(&self) -> Result<()> {
         let size = self.step_size as f64;
-        check(Self::NAME, "step_size", size, self.step_size > 0, "a value > 0")
+        check(
+            Self::NAME,
+            "step_size",
+            size,
+            self.step_size > 0,
+            "a value > 0",
+        )
     }
 }
 
@@ -358,9 +364,27 @@ impl Schedule for OneCycleLr {
 
     fn validate(&self) -> Result<()> {
         let total = self.total_steps as f64;
-        check(Self::NAME, "total_steps", total, self.total_steps > 0, "a value > 0")?;
+        check(
+            Self::NAME,
+            "total_steps",
+            total,
+            self.total_steps > 0,
+            "a value > 0",
+        )?;
         let pct = self.pct_start;
-        check(Self::NAME, "pct_start", pct, (0.0..=1.0).contains(&pct), "a value in [0, 1]")?;
-        check(Self::NAME, "max_lr", self.max_lr, self.max_lr >= 0.0, "a value >= 0")
+        check(
+            Self::NAME,
+            "pct_start",
+            pct,
+            (0.0..=1.0).contains(&pct),
+            "a value in [0, 1]",
+        )?;
+        check(
+            Self::NAME,
+            "max_lr",
+            self.max_lr,
+            self.max_lr >= 0.0,
+            "a value >= 0",
+        )
     }
 }

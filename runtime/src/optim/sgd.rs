@@ -70,7 +70,13 @@ impl UpdateRule for SgdConfig {
 
     fn validate(&self) -> Result<()> {
         check(Self::NAME, "lr", self.lr, self.lr >= 0.0, "a value >= 0")?;
-        check(Self::NAME, "momentum", self.momentum, self.momentum >= 0.0, "a value >= 0")?;
+        check(
+            Self::NAME,
+            "momentum",
+            self.momentum,
+            self.momentum >= 0.0,
+            "a value >= 0",
+        )?;
         let wd = self.weight_decay;
         check(Self::NAME, "weight_decay", wd, wd >= 0.0, "a value >= 0")?;
         if self.nesterov {

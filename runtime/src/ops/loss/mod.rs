@@ -99,7 +99,12 @@ mod tests {
     fn cross_entropy_survives_huge_logits() {
         let x = Tensor::from_vec(vec![1000.0, 0.0, -1000.0], [1, 3], &Cpu);
         let (values, grad) = x
-            .class_loss(ClassLoss::CrossEntropy { label_smoothing: 0.0 }, &[1])
+            .class_loss(
+                ClassLoss::CrossEntropy {
+                    label_smoothing: 0.0,
+                },
+                &[1],
+            )
             .unwrap();
         assert_eq!(values.to_vec(), [1000.0]);
         assert_eq!(grad.to_vec(), [1.0, -1.0, 0.0]);
@@ -116,7 +121,11 @@ mod tests {
         ] {
             let (values, grad) = x.pointwise_loss(op, &t).unwrap();
             assert_eq!(grad.to_vec(), [0.0, 1.0], "{op:?}");
-            let expected = if op == (PointwiseLoss::SmoothL1 { beta: 1.0 }) { 1.5 } else { 2.0 };
+            let expected = if op == (PointwiseLoss::SmoothL1 { beta: 1.0 }) {
+                1.5
+            } else {
+                2.0
+            };
             assert_eq!(values.to_vec(), [0.0, expected], "{op:?}");
         }
     }

@@ -24,6 +24,10 @@ fn effective_grad(g: f32, p: f32, weight_decay: f32, maximize: bool) -> f32 {
 }
 
 /// Applies `step` to `param` elementwise; `state` holds [`OptimStep::buffers`] buffers.
+#[allow(
+    clippy::too_many_lines,
+    reason = "one short loop per optimizer, side by side with the dispatch on the step"
+)]
 pub(crate) fn optim_step(
     step: &OptimStep,
     param: &mut [f32],
@@ -177,7 +181,7 @@ pub(crate) fn optim_step(
                 let avg = match grad_avg.as_deref_mut() {
                     Some(grad_avg) => {
                         grad_avg[i] = lerp(grad_avg[i], g, one_minus_alpha);
-                        (*sq + -1.0 * grad_avg[i] * grad_avg[i]).sqrt()
+                        (*sq + -grad_avg[i] * grad_avg[i]).sqrt()
                     }
                     None => sq.sqrt(),
                 } + eps;

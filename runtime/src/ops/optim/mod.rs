@@ -39,9 +39,9 @@ pub enum OptimStep {
     /// `torch.optim.Adam` and `AdamW`. State: `[exp_avg, exp_avg_sq]`, plus `max_exp_avg_sq`
     /// with `amsgrad`.
     Adam {
-        /// `1 - lr * weight_decay`, the decoupled decay (AdamW); 1 for Adam.
+        /// `1 - lr * weight_decay`, the decoupled decay (`AdamW`); 1 for Adam.
         decay_factor: f32,
-        /// L2 penalty added to the gradient (Adam); 0 for AdamW.
+        /// L2 penalty added to the gradient (Adam); 0 for `AdamW`.
         weight_decay: f32,
         /// `1 - beta1`: the weight of `g` in the first moment.
         one_minus_beta1: f32,
