@@ -15,6 +15,7 @@
 
 pub use declnet_runtime as runtime;
 pub use declnet_runtime::{Backend, Cpu, Error, MatView, Result, Shape, Tensor};
+pub use declnet_runtime::{losses, optim};
 
 /// The names most programs need: `use declnet::prelude::*;`.
 pub mod prelude {

@@ -123,10 +123,6 @@ impl UpdateRule for AdamConfig {
         self.lr = lr;
     }
 
-    fn momentum(&self) -> Option<f64> {
-        Some(self.betas.0)
-    }
-
     fn set_momentum(&mut self, momentum: f64) -> Result<()> {
         self.betas.0 = momentum;
         Ok(())

@@ -52,10 +52,6 @@ impl UpdateRule for AdamWConfig {
         self.lr = lr;
     }
 
-    fn momentum(&self) -> Option<f64> {
-        Some(self.betas.0)
-    }
-
     fn set_momentum(&mut self, momentum: f64) -> Result<()> {
         self.betas.0 = momentum;
         Ok(())

@@ -63,12 +63,7 @@ pub trait UpdateRule: Clone + fmt::Debug {
     /// Sets the learning rate (what schedulers do).
     fn set_lr(&mut self, lr: f64);
 
-    /// The momentum a one-cycle schedule cycles (`momentum`, or Adam's `beta1`), if any.
-    fn momentum(&self) -> Option<f64> {
-        None
-    }
-
-    /// Sets the momentum a one-cycle schedule cycles.
+    /// Sets the momentum a one-cycle schedule cycles (`momentum`, or Adam's `beta1`).
     ///
     /// # Errors
     /// [`Error::HyperParameter`] when the rule has no such momentum, or when setting it would

@@ -388,3 +388,154 @@ impl Schedule for OneCycleLr {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::optim::{Adam, AdamConfig, Sgd, SgdConfig};
+
+    /// Closed forms are evaluated in f64 like PyTorch's Python; values agree to rounding.
+    const TOLERANCE: f64 = 1e-12;
+
+    fn assert_close(actual: f64, expected: f64) {
+        assert!(
+            (actual - expected).abs() <= TOLERANCE * expected.abs().max(1e-3),
+            "{actual} vs {expected}"
+        );
+    }
+
+    fn lrs<S: Schedule>(schedule: &S, base_lr: f64, epochs: usize) -> Vec<f64> {
+        (0..epochs)
+            .map(|e| schedule.lr(base_lr, e).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn step_exponential_and_cosine_closed_forms() {
+        let step = StepLr {
+            step_size: 3,
+            gamma: 0.1,
+        };
+        for (actual, expected) in lrs(&step, 1.0, 8)
+            .into_iter()
+            .zip([1.0, 1.0, 1.0, 0.1, 0.1, 0.1, 0.01, 0.01])
+        {
+            assert_close(actual, expected);
+        }
+        let exponential = ExponentialLr { gamma: 0.5 };
+        assert_eq!(lrs(&exponential, 0.8, 4), [0.8, 0.4, 0.2, 0.1]);
+        let cosine = CosineAnnealingLr {
+            t_max: 4,
+            eta_min: 0.1,
+        };
+        let got = lrs(&cosine, 1.1, 9);
+        // (1 + cos(pi / 4)) / 2 = 0.853553...
+        let quarter = 0.1 + f64::midpoint(1.0, std::f64::consts::FRAC_1_SQRT_2);
+        for (actual, expected) in got.into_iter().zip([
+            1.1,
+            quarter,
+            0.6,
+            1.2 - quarter,
+            0.1,
+            1.2 - quarter,
+            0.6,
+            quarter,
+            1.1,
+        ]) {
+            assert_close(actual, expected);
+        }
+    }
+
+    #[test]
+    fn one_cycle_follows_pytorchs_phases() {
+        // max_lr 1, 10 steps: start 1/25 = 0.04, end 0.04 / 1e4; warm-up ends at step
+        // 0.3 * 10 - 1 = 2, the annealing at step 9.
+        let cycle = OneCycleLr::new(1.0, 10);
+        let at = |e| cycle.at(e).unwrap();
+        assert_close(at(0).0, 0.04);
+        assert_close(at(0).1, 0.95);
+        assert_close(at(1).0, 0.52);
+        assert_close(at(1).1, 0.90);
+        assert_close(at(2).0, 1.0);
+        assert_close(at(2).1, 0.85);
+        assert_close(at(9).0, 4e-6);
+        assert_close(at(9).1, 0.95);
+        assert!(cycle.at(10).is_ok(), "PyTorch allows total_steps steps");
+        assert_eq!(
+            cycle.at(11).unwrap_err().to_string(),
+            "OneCycleLR: invalid total_steps: tried to step 11 times, but the schedule has 10 steps"
+        );
+
+        let three = one_cycle_three_phase();
+        assert_close(three.at(3).unwrap().0, 0.52);
+        assert_close(three.at(4).unwrap().0, 0.04);
+        assert_close(three.at(4).unwrap().1, 0.95);
+        assert_close(three.at(9).unwrap().0, 4e-6);
+
+        // 20 steps: the warm-up ends at step 5, so step 1 is 20% into it.
+        let cos = OneCycleLr::new(1.0, 20);
+        let linear = OneCycleLr {
+            anneal_strategy: Anneal::Linear,
+            ..cos
+        };
+        assert_close(linear.at(1).unwrap().0, 0.232);
+        let cos_lr = 1.0 - 0.48 * ((0.2 * PI).cos() + 1.0);
+        assert_close(cos.at(1).unwrap().0, cos_lr);
+    }
+
+    fn one_cycle_three_phase() -> OneCycleLr {
+        OneCycleLr {
+            three_phase: true,
+            ..OneCycleLr::new(1.0, 10)
+        }
+    }
+
+    #[test]
+    fn scheduler_drives_lr_and_momentum_of_the_optimizer() {
+        let mut adam: Adam = Adam::new(AdamConfig::default());
+        let mut sched = LrScheduler::new(OneCycleLr::new(1.0, 10), &mut adam);
+        assert_close(adam.lr(), 0.04);
+        assert_close(adam.rule().betas.0, 0.95);
+        sched.step(&mut adam);
+        assert_close(adam.lr(), 0.52);
+        assert_close(adam.rule().betas.0, 0.90);
+        for _ in 1..10 {
+            sched.step(&mut adam);
+        }
+        assert_eq!(sched.epoch(), 10);
+        let lr = adam.lr();
+        let error = sched.try_step(&mut adam).unwrap_err();
+        assert!(
+            error.to_string().contains("tried to step 11 times"),
+            "{error}"
+        );
+        assert_eq!(sched.epoch(), 10, "a failed step changes nothing");
+        assert_eq!(adam.lr(), lr);
+
+        let mut sgd: Sgd = Sgd::new(SgdConfig::default());
+        let error = LrScheduler::try_new(OneCycleLr::new(1.0, 5), &mut sgd).unwrap_err();
+        assert!(
+            error.to_string().starts_with("SGD: invalid momentum"),
+            "{error}"
+        );
+        let no_cycle = OneCycleLr {
+            cycle_momentum: false,
+            ..OneCycleLr::new(1.0, 5)
+        };
+        LrScheduler::new(no_cycle, &mut sgd);
+        assert_close(sgd.lr(), 0.04);
+
+        let error = LrScheduler::try_new(
+            StepLr {
+                step_size: 0,
+                gamma: 0.1,
+            },
+            &mut sgd,
+        )
+        .unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "StepLR: invalid step_size: expected a value > 0, found 0"
+        );
+    }
+}

@@ -49,10 +49,6 @@ impl UpdateRule for SgdConfig {
         self.lr = lr;
     }
 
-    fn momentum(&self) -> Option<f64> {
-        Some(self.momentum)
-    }
-
     fn set_momentum(&mut self, momentum: f64) -> Result<()> {
         if (momentum == 0.0) != (self.momentum == 0.0) {
             return Err(Error::HyperParameter {

@@ -39,6 +39,7 @@ pub(crate) fn optim_step(
             OptimStep::Sgd {
                 lr,
                 weight_decay,
+                momentum: 0.0,
                 maximize,
                 ..
             },
@@ -60,7 +61,7 @@ pub(crate) fn optim_step(
                 first,
             },
             [buf],
-        ) => {
+        ) if momentum != 0.0 => {
             for ((p, &g), b) in param.iter_mut().zip(grad).zip(buf.iter_mut()) {
                 let g = effective_grad(g, *p, weight_decay, maximize);
                 *b = if first {

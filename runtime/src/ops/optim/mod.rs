@@ -143,3 +143,46 @@ pub(crate) fn fused_step<B: Backend>(
         .device
         .optim_step(step, &mut param.storage, &grad.storage, state)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Cpu;
+
+    fn sgd(momentum: f32) -> OptimStep {
+        OptimStep::Sgd {
+            lr: 0.5,
+            weight_decay: 0.0,
+            momentum,
+            one_minus_dampening: 1.0,
+            nesterov: false,
+            maximize: true,
+            first: true,
+        }
+    }
+
+    #[test]
+    fn one_pass_updates_parameter_and_state() {
+        let mut p = Tensor::from_vec(vec![1.0, 2.0], [2], &Cpu);
+        let g = Tensor::from_vec(vec![2.0, -2.0], [2], &Cpu);
+        let mut state = vec![vec![0.0; 2]];
+        fused_step(&sgd(0.9), &mut p, &g, &mut state).unwrap();
+        // maximize: ascend, and the buffer holds the negated gradient.
+        assert_eq!(p.to_vec(), [2.0, 1.0]);
+        assert_eq!(state[0], [-2.0, 2.0]);
+    }
+
+    #[test]
+    fn mismatched_gradient_or_state_is_an_error() {
+        let mut p = Tensor::zeros([2], &Cpu);
+        let error = fused_step(&sgd(0.0), &mut p, &Tensor::zeros([3], &Cpu), &mut []);
+        assert!(matches!(error, Err(Error::InPlaceShape { .. })));
+        let g = Tensor::zeros([2], &Cpu);
+        assert!(fused_step(&sgd(0.9), &mut p, &g, &mut []).is_err());
+        let error = cpu::optim_step(&sgd(0.9), &mut [0.0; 2], &[0.0; 2], &mut []).unwrap_err();
+        assert!(
+            error.to_string().contains("expected 1 state buffers"),
+            "{error}"
+        );
+    }
+}
