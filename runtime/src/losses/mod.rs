@@ -74,7 +74,8 @@ pub trait Loss<B: Backend> {
         or_panic(self.try_value_and_grad(pred, target))
     }
 
-    /// The loss.
+    /// The loss. The kernels compute the gradient in the same pass; use
+    /// [`Loss::try_value_and_grad`] when training.
     ///
     /// # Errors
     /// As [`Loss::try_value_and_grad`].

@@ -148,7 +148,14 @@ impl Schedule for StepLr {
     const NAME: &'static str = "StepLR";
 
     fn lr(&self, base_lr: f64, epoch: usize) -> Result<f64> {
-        Ok(base_lr * self.gamma.powf((epoch / self.step_size) as f64))
+        let decays = epoch
+            .checked_div(self.step_size)
+            .ok_or(Error::HyperParameter {
+                op: Self::NAME,
+                name: "step_size",
+                message: "expected a value > 0, found 0".to_owned(),
+            })?;
+        Ok(base_lr * self.gamma.powf(decays as f64))
     }
 
     fn validate(&self) -> Result<()> {
@@ -537,5 +544,10 @@ mod tests {
             error.to_string(),
             "StepLR: invalid step_size: expected a value > 0, found 0"
         );
+        let unchecked = StepLr {
+            step_size: 0,
+            gamma: 0.1,
+        };
+        assert!(unchecked.lr(1.0, 3).is_err(), "no division by zero");
     }
 }
