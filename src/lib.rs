@@ -17,6 +17,7 @@ pub use declnet_macros::network;
 pub use declnet_runtime as runtime;
 pub use declnet_runtime::io;
 pub use declnet_runtime::{Backend, Cpu, Error, MatView, Result, Shape, Tensor};
+pub use declnet_runtime::{losses, optim};
 
 /// What `network!`-generated code refers to, by absolute path. Not a public API.
 #[doc(hidden)]

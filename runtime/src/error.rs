@@ -142,6 +142,78 @@ pub enum Error {
         /// The right operand's device.
         rhs: String,
     },
+    /// A loss whose prediction and target (or upstream gradient) have different shapes.
+    #[error("{op}: prediction has shape {input}, but {what} has shape {other}")]
+    LossShapes {
+        /// The loss.
+        op: &'static str,
+        /// Shape of the prediction.
+        input: Shape,
+        /// What does not fit: `target`, `grad_out`.
+        what: &'static str,
+        /// Its shape.
+        other: Shape,
+    },
+    /// A loss given a batch with no samples (its mean would be NaN).
+    #[error("{op}: empty batch: prediction has shape {input}")]
+    EmptyBatch {
+        /// The loss.
+        op: &'static str,
+        /// Shape of the prediction.
+        input: Shape,
+    },
+    /// A class-index loss given as many labels as there are rows.
+    #[error("{op}: prediction {input} has {} rows, but {labels} labels were given", input.dims().first().copied().unwrap_or(0))]
+    LabelCount {
+        /// The loss.
+        op: &'static str,
+        /// Shape of the prediction, `[batch, classes]`.
+        input: Shape,
+        /// The number of labels.
+        labels: usize,
+    },
+    /// A class index not below the number of classes.
+    #[error("{op}: label {label} at index {index} is out of range for {classes} classes")]
+    LabelOutOfRange {
+        /// The loss.
+        op: &'static str,
+        /// Position of the label in the batch.
+        index: usize,
+        /// The label.
+        label: usize,
+        /// The number of classes (columns of the prediction).
+        classes: usize,
+    },
+    /// A value that should be finite (a loss checked with `check_finite`) is NaN or infinite.
+    #[error("{op}: {count} of {total} values are not finite (first: {first})")]
+    NonFinite {
+        /// The check.
+        op: &'static str,
+        /// How many values are NaN or infinite.
+        count: usize,
+        /// How many values were checked.
+        total: usize,
+        /// The first non-finite value, as printed (`NaN`, `inf`, `-inf`).
+        first: String,
+    },
+    /// A hyper-parameter PyTorch rejects too (a negative learning rate, `beta1 >= 1`).
+    #[error("{op}: invalid {name}: {message}")]
+    HyperParameter {
+        /// The optimizer or scheduler.
+        op: &'static str,
+        /// The hyper-parameter.
+        name: &'static str,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// Optimizer state that does not fit the model or the optimizer it is used with.
+    #[error("{op}: {message}")]
+    OptimizerState {
+        /// The optimizer.
+        op: &'static str,
+        /// What does not fit, naming the parameter.
+        message: String,
+    },
     /// A failure reported by the backend itself (a driver error, an allocation failure).
     #[error("{op}: {message}")]
     Backend {

@@ -46,6 +46,19 @@ impl Fixture {
         Tensor::from_vec(data, view.shape(), &Cpu)
     }
 
+    /// The string stored under `key` in the file's metadata.
+    #[allow(dead_code, reason = "not every test binary reads metadata")]
+    pub fn metadata(&self, key: &str) -> String {
+        let (_, metadata) = SafeTensors::read_metadata(&self.bytes)
+            .unwrap_or_else(|e| panic!("{} is not a safetensors file: {e}", self.name));
+        metadata
+            .metadata()
+            .as_ref()
+            .and_then(|m| m.get(key))
+            .unwrap_or_else(|| panic!("{} has no metadata {key}", self.name))
+            .clone()
+    }
+
     /// The i64 tensor `key`, flattened.
     #[allow(dead_code, reason = "not every test binary reads integer tensors")]
     pub fn i64s(&self, key: &str) -> Vec<i64> {

@@ -3,7 +3,9 @@
 use super::Backend;
 use crate::error::Result;
 use crate::ops::binary::{self, BinaryOp, Broadcast};
+use crate::ops::loss::{self, ClassLoss, PointwiseLoss};
 use crate::ops::matmul::{self, Gemm};
+use crate::ops::optim::{self, OptimStep};
 use crate::ops::reduce;
 use crate::ops::unary::{self, UnaryOp};
 
@@ -108,5 +110,40 @@ impl Backend for Cpu {
     ) -> Result<()> {
         reduce::cpu::sum_axis(x, outer, len, inner, out);
         Ok(())
+    }
+
+    fn pointwise_loss(
+        &self,
+        op: PointwiseLoss,
+        x: &Vec<f32>,
+        t: &Vec<f32>,
+        values: &mut Vec<f32>,
+        grad: &mut Vec<f32>,
+    ) -> Result<()> {
+        loss::cpu::pointwise_loss(op, x, t, values, grad);
+        Ok(())
+    }
+
+    fn class_loss(
+        &self,
+        op: ClassLoss,
+        x: &Vec<f32>,
+        labels: &[usize],
+        classes: usize,
+        values: &mut Vec<f32>,
+        grad: &mut Vec<f32>,
+    ) -> Result<()> {
+        loss::cpu::class_loss(op, x, labels, classes, values, grad);
+        Ok(())
+    }
+
+    fn optim_step(
+        &self,
+        step: &OptimStep,
+        param: &mut Vec<f32>,
+        grad: &Vec<f32>,
+        state: &mut [Vec<f32>],
+    ) -> Result<()> {
+        optim::cpu::optim_step(step, param, grad, state)
     }
 }

@@ -12,7 +12,9 @@ use std::fmt;
 
 use crate::error::Result;
 use crate::ops::binary::{BinaryOp, Broadcast};
+use crate::ops::loss::{ClassLoss, PointwiseLoss};
 use crate::ops::matmul::Gemm;
+use crate::ops::optim::OptimStep;
 use crate::ops::unary::UnaryOp;
 
 /// A device that stores `f32` buffers and runs the kernels tensor ops are made of.
@@ -143,5 +145,48 @@ pub trait Backend: Clone + fmt::Debug + PartialEq + Send + Sync + 'static {
         len: usize,
         inner: usize,
         out: &mut Self::Storage,
+    ) -> Result<()>;
+
+    /// Per element: `values[i] = l(x[i], t[i])` and `grad[i] = dl/dx` for the loss `op`.
+    ///
+    /// # Errors
+    /// When the kernel fails.
+    fn pointwise_loss(
+        &self,
+        op: PointwiseLoss,
+        x: &Self::Storage,
+        t: &Self::Storage,
+        values: &mut Self::Storage,
+        grad: &mut Self::Storage,
+    ) -> Result<()>;
+
+    /// Per row of the `[labels.len(), classes]` input `x`: the loss `op` against that row's
+    /// label into `values` (`[rows]`), and its derivative with respect to the row into `grad`.
+    /// Labels are host indices, each below `classes` (the caller checks).
+    ///
+    /// # Errors
+    /// When the kernel fails.
+    fn class_loss(
+        &self,
+        op: ClassLoss,
+        x: &Self::Storage,
+        labels: &[usize],
+        classes: usize,
+        values: &mut Self::Storage,
+        grad: &mut Self::Storage,
+    ) -> Result<()>;
+
+    /// One fused optimizer update of `param` from `grad`, reading and writing the optimizer's
+    /// per-parameter `state` buffers (as many as [`OptimStep::buffers`], each as long as
+    /// `param`).
+    ///
+    /// # Errors
+    /// When the kernel fails or `state` does not fit `step`.
+    fn optim_step(
+        &self,
+        step: &OptimStep,
+        param: &mut Self::Storage,
+        grad: &Self::Storage,
+        state: &mut [Self::Storage],
     ) -> Result<()>;
 }

@@ -1,0 +1,112 @@
+//! CPU kernels of the loss family.
+
+use super::{ClassLoss, PointwiseLoss};
+
+/// `values[i] = l(x[i], t[i])`, `grad[i] = dl/dx (x[i], t[i])`.
+pub(crate) fn pointwise_loss(
+    op: PointwiseLoss,
+    x: &[f32],
+    t: &[f32],
+    values: &mut [f32],
+    grad: &mut [f32],
+) {
+    let elements = x.iter().zip(t).zip(values.iter_mut().zip(grad.iter_mut()));
+    match op {
+        PointwiseLoss::Squared => {
+            for ((&x, &t), (v, g)) in elements {
+                let d = x - t;
+                *v = d * d;
+                *g = 2.0 * d;
+            }
+        }
+        PointwiseLoss::Absolute => {
+            for ((&x, &t), (v, g)) in elements {
+                let d = x - t;
+                *v = d.abs();
+                *g = sign(d);
+            }
+        }
+        PointwiseLoss::SmoothL1 { beta } => {
+            for ((&x, &t), (v, g)) in elements {
+                let d = x - t;
+                if d.abs() < beta {
+                    *v = 0.5 * d * d / beta;
+                    *g = d / beta;
+                } else {
+                    *v = d.abs() - 0.5 * beta;
+                    *g = sign(d);
+                }
+            }
+        }
+        PointwiseLoss::BceWithLogits => {
+            for ((&x, &t), (v, g)) in elements {
+                *v = x.max(0.0) - x * t + (-x.abs()).exp().ln_1p();
+                *g = sigmoid(x) - t;
+            }
+        }
+    }
+}
+
+/// Per row `r` of the `[rows, classes]` input: `values[r]` and `grad[r, ..]` of `op` against
+/// `labels[r]` (each below `classes`).
+pub(crate) fn class_loss(
+    op: ClassLoss,
+    x: &[f32],
+    labels: &[usize],
+    classes: usize,
+    values: &mut [f32],
+    grad: &mut [f32],
+) {
+    let rows = x
+        .chunks_exact(classes)
+        .zip(grad.chunks_exact_mut(classes))
+        .zip(labels.iter().zip(values.iter_mut()));
+    match op {
+        ClassLoss::CrossEntropy { label_smoothing } => {
+            let smooth = f64::from(label_smoothing);
+            let uniform = smooth / classes as f64;
+            for ((row, grad_row), (&label, value)) in rows {
+                // log-sum-exp around the row's maximum: no overflow for large logits.
+                let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let max = f64::from(max);
+                let sum_exp: f64 = row.iter().map(|&v| (f64::from(v) - max).exp()).sum();
+                let lse = max + sum_exp.ln();
+                let mean = row.iter().map(|&v| f64::from(v)).sum::<f64>() / classes as f64;
+                let nll = lse - f64::from(row[label]);
+                *value = ((1.0 - smooth) * nll + smooth * (lse - mean)) as f32;
+                for (j, (g, &v)) in grad_row.iter_mut().zip(row).enumerate() {
+                    let target = if j == label { 1.0 - smooth } else { 0.0 } + uniform;
+                    *g = ((f64::from(v) - lse).exp() - target) as f32;
+                }
+            }
+        }
+        ClassLoss::Nll => {
+            for ((row, grad_row), (&label, value)) in rows {
+                *value = -row[label];
+                grad_row.fill(0.0);
+                grad_row[label] = -1.0;
+            }
+        }
+    }
+}
+
+/// `-1`, `0` or `1`, like `torch.sign` (0 at 0, so `|x|` has derivative 0 there).
+fn sign(v: f32) -> f32 {
+    if v > 0.0 {
+        1.0
+    } else if v < 0.0 {
+        -1.0
+    } else {
+        0.0
+    }
+}
+
+/// The logistic function, without overflow for large `|v|`.
+fn sigmoid(v: f32) -> f32 {
+    if v >= 0.0 {
+        1.0 / (1.0 + (-v).exp())
+    } else {
+        let e = v.exp();
+        e / (1.0 + e)
+    }
+}

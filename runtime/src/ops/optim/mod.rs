@@ -1,0 +1,188 @@
+//! Fused optimizer updates: one kernel pass per parameter per step that reads the gradient,
+//! updates the optimizer's state buffers and the parameter together (so a GPU backend does one
+//! launch per parameter). The optimizers that drive them live in `crate::optim`.
+//!
+//! Scalars that depend only on the step count (bias corrections, decayed learning rates) are
+//! computed by the optimizer on the host in `f64`, as PyTorch does in Python, and arrive here
+//! rounded to `f32`, as PyTorch's kernels receive them.
+
+pub(crate) mod cpu;
+
+use crate::backend::Backend;
+use crate::error::{Error, Result};
+use crate::tensor::Tensor;
+
+/// One step of one optimizer on one parameter, the unit of work of [`Backend::optim_step`].
+///
+/// Each variant documents the state buffers it expects, in order; all have the parameter's
+/// length. `g` below is the gradient, negated when `maximize`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub enum OptimStep {
+    /// `torch.optim.SGD`. State: `[]` without momentum, `[momentum_buffer]` with it.
+    Sgd {
+        /// Learning rate.
+        lr: f32,
+        /// L2 penalty added to the gradient.
+        weight_decay: f32,
+        /// Momentum factor; 0 means no state.
+        momentum: f32,
+        /// `1 - dampening`, the weight of the new gradient in the momentum buffer.
+        one_minus_dampening: f32,
+        /// Nesterov momentum.
+        nesterov: bool,
+        /// Ascend instead of descend.
+        maximize: bool,
+        /// The buffer is empty: set it to the gradient instead of decaying it.
+        first: bool,
+    },
+    /// `torch.optim.Adam` and `AdamW`. State: `[exp_avg, exp_avg_sq]`, plus `max_exp_avg_sq`
+    /// with `amsgrad`.
+    Adam {
+        /// `1 - lr * weight_decay`, the decoupled decay (`AdamW`); 1 for Adam.
+        decay_factor: f32,
+        /// L2 penalty added to the gradient (Adam); 0 for `AdamW`.
+        weight_decay: f32,
+        /// `1 - beta1`: the weight of `g` in the first moment.
+        one_minus_beta1: f32,
+        /// `beta2`.
+        beta2: f32,
+        /// `1 - beta2`.
+        one_minus_beta2: f32,
+        /// Added to the denominator.
+        eps: f32,
+        /// `sqrt(1 - beta2^step)`.
+        bias_correction2_sqrt: f32,
+        /// `-lr / (1 - beta1^step)`.
+        neg_step_size: f32,
+        /// Use the running maximum of the second moment.
+        amsgrad: bool,
+        /// Ascend instead of descend.
+        maximize: bool,
+    },
+    /// `torch.optim.Adadelta`. State: `[square_avg, acc_delta]`.
+    Adadelta {
+        /// Learning rate.
+        lr: f32,
+        /// Decay of the running averages.
+        rho: f32,
+        /// `1 - rho`.
+        one_minus_rho: f32,
+        /// Added inside the square roots.
+        eps: f32,
+        /// L2 penalty added to the gradient.
+        weight_decay: f32,
+        /// Ascend instead of descend.
+        maximize: bool,
+    },
+    /// `torch.optim.Adagrad`. State: `[sum]`.
+    Adagrad {
+        /// `-lr / (1 + (step - 1) * lr_decay)`.
+        neg_clr: f32,
+        /// L2 penalty added to the gradient.
+        weight_decay: f32,
+        /// Added to the denominator.
+        eps: f32,
+        /// Ascend instead of descend.
+        maximize: bool,
+    },
+    /// `torch.optim.RMSprop`. State: `[square_avg]`, then `momentum_buffer` if `momentum > 0`,
+    /// then `grad_avg` if `centered`.
+    RmsProp {
+        /// Learning rate.
+        lr: f32,
+        /// Decay of the running averages.
+        alpha: f32,
+        /// `1 - alpha`.
+        one_minus_alpha: f32,
+        /// Added to the denominator.
+        eps: f32,
+        /// L2 penalty added to the gradient.
+        weight_decay: f32,
+        /// Momentum factor; 0 means no momentum buffer.
+        momentum: f32,
+        /// Normalise by the variance instead of the second moment.
+        centered: bool,
+        /// Ascend instead of descend.
+        maximize: bool,
+    },
+}
+
+impl OptimStep {
+    /// The number of state buffers this step reads and writes.
+    #[must_use]
+    pub fn buffers(&self) -> usize {
+        match *self {
+            Self::Sgd { momentum, .. } => usize::from(momentum != 0.0),
+            Self::Adam { amsgrad, .. } => 2 + usize::from(amsgrad),
+            Self::Adadelta { .. } => 2,
+            Self::Adagrad { .. } => 1,
+            Self::RmsProp {
+                momentum, centered, ..
+            } => 1 + usize::from(momentum > 0.0) + usize::from(centered),
+        }
+    }
+}
+
+/// Runs `step` on `param` with `grad` and the parameter's `state` buffers.
+pub(crate) fn fused_step<B: Backend>(
+    step: &OptimStep,
+    param: &mut Tensor<B>,
+    grad: &Tensor<B>,
+    state: &mut [B::Storage],
+) -> Result<()> {
+    param.check_same_device("optimizer step", grad)?;
+    if grad.shape != param.shape || state.len() != step.buffers() {
+        return Err(Error::InPlaceShape {
+            op: "optimizer step",
+            target: param.shape.clone(),
+            result: grad.shape.clone(),
+        });
+    }
+    param
+        .device
+        .optim_step(step, &mut param.storage, &grad.storage, state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Cpu;
+
+    fn sgd(momentum: f32) -> OptimStep {
+        OptimStep::Sgd {
+            lr: 0.5,
+            weight_decay: 0.0,
+            momentum,
+            one_minus_dampening: 1.0,
+            nesterov: false,
+            maximize: true,
+            first: true,
+        }
+    }
+
+    #[test]
+    fn one_pass_updates_parameter_and_state() {
+        let mut p = Tensor::from_vec(vec![1.0, 2.0], [2], &Cpu);
+        let g = Tensor::from_vec(vec![2.0, -2.0], [2], &Cpu);
+        let mut state = vec![vec![0.0; 2]];
+        fused_step(&sgd(0.9), &mut p, &g, &mut state).unwrap();
+        // maximize: ascend, and the buffer holds the negated gradient.
+        assert_eq!(p.to_vec(), [2.0, 1.0]);
+        assert_eq!(state[0], [-2.0, 2.0]);
+    }
+
+    #[test]
+    fn mismatched_gradient_or_state_is_an_error() {
+        let mut p = Tensor::zeros([2], &Cpu);
+        let error = fused_step(&sgd(0.0), &mut p, &Tensor::zeros([3], &Cpu), &mut []);
+        assert!(matches!(error, Err(Error::InPlaceShape { .. })));
+        let g = Tensor::zeros([2], &Cpu);
+        assert!(fused_step(&sgd(0.9), &mut p, &g, &mut []).is_err());
+        let error = cpu::optim_step(&sgd(0.9), &mut [0.0; 2], &[0.0; 2], &mut []).unwrap_err();
+        assert!(
+            error.to_string().contains("expected 1 state buffers"),
+            "{error}"
+        );
+    }
+}

@@ -1,0 +1,142 @@
+//! [`Adam`]: `torch.optim.Adam`.
+
+use super::{Optimizer, UpdateRule, check};
+use crate::backend::Cpu;
+use crate::error::Result;
+use crate::ops::optim::OptimStep;
+
+/// Adam, like `torch.optim.Adam` (weight decay as an L2 term added to the gradient).
+pub type Adam<B = Cpu> = Optimizer<AdamConfig, B>;
+
+/// The hyper-parameters of [`Adam`]; `Default` gives PyTorch's defaults.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdamConfig {
+    /// Learning rate (default `1e-3`).
+    pub lr: f64,
+    /// Decay rates of the first and second moment (default `(0.9, 0.999)`).
+    pub betas: (f64, f64),
+    /// Added to the denominator (default `1e-8`).
+    pub eps: f64,
+    /// L2 penalty added to the gradient (default 0).
+    pub weight_decay: f64,
+    /// Use the running maximum of the second moment (default off).
+    pub amsgrad: bool,
+    /// Ascend the objective instead of descending it (default off).
+    pub maximize: bool,
+}
+
+impl Default for AdamConfig {
+    fn default() -> Self {
+        Self {
+            lr: 1e-3,
+            betas: (0.9, 0.999),
+            eps: 1e-8,
+            weight_decay: 0.0,
+            amsgrad: false,
+            maximize: false,
+        }
+    }
+}
+
+/// Checks Adam-family hyper-parameters like PyTorch's constructor.
+pub(super) fn validate_adam(
+    op: &'static str,
+    lr: f64,
+    betas: (f64, f64),
+    eps: f64,
+    weight_decay: f64,
+) -> Result<()> {
+    check(op, "lr", lr, lr >= 0.0, "a value >= 0")?;
+    check(op, "eps", eps, eps >= 0.0, "a value >= 0")?;
+    let (beta1, beta2) = betas;
+    check(
+        op,
+        "beta1",
+        beta1,
+        (0.0..1.0).contains(&beta1),
+        "a value in [0, 1)",
+    )?;
+    check(
+        op,
+        "beta2",
+        beta2,
+        (0.0..1.0).contains(&beta2),
+        "a value in [0, 1)",
+    )?;
+    check(
+        op,
+        "weight_decay",
+        weight_decay,
+        weight_decay >= 0.0,
+        "a value >= 0",
+    )
+}
+
+/// The state buffers of the Adam family.
+pub(super) fn adam_buffers(amsgrad: bool) -> &'static [&'static str] {
+    if amsgrad {
+        &["exp_avg", "exp_avg_sq", "max_exp_avg_sq"]
+    } else {
+        &["exp_avg", "exp_avg_sq"]
+    }
+}
+
+/// The Adam-family kernel of update `step`, with the step-dependent scalars computed in `f64`
+/// as PyTorch computes them in Python.
+pub(super) fn adam_kernel(
+    config: &AdamConfig,
+    decoupled_weight_decay: bool,
+    step: u64,
+) -> OptimStep {
+    let (beta1, beta2) = config.betas;
+    let step = step as f64;
+    let bias_correction1 = 1.0 - beta1.powf(step);
+    let bias_correction2 = 1.0 - beta2.powf(step);
+    let step_size = config.lr / bias_correction1;
+    let (decay_factor, weight_decay) = if decoupled_weight_decay {
+        (1.0 - config.lr * config.weight_decay, 0.0)
+    } else {
+        (1.0, config.weight_decay)
+    };
+    OptimStep::Adam {
+        decay_factor: decay_factor as f32,
+        weight_decay: weight_decay as f32,
+        one_minus_beta1: (1.0 - beta1) as f32,
+        beta2: beta2 as f32,
+        one_minus_beta2: (1.0 - beta2) as f32,
+        eps: config.eps as f32,
+        bias_correction2_sqrt: bias_correction2.sqrt() as f32,
+        neg_step_size: (-step_size) as f32,
+        amsgrad: config.amsgrad,
+        maximize: config.maximize,
+    }
+}
+
+impl UpdateRule for AdamConfig {
+    const NAME: &'static str = "Adam";
+
+    fn lr(&self) -> f64 {
+        self.lr
+    }
+
+    fn set_lr(&mut self, lr: f64) {
+        self.lr = lr;
+    }
+
+    fn set_momentum(&mut self, momentum: f64) -> Result<()> {
+        self.betas.0 = momentum;
+        Ok(())
+    }
+
+    fn validate(&self) -> Result<()> {
+        validate_adam(Self::NAME, self.lr, self.betas, self.eps, self.weight_decay)
+    }
+
+    fn buffer_names(&self) -> &'static [&'static str] {
+        adam_buffers(self.amsgrad)
+    }
+
+    fn kernel(&self, step: u64) -> OptimStep {
+        adam_kernel(self, false, step)
+    }
+}
