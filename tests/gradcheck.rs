@@ -1,0 +1,332 @@
+//! Finite-difference checks of every op `network!` differentiates, and of whole networks:
+//! the generated `backward` must agree with central differences of `forward`, for parameters
+//! and inputs, and `backward_params` must give the same parameter gradients.
+//!
+//! The loss is `sum(output * r)` for a fixed random `r`, so the output gradient is `r`.
+
+use declnet::prelude::*;
+
+/// Central-difference step. The forward passes run in f32: a smaller step loses more to
+/// rounding (~1e-7 * |loss| / step) than it gains in truncation error (~step^2).
+const STEP: f32 = 1e-2;
+/// Allowed `|analytic - numeric| / max(1, |numeric|)`: f32 rounding over 2*STEP plus the
+/// truncation error of smooth ops at this step stay well below it.
+const TOLERANCE: f32 = 1e-2;
+
+fn loss(output: &Tensor, weights: &Tensor) -> f32 {
+    (output * weights).sum().item()
+}
+
+/// Replaces element `index` of `tensor` with `value`.
+fn with_element(tensor: &Tensor, index: usize, value: f32) -> Tensor {
+    let mut data = tensor.to_vec();
+    data[index] = value;
+    Tensor::from_vec(data, tensor.shape().clone(), &Cpu)
+}
+
+fn assert_close(what: &str, analytic: f32, numeric: f32) {
+    let error = (analytic - numeric).abs() / numeric.abs().max(1.0);
+    assert!(
+        error <= TOLERANCE,
+        "{what}: analytic {analytic}, numeric {numeric}"
+    );
+}
+
+/// Checks `net`'s generated gradients at `inputs` against central differences.
+fn check<N: Module<Cpu>>(
+    name: &str,
+    net: &mut N,
+    inputs: &[Tensor],
+    forward: impl Fn(&N, &[Tensor]) -> Tensor,
+    backward: impl Fn(&mut N, &[Tensor], &Tensor) -> Vec<Tensor>,
+    backward_params: impl Fn(&mut N, &[Tensor], &Tensor),
+) {
+    let output = forward(net, inputs);
+    let weights = Tensor::randn(output.shape().clone(), &Cpu, &mut seeded(99));
+    net.zero_grad();
+    let input_grads = backward(net, inputs, &weights);
+    let mut param_grads = Vec::new();
+    net.visit_params(&mut |param_name, param| {
+        let grad = param
+            .grad()
+            .unwrap_or_else(|| panic!("{name}: `{param_name}` got no gradient"));
+        param_grads.push((param_name.to_owned(), grad.to_vec()));
+    });
+
+    // backward_params computes the same parameter gradients.
+    net.zero_grad();
+    backward_params(net, inputs, &weights);
+    let mut index = 0;
+    net.visit_params(&mut |param_name, param| {
+        assert_eq!(
+            param.grad().unwrap().to_vec(),
+            param_grads[index].1,
+            "{name}: {param_name}"
+        );
+        index += 1;
+    });
+
+    // Inputs.
+    for (i, input) in inputs.iter().enumerate() {
+        let analytic = input_grads[i].to_vec();
+        assert_eq!(
+            input_grads[i].shape(),
+            input.shape(),
+            "{name}: input {i} gradient shape"
+        );
+        for (j, &value) in input.to_vec().iter().enumerate() {
+            let mut moved = inputs.to_vec();
+            moved[i] = with_element(input, j, value + STEP);
+            let up = loss(&forward(net, &moved), &weights);
+            moved[i] = with_element(input, j, value - STEP);
+            let down = loss(&forward(net, &moved), &weights);
+            assert_close(
+                &format!("{name}: input {i}[{j}]"),
+                analytic[j],
+                (up - down) / (2.0 * STEP),
+            );
+        }
+    }
+
+    // Parameters.
+    for (param_name, analytic) in &param_grads {
+        for (j, &grad) in analytic.iter().enumerate() {
+            perturb(net, param_name, j, STEP);
+            let up = loss(&forward(net, inputs), &weights);
+            perturb(net, param_name, j, -2.0 * STEP);
+            let down = loss(&forward(net, inputs), &weights);
+            perturb(net, param_name, j, STEP);
+            let numeric = (up - down) / (2.0 * STEP);
+            assert_close(&format!("{name}: {param_name}[{j}]"), grad, numeric);
+        }
+    }
+}
+
+/// Adds `delta` to element `index` of parameter `name`.
+fn perturb<N: Module<Cpu>>(net: &mut N, name: &str, index: usize, delta: f32) {
+    net.visit_params_mut(&mut |n, param| {
+        if n == name {
+            let value = param.value().to_vec()[index];
+            param
+                .set_value(with_element(param.value(), index, value + delta))
+                .unwrap();
+        }
+    });
+}
+
+/// Runs [`check`] on a network type with one or two inputs.
+macro_rules! gradcheck {
+    ($net:ty, $seed:expr, [$($dims:expr),+]) => {
+        gradcheck!(@run $net, $seed, [$($dims),+], |net, i| net.forward(&i[0]).unwrap(),
+            |net, i, g| {
+                let (_, tape) = net.forward_train(&i[0]).unwrap();
+                vec![net.backward(tape, g).unwrap()]
+            },
+            |net, i, g| {
+                let (_, tape) = net.forward_train(&i[0]).unwrap();
+                net.backward_params(tape, g).unwrap();
+            })
+    };
+    ($net:ty, $seed:expr, [$($dims:expr),+], two_inputs) => {
+        gradcheck!(@run $net, $seed, [$($dims),+], |net, i| net.forward(&i[0], &i[1]).unwrap(),
+            |net, i, g| {
+                let (_, tape) = net.forward_train(&i[0], &i[1]).unwrap();
+                let (a, b) = net.backward(tape, g).unwrap();
+                vec![a, b]
+            },
+            |net, i, g| {
+                let (_, tape) = net.forward_train(&i[0], &i[1]).unwrap();
+                net.backward_params(tape, g).unwrap();
+            })
+    };
+    (@run $net:ty, $seed:expr, [$($dims:expr),+], $forward:expr, $backward:expr, $backward_params:expr) => {{
+        let rng = &mut seeded($seed);
+        let mut net = <$net>::new(&Cpu, rng);
+        let inputs: Vec<Tensor> = vec![$(Tensor::randn($dims, &Cpu, rng)),+];
+        check(stringify!($net), &mut net, &inputs, $forward, $backward, $backward_params);
+    }};
+}
+
+network! {
+    struct LinearRelu {
+        fc: Linear<4, 3>,
+        out: Linear<3, 2, bias = false>,
+    }
+    fn forward(x: [B, 4]) -> [B, 2] {
+        out(fc(x).relu())
+    }
+}
+
+network! {
+    struct Smooth {
+        w: Param<[4, 4]>,
+    }
+    fn forward(x: [B, 4]) -> [B, 4] {
+        let a = x.mm(w).sigmoid();
+        let b = x.tanh();
+        let c = x.gelu();
+        a + b * c
+    }
+}
+
+network! {
+    struct ClampAndPow {
+        w: Param<[3, 3]>,
+    }
+    fn forward(x: [B, 3]) -> [B, 3] {
+        let h = x.mm(w);
+        h.clamp_min(0.3) + h.pow(3.0) - h.pow(2.0)
+    }
+}
+
+network! {
+    struct Broadcasting {
+        bias: Param<[3]>,
+        scale: Param<[3]>,
+        column: Param<[2, 1]>,
+    }
+    fn forward(x: [2, 3]) -> [2, 3] {
+        (x + bias) * scale - column
+    }
+}
+
+network! {
+    struct Scalars {
+        w: Param<[3, 3]>,
+    }
+    fn forward(x: [B, 3]) -> [B, 3] {
+        let h = x.mm(w);
+        3.0 - h * 2.0 + 1.5 * -h + (h + 1.0) * 0.5
+    }
+}
+
+network! {
+    struct Transposes {
+        w: Param<[3, 4]>,
+        v: Param<[2, 4]>,
+    }
+    fn forward(x: [2, 3]) -> [4, 4] {
+        let a = x.mm(w);
+        let b = a.t().mm(v);
+        b + w.t().mm(x.t().mm(v))
+    }
+}
+
+network! {
+    struct MaterialisedTranspose {
+        p: Param<[4, 3]>,
+    }
+    fn forward(x: [3, 4]) -> [4, 3] {
+        x.t() * p
+    }
+}
+
+network! {
+    struct Reductions {
+        w: Param<[3, 2]>,
+    }
+    fn forward(x: [B, 3]) -> [] {
+        let h = x.mm(w);
+        h.sum() * h.mean()
+    }
+}
+
+network! {
+    /// A value used three times: gradients add up.
+    struct FanOut {
+        w: Param<[3, 3]>,
+    }
+    fn forward(x: [B, 3]) -> [B, 3] {
+        let h = x.mm(w);
+        h * h + h
+    }
+}
+
+network! {
+    /// The same parameter and the same layer used twice (weight sharing).
+    struct Shared {
+        w: Param<[3, 3]>,
+        middle: Linear<3, 3>,
+    }
+    fn forward(x: [B, 3]) -> [B, 3] {
+        let mut h = x.mm(w).tanh();
+        h = middle(h).tanh();
+        h = middle(h).tanh();
+        h.mm(w)
+    }
+}
+
+network! {
+    struct TwoInputs {
+        w: Param<[3, 2]>,
+    }
+    fn forward(x: [B, 3], y: [B, 2]) -> [B, 2] {
+        x.mm(w) * y + y
+    }
+}
+
+network! {
+    struct Sequential(x: [B, 5]) -> [B, 2] {
+        Linear<5, 4>, Tanh, Linear<4, 4>, Sigmoid, Linear<4, 3>, GELU, Linear<3, 2>
+    }
+}
+
+#[test]
+fn linear_and_relu() {
+    gradcheck!(LinearRelu, 1, [[3, 4]]);
+}
+
+#[test]
+fn sigmoid_tanh_gelu() {
+    gradcheck!(Smooth, 2, [[2, 4]]);
+}
+
+#[test]
+fn clamp_min_and_pow() {
+    gradcheck!(ClampAndPow, 3, [[2, 3]]);
+}
+
+#[test]
+fn broadcast_add_sub_mul() {
+    gradcheck!(Broadcasting, 4, [[2, 3]]);
+}
+
+#[test]
+fn scalar_arithmetic_and_negation() {
+    gradcheck!(Scalars, 5, [[2, 3]]);
+}
+
+#[test]
+fn mm_with_transposed_operands() {
+    gradcheck!(Transposes, 6, [[2, 3]]);
+}
+
+#[test]
+fn materialised_transpose() {
+    gradcheck!(MaterialisedTranspose, 7, [[3, 4]]);
+}
+
+#[test]
+fn sum_and_mean() {
+    gradcheck!(Reductions, 8, [[2, 3]]);
+}
+
+#[test]
+fn value_used_several_times() {
+    gradcheck!(FanOut, 9, [[2, 3]]);
+}
+
+#[test]
+fn weight_sharing() {
+    gradcheck!(Shared, 10, [[2, 3]]);
+}
+
+#[test]
+fn two_inputs() {
+    gradcheck!(TwoInputs, 11, [[2, 3], [2, 2]], two_inputs);
+}
+
+#[test]
+fn sequential_network() {
+    gradcheck!(Sequential, 12, [[3, 5]]);
+}
