@@ -30,7 +30,7 @@ pub use io::ModuleIo;
 pub use module::{Module, visit_prefixed, visit_prefixed_mut};
 pub use ops::matmul::MatView;
 pub use param::Param;
-pub use shape::Shape;
+pub use shape::{Dims, Shape};
 pub use tensor::Tensor;
 
 /// Re-exported so users name the same `rand` traits the runtime takes.

@@ -41,7 +41,8 @@ pub fn visit_prefixed<B: Backend, M: Module<B> + ?Sized>(
     prefix: &str,
     f: &mut dyn FnMut(&str, &Param<B>),
 ) {
-    module.visit_params(&mut |name, param| f(&format!("{prefix}.{name}"), param));
+    let mut full = String::new();
+    module.visit_params(&mut |name, param| f(prefixed(&mut full, prefix, name), param));
 }
 
 /// Mutable form of [`visit_prefixed`].
@@ -50,7 +51,17 @@ pub fn visit_prefixed_mut<B: Backend, M: Module<B> + ?Sized>(
     prefix: &str,
     f: &mut dyn FnMut(&str, &mut Param<B>),
 ) {
-    module.visit_params_mut(&mut |name, param| f(&format!("{prefix}.{name}"), param));
+    let mut full = String::new();
+    module.visit_params_mut(&mut |name, param| f(prefixed(&mut full, prefix, name), param));
+}
+
+/// `prefix.name`, written into `buffer` (reused across a visit, so one allocation per visit).
+fn prefixed<'a>(buffer: &'a mut String, prefix: &str, name: &str) -> &'a str {
+    buffer.clear();
+    buffer.push_str(prefix);
+    buffer.push('.');
+    buffer.push_str(name);
+    buffer
 }
 
 #[cfg(test)]

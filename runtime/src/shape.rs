@@ -2,13 +2,19 @@
 
 use std::fmt;
 
+use smallvec::SmallVec;
+
 use crate::error::{Error, Result};
+
+/// Dims or strides, stored inline up to rank 6 so that shape bookkeeping in a training step
+/// does not allocate.
+pub type Dims = SmallVec<[usize; 6]>;
 
 /// The dimensions of a tensor, outermost first; the empty shape `[]` is a scalar.
 ///
 /// Displays like PyTorch's `torch.Size`, as `[64, 1000]`.
 #[derive(Clone, PartialEq, Eq, Hash, Default)]
-pub struct Shape(Vec<usize>);
+pub struct Shape(Dims);
 
 impl Shape {
     /// The dimensions as a slice.
@@ -46,8 +52,8 @@ impl Shape {
 
     /// Row-major strides, in elements.
     #[must_use]
-    pub fn strides(&self) -> Vec<usize> {
-        let mut strides = vec![1; self.rank()];
+    pub fn strides(&self) -> Dims {
+        let mut strides: Dims = smallvec::smallvec![1; self.rank()];
         for i in (0..self.rank().saturating_sub(1)).rev() {
             strides[i] = strides[i + 1] * self.0[i + 1];
         }
@@ -81,21 +87,27 @@ impl fmt::Display for Shape {
     }
 }
 
+impl From<Dims> for Shape {
+    fn from(dims: Dims) -> Self {
+        Self(dims)
+    }
+}
+
 impl From<Vec<usize>> for Shape {
     fn from(dims: Vec<usize>) -> Self {
-        Self(dims)
+        Self(Dims::from_vec(dims))
     }
 }
 
 impl From<&[usize]> for Shape {
     fn from(dims: &[usize]) -> Self {
-        Self(dims.to_vec())
+        Self(Dims::from_slice(dims))
     }
 }
 
 impl<const N: usize> From<[usize; N]> for Shape {
     fn from(dims: [usize; N]) -> Self {
-        Self(dims.to_vec())
+        Self(Dims::from_slice(&dims))
     }
 }
 
@@ -129,8 +141,8 @@ mod tests {
     #[test]
     fn row_major_strides_and_split() {
         let shape = Shape::from([2, 3, 4]);
-        assert_eq!(shape.strides(), vec![12, 4, 1]);
+        assert_eq!(shape.strides().as_slice(), [12, 4, 1]);
         assert_eq!(shape.split_at_dim(1), (2, 3, 4));
-        assert_eq!(Shape::from([]).strides(), Vec::<usize>::new());
+        assert!(Shape::from([]).strides().is_empty());
     }
 }

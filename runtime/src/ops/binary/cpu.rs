@@ -2,6 +2,7 @@
 
 use super::{BinaryOp, Broadcast};
 use crate::ops::unary::cpu::gelu_derivative;
+use crate::shape::Dims;
 
 /// Expands `$body` once per op with `$f` bound to that op's scalar function.
 macro_rules! with_binary_fn {
@@ -95,7 +96,7 @@ fn for_each_row(layout: &Broadcast, mut visit: impl FnMut(Row)) {
     if len == 0 || rows == 0 {
         return;
     }
-    let mut index = vec![0usize; rank - 1];
+    let mut index: Dims = smallvec::smallvec![0; rank - 1];
     let (mut lhs, mut rhs) = (0usize, 0usize);
     for row in 0..rows {
         visit(Row {

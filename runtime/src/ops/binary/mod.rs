@@ -8,7 +8,7 @@ use std::ops::{Add, AddAssign, Div, Mul, MulAssign, Neg, Sub, SubAssign};
 use super::unary::UnaryOp;
 use crate::backend::Backend;
 use crate::error::{Error, Result, or_panic};
-use crate::shape::Shape;
+use crate::shape::{Dims, Shape};
 use crate::tensor::Tensor;
 
 /// An elementwise map `(a, b) -> f(a, b)`, the unit of work of [`Backend::binary`].
@@ -49,9 +49,9 @@ pub struct Broadcast {
     /// The shape of the result.
     pub shape: Shape,
     /// The left operand's strides, one per dim of `shape`.
-    pub lhs_strides: Vec<usize>,
+    pub lhs_strides: Dims,
     /// The right operand's strides, one per dim of `shape`.
-    pub rhs_strides: Vec<usize>,
+    pub rhs_strides: Dims,
 }
 
 impl Broadcast {
@@ -69,7 +69,7 @@ impl Broadcast {
                 shape.dims()[dim - offset]
             }
         };
-        let mut dims = Vec::with_capacity(rank);
+        let mut dims = Dims::with_capacity(rank);
         for dim in 0..rank {
             let (l, r) = (size_at(lhs, dim), size_at(rhs, dim));
             dims.push(match (l, r) {
@@ -97,9 +97,9 @@ impl Broadcast {
 }
 
 /// `shape`'s row-major strides, left-padded to `rank`, with 0 wherever a size of 1 repeats.
-fn broadcast_strides(shape: &Shape, rank: usize) -> Vec<usize> {
+fn broadcast_strides(shape: &Shape, rank: usize) -> Dims {
     let own = shape.strides();
-    let mut strides = vec![0; rank - shape.rank()];
+    let mut strides: Dims = smallvec::smallvec![0; rank - shape.rank()];
     strides.extend(
         shape
             .dims()

@@ -41,7 +41,10 @@ fn optim_step_fma(
 }
 
 /// PyTorch's `lerp` for a scalar weight: the form it picks depends on `|weight| < 0.5`.
-#[allow(clippy::inline_always, reason = "must inline into the FMA-compiled kernel")]
+#[allow(
+    clippy::inline_always,
+    reason = "must inline into the FMA-compiled kernel"
+)]
 #[inline(always)]
 fn lerp(start: f32, end: f32, weight: f32) -> f32 {
     if weight.abs() < 0.5 {
@@ -52,7 +55,10 @@ fn lerp(start: f32, end: f32, weight: f32) -> f32 {
 }
 
 /// `g`, negated when maximizing, plus the L2 penalty `weight_decay * p`.
-#[allow(clippy::inline_always, reason = "must inline into the FMA-compiled kernel")]
+#[allow(
+    clippy::inline_always,
+    reason = "must inline into the FMA-compiled kernel"
+)]
 #[inline(always)]
 fn effective_grad(g: f32, p: f32, weight_decay: f32, maximize: bool) -> f32 {
     let g = if maximize { -g } else { g };
@@ -69,7 +75,10 @@ fn effective_grad(g: f32, p: f32, weight_decay: f32, maximize: bool) -> f32 {
     clippy::too_many_lines,
     reason = "one short loop per optimizer, side by side with the dispatch on the step"
 )]
-#[allow(clippy::inline_always, reason = "compiled into each caller's target features")]
+#[allow(
+    clippy::inline_always,
+    reason = "compiled into each caller's target features"
+)]
 #[inline(always)]
 fn optim_step_portable(
     step: &OptimStep,

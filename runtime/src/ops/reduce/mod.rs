@@ -5,7 +5,7 @@ pub(crate) mod cpu;
 use super::unary::UnaryOp;
 use crate::backend::Backend;
 use crate::error::{Error, Result, or_panic};
-use crate::shape::Shape;
+use crate::shape::{Dims, Shape};
 use crate::tensor::Tensor;
 
 impl<B: Backend> Tensor<B> {
@@ -103,7 +103,7 @@ impl<B: Backend> Tensor<B> {
                 shape: self.shape.clone(),
             });
         }
-        let mut dims = self.dims().to_vec();
+        let mut dims = Dims::from_slice(self.dims());
         if keepdim {
             dims[dim] = 1;
         } else {
