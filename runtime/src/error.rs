@@ -132,6 +132,18 @@ pub enum Error {
         /// The gradient's shape.
         found: Shape,
     },
+    /// A custom [`Function`](crate::function::Function) whose output shape is not its input's.
+    #[error(
+        "custom function `{function}` must keep its input's shape {input}, but returned {output}"
+    )]
+    FunctionShape {
+        /// The function's name.
+        function: &'static str,
+        /// The input's shape.
+        input: Shape,
+        /// The output's shape.
+        output: Shape,
+    },
     /// Operands that live on different devices.
     #[error("{op}: operands are on different devices ({lhs} and {rhs})")]
     DeviceMismatch {

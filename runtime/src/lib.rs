@@ -12,6 +12,7 @@
 
 pub mod backend;
 mod error;
+pub mod function;
 pub mod io;
 pub mod layers;
 pub mod losses;
