@@ -216,7 +216,10 @@ fn check_param(ty: &LayerType, const_generics: &[Ident], errors: &mut Errors) ->
         [LayerArg::Shape(shape)] => {
             let shape = resolve_shape(shape, const_generics, false, errors);
             // As in `check_linear`: a dim unknown at compile time was reported already.
-            let known = shape.0.iter().all(|dim| !matches!(dim.kind, DimKind::Named(_)));
+            let known = shape
+                .0
+                .iter()
+                .all(|dim| !matches!(dim.kind, DimKind::Named(_)));
             known.then_some(FieldKind::Param { shape })
         }
         _ => {
