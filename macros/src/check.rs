@@ -11,7 +11,8 @@ use crate::ir::{Activation, Dim, DimKind, Field, FieldKind, Shape};
 use crate::parse::{DimDecl, FieldDecl, LayerArg, LayerType, ShapeDecl};
 
 /// The layer types `network!` knows, for "unknown layer" messages.
-pub const KNOWN_LAYERS: &str = "Linear<in, out>, Param<[dims]>, ReLU, Sigmoid, Tanh, GELU";
+pub const KNOWN_LAYERS: &str =
+    "`Linear<in, out>`, `Param<[dims]>`, `ReLU`, `Sigmoid`, `Tanh`, `GELU`";
 
 /// The name of the backend type parameter every generated network gets.
 pub const BACKEND_PARAM: &str = "B";
@@ -86,15 +87,29 @@ pub fn resolve_shape(
     )
 }
 
-/// Field names must be unique: they become struct fields and `state_dict` names.
-pub fn check_duplicate_fields(fields: &[FieldDecl], errors: &mut Errors) {
+/// Field names must be unique: they become struct fields and `state_dict` names. Returns, per
+/// field, whether it is the first of its name (the later ones are left out of the struct).
+pub fn check_duplicate_fields(fields: &[FieldDecl], errors: &mut Errors) -> Vec<bool> {
     let mut seen: HashMap<String, &Ident> = HashMap::new();
-    for name in fields.iter().filter_map(|field| field.name.as_ref()) {
-        if let Some(first) = seen.insert(name.to_string(), name) {
-            errors.at(name.span(), format!("duplicate field `{name}`"));
-            errors.at(first.span(), format!("`{name}` is first declared here"));
-        }
-    }
+    fields
+        .iter()
+        .map(|field| {
+            let Some(name) = field.name.as_ref() else {
+                return true;
+            };
+            match seen.get(&name.to_string()) {
+                Some(first) => {
+                    errors.at(name.span(), format!("duplicate field `{name}`"));
+                    errors.at(first.span(), format!("`{name}` is first declared here"));
+                    false
+                }
+                None => {
+                    seen.insert(name.to_string(), name);
+                    true
+                }
+            }
+        })
+        .collect()
 }
 
 /// Interprets a field's layer type, or records why it cannot.
@@ -131,7 +146,7 @@ fn check_layer_type(
         _ => {
             errors.at(
                 ty.name.span(),
-                format!("unknown layer `{name}`; expected one of: {KNOWN_LAYERS}"),
+                format!("unknown layer `{name}`; expected one of {KNOWN_LAYERS}"),
             );
             return None;
         }
@@ -171,6 +186,11 @@ fn check_linear(
             }
         }
     }
+    // A dim that is not a const generic was reported by `resolve_dim`; a layer built from it
+    // would only add errors that are not the user's.
+    if dims.iter().any(|dim| matches!(dim.kind, DimKind::Named(_))) {
+        return None;
+    }
     if dims.len() != 2 {
         errors.over(
             ty.tokens.to_token_stream(),
@@ -193,9 +213,15 @@ fn check_linear(
 /// `Param<[dims]>`.
 fn check_param(ty: &LayerType, const_generics: &[Ident], errors: &mut Errors) -> Option<FieldKind> {
     match ty.args.as_slice() {
-        [LayerArg::Shape(shape)] => Some(FieldKind::Param {
-            shape: resolve_shape(shape, const_generics, false, errors),
-        }),
+        [LayerArg::Shape(shape)] => {
+            let shape = resolve_shape(shape, const_generics, false, errors);
+            // As in `check_linear`: a dim unknown at compile time was reported already.
+            let known = shape
+                .0
+                .iter()
+                .all(|dim| !matches!(dim.kind, DimKind::Named(_)));
+            known.then_some(FieldKind::Param { shape })
+        }
         _ => {
             errors.over(
                 ty.tokens.to_token_stream(),

@@ -22,6 +22,10 @@ use proc_macro2::TokenStream;
 /// Declares a neural network: a struct with its layers and parameters, `new` with PyTorch's
 /// initialisation, `forward`, `forward_train` and a generated `backward`, with every shape
 /// checked when the crate compiles. See the `declnet` crate's documentation for the syntax.
+///
+/// What the macro expands to for a small net (the stage 6 `TwoLayerNet`) is checked in as
+/// `macros/tests/snapshots/two_layer_net.expanded.rs`; the test `two_layer_net_expansion_snapshot`
+/// keeps it current (`UPDATE_SNAPSHOTS=1 cargo test -p declnet-macros` rewrites it).
 #[proc_macro]
 pub fn network(input: proc_macro::TokenStream) -> proc_macro::TokenStream {
     expand(input.into()).into()

@@ -1,7 +1,7 @@
 //! From the parsed declaration to the IR: fields, inputs, and the forward pass as SSA nodes,
 //! with every node's shape inferred (and every mismatch reported) as it is created.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use proc_macro2::Span;
 use quote::ToTokens;
@@ -17,26 +17,26 @@ use crate::parse::{Body, ForwardDecl, InputDecl, NetworkDef, ShapeDecl};
 use crate::shape::{broadcast, unify};
 
 /// What the methods of a forward body may be, for "unsupported" messages.
-const SUPPORTED_METHODS: &str =
-    ".relu(), .sigmoid(), .tanh(), .gelu(), .clamp_min(c), .pow(p), .mm(m), .t(), .sum(), .mean()";
+const SUPPORTED_METHODS: &str = "`.relu()`, `.sigmoid()`, `.tanh()`, `.gelu()`, `.clamp_min(c)`, \
+    `.pow(p)`, `.mm(m)`, `.t()`, `.sum()`, `.mean()`";
 
 /// Everything a forward body may contain, for "unsupported" messages.
 const SUPPORTED_SYNTAX: &str = "`let` bindings and reassignment, layer calls like `linear1(x)`, \
-    `Param` fields, `+ - *` of tensors and numbers, unary `-`, and the methods \
-    .relu(), .sigmoid(), .tanh(), .gelu(), .clamp_min(c), .pow(p), .mm(m), .t(), .sum(), .mean()";
+    `Param` fields, `+ - *` of tensors and numbers, unary `-`, and the methods `.relu()`, \
+    `.sigmoid()`, `.tanh()`, `.gelu()`, `.clamp_min(c)`, `.pow(p)`, `.mm(m)`, `.t()`, `.sum()`, `.mean()`";
 
 /// Lowers a whole declaration. Errors are recorded in `errors`; the network returned then
 /// still has its fields and inputs (for the fallback struct) but maybe no output.
 pub fn lower(def: NetworkDef, errors: &mut Errors) -> (Network, Option<ValueId>) {
     check::check_const_generics(&def.const_generics, errors);
     let generics = def.const_generics.clone();
-    let (fields, inputs, output) = match &def.body {
+    let (fields, first, inputs, output) = match &def.body {
         Body::Sequential {
             input,
             output,
             layers,
         } => {
-            check::check_duplicate_fields(layers, errors);
+            let first = check::check_duplicate_fields(layers, errors);
             let fields: Vec<Option<Field>> = layers
                 .iter()
                 .enumerate()
@@ -52,10 +52,10 @@ pub fn lower(def: NetworkDef, errors: &mut Errors) -> (Network, Option<ValueId>)
                 })
                 .collect();
             let inputs = vec![lower_input(input, &generics, errors)];
-            (fields, inputs, output)
+            (fields, first, inputs, output)
         }
         Body::Module { fields, forward } => {
-            check::check_duplicate_fields(fields, errors);
+            let first = check::check_duplicate_fields(fields, errors);
             let checked = fields
                 .iter()
                 .filter_map(|field| {
@@ -74,16 +74,32 @@ pub fn lower(def: NetworkDef, errors: &mut Errors) -> (Network, Option<ValueId>)
                 .iter()
                 .map(|input| lower_input(input, &generics, errors))
                 .collect();
-            (checked, inputs, &forward.output)
+            (checked, first, inputs, &forward.output)
         }
     };
+    // Names of fields whose type was rejected: using them reports nothing more.
+    let rejected: HashSet<String> = match &def.body {
+        Body::Module { fields: decls, .. } => decls
+            .iter()
+            .zip(&fields)
+            .filter(|(_, field)| field.is_none())
+            .filter_map(|(decl, _)| decl.name.as_ref().map(ToString::to_string))
+            .collect(),
+        Body::Sequential { .. } => HashSet::new(),
+    };
+    let unique = first.iter().all(|&first| first);
     let complete = fields.iter().all(Option::is_some);
-    let fields: Vec<Field> = fields.into_iter().flatten().collect();
+    let fields: Vec<Field> = fields
+        .into_iter()
+        .zip(first)
+        .filter_map(|(field, first)| field.filter(|_| first))
+        .collect();
     let declared_output = check::resolve_shape(output, &generics, true, errors);
 
     let mut lowerer = Lowerer {
         errors,
         fields: &fields,
+        rejected,
         nodes: Vec::new(),
         assertions: Vec::new(),
         locals: HashMap::new(),
@@ -98,7 +114,9 @@ pub fn lower(def: NetworkDef, errors: &mut Errors) -> (Network, Option<ValueId>)
         lowerer.locals.insert(input.ident.to_string(), id);
     }
     let result = match &def.body {
-        // With a layer missing, the chain would report errors that are not the user's.
+        // With a layer missing or a name declared twice, the chain or the forward body would
+        // report errors that are not the user's.
+        _ if !unique => None,
         Body::Sequential { .. } if complete => lowerer.sequential(),
         Body::Sequential { .. } => None,
         Body::Module { forward, .. } => lowerer.forward_body(forward),
@@ -107,11 +125,19 @@ pub fn lower(def: NetworkDef, errors: &mut Errors) -> (Network, Option<ValueId>)
     let Lowerer {
         nodes, assertions, ..
     } = lowerer;
+    // A const generic named like the backend parameter, or declared twice, was reported;
+    // the struct emitted for the errors leaves it out so rustc adds no errors of its own.
+    let mut const_generics: Vec<Ident> = Vec::new();
+    for generic in def.const_generics {
+        if generic != check::BACKEND_PARAM && !const_generics.contains(&generic) {
+            const_generics.push(generic);
+        }
+    }
     let network = Network {
         attrs: def.attrs,
         vis: def.vis,
         name: def.name,
-        const_generics: def.const_generics,
+        const_generics,
         fields,
         inputs,
         nodes,
@@ -139,6 +165,8 @@ enum Lowered {
 struct Lowerer<'a> {
     errors: &'a mut Errors,
     fields: &'a [Field],
+    /// Fields whose declaration was rejected (already reported).
+    rejected: HashSet<String>,
     nodes: Vec<Node>,
     assertions: Vec<DimAssertion>,
     /// Inputs and `let` bindings in scope.
@@ -246,6 +274,8 @@ impl Lowerer<'_> {
     fn forward_body(&mut self, forward: &ForwardDecl) -> Option<ValueId> {
         let stmts = &forward.body.stmts;
         let mut output = None;
+        // Whether a missing output expression was already reported at the last statement.
+        let mut ended = false;
         for (index, stmt) in stmts.iter().enumerate() {
             let last = index + 1 == stmts.len();
             match stmt {
@@ -294,6 +324,16 @@ impl Lowerer<'_> {
                         ret,
                         "end `forward` with the output expression instead of `return`",
                     );
+                    ended |= last;
+                }
+                Stmt::Expr(expr, Some(semi)) if last => {
+                    self.errors.at(
+                        semi.span,
+                        "`forward` returns its last expression; remove this `;`",
+                    );
+                    // Still lowered, for the errors inside it.
+                    self.tensor(expr);
+                    ended = true;
                 }
                 Stmt::Expr(expr, _) => {
                     self.errors.over(expr, "this statement's value is unused; bind it with `let` or make it the last expression");
@@ -308,7 +348,7 @@ impl Lowerer<'_> {
                 }
             }
         }
-        if output.is_none() && !matches!(stmts.last(), Some(Stmt::Expr(_, None))) {
+        if !ended && output.is_none() && !matches!(stmts.last(), Some(Stmt::Expr(_, None))) {
             self.errors.at(
                 forward.body.brace_token.span.close(),
                 "`forward` must end with the output expression (no `;` after it)",
@@ -392,6 +432,9 @@ impl Lowerer<'_> {
             return Some(Lowered::Value(id));
         }
         let Some(index) = self.fields.iter().position(|field| field.ident == *name) else {
+            if self.rejected.contains(&name.to_string()) {
+                return None;
+            }
             self.errors.at(
                 name.span(),
                 format!("cannot find `{name}` in `forward`: it is not an input, a `let` binding or a field"),
@@ -428,6 +471,9 @@ impl Lowerer<'_> {
             return None;
         };
         let Some(index) = self.fields.iter().position(|field| field.ident == *name) else {
+            if self.rejected.contains(&name.to_string()) {
+                return None;
+            }
             self.errors.at(name.span(), format!("cannot find layer `{name}`: declare it as a field, like `{name}: Linear<784, 128>`"));
             return None;
         };
@@ -524,7 +570,7 @@ impl Lowerer<'_> {
                                 .map_or_else(|| "1".to_owned(), |i| shape.0[i].to_string())
                         };
                         self.errors.over(
-                            binary,
+                            binary.op,
                             format!(
                                 "cannot {} `{a_shape}` ({}) and `{b_shape}` ({}): dims {} and {} differ and neither is 1",
                                 op.verb(),

@@ -5,5 +5,6 @@
 #[test]
 fn ui() {
     let cases = trybuild::TestCases::new();
+    cases.compile_fail("tests/ui/**/*.rs");
     cases.pass("tests/pass/*.rs");
 }

@@ -155,11 +155,15 @@ pub fn gen_fallback_structs(net: &Network) -> TokenStream {
 /// can check.
 pub fn gen_new(net: &Network) -> TokenStream {
     let private = private();
+    // Every token of the check carries the span of the dim the consumer declares, so rustc's
+    // "expected `H`, found `50`" lands on the `50` to edit, as the macro's own messages do.
     let assertions = net.assertions.iter().map(|assertion| {
-        let expected = dim_expr(&assertion.expected);
+        let span = assertion.expected.span;
+        let private = quote_spanned!(span=> ::declnet::__private);
         let found = dim_expr(&assertion.found);
-        quote_spanned! {assertion.found.span=>
-            #private::same_dim(#private::Dim::<{ #expected }>, #private::Dim::<{ #found }>);
+        let expected = dim_expr(&assertion.expected);
+        quote_spanned! {span=>
+            #private::same_dim(#private::Dim::<{ #found }>, #private::Dim::<{ #expected }>);
         }
     });
     let inits = net.fields.iter().filter(|f| f.kind.has_state()).map(|field| {

@@ -1,0 +1,14 @@
+// `.softmax()` is not a method `forward` supports.
+// The caret must point at `softmax`, and the message must list the supported methods.
+use declnet::prelude::*;
+
+network! {
+    struct Net {
+        fc: Linear<784, 10>,
+    }
+    fn forward(x: [N, 784]) -> [N, 10] {
+        fc(x).softmax()
+    }
+}
+
+fn main() {}
