@@ -11,8 +11,9 @@ use common::{Fixture, assert_losses_match};
 use declnet::prelude::*;
 
 /// Later losses drift with GEMM summation order (faer's differs from PyTorch's) while the loss
-/// falls from ~650 to ~2e-5: measured 3.9e-4 relative at worst. About 5x headroom.
-const LATE_TOLERANCE: f32 = 2e-3;
+/// falls from ~650 to ~2e-5: measured 3.1e-4 relative at worst with `Sgd` and `MseLoss`.
+/// About 5x headroom.
+const LATE_TOLERANCE: f32 = 1.5e-3;
 
 fn pytorch_init(fixture: &Fixture) -> example::TwoLayerNet {
     let mut net = example::TwoLayerNet::new(&Cpu, &mut seeded(0));
@@ -29,8 +30,9 @@ fn custom_module_matches_pytorch() {
     let fixture = Fixture::open("seed_stages.safetensors");
     let (x, y) = (fixture.tensor("data.x"), fixture.tensor("data.y"));
     let mut net = pytorch_init(&fixture);
+    let mut optimizer = example::optimizer();
     let losses: Vec<f32> = (0..500)
-        .map(|_| example::train_step(&mut net, &x, &y, example::LEARNING_RATE).unwrap())
+        .map(|_| example::train_step(&mut net, &mut optimizer, &x, &y).unwrap())
         .collect();
     assert_losses_match(
         &losses,
