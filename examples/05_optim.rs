@@ -5,9 +5,9 @@
 //!
 //! Run: `cargo run --release --example 05_optim`
 //!
-//! Prints `STEP LOSS` every 100 steps; the loss falls from about 650 to below 1e-6 (the last
-//! line reads `499 0.00000000…`). `tests/stage5_optim.rs` replays this step from PyTorch's weights
-//! and matches PyTorch's losses.
+//! Prints `STEP LOSS` every 100 steps; the loss falls from about 650 to about 1e-5 (the last
+//! line reads `499 0.0000103…`). `tests/stage5_optim.rs` replays this step from PyTorch's
+//! weights and matches PyTorch's losses.
 
 use declnet::losses::{Loss, MseLoss, Reduction};
 use declnet::optim::{Adam, AdamConfig};

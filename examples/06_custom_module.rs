@@ -4,11 +4,12 @@
 //!
 //! Run: `cargo run --release --example 06_custom_module`
 //!
-//! Prints `STEP LOSS` every 100 steps, then where the weights were saved; the loss falls from
-//! about 650 to below 1e-4. `tests/stage6_custom_module.rs` matches PyTorch's losses.
+//! Prints `STEP LOSS` every 100 steps (the loss falls from about 650 to below 1e-4), then where
+//! the weights and the optimizer's state (what resuming needs) were saved.
+//! `tests/stage6_custom_module.rs` matches PyTorch's losses and resumes a run from files.
 
 use declnet::losses::{Loss, MseLoss, Reduction};
-use declnet::optim::{Optimizer, Sgd, SgdConfig, UpdateRule};
+use declnet::optim::{Optimizer, OptimizerState, Sgd, SgdConfig, UpdateRule};
 use declnet::prelude::*;
 
 network! {
@@ -60,9 +61,9 @@ fn main() -> Result<()> {
     let x = Tensor::randn([64, 1000], &device, rng);
     let y = Tensor::randn([64, 10], &device, rng);
     let mut net = TwoLayerNet::new(&device, rng);
-    let mut optimizer = optimizer();
+    let mut sgd = optimizer();
     for step in 0..500 {
-        let loss = train_step(&mut net, &mut optimizer, &x, &y)?;
+        let loss = train_step(&mut net, &mut sgd, &x, &y)?;
         if step % 100 == 99 {
             println!("{step} {loss}");
         }
@@ -76,6 +77,17 @@ fn main() -> Result<()> {
     println!(
         "saved to {} and loaded back: outputs identical: {same}",
         path.display()
+    );
+
+    // To resume training later, keep the optimizer's state too (momentum buffers, step counts).
+    let state_path = std::env::temp_dir().join("declnet_two_layer_net_sgd.safetensors");
+    sgd.state().save(&state_path)?;
+    let mut resumed = optimizer();
+    resumed.try_load_state(&loaded, &OptimizerState::load(&state_path, &device)?)?;
+    println!(
+        "optimizer state saved to {} and restored: lr {}",
+        state_path.display(),
+        resumed.lr()
     );
     Ok(())
 }
