@@ -7,6 +7,7 @@
 //! Prints `STEP LOSS` every 100 steps; the loss falls from about 650 to below 1e-4.
 //! `tests/stage4_nn.rs` replays it from PyTorch's weights and matches PyTorch's losses.
 
+use declnet::losses::{Loss, MseLoss, Reduction};
 use declnet::prelude::*;
 
 network! {
@@ -20,8 +21,8 @@ network! {
 /// The tutorial's learning rate for this stage.
 pub const LEARNING_RATE: f32 = 1e-4;
 
-/// One step: forward, sum of squared errors, generated backward, then `p -= lr * p.grad` for
-/// every parameter. Returns the loss before the update.
+/// One step: forward, `MseLoss` with `Reduction::Sum`, generated backward, then
+/// `p -= lr * p.grad` for every parameter. Returns the loss before the update.
 ///
 /// # Errors
 /// When a tensor's shape differs from the network's (`x` must be `[N, 1000]`, `y` `[N, 10]`).
@@ -32,17 +33,16 @@ pub fn train_step<B: Backend>(
     learning_rate: f32,
 ) -> Result<f32> {
     let (y_pred, tape) = net.forward_train(x)?;
-    let diff = y_pred.try_sub(y)?;
-    let loss = diff.pow(2.0).sum().item();
+    let (loss, grad) = MseLoss::new(Reduction::Sum).try_value_and_grad(&y_pred, y)?;
     net.zero_grad();
-    net.backward_params(tape, &(2.0 * diff))?;
+    net.backward_params(tape, &grad)?;
     for (_, param) in net.params_mut() {
         let (value, grad) = param.value_and_grad_mut();
         if let Some(grad) = grad {
             value.try_add_scaled_(-learning_rate, grad)?;
         }
     }
-    Ok(loss)
+    loss.try_item()
 }
 
 fn main() -> Result<()> {

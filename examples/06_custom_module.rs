@@ -1,12 +1,15 @@
 //! Stage 6 of "Learning PyTorch with Examples": a custom module with named layers and a
-//! forward body (PyTorch's `TwoLayerNet(nn.Module)`), trained with plain SGD, then saved in
-//! PyTorch's `state_dict` layout and loaded back.
+//! forward body (PyTorch's `TwoLayerNet(nn.Module)`), trained with `MseLoss` (sum) and plain
+//! SGD from `declnet::optim`, then saved in PyTorch's `state_dict` layout and loaded back.
 //!
 //! Run: `cargo run --release --example 06_custom_module`
 //!
-//! Prints `STEP LOSS` every 100 steps, then where the weights were saved; the loss falls from
-//! about 650 to below 1e-4. `tests/stage6_custom_module.rs` matches PyTorch's losses.
+//! Prints `STEP LOSS` every 100 steps (the loss falls from about 650 to below 1e-4), then where
+//! the weights and the optimizer's state (what resuming needs) were saved.
+//! `tests/stage6_custom_module.rs` matches PyTorch's losses and resumes a run from files.
 
+use declnet::losses::{Loss, MseLoss, Reduction};
+use declnet::optim::{Optimizer, OptimizerState, Sgd, SgdConfig, UpdateRule};
 use declnet::prelude::*;
 
 network! {
@@ -22,30 +25,34 @@ network! {
 }
 
 /// The tutorial's learning rate for this stage.
-pub const LEARNING_RATE: f32 = 1e-4;
+pub const LEARNING_RATE: f64 = 1e-4;
 
-/// One SGD step on the sum of squared errors; returns the loss before the update.
+/// Plain SGD (no momentum) with the tutorial's learning rate, like
+/// `torch.optim.SGD(model.parameters(), lr=1e-4)`.
+#[must_use]
+pub fn optimizer<B: Backend>() -> Sgd<B> {
+    Sgd::new(SgdConfig {
+        lr: LEARNING_RATE,
+        ..SgdConfig::default()
+    })
+}
+
+/// One step of any optimizer on the sum of squared errors; returns the loss before the update.
 ///
 /// # Errors
 /// When a tensor's shape differs from the network's (`x` must be `[N, 1000]`, `y` `[N, 10]`).
-pub fn train_step<B: Backend>(
+pub fn train_step<R: UpdateRule, B: Backend>(
     net: &mut TwoLayerNet<B>,
+    optimizer: &mut Optimizer<R, B>,
     x: &Tensor<B>,
     y: &Tensor<B>,
-    learning_rate: f32,
 ) -> Result<f32> {
     let (y_pred, tape) = net.forward_train(x)?;
-    let diff = y_pred.try_sub(y)?;
-    let loss = diff.pow(2.0).sum().item();
-    net.zero_grad();
-    net.backward_params(tape, &(2.0 * diff))?;
-    for (_, param) in net.params_mut() {
-        let (value, grad) = param.value_and_grad_mut();
-        if let Some(grad) = grad {
-            value.try_add_scaled_(-learning_rate, grad)?;
-        }
-    }
-    Ok(loss)
+    let (loss, grad) = MseLoss::new(Reduction::Sum).try_value_and_grad(&y_pred, y)?;
+    optimizer.zero_grad(net);
+    net.backward_params(tape, &grad)?;
+    optimizer.try_step(net)?;
+    loss.try_item()
 }
 
 fn main() -> Result<()> {
@@ -54,8 +61,9 @@ fn main() -> Result<()> {
     let x = Tensor::randn([64, 1000], &device, rng);
     let y = Tensor::randn([64, 10], &device, rng);
     let mut net = TwoLayerNet::new(&device, rng);
+    let mut sgd = optimizer();
     for step in 0..500 {
-        let loss = train_step(&mut net, &x, &y, LEARNING_RATE)?;
+        let loss = train_step(&mut net, &mut sgd, &x, &y)?;
         if step % 100 == 99 {
             println!("{step} {loss}");
         }
@@ -69,6 +77,17 @@ fn main() -> Result<()> {
     println!(
         "saved to {} and loaded back: outputs identical: {same}",
         path.display()
+    );
+
+    // To resume training later, keep the optimizer's state too (momentum buffers, step counts).
+    let state_path = std::env::temp_dir().join("declnet_two_layer_net_sgd.safetensors");
+    sgd.state().save(&state_path)?;
+    let mut resumed = optimizer();
+    resumed.try_load_state(&loaded, &OptimizerState::load(&state_path, &device)?)?;
+    println!(
+        "optimizer state saved to {} and restored: lr {}",
+        state_path.display(),
+        resumed.lr()
     );
     Ok(())
 }

@@ -34,6 +34,7 @@ mod adamw;
 mod rmsprop;
 pub mod scheduler;
 mod sgd;
+mod state_file;
 
 pub use adadelta::{Adadelta, AdadeltaConfig};
 pub use adagrad::{Adagrad, AdagradConfig};
@@ -140,6 +141,7 @@ pub struct Optimizer<R: UpdateRule, B: Backend = Cpu> {
 ///
 /// Tensors are named `<param>.<buffer>` (`linear1.weight.exp_avg`); scalars are the learning
 /// rate `lr` and each stepped parameter's update count `<param>.step`.
+/// [`OptimizerState::save`] and [`OptimizerState::load`] keep it in a file.
 #[derive(Debug, Clone)]
 pub struct OptimizerState<B: Backend = Cpu> {
     /// The optimizer's PyTorch class name.
