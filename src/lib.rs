@@ -22,6 +22,7 @@ pub use declnet_runtime::{losses, optim};
 /// What `network!`-generated code refers to, by absolute path. Not a public API.
 #[doc(hidden)]
 pub mod __private {
+    pub use declnet_runtime::function::{Function, apply as apply_function};
     pub use declnet_runtime::io::ModuleIo;
     pub use declnet_runtime::layers::Linear;
     pub use declnet_runtime::network::{
@@ -40,6 +41,7 @@ pub mod __private {
 /// The names most programs need: `use declnet::prelude::*;`.
 pub mod prelude {
     pub use declnet_macros::network;
+    pub use declnet_runtime::function::{Function, apply as apply_function};
     pub use declnet_runtime::io::ModuleIo;
     pub use declnet_runtime::layers::Linear;
     pub use declnet_runtime::rng::{SeededRng, seeded};

@@ -26,35 +26,51 @@ pub struct Plan {
     pub saved_values: BTreeSet<ValueId>,
     /// Values whose run-time shape the backward pass reads (to undo a broadcast or a sum).
     pub saved_shapes: BTreeSet<ValueId>,
+    /// Custom-function nodes whose saved state the backward pass reads.
+    pub saved_functions: BTreeSet<ValueId>,
 }
 
 impl Plan {
     pub fn new(net: &Network, output: ValueId, mode: Mode) -> Self {
         let n = net.nodes.len();
+        // Loops make the graph cyclic (a loop parameter reads the body's result), so both
+        // analyses run to a fixed point; each pass only turns flags on, so few passes suffice.
         let mut live = vec![false; n];
         live[output] = true;
-        for id in (0..n).rev() {
-            if live[id] {
-                for operand in net.nodes[id].op.operands() {
-                    live[operand] = true;
+        let mut changed = true;
+        while changed {
+            changed = false;
+            for id in (0..n).rev() {
+                if live[id] {
+                    for operand in net.nodes[id].op.operands() {
+                        changed |= !live[operand];
+                        live[operand] = true;
+                    }
                 }
             }
         }
         let mut needs_grad = vec![false; n];
-        for id in 0..n {
-            needs_grad[id] = live[id]
-                && match net.nodes[id].op {
-                    // Parameters, and a Linear layer's parameters, always want their gradient.
-                    Op::Param(_) | Op::Linear { .. } => true,
-                    Op::Input(_) => mode == Mode::WithInputs,
-                    ref op => op.operands().iter().any(|&x| needs_grad[x]),
-                };
+        changed = true;
+        while changed {
+            changed = false;
+            for id in 0..n {
+                let needs = live[id]
+                    && match net.nodes[id].op {
+                        // Parameters, and a Linear layer's parameters, always want their gradient.
+                        Op::Param(_) | Op::Linear { .. } => true,
+                        Op::Input(_) => mode == Mode::WithInputs,
+                        ref op => op.operands().iter().any(|&x| needs_grad[x]),
+                    };
+                changed |= needs != needs_grad[id];
+                needs_grad[id] = needs;
+            }
         }
         let mut plan = Self {
             live,
             needs_grad,
             saved_values: BTreeSet::new(),
             saved_shapes: BTreeSet::new(),
+            saved_functions: BTreeSet::new(),
         };
         for id in 0..n {
             if plan.needs_grad[id] {
@@ -76,7 +92,12 @@ impl Plan {
             | Op::AddScalar { .. }
             | Op::MulScalar { .. }
             | Op::Neg { .. }
-            | Op::Transpose { .. } => {}
+            | Op::Transpose { .. }
+            | Op::LoopParam { .. }
+            | Op::LoopOutput { .. } => {}
+            Op::Custom { .. } => {
+                self.saved_functions.insert(id);
+            }
             // Rules that read the input: Linear (for dW), gelu, clamp_min, pow.
             Op::Linear { x, .. }
             | Op::Activation {

@@ -174,6 +174,18 @@ pub enum Op {
     Sum { x: ValueId },
     /// `x.mean()`.
     Mean { x: ValueId },
+    /// A user's `Function` applied to `x`: `MyReLU.apply(x)`.
+    Custom { function: syn::Path, x: ValueId },
+    /// A loop's carried variable at the start of an iteration: `init` on the first, the
+    /// previous iteration's `result` after.
+    LoopParam { init: ValueId, result: ValueId },
+    /// Loop `looped`'s carried variable after the loop: `init` if it ran no iteration, else
+    /// the last `result`.
+    LoopOutput {
+        looped: usize,
+        init: ValueId,
+        result: ValueId,
+    },
 }
 
 impl Op {
@@ -190,8 +202,12 @@ impl Op {
             | Op::Neg { x }
             | Op::Transpose { x }
             | Op::Sum { x }
-            | Op::Mean { x } => vec![x],
+            | Op::Mean { x }
+            | Op::Custom { x, .. } => vec![x],
             Op::Binary { a, b, .. } | Op::Mm { a, b, .. } => vec![a, b],
+            Op::LoopParam { init, result, .. } | Op::LoopOutput { init, result, .. } => {
+                vec![init, result]
+            }
         }
     }
 }
@@ -200,6 +216,8 @@ impl Op {
 pub struct Node {
     pub op: Op,
     pub shape: Shape,
+    /// The loop whose body computes it (`None`: the top level).
+    pub region: Option<usize>,
     /// Where its value comes from, for messages: "`linear1`", "input `x`", "`.relu()`".
     pub origin: String,
 }
@@ -208,6 +226,19 @@ pub struct Node {
 pub struct Input {
     pub ident: Ident,
     pub shape: Shape,
+}
+
+/// A non-tensor argument of `forward`, passed through as is (`repeats: usize`).
+pub struct Extra {
+    pub ident: Ident,
+    pub ty: syn::Type,
+}
+
+/// A `for` loop of the forward pass: its iterator expression (Rust, evaluated at run time)
+/// and, per carried variable, its `LoopParam` and `LoopOutput` nodes.
+pub struct Loop {
+    pub iter: syn::Expr,
+    pub carried: Vec<(ValueId, ValueId)>,
 }
 
 /// Two dims the macro could not compare (const generics); rustc compares them through types.
@@ -224,6 +255,8 @@ pub struct Network {
     pub const_generics: Vec<Ident>,
     pub fields: Vec<Field>,
     pub inputs: Vec<Input>,
+    pub extras: Vec<Extra>,
     pub nodes: Vec<Node>,
+    pub loops: Vec<Loop>,
     pub assertions: Vec<DimAssertion>,
 }

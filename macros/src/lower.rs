@@ -11,9 +11,10 @@ use syn::{Expr, Ident, Lit, Pat, Stmt, UnOp};
 use crate::check;
 use crate::errors::Errors;
 use crate::ir::{
-    Activation, BinaryOp, DimAssertion, Field, FieldKind, Input, Network, Node, Op, Shape, ValueId,
+    Activation, BinaryOp, DimAssertion, Extra, Field, FieldKind, Input, Loop, Network, Node, Op,
+    Shape, ValueId,
 };
-use crate::parse::{Body, ForwardDecl, InputDecl, NetworkDef, ShapeDecl};
+use crate::parse::{Body, ForwardDecl, InputDecl, InputKind, NetworkDef, ShapeDecl};
 use crate::shape::{broadcast, unify};
 
 /// What the methods of a forward body may be, for "unsupported" messages.
@@ -51,7 +52,7 @@ pub fn lower(def: NetworkDef, errors: &mut Errors) -> (Network, Option<ValueId>)
                     check::check_field(ident, state_name, layer, &generics, errors)
                 })
                 .collect();
-            let inputs = vec![lower_input(input, &generics, errors)];
+            let inputs = lower_inputs(std::slice::from_ref(input), &generics, errors);
             (fields, first, inputs, output)
         }
         Body::Module { fields, forward } => {
@@ -69,11 +70,7 @@ pub fn lower(def: NetworkDef, errors: &mut Errors) -> (Network, Option<ValueId>)
                     ))
                 })
                 .collect();
-            let inputs = forward
-                .inputs
-                .iter()
-                .map(|input| lower_input(input, &generics, errors))
-                .collect();
+            let inputs = lower_inputs(&forward.inputs, &generics, errors);
             (checked, first, inputs, &forward.output)
         }
     };
@@ -94,6 +91,7 @@ pub fn lower(def: NetworkDef, errors: &mut Errors) -> (Network, Option<ValueId>)
         .zip(first)
         .filter_map(|(field, first)| field.filter(|_| first))
         .collect();
+    let (inputs, extras) = inputs;
     let declared_output = check::resolve_shape(output, &generics, true, errors);
 
     let mut lowerer = Lowerer {
@@ -104,6 +102,9 @@ pub fn lower(def: NetworkDef, errors: &mut Errors) -> (Network, Option<ValueId>)
         assertions: Vec::new(),
         locals: HashMap::new(),
         params: HashMap::new(),
+        extras: extras.iter().map(|extra| extra.ident.to_string()).collect(),
+        region: None,
+        loops: Vec::new(),
     };
     for (index, input) in inputs.iter().enumerate() {
         let id = lowerer.push(
@@ -123,7 +124,10 @@ pub fn lower(def: NetworkDef, errors: &mut Errors) -> (Network, Option<ValueId>)
     };
     let output_id = result.filter(|&id| lowerer.check_output(id, &declared_output, output));
     let Lowerer {
-        nodes, assertions, ..
+        nodes,
+        assertions,
+        loops,
+        ..
     } = lowerer;
     // A const generic named like the backend parameter, or declared twice, was reported;
     // the struct emitted for the errors leaves it out so rustc adds no errors of its own.
@@ -140,17 +144,46 @@ pub fn lower(def: NetworkDef, errors: &mut Errors) -> (Network, Option<ValueId>)
         const_generics,
         fields,
         inputs,
+        extras,
         nodes,
+        loops,
         assertions,
     };
     (network, output_id)
 }
 
-fn lower_input(input: &InputDecl, generics: &[Ident], errors: &mut Errors) -> Input {
-    Input {
-        ident: input.name.clone(),
-        shape: check::resolve_shape(&input.shape, generics, true, errors),
+/// The tensor inputs and the non-tensor arguments, which must come after them (the generated
+/// signature lists tensors first).
+fn lower_inputs(
+    decls: &[InputDecl],
+    generics: &[Ident],
+    errors: &mut Errors,
+) -> (Vec<Input>, Vec<Extra>) {
+    let (mut inputs, mut extras) = (Vec::new(), Vec::<Extra>::new());
+    for decl in decls {
+        match &decl.kind {
+            InputKind::Tensor(shape) => {
+                if let Some(extra) = extras.first() {
+                    errors.at(
+                        decl.name.span(),
+                        format!(
+                            "declare tensor inputs before non-tensor arguments: `{}` comes after `{}`",
+                            decl.name, extra.ident
+                        ),
+                    );
+                }
+                inputs.push(Input {
+                    ident: decl.name.clone(),
+                    shape: check::resolve_shape(shape, generics, true, errors),
+                });
+            }
+            InputKind::Extra(ty) => extras.push(Extra {
+                ident: decl.name.clone(),
+                ty: (**ty).clone(),
+            }),
+        }
     }
+    (inputs, extras)
 }
 
 /// A lowered expression: a tensor value, a tensor read transposed (`x.t()`, kept as a view
@@ -173,11 +206,26 @@ struct Lowerer<'a> {
     locals: HashMap<String, ValueId>,
     /// The node of each `Param` field already read.
     params: HashMap<usize, ValueId>,
+    /// Non-tensor arguments of `forward`: usable in loop ranges, not in tensor expressions.
+    extras: HashSet<String>,
+    /// The loop whose body is being lowered.
+    region: Option<usize>,
+    loops: Vec<Loop>,
 }
 
 impl Lowerer<'_> {
     fn push(&mut self, op: Op, shape: Shape, origin: String) -> ValueId {
-        self.nodes.push(Node { op, shape, origin });
+        // Inputs and parameters are read in place, whichever loop reads them first.
+        let region = match op {
+            Op::Input(_) | Op::Param(_) => None,
+            _ => self.region,
+        };
+        self.nodes.push(Node {
+            op,
+            shape,
+            region,
+            origin,
+        });
         self.nodes.len() - 1
     }
 
@@ -279,45 +327,7 @@ impl Lowerer<'_> {
         for (index, stmt) in stmts.iter().enumerate() {
             let last = index + 1 == stmts.len();
             match stmt {
-                Stmt::Local(local) => {
-                    let Some(name) = binding_name(&local.pat) else {
-                        self.errors.over(
-                            &local.pat,
-                            "`let` in `forward` binds one name, like `let h = ..`",
-                        );
-                        continue;
-                    };
-                    let Some(init) = local.init.as_ref().filter(|init| init.diverge.is_none())
-                    else {
-                        self.errors
-                            .over(local, "`let` in `forward` needs a value: `let h = ..;`");
-                        continue;
-                    };
-                    if let Some(value) = self.tensor(&init.expr) {
-                        self.locals.insert(name.to_string(), value);
-                    }
-                }
-                Stmt::Expr(Expr::Assign(assign), Some(_)) => {
-                    let Some(name) = expr_ident(&assign.left) else {
-                        self.errors.over(
-                            &assign.left,
-                            "only a name can be reassigned in `forward`, like `h = ..;`",
-                        );
-                        continue;
-                    };
-                    if !self.locals.contains_key(&name.to_string()) {
-                        self.errors.at(
-                            name.span(),
-                            format!(
-                                "cannot assign to `{name}`: it is not a `let` binding or input"
-                            ),
-                        );
-                        continue;
-                    }
-                    if let Some(value) = self.tensor(&assign.right) {
-                        self.locals.insert(name.to_string(), value);
-                    }
-                }
+                Stmt::Expr(Expr::ForLoop(for_loop), _) if !last => self.for_loop(for_loop),
                 Stmt::Expr(expr, None) if last => output = self.tensor(expr),
                 Stmt::Expr(Expr::Return(ret), _) => {
                     self.errors.over(
@@ -335,17 +345,7 @@ impl Lowerer<'_> {
                     self.tensor(expr);
                     ended = true;
                 }
-                Stmt::Expr(expr, _) => {
-                    self.errors.over(expr, "this statement's value is unused; bind it with `let` or make it the last expression");
-                }
-                other => {
-                    self.errors.over(
-                        other,
-                        format!(
-                            "unsupported statement in `forward`; supported: {SUPPORTED_SYNTAX}"
-                        ),
-                    );
-                }
+                other => self.statement(other),
             }
         }
         if !ended && output.is_none() && !matches!(stmts.last(), Some(Stmt::Expr(_, None))) {
@@ -355,6 +355,152 @@ impl Lowerer<'_> {
             );
         }
         output
+    }
+
+    /// A statement other than the output expression: `let`, reassignment, `for`.
+    fn statement(&mut self, stmt: &Stmt) {
+        match stmt {
+            Stmt::Local(local) => {
+                let Some(name) = binding_name(&local.pat) else {
+                    self.errors.over(
+                        &local.pat,
+                        "`let` in `forward` binds one name, like `let h = ..`",
+                    );
+                    return;
+                };
+                let Some(init) = local.init.as_ref().filter(|init| init.diverge.is_none()) else {
+                    self.errors
+                        .over(local, "`let` in `forward` needs a value: `let h = ..;`");
+                    return;
+                };
+                if let Some(value) = self.tensor(&init.expr) {
+                    self.locals.insert(name.to_string(), value);
+                }
+            }
+            Stmt::Expr(Expr::Assign(assign), Some(_)) => {
+                let Some(name) = expr_ident(&assign.left) else {
+                    self.errors.over(
+                        &assign.left,
+                        "only a name can be reassigned in `forward`, like `h = ..;`",
+                    );
+                    return;
+                };
+                if !self.locals.contains_key(&name.to_string()) {
+                    self.errors.at(
+                        name.span(),
+                        format!("cannot assign to `{name}`: it is not a `let` binding or input"),
+                    );
+                    return;
+                }
+                if let Some(value) = self.tensor(&assign.right) {
+                    self.locals.insert(name.to_string(), value);
+                }
+            }
+            Stmt::Expr(Expr::ForLoop(for_loop), _) => self.for_loop(for_loop),
+            Stmt::Expr(expr, _) => {
+                self.errors.over(expr, "this statement's value is unused; bind it with `let` or make it the last expression");
+            }
+            other => {
+                self.errors.over(
+                    other,
+                    format!("unsupported statement in `forward`; supported: {SUPPORTED_SYNTAX}"),
+                );
+            }
+        }
+    }
+
+    /// `for _ in <range> { .. }`: a loop whose trip count is known at run time. Variables the
+    /// body reassigns are carried from iteration to iteration and must keep their shape.
+    fn for_loop(&mut self, for_loop: &syn::ExprForLoop) {
+        if self.region.is_some() {
+            self.errors.at(
+                for_loop.for_token.span,
+                "nested loops in `forward` are not supported yet",
+            );
+            return;
+        }
+        if !matches!(&*for_loop.pat, Pat::Wild(_) | Pat::Ident(_)) {
+            self.errors.over(
+                &for_loop.pat,
+                "loop with `for _ in ..`; the loop variable cannot be a tensor",
+            );
+            return;
+        }
+        let looped = self.loops.len();
+        let mut carried: Vec<(String, Span)> = Vec::new();
+        for stmt in &for_loop.body.stmts {
+            if let Stmt::Expr(Expr::Assign(assign), _) = stmt
+                && let Some(name) = expr_ident(&assign.left)
+                && self.locals.contains_key(&name.to_string())
+            {
+                let key = name.to_string();
+                match carried.iter_mut().find(|(n, _)| *n == key) {
+                    Some(entry) => entry.1 = name.span(),
+                    None => carried.push((key, name.span())),
+                }
+            }
+        }
+        self.loops.push(Loop {
+            iter: (*for_loop.expr).clone(),
+            carried: Vec::new(),
+        });
+        let outer = self.locals.clone();
+        self.region = Some(looped);
+        let params: Vec<ValueId> = carried
+            .iter()
+            .map(|(name, _)| {
+                let init = outer[name];
+                let op = Op::LoopParam { init, result: init };
+                let shape = self.shape(init).clone();
+                let id = self.push(op, shape, format!("`{name}` in the loop"));
+                self.locals.insert(name.clone(), id);
+                id
+            })
+            .collect();
+        for stmt in &for_loop.body.stmts {
+            match stmt {
+                Stmt::Expr(expr, None) if !matches!(expr, Expr::ForLoop(_)) => {
+                    self.errors
+                        .over(expr, "end each statement of a loop body with `;`");
+                }
+                other => self.statement(other),
+            }
+        }
+        self.region = None;
+        let results: Vec<ValueId> = carried.iter().map(|(name, _)| self.locals[name]).collect();
+        self.locals = outer;
+        for ((name, span), (&param, &result)) in carried.iter().zip(params.iter().zip(&results)) {
+            let Op::LoopParam { init, .. } = self.nodes[param].op else {
+                unreachable!("pushed as a loop parameter above")
+            };
+            if let Op::LoopParam { result: slot, .. } = &mut self.nodes[param].op {
+                *slot = result;
+            }
+            let (before, after) = (self.shape(init).clone(), self.shape(result).clone());
+            let keeps = before.0.len() == after.0.len()
+                && before
+                    .0
+                    .iter()
+                    .zip(&after.0)
+                    .all(|(b, a)| unify(b, a, &mut self.assertions));
+            if !keeps {
+                self.errors.at(
+                    *span,
+                    format!(
+                        "`{name}` changes shape in the loop: `{before}` before it, `{after}` after an iteration; \
+                         a tensor carried across iterations must keep its shape"
+                    ),
+                );
+            }
+            let op = Op::LoopOutput {
+                looped,
+                init,
+                result,
+            };
+            let output = self.push(op, before, format!("`{name}` after the loop"));
+            self.locals.insert(name.clone(), output);
+            self.loops[looped].carried.push((param, output));
+        }
     }
 
     /// Lowers `expr` to a tensor value, materialising a transposed view.
@@ -430,6 +576,13 @@ impl Lowerer<'_> {
     fn name(&mut self, name: &Ident) -> Option<Lowered> {
         if let Some(&id) = self.locals.get(&name.to_string()) {
             return Some(Lowered::Value(id));
+        }
+        if self.extras.contains(&name.to_string()) {
+            self.errors.at(
+                name.span(),
+                format!("`{name}` is a non-tensor argument: use it in a loop range, like `for _ in 0..{name}`"),
+            );
+            return None;
         }
         let Some(index) = self.fields.iter().position(|field| field.ident == *name) else {
             if self.rejected.contains(&name.to_string()) {
@@ -589,6 +742,9 @@ impl Lowerer<'_> {
 
     fn method(&mut self, call: &syn::ExprMethodCall) -> Option<Lowered> {
         let method = call.method.to_string();
+        if method == "apply" {
+            return self.custom_function(call);
+        }
         let receiver = self.expr(&call.receiver)?;
         let span = call.method.span();
         let origin = format!("`.{method}()`");
@@ -696,6 +852,40 @@ impl Lowerer<'_> {
                 None
             }
         }
+    }
+
+    /// `MyFunction.apply(x)`: a user's `Function` (a unit struct implementing
+    /// `declnet::runtime::function::Function<B>`), which keeps its input's shape.
+    fn custom_function(&mut self, call: &syn::ExprMethodCall) -> Option<Lowered> {
+        let function = match &*call.receiver {
+            Expr::Path(path) if path.qself.is_none() => {
+                let local = path.path.get_ident().is_some_and(|ident| {
+                    self.locals.contains_key(&ident.to_string())
+                        || self.fields.iter().any(|field| field.ident == *ident)
+                });
+                (!local).then(|| path.path.clone())
+            }
+            _ => None,
+        };
+        let Some(function) = function else {
+            self.errors.over(
+                &call.receiver,
+                "`.apply(x)` is called on a custom function: a unit struct implementing `Function`, like `MyReLU.apply(x)`",
+            );
+            return None;
+        };
+        let [arg] = call.args.iter().collect::<Vec<_>>()[..] else {
+            self.errors.over(call, "`.apply()` takes one tensor");
+            return None;
+        };
+        let x = self.tensor(arg)?;
+        let shape = self.shape(x).clone();
+        let origin = format!("`{}.apply()`", function.to_token_stream());
+        Some(Lowered::Value(self.push(
+            Op::Custom { function, x },
+            shape,
+            origin,
+        )))
     }
 
     /// `a.mm(b)`, reading `.t()` operands in place.

@@ -41,14 +41,21 @@ pub enum Body {
     /// Named layers and parameters, then `fn forward(..) -> [..] { .. }`.
     Module {
         fields: Vec<FieldDecl>,
-        forward: ForwardDecl,
+        forward: Box<ForwardDecl>,
     },
 }
 
-/// `name: [dims]`, an input of the network.
+/// `name: [dims]`, an input of the network; in `fn forward` also `name: Type`, a non-tensor
+/// argument passed through (`repeats: usize`).
 pub struct InputDecl {
     pub name: Ident,
-    pub shape: ShapeDecl,
+    pub kind: InputKind,
+}
+
+/// What an input is.
+pub enum InputKind {
+    Tensor(ShapeDecl),
+    Extra(Box<syn::Type>),
 }
 
 /// `[dim, dim, ...]`.
@@ -245,11 +252,11 @@ fn parse_module(input: ParseStream) -> syn::Result<Body> {
     let body = input.parse()?;
     Ok(Body::Module {
         fields,
-        forward: ForwardDecl {
+        forward: Box::new(ForwardDecl {
             inputs: inputs.into_iter().collect(),
             output,
             body,
-        },
+        }),
     })
 }
 
@@ -257,13 +264,16 @@ impl Parse for InputDecl {
     fn parse(input: ParseStream) -> syn::Result<Self> {
         let name = input.parse()?;
         input.parse::<Token![:]>()?;
-        if !input.peek(syn::token::Bracket) {
-            return Err(input.error("expected the input's shape, like `[B, 784]`"));
-        }
-        Ok(Self {
-            name,
-            shape: input.parse()?,
-        })
+        let kind = if input.peek(syn::token::Bracket) {
+            InputKind::Tensor(input.parse()?)
+        } else if input.peek(Ident) || input.peek(Token![&]) || input.peek(syn::token::Paren) {
+            InputKind::Extra(Box::new(input.parse()?))
+        } else {
+            return Err(input.error(
+                "expected the input's shape, like `[B, 784]`, or a type for a non-tensor argument",
+            ));
+        };
+        Ok(Self { name, kind })
     }
 }
 

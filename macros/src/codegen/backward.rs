@@ -5,10 +5,10 @@ use proc_macro2::TokenStream;
 use quote::quote;
 
 use super::forward::mat_view;
-use super::items::tape_bindings;
+use super::items::{Saved, tape_bindings};
 use super::{
-    f32_tokens, grad_ident, input_grads_type, private, shape_ident, tape_ident, value_ident,
-    value_ref,
+    f32_tokens, function_state_ident, grad_ident, input_grads_type, loop_ident, private,
+    record_ident, shape_ident, tape_ident, value_ident, value_ref,
 };
 use crate::autodiff::{Mode, Plan};
 use crate::ir::{Activation, BinaryOp, Network, Op, ValueId};
@@ -23,28 +23,8 @@ pub fn gen_backward(net: &Network, output: ValueId, plan: &Plan, mode: Mode) -> 
         Mode::ParamsOnly => format!("{name}::backward_params"),
     };
     let saved = tape_bindings(net, plan);
-    let adjoints = (0..net.nodes.len())
-        .filter(|&id| {
-            plan.needs_grad[id] && id != output && !matches!(net.nodes[id].op, Op::Param(_))
-        })
-        .map(|id| {
-            let ident = grad_ident(id);
-            quote!(let mut #ident: Option<#private::Tensor<B>> = None;)
-        });
-    let steps = (0..net.nodes.len())
-        .rev()
-        .filter(|&id| {
-            plan.needs_grad[id] && !matches!(net.nodes[id].op, Op::Input(_) | Op::Param(_))
-        })
-        .map(|id| {
-            let body = gen_rule(net, plan, id);
-            if id == output {
-                quote!({ let g = grad_out; #body })
-            } else {
-                let ident = grad_ident(id);
-                quote!(if let Some(g) = #ident.as_ref() { #body })
-            }
-        });
+    let adjoints = gen_adjoints(net, plan, None, output);
+    let steps = gen_reverse(net, plan, None, output);
     let (returns, result) = match mode {
         Mode::ParamsOnly => (quote!(()), quote!(())),
         Mode::WithInputs => {
@@ -106,6 +86,117 @@ pub fn gen_backward(net: &Network, output: ValueId, plan: &Plan, mode: Mode) -> 
     }
 }
 
+/// `let mut g{id} = None;` for the nodes of `region` whose gradient is computed.
+fn gen_adjoints(
+    net: &Network,
+    plan: &Plan,
+    region: Option<usize>,
+    output: ValueId,
+) -> Vec<TokenStream> {
+    let private = private();
+    (0..net.nodes.len())
+        .filter(|&id| {
+            plan.needs_grad[id]
+                && id != output
+                && net.nodes[id].region == region
+                && !matches!(net.nodes[id].op, Op::Param(_))
+        })
+        .map(|id| {
+            let ident = grad_ident(id);
+            quote!(let mut #ident: Option<#private::Tensor<B>> = None;)
+        })
+        .collect()
+}
+
+/// The backward rules of `region`'s nodes in reverse order; each loop (at the top level) as
+/// one block that replays its records backwards.
+fn gen_reverse(
+    net: &Network,
+    plan: &Plan,
+    region: Option<usize>,
+    output: ValueId,
+) -> Vec<TokenStream> {
+    let mut steps = Vec::new();
+    let mut emitted = vec![false; net.loops.len()];
+    for id in (0..net.nodes.len()).rev() {
+        let node = &net.nodes[id];
+        if !plan.needs_grad[id] || node.region != region {
+            continue;
+        }
+        match node.op {
+            Op::Input(_) | Op::Param(_) | Op::LoopParam { .. } => {}
+            Op::LoopOutput { looped, .. } => {
+                if !emitted[looped] {
+                    emitted[looped] = true;
+                    steps.push(gen_loop_backward(net, plan, looped, output));
+                }
+            }
+            _ => {
+                let body = gen_rule(net, plan, id);
+                steps.push(if id == output {
+                    quote!({ let g = grad_out; #body })
+                } else {
+                    let ident = grad_ident(id);
+                    quote!(if let Some(g) = #ident.as_ref() { #body })
+                });
+            }
+        }
+    }
+    steps
+}
+
+/// Loop `looped` backwards: the carried variables' gradients (`gc{index}`) enter each
+/// iteration at the body's results and leave it at the loop parameters, replayed over the
+/// records in reverse; what is left flows into the loop's initial values.
+fn gen_loop_backward(net: &Network, plan: &Plan, looped: usize, output: ValueId) -> TokenStream {
+    let private = private();
+    let records = loop_ident(looped);
+    let record_type = record_ident(net, looped);
+    let bindings = Saved::of(net, plan, Some(looped)).bindings();
+    let (mut seeds, mut enter, mut leave, mut finish) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (index, &(param, out)) in net.loops[looped].carried.iter().enumerate() {
+        let Op::LoopParam { init, result, .. } = net.nodes[param].op else {
+            continue;
+        };
+        let gc = quote::format_ident!("gc{}", index);
+        let seed = if out == output {
+            quote!(Some(grad_out.try_clone()?))
+        } else if plan.needs_grad[out] {
+            let g = grad_ident(out);
+            quote!(#g.take())
+        } else {
+            quote!(None)
+        };
+        seeds.push(quote!(let mut #gc: Option<#private::Tensor<B>> = #seed;));
+        let into_result = contribute(net, plan, result, &quote!(g));
+        enter.push(quote!(if let Some(g) = #gc.take() { #into_result }));
+        leave.push(if plan.needs_grad[param] {
+            let g = grad_ident(param);
+            quote!(#gc = #g.take();)
+        } else {
+            quote!(#gc = None;)
+        });
+        let into_init = contribute(net, plan, init, &quote!(g));
+        finish.push(quote!(if let Some(g) = #gc { #into_init }));
+    }
+    let adjoints = gen_adjoints(net, plan, Some(looped), output);
+    let body = gen_reverse(net, plan, Some(looped), output);
+    quote! {
+        {
+            #(#seeds)*
+            for record in #records.into_iter().rev() {
+                let #record_type { #(#bindings,)* .. } = record;
+                #(#adjoints)*
+                #(#enter)*
+                #(#body)*
+                #(#leave)*
+            }
+            #(#finish)*
+        }
+    }
+}
+
 /// Adds the owned gradient `grad` into value `target`'s adjoint, or into the parameter.
 fn contribute(net: &Network, plan: &Plan, target: ValueId, grad: &TokenStream) -> TokenStream {
     if !plan.needs_grad[target] {
@@ -160,7 +251,12 @@ fn gen_rule(net: &Network, plan: &Plan, id: ValueId) -> TokenStream {
         contribute(net, plan, x, &quote!(g.try_map(#private::UnaryOp::#op)?))
     };
     match net.nodes[id].op {
-        Op::Input(_) | Op::Param(_) => quote!(),
+        Op::Input(_) | Op::Param(_) | Op::LoopParam { .. } | Op::LoopOutput { .. } => quote!(),
+        Op::Custom { ref function, x } => {
+            let state = function_state_ident(id);
+            let grad = quote!(#private::Function::backward(&#function, &#state, g)?);
+            contribute(net, plan, x, &grad)
+        }
         Op::Linear { field, x } => {
             let field = &net.fields[field].ident;
             let x_ref = value_ref(net, x);

@@ -4,8 +4,11 @@
 use proc_macro2::TokenStream;
 use quote::quote;
 
-use super::items::tape_bindings;
-use super::{dim_expr, f32_tokens, private, shape_ident, tape_ident, value_ident, value_ref};
+use super::items::{Saved, tape_bindings};
+use super::{
+    carried_ident, dim_expr, f32_tokens, function_state_ident, loop_ident, private, record_ident,
+    shape_ident, tape_ident, value_ident, value_ref,
+};
 use crate::autodiff::Plan;
 use crate::ir::{Activation, BinaryOp, DimKind, Network, Op, ValueId};
 
@@ -14,15 +17,15 @@ pub fn gen_forward(net: &Network, output: ValueId, plan: &Plan) -> TokenStream {
     let name = &net.name;
     let tape = tape_ident(net);
     let inputs: Vec<_> = net.inputs.iter().map(|input| &input.ident).collect();
+    let extras = extra_params(net);
     let checks = gen_input_checks(net, "forward");
     let train_checks = gen_input_checks(net, "forward_train");
-    let steps: Vec<TokenStream> = (0..net.nodes.len())
-        .filter(|&id| plan.live[id])
-        .filter_map(|id| gen_step(net, id))
-        .collect();
+    let steps = gen_steps(net, plan, false);
+    let train_steps = gen_steps(net, plan, true);
     let owned_output = owned(net, output, false);
     let train_output = owned(net, output, plan.saved_values.contains(&output));
-    let shapes = plan.saved_shapes.iter().map(|&id| {
+    let top_shapes = Saved::of(net, plan, None).shapes;
+    let shapes = top_shapes.iter().map(|&id| {
         let ident = shape_ident(id);
         let value = value_ref(net, id);
         quote!(let #ident = #value.shape().clone();)
@@ -42,7 +45,7 @@ pub fn gen_forward(net: &Network, output: ValueId, plan: &Plan) -> TokenStream {
         /// # Errors
         /// When an input's shape differs from the declared one (naming the input and the dim),
         /// or the device fails.
-        pub fn forward(&self, #(#inputs: &#private::Tensor<B>),*) -> #private::Result<#private::Tensor<B>> {
+        pub fn forward(&self, #(#inputs: &#private::Tensor<B>,)* #(#extras,)*) -> #private::Result<#private::Tensor<B>> {
             #checks
             #(#steps)*
             Ok(#owned_output)
@@ -52,11 +55,11 @@ pub fn gen_forward(net: &Network, output: ValueId, plan: &Plan) -> TokenStream {
         ///
         /// # Errors
         /// As [`Self::forward`].
-        pub fn forward_train<'a>(&self, #(#inputs: &'a #private::Tensor<B>),*)
+        pub fn forward_train<'a>(&self, #(#inputs: &'a #private::Tensor<B>,)* #(#extras,)*)
             -> #private::Result<(#private::Tensor<B>, #tape<'a, B>)>
         {
             #train_checks
-            #(#steps)*
+            #(#train_steps)*
             let output_shape = #output_ref.shape().clone();
             #(#shapes)*
             let output = #train_output;
@@ -66,6 +69,131 @@ pub fn gen_forward(net: &Network, output: ValueId, plan: &Plan) -> TokenStream {
                 _inputs: ::core::marker::PhantomData,
             }))
         }
+    }
+}
+
+/// `name: Type` for every non-tensor argument.
+pub fn extra_params(net: &Network) -> Vec<TokenStream> {
+    net.extras
+        .iter()
+        .map(|extra| {
+            let (ident, ty) = (&extra.ident, &extra.ty);
+            quote!(#ident: #ty)
+        })
+        .collect()
+}
+
+/// The statements computing the live top-level nodes in order, each loop as one `for` block;
+/// `train` also keeps what backward needs (custom functions' state, loop records).
+fn gen_steps(net: &Network, plan: &Plan, train: bool) -> Vec<TokenStream> {
+    let mut steps = Vec::new();
+    let mut emitted = vec![false; net.loops.len()];
+    for id in (0..net.nodes.len()).filter(|&id| plan.live[id] && net.nodes[id].region.is_none()) {
+        match net.nodes[id].op {
+            Op::LoopOutput { looped, .. } => {
+                if !emitted[looped] {
+                    emitted[looped] = true;
+                    steps.push(gen_loop(net, plan, looped, train));
+                }
+            }
+            _ => steps.extend(gen_step(net, id, train)),
+        }
+    }
+    steps
+}
+
+/// Loop `looped`: carried variables in `c{loop}_{index}`, the body's steps, and (when
+/// training) one record per iteration of what the body's backward rules read.
+fn gen_loop(net: &Network, plan: &Plan, looped: usize, train: bool) -> TokenStream {
+    let info = &net.loops[looped];
+    let iter = &info.iter;
+    let carried: Vec<(usize, ValueId, ValueId)> = info
+        .carried
+        .iter()
+        .enumerate()
+        .filter(|(_, (param, output))| plan.live[*param] || plan.live[*output])
+        .map(|(index, &(param, output))| (index, param, output))
+        .collect();
+    let saved = Saved::of(net, plan, Some(looped));
+    let mut init = Vec::new();
+    let mut enter = Vec::new();
+    let mut next = Vec::new();
+    let mut store = Vec::new();
+    let mut outputs = Vec::new();
+    let mut moved: Vec<ValueId> = Vec::new();
+    for &(index, param, output) in &carried {
+        let c = carried_ident(looped, index);
+        let Op::LoopParam {
+            init: first,
+            result,
+            ..
+        } = net.nodes[param].op
+        else {
+            continue;
+        };
+        let first = value_ref(net, first);
+        init.push(quote!(let mut #c = #first.try_clone()?;));
+        if plan.live[param] {
+            let v = value_ident(param);
+            enter.push(quote!(let #v = #c;));
+        }
+        let next_ident = quote::format_ident!("next{}", index);
+        // Move the body's result into the carried variable, unless the record keeps it too,
+        // another carried variable took it, or it does not belong to this iteration.
+        let movable = net.nodes[result].region == Some(looped)
+            && (result != param || plan.live[param])
+            && !(train && saved.values.contains(&result))
+            && !moved.contains(&result);
+        let value = if movable {
+            moved.push(result);
+            let v = value_ident(result);
+            quote!(#v)
+        } else {
+            let v = value_ref(net, result);
+            quote!(#v.try_clone()?)
+        };
+        next.push(quote!(let #next_ident = #value;));
+        store.push(quote!(#c = #next_ident;));
+        if plan.live[output] {
+            let v = value_ident(output);
+            outputs.push(quote!(let #v = #c;));
+        }
+    }
+    let body: Vec<TokenStream> = (0..net.nodes.len())
+        .filter(|&id| plan.live[id] && net.nodes[id].region == Some(looped))
+        .filter(|&id| !matches!(net.nodes[id].op, Op::LoopParam { .. }))
+        .filter_map(|id| gen_step(net, id, train))
+        .collect();
+    let records = loop_ident(looped);
+    let (declare, record) = if train {
+        let record_type = record_ident(net, looped);
+        let shapes = saved.shapes.iter().map(|&id| {
+            let ident = shape_ident(id);
+            let value = value_ref(net, id);
+            quote!(let #ident = #value.shape().clone();)
+        });
+        let fields = saved.bindings();
+        (
+            quote!(let mut #records: Vec<#record_type<B>> = Vec::new();),
+            quote! {
+                #(#shapes)*
+                #(#next)*
+                #records.push(#record_type { #(#fields,)* _backend: ::core::marker::PhantomData });
+            },
+        )
+    } else {
+        (quote!(), quote!(#(#next)*))
+    };
+    quote! {
+        #(#init)*
+        #declare
+        for _ in #iter {
+            #(#enter)*
+            #(#body)*
+            #record
+            #(#store)*
+        }
+        #(#outputs)*
     }
 }
 
@@ -110,15 +238,25 @@ fn owned(net: &Network, id: ValueId, saved: bool) -> TokenStream {
     }
 }
 
-/// The statement computing node `id` (none for inputs and parameters, which are read in place).
-fn gen_step(net: &Network, id: ValueId) -> Option<TokenStream> {
+/// The statement computing node `id` (none for inputs and parameters, which are read in place,
+/// and loop nodes, which `gen_loop` binds).
+fn gen_step(net: &Network, id: ValueId, train: bool) -> Option<TokenStream> {
     let private = private();
     let unary = |x: ValueId, op: TokenStream| {
         let x = value_ref(net, x);
         quote!(#x.try_map(#private::UnaryOp::#op)?)
     };
     let value = match net.nodes[id].op {
-        Op::Input(_) | Op::Param(_) => return None,
+        Op::Input(_) | Op::Param(_) | Op::LoopParam { .. } | Op::LoopOutput { .. } => return None,
+        Op::Custom { ref function, x } => {
+            let x = value_ref(net, x);
+            let name = quote!(#function).to_string();
+            let (v, state) = (value_ident(id), function_state_ident(id));
+            let state = if train { quote!(#state) } else { quote!(_) };
+            return Some(quote! {
+                let (#v, #state) = #private::apply_function(&#function, #name, #x)?;
+            });
+        }
         Op::Linear { field, x } => {
             let field = &net.fields[field].ident;
             let x = value_ref(net, x);

@@ -4,7 +4,10 @@
 use proc_macro2::TokenStream;
 use quote::{quote, quote_spanned};
 
-use super::{dim_expr, generics, private, shape_ident, str_lit, tape_ident, value_ident};
+use super::{
+    dim_expr, function_state_ident, generics, loop_ident, private, record_ident, shape_ident,
+    str_lit, tape_ident, value_ident,
+};
 use crate::autodiff::Plan;
 use crate::ir::{Field, FieldKind, Network, Op, ValueId};
 
@@ -38,6 +41,8 @@ fn gen_network_struct(net: &Network) -> TokenStream {
         .then(|| quote!(#[doc(hidden)] pub __backend: ::core::marker::PhantomData<B>,));
     quote! {
         #(#attrs)*
+        // Field names mirror the module attributes a PyTorch user would write.
+        #[allow(clippy::struct_field_names)]
         #vis struct #name<#(const #consts: usize,)* B: #private::Backend = #private::Cpu> {
             #(#fields,)*
             #marker
@@ -91,13 +96,26 @@ pub fn gen_structs(net: &Network, plan: &Plan) -> TokenStream {
             quote!(#ident: &'a #private::Tensor<B>)
         })
         .collect();
-    for id in saved_computed(net, plan) {
-        let ident = value_ident(id);
-        fields.push(quote!(#ident: #private::Tensor<B>));
-    }
-    for &id in &plan.saved_shapes {
-        let ident = shape_ident(id);
-        fields.push(quote!(#ident: #private::Shape));
+    fields.extend(saved_field_types(net, &Saved::of(net, plan, None)));
+    let mut records = Vec::new();
+    for looped in 0..net.loops.len() {
+        let record = record_ident(net, looped);
+        let field = loop_ident(looped);
+        fields.push(quote!(#field: Vec<#record<B>>));
+        let record_fields = saved_field_types(net, &Saved::of(net, plan, Some(looped)));
+        let record_doc = format!(
+            "What one iteration of loop {looped} of `{}` saves for backward.",
+            net.name
+        );
+        records.push(quote! {
+            #[doc = #record_doc]
+            #[doc(hidden)]
+            #[allow(dead_code)]
+            #vis struct #record<B: #private::Backend> {
+                #(#record_fields,)*
+                _backend: ::core::marker::PhantomData<B>,
+            }
+        });
     }
     quote! {
         #network
@@ -109,32 +127,90 @@ pub fn gen_structs(net: &Network, plan: &Plan) -> TokenStream {
             output_shape: #private::Shape,
             _inputs: ::core::marker::PhantomData<&'a B>,
         }
+
+        #(#records)*
     }
 }
 
-/// The computed values the tape owns (inputs are borrowed, parameters read from `self`).
-pub fn saved_computed<'a>(net: &'a Network, plan: &'a Plan) -> impl Iterator<Item = ValueId> + 'a {
-    plan.saved_values
-        .iter()
-        .copied()
-        .filter(|&id| !matches!(net.nodes[id].op, Op::Input(_)))
+/// What the tape (region `None`) or one iteration's record of a loop saves.
+pub struct Saved {
+    /// Computed values (inputs are borrowed by the tape instead).
+    pub values: Vec<ValueId>,
+    /// Values whose run-time shape is saved.
+    pub shapes: Vec<ValueId>,
+    /// Custom-function nodes whose state is saved.
+    pub functions: Vec<ValueId>,
 }
 
-/// The names the tape's fields are bound to: inputs, saved values, saved shapes.
+impl Saved {
+    pub fn of(net: &Network, plan: &Plan, region: Option<usize>) -> Self {
+        let here = |id: &&ValueId| net.nodes[**id].region == region;
+        Self {
+            values: plan
+                .saved_values
+                .iter()
+                .filter(here)
+                .copied()
+                .filter(|&id| !matches!(net.nodes[id].op, Op::Input(_)))
+                .collect(),
+            shapes: plan.saved_shapes.iter().filter(here).copied().collect(),
+            functions: plan.saved_functions.iter().filter(here).copied().collect(),
+        }
+    }
+
+    /// The names the saved things are bound to, in field order.
+    pub fn bindings(&self) -> Vec<TokenStream> {
+        let values = self.values.iter().map(|&id| {
+            let ident = value_ident(id);
+            quote!(#ident)
+        });
+        let shapes = self.shapes.iter().map(|&id| {
+            let ident = shape_ident(id);
+            quote!(#ident)
+        });
+        let functions = self.functions.iter().map(|&id| {
+            let ident = function_state_ident(id);
+            quote!(#ident)
+        });
+        values.chain(shapes).chain(functions).collect()
+    }
+}
+
+/// `name: Type` for every saved thing.
+fn saved_field_types(net: &Network, saved: &Saved) -> Vec<TokenStream> {
+    let private = private();
+    let mut fields = Vec::new();
+    for &id in &saved.values {
+        let ident = value_ident(id);
+        fields.push(quote!(#ident: #private::Tensor<B>));
+    }
+    for &id in &saved.shapes {
+        let ident = shape_ident(id);
+        fields.push(quote!(#ident: #private::Shape));
+    }
+    for &id in &saved.functions {
+        let ident = function_state_ident(id);
+        if let Op::Custom { function, .. } = &net.nodes[id].op {
+            fields.push(quote!(#ident: <#function as #private::Function<B>>::Saved));
+        }
+    }
+    fields
+}
+
+/// The names the tape's fields are bound to: inputs, top-level saved things, loop records.
 pub fn tape_bindings(net: &Network, plan: &Plan) -> Vec<TokenStream> {
     let inputs = net.inputs.iter().map(|input| {
         let ident = &input.ident;
         quote!(#ident)
     });
-    let values = saved_computed(net, plan).map(|id| {
-        let ident = value_ident(id);
+    let loops = (0..net.loops.len()).map(|looped| {
+        let ident = loop_ident(looped);
         quote!(#ident)
     });
-    let shapes = plan.saved_shapes.iter().map(|&id| {
-        let ident = shape_ident(id);
-        quote!(#ident)
-    });
-    inputs.chain(values).chain(shapes).collect()
+    inputs
+        .chain(Saved::of(net, plan, None).bindings())
+        .chain(loops)
+        .collect()
 }
 
 /// The structs of a network with errors: the network as declared, and an empty tape.

@@ -52,6 +52,7 @@ pub fn expand_fallback(net: &Network) -> TokenStream {
     let tape = tape_ident(net);
     let inputs = net.inputs.iter().map(|input| &input.ident);
     let inputs2 = inputs.clone();
+    let extras = forward::extra_params(net);
     let grads = input_grads_type(net);
     let private = private();
     quote! {
@@ -64,11 +65,11 @@ pub fn expand_fallback(net: &Network) -> TokenStream {
                 unreachable!(concat!("`network!` reported errors for `", stringify!(#name), "`"))
             }
             /// Not available: `network!` reported errors for this network.
-            pub fn forward(&self, #(#inputs: &#private::Tensor<B>),*) -> #private::Result<#private::Tensor<B>> {
+            pub fn forward(&self, #(#inputs: &#private::Tensor<B>,)* #(#extras,)*) -> #private::Result<#private::Tensor<B>> {
                 unreachable!()
             }
             /// Not available: `network!` reported errors for this network.
-            pub fn forward_train<'a>(&self, #(#inputs2: &'a #private::Tensor<B>),*)
+            pub fn forward_train<'a>(&self, #(#inputs2: &'a #private::Tensor<B>,)* #(#extras,)*)
                 -> #private::Result<(#private::Tensor<B>, #tape<'a, B>)> {
                 unreachable!()
             }
@@ -156,6 +157,26 @@ fn value_ident(id: ValueId) -> Ident {
 /// The variable holding the gradient of value `id`.
 fn grad_ident(id: ValueId) -> Ident {
     format_ident!("g{}", id)
+}
+
+/// The variable holding custom-function node `id`'s saved state.
+fn function_state_ident(id: ValueId) -> Ident {
+    format_ident!("f{}", id)
+}
+
+/// The tape field (and local) holding loop `looped`'s per-iteration records.
+fn loop_ident(looped: usize) -> Ident {
+    format_ident!("loop{}", looped)
+}
+
+/// The record type of one iteration of loop `looped`.
+fn record_ident(net: &Network, looped: usize) -> Ident {
+    format_ident!("{}LoopRecord{}", net.name, looped)
+}
+
+/// The variable carrying loop `looped`'s carried variable `index` between iterations.
+fn carried_ident(looped: usize, index: usize) -> Ident {
+    format_ident!("c{}_{}", looped, index)
 }
 
 /// The variable holding the run-time shape of value `id`.
