@@ -21,6 +21,11 @@ impl Errors {
         self.errors.push(syn::Error::new_spanned(tokens, message));
     }
 
+    /// Whether nothing was reported so far.
+    pub fn is_empty(&self) -> bool {
+        self.errors.is_empty()
+    }
+
     /// All errors as one `syn::Error` (which renders as one `compile_error!` per message), or
     /// `None` if there were none.
     pub fn into_combined(self) -> Option<syn::Error> {

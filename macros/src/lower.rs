@@ -123,6 +123,10 @@ pub fn lower(def: NetworkDef, errors: &mut Errors) -> (Network, Option<ValueId>)
         Body::Module { forward, .. } => lowerer.forward_body(forward),
     };
     let output_id = result.filter(|&id| lowerer.check_output(id, &declared_output, output));
+    // With errors already reported, a field may look unused only because its use was not lowered.
+    if let Some(id) = output_id.filter(|_| lowerer.errors.is_empty()) {
+        lowerer.check_fields_used(id);
+    }
     let Lowerer {
         nodes,
         assertions,
@@ -946,6 +950,51 @@ impl Lowerer<'_> {
         let shape = Shape(vec![a_shape.0[0].clone(), b_shape.0[1].clone()]);
         let op = Op::Mm { a, a_t, b, b_t };
         Some(Lowered::Value(self.push(op, shape, "`.mm()`".to_owned())))
+    }
+
+    /// Every declared layer and parameter must be used, and must matter to the output: a field
+    /// that `forward` ignores, or uses only in values the output does not depend on, would never
+    /// get a gradient and silently stay at its initial value.
+    fn check_fields_used(&mut self, output: ValueId) {
+        let mut live = vec![false; self.nodes.len()];
+        live[output] = true;
+        let mut changed = true;
+        while changed {
+            changed = false;
+            for id in (0..self.nodes.len()).rev() {
+                if live[id] {
+                    for operand in self.nodes[id].op.operands() {
+                        changed |= !live[operand];
+                        live[operand] = true;
+                    }
+                }
+            }
+        }
+        for (index, field) in self.fields.iter().enumerate() {
+            let uses: Vec<ValueId> = (0..self.nodes.len())
+                .filter(|&id| match self.nodes[id].op {
+                    Op::Linear { field, .. } | Op::Param(field) => field == index,
+                    Op::Activation { layer, .. } => layer == Some(index),
+                    _ => false,
+                })
+                .collect();
+            let name = &field.ident;
+            if uses.is_empty() {
+                self.errors.at(
+                    name.span(),
+                    format!(
+                        "`{name}` is declared but `forward` never uses it; remove it or use it"
+                    ),
+                );
+            } else if field.kind.has_state() && !uses.iter().any(|&id| live[id]) {
+                self.errors.at(
+                    name.span(),
+                    format!(
+                        "`{name}` can never receive a gradient: the output of `forward` does not depend on it"
+                    ),
+                );
+            }
+        }
     }
 
     /// The forward pass must produce the declared output shape.

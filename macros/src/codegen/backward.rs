@@ -2,7 +2,8 @@
 //! each adding its operands' gradients into their adjoints (or straight into parameters).
 
 use proc_macro2::TokenStream;
-use quote::quote;
+use quote::{quote, quote_spanned};
+use syn::spanned::Spanned;
 
 use super::forward::mat_view;
 use super::items::{Saved, tape_bindings};
@@ -254,7 +255,8 @@ fn gen_rule(net: &Network, plan: &Plan, id: ValueId) -> TokenStream {
         Op::Input(_) | Op::Param(_) | Op::LoopParam { .. } | Op::LoopOutput { .. } => quote!(),
         Op::Custom { ref function, x } => {
             let state = function_state_ident(id);
-            let grad = quote!(#private::Function::backward(&#function, &#state, g)?);
+            let call = quote_spanned!(function.span()=> #private::Function::backward(&#function, &#state, g));
+            let grad = quote!(#call?);
             contribute(net, plan, x, &grad)
         }
         Op::Linear { field, x } => {

@@ -2,7 +2,8 @@
 //! the tape `backward` needs).
 
 use proc_macro2::TokenStream;
-use quote::quote;
+use quote::{quote, quote_spanned};
+use syn::spanned::Spanned;
 
 use super::items::{Saved, tape_bindings};
 use super::{
@@ -253,8 +254,11 @@ fn gen_step(net: &Network, id: ValueId, train: bool) -> Option<TokenStream> {
             let name = quote!(#function).to_string();
             let (v, state) = (value_ident(id), function_state_ident(id));
             let state = if train { quote!(#state) } else { quote!(_) };
+            // Spanned at the function's name, so a missing `Function` impl is reported there.
+            let call =
+                quote_spanned!(function.span()=> #private::apply_function(&#function, #name, #x));
             return Some(quote! {
-                let (#v, #state) = #private::apply_function(&#function, #name, #x)?;
+                let (#v, #state) = #call?;
             });
         }
         Op::Linear { field, x } => {

@@ -3,6 +3,7 @@
 
 use proc_macro2::TokenStream;
 use quote::{quote, quote_spanned};
+use syn::spanned::Spanned;
 
 use super::{
     dim_expr, function_state_ident, generics, loop_ident, private, record_ident, shape_ident,
@@ -191,7 +192,8 @@ fn saved_field_types(net: &Network, saved: &Saved) -> Vec<TokenStream> {
     for &id in &saved.functions {
         let ident = function_state_ident(id);
         if let Op::Custom { function, .. } = &net.nodes[id].op {
-            fields.push(quote!(#ident: <#function as #private::Function<B>>::Saved));
+            let ty = quote_spanned!(function.span()=> <#function as #private::Function<B>>::Saved);
+            fields.push(quote!(#ident: #ty));
         }
     }
     fields
