@@ -26,8 +26,8 @@ pub mod __private {
     pub use declnet_runtime::io::ModuleIo;
     pub use declnet_runtime::layers::Linear;
     pub use declnet_runtime::network::{
-        DeclaredDim, Dim, DimBindings, accumulate, accumulate_ref, check_grad_out, grad_or_zeros,
-        same_dim,
+        DeclaredDim, Dim, DimBindings, Layer, LayerShape, TapeInput, accumulate, accumulate_ref,
+        check_grad_out, grad_or_zeros, owned, same_dim,
     };
     pub use declnet_runtime::ops::unary::UnaryOp;
     pub use declnet_runtime::rand::Rng;

@@ -329,6 +329,72 @@ network! {
     }
 }
 
+network! {
+    /// A residual block: `x + fc2(tanh(fc1(x)))`.
+    pub struct Residual {
+        fc1: Linear<4, 4>,
+        fc2: Linear<4, 4>,
+    }
+    fn forward(x: [B, 4]) -> [B, 4] {
+        x + fc2(fc1(x).tanh())
+    }
+}
+
+network! {
+    /// Nested networks: two residual blocks, one of them reused in a loop.
+    struct Stacked {
+        input: Linear<3, 4>,
+        block1: Residual,
+        block2: Residual,
+        out: Linear<4, 2>,
+    }
+    fn forward(x: [B, 3], repeats: usize) -> [B, 2] {
+        let mut h = block1(input(x));
+        for _ in 0..repeats {
+            h = block2(h);
+        }
+        out(h)
+    }
+}
+
+network! {
+    /// Nested networks as layers of a sequential network.
+    struct SequentialNested(x: [B, 4]) -> [B, 4] {
+        Residual, Tanh, Residual
+    }
+}
+
+#[test]
+fn nested_networks_and_a_residual_block_reused() {
+    gradcheck!(Stacked, 17, [[2, 3]], repeats = 3);
+}
+
+#[test]
+fn nested_networks_in_a_sequential_network() {
+    gradcheck!(SequentialNested, 18, [[2, 4]]);
+}
+
+#[test]
+fn nested_parameters_have_dotted_names() {
+    let net = Stacked::new(&Cpu, &mut seeded(0));
+    let names: Vec<String> = net.params().into_iter().map(|(name, _)| name).collect();
+    assert_eq!(names, net.param_names());
+    assert_eq!(
+        names[2..6],
+        [
+            "block1.fc1.weight",
+            "block1.fc1.bias",
+            "block1.fc2.weight",
+            "block1.fc2.bias"
+        ]
+    );
+    assert_eq!(
+        Stacked::<Cpu>::NUM_PARAMS,
+        3 * 4 + 4 + 2 * (2 * (4 * 4 + 4)) + 4 * 2 + 2
+    );
+    assert_eq!(net.num_params(), Stacked::<Cpu>::NUM_PARAMS);
+}
+
 #[test]
 fn loop_with_zero_iterations() {
     gradcheck!(Looped, 13, [[2, 3]], repeats = 0);

@@ -65,7 +65,7 @@ fn save_and_load_round_trip_bit_for_bit() {
 }
 
 /// Every parameter's bit pattern, in visiting order.
-fn bits(net: &example::TwoLayerNet) -> Vec<(&'static str, Vec<u32>)> {
+fn bits(net: &example::TwoLayerNet) -> Vec<(String, Vec<u32>)> {
     net.params()
         .into_iter()
         .map(|(name, p)| {

@@ -26,7 +26,8 @@ pub struct Plan {
     pub saved_values: BTreeSet<ValueId>,
     /// Values whose run-time shape the backward pass reads (to undo a broadcast or a sum).
     pub saved_shapes: BTreeSet<ValueId>,
-    /// Custom-function nodes whose saved state the backward pass reads.
+    /// Custom-function and nested-network nodes whose own saved state (the function's, the
+    /// nested tape) the backward pass reads.
     pub saved_functions: BTreeSet<ValueId>,
 }
 
@@ -56,8 +57,9 @@ impl Plan {
             for id in 0..n {
                 let needs = live[id]
                     && match net.nodes[id].op {
-                        // Parameters, and a Linear layer's parameters, always want their gradient.
-                        Op::Param(_) | Op::Linear { .. } => true,
+                        // Parameters, and those of Linear layers and nested networks, always
+                        // want their gradient.
+                        Op::Param(_) | Op::Linear { .. } | Op::Nested { .. } => true,
                         Op::Input(_) => mode == Mode::WithInputs,
                         ref op => op.operands().iter().any(|&x| needs_grad[x]),
                     };
@@ -95,7 +97,8 @@ impl Plan {
             | Op::Transpose { .. }
             | Op::LoopParam { .. }
             | Op::LoopOutput { .. } => {}
-            Op::Custom { .. } => {
+            // Their own state: a custom function's saved values, a nested network's tape.
+            Op::Custom { .. } | Op::Nested { .. } => {
                 self.saved_functions.insert(id);
             }
             // Rules that read the input: Linear (for dW), gelu, clamp_min, pow.

@@ -143,6 +143,13 @@ fn check_layer_type(
         "Sigmoid" => Activation::Sigmoid,
         "Tanh" => Activation::Tanh,
         "GELU" => Activation::Gelu,
+        // Another network's type, written without arguments: `block: ResBlock`. rustc checks
+        // that it exists and is a network (implements `Layer`).
+        _ if ty.args.is_empty() && name.starts_with(char::is_uppercase) => {
+            return Some(FieldKind::Network {
+                ty: ty.name.clone(),
+            });
+        }
         _ => {
             errors.at(
                 ty.name.span(),

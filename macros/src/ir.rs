@@ -23,6 +23,9 @@ pub enum DimKind {
     Const(String),
     /// A name bound at run time from the inputs (the batch `B`).
     Named(String),
+    /// A width of a nested network type (`IN_FEATURES` or `OUT_FEATURES` of its `LayerShape`),
+    /// known to rustc only.
+    Extern { ty: String, constant: &'static str },
 }
 
 impl Dim {
@@ -39,6 +42,7 @@ impl fmt::Display for Dim {
         match &self.kind {
             DimKind::Lit(value) => write!(f, "{value}"),
             DimKind::Const(name) | DimKind::Named(name) => f.write_str(name),
+            DimKind::Extern { ty, constant } => write!(f, "{ty}::{constant}"),
         }
     }
 }
@@ -101,6 +105,9 @@ pub enum FieldKind {
     Param { shape: Shape },
     /// An activation layer; no parameters, so no struct field.
     Activation(Activation),
+    /// Another `network!` network used as a layer (`block: ResBlock`): its widths are its
+    /// `LayerShape` constants, which rustc compares with ours.
+    Network { ty: Ident },
 }
 
 impl FieldKind {
@@ -174,6 +181,8 @@ pub enum Op {
     Sum { x: ValueId },
     /// `x.mean()`.
     Mean { x: ValueId },
+    /// A nested network field applied to `x`.
+    Nested { field: usize, x: ValueId },
     /// A user's `Function` applied to `x`: `MyReLU.apply(x)`.
     Custom { function: syn::Path, x: ValueId },
     /// A loop's carried variable at the start of an iteration: `init` on the first, the
@@ -203,7 +212,8 @@ impl Op {
             | Op::Transpose { x }
             | Op::Sum { x }
             | Op::Mean { x }
-            | Op::Custom { x, .. } => vec![x],
+            | Op::Custom { x, .. }
+            | Op::Nested { x, .. } => vec![x],
             Op::Binary { a, b, .. } | Op::Mm { a, b, .. } => vec![a, b],
             Op::LoopParam { init, result, .. } | Op::LoopOutput { init, result, .. } => {
                 vec![init, result]

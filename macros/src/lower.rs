@@ -11,8 +11,8 @@ use syn::{Expr, Ident, Lit, Pat, Stmt, UnOp};
 use crate::check;
 use crate::errors::Errors;
 use crate::ir::{
-    Activation, BinaryOp, DimAssertion, Extra, Field, FieldKind, Input, Loop, Network, Node, Op,
-    Shape, ValueId,
+    Activation, BinaryOp, Dim, DimAssertion, DimKind, Extra, Field, FieldKind, Input, Loop,
+    Network, Node, Op, Shape, ValueId,
 };
 use crate::parse::{Body, ForwardDecl, InputDecl, InputKind, NetworkDef, ShapeDecl};
 use crate::shape::{broadcast, unify};
@@ -270,6 +270,10 @@ impl Lowerer<'_> {
                     };
                     self.push(op, shape, description)
                 }
+                FieldKind::Network { ty } => {
+                    let span = field.ident.span();
+                    self.nested(index, ty, value, span, &description)?
+                }
                 FieldKind::Param { .. } => {
                     self.errors.over(
                         &field.decl,
@@ -320,6 +324,39 @@ impl Lowerer<'_> {
         let shape = Shape(vec![x_shape.0[0].clone(), output.clone()]);
         let origin = name.to_owned();
         Some(self.push(Op::Linear { field, x }, shape, origin))
+    }
+
+    /// Nested network field `field` (of type `ty`) applied to `x`: the widths are the nested
+    /// type's `LayerShape` constants, so rustc checks them against ours.
+    fn nested(
+        &mut self,
+        field: usize,
+        ty: &Ident,
+        x: ValueId,
+        span: Span,
+        name: &str,
+    ) -> Option<ValueId> {
+        let x_shape = self.shape(x).clone();
+        let width = |constant| Dim {
+            kind: DimKind::Extern {
+                ty: ty.to_string(),
+                constant,
+            },
+            span,
+        };
+        if x_shape.0.len() != 2 {
+            self.errors.at(
+                span,
+                format!(
+                    "{name} expects a 2-D input `[batch, features]`, found `{x_shape}` from {}",
+                    self.origin(x)
+                ),
+            );
+            return None;
+        }
+        unify(&width("IN_FEATURES"), &x_shape.0[1], &mut self.assertions);
+        let shape = Shape(vec![x_shape.0[0].clone(), width("OUT_FEATURES")]);
+        Some(self.push(Op::Nested { field, x }, shape, name.to_owned()))
     }
 
     /// The statements of `fn forward`.
@@ -657,6 +694,10 @@ impl Lowerer<'_> {
                 };
                 Some(Lowered::Value(self.push(op, shape, format!("`{name}`"))))
             }
+            FieldKind::Network { ty } => {
+                let id = self.nested(index, ty, x, arg.span(), &format!("`{name}`"))?;
+                Some(Lowered::Value(id))
+            }
             FieldKind::Param { .. } => {
                 self.errors.at(name.span(), format!("`{name}` is a parameter, not a layer; use it in an expression, like `x.mm({name})`"));
                 None
@@ -973,7 +1014,9 @@ impl Lowerer<'_> {
         for (index, field) in self.fields.iter().enumerate() {
             let uses: Vec<ValueId> = (0..self.nodes.len())
                 .filter(|&id| match self.nodes[id].op {
-                    Op::Linear { field, .. } | Op::Param(field) => field == index,
+                    Op::Linear { field, .. } | Op::Param(field) | Op::Nested { field, .. } => {
+                        field == index
+                    }
                     Op::Activation { layer, .. } => layer == Some(index),
                     _ => false,
                 })

@@ -1,10 +1,82 @@
 //! Support for code that `network!` generates: checks at a network's entry, gradient
 //! accumulation in backward passes, and compile-time dim equalities.
 
+use std::borrow::Cow;
+
+use rand::Rng;
+
 use crate::backend::Backend;
 use crate::error::{Error, Result};
+use crate::module::Module;
+use crate::param::Param;
 use crate::shape::Shape;
 use crate::tensor::Tensor;
+
+/// A network usable as a layer of another: `network!` implements it for every network with one
+/// `[batch, in]` input and a `[batch, out]` output, so it can be a field of another network
+/// and called like `block(h)`.
+pub trait Layer<B: Backend>: Module<B> + LayerShape {
+    /// What one training forward pass saves for its backward pass, owning everything.
+    type Tape;
+
+    /// A new layer, initialised like PyTorch.
+    fn new_layer<R: Rng + ?Sized>(device: &B, rng: &mut R) -> Self
+    where
+        Self: Sized;
+
+    /// The forward pass for inference.
+    ///
+    /// # Errors
+    /// When `x`'s shape is not the declared one, or the device fails.
+    fn layer_forward(&self, x: &Tensor<B>) -> Result<Tensor<B>>;
+
+    /// The forward pass for training: the output and the tape.
+    ///
+    /// # Errors
+    /// As [`Layer::layer_forward`].
+    fn layer_forward_train(&self, x: &Tensor<B>) -> Result<(Tensor<B>, Self::Tape)>;
+
+    /// Accumulates the parameters' gradients; returns the input gradient if `input_grad`.
+    ///
+    /// # Errors
+    /// When `grad_out` does not have the output's shape, or the device fails.
+    fn layer_backward(
+        &mut self,
+        tape: Self::Tape,
+        grad_out: &Tensor<B>,
+        input_grad: bool,
+    ) -> Result<Option<Tensor<B>>>;
+
+    /// The parameters with their `state_dict` names.
+    fn named_params(&self) -> Vec<(String, &Param<B>)>;
+
+    /// The parameters with their `state_dict` names, mutably.
+    fn named_params_mut(&mut self) -> Vec<(String, &mut Param<B>)>;
+}
+
+/// The feature widths of a [`Layer`], as constants the outer network's shapes are checked
+/// against at compile time.
+pub trait LayerShape {
+    /// The width of the input, `[batch, IN_FEATURES]`.
+    const IN_FEATURES: usize;
+    /// The width of the output, `[batch, OUT_FEATURES]`.
+    const OUT_FEATURES: usize;
+}
+
+/// An input held by a tape: borrowed from the caller, or owned once the tape is kept by an
+/// outer network (see [`owned`]).
+pub type TapeInput<'a, B> = Cow<'a, Tensor<B>>;
+
+/// A tape input that no longer borrows: a copy of a borrowed tensor.
+///
+/// # Errors
+/// When the device cannot copy.
+pub fn owned<B: Backend>(input: TapeInput<'_, B>) -> Result<TapeInput<'static, B>> {
+    Ok(Cow::Owned(match input {
+        Cow::Borrowed(tensor) => tensor.try_clone()?,
+        Cow::Owned(tensor) => tensor,
+    }))
+}
 
 /// Adds `grad` to the adjoint in `slot` (or puts it there, if empty): how a value used several
 /// times in a forward pass gets the sum of its gradients.

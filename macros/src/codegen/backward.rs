@@ -24,6 +24,7 @@ pub fn gen_backward(net: &Network, output: ValueId, plan: &Plan, mode: Mode) -> 
         Mode::ParamsOnly => format!("{name}::backward_params"),
     };
     let saved = tape_bindings(net, plan);
+    let input_names: Vec<&syn::Ident> = net.inputs.iter().map(|input| &input.ident).collect();
     let adjoints = gen_adjoints(net, plan, None, output);
     let steps = gen_reverse(net, plan, None, output);
     let (returns, result) = match mode {
@@ -80,6 +81,7 @@ pub fn gen_backward(net: &Network, output: ValueId, plan: &Plan, mode: Mode) -> 
         pub fn #method(&mut self, tape: #tape<'_, B>, grad_out: &#private::Tensor<B>) -> #private::Result<#returns> {
             #private::check_grad_out(#label, &tape.output_shape, grad_out)?;
             let #tape { #(#saved,)* .. } = tape;
+            #(let #input_names: &#private::Tensor<B> = &#input_names;)*
             #(#adjoints)*
             #(#steps)*
             Ok(#result)
@@ -253,6 +255,17 @@ fn gen_rule(net: &Network, plan: &Plan, id: ValueId) -> TokenStream {
     };
     match net.nodes[id].op {
         Op::Input(_) | Op::Param(_) | Op::LoopParam { .. } | Op::LoopOutput { .. } => quote!(),
+        Op::Nested { field, x } => {
+            let field = &net.fields[field].ident;
+            let state = function_state_ident(id);
+            let input_grad = needs(x);
+            let add = contribute(net, plan, x, &quote!(dx));
+            quote! {
+                if let Some(dx) = #private::Layer::layer_backward(&mut self.#field, #state, g, #input_grad)? {
+                    #add
+                }
+            }
+        }
         Op::Custom { ref function, x } => {
             let state = function_state_ident(id);
             let call = quote_spanned!(function.span()=> #private::Function::backward(&#function, &#state, g));

@@ -64,6 +64,7 @@ pub fn gen_forward(net: &Network, output: ValueId, plan: &Plan) -> TokenStream {
             let output_shape = #output_ref.shape().clone();
             #(#shapes)*
             let output = #train_output;
+            #(let #inputs = ::std::borrow::Cow::Borrowed(#inputs);)*
             Ok((output, #tape {
                 #(#tape_fields,)*
                 output_shape,
@@ -249,6 +250,16 @@ fn gen_step(net: &Network, id: ValueId, train: bool) -> Option<TokenStream> {
     };
     let value = match net.nodes[id].op {
         Op::Input(_) | Op::Param(_) | Op::LoopParam { .. } | Op::LoopOutput { .. } => return None,
+        Op::Nested { field, x } => {
+            let x = value_ref(net, x);
+            let field = &net.fields[field].ident;
+            let (v, state) = (value_ident(id), function_state_ident(id));
+            return Some(if train {
+                quote!(let (#v, #state) = #private::Layer::layer_forward_train(&self.#field, #x)?;)
+            } else {
+                quote!(let #v = #private::Layer::layer_forward(&self.#field, #x)?;)
+            });
+        }
         Op::Custom { ref function, x } => {
             let x = value_ref(net, x);
             let name = quote!(#function).to_string();

@@ -10,7 +10,7 @@ use super::{
     str_lit, tape_ident, value_ident,
 };
 use crate::autodiff::Plan;
-use crate::ir::{Field, FieldKind, Network, Op, ValueId};
+use crate::ir::{DimKind, Field, FieldKind, Network, Op, ValueId};
 
 /// The network struct with one public field per stateful layer or parameter.
 fn gen_network_struct(net: &Network) -> TokenStream {
@@ -54,8 +54,9 @@ fn gen_network_struct(net: &Network) -> TokenStream {
 /// The Rust type of a stateful field.
 fn field_type(field: &Field) -> TokenStream {
     let private = private();
-    match field.kind {
+    match &field.kind {
         FieldKind::Linear { .. } => quote!(#private::Linear<B>),
+        FieldKind::Network { ty } => quote!(#ty<B>),
         _ => quote!(#private::Param<B>),
     }
 }
@@ -74,6 +75,7 @@ fn describe(field: &Field) -> String {
             bias: false,
         } => format!("`Linear<{input}, {output}, bias = false>`"),
         FieldKind::Param { shape } => format!("`Param<{shape}>`"),
+        FieldKind::Network { ty } => format!("`{ty}`"),
         FieldKind::Activation(activation) => format!("`{}`", activation.layer_name()),
     }
 }
@@ -94,10 +96,12 @@ pub fn gen_structs(net: &Network, plan: &Plan) -> TokenStream {
         .iter()
         .map(|input| {
             let ident = &input.ident;
-            quote!(#ident: &'a #private::Tensor<B>)
+            quote!(#ident: #private::TapeInput<'a, B>)
         })
         .collect();
     fields.extend(saved_field_types(net, &Saved::of(net, plan, None)));
+    let bindings = tape_bindings(net, plan);
+    let inputs: Vec<&syn::Ident> = net.inputs.iter().map(|input| &input.ident).collect();
     let mut records = Vec::new();
     for looped in 0..net.loops.len() {
         let record = record_ident(net, looped);
@@ -127,6 +131,19 @@ pub fn gen_structs(net: &Network, plan: &Plan) -> TokenStream {
             #(#fields,)*
             output_shape: #private::Shape,
             _inputs: ::core::marker::PhantomData<&'a B>,
+        }
+
+        impl<'a, B: #private::Backend> #tape<'a, B> {
+            /// This tape with its borrowed inputs copied, so that it can outlive them (how an
+            /// outer network keeps a nested network's tape).
+            ///
+            /// # Errors
+            /// When the device cannot copy.
+            pub fn into_owned(self) -> #private::Result<#tape<'static, B>> {
+                let Self { #(#bindings,)* output_shape, .. } = self;
+                #(let #inputs = #private::owned(#inputs)?;)*
+                Ok(#tape { #(#bindings,)* output_shape, _inputs: ::core::marker::PhantomData })
+            }
         }
 
         #(#records)*
@@ -191,9 +208,18 @@ fn saved_field_types(net: &Network, saved: &Saved) -> Vec<TokenStream> {
     }
     for &id in &saved.functions {
         let ident = function_state_ident(id);
-        if let Op::Custom { function, .. } = &net.nodes[id].op {
-            let ty = quote_spanned!(function.span()=> <#function as #private::Function<B>>::Saved);
-            fields.push(quote!(#ident: #ty));
+        match &net.nodes[id].op {
+            Op::Custom { function, .. } => {
+                let ty =
+                    quote_spanned!(function.span()=> <#function as #private::Function<B>>::Saved);
+                fields.push(quote!(#ident: #ty));
+            }
+            Op::Nested { field, .. } => {
+                if let FieldKind::Network { ty } = &net.fields[*field].kind {
+                    fields.push(quote!(#ident: <#ty<B> as #private::Layer<B>>::Tape));
+                }
+            }
+            _ => {}
         }
     }
     fields
@@ -213,6 +239,72 @@ pub fn tape_bindings(net: &Network, plan: &Plan) -> Vec<TokenStream> {
         .chain(Saved::of(net, plan, None).bindings())
         .chain(loops)
         .collect()
+}
+
+/// `Layer` and `LayerShape` for a network with one `[batch, in]` input and a `[batch, out]`
+/// output (and no other arguments), so that other networks can use it as a layer.
+pub fn gen_layer_impl(net: &Network, output: ValueId) -> TokenStream {
+    let private = private();
+    let (Some(input), [], 1) = (net.inputs.first(), net.extras.as_slice(), net.inputs.len()) else {
+        return quote!();
+    };
+    let out = &net.nodes[output].shape.0;
+    let dims = &input.shape.0;
+    let batch_matches = dims.len() == 2
+        && out.len() == 2
+        && matches!(dims[0].kind, DimKind::Named(_))
+        && dims[0].kind == out[0].kind;
+    if !batch_matches {
+        return quote!();
+    }
+    let (in_features, out_features) = (dim_expr(&dims[1]), dim_expr(&out[1]));
+    let (impl_generics, ty) = generics(net);
+    let tape = tape_ident(net);
+    quote! {
+        #[automatically_derived]
+        impl<#impl_generics> #private::LayerShape for #ty {
+            const IN_FEATURES: usize = #in_features;
+            const OUT_FEATURES: usize = #out_features;
+        }
+
+        #[automatically_derived]
+        impl<#impl_generics> #private::Layer<B> for #ty {
+            type Tape = #tape<'static, B>;
+
+            fn new_layer<R: #private::Rng + ?Sized>(device: &B, rng: &mut R) -> Self {
+                Self::new(device, rng)
+            }
+
+            fn layer_forward(&self, x: &#private::Tensor<B>) -> #private::Result<#private::Tensor<B>> {
+                self.forward(x)
+            }
+
+            fn layer_forward_train(&self, x: &#private::Tensor<B>)
+                -> #private::Result<(#private::Tensor<B>, Self::Tape)>
+            {
+                let (y, tape) = self.forward_train(x)?;
+                Ok((y, tape.into_owned()?))
+            }
+
+            fn layer_backward(&mut self, tape: Self::Tape, grad_out: &#private::Tensor<B>, input_grad: bool)
+                -> #private::Result<Option<#private::Tensor<B>>>
+            {
+                if input_grad {
+                    self.backward(tape, grad_out).map(Some)
+                } else {
+                    self.backward_params(tape, grad_out).map(|()| None)
+                }
+            }
+
+            fn named_params(&self) -> Vec<(String, &#private::Param<B>)> {
+                self.params()
+            }
+
+            fn named_params_mut(&mut self) -> Vec<(String, &mut #private::Param<B>)> {
+                self.params_mut()
+            }
+        }
+    }
 }
 
 /// The structs of a network with errors: the network as declared, and an empty tape.
@@ -241,7 +333,7 @@ pub fn gen_new(net: &Network) -> TokenStream {
         let found = dim_expr(&assertion.found);
         let expected = dim_expr(&assertion.expected);
         quote_spanned! {span=>
-            #private::same_dim(#private::Dim::<{ #found }>, #private::Dim::<{ #expected }>);
+            #private::same_dim(#private::Dim::<{ #expected }>, #private::Dim::<{ #found }>);
         }
     });
     let inits = net.fields.iter().filter(|f| f.kind.has_state()).map(|field| {
@@ -254,6 +346,9 @@ pub fn gen_new(net: &Network) -> TokenStream {
             FieldKind::Param { shape } => {
                 let dims = shape.0.iter().map(dim_expr);
                 quote!(#ident: #private::Param::new(#private::Tensor::randn([#(#dims),*], device, rng)))
+            }
+            FieldKind::Network { ty } => {
+                quote!(#ident: <#ty<B> as #private::Layer<B>>::new_layer(device, rng))
             }
             FieldKind::Activation(_) => unreachable!("filtered: activations have no state"),
         }
@@ -296,6 +391,10 @@ fn param_count(field: &Field) -> TokenStream {
             let dims = shape.0.iter().map(dim_expr);
             quote!((1 #(* #dims)*))
         }
+        FieldKind::Network { ty } => {
+            let private = private();
+            quote!(<#ty<#private::Cpu>>::NUM_PARAMS)
+        }
         FieldKind::Activation(_) => quote!(0),
     }
 }
@@ -308,7 +407,9 @@ pub fn gen_summary(net: &Network) -> TokenStream {
             .nodes
             .iter()
             .find(|node| match node.op {
-                Op::Linear { field, .. } | Op::Param(field) => field == index,
+                Op::Linear { field, .. } | Op::Param(field) | Op::Nested { field, .. } => {
+                    field == index
+                }
                 Op::Activation { layer, .. } => layer == Some(index),
                 _ => false,
             })
@@ -365,13 +466,25 @@ pub fn gen_params(net: &Network) -> TokenStream {
                 FieldKind::Linear { .. } => {
                     let (weight, bias) = (format!("{prefix}.weight"), format!("{prefix}.bias"));
                     quote! {
-                        params.push((#weight, #reference self.#ident.weight));
+                        params.push((#weight.to_owned(), #reference self.#ident.weight));
                         if let Some(bias) = self.#ident.bias.#as_ref() {
-                            params.push((#bias, bias));
+                            params.push((#bias.to_owned(), bias));
                         }
                     }
                 }
-                _ => quote!(params.push((#prefix, #reference self.#ident));),
+                FieldKind::Network { .. } => {
+                    let named = if mutable {
+                        quote!(named_params_mut)
+                    } else {
+                        quote!(named_params)
+                    };
+                    quote! {
+                        for (name, param) in #private::Layer::#named(#reference self.#ident) {
+                            params.push((format!("{}.{}", #prefix, name), param));
+                        }
+                    }
+                }
+                _ => quote!(params.push((#prefix.to_owned(), #reference self.#ident));),
             });
         }
         out
@@ -379,18 +492,19 @@ pub fn gen_params(net: &Network) -> TokenStream {
     let (push, push_mut) = (pushes(false), pushes(true));
     let name = &net.name;
     let load_doc = format!(
-        "A `{name}` on `device` with the weights of a safetensors file in PyTorch's `state_dict`          layout (see `ModuleIo::load` for the checks)."
+        "A `{name}` on `device` with the weights of a safetensors file in PyTorch's `state_dict` \
+         layout (see `ModuleIo::load` for the checks)."
     );
     quote! {
         /// The parameters with their PyTorch `state_dict` names, in declaration order.
-        pub fn params(&self) -> Vec<(&'static str, &#private::Param<B>)> {
+        pub fn params(&self) -> Vec<(String, &#private::Param<B>)> {
             let mut params = Vec::new();
             #(#push)*
             params
         }
 
         /// The parameters with their `state_dict` names, mutably: for update loops.
-        pub fn params_mut(&mut self) -> Vec<(&'static str, &mut #private::Param<B>)> {
+        pub fn params_mut(&mut self) -> Vec<(String, &mut #private::Param<B>)> {
             let mut params = Vec::new();
             #(#push_mut)*
             params
@@ -422,10 +536,10 @@ pub fn gen_module_impl(net: &Network) -> TokenStream {
                 let ident = &field.ident;
                 let name = &field.state_name;
                 match (&field.kind, mutable) {
-                    (FieldKind::Linear { .. }, false) => {
+                    (FieldKind::Linear { .. } | FieldKind::Network { .. }, false) => {
                         quote!(#private::visit_prefixed(&self.#ident, #name, f);)
                     }
-                    (FieldKind::Linear { .. }, true) => {
+                    (FieldKind::Linear { .. } | FieldKind::Network { .. }, true) => {
                         quote!(#private::visit_prefixed_mut(&mut self.#ident, #name, f);)
                     }
                     (_, false) => quote!(f(#name, &self.#ident);),

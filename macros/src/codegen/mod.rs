@@ -24,6 +24,7 @@ pub fn expand(net: &Network, output: ValueId) -> TokenStream {
     let extras = items::gen_summary(net);
     let params = items::gen_params(net);
     let module = items::gen_module_impl(net);
+    let layer = items::gen_layer_impl(net, output);
     let (impl_generics, ty) = generics(net);
     quote! {
         #structs
@@ -40,6 +41,7 @@ pub fn expand(net: &Network, output: ValueId) -> TokenStream {
         }
 
         #module
+        #layer
     }
 }
 
@@ -135,6 +137,11 @@ fn dim_expr(dim: &Dim) -> TokenStream {
         DimKind::Const(name) | DimKind::Named(name) => {
             let ident = Ident::new(name, dim.span);
             quote!(#ident)
+        }
+        DimKind::Extern { ty, constant } => {
+            let (ty, constant) = (Ident::new(ty, dim.span), Ident::new(constant, dim.span));
+            let private = private();
+            quote_spanned!(dim.span=> <#ty as #private::LayerShape>::#constant)
         }
     }
 }

@@ -12,11 +12,31 @@ pub struct TwoLayerNet<B: ::declnet::__private::Backend = ::declnet::__private::
 ///What [`TwoLayerNet::backward`] needs from [`TwoLayerNet::forward_train`]: the saved activations, borrowed inputs and shapes, and nothing else.
 #[allow(dead_code)]
 pub struct TwoLayerNetTape<'a, B: ::declnet::__private::Backend> {
-    x: &'a ::declnet::__private::Tensor<B>,
+    x: ::declnet::__private::TapeInput<'a, B>,
     v1: ::declnet::__private::Tensor<B>,
     v2: ::declnet::__private::Tensor<B>,
     output_shape: ::declnet::__private::Shape,
     _inputs: ::core::marker::PhantomData<&'a B>,
+}
+impl<'a, B: ::declnet::__private::Backend> TwoLayerNetTape<'a, B> {
+    /// This tape with its borrowed inputs copied, so that it can outlive them (how an
+    /// outer network keeps a nested network's tape).
+    ///
+    /// # Errors
+    /// When the device cannot copy.
+    pub fn into_owned(
+        self,
+    ) -> ::declnet::__private::Result<TwoLayerNetTape<'static, B>> {
+        let Self { x, v1, v2, output_shape, .. } = self;
+        let x = ::declnet::__private::owned(x)?;
+        Ok(TwoLayerNetTape {
+            x,
+            v1,
+            v2,
+            output_shape,
+            _inputs: ::core::marker::PhantomData,
+        })
+    }
 }
 #[automatically_derived]
 #[allow(unused_mut, unused_variables, clippy::all, clippy::pedantic)]
@@ -77,6 +97,7 @@ impl<B: ::declnet::__private::Backend> TwoLayerNet<B> {
         let v3 = self.linear2.forward((&v2))?;
         let output_shape = (&v3).shape().clone();
         let output = v3;
+        let x = ::std::borrow::Cow::Borrowed(x);
         Ok((
             output,
             TwoLayerNetTape {
@@ -103,6 +124,7 @@ impl<B: ::declnet::__private::Backend> TwoLayerNet<B> {
             grad_out,
         )?;
         let TwoLayerNetTape { x, v1, v2, .. } = tape;
+        let x: &::declnet::__private::Tensor<B> = &x;
         let mut g0: Option<::declnet::__private::Tensor<B>> = None;
         let mut g1: Option<::declnet::__private::Tensor<B>> = None;
         let mut g2: Option<::declnet::__private::Tensor<B>> = None;
@@ -140,6 +162,7 @@ impl<B: ::declnet::__private::Backend> TwoLayerNet<B> {
             grad_out,
         )?;
         let TwoLayerNetTape { x, v1, v2, .. } = tape;
+        let x: &::declnet::__private::Tensor<B> = &x;
         let mut g1: Option<::declnet::__private::Tensor<B>> = None;
         let mut g2: Option<::declnet::__private::Tensor<B>> = None;
         {
@@ -187,34 +210,32 @@ impl<B: ::declnet::__private::Backend> TwoLayerNet<B> {
         out
     }
     /// The parameters with their PyTorch `state_dict` names, in declaration order.
-    pub fn params(&self) -> Vec<(&'static str, &::declnet::__private::Param<B>)> {
+    pub fn params(&self) -> Vec<(String, &::declnet::__private::Param<B>)> {
         let mut params = Vec::new();
-        params.push(("linear1.weight", &self.linear1.weight));
+        params.push(("linear1.weight".to_owned(), &self.linear1.weight));
         if let Some(bias) = self.linear1.bias.as_ref() {
-            params.push(("linear1.bias", bias));
+            params.push(("linear1.bias".to_owned(), bias));
         }
-        params.push(("linear2.weight", &self.linear2.weight));
+        params.push(("linear2.weight".to_owned(), &self.linear2.weight));
         if let Some(bias) = self.linear2.bias.as_ref() {
-            params.push(("linear2.bias", bias));
+            params.push(("linear2.bias".to_owned(), bias));
         }
         params
     }
     /// The parameters with their `state_dict` names, mutably: for update loops.
-    pub fn params_mut(
-        &mut self,
-    ) -> Vec<(&'static str, &mut ::declnet::__private::Param<B>)> {
+    pub fn params_mut(&mut self) -> Vec<(String, &mut ::declnet::__private::Param<B>)> {
         let mut params = Vec::new();
-        params.push(("linear1.weight", &mut self.linear1.weight));
+        params.push(("linear1.weight".to_owned(), &mut self.linear1.weight));
         if let Some(bias) = self.linear1.bias.as_mut() {
-            params.push(("linear1.bias", bias));
+            params.push(("linear1.bias".to_owned(), bias));
         }
-        params.push(("linear2.weight", &mut self.linear2.weight));
+        params.push(("linear2.weight".to_owned(), &mut self.linear2.weight));
         if let Some(bias) = self.linear2.bias.as_mut() {
-            params.push(("linear2.bias", bias));
+            params.push(("linear2.bias".to_owned(), bias));
         }
         params
     }
-    ///A `TwoLayerNet` on `device` with the weights of a safetensors file in PyTorch's `state_dict`          layout (see `ModuleIo::load` for the checks).
+    ///A `TwoLayerNet` on `device` with the weights of a safetensors file in PyTorch's `state_dict` layout (see `ModuleIo::load` for the checks).
     ///
     /// # Errors
     /// When the file cannot be read, is malformed, or its names, shapes or dtypes differ
@@ -242,5 +263,55 @@ for TwoLayerNet<B> {
     ) {
         ::declnet::__private::visit_prefixed_mut(&mut self.linear1, "linear1", f);
         ::declnet::__private::visit_prefixed_mut(&mut self.linear2, "linear2", f);
+    }
+}
+#[automatically_derived]
+impl<B: ::declnet::__private::Backend> ::declnet::__private::LayerShape
+for TwoLayerNet<B> {
+    const IN_FEATURES: usize = 1000;
+    const OUT_FEATURES: usize = 10;
+}
+#[automatically_derived]
+impl<B: ::declnet::__private::Backend> ::declnet::__private::Layer<B>
+for TwoLayerNet<B> {
+    type Tape = TwoLayerNetTape<'static, B>;
+    fn new_layer<R: ::declnet::__private::Rng + ?Sized>(
+        device: &B,
+        rng: &mut R,
+    ) -> Self {
+        Self::new(device, rng)
+    }
+    fn layer_forward(
+        &self,
+        x: &::declnet::__private::Tensor<B>,
+    ) -> ::declnet::__private::Result<::declnet::__private::Tensor<B>> {
+        self.forward(x)
+    }
+    fn layer_forward_train(
+        &self,
+        x: &::declnet::__private::Tensor<B>,
+    ) -> ::declnet::__private::Result<(::declnet::__private::Tensor<B>, Self::Tape)> {
+        let (y, tape) = self.forward_train(x)?;
+        Ok((y, tape.into_owned()?))
+    }
+    fn layer_backward(
+        &mut self,
+        tape: Self::Tape,
+        grad_out: &::declnet::__private::Tensor<B>,
+        input_grad: bool,
+    ) -> ::declnet::__private::Result<Option<::declnet::__private::Tensor<B>>> {
+        if input_grad {
+            self.backward(tape, grad_out).map(Some)
+        } else {
+            self.backward_params(tape, grad_out).map(|()| None)
+        }
+    }
+    fn named_params(&self) -> Vec<(String, &::declnet::__private::Param<B>)> {
+        self.params()
+    }
+    fn named_params_mut(
+        &mut self,
+    ) -> Vec<(String, &mut ::declnet::__private::Param<B>)> {
+        self.params_mut()
     }
 }
