@@ -140,14 +140,14 @@ macro_rules! gradcheck {
                 net.backward_params(tape, g).unwrap();
             })
     };
-    ($net:ty, $seed:expr, [$($dims:expr),+], repeats = $repeats:expr) => {
-        gradcheck!(@run $net, $seed, [$($dims),+], |net, i| net.forward(&i[0], $repeats).unwrap(),
+    ($net:ty, $seed:expr, [$($dims:expr),+], extras = ($($extra:expr),+)) => {
+        gradcheck!(@run $net, $seed, [$($dims),+], |net, i| net.forward(&i[0], $($extra),+).unwrap(),
             |net, i, g| {
-                let (_, tape) = net.forward_train(&i[0], $repeats).unwrap();
+                let (_, tape) = net.forward_train(&i[0], $($extra),+).unwrap();
                 vec![net.backward(tape, g).unwrap()]
             },
             |net, i, g| {
-                let (_, tape) = net.forward_train(&i[0], $repeats).unwrap();
+                let (_, tape) = net.forward_train(&i[0], $($extra),+).unwrap();
                 net.backward_params(tape, g).unwrap();
             })
     };
@@ -366,7 +366,7 @@ network! {
 
 #[test]
 fn nested_networks_and_a_residual_block_reused() {
-    gradcheck!(Stacked, 17, [[2, 3]], repeats = 3);
+    gradcheck!(Stacked, 17, [[2, 3]], extras = (3));
 }
 
 #[test]
@@ -395,24 +395,70 @@ fn nested_parameters_have_dotted_names() {
     assert_eq!(net.num_params(), Stacked::<Cpu>::NUM_PARAMS);
 }
 
+network! {
+    /// `if` / `else if` / `else` on run-time arguments, each arm reassigning `h`.
+    struct Branchy {
+        a: Linear<3, 3>,
+        b: Linear<3, 3>,
+        w: Param<[3, 3]>,
+    }
+    fn forward(x: [B, 3], train: bool, mode: usize) -> [B, 3] {
+        let mut h = x.mm(w);
+        if train {
+            h = a(h).tanh();
+        } else if mode == 1 {
+            h = b(h).sigmoid() * h;
+        } else {
+            h = h * 2.0;
+        }
+        h + x
+    }
+}
+
+#[test]
+fn branch_then_arm() {
+    gradcheck!(Branchy, 19, [[2, 3]], extras = (true, 1));
+}
+
+#[test]
+fn branch_else_if_arm() {
+    gradcheck!(Branchy, 20, [[2, 3]], extras = (false, 1));
+}
+
+#[test]
+fn branch_else_arm() {
+    gradcheck!(Branchy, 21, [[2, 3]], extras = (false, 0));
+}
+
+#[test]
+fn only_the_arm_that_ran_gets_gradients() {
+    let rng = &mut seeded(22);
+    let mut net = Branchy::new(&Cpu, rng);
+    let x = Tensor::randn([2, 3], &Cpu, rng);
+    let (y, tape) = net.forward_train(&x, false, 1).unwrap();
+    net.backward_params(tape, &y).unwrap();
+    assert!(net.a.weight.grad().is_none());
+    assert!(net.b.weight.grad().is_some());
+}
+
 #[test]
 fn loop_with_zero_iterations() {
-    gradcheck!(Looped, 13, [[2, 3]], repeats = 0);
+    gradcheck!(Looped, 13, [[2, 3]], extras = (0));
 }
 
 #[test]
 fn loop_with_one_iteration() {
-    gradcheck!(Looped, 14, [[2, 3]], repeats = 1);
+    gradcheck!(Looped, 14, [[2, 3]], extras = (1));
 }
 
 #[test]
 fn loop_with_many_iterations() {
-    gradcheck!(Looped, 15, [[2, 3]], repeats = 4);
+    gradcheck!(Looped, 15, [[2, 3]], extras = (4));
 }
 
 #[test]
 fn custom_function_in_and_out_of_a_loop() {
-    gradcheck!(Custom, 16, [[2, 3]], repeats = 2);
+    gradcheck!(Custom, 16, [[2, 3]], extras = (2));
 }
 
 #[test]

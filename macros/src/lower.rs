@@ -22,8 +22,9 @@ const SUPPORTED_METHODS: &str = "`.relu()`, `.sigmoid()`, `.tanh()`, `.gelu()`, 
     `.pow(p)`, `.mm(m)`, `.t()`, `.sum()`, `.mean()`";
 
 /// Everything a forward body may contain, for "unsupported" messages.
-const SUPPORTED_SYNTAX: &str = "`let` bindings and reassignment, layer calls like `linear1(x)`, \
-    `Param` fields, `+ - *` of tensors and numbers, unary `-`, and the methods `.relu()`, \
+const SUPPORTED_SYNTAX: &str = "`let` bindings and reassignment, `for _ in ..` loops and \
+    `if`/`else` statements on non-tensor arguments, layer calls like `linear1(x)`, \
+    `MyFunction.apply(x)`, `Param` fields, `+ - *` of tensors and numbers, unary `-`, and the methods `.relu()`, \
     `.sigmoid()`, `.tanh()`, `.gelu()`, `.clamp_min(c)`, `.pow(p)`, `.mm(m)`, `.t()`, `.sum()`, `.mean()`";
 
 /// Lowers a whole declaration. Errors are recorded in `errors`; the network returned then
@@ -369,6 +370,7 @@ impl Lowerer<'_> {
             let last = index + 1 == stmts.len();
             match stmt {
                 Stmt::Expr(Expr::ForLoop(for_loop), _) if !last => self.for_loop(for_loop),
+                Stmt::Expr(Expr::If(branch), _) if !last => self.branch(branch),
                 Stmt::Expr(expr, None) if last => output = self.tensor(expr),
                 Stmt::Expr(Expr::Return(ret), _) => {
                     self.errors.over(
@@ -456,7 +458,7 @@ impl Lowerer<'_> {
         if self.region.is_some() {
             self.errors.at(
                 for_loop.for_token.span,
-                "nested loops in `forward` are not supported yet",
+                "nested loops and branches in `forward` are not supported yet",
             );
             return;
         }
@@ -467,9 +469,48 @@ impl Lowerer<'_> {
             );
             return;
         }
+        self.region_body((*for_loop.expr).clone(), &for_loop.body, "the loop");
+    }
+
+    /// `if cond { .. } else if .. { .. } else { .. }` on run-time `bool`s: each arm becomes a
+    /// region that runs once when its guard (its condition, and no earlier one) holds, else not
+    /// at all; so backward replays exactly the arm that ran. Tensors an arm reassigns must keep
+    /// their shape, so every arm leaves them as the others do.
+    fn branch(&mut self, branch: &syn::ExprIf) {
+        if self.region.is_some() {
+            self.errors.at(
+                branch.if_token.span,
+                "nested loops and branches in `forward` are not supported yet",
+            );
+            return;
+        }
+        let mut earlier: Vec<&Expr> = Vec::new();
+        let mut arm = Some(branch);
+        let mut last_else: Option<&syn::Block> = None;
+        while let Some(current) = arm.take() {
+            let cond = &*current.cond;
+            let guard: Expr = syn::parse_quote!(0..usize::from(#(!(#earlier) &&)* (#cond)));
+            self.region_body(guard, &current.then_branch, "an `if` arm");
+            earlier.push(cond);
+            match current.else_branch.as_ref().map(|(_, expr)| &**expr) {
+                Some(Expr::If(next)) => arm = Some(next),
+                Some(Expr::Block(block)) => last_else = Some(&block.block),
+                Some(other) => self.errors.over(other, "expected a block after `else`"),
+                None => {}
+            }
+        }
+        if let Some(block) = last_else {
+            let guard: Expr = syn::parse_quote!(0..usize::from(#(!(#earlier))&&*));
+            self.region_body(guard, block, "the `else` arm");
+        }
+    }
+
+    /// A region that runs `iter`'s number of times (a loop, or an `if` arm run 0 or 1 times).
+    /// Variables the body reassigns are carried from run to run and must keep their shape.
+    fn region_body(&mut self, iter: Expr, block: &syn::Block, what: &str) {
         let looped = self.loops.len();
         let mut carried: Vec<(String, Span)> = Vec::new();
-        for stmt in &for_loop.body.stmts {
+        for stmt in &block.stmts {
             if let Stmt::Expr(Expr::Assign(assign), _) = stmt
                 && let Some(name) = expr_ident(&assign.left)
                 && self.locals.contains_key(&name.to_string())
@@ -482,7 +523,7 @@ impl Lowerer<'_> {
             }
         }
         self.loops.push(Loop {
-            iter: (*for_loop.expr).clone(),
+            iter,
             carried: Vec::new(),
         });
         let outer = self.locals.clone();
@@ -493,16 +534,16 @@ impl Lowerer<'_> {
                 let init = outer[name];
                 let op = Op::LoopParam { init, result: init };
                 let shape = self.shape(init).clone();
-                let id = self.push(op, shape, format!("`{name}` in the loop"));
+                let id = self.push(op, shape, format!("`{name}` in {what}"));
                 self.locals.insert(name.clone(), id);
                 id
             })
             .collect();
-        for stmt in &for_loop.body.stmts {
+        for stmt in &block.stmts {
             match stmt {
-                Stmt::Expr(expr, None) if !matches!(expr, Expr::ForLoop(_)) => {
+                Stmt::Expr(expr, None) if !matches!(expr, Expr::ForLoop(_) | Expr::If(_)) => {
                     self.errors
-                        .over(expr, "end each statement of a loop body with `;`");
+                        .over(expr, format!("end each statement of {what} with `;`"));
                 }
                 other => self.statement(other),
             }
@@ -528,8 +569,8 @@ impl Lowerer<'_> {
                 self.errors.at(
                     *span,
                     format!(
-                        "`{name}` changes shape in the loop: `{before}` before it, `{after}` after an iteration; \
-                         a tensor carried across iterations must keep its shape"
+                        "`{name}` changes shape in {what}: `{before}` before it, `{after}` after; \
+                         a tensor reassigned in a loop or an `if` arm must keep its shape"
                     ),
                 );
             }
@@ -538,7 +579,7 @@ impl Lowerer<'_> {
                 init,
                 result,
             };
-            let output = self.push(op, before, format!("`{name}` after the loop"));
+            let output = self.push(op, before, format!("`{name}` after {what}"));
             self.locals.insert(name.clone(), output);
             self.loops[looped].carried.push((param, output));
         }

@@ -1,4 +1,5 @@
-// An `if` in `forward` is not supported; the message must say what is.
+// An `if` used as a value is not supported (`if` statements whose arms reassign variables
+// are); the message must say what is.
 // The caret must point at the `if` expression.
 use declnet::prelude::*;
 
