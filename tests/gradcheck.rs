@@ -441,6 +441,47 @@ fn only_the_arm_that_ran_gets_gradients() {
     assert!(net.b.weight.grad().is_some());
 }
 
+network! {
+    /// Three outputs; the third is also an input of the other two.
+    struct TwoHeads {
+        trunk: Linear<3, 4>,
+        head_a: Linear<4, 2>,
+        head_b: Linear<4, 2>,
+    }
+    fn forward(x: [B, 3]) -> ([B, 2], [B, 2], [B, 4]) {
+        let h = trunk(x).tanh();
+        (head_a(h), head_b(h).sigmoid(), h)
+    }
+}
+
+#[test]
+fn multiple_outputs() {
+    // The outputs combined linearly, `a + 3 b + h p`, so that one gradient check covers all
+    // three: their gradients are `g`, `3 g` and `g p^T`.
+    let rng = &mut seeded(23);
+    let mut net = TwoHeads::new(&Cpu, rng);
+    let inputs = vec![Tensor::randn([2, 3], &Cpu, rng)];
+    let p = Tensor::randn([4, 2], &Cpu, rng);
+    let combine = |(a, b, h): (Tensor, Tensor, Tensor)| &(&a + &(&b * 3.0)) + &h.mm(&p);
+    let grads = |g: &Tensor| (g.clone(), g * 3.0, g.mm(p.t()));
+    check(
+        "TwoHeads",
+        &mut net,
+        &inputs,
+        |net, i| combine(net.forward(&i[0]).unwrap()),
+        |net, i, g| {
+            let (_, tape) = net.forward_train(&i[0]).unwrap();
+            let (ga, gb, gh) = grads(g);
+            vec![net.backward(tape, (&ga, &gb, &gh)).unwrap()]
+        },
+        |net, i, g| {
+            let (_, tape) = net.forward_train(&i[0]).unwrap();
+            let (ga, gb, gh) = grads(g);
+            net.backward_params(tape, (&ga, &gb, &gh)).unwrap();
+        },
+    );
+}
+
 #[test]
 fn loop_with_zero_iterations() {
     gradcheck!(Looped, 13, [[2, 3]], extras = (0));

@@ -32,12 +32,14 @@ pub struct Plan {
 }
 
 impl Plan {
-    pub fn new(net: &Network, output: ValueId, mode: Mode) -> Self {
+    pub fn new(net: &Network, outputs: &[ValueId], mode: Mode) -> Self {
         let n = net.nodes.len();
         // Loops make the graph cyclic (a loop parameter reads the body's result), so both
         // analyses run to a fixed point; each pass only turns flags on, so few passes suffice.
         let mut live = vec![false; n];
-        live[output] = true;
+        for &output in outputs {
+            live[output] = true;
+        }
         let mut changed = true;
         while changed {
             changed = false;

@@ -266,6 +266,8 @@ pub struct Network {
     pub fields: Vec<Field>,
     pub inputs: Vec<Input>,
     pub extras: Vec<Extra>,
+    /// How many outputs `forward` declares.
+    pub output_count: usize,
     pub nodes: Vec<Node>,
     pub loops: Vec<Loop>,
     pub assertions: Vec<DimAssertion>,

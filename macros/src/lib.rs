@@ -41,7 +41,7 @@ fn expand(input: TokenStream) -> TokenStream {
     let mut errors = errors::Errors::default();
     let (network, output) = lower::lower(def, &mut errors);
     match (errors.into_combined(), output) {
-        (None, Some(output)) => codegen::expand(&network, output),
+        (None, Some(outputs)) => codegen::expand(&network, &outputs),
         (Some(error), _) => {
             let mut tokens = error.to_compile_error();
             tokens.extend(codegen::expand_fallback(&network));

@@ -28,8 +28,8 @@ const SUPPORTED_SYNTAX: &str = "`let` bindings and reassignment, `for _ in ..` l
     `.sigmoid()`, `.tanh()`, `.gelu()`, `.clamp_min(c)`, `.pow(p)`, `.mm(m)`, `.t()`, `.sum()`, `.mean()`";
 
 /// Lowers a whole declaration. Errors are recorded in `errors`; the network returned then
-/// still has its fields and inputs (for the fallback struct) but maybe no output.
-pub fn lower(def: NetworkDef, errors: &mut Errors) -> (Network, Option<ValueId>) {
+/// still has its fields and inputs (for the fallback struct) but maybe no outputs.
+pub fn lower(def: NetworkDef, errors: &mut Errors) -> (Network, Option<Vec<ValueId>>) {
     check::check_const_generics(&def.const_generics, errors);
     let generics = def.const_generics.clone();
     let (fields, first, inputs, output) = match &def.body {
@@ -54,7 +54,7 @@ pub fn lower(def: NetworkDef, errors: &mut Errors) -> (Network, Option<ValueId>)
                 })
                 .collect();
             let inputs = lower_inputs(std::slice::from_ref(input), &generics, errors);
-            (fields, first, inputs, output)
+            (fields, first, inputs, std::slice::from_ref(output))
         }
         Body::Module { fields, forward } => {
             let first = check::check_duplicate_fields(fields, errors);
@@ -72,7 +72,7 @@ pub fn lower(def: NetworkDef, errors: &mut Errors) -> (Network, Option<ValueId>)
                 })
                 .collect();
             let inputs = lower_inputs(&forward.inputs, &generics, errors);
-            (checked, first, inputs, &forward.output)
+            (checked, first, inputs, forward.outputs.as_slice())
         }
     };
     // Names of fields whose type was rejected: using them reports nothing more.
@@ -93,7 +93,10 @@ pub fn lower(def: NetworkDef, errors: &mut Errors) -> (Network, Option<ValueId>)
         .filter_map(|(field, first)| field.filter(|_| first))
         .collect();
     let (inputs, extras) = inputs;
-    let declared_output = check::resolve_shape(output, &generics, true, errors);
+    let declared: Vec<Shape> = output
+        .iter()
+        .map(|shape| check::resolve_shape(shape, &generics, true, errors))
+        .collect();
 
     let mut lowerer = Lowerer {
         errors,
@@ -119,14 +122,21 @@ pub fn lower(def: NetworkDef, errors: &mut Errors) -> (Network, Option<ValueId>)
         // With a layer missing or a name declared twice, the chain or the forward body would
         // report errors that are not the user's.
         _ if !unique => None,
-        Body::Sequential { .. } if complete => lowerer.sequential(),
+        Body::Sequential { .. } if complete => lowerer.sequential().map(|id| vec![id]),
         Body::Sequential { .. } => None,
         Body::Module { forward, .. } => lowerer.forward_body(forward),
     };
-    let output_id = result.filter(|&id| lowerer.check_output(id, &declared_output, output));
+    let output_ids = result.filter(|ids| {
+        let checks: Vec<bool> = ids
+            .iter()
+            .zip(declared.iter().zip(output))
+            .map(|(&id, (shape, decl))| lowerer.check_output(id, shape, decl))
+            .collect();
+        checks.iter().all(|&ok| ok)
+    });
     // With errors already reported, a field may look unused only because its use was not lowered.
-    if let Some(id) = output_id.filter(|_| lowerer.errors.is_empty()) {
-        lowerer.check_fields_used(id);
+    if let Some(ids) = output_ids.as_ref().filter(|_| lowerer.errors.is_empty()) {
+        lowerer.check_fields_used(ids);
     }
     let Lowerer {
         nodes,
@@ -150,11 +160,12 @@ pub fn lower(def: NetworkDef, errors: &mut Errors) -> (Network, Option<ValueId>)
         fields,
         inputs,
         extras,
+        output_count: output.len(),
         nodes,
         loops,
         assertions,
     };
-    (network, output_id)
+    (network, output_ids)
 }
 
 /// The tensor inputs and the non-tensor arguments, which must come after them (the generated
@@ -361,7 +372,7 @@ impl Lowerer<'_> {
     }
 
     /// The statements of `fn forward`.
-    fn forward_body(&mut self, forward: &ForwardDecl) -> Option<ValueId> {
+    fn forward_body(&mut self, forward: &ForwardDecl) -> Option<Vec<ValueId>> {
         let stmts = &forward.body.stmts;
         let mut output = None;
         // Whether a missing output expression was already reported at the last statement.
@@ -371,7 +382,9 @@ impl Lowerer<'_> {
             match stmt {
                 Stmt::Expr(Expr::ForLoop(for_loop), _) if !last => self.for_loop(for_loop),
                 Stmt::Expr(Expr::If(branch), _) if !last => self.branch(branch),
-                Stmt::Expr(expr, None) if last => output = self.tensor(expr),
+                Stmt::Expr(expr, None) if last => {
+                    output = self.outputs(expr, forward.outputs.len());
+                }
                 Stmt::Expr(Expr::Return(ret), _) => {
                     self.errors.over(
                         ret,
@@ -398,6 +411,27 @@ impl Lowerer<'_> {
             );
         }
         output
+    }
+
+    /// The output expression: one tensor, or a tuple of as many as the declared outputs.
+    fn outputs(&mut self, expr: &Expr, count: usize) -> Option<Vec<ValueId>> {
+        match expr {
+            Expr::Tuple(tuple) if count > 1 && tuple.elems.len() == count => {
+                let ids: Vec<Option<ValueId>> =
+                    tuple.elems.iter().map(|e| self.tensor(e)).collect();
+                ids.into_iter().collect()
+            }
+            _ if count > 1 => {
+                self.errors.over(
+                    expr,
+                    format!(
+                        "`forward` declares {count} outputs: end it with a tuple of {count} tensors"
+                    ),
+                );
+                None
+            }
+            _ => self.tensor(expr).map(|id| vec![id]),
+        }
     }
 
     /// A statement other than the output expression: `let`, reassignment, `for`.
@@ -1037,9 +1071,11 @@ impl Lowerer<'_> {
     /// Every declared layer and parameter must be used, and must matter to the output: a field
     /// that `forward` ignores, or uses only in values the output does not depend on, would never
     /// get a gradient and silently stay at its initial value.
-    fn check_fields_used(&mut self, output: ValueId) {
+    fn check_fields_used(&mut self, outputs: &[ValueId]) {
         let mut live = vec![false; self.nodes.len()];
-        live[output] = true;
+        for &output in outputs {
+            live[output] = true;
+        }
         let mut changed = true;
         while changed {
             changed = false;

@@ -107,7 +107,8 @@ pub enum LayerArg {
 /// `fn forward(inputs) -> shape { body }`.
 pub struct ForwardDecl {
     pub inputs: Vec<InputDecl>,
-    pub output: ShapeDecl,
+    /// The declared output shapes: one, or several written as a tuple `([N, 2], [N, 3])`.
+    pub outputs: Vec<ShapeDecl>,
     pub body: syn::Block,
 }
 
@@ -248,13 +249,24 @@ fn parse_module(input: ParseStream) -> syn::Result<Body> {
         ));
     }
     input.parse::<Token![->]>()?;
-    let output = input.parse()?;
+    let outputs = if input.peek(syn::token::Paren) {
+        let content;
+        parenthesized!(content in input);
+        let shapes: Punctuated<ShapeDecl, Token![,]> =
+            content.parse_terminated(ShapeDecl::parse, Token![,])?;
+        if shapes.len() < 2 {
+            return Err(content.error("several outputs are written as a tuple of at least two shapes, like `([N, 2], [N, 3])`"));
+        }
+        shapes.into_iter().collect()
+    } else {
+        vec![input.parse()?]
+    };
     let body = input.parse()?;
     Ok(Body::Module {
         fields,
         forward: Box::new(ForwardDecl {
             inputs: inputs.into_iter().collect(),
-            output,
+            outputs,
             body,
         }),
     })

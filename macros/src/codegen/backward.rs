@@ -8,14 +8,14 @@ use syn::spanned::Spanned;
 use super::forward::mat_view;
 use super::items::{Saved, tape_bindings};
 use super::{
-    f32_tokens, function_state_ident, grad_ident, input_grads_type, loop_ident, private,
-    record_ident, shape_ident, tape_ident, value_ident, value_ref,
+    f32_tokens, function_state_ident, grad_ident, grad_out_ident, grad_outs_type, input_grads_type,
+    loop_ident, private, record_ident, shape_ident, tape_ident, value_ident, value_ref,
 };
 use crate::autodiff::{Mode, Plan};
 use crate::ir::{Activation, BinaryOp, Network, Op, ValueId};
 use crate::shape::same_shape;
 
-pub fn gen_backward(net: &Network, output: ValueId, plan: &Plan, mode: Mode) -> TokenStream {
+pub fn gen_backward(net: &Network, outputs: &[ValueId], plan: &Plan, mode: Mode) -> TokenStream {
     let private = private();
     let name = &net.name;
     let tape = tape_ident(net);
@@ -25,8 +25,48 @@ pub fn gen_backward(net: &Network, output: ValueId, plan: &Plan, mode: Mode) -> 
     };
     let saved = tape_bindings(net, plan);
     let input_names: Vec<&syn::Ident> = net.inputs.iter().map(|input| &input.ident).collect();
-    let adjoints = gen_adjoints(net, plan, None, output);
-    let steps = gen_reverse(net, plan, None, output);
+    // With one output, its gradient is `grad_out0` itself; with several, each output's
+    // adjoint starts from a copy (an output may also feed another output).
+    let direct = match outputs {
+        [output] => Some(*output),
+        _ => None,
+    };
+    let adjoints = gen_adjoints(net, plan, None, direct);
+    let seeds: Vec<TokenStream> = if direct.is_some() {
+        Vec::new()
+    } else {
+        outputs
+            .iter()
+            .enumerate()
+            .map(|(index, &id)| {
+                let grad = grad_out_ident(index);
+                if !plan.needs_grad[id] {
+                    return quote!();
+                }
+                match net.nodes[id].op {
+                    Op::Param(field) => {
+                        let field = &net.fields[field].ident;
+                        quote!(self.#field.try_accumulate_grad(#grad)?;)
+                    }
+                    _ => {
+                        let adjoint = grad_ident(id);
+                        quote!(#private::accumulate_ref(&mut #adjoint, #grad)?;)
+                    }
+                }
+            })
+            .collect()
+    };
+    let steps = gen_reverse(net, plan, None, direct);
+    let grad_names: Vec<_> = (0..outputs.len()).map(grad_out_ident).collect();
+    let unpack = if outputs.len() == 1 {
+        quote!(let grad_out0 = grad_out;)
+    } else {
+        quote!(let (#(#grad_names),*) = grad_out;)
+    };
+    let checks = grad_names.iter().enumerate().map(|(index, grad)| {
+        quote!(#private::check_grad_out(#label, &tape.output_shapes[#index], #grad)?;)
+    });
+    let grad_outs = grad_outs_type(net);
     let (returns, result) = match mode {
         Mode::ParamsOnly => (quote!(()), quote!(())),
         Mode::WithInputs => {
@@ -38,7 +78,7 @@ pub fn gen_backward(net: &Network, output: ValueId, plan: &Plan, mode: Mode) -> 
                     let ident = &input.ident;
                     let node = net.nodes.iter().position(|node| matches!(node.op, Op::Input(i) if i == index));
                     match node.filter(|&id| plan.needs_grad[id]) {
-                        Some(id) if id == output => quote!(grad_out.try_clone()?),
+                        Some(id) if Some(id) == direct => quote!(grad_out0.try_clone()?),
                         Some(id) => {
                             let grad = grad_ident(id);
                             quote!(#private::grad_or_zeros(#grad, #ident)?)
@@ -78,11 +118,13 @@ pub fn gen_backward(net: &Network, output: ValueId, plan: &Plan, mode: Mode) -> 
         ///
         /// # Errors
         /// When `grad_out` does not have the output's shape, or the device fails.
-        pub fn #method(&mut self, tape: #tape<'_, B>, grad_out: &#private::Tensor<B>) -> #private::Result<#returns> {
-            #private::check_grad_out(#label, &tape.output_shape, grad_out)?;
+        pub fn #method(&mut self, tape: #tape<'_, B>, grad_out: #grad_outs) -> #private::Result<#returns> {
+            #unpack
+            #(#checks)*
             let #tape { #(#saved,)* .. } = tape;
             #(let #input_names: &#private::Tensor<B> = &#input_names;)*
             #(#adjoints)*
+            #(#seeds)*
             #(#steps)*
             Ok(#result)
         }
@@ -94,13 +136,13 @@ fn gen_adjoints(
     net: &Network,
     plan: &Plan,
     region: Option<usize>,
-    output: ValueId,
+    direct: Option<ValueId>,
 ) -> Vec<TokenStream> {
     let private = private();
     (0..net.nodes.len())
         .filter(|&id| {
             plan.needs_grad[id]
-                && id != output
+                && Some(id) != direct
                 && net.nodes[id].region == region
                 && !matches!(net.nodes[id].op, Op::Param(_))
         })
@@ -117,7 +159,7 @@ fn gen_reverse(
     net: &Network,
     plan: &Plan,
     region: Option<usize>,
-    output: ValueId,
+    direct: Option<ValueId>,
 ) -> Vec<TokenStream> {
     let mut steps = Vec::new();
     let mut emitted = vec![false; net.loops.len()];
@@ -131,13 +173,13 @@ fn gen_reverse(
             Op::LoopOutput { looped, .. } => {
                 if !emitted[looped] {
                     emitted[looped] = true;
-                    steps.push(gen_loop_backward(net, plan, looped, output));
+                    steps.push(gen_loop_backward(net, plan, looped, direct));
                 }
             }
             _ => {
                 let body = gen_rule(net, plan, id);
-                steps.push(if id == output {
-                    quote!({ let g = grad_out; #body })
+                steps.push(if Some(id) == direct {
+                    quote!({ let g = grad_out0; #body })
                 } else {
                     let ident = grad_ident(id);
                     quote!(if let Some(g) = #ident.as_ref() { #body })
@@ -151,7 +193,12 @@ fn gen_reverse(
 /// Loop `looped` backwards: the carried variables' gradients (`gc{index}`) enter each
 /// iteration at the body's results and leave it at the loop parameters, replayed over the
 /// records in reverse; what is left flows into the loop's initial values.
-fn gen_loop_backward(net: &Network, plan: &Plan, looped: usize, output: ValueId) -> TokenStream {
+fn gen_loop_backward(
+    net: &Network,
+    plan: &Plan,
+    looped: usize,
+    direct: Option<ValueId>,
+) -> TokenStream {
     let private = private();
     let records = loop_ident(looped);
     let record_type = record_ident(net, looped);
@@ -163,8 +210,8 @@ fn gen_loop_backward(net: &Network, plan: &Plan, looped: usize, output: ValueId)
             continue;
         };
         let gc = quote::format_ident!("gc{}", index);
-        let seed = if out == output {
-            quote!(Some(grad_out.try_clone()?))
+        let seed = if Some(out) == direct {
+            quote!(Some(grad_out0.try_clone()?))
         } else if plan.needs_grad[out] {
             let g = grad_ident(out);
             quote!(#g.take())
@@ -183,8 +230,8 @@ fn gen_loop_backward(net: &Network, plan: &Plan, looped: usize, output: ValueId)
         let into_init = contribute(net, plan, init, &quote!(g));
         finish.push(quote!(if let Some(g) = #gc { #into_init }));
     }
-    let adjoints = gen_adjoints(net, plan, Some(looped), output);
-    let body = gen_reverse(net, plan, Some(looped), output);
+    let adjoints = gen_adjoints(net, plan, Some(looped), direct);
+    let body = gen_reverse(net, plan, Some(looped), direct);
     quote! {
         {
             #(#seeds)*

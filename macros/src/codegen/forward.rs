@@ -7,13 +7,13 @@ use syn::spanned::Spanned;
 
 use super::items::{Saved, tape_bindings};
 use super::{
-    carried_ident, dim_expr, f32_tokens, function_state_ident, loop_ident, private, record_ident,
-    shape_ident, tape_ident, value_ident, value_ref,
+    carried_ident, dim_expr, f32_tokens, function_state_ident, loop_ident, outputs_type, private,
+    record_ident, shape_ident, tape_ident, value_ident, value_ref,
 };
 use crate::autodiff::Plan;
 use crate::ir::{Activation, BinaryOp, DimKind, Network, Op, ValueId};
 
-pub fn gen_forward(net: &Network, output: ValueId, plan: &Plan) -> TokenStream {
+pub fn gen_forward(net: &Network, outputs: &[ValueId], plan: &Plan) -> TokenStream {
     let private = private();
     let name = &net.name;
     let tape = tape_ident(net);
@@ -23,8 +23,9 @@ pub fn gen_forward(net: &Network, output: ValueId, plan: &Plan) -> TokenStream {
     let train_checks = gen_input_checks(net, "forward_train");
     let steps = gen_steps(net, plan, false);
     let train_steps = gen_steps(net, plan, true);
-    let owned_output = owned(net, output, false);
-    let train_output = owned(net, output, plan.saved_values.contains(&output));
+    let owned_output = owned_outputs(net, outputs, |_| false);
+    let train_output = owned_outputs(net, outputs, |id| plan.saved_values.contains(&id));
+    let returns = outputs_type(net);
     let top_shapes = Saved::of(net, plan, None).shapes;
     let shapes = top_shapes.iter().map(|&id| {
         let ident = shape_ident(id);
@@ -32,7 +33,7 @@ pub fn gen_forward(net: &Network, output: ValueId, plan: &Plan) -> TokenStream {
         quote!(let #ident = #value.shape().clone();)
     });
     let tape_fields = tape_bindings(net, plan);
-    let output_ref = value_ref(net, output);
+    let output_refs = outputs.iter().map(|&id| value_ref(net, id));
     let forward_doc = format!(
         "Runs `{name}` for inference: checks the inputs' shapes once, computes the output, saves nothing."
     );
@@ -46,7 +47,7 @@ pub fn gen_forward(net: &Network, output: ValueId, plan: &Plan) -> TokenStream {
         /// # Errors
         /// When an input's shape differs from the declared one (naming the input and the dim),
         /// or the device fails.
-        pub fn forward(&self, #(#inputs: &#private::Tensor<B>,)* #(#extras,)*) -> #private::Result<#private::Tensor<B>> {
+        pub fn forward(&self, #(#inputs: &#private::Tensor<B>,)* #(#extras,)*) -> #private::Result<#returns> {
             #checks
             #(#steps)*
             Ok(#owned_output)
@@ -57,17 +58,17 @@ pub fn gen_forward(net: &Network, output: ValueId, plan: &Plan) -> TokenStream {
         /// # Errors
         /// As [`Self::forward`].
         pub fn forward_train<'a>(&self, #(#inputs: &'a #private::Tensor<B>,)* #(#extras,)*)
-            -> #private::Result<(#private::Tensor<B>, #tape<'a, B>)>
+            -> #private::Result<(#returns, #tape<'a, B>)>
         {
             #train_checks
             #(#train_steps)*
-            let output_shape = #output_ref.shape().clone();
+            let output_shapes = [#(#output_refs.shape().clone()),*];
             #(#shapes)*
             let output = #train_output;
             #(let #inputs = ::std::borrow::Cow::Borrowed(#inputs);)*
             Ok((output, #tape {
                 #(#tape_fields,)*
-                output_shape,
+                output_shapes,
                 _inputs: ::core::marker::PhantomData,
             }))
         }
@@ -221,8 +222,26 @@ fn gen_input_checks(net: &Network, method: &str) -> TokenStream {
     }
 }
 
-/// The output as an owned tensor: moved out of its variable, or copied when it is an input,
-/// a parameter, or also saved in the tape.
+/// The outputs as owned tensors (a tuple when there are several).
+fn owned_outputs(
+    net: &Network,
+    outputs: &[ValueId],
+    saved: impl Fn(ValueId) -> bool,
+) -> TokenStream {
+    let each = outputs.iter().enumerate().map(|(index, &id)| {
+        // A value returned twice is moved once and copied for its other places.
+        let repeated = outputs[index + 1..].contains(&id);
+        owned(net, id, saved(id) || repeated)
+    });
+    if outputs.len() == 1 {
+        quote!(#(#each)*)
+    } else {
+        quote!((#(#each),*))
+    }
+}
+
+/// An output as an owned tensor: moved out of its variable, or copied when it is an input,
+/// a parameter, or also needed elsewhere.
 fn owned(net: &Network, id: ValueId, saved: bool) -> TokenStream {
     match net.nodes[id].op {
         Op::Input(_) | Op::Param(_) => {

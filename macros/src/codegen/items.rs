@@ -101,6 +101,7 @@ pub fn gen_structs(net: &Network, plan: &Plan) -> TokenStream {
         .collect();
     fields.extend(saved_field_types(net, &Saved::of(net, plan, None)));
     let bindings = tape_bindings(net, plan);
+    let count = net.output_count;
     let inputs: Vec<&syn::Ident> = net.inputs.iter().map(|input| &input.ident).collect();
     let mut records = Vec::new();
     for looped in 0..net.loops.len() {
@@ -129,7 +130,7 @@ pub fn gen_structs(net: &Network, plan: &Plan) -> TokenStream {
         #[allow(dead_code)]
         #vis struct #tape<'a, B: #private::Backend> {
             #(#fields,)*
-            output_shape: #private::Shape,
+            output_shapes: [#private::Shape; #count],
             _inputs: ::core::marker::PhantomData<&'a B>,
         }
 
@@ -140,9 +141,9 @@ pub fn gen_structs(net: &Network, plan: &Plan) -> TokenStream {
             /// # Errors
             /// When the device cannot copy.
             pub fn into_owned(self) -> #private::Result<#tape<'static, B>> {
-                let Self { #(#bindings,)* output_shape, .. } = self;
+                let Self { #(#bindings,)* output_shapes, .. } = self;
                 #(let #inputs = #private::owned(#inputs)?;)*
-                Ok(#tape { #(#bindings,)* output_shape, _inputs: ::core::marker::PhantomData })
+                Ok(#tape { #(#bindings,)* output_shapes, _inputs: ::core::marker::PhantomData })
             }
         }
 
@@ -243,9 +244,14 @@ pub fn tape_bindings(net: &Network, plan: &Plan) -> Vec<TokenStream> {
 
 /// `Layer` and `LayerShape` for a network with one `[batch, in]` input and a `[batch, out]`
 /// output (and no other arguments), so that other networks can use it as a layer.
-pub fn gen_layer_impl(net: &Network, output: ValueId) -> TokenStream {
+pub fn gen_layer_impl(net: &Network, outputs: &[ValueId]) -> TokenStream {
     let private = private();
-    let (Some(input), [], 1) = (net.inputs.first(), net.extras.as_slice(), net.inputs.len()) else {
+    let (Some(input), [], 1, &[output]) = (
+        net.inputs.first(),
+        net.extras.as_slice(),
+        net.inputs.len(),
+        outputs,
+    ) else {
         return quote!();
     };
     let out = &net.nodes[output].shape.0;

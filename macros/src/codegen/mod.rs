@@ -13,18 +13,18 @@ use crate::autodiff::{Mode, Plan};
 use crate::ir::{Dim, DimKind, Network, Op, ValueId};
 
 /// Everything `network!` expands to for a network that passed every check.
-pub fn expand(net: &Network, output: ValueId) -> TokenStream {
-    let full = Plan::new(net, output, Mode::WithInputs);
-    let params_only = Plan::new(net, output, Mode::ParamsOnly);
+pub fn expand(net: &Network, outputs: &[ValueId]) -> TokenStream {
+    let full = Plan::new(net, outputs, Mode::WithInputs);
+    let params_only = Plan::new(net, outputs, Mode::ParamsOnly);
     let structs = items::gen_structs(net, &full);
     let constructor = items::gen_new(net);
-    let forward = forward::gen_forward(net, output, &full);
-    let backward = backward::gen_backward(net, output, &full, Mode::WithInputs);
-    let backward_params = backward::gen_backward(net, output, &params_only, Mode::ParamsOnly);
+    let forward = forward::gen_forward(net, outputs, &full);
+    let backward = backward::gen_backward(net, outputs, &full, Mode::WithInputs);
+    let backward_params = backward::gen_backward(net, outputs, &params_only, Mode::ParamsOnly);
     let extras = items::gen_summary(net);
     let params = items::gen_params(net);
     let module = items::gen_module_impl(net);
-    let layer = items::gen_layer_impl(net, output);
+    let layer = items::gen_layer_impl(net, outputs);
     let (impl_generics, ty) = generics(net);
     quote! {
         #structs
@@ -56,6 +56,8 @@ pub fn expand_fallback(net: &Network) -> TokenStream {
     let inputs2 = inputs.clone();
     let extras = forward::extra_params(net);
     let grads = input_grads_type(net);
+    let outputs = outputs_type(net);
+    let grad_outs = grad_outs_type(net);
     let private = private();
     quote! {
         #structs
@@ -67,20 +69,20 @@ pub fn expand_fallback(net: &Network) -> TokenStream {
                 unreachable!(concat!("`network!` reported errors for `", stringify!(#name), "`"))
             }
             /// Not available: `network!` reported errors for this network.
-            pub fn forward(&self, #(#inputs: &#private::Tensor<B>,)* #(#extras,)*) -> #private::Result<#private::Tensor<B>> {
+            pub fn forward(&self, #(#inputs: &#private::Tensor<B>,)* #(#extras,)*) -> #private::Result<#outputs> {
                 unreachable!()
             }
             /// Not available: `network!` reported errors for this network.
             pub fn forward_train<'a>(&self, #(#inputs2: &'a #private::Tensor<B>,)* #(#extras,)*)
-                -> #private::Result<(#private::Tensor<B>, #tape<'a, B>)> {
+                -> #private::Result<(#outputs, #tape<'a, B>)> {
                 unreachable!()
             }
             /// Not available: `network!` reported errors for this network.
-            pub fn backward(&mut self, tape: #tape<'_, B>, grad_out: &#private::Tensor<B>) -> #private::Result<#grads> {
+            pub fn backward(&mut self, tape: #tape<'_, B>, grad_out: #grad_outs) -> #private::Result<#grads> {
                 unreachable!()
             }
             /// Not available: `network!` reported errors for this network.
-            pub fn backward_params(&mut self, tape: #tape<'_, B>, grad_out: &#private::Tensor<B>) -> #private::Result<()> {
+            pub fn backward_params(&mut self, tape: #tape<'_, B>, grad_out: #grad_outs) -> #private::Result<()> {
                 unreachable!()
             }
         }
@@ -125,6 +127,33 @@ fn input_grads_type(net: &Network) -> TokenStream {
     } else {
         quote!((#(#grads),*))
     }
+}
+
+/// The type `forward` returns: one tensor, or a tuple of them.
+fn outputs_type(net: &Network) -> TokenStream {
+    let private = private();
+    if net.output_count == 1 {
+        quote!(#private::Tensor<B>)
+    } else {
+        let each = (0..net.output_count).map(|_| quote!(#private::Tensor<B>));
+        quote!((#(#each),*))
+    }
+}
+
+/// The type of `backward`'s `grad_out`: one tensor's gradient, or a tuple of them.
+fn grad_outs_type(net: &Network) -> TokenStream {
+    let private = private();
+    if net.output_count == 1 {
+        quote!(&#private::Tensor<B>)
+    } else {
+        let each = (0..net.output_count).map(|_| quote!(&#private::Tensor<B>));
+        quote!((#(#each),*))
+    }
+}
+
+/// The variable holding output `index`'s gradient inside `backward`.
+fn grad_out_ident(index: usize) -> Ident {
+    format_ident!("grad_out{}", index)
 }
 
 /// A dim as a Rust `usize` expression.

@@ -15,7 +15,7 @@ pub struct TwoLayerNetTape<'a, B: ::declnet::__private::Backend> {
     x: ::declnet::__private::TapeInput<'a, B>,
     v1: ::declnet::__private::Tensor<B>,
     v2: ::declnet::__private::Tensor<B>,
-    output_shape: ::declnet::__private::Shape,
+    output_shapes: [::declnet::__private::Shape; 1usize],
     _inputs: ::core::marker::PhantomData<&'a B>,
 }
 impl<'a, B: ::declnet::__private::Backend> TwoLayerNetTape<'a, B> {
@@ -27,13 +27,13 @@ impl<'a, B: ::declnet::__private::Backend> TwoLayerNetTape<'a, B> {
     pub fn into_owned(
         self,
     ) -> ::declnet::__private::Result<TwoLayerNetTape<'static, B>> {
-        let Self { x, v1, v2, output_shape, .. } = self;
+        let Self { x, v1, v2, output_shapes, .. } = self;
         let x = ::declnet::__private::owned(x)?;
         Ok(TwoLayerNetTape {
             x,
             v1,
             v2,
-            output_shape,
+            output_shapes,
             _inputs: ::core::marker::PhantomData,
         })
     }
@@ -95,7 +95,7 @@ impl<B: ::declnet::__private::Backend> TwoLayerNet<B> {
         let v1 = self.linear1.forward(x)?;
         let v2 = (&v1).try_map(::declnet::__private::UnaryOp::ClampMin(0f32))?;
         let v3 = self.linear2.forward((&v2))?;
-        let output_shape = (&v3).shape().clone();
+        let output_shapes = [(&v3).shape().clone()];
         let output = v3;
         let x = ::std::borrow::Cow::Borrowed(x);
         Ok((
@@ -104,7 +104,7 @@ impl<B: ::declnet::__private::Backend> TwoLayerNet<B> {
                 x,
                 v1,
                 v2,
-                output_shape,
+                output_shapes,
                 _inputs: ::core::marker::PhantomData,
             },
         ))
@@ -118,10 +118,11 @@ impl<B: ::declnet::__private::Backend> TwoLayerNet<B> {
         tape: TwoLayerNetTape<'_, B>,
         grad_out: &::declnet::__private::Tensor<B>,
     ) -> ::declnet::__private::Result<::declnet::__private::Tensor<B>> {
+        let grad_out0 = grad_out;
         ::declnet::__private::check_grad_out(
             "TwoLayerNet::backward",
-            &tape.output_shape,
-            grad_out,
+            &tape.output_shapes[0usize],
+            grad_out0,
         )?;
         let TwoLayerNetTape { x, v1, v2, .. } = tape;
         let x: &::declnet::__private::Tensor<B> = &x;
@@ -129,7 +130,7 @@ impl<B: ::declnet::__private::Backend> TwoLayerNet<B> {
         let mut g1: Option<::declnet::__private::Tensor<B>> = None;
         let mut g2: Option<::declnet::__private::Tensor<B>> = None;
         {
-            let g = grad_out;
+            let g = grad_out0;
             if let Some(dx) = self.linear2.backward((&v2), g, true)? {
                 ::declnet::__private::accumulate(&mut g2, dx)?;
             }
@@ -156,17 +157,18 @@ impl<B: ::declnet::__private::Backend> TwoLayerNet<B> {
         tape: TwoLayerNetTape<'_, B>,
         grad_out: &::declnet::__private::Tensor<B>,
     ) -> ::declnet::__private::Result<()> {
+        let grad_out0 = grad_out;
         ::declnet::__private::check_grad_out(
             "TwoLayerNet::backward_params",
-            &tape.output_shape,
-            grad_out,
+            &tape.output_shapes[0usize],
+            grad_out0,
         )?;
         let TwoLayerNetTape { x, v1, v2, .. } = tape;
         let x: &::declnet::__private::Tensor<B> = &x;
         let mut g1: Option<::declnet::__private::Tensor<B>> = None;
         let mut g2: Option<::declnet::__private::Tensor<B>> = None;
         {
-            let g = grad_out;
+            let g = grad_out0;
             if let Some(dx) = self.linear2.backward((&v2), g, true)? {
                 ::declnet::__private::accumulate(&mut g2, dx)?;
             }
