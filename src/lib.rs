@@ -16,7 +16,7 @@
 pub use declnet_macros::network;
 pub use declnet_runtime as runtime;
 pub use declnet_runtime::io;
-pub use declnet_runtime::{Backend, Cpu, Error, MatView, Result, Shape, Tensor};
+pub use declnet_runtime::{Backend, Cpu, Cuda, Error, MatView, Result, Shape, Tensor};
 pub use declnet_runtime::{losses, optim};
 
 /// What `network!`-generated code refers to, by absolute path. Not a public API.
@@ -45,5 +45,5 @@ pub mod prelude {
     pub use declnet_runtime::io::ModuleIo;
     pub use declnet_runtime::layers::Linear;
     pub use declnet_runtime::rng::{SeededRng, seeded};
-    pub use declnet_runtime::{Backend, Cpu, Error, Module, Param, Result, Shape, Tensor};
+    pub use declnet_runtime::{Backend, Cpu, Cuda, Error, Module, Param, Result, Shape, Tensor};
 }
