@@ -5,7 +5,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use cudarc::driver::{CudaContext, CudaFunction, CudaModule, LaunchConfig};
-use cudarc::nvrtc::{CompileError, CompileOptions, compile_ptx_with_opts};
+use cudarc::nvrtc::{CompileError, CompileOptions, Ptx, compile_ptx_with_opts};
 
 use crate::error::{Error, Result};
 use crate::ops::{binary, loss, matmul, optim, reduce, unary};
@@ -38,13 +38,10 @@ impl Kernels {
             .compute_capability()
             .map_err(cuda_error("compile kernels"))?;
         let arch = format!("--gpu-architecture=sm_{major}{minor}");
-        let module = |file: &str, source: &str| load_module(ctx, &arch, file, source);
-        let unary = module("unary.cu", unary::cuda::SOURCE)?;
-        let binary = module("binary.cu", binary::cuda::SOURCE)?;
-        let reduce = module("reduce.cu", reduce::cuda::SOURCE)?;
-        let matmul = module("matmul.cu", matmul::cuda::SOURCE)?;
-        let loss = module("loss.cu", loss::cuda::SOURCE)?;
-        let optim = module("optim.cu", optim::cuda::SOURCE)?;
+        let module = |(file, source): (&str, &str)| load_module(ctx, &arch, file, source);
+        let [unary, binary, reduce, matmul, loss, optim] = SOURCES;
+        let (unary, binary, reduce) = (module(unary)?, module(binary)?, module(reduce)?);
+        let (matmul, loss, optim) = (module(matmul)?, module(loss)?, module(optim)?);
         Ok(Self {
             unary: function(&unary, "unary_f32")?,
             unary_assign: function(&unary, "unary_assign_f32")?,
@@ -61,23 +58,40 @@ impl Kernels {
     }
 }
 
+/// The family sources, by the file name NVRTC's messages use.
+const SOURCES: [(&str, &str); 6] = [
+    ("unary.cu", unary::cuda::SOURCE),
+    ("binary.cu", binary::cuda::SOURCE),
+    ("reduce.cu", reduce::cuda::SOURCE),
+    ("matmul.cu", matmul::cuda::SOURCE),
+    ("loss.cu", loss::cuda::SOURCE),
+    ("optim.cu", optim::cuda::SOURCE),
+];
+
 /// Compiles `source` to PTX and loads it.
-///
-/// Contraction into fused multiply-adds is off (`--fmad=false`), so each kernel rounds like
-/// its CPU twin, which writes out `fmaf` where the CPU uses `mul_add`.
 fn load_module(
     ctx: &Arc<CudaContext>,
     arch: &str,
     file: &str,
     source: &str,
 ) -> Result<Arc<CudaModule>> {
+    let ptx = compile(arch, file, source)?;
+    ctx.load_module(ptx).map_err(cuda_error("load kernels"))
+}
+
+/// Compiles `source` to PTX for `arch` (an NVRTC `--gpu-architecture=` option); errors carry
+/// NVRTC's log.
+///
+/// Contraction into fused multiply-adds is off (`--fmad=false`), so each kernel rounds like
+/// its CPU twin, which writes out `fmaf` where the CPU uses `mul_add`.
+fn compile(arch: &str, file: &str, source: &str) -> Result<Ptx> {
     let options = CompileOptions {
         fmad: Some(false),
         options: vec![arch.to_owned()],
         name: Some(file.to_owned()),
         ..CompileOptions::default()
     };
-    let ptx = compile_ptx_with_opts(source, options).map_err(|error| Error::Backend {
+    compile_ptx_with_opts(source, options).map_err(|error| Error::Backend {
         op: "compile kernels",
         message: match error {
             CompileError::CompileError { nvrtc, log, .. } => format!(
@@ -86,8 +100,7 @@ fn load_module(
             ),
             other => format!("NVRTC cannot compile `{file}`: {other}"),
         },
-    })?;
-    ctx.load_module(ptx).map_err(cuda_error("load kernels"))
+    })
 }
 
 fn function(module: &Arc<CudaModule>, name: &str) -> Result<CudaFunction> {
@@ -126,5 +139,26 @@ pub(crate) fn launch_config(n: usize) -> LaunchConfig {
         grid_dim: (blocks as u32, 1, 1),
         block_dim: (BLOCK, 1, 1),
         shared_mem_bytes: 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Compiles every kernel source with NVRTC when its library is on the loader path (it
+    /// needs no GPU), so a syntax or type error in a `.cu` file shows up without a device.
+    #[test]
+    fn sources_compile_with_nvrtc() {
+        // SAFETY: only tries to dlopen the library.
+        if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+            println!("skipped: no NVRTC library (libnvrtc.so.13) on the loader path");
+            return;
+        }
+        for (file, source) in SOURCES {
+            let ptx = compile("--gpu-architecture=sm_90", file, source)
+                .unwrap_or_else(|error| panic!("{error}"));
+            assert!(ptx.to_src().contains(".entry"), "{file} has no kernels");
+        }
     }
 }
