@@ -11,7 +11,13 @@
 //! backward pass on [`Tensor`].
 //!
 //! # Features
-//! None yet; the CUDA backend will arrive behind `cuda`.
+//! - `cuda`: the [`Cuda`] backend on cudarc (GEMM on cuBLAS, the other kernels compiled at run
+//!   time by NVRTC). It builds without a CUDA toolkit; at run time it needs the NVIDIA driver
+//!   and the CUDA 13 NVRTC and cuBLAS libraries on the loader path. Without the feature,
+//!   [`Cuda::new`] returns [`Error::CudaNotCompiled`], so code naming `Cuda` needs no `cfg`.
+//!   ```toml
+//!   declnet = { version = "0.1", features = ["cuda"] }
+//!   ```
 
 pub use declnet_macros::network;
 pub use declnet_runtime as runtime;
