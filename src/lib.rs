@@ -11,12 +11,18 @@
 //! backward pass on [`Tensor`].
 //!
 //! # Features
-//! None yet; the CUDA backend will arrive behind `cuda`.
+//! - `cuda`: the [`Cuda`] backend on cudarc (GEMM on cuBLAS, the other kernels compiled at run
+//!   time by NVRTC). It builds without a CUDA toolkit; at run time it needs the NVIDIA driver
+//!   and the CUDA 13 NVRTC and cuBLAS libraries on the loader path. Without the feature,
+//!   [`Cuda::new`] returns [`Error::CudaNotCompiled`], so code naming `Cuda` needs no `cfg`.
+//!   ```toml
+//!   declnet = { version = "0.1", features = ["cuda"] }
+//!   ```
 
 pub use declnet_macros::network;
 pub use declnet_runtime as runtime;
 pub use declnet_runtime::io;
-pub use declnet_runtime::{Backend, Cpu, Error, MatView, Result, Shape, Tensor};
+pub use declnet_runtime::{Backend, Cpu, Cuda, Error, MatView, Result, Shape, Tensor};
 pub use declnet_runtime::{losses, optim};
 
 /// What `network!`-generated code refers to, by absolute path. Not a public API.
@@ -45,5 +51,5 @@ pub mod prelude {
     pub use declnet_runtime::io::ModuleIo;
     pub use declnet_runtime::layers::Linear;
     pub use declnet_runtime::rng::{SeededRng, seeded};
-    pub use declnet_runtime::{Backend, Cpu, Error, Module, Param, Result, Shape, Tensor};
+    pub use declnet_runtime::{Backend, Cpu, Cuda, Error, Module, Param, Result, Shape, Tensor};
 }

@@ -234,6 +234,11 @@ pub enum Error {
         /// The backend's message.
         message: String,
     },
+    /// [`Cuda::new`](crate::Cuda::new) in a build without the `cuda` feature.
+    #[error(
+        "cuda: declnet was built without CUDA support; rebuild with `--features cuda` to use `Cuda`"
+    )]
+    CudaNotCompiled,
     /// A file that cannot be read or written.
     #[error("{op}: cannot {action} `{}`: {message}", path.display())]
     Io {

@@ -25,7 +25,7 @@ pub mod rng;
 mod shape;
 mod tensor;
 
-pub use backend::{Backend, Cpu};
+pub use backend::{Backend, Cpu, Cuda};
 pub use error::{Error, Result};
 pub use io::ModuleIo;
 pub use module::{Module, visit_prefixed, visit_prefixed_mut};

@@ -5,8 +5,14 @@
 //! host only through [`Backend::download`].
 
 mod cpu;
+#[cfg(feature = "cuda")]
+pub(crate) mod cuda;
+#[cfg(not(feature = "cuda"))]
+#[path = "cuda_stub.rs"]
+mod cuda;
 
 pub use cpu::Cpu;
+pub use cuda::Cuda;
 
 use std::fmt;
 

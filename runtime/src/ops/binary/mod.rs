@@ -2,6 +2,8 @@
 //! the in-place updates built on them (`add_scaled_`, `masked_fill_`).
 
 pub(crate) mod cpu;
+#[cfg(feature = "cuda")]
+pub(crate) mod cuda;
 
 use std::ops::{Add, AddAssign, Div, Mul, MulAssign, Neg, Sub, SubAssign};
 

@@ -3,6 +3,8 @@
 //! them live in `crate::losses`.
 
 pub(crate) mod cpu;
+#[cfg(feature = "cuda")]
+pub(crate) mod cuda;
 
 use crate::backend::Backend;
 use crate::error::Result;

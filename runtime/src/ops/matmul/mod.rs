@@ -1,6 +1,8 @@
 //! Matrix products: `mm`, `addmm_`, and `t`, a transposed view that the product reads in place.
 
 pub(crate) mod cpu;
+#[cfg(feature = "cuda")]
+pub(crate) mod cuda;
 
 use crate::backend::Backend;
 use crate::error::{Error, Result, or_panic};

@@ -7,6 +7,8 @@
 //! rounded to `f32`, as PyTorch's kernels receive them.
 
 pub(crate) mod cpu;
+#[cfg(feature = "cuda")]
+pub(crate) mod cuda;
 
 use crate::backend::Backend;
 use crate::error::{Error, Result};

@@ -1,6 +1,8 @@
 //! Reductions: `sum`, `mean`, and their per-dimension forms `sum_dim`, `mean_dim`.
 
 pub(crate) mod cpu;
+#[cfg(feature = "cuda")]
+pub(crate) mod cuda;
 
 use super::unary::UnaryOp;
 use crate::backend::Backend;

@@ -2,6 +2,8 @@
 //! comparisons that produce masks.
 
 pub(crate) mod cpu;
+#[cfg(feature = "cuda")]
+pub(crate) mod cuda;
 
 use crate::backend::Backend;
 use crate::error::{Result, or_panic};

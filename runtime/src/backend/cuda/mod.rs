@@ -1,0 +1,349 @@
+//! The [`Cuda`] backend: `f32` buffers in GPU memory, GEMM on cuBLAS, every other op in a
+//! kernel from the op's folder (`ops/<family>/<family>.cu`), compiled by NVRTC on first use.
+//!
+//! Everything runs in order on the device's default stream, so no work waits on events and a
+//! buffer freed by one op is reused by the next from the stream-ordered memory pool.
+
+mod kernels;
+
+pub(crate) use kernels::{BLOCK, Kernels, cuda_error, expect_len, launch_config};
+
+use std::fmt;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+
+use cudarc::cublas::CudaBlas;
+use cudarc::driver::{CudaContext, CudaSlice, CudaStream, result, sys};
+
+use super::Backend;
+use crate::error::{Error, Result};
+use crate::ops::binary::{self, BinaryOp, Broadcast};
+use crate::ops::loss::{self, ClassLoss, PointwiseLoss};
+use crate::ops::matmul::{self, Gemm};
+use crate::ops::optim::{self, OptimStep};
+use crate::ops::reduce;
+use crate::ops::unary::{self, UnaryOp};
+
+/// An NVIDIA GPU, by ordinal. Clones share one context, stream, cuBLAS handle and kernel
+/// table, and so does every [`Cuda::new`] of the same ordinal in a process.
+#[derive(Clone)]
+pub struct Cuda {
+    ordinal: usize,
+    ctx: Arc<CudaContext>,
+    stream: Arc<CudaStream>,
+    blas: Arc<CudaBlas>,
+    kernels: Arc<OnceLock<Result<Kernels>>>,
+}
+
+/// The devices opened so far, so each ordinal has one context and compiles its kernels once.
+static DEVICES: Mutex<Vec<Cuda>> = Mutex::new(Vec::new());
+
+impl Cuda {
+    /// Opens GPU `ordinal` (0 is the first).
+    ///
+    /// # Errors
+    /// [`Error::Backend`] when the CUDA driver, NVRTC or cuBLAS library cannot be loaded (the
+    /// toolkit's `lib64` must be on `LD_LIBRARY_PATH`), when there is no such device, or when
+    /// the driver fails to set it up. Never panics for a missing library.
+    pub fn new(ordinal: usize) -> Result<Self> {
+        let mut devices = DEVICES.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(device) = devices.iter().find(|d| d.ordinal == ordinal) {
+            return Ok(device.clone());
+        }
+        let device = Self::open(ordinal)?;
+        devices.push(device.clone());
+        Ok(device)
+    }
+
+    /// The device's ordinal.
+    #[must_use]
+    pub fn ordinal(&self) -> usize {
+        self.ordinal
+    }
+
+    fn open(ordinal: usize) -> Result<Self> {
+        const OP: &str = "Cuda::new";
+        let missing = |library: &str| Error::Backend {
+            op: OP,
+            message: format!(
+                "cannot load the CUDA {library} library; install the CUDA 13 driver and toolkit \
+                 and put the toolkit's lib64 on LD_LIBRARY_PATH"
+            ),
+        };
+        // cudarc panics when a library it needs cannot be loaded, so look for each first.
+        // SAFETY: `is_culib_present` only tries to dlopen the library by its usual names and
+        // closes it again; loading the CUDA libraries runs no code with preconditions.
+        if !unsafe { sys::is_culib_present() } {
+            return Err(missing("driver (libcuda)"));
+        }
+        // SAFETY: as above, for NVRTC.
+        if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+            return Err(missing("NVRTC (libnvrtc)"));
+        }
+        // SAFETY: as above, for cuBLAS.
+        if !unsafe { cudarc::cublas::sys::is_culib_present() } {
+            return Err(missing("cuBLAS (libcublas)"));
+        }
+        let count = CudaContext::device_count().map_err(cuda_error(OP))?;
+        if usize::try_from(count).map_or(true, |count| ordinal >= count) {
+            return Err(Error::Backend {
+                op: OP,
+                message: format!("no CUDA device {ordinal}: the driver reports {count}"),
+            });
+        }
+        let ctx = CudaContext::new(ordinal).map_err(cuda_error(OP))?;
+        // SAFETY: all work goes to the one default stream, in order, so no buffer needs the
+        // cross-stream events this turns off; it runs before any buffer exists.
+        unsafe { ctx.disable_event_tracking() };
+        if ctx.has_async_alloc() {
+            keep_freed_memory(&ctx).map_err(cuda_error(OP))?;
+        }
+        let stream = ctx.default_stream();
+        let blas = CudaBlas::new(stream.clone()).map_err(cuda_error(OP))?;
+        Ok(Self {
+            ordinal,
+            ctx,
+            stream,
+            blas: Arc::new(blas),
+            kernels: Arc::new(OnceLock::new()),
+        })
+    }
+
+    /// The stream every op runs on.
+    pub(crate) fn stream(&self) -> &Arc<CudaStream> {
+        &self.stream
+    }
+
+    /// The cuBLAS handle, bound to [`Cuda::stream`], with the context made current on the
+    /// calling thread (cuBLAS calls, unlike cudarc's own, do not do that themselves).
+    pub(crate) fn blas(&self) -> Result<&CudaBlas> {
+        self.ctx.bind_to_thread().map_err(cuda_error("gemm"))?;
+        Ok(&self.blas)
+    }
+
+    /// The compiled kernels; the first call compiles them for this device.
+    pub(crate) fn kernels(&self) -> Result<&Kernels> {
+        self.kernels
+            .get_or_init(|| Kernels::compile(&self.ctx))
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+
+    /// A buffer of `len` zeros.
+    fn alloc(&self, op: &'static str, len: usize) -> Result<CudaSlice<f32>> {
+        if len == 0 {
+            return self.stream.null().map_err(cuda_error(op));
+        }
+        self.stream.alloc_zeros(len).map_err(cuda_error(op))
+    }
+}
+
+/// Raises the release threshold of the device's default memory pool to the maximum, so
+/// buffers freed in one training step are reused by the next instead of going back to the
+/// driver at every synchronisation.
+fn keep_freed_memory(ctx: &CudaContext) -> Result<(), cudarc::driver::DriverError> {
+    let mut threshold = u64::MAX;
+    // SAFETY: `ctx` has a current context on this thread (set by `CudaContext::new`), the pool
+    // is the driver's own for that device, and the release threshold is a `u64` that the
+    // driver reads through the pointer during the call.
+    unsafe {
+        let pool = result::device::get_default_mem_pool(ctx.cu_device())?;
+        result::mem_pool::set_attribute(
+            pool,
+            sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
+            (&raw mut threshold).cast(),
+        )
+    }
+}
+
+impl fmt::Debug for Cuda {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cuda")
+            .field("ordinal", &self.ordinal)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PartialEq for Cuda {
+    fn eq(&self, other: &Self) -> bool {
+        self.ordinal == other.ordinal
+    }
+}
+
+impl Backend for Cuda {
+    type Storage = CudaSlice<f32>;
+
+    fn name(&self) -> String {
+        format!("cuda:{}", self.ordinal)
+    }
+
+    fn zeros(&self, len: usize) -> Result<CudaSlice<f32>> {
+        self.alloc("zeros", len)
+    }
+
+    fn upload(&self, data: &[f32]) -> Result<CudaSlice<f32>> {
+        if data.is_empty() {
+            return self.alloc("upload", 0);
+        }
+        self.stream.clone_htod(data).map_err(cuda_error("upload"))
+    }
+
+    fn download(&self, storage: &CudaSlice<f32>) -> Result<Vec<f32>> {
+        if storage.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.stream
+            .clone_dtoh(storage)
+            .map_err(cuda_error("download"))
+    }
+
+    fn copy(&self, src: &CudaSlice<f32>) -> Result<CudaSlice<f32>> {
+        if src.is_empty() {
+            return self.alloc("copy", 0);
+        }
+        self.stream.clone_dtod(src).map_err(cuda_error("copy"))
+    }
+
+    fn copy_into(&self, src: &CudaSlice<f32>, dst: &mut CudaSlice<f32>) -> Result<()> {
+        expect_len("copy_into", "destination", dst.len(), src.len())?;
+        if src.is_empty() {
+            return Ok(());
+        }
+        self.stream
+            .memcpy_dtod(src, dst)
+            .map_err(cuda_error("copy_into"))
+    }
+
+    fn fill(&self, dst: &mut CudaSlice<f32>, value: f32) -> Result<()> {
+        unary::cuda::fill(self, dst, value)
+    }
+
+    fn gemm(
+        &self,
+        gemm: &Gemm,
+        a: &CudaSlice<f32>,
+        b: &CudaSlice<f32>,
+        c: &mut CudaSlice<f32>,
+    ) -> Result<()> {
+        matmul::cuda::gemm(self, gemm, a, b, c)
+    }
+
+    fn transpose(
+        &self,
+        src: &CudaSlice<f32>,
+        rows: usize,
+        cols: usize,
+        dst: &mut CudaSlice<f32>,
+    ) -> Result<()> {
+        matmul::cuda::transpose(self, src, rows, cols, dst)
+    }
+
+    fn unary(&self, op: UnaryOp, x: &CudaSlice<f32>, out: &mut CudaSlice<f32>) -> Result<()> {
+        unary::cuda::unary(self, op, x, out)
+    }
+
+    fn unary_assign(&self, op: UnaryOp, x: &mut CudaSlice<f32>) -> Result<()> {
+        unary::cuda::unary_assign(self, op, x)
+    }
+
+    fn binary(
+        &self,
+        op: BinaryOp,
+        lhs: &CudaSlice<f32>,
+        rhs: &CudaSlice<f32>,
+        layout: &Broadcast,
+        out: &mut CudaSlice<f32>,
+    ) -> Result<()> {
+        binary::cuda::binary(self, op, lhs, rhs, layout, out)
+    }
+
+    fn binary_assign(
+        &self,
+        op: BinaryOp,
+        lhs: &mut CudaSlice<f32>,
+        rhs: &CudaSlice<f32>,
+        layout: &Broadcast,
+    ) -> Result<()> {
+        binary::cuda::binary_assign(self, op, lhs, rhs, layout)
+    }
+
+    fn sum_axis(
+        &self,
+        x: &CudaSlice<f32>,
+        outer: usize,
+        len: usize,
+        inner: usize,
+        out: &mut CudaSlice<f32>,
+    ) -> Result<()> {
+        reduce::cuda::sum_axis(self, x, outer, len, inner, out)
+    }
+
+    fn pointwise_loss(
+        &self,
+        op: PointwiseLoss,
+        x: &CudaSlice<f32>,
+        t: &CudaSlice<f32>,
+        values: &mut CudaSlice<f32>,
+        grad: &mut CudaSlice<f32>,
+    ) -> Result<()> {
+        loss::cuda::pointwise_loss(self, op, x, t, values, grad)
+    }
+
+    fn class_loss(
+        &self,
+        op: ClassLoss,
+        x: &CudaSlice<f32>,
+        labels: &[usize],
+        classes: usize,
+        values: &mut CudaSlice<f32>,
+        grad: &mut CudaSlice<f32>,
+    ) -> Result<()> {
+        loss::cuda::class_loss(self, op, x, labels, classes, values, grad)
+    }
+
+    fn optim_step(
+        &self,
+        step: &OptimStep,
+        param: &mut CudaSlice<f32>,
+        grad: &CudaSlice<f32>,
+        state: &mut [CudaSlice<f32>],
+    ) -> Result<()> {
+        optim::cuda::optim_step(self, step, param, grad, state)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whether this machine has a usable GPU and the libraries (`cudarc` would panic without
+    /// them).
+    fn has_device() -> bool {
+        // SAFETY: these only try to dlopen the libraries.
+        let libraries = unsafe {
+            sys::is_culib_present()
+                && cudarc::nvrtc::sys::is_culib_present()
+                && cudarc::cublas::sys::is_culib_present()
+        };
+        libraries && CudaContext::device_count().is_ok_and(|count| count > 0)
+    }
+
+    #[test]
+    fn new_is_an_error_not_a_panic_without_a_device() {
+        let result = Cuda::new(0);
+        if has_device() {
+            println!("a CUDA device is present: checked that `Cuda::new(0)` opens it");
+            let device = result.unwrap();
+            assert_eq!(device.name(), "cuda:0");
+            assert_eq!(Cuda::new(0).unwrap(), device);
+        } else {
+            let error = result.unwrap_err();
+            assert!(matches!(error, Error::Backend { .. }), "{error:?}");
+            println!("no CUDA device: `Cuda::new(0)` returned `{error}`");
+        }
+    }
+
+    #[test]
+    fn missing_ordinal_is_an_error() {
+        assert!(Cuda::new(usize::MAX).is_err());
+    }
+}

@@ -1,0 +1,243 @@
+//! Launch glue of the broadcasting binary kernels in `binary.cu`.
+
+use cudarc::driver::{CudaSlice, DeviceRepr, PushKernelArg};
+
+use super::{BinaryOp, Broadcast};
+use crate::backend::cuda::{Cuda, cuda_error, expect_len, launch_config};
+use crate::error::{Error, Result};
+
+/// The kernels' source, compiled by the backend.
+pub(crate) const SOURCE: &str = include_str!("binary.cu");
+
+/// The most dims the kernels walk, after merging the dims both operands traverse contiguously.
+const MAX_RANK: usize = 6;
+
+/// `binary.cu`'s `Layout`: the output shape and both operands' strides, outermost dim first.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Layout {
+    rank: u32,
+    pad: u32,
+    shape: [u64; MAX_RANK],
+    lhs_strides: [u64; MAX_RANK],
+    rhs_strides: [u64; MAX_RANK],
+}
+
+// SAFETY: `Layout` is `repr(C)` plain data with no padding bytes (the `pad` field fills the
+// gap) and the same field order and types as the `Layout` struct in `binary.cu`.
+unsafe impl DeviceRepr for Layout {}
+
+impl Layout {
+    /// `layout` without size-1 dims and with neighbouring dims merged where both operands
+    /// step through them as one (so a contiguous `[64, 100] + [64, 100]` is one dim of 6400).
+    fn new(op: &'static str, layout: &Broadcast) -> Result<Self> {
+        let mut dims: Vec<(u64, u64, u64)> = Vec::with_capacity(layout.shape.rank());
+        for ((&size, &lhs), &rhs) in layout
+            .shape
+            .dims()
+            .iter()
+            .zip(&layout.lhs_strides)
+            .zip(&layout.rhs_strides)
+        {
+            if size == 1 {
+                continue;
+            }
+            let (size, lhs, rhs) = (size as u64, lhs as u64, rhs as u64);
+            match dims.last_mut() {
+                Some(outer) if outer.1 == lhs * size && outer.2 == rhs * size => {
+                    *outer = (outer.0 * size, lhs, rhs);
+                }
+                _ => dims.push((size, lhs, rhs)),
+            }
+        }
+        if dims.len() > MAX_RANK {
+            return Err(Error::Backend {
+                op,
+                message: format!(
+                    "the CUDA kernels broadcast over at most {MAX_RANK} dims, found {} in {}",
+                    dims.len(),
+                    layout.shape
+                ),
+            });
+        }
+        let mut kernel = Self {
+            rank: dims.len() as u32,
+            pad: 0,
+            shape: [1; MAX_RANK],
+            lhs_strides: [0; MAX_RANK],
+            rhs_strides: [0; MAX_RANK],
+        };
+        for (d, (size, lhs, rhs)) in dims.into_iter().enumerate() {
+            kernel.shape[d] = size;
+            kernel.lhs_strides[d] = lhs;
+            kernel.rhs_strides[d] = rhs;
+        }
+        Ok(kernel)
+    }
+}
+
+/// `op` as `binary.cu`'s op code and scalar parameter.
+fn encode(op: BinaryOp) -> (i32, f32) {
+    match op {
+        BinaryOp::Add => (0, 0.0),
+        BinaryOp::Sub => (1, 0.0),
+        BinaryOp::Mul => (2, 0.0),
+        BinaryOp::Div => (3, 0.0),
+        BinaryOp::AddScaled(alpha) => (4, alpha),
+        BinaryOp::MaskedFill(value) => (5, value),
+        BinaryOp::ReluBackward => (6, 0.0),
+        BinaryOp::ClampMinBackward(min) => (7, min),
+        BinaryOp::SigmoidBackward => (8, 0.0),
+        BinaryOp::TanhBackward => (9, 0.0),
+        BinaryOp::GeluBackward => (10, 0.0),
+        BinaryOp::PowBackward(p) if p == 2.0 => (11, p),
+        BinaryOp::PowBackward(p) => (12, p),
+    }
+}
+
+/// The number of elements each operand must hold for the kernel to read it at every offset
+/// `layout` produces: one past the largest offset.
+fn span(layout: &Broadcast, strides: &[usize]) -> usize {
+    let dims = layout.shape.dims();
+    1 + dims
+        .iter()
+        .zip(strides)
+        .map(|(&size, &stride)| (size - 1) * stride)
+        .sum::<usize>()
+}
+
+/// Checks `lhs`/`rhs` cover `layout` and returns the output's element count.
+fn check(
+    op: &'static str,
+    layout: &Broadcast,
+    lhs: usize,
+    rhs: usize,
+    out: usize,
+) -> Result<usize> {
+    let n = layout.shape.numel();
+    expect_len(op, "output", out, n)?;
+    if n > 0 {
+        for (what, len, strides) in [
+            ("left operand", lhs, &layout.lhs_strides),
+            ("right operand", rhs, &layout.rhs_strides),
+        ] {
+            let needed = span(layout, strides);
+            if len < needed {
+                return Err(Error::Backend {
+                    op,
+                    message: format!(
+                        "{what} holds {len} elements, but {} reads {needed}",
+                        layout.shape
+                    ),
+                });
+            }
+        }
+    }
+    Ok(n)
+}
+
+/// `out = op(lhs, rhs)` over `layout`.
+pub(crate) fn binary(
+    dev: &Cuda,
+    op: BinaryOp,
+    lhs: &CudaSlice<f32>,
+    rhs: &CudaSlice<f32>,
+    layout: &Broadcast,
+    out: &mut CudaSlice<f32>,
+) -> Result<()> {
+    let n = check("binary", layout, lhs.len(), rhs.len(), out.len())?;
+    if n == 0 {
+        return Ok(());
+    }
+    let kernel_layout = Layout::new("binary", layout)?;
+    let (code, s) = encode(op);
+    let count = n as u64;
+    let mut launch = dev.stream().launch_builder(&dev.kernels()?.binary);
+    launch
+        .arg(out)
+        .arg(lhs)
+        .arg(rhs)
+        .arg(&count)
+        .arg(&code)
+        .arg(&s)
+        .arg(&kernel_layout);
+    // SAFETY: the arguments match `binary_f32`'s parameters in order and type; `out` holds the
+    // `n` elements written and `check` verified both operands cover every offset read.
+    unsafe { launch.launch(launch_config(n)) }.map_err(cuda_error("binary"))?;
+    Ok(())
+}
+
+/// `lhs = op(lhs, rhs)` over `layout`, whose shape is `lhs`'s.
+pub(crate) fn binary_assign(
+    dev: &Cuda,
+    op: BinaryOp,
+    lhs: &mut CudaSlice<f32>,
+    rhs: &CudaSlice<f32>,
+    layout: &Broadcast,
+) -> Result<()> {
+    let n = check("binary_assign", layout, lhs.len(), rhs.len(), lhs.len())?;
+    if n == 0 {
+        return Ok(());
+    }
+    let kernel_layout = Layout::new("binary_assign", layout)?;
+    let (code, s) = encode(op);
+    let count = n as u64;
+    let mut launch = dev.stream().launch_builder(&dev.kernels()?.binary_assign);
+    launch
+        .arg(lhs)
+        .arg(rhs)
+        .arg(&count)
+        .arg(&code)
+        .arg(&s)
+        .arg(&kernel_layout);
+    // SAFETY: the arguments match `binary_assign_f32`'s parameters; `lhs` holds the `n`
+    // elements it is read and written at, and `check` verified `rhs` covers every offset read.
+    unsafe { launch.launch(launch_config(n)) }.map_err(cuda_error("binary_assign"))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shape::Shape;
+
+    #[test]
+    fn layout_merges_contiguous_dims_and_drops_ones() {
+        let same = Broadcast::new("add", &Shape::from([4, 1, 5]), &Shape::from([4, 1, 5])).unwrap();
+        let layout = Layout::new("add", &same).unwrap();
+        assert_eq!(layout.rank, 1);
+        assert_eq!(
+            (
+                layout.shape[0],
+                layout.lhs_strides[0],
+                layout.rhs_strides[0]
+            ),
+            (20, 1, 1)
+        );
+
+        let bias = Broadcast::new("add", &Shape::from([2, 3, 4]), &Shape::from([4])).unwrap();
+        let layout = Layout::new("add", &bias).unwrap();
+        assert_eq!(layout.rank, 2);
+        assert_eq!(&layout.shape[..2], &[6, 4]);
+        assert_eq!(&layout.lhs_strides[..2], &[4, 1]);
+        assert_eq!(&layout.rhs_strides[..2], &[0, 1]);
+    }
+
+    #[test]
+    fn layout_rejects_more_dims_than_the_kernel_walks() {
+        let lhs = Shape::from([2, 1, 2, 1, 2, 1, 2, 1]);
+        let rhs = Shape::from([1, 2, 1, 2, 1, 2, 1, 2]);
+        let layout = Broadcast::new("add", &lhs, &rhs).unwrap();
+        let error = Layout::new("add", &layout).unwrap_err();
+        assert!(error.to_string().contains("at most 6 dims"), "{error}");
+    }
+
+    #[test]
+    fn short_operands_are_rejected_before_launch() {
+        let layout = Broadcast::new("add", &Shape::from([3, 4]), &Shape::from([4])).unwrap();
+        assert_eq!(check("add", &layout, 12, 4, 12).unwrap(), 12);
+        assert!(check("add", &layout, 12, 3, 12).is_err());
+        assert!(check("add", &layout, 11, 4, 12).is_err());
+        assert!(check("add", &layout, 12, 4, 13).is_err());
+    }
+}

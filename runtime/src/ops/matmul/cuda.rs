@@ -1,0 +1,101 @@
+//! GEMM on cuBLAS and the launch glue of the transpose kernel in `matmul.cu`.
+
+use cudarc::cublas::sys::cublasOperation_t;
+use cudarc::cublas::{Gemm as _, GemmConfig};
+use cudarc::driver::{CudaSlice, PushKernelArg};
+
+use super::Gemm;
+use crate::backend::cuda::{Cuda, cuda_error, expect_len, launch_config};
+use crate::error::{Error, Result};
+
+/// The kernels' source, compiled by the backend.
+pub(crate) const SOURCE: &str = include_str!("matmul.cu");
+
+/// `c = alpha * op(a) * op(b) + beta * c` on row-major buffers.
+///
+/// cuBLAS is column-major, and a row-major `[r, c]` buffer is the column-major `[c, r]`
+/// matrix, its transpose. So row-major `C = op(A) op(B)` is column-major
+/// `C^T = op(B)^T op(A)^T`: cuBLAS gets `b` first, `a` second, `m` and `n` swapped, and each
+/// operand's transpose flag as given, with no copies.
+pub(crate) fn gemm(
+    dev: &Cuda,
+    gemm: &Gemm,
+    a: &CudaSlice<f32>,
+    b: &CudaSlice<f32>,
+    c: &mut CudaSlice<f32>,
+) -> Result<()> {
+    const OP: &str = "gemm";
+    let &Gemm {
+        m,
+        n,
+        k,
+        trans_a,
+        trans_b,
+        alpha,
+        beta,
+    } = gemm;
+    expect_len(OP, "a", a.len(), m * k)?;
+    expect_len(OP, "b", b.len(), k * n)?;
+    expect_len(OP, "c", c.len(), m * n)?;
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    let int = |v: usize| {
+        i32::try_from(v.max(1)).map_err(|_| Error::Backend {
+            op: OP,
+            message: format!("cuBLAS takes 32-bit dims, found {m}x{k} by {k}x{n}"),
+        })
+    };
+    let op = |transposed: bool| {
+        if transposed {
+            cublasOperation_t::CUBLAS_OP_T
+        } else {
+            cublasOperation_t::CUBLAS_OP_N
+        }
+    };
+    let config = GemmConfig {
+        transa: op(trans_b),
+        transb: op(trans_a),
+        m: int(n)?,
+        n: int(m)?,
+        k: i32::try_from(k).map_err(|_| Error::Backend {
+            op: OP,
+            message: format!("cuBLAS takes 32-bit dims, found inner dim {k}"),
+        })?,
+        alpha,
+        // `b` is stored `[k, n]` (column-major `n x k`, leading dim n) or, transposed,
+        // `[n, k]` (leading dim k); likewise `a` is `[m, k]` or `[k, m]`.
+        lda: int(if trans_b { k } else { n })?,
+        ldb: int(if trans_a { m } else { k })?,
+        beta,
+        ldc: int(n)?,
+    };
+    let blas = dev.blas()?;
+    // SAFETY: with the dims and leading dims above, cuBLAS reads `k * n` elements of `b`,
+    // `m * k` of `a` and writes `m * n` of `c`, the lengths checked above; all three live on
+    // the stream the handle is bound to.
+    unsafe { blas.gemm(config, b, a, c) }.map_err(cuda_error(OP))
+}
+
+/// Writes the transpose of the row-major `rows x cols` matrix `src` into `dst`.
+pub(crate) fn transpose(
+    dev: &Cuda,
+    src: &CudaSlice<f32>,
+    rows: usize,
+    cols: usize,
+    dst: &mut CudaSlice<f32>,
+) -> Result<()> {
+    let n = rows * cols;
+    expect_len("transpose", "source", src.len(), n)?;
+    expect_len("transpose", "destination", dst.len(), n)?;
+    if n == 0 {
+        return Ok(());
+    }
+    let (rows, cols) = (rows as u64, cols as u64);
+    let mut launch = dev.stream().launch_builder(&dev.kernels()?.transpose);
+    launch.arg(dst).arg(src).arg(&rows).arg(&cols);
+    // SAFETY: the arguments match `transpose_f32`'s parameters; both buffers hold the
+    // `rows * cols` elements the kernel touches.
+    unsafe { launch.launch(launch_config(n)) }.map_err(cuda_error("transpose"))?;
+    Ok(())
+}

@@ -1,0 +1,160 @@
+//! Launch glue of the fused optimizer kernel in `optim.cu`: one launch per parameter per step.
+
+use cudarc::driver::{CudaSlice, PushKernelArg};
+
+use super::OptimStep;
+use crate::backend::cuda::{Cuda, cuda_error, expect_len, launch_config};
+use crate::error::{Error, Result};
+
+/// The kernel's source, compiled by the backend.
+pub(crate) const SOURCE: &str = include_str!("optim.cu");
+
+const MAXIMIZE: u32 = 1;
+const NESTEROV: u32 = 2;
+const FIRST: u32 = 4;
+const AMSGRAD: u32 = 8;
+const CENTERED: u32 = 16;
+
+/// `step` as `optim.cu`'s kind, flags and hyper-parameters (in the order the kernel reads).
+fn encode(step: &OptimStep) -> (i32, u32, [f32; 8]) {
+    let flag = |set: bool, bit: u32| if set { bit } else { 0 };
+    match *step {
+        OptimStep::Sgd {
+            lr,
+            weight_decay,
+            momentum,
+            one_minus_dampening,
+            nesterov,
+            maximize,
+            first,
+        } => (
+            0,
+            flag(maximize, MAXIMIZE) | flag(nesterov, NESTEROV) | flag(first, FIRST),
+            [
+                lr,
+                weight_decay,
+                momentum,
+                one_minus_dampening,
+                0.0,
+                0.0,
+                0.0,
+                0.0,
+            ],
+        ),
+        OptimStep::Adam {
+            decay_factor,
+            weight_decay,
+            one_minus_beta1,
+            beta2,
+            one_minus_beta2,
+            eps,
+            bias_correction2_sqrt,
+            neg_step_size,
+            amsgrad,
+            maximize,
+        } => (
+            1,
+            flag(maximize, MAXIMIZE) | flag(amsgrad, AMSGRAD),
+            [
+                decay_factor,
+                weight_decay,
+                one_minus_beta1,
+                beta2,
+                one_minus_beta2,
+                eps,
+                bias_correction2_sqrt,
+                neg_step_size,
+            ],
+        ),
+        OptimStep::Adadelta {
+            lr,
+            rho,
+            one_minus_rho,
+            eps,
+            weight_decay,
+            maximize,
+        } => (
+            2,
+            flag(maximize, MAXIMIZE),
+            [lr, rho, one_minus_rho, eps, weight_decay, 0.0, 0.0, 0.0],
+        ),
+        OptimStep::Adagrad {
+            neg_clr,
+            weight_decay,
+            eps,
+            maximize,
+        } => (
+            3,
+            flag(maximize, MAXIMIZE),
+            [neg_clr, weight_decay, eps, 0.0, 0.0, 0.0, 0.0, 0.0],
+        ),
+        OptimStep::RmsProp {
+            lr,
+            alpha,
+            one_minus_alpha,
+            eps,
+            weight_decay,
+            momentum,
+            centered,
+            maximize,
+        } => (
+            4,
+            flag(maximize, MAXIMIZE) | flag(centered, CENTERED),
+            [
+                lr,
+                alpha,
+                one_minus_alpha,
+                eps,
+                weight_decay,
+                momentum,
+                0.0,
+                0.0,
+            ],
+        ),
+    }
+}
+
+/// Applies `step` to `param` elementwise; `state` holds [`OptimStep::buffers`] buffers.
+pub(crate) fn optim_step(
+    dev: &Cuda,
+    step: &OptimStep,
+    param: &mut CudaSlice<f32>,
+    grad: &CudaSlice<f32>,
+    state: &mut [CudaSlice<f32>],
+) -> Result<()> {
+    const OP: &str = "optim_step";
+    if state.len() != step.buffers() {
+        return Err(Error::Backend {
+            op: OP,
+            message: format!("expected {} state buffers for {step:?}", step.buffers()),
+        });
+    }
+    let n = param.len();
+    expect_len(OP, "gradient", grad.len(), n)?;
+    for buffer in state.iter() {
+        expect_len(OP, "state buffer", buffer.len(), n)?;
+    }
+    if n == 0 {
+        return Ok(());
+    }
+    let (kind, flags, hyper) = encode(step);
+    let count = n as u64;
+    // A null pointer for each state buffer the step does not have; the kernel never reads it.
+    let null: u64 = 0;
+    let mut launch = dev.stream().launch_builder(&dev.kernels()?.optim_step);
+    launch.arg(param).arg(grad);
+    let mut buffers = state.iter_mut();
+    for _ in 0..3 {
+        match buffers.next() {
+            Some(buffer) => launch.arg(buffer),
+            None => launch.arg(&null),
+        };
+    }
+    launch.arg(&count).arg(&kind).arg(&flags).arg(&hyper);
+    // SAFETY: the arguments match `optim_step_f32`'s parameters in order and type (a null
+    // `u64` has the size of the `float*` it stands for); `param`, `grad` and each present
+    // state buffer hold the `n` elements touched, and the kernel dereferences only the state
+    // buffers `step.buffers()` says exist, which are exactly the ones passed.
+    unsafe { launch.launch(launch_config(n)) }.map_err(cuda_error(OP))?;
+    Ok(())
+}

@@ -1,0 +1,135 @@
+// Fused optimizer updates, one thread per element, computing what `cpu.rs` computes in the
+// same order: `fmaf` exactly where the CPU uses `mul_add` (the module is compiled with
+// `--fmad=false`, so nothing else is fused).
+//
+// `kind` is the `OptimStep` variant and `h` its hyper-parameters, in the order `cuda.rs`
+// writes them; `s0`..`s2` are the state buffers in `OptimStep`'s documented order (null when
+// the step has fewer).
+
+#define KIND_SGD 0
+#define KIND_ADAM 1
+#define KIND_ADADELTA 2
+#define KIND_ADAGRAD 3
+#define KIND_RMSPROP 4
+
+#define FLAG_MAXIMIZE 1u
+#define FLAG_NESTEROV 2u
+#define FLAG_FIRST 4u
+#define FLAG_AMSGRAD 8u
+#define FLAG_CENTERED 16u
+
+struct Hyper {
+    float v[8];
+};
+
+// PyTorch's lerp for a scalar weight: the form depends on |weight| < 0.5.
+__device__ float lerp(float start, float end, float weight) {
+    if (fabsf(weight) < 0.5f) {
+        return start + weight * (end - start);
+    }
+    return end - (end - start) * (1.0f - weight);
+}
+
+// g, negated when maximizing, plus the L2 penalty weight_decay * p.
+__device__ float effective_grad(float g, float p, float weight_decay, unsigned int flags) {
+    if (flags & FLAG_MAXIMIZE) {
+        g = -g;
+    }
+    return weight_decay == 0.0f ? g : fmaf(weight_decay, p, g);
+}
+
+extern "C" __global__ void optim_step_f32(
+    float* param, const float* grad, float* s0, float* s1, float* s2, unsigned long long n,
+    int kind, unsigned int flags, Hyper h
+) {
+    unsigned long long step = (unsigned long long)blockDim.x * gridDim.x;
+    for (unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+         i += step) {
+        float p = param[i];
+        switch (kind) {
+        case KIND_SGD: {
+            // h: lr, weight_decay, momentum, one_minus_dampening
+            float lr = h.v[0], momentum = h.v[2], one_minus_dampening = h.v[3];
+            float g = effective_grad(grad[i], p, h.v[1], flags);
+            float update = g;
+            if (momentum != 0.0f) {
+                float b = (flags & FLAG_FIRST) ? g : fmaf(one_minus_dampening, g, s0[i] * momentum);
+                s0[i] = b;
+                update = (flags & FLAG_NESTEROV) ? fmaf(momentum, b, g) : b;
+            }
+            p = fmaf(-lr, update, p);
+            break;
+        }
+        case KIND_ADAM: {
+            // h: decay_factor, weight_decay, one_minus_beta1, beta2, one_minus_beta2, eps,
+            //    bias_correction2_sqrt, neg_step_size
+            if (h.v[0] != 1.0f) {
+                p *= h.v[0];
+            }
+            float g = effective_grad(grad[i], p, h.v[1], flags);
+            float m = lerp(s0[i], g, h.v[2]);
+            float v = s1[i] * h.v[3] + h.v[4] * g * g;
+            s0[i] = m;
+            s1[i] = v;
+            float second = v;
+            if (flags & FLAG_AMSGRAD) {
+                second = fmaxf(s2[i], v);
+                s2[i] = second;
+            }
+            float denom = sqrtf(second) / h.v[6] + h.v[5];
+            p += h.v[7] * m / denom;
+            break;
+        }
+        case KIND_ADADELTA: {
+            // h: lr, rho, one_minus_rho, eps, weight_decay
+            float g = effective_grad(grad[i], p, h.v[4], flags);
+            float sq = s0[i] * h.v[1] + h.v[2] * g * g;
+            float std = sqrtf(sq + h.v[3]);
+            float delta = sqrtf(s1[i] + h.v[3]) / std * g;
+            s0[i] = sq;
+            s1[i] = s1[i] * h.v[1] + h.v[2] * delta * delta;
+            p += -h.v[0] * delta;
+            break;
+        }
+        case KIND_ADAGRAD: {
+            // h: neg_clr, weight_decay, eps
+            float g = effective_grad(grad[i], p, h.v[1], flags);
+            float sum = s0[i] + g * g;
+            s0[i] = sum;
+            float std = sqrtf(sum) + h.v[2];
+            p += h.v[0] * g / std;
+            break;
+        }
+        case KIND_RMSPROP: {
+            // h: lr, alpha, one_minus_alpha, eps, weight_decay, momentum
+            // state: square_avg, then momentum_buffer if momentum > 0, then grad_avg if centered
+            float lr = h.v[0], momentum = h.v[5];
+            float* buf = momentum > 0.0f ? s1 : 0;
+            float* grad_avg = (flags & FLAG_CENTERED) ? (momentum > 0.0f ? s2 : s1) : 0;
+            float g = effective_grad(grad[i], p, h.v[4], flags);
+            float sq = s0[i] * h.v[1] + h.v[2] * g * g;
+            s0[i] = sq;
+            float avg;
+            if (grad_avg) {
+                float ga = lerp(grad_avg[i], g, h.v[2]);
+                grad_avg[i] = ga;
+                avg = sqrtf(sq + -ga * ga);
+            } else {
+                avg = sqrtf(sq);
+            }
+            avg += h.v[3];
+            if (buf) {
+                float b = buf[i] * momentum + g / avg;
+                buf[i] = b;
+                p += -lr * b;
+            } else {
+                p += -lr * g / avg;
+            }
+            break;
+        }
+        default:  // a kind this file does not know
+            p = __int_as_float(0x7fc00000);
+        }
+        param[i] = p;
+    }
+}

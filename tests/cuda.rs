@@ -1,0 +1,461 @@
+//! The CUDA backend against the CPU: every `Backend` method on the same inputs, and a
+//! `network!` training step, must agree to [`RTOL`].
+//!
+//! Each test opens `Cuda::new(0)` first; without a device (or without the `cuda` feature) it
+//! writes `skipped: no CUDA device (<why>)` to stderr, uncaptured, and passes, so CI runs them on every build and a GPU
+//! host runs them for real.
+
+use std::io::Write as _;
+
+use declnet::losses::{Loss, MseLoss, Reduction};
+use declnet::optim::{Sgd, SgdConfig};
+use declnet::prelude::*;
+use declnet::runtime::ops::binary::{BinaryOp, Broadcast};
+use declnet::runtime::ops::loss::{ClassLoss, PointwiseLoss};
+use declnet::runtime::ops::matmul::Gemm;
+use declnet::runtime::ops::optim::OptimStep;
+use declnet::runtime::ops::unary::UnaryOp;
+
+/// Largest difference allowed, relative to the larger of the CPU's value and the largest
+/// finite magnitude in the same output (and at least 1): sums of many terms (GEMM, reductions)
+/// round differently in cuBLAS's order, so an entry near zero is only as exact as the terms
+/// it cancelled. The elementwise kernels compute the CPU's formulas in the same order and
+/// differ only where CUDA's `expf`/`erff`/`powf` are a few ulp off.
+const RTOL: f32 = 1e-4;
+
+/// Named results of one case, compared name by name.
+type Outputs = Vec<(String, Vec<f32>)>;
+
+/// GPU 0, or `None` (after saying so) when there is none.
+fn cuda_device() -> Option<Cuda> {
+    match Cuda::new(0) {
+        Ok(device) => Some(device),
+        Err(error) => {
+            // Straight to stderr in one write: the test harness captures `println!` and
+            // `eprintln!` of passing tests, and a skip should show in the log.
+            let line = format!("skipped: no CUDA device ({error})\n");
+            let _ = std::io::stderr().write_all(line.as_bytes());
+            None
+        }
+    }
+}
+
+/// Runs `case` on the CPU and on the GPU and compares every output.
+macro_rules! parity_test {
+    ($name:ident, $case:ident) => {
+        #[test]
+        fn $name() {
+            let Some(cuda) = cuda_device() else {
+                return;
+            };
+            assert_same(&$case(&Cpu), &$case(&cuda));
+        }
+    };
+}
+
+fn assert_same(cpu: &Outputs, cuda: &Outputs) {
+    assert_eq!(cpu.len(), cuda.len());
+    for ((name, expected), (cuda_name, actual)) in cpu.iter().zip(cuda) {
+        assert_eq!(name, cuda_name);
+        assert_eq!(expected.len(), actual.len(), "{name}: lengths differ");
+        let peak = expected
+            .iter()
+            .filter(|e| e.is_finite())
+            .fold(1.0f32, |peak, e| peak.max(e.abs()));
+        for (i, (&e, &a)) in expected.iter().zip(actual).enumerate() {
+            let same = a == e // infinities too
+                || (e.is_nan() && a.is_nan())
+                || (a - e).abs() <= RTOL * e.abs().max(peak);
+            assert!(same, "{name}[{i}]: cuda {a}, cpu {e}");
+        }
+    }
+}
+
+/// `n` values in `[-3, 3)` from a fixed sequence (an LCG), different per `seed`.
+fn data(n: usize, seed: u64) -> Vec<f32> {
+    let mut state = seed.wrapping_mul(6_364_136_223_846_793_005) ^ 0x9e37_79b9_7f4a_7c15;
+    (0..n)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            ((state >> 40) as f32 / (1u64 << 24) as f32) * 6.0 - 3.0
+        })
+        .collect()
+}
+
+fn unary_case<B: Backend>(dev: &B) -> Outputs {
+    let x = data(1000, 1);
+    let positive: Vec<f32> = x.iter().map(|v| v.abs() + 0.1).collect();
+    let ops = [
+        UnaryOp::Neg,
+        UnaryOp::AddScalar(0.5),
+        UnaryOp::MulScalar(-1.5),
+        UnaryOp::ClampMin(0.0),
+        UnaryOp::ClampMin(-0.5),
+        UnaryOp::Pow(2.0),
+        UnaryOp::Pow(3.0),
+        UnaryOp::Pow(0.5),
+        UnaryOp::Exp,
+        UnaryOp::Log,
+        UnaryOp::Sigmoid,
+        UnaryOp::Tanh,
+        UnaryOp::Gelu,
+        UnaryOp::LtScalar(0.2),
+        UnaryOp::GtScalar(-0.3),
+    ];
+    let mut outputs = Outputs::new();
+    for op in ops {
+        let input = if matches!(op, UnaryOp::Log | UnaryOp::Pow(0.5)) {
+            &positive
+        } else {
+            &x
+        };
+        let src = dev.upload(input).unwrap();
+        let mut out = dev.zeros(input.len()).unwrap();
+        dev.unary(op, &src, &mut out).unwrap();
+        outputs.push((format!("{op:?}"), dev.download(&out).unwrap()));
+        let mut in_place = dev.upload(input).unwrap();
+        dev.unary_assign(op, &mut in_place).unwrap();
+        outputs.push((format!("{op:?} in place"), dev.download(&in_place).unwrap()));
+    }
+    let mut filled = dev.zeros(37).unwrap();
+    dev.fill(&mut filled, 2.5).unwrap();
+    outputs.push(("fill".into(), dev.download(&filled).unwrap()));
+    let src = dev.upload(&x).unwrap();
+    outputs.push((
+        "copy".into(),
+        dev.download(&dev.copy(&src).unwrap()).unwrap(),
+    ));
+    let mut dst = dev.zeros(x.len()).unwrap();
+    dev.copy_into(&src, &mut dst).unwrap();
+    outputs.push(("copy_into".into(), dev.download(&dst).unwrap()));
+    outputs.push((
+        "empty".into(),
+        dev.download(&dev.zeros(0).unwrap()).unwrap(),
+    ));
+    outputs
+}
+
+fn binary_case<B: Backend>(dev: &B) -> Outputs {
+    let ops = [
+        BinaryOp::Add,
+        BinaryOp::Sub,
+        BinaryOp::Mul,
+        BinaryOp::Div,
+        BinaryOp::AddScaled(-0.1),
+        BinaryOp::MaskedFill(7.0),
+        BinaryOp::ReluBackward,
+        BinaryOp::ClampMinBackward(0.1),
+        BinaryOp::SigmoidBackward,
+        BinaryOp::TanhBackward,
+        BinaryOp::GeluBackward,
+        BinaryOp::PowBackward(2.0),
+        BinaryOp::PowBackward(3.0),
+    ];
+    // (lhs, rhs): same shape, a bias row, both sides broadcast, a scalar-like operand, rank 6.
+    let shapes: [(&[usize], &[usize]); 5] = [
+        (&[4, 5], &[4, 5]),
+        (&[64, 10], &[10]),
+        (&[3, 1, 5], &[4, 1]),
+        (&[2, 3, 4], &[1]),
+        (&[2, 1, 3, 1, 2, 2], &[1, 2, 1, 3, 1, 2]),
+    ];
+    let mut outputs = Outputs::new();
+    for (seed, (lhs_dims, rhs_dims)) in shapes.into_iter().enumerate() {
+        let (lhs_shape, rhs_shape) = (Shape::from(lhs_dims), Shape::from(rhs_dims));
+        let layout = Broadcast::new("parity", &lhs_shape, &rhs_shape).unwrap();
+        let lhs_data = data(lhs_shape.numel(), 10 + seed as u64);
+        let mut rhs_data = data(rhs_shape.numel(), 20 + seed as u64);
+        // Some exact zeros, so `MaskedFill` and `ReluBackward` take both branches.
+        rhs_data.iter_mut().step_by(3).for_each(|v| *v = 0.0);
+        let lhs = dev.upload(&lhs_data).unwrap();
+        let rhs = dev.upload(&rhs_data).unwrap();
+        for op in ops {
+            let name = format!("{op:?} {lhs_shape} {rhs_shape}");
+            let mut out = dev.zeros(layout.shape.numel()).unwrap();
+            dev.binary(op, &lhs, &rhs, &layout, &mut out).unwrap();
+            outputs.push((name.clone(), dev.download(&out).unwrap()));
+            if layout.shape == lhs_shape {
+                let mut in_place = dev.copy(&lhs).unwrap();
+                dev.binary_assign(op, &mut in_place, &rhs, &layout).unwrap();
+                outputs.push((format!("{name} in place"), dev.download(&in_place).unwrap()));
+            }
+        }
+    }
+    outputs
+}
+
+fn gemm_case<B: Backend>(dev: &B) -> Outputs {
+    let mut outputs = Outputs::new();
+    for (m, n, k) in [(7, 5, 9), (64, 100, 1000), (1, 3, 1)] {
+        let a = dev.upload(&data(m * k, 31)).unwrap();
+        let b = dev.upload(&data(k * n, 32)).unwrap();
+        for (trans_a, trans_b) in [(false, false), (true, false), (false, true), (true, true)] {
+            for (alpha, beta) in [(1.0, 0.0), (0.5, 2.0)] {
+                let gemm = Gemm {
+                    m,
+                    n,
+                    k,
+                    trans_a,
+                    trans_b,
+                    alpha,
+                    beta,
+                };
+                let mut c = dev.upload(&data(m * n, 33)).unwrap();
+                dev.gemm(&gemm, &a, &b, &mut c).unwrap();
+                outputs.push((format!("{gemm:?}"), dev.download(&c).unwrap()));
+            }
+        }
+    }
+    outputs
+}
+
+fn reduce_case<B: Backend>(dev: &B) -> Outputs {
+    let mut outputs = Outputs::new();
+    for (outer, len, inner) in [
+        (1, 1000, 1),
+        (64, 10, 1),
+        (1, 64, 10),
+        (3, 7, 5),
+        (2, 0, 3),
+        (1, 100_000, 1),
+    ] {
+        let x = dev.upload(&data(outer * len * inner, 41)).unwrap();
+        let mut out = dev.zeros(outer * inner).unwrap();
+        dev.sum_axis(&x, outer, len, inner, &mut out).unwrap();
+        outputs.push((
+            format!("sum_axis {outer}x{len}x{inner}"),
+            dev.download(&out).unwrap(),
+        ));
+    }
+    for (rows, cols) in [(7, 5), (64, 100), (1, 9)] {
+        let src = dev.upload(&data(rows * cols, 42)).unwrap();
+        let mut dst = dev.zeros(rows * cols).unwrap();
+        dev.transpose(&src, rows, cols, &mut dst).unwrap();
+        outputs.push((
+            format!("transpose {rows}x{cols}"),
+            dev.download(&dst).unwrap(),
+        ));
+    }
+    outputs
+}
+
+fn loss_case<B: Backend>(dev: &B) -> Outputs {
+    let mut outputs = Outputs::new();
+    let n = 1000;
+    let x = dev.upload(&data(n, 51)).unwrap();
+    let target = dev.upload(&data(n, 52)).unwrap();
+    let probabilities: Vec<f32> = data(n, 53).iter().map(|v| (v + 3.0) / 6.0).collect();
+    let probabilities = dev.upload(&probabilities).unwrap();
+    for op in [
+        PointwiseLoss::Squared,
+        PointwiseLoss::Absolute,
+        PointwiseLoss::SmoothL1 { beta: 1.0 },
+        PointwiseLoss::SmoothL1 { beta: 0.0 },
+        PointwiseLoss::BceWithLogits,
+    ] {
+        let t = if op == PointwiseLoss::BceWithLogits {
+            &probabilities
+        } else {
+            &target
+        };
+        let mut values = dev.zeros(n).unwrap();
+        let mut grad = dev.zeros(n).unwrap();
+        dev.pointwise_loss(op, &x, t, &mut values, &mut grad)
+            .unwrap();
+        outputs.push((format!("{op:?} values"), dev.download(&values).unwrap()));
+        outputs.push((format!("{op:?} grad"), dev.download(&grad).unwrap()));
+    }
+    let (rows, classes) = (64, 10);
+    let mut logits = data(rows * classes, 54);
+    logits[3] = 80.0; // a large logit: log-sum-exp must not overflow
+    let x = dev.upload(&logits).unwrap();
+    let labels: Vec<usize> = (0..rows).map(|r| (r * 7) % classes).collect();
+    for op in [
+        ClassLoss::CrossEntropy {
+            label_smoothing: 0.0,
+        },
+        ClassLoss::CrossEntropy {
+            label_smoothing: 0.1,
+        },
+        ClassLoss::Nll,
+    ] {
+        let mut values = dev.zeros(rows).unwrap();
+        let mut grad = dev.zeros(rows * classes).unwrap();
+        dev.class_loss(op, &x, &labels, classes, &mut values, &mut grad)
+            .unwrap();
+        outputs.push((format!("{op:?} values"), dev.download(&values).unwrap()));
+        outputs.push((format!("{op:?} grad"), dev.download(&grad).unwrap()));
+    }
+    outputs
+}
+
+/// Each optimizer configuration as it would step at `step` (1-based), PyTorch's bias
+/// corrections included.
+fn optim_steps(step: i32) -> Vec<OptimStep> {
+    let lr = 0.01f32;
+    let adam =
+        |decay_factor: f32, weight_decay: f32, amsgrad: bool, maximize: bool| OptimStep::Adam {
+            decay_factor,
+            weight_decay,
+            one_minus_beta1: 0.1,
+            beta2: 0.999,
+            one_minus_beta2: 0.001,
+            eps: 1e-8,
+            bias_correction2_sqrt: (1.0 - 0.999f32.powi(step)).sqrt(),
+            neg_step_size: -lr / (1.0 - 0.9f32.powi(step)),
+            amsgrad,
+            maximize,
+        };
+    let sgd = |weight_decay: f32, momentum: f32, nesterov: bool, maximize: bool| OptimStep::Sgd {
+        lr,
+        weight_decay,
+        momentum,
+        one_minus_dampening: 0.9,
+        nesterov,
+        maximize,
+        first: step == 1,
+    };
+    let rmsprop = |weight_decay: f32, momentum: f32, centered: bool| OptimStep::RmsProp {
+        lr,
+        alpha: 0.99,
+        one_minus_alpha: 0.01,
+        eps: 1e-8,
+        weight_decay,
+        momentum,
+        centered,
+        maximize: false,
+    };
+    vec![
+        sgd(0.0, 0.0, false, false),
+        sgd(0.01, 0.9, true, false),
+        sgd(0.0, 0.9, false, true),
+        adam(1.0, 0.01, false, false),
+        adam(1.0 - lr * 0.01, 0.0, true, true),
+        OptimStep::Adadelta {
+            lr: 1.0,
+            rho: 0.9,
+            one_minus_rho: 0.1,
+            eps: 1e-6,
+            weight_decay: 0.01,
+            maximize: false,
+        },
+        OptimStep::Adagrad {
+            neg_clr: -lr / (1.0 + (step - 1) as f32 * 0.01),
+            weight_decay: 0.0,
+            eps: 1e-10,
+            maximize: true,
+        },
+        rmsprop(0.0, 0.0, false),
+        rmsprop(0.01, 0.9, true),
+        rmsprop(0.0, 0.0, true),
+    ]
+}
+
+fn optim_case<B: Backend>(dev: &B) -> Outputs {
+    let n = 1000;
+    let mut outputs = Outputs::new();
+    for (config, first) in optim_steps(1).into_iter().enumerate() {
+        let mut param = dev.upload(&data(n, 61)).unwrap();
+        let mut state: Vec<B::Storage> = (0..first.buffers())
+            .map(|_| dev.zeros(n).unwrap())
+            .collect();
+        for step in 1u8..=3 {
+            let grad = dev.upload(&data(n, 62 + u64::from(step))).unwrap();
+            let rule = optim_steps(i32::from(step))[config];
+            dev.optim_step(&rule, &mut param, &grad, &mut state)
+                .unwrap();
+        }
+        outputs.push((format!("{first:?} param"), dev.download(&param).unwrap()));
+        for (i, buffer) in state.iter().enumerate() {
+            outputs.push((
+                format!("{first:?} state {i}"),
+                dev.download(buffer).unwrap(),
+            ));
+        }
+        // Too few state buffers is an error on every backend, not an out-of-bounds write.
+        if first.buffers() > 0 {
+            let grad = dev.upload(&data(n, 62)).unwrap();
+            assert!(dev.optim_step(&first, &mut param, &grad, &mut []).is_err());
+        }
+    }
+    outputs
+}
+
+network! {
+    /// The tutorial's `TwoLayerNet`.
+    struct TwoLayerNet {
+        linear1: Linear<1000, 100>,
+        linear2: Linear<100, 10>,
+    }
+    fn forward(x: [N, 1000]) -> [N, 10] {
+        linear2(linear1(x).clamp_min(0.0))
+    }
+}
+
+/// Three SGD-with-momentum steps of the generated network from the same initial weights: the
+/// losses, the prediction and the trained weights. (Not Adam: its first step moves every
+/// weight by `lr * sign(grad)`, so a gradient within rounding of zero could flip a weight by
+/// `2 lr` between two correct backends.)
+fn network_case<B: Backend>(dev: &B) -> Outputs {
+    let mut init = Vec::new();
+    TwoLayerNet::new(&Cpu, &mut seeded(0)).visit_params(&mut |name, param| {
+        let value = param.value();
+        init.push((name.to_owned(), value.to_vec(), value.dims().to_vec()));
+    });
+    let mut net = TwoLayerNet::new(dev, &mut seeded(1));
+    net.visit_params_mut(&mut |name, param| {
+        let (_, value, dims) = init.iter().find(|(n, ..)| n == name).unwrap();
+        param
+            .set_value(Tensor::from_vec(value.clone(), dims.clone(), dev))
+            .unwrap();
+    });
+    let x = Tensor::from_vec(data(64 * 1000, 71), [64, 1000], dev);
+    let y = Tensor::from_vec(data(64 * 10, 72), [64, 10], dev);
+    let mut optimizer: Sgd<B> = Sgd::new(SgdConfig {
+        lr: 1e-5,
+        momentum: 0.9,
+        ..SgdConfig::default()
+    });
+    let mut losses = Vec::new();
+    for _ in 0..3 {
+        let (y_pred, tape) = net.forward_train(&x).unwrap();
+        let (loss, grad) = MseLoss::new(Reduction::Sum)
+            .try_value_and_grad(&y_pred, &y)
+            .unwrap();
+        optimizer.zero_grad(&mut net);
+        net.backward_params(tape, &grad).unwrap();
+        optimizer.try_step(&mut net).unwrap();
+        losses.push(loss.item());
+    }
+    let mut outputs = vec![
+        ("losses".to_owned(), losses),
+        ("prediction".to_owned(), net.forward(&x).unwrap().to_vec()),
+    ];
+    net.visit_params(&mut |name, param| outputs.push((name.to_owned(), param.value().to_vec())));
+    outputs
+}
+
+parity_test!(unary_ops_match_cpu, unary_case);
+parity_test!(broadcast_binary_ops_match_cpu, binary_case);
+parity_test!(gemm_with_every_transpose_matches_cpu, gemm_case);
+parity_test!(sum_axis_and_transpose_match_cpu, reduce_case);
+parity_test!(losses_match_cpu, loss_case);
+parity_test!(optimizer_steps_match_cpu, optim_case);
+parity_test!(two_layer_net_training_step_matches_cpu, network_case);
+
+#[test]
+fn cuda_new_is_an_error_not_a_panic_without_a_device() {
+    match Cuda::new(0) {
+        Ok(device) => println!("CUDA device present: {}", device.name()),
+        Err(error) => {
+            let message = error.to_string();
+            assert!(
+                message.contains("--features cuda") || message.contains("CUDA"),
+                "{message}"
+            );
+            println!("Cuda::new(0): {message}");
+        }
+    }
+}
