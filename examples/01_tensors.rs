@@ -2,7 +2,7 @@
 //! fitted to random data with plain tensors. The forward pass and the backward pass are both
 //! written by hand; later stages let `network!` generate the backward pass.
 //!
-//! Run: `cargo run --release --example 01_tensors`
+//! Run: `cargo run --release --example 01_tensors` (add `--features cuda -- --device cuda` for the GPU)
 //!
 //! Prints `STEP LOSS` every 100 steps, like the tutorial; the loss falls from about 3e7 to
 //! below 1e-3 (the last line reads `499 0.000…`). `tests/stage1_tensors.rs` replays this step
@@ -52,15 +52,23 @@ pub fn train_step<B: Backend>(
     loss
 }
 
-fn main() {
-    let device = Cpu;
+fn main() -> Result<()> {
+    match DeviceArg::from_args()? {
+        DeviceArg::Cpu => run(&Cpu),
+        DeviceArg::Cuda(ordinal) => run(&Cuda::new(ordinal)?),
+    }
+    Ok(())
+}
+
+/// The stage's training run on `device`.
+fn run<B: Backend>(device: &B) {
     let rng = &mut seeded(0);
 
     // Random input and output data, and random weights.
-    let x = Tensor::randn([N, D_IN], &device, rng);
-    let y = Tensor::randn([N, D_OUT], &device, rng);
-    let mut w1 = Tensor::randn([D_IN, H], &device, rng);
-    let mut w2 = Tensor::randn([H, D_OUT], &device, rng);
+    let x = Tensor::randn([N, D_IN], device, rng);
+    let y = Tensor::randn([N, D_OUT], device, rng);
+    let mut w1 = Tensor::randn([D_IN, H], device, rng);
+    let mut w2 = Tensor::randn([H, D_OUT], device, rng);
 
     for step in 0..500 {
         let loss = train_step(&x, &y, &mut w1, &mut w2, LEARNING_RATE);

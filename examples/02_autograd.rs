@@ -2,7 +2,7 @@
 //! backward pass is generated. `network!` declares two raw parameters and the forward
 //! expression; `backward_params` fills each parameter's gradient.
 //!
-//! Run: `cargo run --release --example 02_autograd`
+//! Run: `cargo run --release --example 02_autograd` (add `--features cuda -- --device cuda` for the GPU)
 //!
 //! Prints `STEP LOSS` every 100 steps; the loss falls from about 3e7 to below 1e-3.
 //! `tests/stage2_autograd.rs` replays it from PyTorch's weights and matches PyTorch's losses.
@@ -49,11 +49,18 @@ pub fn train_step<B: Backend>(
 }
 
 fn main() -> Result<()> {
-    let device = Cpu;
+    match DeviceArg::from_args()? {
+        DeviceArg::Cpu => run(&Cpu),
+        DeviceArg::Cuda(ordinal) => run(&Cuda::new(ordinal)?),
+    }
+}
+
+/// The stage's training run on `device`.
+fn run<B: Backend>(device: &B) -> Result<()> {
     let rng = &mut seeded(0);
-    let x = Tensor::randn([64, 1000], &device, rng);
-    let y = Tensor::randn([64, 10], &device, rng);
-    let mut net = RawNet::new(&device, rng);
+    let x = Tensor::randn([64, 1000], device, rng);
+    let y = Tensor::randn([64, 10], device, rng);
+    let mut net = RawNet::new(device, rng);
     for step in 0..500 {
         let loss = train_step(&mut net, &x, &y, LEARNING_RATE)?;
         if step % 100 == 99 {

@@ -3,7 +3,7 @@
 //! `torch.autograd.Function`), and the network uses it as `MyReLU.apply(..)`; `network!`
 //! calls its backward pass inside the generated one.
 //!
-//! Run: `cargo run --release --example 03_custom_function`
+//! Run: `cargo run --release --example 03_custom_function` (add `--features cuda -- --device cuda` for the GPU)
 //!
 //! Prints `STEP LOSS` every 100 steps, then a finite-difference check of `MyReLU`'s backward
 //! pass; the loss falls from about 3e7 to below 1e-3. `tests/stage3_custom_function.rs`
@@ -70,18 +70,25 @@ pub fn train_step<B: Backend>(
 }
 
 fn main() -> Result<()> {
-    let device = Cpu;
+    match DeviceArg::from_args()? {
+        DeviceArg::Cpu => run(&Cpu),
+        DeviceArg::Cuda(ordinal) => run(&Cuda::new(ordinal)?),
+    }
+}
+
+/// The stage's training run on `device`.
+fn run<B: Backend>(device: &B) -> Result<()> {
     let rng = &mut seeded(0);
-    let x = Tensor::randn([64, 1000], &device, rng);
-    let y = Tensor::randn([64, 10], &device, rng);
-    let mut net = CustomReluNet::new(&device, rng);
+    let x = Tensor::randn([64, 1000], device, rng);
+    let y = Tensor::randn([64, 10], device, rng);
+    let mut net = CustomReluNet::new(device, rng);
     for step in 0..500 {
         let loss = train_step(&mut net, &x, &y, LEARNING_RATE)?;
         if step % 100 == 99 {
             println!("{step} {loss}");
         }
     }
-    let report = gradcheck(&MyReLU, &Tensor::randn([4, 5], &device, rng), 1e-3)?;
+    let report = gradcheck(&MyReLU, &Tensor::randn([4, 5], device, rng), 1e-3)?;
     println!("MyReLU gradcheck: max error {:.1e}", report.max_error);
     Ok(())
 }

@@ -2,7 +2,7 @@
 //! (`nn.Sequential` in PyTorch), declared with `network!`. The shapes of the chain are checked
 //! when this file compiles; the update is still written by hand, over `params_mut()`.
 //!
-//! Run: `cargo run --release --example 04_nn`
+//! Run: `cargo run --release --example 04_nn` (add `--features cuda -- --device cuda` for the GPU)
 //!
 //! Prints `STEP LOSS` every 100 steps; the loss falls from about 650 to below 1e-4.
 //! `tests/stage4_nn.rs` replays it from PyTorch's weights and matches PyTorch's losses.
@@ -46,12 +46,19 @@ pub fn train_step<B: Backend>(
 }
 
 fn main() -> Result<()> {
-    let device = Cpu;
+    match DeviceArg::from_args()? {
+        DeviceArg::Cpu => run(&Cpu),
+        DeviceArg::Cuda(ordinal) => run(&Cuda::new(ordinal)?),
+    }
+}
+
+/// The stage's training run on `device`.
+fn run<B: Backend>(device: &B) -> Result<()> {
     let rng = &mut seeded(0);
-    let x = Tensor::randn([64, 1000], &device, rng);
-    let y = Tensor::randn([64, 10], &device, rng);
-    let mut net = TwoLayerNet::new(&device, rng);
-    print!("{}", TwoLayerNet::<Cpu>::summary());
+    let x = Tensor::randn([64, 1000], device, rng);
+    let y = Tensor::randn([64, 10], device, rng);
+    let mut net = TwoLayerNet::new(device, rng);
+    print!("{}", TwoLayerNet::<B>::summary());
     for step in 0..500 {
         let loss = train_step(&mut net, &x, &y, LEARNING_RATE)?;
         if step % 100 == 99 {

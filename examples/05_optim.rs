@@ -3,7 +3,7 @@
 //! loop, with the loss from `declnet::losses` (`MseLoss` with `Reduction::Sum`, like
 //! `torch.nn.MSELoss(reduction="sum")`).
 //!
-//! Run: `cargo run --release --example 05_optim`
+//! Run: `cargo run --release --example 05_optim` (add `--features cuda -- --device cuda` for the GPU)
 //!
 //! Prints `STEP LOSS` every 100 steps; the loss falls from about 650 to about 1e-5 (the last
 //! line reads `499 0.0000103…`). `tests/stage5_optim.rs` replays this step from PyTorch's
@@ -57,11 +57,18 @@ pub fn train_step<B: Backend>(
 }
 
 fn main() -> Result<()> {
-    let device = Cpu;
+    match DeviceArg::from_args()? {
+        DeviceArg::Cpu => run(&Cpu),
+        DeviceArg::Cuda(ordinal) => run(&Cuda::new(ordinal)?),
+    }
+}
+
+/// The stage's training run on `device`.
+fn run<B: Backend>(device: &B) -> Result<()> {
     let rng = &mut seeded(0);
-    let x = Tensor::randn([64, 1000], &device, rng);
-    let y = Tensor::randn([64, 10], &device, rng);
-    let mut net = TwoLayerNet::new(&device, rng);
+    let x = Tensor::randn([64, 1000], device, rng);
+    let y = Tensor::randn([64, 10], device, rng);
+    let mut net = TwoLayerNet::new(device, rng);
     let mut optimizer = optimizer();
     for step in 0..500 {
         let loss = train_step(&mut net, &mut optimizer, &x, &y)?;

@@ -2,7 +2,7 @@
 //! forward body (PyTorch's `TwoLayerNet(nn.Module)`), trained with `MseLoss` (sum) and plain
 //! SGD from `declnet::optim`, then saved in PyTorch's `state_dict` layout and loaded back.
 //!
-//! Run: `cargo run --release --example 06_custom_module`
+//! Run: `cargo run --release --example 06_custom_module` (add `--features cuda -- --device cuda` for the GPU)
 //!
 //! Prints `STEP LOSS` every 100 steps (the loss falls from about 650 to below 1e-4), then where
 //! the weights and the optimizer's state (what resuming needs) were saved.
@@ -56,11 +56,18 @@ pub fn train_step<R: UpdateRule, B: Backend>(
 }
 
 fn main() -> Result<()> {
-    let device = Cpu;
+    match DeviceArg::from_args()? {
+        DeviceArg::Cpu => run(&Cpu),
+        DeviceArg::Cuda(ordinal) => run(&Cuda::new(ordinal)?),
+    }
+}
+
+/// The stage's training run on `device`.
+fn run<B: Backend>(device: &B) -> Result<()> {
     let rng = &mut seeded(0);
-    let x = Tensor::randn([64, 1000], &device, rng);
-    let y = Tensor::randn([64, 10], &device, rng);
-    let mut net = TwoLayerNet::new(&device, rng);
+    let x = Tensor::randn([64, 1000], device, rng);
+    let y = Tensor::randn([64, 10], device, rng);
+    let mut net = TwoLayerNet::new(device, rng);
     let mut sgd = optimizer();
     for step in 0..500 {
         let loss = train_step(&mut net, &mut sgd, &x, &y)?;
@@ -72,7 +79,7 @@ fn main() -> Result<()> {
     // Save in PyTorch's layout (`linear1.weight` is [100, 1000]) and load into a fresh network.
     let path = std::env::temp_dir().join("declnet_two_layer_net.safetensors");
     net.save(&path)?;
-    let loaded = TwoLayerNet::load(&device, &path)?;
+    let loaded = TwoLayerNet::load(device, &path)?;
     let same = loaded.forward(&x)?.to_vec() == net.forward(&x)?.to_vec();
     println!(
         "saved to {} and loaded back: outputs identical: {same}",
@@ -83,7 +90,7 @@ fn main() -> Result<()> {
     let state_path = std::env::temp_dir().join("declnet_two_layer_net_sgd.safetensors");
     sgd.state().save(&state_path)?;
     let mut resumed = optimizer();
-    resumed.try_load_state(&loaded, &OptimizerState::load(&state_path, &device)?)?;
+    resumed.try_load_state(&loaded, &OptimizerState::load(&state_path, device)?)?;
     println!(
         "optimizer state saved to {} and restored: lr {}",
         state_path.display(),

@@ -3,7 +3,7 @@
 //! an argument of `forward`, the generated backward replays the recorded iterations in
 //! reverse, and the shared layer's gradients add up. SGD with momentum 0.9.
 //!
-//! Run: `cargo run --release --example 07_dynamic_net`
+//! Run: `cargo run --release --example 07_dynamic_net` (add `--features cuda -- --device cuda` for the GPU)
 //!
 //! Prints `STEP LOSS` every 100 steps; the loss falls from about 650 to below 1. A step with 0
 //! repeats leaves `middle_linear` without a gradient, and SGD then leaves it (and its momentum)
@@ -61,11 +61,18 @@ pub fn train_step<B: Backend>(
 }
 
 fn main() -> Result<()> {
-    let device = Cpu;
+    match DeviceArg::from_args()? {
+        DeviceArg::Cpu => run(&Cpu),
+        DeviceArg::Cuda(ordinal) => run(&Cuda::new(ordinal)?),
+    }
+}
+
+/// The stage's training run on `device`.
+fn run<B: Backend>(device: &B) -> Result<()> {
     let rng = &mut seeded(0);
-    let x = Tensor::randn([64, 1000], &device, rng);
-    let y = Tensor::randn([64, 10], &device, rng);
-    let mut net = DynamicNet::new(&device, rng);
+    let x = Tensor::randn([64, 1000], device, rng);
+    let y = Tensor::randn([64, 10], device, rng);
+    let mut net = DynamicNet::new(device, rng);
     let mut sgd = optimizer();
     for step in 0..500 {
         let repeats = rng.random_range(0..4);

@@ -9,16 +9,17 @@
 #                               TwoLayerNet training step, CUDA against the CPU
 #         tests/declnet_runtime the runtime's unit tests (Cuda::new, NVRTC compile of every
 #                               kernel source, broadcast layouts, and all the CPU kernels)
-#       The examples are not built: they choose their device in code (`Cpu`) and take no
-#       `--device` flag yet, so on a GPU host they would only repeat the CPU run.
+#         examples/*            the seven tutorial examples (release, `--features cuda`), run
+#                               with `--device cuda`
 #
 #   bash gpu-bin/gpu-check.sh run [DIR]        (or: bash scripts/gpu-check.sh run gpu-bin)
 #       On the GPU host (needs only glibc >= 2.34, the NVIDIA driver and CUDA 13 libraries):
 #       puts the CUDA libraries on LD_LIBRARY_PATH ($CUDA_HOME/lib64, /usr/local/cuda/lib64,
 #       and pip's nvidia-* wheels, whichever exist), runs every binary in DIR/tests, and
 #       prints a summary: tests passed and failed per binary, and any `skipped: no CUDA
-#       device` lines, which on a GPU host mean the device or a library was not found.
-#       Exits non-zero when a test failed or a GPU test skipped.
+#       device` lines, which on a GPU host mean the device or a library was not found; then
+#       runs each example with `--device cuda` and prints its last line (its final loss).
+#       Exits non-zero when a test or an example failed, or a GPU test skipped.
 set -euo pipefail
 
 mode=${1:-}
@@ -51,9 +52,15 @@ if missing:
     sys.exit(f"test binaries not built: {sorted(missing)}")
 EOF
     rm -f "$json"
-    strip --strip-debug "$out"/tests/*
+    cargo build --release --features cuda --examples
+    mkdir -p "$out/examples"
+    for example in examples/*.rs; do
+        name=$(basename "$example" .rs)
+        cp "target/release/examples/$name" "$out/examples/$name"
+    done
+    strip --strip-debug "$out"/tests/* "$out"/examples/*
     cp "$root/scripts/gpu-check.sh" "$out/gpu-check.sh"
-    du -sh "$out"/tests/*
+    du -sh "$out"/tests/* "$out"/examples/*
     du -sh "$out"
 }
 
@@ -96,6 +103,14 @@ run() {
         skipped=$((skipped + skips))
         summary+=("$name: ${result:-no test result (crashed?)}; skipped on no device: $skips")
         rm -f "$log"
+    done
+    for bin in "$dir"/examples/*; do
+        [[ -e $bin ]] || continue
+        local name last
+        name=$(basename "$bin")
+        echo "== example $name --device cuda"
+        if last=$("$bin" --device cuda 2>&1 | tail -1); then :; else failed=$((failed + 1)); fi
+        summary+=("example $name: $last")
     done
     echo "== summary"
     printf '%s\n' "${summary[@]}"

@@ -11,7 +11,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// Everything that can go wrong in a tensor operation.
 ///
 /// Messages follow rustc's style: lowercase, the op first, then both shapes.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// `mm` operands whose inner dimensions differ.
@@ -144,6 +144,9 @@ pub enum Error {
         /// The output's shape.
         output: Shape,
     },
+    /// A program given arguments it cannot use.
+    #[error("usage: {0}")]
+    Usage(String),
     /// Operands that live on different devices.
     #[error("{op}: operands are on different devices ({lhs} and {rhs})")]
     DeviceMismatch {
@@ -367,6 +370,14 @@ fn describe_shapes(op: &str, mismatches: &[(String, Shape, Shape)]) -> String {
         })
         .collect();
     format!("{op}: {}", parts.join("; "))
+}
+
+/// Debug-formats as the message, so `fn main() -> Result<()>` and `unwrap` print what went
+/// wrong rather than the variant's fields.
+impl std::fmt::Debug for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
 }
 
 /// Unwraps `result`, panicking with the error's message at the caller's location.
