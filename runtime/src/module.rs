@@ -41,7 +41,7 @@ pub fn visit_prefixed<B: Backend, M: Module<B> + ?Sized>(
     prefix: &str,
     f: &mut dyn FnMut(&str, &Param<B>),
 ) {
-    let mut full = String::new();
+    let mut full = String::with_capacity(prefix.len() + 32);
     module.visit_params(&mut |name, param| f(prefixed(&mut full, prefix, name), param));
 }
 
@@ -51,7 +51,7 @@ pub fn visit_prefixed_mut<B: Backend, M: Module<B> + ?Sized>(
     prefix: &str,
     f: &mut dyn FnMut(&str, &mut Param<B>),
 ) {
-    let mut full = String::new();
+    let mut full = String::with_capacity(prefix.len() + 32);
     module.visit_params_mut(&mut |name, param| f(prefixed(&mut full, prefix, name), param));
 }
 

@@ -159,7 +159,7 @@ pub enum DeclaredDim {
 /// The sizes named dims took in one call, so every input agrees on them.
 #[derive(Debug, Default)]
 pub struct DimBindings {
-    bound: Vec<(&'static str, usize, &'static str)>,
+    bound: smallvec::SmallVec<[(&'static str, usize, &'static str); 4]>,
 }
 
 impl DimBindings {

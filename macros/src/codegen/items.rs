@@ -542,10 +542,26 @@ pub fn gen_module_impl(net: &Network) -> TokenStream {
                 let ident = &field.ident;
                 let name = &field.state_name;
                 match (&field.kind, mutable) {
-                    (FieldKind::Linear { .. } | FieldKind::Network { .. }, false) => {
+                    // A Linear layer's names are known now: no string is built per visit
+                    // (optimizers visit every step).
+                    (FieldKind::Linear { .. }, _) => {
+                        let (weight, bias) = (format!("{name}.weight"), format!("{name}.bias"));
+                        let (reference, as_ref) = if mutable {
+                            (quote!(&mut), quote!(as_mut))
+                        } else {
+                            (quote!(&), quote!(as_ref))
+                        };
+                        quote! {
+                            f(#weight, #reference self.#ident.weight);
+                            if let Some(bias) = self.#ident.bias.#as_ref() {
+                                f(#bias, bias);
+                            }
+                        }
+                    }
+                    (FieldKind::Network { .. }, false) => {
                         quote!(#private::visit_prefixed(&self.#ident, #name, f);)
                     }
-                    (FieldKind::Linear { .. } | FieldKind::Network { .. }, true) => {
+                    (FieldKind::Network { .. }, true) => {
                         quote!(#private::visit_prefixed_mut(&mut self.#ident, #name, f);)
                     }
                     (_, false) => quote!(f(#name, &self.#ident);),

@@ -256,15 +256,27 @@ impl<B: ::declnet::__private::Backend> TwoLayerNet<B> {
 impl<B: ::declnet::__private::Backend> ::declnet::__private::Module<B>
 for TwoLayerNet<B> {
     fn visit_params(&self, f: &mut dyn FnMut(&str, &::declnet::__private::Param<B>)) {
-        ::declnet::__private::visit_prefixed(&self.linear1, "linear1", f);
-        ::declnet::__private::visit_prefixed(&self.linear2, "linear2", f);
+        f("linear1.weight", &self.linear1.weight);
+        if let Some(bias) = self.linear1.bias.as_ref() {
+            f("linear1.bias", bias);
+        }
+        f("linear2.weight", &self.linear2.weight);
+        if let Some(bias) = self.linear2.bias.as_ref() {
+            f("linear2.bias", bias);
+        }
     }
     fn visit_params_mut(
         &mut self,
         f: &mut dyn FnMut(&str, &mut ::declnet::__private::Param<B>),
     ) {
-        ::declnet::__private::visit_prefixed_mut(&mut self.linear1, "linear1", f);
-        ::declnet::__private::visit_prefixed_mut(&mut self.linear2, "linear2", f);
+        f("linear1.weight", &mut self.linear1.weight);
+        if let Some(bias) = self.linear1.bias.as_mut() {
+            f("linear1.bias", bias);
+        }
+        f("linear2.weight", &mut self.linear2.weight);
+        if let Some(bias) = self.linear2.bias.as_mut() {
+            f("linear2.bias", bias);
+        }
     }
 }
 #[automatically_derived]
