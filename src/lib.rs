@@ -61,6 +61,7 @@ pub mod __private {
         DeclaredDim, Dim, DimBindings, Layer, LayerShape, TapeInput, accumulate, accumulate_ref,
         check_grad_out, grad_or_zeros, owned, same_dim,
     };
+    pub use declnet_runtime::ops::binary::BinaryOp;
     pub use declnet_runtime::ops::unary::UnaryOp;
     pub use declnet_runtime::rand::Rng;
     pub use declnet_runtime::rng::seeded;

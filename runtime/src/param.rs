@@ -101,6 +101,38 @@ impl<B: Backend> Param<B> {
         Ok(())
     }
 
+    /// Adds the column sums of `grad` (`[rows, n]`) to this `[n]` gradient: a bias's gradient
+    /// from its layer's output gradient. Sums straight into the buffer when there is no
+    /// gradient yet (the usual case after `zero_grad`).
+    ///
+    /// # Errors
+    /// [`Error::InPlaceShape`] when `grad` is not `[rows, n]` for this `[n]` parameter.
+    pub fn try_accumulate_grad_sum_rows(&mut self, grad: &Tensor<B>) -> Result<()> {
+        let &[rows, cols] = grad.dims() else {
+            return Err(self.sum_rows_error(grad));
+        };
+        if self.value.dims() != [cols] {
+            return Err(self.sum_rows_error(grad));
+        }
+        if self.has_grad {
+            let sums = grad.try_sum_dim(0, false)?;
+            self.grad.try_add_scaled_(1.0, &sums)?;
+        } else {
+            let device = self.grad.device.clone();
+            device.sum_axis(&grad.storage, 1, rows, cols, &mut self.grad.storage)?;
+        }
+        self.has_grad = true;
+        Ok(())
+    }
+
+    fn sum_rows_error(&self, grad: &Tensor<B>) -> Error {
+        Error::InPlaceShape {
+            op: "accumulate_grad_sum_rows",
+            target: self.value.shape().clone(),
+            result: grad.shape().clone(),
+        }
+    }
+
     /// Adds the product `a x b` to the gradient without a temporary (one GEMM with beta 0 or 1):
     /// how a `Linear` weight's gradient `dy^T x` is accumulated.
     #[track_caller]
@@ -166,6 +198,30 @@ mod tests {
         p.accumulate_grad_mm(x.t(), &x);
         p.accumulate_grad_mm(x.t(), &x);
         assert_eq!(p.grad().unwrap().to_vec(), [2.0, 4.0, 4.0, 8.0]);
+    }
+
+    #[test]
+    fn accumulates_column_sums() {
+        let mut bias = Param::new(Tensor::zeros([2], &Cpu));
+        let grad = Tensor::from_vec(vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0], [3, 2], &Cpu);
+        bias.try_accumulate_grad_sum_rows(&grad).unwrap();
+        assert_eq!(bias.grad().unwrap().to_vec(), [9.0, 12.0]);
+        bias.try_accumulate_grad_sum_rows(&grad).unwrap();
+        assert_eq!(bias.grad().unwrap().to_vec(), [18.0, 24.0]);
+        bias.zero_grad();
+        bias.try_accumulate_grad_sum_rows(&grad).unwrap();
+        assert_eq!(
+            bias.grad().unwrap().to_vec(),
+            [9.0, 12.0],
+            "overwrites the old buffer"
+        );
+        let error = bias
+            .try_accumulate_grad_sum_rows(&Tensor::zeros([3, 4], &Cpu))
+            .unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "accumulate_grad_sum_rows: cannot write a result of shape [3, 4] into a tensor of shape [2]"
+        );
     }
 
     #[test]

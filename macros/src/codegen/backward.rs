@@ -177,12 +177,21 @@ fn gen_reverse(
                 }
             }
             _ => {
-                let body = gen_rule(net, plan, id);
-                steps.push(if Some(id) == direct {
-                    quote!({ let g = grad_out0; #body })
-                } else {
-                    let ident = grad_ident(id);
-                    quote!(if let Some(g) = #ident.as_ref() { #body })
+                let ident = grad_ident(id);
+                steps.push(match gen_rule_in_place(net, plan, id) {
+                    // The adjoint is read by this rule only, so an elementwise rule may
+                    // overwrite it and pass it on instead of allocating.
+                    Some(body) if Some(id) != direct => {
+                        quote!(if let Some(mut g) = #ident.take() { #body })
+                    }
+                    _ if Some(id) == direct => {
+                        let body = gen_rule(net, plan, id);
+                        quote!({ let g = grad_out0; #body })
+                    }
+                    _ => {
+                        let body = gen_rule(net, plan, id);
+                        quote!(if let Some(g) = #ident.as_ref() { #body })
+                    }
                 });
             }
         }
@@ -291,6 +300,53 @@ fn unbroadcast(net: &Network, id: ValueId, operand: ValueId, grad: TokenStream) 
         let shape = shape_ident(operand);
         quote!(#grad.try_sum_to_shape(&#shape)?)
     }
+}
+
+/// The backward rule of an elementwise node `id` with its output gradient owned in `mut g`:
+/// the gradient is transformed in place and moved on. `None` for other nodes.
+fn gen_rule_in_place(net: &Network, plan: &Plan, id: ValueId) -> Option<TokenStream> {
+    let private = private();
+    let zip = |x: ValueId, op: TokenStream, saved: TokenStream| {
+        let add = contribute(net, plan, x, &quote!(g));
+        quote! {
+            g.try_zip_(#private::BinaryOp::#op, "backward", #saved)?;
+            #add
+        }
+    };
+    let map = |x: ValueId, op: TokenStream| {
+        let add = contribute(net, plan, x, &quote!(g));
+        quote! {
+            g.try_map_(#private::UnaryOp::#op)?;
+            #add
+        }
+    };
+    let output = || {
+        let y = value_ident(id);
+        quote!(&#y)
+    };
+    Some(match net.nodes[id].op {
+        Op::Activation { activation, x, .. } => match activation {
+            Activation::Relu => zip(x, quote!(ReluBackward), output()),
+            Activation::Sigmoid => zip(x, quote!(SigmoidBackward), output()),
+            Activation::Tanh => zip(x, quote!(TanhBackward), output()),
+            Activation::Gelu => zip(x, quote!(GeluBackward), value_ref(net, x)),
+        },
+        Op::ClampMin { x, min } => {
+            let min = f32_tokens(min);
+            zip(x, quote!(ClampMinBackward(#min)), value_ref(net, x))
+        }
+        Op::Pow { x, exponent } => {
+            let exponent = f32_tokens(exponent);
+            zip(x, quote!(PowBackward(#exponent)), value_ref(net, x))
+        }
+        Op::MulScalar { x, scalar } => {
+            let scalar = f32_tokens(scalar);
+            map(x, quote!(MulScalar(#scalar)))
+        }
+        Op::Neg { x } => map(x, quote!(Neg)),
+        Op::AddScalar { x, .. } => contribute(net, plan, x, &quote!(g)),
+        _ => return None,
+    })
 }
 
 /// The backward rule of node `id`, with its output gradient bound to `g`.

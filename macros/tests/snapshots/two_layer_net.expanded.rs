@@ -135,11 +135,13 @@ impl<B: ::declnet::__private::Backend> TwoLayerNet<B> {
                 ::declnet::__private::accumulate(&mut g2, dx)?;
             }
         }
-        if let Some(g) = g2.as_ref() {
-            ::declnet::__private::accumulate(
-                &mut g1,
-                g.clamp_min_backward((&v1), 0f32)?,
+        if let Some(mut g) = g2.take() {
+            g.try_zip_(
+                ::declnet::__private::BinaryOp::ClampMinBackward(0f32),
+                "backward",
+                (&v1),
             )?;
+            ::declnet::__private::accumulate(&mut g1, g)?;
         }
         if let Some(g) = g1.as_ref() {
             if let Some(dx) = self.linear1.backward(x, g, true)? {
@@ -173,11 +175,13 @@ impl<B: ::declnet::__private::Backend> TwoLayerNet<B> {
                 ::declnet::__private::accumulate(&mut g2, dx)?;
             }
         }
-        if let Some(g) = g2.as_ref() {
-            ::declnet::__private::accumulate(
-                &mut g1,
-                g.clamp_min_backward((&v1), 0f32)?,
+        if let Some(mut g) = g2.take() {
+            g.try_zip_(
+                ::declnet::__private::BinaryOp::ClampMinBackward(0f32),
+                "backward",
+                (&v1),
             )?;
+            ::declnet::__private::accumulate(&mut g1, g)?;
         }
         if let Some(g) = g1.as_ref() {
             self.linear1.backward(x, g, false)?;

@@ -140,7 +140,8 @@ pub trait Backend: Clone + fmt::Debug + PartialEq + Send + Sync + 'static {
         layout: &Broadcast,
     ) -> Result<()>;
 
-    /// Sums `x`, viewed as `[outer, len, inner]`, over its middle axis into `out` (`[outer, inner]`).
+    /// Sums `x`, viewed as `[outer, len, inner]`, over its middle axis into `out` (`[outer, inner]`),
+    /// overwriting whatever `out` held.
     ///
     /// # Errors
     /// When the kernel fails.

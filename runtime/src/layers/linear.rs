@@ -86,7 +86,7 @@ impl<B: Backend> Linear<B> {
         // dW += dy^T x, straight into the gradient buffer.
         self.weight.try_accumulate_grad_mm(grad_out.t(), x)?;
         if let Some(bias) = &mut self.bias {
-            bias.try_accumulate_grad(&grad_out.try_sum_dim(0, false)?)?;
+            bias.try_accumulate_grad_sum_rows(grad_out)?;
         }
         input_grad
             .then(|| grad_out.try_mm(self.weight.value()))

@@ -16,6 +16,8 @@ pub(crate) fn sum_axis(x: &[f32], outer: usize, len: usize, inner: usize, out: &
         }
         return;
     }
+    // `out` may hold anything (a reused gradient buffer): start from zero.
+    out.fill(0.0);
     for (o, block) in out.chunks_exact_mut(inner).zip(x.chunks_exact(len * inner)) {
         for row in block.chunks_exact(inner) {
             for (acc, &v) in o.iter_mut().zip(row) {

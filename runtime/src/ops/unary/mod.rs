@@ -60,7 +60,15 @@ impl<B: Backend> Tensor<B> {
     /// Applies `op` to every element in place.
     #[track_caller]
     pub fn map_(&mut self, op: UnaryOp) {
-        or_panic(self.device.unary_assign(op, &mut self.storage));
+        or_panic(self.try_map_(op));
+    }
+
+    /// Applies `op` to every element in place.
+    ///
+    /// # Errors
+    /// When the device cannot run the kernel.
+    pub fn try_map_(&mut self, op: UnaryOp) -> Result<()> {
+        self.device.unary_assign(op, &mut self.storage)
     }
 
     /// Applies `op` in place and returns the tensor: how owned operands reuse their buffer.
