@@ -21,8 +21,8 @@ pub fn gen_forward(net: &Network, outputs: &[ValueId], plan: &Plan) -> TokenStre
     let extras = extra_params(net);
     let checks = gen_input_checks(net, "forward");
     let train_checks = gen_input_checks(net, "forward_train");
-    let steps = gen_steps(net, plan, false);
-    let train_steps = gen_steps(net, plan, true);
+    let steps = gen_steps(net, plan, outputs, false);
+    let train_steps = gen_steps(net, plan, outputs, true);
     let owned_output = owned_outputs(net, outputs, |_| false);
     let train_output = owned_outputs(net, outputs, |id| plan.saved_values.contains(&id));
     let returns = outputs_type(net);
@@ -88,7 +88,7 @@ pub fn extra_params(net: &Network) -> Vec<TokenStream> {
 
 /// The statements computing the live top-level nodes in order, each loop as one `for` block;
 /// `train` also keeps what backward needs (custom functions' state, loop records).
-fn gen_steps(net: &Network, plan: &Plan, train: bool) -> Vec<TokenStream> {
+fn gen_steps(net: &Network, plan: &Plan, outputs: &[ValueId], train: bool) -> Vec<TokenStream> {
     let mut steps = Vec::new();
     let mut emitted = vec![false; net.loops.len()];
     for id in (0..net.nodes.len()).filter(|&id| plan.live[id] && net.nodes[id].region.is_none()) {
@@ -96,7 +96,7 @@ fn gen_steps(net: &Network, plan: &Plan, train: bool) -> Vec<TokenStream> {
             Op::LoopOutput { looped, .. } => {
                 if !emitted[looped] {
                     emitted[looped] = true;
-                    steps.push(gen_loop(net, plan, looped, train));
+                    steps.push(gen_loop(net, plan, outputs, looped, train));
                 }
             }
             _ => steps.extend(gen_step(net, id, train)),
@@ -107,7 +107,13 @@ fn gen_steps(net: &Network, plan: &Plan, train: bool) -> Vec<TokenStream> {
 
 /// Loop `looped`: carried variables in `c{loop}_{index}`, the body's steps, and (when
 /// training) one record per iteration of what the body's backward rules read.
-fn gen_loop(net: &Network, plan: &Plan, looped: usize, train: bool) -> TokenStream {
+fn gen_loop(
+    net: &Network,
+    plan: &Plan,
+    network_outputs: &[ValueId],
+    looped: usize,
+    train: bool,
+) -> TokenStream {
     let info = &net.loops[looped];
     let iter = &info.iter;
     let carried: Vec<(usize, ValueId, ValueId)> = info
@@ -134,8 +140,13 @@ fn gen_loop(net: &Network, plan: &Plan, looped: usize, train: bool) -> TokenStre
         else {
             continue;
         };
-        let first = value_ref(net, first);
-        init.push(quote!(let mut #c = #first.try_clone()?;));
+        init.push(if last_use(net, plan, network_outputs, first, param) {
+            let v = value_ident(first);
+            quote!(let mut #c = #v;)
+        } else {
+            let v = value_ref(net, first);
+            quote!(let mut #c = #v.try_clone()?;)
+        });
         if plan.live[param] {
             let v = value_ident(param);
             enter.push(quote!(let #v = #c;));
@@ -197,6 +208,38 @@ fn gen_loop(net: &Network, plan: &Plan, looped: usize, train: bool) -> TokenStre
             #(#store)*
         }
         #(#outputs)*
+    }
+}
+
+/// Whether the loop parameter `param` is the only reader of `init` (a computed value that is
+/// neither saved, returned, nor read by any other node), so the loop may take it over instead
+/// of copying it.
+fn last_use(
+    net: &Network,
+    plan: &Plan,
+    outputs: &[ValueId],
+    init: ValueId,
+    param: ValueId,
+) -> bool {
+    let computed = net.nodes[init].region.is_none()
+        && !matches!(net.nodes[init].op, Op::Input(_) | Op::Param(_));
+    let kept = plan.saved_values.contains(&init)
+        || plan.saved_shapes.contains(&init)
+        || outputs.contains(&init);
+    // The loop's own nodes read it: its parameter, and its output (for zero iterations).
+    let other_readers = (0..net.nodes.len()).any(|id| {
+        let own = id == param
+            || matches!(net.nodes[id].op, Op::LoopOutput { result, .. } if Some(result) == loop_result(net, param));
+        plan.live[id] && !own && net.nodes[id].op.operands().contains(&init)
+    });
+    computed && !kept && !other_readers
+}
+
+/// The body result of loop parameter `param`.
+fn loop_result(net: &Network, param: ValueId) -> Option<ValueId> {
+    match net.nodes[param].op {
+        Op::LoopParam { result, .. } => Some(result),
+        _ => None,
     }
 }
 
