@@ -93,8 +93,9 @@ impl<B: Backend> Tensor<B> {
     /// # Errors
     /// [`Error::DimOutOfRange`] when `dim` is not below the rank.
     pub fn try_mean_dim(&self, dim: usize, keepdim: bool) -> Result<Self> {
-        let sum = self.try_sum_dim(dim, keepdim)?;
-        Ok(sum * (1.0 / self.dims()[dim] as f32))
+        let mut sum = self.try_sum_dim(dim, keepdim)?;
+        sum.try_map_(UnaryOp::MulScalar(1.0 / self.dims()[dim] as f32))?;
+        Ok(sum)
     }
 
     fn reduced_shape(&self, op: &'static str, dim: usize, keepdim: bool) -> Result<Shape> {
