@@ -23,6 +23,7 @@ pub mod optim;
 mod param;
 pub mod rng;
 mod shape;
+mod step_graph;
 mod tensor;
 
 pub use backend::{Backend, Cpu, Cuda};
@@ -32,6 +33,7 @@ pub use module::{Module, visit_prefixed, visit_prefixed_mut};
 pub use ops::matmul::MatView;
 pub use param::Param;
 pub use shape::{Dims, Shape};
+pub use step_graph::StepGraph;
 pub use tensor::Tensor;
 
 /// Re-exported so users name the same `rand` traits the runtime takes.

@@ -33,6 +33,25 @@ impl Cuda {
     pub fn ordinal(&self) -> usize {
         match self.never {}
     }
+
+    pub(crate) fn capture_step<S>(
+        &self,
+        _: &mut S,
+        _: fn(&mut S) -> Result<()>,
+    ) -> Result<CapturedGraph> {
+        match self.never {}
+    }
+}
+
+/// A captured step; none can exist without the `cuda` feature.
+pub(crate) struct CapturedGraph {
+    never: Infallible,
+}
+
+impl CapturedGraph {
+    pub(crate) fn replay(&self) -> Result<()> {
+        match self.never {}
+    }
 }
 
 impl Backend for Cuda {

@@ -12,6 +12,7 @@ pub(crate) mod cuda;
 mod cuda;
 
 pub use cpu::Cpu;
+pub(crate) use cuda::CapturedGraph;
 pub use cuda::Cuda;
 
 use std::fmt;

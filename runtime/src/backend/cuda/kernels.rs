@@ -161,4 +161,25 @@ mod tests {
             assert!(ptx.to_src().contains(".entry"), "{file} has no kernels");
         }
     }
+
+    #[test]
+    fn a_kernel_that_fails_to_compile_is_an_error_with_nvrtc_log() {
+        // SAFETY: only tries to dlopen the library.
+        if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+            println!("skipped: no NVRTC library (libnvrtc.so.13) on the loader path");
+            return;
+        }
+        let source = "extern \"C\" __global__ void broken(float* x) { x[0] = undeclared; }";
+        let error = compile("--gpu-architecture=sm_90", "broken.cu", source)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.starts_with("compile kernels: NVRTC cannot compile `broken.cu`"),
+            "{error}"
+        );
+        assert!(
+            error.contains("undeclared"),
+            "the log names the culprit: {error}"
+        );
+    }
 }

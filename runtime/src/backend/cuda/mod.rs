@@ -1,18 +1,24 @@
 //! The [`Cuda`] backend: `f32` buffers in GPU memory, GEMM on cuBLAS, every other op in a
 //! kernel from the op's folder (`ops/<family>/<family>.cu`), compiled by NVRTC on first use.
 //!
-//! Everything runs in order on the device's default stream, so no work waits on events and a
-//! buffer freed by one op is reused by the next from the stream-ordered memory pool.
+//! Everything runs in order on one stream per device, so no work waits on events and a buffer
+//! freed by one op is reused by the next from the stream-ordered memory pool. The stream is a
+//! created one, not the legacy default stream, because only created streams can be captured
+//! into a CUDA graph ([`StepGraph`](crate::StepGraph)).
 
+mod graph;
 mod kernels;
 
+pub(crate) use graph::CapturedGraph;
 pub(crate) use kernels::{BLOCK, Kernels, cuda_error, expect_len, launch_config};
+
+use graph::Recorder;
 
 use std::fmt;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use cudarc::cublas::CudaBlas;
-use cudarc::driver::{CudaContext, CudaSlice, CudaStream, result, sys};
+use cudarc::driver::{CudaContext, CudaSlice, CudaStream, DevicePtr, result, sys};
 
 use super::Backend;
 use crate::error::{Error, Result};
@@ -30,9 +36,20 @@ pub struct Cuda {
     ordinal: usize,
     ctx: Arc<CudaContext>,
     stream: Arc<CudaStream>,
-    blas: Arc<CudaBlas>,
+    blas: Arc<Blas>,
     kernels: Arc<OnceLock<Result<Kernels>>>,
+    recorder: Arc<Recorder>,
 }
+
+/// The cuBLAS handle and the workspace it owns. The workspace is given explicitly, so cuBLAS
+/// never allocates one of its own while a [`StepGraph`](crate::StepGraph) is being captured.
+struct Blas {
+    handle: CudaBlas,
+    _workspace: CudaSlice<u8>,
+}
+
+/// The cuBLAS workspace: NVIDIA's recommendation for Hopper, enough for every earlier GPU.
+const BLAS_WORKSPACE_BYTES: usize = 32 << 20;
 
 /// The devices opened so far, so each ordinal has one context and compiles its kernels once.
 static DEVICES: Mutex<Vec<Cuda>> = Mutex::new(Vec::new());
@@ -91,20 +108,28 @@ impl Cuda {
             });
         }
         let ctx = CudaContext::new(ordinal).map_err(cuda_error(OP))?;
-        // SAFETY: all work goes to the one default stream, in order, so no buffer needs the
+        // SAFETY: all work goes to the device's one stream, in order, so no buffer needs the
         // cross-stream events this turns off; it runs before any buffer exists.
         unsafe { ctx.disable_event_tracking() };
-        if ctx.has_async_alloc() {
-            keep_freed_memory(&ctx).map_err(cuda_error(OP))?;
+        if !ctx.has_async_alloc() {
+            return Err(Error::Backend {
+                op: OP,
+                message: format!(
+                    "CUDA device {ordinal} has no stream-ordered allocator (cuMemAllocAsync), \
+                     which declnet needs to reuse memory between steps"
+                ),
+            });
         }
-        let stream = ctx.default_stream();
-        let blas = CudaBlas::new(stream.clone()).map_err(cuda_error(OP))?;
+        keep_freed_memory(&ctx).map_err(cuda_error(OP))?;
+        let stream = ctx.new_stream().map_err(cuda_error(OP))?;
+        let blas = Blas::new(&stream)?;
         Ok(Self {
             ordinal,
             ctx,
             stream,
             blas: Arc::new(blas),
             kernels: Arc::new(OnceLock::new()),
+            recorder: Arc::default(),
         })
     }
 
@@ -117,7 +142,7 @@ impl Cuda {
     /// calling thread (cuBLAS calls, unlike cudarc's own, do not do that themselves).
     pub(crate) fn blas(&self) -> Result<&CudaBlas> {
         self.ctx.bind_to_thread().map_err(cuda_error("gemm"))?;
-        Ok(&self.blas)
+        Ok(&self.blas.handle)
     }
 
     /// The compiled kernels; the first call compiles them for this device.
@@ -131,9 +156,56 @@ impl Cuda {
     /// A buffer of `len` zeros.
     fn alloc(&self, op: &'static str, len: usize) -> Result<CudaSlice<f32>> {
         if len == 0 {
-            return self.stream.null().map_err(cuda_error(op));
+            // The driver's answer to a zero-byte allocation is not specified, so an empty
+            // buffer holds one element it never shows.
+            let one = self.stream.alloc_zeros::<f32>(1).map_err(cuda_error(op))?;
+            // SAFETY: `leak` hands over an allocation of one `f32`, and the new slice claims
+            // none of it; dropping the slice frees the allocation.
+            return Ok(unsafe { self.stream.upgrade_device_ptr(one.leak(), 0) });
         }
         self.stream.alloc_zeros(len).map_err(cuda_error(op))
+    }
+
+    /// Fails while a [`StepGraph`](crate::StepGraph) is being captured: a host copy would be recorded with a
+    /// pointer to host memory that is gone by the time the graph replays.
+    pub(crate) fn check_host_copy(&self, op: &'static str) -> Result<()> {
+        if self.recorder.is_capturing() {
+            return Err(Error::Backend {
+                op,
+                message: "cannot copy between host and GPU inside a captured step; copy new \
+                          data into the state's tensors before `replay`, and read results \
+                          after it"
+                    .to_owned(),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Blas {
+    fn new(stream: &Arc<CudaStream>) -> Result<Self> {
+        const OP: &str = "Cuda::new";
+        let handle = CudaBlas::new(stream.clone()).map_err(cuda_error(OP))?;
+        let workspace = stream
+            .alloc_zeros::<u8>(BLAS_WORKSPACE_BYTES)
+            .map_err(cuda_error(OP))?;
+        let pointer = workspace.device_ptr(stream).0;
+        // SAFETY: the workspace is a live device allocation of `BLAS_WORKSPACE_BYTES` on the
+        // handle's stream, and `Blas` keeps it alive as long as the handle. cuBLAS resets the
+        // workspace when the stream changes, which never happens after this.
+        unsafe {
+            cudarc::cublas::sys::cublasSetWorkspace_v2(
+                *handle.handle(),
+                pointer as *mut std::ffi::c_void,
+                BLAS_WORKSPACE_BYTES,
+            )
+        }
+        .result()
+        .map_err(cuda_error(OP))?;
+        Ok(Self {
+            handle,
+            _workspace: workspace,
+        })
     }
 }
 
@@ -181,6 +253,7 @@ impl Backend for Cuda {
     }
 
     fn upload(&self, data: &[f32]) -> Result<CudaSlice<f32>> {
+        self.check_host_copy("upload")?;
         if data.is_empty() {
             return self.alloc("upload", 0);
         }
@@ -188,6 +261,7 @@ impl Backend for Cuda {
     }
 
     fn download(&self, storage: &CudaSlice<f32>) -> Result<Vec<f32>> {
+        self.check_host_copy("download")?;
         if storage.is_empty() {
             return Ok(Vec::new());
         }
@@ -197,6 +271,7 @@ impl Backend for Cuda {
     }
 
     fn copy(&self, src: &CudaSlice<f32>) -> Result<CudaSlice<f32>> {
+        self.recorder.record(|| format!("copy {}", src.len()));
         if src.is_empty() {
             return self.alloc("copy", 0);
         }
@@ -205,6 +280,7 @@ impl Backend for Cuda {
 
     fn copy_into(&self, src: &CudaSlice<f32>, dst: &mut CudaSlice<f32>) -> Result<()> {
         expect_len("copy_into", "destination", dst.len(), src.len())?;
+        self.recorder.record(|| format!("copy_into {}", src.len()));
         if src.is_empty() {
             return Ok(());
         }
@@ -214,6 +290,8 @@ impl Backend for Cuda {
     }
 
     fn fill(&self, dst: &mut CudaSlice<f32>, value: f32) -> Result<()> {
+        self.recorder
+            .record(|| format!("fill {} {value:?}", dst.len()));
         unary::cuda::fill(self, dst, value)
     }
 
@@ -224,6 +302,7 @@ impl Backend for Cuda {
         b: &CudaSlice<f32>,
         c: &mut CudaSlice<f32>,
     ) -> Result<()> {
+        self.recorder.record(|| format!("{gemm:?}"));
         matmul::cuda::gemm(self, gemm, a, b, c)
     }
 
@@ -234,14 +313,18 @@ impl Backend for Cuda {
         cols: usize,
         dst: &mut CudaSlice<f32>,
     ) -> Result<()> {
+        self.recorder.record(|| format!("transpose {rows}x{cols}"));
         matmul::cuda::transpose(self, src, rows, cols, dst)
     }
 
     fn unary(&self, op: UnaryOp, x: &CudaSlice<f32>, out: &mut CudaSlice<f32>) -> Result<()> {
+        self.recorder.record(|| format!("{op:?} {}", x.len()));
         unary::cuda::unary(self, op, x, out)
     }
 
     fn unary_assign(&self, op: UnaryOp, x: &mut CudaSlice<f32>) -> Result<()> {
+        self.recorder
+            .record(|| format!("{op:?} in place {}", x.len()));
         unary::cuda::unary_assign(self, op, x)
     }
 
@@ -253,6 +336,7 @@ impl Backend for Cuda {
         layout: &Broadcast,
         out: &mut CudaSlice<f32>,
     ) -> Result<()> {
+        self.recorder.record(|| format!("{op:?} {layout:?}"));
         binary::cuda::binary(self, op, lhs, rhs, layout, out)
     }
 
@@ -263,6 +347,8 @@ impl Backend for Cuda {
         rhs: &CudaSlice<f32>,
         layout: &Broadcast,
     ) -> Result<()> {
+        self.recorder
+            .record(|| format!("{op:?} in place {layout:?}"));
         binary::cuda::binary_assign(self, op, lhs, rhs, layout)
     }
 
@@ -274,6 +360,8 @@ impl Backend for Cuda {
         inner: usize,
         out: &mut CudaSlice<f32>,
     ) -> Result<()> {
+        self.recorder
+            .record(|| format!("sum_axis {outer}x{len}x{inner}"));
         reduce::cuda::sum_axis(self, x, outer, len, inner, out)
     }
 
@@ -285,6 +373,7 @@ impl Backend for Cuda {
         values: &mut CudaSlice<f32>,
         grad: &mut CudaSlice<f32>,
     ) -> Result<()> {
+        self.recorder.record(|| format!("{op:?} {}", x.len()));
         loss::cuda::pointwise_loss(self, op, x, t, values, grad)
     }
 
@@ -297,6 +386,8 @@ impl Backend for Cuda {
         values: &mut CudaSlice<f32>,
         grad: &mut CudaSlice<f32>,
     ) -> Result<()> {
+        self.recorder
+            .record(|| format!("{op:?} {labels:?} {classes}"));
         loss::cuda::class_loss(self, op, x, labels, classes, values, grad)
     }
 
@@ -307,12 +398,15 @@ impl Backend for Cuda {
         grad: &CudaSlice<f32>,
         state: &mut [CudaSlice<f32>],
     ) -> Result<()> {
+        self.recorder.record(|| format!("{step:?} {}", param.len()));
         optim::cuda::optim_step(self, step, param, grad, state)
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use cudarc::driver::PushKernelArg as _;
+
     use super::*;
 
     /// Whether this machine has a usable GPU and the libraries (`cudarc` would panic without
@@ -345,5 +439,87 @@ mod tests {
     #[test]
     fn missing_ordinal_is_an_error() {
         assert!(Cuda::new(usize::MAX).is_err());
+    }
+
+    /// GPU 0, or `None` after printing why the test is skipped.
+    fn device_or_skip() -> Option<Cuda> {
+        if has_device() {
+            Some(Cuda::new(0).unwrap())
+        } else {
+            println!("skipped: no CUDA device");
+            None
+        }
+    }
+
+    /// Checks that `device` still computes after an error.
+    fn assert_still_usable(device: &Cuda) {
+        let mut buffer = device.zeros(3).unwrap();
+        device.fill(&mut buffer, 2.5).unwrap();
+        assert_eq!(device.download(&buffer).unwrap(), [2.5; 3]);
+    }
+
+    #[test]
+    fn out_of_memory_is_an_error_and_the_device_stays_usable() {
+        let Some(device) = device_or_skip() else {
+            return;
+        };
+        // 4 TiB of f32s, more than any GPU holds.
+        let error = device.zeros(1 << 40).unwrap_err().to_string();
+        assert!(error.contains("CUDA_ERROR_OUT_OF_MEMORY"), "{error}");
+        assert_still_usable(&device);
+    }
+
+    #[test]
+    fn failed_launch_is_an_error_and_the_device_stays_usable() {
+        let Some(device) = device_or_skip() else {
+            return;
+        };
+        let mut buffer = device.zeros(4).unwrap();
+        let count = 4u64;
+        let value = 1.0f32;
+        let kernels = device.kernels().unwrap();
+        let mut launch = device.stream().launch_builder(&kernels.fill);
+        launch.arg(&mut buffer).arg(&count).arg(&value);
+        // More threads per block than any GPU allows.
+        let config = cudarc::driver::LaunchConfig {
+            grid_dim: (1, 1, 1),
+            block_dim: (4096, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: the arguments match `fill_f32`'s parameters; the driver rejects the
+        // configuration before anything runs.
+        let result = unsafe { launch.launch(config) };
+        let error = result.map_err(cuda_error("fill")).unwrap_err().to_string();
+        assert!(
+            error.starts_with("fill: CUDA_ERROR_INVALID_VALUE"),
+            "{error}"
+        );
+        assert_still_usable(&device);
+    }
+
+    #[test]
+    fn host_copies_inside_a_capture_are_refused() {
+        let Some(device) = device_or_skip() else {
+            return;
+        };
+        let (refused, _) = device
+            .recorder
+            .traced(true, || device.upload(&[1.0]).unwrap_err().to_string())
+            .unwrap();
+        assert!(refused.contains("inside a captured step"), "{refused}");
+        assert_still_usable(&device);
+    }
+
+    #[test]
+    fn empty_buffers_round_trip() {
+        let Some(device) = device_or_skip() else {
+            return;
+        };
+        let empty = device.upload(&[]).unwrap();
+        assert_eq!(empty.len(), 0);
+        let copied = device.download(&device.copy(&empty).unwrap()).unwrap();
+        assert!(copied.is_empty());
+        drop(empty);
+        assert_still_usable(&device);
     }
 }

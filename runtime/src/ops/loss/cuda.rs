@@ -79,6 +79,7 @@ pub(crate) fn class_loss(
         ClassLoss::CrossEntropy { label_smoothing } => (0i32, label_smoothing),
         ClassLoss::Nll => (1, 0.0f32),
     };
+    dev.check_host_copy(OP)?;
     let labels: Vec<u64> = labels.iter().map(|&label| label as u64).collect();
     let labels = dev.stream().clone_htod(&labels).map_err(cuda_error(OP))?;
     let (rows, classes) = (rows as u64, classes as u64);

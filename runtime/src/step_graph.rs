@@ -1,0 +1,163 @@
+//! [`StepGraph`]: a whole training step (forward, loss, backward, optimizer) captured once as
+//! a CUDA graph and replayed, so each step costs one launch instead of one per op.
+
+use crate::backend::{CapturedGraph, Cuda};
+use crate::error::Result;
+
+/// A training step and the state it updates, run eagerly or, once [captured](Self::capture)
+/// on a GPU, replayed as a CUDA graph.
+///
+/// The step is a plain function of the state (a closure that captures nothing coerces to
+/// one), so everything a captured graph reads or writes is owned here and cannot be moved
+/// or dropped while the graph lives. A graph replays the step exactly as captured:
+/// - the same kernels with the same scalars, so [`capture`](Self::capture) refuses a step
+///   whose scalars change between steps (Adam's bias corrections, a scheduler's learning
+///   rate) or whose control flow does;
+/// - into the same buffers, so the step must write results into the state's tensors in place
+///   (`copy_`, `add_scaled_`, an optimizer's step) rather than assign new tensors to it;
+/// - with no host copies: read a result (`state().loss.item()`) between replays, not inside
+///   the step.
+///
+/// # Examples
+/// ```
+/// use declnet_runtime::{Cuda, Result, StepGraph, Tensor};
+///
+/// /// Least squares by gradient descent: everything the step touches.
+/// struct Fit {
+///     x: Tensor<Cuda>,
+///     y: Tensor<Cuda>,
+///     w: Tensor<Cuda>,
+///     loss: Tensor<Cuda>,
+/// }
+///
+/// fn step(fit: &mut Fit) -> Result<()> {
+///     let diff = fit.x.try_mm(&fit.w)?.try_sub(&fit.y)?;
+///     fit.loss.try_copy_(&diff.pow(2.0).try_sum()?)?;
+///     let grad = fit.x.t().try_mm(&diff)?;
+///     fit.w.try_add_scaled_(-0.01, &grad)
+/// }
+///
+/// # fn main() -> Result<()> {
+/// let Ok(cuda) = Cuda::new(0) else { return Ok(()) }; // no GPU here
+/// let fit = Fit {
+///     x: Tensor::ones([8, 3], &cuda),
+///     y: Tensor::ones([8, 1], &cuda),
+///     w: Tensor::zeros([3, 1], &cuda),
+///     loss: Tensor::zeros([], &cuda),
+/// };
+/// let mut training = StepGraph::new(fit, step);
+/// training.capture(&cuda)?; // one step eagerly, then records the next
+/// for _ in 0..100 {
+///     training.run()?; // one graph launch, no sync
+/// }
+/// println!("loss {}", training.state().loss.try_item()?);
+/// # Ok(())
+/// # }
+/// ```
+pub struct StepGraph<S> {
+    // Declared first so it is dropped before the state whose buffers it names.
+    graph: Option<CapturedGraph>,
+    step: fn(&mut S) -> Result<()>,
+    state: S,
+}
+
+impl<S> StepGraph<S> {
+    /// Holds `state` and `step`; nothing is captured yet, so [`run`](Self::run) steps eagerly.
+    pub fn new(state: S, step: fn(&mut S) -> Result<()>) -> Self {
+        Self {
+            graph: None,
+            step,
+            state,
+        }
+    }
+
+    /// Runs the step once eagerly (it counts as a training step), then records the next step
+    /// as a CUDA graph on `device`; that step runs at the first [`run`](Self::run).
+    ///
+    /// # Errors
+    /// When the eager step fails; when the step copies between host and device, or the driver
+    /// cannot capture it; when the captured step differs from the eager one (scalars or
+    /// control flow that change between steps); or when it replaces the state's tensors
+    /// instead of writing into them. The state is kept either way, and the step stays eager.
+    pub fn capture(&mut self, device: &Cuda) -> Result<()> {
+        self.graph = None;
+        self.graph = Some(device.capture_step(&mut self.state, self.step)?);
+        Ok(())
+    }
+
+    /// Whether [`run`](Self::run) replays a captured graph.
+    #[must_use]
+    pub fn is_captured(&self) -> bool {
+        self.graph.is_some()
+    }
+
+    /// One training step: the captured graph, launched without waiting for it, or the step
+    /// run eagerly when nothing is captured.
+    ///
+    /// # Errors
+    /// When the launch fails, or the eager step does.
+    pub fn run(&mut self) -> Result<()> {
+        match &self.graph {
+            Some(graph) => graph.replay(),
+            None => self.run_eagerly(),
+        }
+    }
+
+    /// One training step run op by op, even when a graph is captured (the graph stays valid:
+    /// the step writes into the same buffers).
+    ///
+    /// # Errors
+    /// When the step does.
+    pub fn run_eagerly(&mut self) -> Result<()> {
+        (self.step)(&mut self.state)
+    }
+
+    /// The state, to read results from; reading device data waits for the steps launched so
+    /// far.
+    #[must_use]
+    pub fn state(&self) -> &S {
+        &self.state
+    }
+
+    /// The state, to change; this discards the captured graph, which names the state's
+    /// buffers (capture again after changing it).
+    pub fn state_mut(&mut self) -> &mut S {
+        self.graph = None;
+        &mut self.state
+    }
+
+    /// The state, to write new inputs into, keeping the captured graph.
+    ///
+    /// # Safety
+    /// Every tensor the captured step reads or writes must stay where it is: write into it in
+    /// place (`copy_`, `fill_`) and do not assign, resize or drop it. The graph replays with
+    /// the buffer addresses it captured, and a buffer freed behind its back would be read and
+    /// written after being freed.
+    pub unsafe fn state_mut_unchecked(&mut self) -> &mut S {
+        &mut self.state
+    }
+
+    /// The state, with the graph discarded.
+    pub fn into_state(self) -> S {
+        self.state
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Cpu, Tensor};
+
+    #[test]
+    fn runs_eagerly_until_captured() {
+        let mut training = StepGraph::new(Tensor::zeros([2], &Cpu), |t: &mut Tensor| {
+            t.try_add_scaled_(1.0, &Tensor::ones([2], &Cpu))
+        });
+        assert!(!training.is_captured());
+        training.run().unwrap();
+        training.run_eagerly().unwrap();
+        assert_eq!(training.state().to_vec(), [2.0, 2.0]);
+        training.state_mut().fill_(5.0);
+        assert_eq!(training.into_state().to_vec(), [5.0, 5.0]);
+    }
+}
