@@ -22,14 +22,15 @@ pub const D_OUT: usize = 10;
 pub const LEARNING_RATE: f32 = 1e-6;
 
 /// One training step: forward, squared-error loss, hand-written gradients, and the update
-/// `w -= lr * grad`. Returns the loss before the update.
+/// `w -= lr * grad`. Returns the loss before the update,
+/// still on the device: reading it waits for the device, so `run` reads it only to print it.
 pub fn train_step<B: Backend>(
     x: &Tensor<B>,
     y: &Tensor<B>,
     w1: &mut Tensor<B>,
     w2: &mut Tensor<B>,
     learning_rate: f32,
-) -> f32 {
+) -> Tensor<B> {
     // Forward: predicted y.
     let h = x.mm(&*w1);
     let h_relu = h.clamp_min(0.0);
@@ -37,7 +38,7 @@ pub fn train_step<B: Backend>(
 
     // Loss: sum of squared errors.
     let diff = &y_pred - y;
-    let loss = diff.pow(2.0).sum().item();
+    let loss = diff.pow(2.0).sum();
 
     // Backward: gradients of the loss with respect to w1 and w2.
     let grad_y_pred = 2.0 * diff;
@@ -73,7 +74,7 @@ fn run<B: Backend>(device: &B) {
     for step in 0..500 {
         let loss = train_step(&x, &y, &mut w1, &mut w2, LEARNING_RATE);
         if step % 100 == 99 {
-            println!("{step} {loss}");
+            println!("{step} {}", loss.item());
         }
     }
 }

@@ -45,7 +45,8 @@ network! {
 pub const LEARNING_RATE: f32 = 1e-6;
 
 /// One step: forward, sum of squared errors, generated backward, `w -= lr * grad` by hand.
-/// Returns the loss before the update.
+/// Returns the loss before the update,
+/// still on the device: reading it waits for the device, so `run` reads it only to print it.
 ///
 /// # Errors
 /// When a tensor's shape differs from the network's (`x` must be `[N, 1000]`, `y` `[N, 10]`).
@@ -54,10 +55,10 @@ pub fn train_step<B: Backend>(
     x: &Tensor<B>,
     y: &Tensor<B>,
     learning_rate: f32,
-) -> Result<f32> {
+) -> Result<Tensor<B>> {
     let (y_pred, tape) = net.forward_train(x)?;
     let diff = y_pred.try_sub(y)?;
-    let loss = diff.pow(2.0).try_sum()?.try_item()?;
+    let loss = diff.pow(2.0).try_sum()?;
     net.zero_grad();
     net.backward_params(tape, &(2.0 * diff))?;
     for (_, param) in net.params_mut() {
@@ -85,7 +86,7 @@ fn run<B: Backend>(device: &B) -> Result<()> {
     for step in 0..500 {
         let loss = train_step(&mut net, &x, &y, LEARNING_RATE)?;
         if step % 100 == 99 {
-            println!("{step} {loss}");
+            println!("{step} {}", loss.try_item()?);
         }
     }
     let report = gradcheck(&MyReLU, &Tensor::randn([4, 5], device, rng), 1e-3)?;

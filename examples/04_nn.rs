@@ -22,7 +22,8 @@ network! {
 pub const LEARNING_RATE: f32 = 1e-4;
 
 /// One step: forward, `MseLoss` with `Reduction::Sum`, generated backward, then
-/// `p -= lr * p.grad` for every parameter. Returns the loss before the update.
+/// `p -= lr * p.grad` for every parameter. Returns the loss before the update,
+/// still on the device: reading it waits for the device, so `run` reads it only to print it.
 ///
 /// # Errors
 /// When a tensor's shape differs from the network's (`x` must be `[N, 1000]`, `y` `[N, 10]`).
@@ -31,7 +32,7 @@ pub fn train_step<B: Backend>(
     x: &Tensor<B>,
     y: &Tensor<B>,
     learning_rate: f32,
-) -> Result<f32> {
+) -> Result<Tensor<B>> {
     let (y_pred, tape) = net.forward_train(x)?;
     let (loss, grad) = MseLoss::new(Reduction::Sum).try_value_and_grad(&y_pred, y)?;
     net.zero_grad();
@@ -42,7 +43,7 @@ pub fn train_step<B: Backend>(
             value.try_add_scaled_(-learning_rate, grad)?;
         }
     }
-    loss.try_item()
+    Ok(loss)
 }
 
 fn main() -> Result<()> {
@@ -62,7 +63,7 @@ fn run<B: Backend>(device: &B) -> Result<()> {
     for step in 0..500 {
         let loss = train_step(&mut net, &x, &y, LEARNING_RATE)?;
         if step % 100 == 99 {
-            println!("{step} {loss}");
+            println!("{step} {}", loss.try_item()?);
         }
     }
     Ok(())

@@ -38,7 +38,8 @@ pub fn optimizer<B: Backend>() -> Adam<B> {
 }
 
 /// One step: forward, sum of squared errors, generated backward, `optimizer.step()`.
-/// Returns the loss before the update.
+/// Returns the loss before the update,
+/// still on the device: reading it waits for the device, so `run` reads it only to print it.
 ///
 /// # Errors
 /// When a tensor's shape differs from the network's (`x` must be `[N, 1000]`, `y` `[N, 10]`).
@@ -47,13 +48,13 @@ pub fn train_step<B: Backend>(
     optimizer: &mut Adam<B>,
     x: &Tensor<B>,
     y: &Tensor<B>,
-) -> Result<f32> {
+) -> Result<Tensor<B>> {
     let (y_pred, tape) = net.forward_train(x)?;
     let (loss, grad) = MseLoss::new(Reduction::Sum).try_value_and_grad(&y_pred, y)?;
     optimizer.zero_grad(net);
     net.backward_params(tape, &grad)?;
     optimizer.try_step(net)?;
-    loss.try_item()
+    Ok(loss)
 }
 
 fn main() -> Result<()> {
@@ -73,7 +74,7 @@ fn run<B: Backend>(device: &B) -> Result<()> {
     for step in 0..500 {
         let loss = train_step(&mut net, &mut optimizer, &x, &y)?;
         if step % 100 == 99 {
-            println!("{step} {loss}");
+            println!("{step} {}", loss.try_item()?);
         }
     }
     Ok(())

@@ -37,7 +37,8 @@ pub fn optimizer<B: Backend>() -> Sgd<B> {
     })
 }
 
-/// One step of any optimizer on the sum of squared errors; returns the loss before the update.
+/// One step of any optimizer on the sum of squared errors; returns the loss before the
+/// update, still on the device (reading it waits for the device).
 ///
 /// # Errors
 /// When a tensor's shape differs from the network's (`x` must be `[N, 1000]`, `y` `[N, 10]`).
@@ -46,13 +47,13 @@ pub fn train_step<R: UpdateRule, B: Backend>(
     optimizer: &mut Optimizer<R, B>,
     x: &Tensor<B>,
     y: &Tensor<B>,
-) -> Result<f32> {
+) -> Result<Tensor<B>> {
     let (y_pred, tape) = net.forward_train(x)?;
     let (loss, grad) = MseLoss::new(Reduction::Sum).try_value_and_grad(&y_pred, y)?;
     optimizer.zero_grad(net);
     net.backward_params(tape, &grad)?;
     optimizer.try_step(net)?;
-    loss.try_item()
+    Ok(loss)
 }
 
 fn main() -> Result<()> {
@@ -72,7 +73,7 @@ fn run<B: Backend>(device: &B) -> Result<()> {
     for step in 0..500 {
         let loss = train_step(&mut net, &mut sgd, &x, &y)?;
         if step % 100 == 99 {
-            println!("{step} {loss}");
+            println!("{step} {}", loss.try_item()?);
         }
     }
 

@@ -41,7 +41,8 @@ pub fn optimizer<B: Backend>() -> Sgd<B> {
 }
 
 /// One step with `repeats` uses of the middle layer: forward, MSE (sum), generated backward,
-/// SGD. Returns the loss before the update.
+/// SGD. Returns the loss before the update,
+/// still on the device: reading it waits for the device, so `run` reads it only to print it.
 ///
 /// # Errors
 /// When a tensor's shape differs from the network's (`x` must be `[N, 1000]`, `y` `[N, 10]`).
@@ -51,13 +52,13 @@ pub fn train_step<B: Backend>(
     x: &Tensor<B>,
     y: &Tensor<B>,
     repeats: usize,
-) -> Result<f32> {
+) -> Result<Tensor<B>> {
     let (y_pred, tape) = net.forward_train(x, repeats)?;
     let (loss, grad) = MseLoss::new(Reduction::Sum).try_value_and_grad(&y_pred, y)?;
     optimizer.zero_grad(net);
     net.backward_params(tape, &grad)?;
     optimizer.try_step(net)?;
-    loss.try_item()
+    Ok(loss)
 }
 
 fn main() -> Result<()> {
@@ -78,7 +79,7 @@ fn run<B: Backend>(device: &B) -> Result<()> {
         let repeats = rng.random_range(0..4);
         let loss = train_step(&mut net, &mut sgd, &x, &y, repeats)?;
         if step % 100 == 99 {
-            println!("{step} {loss}");
+            println!("{step} {}", loss.try_item()?);
         }
     }
     Ok(())

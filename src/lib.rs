@@ -47,7 +47,7 @@ mod device;
 pub use declnet_macros::network;
 pub use declnet_runtime as runtime;
 pub use declnet_runtime::io;
-pub use declnet_runtime::{Backend, Cpu, Cuda, Error, MatView, Result, Shape, Tensor};
+pub use declnet_runtime::{Backend, Cpu, Cuda, Error, MatView, Result, Shape, StepGraph, Tensor};
 pub use declnet_runtime::{losses, optim};
 pub use device::DeviceArg;
 
@@ -79,5 +79,7 @@ pub mod prelude {
     pub use declnet_runtime::io::ModuleIo;
     pub use declnet_runtime::layers::Linear;
     pub use declnet_runtime::rng::{SeededRng, seeded};
-    pub use declnet_runtime::{Backend, Cpu, Cuda, Error, Module, Param, Result, Shape, Tensor};
+    pub use declnet_runtime::{
+        Backend, Cpu, Cuda, Error, Module, Param, Result, Shape, StepGraph, Tensor,
+    };
 }

@@ -4,6 +4,9 @@
 //!
 //! The loss is `sum(output * r)` for a fixed random `r`, so the output gradient is `r`.
 
+mod common;
+
+use common::cuda_or_skip;
 use declnet::prelude::*;
 
 /// Central-difference step. The forward passes run in f32: a smaller step loses more to
@@ -13,15 +16,15 @@ const STEP: f32 = 1e-2;
 /// truncation error of smooth ops at this step stay well below it.
 const TOLERANCE: f32 = 1e-2;
 
-fn loss(output: &Tensor, weights: &Tensor) -> f32 {
+fn loss<B: Backend>(output: &Tensor<B>, weights: &Tensor<B>) -> f32 {
     (output * weights).sum().item()
 }
 
 /// Replaces element `index` of `tensor` with `value`.
-fn with_element(tensor: &Tensor, index: usize, value: f32) -> Tensor {
+fn with_element<B: Backend>(tensor: &Tensor<B>, index: usize, value: f32) -> Tensor<B> {
     let mut data = tensor.to_vec();
     data[index] = value;
-    Tensor::from_vec(data, tensor.shape().clone(), &Cpu)
+    Tensor::from_vec(data, tensor.shape().clone(), tensor.device())
 }
 
 fn assert_close(what: &str, analytic: f32, numeric: f32) {
@@ -33,16 +36,16 @@ fn assert_close(what: &str, analytic: f32, numeric: f32) {
 }
 
 /// Checks `net`'s generated gradients at `inputs` against central differences.
-fn check<N: Module<Cpu>>(
+fn check<B: Backend, N: Module<B>>(
     name: &str,
     net: &mut N,
-    inputs: &[Tensor],
-    forward: impl Fn(&N, &[Tensor]) -> Tensor,
-    backward: impl Fn(&mut N, &[Tensor], &Tensor) -> Vec<Tensor>,
-    backward_params: impl Fn(&mut N, &[Tensor], &Tensor),
+    inputs: &[Tensor<B>],
+    forward: impl Fn(&N, &[Tensor<B>]) -> Tensor<B>,
+    backward: impl Fn(&mut N, &[Tensor<B>], &Tensor<B>) -> Vec<Tensor<B>>,
+    backward_params: impl Fn(&mut N, &[Tensor<B>], &Tensor<B>),
 ) {
     let output = forward(net, inputs);
-    let weights = Tensor::randn(output.shape().clone(), &Cpu, &mut seeded(99));
+    let weights = Tensor::randn(output.shape().clone(), output.device(), &mut seeded(99));
     net.zero_grad();
     let input_grads = backward(net, inputs, &weights);
     // A parameter the output does not depend on gets no gradient; its numeric one must be 0.
@@ -104,7 +107,7 @@ fn check<N: Module<Cpu>>(
 }
 
 /// Adds `delta` to element `index` of parameter `name`.
-fn perturb<N: Module<Cpu>>(net: &mut N, name: &str, index: usize, delta: f32) {
+fn perturb<B: Backend, N: Module<B>>(net: &mut N, name: &str, index: usize, delta: f32) {
     net.visit_params_mut(&mut |n, param| {
         if n == name {
             let value = param.value().to_vec()[index];
@@ -115,9 +118,10 @@ fn perturb<N: Module<Cpu>>(net: &mut N, name: &str, index: usize, delta: f32) {
     });
 }
 
-/// Runs [`check`] on a network type with one or two inputs.
+/// Runs [`check`] on a network type with one or two inputs, on the CPU and then on GPU 0
+/// (skipped without one).
 macro_rules! gradcheck {
-    ($net:ty, $seed:expr, [$($dims:expr),+]) => {
+    ($net:ident, $seed:expr, [$($dims:expr),+]) => {
         gradcheck!(@run $net, $seed, [$($dims),+], |net, i| net.forward(&i[0]).unwrap(),
             |net, i, g| {
                 let (_, tape) = net.forward_train(&i[0]).unwrap();
@@ -128,7 +132,7 @@ macro_rules! gradcheck {
                 net.backward_params(tape, g).unwrap();
             })
     };
-    ($net:ty, $seed:expr, [$($dims:expr),+], two_inputs) => {
+    ($net:ident, $seed:expr, [$($dims:expr),+], two_inputs) => {
         gradcheck!(@run $net, $seed, [$($dims),+], |net, i| net.forward(&i[0], &i[1]).unwrap(),
             |net, i, g| {
                 let (_, tape) = net.forward_train(&i[0], &i[1]).unwrap();
@@ -140,7 +144,7 @@ macro_rules! gradcheck {
                 net.backward_params(tape, g).unwrap();
             })
     };
-    ($net:ty, $seed:expr, [$($dims:expr),+], extras = ($($extra:expr),+)) => {
+    ($net:ident, $seed:expr, [$($dims:expr),+], extras = ($($extra:expr),+)) => {
         gradcheck!(@run $net, $seed, [$($dims),+], |net, i| net.forward(&i[0], $($extra),+).unwrap(),
             |net, i, g| {
                 let (_, tape) = net.forward_train(&i[0], $($extra),+).unwrap();
@@ -151,10 +155,17 @@ macro_rules! gradcheck {
                 net.backward_params(tape, g).unwrap();
             })
     };
-    (@run $net:ty, $seed:expr, [$($dims:expr),+], $forward:expr, $backward:expr, $backward_params:expr) => {{
+    (@run $net:ident, $seed:expr, [$($dims:expr),+], $forward:expr, $backward:expr, $backward_params:expr) => {{
+        gradcheck!(@on &Cpu, $net, $seed, [$($dims),+], $forward, $backward, $backward_params);
+        if let Some(cuda) = cuda_or_skip() {
+            gradcheck!(@on &cuda, $net, $seed, [$($dims),+], $forward, $backward, $backward_params);
+        }
+    }};
+    (@on $device:expr, $net:ident, $seed:expr, [$($dims:expr),+], $forward:expr, $backward:expr, $backward_params:expr) => {{
+        let device = $device;
         let rng = &mut seeded($seed);
-        let mut net = <$net>::new(&Cpu, rng);
-        let inputs: Vec<Tensor> = vec![$(Tensor::randn($dims, &Cpu, rng)),+];
+        let mut net = $net::new(device, rng);
+        let inputs: Vec<Tensor<_>> = vec![$(Tensor::randn($dims, device, rng)),+];
         check(stringify!($net), &mut net, &inputs, $forward, $backward, $backward_params);
     }};
 }

@@ -8,24 +8,32 @@ mod common;
 #[allow(dead_code, reason = "the example's `main` is not used here")]
 mod example;
 
-use common::{Fixture, max_rel_diff};
+use common::{Fixture, max_rel_diff, on_every_device};
+use declnet::prelude::*;
 
-fn replay() -> (Vec<f32>, Vec<f32>, declnet::Tensor, declnet::Tensor) {
+fn replay<B: Backend>(device: &B) -> (Vec<f32>, Vec<f32>, Tensor<B>, Tensor<B>) {
     let fixture = Fixture::open("seed_stages.safetensors");
-    let (x, y) = (fixture.tensor("data.x"), fixture.tensor("data.y"));
-    let mut w1 = fixture.tensor("s1_tensor.w1_init");
-    let mut w2 = fixture.tensor("s1_tensor.w2_init");
+    let (x, y) = (
+        fixture.tensor_on("data.x", device),
+        fixture.tensor_on("data.y", device),
+    );
+    let mut w1 = fixture.tensor_on("s1_tensor.w1_init", device);
+    let mut w2 = fixture.tensor_on("s1_tensor.w2_init", device);
     let losses: Vec<f32> = (0..500)
-        .map(|_| example::train_step(&x, &y, &mut w1, &mut w2, example::LEARNING_RATE))
+        .map(|_| example::train_step(&x, &y, &mut w1, &mut w2, example::LEARNING_RATE).item())
         .collect();
     let expected = fixture.tensor("s1_tensor.losses").to_vec();
     (losses, expected, w1, w2)
 }
 
-#[test]
-fn losses_and_final_weights_match_pytorch() {
+on_every_device!(
+    losses_and_final_weights_match_pytorch,
+    check_losses_and_weights
+);
+
+fn check_losses_and_weights<B: Backend>(device: &B) {
     let fixture = Fixture::open("seed_stages.safetensors");
-    let (losses, expected, w1, w2) = replay();
+    let (losses, expected, w1, w2) = replay(device);
     assert_eq!(losses.len(), expected.len());
 
     // The first steps agree to float rounding: 1e-4 relative.
@@ -67,7 +75,7 @@ const WEIGHT_TOLERANCE: f32 = 1e-4;
 
 #[test]
 fn losses_fall_monotonically_like_pytorch() {
-    let (losses, expected, ..) = replay();
+    let (losses, expected, ..) = replay(&Cpu);
     for step in [99, 199, 299, 399, 499] {
         println!(
             "{step} declnet {:e} pytorch {:e}",

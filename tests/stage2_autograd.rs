@@ -7,26 +7,34 @@ mod common;
 #[allow(dead_code, reason = "the example's `main` is not used here")]
 mod example;
 
-use common::{Fixture, assert_losses_match, max_rel_diff};
+use common::{Fixture, assert_losses_match, max_rel_diff, on_every_device};
 use declnet::prelude::*;
 
 /// The loss falls from 3e7 to 1e-4; GEMM summation order makes the replay drift by up to
 /// 6.6e-3 relative at the end (as in stage 1, which has the same maths). 3x headroom.
 const LATE_TOLERANCE: f32 = 2e-2;
 
-#[test]
-fn generated_backward_matches_pytorch_autograd() {
+on_every_device!(generated_backward_matches_pytorch_autograd, check);
+
+fn check<B: Backend>(device: &B) {
     let fixture = Fixture::open("seed_stages.safetensors");
-    let (x, y) = (fixture.tensor("data.x"), fixture.tensor("data.y"));
-    let mut net = example::RawNet::new(&Cpu, &mut seeded(0));
+    let (x, y) = (
+        fixture.tensor_on("data.x", device),
+        fixture.tensor_on("data.y", device),
+    );
+    let mut net = example::RawNet::new(device, &mut seeded(0));
     net.w1
-        .set_value(fixture.tensor("s1_tensor.w1_init"))
+        .set_value(fixture.tensor_on("s1_tensor.w1_init", device))
         .unwrap();
     net.w2
-        .set_value(fixture.tensor("s1_tensor.w2_init"))
+        .set_value(fixture.tensor_on("s1_tensor.w2_init", device))
         .unwrap();
     let losses: Vec<f32> = (0..500)
-        .map(|_| example::train_step(&mut net, &x, &y, example::LEARNING_RATE).unwrap())
+        .map(|_| {
+            example::train_step(&mut net, &x, &y, example::LEARNING_RATE)
+                .unwrap()
+                .item()
+        })
         .collect();
     assert_losses_match(
         &losses,

@@ -8,7 +8,7 @@ mod common;
 #[allow(dead_code, reason = "the example's `main` is not used here")]
 mod example;
 
-use common::{Fixture, assert_losses_match};
+use common::{Fixture, assert_losses_match, on_every_device};
 use declnet::prelude::*;
 use declnet::runtime::function::gradcheck;
 
@@ -16,19 +16,27 @@ use declnet::runtime::function::gradcheck;
 /// to 1e-4, from GEMM summation order. 2.5x headroom.
 const LATE_TOLERANCE: f32 = 2e-2;
 
-#[test]
-fn custom_function_network_matches_pytorch() {
+on_every_device!(custom_function_network_matches_pytorch, check);
+
+fn check<B: Backend>(device: &B) {
     let fixture = Fixture::open("seed_stages.safetensors");
-    let (x, y) = (fixture.tensor("data.x"), fixture.tensor("data.y"));
-    let mut net = example::CustomReluNet::new(&Cpu, &mut seeded(0));
+    let (x, y) = (
+        fixture.tensor_on("data.x", device),
+        fixture.tensor_on("data.y", device),
+    );
+    let mut net = example::CustomReluNet::new(device, &mut seeded(0));
     net.w1
-        .set_value(fixture.tensor("s1_tensor.w1_init"))
+        .set_value(fixture.tensor_on("s1_tensor.w1_init", device))
         .unwrap();
     net.w2
-        .set_value(fixture.tensor("s1_tensor.w2_init"))
+        .set_value(fixture.tensor_on("s1_tensor.w2_init", device))
         .unwrap();
     let losses: Vec<f32> = (0..500)
-        .map(|_| example::train_step(&mut net, &x, &y, example::LEARNING_RATE).unwrap())
+        .map(|_| {
+            example::train_step(&mut net, &x, &y, example::LEARNING_RATE)
+                .unwrap()
+                .item()
+        })
         .collect();
     assert_losses_match(
         &losses,

@@ -7,29 +7,37 @@ mod common;
 #[allow(dead_code, reason = "the example's `main` is not used here")]
 mod example;
 
-use common::{Fixture, assert_losses_match};
+use common::{Fixture, assert_losses_match, on_every_device};
 use declnet::prelude::*;
 
 /// Later losses drift with GEMM summation order (faer's differs from PyTorch's) while the loss
 /// falls from ~650 to ~2e-5: measured 1.6e-4 relative at worst. About 5x headroom.
 const LATE_TOLERANCE: f32 = 2e-3;
 
-#[test]
-fn sequential_network_matches_pytorch() {
+on_every_device!(sequential_network_matches_pytorch, check);
+
+fn check<B: Backend>(device: &B) {
     let fixture = Fixture::open("seed_stages.safetensors");
-    let (x, y) = (fixture.tensor("data.x"), fixture.tensor("data.y"));
-    let mut net = example::TwoLayerNet::new(&Cpu, &mut seeded(0));
+    let (x, y) = (
+        fixture.tensor_on("data.x", device),
+        fixture.tensor_on("data.y", device),
+    );
+    let mut net = example::TwoLayerNet::new(device, &mut seeded(0));
     for (field, layer) in [(&mut net.layer0, "linear1"), (&mut net.layer2, "linear2")] {
         field
             .weight
-            .set_value(fixture.tensor(&format!("s4_nn.init.{layer}.weight")))
+            .set_value(fixture.tensor_on(&format!("s4_nn.init.{layer}.weight"), device))
             .unwrap();
         let bias = field.bias.as_mut().unwrap();
-        bias.set_value(fixture.tensor(&format!("s4_nn.init.{layer}.bias")))
+        bias.set_value(fixture.tensor_on(&format!("s4_nn.init.{layer}.bias"), device))
             .unwrap();
     }
     let losses: Vec<f32> = (0..500)
-        .map(|_| example::train_step(&mut net, &x, &y, example::LEARNING_RATE).unwrap())
+        .map(|_| {
+            example::train_step(&mut net, &x, &y, example::LEARNING_RATE)
+                .unwrap()
+                .item()
+        })
         .collect();
     assert_losses_match(
         &losses,

@@ -7,7 +7,7 @@ mod common;
 #[allow(dead_code, reason = "the example's `main` is not used here")]
 mod example;
 
-use common::{Fixture, assert_losses_match};
+use common::{Fixture, assert_losses_match, on_every_device};
 use declnet::prelude::*;
 
 /// Later losses drift with GEMM summation order (faer's differs from PyTorch's) and Adam's
@@ -17,19 +17,27 @@ use declnet::prelude::*;
 /// 10 steps, and a wrong rule leaves the curve.
 const LATE_TOLERANCE: f32 = 2.5e-2;
 
-#[test]
-fn adam_matches_pytorch() {
+on_every_device!(adam_matches_pytorch, check);
+
+fn check<B: Backend>(device: &B) {
     let fixture = Fixture::open("seed_stages.safetensors");
-    let (x, y) = (fixture.tensor("data.x"), fixture.tensor("data.y"));
-    let mut net = example::TwoLayerNet::new(&Cpu, &mut seeded(0));
+    let (x, y) = (
+        fixture.tensor_on("data.x", device),
+        fixture.tensor_on("data.y", device),
+    );
+    let mut net = example::TwoLayerNet::new(device, &mut seeded(0));
     for (name, param) in net.params_mut() {
         param
-            .set_value(fixture.tensor(&format!("s5_optim.init.{name}")))
+            .set_value(fixture.tensor_on(&format!("s5_optim.init.{name}"), device))
             .unwrap();
     }
     let mut optimizer = example::optimizer();
     let losses: Vec<f32> = (0..500)
-        .map(|_| example::train_step(&mut net, &mut optimizer, &x, &y).unwrap())
+        .map(|_| {
+            example::train_step(&mut net, &mut optimizer, &x, &y)
+                .unwrap()
+                .item()
+        })
         .collect();
     for step in [0, 9, 99, 199, 299, 399, 499] {
         println!("step {step}: declnet {:e}", losses[step]);

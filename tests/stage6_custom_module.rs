@@ -8,7 +8,7 @@ mod common;
 #[allow(dead_code, reason = "the example's `main` is not used here")]
 mod example;
 
-use common::{Fixture, assert_losses_match};
+use common::{Fixture, assert_losses_match, on_every_device};
 use declnet::optim::{Adam, AdamConfig, OptimizerState};
 use declnet::prelude::*;
 
@@ -17,24 +17,32 @@ use declnet::prelude::*;
 /// About 5x headroom.
 const LATE_TOLERANCE: f32 = 1.5e-3;
 
-fn pytorch_init(fixture: &Fixture) -> example::TwoLayerNet {
-    let mut net = example::TwoLayerNet::new(&Cpu, &mut seeded(0));
+fn pytorch_init<B: Backend>(fixture: &Fixture, device: &B) -> example::TwoLayerNet<B> {
+    let mut net = example::TwoLayerNet::new(device, &mut seeded(0));
     for (name, param) in net.params_mut() {
         param
-            .set_value(fixture.tensor(&format!("s6_custom_module.init.{name}")))
+            .set_value(fixture.tensor_on(&format!("s6_custom_module.init.{name}"), device))
             .unwrap();
     }
     net
 }
 
-#[test]
-fn custom_module_matches_pytorch() {
+on_every_device!(custom_module_matches_pytorch, check);
+
+fn check<B: Backend>(device: &B) {
     let fixture = Fixture::open("seed_stages.safetensors");
-    let (x, y) = (fixture.tensor("data.x"), fixture.tensor("data.y"));
-    let mut net = pytorch_init(&fixture);
+    let (x, y) = (
+        fixture.tensor_on("data.x", device),
+        fixture.tensor_on("data.y", device),
+    );
+    let mut net = pytorch_init(&fixture, device);
     let mut optimizer = example::optimizer();
     let losses: Vec<f32> = (0..500)
-        .map(|_| example::train_step(&mut net, &mut optimizer, &x, &y).unwrap())
+        .map(|_| {
+            example::train_step(&mut net, &mut optimizer, &x, &y)
+                .unwrap()
+                .item()
+        })
         .collect();
     assert_losses_match(
         &losses,
@@ -46,7 +54,7 @@ fn custom_module_matches_pytorch() {
 #[test]
 fn save_and_load_round_trip_bit_for_bit() {
     let fixture = Fixture::open("seed_stages.safetensors");
-    let net = pytorch_init(&fixture);
+    let net = pytorch_init(&fixture, &Cpu);
     let path =
         std::env::temp_dir().join(format!("declnet_stage6_{}.safetensors", std::process::id()));
     net.save(&path).unwrap();
@@ -96,14 +104,18 @@ fn adam_run_resumed_from_files_is_bit_for_bit_the_uninterrupted_run() {
         ))
     };
 
-    let mut net = pytorch_init(&fixture);
+    let mut net = pytorch_init(&fixture, &Cpu);
     let mut optimizer = adam();
     let mut losses = Vec::new();
     for _ in 0..BEFORE + AFTER {
-        losses.push(example::train_step(&mut net, &mut optimizer, &x, &y).unwrap());
+        losses.push(
+            example::train_step(&mut net, &mut optimizer, &x, &y)
+                .unwrap()
+                .item(),
+        );
     }
 
-    let mut first = pytorch_init(&fixture);
+    let mut first = pytorch_init(&fixture, &Cpu);
     let mut first_optimizer = adam();
     for _ in 0..BEFORE {
         example::train_step(&mut first, &mut first_optimizer, &x, &y).unwrap();
@@ -118,7 +130,11 @@ fn adam_run_resumed_from_files_is_bit_for_bit_the_uninterrupted_run() {
     let state = OptimizerState::load(&state_path, &Cpu).unwrap();
     resumed_optimizer.try_load_state(&resumed, &state).unwrap();
     let resumed_losses: Vec<f32> = (0..AFTER)
-        .map(|_| example::train_step(&mut resumed, &mut resumed_optimizer, &x, &y).unwrap())
+        .map(|_| {
+            example::train_step(&mut resumed, &mut resumed_optimizer, &x, &y)
+                .unwrap()
+                .item()
+        })
         .collect();
     let loss_bits = |l: &[f32]| l.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
     assert_eq!(loss_bits(&resumed_losses), loss_bits(&losses[BEFORE..]));
@@ -139,7 +155,7 @@ fn adam_run_resumed_from_files_is_bit_for_bit_the_uninterrupted_run() {
 fn optimizer_state_file_of_another_optimizer_or_model_is_refused() {
     let fixture = Fixture::open("seed_stages.safetensors");
     let (x, y) = (fixture.tensor("data.x"), fixture.tensor("data.y"));
-    let mut net = pytorch_init(&fixture);
+    let mut net = pytorch_init(&fixture, &Cpu);
     let mut adam = Adam::new(AdamConfig::default());
     example::train_step(&mut net, &mut adam, &x, &y).unwrap();
     let path = std::env::temp_dir().join(format!(

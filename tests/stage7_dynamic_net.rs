@@ -9,21 +9,25 @@ mod common;
 #[allow(dead_code, reason = "the example's `main` is not used here")]
 mod example;
 
-use common::{Fixture, assert_losses_match};
+use common::{Fixture, assert_losses_match, on_every_device};
 use declnet::prelude::*;
 
 /// Later losses drift with GEMM summation order while the loss falls from ~650 to ~0.3:
 /// measured 1.1e-5 relative at worst (the loss stays large here). About 9x headroom.
 const LATE_TOLERANCE: f32 = 1e-4;
 
-#[test]
-fn dynamic_net_matches_pytorch() {
+on_every_device!(dynamic_net_matches_pytorch, check);
+
+fn check<B: Backend>(device: &B) {
     let fixture = Fixture::open("seed_stages.safetensors");
-    let (x, y) = (fixture.tensor("data.x"), fixture.tensor("data.y"));
-    let mut net = example::DynamicNet::new(&Cpu, &mut seeded(0));
+    let (x, y) = (
+        fixture.tensor_on("data.x", device),
+        fixture.tensor_on("data.y", device),
+    );
+    let mut net = example::DynamicNet::new(device, &mut seeded(0));
     for (name, param) in net.params_mut() {
         param
-            .set_value(fixture.tensor(&format!("s7_dynamic.init.{name}")))
+            .set_value(fixture.tensor_on(&format!("s7_dynamic.init.{name}"), device))
             .unwrap();
     }
     let repeats = fixture.i64s("s7_dynamic.repeats");
@@ -36,7 +40,9 @@ fn dynamic_net_matches_pytorch() {
         .iter()
         .map(|&r| {
             let r = usize::try_from(r).unwrap();
-            example::train_step(&mut net, &mut sgd, &x, &y, r).unwrap()
+            example::train_step(&mut net, &mut sgd, &x, &y, r)
+                .unwrap()
+                .item()
         })
         .collect();
     assert_losses_match(

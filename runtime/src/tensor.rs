@@ -196,6 +196,37 @@ impl<B: Backend> Tensor<B> {
         self.device.download(&self.storage)
     }
 
+    /// A copy on `device`, like `torch.Tensor.to(device)`; the data passes through the host.
+    #[track_caller]
+    #[must_use]
+    pub fn to_device<C: Backend>(&self, device: &C) -> Tensor<C> {
+        or_panic(self.try_to_device(device))
+    }
+
+    /// A copy on `device`; the data passes through the host.
+    ///
+    /// # Errors
+    /// When either device cannot copy or allocate.
+    pub fn try_to_device<C: Backend>(&self, device: &C) -> Result<Tensor<C>> {
+        let storage = device.upload_vec(self.try_to_vec()?)?;
+        Ok(Tensor::from_parts(
+            device.clone(),
+            self.shape.clone(),
+            storage,
+        ))
+    }
+
+    /// Overwrites the elements with `data` from the host, in place (the buffer stays where it
+    /// is, so a captured [`StepGraph`](crate::StepGraph) sees the new values).
+    ///
+    /// # Errors
+    /// [`Error::Length`] when `data` does not hold exactly as many elements.
+    pub fn try_copy_from_slice(&mut self, data: &[f32]) -> Result<()> {
+        check_length("copy_from_slice", &self.shape, data.len())?;
+        let staged = self.device.upload(data)?;
+        self.device.copy_into(&staged, &mut self.storage)
+    }
+
     /// The value of a one-element tensor, like `torch.Tensor.item`.
     ///
     /// # Examples
@@ -418,6 +449,20 @@ mod tests {
             error.to_string(),
             "copy_: cannot write a result of shape [3] into a tensor of shape [2]"
         );
+    }
+
+    #[test]
+    fn copy_from_slice_writes_in_place_and_checks_length() {
+        let mut a = Tensor::zeros([2, 2], &Cpu);
+        a.try_copy_from_slice(&[1.0, 2.0, 3.0, 4.0]).unwrap();
+        assert_eq!(a.to_vec(), [1.0, 2.0, 3.0, 4.0]);
+        let error = a.try_copy_from_slice(&[1.0]).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "copy_from_slice: shape [2, 2] holds 4 elements, but 1 were given"
+        );
+        let moved = a.to_device(&Cpu);
+        assert_eq!((moved.dims(), moved.to_vec()), (a.dims(), a.to_vec()));
     }
 
     #[test]

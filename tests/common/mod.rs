@@ -1,4 +1,5 @@
-//! Reading PyTorch reference fixtures (`tests/fixtures/*.safetensors`) in tests.
+//! Reading PyTorch reference fixtures (`tests/fixtures/*.safetensors`) in tests, and running a
+//! check on every device.
 
 use std::path::PathBuf;
 
@@ -14,6 +15,7 @@ pub struct Fixture {
 
 impl Fixture {
     /// Reads `tests/fixtures/<file>`.
+    #[allow(dead_code, reason = "not every test binary reads fixtures")]
     pub fn open(file: &str) -> Self {
         let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
             .join("tests/fixtures")
@@ -44,6 +46,12 @@ impl Fixture {
             .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
             .collect();
         Tensor::from_vec(data, view.shape(), &Cpu)
+    }
+
+    /// The f32 tensor `key`, on `device`.
+    #[allow(dead_code, reason = "not every test binary runs on a device")]
+    pub fn tensor_on<B: Backend>(&self, key: &str, device: &B) -> Tensor<B> {
+        self.tensor(key).to_device(device)
     }
 
     /// The string stored under `key` in the file's metadata.
@@ -103,3 +111,40 @@ pub fn assert_losses_match(actual: &[f32], expected: &[f32], late_tolerance: f32
 
 /// The first steps of a replay agree with PyTorch to float rounding.
 pub const EARLY_TOLERANCE: f32 = 1e-4;
+
+/// GPU 0 for the CUDA run of a test, or `None` after writing `skipped: no CUDA device (why)` to
+/// stderr in one uncaptured write, so the skip shows in the log of a passing run.
+#[allow(dead_code, reason = "not every test binary runs on a device")]
+pub fn cuda_or_skip() -> Option<Cuda> {
+    match Cuda::new(0) {
+        Ok(device) => Some(device),
+        Err(error) => {
+            let line = format!("skipped: no CUDA device ({error})\n");
+            let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
+            None
+        }
+    }
+}
+
+/// `on_every_device!(name, check)` makes the tests `name::cpu` and `name::cuda`, which run
+/// `check(&device)` on the CPU and on GPU 0 (skipped, and passing, without one).
+#[allow(unused_macros, reason = "not every test binary runs on a device")]
+macro_rules! on_every_device {
+    ($name:ident, $check:ident) => {
+        mod $name {
+            #[test]
+            fn cpu() {
+                super::$check(&declnet::Cpu);
+            }
+
+            #[test]
+            fn cuda() {
+                if let Some(device) = super::common::cuda_or_skip() {
+                    super::$check(&device);
+                }
+            }
+        }
+    };
+}
+#[allow(unused_imports, reason = "not every test binary runs on a device")]
+pub(crate) use on_every_device;

@@ -1,0 +1,203 @@
+//! `StepGraph` on GPU 0: a captured training step replays the eager step's numbers, and the
+//! steps a graph would replay wrongly are refused at capture with an error, leaving the state
+//! and the device usable. Without a device each test prints `skipped: no CUDA device (...)`
+//! and passes.
+//!
+//! A capture records every op issued to the device's stream, so the tests take turns.
+
+mod common;
+
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use common::cuda_or_skip;
+use declnet::losses::{Loss, MseLoss, Reduction};
+use declnet::optim::{Adam, AdamConfig, Sgd, SgdConfig};
+use declnet::prelude::*;
+
+network! {
+    /// The tutorial's `TwoLayerNet`.
+    struct TwoLayerNet {
+        linear1: Linear<1000, 100>,
+        linear2: Linear<100, 10>,
+    }
+    fn forward(x: [N, 1000]) -> [N, 10] {
+        linear2(linear1(x).clamp_min(0.0))
+    }
+}
+
+/// Everything a training step touches.
+struct Training<O> {
+    net: TwoLayerNet<Cuda>,
+    optimizer: O,
+    x: Tensor<Cuda>,
+    y: Tensor<Cuda>,
+    loss: Tensor<Cuda>,
+}
+
+impl<O> Training<O> {
+    fn new(device: &Cuda, optimizer: O) -> Self {
+        let rng = &mut seeded(0);
+        Self {
+            x: Tensor::randn([64, 1000], device, rng),
+            y: Tensor::randn([64, 10], device, rng),
+            net: TwoLayerNet::new(device, rng),
+            optimizer,
+            loss: Tensor::zeros([], device),
+        }
+    }
+
+    /// Forward and backward; the gradients are left in the parameters.
+    fn forward_backward(&mut self) -> Result<Tensor<Cuda>> {
+        self.net.zero_grad();
+        let (y_pred, tape) = self.net.forward_train(&self.x)?;
+        let (loss, grad) = MseLoss::new(Reduction::Sum).try_value_and_grad(&y_pred, &self.y)?;
+        self.net.backward_params(tape, &grad)?;
+        Ok(loss)
+    }
+}
+
+fn sgd_step(training: &mut Training<Sgd<Cuda>>) -> Result<()> {
+    let loss = training.forward_backward()?;
+    training.optimizer.try_step(&mut training.net)?;
+    training.loss.try_copy_(&loss)
+}
+
+fn sgd(momentum: f32) -> Sgd<Cuda> {
+    Sgd::new(SgdConfig {
+        lr: 1e-5,
+        momentum: f64::from(momentum),
+        ..SgdConfig::default()
+    })
+}
+
+/// One test at a time on the GPU.
+fn gpu_turn() -> MutexGuard<'static, ()> {
+    static GPU: Mutex<()> = Mutex::new(());
+    GPU.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Every parameter's values, in visiting order.
+fn weights(net: &TwoLayerNet<Cuda>) -> Vec<f32> {
+    net.params()
+        .into_iter()
+        .flat_map(|(_, param)| param.value().to_vec())
+        .collect()
+}
+
+fn assert_close(what: &str, actual: &[f32], expected: &[f32]) {
+    assert_eq!(actual.len(), expected.len(), "{what}");
+    for (i, (a, e)) in actual.iter().zip(expected).enumerate() {
+        assert!(
+            (a - e).abs() <= 1e-5 * e.abs().max(1.0),
+            "{what}[{i}]: graph {a}, eager {e}"
+        );
+    }
+}
+
+#[test]
+fn replayed_steps_match_eager_steps() {
+    let _turn = gpu_turn();
+    let Some(device) = cuda_or_skip() else {
+        return;
+    };
+    let mut eager = Training::new(&device, sgd(0.9));
+    let mut graph = StepGraph::new(Training::new(&device, sgd(0.9)), sgd_step);
+
+    // Momentum's first step differs from the rest, so capturing at once is refused...
+    let error = graph.capture(&device).unwrap_err().to_string();
+    assert!(
+        error.contains("changes from one step to the next"),
+        "{error}"
+    );
+    assert!(!graph.is_captured());
+    // ...having run one step eagerly, which counts.
+    sgd_step(&mut eager).unwrap();
+    // The second attempt runs step 2 eagerly and records step 3.
+    graph.capture(&device).unwrap();
+    sgd_step(&mut eager).unwrap();
+
+    let mut eager_losses = Vec::new();
+    let mut graph_losses = Vec::new();
+    for _ in 0..20 {
+        sgd_step(&mut eager).unwrap();
+        eager_losses.push(eager.loss.item());
+        graph.run().unwrap();
+        graph_losses.push(graph.state().loss.item());
+    }
+    assert!(
+        graph_losses[19] < graph_losses[0],
+        "training progresses: {graph_losses:?}"
+    );
+    assert_close("losses", &graph_losses, &eager_losses);
+    assert_close(
+        "weights",
+        &weights(&graph.state().net),
+        &weights(&eager.net),
+    );
+
+    // An eager step between replays writes the same buffers and keeps the graph valid.
+    graph.run_eagerly().unwrap();
+    sgd_step(&mut eager).unwrap();
+    graph.run().unwrap();
+    sgd_step(&mut eager).unwrap();
+    assert_close(
+        "weights",
+        &weights(&graph.state().net),
+        &weights(&eager.net),
+    );
+}
+
+#[test]
+fn adam_is_refused_because_its_bias_correction_changes() {
+    let _turn = gpu_turn();
+    let Some(device) = cuda_or_skip() else {
+        return;
+    };
+    let adam = Adam::new(AdamConfig::default());
+    let mut graph = StepGraph::new(Training::new(&device, adam), |training| {
+        let loss = training.forward_backward()?;
+        training.optimizer.try_step(&mut training.net)?;
+        training.loss.try_copy_(&loss)
+    });
+    let error = graph.capture(&device).unwrap_err().to_string();
+    assert!(error.contains("Adam"), "{error}");
+    // The state is kept and trains eagerly.
+    let before = weights(&graph.state().net);
+    graph.run().unwrap();
+    assert_ne!(weights(&graph.state().net), before);
+}
+
+#[test]
+fn reading_a_value_inside_the_step_is_refused() {
+    let _turn = gpu_turn();
+    let Some(device) = cuda_or_skip() else {
+        return;
+    };
+    let mut graph = StepGraph::new(Training::new(&device, sgd(0.0)), |training| {
+        let loss = training.forward_backward()?;
+        training.optimizer.try_step(&mut training.net)?;
+        println!("loss {}", loss.try_item()?);
+        Ok(())
+    });
+    let error = graph.capture(&device).unwrap_err().to_string();
+    assert!(error.contains("inside a captured step"), "{error}");
+    // The device still runs eager work.
+    graph.run().unwrap();
+    assert!(graph.state().loss.item().is_finite());
+}
+
+#[test]
+fn replacing_a_tensor_of_the_state_is_refused() {
+    let _turn = gpu_turn();
+    let Some(device) = cuda_or_skip() else {
+        return;
+    };
+    let mut graph = StepGraph::new(Training::new(&device, sgd(0.0)), |training| {
+        training.loss = training.forward_backward()?;
+        training.optimizer.try_step(&mut training.net)
+    });
+    let error = graph.capture(&device).unwrap_err().to_string();
+    assert!(error.contains("in place"), "{error}");
+    graph.run().unwrap();
+    assert!(graph.state().loss.item().is_finite());
+}
