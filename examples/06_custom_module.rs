@@ -2,7 +2,8 @@
 //! forward body (PyTorch's `TwoLayerNet(nn.Module)`), trained with `MseLoss` (sum) and plain
 //! SGD from `declnet::optim`, then saved in PyTorch's `state_dict` layout and loaded back.
 //!
-//! Run: `cargo run --release --example 06_custom_module` (add `--features cuda -- --device cuda` for the GPU)
+//! Run: `cargo run --release --example 06_custom_module` (add `--features cuda -- --device cuda` for
+//! the GPU, and `--graph` to replay the training step as one captured CUDA graph)
 //!
 //! Prints `STEP LOSS` every 100 steps (the loss falls from about 650 to below 1e-4), then where
 //! the weights and the optimizer's state (what resuming needs) were saved.
@@ -57,31 +58,92 @@ pub fn train_step<R: UpdateRule, B: Backend>(
 }
 
 fn main() -> Result<()> {
+    let graph = std::env::args().any(|arg| arg == "--graph");
     match DeviceArg::from_args()? {
+        DeviceArg::Cpu if graph => Err(Error::Usage(
+            "`--graph` captures a CUDA graph and needs `--device cuda`".to_owned(),
+        )),
         DeviceArg::Cpu => run(&Cpu),
+        DeviceArg::Cuda(ordinal) if graph => run_graph(&Cuda::new(ordinal)?),
         DeviceArg::Cuda(ordinal) => run(&Cuda::new(ordinal)?),
+    }
+}
+
+/// Everything a training step reads and writes.
+struct Training<B: Backend> {
+    net: TwoLayerNet<B>,
+    sgd: Sgd<B>,
+    x: Tensor<B>,
+    y: Tensor<B>,
+}
+
+impl<B: Backend> Training<B> {
+    /// The data and the network, drawn from seed 0 (the same on every device).
+    fn new(device: &B) -> Self {
+        let rng = &mut seeded(0);
+        let x = Tensor::randn([64, 1000], device, rng);
+        let y = Tensor::randn([64, 10], device, rng);
+        let net = TwoLayerNet::new(device, rng);
+        Self {
+            net,
+            sgd: optimizer(),
+            x,
+            y,
+        }
     }
 }
 
 /// The stage's training run on `device`.
 fn run<B: Backend>(device: &B) -> Result<()> {
-    let rng = &mut seeded(0);
-    let x = Tensor::randn([64, 1000], device, rng);
-    let y = Tensor::randn([64, 10], device, rng);
-    let mut net = TwoLayerNet::new(device, rng);
-    let mut sgd = optimizer();
+    let mut training = Training::new(device);
     for step in 0..500 {
-        let loss = train_step(&mut net, &mut sgd, &x, &y)?;
+        let Training { net, sgd, x, y } = &mut training;
+        let loss = train_step(net, sgd, x, y)?;
         if step % 100 == 99 {
             println!("{step} {}", loss.try_item()?);
         }
     }
+    save_and_reload(device, &training)
+}
+
+/// The same run with the training step captured once as a CUDA graph and replayed: one launch
+/// per step instead of one per op. Prints the same losses.
+fn run_graph(device: &Cuda) -> Result<()> {
+    /// The training state and the last step's loss, written in place so the graph can.
+    struct Captured {
+        training: Training<Cuda>,
+        loss: Tensor<Cuda>,
+    }
+    fn step(captured: &mut Captured) -> Result<()> {
+        let Training { net, sgd, x, y } = &mut captured.training;
+        let loss = train_step(net, sgd, x, y)?;
+        captured.loss.try_copy_(&loss)
+    }
+    let captured = Captured {
+        training: Training::new(device),
+        loss: Tensor::zeros([], device),
+    };
+    let mut graph = StepGraph::new(captured, step);
+    // Runs step 0 eagerly and records step 1, which runs at the first `run`.
+    graph.capture(device)?;
+    for step in 1..500 {
+        graph.run()?;
+        if step % 100 == 99 {
+            println!("{step} {}", graph.state().loss.try_item()?);
+        }
+    }
+    save_and_reload(device, &graph.into_state().training)
+}
+
+/// Saves the trained network and its optimizer state, and loads both back.
+fn save_and_reload<B: Backend>(device: &B, training: &Training<B>) -> Result<()> {
+    let Training { net, sgd, x, .. } = training;
 
     // Save in PyTorch's layout (`linear1.weight` is [100, 1000]) and load into a fresh network.
     let path = std::env::temp_dir().join("declnet_two_layer_net.safetensors");
     net.save(&path)?;
     let loaded = TwoLayerNet::load(device, &path)?;
-    let same = loaded.forward(&x)?.to_vec() == net.forward(&x)?.to_vec();
+    let same = loaded.forward(x)?.to_vec() == net.forward(x)?.to_vec();
     println!(
         "saved to {} and loaded back: outputs identical: {same}",
         path.display()

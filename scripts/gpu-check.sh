@@ -2,24 +2,31 @@
 # GPU check of the CUDA backend, in two parts, for hosts where the GPU machine has no Rust.
 #
 #   bash scripts/gpu-check.sh build [DIR]
-#       Here (Rust, no GPU needed): builds the test binaries with `--features cuda` and copies
-#       the ones that exercise the GPU into DIR (default `gpu-bin/`, git-ignored), stripped of
-#       debug info, with this script beside them:
+#       Here (Rust, no GPU needed): builds the test binaries with `--features cuda`, strips the
+#       ones that exercise the GPU and packs them into DIR/binaries.tar.xz (DIR defaults to
+#       `gpu-bin/`, git-ignored; about 6 MiB, as the binaries share most of their code), with
+#       this script beside it:
 #         tests/cuda            the facade's tests/cuda.rs: every Backend method and a
 #                               TwoLayerNet training step, CUDA against the CPU
+#         tests/cuda_graph      StepGraph: replays match eager steps; refused captures
+#         tests/gradcheck       finite-difference checks of every op, on the CPU and CUDA
+#         tests/stage*          the seven tutorial stages against PyTorch, CPU and CUDA
 #         tests/declnet_runtime the runtime's unit tests (Cuda::new, NVRTC compile of every
-#                               kernel source, broadcast layouts, and all the CPU kernels)
+#                               kernel source, out of memory, failed launch and compile)
 #         examples/*            the seven tutorial examples (release, `--features cuda`), run
-#                               with `--device cuda`
+#                               with `--device cuda`, and 06 once more with `--graph`
+#         benches/cuda_step     eager vs CUDA-graph tutorial step; 4096-wide MLP with Adam
+#                               against its GEMMs alone (release)
 #
 #   bash gpu-bin/gpu-check.sh run [DIR]        (or: bash scripts/gpu-check.sh run gpu-bin)
-#       On the GPU host (needs only glibc >= 2.34, the NVIDIA driver and CUDA 13 libraries):
-#       puts the CUDA libraries on LD_LIBRARY_PATH ($CUDA_HOME/lib64, /usr/local/cuda/lib64,
+#       On the GPU host, from the repository root (the stage tests read tests/fixtures/; needs
+#       only glibc >= 2.34, xz, the NVIDIA driver and CUDA 13 libraries): unpacks the
+#       binaries into a temporary folder, puts the CUDA libraries on LD_LIBRARY_PATH ($CUDA_HOME/lib64, /usr/local/cuda/lib64,
 #       and pip's nvidia-* wheels, whichever exist), runs every binary in DIR/tests, and
 #       prints a summary: tests passed and failed per binary, and any `skipped: no CUDA
 #       device` lines, which on a GPU host mean the device or a library was not found; then
-#       runs each example with `--device cuda` and prints its last line (its final loss).
-#       Exits non-zero when a test or an example failed, or a GPU test skipped.
+#       runs each example with `--device cuda` and prints its final loss, then the benchmark.
+#       Exits non-zero when a test, an example or the benchmark failed, or a GPU test skipped.
 set -euo pipefail
 
 mode=${1:-}
@@ -33,10 +40,14 @@ build() {
     local json
     json=$(mktemp)
     cargo test --workspace --features cuda --no-run --message-format=json >"$json"
-    # The executables of the facade's `cuda` integration test and the runtime's unit tests.
+    # The executables of the facade's GPU-aware integration tests and the runtime's unit tests.
     python3 - "$json" "$out/tests" <<'EOF'
 import json, shutil, sys
-wanted = {("cuda", "test"), ("declnet_runtime", "lib")}
+wanted = {("cuda", "test"), ("cuda_graph", "test"), ("gradcheck", "test"),
+          ("declnet_runtime", "lib")}
+wanted |= {(f"stage{n}_{name}", "test") for n, name in [
+    (1, "tensors"), (2, "autograd"), (3, "custom_function"), (4, "nn"), (5, "optim"),
+    (6, "custom_module"), (7, "dynamic_net")]}
 found = set()
 for line in open(sys.argv[1]):
     msg = json.loads(line)
@@ -51,16 +62,31 @@ missing = wanted - found
 if missing:
     sys.exit(f"test binaries not built: {sorted(missing)}")
 EOF
-    rm -f "$json"
     cargo build --release --features cuda --examples
     mkdir -p "$out/examples"
     for example in examples/*.rs; do
         name=$(basename "$example" .rs)
         cp "target/release/examples/$name" "$out/examples/$name"
     done
-    strip --strip-debug "$out"/tests/* "$out"/examples/*
+    mkdir -p "$out/benches"
+    cargo bench --features cuda --bench cuda_step --no-run --message-format=json >"$json"
+    python3 - "$json" "$out/benches/cuda_step" <<'EOF'
+import json, shutil, sys
+for line in open(sys.argv[1]):
+    msg = json.loads(line)
+    if msg.get("reason") == "compiler-artifact" and msg["target"]["name"] == "cuda_step" \
+            and msg.get("executable"):
+        shutil.copy(msg["executable"], sys.argv[2])
+        break
+else:
+    sys.exit("bench binary cuda_step not built")
+EOF
+    rm -f "$json"
+    strip --strip-all "$out"/tests/* "$out"/examples/* "$out"/benches/*
+    du -sh "$out"/tests "$out"/examples "$out"/benches
+    tar -C "$out" -cJf "$out/binaries.tar.xz" tests examples benches
+    rm -rf "$out"/tests "$out"/examples "$out"/benches
     cp "$root/scripts/gpu-check.sh" "$out/gpu-check.sh"
-    du -sh "$out"/tests/* "$out"/examples/*
     du -sh "$out"
 }
 
@@ -83,7 +109,11 @@ cuda_library_path() {
 }
 
 run() {
-    local dir=${1:-$(dirname "$0")}
+    local packed=${1:-$(dirname "$0")}
+    local dir
+    dir=$(mktemp -d)
+    trap 'rm -rf "$dir"' EXIT
+    tar -C "$dir" -xJf "$packed/binaries.tar.xz"
     local extra
     extra=$(cuda_library_path)
     export LD_LIBRARY_PATH="${extra}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
@@ -109,8 +139,27 @@ run() {
         local name last
         name=$(basename "$bin")
         echo "== example $name --device cuda"
-        if last=$("$bin" --device cuda 2>&1 | tail -1); then :; else failed=$((failed + 1)); fi
-        summary+=("example $name: $last")
+        local output
+        if output=$("$bin" --device cuda 2>&1); then :; else failed=$((failed + 1)); fi
+        # The last `STEP LOSS` line, or the last line (an error) when there is none.
+        last=$(grep -E '^[0-9]+ ' <<<"$output" | tail -1 || true)
+        summary+=("example $name: ${last:-$(tail -1 <<<"$output")}")
+    done
+    local graph_example="$dir/examples/06_custom_module"
+    if [[ -e $graph_example ]]; then
+        echo "== example 06_custom_module --device cuda --graph"
+        local output last
+        if output=$("$graph_example" --device cuda --graph 2>&1); then :; else failed=$((failed + 1)); fi
+        last=$(grep -E '^[0-9]+ ' <<<"$output" | tail -1 || true)
+        summary+=("example 06_custom_module --graph: ${last:-$(tail -1 <<<"$output")}")
+    fi
+    for bin in "$dir"/benches/*; do
+        [[ -e $bin ]] || continue
+        echo "== bench $(basename "$bin")"
+        local figures
+        if figures=$("$bin" --bench 2>&1); then :; else failed=$((failed + 1)); fi
+        echo "$figures"
+        while IFS= read -r line; do summary+=("$line"); done <<<"$figures"
     done
     echo "== summary"
     printf '%s\n' "${summary[@]}"

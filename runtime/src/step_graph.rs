@@ -18,6 +18,9 @@ use crate::error::Result;
 /// - with no host copies: read a result (`state().loss.item()`) between replays, not inside
 ///   the step.
 ///
+/// Host-side bookkeeping runs only when the step runs on the host (eager steps, and the
+/// capture): after replays, an optimizer's exported state undercounts its steps.
+///
 /// # Examples
 /// ```
 /// use declnet_runtime::{Cuda, Result, StepGraph, Tensor};

@@ -14,12 +14,17 @@ pub struct Fixture {
 }
 
 impl Fixture {
-    /// Reads `tests/fixtures/<file>`.
+    /// Reads `tests/fixtures/<file>` from the source tree the test was built in or, for a test
+    /// binary copied to another machine (`scripts/gpu-check.sh`), from the current directory.
     #[allow(dead_code, reason = "not every test binary reads fixtures")]
     pub fn open(file: &str) -> Self {
-        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures")
-            .join(file);
+        let built_in = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+        let dir = if built_in.is_dir() {
+            built_in
+        } else {
+            PathBuf::from("tests/fixtures")
+        };
+        let path = dir.join(file);
         let bytes = std::fs::read(&path)
             .unwrap_or_else(|e| panic!("cannot read fixture {}: {e}", path.display()));
         Self {

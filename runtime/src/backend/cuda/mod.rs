@@ -441,12 +441,13 @@ mod tests {
         assert!(Cuda::new(usize::MAX).is_err());
     }
 
-    /// GPU 0, or `None` after printing why the test is skipped.
+    /// GPU 0, or `None` after saying the test is skipped, on stderr in one uncaptured write
+    /// so that the skip shows in the log of a passing run.
     fn device_or_skip() -> Option<Cuda> {
         if has_device() {
             Some(Cuda::new(0).unwrap())
         } else {
-            println!("skipped: no CUDA device");
+            let _ = std::io::Write::write_all(&mut std::io::stderr(), b"skipped: no CUDA device\n");
             None
         }
     }

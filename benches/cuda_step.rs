@@ -1,0 +1,176 @@
+//! Training steps on GPU 0:
+//! - the tutorial step (N=64, 1000 -> 100 -> 10, MSE sum, SGD) run op by op and replayed as a
+//!   captured CUDA graph (`StepGraph`), and the graph's speedup;
+//! - a large MLP (batch 4096, three 4096 -> 4096 layers with `ReLU`, MSE, Adam) against the time
+//!   of its eight cuBLAS GEMMs alone, the lower bound for any implementation.
+//!
+//! Run: `cargo bench --features cuda --bench cuda_step` (prints `skipped: no CUDA device`
+//! without one). Each figure is the median over samples of many steps, each sample ended by
+//! reading one value back, so it includes the GPU's work and not just the launches.
+
+use std::time::{Duration, Instant};
+
+use declnet::losses::{Loss, MseLoss, Reduction};
+use declnet::optim::{Adam, AdamConfig, Sgd, SgdConfig};
+use declnet::prelude::*;
+
+network! {
+    /// The tutorial's `TwoLayerNet`.
+    struct TwoLayerNet {
+        linear1: Linear<1000, 100>,
+        linear2: Linear<100, 10>,
+    }
+    fn forward(x: [N, 1000]) -> [N, 10] {
+        linear2(linear1(x).clamp_min(0.0))
+    }
+}
+
+network! {
+    /// Three 4096-wide layers.
+    struct BigMlp(x: [N, 4096]) -> [N, 4096] {
+        Linear<4096, 4096>,
+        ReLU,
+        Linear<4096, 4096>,
+        ReLU,
+        Linear<4096, 4096>,
+    }
+}
+
+/// The median time of one step, over `samples` calls of `run_steps`, which runs `steps` steps
+/// and waits for the device.
+fn median_time(samples: usize, steps: usize, mut run_steps: impl FnMut(usize)) -> Duration {
+    run_steps(steps);
+    let mut times: Vec<Duration> = (0..samples)
+        .map(|_| {
+            let start = Instant::now();
+            run_steps(steps);
+            start.elapsed() / u32::try_from(steps).expect("small")
+        })
+        .collect();
+    times.sort();
+    times[samples / 2]
+}
+
+/// Everything the tutorial step touches.
+struct Tutorial {
+    net: TwoLayerNet<Cuda>,
+    sgd: Sgd<Cuda>,
+    x: Tensor<Cuda>,
+    y: Tensor<Cuda>,
+    loss: Tensor<Cuda>,
+}
+
+fn tutorial_step(t: &mut Tutorial) -> Result<()> {
+    let (y_pred, tape) = t.net.forward_train(&t.x)?;
+    let (loss, grad) = MseLoss::new(Reduction::Sum).try_value_and_grad(&y_pred, &t.y)?;
+    t.sgd.zero_grad(&mut t.net);
+    t.net.backward_params(tape, &grad)?;
+    t.sgd.try_step(&mut t.net)?;
+    t.loss.try_copy_(&loss)
+}
+
+fn tutorial(device: &Cuda) -> Result<()> {
+    let rng = &mut seeded(0);
+    let state = Tutorial {
+        x: Tensor::randn([64, 1000], device, rng),
+        y: Tensor::randn([64, 10], device, rng),
+        net: TwoLayerNet::new(device, rng),
+        // A tiny learning rate keeps the work the same from step to step.
+        sgd: Sgd::new(SgdConfig {
+            lr: 1e-12,
+            ..SgdConfig::default()
+        }),
+        loss: Tensor::zeros([], device),
+    };
+    let mut training = StepGraph::new(state, tutorial_step);
+    training.capture(device)?;
+    let (samples, steps) = (21, 200);
+    let eager = median_time(samples, steps, |steps| {
+        for _ in 0..steps {
+            training.run_eagerly().unwrap();
+        }
+        _ = training.state().loss.item();
+    });
+    let graph = median_time(samples, steps, |steps| {
+        for _ in 0..steps {
+            training.run().unwrap();
+        }
+        _ = training.state().loss.item();
+    });
+    println!("cuda tutorial step, eager (median of {samples}x{steps}): {eager:?}");
+    println!("cuda tutorial step, CUDA graph:                     {graph:?}");
+    println!(
+        "cuda tutorial step, graph speedup: {:.2}x",
+        eager.as_secs_f64() / graph.as_secs_f64()
+    );
+    Ok(())
+}
+
+fn big_mlp(device: &Cuda) {
+    const BATCH: usize = 4096;
+    const WIDTH: usize = 4096;
+    let rng = &mut seeded(0);
+    let x = Tensor::randn([BATCH, WIDTH], device, rng);
+    let y = Tensor::randn([BATCH, WIDTH], device, rng);
+    let mut net = BigMlp::new(device, rng);
+    let mut adam = Adam::new(AdamConfig {
+        lr: 1e-6,
+        ..AdamConfig::default()
+    });
+    let (samples, steps) = (11, 5);
+    let step_time = median_time(samples, steps, |steps| {
+        let mut loss = Tensor::zeros([], device);
+        for _ in 0..steps {
+            let (y_pred, tape) = net.forward_train(&x).unwrap();
+            let (value, grad) = MseLoss::new(Reduction::Mean).value_and_grad(&y_pred, &y);
+            adam.zero_grad(&mut net);
+            net.backward_params(tape, &grad).unwrap();
+            adam.step(&mut net);
+            loss = value;
+        }
+        _ = loss.item();
+    });
+
+    // The step's eight products, into buffers allocated once: per layer the forward
+    // `h W^T` and the weight gradient `g^T h`, and the input gradient `g W` for the two upper
+    // layers (the first layer's input needs none).
+    let weight = Tensor::randn([WIDTH, WIDTH], device, rng);
+    let activation = Tensor::randn([BATCH, WIDTH], device, rng);
+    let mut out = Tensor::zeros([BATCH, WIDTH], device);
+    let mut grad_weight = Tensor::zeros([WIDTH, WIDTH], device);
+    let gemm_time = median_time(samples, steps, |steps| {
+        for _ in 0..steps {
+            for _ in 0..3 {
+                out.addmm_(&activation, weight.t(), 0.0, 1.0);
+                grad_weight.addmm_(activation.t(), &activation, 0.0, 1.0);
+            }
+            for _ in 0..2 {
+                out.addmm_(&activation, &weight, 0.0, 1.0);
+            }
+        }
+        _ = out.sum().item();
+    });
+    let flops = 8.0 * 2.0 * (BATCH * WIDTH * WIDTH) as f64;
+    println!("cuda 4096 MLP Adam step (median of {samples}x{steps}): {step_time:?}");
+    println!(
+        "cuda 4096 MLP GEMMs only:                        {gemm_time:?} ({:.1} TFLOP/s)",
+        flops / gemm_time.as_secs_f64() / 1e12
+    );
+    println!(
+        "cuda 4096 MLP step / GEMMs only: {:.3}",
+        step_time.as_secs_f64() / gemm_time.as_secs_f64()
+    );
+}
+
+fn main() -> Result<()> {
+    let device = match Cuda::new(0) {
+        Ok(device) => device,
+        Err(error) => {
+            println!("skipped: no CUDA device ({error})");
+            return Ok(());
+        }
+    };
+    tutorial(&device)?;
+    big_mlp(&device);
+    Ok(())
+}
