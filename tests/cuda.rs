@@ -383,6 +383,26 @@ fn optim_case<B: Backend>(dev: &B) -> Outputs {
     outputs
 }
 
+/// Softmax and log-softmax over every dim of a 3-D tensor, forward and backward, plus a row
+/// with a huge entry that a kernel without the max shift would overflow on.
+fn softmax_case<B: Backend>(dev: &B) -> Outputs {
+    let mut values = data(5 * 7 * 3, 81);
+    values[4] = 300.0;
+    let x = Tensor::from_vec(values, [5, 7, 3], dev);
+    let g = Tensor::from_vec(data(5 * 7 * 3, 82), [5, 7, 3], dev);
+    let mut outputs = Outputs::new();
+    for dim in 0..3 {
+        let (y, log_y) = (x.softmax(dim), x.log_softmax(dim));
+        let grad = g.softmax_backward(&y, dim).unwrap();
+        let log_grad = g.log_softmax_backward(&log_y, dim).unwrap();
+        outputs.push((format!("softmax {dim}"), y.to_vec()));
+        outputs.push((format!("log_softmax {dim}"), log_y.to_vec()));
+        outputs.push((format!("softmax_backward {dim}"), grad.to_vec()));
+        outputs.push((format!("log_softmax_backward {dim}"), log_grad.to_vec()));
+    }
+    outputs
+}
+
 network! {
     /// The tutorial's `TwoLayerNet`.
     struct TwoLayerNet {
@@ -437,6 +457,7 @@ fn network_case<B: Backend>(dev: &B) -> Outputs {
     outputs
 }
 
+parity_test!(softmax_and_its_gradient_match_cpu, softmax_case);
 parity_test!(unary_ops_match_cpu, unary_case);
 parity_test!(broadcast_binary_ops_match_cpu, binary_case);
 parity_test!(gemm_with_every_transpose_matches_cpu, gemm_case);

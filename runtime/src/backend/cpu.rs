@@ -7,6 +7,7 @@ use crate::ops::loss::{self, ClassLoss, PointwiseLoss};
 use crate::ops::matmul::{self, Gemm};
 use crate::ops::optim::{self, OptimStep};
 use crate::ops::reduce;
+use crate::ops::softmax::{self, SoftmaxAxis, SoftmaxOp};
 use crate::ops::unary::{self, UnaryOp};
 
 /// The host CPU. Stateless; GEMMs of the tutorial's size run on one thread, larger ones on
@@ -109,6 +110,29 @@ impl Backend for Cpu {
         out: &mut Vec<f32>,
     ) -> Result<()> {
         reduce::cpu::sum_axis(x, outer, len, inner, out);
+        Ok(())
+    }
+
+    fn softmax(
+        &self,
+        op: SoftmaxOp,
+        x: &Vec<f32>,
+        axis: &SoftmaxAxis,
+        out: &mut Vec<f32>,
+    ) -> Result<()> {
+        softmax::cpu::softmax(op, x, axis, out);
+        Ok(())
+    }
+
+    fn softmax_backward(
+        &self,
+        op: SoftmaxOp,
+        y: &Vec<f32>,
+        grad: &Vec<f32>,
+        axis: &SoftmaxAxis,
+        out: &mut Vec<f32>,
+    ) -> Result<()> {
+        softmax::cpu::softmax_backward(op, y, grad, axis, out);
         Ok(())
     }
 

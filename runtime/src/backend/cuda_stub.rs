@@ -10,6 +10,7 @@ use crate::ops::binary::{BinaryOp, Broadcast};
 use crate::ops::loss::{ClassLoss, PointwiseLoss};
 use crate::ops::matmul::Gemm;
 use crate::ops::optim::OptimStep;
+use crate::ops::softmax::{SoftmaxAxis, SoftmaxOp};
 use crate::ops::unary::UnaryOp;
 
 /// An NVIDIA GPU; this build has no CUDA support (enable the `cuda` feature).
@@ -128,6 +129,27 @@ impl Backend for Cuda {
         _: usize,
         _: usize,
         _: usize,
+        _: &mut Infallible,
+    ) -> Result<()> {
+        match self.never {}
+    }
+
+    fn softmax(
+        &self,
+        _: SoftmaxOp,
+        _: &Infallible,
+        _: &SoftmaxAxis,
+        _: &mut Infallible,
+    ) -> Result<()> {
+        match self.never {}
+    }
+
+    fn softmax_backward(
+        &self,
+        _: SoftmaxOp,
+        _: &Infallible,
+        _: &Infallible,
+        _: &SoftmaxAxis,
         _: &mut Infallible,
     ) -> Result<()> {
         match self.never {}

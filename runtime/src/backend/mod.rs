@@ -22,6 +22,7 @@ use crate::ops::binary::{BinaryOp, Broadcast};
 use crate::ops::loss::{ClassLoss, PointwiseLoss};
 use crate::ops::matmul::Gemm;
 use crate::ops::optim::OptimStep;
+use crate::ops::softmax::{SoftmaxAxis, SoftmaxOp};
 use crate::ops::unary::UnaryOp;
 
 /// A device that stores `f32` buffers and runs the kernels tensor ops are made of.
@@ -152,6 +153,32 @@ pub trait Backend: Clone + fmt::Debug + PartialEq + Send + Sync + 'static {
         outer: usize,
         len: usize,
         inner: usize,
+        out: &mut Self::Storage,
+    ) -> Result<()>;
+
+    /// `out = op(x)` along `axis`'s middle dimension.
+    ///
+    /// # Errors
+    /// When the kernel fails.
+    fn softmax(
+        &self,
+        op: SoftmaxOp,
+        x: &Self::Storage,
+        axis: &SoftmaxAxis,
+        out: &mut Self::Storage,
+    ) -> Result<()>;
+
+    /// `out` = the gradient through `op` along `axis`'s middle dimension, from the op's output
+    /// `y` and that output's gradient `grad`.
+    ///
+    /// # Errors
+    /// When the kernel fails.
+    fn softmax_backward(
+        &self,
+        op: SoftmaxOp,
+        y: &Self::Storage,
+        grad: &Self::Storage,
+        axis: &SoftmaxAxis,
         out: &mut Self::Storage,
     ) -> Result<()>;
 

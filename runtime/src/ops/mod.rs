@@ -5,4 +5,5 @@ pub mod loss;
 pub mod matmul;
 pub mod optim;
 pub mod reduce;
+pub mod softmax;
 pub mod unary;

@@ -8,7 +8,7 @@ use cudarc::driver::{CudaContext, CudaFunction, CudaModule, LaunchConfig};
 use cudarc::nvrtc::{CompileError, CompileOptions, Ptx, compile_ptx_with_opts};
 
 use crate::error::{Error, Result};
-use crate::ops::{binary, loss, matmul, optim, reduce, unary};
+use crate::ops::{binary, loss, matmul, optim, reduce, softmax, unary};
 
 /// Threads per block of the elementwise kernels (and of `sum_rows_f32`, which relies on it).
 pub(crate) const BLOCK: u32 = 256;
@@ -29,6 +29,8 @@ pub(crate) struct Kernels {
     pub(crate) pointwise_loss: CudaFunction,
     pub(crate) class_loss: CudaFunction,
     pub(crate) optim_step: CudaFunction,
+    pub(crate) softmax: CudaFunction,
+    pub(crate) softmax_backward: CudaFunction,
 }
 
 impl Kernels {
@@ -39,9 +41,10 @@ impl Kernels {
             .map_err(cuda_error("compile kernels"))?;
         let arch = format!("--gpu-architecture=sm_{major}{minor}");
         let module = |(file, source): (&str, &str)| load_module(ctx, &arch, file, source);
-        let [unary, binary, reduce, matmul, loss, optim] = SOURCES;
+        let [unary, binary, reduce, matmul, loss, optim, softmax] = SOURCES;
         let (unary, binary, reduce) = (module(unary)?, module(binary)?, module(reduce)?);
         let (matmul, loss, optim) = (module(matmul)?, module(loss)?, module(optim)?);
+        let softmax = module(softmax)?;
         Ok(Self {
             unary: function(&unary, "unary_f32")?,
             unary_assign: function(&unary, "unary_assign_f32")?,
@@ -54,18 +57,21 @@ impl Kernels {
             pointwise_loss: function(&loss, "pointwise_loss_f32")?,
             class_loss: function(&loss, "class_loss_f32")?,
             optim_step: function(&optim, "optim_step_f32")?,
+            softmax: function(&softmax, "softmax_f32")?,
+            softmax_backward: function(&softmax, "softmax_backward_f32")?,
         })
     }
 }
 
 /// The family sources, by the file name NVRTC's messages use.
-const SOURCES: [(&str, &str); 6] = [
+const SOURCES: [(&str, &str); 7] = [
     ("unary.cu", unary::cuda::SOURCE),
     ("binary.cu", binary::cuda::SOURCE),
     ("reduce.cu", reduce::cuda::SOURCE),
     ("matmul.cu", matmul::cuda::SOURCE),
     ("loss.cu", loss::cuda::SOURCE),
     ("optim.cu", optim::cuda::SOURCE),
+    ("softmax.cu", softmax::cuda::SOURCE),
 ];
 
 /// Compiles `source` to PTX and loads it.

@@ -27,6 +27,7 @@ use crate::ops::loss::{self, ClassLoss, PointwiseLoss};
 use crate::ops::matmul::{self, Gemm};
 use crate::ops::optim::{self, OptimStep};
 use crate::ops::reduce;
+use crate::ops::softmax::{self, SoftmaxAxis, SoftmaxOp};
 use crate::ops::unary::{self, UnaryOp};
 
 /// An NVIDIA GPU, by ordinal. Clones share one context, stream, cuBLAS handle and kernel
@@ -363,6 +364,29 @@ impl Backend for Cuda {
         self.recorder
             .record(|| format!("sum_axis {outer}x{len}x{inner}"));
         reduce::cuda::sum_axis(self, x, outer, len, inner, out)
+    }
+
+    fn softmax(
+        &self,
+        op: SoftmaxOp,
+        x: &CudaSlice<f32>,
+        axis: &SoftmaxAxis,
+        out: &mut CudaSlice<f32>,
+    ) -> Result<()> {
+        self.recorder.record(|| format!("{op:?} {axis:?}"));
+        softmax::cuda::softmax(self, op, x, axis, out)
+    }
+
+    fn softmax_backward(
+        &self,
+        op: SoftmaxOp,
+        y: &CudaSlice<f32>,
+        grad: &CudaSlice<f32>,
+        axis: &SoftmaxAxis,
+        out: &mut CudaSlice<f32>,
+    ) -> Result<()> {
+        self.recorder.record(|| format!("{op:?} backward {axis:?}"));
+        softmax::cuda::softmax_backward(self, op, y, grad, axis, out)
     }
 
     fn pointwise_loss(

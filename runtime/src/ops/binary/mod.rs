@@ -277,7 +277,7 @@ impl<B: Backend> Tensor<B> {
         self.try_zip(BinaryOp::PowBackward(exponent), "pow_backward", input)
     }
 
-    fn check_same_shape(&self, op: &'static str, other: &Self) -> Result<()> {
+    pub(crate) fn check_same_shape(&self, op: &'static str, other: &Self) -> Result<()> {
         if other.shape == self.shape {
             Ok(())
         } else {

@@ -1,0 +1,85 @@
+//! Launch glue of the softmax kernels in `softmax.cu`.
+
+use cudarc::driver::{CudaSlice, PushKernelArg};
+
+use super::{SoftmaxAxis, SoftmaxOp};
+use crate::backend::cuda::{Cuda, cuda_error, expect_len, launch_config};
+use crate::error::Result;
+
+/// The kernels' source, compiled by the backend.
+pub(crate) const SOURCE: &str = include_str!("softmax.cu");
+
+fn code(op: SoftmaxOp) -> i32 {
+    match op {
+        SoftmaxOp::Softmax => 0,
+        SoftmaxOp::LogSoftmax => 1,
+    }
+}
+
+/// `out = op(x)` along the axis.
+pub(crate) fn softmax(
+    dev: &Cuda,
+    op: SoftmaxOp,
+    x: &CudaSlice<f32>,
+    axis: &SoftmaxAxis,
+    out: &mut CudaSlice<f32>,
+) -> Result<()> {
+    const OP: &str = "softmax";
+    expect_len(OP, "input", x.len(), axis.numel())?;
+    expect_len(OP, "output", out.len(), axis.numel())?;
+    let slices = axis.outer * axis.inner;
+    if axis.numel() == 0 {
+        return Ok(());
+    }
+    let (outer, len, inner) = (axis.outer as u64, axis.len as u64, axis.inner as u64);
+    let op = code(op);
+    let mut launch = dev.stream().launch_builder(&dev.kernels()?.softmax);
+    launch
+        .arg(out)
+        .arg(x)
+        .arg(&outer)
+        .arg(&len)
+        .arg(&inner)
+        .arg(&op);
+    // SAFETY: the arguments match `softmax_f32`'s parameters, and both buffers hold
+    // `outer * len * inner` elements (checked), the only indices the kernel touches.
+    unsafe { launch.launch(launch_config(slices)) }.map_err(cuda_error(OP))?;
+    Ok(())
+}
+
+/// `out` = the gradient through `op` along the axis, from its output `y` and the output's
+/// gradient `g`.
+pub(crate) fn softmax_backward(
+    dev: &Cuda,
+    op: SoftmaxOp,
+    y: &CudaSlice<f32>,
+    g: &CudaSlice<f32>,
+    axis: &SoftmaxAxis,
+    out: &mut CudaSlice<f32>,
+) -> Result<()> {
+    const OP: &str = "softmax_backward";
+    expect_len(OP, "output", y.len(), axis.numel())?;
+    expect_len(OP, "gradient", g.len(), axis.numel())?;
+    expect_len(OP, "result", out.len(), axis.numel())?;
+    let slices = axis.outer * axis.inner;
+    if axis.numel() == 0 {
+        return Ok(());
+    }
+    let (outer, len, inner) = (axis.outer as u64, axis.len as u64, axis.inner as u64);
+    let op = code(op);
+    let mut launch = dev
+        .stream()
+        .launch_builder(&dev.kernels()?.softmax_backward);
+    launch
+        .arg(out)
+        .arg(y)
+        .arg(g)
+        .arg(&outer)
+        .arg(&len)
+        .arg(&inner)
+        .arg(&op);
+    // SAFETY: the arguments match `softmax_backward_f32`'s parameters, and all three buffers
+    // hold `outer * len * inner` elements (checked), the only indices the kernel touches.
+    unsafe { launch.launch(launch_config(slices)) }.map_err(cuda_error(OP))?;
+    Ok(())
+}

@@ -1,0 +1,226 @@
+//! Softmax and log-softmax over one dimension (`torch.softmax`, `torch.log_softmax`), and
+//! their gradients, which the generated backward pass computes from the output.
+
+pub(crate) mod cpu;
+#[cfg(feature = "cuda")]
+pub(crate) mod cuda;
+
+use crate::backend::Backend;
+use crate::error::{Error, Result, or_panic};
+use crate::tensor::Tensor;
+
+/// Which normalisation a kernel computes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SoftmaxOp {
+    /// `exp(x_j) / sum_k exp(x_k)`.
+    Softmax,
+    /// `x_j - log(sum_k exp(x_k))`.
+    LogSoftmax,
+}
+
+/// A tensor viewed as `[outer, len, inner]` and normalised over `len`: element `(o, j, i)` is
+/// at `(o * len + j) * inner + i`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SoftmaxAxis {
+    /// The product of the dims before the normalised one.
+    pub outer: usize,
+    /// The normalised dim's size.
+    pub len: usize,
+    /// The product of the dims after it.
+    pub inner: usize,
+}
+
+impl SoftmaxAxis {
+    /// The number of elements.
+    #[must_use]
+    pub fn numel(&self) -> usize {
+        self.outer * self.len * self.inner
+    }
+}
+
+impl<B: Backend> Tensor<B> {
+    /// `exp(x) / sum(exp(x))` along `dim`, like `torch.softmax(x, dim)`, computed around each
+    /// slice's maximum so large inputs do not overflow.
+    ///
+    /// # Examples
+    /// ```
+    /// use declnet_runtime::{Cpu, Tensor};
+    /// let p = Tensor::from_vec(vec![1.0, 2.0, 3.0, 0.0, 0.0, 0.0], [2, 3], &Cpu).softmax(1);
+    /// assert!((p.to_vec()[2] - 0.665_240_94).abs() < 1e-7);
+    /// assert_eq!(p.sum_dim(1, false).to_vec(), [1.0, 1.0]);
+    /// ```
+    #[track_caller]
+    #[must_use]
+    pub fn softmax(&self, dim: usize) -> Self {
+        or_panic(self.try_softmax(dim))
+    }
+
+    /// `exp(x) / sum(exp(x))` along `dim`.
+    ///
+    /// # Errors
+    /// [`Error::DimOutOfRange`] when `dim` is not below the rank.
+    pub fn try_softmax(&self, dim: usize) -> Result<Self> {
+        self.normalise(SoftmaxOp::Softmax, "softmax", dim)
+    }
+
+    /// `x - log(sum(exp(x)))` along `dim`, like `torch.log_softmax(x, dim)`; more accurate than
+    /// taking the log of [`softmax`](Self::softmax).
+    #[track_caller]
+    #[must_use]
+    pub fn log_softmax(&self, dim: usize) -> Self {
+        or_panic(self.try_log_softmax(dim))
+    }
+
+    /// `x - log(sum(exp(x)))` along `dim`.
+    ///
+    /// # Errors
+    /// [`Error::DimOutOfRange`] when `dim` is not below the rank.
+    pub fn try_log_softmax(&self, dim: usize) -> Result<Self> {
+        self.normalise(SoftmaxOp::LogSoftmax, "log_softmax", dim)
+    }
+
+    /// The gradient through `softmax(dim)`, from its `output`: `y * (g - sum(g * y))`, with
+    /// `self` as `g` and the sum along `dim`.
+    ///
+    /// # Errors
+    /// [`Error::InPlaceShape`] when `output` does not have `self`'s shape;
+    /// [`Error::DimOutOfRange`] when `dim` is not below the rank.
+    pub fn softmax_backward(&self, output: &Self, dim: usize) -> Result<Self> {
+        self.normalise_backward(SoftmaxOp::Softmax, "softmax_backward", output, dim)
+    }
+
+    /// The gradient through `log_softmax(dim)`, from its `output`: `g - exp(y) * sum(g)`, with
+    /// `self` as `g` and the sum along `dim`.
+    ///
+    /// # Errors
+    /// As [`softmax_backward`](Self::softmax_backward).
+    pub fn log_softmax_backward(&self, output: &Self, dim: usize) -> Result<Self> {
+        self.normalise_backward(SoftmaxOp::LogSoftmax, "log_softmax_backward", output, dim)
+    }
+
+    fn softmax_axis(&self, op: &'static str, dim: usize) -> Result<SoftmaxAxis> {
+        if dim >= self.rank() {
+            return Err(Error::DimOutOfRange {
+                op,
+                dim,
+                shape: self.shape.clone(),
+            });
+        }
+        let (outer, len, inner) = self.shape.split_at_dim(dim);
+        Ok(SoftmaxAxis { outer, len, inner })
+    }
+
+    fn normalise(&self, op: SoftmaxOp, name: &'static str, dim: usize) -> Result<Self> {
+        let axis = self.softmax_axis(name, dim)?;
+        let mut out = Self::try_zeros(self.shape.clone(), &self.device)?;
+        self.device
+            .softmax(op, &self.storage, &axis, &mut out.storage)?;
+        Ok(out)
+    }
+
+    fn normalise_backward(
+        &self,
+        op: SoftmaxOp,
+        name: &'static str,
+        output: &Self,
+        dim: usize,
+    ) -> Result<Self> {
+        self.check_same_shape(name, output)?;
+        let axis = self.softmax_axis(name, dim)?;
+        let mut out = Self::try_zeros(self.shape.clone(), &self.device)?;
+        self.device.softmax_backward(
+            op,
+            &output.storage,
+            &self.storage,
+            &axis,
+            &mut out.storage,
+        )?;
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{Cpu, Tensor};
+
+    fn close(actual: &[f32], expected: &[f32]) {
+        for (a, e) in actual.iter().zip(expected) {
+            assert!(
+                (a - e).abs() <= 1e-6 * e.abs().max(1.0),
+                "{actual:?} vs {expected:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn softmax_matches_pytorch_values() {
+        // torch.softmax(torch.tensor([[1., 2., 3.], [-1., 0., 1000.]]), 1)
+        let x = Tensor::from_vec(vec![1.0, 2.0, 3.0, -1.0, 0.0, 1000.0], [2, 3], &Cpu);
+        close(
+            &x.softmax(1).to_vec(),
+            &[0.090_030_57, 0.244_728_48, 0.665_240_94, 0.0, 0.0, 1.0],
+        );
+        // torch.log_softmax(...): the large input does not overflow.
+        close(
+            &x.log_softmax(1).to_vec(),
+            &[-2.407_606, -1.407_606, -0.407_606, -1001.0, -1000.0, 0.0],
+        );
+    }
+
+    #[test]
+    fn softmax_over_a_middle_dim_normalises_each_slice() {
+        let x = Tensor::from_vec(
+            (0..24).map(|i| (i as f32 * 0.37).sin()).collect(),
+            [2, 3, 4],
+            &Cpu,
+        );
+        let sums = x.softmax(1).sum_dim(1, false).to_vec();
+        close(&sums, &[1.0; 8]);
+        let y = x.log_softmax(0).to_vec();
+        let x = x.to_vec();
+        // log_softmax over dim 0 of a pair: x_a - log(exp(x_a) + exp(x_b)).
+        let expected = x[0] - (x[0].exp() + x[12].exp()).ln();
+        assert!((y[0] - expected).abs() < 1e-6);
+    }
+
+    #[test]
+    fn backward_rules_match_their_formulas() {
+        let x = Tensor::from_vec(vec![0.5, -1.0, 2.0, 0.0, 1.0, -2.0], [2, 3], &Cpu);
+        let g = Tensor::from_vec(vec![1.0, -2.0, 0.5, 3.0, 0.0, -1.0], [2, 3], &Cpu);
+        let y = x.softmax(1);
+        let (yv, gv) = (y.to_vec(), g.to_vec());
+        let mut expected = Vec::new();
+        for row in 0..2 {
+            let r = row * 3..row * 3 + 3;
+            let dot: f32 = r.clone().map(|j| gv[j] * yv[j]).sum();
+            expected.extend(r.map(|j| yv[j] * (gv[j] - dot)));
+        }
+        close(&g.softmax_backward(&y, 1).unwrap().to_vec(), &expected);
+
+        let y = x.log_softmax(1);
+        let yv = y.to_vec();
+        let mut expected = Vec::new();
+        for row in 0..2 {
+            let r = row * 3..row * 3 + 3;
+            let sum: f32 = r.clone().map(|j| gv[j]).sum();
+            expected.extend(r.map(|j| gv[j] - yv[j].exp() * sum));
+        }
+        close(&g.log_softmax_backward(&y, 1).unwrap().to_vec(), &expected);
+    }
+
+    #[test]
+    fn bad_dim_or_shape_is_an_error_naming_them() {
+        let x = Tensor::zeros([2, 3], &Cpu);
+        assert_eq!(
+            x.try_softmax(2).unwrap_err().to_string(),
+            "softmax: dim 2 is out of range for shape [2, 3]"
+        );
+        let error = x
+            .softmax_backward(&Tensor::zeros([3, 2], &Cpu), 1)
+            .unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "softmax_backward: cannot write a result of shape [3, 2] into a tensor of shape [2, 3]"
+        );
+    }
+}
