@@ -513,6 +513,21 @@ fn custom_function_in_and_out_of_a_loop() {
     gradcheck!(Custom, 16, [[2, 3]], extras = (2));
 }
 
+network! {
+    struct Softmaxes {
+        w: Param<[3, 4]>,
+    }
+    fn forward(x: [B, 3]) -> [B, 4] {
+        let h = x.mm(w);
+        h.softmax(-1) * h + h.log_softmax(0)
+    }
+}
+
+#[test]
+fn softmax_and_log_softmax() {
+    gradcheck!(Softmaxes, 24, [[2, 3]]);
+}
+
 #[test]
 fn linear_and_relu() {
     gradcheck!(LinearRelu, 1, [[3, 4]]);

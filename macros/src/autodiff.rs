@@ -112,8 +112,8 @@ impl Plan {
             }
             | Op::ClampMin { x, .. }
             | Op::Pow { x, .. } => values.push(x),
-            // relu, sigmoid and tanh differentiate from their output.
-            Op::Activation { .. } => values.push(id),
+            // relu, sigmoid, tanh, softmax and log_softmax differentiate from their output.
+            Op::Activation { .. } | Op::Softmax { .. } => values.push(id),
             Op::Binary { op, a, b } => {
                 for (operand, other) in [(a, b), (b, a)] {
                     if needs(operand) {

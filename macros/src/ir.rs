@@ -177,6 +177,8 @@ pub enum Op {
     },
     /// `x.t()` used as a value of its own (materialised).
     Transpose { x: ValueId },
+    /// `x.softmax(dim)`, or `x.log_softmax(dim)` when `log`; `dim` is already non-negative.
+    Softmax { x: ValueId, dim: usize, log: bool },
     /// `x.sum()`.
     Sum { x: ValueId },
     /// `x.mean()`.
@@ -210,6 +212,7 @@ impl Op {
             | Op::MulScalar { x, .. }
             | Op::Neg { x }
             | Op::Transpose { x }
+            | Op::Softmax { x, .. }
             | Op::Sum { x }
             | Op::Mean { x }
             | Op::Custom { x, .. }

@@ -19,13 +19,14 @@ use crate::shape::{broadcast, unify};
 
 /// What the methods of a forward body may be, for "unsupported" messages.
 const SUPPORTED_METHODS: &str = "`.relu()`, `.sigmoid()`, `.tanh()`, `.gelu()`, `.clamp_min(c)`, \
-    `.pow(p)`, `.mm(m)`, `.t()`, `.sum()`, `.mean()`";
+    `.pow(p)`, `.softmax(dim)`, `.log_softmax(dim)`, `.mm(m)`, `.t()`, `.sum()`, `.mean()`";
 
 /// Everything a forward body may contain, for "unsupported" messages.
 const SUPPORTED_SYNTAX: &str = "`let` bindings and reassignment, `for _ in ..` loops and \
     `if`/`else` statements on non-tensor arguments, layer calls like `linear1(x)`, \
     `MyFunction.apply(x)`, `Param` fields, `+ - *` of tensors and numbers, unary `-`, and the methods `.relu()`, \
-    `.sigmoid()`, `.tanh()`, `.gelu()`, `.clamp_min(c)`, `.pow(p)`, `.mm(m)`, `.t()`, `.sum()`, `.mean()`";
+    `.sigmoid()`, `.tanh()`, `.gelu()`, `.clamp_min(c)`, `.pow(p)`, `.softmax(dim)`, \
+    `.log_softmax(dim)`, `.mm(m)`, `.t()`, `.sum()`, `.mean()`";
 
 /// Lowers a whole declaration. Errors are recorded in `errors`; the network returned then
 /// still has its fields and inputs (for the fallback struct) but maybe no outputs.
@@ -950,6 +951,17 @@ impl Lowerer<'_> {
                 };
                 Some(Lowered::Value(self.push(op, shape, origin)))
             }
+            "softmax" | "log_softmax" => {
+                let x = self.materialize(receiver, &call.receiver)?;
+                let dim = self.dim_arg(call, &method, x)?;
+                let shape = self.shape(x).clone();
+                let log = method == "log_softmax";
+                Some(Lowered::Value(self.push(
+                    Op::Softmax { x, dim, log },
+                    shape,
+                    origin,
+                )))
+            }
             "sum" | "mean" => {
                 let x = self.materialize(receiver, &call.receiver)?;
                 if !no_args(self) {
@@ -972,6 +984,70 @@ impl Lowerer<'_> {
                 None
             }
         }
+    }
+
+    /// The one argument of `.softmax(dim)`: an integer literal below `x`'s rank, or negative
+    /// and counted from the end as in PyTorch (`-1` is the last dim).
+    fn dim_arg(&mut self, call: &syn::ExprMethodCall, method: &str, x: ValueId) -> Option<usize> {
+        let [arg] = call.args.iter().collect::<Vec<_>>()[..] else {
+            self.errors.at(
+                call.method.span(),
+                format!("`.{method}()` takes one dim, like `.{method}(1)`"),
+            );
+            return None;
+        };
+        let int_literal = |expr: &Expr| match expr {
+            Expr::Lit(syn::ExprLit {
+                lit: syn::Lit::Int(int),
+                ..
+            }) => int.base10_parse::<usize>().ok(),
+            _ => None,
+        };
+        let dim = match arg {
+            Expr::Unary(syn::ExprUnary {
+                op: syn::UnOp::Neg(_),
+                expr,
+                ..
+            }) => int_literal(expr).map(|dim| (true, dim)),
+            _ => int_literal(arg).map(|dim| (false, dim)),
+        };
+        let Some((from_end, dim)) = dim else {
+            self.errors.over(
+                arg,
+                format!("`.{method}()` takes a dim as an integer literal, like `1` or `-1`"),
+            );
+            return None;
+        };
+        let shape = self.shape(x).clone();
+        let rank = shape.0.len();
+        if rank == 0 {
+            self.errors.over(
+                arg,
+                format!(
+                    "`.{method}()` needs a tensor with a dim, found `[]` from {}",
+                    self.origin(x)
+                ),
+            );
+            return None;
+        }
+        let index = if from_end {
+            rank.checked_sub(dim).filter(|_| dim > 0)
+        } else {
+            (dim < rank).then_some(dim)
+        };
+        if index.is_none() {
+            let sign = if from_end { "-" } else { "" };
+            self.errors.over(
+                arg,
+                format!(
+                    "dim {sign}{dim} is out of range for `{shape}` from {}: `.{method}()` takes a \
+                     dim from -{rank} to {}",
+                    self.origin(x),
+                    rank - 1
+                ),
+            );
+        }
+        index
     }
 
     /// `MyFunction.apply(x)`: a user's `Function` (a unit struct implementing

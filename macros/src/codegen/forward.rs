@@ -378,6 +378,14 @@ fn gen_step(net: &Network, id: ValueId, train: bool) -> Option<TokenStream> {
             let x = value_ref(net, x);
             quote!(#x.try_t()?.try_to_tensor()?)
         }
+        Op::Softmax { x, dim, log } => {
+            let x = value_ref(net, x);
+            if log {
+                quote!(#x.try_log_softmax(#dim)?)
+            } else {
+                quote!(#x.try_softmax(#dim)?)
+            }
+        }
         Op::Sum { x } => {
             let x = value_ref(net, x);
             quote!(#x.try_sum()?)

@@ -1,5 +1,5 @@
-// `.softmax()` is not a method `forward` supports.
-// The caret must point at `softmax`, and the message must list the supported methods.
+// `.dropout()` is not a method `forward` supports.
+// The caret must point at `dropout`, and the message must list the supported methods.
 use declnet::prelude::*;
 
 network! {
@@ -7,7 +7,7 @@ network! {
         fc: Linear<784, 10>,
     }
     fn forward(x: [N, 784]) -> [N, 10] {
-        fc(x).softmax()
+        fc(x).dropout(0.5)
     }
 }
 
