@@ -6,7 +6,7 @@
 //!
 //! Run: `cargo bench --features cuda --bench cuda_step` (prints `skipped: no CUDA device`
 //! without one). Each figure is the median over samples of many steps, each sample ended by
-//! reading one value back, so it includes the GPU's work and not just the launches.
+//! `Cuda::synchronize`, so it includes the GPU's work and not just the launches.
 
 use std::time::{Duration, Instant};
 
@@ -89,13 +89,13 @@ fn tutorial(device: &Cuda) -> Result<()> {
         for _ in 0..steps {
             training.run_eagerly().unwrap();
         }
-        _ = training.state().loss.item();
+        device.synchronize().unwrap();
     });
     let graph = median_time(samples, steps, |steps| {
         for _ in 0..steps {
             training.run().unwrap();
         }
-        _ = training.state().loss.item();
+        device.synchronize().unwrap();
     });
     println!("cuda tutorial step, eager (median of {samples}x{steps}): {eager:?}");
     println!("cuda tutorial step, CUDA graph:                     {graph:?}");
@@ -119,16 +119,14 @@ fn big_mlp(device: &Cuda) {
     });
     let (samples, steps) = (11, 5);
     let step_time = median_time(samples, steps, |steps| {
-        let mut loss = Tensor::zeros([], device);
         for _ in 0..steps {
             let (y_pred, tape) = net.forward_train(&x).unwrap();
-            let (value, grad) = MseLoss::new(Reduction::Mean).value_and_grad(&y_pred, &y);
+            let (_, grad) = MseLoss::new(Reduction::Mean).value_and_grad(&y_pred, &y);
             adam.zero_grad(&mut net);
             net.backward_params(tape, &grad).unwrap();
             adam.step(&mut net);
-            loss = value;
         }
-        _ = loss.item();
+        device.synchronize().unwrap();
     });
 
     // The step's eight products, into buffers allocated once: per layer the forward
@@ -148,7 +146,7 @@ fn big_mlp(device: &Cuda) {
                 out.addmm_(&activation, &weight, 0.0, 1.0);
             }
         }
-        _ = out.sum().item();
+        device.synchronize().unwrap();
     });
     let flops = 8.0 * 2.0 * (BATCH * WIDTH * WIDTH) as f64;
     println!("cuda 4096 MLP Adam step (median of {samples}x{steps}): {step_time:?}");

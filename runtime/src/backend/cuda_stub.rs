@@ -35,6 +35,14 @@ impl Cuda {
         match self.never {}
     }
 
+    /// Waits until the GPU has finished every op issued so far.
+    ///
+    /// # Errors
+    /// Never: no value of this type exists.
+    pub fn synchronize(&self) -> Result<()> {
+        match self.never {}
+    }
+
     pub(crate) fn capture_step<S>(
         &self,
         _: &mut S,

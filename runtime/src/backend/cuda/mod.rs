@@ -134,6 +134,16 @@ impl Cuda {
         })
     }
 
+    /// Waits until the GPU has finished every op issued so far (ops return as soon as they
+    /// are queued), like `torch.cuda.synchronize()`: for timing, or to surface an
+    /// asynchronous kernel failure at a known point.
+    ///
+    /// # Errors
+    /// [`Error::Backend`] with the driver's message when queued work failed.
+    pub fn synchronize(&self) -> Result<()> {
+        self.stream.synchronize().map_err(cuda_error("synchronize"))
+    }
+
     /// The stream every op runs on.
     pub(crate) fn stream(&self) -> &Arc<CudaStream> {
         &self.stream
@@ -480,6 +490,7 @@ mod tests {
     fn assert_still_usable(device: &Cuda) {
         let mut buffer = device.zeros(3).unwrap();
         device.fill(&mut buffer, 2.5).unwrap();
+        device.synchronize().unwrap();
         assert_eq!(device.download(&buffer).unwrap(), [2.5; 3]);
     }
 

@@ -16,6 +16,19 @@ fn code(op: SoftmaxOp) -> i32 {
     }
 }
 
+/// Checks that every buffer holds the axis's elements (the kernels trust it) and returns the
+/// launch's dims, or `None` when there is nothing to compute.
+fn checked_dims(
+    op: &'static str,
+    axis: &SoftmaxAxis,
+    buffers: &[(&str, usize)],
+) -> Result<Option<[u64; 3]>> {
+    for &(what, len) in buffers {
+        expect_len(op, what, len, axis.numel())?;
+    }
+    Ok((axis.numel() > 0).then(|| [axis.outer, axis.len, axis.inner].map(|d| d as u64)))
+}
+
 /// `out = op(x)` along the axis.
 pub(crate) fn softmax(
     dev: &Cuda,
@@ -25,13 +38,10 @@ pub(crate) fn softmax(
     out: &mut CudaSlice<f32>,
 ) -> Result<()> {
     const OP: &str = "softmax";
-    expect_len(OP, "input", x.len(), axis.numel())?;
-    expect_len(OP, "output", out.len(), axis.numel())?;
-    let slices = axis.outer * axis.inner;
-    if axis.numel() == 0 {
+    let buffers = [("input", x.len()), ("output", out.len())];
+    let Some([outer, len, inner]) = checked_dims(OP, axis, &buffers)? else {
         return Ok(());
-    }
-    let (outer, len, inner) = (axis.outer as u64, axis.len as u64, axis.inner as u64);
+    };
     let op = code(op);
     let mut launch = dev.stream().launch_builder(&dev.kernels()?.softmax);
     launch
@@ -43,7 +53,7 @@ pub(crate) fn softmax(
         .arg(&op);
     // SAFETY: the arguments match `softmax_f32`'s parameters, and both buffers hold
     // `outer * len * inner` elements (checked), the only indices the kernel touches.
-    unsafe { launch.launch(launch_config(slices)) }.map_err(cuda_error(OP))?;
+    unsafe { launch.launch(launch_config(axis.outer * axis.inner)) }.map_err(cuda_error(OP))?;
     Ok(())
 }
 
@@ -58,14 +68,14 @@ pub(crate) fn softmax_backward(
     out: &mut CudaSlice<f32>,
 ) -> Result<()> {
     const OP: &str = "softmax_backward";
-    expect_len(OP, "output", y.len(), axis.numel())?;
-    expect_len(OP, "gradient", g.len(), axis.numel())?;
-    expect_len(OP, "result", out.len(), axis.numel())?;
-    let slices = axis.outer * axis.inner;
-    if axis.numel() == 0 {
+    let buffers = [
+        ("output", y.len()),
+        ("gradient", g.len()),
+        ("result", out.len()),
+    ];
+    let Some([outer, len, inner]) = checked_dims(OP, axis, &buffers)? else {
         return Ok(());
-    }
-    let (outer, len, inner) = (axis.outer as u64, axis.len as u64, axis.inner as u64);
+    };
     let op = code(op);
     let mut launch = dev
         .stream()
@@ -80,6 +90,6 @@ pub(crate) fn softmax_backward(
         .arg(&op);
     // SAFETY: the arguments match `softmax_backward_f32`'s parameters, and all three buffers
     // hold `outer * len * inner` elements (checked), the only indices the kernel touches.
-    unsafe { launch.launch(launch_config(slices)) }.map_err(cuda_error(OP))?;
+    unsafe { launch.launch(launch_config(axis.outer * axis.inner)) }.map_err(cuda_error(OP))?;
     Ok(())
 }
