@@ -4,9 +4,9 @@
 use std::collections::BTreeSet;
 use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
-use cudarc::driver::{CudaGraph, DriverError, sys};
+use cudarc::driver::{CudaGraph, CudaStream, DriverError, sys};
 
 use super::{Cuda, cuda_error};
 use crate::backend::Backend as _;
@@ -53,12 +53,54 @@ impl Recorder {
                 message: "another step is being captured on this device".to_owned(),
             });
         }
+        let _done = TracingDone(self);
         self.capturing.store(capturing, Ordering::Release);
         let result = f();
-        self.capturing.store(false, Ordering::Release);
         let trace = std::mem::take(&mut *self.trace.lock().unwrap_or_else(PoisonError::into_inner));
-        self.tracing.store(false, Ordering::Release);
         Ok((result, trace))
+    }
+}
+
+/// Clears a [`Recorder`]'s flags when a trace ends, even by a panic in the traced step.
+struct TracingDone<'a>(&'a Recorder);
+
+impl Drop for TracingDone<'_> {
+    fn drop(&mut self) {
+        self.0.capturing.store(false, Ordering::Release);
+        self.0.tracing.store(false, Ordering::Release);
+    }
+}
+
+/// A stream capture in progress. Dropped without [`end`](Self::end) (a step that panicked),
+/// it ends the capture and discards the graph, so the stream stays usable.
+struct OpenCapture<'a> {
+    stream: &'a Arc<CudaStream>,
+    ended: bool,
+}
+
+impl<'a> OpenCapture<'a> {
+    fn begin(stream: &'a Arc<CudaStream>) -> Result<Self> {
+        stream
+            .begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
+            .map_err(cuda_error(OP))?;
+        Ok(Self {
+            stream,
+            ended: false,
+        })
+    }
+
+    /// Ends the capture and instantiates the graph (`None` when nothing was captured).
+    fn end(mut self) -> Result<Option<CudaGraph>, DriverError> {
+        self.ended = true;
+        self.stream.end_capture(sys::CUgraphInstantiate_flags(0))
+    }
+}
+
+impl Drop for OpenCapture<'_> {
+    fn drop(&mut self) {
+        if !self.ended {
+            let _ = self.stream.end_capture(sys::CUgraphInstantiate_flags(0));
+        }
     }
 }
 
@@ -95,11 +137,9 @@ impl Cuda {
                 ),
             });
         }
-        self.stream
-            .begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
-            .map_err(cuda_error(OP))?;
+        let capture = OpenCapture::begin(&self.stream)?;
         let (captured, captured_trace) = self.recorder.traced(true, || step(state))?;
-        let graph = self.stream.end_capture(sys::CUgraphInstantiate_flags(0));
+        let graph = capture.end();
         if let Err(error) = captured {
             // Buffers dropped inside the failed capture leave an error in the context that
             // would otherwise surface at the next, unrelated call.
@@ -239,5 +279,16 @@ mod tests {
         assert!(!recorder.is_capturing());
         let nested = recorder.traced(false, || recorder.traced(false, || ()).is_err());
         assert!(nested.unwrap().0, "a second capture at once is refused");
+    }
+
+    #[test]
+    fn a_panicking_step_leaves_the_recorder_idle() {
+        let recorder = Recorder::default();
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            recorder.traced(true, || panic!("step failed")).ok();
+        }));
+        assert!(panicked.is_err());
+        assert!(!recorder.is_capturing());
+        assert!(recorder.traced(false, || ()).is_ok(), "a new capture may start");
     }
 }
