@@ -10,6 +10,8 @@
 #                               TwoLayerNet training step, CUDA against the CPU
 #         tests/cuda_graph      StepGraph: replays match eager steps; refused captures
 #         tests/gradcheck       finite-difference checks of every op, on the CPU and CUDA
+#         tests/losses          every loss against PyTorch, CPU and CUDA
+#         tests/optimizers      every optimizer config against PyTorch, CPU and CUDA
 #         tests/stage*          the seven tutorial stages against PyTorch, CPU and CUDA
 #         tests/declnet_runtime the runtime's unit tests (Cuda::new, NVRTC compile of every
 #                               kernel source, out of memory, failed launch and compile)
@@ -44,7 +46,7 @@ build() {
     python3 - "$json" "$out/tests" <<'EOF'
 import json, shutil, sys
 wanted = {("cuda", "test"), ("cuda_graph", "test"), ("gradcheck", "test"),
-          ("declnet_runtime", "lib")}
+          ("losses", "test"), ("optimizers", "test"), ("declnet_runtime", "lib")}
 wanted |= {(f"stage{n}_{name}", "test") for n, name in [
     (1, "tensors"), (2, "autograd"), (3, "custom_function"), (4, "nn"), (5, "optim"),
     (6, "custom_module"), (7, "dynamic_net")]}

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Fixture, max_rel_diff};
+use common::{Fixture, max_rel_diff, on_every_device};
 use declnet::prelude::*;
 use declnet::runtime::losses::{
     BceWithLogitsLoss, CrossEntropyLoss, L1Loss, Loss, MseLoss, NllLoss, Reduction, SmoothL1Loss,
@@ -14,17 +14,17 @@ use declnet::runtime::losses::{
 /// 3.3e-7, on the cross-entropy gradient).
 const TOLERANCE: f32 = 1e-6;
 
-fn check<L: Loss<Cpu, Target = Tensor>>(loss: &L, name: &str) -> (f32, f32) {
+fn check<B: Backend, L: Loss<B, Target = Tensor<B>>>(loss: &L, name: &str, device: &B) {
     let fixture = Fixture::open("ops.safetensors");
-    let pred = fixture.tensor(&format!("{name}.in0"));
-    let target = fixture.tensor(&format!("{name}.in1"));
-    let grad_out = fixture.tensor(&format!("{name}.grad_out"));
+    let pred = fixture.tensor_on(&format!("{name}.in0"), device);
+    let target = fixture.tensor_on(&format!("{name}.in1"), device);
+    let grad_out = fixture.tensor_on(&format!("{name}.grad_out"), device);
     let value = loss.forward(&pred, &target);
     let grad = loss.backward(&pred, &target, &grad_out);
-    compare(name, &value, &grad, &fixture)
+    compare(name, &value, &grad, &fixture);
 }
 
-fn compare(name: &str, value: &Tensor, grad: &Tensor, fixture: &Fixture) -> (f32, f32) {
+fn compare<B: Backend>(name: &str, value: &Tensor<B>, grad: &Tensor<B>, fixture: &Fixture) {
     let out = fixture.tensor(&format!("{name}.out"));
     let grad_in = fixture.tensor(&format!("{name}.grad_in0"));
     assert_eq!(value.dims(), out.dims(), "{name}");
@@ -40,7 +40,6 @@ fn compare(name: &str, value: &Tensor, grad: &Tensor, fixture: &Fixture) -> (f32
         grad_diff <= TOLERANCE,
         "{name} gradient differs by {grad_diff:e}"
     );
-    (value_diff, grad_diff)
 }
 
 fn labels(fixture: &Fixture) -> Vec<usize> {
@@ -51,17 +50,19 @@ fn labels(fixture: &Fixture) -> Vec<usize> {
         .collect()
 }
 
-#[test]
-fn pointwise_losses_match_pytorch() {
-    check(&MseLoss::new(Reduction::Sum), "mse_sum");
-    check(&MseLoss::new(Reduction::Mean), "mse_mean");
-    check(&L1Loss::new(Reduction::Mean), "l1_mean");
-    check(&SmoothL1Loss::default(), "smooth_l1");
-    check(&BceWithLogitsLoss::default(), "bce_with_logits");
+on_every_device!(pointwise_losses_match_pytorch, pointwise_losses);
+
+fn pointwise_losses<B: Backend>(device: &B) {
+    check(&MseLoss::new(Reduction::Sum), "mse_sum", device);
+    check(&MseLoss::new(Reduction::Mean), "mse_mean", device);
+    check(&L1Loss::new(Reduction::Mean), "l1_mean", device);
+    check(&SmoothL1Loss::default(), "smooth_l1", device);
+    check(&BceWithLogitsLoss::default(), "bce_with_logits", device);
 }
 
-#[test]
-fn class_index_losses_match_pytorch() {
+on_every_device!(class_index_losses_match_pytorch, class_index_losses);
+
+fn class_index_losses<B: Backend>(device: &B) {
     let fixture = Fixture::open("ops.safetensors");
     let labels = labels(&fixture);
     for (name, reduction) in [
@@ -69,53 +70,23 @@ fn class_index_losses_match_pytorch() {
         ("cross_entropy_sum", Reduction::Sum),
     ] {
         let loss = CrossEntropyLoss::new(reduction);
-        let logits = fixture.tensor(&format!("{name}.in0"));
-        let grad_out = fixture.tensor(&format!("{name}.grad_out"));
+        let logits = fixture.tensor_on(&format!("{name}.in0"), device);
+        let grad_out = fixture.tensor_on(&format!("{name}.grad_out"), device);
         let value = loss.forward(&logits, &labels);
         let grad = loss.backward(&logits, &labels, &grad_out);
         compare(name, &value, &grad, &fixture);
     }
 
-    // The fixture is `nll_loss(log_softmax(p), labels)` with its gradient with respect to `p`:
-    // take log_softmax on the host and chain its backward by hand (`g - softmax * sum(g)`).
-    let p = fixture.tensor("nll.in0");
-    let classes = p.dims()[1];
-    let log_probs: Vec<f32> = p
-        .to_vec()
-        .chunks_exact(classes)
-        .flat_map(|row| {
-            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let lse = f64::from(max)
-                + row
-                    .iter()
-                    .map(|&v| f64::from(v - max).exp())
-                    .sum::<f64>()
-                    .ln();
-            row.iter().map(move |&v| (f64::from(v) - lse) as f32)
-        })
-        .collect();
-    let log_probs = Tensor::from_vec(log_probs, p.dims(), &Cpu);
+    // The fixture is `nll_loss(log_softmax(p, 1), labels)` with its gradient with respect to
+    // `p`, so it checks `log_softmax` and its backward too.
+    let p = fixture.tensor_on("nll.in0", device);
+    let log_probs = p.log_softmax(1);
     let loss = NllLoss::new(Reduction::Mean);
-    let grad_out = fixture.tensor("nll.grad_out");
+    let grad_out = fixture.tensor_on("nll.grad_out", device);
     let value = loss.forward(&log_probs, &labels);
-    let grad_log_probs = loss.backward(&log_probs, &labels, &grad_out).to_vec();
-    let grad_p: Vec<f32> = grad_log_probs
-        .chunks_exact(classes)
-        .zip(log_probs.to_vec().chunks_exact(classes))
-        .flat_map(|(g, lp)| {
-            let total: f32 = g.iter().sum();
-            g.iter()
-                .zip(lp)
-                .map(move |(&g, &lp)| g - lp.exp() * total)
-                .collect::<Vec<_>>()
-        })
-        .collect();
-    compare(
-        "nll",
-        &value,
-        &Tensor::from_vec(grad_p, p.dims(), &Cpu),
-        &fixture,
-    );
+    let grad_log_probs = loss.backward(&log_probs, &labels, &grad_out);
+    let grad_p = grad_log_probs.log_softmax_backward(&log_probs, 1).unwrap();
+    compare("nll", &value, &grad_p, &fixture);
 }
 
 /// A loss against a target tensor.

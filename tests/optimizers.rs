@@ -5,13 +5,13 @@
 
 mod common;
 
-use common::{Fixture, max_rel_diff};
+use common::{Fixture, max_rel_diff, on_every_device};
 use declnet::runtime::optim::{
     AdadeltaConfig, AdagradConfig, AdamConfig, AdamWConfig, Optimizer, RmsPropConfig, SgdConfig,
     UpdateRule,
 };
 use declnet::runtime::{Module, Param};
-use declnet::{Cpu, Tensor};
+use declnet::{Backend, Cpu, Tensor};
 use serde_json::Value;
 
 /// Every step of every config must match PyTorch to this relative error: the kernels repeat
@@ -28,15 +28,15 @@ const TOLERANCE: f32 = 1e-6;
 const RELATIVE_FLOOR: f32 = 0.1;
 
 /// A model of one or more named parameters.
-struct Params(Vec<(String, Param)>);
+struct Params<B: Backend = Cpu>(Vec<(String, Param<B>)>);
 
-impl Params {
-    fn single(value: Tensor) -> Self {
+impl<B: Backend> Params<B> {
+    fn single(value: Tensor<B>) -> Self {
         Self(vec![("p".to_owned(), Param::new(value))])
     }
 
     /// Sets parameter `i`'s gradient to `grad` (replacing any previous one).
-    fn set_grad(&mut self, i: usize, grad: &Tensor) {
+    fn set_grad(&mut self, i: usize, grad: &Tensor<B>) {
         self.0[i].1.zero_grad();
         self.0[i].1.accumulate_grad(grad);
     }
@@ -46,24 +46,29 @@ impl Params {
     }
 }
 
-impl Module<Cpu> for Params {
-    fn visit_params(&self, f: &mut dyn FnMut(&str, &Param)) {
+impl<B: Backend> Module<B> for Params<B> {
+    fn visit_params(&self, f: &mut dyn FnMut(&str, &Param<B>)) {
         for (name, param) in &self.0 {
             f(name, param);
         }
     }
 
-    fn visit_params_mut(&mut self, f: &mut dyn FnMut(&str, &mut Param)) {
+    fn visit_params_mut(&mut self, f: &mut dyn FnMut(&str, &mut Param<B>)) {
         for (name, param) in &mut self.0 {
             f(name, param);
         }
     }
 }
 
-/// Step `s` of the fixture's gradients, `[5, 3]`.
+/// Step `s` of the fixture's gradients, `[5, 3]`, on the CPU.
 fn grad(fixture: &Fixture, s: usize) -> Tensor {
+    grad_on(fixture, s, &Cpu)
+}
+
+/// Step `s` of the fixture's gradients, `[5, 3]`, on `device`.
+fn grad_on<B: Backend>(fixture: &Fixture, s: usize, device: &B) -> Tensor<B> {
     let all = fixture.tensor("grads").to_vec();
-    Tensor::from_slice(&all[s * 15..(s + 1) * 15], [5, 3], &Cpu)
+    Tensor::from_slice(&all[s * 15..(s + 1) * 15], [5, 3], device)
 }
 
 fn f(config: &Value, key: &str, default: f64) -> f64 {
@@ -76,13 +81,18 @@ fn flag(config: &Value, key: &str) -> bool {
 
 /// Replays `rule` over the fixture's six gradients; the worst relative error over all steps,
 /// against the floored and the plain denominator.
-fn replay<R: UpdateRule>(rule: R, fixture: &Fixture, name: &str) -> (f32, f32) {
-    let mut model = Params::single(fixture.tensor("param_init"));
-    let mut opt: Optimizer<R> = Optimizer::new(rule);
+fn replay<R: UpdateRule, B: Backend>(
+    rule: R,
+    fixture: &Fixture,
+    name: &str,
+    device: &B,
+) -> (f32, f32) {
+    let mut model = Params::single(fixture.tensor_on("param_init", device));
+    let mut opt: Optimizer<R, B> = Optimizer::new(rule);
     let trajectory = fixture.tensor(&format!("{name}.trajectory")).to_vec();
     let (mut worst, mut worst_unfloored) = (0.0f32, 0.0f32);
     for (s, expected) in trajectory.chunks_exact(15).enumerate() {
-        model.set_grad(0, &grad(fixture, s));
+        model.set_grad(0, &grad_on(fixture, s, device));
         opt.step(&mut model);
         let diff = max_rel_diff(&model.value(0), expected, RELATIVE_FLOOR);
         assert!(
@@ -95,8 +105,9 @@ fn replay<R: UpdateRule>(rule: R, fixture: &Fixture, name: &str) -> (f32, f32) {
     (worst, worst_unfloored)
 }
 
-#[test]
-fn every_config_matches_pytorch_at_every_step() {
+on_every_device!(every_config_matches_pytorch_at_every_step, every_config);
+
+fn every_config<B: Backend>(device: &B) {
     let fixture = Fixture::open("optimizers.safetensors");
     let configs: Value = serde_json::from_str(&fixture.metadata("configs")).expect("json");
     let configs = configs.as_object().expect("an object of configs");
@@ -114,7 +125,7 @@ fn every_config_matches_pytorch_at_every_step() {
                     nesterov: flag(c, "nesterov"),
                     ..SgdConfig::default()
                 };
-                replay(rule, &fixture, name)
+                replay(rule, &fixture, name, device)
             }
             "Adam" => {
                 let rule = AdamConfig {
@@ -123,7 +134,7 @@ fn every_config_matches_pytorch_at_every_step() {
                     amsgrad: flag(c, "amsgrad"),
                     ..AdamConfig::default()
                 };
-                replay(rule, &fixture, name)
+                replay(rule, &fixture, name, device)
             }
             "AdamW" => {
                 let rule = AdamWConfig {
@@ -132,7 +143,7 @@ fn every_config_matches_pytorch_at_every_step() {
                     amsgrad: flag(c, "amsgrad"),
                     ..AdamWConfig::default()
                 };
-                replay(rule, &fixture, name)
+                replay(rule, &fixture, name, device)
             }
             "Adadelta" => {
                 let rule = AdadeltaConfig {
@@ -140,7 +151,7 @@ fn every_config_matches_pytorch_at_every_step() {
                     weight_decay: weight_decay(0.0),
                     ..AdadeltaConfig::default()
                 };
-                replay(rule, &fixture, name)
+                replay(rule, &fixture, name, device)
             }
             "Adagrad" => {
                 let rule = AdagradConfig {
@@ -148,7 +159,7 @@ fn every_config_matches_pytorch_at_every_step() {
                     weight_decay: weight_decay(0.0),
                     ..AdagradConfig::default()
                 };
-                replay(rule, &fixture, name)
+                replay(rule, &fixture, name, device)
             }
             "RMSprop" => {
                 let rule = RmsPropConfig {
@@ -158,7 +169,7 @@ fn every_config_matches_pytorch_at_every_step() {
                     weight_decay: weight_decay(0.0),
                     ..RmsPropConfig::default()
                 };
-                replay(rule, &fixture, name)
+                replay(rule, &fixture, name, device)
             }
             other => panic!("unknown optimizer {other}"),
         };

@@ -289,6 +289,9 @@ mod tests {
         }));
         assert!(panicked.is_err());
         assert!(!recorder.is_capturing());
-        assert!(recorder.traced(false, || ()).is_ok(), "a new capture may start");
+        assert!(
+            recorder.traced(false, || ()).is_ok(),
+            "a new capture may start"
+        );
     }
 }
