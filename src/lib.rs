@@ -38,6 +38,7 @@
 //!   time by NVRTC). It builds without a CUDA toolkit; at run time it needs the NVIDIA driver
 //!   and the CUDA 13 NVRTC and cuBLAS libraries on the loader path. Without the feature,
 //!   [`Cuda::new`] returns [`Error::CudaNotCompiled`], so code naming `Cuda` needs no `cfg`.
+//!   [`StepGraph`] captures a whole training step on the GPU as one CUDA graph and replays it.
 //!   ```toml
 //!   declnet = { version = "0.1", features = ["cuda"] }
 //!   ```
