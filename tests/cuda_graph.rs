@@ -103,16 +103,22 @@ fn replayed_steps_match_eager_steps() {
     let mut eager = Training::new(&device, sgd(0.9));
     let mut graph = StepGraph::new(Training::new(&device, sgd(0.9)), sgd_step);
 
-    // Momentum's first step differs from the rest, so capturing at once is refused...
+    // Momentum's first step differs from the rest, so capturing at once is refused, having
+    // run step 1 eagerly and step 2 as recorded (a refused graph runs once).
     let error = graph.capture(&device).unwrap_err().to_string();
     assert!(
         error.contains("changes from one step to the next"),
         "{error}"
     );
     assert!(!graph.is_captured());
-    // ...having run one step eagerly, which counts.
     sgd_step(&mut eager).unwrap();
-    // The second attempt runs step 2 eagerly and records step 3.
+    sgd_step(&mut eager).unwrap();
+    assert_close(
+        "weights",
+        &weights(&graph.state().net),
+        &weights(&eager.net),
+    );
+    // The second attempt runs step 3 eagerly and records step 4.
     graph.capture(&device).unwrap();
     sgd_step(&mut eager).unwrap();
 
@@ -184,6 +190,22 @@ fn reading_a_value_inside_the_step_is_refused() {
     // The device still runs eager work.
     graph.run().unwrap();
     assert!(graph.state().loss.item().is_finite());
+}
+
+#[test]
+fn waiting_for_the_gpu_inside_the_step_is_refused() {
+    let _turn = gpu_turn();
+    let Some(device) = cuda_or_skip() else {
+        return;
+    };
+    let mut graph = StepGraph::new(Training::new(&device, sgd(0.0)), |training| {
+        training.loss = training.forward_backward()?;
+        training.x.device().synchronize()
+    });
+    let error = graph.capture(&device).unwrap_err().to_string();
+    assert!(error.contains("cannot wait for the GPU"), "{error}");
+    graph.run().unwrap();
+    device.synchronize().unwrap();
 }
 
 #[test]

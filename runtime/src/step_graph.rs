@@ -81,9 +81,9 @@ impl<S> StepGraph<S> {
     /// When the eager step fails; when the step copies between host and device, or the driver
     /// cannot capture it; when the captured step differs from the eager one (scalars or
     /// control flow that change between steps); or when it replaces the state's tensors
-    /// instead of writing into them. The state is kept either way, and the step stays eager;
-    /// host-side counters the recorded step advanced (an optimizer's step count) stay
-    /// advanced, though its device work never ran.
+    /// instead of writing into them. The state is kept and the step stays eager; the recorded
+    /// step has then run once, as far as it got, exactly as if it had run eagerly (unless
+    /// the driver itself failed to capture it).
     pub fn capture(&mut self, device: &Cuda) -> Result<()> {
         self.graph = None;
         self.graph = Some(device.capture_step(&mut self.state, self.step)?);

@@ -92,6 +92,14 @@ impl<'a> OpenCapture<'a> {
     /// Ends the capture and instantiates the graph (`None` when nothing was captured).
     fn end(mut self) -> Result<Option<CudaGraph>, DriverError> {
         self.ended = true;
+        self.end_capture()
+    }
+
+    fn end_capture(&self) -> Result<Option<CudaGraph>, DriverError> {
+        // Buffers freed inside a capture the driver invalidated record their error in the
+        // context, and cudarc reports a recorded error instead of making the next call: clear
+        // it, or the capture would never end.
+        let _ = self.stream.context().check_err();
         self.stream.end_capture(sys::CUgraphInstantiate_flags(0))
     }
 }
@@ -99,7 +107,7 @@ impl<'a> OpenCapture<'a> {
 impl Drop for OpenCapture<'_> {
     fn drop(&mut self) {
         if !self.ended {
-            let _ = self.stream.end_capture(sys::CUgraphInstantiate_flags(0));
+            let _ = self.end_capture();
         }
     }
 }
@@ -119,7 +127,9 @@ impl CapturedGraph {
 impl Cuda {
     /// Runs `step` once eagerly, then records it once more as a graph (recording runs
     /// nothing), and checks that the two did the same work and that the graph leaves the
-    /// state's buffers where they were.
+    /// state's buffers where they were. A graph refused by these checks (or recorded from a
+    /// step that failed) is launched once before the error returns, so the state is what
+    /// running the recorded work eagerly would have left.
     pub(crate) fn capture_step<S>(
         &self,
         state: &mut S,
@@ -139,24 +149,36 @@ impl Cuda {
         }
         let capture = OpenCapture::begin(&self.stream)?;
         let (captured, captured_trace) = self.recorder.traced(true, || step(state))?;
-        let graph = capture.end();
-        if let Err(error) = captured {
-            // Buffers dropped inside the failed capture leave an error in the context that
-            // would otherwise surface at the next, unrelated call.
-            let _ = self.ctx.check_err();
+        let graph = match capture.end() {
+            Ok(Some(graph)) => graph,
+            Ok(None) => {
+                captured?;
+                return Err(Error::Backend {
+                    op: OP,
+                    message: "the captured step is empty".to_owned(),
+                });
+            }
+            Err(error) => {
+                // Buffers freed inside the failed capture leave an error in the context that
+                // would otherwise surface at the next, unrelated call.
+                let _ = self.ctx.check_err();
+                captured?;
+                return Err(Error::Backend {
+                    op: OP,
+                    message: format!("the driver could not capture the step: {error}"),
+                });
+            }
+        };
+        let verdict = captured
+            .and_then(|()| check_same_work(&eager_trace, &captured_trace))
+            .and_then(|()| check_memory(&graph).map_err(cuda_error(OP))?);
+        if let Err(error) = verdict {
+            // The host side of the recorded work has happened (gradient flags, optimizer
+            // counts, tensors of the state replaced by ones the graph allocates): run it once,
+            // so the device agrees, as after an eager step that stopped at the same point.
+            graph.launch().map_err(cuda_error(OP))?;
             return Err(error);
         }
-        let graph = graph
-            .map_err(|error| Error::Backend {
-                op: OP,
-                message: format!("the driver could not capture the step: {error}"),
-            })?
-            .ok_or_else(|| Error::Backend {
-                op: OP,
-                message: "the captured step is empty".to_owned(),
-            })?;
-        check_same_work(&eager_trace, &captured_trace)?;
-        check_memory(&graph).map_err(cuda_error(OP))??;
         graph.upload().map_err(cuda_error(OP))?;
         Ok(CapturedGraph { graph })
     }

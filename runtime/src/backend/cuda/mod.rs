@@ -139,8 +139,17 @@ impl Cuda {
     /// asynchronous kernel failure at a known point.
     ///
     /// # Errors
-    /// [`Error::Backend`] with the driver's message when queued work failed.
+    /// [`Error::Backend`] with the driver's message when queued work failed, or inside a
+    /// step being captured by a [`StepGraph`](crate::StepGraph) (nothing runs then).
     pub fn synchronize(&self) -> Result<()> {
+        if self.recorder.is_capturing() {
+            return Err(Error::Backend {
+                op: "synchronize",
+                message: "cannot wait for the GPU inside a captured step: a capture records \
+                          work without running it"
+                    .to_owned(),
+            });
+        }
         self.stream.synchronize().map_err(cuda_error("synchronize"))
     }
 
