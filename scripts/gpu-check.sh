@@ -110,6 +110,11 @@ cuda_library_path() {
     echo "${dirs[*]}"
 }
 
+# Runs a binary for at most 90 seconds (a hung GPU call fails it instead of the whole run).
+bounded() {
+    timeout --kill-after=5 90 "$@"
+}
+
 run() {
     local packed=${1:-$(dirname "$0")}
     local dir
@@ -127,7 +132,7 @@ run() {
         name=$(basename "$bin")
         log=$(mktemp)
         echo "== $name"
-        if "$bin" >"$log" 2>&1; then :; else failed=$((failed + 1)); fi
+        if bounded "$bin" >"$log" 2>&1; then :; else failed=$((failed + 1)); fi
         grep -E '^(test .* FAILED|failures:|---- )|panicked|skipped:' "$log" || true
         local result skips
         result=$(grep -E '^test result:' "$log" | tail -1 || true)
@@ -142,7 +147,7 @@ run() {
         name=$(basename "$bin")
         echo "== example $name --device cuda"
         local output
-        if output=$("$bin" --device cuda 2>&1); then :; else failed=$((failed + 1)); fi
+        if output=$(bounded "$bin" --device cuda 2>&1); then :; else failed=$((failed + 1)); fi
         # The last `STEP LOSS` line, or the last line (an error) when there is none.
         last=$(grep -E '^[0-9]+ ' <<<"$output" | tail -1 || true)
         summary+=("example $name: ${last:-$(tail -1 <<<"$output")}")
@@ -151,7 +156,7 @@ run() {
     if [[ -e $graph_example ]]; then
         echo "== example 06_custom_module --device cuda --graph"
         local output last
-        if output=$("$graph_example" --device cuda --graph 2>&1); then :; else failed=$((failed + 1)); fi
+        if output=$(bounded "$graph_example" --device cuda --graph 2>&1); then :; else failed=$((failed + 1)); fi
         last=$(grep -E '^[0-9]+ ' <<<"$output" | tail -1 || true)
         summary+=("example 06_custom_module --graph: ${last:-$(tail -1 <<<"$output")}")
     fi
@@ -159,7 +164,7 @@ run() {
         [[ -e $bin ]] || continue
         echo "== bench $(basename "$bin")"
         local figures
-        if figures=$("$bin" --bench 2>&1); then :; else failed=$((failed + 1)); fi
+        if figures=$(bounded "$bin" --bench 2>&1); then :; else failed=$((failed + 1)); fi
         echo "$figures"
         while IFS= read -r line; do summary+=("$line"); done <<<"$figures"
     done
