@@ -13,7 +13,7 @@ use declnet::prelude::*;
 use declnet::runtime::ops::binary::{BinaryOp, Broadcast};
 use declnet::runtime::ops::loss::{ClassLoss, PointwiseLoss};
 use declnet::runtime::ops::matmul::Gemm;
-use declnet::runtime::ops::optim::OptimStep;
+use declnet::runtime::ops::optim::{OptimStep, StepScalars};
 use declnet::runtime::ops::unary::UnaryOp;
 
 /// Largest difference allowed, relative to the larger of the CPU's value and the largest
@@ -307,6 +307,7 @@ fn optim_steps(step: i32) -> Vec<OptimStep> {
             neg_step_size: -lr / (1.0 - 0.9f32.powi(step)),
             amsgrad,
             maximize,
+            device_scalars: false,
         };
     let sgd = |weight_decay: f32, momentum: f32, nesterov: bool, maximize: bool| OptimStep::Sgd {
         lr,
@@ -364,7 +365,7 @@ fn optim_case<B: Backend>(dev: &B) -> Outputs {
         for step in 1u8..=3 {
             let grad = dev.upload(&data(n, 62 + u64::from(step))).unwrap();
             let rule = optim_steps(i32::from(step))[config];
-            dev.optim_step(&rule, &mut param, &grad, &mut state)
+            dev.optim_step(&rule, &mut param, &grad, &mut state, None)
                 .unwrap();
         }
         outputs.push((format!("{first:?} param"), dev.download(&param).unwrap()));
@@ -377,8 +378,65 @@ fn optim_case<B: Backend>(dev: &B) -> Outputs {
         // Too few state buffers is an error on every backend, not an out-of-bounds write.
         if first.buffers() > 0 {
             let grad = dev.upload(&data(n, 62)).unwrap();
-            assert!(dev.optim_step(&first, &mut param, &grad, &mut []).is_err());
+            assert!(
+                dev.optim_step(&first, &mut param, &grad, &mut [], None)
+                    .is_err()
+            );
         }
+    }
+    outputs.extend(device_scalars_case(dev));
+    outputs
+}
+
+/// Three Adam (amsgrad) steps with the bias corrections computed on the device from its own
+/// step count: the parameter, the state and the scalars buffer.
+fn device_scalars_case<B: Backend>(dev: &B) -> Outputs {
+    let n = 1000;
+    let rule = StepScalars::Adam {
+        lr: 0.01,
+        beta1: 0.9,
+        beta2: 0.999,
+    };
+    let step = OptimStep::Adam {
+        decay_factor: 1.0,
+        weight_decay: 0.01,
+        one_minus_beta1: 0.1,
+        beta2: 0.999,
+        one_minus_beta2: 0.001,
+        eps: 1e-8,
+        bias_correction2_sqrt: f32::NAN, // read from the device instead
+        neg_step_size: f32::NAN,
+        amsgrad: true,
+        maximize: false,
+        device_scalars: true,
+    };
+    let mut param = dev.upload(&data(n, 91)).unwrap();
+    let mut state: Vec<B::Storage> = (0..3).map(|_| dev.zeros(n).unwrap()).collect();
+    let mut scalars = dev.zeros(3).unwrap();
+    for seed in 92..95 {
+        let grad = dev.upload(&data(n, seed)).unwrap();
+        dev.optim_scalars(&rule, &mut scalars).unwrap();
+        dev.optim_step(&step, &mut param, &grad, &mut state, Some(&scalars))
+            .unwrap();
+    }
+    // Without its scalars buffer the step is an error, not a read of nothing.
+    let grad = dev.upload(&data(n, 95)).unwrap();
+    assert!(
+        dev.optim_step(&step, &mut param, &grad, &mut state, None)
+            .is_err()
+    );
+    let mut outputs = vec![
+        (
+            "device scalars param".to_owned(),
+            dev.download(&param).unwrap(),
+        ),
+        ("device scalars".to_owned(), dev.download(&scalars).unwrap()),
+    ];
+    for (i, buffer) in state.iter().enumerate() {
+        outputs.push((
+            format!("device scalars state {i}"),
+            dev.download(buffer).unwrap(),
+        ));
     }
     outputs
 }

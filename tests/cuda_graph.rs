@@ -153,24 +153,62 @@ fn replayed_steps_match_eager_steps() {
     );
 }
 
+fn adam_step(training: &mut Training<Adam<Cuda>>) -> Result<()> {
+    let loss = training.forward_backward()?;
+    training.optimizer.try_step(&mut training.net)?;
+    training.loss.try_copy_(&loss)
+}
+
+fn adam(capturable: bool) -> Adam<Cuda> {
+    Adam::new(AdamConfig {
+        lr: 1e-4,
+        capturable,
+        ..AdamConfig::default()
+    })
+}
+
 #[test]
 fn adam_is_refused_because_its_bias_correction_changes() {
     let _turn = gpu_turn();
     let Some(device) = cuda_or_skip() else {
         return;
     };
-    let adam = Adam::new(AdamConfig::default());
-    let mut graph = StepGraph::new(Training::new(&device, adam), |training| {
-        let loss = training.forward_backward()?;
-        training.optimizer.try_step(&mut training.net)?;
-        training.loss.try_copy_(&loss)
-    });
+    let mut graph = StepGraph::new(Training::new(&device, adam(false)), adam_step);
     let error = graph.capture(&device).unwrap_err().to_string();
     assert!(error.contains("Adam"), "{error}");
     // The state is kept and trains eagerly.
     let before = weights(&graph.state().net);
     graph.run().unwrap();
     assert_ne!(weights(&graph.state().net), before);
+}
+
+#[test]
+fn capturable_adam_replays_its_steps_exactly() {
+    let _turn = gpu_turn();
+    let Some(device) = cuda_or_skip() else {
+        return;
+    };
+    let mut eager = Training::new(&device, adam(true));
+    let mut graph = StepGraph::new(Training::new(&device, adam(true)), adam_step);
+    graph.capture(&device).unwrap();
+    adam_step(&mut eager).unwrap();
+    for _ in 0..20 {
+        graph.run().unwrap();
+        adam_step(&mut eager).unwrap();
+    }
+    assert_close("loss", &[graph.state().loss.item()], &[eager.loss.item()]);
+    assert_close(
+        "weights",
+        &weights(&graph.state().net),
+        &weights(&eager.net),
+    );
+    // The step count advanced on the device with every replay: 1 eager + 20 replayed.
+    let state = graph.state().optimizer.state();
+    let steps = state
+        .scalars
+        .iter()
+        .find(|(name, _)| name == "linear1.weight.step");
+    assert_eq!(steps.map(|&(_, step)| step), Some(21.0));
 }
 
 #[test]

@@ -134,6 +134,12 @@ fn every_config<B: Backend>(device: &B) {
                     amsgrad: flag(c, "amsgrad"),
                     ..AdamConfig::default()
                 };
+                // The capturable form counts steps on the device: the same numbers.
+                let capturable = AdamConfig {
+                    capturable: true,
+                    ..rule
+                };
+                replay(capturable, &fixture, name, device);
                 replay(rule, &fixture, name, device)
             }
             "AdamW" => {
@@ -143,6 +149,11 @@ fn every_config<B: Backend>(device: &B) {
                     amsgrad: flag(c, "amsgrad"),
                     ..AdamWConfig::default()
                 };
+                let capturable = AdamWConfig {
+                    capturable: true,
+                    ..rule
+                };
+                replay(capturable, &fixture, name, device);
                 replay(rule, &fixture, name, device)
             }
             "Adadelta" => {
@@ -303,6 +314,12 @@ fn every_optimizer_resumes_exactly_from_exported_state() {
         lr: 0.01,
         ..AdamWConfig::default()
     });
+    // The step count of a capturable Adam lives on the device; it is exported from there.
+    check_resume(AdamConfig {
+        lr: 0.01,
+        capturable: true,
+        ..AdamConfig::default()
+    });
     check_resume(AdadeltaConfig::default());
     check_resume(AdagradConfig {
         lr_decay: 0.1,
@@ -425,5 +442,32 @@ fn invalid_hyper_parameters_are_rejected_like_pytorch() {
     assert_eq!(
         error.to_string(),
         "RMSprop: invalid lr: expected a value >= 0, found -1"
+    );
+}
+
+#[test]
+fn capturable_adam_counts_on_the_device_to_the_same_bits() {
+    let fixture = Fixture::open("optimizers.safetensors");
+    let run = |capturable: bool| {
+        let mut model = Params::single(fixture.tensor("param_init"));
+        let mut opt = Optimizer::new(AdamWConfig {
+            lr: 0.01,
+            amsgrad: true,
+            capturable,
+            ..AdamWConfig::default()
+        });
+        for s in 0..6 {
+            model.set_grad(0, &grad(&fixture, s));
+            opt.step(&mut model);
+        }
+        let bits: Vec<u32> = model.value(0).iter().map(|v| v.to_bits()).collect();
+        (bits, opt.state().scalars)
+    };
+    let (host, host_scalars) = run(false);
+    let (device, device_scalars) = run(true);
+    assert_eq!(device, host);
+    assert_eq!(
+        device_scalars, host_scalars,
+        "the exported step counts agree"
     );
 }

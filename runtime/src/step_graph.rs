@@ -11,15 +11,17 @@ use crate::error::Result;
 /// one), so everything a captured graph reads or writes is owned here and cannot be moved
 /// or dropped while the graph lives. A graph replays the step exactly as captured:
 /// - the same kernels with the same scalars, so [`capture`](Self::capture) refuses a step
-///   whose scalars change between steps (Adam's bias corrections, a scheduler's learning
-///   rate) or whose control flow does;
+///   whose scalars change between steps (a scheduler's learning rate; Adam's bias
+///   corrections, unless it is built with `capturable: true`, which counts steps on the
+///   device) or whose control flow does;
 /// - into the same buffers, so the step must write results into the state's tensors in place
 ///   (`copy_`, `add_scaled_`, an optimizer's step) rather than assign new tensors to it;
 /// - with no host copies: read a result (`state().loss.item()`) between replays, not inside
 ///   the step.
 ///
 /// Host-side bookkeeping runs only when the step runs on the host (eager steps, and the
-/// capture): after replays, an optimizer's exported state undercounts its steps.
+/// capture): after replays, an optimizer's exported state undercounts its steps, except a
+/// capturable Adam's, whose count lives on the device.
 ///
 /// # Examples
 /// ```

@@ -21,7 +21,7 @@ use crate::error::Result;
 use crate::ops::binary::{BinaryOp, Broadcast};
 use crate::ops::loss::{ClassLoss, PointwiseLoss};
 use crate::ops::matmul::Gemm;
-use crate::ops::optim::OptimStep;
+use crate::ops::optim::{OptimStep, StepScalars};
 use crate::ops::softmax::{SoftmaxAxis, SoftmaxOp};
 use crate::ops::unary::UnaryOp;
 
@@ -213,15 +213,24 @@ pub trait Backend: Clone + fmt::Debug + PartialEq + Send + Sync + 'static {
 
     /// One fused optimizer update of `param` from `grad`, reading and writing the optimizer's
     /// per-parameter `state` buffers (as many as [`OptimStep::buffers`], each as long as
-    /// `param`).
+    /// `param`), and reading the step's device `scalars` when
+    /// [`OptimStep::reads_device_scalars`].
     ///
     /// # Errors
-    /// When the kernel fails or `state` does not fit `step`.
+    /// When the kernel fails, or `state` or `scalars` does not fit `step`.
     fn optim_step(
         &self,
         step: &OptimStep,
         param: &mut Self::Storage,
         grad: &Self::Storage,
         state: &mut [Self::Storage],
+        scalars: Option<&Self::Storage>,
     ) -> Result<()>;
+
+    /// Advances a [`StepScalars`] buffer (`STEP_SCALARS_LEN` elements) by one step, on the
+    /// device: the count, then the scalars of the new step.
+    ///
+    /// # Errors
+    /// When the kernel fails or the buffer has the wrong length.
+    fn optim_scalars(&self, rule: &StepScalars, scalars: &mut Self::Storage) -> Result<()>;
 }

@@ -3,7 +3,7 @@
 use super::{Optimizer, UpdateRule, check};
 use crate::backend::Cpu;
 use crate::error::Result;
-use crate::ops::optim::OptimStep;
+use crate::ops::optim::{OptimStep, StepScalars};
 
 /// Adam, like `torch.optim.Adam` (weight decay as an L2 term added to the gradient).
 pub type Adam<B = Cpu> = Optimizer<AdamConfig, B>;
@@ -23,6 +23,11 @@ pub struct AdamConfig {
     pub amsgrad: bool,
     /// Ascend the objective instead of descending it (default off).
     pub maximize: bool,
+    /// Keep the step count on the device and compute the bias corrections there, like
+    /// PyTorch's `capturable=True`, so a [`StepGraph`](crate::StepGraph) can capture the step
+    /// (default off: computed on the host, as PyTorch does by default; the two agree to the
+    /// last bit on the CPU).
+    pub capturable: bool,
 }
 
 impl Default for AdamConfig {
@@ -34,6 +39,7 @@ impl Default for AdamConfig {
             weight_decay: 0.0,
             amsgrad: false,
             maximize: false,
+            capturable: false,
         }
     }
 }
@@ -82,7 +88,8 @@ pub(super) fn adam_buffers(amsgrad: bool) -> &'static [&'static str] {
 }
 
 /// The Adam-family kernel of update `step`, with the step-dependent scalars computed in `f64`
-/// as PyTorch computes them in Python.
+/// as PyTorch computes them in Python; a capturable rule leaves them NaN (the kernel reads
+/// them from the device), so its update is the same at every step.
 pub(super) fn adam_kernel(
     config: &AdamConfig,
     decoupled_weight_decay: bool,
@@ -93,6 +100,11 @@ pub(super) fn adam_kernel(
     let bias_correction1 = 1.0 - beta1.powf(step);
     let bias_correction2 = 1.0 - beta2.powf(step);
     let step_size = config.lr / bias_correction1;
+    let (bias_correction2_sqrt, neg_step_size) = if config.capturable {
+        (f32::NAN, f32::NAN)
+    } else {
+        (bias_correction2.sqrt() as f32, (-step_size) as f32)
+    };
     let (decay_factor, weight_decay) = if decoupled_weight_decay {
         (1.0 - config.lr * config.weight_decay, 0.0)
     } else {
@@ -105,11 +117,17 @@ pub(super) fn adam_kernel(
         beta2: beta2 as f32,
         one_minus_beta2: (1.0 - beta2) as f32,
         eps: config.eps as f32,
-        bias_correction2_sqrt: bias_correction2.sqrt() as f32,
-        neg_step_size: (-step_size) as f32,
+        bias_correction2_sqrt,
+        neg_step_size,
         amsgrad: config.amsgrad,
         maximize: config.maximize,
+        device_scalars: config.capturable,
     }
+}
+
+/// The device-side step scalars of a capturable Adam-family rule.
+pub(super) fn adam_scalars(lr: f64, (beta1, beta2): (f64, f64)) -> StepScalars {
+    StepScalars::Adam { lr, beta1, beta2 }
 }
 
 impl UpdateRule for AdamConfig {
@@ -138,5 +156,9 @@ impl UpdateRule for AdamConfig {
 
     fn kernel(&self, step: u64) -> OptimStep {
         adam_kernel(self, false, step)
+    }
+
+    fn step_scalars(&self) -> Option<StepScalars> {
+        self.capturable.then_some(adam_scalars(self.lr, self.betas))
     }
 }

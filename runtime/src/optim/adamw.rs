@@ -1,10 +1,10 @@
 //! [`AdamW`]: `torch.optim.AdamW`.
 
-use super::adam::{adam_buffers, adam_kernel, validate_adam};
+use super::adam::{adam_buffers, adam_kernel, adam_scalars, validate_adam};
 use super::{AdamConfig, Optimizer, UpdateRule};
 use crate::backend::Cpu;
 use crate::error::Result;
-use crate::ops::optim::OptimStep;
+use crate::ops::optim::{OptimStep, StepScalars};
 
 /// Adam with decoupled weight decay (`p *= 1 - lr * weight_decay` before the Adam update), like
 /// `torch.optim.AdamW`.
@@ -26,6 +26,11 @@ pub struct AdamWConfig {
     pub amsgrad: bool,
     /// Ascend the objective instead of descending it (default off).
     pub maximize: bool,
+    /// Keep the step count on the device and compute the bias corrections there, like
+    /// PyTorch's `capturable=True`, so a [`StepGraph`](crate::StepGraph) can capture the step
+    /// (default off: computed on the host, as PyTorch does by default; the two agree to the
+    /// last bit on the CPU).
+    pub capturable: bool,
 }
 
 impl Default for AdamWConfig {
@@ -37,6 +42,7 @@ impl Default for AdamWConfig {
             weight_decay: 1e-2,
             amsgrad: false,
             maximize: false,
+            capturable: false,
         }
     }
 }
@@ -73,7 +79,12 @@ impl UpdateRule for AdamWConfig {
             weight_decay: self.weight_decay,
             amsgrad: self.amsgrad,
             maximize: self.maximize,
+            capturable: self.capturable,
         };
         adam_kernel(&adam, true, step)
+    }
+
+    fn step_scalars(&self) -> Option<StepScalars> {
+        self.capturable.then_some(adam_scalars(self.lr, self.betas))
     }
 }

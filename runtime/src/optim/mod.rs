@@ -48,7 +48,7 @@ use std::fmt;
 use crate::backend::{Backend, Cpu};
 use crate::error::{Error, Result, or_panic};
 use crate::module::Module;
-use crate::ops::optim::{OptimStep, fused_step};
+use crate::ops::optim::{OptimStep, STEP_SCALARS_LEN, StepScalars, fused_step};
 use crate::param::Param;
 use crate::shape::Shape;
 use crate::tensor::Tensor;
@@ -94,6 +94,12 @@ pub trait UpdateRule: Clone + fmt::Debug {
 
     /// The fused update of a parameter's `step`-th update (counting from 1).
     fn kernel(&self, step: u64) -> OptimStep;
+
+    /// The scalars the update computes on the device from a step count kept there, when the
+    /// rule is capturable ([`StepScalars`]); `None` (the default) when the host computes them.
+    fn step_scalars(&self) -> Option<StepScalars> {
+        None
+    }
 }
 
 /// Checks one hyper-parameter, PyTorch-style: `ok` or an error naming it and the expectation.
@@ -126,6 +132,20 @@ struct Slot<B: Backend> {
     step: u64,
     /// Empty until the first update, then one buffer per [`UpdateRule::buffer_names`].
     buffers: Vec<B::Storage>,
+    /// A capturable rule's [`StepScalars`] buffer, whose count is the truth once a captured
+    /// graph has replayed updates (`step` counts only those run from the host).
+    scalars: Option<B::Storage>,
+}
+
+impl<B: Backend> Slot<B> {
+    /// The updates done so far: the device's count for a capturable rule.
+    fn steps_done(&self) -> Result<u64> {
+        match &self.scalars {
+            #[allow(clippy::cast_sign_loss, reason = "a count of steps, never negative")]
+            Some(scalars) => Ok(self.device.download(scalars)?[0] as u64),
+            None => Ok(self.step),
+        }
+    }
 }
 
 /// An optimizer: an [`UpdateRule`] and per-parameter state.
@@ -238,7 +258,7 @@ impl<R: UpdateRule, B: Backend> Optimizer<R, B> {
         let mut scalars = vec![("lr".to_owned(), self.rule.lr())];
         let mut tensors = Vec::new();
         for slot in self.slots.iter().filter(|slot| slot.step > 0) {
-            scalars.push((format!("{}.step", slot.name), slot.step as f64));
+            scalars.push((format!("{}.step", slot.name), slot.steps_done()? as f64));
             for (buffer, name) in slot.buffers.iter().zip(self.rule.buffer_names()) {
                 let copy = slot.device.copy(buffer)?;
                 let tensor = Tensor::from_parts(slot.device.clone(), slot.shape.clone(), copy);
@@ -360,6 +380,7 @@ impl<R: UpdateRule, B: Backend> Optimizer<R, B> {
                 device: param.value().device().clone(),
                 step: 0,
                 buffers: Vec::new(),
+                scalars: None,
             });
         });
         slots
@@ -431,6 +452,27 @@ fn update<R: UpdateRule, B: Backend>(
             slot.buffers.push(buffer);
         }
     }
+    let scalars = match rule.step_scalars() {
+        Some(step_scalars) => {
+            let scalars = match &mut slot.scalars {
+                Some(scalars) => scalars,
+                None => {
+                    let mut initial = [0.0; STEP_SCALARS_LEN];
+                    initial[0] = slot.steps_done()? as f32;
+                    slot.scalars.insert(value.device.upload(&initial)?)
+                }
+            };
+            value.device.optim_scalars(&step_scalars, scalars)?;
+            Some(&*scalars)
+        }
+        None => None,
+    };
     slot.step += 1;
-    fused_step(&rule.kernel(slot.step), value, grad, &mut slot.buffers)
+    fused_step(
+        &rule.kernel(slot.step),
+        value,
+        grad,
+        &mut slot.buffers,
+        scalars,
+    )
 }

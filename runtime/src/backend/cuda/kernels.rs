@@ -29,6 +29,7 @@ pub(crate) struct Kernels {
     pub(crate) pointwise_loss: CudaFunction,
     pub(crate) class_loss: CudaFunction,
     pub(crate) optim_step: CudaFunction,
+    pub(crate) adam_scalars: CudaFunction,
     pub(crate) softmax: CudaFunction,
     pub(crate) softmax_backward: CudaFunction,
 }
@@ -57,6 +58,7 @@ impl Kernels {
             pointwise_loss: function(&loss, "pointwise_loss_f32")?,
             class_loss: function(&loss, "class_loss_f32")?,
             optim_step: function(&optim, "optim_step_f32")?,
+            adam_scalars: function(&optim, "adam_scalars_f32")?,
             softmax: function(&softmax, "softmax_f32")?,
             softmax_backward: function(&softmax, "softmax_backward_f32")?,
         })

@@ -10,7 +10,8 @@
 use super::OptimStep;
 use crate::error::{Error, Result};
 
-/// Applies `step` to `param` elementwise; `state` holds [`OptimStep::buffers`] buffers.
+/// Applies `step` to `param` elementwise; `state` holds [`OptimStep::buffers`] buffers, and
+/// `scalars` the step's [`StepScalars`](super::StepScalars) buffer when it reads one.
 ///
 /// `mul_add` is one instruction only where the CPU has FMA; elsewhere it is a library call per
 /// element (20x slower here). So the kernel is compiled twice and picked at run time.
@@ -19,7 +20,9 @@ pub(crate) fn optim_step(
     param: &mut [f32],
     grad: &[f32],
     state: &mut [Vec<f32>],
+    scalars: Option<&[f32]>,
 ) -> Result<()> {
+    let step = &with_device_scalars(step, scalars)?;
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("fma") {
         // SAFETY: the CPU supports FMA, checked just above.
@@ -141,6 +144,7 @@ fn optim_step_portable(
                 neg_step_size,
                 amsgrad,
                 maximize,
+                ..
             },
             state,
         ) => {
@@ -257,6 +261,43 @@ fn optim_step_portable(
 }
 
 /// The error for a state slice that does not fit the step (a bug in the optimizer driving it).
+/// `step` with the scalars it reads from the device written into its fields.
+fn with_device_scalars(step: &OptimStep, scalars: Option<&[f32]>) -> Result<OptimStep> {
+    let mut step = *step;
+    if let OptimStep::Adam {
+        bias_correction2_sqrt,
+        neg_step_size,
+        device_scalars: device_scalars @ true,
+        ..
+    } = &mut step
+    {
+        let Some(&[_, bias_correction, step_size]) = scalars else {
+            return Err(Error::Backend {
+                op: "optim_step",
+                message: format!("expected a step scalars buffer of 3 for {step:?}"),
+            });
+        };
+        (*bias_correction2_sqrt, *neg_step_size) = (bias_correction, step_size);
+        *device_scalars = false;
+    }
+    Ok(step)
+}
+
+/// Advances a [`StepScalars`](super::StepScalars) buffer by one step.
+pub(crate) fn optim_scalars(rule: &super::StepScalars, scalars: &mut [f32]) -> Result<()> {
+    let len = scalars.len();
+    let buffer: &mut [f32; super::STEP_SCALARS_LEN] =
+        scalars.try_into().map_err(|_| Error::Backend {
+            op: "optim_scalars",
+            message: format!(
+                "the step scalars buffer holds {len} elements, expected {}",
+                super::STEP_SCALARS_LEN
+            ),
+        })?;
+    *buffer = rule.advance(*buffer);
+    Ok(())
+}
+
 fn state_error(step: &OptimStep) -> Error {
     Error::Backend {
         op: "optim_step",

@@ -2,7 +2,7 @@
 
 use cudarc::driver::{CudaSlice, PushKernelArg};
 
-use super::OptimStep;
+use super::{OptimStep, STEP_SCALARS_LEN, StepScalars};
 use crate::backend::cuda::{Cuda, cuda_error, expect_len, launch_config};
 use crate::error::{Error, Result};
 
@@ -14,6 +14,7 @@ const NESTEROV: u32 = 2;
 const FIRST: u32 = 4;
 const AMSGRAD: u32 = 8;
 const CENTERED: u32 = 16;
+const DEVICE_SCALARS: u32 = 32;
 
 /// `step` as `optim.cu`'s kind, flags and hyper-parameters (in the order the kernel reads).
 fn encode(step: &OptimStep) -> (i32, u32, [f32; 8]) {
@@ -52,9 +53,12 @@ fn encode(step: &OptimStep) -> (i32, u32, [f32; 8]) {
             neg_step_size,
             amsgrad,
             maximize,
+            device_scalars,
         } => (
             1,
-            flag(maximize, MAXIMIZE) | flag(amsgrad, AMSGRAD),
+            flag(maximize, MAXIMIZE)
+                | flag(amsgrad, AMSGRAD)
+                | flag(device_scalars, DEVICE_SCALARS),
             [
                 decay_factor,
                 weight_decay,
@@ -114,13 +118,15 @@ fn encode(step: &OptimStep) -> (i32, u32, [f32; 8]) {
     }
 }
 
-/// Applies `step` to `param` elementwise; `state` holds [`OptimStep::buffers`] buffers.
+/// Applies `step` to `param` elementwise; `state` holds [`OptimStep::buffers`] buffers, and
+/// `scalars` the step's [`StepScalars`] buffer when it reads one.
 pub(crate) fn optim_step(
     dev: &Cuda,
     step: &OptimStep,
     param: &mut CudaSlice<f32>,
     grad: &CudaSlice<f32>,
     state: &mut [CudaSlice<f32>],
+    scalars: Option<&CudaSlice<f32>>,
 ) -> Result<()> {
     const OP: &str = "optim_step";
     if state.len() != step.buffers() {
@@ -129,6 +135,19 @@ pub(crate) fn optim_step(
             message: format!("expected {} state buffers for {step:?}", step.buffers()),
         });
     }
+    let scalars = match (step.reads_device_scalars(), scalars) {
+        (false, _) => None,
+        (true, Some(scalars)) => {
+            expect_len(OP, "step scalars", scalars.len(), STEP_SCALARS_LEN)?;
+            Some(scalars)
+        }
+        (true, None) => {
+            return Err(Error::Backend {
+                op: OP,
+                message: format!("expected a step scalars buffer for {step:?}"),
+            });
+        }
+    };
     let n = param.len();
     expect_len(OP, "gradient", grad.len(), n)?;
     for buffer in state.iter() {
@@ -150,11 +169,34 @@ pub(crate) fn optim_step(
             None => launch.arg(&null),
         };
     }
+    match scalars {
+        Some(scalars) => launch.arg(scalars),
+        None => launch.arg(&null),
+    };
     launch.arg(&count).arg(&kind).arg(&flags).arg(&hyper);
     // SAFETY: the arguments match `optim_step_f32`'s parameters in order and type (a null
     // `u64` has the size of the `float*` it stands for); `param`, `grad` and each present
     // state buffer hold the `n` elements touched, and the kernel dereferences only the state
-    // buffers `step.buffers()` says exist, which are exactly the ones passed.
+    // buffers `step.buffers()` says exist, which are exactly the ones passed, and the step
+    // scalars (3 elements, checked) only when they were passed.
     unsafe { launch.launch(launch_config(n)) }.map_err(cuda_error(OP))?;
+    Ok(())
+}
+
+/// Advances a [`StepScalars`] buffer by one step: one thread, on the stream, so the updates
+/// launched after it read the new scalars.
+pub(crate) fn optim_scalars(
+    dev: &Cuda,
+    rule: &StepScalars,
+    scalars: &mut CudaSlice<f32>,
+) -> Result<()> {
+    const OP: &str = "optim_scalars";
+    expect_len(OP, "step scalars", scalars.len(), STEP_SCALARS_LEN)?;
+    let StepScalars::Adam { lr, beta1, beta2 } = *rule;
+    let mut launch = dev.stream().launch_builder(&dev.kernels()?.adam_scalars);
+    launch.arg(scalars).arg(&lr).arg(&beta1).arg(&beta2);
+    // SAFETY: the arguments match `adam_scalars_f32`'s parameters, and the buffer holds the
+    // three elements the kernel's single thread touches.
+    unsafe { launch.launch(launch_config(1)) }.map_err(cuda_error(OP))?;
     Ok(())
 }

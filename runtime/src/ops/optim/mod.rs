@@ -4,7 +4,9 @@
 //!
 //! Scalars that depend only on the step count (bias corrections, decayed learning rates) are
 //! computed by the optimizer on the host in `f64`, as PyTorch does in Python, and arrive here
-//! rounded to `f32`, as PyTorch's kernels receive them.
+//! rounded to `f32`, as PyTorch's kernels receive them. A capturable Adam instead keeps its
+//! step count on the device and computes them there ([`StepScalars`]), with the same `f64`
+//! formulas, so a captured CUDA graph replays them right.
 
 pub(crate) mod cpu;
 #[cfg(feature = "cuda")]
@@ -57,6 +59,9 @@ pub enum OptimStep {
         bias_correction2_sqrt: f32,
         /// `-lr / (1 - beta1^step)`.
         neg_step_size: f32,
+        /// Read the two scalars above from the step's device scalars (written by
+        /// [`Backend::optim_scalars`]) instead of these fields.
+        device_scalars: bool,
         /// Use the running maximum of the second moment.
         amsgrad: bool,
         /// Ascend instead of descend.
@@ -110,7 +115,59 @@ pub enum OptimStep {
     },
 }
 
+/// The scalars of an update that depend on the step count, computed on the device from a
+/// count kept there by [`Backend::optim_scalars`]. Their buffer holds three `f32`s: the step
+/// count (exact up to 2^24 steps), then the two scalars [`OptimStep`] reads from it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub enum StepScalars {
+    /// Adam's and `AdamW`'s `sqrt(1 - beta2^t)` and `-lr / (1 - beta1^t)`.
+    Adam {
+        /// Learning rate.
+        lr: f64,
+        /// `beta1`.
+        beta1: f64,
+        /// `beta2`.
+        beta2: f64,
+    },
+}
+
+/// The length of a [`StepScalars`] buffer.
+pub const STEP_SCALARS_LEN: usize = 3;
+
+impl StepScalars {
+    /// The buffer after one more step, from the buffer before it: what every backend's
+    /// `optim_scalars` computes, in `f64` like the host path.
+    #[must_use]
+    pub fn advance(&self, before: [f32; STEP_SCALARS_LEN]) -> [f32; STEP_SCALARS_LEN] {
+        match *self {
+            Self::Adam { lr, beta1, beta2 } => {
+                let step = f64::from(before[0]) + 1.0;
+                let bias_correction1 = 1.0 - beta1.powf(step);
+                let bias_correction2 = 1.0 - beta2.powf(step);
+                [
+                    step as f32,
+                    bias_correction2.sqrt() as f32,
+                    (-lr / bias_correction1) as f32,
+                ]
+            }
+        }
+    }
+}
+
 impl OptimStep {
+    /// Whether the step reads step scalars from the device (see [`StepScalars`]).
+    #[must_use]
+    pub fn reads_device_scalars(&self) -> bool {
+        matches!(
+            *self,
+            Self::Adam {
+                device_scalars: true,
+                ..
+            }
+        )
+    }
+
     /// The number of state buffers this step reads and writes.
     #[must_use]
     pub fn buffers(&self) -> usize {
@@ -126,12 +183,14 @@ impl OptimStep {
     }
 }
 
-/// Runs `step` on `param` with `grad` and the parameter's `state` buffers.
+/// Runs `step` on `param` with `grad`, the parameter's `state` buffers and, when the step
+/// reads them, its device step `scalars`.
 pub(crate) fn fused_step<B: Backend>(
     step: &OptimStep,
     param: &mut Tensor<B>,
     grad: &Tensor<B>,
     state: &mut [B::Storage],
+    scalars: Option<&B::Storage>,
 ) -> Result<()> {
     param.check_same_device("optimizer step", grad)?;
     if grad.shape != param.shape || state.len() != step.buffers() {
@@ -143,7 +202,7 @@ pub(crate) fn fused_step<B: Backend>(
     }
     param
         .device
-        .optim_step(step, &mut param.storage, &grad.storage, state)
+        .optim_step(step, &mut param.storage, &grad.storage, state, scalars)
 }
 
 #[cfg(test)]
@@ -168,7 +227,7 @@ mod tests {
         let mut p = Tensor::from_vec(vec![1.0, 2.0], [2], &Cpu);
         let g = Tensor::from_vec(vec![2.0, -2.0], [2], &Cpu);
         let mut state = vec![vec![0.0; 2]];
-        fused_step(&sgd(0.9), &mut p, &g, &mut state).unwrap();
+        fused_step(&sgd(0.9), &mut p, &g, &mut state, None).unwrap();
         // maximize: ascend, and the buffer holds the negated gradient.
         assert_eq!(p.to_vec(), [2.0, 1.0]);
         assert_eq!(state[0], [-2.0, 2.0]);
@@ -177,11 +236,12 @@ mod tests {
     #[test]
     fn mismatched_gradient_or_state_is_an_error() {
         let mut p = Tensor::zeros([2], &Cpu);
-        let error = fused_step(&sgd(0.0), &mut p, &Tensor::zeros([3], &Cpu), &mut []);
+        let error = fused_step(&sgd(0.0), &mut p, &Tensor::zeros([3], &Cpu), &mut [], None);
         assert!(matches!(error, Err(Error::InPlaceShape { .. })));
         let g = Tensor::zeros([2], &Cpu);
-        assert!(fused_step(&sgd(0.9), &mut p, &g, &mut []).is_err());
-        let error = cpu::optim_step(&sgd(0.9), &mut [0.0; 2], &[0.0; 2], &mut []).unwrap_err();
+        assert!(fused_step(&sgd(0.9), &mut p, &g, &mut [], None).is_err());
+        let error =
+            cpu::optim_step(&sgd(0.9), &mut [0.0; 2], &[0.0; 2], &mut [], None).unwrap_err();
         assert!(
             error.to_string().contains("expected 1 state buffers"),
             "{error}"

@@ -4,7 +4,9 @@
 //
 // `kind` is the `OptimStep` variant and `h` its hyper-parameters, in the order `cuda.rs`
 // writes them; `s0`..`s2` are the state buffers in `OptimStep`'s documented order (null when
-// the step has fewer).
+// the step has fewer); `scalars` is the step's `StepScalars` buffer (count, then Adam's
+// `bias_correction2_sqrt` and `neg_step_size`), read instead of `h` with
+// `FLAG_DEVICE_SCALARS`, else null.
 
 #define KIND_SGD 0
 #define KIND_ADAM 1
@@ -17,6 +19,7 @@
 #define FLAG_FIRST 4u
 #define FLAG_AMSGRAD 8u
 #define FLAG_CENTERED 16u
+#define FLAG_DEVICE_SCALARS 32u
 
 struct Hyper {
     float v[8];
@@ -39,9 +42,13 @@ __device__ float effective_grad(float g, float p, float weight_decay, unsigned i
 }
 
 extern "C" __global__ void optim_step_f32(
-    float* param, const float* grad, float* s0, float* s1, float* s2, unsigned long long n,
-    int kind, unsigned int flags, Hyper h
+    float* param, const float* grad, float* s0, float* s1, float* s2, const float* scalars,
+    unsigned long long n, int kind, unsigned int flags, Hyper h
 ) {
+    if (flags & FLAG_DEVICE_SCALARS) {
+        h.v[6] = scalars[1];
+        h.v[7] = scalars[2];
+    }
     unsigned long long step = (unsigned long long)blockDim.x * gridDim.x;
     for (unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
          i += step) {
@@ -132,4 +139,16 @@ extern "C" __global__ void optim_step_f32(
         }
         param[i] = p;
     }
+}
+
+// Advances a `StepScalars` buffer by one Adam step, in double precision like the host path:
+// the count, `sqrt(1 - beta2^t)` and `-lr / (1 - beta1^t)`. One thread.
+extern "C" __global__ void adam_scalars_f32(float* scalars, double lr, double beta1, double beta2) {
+    if (blockIdx.x != 0 || threadIdx.x != 0) {
+        return;
+    }
+    double step = (double)scalars[0] + 1.0;
+    scalars[0] = (float)step;
+    scalars[1] = (float)sqrt(1.0 - pow(beta2, step));
+    scalars[2] = (float)(-lr / (1.0 - pow(beta1, step)));
 }
