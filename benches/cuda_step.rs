@@ -2,7 +2,8 @@
 //! - the tutorial step (N=64, 1000 -> 100 -> 10, MSE sum, SGD) run op by op and replayed as a
 //!   captured CUDA graph (`StepGraph`), and the graph's speedup;
 //! - a large MLP (batch 4096, three 4096 -> 4096 layers with `ReLU`, MSE, Adam) against the time
-//!   of its eight cuBLAS GEMMs alone, the lower bound for any implementation.
+//!   of its eight cuBLAS GEMMs alone, the lower bound for any implementation (and replayed as
+//!   a graph too, with the capturable Adam).
 //!
 //! Run: `cargo bench --features cuda --bench cuda_step` (prints `skipped: no CUDA device`
 //! without one). Each figure is the median over samples of many steps, each sample ended by
@@ -106,28 +107,54 @@ fn tutorial(device: &Cuda) -> Result<()> {
     Ok(())
 }
 
-fn big_mlp(device: &Cuda) {
-    const BATCH: usize = 4096;
-    const WIDTH: usize = 4096;
+/// Everything the large MLP's step touches.
+struct Large {
+    net: BigMlp<Cuda>,
+    adam: Adam<Cuda>,
+    x: Tensor<Cuda>,
+    y: Tensor<Cuda>,
+}
+
+fn large_step(l: &mut Large) -> Result<()> {
+    let (y_pred, tape) = l.net.forward_train(&l.x)?;
+    let (_, grad) = MseLoss::new(Reduction::Mean).try_value_and_grad(&y_pred, &l.y)?;
+    l.adam.zero_grad(&mut l.net);
+    l.net.backward_params(tape, &grad)?;
+    l.adam.try_step(&mut l.net)
+}
+
+const BATCH: usize = 4096;
+const WIDTH: usize = 4096;
+
+fn big_mlp(device: &Cuda) -> Result<()> {
     let rng = &mut seeded(0);
-    let x = Tensor::randn([BATCH, WIDTH], device, rng);
-    let y = Tensor::randn([BATCH, WIDTH], device, rng);
-    let mut net = BigMlp::new(device, rng);
-    let mut adam = Adam::new(AdamConfig {
-        lr: 1e-6,
-        ..AdamConfig::default()
-    });
+    let state = Large {
+        x: Tensor::randn([BATCH, WIDTH], device, rng),
+        y: Tensor::randn([BATCH, WIDTH], device, rng),
+        net: BigMlp::new(device, rng),
+        // Capturable, so the same step can also be replayed as a graph.
+        adam: Adam::new(AdamConfig {
+            lr: 1e-6,
+            capturable: true,
+            ..AdamConfig::default()
+        }),
+    };
+    let mut training = StepGraph::new(state, large_step);
+    training.capture(device)?;
     let (samples, steps) = (11, 5);
     let step_time = median_time(samples, steps, |steps| {
         for _ in 0..steps {
-            let (y_pred, tape) = net.forward_train(&x).unwrap();
-            let (_, grad) = MseLoss::new(Reduction::Mean).value_and_grad(&y_pred, &y);
-            adam.zero_grad(&mut net);
-            net.backward_params(tape, &grad).unwrap();
-            adam.step(&mut net);
+            training.run_eagerly().unwrap();
         }
         device.synchronize().unwrap();
     });
+    let graph_time = median_time(samples, steps, |steps| {
+        for _ in 0..steps {
+            training.run().unwrap();
+        }
+        device.synchronize().unwrap();
+    });
+    drop(training);
 
     // The step's eight products, into buffers allocated once: per layer the forward
     // `h W^T` and the weight gradient `g^T h`, and the input gradient `g W` for the two upper
@@ -150,6 +177,7 @@ fn big_mlp(device: &Cuda) {
     });
     let flops = 8.0 * 2.0 * (BATCH * WIDTH * WIDTH) as f64;
     println!("cuda 4096 MLP Adam step (median of {samples}x{steps}): {step_time:?}");
+    println!("cuda 4096 MLP Adam step, CUDA graph:             {graph_time:?}");
     println!(
         "cuda 4096 MLP GEMMs only:                        {gemm_time:?} ({:.1} TFLOP/s)",
         flops / gemm_time.as_secs_f64() / 1e12
@@ -158,6 +186,7 @@ fn big_mlp(device: &Cuda) {
         "cuda 4096 MLP step / GEMMs only: {:.3}",
         step_time.as_secs_f64() / gemm_time.as_secs_f64()
     );
+    Ok(())
 }
 
 fn main() -> Result<()> {
@@ -169,6 +198,5 @@ fn main() -> Result<()> {
         }
     };
     tutorial(&device)?;
-    big_mlp(&device);
-    Ok(())
+    big_mlp(&device)
 }
