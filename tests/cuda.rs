@@ -271,7 +271,10 @@ fn loss_case<B: Backend>(dev: &B) -> Outputs {
     let mut logits = data(rows * classes, 54);
     logits[3] = 80.0; // a large logit: log-sum-exp must not overflow
     let x = dev.upload(&logits).unwrap();
-    let labels: Vec<usize> = (0..rows).map(|r| (r * 7) % classes).collect();
+    // Class indices as the kernels read them; the last row's is out of range (NaN row).
+    let mut labels: Vec<f32> = (0..rows).map(|r| ((r * 7) % classes) as f32).collect();
+    labels[rows - 1] = classes as f32;
+    let labels = dev.upload(&labels).unwrap();
     for op in [
         ClassLoss::CrossEntropy {
             label_smoothing: 0.0,

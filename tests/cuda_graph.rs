@@ -10,7 +10,7 @@ mod common;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use common::cuda_or_skip;
-use declnet::losses::{Loss, MseLoss, Reduction};
+use declnet::losses::{CrossEntropyLoss, Labels, Loss, MseLoss, Reduction};
 use declnet::optim::{Adam, AdamConfig, Sgd, SgdConfig};
 use declnet::prelude::*;
 
@@ -260,4 +260,92 @@ fn replacing_a_tensor_of_the_state_is_refused() {
     assert!(error.contains("in place"), "{error}");
     graph.run().unwrap();
     assert!(graph.state().loss.item().is_finite());
+}
+
+network! {
+    /// A small classifier.
+    struct Classifier {
+        fc: Linear<20, 5>,
+    }
+    fn forward(x: [N, 20]) -> [N, 5] {
+        fc(x).tanh()
+    }
+}
+
+/// A classification step's state: the batch (inputs and labels) is overwritten in place
+/// between steps.
+struct Classification {
+    net: Classifier<Cuda>,
+    sgd: Sgd<Cuda>,
+    x: Tensor<Cuda>,
+    labels: Labels<Cuda>,
+    loss: Tensor<Cuda>,
+}
+
+fn classification_step(c: &mut Classification) -> Result<()> {
+    c.net.zero_grad();
+    let (logits, tape) = c.net.forward_train(&c.x)?;
+    let (loss, grad) =
+        CrossEntropyLoss::new(Reduction::Mean).try_value_and_grad(&logits, &c.labels)?;
+    c.net.backward_params(tape, &grad)?;
+    c.sgd.try_step(&mut c.net)?;
+    c.loss.try_copy_(&loss)
+}
+
+/// Batch `i`: 8 inputs and their labels.
+fn batch(i: u64) -> (Vec<f32>, Vec<usize>) {
+    let rng = &mut seeded(100 + i);
+    let x = Tensor::randn([8, 20], &declnet::Cpu, rng).to_vec();
+    let labels = (0..8).map(|r| (r * 3 + i as usize) % 5).collect();
+    (x, labels)
+}
+
+#[test]
+fn a_classification_step_replays_new_batches_written_in_place() {
+    let _turn = gpu_turn();
+    let Some(device) = cuda_or_skip() else {
+        return;
+    };
+    let fresh = || {
+        let (x, labels) = batch(0);
+        Classification {
+            net: Classifier::new(&device, &mut seeded(7)),
+            sgd: sgd(0.0),
+            x: Tensor::from_vec(x, [8, 20], &device),
+            labels: Labels::new(&labels, &device),
+            loss: Tensor::zeros([], &device),
+        }
+    };
+    let mut eager = fresh();
+    let mut graph = StepGraph::new(fresh(), classification_step);
+    graph.capture(&device).unwrap(); // step on batch 0, records the next
+    classification_step(&mut eager).unwrap();
+    for i in 1..6 {
+        let (x, labels) = batch(i);
+        eager.x.try_copy_from_slice(&x).unwrap();
+        eager.labels.try_copy_from_slice(&labels).unwrap();
+        classification_step(&mut eager).unwrap();
+        // SAFETY: the batch is written into the captured buffers in place; nothing is
+        // replaced or dropped.
+        let state = unsafe { graph.state_mut_unchecked() };
+        state.x.try_copy_from_slice(&x).unwrap();
+        state.labels.try_copy_from_slice(&labels).unwrap();
+        graph.run().unwrap();
+        assert_close(
+            &format!("loss of batch {i}"),
+            &[graph.state().loss.item()],
+            &[eager.loss.item()],
+        );
+    }
+    let weights = |net: &Classifier<Cuda>| -> Vec<f32> {
+        net.params()
+            .into_iter()
+            .flat_map(|(_, p)| p.value().to_vec())
+            .collect()
+    };
+    assert_close(
+        "weights",
+        &weights(&graph.state().net),
+        &weights(&eager.net),
+    );
 }

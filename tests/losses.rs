@@ -6,7 +6,8 @@ mod common;
 use common::{Fixture, max_rel_diff, on_every_device};
 use declnet::prelude::*;
 use declnet::runtime::losses::{
-    BceWithLogitsLoss, CrossEntropyLoss, L1Loss, Loss, MseLoss, NllLoss, Reduction, SmoothL1Loss,
+    BceWithLogitsLoss, CrossEntropyLoss, L1Loss, Labels, Loss, MseLoss, NllLoss, Reduction,
+    SmoothL1Loss,
 };
 
 /// Loss values and gradients must match PyTorch to this relative error: both compute in f32,
@@ -42,12 +43,13 @@ fn compare<B: Backend>(name: &str, value: &Tensor<B>, grad: &Tensor<B>, fixture:
     );
 }
 
-fn labels(fixture: &Fixture) -> Vec<usize> {
-    fixture
+fn labels<B: Backend>(fixture: &Fixture, device: &B) -> Labels<B> {
+    let labels: Vec<usize> = fixture
         .i64s("cross_entropy.labels")
         .into_iter()
         .map(|l| usize::try_from(l).expect("a class index"))
-        .collect()
+        .collect();
+    Labels::new(&labels, device)
 }
 
 on_every_device!(pointwise_losses_match_pytorch, pointwise_losses);
@@ -64,7 +66,7 @@ on_every_device!(class_index_losses_match_pytorch, class_index_losses);
 
 fn class_index_losses<B: Backend>(device: &B) {
     let fixture = Fixture::open("ops.safetensors");
-    let labels = labels(&fixture);
+    let labels = labels(&fixture, device);
     for (name, reduction) in [
         ("cross_entropy", Reduction::Mean),
         ("cross_entropy_sum", Reduction::Sum),
@@ -92,7 +94,7 @@ fn class_index_losses<B: Backend>(device: &B) {
 /// A loss against a target tensor.
 type TensorLoss = dyn Loss<Cpu, Target = Tensor>;
 /// A loss against class indices.
-type ClassLoss = dyn Loss<Cpu, Target = [usize]>;
+type ClassLoss = dyn Loss<Cpu, Target = Labels>;
 
 /// Step of the central differences.
 const STEP: f32 = 1e-2;
@@ -187,7 +189,7 @@ fn pointwise_gradients_match_finite_differences() {
 #[test]
 fn class_index_gradients_match_finite_differences() {
     let x = Tensor::randn([4, 6], &Cpu, &mut seeded(9));
-    let labels = [5, 0, 2, 2];
+    let labels = Labels::new(&[5, 0, 2, 2], &Cpu);
     let xs = x.to_vec();
     let losses: Vec<(&str, Box<ClassLoss>)> = vec![
         (
@@ -217,6 +219,6 @@ fn large_logits_give_finite_exact_losses() {
     let loss = BceWithLogitsLoss::new(Reduction::None).forward(&x, &t);
     assert_eq!(loss.to_vec(), [0.0, 200.0]);
     let logits = Tensor::from_vec(vec![500.0, -500.0, 0.0], [1, 3], &Cpu);
-    let ce = CrossEntropyLoss::new(Reduction::Sum).forward(&logits, &[1]);
+    let ce = CrossEntropyLoss::new(Reduction::Sum).forward(&logits, &Labels::new(&[1], &Cpu));
     assert_eq!(ce.item(), 1000.0);
 }

@@ -152,7 +152,7 @@ impl Backend for Cpu {
         &self,
         op: ClassLoss,
         x: &Vec<f32>,
-        labels: &[usize],
+        labels: &Vec<f32>,
         classes: usize,
         values: &mut Vec<f32>,
         grad: &mut Vec<f32>,

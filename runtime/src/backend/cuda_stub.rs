@@ -178,7 +178,7 @@ impl Backend for Cuda {
         &self,
         _: ClassLoss,
         _: &Infallible,
-        _: &[usize],
+        _: &Infallible,
         _: usize,
         _: &mut Infallible,
         _: &mut Infallible,

@@ -195,9 +195,10 @@ pub trait Backend: Clone + fmt::Debug + PartialEq + Send + Sync + 'static {
         grad: &mut Self::Storage,
     ) -> Result<()>;
 
-    /// Per row of the `[labels.len(), classes]` input `x`: the loss `op` against that row's
-    /// label into `values` (`[rows]`), and its derivative with respect to the row into `grad`.
-    /// Labels are host indices, each below `classes` (the caller checks).
+    /// Per row of the `[rows, classes]` input `x` (`rows` is `values`' length): the loss `op`
+    /// against that row's label into `values`, and its derivative with respect to the row into
+    /// `grad`. `labels` holds `rows` class indices as `f32`s (see
+    /// [`Labels`](crate::losses::Labels)); a row whose label is not below `classes` gets NaN.
     ///
     /// # Errors
     /// When the kernel fails.
@@ -205,7 +206,7 @@ pub trait Backend: Clone + fmt::Debug + PartialEq + Send + Sync + 'static {
         &self,
         op: ClassLoss,
         x: &Self::Storage,
-        labels: &[usize],
+        labels: &Self::Storage,
         classes: usize,
         values: &mut Self::Storage,
         grad: &mut Self::Storage,

@@ -1,6 +1,6 @@
 //! [`CrossEntropyLoss`], like `torch.nn.CrossEntropyLoss` on class indices.
 
-use super::{Loss, Reduction, class_index};
+use super::{Labels, Loss, Reduction, class_index};
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::ops::loss::ClassLoss;
@@ -42,7 +42,7 @@ impl CrossEntropyLoss {
 }
 
 impl<B: Backend> Loss<B> for CrossEntropyLoss {
-    type Target = [usize];
+    type Target = Labels<B>;
     fn name(&self) -> &'static str {
         NAME
     }
@@ -50,7 +50,7 @@ impl<B: Backend> Loss<B> for CrossEntropyLoss {
     fn try_value_and_grad(
         &self,
         pred: &Tensor<B>,
-        labels: &[usize],
+        labels: &Labels<B>,
     ) -> Result<(Tensor<B>, Tensor<B>)> {
         if !(0.0..=1.0).contains(&self.label_smoothing) {
             return Err(Error::HyperParameter {
@@ -76,7 +76,7 @@ mod tests {
         // Uniform logits over 4 classes: log-softmax is -ln 4 everywhere, whatever the target.
         let x = Tensor::zeros([1, 4], &Cpu);
         let loss = CrossEntropyLoss::new(Reduction::Sum).with_label_smoothing(0.2);
-        let (value, grad) = loss.value_and_grad(&x, &[3]);
+        let (value, grad) = loss.value_and_grad(&x, &Labels::new(&[3], &Cpu));
         assert!((value.item() - 4f32.ln()).abs() < 1e-6);
         // softmax (0.25) minus the smoothed target (0.8 one-hot + 0.05).
         let expected = [0.2, 0.2, 0.2, -0.6];
@@ -85,7 +85,9 @@ mod tests {
         }
         let bad = CrossEntropyLoss::default().with_label_smoothing(1.5);
         assert_eq!(
-            bad.try_forward(&x, &[0]).unwrap_err().to_string(),
+            bad.try_forward(&x, &Labels::new(&[0], &Cpu))
+                .unwrap_err()
+                .to_string(),
             "cross_entropy: invalid label_smoothing: expected a value in [0, 1], found 1.5"
         );
     }

@@ -16,6 +16,7 @@
 mod bce_with_logits;
 mod cross_entropy;
 mod l1;
+mod labels;
 mod mse;
 mod nll;
 mod smooth_l1;
@@ -23,6 +24,7 @@ mod smooth_l1;
 pub use bce_with_logits::BceWithLogitsLoss;
 pub use cross_entropy::CrossEntropyLoss;
 pub use l1::L1Loss;
+pub use labels::{Labels, MAX_CLASSES};
 pub use mse::MseLoss;
 pub use nll::NllLoss;
 pub use smooth_l1::SmoothL1Loss;
@@ -50,7 +52,7 @@ pub enum Reduction {
 ///
 /// Implementors provide [`Loss::try_value_and_grad`]; the other methods derive from it.
 pub trait Loss<B: Backend> {
-    /// What the prediction is compared with: a tensor, or class indices (`[usize]`).
+    /// What the prediction is compared with: a tensor, or class indices ([`Labels`]).
     type Target: ?Sized;
 
     /// The loss's name in messages, like PyTorch's functional name (`mse_loss`).
@@ -182,7 +184,7 @@ fn class_index<B: Backend>(
     op: ClassLoss,
     reduction: Reduction,
     pred: &Tensor<B>,
-    labels: &[usize],
+    labels: &Labels<B>,
 ) -> Result<(Tensor<B>, Tensor<B>)> {
     let &[rows, classes] = pred.dims() else {
         return Err(Error::Rank {
@@ -199,7 +201,15 @@ fn class_index<B: Backend>(
         });
     }
     check_not_empty(name, pred)?;
-    if let Some((index, &label)) = labels.iter().enumerate().find(|&(_, &l)| l >= classes) {
+    if labels.device() != pred.device() {
+        return Err(Error::DeviceMismatch {
+            op: name,
+            lhs: pred.device().name(),
+            rhs: labels.device().name(),
+        });
+    }
+    let host = labels.as_slice();
+    if let Some((index, &label)) = host.iter().enumerate().find(|&(_, &l)| l >= classes) {
         return Err(Error::LabelOutOfRange {
             op: name,
             index,
@@ -281,9 +291,12 @@ mod tests {
         );
         let ce = CrossEntropyLoss::new(Reduction::None);
         let rows = Tensor::from_vec(vec![0.0, 2.0], [2], &Cpu);
-        let grad = ce.backward(&p, &[0, 1], &rows).to_vec();
+        let grad = ce.backward(&p, &Labels::new(&[0, 1], &Cpu), &rows).to_vec();
         assert_eq!(grad[..2], [0.0, 0.0], "row 0 scaled by 0");
-        let unit = ce.value_and_grad(&p, &[0, 1]).1.to_vec();
+        let unit = ce
+            .value_and_grad(&p, &Labels::new(&[0, 1], &Cpu))
+            .1
+            .to_vec();
         assert_eq!(
             grad[2..],
             [2.0 * unit[2], 2.0 * unit[3]],
@@ -309,22 +322,26 @@ mod tests {
             "mse_loss: empty batch: prediction has shape [0, 2]"
         );
         let ce = CrossEntropyLoss::default();
-        let error = ce.try_forward(&p, &[0, 2]).unwrap_err();
+        let error = ce.try_forward(&p, &Labels::new(&[0, 2], &Cpu)).unwrap_err();
         assert_eq!(
             error.to_string(),
             "cross_entropy: label 2 at index 1 is out of range for 2 classes"
         );
-        let error = ce.try_forward(&p, &[0]).unwrap_err();
+        let error = ce.try_forward(&p, &Labels::new(&[0], &Cpu)).unwrap_err();
         assert_eq!(
             error.to_string(),
             "cross_entropy: prediction [2, 2] has 2 rows, but 1 labels were given"
         );
-        let error = NllLoss::default().try_forward(&empty, &[]).unwrap_err();
+        let error = NllLoss::default()
+            .try_forward(&empty, &Labels::new(&[], &Cpu))
+            .unwrap_err();
         assert_eq!(
             error.to_string(),
             "nll_loss: empty batch: prediction has shape [0, 2]"
         );
-        let error = ce.try_forward(&Tensor::zeros([3], &Cpu), &[0]).unwrap_err();
+        let error = ce
+            .try_forward(&Tensor::zeros([3], &Cpu), &Labels::new(&[0], &Cpu))
+            .unwrap_err();
         assert_eq!(
             error.to_string(),
             "cross_entropy: expected a 2-D tensor, found shape [3]"

@@ -1,6 +1,6 @@
 //! [`NllLoss`], like `torch.nn.NLLLoss`.
 
-use super::{Loss, Reduction, class_index};
+use super::{Labels, Loss, Reduction, class_index};
 use crate::backend::Backend;
 use crate::error::Result;
 use crate::ops::loss::ClassLoss;
@@ -26,7 +26,7 @@ impl NllLoss {
 }
 
 impl<B: Backend> Loss<B> for NllLoss {
-    type Target = [usize];
+    type Target = Labels<B>;
     fn name(&self) -> &'static str {
         NAME
     }
@@ -34,7 +34,7 @@ impl<B: Backend> Loss<B> for NllLoss {
     fn try_value_and_grad(
         &self,
         pred: &Tensor<B>,
-        labels: &[usize],
+        labels: &Labels<B>,
     ) -> Result<(Tensor<B>, Tensor<B>)> {
         class_index(NAME, ClassLoss::Nll, self.reduction, pred, labels)
     }

@@ -48,24 +48,35 @@ pub(crate) fn pointwise_loss(
 }
 
 /// Per row `r` of the `[rows, classes]` input: `values[r]` and `grad[r, ..]` of `op` against
-/// `labels[r]` (each below `classes`).
+/// `labels[r]` (a class index as `f32`); a row whose label is not below `classes` gets NaN.
 pub(crate) fn class_loss(
     op: ClassLoss,
     x: &[f32],
-    labels: &[usize],
+    labels: &[f32],
     classes: usize,
     values: &mut [f32],
     grad: &mut [f32],
 ) {
-    let rows = x
+    let mut rows = Vec::with_capacity(values.len());
+    for ((row, grad_row), (&label, value)) in x
         .chunks_exact(classes)
         .zip(grad.chunks_exact_mut(classes))
-        .zip(labels.iter().zip(values.iter_mut()));
+        .zip(labels.iter().zip(values.iter_mut()))
+    {
+        #[allow(clippy::cast_sign_loss, reason = "used only when checked non-negative")]
+        let index = label as usize;
+        if label >= 0.0 && label.fract() == 0.0 && index < classes {
+            rows.push(((row, grad_row), (index, value)));
+        } else {
+            *value = f32::NAN;
+            grad_row.fill(f32::NAN);
+        }
+    }
     match op {
         ClassLoss::CrossEntropy { label_smoothing } => {
             let smooth = f64::from(label_smoothing);
             let uniform = smooth / classes as f64;
-            for ((row, grad_row), (&label, value)) in rows {
+            for ((row, grad_row), (label, value)) in rows {
                 // log-sum-exp around the row's maximum: no overflow for large logits.
                 let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
                 let max = f64::from(max);
@@ -81,7 +92,7 @@ pub(crate) fn class_loss(
             }
         }
         ClassLoss::Nll => {
-            for ((row, grad_row), (&label, value)) in rows {
+            for ((row, grad_row), (label, value)) in rows {
                 *value = -row[label];
                 grad_row.fill(0.0);
                 grad_row[label] = -1.0;

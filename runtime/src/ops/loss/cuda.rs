@@ -4,7 +4,7 @@ use cudarc::driver::{CudaSlice, PushKernelArg};
 
 use super::{ClassLoss, PointwiseLoss};
 use crate::backend::cuda::{Cuda, cuda_error, expect_len, launch_config};
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// The kernels' source, compiled by the backend.
 pub(crate) const SOURCE: &str = include_str!("loss.cu");
@@ -48,30 +48,22 @@ pub(crate) fn pointwise_loss(
     Ok(())
 }
 
-/// Per row `r` of the `[labels.len(), classes]` input: `values[r]` and `grad[r, ..]` of `op`
-/// against `labels[r]`.
+/// Per row of the `[rows, classes]` input `x`: the loss `op` against the row's label (an
+/// `f32` class index; NaN for the row when it is not below `classes`).
 pub(crate) fn class_loss(
     dev: &Cuda,
     op: ClassLoss,
     x: &CudaSlice<f32>,
-    labels: &[usize],
+    labels: &CudaSlice<f32>,
     classes: usize,
     values: &mut CudaSlice<f32>,
     grad: &mut CudaSlice<f32>,
 ) -> Result<()> {
     const OP: &str = "class_loss";
-    let rows = labels.len();
+    let rows = values.len();
+    expect_len(OP, "labels", labels.len(), rows)?;
     expect_len(OP, "input", x.len(), rows * classes)?;
-    expect_len(OP, "values", values.len(), rows)?;
     expect_len(OP, "grad", grad.len(), rows * classes)?;
-    if let Some((index, &label)) = labels.iter().enumerate().find(|(_, l)| **l >= classes) {
-        return Err(Error::LabelOutOfRange {
-            op: OP,
-            index,
-            label,
-            classes,
-        });
-    }
     if rows == 0 {
         return Ok(());
     }
@@ -79,23 +71,20 @@ pub(crate) fn class_loss(
         ClassLoss::CrossEntropy { label_smoothing } => (0i32, label_smoothing),
         ClassLoss::Nll => (1, 0.0f32),
     };
-    dev.check_host_copy(OP)?;
-    let labels: Vec<u64> = labels.iter().map(|&label| label as u64).collect();
-    let labels = dev.stream().clone_htod(&labels).map_err(cuda_error(OP))?;
     let (rows, classes) = (rows as u64, classes as u64);
     let mut launch = dev.stream().launch_builder(&dev.kernels()?.class_loss);
     launch
         .arg(values)
         .arg(grad)
         .arg(x)
-        .arg(&labels)
+        .arg(labels)
         .arg(&rows)
         .arg(&classes)
         .arg(&code)
         .arg(&smoothing);
     // SAFETY: the arguments match `class_loss_f32`'s parameters; `x` and `grad` hold
-    // `rows * classes` elements, `values` and `labels` `rows`, and every label is below
-    // `classes` (checked above), so every index the kernel touches is in bounds.
+    // `rows * classes` elements and `values` and `labels` `rows` (checked), and the kernel
+    // reads a row's `x` at its label only after checking the label is below `classes`.
     unsafe { launch.launch(launch_config(rows as usize)) }.map_err(cuda_error(OP))?;
     Ok(())
 }

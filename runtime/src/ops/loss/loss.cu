@@ -67,7 +67,7 @@ extern "C" __global__ void pointwise_loss_f32(
 // One thread per row of the [rows, classes] input; cross-entropy accumulates in double like
 // the CPU.
 extern "C" __global__ void class_loss_f32(
-    float* values, float* grad, const float* x, const unsigned long long* labels,
+    float* values, float* grad, const float* x, const float* labels,
     unsigned long long rows, unsigned long long classes, int op, float label_smoothing
 ) {
     unsigned long long step = (unsigned long long)blockDim.x * gridDim.x;
@@ -75,7 +75,16 @@ extern "C" __global__ void class_loss_f32(
          r < rows; r += step) {
         const float* row = x + r * classes;
         float* grad_row = grad + r * classes;
-        unsigned long long label = labels[r];
+        float label_f = labels[r];
+        if (!(label_f >= 0.0f && label_f < (float)classes && label_f == floorf(label_f))) {
+            // Out of range (the host checks first; this keeps the kernel in bounds anyway).
+            values[r] = __int_as_float(0x7fc00000);
+            for (unsigned long long j = 0; j < classes; ++j) {
+                grad_row[j] = __int_as_float(0x7fc00000);
+            }
+            continue;
+        }
+        unsigned long long label = (unsigned long long)label_f;
         if (op == LOSS_CROSS_ENTROPY) {
             double smooth = (double)label_smoothing;
             double uniform = smooth / (double)classes;

@@ -65,14 +65,18 @@ impl<B: Backend> Tensor<B> {
 
     /// Per-row values (`[batch]`) and derivatives (`[batch, classes]`) of `op` for a 2-D input
     /// and labels already checked to be in range.
-    pub(crate) fn class_loss(&self, op: ClassLoss, labels: &[usize]) -> Result<(Self, Self)> {
+    pub(crate) fn class_loss(
+        &self,
+        op: ClassLoss,
+        labels: &crate::losses::Labels<B>,
+    ) -> Result<(Self, Self)> {
         let classes = self.dims()[1];
         let mut values = Self::try_zeros([labels.len()], &self.device)?;
         let mut grad = Self::try_zeros(self.shape.clone(), &self.device)?;
         self.device.class_loss(
             op,
             &self.storage,
-            labels,
+            &labels.storage,
             classes,
             &mut values.storage,
             &mut grad.storage,
@@ -105,7 +109,7 @@ mod tests {
                 ClassLoss::CrossEntropy {
                     label_smoothing: 0.0,
                 },
-                &[1],
+                &crate::losses::Labels::new(&[1], &Cpu),
             )
             .unwrap();
         assert_eq!(values.to_vec(), [1000.0]);
