@@ -9,7 +9,10 @@ use crate::error::Result;
 ///
 /// The step is a plain function of the state (a closure that captures nothing coerces to
 /// one), so everything a captured graph reads or writes is owned here and cannot be moved
-/// or dropped while the graph lives. A graph replays the step exactly as captured:
+/// or dropped while the graph lives. (The one way around this is a state that shares a
+/// tensor with outside code through `Rc<RefCell<_>>` or `Arc<Mutex<_>>`: such a tensor must
+/// not be replaced while the graph lives, as the graph would then write freed memory.)
+/// A graph replays the step exactly as captured:
 /// - the same kernels with the same scalars, so [`capture`](Self::capture) refuses a step
 ///   whose scalars change between steps (a scheduler's learning rate; Adam's bias
 ///   corrections, unless it is built with `capturable: true`, which counts steps on the
