@@ -528,6 +528,30 @@ fn softmax_and_log_softmax() {
     gradcheck!(Softmaxes, 24, [[2, 3]]);
 }
 
+network! {
+    /// `nn.Sequential(nn.Linear(3, 4), nn.LogSoftmax(dim=-1))`.
+    struct SequentialLogSoftmax(x: [B, 3]) -> [B, 4] {
+        Linear<3, 4>,
+        LogSoftmax<-1>,
+    }
+}
+
+network! {
+    struct SoftmaxLayer {
+        fc: Linear<3, 4>,
+        probs: Softmax<1>,
+    }
+    fn forward(x: [B, 3]) -> [B, 4] {
+        probs(fc(x)) * fc(x)
+    }
+}
+
+#[test]
+fn softmax_layers() {
+    gradcheck!(SequentialLogSoftmax, 25, [[2, 3]]);
+    gradcheck!(SoftmaxLayer, 26, [[2, 3]]);
+}
+
 #[test]
 fn linear_and_relu() {
     gradcheck!(LinearRelu, 1, [[3, 4]]);

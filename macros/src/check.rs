@@ -11,8 +11,8 @@ use crate::ir::{Activation, Dim, DimKind, Field, FieldKind, Shape};
 use crate::parse::{DimDecl, FieldDecl, LayerArg, LayerType, ShapeDecl};
 
 /// The layer types `network!` knows, for "unknown layer" messages.
-pub const KNOWN_LAYERS: &str =
-    "`Linear<in, out>`, `Param<[dims]>`, `ReLU`, `Sigmoid`, `Tanh`, `GELU`";
+pub const KNOWN_LAYERS: &str = "`Linear<in, out>`, `Param<[dims]>`, `ReLU`, `Sigmoid`, `Tanh`, \
+    `GELU`, `Softmax<dim>`, `LogSoftmax<dim>`";
 
 /// The name of the backend type parameter every generated network gets.
 pub const BACKEND_PARAM: &str = "B";
@@ -138,6 +138,7 @@ fn check_layer_type(
     let name = ty.name.to_string();
     let activation = match name.as_str() {
         "Linear" => return check_linear(ty, const_generics, errors),
+        "Softmax" | "LogSoftmax" => return check_softmax(ty, errors),
         "Param" => return check_param(ty, const_generics, errors),
         "ReLU" => Activation::Relu,
         "Sigmoid" => Activation::Sigmoid,
@@ -162,6 +163,29 @@ fn check_layer_type(
         errors.at(arg.span(), format!("`{name}` takes no arguments"));
     }
     Some(FieldKind::Activation(activation))
+}
+
+/// `Softmax<dim>` or `LogSoftmax<dim>`, with `dim` an integer literal, negative to count from
+/// the end.
+fn check_softmax(ty: &LayerType, errors: &mut Errors) -> Option<FieldKind> {
+    let name = ty.name.to_string();
+    let dim = match ty.args.as_slice() {
+        [LayerArg::Dim(DimDecl::Lit(dim, _))] => isize::try_from(*dim).ok(),
+        [LayerArg::Negative(dim, _)] => isize::try_from(*dim).ok().map(|dim| -dim),
+        _ => None,
+    };
+    let Some(dim) = dim else {
+        let span = ty.args.first().map_or(ty.name.span(), LayerArg::span);
+        errors.at(
+            span,
+            format!("`{name}` takes the dim it normalises, an integer literal: `{name}<1>`, or `{name}<-1>` for the last"),
+        );
+        return None;
+    };
+    Some(FieldKind::Softmax {
+        dim,
+        log: name == "LogSoftmax",
+    })
 }
 
 /// `Linear<in, out>` or `Linear<in, out, bias = false>`.
@@ -191,11 +215,22 @@ fn check_linear(
                     "`Linear` takes two dims, `Linear<in_features, out_features>`, not a shape",
                 );
             }
+            LayerArg::Negative(_, span) => {
+                errors.at(
+                    *span,
+                    "a dim must be a non-negative integer that fits in `usize`",
+                );
+            }
         }
     }
-    // A dim that is not a const generic was reported by `resolve_dim`; a layer built from it
-    // would only add errors that are not the user's.
-    if dims.iter().any(|dim| matches!(dim.kind, DimKind::Named(_))) {
+    // A dim that is not a const generic was reported by `resolve_dim`, a negative one above;
+    // a layer built from them would only add errors that are not the user's.
+    if dims.iter().any(|dim| matches!(dim.kind, DimKind::Named(_)))
+        || ty
+            .args
+            .iter()
+            .any(|arg| matches!(arg, LayerArg::Negative(..)))
+    {
         return None;
     }
     if dims.len() != 2 {

@@ -105,6 +105,10 @@ pub enum FieldKind {
     Param { shape: Shape },
     /// An activation layer; no parameters, so no struct field.
     Activation(Activation),
+    /// `Softmax<dim>` or, when `log`, `LogSoftmax<dim>`; `dim` may count from the end
+    /// (`-1`) and is checked against the input's rank where the layer is applied. No
+    /// parameters, so no struct field.
+    Softmax { dim: isize, log: bool },
     /// Another `network!` network used as a layer (`block: ResBlock`): its widths are its
     /// `LayerShape` constants, which rustc compares with ours.
     Network { ty: Ident },
@@ -113,7 +117,7 @@ pub enum FieldKind {
 impl FieldKind {
     /// Whether the field holds parameters (and so is a struct field).
     pub fn has_state(&self) -> bool {
-        !matches!(self, FieldKind::Activation(_))
+        !matches!(self, FieldKind::Activation(_) | FieldKind::Softmax { .. })
     }
 }
 
@@ -177,8 +181,14 @@ pub enum Op {
     },
     /// `x.t()` used as a value of its own (materialised).
     Transpose { x: ValueId },
-    /// `x.softmax(dim)`, or `x.log_softmax(dim)` when `log`; `dim` is already non-negative.
-    Softmax { x: ValueId, dim: usize, log: bool },
+    /// `x.softmax(dim)`, or `x.log_softmax(dim)` when `log`, by a `Softmax` layer (`layer`)
+    /// or a method; `dim` is already non-negative.
+    Softmax {
+        x: ValueId,
+        dim: usize,
+        log: bool,
+        layer: Option<usize>,
+    },
     /// `x.sum()`.
     Sum { x: ValueId },
     /// `x.mean()`.

@@ -267,6 +267,9 @@ impl Lowerer<'_> {
                 FieldKind::Activation(activation) if field.state_name == index.to_string() => {
                     format!("`{}` (layer {index})", activation.layer_name())
                 }
+                FieldKind::Softmax { dim, log } if field.state_name == index.to_string() => {
+                    format!("`{}<{dim}>` (layer {index})", softmax_name(*log))
+                }
                 _ => format!("`{}`", field.ident),
             };
             value = match &field.kind {
@@ -286,6 +289,9 @@ impl Lowerer<'_> {
                 FieldKind::Network { ty } => {
                     let span = field.ident.span();
                     self.nested(index, ty, value, span, &description)?
+                }
+                &FieldKind::Softmax { dim, log } => {
+                    self.softmax_layer(index, value, dim, log, description)?
                 }
                 FieldKind::Param { .. } => {
                     self.errors.over(
@@ -774,6 +780,10 @@ impl Lowerer<'_> {
                 let id = self.nested(index, ty, x, arg.span(), &format!("`{name}`"))?;
                 Some(Lowered::Value(id))
             }
+            &FieldKind::Softmax { dim, log } => {
+                let id = self.softmax_layer(index, x, dim, log, format!("`{name}`"))?;
+                Some(Lowered::Value(id))
+            }
             FieldKind::Param { .. } => {
                 self.errors.at(name.span(), format!("`{name}` is a parameter, not a layer; use it in an expression, like `x.mm({name})`"));
                 None
@@ -956,11 +966,13 @@ impl Lowerer<'_> {
                 let dim = self.dim_arg(call, &method, x)?;
                 let shape = self.shape(x).clone();
                 let log = method == "log_softmax";
-                Some(Lowered::Value(self.push(
-                    Op::Softmax { x, dim, log },
-                    shape,
-                    origin,
-                )))
+                let op = Op::Softmax {
+                    x,
+                    dim,
+                    log,
+                    layer: None,
+                };
+                Some(Lowered::Value(self.push(op, shape, origin)))
             }
             "sum" | "mean" => {
                 let x = self.materialize(receiver, &call.receiver)?;
@@ -981,6 +993,36 @@ impl Lowerer<'_> {
                         "unknown method `.{method}()` in `forward`; supported: {SUPPORTED_METHODS}"
                     ),
                 );
+                None
+            }
+        }
+    }
+
+    /// A `Softmax<dim>` / `LogSoftmax<dim>` layer (field `index`) applied to `x`; the dim is
+    /// checked against `x`'s rank, and a bad one reported at the field's declaration.
+    fn softmax_layer(
+        &mut self,
+        index: usize,
+        x: ValueId,
+        dim: isize,
+        log: bool,
+        origin: String,
+    ) -> Option<ValueId> {
+        let what = format!("`{}<{dim}>`", softmax_name(log));
+        match self.resolve_dim(dim, x, &what) {
+            Ok(dim) => {
+                let shape = self.shape(x).clone();
+                let op = Op::Softmax {
+                    x,
+                    dim,
+                    log,
+                    layer: Some(index),
+                };
+                Some(self.push(op, shape, origin))
+            }
+            Err(message) => {
+                let decl = self.fields[index].decl.clone();
+                self.errors.over(&decl, message);
                 None
             }
         }
@@ -1018,36 +1060,41 @@ impl Lowerer<'_> {
             );
             return None;
         };
-        let shape = self.shape(x).clone();
+        let signed =
+            isize::try_from(dim).map_or(isize::MAX, |dim| if from_end { -dim } else { dim });
+        match self.resolve_dim(signed, x, &format!("`.{method}()`")) {
+            Ok(index) => Some(index),
+            Err(message) => {
+                self.errors.over(arg, message);
+                None
+            }
+        }
+    }
+
+    /// `dim` as an index into `x`'s dims, counting from the end when negative as PyTorch
+    /// does, or the message saying why it is not one; `what` names the op for it.
+    fn resolve_dim(&self, dim: isize, x: ValueId, what: &str) -> Result<usize, String> {
+        let shape = self.shape(x);
         let rank = shape.0.len();
         if rank == 0 {
-            self.errors.over(
-                arg,
-                format!(
-                    "`.{method}()` needs a tensor with a dim, found `[]` from {}",
-                    self.origin(x)
-                ),
-            );
-            return None;
+            return Err(format!(
+                "{what} needs a tensor with a dim, found `[]` from {}",
+                self.origin(x)
+            ));
         }
-        let index = if from_end {
-            rank.checked_sub(dim).filter(|_| dim > 0)
+        let index = if dim < 0 {
+            rank.checked_sub(dim.unsigned_abs())
         } else {
-            (dim < rank).then_some(dim)
+            dim.try_into().ok().filter(|&dim: &usize| dim < rank)
         };
-        if index.is_none() {
-            let sign = if from_end { "-" } else { "" };
-            self.errors.over(
-                arg,
-                format!(
-                    "dim {sign}{dim} is out of range for `{shape}` from {}: `.{method}()` takes a \
-                     dim from -{rank} to {}",
-                    self.origin(x),
-                    rank - 1
-                ),
-            );
-        }
-        index
+        index.ok_or_else(|| {
+            format!(
+                "dim {dim} is out of range for `{shape}` from {}: {what} takes a dim from \
+                 -{rank} to {}",
+                self.origin(x),
+                rank - 1
+            )
+        })
     }
 
     /// `MyFunction.apply(x)`: a user's `Function` (a unit struct implementing
@@ -1170,7 +1217,9 @@ impl Lowerer<'_> {
                     Op::Linear { field, .. } | Op::Param(field) | Op::Nested { field, .. } => {
                         field == index
                     }
-                    Op::Activation { layer, .. } => layer == Some(index),
+                    Op::Activation { layer, .. } | Op::Softmax { layer, .. } => {
+                        layer == Some(index)
+                    }
                     _ => false,
                 })
                 .collect();
@@ -1239,4 +1288,9 @@ fn parse_scalar(value: &syn::Result<f32>, expr: &Expr, errors: &mut Errors) -> O
             None
         }
     }
+}
+
+/// The layer type of a softmax field.
+fn softmax_name(log: bool) -> &'static str {
+    if log { "LogSoftmax" } else { "Softmax" }
 }

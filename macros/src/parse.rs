@@ -101,7 +101,12 @@ pub struct LayerType {
 pub enum LayerArg {
     Dim(DimDecl),
     Shape(ShapeDecl),
-    Named { name: Ident, value: syn::Lit },
+    Named {
+        name: Ident,
+        value: syn::Lit,
+    },
+    /// `-n`, as in `LogSoftmax<-1>`.
+    Negative(usize, Span),
 }
 
 /// `fn forward(inputs) -> shape { body }`.
@@ -362,6 +367,11 @@ impl Parse for LayerArg {
     fn parse(input: ParseStream) -> syn::Result<Self> {
         if input.peek(syn::token::Bracket) {
             Ok(LayerArg::Shape(input.parse()?))
+        } else if input.peek(Token![-]) {
+            let minus: Token![-] = input.parse()?;
+            let value: syn::LitInt = input.parse()?;
+            let span = minus.span.join(value.span()).unwrap_or(minus.span);
+            Ok(LayerArg::Negative(value.base10_parse()?, span))
         } else if input.peek(Ident) && input.peek2(Token![=]) {
             let name = input.parse()?;
             input.parse::<Token![=]>()?;
@@ -381,6 +391,7 @@ impl LayerArg {
             LayerArg::Dim(dim) => dim.span(),
             LayerArg::Shape(shape) => shape.span,
             LayerArg::Named { name, .. } => name.span(),
+            LayerArg::Negative(_, span) => *span,
         }
     }
 }

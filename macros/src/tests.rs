@@ -186,7 +186,7 @@ fn two_layer_net_expansion_snapshot() {
 
 /// Token atoms the fuzz test inserts: keywords and names the grammar uses, delimiters, and
 /// literals at the edges of what dims and scalars accept.
-const ATOMS: [&str; 44] = [
+const ATOMS: [&str; 47] = [
     "struct",
     "fn",
     "forward",
@@ -194,6 +194,9 @@ const ATOMS: [&str; 44] = [
     "Param",
     "ReLU",
     "GELU",
+    "Softmax",
+    "LogSoftmax",
+    "softmax",
     "const",
     "usize",
     "let",

@@ -474,7 +474,7 @@ fn gen_rule(net: &Network, plan: &Plan, id: ValueId) -> TokenStream {
             out
         }
         Op::Transpose { x } => contribute(net, plan, x, &quote!(g.try_t()?.try_to_tensor()?)),
-        Op::Softmax { x, dim, log } => {
+        Op::Softmax { x, dim, log, .. } => {
             let y = value_ident(id);
             let grad = if log {
                 quote!(g.log_softmax_backward(&#y, #dim)?)

@@ -378,7 +378,7 @@ fn gen_step(net: &Network, id: ValueId, train: bool) -> Option<TokenStream> {
             let x = value_ref(net, x);
             quote!(#x.try_t()?.try_to_tensor()?)
         }
-        Op::Softmax { x, dim, log } => {
+        Op::Softmax { x, dim, log, .. } => {
             let x = value_ref(net, x);
             if log {
                 quote!(#x.try_log_softmax(#dim)?)

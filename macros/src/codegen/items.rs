@@ -77,6 +77,8 @@ fn describe(field: &Field) -> String {
         FieldKind::Param { shape } => format!("`Param<{shape}>`"),
         FieldKind::Network { ty } => format!("`{ty}`"),
         FieldKind::Activation(activation) => format!("`{}`", activation.layer_name()),
+        FieldKind::Softmax { dim, log: false } => format!("`Softmax<{dim}>`"),
+        FieldKind::Softmax { dim, log: true } => format!("`LogSoftmax<{dim}>`"),
     }
 }
 
@@ -356,7 +358,9 @@ pub fn gen_new(net: &Network) -> TokenStream {
             FieldKind::Network { ty } => {
                 quote!(#ident: <#ty<B> as #private::Layer<B>>::new_layer(device, rng))
             }
-            FieldKind::Activation(_) => unreachable!("filtered: activations have no state"),
+            FieldKind::Activation(_) | FieldKind::Softmax { .. } => {
+                unreachable!("filtered: activations have no state")
+            }
         }
     });
     let marker = net
@@ -401,7 +405,7 @@ fn param_count(field: &Field) -> TokenStream {
             let private = private();
             quote!(<#ty<#private::Cpu>>::NUM_PARAMS)
         }
-        FieldKind::Activation(_) => quote!(0),
+        FieldKind::Activation(_) | FieldKind::Softmax { .. } => quote!(0),
     }
 }
 
