@@ -136,7 +136,9 @@ impl<S> StepGraph<S> {
         &mut self.state
     }
 
-    /// The state, to write new inputs into, keeping the captured graph.
+    /// The state, to write new inputs into, keeping the captured graph. Host-side values the
+    /// step passed to kernels (a learning rate a scheduler changes) are part of the graph:
+    /// changing them here has no effect on replays.
     ///
     /// # Safety
     /// Every tensor the captured step reads or writes must stay where it is: write into it in
