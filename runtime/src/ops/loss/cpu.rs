@@ -57,46 +57,46 @@ pub(crate) fn class_loss(
     values: &mut [f32],
     grad: &mut [f32],
 ) {
-    let mut rows = Vec::with_capacity(values.len());
     for ((row, grad_row), (&label, value)) in x
         .chunks_exact(classes)
         .zip(grad.chunks_exact_mut(classes))
         .zip(labels.iter().zip(values.iter_mut()))
     {
         #[allow(clippy::cast_sign_loss, reason = "used only when checked non-negative")]
-        let index = label as usize;
-        if label >= 0.0 && label.fract() == 0.0 && index < classes {
-            rows.push(((row, grad_row), (index, value)));
-        } else {
+        let label_index = label as usize;
+        if !(label >= 0.0 && label.fract() == 0.0 && label_index < classes) {
             *value = f32::NAN;
             grad_row.fill(f32::NAN);
+            continue;
         }
+        *value = class_loss_row(op, row, label_index, grad_row);
     }
+}
+
+/// One row's loss against class `label`, writing its derivative into `grad_row`.
+fn class_loss_row(op: ClassLoss, row: &[f32], label: usize, grad_row: &mut [f32]) -> f32 {
     match op {
         ClassLoss::CrossEntropy { label_smoothing } => {
+            let classes = row.len() as f64;
             let smooth = f64::from(label_smoothing);
-            let uniform = smooth / classes as f64;
-            for ((row, grad_row), (label, value)) in rows {
-                // log-sum-exp around the row's maximum: no overflow for large logits.
-                let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                let max = f64::from(max);
-                let sum_exp: f64 = row.iter().map(|&v| (f64::from(v) - max).exp()).sum();
-                let lse = max + sum_exp.ln();
-                let mean = row.iter().map(|&v| f64::from(v)).sum::<f64>() / classes as f64;
-                let nll = lse - f64::from(row[label]);
-                *value = ((1.0 - smooth) * nll + smooth * (lse - mean)) as f32;
-                for (j, (g, &v)) in grad_row.iter_mut().zip(row).enumerate() {
-                    let target = if j == label { 1.0 - smooth } else { 0.0 } + uniform;
-                    *g = ((f64::from(v) - lse).exp() - target) as f32;
-                }
+            let uniform = smooth / classes;
+            // log-sum-exp around the row's maximum: no overflow for large logits.
+            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let max = f64::from(max);
+            let sum_exp: f64 = row.iter().map(|&v| (f64::from(v) - max).exp()).sum();
+            let lse = max + sum_exp.ln();
+            let mean = row.iter().map(|&v| f64::from(v)).sum::<f64>() / classes;
+            let nll = lse - f64::from(row[label]);
+            for (j, (g, &v)) in grad_row.iter_mut().zip(row).enumerate() {
+                let target = if j == label { 1.0 - smooth } else { 0.0 } + uniform;
+                *g = ((f64::from(v) - lse).exp() - target) as f32;
             }
+            ((1.0 - smooth) * nll + smooth * (lse - mean)) as f32
         }
         ClassLoss::Nll => {
-            for ((row, grad_row), (label, value)) in rows {
-                *value = -row[label];
-                grad_row.fill(0.0);
-                grad_row[label] = -1.0;
-            }
+            grad_row.fill(0.0);
+            grad_row[label] = -1.0;
+            -row[label]
         }
     }
 }
