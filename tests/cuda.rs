@@ -5,8 +5,9 @@
 //! writes `skipped: no CUDA device (<why>)` to stderr, uncaptured, and passes, so CI runs them on every build and a GPU
 //! host runs them for real.
 
-use std::io::Write as _;
+mod common;
 
+use common::cuda_or_skip;
 use declnet::losses::{Loss, MseLoss, Reduction};
 use declnet::optim::{Sgd, SgdConfig};
 use declnet::prelude::*;
@@ -26,26 +27,12 @@ const RTOL: f32 = 1e-4;
 /// Named results of one case, compared name by name.
 type Outputs = Vec<(String, Vec<f32>)>;
 
-/// GPU 0, or `None` (after saying so) when there is none.
-fn cuda_device() -> Option<Cuda> {
-    match Cuda::new(0) {
-        Ok(device) => Some(device),
-        Err(error) => {
-            // Straight to stderr in one write: the test harness captures `println!` and
-            // `eprintln!` of passing tests, and a skip should show in the log.
-            let line = format!("skipped: no CUDA device ({error})\n");
-            let _ = std::io::stderr().write_all(line.as_bytes());
-            None
-        }
-    }
-}
-
 /// Runs `case` on the CPU and on the GPU and compares every output.
 macro_rules! parity_test {
     ($name:ident, $case:ident) => {
         #[test]
         fn $name() {
-            let Some(cuda) = cuda_device() else {
+            let Some(cuda) = cuda_or_skip() else {
                 return;
             };
             assert_same(&$case(&Cpu), &$case(&cuda));

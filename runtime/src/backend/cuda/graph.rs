@@ -41,6 +41,17 @@ impl Recorder {
         self.capturing.load(Ordering::Relaxed)
     }
 
+    /// Fails with `why` for `op` while a step is being captured: `op` cannot be recorded.
+    pub(crate) fn refuse_while_capturing(&self, op: &'static str, why: &str) -> Result<()> {
+        if self.is_capturing() {
+            return Err(Error::Backend {
+                op,
+                message: why.to_owned(),
+            });
+        }
+        Ok(())
+    }
+
     /// Runs `f` with the ops it launches traced, and `capturing` set for its duration.
     pub(crate) fn traced<T>(
         &self,

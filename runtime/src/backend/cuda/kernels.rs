@@ -154,13 +154,21 @@ pub(crate) fn launch_config(n: usize) -> LaunchConfig {
 mod tests {
     use super::*;
 
+    /// Whether NVRTC can be loaded (it needs no GPU); says the test is skipped when not.
+    fn nvrtc_present() -> bool {
+        // SAFETY: only tries to dlopen the library.
+        let present = unsafe { cudarc::nvrtc::sys::is_culib_present() };
+        if !present {
+            println!("skipped: no NVRTC library (libnvrtc.so.13) on the loader path");
+        }
+        present
+    }
+
     /// Compiles every kernel source with NVRTC when its library is on the loader path (it
     /// needs no GPU), so a syntax or type error in a `.cu` file shows up without a device.
     #[test]
     fn sources_compile_with_nvrtc() {
-        // SAFETY: only tries to dlopen the library.
-        if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
-            println!("skipped: no NVRTC library (libnvrtc.so.13) on the loader path");
+        if !nvrtc_present() {
             return;
         }
         for (file, source) in SOURCES {
@@ -172,9 +180,7 @@ mod tests {
 
     #[test]
     fn a_kernel_that_fails_to_compile_is_an_error_with_nvrtc_log() {
-        // SAFETY: only tries to dlopen the library.
-        if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
-            println!("skipped: no NVRTC library (libnvrtc.so.13) on the loader path");
+        if !nvrtc_present() {
             return;
         }
         let source = "extern \"C\" __global__ void broken(float* x) { x[0] = undeclared; }";

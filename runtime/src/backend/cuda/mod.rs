@@ -142,14 +142,11 @@ impl Cuda {
     /// [`Error::Backend`] with the driver's message when queued work failed, or inside a
     /// step being captured by a [`StepGraph`](crate::StepGraph) (nothing runs then).
     pub fn synchronize(&self) -> Result<()> {
-        if self.recorder.is_capturing() {
-            return Err(Error::Backend {
-                op: "synchronize",
-                message: "cannot wait for the GPU inside a captured step: a capture records \
-                          work without running it"
-                    .to_owned(),
-            });
-        }
+        self.recorder.refuse_while_capturing(
+            "synchronize",
+            "cannot wait for the GPU inside a captured step: a capture records work without \
+             running it",
+        )?;
         self.stream.synchronize().map_err(cuda_error("synchronize"))
     }
 
@@ -185,22 +182,12 @@ impl Cuda {
         }
         self.stream.alloc_zeros(len).map_err(cuda_error(op))
     }
-
-    /// Fails while a [`StepGraph`](crate::StepGraph) is being captured: a host copy would be recorded with a
-    /// pointer to host memory that is gone by the time the graph replays.
-    pub(crate) fn check_host_copy(&self, op: &'static str) -> Result<()> {
-        if self.recorder.is_capturing() {
-            return Err(Error::Backend {
-                op,
-                message: "cannot copy between host and GPU inside a captured step; copy new \
-                          data into the state's tensors before `replay`, and read results \
-                          after it"
-                    .to_owned(),
-            });
-        }
-        Ok(())
-    }
 }
+
+/// Why a host copy is refused while a [`StepGraph`](crate::StepGraph) is being captured: it
+/// would be recorded with a pointer to host memory that is gone by the time the graph replays.
+const NO_HOST_COPY: &str = "cannot copy between host and GPU inside a captured step; copy new \
+                            data into the state's tensors before `run`, and read results after it";
 
 impl Blas {
     fn new(stream: &Arc<CudaStream>) -> Result<Self> {
@@ -273,7 +260,8 @@ impl Backend for Cuda {
     }
 
     fn upload(&self, data: &[f32]) -> Result<CudaSlice<f32>> {
-        self.check_host_copy("upload")?;
+        self.recorder
+            .refuse_while_capturing("upload", NO_HOST_COPY)?;
         if data.is_empty() {
             return self.alloc("upload", 0);
         }
@@ -281,7 +269,8 @@ impl Backend for Cuda {
     }
 
     fn download(&self, storage: &CudaSlice<f32>) -> Result<Vec<f32>> {
-        self.check_host_copy("download")?;
+        self.recorder
+            .refuse_while_capturing("download", NO_HOST_COPY)?;
         if storage.is_empty() {
             return Ok(Vec::new());
         }
