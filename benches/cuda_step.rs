@@ -9,11 +9,12 @@
 //! without one). Each figure is the median over samples of many steps, each sample ended by
 //! `Cuda::synchronize`, so it includes the GPU's work and not just the launches.
 
-use std::time::{Duration, Instant};
+mod timing;
 
 use declnet::losses::{Loss, MseLoss, Reduction};
 use declnet::optim::{Adam, AdamConfig, Sgd, SgdConfig};
 use declnet::prelude::*;
+use timing::median_time;
 
 network! {
     /// The tutorial's `TwoLayerNet`.
@@ -35,21 +36,6 @@ network! {
         ReLU,
         Linear<4096, 4096>,
     }
-}
-
-/// The median time of one step, over `samples` calls of `run_steps`, which runs `steps` steps
-/// and waits for the device.
-fn median_time(samples: usize, steps: usize, mut run_steps: impl FnMut(usize)) -> Duration {
-    run_steps(steps);
-    let mut times: Vec<Duration> = (0..samples)
-        .map(|_| {
-            let start = Instant::now();
-            run_steps(steps);
-            start.elapsed() / u32::try_from(steps).expect("small")
-        })
-        .collect();
-    times.sort();
-    times[samples / 2]
 }
 
 /// Everything the tutorial step touches.

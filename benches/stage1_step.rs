@@ -4,12 +4,14 @@
 //! Run: `cargo bench --bench stage1_step`. Prints the median step time, the median GEMM-only
 //! time, their ratio (target <= 1.3) and the GFLOP/s faer reaches on these shapes.
 
+mod timing;
+
 #[path = "../examples/01_tensors.rs"]
 #[allow(dead_code, reason = "the example's `main` is not used here")]
 mod example;
 
 use std::hint::black_box;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use declnet::prelude::*;
 use example::{D_IN, D_OUT, H, N};
@@ -21,20 +23,11 @@ const CALLS_PER_SAMPLE: usize = 50;
 
 /// The median time of one call of `f`.
 fn median_time(mut f: impl FnMut()) -> Duration {
-    for _ in 0..CALLS_PER_SAMPLE {
-        f();
-    }
-    let mut samples: Vec<Duration> = (0..SAMPLES)
-        .map(|_| {
-            let start = Instant::now();
-            for _ in 0..CALLS_PER_SAMPLE {
-                f();
-            }
-            start.elapsed() / CALLS_PER_SAMPLE as u32
-        })
-        .collect();
-    samples.sort();
-    samples[SAMPLES / 2]
+    timing::median_time(SAMPLES, CALLS_PER_SAMPLE, |calls| {
+        for _ in 0..calls {
+            f();
+        }
+    })
 }
 
 fn main() {

@@ -5,10 +5,12 @@
 //! Run: `cargo bench --bench tutorial_step`. Prints the median step time, the median GEMM-only
 //! time, their ratio (target <= 1.3), and allocations and bytes per step.
 
+mod timing;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use declnet::losses::{Loss, MseLoss, Reduction};
 use declnet::optim::{Sgd, SgdConfig};
@@ -63,20 +65,11 @@ const CALLS_PER_SAMPLE: usize = 50;
 
 /// The median time of one call of `f`.
 fn median_time(mut f: impl FnMut()) -> Duration {
-    for _ in 0..CALLS_PER_SAMPLE {
-        f();
-    }
-    let mut samples: Vec<Duration> = (0..SAMPLES)
-        .map(|_| {
-            let start = Instant::now();
-            for _ in 0..CALLS_PER_SAMPLE {
-                f();
-            }
-            start.elapsed() / u32::try_from(CALLS_PER_SAMPLE).expect("small")
-        })
-        .collect();
-    samples.sort();
-    samples[SAMPLES / 2]
+    timing::median_time(SAMPLES, CALLS_PER_SAMPLE, |calls| {
+        for _ in 0..calls {
+            f();
+        }
+    })
 }
 
 fn main() {

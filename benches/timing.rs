@@ -1,0 +1,19 @@
+//! The timer the benchmarks share: the median over samples, each timing a batch of calls.
+
+use std::time::{Duration, Instant};
+
+/// The median time of one call, over `samples` runs of `run_calls(calls)`, which makes `calls`
+/// calls (and, for a GPU, waits for them to finish); one unmeasured run warms up first.
+pub fn median_time(samples: usize, calls: usize, mut run_calls: impl FnMut(usize)) -> Duration {
+    run_calls(calls);
+    let calls_u32 = u32::try_from(calls).expect("a sample of fewer than 2^32 calls");
+    let mut times: Vec<Duration> = (0..samples)
+        .map(|_| {
+            let start = Instant::now();
+            run_calls(calls);
+            start.elapsed() / calls_u32
+        })
+        .collect();
+    times.sort();
+    times[samples / 2]
+}
