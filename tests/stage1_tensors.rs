@@ -13,10 +13,7 @@ use declnet::prelude::*;
 
 fn replay<B: Backend>(device: &B) -> (Vec<f32>, Vec<f32>, Tensor<B>, Tensor<B>) {
     let fixture = Fixture::open("seed_stages.safetensors");
-    let (x, y) = (
-        fixture.tensor_on("data.x", device),
-        fixture.tensor_on("data.y", device),
-    );
+    let (x, y) = fixture.data_on(device);
     let mut w1 = fixture.tensor_on("s1_tensor.w1_init", device);
     let mut w2 = fixture.tensor_on("s1_tensor.w2_init", device);
     let losses: Vec<f32> = (0..500)

@@ -18,10 +18,7 @@ on_every_device!(generated_backward_matches_pytorch_autograd, check);
 
 fn check<B: Backend>(device: &B) {
     let fixture = Fixture::open("seed_stages.safetensors");
-    let (x, y) = (
-        fixture.tensor_on("data.x", device),
-        fixture.tensor_on("data.y", device),
-    );
+    let (x, y) = fixture.data_on(device);
     let mut net = example::RawNet::new(device, &mut seeded(0));
     net.w1
         .set_value(fixture.tensor_on("s1_tensor.w1_init", device))

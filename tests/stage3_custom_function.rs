@@ -20,10 +20,7 @@ on_every_device!(custom_function_network_matches_pytorch, check);
 
 fn check<B: Backend>(device: &B) {
     let fixture = Fixture::open("seed_stages.safetensors");
-    let (x, y) = (
-        fixture.tensor_on("data.x", device),
-        fixture.tensor_on("data.y", device),
-    );
+    let (x, y) = fixture.data_on(device);
     let mut net = example::CustomReluNet::new(device, &mut seeded(0));
     net.w1
         .set_value(fixture.tensor_on("s1_tensor.w1_init", device))

@@ -18,10 +18,7 @@ on_every_device!(sequential_network_matches_pytorch, check);
 
 fn check<B: Backend>(device: &B) {
     let fixture = Fixture::open("seed_stages.safetensors");
-    let (x, y) = (
-        fixture.tensor_on("data.x", device),
-        fixture.tensor_on("data.y", device),
-    );
+    let (x, y) = fixture.data_on(device);
     let mut net = example::TwoLayerNet::new(device, &mut seeded(0));
     for (field, layer) in [(&mut net.layer0, "linear1"), (&mut net.layer2, "linear2")] {
         field

@@ -21,16 +21,9 @@ on_every_device!(adam_matches_pytorch, check);
 
 fn check<B: Backend>(device: &B) {
     let fixture = Fixture::open("seed_stages.safetensors");
-    let (x, y) = (
-        fixture.tensor_on("data.x", device),
-        fixture.tensor_on("data.y", device),
-    );
+    let (x, y) = fixture.data_on(device);
     let mut net = example::TwoLayerNet::new(device, &mut seeded(0));
-    for (name, param) in net.params_mut() {
-        param
-            .set_value(fixture.tensor_on(&format!("s5_optim.init.{name}"), device))
-            .unwrap();
-    }
+    fixture.init_params(&mut net, "s5_optim");
     let mut optimizer = example::optimizer();
     let losses: Vec<f32> = (0..500)
         .map(|_| {

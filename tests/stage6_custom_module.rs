@@ -19,11 +19,7 @@ const LATE_TOLERANCE: f32 = 1.5e-3;
 
 fn pytorch_init<B: Backend>(fixture: &Fixture, device: &B) -> example::TwoLayerNet<B> {
     let mut net = example::TwoLayerNet::new(device, &mut seeded(0));
-    for (name, param) in net.params_mut() {
-        param
-            .set_value(fixture.tensor_on(&format!("s6_custom_module.init.{name}"), device))
-            .unwrap();
-    }
+    fixture.init_params(&mut net, "s6_custom_module");
     net
 }
 
@@ -31,10 +27,7 @@ on_every_device!(custom_module_matches_pytorch, check);
 
 fn check<B: Backend>(device: &B) {
     let fixture = Fixture::open("seed_stages.safetensors");
-    let (x, y) = (
-        fixture.tensor_on("data.x", device),
-        fixture.tensor_on("data.y", device),
-    );
+    let (x, y) = fixture.data_on(device);
     let mut net = pytorch_init(&fixture, device);
     let mut optimizer = example::optimizer();
     let losses: Vec<f32> = (0..500)

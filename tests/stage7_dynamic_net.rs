@@ -20,16 +20,9 @@ on_every_device!(dynamic_net_matches_pytorch, check);
 
 fn check<B: Backend>(device: &B) {
     let fixture = Fixture::open("seed_stages.safetensors");
-    let (x, y) = (
-        fixture.tensor_on("data.x", device),
-        fixture.tensor_on("data.y", device),
-    );
+    let (x, y) = fixture.data_on(device);
     let mut net = example::DynamicNet::new(device, &mut seeded(0));
-    for (name, param) in net.params_mut() {
-        param
-            .set_value(fixture.tensor_on(&format!("s7_dynamic.init.{name}"), device))
-            .unwrap();
-    }
+    fixture.init_params(&mut net, "s7_dynamic");
     let repeats = fixture.i64s("s7_dynamic.repeats");
     assert!(
         repeats.contains(&0),

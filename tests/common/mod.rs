@@ -59,6 +59,29 @@ impl Fixture {
         self.tensor(key).to_device(device)
     }
 
+    /// The tutorial's training data, `data.x` and `data.y`, on `device`.
+    #[allow(dead_code, reason = "not every test binary replays a tutorial stage")]
+    pub fn data_on<B: Backend>(&self, device: &B) -> (Tensor<B>, Tensor<B>) {
+        (
+            self.tensor_on("data.x", device),
+            self.tensor_on("data.y", device),
+        )
+    }
+
+    /// Sets every parameter of `net` to the fixture's `<prefix>.init.<name>`.
+    #[allow(
+        dead_code,
+        reason = "not every test binary starts from PyTorch's weights"
+    )]
+    pub fn init_params<B: Backend>(&self, net: &mut impl Module<B>, prefix: &str) {
+        net.visit_params_mut(&mut |name, param| {
+            let device = param.value().device().clone();
+            param
+                .set_value(self.tensor_on(&format!("{prefix}.init.{name}"), &device))
+                .unwrap();
+        });
+    }
+
     /// The string stored under `key` in the file's metadata.
     #[allow(dead_code, reason = "not every test binary reads metadata")]
     pub fn metadata(&self, key: &str) -> String {
