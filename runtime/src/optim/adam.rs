@@ -78,15 +78,6 @@ pub(super) fn validate_adam(
     )
 }
 
-/// The state buffers of the Adam family.
-pub(super) fn adam_buffers(amsgrad: bool) -> &'static [&'static str] {
-    if amsgrad {
-        &["exp_avg", "exp_avg_sq", "max_exp_avg_sq"]
-    } else {
-        &["exp_avg", "exp_avg_sq"]
-    }
-}
-
 /// The Adam-family kernel of update `step`, with the step-dependent scalars computed in `f64`
 /// as PyTorch computes them in Python; a capturable rule leaves them NaN (the kernel reads
 /// them from the device), so its update is the same at every step.
@@ -125,11 +116,6 @@ pub(super) fn adam_kernel(
     }
 }
 
-/// The device-side step scalars of a capturable Adam-family rule.
-pub(super) fn adam_scalars(lr: f64, (beta1, beta2): (f64, f64)) -> StepScalars {
-    StepScalars::Adam { lr, beta1, beta2 }
-}
-
 impl UpdateRule for AdamConfig {
     const NAME: &'static str = "Adam";
 
@@ -151,7 +137,11 @@ impl UpdateRule for AdamConfig {
     }
 
     fn buffer_names(&self) -> &'static [&'static str] {
-        adam_buffers(self.amsgrad)
+        if self.amsgrad {
+            &["exp_avg", "exp_avg_sq", "max_exp_avg_sq"]
+        } else {
+            &["exp_avg", "exp_avg_sq"]
+        }
     }
 
     fn kernel(&self, step: u64) -> OptimStep {
@@ -159,6 +149,11 @@ impl UpdateRule for AdamConfig {
     }
 
     fn step_scalars(&self) -> Option<StepScalars> {
-        self.capturable.then_some(adam_scalars(self.lr, self.betas))
+        let (beta1, beta2) = self.betas;
+        self.capturable.then_some(StepScalars::Adam {
+            lr: self.lr,
+            beta1,
+            beta2,
+        })
     }
 }

@@ -1,6 +1,6 @@
 //! [`AdamW`]: `torch.optim.AdamW`.
 
-use super::adam::{adam_buffers, adam_kernel, adam_scalars, validate_adam};
+use super::adam::{adam_kernel, validate_adam};
 use super::{AdamConfig, Optimizer, UpdateRule};
 use crate::backend::Cpu;
 use crate::error::Result;
@@ -68,11 +68,22 @@ impl UpdateRule for AdamWConfig {
     }
 
     fn buffer_names(&self) -> &'static [&'static str] {
-        adam_buffers(self.amsgrad)
+        self.as_adam().buffer_names()
     }
 
     fn kernel(&self, step: u64) -> OptimStep {
-        let adam = AdamConfig {
+        adam_kernel(&self.as_adam(), true, step)
+    }
+
+    fn step_scalars(&self) -> Option<StepScalars> {
+        self.as_adam().step_scalars()
+    }
+}
+
+impl AdamWConfig {
+    /// The same hyper-parameters as an Adam rule; `kernel` decouples the weight decay.
+    fn as_adam(&self) -> AdamConfig {
+        AdamConfig {
             lr: self.lr,
             betas: self.betas,
             eps: self.eps,
@@ -80,11 +91,6 @@ impl UpdateRule for AdamWConfig {
             amsgrad: self.amsgrad,
             maximize: self.maximize,
             capturable: self.capturable,
-        };
-        adam_kernel(&adam, true, step)
-    }
-
-    fn step_scalars(&self) -> Option<StepScalars> {
-        self.capturable.then_some(adam_scalars(self.lr, self.betas))
+        }
     }
 }
