@@ -34,56 +34,49 @@ set -euo pipefail
 mode=${1:-}
 root=$(cd "$(dirname "$0")/.." && pwd)
 
-build() {
-    local out=${1:-$root/gpu-bin}
-    cd "$root"
-    rm -rf "$out"
-    mkdir -p "$out/tests"
-    local json
-    json=$(mktemp)
-    cargo test --workspace --features cuda --no-run --message-format=json >"$json"
-    # The executables of the facade's GPU-aware integration tests and the runtime's unit tests.
-    python3 - "$json" "$out/tests" <<'EOF'
+# Copies the executables cargo reported in JSON (its `--message-format=json` output) for the
+# targets NAME:KIND given into DIR, and fails when one of them was not built.
+copy_executables() {
+    local json=$1 dir=$2
+    shift 2
+    python3 - "$json" "$dir" "$@" <<'EOF'
 import json, shutil, sys
-wanted = {("cuda", "test"), ("cuda_graph", "test"), ("gradcheck", "test"),
-          ("losses", "test"), ("optimizers", "test"), ("declnet_runtime", "lib")}
-wanted |= {(f"stage{n}_{name}", "test") for n, name in [
-    (1, "tensors"), (2, "autograd"), (3, "custom_function"), (4, "nn"), (5, "optim"),
-    (6, "custom_module"), (7, "dynamic_net")]}
+wanted = {tuple(arg.split(":")) for arg in sys.argv[3:]}
 found = set()
 for line in open(sys.argv[1]):
     msg = json.loads(line)
     if msg.get("reason") != "compiler-artifact" or not msg.get("executable"):
         continue
-    target = msg["target"]
-    key = (target["name"], target["kind"][0])
+    key = (msg["target"]["name"], msg["target"]["kind"][0])
     if key in wanted:
-        shutil.copy(msg["executable"], f"{sys.argv[2]}/{target['name']}")
+        shutil.copy(msg["executable"], f"{sys.argv[2]}/{key[0]}")
         found.add(key)
-missing = wanted - found
-if missing:
-    sys.exit(f"test binaries not built: {sorted(missing)}")
+if wanted - found:
+    sys.exit(f"executables not built: {sorted(wanted - found)}")
 EOF
+}
+
+build() {
+    local out=${1:-$root/gpu-bin}
+    cd "$root"
+    rm -rf "$out"
+    mkdir -p "$out/tests" "$out/examples" "$out/benches"
+    local json
+    json=$(mktemp)
+    # The facade's GPU-aware integration tests and the runtime's unit tests.
+    cargo test --workspace --features cuda --no-run --message-format=json >"$json"
+    copy_executables "$json" "$out/tests" cuda:test cuda_graph:test gradcheck:test \
+        losses:test optimizers:test declnet_runtime:lib stage1_tensors:test \
+        stage2_autograd:test stage3_custom_function:test stage4_nn:test stage5_optim:test \
+        stage6_custom_module:test stage7_dynamic_net:test
+    cargo bench --features cuda --bench cuda_step --no-run --message-format=json >"$json"
+    copy_executables "$json" "$out/benches" cuda_step:bench
+    rm -f "$json"
     cargo build --release --features cuda --examples
-    mkdir -p "$out/examples"
     for example in examples/*.rs; do
         name=$(basename "$example" .rs)
         cp "target/release/examples/$name" "$out/examples/$name"
     done
-    mkdir -p "$out/benches"
-    cargo bench --features cuda --bench cuda_step --no-run --message-format=json >"$json"
-    python3 - "$json" "$out/benches/cuda_step" <<'EOF'
-import json, shutil, sys
-for line in open(sys.argv[1]):
-    msg = json.loads(line)
-    if msg.get("reason") == "compiler-artifact" and msg["target"]["name"] == "cuda_step" \
-            and msg.get("executable"):
-        shutil.copy(msg["executable"], sys.argv[2])
-        break
-else:
-    sys.exit("bench binary cuda_step not built")
-EOF
-    rm -f "$json"
     strip --strip-all "$out"/tests/* "$out"/examples/* "$out"/benches/*
     du -sh "$out"/tests "$out"/examples "$out"/benches
     tar -C "$out" -cJf "$out/binaries.tar.xz" tests examples benches
