@@ -77,11 +77,10 @@ fn gpu_turn() -> MutexGuard<'static, ()> {
 }
 
 /// Every parameter's values, in visiting order.
-fn weights(net: &TwoLayerNet<Cuda>) -> Vec<f32> {
-    net.params()
-        .into_iter()
-        .flat_map(|(_, param)| param.value().to_vec())
-        .collect()
+fn weights(net: &impl Module<Cuda>) -> Vec<f32> {
+    let mut values = Vec::new();
+    net.visit_params(&mut |_, param| values.extend(param.value().to_vec()));
+    values
 }
 
 fn assert_close(what: &str, actual: &[f32], expected: &[f32]) {
@@ -337,12 +336,6 @@ fn a_classification_step_replays_new_batches_written_in_place() {
             &[eager.loss.item()],
         );
     }
-    let weights = |net: &Classifier<Cuda>| -> Vec<f32> {
-        net.params()
-            .into_iter()
-            .flat_map(|(_, p)| p.value().to_vec())
-            .collect()
-    };
     assert_close(
         "weights",
         &weights(&graph.state().net),
