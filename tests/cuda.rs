@@ -117,6 +117,9 @@ fn unary_case<B: Backend>(dev: &B) -> Outputs {
     let mut dst = dev.zeros(x.len()).unwrap();
     dev.copy_into(&src, &mut dst).unwrap();
     outputs.push(("copy_into".into(), dev.download(&dst).unwrap()));
+    let mut written = dev.zeros(x.len()).unwrap();
+    dev.upload_into(&x, &mut written).unwrap();
+    outputs.push(("upload_into".into(), dev.download(&written).unwrap()));
     outputs.push((
         "empty".into(),
         dev.download(&dev.zeros(0).unwrap()).unwrap(),

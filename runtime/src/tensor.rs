@@ -223,8 +223,7 @@ impl<B: Backend> Tensor<B> {
     /// [`Error::Length`] when `data` does not hold exactly as many elements.
     pub fn try_copy_from_slice(&mut self, data: &[f32]) -> Result<()> {
         check_length("copy_from_slice", &self.shape, data.len())?;
-        let staged = self.device.upload(data)?;
-        self.device.copy_into(&staged, &mut self.storage)
+        self.device.upload_into(data, &mut self.storage)
     }
 
     /// The value of a one-element tensor, like `torch.Tensor.item`.

@@ -34,6 +34,11 @@ impl Backend for Cpu {
         Ok(data)
     }
 
+    fn upload_into(&self, data: &[f32], dst: &mut Vec<f32>) -> Result<()> {
+        dst.copy_from_slice(data);
+        Ok(())
+    }
+
     fn download(&self, storage: &Vec<f32>) -> Result<Vec<f32>> {
         Ok(storage.clone())
     }

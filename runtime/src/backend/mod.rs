@@ -56,6 +56,15 @@ pub trait Backend: Clone + fmt::Debug + PartialEq + Send + Sync + 'static {
         self.upload(&data)
     }
 
+    /// Overwrites `dst`, which is as long as `data`, with `data` from the host, in place.
+    ///
+    /// # Errors
+    /// When the lengths differ or the device cannot copy.
+    fn upload_into(&self, data: &[f32], dst: &mut Self::Storage) -> Result<()> {
+        let staged = self.upload(data)?;
+        self.copy_into(&staged, dst)
+    }
+
     /// The buffer's contents, copied to the host.
     ///
     /// # Errors

@@ -70,8 +70,8 @@ impl<B: Backend> Labels<B> {
                 len: labels.len(),
             });
         }
-        let staged = self.device.upload(&encode(OP, labels)?)?;
-        self.device.copy_into(&staged, &mut self.storage)?;
+        self.device
+            .upload_into(&encode(OP, labels)?, &mut self.storage)?;
         self.host.copy_from_slice(labels);
         Ok(())
     }

@@ -268,6 +268,18 @@ impl Backend for Cuda {
         self.stream.clone_htod(data).map_err(cuda_error("upload"))
     }
 
+    fn upload_into(&self, data: &[f32], dst: &mut CudaSlice<f32>) -> Result<()> {
+        self.recorder
+            .refuse_while_capturing("upload_into", NO_HOST_COPY)?;
+        expect_len("upload_into", "destination", dst.len(), data.len())?;
+        if data.is_empty() {
+            return Ok(());
+        }
+        self.stream
+            .memcpy_htod(data, dst)
+            .map_err(cuda_error("upload_into"))
+    }
+
     fn download(&self, storage: &CudaSlice<f32>) -> Result<Vec<f32>> {
         self.recorder
             .refuse_while_capturing("download", NO_HOST_COPY)?;
