@@ -1,14 +1,19 @@
-//! The kernel table: every op family's `.cu` source compiled by NVRTC for the device's
-//! architecture, and the helpers the launch glue in `ops/*/cuda.rs` shares.
+//! The kernel table: every kernel declared once with its parameters' Rust types, which give
+//! it a typed launcher; every op family's `.cu` source compiled by NVRTC for the device's
+//! architecture and checked against those launchers; and the helpers the launch glue in
+//! `ops/*/cuda.rs` shares.
 
 use std::fmt;
 use std::sync::Arc;
 
-use cudarc::driver::{CudaContext, CudaFunction, CudaModule, LaunchConfig};
+use cudarc::driver::{
+    CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DriverError, LaunchConfig,
+};
 use cudarc::nvrtc::{CompileError, CompileOptions, Ptx, compile_ptx_with_opts};
 
+use super::launch::{Family, KernelArg};
 use crate::error::{Error, Result};
-use crate::ops::{binary, loss, matmul, optim, reduce, softmax, unary};
+use crate::ops::{binary, optim};
 
 /// Threads per block of the elementwise kernels (and of `sum_rows_f32`, which relies on it).
 pub(crate) const BLOCK: u32 = 256;
@@ -16,74 +21,221 @@ pub(crate) const BLOCK: u32 = 256;
 /// At most this many blocks; the kernels loop over the rest (grid-stride loops).
 const MAX_BLOCKS: usize = 65_535;
 
-/// Every kernel, loaded into the device's context.
-pub(crate) struct Kernels {
-    pub(crate) unary: CudaFunction,
-    pub(crate) unary_assign: CudaFunction,
-    pub(crate) fill: CudaFunction,
-    pub(crate) binary: CudaFunction,
-    pub(crate) binary_assign: CudaFunction,
-    pub(crate) sum_rows: CudaFunction,
-    pub(crate) sum_strided: CudaFunction,
-    pub(crate) transpose: CudaFunction,
-    pub(crate) pointwise_loss: CudaFunction,
-    pub(crate) class_loss: CudaFunction,
-    pub(crate) optim_step: CudaFunction,
-    pub(crate) adam_scalars: CudaFunction,
-    pub(crate) softmax: CudaFunction,
-    pub(crate) softmax_backward: CudaFunction,
+/// Declares every kernel once: the op family whose `.cu` file holds it, its name there, and
+/// its parameters as the Rust types its launcher takes ([`KernelArg`]s). Generates
+/// [`Kernels`], with an unsafe launcher method per kernel, whose loading checks each launcher
+/// against the kernel's PTX, and, for the tests, every [`Family`] in `FAMILIES`.
+macro_rules! kernel_table {
+    ($(
+        $family:ident {
+            $(
+                $(#[doc = $doc:literal])*
+                fn $kernel:ident = $name:literal($($arg:ident: $ty:ty),* $(,)?);
+            )*
+        }
+    )*) => {
+        /// Every kernel, loaded into the device's context, with a typed launcher each.
+        pub(crate) struct Kernels {
+            $($($kernel: CudaFunction,)*)*
+        }
+
+        impl Kernels {
+            /// Compiles every family's source for `ctx`'s device, checks the launchers against
+            /// the PTX, and loads the kernels.
+            pub(crate) fn compile(ctx: &Arc<CudaContext>) -> Result<Self> {
+                let (major, minor) = ctx
+                    .compute_capability()
+                    .map_err(cuda_error("compile kernels"))?;
+                let arch = format!("--gpu-architecture=sm_{major}{minor}");
+                $(
+                    let $family = load_family(
+                        ctx,
+                        &arch,
+                        &kernel_table!(@family $family { $($name($($ty),*))* }),
+                    )?;
+                )*
+                Ok(Self {
+                    $($($kernel: function(&$family, $name)?,)*)*
+                })
+            }
+
+            $($(
+                $(#[doc = $doc])*
+                ///
+                /// # Safety
+                /// Every buffer must hold the elements the kernel indexes for the other
+                /// arguments and `config`. The argument types are checked: the tests hold them
+                /// against the kernel's declaration and PTX.
+                #[allow(clippy::too_many_arguments)]
+                pub(crate) unsafe fn $kernel(
+                    &self,
+                    stream: &CudaStream,
+                    config: LaunchConfig,
+                    $($arg: $ty,)*
+                ) -> std::result::Result<(), DriverError> {
+                    let mut launch = stream.launch_builder(&self.$kernel);
+                    $(KernelArg::push($arg, &mut launch);)*
+                    // SAFETY: the arguments have the kernel's parameter types, in order; the
+                    // caller vouches for the buffers' lengths.
+                    unsafe { launch.launch(config) }.map(drop)
+                }
+            )*)*
+        }
+
+        /// Every family, for the tests.
+        #[cfg(test)]
+        const FAMILIES: &[Family] = &[$(
+            kernel_table!(@family $family { $($name($($ty),*))* }),
+        )*];
+    };
+    (@family $family:ident { $($name:literal($($ty:ty),*))* }) => {
+        Family {
+            file: concat!(stringify!($family), ".cu"),
+            source: crate::ops::$family::cuda::SOURCE,
+            kernels: &[$(($name, &[$(<$ty as KernelArg>::PARAM),*])),*],
+        }
+    };
 }
 
-impl Kernels {
-    /// Compiles every family's source for `ctx`'s device and loads its kernels.
-    pub(crate) fn compile(ctx: &Arc<CudaContext>) -> Result<Self> {
-        let (major, minor) = ctx
-            .compute_capability()
-            .map_err(cuda_error("compile kernels"))?;
-        let arch = format!("--gpu-architecture=sm_{major}{minor}");
-        let module = |(file, source): (&str, &str)| load_module(ctx, &arch, file, source);
-        let [unary, binary, reduce, matmul, loss, optim, softmax] = SOURCES;
-        let (unary, binary, reduce) = (module(unary)?, module(binary)?, module(reduce)?);
-        let (matmul, loss, optim) = (module(matmul)?, module(loss)?, module(optim)?);
-        let softmax = module(softmax)?;
-        Ok(Self {
-            unary: function(&unary, "unary_f32")?,
-            unary_assign: function(&unary, "unary_assign_f32")?,
-            fill: function(&unary, "fill_f32")?,
-            binary: function(&binary, "binary_f32")?,
-            binary_assign: function(&binary, "binary_assign_f32")?,
-            sum_rows: function(&reduce, "sum_rows_f32")?,
-            sum_strided: function(&reduce, "sum_strided_f32")?,
-            transpose: function(&matmul, "transpose_f32")?,
-            pointwise_loss: function(&loss, "pointwise_loss_f32")?,
-            class_loss: function(&loss, "class_loss_f32")?,
-            optim_step: function(&optim, "optim_step_f32")?,
-            adam_scalars: function(&optim, "adam_scalars_f32")?,
-            softmax: function(&softmax, "softmax_f32")?,
-            softmax_backward: function(&softmax, "softmax_backward_f32")?,
-        })
+kernel_table! {
+    unary {
+        /// `out[i] = op(x[i])`.
+        fn unary = "unary_f32"(
+            out: &mut CudaSlice<f32>,
+            x: &CudaSlice<f32>,
+            n: &u64,
+            op: &i32,
+            s: &f32,
+        );
+        /// `x[i] = op(x[i])`.
+        fn unary_assign = "unary_assign_f32"(x: &mut CudaSlice<f32>, n: &u64, op: &i32, s: &f32);
+        /// `x[i] = value`.
+        fn fill = "fill_f32"(x: &mut CudaSlice<f32>, n: &u64, value: &f32);
+    }
+    binary {
+        /// `out = op(lhs, rhs)`, broadcast over `layout`.
+        fn binary = "binary_f32"(
+            out: &mut CudaSlice<f32>,
+            lhs: &CudaSlice<f32>,
+            rhs: &CudaSlice<f32>,
+            n: &u64,
+            op: &i32,
+            s: &f32,
+            layout: &binary::cuda::Layout,
+        );
+        /// `lhs = op(lhs, rhs)`, broadcast over `layout`.
+        fn binary_assign = "binary_assign_f32"(
+            lhs: &mut CudaSlice<f32>,
+            rhs: &CudaSlice<f32>,
+            n: &u64,
+            op: &i32,
+            s: &f32,
+            layout: &binary::cuda::Layout,
+        );
+    }
+    reduce {
+        /// Sums each of `rows` rows of `len`, one block of [`BLOCK`] threads per row.
+        fn sum_rows = "sum_rows_f32"(
+            out: &mut CudaSlice<f32>,
+            x: &CudaSlice<f32>,
+            rows: &u64,
+            len: &u64,
+        );
+        /// Sums `[outer, len, inner]` over its middle axis, one thread per output.
+        fn sum_strided = "sum_strided_f32"(
+            out: &mut CudaSlice<f32>,
+            x: &CudaSlice<f32>,
+            outer: &u64,
+            len: &u64,
+            inner: &u64,
+        );
+    }
+    matmul {
+        /// `dst` = the transpose of the row-major `rows x cols` matrix `src`.
+        fn transpose = "transpose_f32"(
+            dst: &mut CudaSlice<f32>,
+            src: &CudaSlice<f32>,
+            rows: &u64,
+            cols: &u64,
+        );
+    }
+    loss {
+        /// The elementwise loss `op` and its gradient.
+        fn pointwise_loss = "pointwise_loss_f32"(
+            values: &mut CudaSlice<f32>,
+            grad: &mut CudaSlice<f32>,
+            x: &CudaSlice<f32>,
+            t: &CudaSlice<f32>,
+            n: &u64,
+            op: &i32,
+            beta: &f32,
+        );
+        /// Each row's class loss `op` against its label, and the gradient.
+        fn class_loss = "class_loss_f32"(
+            values: &mut CudaSlice<f32>,
+            grad: &mut CudaSlice<f32>,
+            x: &CudaSlice<f32>,
+            labels: &CudaSlice<f32>,
+            rows: &u64,
+            classes: &u64,
+            op: &i32,
+            label_smoothing: &f32,
+        );
+    }
+    optim {
+        /// One fused optimizer update of `param`, with up to three state buffers.
+        fn optim_step = "optim_step_f32"(
+            param: &mut CudaSlice<f32>,
+            grad: &CudaSlice<f32>,
+            s0: Option<&mut CudaSlice<f32>>,
+            s1: Option<&mut CudaSlice<f32>>,
+            s2: Option<&mut CudaSlice<f32>>,
+            scalars: Option<&CudaSlice<f32>>,
+            n: &u64,
+            kind: &i32,
+            flags: &u32,
+            hyper: &optim::cuda::Hyper,
+        );
+        /// Advances a step-scalars buffer by one Adam step (one thread).
+        fn adam_scalars = "adam_scalars_f32"(
+            scalars: &mut CudaSlice<f32>,
+            lr: &f64,
+            beta1: &f64,
+            beta2: &f64,
+        );
+    }
+    softmax {
+        /// `out = op(x)` along the middle axis of `[outer, len, inner]`.
+        fn softmax = "softmax_f32"(
+            out: &mut CudaSlice<f32>,
+            x: &CudaSlice<f32>,
+            outer: &u64,
+            len: &u64,
+            inner: &u64,
+            op: &i32,
+        );
+        /// The gradient through `op`, from its output `y` and the output's gradient `g`.
+        fn softmax_backward = "softmax_backward_f32"(
+            out: &mut CudaSlice<f32>,
+            y: &CudaSlice<f32>,
+            g: &CudaSlice<f32>,
+            outer: &u64,
+            len: &u64,
+            inner: &u64,
+            op: &i32,
+        );
     }
 }
 
-/// The family sources, by the file name NVRTC's messages use.
-const SOURCES: [(&str, &str); 7] = [
-    ("unary.cu", unary::cuda::SOURCE),
-    ("binary.cu", binary::cuda::SOURCE),
-    ("reduce.cu", reduce::cuda::SOURCE),
-    ("matmul.cu", matmul::cuda::SOURCE),
-    ("loss.cu", loss::cuda::SOURCE),
-    ("optim.cu", optim::cuda::SOURCE),
-    ("softmax.cu", softmax::cuda::SOURCE),
-];
-
-/// Compiles `source` to PTX and loads it.
-fn load_module(
-    ctx: &Arc<CudaContext>,
-    arch: &str,
-    file: &str,
-    source: &str,
-) -> Result<Arc<CudaModule>> {
-    let ptx = compile(arch, file, source)?;
+/// Compiles `family`'s source to PTX, checks its launchers against it, and loads it.
+fn load_family(ctx: &Arc<CudaContext>, arch: &str, family: &Family) -> Result<Arc<CudaModule>> {
+    let ptx = compile(arch, family.file, family.source)?;
+    family
+        .check_ptx(&ptx.to_src())
+        .map_err(|message| Error::Backend {
+            op: "load kernels",
+            message,
+        })?;
     ctx.load_module(ptx).map_err(cuda_error("load kernels"))
 }
 
@@ -164,17 +316,48 @@ mod tests {
         present
     }
 
-    /// Compiles every kernel source with NVRTC when its library is on the loader path (it
-    /// needs no GPU), so a syntax or type error in a `.cu` file shows up without a device.
+    /// Every launcher against its kernel's declaration in the `.cu` source: buffer or value,
+    /// read-only (`const float*`) or written, and the C type, in order. Needs no NVRTC.
     #[test]
-    fn sources_compile_with_nvrtc() {
+    fn every_launcher_matches_its_kernels_declaration() {
+        for family in FAMILIES {
+            for &(kernel, params) in family.kernels {
+                let declared = declared_params(family.source, kernel)
+                    .unwrap_or_else(|| panic!("{} declares no kernel `{kernel}`", family.file));
+                let passed: Vec<&str> = params.iter().map(|param| param.c_type()).collect();
+                assert_eq!(passed, declared, "`{kernel}` in {}", family.file);
+            }
+        }
+    }
+
+    /// The C types of the parameters `source` declares for `extern "C"` kernel `kernel`.
+    fn declared_params<'s>(source: &'s str, kernel: &str) -> Option<Vec<&'s str>> {
+        let signature = format!("__global__ void {kernel}(");
+        let start = source.find(&signature)? + signature.len();
+        let list = &source[start..start + source[start..].find(')')?];
+        let params = list.split(',').map(|param| {
+            let param = param.trim();
+            let name = param.rsplit([' ', '*']).next().unwrap_or_default();
+            param[..param.len() - name.len()].trim_end()
+        });
+        Some(params.collect())
+    }
+
+    /// Compiles every family with NVRTC when its library is on the loader path (it needs no
+    /// GPU) and checks its launchers against the PTX, as loading does on a device: a syntax or
+    /// type error in a `.cu` file, or a struct whose size differs from its Rust twin, shows up
+    /// without one.
+    #[test]
+    fn sources_compile_with_nvrtc_and_match_their_launchers() {
         if !nvrtc_present() {
             return;
         }
-        for (file, source) in SOURCES {
-            let ptx = compile("--gpu-architecture=sm_90", file, source)
+        for family in FAMILIES {
+            let ptx = compile("--gpu-architecture=sm_90", family.file, family.source)
                 .unwrap_or_else(|error| panic!("{error}"));
-            assert!(ptx.to_src().contains(".entry"), "{file} has no kernels");
+            family
+                .check_ptx(&ptx.to_src())
+                .unwrap_or_else(|error| panic!("{error}"));
         }
     }
 

@@ -8,9 +8,11 @@
 
 mod graph;
 mod kernels;
+mod launch;
 
 pub(crate) use graph::CapturedGraph;
 pub(crate) use kernels::{BLOCK, Kernels, cuda_error, expect_len, launch_config};
+pub(crate) use launch::CValue;
 
 use graph::Recorder;
 
@@ -455,8 +457,6 @@ impl Backend for Cuda {
 
 #[cfg(test)]
 mod tests {
-    use cudarc::driver::PushKernelArg as _;
-
     use super::*;
 
     /// Whether this machine has a usable GPU and the libraries (`cudarc` would panic without
@@ -530,17 +530,14 @@ mod tests {
         let count = 4u64;
         let value = 1.0f32;
         let kernels = device.kernels().unwrap();
-        let mut launch = device.stream().launch_builder(&kernels.fill);
-        launch.arg(&mut buffer).arg(&count).arg(&value);
         // More threads per block than any GPU allows.
         let config = cudarc::driver::LaunchConfig {
             grid_dim: (1, 1, 1),
             block_dim: (4096, 1, 1),
             shared_mem_bytes: 0,
         };
-        // SAFETY: the arguments match `fill_f32`'s parameters; the driver rejects the
-        // configuration before anything runs.
-        let result = unsafe { launch.launch(config) };
+        // SAFETY: the driver rejects the configuration before anything runs.
+        let result = unsafe { kernels.fill(device.stream(), config, &mut buffer, &count, &value) };
         let error = result.map_err(cuda_error("fill")).unwrap_err().to_string();
         assert!(
             error.starts_with("fill: CUDA_ERROR_INVALID_VALUE"),

@@ -1,9 +1,9 @@
 //! Launch glue of the broadcasting binary kernels in `binary.cu`.
 
-use cudarc::driver::{CudaSlice, DeviceRepr, PushKernelArg};
+use cudarc::driver::{CudaSlice, DeviceRepr};
 
 use super::{BinaryOp, Broadcast};
-use crate::backend::cuda::{Cuda, cuda_error, expect_len, launch_config};
+use crate::backend::cuda::{CValue, Cuda, cuda_error, expect_len, launch_config};
 use crate::error::{Error, Result};
 
 /// The kernels' source, compiled by the backend.
@@ -15,7 +15,7 @@ const MAX_RANK: usize = 6;
 /// `binary.cu`'s `Layout`: the output shape and both operands' strides, outermost dim first.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Layout {
+pub(crate) struct Layout {
     rank: u32,
     pad: u32,
     shape: [u64; MAX_RANK],
@@ -26,6 +26,11 @@ struct Layout {
 // SAFETY: `Layout` is `repr(C)` plain data with no padding bytes (the `pad` field fills the
 // gap) and the same field order and types as the `Layout` struct in `binary.cu`.
 unsafe impl DeviceRepr for Layout {}
+
+// SAFETY: as above.
+unsafe impl CValue for Layout {
+    const C_TYPE: &'static str = "Layout";
+}
 
 impl Layout {
     /// `layout` without size-1 dims and with neighbouring dims merged where both operands
@@ -152,19 +157,24 @@ pub(crate) fn binary(
     let kernel_layout = Layout::new("binary", layout)?;
     let (code, s) = encode(op);
     let count = n as u64;
-    let mut launch = dev.stream().launch_builder(&dev.kernels()?.binary);
-    launch
-        .arg(out)
-        .arg(lhs)
-        .arg(rhs)
-        .arg(&count)
-        .arg(&code)
-        .arg(&s)
-        .arg(&kernel_layout);
-    // SAFETY: the arguments match `binary_f32`'s parameters in order and type; `out` holds the
-    // `n` elements written and `check` verified both operands cover every offset read.
-    unsafe { launch.launch(launch_config(n)) }.map_err(cuda_error("binary"))?;
-    Ok(())
+    let kernels = dev.kernels()?;
+    let config = launch_config(n);
+    // SAFETY: `out` holds the `n` elements written and `check` verified both operands cover
+    // every offset read.
+    unsafe {
+        kernels.binary(
+            dev.stream(),
+            config,
+            out,
+            lhs,
+            rhs,
+            &count,
+            &code,
+            &s,
+            &kernel_layout,
+        )
+    }
+    .map_err(cuda_error("binary"))
 }
 
 /// `lhs = op(lhs, rhs)` over `layout`, whose shape is `lhs`'s.
@@ -182,18 +192,23 @@ pub(crate) fn binary_assign(
     let kernel_layout = Layout::new("binary_assign", layout)?;
     let (code, s) = encode(op);
     let count = n as u64;
-    let mut launch = dev.stream().launch_builder(&dev.kernels()?.binary_assign);
-    launch
-        .arg(lhs)
-        .arg(rhs)
-        .arg(&count)
-        .arg(&code)
-        .arg(&s)
-        .arg(&kernel_layout);
-    // SAFETY: the arguments match `binary_assign_f32`'s parameters; `lhs` holds the `n`
-    // elements it is read and written at, and `check` verified `rhs` covers every offset read.
-    unsafe { launch.launch(launch_config(n)) }.map_err(cuda_error("binary_assign"))?;
-    Ok(())
+    let kernels = dev.kernels()?;
+    let config = launch_config(n);
+    // SAFETY: `lhs` holds the `n` elements it is read and written at, and `check` verified
+    // `rhs` covers every offset read.
+    unsafe {
+        kernels.binary_assign(
+            dev.stream(),
+            config,
+            lhs,
+            rhs,
+            &count,
+            &code,
+            &s,
+            &kernel_layout,
+        )
+    }
+    .map_err(cuda_error("binary_assign"))
 }
 
 #[cfg(test)]

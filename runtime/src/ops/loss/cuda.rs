@@ -1,6 +1,6 @@
 //! Launch glue of the loss kernels in `loss.cu`.
 
-use cudarc::driver::{CudaSlice, PushKernelArg};
+use cudarc::driver::CudaSlice;
 
 use super::{ClassLoss, PointwiseLoss};
 use crate::backend::cuda::{Cuda, cuda_error, expect_len, launch_config};
@@ -33,19 +33,22 @@ pub(crate) fn pointwise_loss(
         PointwiseLoss::BceWithLogits => (3, 0.0),
     };
     let count = n as u64;
-    let mut launch = dev.stream().launch_builder(&dev.kernels()?.pointwise_loss);
-    launch
-        .arg(values)
-        .arg(grad)
-        .arg(x)
-        .arg(t)
-        .arg(&count)
-        .arg(&code)
-        .arg(&beta);
-    // SAFETY: the arguments match `pointwise_loss_f32`'s parameters; all four buffers hold the
-    // `n` elements the kernel touches.
-    unsafe { launch.launch(launch_config(n)) }.map_err(cuda_error(OP))?;
-    Ok(())
+    let kernels = dev.kernels()?;
+    // SAFETY: all four buffers hold the `n` elements the kernel touches.
+    unsafe {
+        kernels.pointwise_loss(
+            dev.stream(),
+            launch_config(n),
+            values,
+            grad,
+            x,
+            t,
+            &count,
+            &code,
+            &beta,
+        )
+    }
+    .map_err(cuda_error(OP))
 }
 
 /// Per row of the `[rows, classes]` input `x`: the loss `op` against the row's label (an
@@ -72,19 +75,24 @@ pub(crate) fn class_loss(
         ClassLoss::Nll => (1, 0.0f32),
     };
     let (rows, classes) = (rows as u64, classes as u64);
-    let mut launch = dev.stream().launch_builder(&dev.kernels()?.class_loss);
-    launch
-        .arg(values)
-        .arg(grad)
-        .arg(x)
-        .arg(labels)
-        .arg(&rows)
-        .arg(&classes)
-        .arg(&code)
-        .arg(&smoothing);
-    // SAFETY: the arguments match `class_loss_f32`'s parameters; `x` and `grad` hold
-    // `rows * classes` elements and `values` and `labels` `rows` (checked), and the kernel
-    // reads a row's `x` at its label only after checking the label is below `classes`.
-    unsafe { launch.launch(launch_config(rows as usize)) }.map_err(cuda_error(OP))?;
-    Ok(())
+    let kernels = dev.kernels()?;
+    let config = launch_config(values.len());
+    // SAFETY: `x` and `grad` hold `rows * classes` elements and `values` and `labels` `rows`
+    // (checked), and the kernel reads a row's `x` at its label only after checking the label
+    // is below `classes`.
+    unsafe {
+        kernels.class_loss(
+            dev.stream(),
+            config,
+            values,
+            grad,
+            x,
+            labels,
+            &rows,
+            &classes,
+            &code,
+            &smoothing,
+        )
+    }
+    .map_err(cuda_error(OP))
 }

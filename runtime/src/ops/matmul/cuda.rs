@@ -2,7 +2,7 @@
 
 use cudarc::cublas::sys::cublasOperation_t;
 use cudarc::cublas::{Gemm as _, GemmConfig};
-use cudarc::driver::{CudaSlice, PushKernelArg};
+use cudarc::driver::CudaSlice;
 
 use super::Gemm;
 use crate::backend::cuda::{Cuda, cuda_error, expect_len, launch_config};
@@ -92,10 +92,8 @@ pub(crate) fn transpose(
         return Ok(());
     }
     let (rows, cols) = (rows as u64, cols as u64);
-    let mut launch = dev.stream().launch_builder(&dev.kernels()?.transpose);
-    launch.arg(dst).arg(src).arg(&rows).arg(&cols);
-    // SAFETY: the arguments match `transpose_f32`'s parameters; both buffers hold the
-    // `rows * cols` elements the kernel touches.
-    unsafe { launch.launch(launch_config(n)) }.map_err(cuda_error("transpose"))?;
-    Ok(())
+    let kernels = dev.kernels()?;
+    // SAFETY: both buffers hold the `rows * cols` elements the kernel touches.
+    unsafe { kernels.transpose(dev.stream(), launch_config(n), dst, src, &rows, &cols) }
+        .map_err(cuda_error("transpose"))
 }

@@ -1,9 +1,9 @@
 //! Launch glue of the fused optimizer kernel in `optim.cu`: one launch per parameter per step.
 
-use cudarc::driver::{CudaSlice, PushKernelArg};
+use cudarc::driver::{CudaSlice, DeviceRepr};
 
 use super::{OptimStep, STEP_SCALARS_LEN, StepScalars};
-use crate::backend::cuda::{Cuda, cuda_error, expect_len, launch_config};
+use crate::backend::cuda::{CValue, Cuda, cuda_error, expect_len, launch_config};
 use crate::error::{Error, Result};
 
 /// The kernel's source, compiled by the backend.
@@ -16,10 +16,23 @@ const AMSGRAD: u32 = 8;
 const CENTERED: u32 = 16;
 const DEVICE_SCALARS: u32 = 32;
 
-/// `step` as `optim.cu`'s kind, flags and hyper-parameters (in the order the kernel reads).
-fn encode(step: &OptimStep) -> (i32, u32, [f32; 8]) {
+/// `optim.cu`'s `Hyper`: a step's hyper-parameters, in the order its kind reads them.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Hyper([f32; 8]);
+
+// SAFETY: `Hyper` is `repr(C)` plain data, laid out like `struct Hyper { float v[8]; }`.
+unsafe impl DeviceRepr for Hyper {}
+
+// SAFETY: as above.
+unsafe impl CValue for Hyper {
+    const C_TYPE: &'static str = "Hyper";
+}
+
+/// `step` as `optim.cu`'s kind, flags and hyper-parameters.
+fn encode(step: &OptimStep) -> (i32, u32, Hyper) {
     let flag = |set: bool, bit: u32| if set { bit } else { 0 };
-    match *step {
+    let (kind, flags, hyper) = match *step {
         OptimStep::Sgd {
             lr,
             weight_decay,
@@ -115,7 +128,8 @@ fn encode(step: &OptimStep) -> (i32, u32, [f32; 8]) {
                 0.0,
             ],
         ),
-    }
+    };
+    (kind, flags, Hyper(hyper))
 }
 
 /// Applies `step` to `param` elementwise; `state` holds [`OptimStep::buffers`] buffers, and
@@ -158,29 +172,31 @@ pub(crate) fn optim_step(
     }
     let (kind, flags, hyper) = encode(step);
     let count = n as u64;
-    // A null pointer for each state buffer the step does not have; the kernel never reads it.
-    let null: u64 = 0;
-    let mut launch = dev.stream().launch_builder(&dev.kernels()?.optim_step);
-    launch.arg(param).arg(grad);
+    // Null for each state buffer the step does not have; the kernel never reads it.
     let mut buffers = state.iter_mut();
-    for _ in 0..3 {
-        match buffers.next() {
-            Some(buffer) => launch.arg(buffer),
-            None => launch.arg(&null),
-        };
+    let [s0, s1, s2] = [buffers.next(), buffers.next(), buffers.next()];
+    let kernels = dev.kernels()?;
+    let config = launch_config(n);
+    // SAFETY: `param`, `grad` and each present state buffer hold the `n` elements touched;
+    // the kernel dereferences only the state buffers `step.buffers()` says exist, which are
+    // exactly the ones passed, and the step scalars (3 elements, checked) only when passed.
+    unsafe {
+        kernels.optim_step(
+            dev.stream(),
+            config,
+            param,
+            grad,
+            s0,
+            s1,
+            s2,
+            scalars,
+            &count,
+            &kind,
+            &flags,
+            &hyper,
+        )
     }
-    match scalars {
-        Some(scalars) => launch.arg(scalars),
-        None => launch.arg(&null),
-    };
-    launch.arg(&count).arg(&kind).arg(&flags).arg(&hyper);
-    // SAFETY: the arguments match `optim_step_f32`'s parameters in order and type (a null
-    // `u64` has the size of the `float*` it stands for); `param`, `grad` and each present
-    // state buffer hold the `n` elements touched, and the kernel dereferences only the state
-    // buffers `step.buffers()` says exist, which are exactly the ones passed, and the step
-    // scalars (3 elements, checked) only when they were passed.
-    unsafe { launch.launch(launch_config(n)) }.map_err(cuda_error(OP))?;
-    Ok(())
+    .map_err(cuda_error(OP))
 }
 
 /// Advances a [`StepScalars`] buffer by one step: one thread, on the stream, so the updates
@@ -193,10 +209,8 @@ pub(crate) fn optim_scalars(
     const OP: &str = "optim_scalars";
     expect_len(OP, "step scalars", scalars.len(), STEP_SCALARS_LEN)?;
     let StepScalars::Adam { lr, beta1, beta2 } = *rule;
-    let mut launch = dev.stream().launch_builder(&dev.kernels()?.adam_scalars);
-    launch.arg(scalars).arg(&lr).arg(&beta1).arg(&beta2);
-    // SAFETY: the arguments match `adam_scalars_f32`'s parameters, and the buffer holds the
-    // three elements the kernel's single thread touches.
-    unsafe { launch.launch(launch_config(1)) }.map_err(cuda_error(OP))?;
-    Ok(())
+    let kernels = dev.kernels()?;
+    // SAFETY: the buffer holds the three elements the kernel's single thread touches.
+    unsafe { kernels.adam_scalars(dev.stream(), launch_config(1), scalars, &lr, &beta1, &beta2) }
+        .map_err(cuda_error(OP))
 }

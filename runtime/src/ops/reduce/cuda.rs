@@ -1,6 +1,6 @@
 //! Launch glue of the axis sums in `reduce.cu`.
 
-use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaSlice, LaunchConfig};
 
 use crate::backend::cuda::{BLOCK, Cuda, cuda_error, expect_len, launch_config};
 use crate::error::Result;
@@ -30,23 +30,21 @@ pub(crate) fn sum_axis(
     let kernels = dev.kernels()?;
     let (outer, len, inner) = (outer as u64, len as u64, inner as u64);
     if inner == 1 {
-        let mut launch = dev.stream().launch_builder(&kernels.sum_rows);
-        launch.arg(out).arg(x).arg(&outer).arg(&len);
         let config = LaunchConfig {
             grid_dim: (n.min(65_535) as u32, 1, 1),
             block_dim: (BLOCK, 1, 1),
             shared_mem_bytes: 0,
         };
-        // SAFETY: the arguments match `sum_rows_f32`'s parameters; `x` holds `outer * len`
-        // elements and `out` `outer`, as checked; the block has the `BLOCK` threads the
-        // kernel's shared array is sized for.
-        unsafe { launch.launch(config) }.map_err(cuda_error(OP))?;
+        // SAFETY: `x` holds `outer * len` elements and `out` `outer`, as checked; the block
+        // has the `BLOCK` threads the kernel's shared array is sized for.
+        unsafe { kernels.sum_rows(dev.stream(), config, out, x, &outer, &len) }
+            .map_err(cuda_error(OP))?;
     } else {
-        let mut launch = dev.stream().launch_builder(&kernels.sum_strided);
-        launch.arg(out).arg(x).arg(&outer).arg(&len).arg(&inner);
-        // SAFETY: the arguments match `sum_strided_f32`'s parameters; `x` holds
-        // `outer * len * inner` elements and `out` `outer * inner`, as checked.
-        unsafe { launch.launch(launch_config(n)) }.map_err(cuda_error(OP))?;
+        let config = launch_config(n);
+        // SAFETY: `x` holds `outer * len * inner` elements and `out` `outer * inner`, as
+        // checked.
+        unsafe { kernels.sum_strided(dev.stream(), config, out, x, &outer, &len, &inner) }
+            .map_err(cuda_error(OP))?;
     }
     Ok(())
 }

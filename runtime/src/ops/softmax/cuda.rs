@@ -1,6 +1,6 @@
 //! Launch glue of the softmax kernels in `softmax.cu`.
 
-use cudarc::driver::{CudaSlice, PushKernelArg};
+use cudarc::driver::CudaSlice;
 
 use super::{SoftmaxAxis, SoftmaxOp};
 use crate::backend::cuda::{Cuda, cuda_error, expect_len, launch_config};
@@ -43,18 +43,12 @@ pub(crate) fn softmax(
         return Ok(());
     };
     let op = code(op);
-    let mut launch = dev.stream().launch_builder(&dev.kernels()?.softmax);
-    launch
-        .arg(out)
-        .arg(x)
-        .arg(&outer)
-        .arg(&len)
-        .arg(&inner)
-        .arg(&op);
-    // SAFETY: the arguments match `softmax_f32`'s parameters, and both buffers hold
-    // `outer * len * inner` elements (checked), the only indices the kernel touches.
-    unsafe { launch.launch(launch_config(axis.outer * axis.inner)) }.map_err(cuda_error(OP))?;
-    Ok(())
+    let kernels = dev.kernels()?;
+    let config = launch_config(axis.outer * axis.inner);
+    // SAFETY: both buffers hold `outer * len * inner` elements (checked), the only indices
+    // the kernel touches.
+    unsafe { kernels.softmax(dev.stream(), config, out, x, &outer, &len, &inner, &op) }
+        .map_err(cuda_error(OP))
 }
 
 /// `out` = the gradient through `op` along the axis, from its output `y` and the output's
@@ -77,19 +71,10 @@ pub(crate) fn softmax_backward(
         return Ok(());
     };
     let op = code(op);
-    let mut launch = dev
-        .stream()
-        .launch_builder(&dev.kernels()?.softmax_backward);
-    launch
-        .arg(out)
-        .arg(y)
-        .arg(g)
-        .arg(&outer)
-        .arg(&len)
-        .arg(&inner)
-        .arg(&op);
-    // SAFETY: the arguments match `softmax_backward_f32`'s parameters, and all three buffers
-    // hold `outer * len * inner` elements (checked), the only indices the kernel touches.
-    unsafe { launch.launch(launch_config(axis.outer * axis.inner)) }.map_err(cuda_error(OP))?;
-    Ok(())
+    let kernels = dev.kernels()?;
+    let config = launch_config(axis.outer * axis.inner);
+    // SAFETY: all three buffers hold `outer * len * inner` elements (checked), the only
+    // indices the kernel touches.
+    unsafe { kernels.softmax_backward(dev.stream(), config, out, y, g, &outer, &len, &inner, &op) }
+        .map_err(cuda_error(OP))
 }

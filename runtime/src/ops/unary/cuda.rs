@@ -1,6 +1,6 @@
 //! Launch glue of the unary kernels in `unary.cu`.
 
-use cudarc::driver::{CudaSlice, PushKernelArg};
+use cudarc::driver::CudaSlice;
 
 use super::UnaryOp;
 use crate::backend::cuda::{Cuda, cuda_error, expect_len, launch_config};
@@ -42,12 +42,10 @@ pub(crate) fn unary(
     }
     let (code, s) = encode(op);
     let count = n as u64;
-    let mut launch = dev.stream().launch_builder(&dev.kernels()?.unary);
-    launch.arg(out).arg(x).arg(&count).arg(&code).arg(&s);
-    // SAFETY: the arguments match `unary_f32`'s parameters in order and type, and both buffers
-    // hold `n` elements, the only indices the kernel touches.
-    unsafe { launch.launch(launch_config(n)) }.map_err(cuda_error("unary"))?;
-    Ok(())
+    let kernels = dev.kernels()?;
+    // SAFETY: both buffers hold `n` elements, the only indices the kernel touches.
+    unsafe { kernels.unary(dev.stream(), launch_config(n), out, x, &count, &code, &s) }
+        .map_err(cuda_error("unary"))
 }
 
 /// `x[i] = op(x[i])`.
@@ -58,12 +56,10 @@ pub(crate) fn unary_assign(dev: &Cuda, op: UnaryOp, x: &mut CudaSlice<f32>) -> R
     }
     let (code, s) = encode(op);
     let count = n as u64;
-    let mut launch = dev.stream().launch_builder(&dev.kernels()?.unary_assign);
-    launch.arg(x).arg(&count).arg(&code).arg(&s);
-    // SAFETY: the arguments match `unary_assign_f32`'s parameters, and `x` holds the `n`
-    // elements the kernel touches.
-    unsafe { launch.launch(launch_config(n)) }.map_err(cuda_error("unary_assign"))?;
-    Ok(())
+    let kernels = dev.kernels()?;
+    // SAFETY: `x` holds the `n` elements the kernel touches.
+    unsafe { kernels.unary_assign(dev.stream(), launch_config(n), x, &count, &code, &s) }
+        .map_err(cuda_error("unary_assign"))
 }
 
 /// `x[i] = value`.
@@ -73,10 +69,8 @@ pub(crate) fn fill(dev: &Cuda, x: &mut CudaSlice<f32>, value: f32) -> Result<()>
         return Ok(());
     }
     let count = n as u64;
-    let mut launch = dev.stream().launch_builder(&dev.kernels()?.fill);
-    launch.arg(x).arg(&count).arg(&value);
-    // SAFETY: the arguments match `fill_f32`'s parameters, and `x` holds the `n` elements the
-    // kernel touches.
-    unsafe { launch.launch(launch_config(n)) }.map_err(cuda_error("fill"))?;
-    Ok(())
+    let kernels = dev.kernels()?;
+    // SAFETY: `x` holds the `n` elements the kernel touches.
+    unsafe { kernels.fill(dev.stream(), launch_config(n), x, &count, &value) }
+        .map_err(cuda_error("fill"))
 }
