@@ -14,7 +14,7 @@ use declnet::prelude::*;
 use declnet::runtime::ops::binary::{BinaryOp, Broadcast};
 use declnet::runtime::ops::loss::{ClassLoss, PointwiseLoss};
 use declnet::runtime::ops::matmul::Gemm;
-use declnet::runtime::ops::optim::{OptimStep, StepScalars};
+use declnet::runtime::ops::optim::{OptimStep, STEP_SCALARS_LEN, StepScalars};
 use declnet::runtime::ops::unary::UnaryOp;
 
 /// Largest difference allowed, relative to the larger of the CPU's value and the largest
@@ -300,7 +300,7 @@ fn optim_steps(step: i32) -> Vec<OptimStep> {
             neg_step_size: -lr / (1.0 - 0.9f32.powi(step)),
             amsgrad,
             maximize,
-            device_scalars: false,
+            device_scalars: None,
         };
     let sgd = |weight_decay: f32, momentum: f32, nesterov: bool, maximize: bool| OptimStep::Sgd {
         lr,
@@ -401,15 +401,14 @@ fn device_scalars_case<B: Backend>(dev: &B) -> Outputs {
         neg_step_size: f32::NAN,
         amsgrad: true,
         maximize: false,
-        device_scalars: true,
+        device_scalars: Some(rule),
     };
     let mut param = dev.upload(&data(n, 91)).unwrap();
     let mut state: Vec<B::Storage> = (0..3).map(|_| dev.zeros(n).unwrap()).collect();
-    let mut scalars = dev.zeros(3).unwrap();
+    let mut scalars = dev.zeros(STEP_SCALARS_LEN).unwrap();
     for seed in 92..95 {
         let grad = dev.upload(&data(n, seed)).unwrap();
-        dev.optim_scalars(&rule, &mut scalars).unwrap();
-        dev.optim_step(&step, &mut param, &grad, &mut state, Some(&scalars))
+        dev.optim_step(&step, &mut param, &grad, &mut state, Some(&mut scalars))
             .unwrap();
     }
     // Without its scalars buffer the step is an error, not a read of nothing.
@@ -418,6 +417,25 @@ fn device_scalars_case<B: Backend>(dev: &B) -> Outputs {
         dev.optim_step(&step, &mut param, &grad, &mut state, None)
             .is_err()
     );
+    let counts = dev.download(&scalars).unwrap();
+    assert_eq!(
+        (counts[0], counts[3]),
+        (3.0, 0.0),
+        "three steps, and the kernel's block count back at zero"
+    );
+    // An empty parameter's step still counts.
+    let mut empty_scalars = dev.zeros(STEP_SCALARS_LEN).unwrap();
+    let (mut empty, no_grad) = (dev.zeros(0).unwrap(), dev.zeros(0).unwrap());
+    let mut empty_state: Vec<B::Storage> = (0..3).map(|_| dev.zeros(0).unwrap()).collect();
+    dev.optim_step(
+        &step,
+        &mut empty,
+        &no_grad,
+        &mut empty_state,
+        Some(&mut empty_scalars),
+    )
+    .unwrap();
+    assert_eq!(dev.download(&empty_scalars).unwrap()[0], 1.0);
     let mut outputs = vec![
         (
             "device scalars param".to_owned(),
@@ -516,6 +534,13 @@ parity_test!(sum_axis_and_transpose_match_cpu, reduce_case);
 parity_test!(losses_match_cpu, loss_case);
 parity_test!(optimizer_steps_match_cpu, optim_case);
 parity_test!(two_layer_net_training_step_matches_cpu, network_case);
+
+/// The device step scalars' own checks (the count, the kernel's block count, an empty
+/// parameter), which the parity test makes on the GPU, made on the CPU with no GPU.
+#[test]
+fn device_step_scalars_count_on_the_cpu() {
+    device_scalars_case(&Cpu);
+}
 
 #[test]
 fn cuda_new_is_an_error_not_a_panic_without_a_device() {

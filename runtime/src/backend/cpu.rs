@@ -5,7 +5,7 @@ use crate::error::Result;
 use crate::ops::binary::{self, BinaryOp, Broadcast};
 use crate::ops::loss::{self, ClassLoss, PointwiseLoss};
 use crate::ops::matmul::{self, Gemm};
-use crate::ops::optim::{self, OptimStep, StepScalars};
+use crate::ops::optim::{self, OptimStep};
 use crate::ops::reduce;
 use crate::ops::softmax::{self, SoftmaxAxis, SoftmaxOp};
 use crate::ops::unary::{self, UnaryOp};
@@ -172,12 +172,8 @@ impl Backend for Cpu {
         param: &mut Vec<f32>,
         grad: &Vec<f32>,
         state: &mut [Vec<f32>],
-        scalars: Option<&Vec<f32>>,
+        scalars: Option<&mut Vec<f32>>,
     ) -> Result<()> {
-        optim::cpu::optim_step(step, param, grad, state, scalars.map(Vec::as_slice))
-    }
-
-    fn optim_scalars(&self, rule: &StepScalars, scalars: &mut Vec<f32>) -> Result<()> {
-        optim::cpu::optim_scalars(rule, scalars)
+        optim::cpu::optim_step(step, param, grad, state, scalars.map(Vec::as_mut_slice))
     }
 }

@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::ops::binary::{BinaryOp, Broadcast};
 use crate::ops::loss::{ClassLoss, PointwiseLoss};
 use crate::ops::matmul::Gemm;
-use crate::ops::optim::{OptimStep, StepScalars};
+use crate::ops::optim::OptimStep;
 use crate::ops::softmax::{SoftmaxAxis, SoftmaxOp};
 use crate::ops::unary::UnaryOp;
 
@@ -192,12 +192,8 @@ impl Backend for Cuda {
         _: &mut Infallible,
         _: &Infallible,
         _: &mut [Infallible],
-        _: Option<&Infallible>,
+        _: Option<&mut Infallible>,
     ) -> Result<()> {
-        match self.never {}
-    }
-
-    fn optim_scalars(&self, _: &StepScalars, _: &mut Infallible) -> Result<()> {
         match self.never {}
     }
 }

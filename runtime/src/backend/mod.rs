@@ -21,7 +21,7 @@ use crate::error::Result;
 use crate::ops::binary::{BinaryOp, Broadcast};
 use crate::ops::loss::{ClassLoss, PointwiseLoss};
 use crate::ops::matmul::Gemm;
-use crate::ops::optim::{OptimStep, StepScalars};
+use crate::ops::optim::OptimStep;
 use crate::ops::softmax::{SoftmaxAxis, SoftmaxOp};
 use crate::ops::unary::UnaryOp;
 
@@ -223,8 +223,9 @@ pub trait Backend: Clone + fmt::Debug + PartialEq + Send + Sync + 'static {
 
     /// One fused optimizer update of `param` from `grad`, reading and writing the optimizer's
     /// per-parameter `state` buffers (as many as [`OptimStep::buffers`], each as long as
-    /// `param`), and reading the step's device `scalars` when
-    /// [`OptimStep::reads_device_scalars`].
+    /// `param`). When [`OptimStep::device_scalars`] has a rule, the update first advances the
+    /// parameter's step `scalars` buffer ([`StepScalars`](crate::ops::optim::StepScalars)) by it and reads them from there,
+    /// all in one launch.
     ///
     /// # Errors
     /// When the kernel fails, or `state` or `scalars` does not fit `step`.
@@ -234,13 +235,6 @@ pub trait Backend: Clone + fmt::Debug + PartialEq + Send + Sync + 'static {
         param: &mut Self::Storage,
         grad: &Self::Storage,
         state: &mut [Self::Storage],
-        scalars: Option<&Self::Storage>,
+        scalars: Option<&mut Self::Storage>,
     ) -> Result<()>;
-
-    /// Advances a [`StepScalars`] buffer (`STEP_SCALARS_LEN` elements) by one step, on the
-    /// device: the count, then the scalars of the new step.
-    ///
-    /// # Errors
-    /// When the kernel fails or the buffer has the wrong length.
-    fn optim_scalars(&self, rule: &StepScalars, scalars: &mut Self::Storage) -> Result<()>;
 }

@@ -79,8 +79,8 @@ pub(super) fn validate_adam(
 }
 
 /// The Adam-family kernel of update `step`, with the step-dependent scalars computed in `f64`
-/// as PyTorch computes them in Python; a capturable rule leaves them NaN (the kernel reads
-/// them from the device), so its update is the same at every step.
+/// as PyTorch computes them in Python; a capturable rule leaves them NaN (the kernel computes
+/// them on the device from its own count), so its update is the same at every step.
 pub(super) fn adam_kernel(
     config: &AdamConfig,
     decoupled_weight_decay: bool,
@@ -112,7 +112,11 @@ pub(super) fn adam_kernel(
         neg_step_size,
         amsgrad: config.amsgrad,
         maximize: config.maximize,
-        device_scalars: config.capturable,
+        device_scalars: config.capturable.then_some(StepScalars::Adam {
+            lr: config.lr,
+            beta1,
+            beta2,
+        }),
     }
 }
 
@@ -146,14 +150,5 @@ impl UpdateRule for AdamConfig {
 
     fn kernel(&self, step: u64) -> OptimStep {
         adam_kernel(self, false, step)
-    }
-
-    fn step_scalars(&self) -> Option<StepScalars> {
-        let (beta1, beta2) = self.betas;
-        self.capturable.then_some(StepScalars::Adam {
-            lr: self.lr,
-            beta1,
-            beta2,
-        })
     }
 }

@@ -4,7 +4,7 @@ use super::adam::{adam_kernel, validate_adam};
 use super::{AdamConfig, Optimizer, UpdateRule};
 use crate::backend::Cpu;
 use crate::error::Result;
-use crate::ops::optim::{OptimStep, StepScalars};
+use crate::ops::optim::OptimStep;
 
 /// Adam with decoupled weight decay (`p *= 1 - lr * weight_decay` before the Adam update), like
 /// `torch.optim.AdamW`.
@@ -73,10 +73,6 @@ impl UpdateRule for AdamWConfig {
 
     fn kernel(&self, step: u64) -> OptimStep {
         adam_kernel(&self.as_adam(), true, step)
-    }
-
-    fn step_scalars(&self) -> Option<StepScalars> {
-        self.as_adam().step_scalars()
     }
 }
 

@@ -48,7 +48,7 @@ use std::fmt;
 use crate::backend::{Backend, Cpu};
 use crate::error::{Error, Result, or_panic};
 use crate::module::Module;
-use crate::ops::optim::{OptimStep, STEP_SCALARS_LEN, StepScalars, fused_step};
+use crate::ops::optim::{OptimStep, STEP_SCALARS_LEN, fused_step};
 use crate::param::Param;
 use crate::shape::Shape;
 use crate::tensor::Tensor;
@@ -92,14 +92,10 @@ pub trait UpdateRule: Clone + fmt::Debug {
         0.0
     }
 
-    /// The fused update of a parameter's `step`-th update (counting from 1).
+    /// The fused update of a parameter's `step`-th update (counting from 1). A capturable
+    /// rule's update advances a step count kept on the device instead, and computes the
+    /// scalars that depend on it there ([`OptimStep::device_scalars`]).
     fn kernel(&self, step: u64) -> OptimStep;
-
-    /// The scalars the update computes on the device from a step count kept there, when the
-    /// rule is capturable ([`StepScalars`]); `None` (the default) when the host computes them.
-    fn step_scalars(&self) -> Option<StepScalars> {
-        None
-    }
 }
 
 /// Checks one hyper-parameter, PyTorch-style: `ok` or an error naming it and the expectation.
@@ -132,8 +128,9 @@ struct Slot<B: Backend> {
     step: u64,
     /// Empty until the first update, then one buffer per [`UpdateRule::buffer_names`].
     buffers: Vec<B::Storage>,
-    /// A capturable rule's [`StepScalars`] buffer, whose count is the truth once a captured
-    /// graph has replayed updates (`step` counts only those run from the host).
+    /// A capturable rule's [`StepScalars`](crate::ops::optim::StepScalars) buffer, whose
+    /// count is the truth once a captured graph has replayed updates (`step` counts only those
+    /// run from the host).
     scalars: Option<B::Storage>,
 }
 
@@ -452,27 +449,16 @@ fn update<R: UpdateRule, B: Backend>(
             slot.buffers.push(buffer);
         }
     }
-    let scalars = match rule.step_scalars() {
-        Some(step_scalars) => {
-            let scalars = match &mut slot.scalars {
-                Some(scalars) => scalars,
-                None => {
-                    let mut initial = [0.0; STEP_SCALARS_LEN];
-                    initial[0] = slot.steps_done()? as f32;
-                    slot.scalars.insert(value.device.upload(&initial)?)
-                }
-            };
-            value.device.optim_scalars(&step_scalars, scalars)?;
-            Some(&*scalars)
+    let kernel = rule.kernel(slot.step + 1);
+    let scalars = match (kernel.device_scalars(), &mut slot.scalars) {
+        (None, _) => None,
+        (Some(_), Some(scalars)) => Some(scalars),
+        (Some(_), None) => {
+            let mut initial = [0.0; STEP_SCALARS_LEN];
+            initial[0] = slot.steps_done()? as f32;
+            Some(slot.scalars.insert(value.device.upload(&initial)?))
         }
-        None => None,
     };
     slot.step += 1;
-    fused_step(
-        &rule.kernel(slot.step),
-        value,
-        grad,
-        &mut slot.buffers,
-        scalars,
-    )
+    fused_step(&kernel, value, grad, &mut slot.buffers, scalars)
 }

@@ -183,25 +183,20 @@ kernel_table! {
         );
     }
     optim {
-        /// One fused optimizer update of `param`, with up to three state buffers.
+        /// One fused optimizer update of `param`, with up to three state buffers, advancing
+        /// its step scalars first when it reads them.
         fn optim_step = "optim_step_f32"(
             param: &mut CudaSlice<f32>,
             grad: &CudaSlice<f32>,
             s0: Option<&mut CudaSlice<f32>>,
             s1: Option<&mut CudaSlice<f32>>,
             s2: Option<&mut CudaSlice<f32>>,
-            scalars: Option<&CudaSlice<f32>>,
+            scalars: Option<&mut CudaSlice<f32>>,
             n: &u64,
             kind: &i32,
             flags: &u32,
             hyper: &optim::cuda::Hyper,
-        );
-        /// Advances a step-scalars buffer by one Adam step (one thread).
-        fn adam_scalars = "adam_scalars_f32"(
-            scalars: &mut CudaSlice<f32>,
-            lr: &f64,
-            beta1: &f64,
-            beta2: &f64,
+            rule: &optim::cuda::AdamRule,
         );
     }
     softmax {

@@ -27,7 +27,7 @@ use crate::error::{Error, Result};
 use crate::ops::binary::{self, BinaryOp, Broadcast};
 use crate::ops::loss::{self, ClassLoss, PointwiseLoss};
 use crate::ops::matmul::{self, Gemm};
-use crate::ops::optim::{self, OptimStep, StepScalars};
+use crate::ops::optim::{self, OptimStep};
 use crate::ops::reduce;
 use crate::ops::softmax::{self, SoftmaxAxis, SoftmaxOp};
 use crate::ops::unary::{self, UnaryOp};
@@ -443,15 +443,10 @@ impl Backend for Cuda {
         param: &mut CudaSlice<f32>,
         grad: &CudaSlice<f32>,
         state: &mut [CudaSlice<f32>],
-        scalars: Option<&CudaSlice<f32>>,
+        scalars: Option<&mut CudaSlice<f32>>,
     ) -> Result<()> {
         self.recorder.record(|| format!("{step:?} {}", param.len()));
         optim::cuda::optim_step(self, step, param, grad, state, scalars)
-    }
-
-    fn optim_scalars(&self, rule: &StepScalars, scalars: &mut CudaSlice<f32>) -> Result<()> {
-        self.recorder.record(|| format!("{rule:?}"));
-        optim::cuda::optim_scalars(self, rule, scalars)
     }
 }
 

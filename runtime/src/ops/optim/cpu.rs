@@ -7,11 +7,11 @@
 //! 7e-6 relative). The other rules measured no closer with `mul_add`, so they keep PyTorch's
 //! written order of separate operations.
 
-use super::OptimStep;
+use super::{OptimStep, STEP_SCALARS_LEN};
 use crate::error::{Error, Result};
 
 /// Applies `step` to `param` elementwise; `state` holds [`OptimStep::buffers`] buffers, and
-/// `scalars` the step's [`StepScalars`](super::StepScalars) buffer when it reads one.
+/// `scalars` the parameter's [`StepScalars`](super::StepScalars) buffer when the step advances and reads one.
 ///
 /// `mul_add` is one instruction only where the CPU has FMA; elsewhere it is a library call per
 /// element (20x slower here). So the kernel is compiled twice and picked at run time.
@@ -20,7 +20,7 @@ pub(crate) fn optim_step(
     param: &mut [f32],
     grad: &[f32],
     state: &mut [Vec<f32>],
-    scalars: Option<&[f32]>,
+    scalars: Option<&mut [f32]>,
 ) -> Result<()> {
     let step = &with_device_scalars(step, scalars)?;
     #[cfg(target_arch = "x86_64")]
@@ -260,44 +260,35 @@ fn optim_step_portable(
     Ok(())
 }
 
-/// The error for a state slice that does not fit the step (a bug in the optimizer driving it).
-/// `step` with the scalars it reads from the device written into its fields.
-fn with_device_scalars(step: &OptimStep, scalars: Option<&[f32]>) -> Result<OptimStep> {
+/// `step` with the scalars it reads from the device written into its fields, after advancing
+/// them by one step.
+fn with_device_scalars(step: &OptimStep, scalars: Option<&mut [f32]>) -> Result<OptimStep> {
     let mut step = *step;
     if let OptimStep::Adam {
         bias_correction2_sqrt,
         neg_step_size,
-        device_scalars: device_scalars @ true,
+        device_scalars,
         ..
     } = &mut step
+        && let Some(rule) = device_scalars.take()
     {
-        let Some(&[_, bias_correction, step_size]) = scalars else {
+        let buffer: Option<&mut [f32; STEP_SCALARS_LEN]> =
+            scalars.and_then(|scalars| scalars.try_into().ok());
+        let Some(buffer) = buffer else {
             return Err(Error::Backend {
                 op: "optim_step",
-                message: format!("expected a step scalars buffer of 3 for {step:?}"),
+                message: format!(
+                    "expected a step scalars buffer of {STEP_SCALARS_LEN} for {rule:?}"
+                ),
             });
         };
-        (*bias_correction2_sqrt, *neg_step_size) = (bias_correction, step_size);
-        *device_scalars = false;
+        *buffer = rule.advance(*buffer);
+        (*bias_correction2_sqrt, *neg_step_size) = (buffer[1], buffer[2]);
     }
     Ok(step)
 }
 
-/// Advances a [`StepScalars`](super::StepScalars) buffer by one step.
-pub(crate) fn optim_scalars(rule: &super::StepScalars, scalars: &mut [f32]) -> Result<()> {
-    let len = scalars.len();
-    let buffer: &mut [f32; super::STEP_SCALARS_LEN] =
-        scalars.try_into().map_err(|_| Error::Backend {
-            op: "optim_scalars",
-            message: format!(
-                "the step scalars buffer holds {len} elements, expected {}",
-                super::STEP_SCALARS_LEN
-            ),
-        })?;
-    *buffer = rule.advance(*buffer);
-    Ok(())
-}
-
+/// The error for a state slice that does not fit the step (a bug in the optimizer driving it).
 fn state_error(step: &OptimStep) -> Error {
     Error::Backend {
         op: "optim_step",

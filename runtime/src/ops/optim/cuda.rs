@@ -29,6 +29,25 @@ unsafe impl CValue for Hyper {
     const C_TYPE: &'static str = "Hyper";
 }
 
+/// `optim.cu`'s `AdamRule`: the learning rate and betas of a [`StepScalars::Adam`] (zeros for
+/// a step without device scalars, which the kernel then ignores).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub(crate) struct AdamRule {
+    lr: f64,
+    beta1: f64,
+    beta2: f64,
+}
+
+// SAFETY: `AdamRule` is `repr(C)` plain data, laid out like
+// `struct AdamRule { double lr; double beta1; double beta2; }`.
+unsafe impl DeviceRepr for AdamRule {}
+
+// SAFETY: as above.
+unsafe impl CValue for AdamRule {
+    const C_TYPE: &'static str = "AdamRule";
+}
+
 /// `step` as `optim.cu`'s kind, flags and hyper-parameters.
 fn encode(step: &OptimStep) -> (i32, u32, Hyper) {
     let flag = |set: bool, bit: u32| if set { bit } else { 0 };
@@ -71,7 +90,7 @@ fn encode(step: &OptimStep) -> (i32, u32, Hyper) {
             1,
             flag(maximize, MAXIMIZE)
                 | flag(amsgrad, AMSGRAD)
-                | flag(device_scalars, DEVICE_SCALARS),
+                | flag(device_scalars.is_some(), DEVICE_SCALARS),
             [
                 decay_factor,
                 weight_decay,
@@ -133,14 +152,14 @@ fn encode(step: &OptimStep) -> (i32, u32, Hyper) {
 }
 
 /// Applies `step` to `param` elementwise; `state` holds [`OptimStep::buffers`] buffers, and
-/// `scalars` the step's [`StepScalars`] buffer when it reads one.
+/// `scalars` the parameter's [`StepScalars`] buffer when the step advances and reads one.
 pub(crate) fn optim_step(
     dev: &Cuda,
     step: &OptimStep,
     param: &mut CudaSlice<f32>,
     grad: &CudaSlice<f32>,
     state: &mut [CudaSlice<f32>],
-    scalars: Option<&CudaSlice<f32>>,
+    scalars: Option<&mut CudaSlice<f32>>,
 ) -> Result<()> {
     const OP: &str = "optim_step";
     if state.len() != step.buffers() {
@@ -149,13 +168,13 @@ pub(crate) fn optim_step(
             message: format!("expected {} state buffers for {step:?}", step.buffers()),
         });
     }
-    let scalars = match (step.reads_device_scalars(), scalars) {
-        (false, _) => None,
-        (true, Some(scalars)) => {
+    let (scalars, rule) = match (step.device_scalars(), scalars) {
+        (None, _) => (None, AdamRule::default()),
+        (Some(StepScalars::Adam { lr, beta1, beta2 }), Some(scalars)) => {
             expect_len(OP, "step scalars", scalars.len(), STEP_SCALARS_LEN)?;
-            Some(scalars)
+            (Some(scalars), AdamRule { lr, beta1, beta2 })
         }
-        (true, None) => {
+        (Some(_), None) => {
             return Err(Error::Backend {
                 op: OP,
                 message: format!("expected a step scalars buffer for {step:?}"),
@@ -167,7 +186,8 @@ pub(crate) fn optim_step(
     for buffer in state.iter() {
         expect_len(OP, "state buffer", buffer.len(), n)?;
     }
-    if n == 0 {
+    // An empty parameter's step still advances its step scalars (one block, no elements).
+    if n == 0 && scalars.is_none() {
         return Ok(());
     }
     let (kind, flags, hyper) = encode(step);
@@ -179,7 +199,8 @@ pub(crate) fn optim_step(
     let config = launch_config(n);
     // SAFETY: `param`, `grad` and each present state buffer hold the `n` elements touched;
     // the kernel dereferences only the state buffers `step.buffers()` says exist, which are
-    // exactly the ones passed, and the step scalars (3 elements, checked) only when passed.
+    // exactly the ones passed, and the step scalars (`STEP_SCALARS_LEN` elements, checked)
+    // only when passed.
     unsafe {
         kernels.optim_step(
             dev.stream(),
@@ -194,23 +215,8 @@ pub(crate) fn optim_step(
             &kind,
             &flags,
             &hyper,
+            &rule,
         )
     }
     .map_err(cuda_error(OP))
-}
-
-/// Advances a [`StepScalars`] buffer by one step: one thread, on the stream, so the updates
-/// launched after it read the new scalars.
-pub(crate) fn optim_scalars(
-    dev: &Cuda,
-    rule: &StepScalars,
-    scalars: &mut CudaSlice<f32>,
-) -> Result<()> {
-    const OP: &str = "optim_scalars";
-    expect_len(OP, "step scalars", scalars.len(), STEP_SCALARS_LEN)?;
-    let StepScalars::Adam { lr, beta1, beta2 } = *rule;
-    let kernels = dev.kernels()?;
-    // SAFETY: the buffer holds the three elements the kernel's single thread touches.
-    unsafe { kernels.adam_scalars(dev.stream(), launch_config(1), scalars, &lr, &beta1, &beta2) }
-        .map_err(cuda_error(OP))
 }

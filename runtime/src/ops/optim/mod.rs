@@ -5,8 +5,9 @@
 //! Scalars that depend only on the step count (bias corrections, decayed learning rates) are
 //! computed by the optimizer on the host in `f64`, as PyTorch does in Python, and arrive here
 //! rounded to `f32`, as PyTorch's kernels receive them. A capturable Adam instead keeps its
-//! step count on the device and computes them there ([`StepScalars`]), with the same `f64`
-//! formulas, so a captured CUDA graph replays them right.
+//! step count on the device and the update advances it and computes them there
+//! ([`StepScalars`]), with the same `f64` formulas, so a captured CUDA graph replays them
+//! right, still in one launch per parameter.
 
 pub(crate) mod cpu;
 #[cfg(feature = "cuda")]
@@ -59,9 +60,9 @@ pub enum OptimStep {
         bias_correction2_sqrt: f32,
         /// `-lr / (1 - beta1^step)`.
         neg_step_size: f32,
-        /// Read the two scalars above from the step's device scalars (written by
-        /// [`Backend::optim_scalars`]) instead of these fields.
-        device_scalars: bool,
+        /// `Some(rule)`: advance the parameter's device step scalars by `rule` and read the two
+        /// scalars above from them instead of these fields (see [`StepScalars`]).
+        device_scalars: Option<StepScalars>,
         /// Use the running maximum of the second moment.
         amsgrad: bool,
         /// Ascend instead of descend.
@@ -116,8 +117,10 @@ pub enum OptimStep {
 }
 
 /// The scalars of an update that depend on the step count, computed on the device from a
-/// count kept there by [`Backend::optim_scalars`]. Their buffer holds three `f32`s: the step
-/// count (exact up to 2^24 steps), then the two scalars [`OptimStep`] reads from it.
+/// count kept there: each [`Backend::optim_step`] that reads them first advances them by one
+/// step. Their buffer holds [`STEP_SCALARS_LEN`] `f32`s: the step count (exact up to 2^24
+/// steps), the two scalars [`OptimStep`] reads, and a word the CUDA kernel uses to count its
+/// blocks within a launch, zero between launches.
 #[derive(Debug, Clone, Copy, PartialEq)]
 #[non_exhaustive]
 pub enum StepScalars {
@@ -133,11 +136,11 @@ pub enum StepScalars {
 }
 
 /// The length of a [`StepScalars`] buffer.
-pub const STEP_SCALARS_LEN: usize = 3;
+pub const STEP_SCALARS_LEN: usize = 4;
 
 impl StepScalars {
     /// The buffer after one more step, from the buffer before it: what every backend's
-    /// `optim_scalars` computes, in `f64` like the host path.
+    /// [`Backend::optim_step`] computes before the update, in `f64` like the host path.
     #[must_use]
     pub fn advance(&self, before: [f32; STEP_SCALARS_LEN]) -> [f32; STEP_SCALARS_LEN] {
         match *self {
@@ -149,6 +152,7 @@ impl StepScalars {
                     step as f32,
                     bias_correction2.sqrt() as f32,
                     (-lr / bias_correction1) as f32,
+                    before[3],
                 ]
             }
         }
@@ -156,16 +160,13 @@ impl StepScalars {
 }
 
 impl OptimStep {
-    /// Whether the step reads step scalars from the device (see [`StepScalars`]).
+    /// The rule of the step scalars the step advances and reads on the device, if it does.
     #[must_use]
-    pub fn reads_device_scalars(&self) -> bool {
-        matches!(
-            *self,
-            Self::Adam {
-                device_scalars: true,
-                ..
-            }
-        )
+    pub fn device_scalars(&self) -> Option<StepScalars> {
+        match *self {
+            Self::Adam { device_scalars, .. } => device_scalars,
+            _ => None,
+        }
     }
 
     /// The number of state buffers this step reads and writes.
@@ -184,13 +185,13 @@ impl OptimStep {
 }
 
 /// Runs `step` on `param` with `grad`, the parameter's `state` buffers and, when the step
-/// reads them, its device step `scalars`.
+/// advances and reads them, its device step `scalars`.
 pub(crate) fn fused_step<B: Backend>(
     step: &OptimStep,
     param: &mut Tensor<B>,
     grad: &Tensor<B>,
     state: &mut [B::Storage],
-    scalars: Option<&B::Storage>,
+    scalars: Option<&mut B::Storage>,
 ) -> Result<()> {
     param.check_same_device("optimizer step", grad)?;
     if grad.shape != param.shape || state.len() != step.buffers() {

@@ -4,9 +4,10 @@
 //
 // `kind` is the `OptimStep` variant and `h` its hyper-parameters, in the order `cuda.rs`
 // writes them; `s0`..`s2` are the state buffers in `OptimStep`'s documented order (null when
-// the step has fewer); `scalars` is the step's `StepScalars` buffer (count, then Adam's
-// `bias_correction2_sqrt` and `neg_step_size`), read instead of `h` with
-// `FLAG_DEVICE_SCALARS`, else null.
+// the step has fewer). With `FLAG_DEVICE_SCALARS`, `scalars` is the parameter's
+// `StepScalars` buffer (the count, Adam's `bias_correction2_sqrt` and `neg_step_size`, and a
+// count of arrived blocks), which the kernel advances by one step of `rule` and reads instead
+// of `h`; else null.
 
 #define KIND_SGD 0
 #define KIND_ADAM 1
@@ -25,6 +26,13 @@ struct Hyper {
     float v[8];
 };
 
+// Adam's learning rate and betas, for the step scalars.
+struct AdamRule {
+    double lr;
+    double beta1;
+    double beta2;
+};
+
 // PyTorch's lerp for a scalar weight: the form depends on |weight| < 0.5.
 __device__ float lerp(float start, float end, float weight) {
     if (fabsf(weight) < 0.5f) {
@@ -41,13 +49,41 @@ __device__ float effective_grad(float g, float p, float weight_decay, unsigned i
     return weight_decay == 0.0f ? g : fmaf(weight_decay, p, g);
 }
 
+// Adam's step scalars for the step after `scalars`' count, in double precision like the host
+// path (`StepScalars::advance`): `sqrt(1 - beta2^t)` and `-lr / (1 - beta1^t)`. Each block's
+// first thread computes them from the count and shares them; once every block has read the
+// count, the last block to arrive stores the new step in the buffer.
+__device__ void advance_adam_scalars(float* scalars, AdamRule rule, Hyper* h) {
+    __shared__ float shared[2];
+    __shared__ double step;
+    if (threadIdx.x == 0) {
+        step = (double)scalars[0] + 1.0;
+        shared[0] = (float)sqrt(1.0 - pow(rule.beta2, step));
+        shared[1] = (float)(-rule.lr / (1.0 - pow(rule.beta1, step)));
+    }
+    __syncthreads();
+    h->v[6] = shared[0];
+    h->v[7] = shared[1];
+    if (threadIdx.x == 0) {
+        // Orders this block's read of the count before its arrival, and the last block's
+        // arrival before its stores.
+        __threadfence();
+        unsigned int* arrived = (unsigned int*)&scalars[3];
+        if (atomicAdd(arrived, 1u) == gridDim.x - 1) {
+            scalars[0] = (float)step;
+            scalars[1] = shared[0];
+            scalars[2] = shared[1];
+            *arrived = 0u;
+        }
+    }
+}
+
 extern "C" __global__ void optim_step_f32(
-    float* param, const float* grad, float* s0, float* s1, float* s2, const float* scalars,
-    unsigned long long n, int kind, unsigned int flags, Hyper h
+    float* param, const float* grad, float* s0, float* s1, float* s2, float* scalars,
+    unsigned long long n, int kind, unsigned int flags, Hyper h, AdamRule rule
 ) {
     if (flags & FLAG_DEVICE_SCALARS) {
-        h.v[6] = scalars[1];
-        h.v[7] = scalars[2];
+        advance_adam_scalars(scalars, rule, &h);
     }
     unsigned long long step = (unsigned long long)blockDim.x * gridDim.x;
     for (unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
@@ -139,16 +175,4 @@ extern "C" __global__ void optim_step_f32(
         }
         param[i] = p;
     }
-}
-
-// Advances a `StepScalars` buffer by one Adam step, in double precision like the host path:
-// the count, `sqrt(1 - beta2^t)` and `-lr / (1 - beta1^t)`. One thread.
-extern "C" __global__ void adam_scalars_f32(float* scalars, double lr, double beta1, double beta2) {
-    if (blockIdx.x != 0 || threadIdx.x != 0) {
-        return;
-    }
-    double step = (double)scalars[0] + 1.0;
-    scalars[0] = (float)step;
-    scalars[1] = (float)sqrt(1.0 - pow(beta2, step));
-    scalars[2] = (float)(-lr / (1.0 - pow(beta1, step)));
 }
