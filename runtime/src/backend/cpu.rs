@@ -1,7 +1,7 @@
 //! The [`Cpu`] backend: `Vec<f32>` storage, GEMM on faer, plain loops for the rest.
 
 use super::Backend;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::ops::binary::{self, BinaryOp, Broadcast};
 use crate::ops::loss::{self, ClassLoss, PointwiseLoss};
 use crate::ops::matmul::{self, Gemm};
@@ -14,6 +14,22 @@ use crate::ops::unary::{self, UnaryOp};
 /// rayon's pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Cpu;
+
+/// Checks that a copy's destination is as long as its source, as the CUDA backend does.
+fn same_len(op: &'static str, src: &[f32], dst: &[f32]) -> Result<()> {
+    if src.len() == dst.len() {
+        Ok(())
+    } else {
+        Err(Error::Backend {
+            op,
+            message: format!(
+                "destination holds {} elements, expected {}",
+                dst.len(),
+                src.len()
+            ),
+        })
+    }
+}
 
 impl Backend for Cpu {
     type Storage = Vec<f32>;
@@ -35,6 +51,7 @@ impl Backend for Cpu {
     }
 
     fn upload_into(&self, data: &[f32], dst: &mut Vec<f32>) -> Result<()> {
+        same_len("upload_into", data, dst)?;
         dst.copy_from_slice(data);
         Ok(())
     }
@@ -48,6 +65,7 @@ impl Backend for Cpu {
     }
 
     fn copy_into(&self, src: &Vec<f32>, dst: &mut Vec<f32>) -> Result<()> {
+        same_len("copy_into", src, dst)?;
         dst.copy_from_slice(src);
         Ok(())
     }
@@ -175,5 +193,24 @@ impl Backend for Cpu {
         scalars: Option<&mut Vec<f32>>,
     ) -> Result<()> {
         optim::cpu::optim_step(step, param, grad, state, scalars.map(Vec::as_mut_slice))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copies_of_the_wrong_length_are_errors_not_panics() {
+        let mut dst = vec![0.0; 2];
+        let error = Cpu.upload_into(&[1.0; 3], &mut dst).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "upload_into: destination holds 2 elements, expected 3"
+        );
+        assert!(Cpu.copy_into(&vec![1.0], &mut dst).is_err());
+        assert_eq!(dst, [0.0, 0.0], "nothing written");
+        Cpu.upload_into(&[1.0, 2.0], &mut dst).unwrap();
+        assert_eq!(dst, [1.0, 2.0]);
     }
 }
