@@ -76,7 +76,9 @@ extern "C" __global__ void class_loss_f32(
         const float* row = x + r * classes;
         float* grad_row = grad + r * classes;
         float label_f = labels[r];
-        if (!(label_f >= 0.0f && label_f < (float)classes && label_f == floorf(label_f))) {
+        // In double, where `classes` converts exactly even above 2^24.
+        if (!(label_f >= 0.0f && (double)label_f < (double)classes &&
+              label_f == floorf(label_f))) {
             // Out of range (the host checks first; this keeps the kernel in bounds anyway).
             values[r] = __int_as_float(0x7fc00000);
             for (unsigned long long j = 0; j < classes; ++j) {

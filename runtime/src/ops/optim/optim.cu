@@ -53,7 +53,7 @@ __device__ float effective_grad(float g, float p, float weight_decay, unsigned i
 // path (`StepScalars::advance`): `sqrt(1 - beta2^t)` and `-lr / (1 - beta1^t)`. Each block's
 // first thread computes them from the count and shares them; once every block has read the
 // count, the last block to arrive stores the new step in the buffer.
-__device__ void advance_adam_scalars(float* scalars, AdamRule rule, Hyper* h) {
+__device__ float2 advance_adam_scalars(float* scalars, AdamRule rule) {
     __shared__ float shared[2];
     __shared__ double step;
     if (threadIdx.x == 0) {
@@ -62,8 +62,7 @@ __device__ void advance_adam_scalars(float* scalars, AdamRule rule, Hyper* h) {
         shared[1] = (float)(-rule.lr / (1.0 - pow(rule.beta1, step)));
     }
     __syncthreads();
-    h->v[6] = shared[0];
-    h->v[7] = shared[1];
+    float2 current = make_float2(shared[0], shared[1]);
     if (threadIdx.x == 0) {
         // Orders this block's read of the count before its arrival, and the last block's
         // arrival before its stores.
@@ -76,6 +75,7 @@ __device__ void advance_adam_scalars(float* scalars, AdamRule rule, Hyper* h) {
             *arrived = 0u;
         }
     }
+    return current;
 }
 
 extern "C" __global__ void optim_step_f32(
@@ -83,7 +83,9 @@ extern "C" __global__ void optim_step_f32(
     unsigned long long n, int kind, unsigned int flags, Hyper h, AdamRule rule
 ) {
     if (flags & FLAG_DEVICE_SCALARS) {
-        advance_adam_scalars(scalars, rule, &h);
+        float2 current = advance_adam_scalars(scalars, rule);
+        h.v[6] = current.x;
+        h.v[7] = current.y;
     }
     unsigned long long step = (unsigned long long)blockDim.x * gridDim.x;
     for (unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
