@@ -256,9 +256,32 @@ fn replacing_a_tensor_of_the_state_is_refused() {
         training.optimizer.try_step(&mut training.net)
     });
     let error = graph.capture(&device).unwrap_err().to_string();
-    assert!(error.contains("in place"), "{error}");
+    assert!(
+        error.contains("frees 1 buffer(s) of its state") && error.contains("in place"),
+        "{error}"
+    );
     graph.run().unwrap();
     assert!(graph.state().loss.item().is_finite());
+}
+
+#[test]
+fn keeping_a_new_tensor_in_the_state_is_refused() {
+    let _turn = gpu_turn();
+    let Some(device) = cuda_or_skip() else {
+        return;
+    };
+    let state = (Training::new(&device, sgd(0.0)), Vec::new());
+    let mut graph = StepGraph::new(state, |(training, losses)| {
+        losses.push(training.forward_backward()?);
+        training.optimizer.try_step(&mut training.net)
+    });
+    let error = graph.capture(&device).unwrap_err().to_string();
+    assert!(error.contains("keeps a buffer it allocated"), "{error}");
+    // The refused graph ran once, so the loss it kept holds a value.
+    let losses = &graph.state().1;
+    assert_eq!(losses.len(), 2);
+    assert!(losses.iter().all(|loss| loss.item().is_finite()));
+    graph.run().unwrap();
 }
 
 network! {

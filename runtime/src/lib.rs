@@ -26,6 +26,8 @@ mod shape;
 mod step_graph;
 mod tensor;
 
+#[cfg(feature = "cuda")]
+pub use backend::CudaBuffer;
 pub use backend::{Backend, Cpu, Cuda};
 pub use error::{Error, Result};
 pub use io::ModuleIo;

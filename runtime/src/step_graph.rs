@@ -2,7 +2,7 @@
 //! a CUDA graph and replayed, so each step costs one launch instead of one per op.
 
 use crate::backend::{CapturedGraph, Cuda};
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// A training step and the state it updates, run eagerly or, once [captured](Self::capture)
 /// on a GPU, replayed as a CUDA graph.
@@ -67,6 +67,25 @@ pub struct StepGraph<S> {
     graph: Option<CapturedGraph>,
     step: fn(&mut S) -> Result<()>,
     state: S,
+    /// A failed capture left the state naming memory of a discarded graph.
+    lost: bool,
+}
+
+/// Why a step was not captured, and whether its state survived.
+pub(crate) struct CaptureFailure {
+    pub(crate) error: Error,
+    /// The driver failed the capture after the step stored buffers the discarded graph
+    /// allocated: the state names memory that does not exist.
+    pub(crate) state_lost: bool,
+}
+
+impl From<Error> for CaptureFailure {
+    fn from(error: Error) -> Self {
+        Self {
+            error,
+            state_lost: false,
+        }
+    }
 }
 
 impl<S> StepGraph<S> {
@@ -76,6 +95,7 @@ impl<S> StepGraph<S> {
             graph: None,
             step,
             state,
+            lost: false,
         }
     }
 
@@ -87,11 +107,31 @@ impl<S> StepGraph<S> {
     /// cannot capture it; when the captured step differs from the eager one (scalars or
     /// control flow that change between steps); or when it replaces the state's tensors
     /// instead of writing into them. The state is kept and the step stays eager; the recorded
-    /// step has then run once, as far as it got, exactly as if it had run eagerly (unless
-    /// the driver itself failed to capture it).
+    /// step has then run once, as far as it got, exactly as if it had run eagerly. Only when
+    /// the driver itself fails the capture of a step that stored new tensors in its state is
+    /// the state lost (those tensors name memory of the discarded graph): the error says so,
+    /// and every later `capture`, `run` or `run_eagerly` fails.
     pub fn capture(&mut self, device: &Cuda) -> Result<()> {
+        self.check_state()?;
         self.graph = None;
-        self.graph = Some(device.capture_step(&mut self.state, self.step)?);
+        match device.capture_step(&mut self.state, self.step) {
+            Ok(graph) => self.graph = Some(graph),
+            Err(failure) => {
+                self.lost = failure.state_lost;
+                return Err(failure.error);
+            }
+        }
+        Ok(())
+    }
+
+    /// Fails once a failed capture has lost the state.
+    fn check_state(&self) -> Result<()> {
+        if self.lost {
+            return Err(Error::Backend {
+                op: "StepGraph",
+                message: "the state was lost by a failed capture: build a new one".to_owned(),
+            });
+        }
         Ok(())
     }
 
@@ -105,8 +145,9 @@ impl<S> StepGraph<S> {
     /// run eagerly when nothing is captured.
     ///
     /// # Errors
-    /// When the launch fails, or the eager step does.
+    /// When the launch fails, or the eager step does, or a failed capture lost the state.
     pub fn run(&mut self) -> Result<()> {
+        self.check_state()?;
         match &self.graph {
             Some(graph) => graph.replay(),
             None => self.run_eagerly(),
@@ -117,8 +158,9 @@ impl<S> StepGraph<S> {
     /// the step writes into the same buffers).
     ///
     /// # Errors
-    /// When the step does.
+    /// When the step does, or a failed capture lost the state.
     pub fn run_eagerly(&mut self) -> Result<()> {
+        self.check_state()?;
         (self.step)(&mut self.state)
     }
 

@@ -12,6 +12,7 @@ use crate::ops::matmul::Gemm;
 use crate::ops::optim::OptimStep;
 use crate::ops::softmax::{SoftmaxAxis, SoftmaxOp};
 use crate::ops::unary::UnaryOp;
+use crate::step_graph::CaptureFailure;
 
 /// An NVIDIA GPU; this build has no CUDA support (enable the `cuda` feature).
 #[derive(Debug, Clone, PartialEq)]
@@ -47,7 +48,7 @@ impl Cuda {
         &self,
         _: &mut S,
         _: fn(&mut S) -> Result<()>,
-    ) -> Result<CapturedGraph> {
+    ) -> Result<CapturedGraph, CaptureFailure> {
         match self.never {}
     }
 }

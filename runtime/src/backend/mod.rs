@@ -14,6 +14,8 @@ mod cuda;
 pub use cpu::Cpu;
 pub(crate) use cuda::CapturedGraph;
 pub use cuda::Cuda;
+#[cfg(feature = "cuda")]
+pub use cuda::CudaBuffer;
 
 use std::fmt;
 

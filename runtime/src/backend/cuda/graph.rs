@@ -1,27 +1,36 @@
 //! Capturing a training step as a CUDA graph, for [`StepGraph`](crate::StepGraph): the capture
 //! itself, the checks that make replaying it safe, and the [`Recorder`] those checks read.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::mem::MaybeUninit;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use cudarc::driver::{CudaGraph, CudaStream, DriverError, sys};
+use cudarc::driver::{CudaGraph, CudaSlice, CudaStream, DriverError, sys};
 
 use super::{Cuda, cuda_error};
 use crate::backend::Backend as _;
 use crate::error::{Error, Result};
+use crate::step_graph::CaptureFailure;
 
 const OP: &str = "StepGraph::capture";
 
-/// What the device's ops report while a step is captured: whether a capture is running (host
-/// copies must then fail), and a trace of the kernels launched, to compare the captured step
-/// with the eager step before it.
+/// What the device's ops and buffers report while a step is captured: whether a capture is
+/// running (host copies must then fail), a trace of the kernels launched, to compare the
+/// captured step with the eager step before it, and what became of buffers (see
+/// [`CudaBuffer`](super::CudaBuffer)).
 #[derive(Debug, Default)]
 pub(crate) struct Recorder {
-    capturing: AtomicBool,
+    /// The running capture's id, 0 when none runs.
+    capture: AtomicU64,
+    /// The last capture id handed out.
+    captures: AtomicU64,
     tracing: AtomicBool,
     trace: Mutex<Vec<String>>,
+    /// Buffers from before the running capture that were dropped during it, to free after.
+    deferred: Mutex<Vec<CudaSlice<f32>>>,
+    /// Buffers the running capture allocated that are still alive.
+    live: AtomicUsize,
 }
 
 impl Recorder {
@@ -38,7 +47,38 @@ impl Recorder {
 
     /// Whether a step is being captured on this device.
     pub(crate) fn is_capturing(&self) -> bool {
-        self.capturing.load(Ordering::Relaxed)
+        self.capture_id().is_some()
+    }
+
+    /// The id of the capture running on this device, if one is.
+    pub(crate) fn capture_id(&self) -> Option<u64> {
+        Some(self.capture.load(Ordering::Acquire)).filter(|&id| id != 0)
+    }
+
+    /// Counts a buffer just allocated, by the capture that allocated it (`capture`).
+    pub(crate) fn allocated(&self, capture: Option<u64>) {
+        if capture.is_some() {
+            self.live.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether a buffer allocated by `capture` (`None`: outside any) and dropped now must be
+    /// set aside: a capture is running, and did not allocate it. Otherwise it is freed now,
+    /// and counted as such.
+    pub(crate) fn frees_outside_capture(&self, capture: Option<u64>) -> bool {
+        let running = self.capture_id();
+        if running.is_some() && running == capture {
+            self.live.fetch_sub(1, Ordering::Relaxed);
+        }
+        running.is_some() && running != capture
+    }
+
+    /// Sets aside a buffer dropped inside a capture that did not allocate it.
+    pub(crate) fn defer_free(&self, slice: CudaSlice<f32>) {
+        self.deferred
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(slice);
     }
 
     /// Fails with `why` for `op` while a step is being captured: `op` cannot be recorded.
@@ -65,10 +105,21 @@ impl Recorder {
             });
         }
         let _done = TracingDone(self);
-        self.capturing.store(capturing, Ordering::Release);
+        if capturing {
+            self.live.store(0, Ordering::Relaxed);
+            let id = self.captures.fetch_add(1, Ordering::Relaxed) + 1;
+            self.capture.store(id, Ordering::Release);
+        }
         let result = f();
         let trace = std::mem::take(&mut *self.trace.lock().unwrap_or_else(PoisonError::into_inner));
         Ok((result, trace))
+    }
+
+    /// After a capture: the buffers it set aside, and how many it allocated that are alive.
+    fn capture_leftovers(&self) -> (Vec<CudaSlice<f32>>, usize) {
+        let deferred =
+            std::mem::take(&mut *self.deferred.lock().unwrap_or_else(PoisonError::into_inner));
+        (deferred, self.live.load(Ordering::Relaxed))
     }
 }
 
@@ -77,7 +128,7 @@ struct TracingDone<'a>(&'a Recorder);
 
 impl Drop for TracingDone<'_> {
     fn drop(&mut self) {
-        self.0.capturing.store(false, Ordering::Release);
+        self.0.capture.store(0, Ordering::Release);
         self.0.tracing.store(false, Ordering::Release);
     }
 }
@@ -107,11 +158,11 @@ impl<'a> OpenCapture<'a> {
     }
 
     fn end_capture(&self) -> Result<Option<CudaGraph>, DriverError> {
-        // Buffers freed inside a capture the driver invalidated record their error in the
-        // context, and cudarc reports a recorded error instead of making the next call: clear
-        // it, or the capture would never end.
-        let _ = self.stream.context().check_err();
-        self.stream.end_capture(sys::CUgraphInstantiate_flags(0))
+        // cudarc reports an error recorded in the context (by a failed free) instead of making
+        // the next call: take it, or the capture would never end.
+        let recorded = self.stream.context().check_err();
+        let ended = self.stream.end_capture(sys::CUgraphInstantiate_flags(0));
+        recorded.and(ended)
     }
 }
 
@@ -145,7 +196,7 @@ impl Cuda {
         &self,
         state: &mut S,
         step: fn(&mut S) -> Result<()>,
-    ) -> Result<CapturedGraph> {
+    ) -> Result<CapturedGraph, CaptureFailure> {
         let (eager, eager_trace) = self.recorder.traced(false, || step(state))?;
         eager?;
         if eager_trace.is_empty() {
@@ -156,44 +207,85 @@ impl Cuda {
                      is captured on",
                     self.name()
                 ),
-            });
+            }
+            .into());
         }
         let capture = OpenCapture::begin(&self.stream)?;
         let (captured, captured_trace) = self.recorder.traced(true, || step(state))?;
-        let graph = match capture.end() {
+        let ended = capture.end();
+        // Buffers of the state the step dropped: the graph does not own them, so they are
+        // freed on the stream after whatever runs next (the graph, or nothing).
+        let (replaced, escaped) = self.recorder.capture_leftovers();
+        let graph = match ended {
             Ok(Some(graph)) => graph,
             Ok(None) => {
                 captured?;
                 return Err(Error::Backend {
                     op: OP,
                     message: "the captured step is empty".to_owned(),
-                });
+                }
+                .into());
             }
             Err(error) => {
-                // Buffers freed inside the failed capture leave an error in the context that
-                // would otherwise surface at the next, unrelated call.
-                let _ = self.ctx.check_err();
+                let state_lost = escaped > 0;
+                let lost = if state_lost {
+                    "; the step stored tensors the discarded graph allocated, so its state is \
+                     lost: build a new one"
+                } else {
+                    ""
+                };
                 captured?;
-                return Err(Error::Backend {
-                    op: OP,
-                    message: format!("the driver could not capture the step: {error}"),
+                return Err(CaptureFailure {
+                    error: Error::Backend {
+                        op: OP,
+                        message: format!("the driver could not capture the step: {error}{lost}"),
+                    },
+                    state_lost,
                 });
             }
         };
         let verdict = captured
             .and_then(|()| check_same_work(&eager_trace, &captured_trace))
+            .and_then(|()| check_replaced(replaced.len()))
             .and_then(|()| check_memory(&graph).map_err(cuda_error(OP))?);
-        if let Err(error) = verdict {
-            // The host side of the recorded work has happened (gradient flags, optimizer
-            // counts, tensors of the state replaced by ones the graph allocates): run it once,
-            // so the device agrees, as after an eager step that stopped at the same point.
-            graph.launch().map_err(cuda_error(OP))?;
-            return Err(error);
+        let verdict = verdict.and_then(|()| graph.upload().map_err(cuda_error(OP)));
+        let Err(refused) = verdict else {
+            return Ok(CapturedGraph { graph });
+        };
+        // The host side of the recorded work has happened (gradient flags, optimizer counts,
+        // tensors of the state replaced by ones the graph allocates): run it once, so the
+        // device agrees, as after an eager step that stopped at the same point. The replaced
+        // buffers are freed on the stream after it.
+        let launched = graph.launch();
+        drop(replaced);
+        Err(match launched {
+            Ok(()) => refused,
+            Err(error) => Error::Backend {
+                op: OP,
+                message: format!("{refused}; and running the recorded step failed: {error}"),
+            },
         }
-        graph.upload().map_err(cuda_error(OP))?;
-        Ok(CapturedGraph { graph })
+        .into())
     }
 }
+
+/// Fails when the step dropped `replaced` buffers it did not allocate: tensors of its state
+/// it replaced, whose new buffers the graph would hand out again at every replay.
+fn check_replaced(replaced: usize) -> Result<()> {
+    if replaced == 0 {
+        return Ok(());
+    }
+    Err(Error::Backend {
+        op: OP,
+        message: format!(
+            "the step frees {replaced} buffer(s) of its state (it replaced tensors); {IN_PLACE}"
+        ),
+    })
+}
+
+/// How to fix a step that replaces the state's tensors.
+const IN_PLACE: &str = "write results into the state's tensors in place (`copy_`, \
+                        `add_scaled_`) instead of assigning new tensors to it";
 
 /// Fails when the captured step launched other kernels, or the same kernels with other
 /// scalars, than the eager step before it: a graph replays its scalars as captured.
@@ -220,9 +312,11 @@ fn check_same_work(eager: &[String], captured: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// Checks that every buffer the graph allocates it also frees, and that it frees no other:
-/// a step that replaced a tensor of its state would free the old buffer on every replay and
-/// hand out a new one the state cannot keep. The outer result is the driver's.
+/// Checks that every buffer the graph allocates it also frees, and nothing else: a step that
+/// stored a new tensor in its state would keep an allocation of the graph, which the next
+/// replay cannot make again. Addresses are counted, as the driver may give two allocations of
+/// one graph the same address when their lifetimes do not overlap. The outer result is the
+/// driver's.
 fn check_memory(graph: &CudaGraph) -> Result<Result<()>, DriverError> {
     let graph = graph.cu_graph();
     let mut count = 0;
@@ -232,46 +326,44 @@ fn check_memory(graph: &CudaGraph) -> Result<Result<()>, DriverError> {
     let mut nodes = vec![std::ptr::null_mut(); count];
     // SAFETY: `nodes` has room for `count` nodes.
     unsafe { sys::cuGraphGetNodes(graph, nodes.as_mut_ptr(), &raw mut count) }.result()?;
-    let (mut allocated, mut freed) = (BTreeSet::new(), BTreeSet::new());
+    // Allocations minus frees, per address.
+    let mut outstanding: BTreeMap<sys::CUdeviceptr, i64> = BTreeMap::new();
     for &node in &nodes[..count] {
-        let mut kind = MaybeUninit::uninit();
-        // SAFETY: `node` belongs to `graph`, and the driver writes the type on success.
-        unsafe { sys::cuGraphNodeGetType(node, kind.as_mut_ptr()) }.result()?;
-        // SAFETY: initialised by the successful call above.
-        match unsafe { kind.assume_init() } {
-            sys::CUgraphNodeType::CU_GRAPH_NODE_TYPE_MEM_ALLOC => {
-                let mut params = MaybeUninit::<sys::CUDA_MEM_ALLOC_NODE_PARAMS>::uninit();
-                // SAFETY: `node` is an allocation node of `graph`; the driver fills `params`.
-                unsafe { sys::cuGraphMemAllocNodeGetParams(node, params.as_mut_ptr()) }.result()?;
-                // SAFETY: initialised by the successful call above.
-                allocated.insert(unsafe { params.assume_init() }.dptr);
-            }
-            sys::CUgraphNodeType::CU_GRAPH_NODE_TYPE_MEM_FREE => {
-                let mut pointer = 0;
-                // SAFETY: `node` is a free node of `graph`; the driver writes its pointer.
-                unsafe { sys::cuGraphMemFreeNodeGetParams(node, &raw mut pointer) }.result()?;
-                freed.insert(pointer);
-            }
-            _ => {}
+        // Read as a plain integer: a node type newer than these bindings is no enum value.
+        let mut kind = 0u32;
+        // SAFETY: `node` belongs to `graph`, and the driver writes the type, a C enum of the
+        // size of a `u32`, on success.
+        unsafe { sys::cuGraphNodeGetType(node, (&raw mut kind).cast()) }.result()?;
+        if kind == sys::CUgraphNodeType::CU_GRAPH_NODE_TYPE_MEM_ALLOC as u32 {
+            let mut params = MaybeUninit::<sys::CUDA_MEM_ALLOC_NODE_PARAMS>::uninit();
+            // SAFETY: `node` is an allocation node of `graph`; the driver fills `params`.
+            unsafe { sys::cuGraphMemAllocNodeGetParams(node, params.as_mut_ptr()) }.result()?;
+            // SAFETY: initialised by the successful call above.
+            *outstanding
+                .entry(unsafe { params.assume_init() }.dptr)
+                .or_default() += 1;
+        } else if kind == sys::CUgraphNodeType::CU_GRAPH_NODE_TYPE_MEM_FREE as u32 {
+            let mut pointer = 0;
+            // SAFETY: `node` is a free node of `graph`; the driver writes its pointer.
+            unsafe { sys::cuGraphMemFreeNodeGetParams(node, &raw mut pointer) }.result()?;
+            *outstanding.entry(pointer).or_default() -= 1;
         }
     }
-    let fix = "write results into the state's tensors in place (`copy_`, `add_scaled_`) instead \
-               of assigning new tensors to it";
-    if freed.difference(&allocated).next().is_some() {
-        return Ok(Err(Error::Backend {
-            op: OP,
-            message: format!("the step frees a buffer of its state (it replaced a tensor); {fix}"),
-        }));
-    }
-    if allocated.difference(&freed).next().is_some() {
-        return Ok(Err(Error::Backend {
-            op: OP,
-            message: format!(
-                "the step keeps a buffer it allocated (it stored a new tensor); {fix}"
-            ),
-        }));
-    }
-    Ok(Ok(()))
+    Ok(check_balance(outstanding.values().copied()))
+}
+
+/// Fails unless every address a graph allocates is freed as often: `balances` holds the
+/// allocations minus the frees of each address.
+fn check_balance(balances: impl IntoIterator<Item = i64>) -> Result<()> {
+    let mut balances = balances.into_iter();
+    let message = match balances.find(|&balance| balance != 0) {
+        None => return Ok(()),
+        Some(kept) if kept > 0 => {
+            format!("the step keeps a buffer it allocated (it stored a new tensor); {IN_PLACE}")
+        }
+        Some(_) => format!("the step frees a buffer the graph did not allocate; {IN_PLACE}"),
+    };
+    Err(Error::Backend { op: OP, message })
 }
 
 #[cfg(test)]
@@ -312,6 +404,49 @@ mod tests {
         assert!(!recorder.is_capturing());
         let nested = recorder.traced(false, || recorder.traced(false, || ()).is_err());
         assert!(nested.unwrap().0, "a second capture at once is refused");
+    }
+
+    #[test]
+    fn only_buffers_from_outside_the_running_capture_are_set_aside() {
+        let recorder = Recorder::default();
+        assert!(!recorder.frees_outside_capture(None), "no capture runs");
+        let ((), _) = recorder
+            .traced(true, || {
+                let running = recorder.capture_id();
+                assert!(running.is_some());
+                assert!(recorder.frees_outside_capture(None), "from before it");
+                assert!(recorder.frees_outside_capture(Some(running.unwrap() + 1)));
+                recorder.allocated(running);
+                recorder.allocated(running);
+                assert!(!recorder.frees_outside_capture(running), "its own: freed");
+            })
+            .unwrap();
+        let (deferred, escaped) = recorder.capture_leftovers();
+        assert!(deferred.is_empty());
+        assert_eq!(escaped, 1, "one of its two buffers outlived it");
+        let ((), _) = recorder
+            .traced(true, || {
+                let second = recorder.capture_id();
+                assert_ne!(second.unwrap(), 1, "each capture has its own id");
+            })
+            .unwrap();
+        assert_eq!(recorder.capture_leftovers().1, 0, "counted per capture");
+        assert!(!recorder.frees_outside_capture(Some(1)), "after it: freed");
+    }
+
+    #[test]
+    fn graph_memory_must_balance_per_address() {
+        assert!(check_balance([0, 0]).is_ok());
+        let kept = check_balance([0, 1]).unwrap_err().to_string();
+        assert!(kept.contains("keeps a buffer it allocated"), "{kept}");
+        let freed = check_balance([-1]).unwrap_err().to_string();
+        assert!(freed.contains("did not allocate"), "{freed}");
+        let replaced = check_replaced(2).unwrap_err().to_string();
+        assert!(
+            replaced.contains("frees 2 buffer(s) of its state"),
+            "{replaced}"
+        );
+        assert!(check_replaced(0).is_ok());
     }
 
     #[test]

@@ -6,10 +6,12 @@
 //! created one, not the legacy default stream, because only created streams can be captured
 //! into a CUDA graph ([`StepGraph`](crate::StepGraph)).
 
+mod buffer;
 mod graph;
 mod kernels;
 mod launch;
 
+pub use buffer::CudaBuffer;
 pub(crate) use graph::CapturedGraph;
 pub(crate) use kernels::{BLOCK, Kernels, cuda_error, expect_len, launch_config};
 pub(crate) use launch::CValue;
@@ -173,16 +175,22 @@ impl Cuda {
     }
 
     /// A buffer of `len` zeros.
-    fn alloc(&self, op: &'static str, len: usize) -> Result<CudaSlice<f32>> {
+    fn alloc(&self, op: &'static str, len: usize) -> Result<CudaBuffer> {
         if len == 0 {
             // The driver's answer to a zero-byte allocation is not specified, so an empty
             // buffer holds one element it never shows.
             let one = self.stream.alloc_zeros::<f32>(1).map_err(cuda_error(op))?;
             // SAFETY: `leak` hands over an allocation of one `f32`, and the new slice claims
             // none of it; dropping the slice frees the allocation.
-            return Ok(unsafe { self.stream.upgrade_device_ptr(one.leak(), 0) });
+            return Ok(self.buffer(unsafe { self.stream.upgrade_device_ptr(one.leak(), 0) }));
         }
-        self.stream.alloc_zeros(len).map_err(cuda_error(op))
+        let slice = self.stream.alloc_zeros(len).map_err(cuda_error(op))?;
+        Ok(self.buffer(slice))
+    }
+
+    /// `slice`, just allocated on this device, as a backend buffer.
+    fn buffer(&self, slice: CudaSlice<f32>) -> CudaBuffer {
+        CudaBuffer::new(slice, &self.recorder)
     }
 }
 
@@ -251,26 +259,27 @@ impl PartialEq for Cuda {
 }
 
 impl Backend for Cuda {
-    type Storage = CudaSlice<f32>;
+    type Storage = CudaBuffer;
 
     fn name(&self) -> String {
         format!("cuda:{}", self.ordinal)
     }
 
-    fn zeros(&self, len: usize) -> Result<CudaSlice<f32>> {
+    fn zeros(&self, len: usize) -> Result<CudaBuffer> {
         self.alloc("zeros", len)
     }
 
-    fn upload(&self, data: &[f32]) -> Result<CudaSlice<f32>> {
+    fn upload(&self, data: &[f32]) -> Result<CudaBuffer> {
         self.recorder
             .refuse_while_capturing("upload", NO_HOST_COPY)?;
         if data.is_empty() {
             return self.alloc("upload", 0);
         }
-        self.stream.clone_htod(data).map_err(cuda_error("upload"))
+        let slice = self.stream.clone_htod(data).map_err(cuda_error("upload"))?;
+        Ok(self.buffer(slice))
     }
 
-    fn upload_into(&self, data: &[f32], dst: &mut CudaSlice<f32>) -> Result<()> {
+    fn upload_into(&self, data: &[f32], dst: &mut CudaBuffer) -> Result<()> {
         self.recorder
             .refuse_while_capturing("upload_into", NO_HOST_COPY)?;
         expect_len("upload_into", "destination", dst.len(), data.len())?;
@@ -278,74 +287,69 @@ impl Backend for Cuda {
             return Ok(());
         }
         self.stream
-            .memcpy_htod(data, dst)
+            .memcpy_htod(data, &mut **dst)
             .map_err(cuda_error("upload_into"))
     }
 
-    fn download(&self, storage: &CudaSlice<f32>) -> Result<Vec<f32>> {
+    fn download(&self, storage: &CudaBuffer) -> Result<Vec<f32>> {
         self.recorder
             .refuse_while_capturing("download", NO_HOST_COPY)?;
         if storage.is_empty() {
             return Ok(Vec::new());
         }
         self.stream
-            .clone_dtoh(storage)
+            .clone_dtoh(&**storage)
             .map_err(cuda_error("download"))
     }
 
-    fn copy(&self, src: &CudaSlice<f32>) -> Result<CudaSlice<f32>> {
+    fn copy(&self, src: &CudaBuffer) -> Result<CudaBuffer> {
         self.recorder.record(|| format!("copy {}", src.len()));
         if src.is_empty() {
             return self.alloc("copy", 0);
         }
-        self.stream.clone_dtod(src).map_err(cuda_error("copy"))
+        let slice = self.stream.clone_dtod(&**src).map_err(cuda_error("copy"))?;
+        Ok(self.buffer(slice))
     }
 
-    fn copy_into(&self, src: &CudaSlice<f32>, dst: &mut CudaSlice<f32>) -> Result<()> {
+    fn copy_into(&self, src: &CudaBuffer, dst: &mut CudaBuffer) -> Result<()> {
         expect_len("copy_into", "destination", dst.len(), src.len())?;
         self.recorder.record(|| format!("copy_into {}", src.len()));
         if src.is_empty() {
             return Ok(());
         }
         self.stream
-            .memcpy_dtod(src, dst)
+            .memcpy_dtod(&**src, &mut **dst)
             .map_err(cuda_error("copy_into"))
     }
 
-    fn fill(&self, dst: &mut CudaSlice<f32>, value: f32) -> Result<()> {
+    fn fill(&self, dst: &mut CudaBuffer, value: f32) -> Result<()> {
         self.recorder
             .record(|| format!("fill {} {value:?}", dst.len()));
         unary::cuda::fill(self, dst, value)
     }
 
-    fn gemm(
-        &self,
-        gemm: &Gemm,
-        a: &CudaSlice<f32>,
-        b: &CudaSlice<f32>,
-        c: &mut CudaSlice<f32>,
-    ) -> Result<()> {
+    fn gemm(&self, gemm: &Gemm, a: &CudaBuffer, b: &CudaBuffer, c: &mut CudaBuffer) -> Result<()> {
         self.recorder.record(|| format!("{gemm:?}"));
         matmul::cuda::gemm(self, gemm, a, b, c)
     }
 
     fn transpose(
         &self,
-        src: &CudaSlice<f32>,
+        src: &CudaBuffer,
         rows: usize,
         cols: usize,
-        dst: &mut CudaSlice<f32>,
+        dst: &mut CudaBuffer,
     ) -> Result<()> {
         self.recorder.record(|| format!("transpose {rows}x{cols}"));
         matmul::cuda::transpose(self, src, rows, cols, dst)
     }
 
-    fn unary(&self, op: UnaryOp, x: &CudaSlice<f32>, out: &mut CudaSlice<f32>) -> Result<()> {
+    fn unary(&self, op: UnaryOp, x: &CudaBuffer, out: &mut CudaBuffer) -> Result<()> {
         self.recorder.record(|| format!("{op:?} {}", x.len()));
         unary::cuda::unary(self, op, x, out)
     }
 
-    fn unary_assign(&self, op: UnaryOp, x: &mut CudaSlice<f32>) -> Result<()> {
+    fn unary_assign(&self, op: UnaryOp, x: &mut CudaBuffer) -> Result<()> {
         self.recorder
             .record(|| format!("{op:?} in place {}", x.len()));
         unary::cuda::unary_assign(self, op, x)
@@ -354,10 +358,10 @@ impl Backend for Cuda {
     fn binary(
         &self,
         op: BinaryOp,
-        lhs: &CudaSlice<f32>,
-        rhs: &CudaSlice<f32>,
+        lhs: &CudaBuffer,
+        rhs: &CudaBuffer,
         layout: &Broadcast,
-        out: &mut CudaSlice<f32>,
+        out: &mut CudaBuffer,
     ) -> Result<()> {
         self.recorder.record(|| format!("{op:?} {layout:?}"));
         binary::cuda::binary(self, op, lhs, rhs, layout, out)
@@ -366,8 +370,8 @@ impl Backend for Cuda {
     fn binary_assign(
         &self,
         op: BinaryOp,
-        lhs: &mut CudaSlice<f32>,
-        rhs: &CudaSlice<f32>,
+        lhs: &mut CudaBuffer,
+        rhs: &CudaBuffer,
         layout: &Broadcast,
     ) -> Result<()> {
         self.recorder
@@ -377,11 +381,11 @@ impl Backend for Cuda {
 
     fn sum_axis(
         &self,
-        x: &CudaSlice<f32>,
+        x: &CudaBuffer,
         outer: usize,
         len: usize,
         inner: usize,
-        out: &mut CudaSlice<f32>,
+        out: &mut CudaBuffer,
     ) -> Result<()> {
         self.recorder
             .record(|| format!("sum_axis {outer}x{len}x{inner}"));
@@ -391,9 +395,9 @@ impl Backend for Cuda {
     fn softmax(
         &self,
         op: SoftmaxOp,
-        x: &CudaSlice<f32>,
+        x: &CudaBuffer,
         axis: &SoftmaxAxis,
-        out: &mut CudaSlice<f32>,
+        out: &mut CudaBuffer,
     ) -> Result<()> {
         self.recorder.record(|| format!("{op:?} {axis:?}"));
         softmax::cuda::softmax(self, op, x, axis, out)
@@ -402,10 +406,10 @@ impl Backend for Cuda {
     fn softmax_backward(
         &self,
         op: SoftmaxOp,
-        y: &CudaSlice<f32>,
-        grad: &CudaSlice<f32>,
+        y: &CudaBuffer,
+        grad: &CudaBuffer,
         axis: &SoftmaxAxis,
-        out: &mut CudaSlice<f32>,
+        out: &mut CudaBuffer,
     ) -> Result<()> {
         self.recorder.record(|| format!("{op:?} backward {axis:?}"));
         softmax::cuda::softmax_backward(self, op, y, grad, axis, out)
@@ -414,10 +418,10 @@ impl Backend for Cuda {
     fn pointwise_loss(
         &self,
         op: PointwiseLoss,
-        x: &CudaSlice<f32>,
-        t: &CudaSlice<f32>,
-        values: &mut CudaSlice<f32>,
-        grad: &mut CudaSlice<f32>,
+        x: &CudaBuffer,
+        t: &CudaBuffer,
+        values: &mut CudaBuffer,
+        grad: &mut CudaBuffer,
     ) -> Result<()> {
         self.recorder.record(|| format!("{op:?} {}", x.len()));
         loss::cuda::pointwise_loss(self, op, x, t, values, grad)
@@ -426,11 +430,11 @@ impl Backend for Cuda {
     fn class_loss(
         &self,
         op: ClassLoss,
-        x: &CudaSlice<f32>,
-        labels: &CudaSlice<f32>,
+        x: &CudaBuffer,
+        labels: &CudaBuffer,
         classes: usize,
-        values: &mut CudaSlice<f32>,
-        grad: &mut CudaSlice<f32>,
+        values: &mut CudaBuffer,
+        grad: &mut CudaBuffer,
     ) -> Result<()> {
         self.recorder
             .record(|| format!("{op:?} {} {classes}", labels.len()));
@@ -440,13 +444,13 @@ impl Backend for Cuda {
     fn optim_step(
         &self,
         step: &OptimStep,
-        param: &mut CudaSlice<f32>,
-        grad: &CudaSlice<f32>,
-        state: &mut [CudaSlice<f32>],
-        scalars: Option<&mut CudaSlice<f32>>,
+        param: &mut CudaBuffer,
+        grad: &CudaBuffer,
+        state: &mut [CudaBuffer],
+        scalars: Option<&mut CudaBuffer>,
     ) -> Result<()> {
         self.recorder.record(|| format!("{step:?} {}", param.len()));
-        optim::cuda::optim_step(self, step, param, grad, state, scalars)
+        optim::cuda::optim_step(self, step, param, grad, state, scalars.map(|s| &mut **s))
     }
 }
 

@@ -3,7 +3,7 @@
 use cudarc::driver::{CudaSlice, DeviceRepr};
 
 use super::{OptimStep, STEP_SCALARS_LEN, StepScalars};
-use crate::backend::cuda::{CValue, Cuda, cuda_error, expect_len, launch_config};
+use crate::backend::cuda::{CValue, Cuda, CudaBuffer, cuda_error, expect_len, launch_config};
 use crate::error::{Error, Result};
 
 /// The kernel's source, compiled by the backend.
@@ -158,7 +158,7 @@ pub(crate) fn optim_step(
     step: &OptimStep,
     param: &mut CudaSlice<f32>,
     grad: &CudaSlice<f32>,
-    state: &mut [CudaSlice<f32>],
+    state: &mut [CudaBuffer],
     scalars: Option<&mut CudaSlice<f32>>,
 ) -> Result<()> {
     const OP: &str = "optim_step";
@@ -193,7 +193,7 @@ pub(crate) fn optim_step(
     let (kind, flags, hyper) = encode(step);
     let count = n as u64;
     // Null for each state buffer the step does not have; the kernel never reads it.
-    let mut buffers = state.iter_mut();
+    let mut buffers = state.iter_mut().map(|buffer| &mut **buffer);
     let [s0, s1, s2] = [buffers.next(), buffers.next(), buffers.next()];
     let kernels = dev.kernels()?;
     let config = launch_config(n);
