@@ -265,6 +265,27 @@ fn replacing_a_tensor_of_the_state_is_refused() {
 }
 
 #[test]
+fn a_tensor_replaced_while_a_graph_lives_stays_allocated_for_it() {
+    let _turn = gpu_turn();
+    let Some(device) = cuda_or_skip() else {
+        return;
+    };
+    let mut graph = StepGraph::new(Training::new(&device, sgd(0.0)), sgd_step);
+    graph.capture(&device).unwrap();
+    // Replaced behind the graph's back: replays still read the old input buffer...
+    graph.state_mut_keeping_graph().x = Tensor::zeros([64, 1000], &device);
+    // ...which is not freed, so this cannot land in it, as it would in freed memory.
+    let poison = Tensor::full([64, 1000], f32::NAN, &device);
+    for _ in 0..3 {
+        graph.run().unwrap();
+    }
+    assert!(graph.state().loss.item().is_finite());
+    drop(poison);
+    drop(graph); // frees the old input after the graph's last launch
+    device.synchronize().unwrap();
+}
+
+#[test]
 fn keeping_a_new_tensor_in_the_state_is_refused() {
     let _turn = gpu_turn();
     let Some(device) = cuda_or_skip() else {
@@ -347,9 +368,7 @@ fn a_classification_step_replays_new_batches_written_in_place() {
         eager.x.try_copy_from_slice(&x).unwrap();
         eager.labels.try_copy_from_slice(&labels).unwrap();
         classification_step(&mut eager).unwrap();
-        // SAFETY: the batch is written into the captured buffers in place; nothing is
-        // replaced or dropped.
-        let state = unsafe { graph.state_mut_unchecked() };
+        let state = graph.state_mut_keeping_graph();
         state.x.try_copy_from_slice(&x).unwrap();
         state.labels.try_copy_from_slice(&labels).unwrap();
         graph.run().unwrap();

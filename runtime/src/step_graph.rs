@@ -8,10 +8,11 @@ use crate::error::{Error, Result};
 /// on a GPU, replayed as a CUDA graph.
 ///
 /// The step is a plain function of the state (a closure that captures nothing coerces to
-/// one), so everything a captured graph reads or writes is owned here and cannot be moved
-/// or dropped while the graph lives. (The one way around this is a state that shares a
-/// tensor with outside code through `Rc<RefCell<_>>` or `Arc<Mutex<_>>`: such a tensor must
-/// not be replaced while the graph lives, as the graph would then write freed memory.)
+/// one), so what a captured graph reads and writes is owned here. Every GPU buffer the graph
+/// uses stays allocated as long as the graph lives, even if the tensor that held it is
+/// dropped (say, one the state shares with outside code through `Rc<RefCell<_>>`), so a
+/// replay never touches freed memory.
+///
 /// A graph replays the step exactly as captured:
 /// - the same kernels with the same scalars, so [`capture`](Self::capture) refuses a step
 ///   whose scalars change between steps (a scheduler's learning rate; Adam's bias
@@ -178,16 +179,14 @@ impl<S> StepGraph<S> {
         &mut self.state
     }
 
-    /// The state, to write new inputs into, keeping the captured graph. Host-side values the
-    /// step passed to kernels (a learning rate a scheduler changes) are part of the graph:
-    /// changing them here has no effect on replays.
-    ///
-    /// # Safety
-    /// Every tensor the captured step reads or writes must stay where it is: write into it in
-    /// place (`copy_`, `fill_`) and do not assign, resize or drop it. The graph replays with
-    /// the buffer addresses it captured, and a buffer freed behind its back would be read and
-    /// written after being freed.
-    pub unsafe fn state_mut_unchecked(&mut self) -> &mut S {
+    /// The state, to write new inputs into, keeping the captured graph. Replays use the
+    /// buffers they were captured with, so write into the state's tensors in place
+    /// (`copy_from_slice`, `copy_`, `fill_`): a tensor assigned anew here is not the one
+    /// replays read or update (its old buffer stays allocated for the graph, so this is never
+    /// unsafe, only stale). Host-side values the step passed to kernels (a learning rate a
+    /// scheduler changes) are part of the graph too: changing them here has no effect on
+    /// replays. To change either, use [`state_mut`](Self::state_mut) and capture again.
+    pub fn state_mut_keeping_graph(&mut self) -> &mut S {
         &mut self.state
     }
 

@@ -3,135 +3,18 @@
 
 use std::collections::BTreeMap;
 use std::mem::MaybeUninit;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
-use cudarc::driver::{CudaGraph, CudaSlice, CudaStream, DriverError, sys};
+use cudarc::driver::{CudaGraph, CudaStream, DriverError, sys};
 
+use super::buffer::free;
+use super::recorder::{Leftovers, Recorder};
 use super::{Cuda, cuda_error};
 use crate::backend::Backend as _;
 use crate::error::{Error, Result};
 use crate::step_graph::CaptureFailure;
 
 const OP: &str = "StepGraph::capture";
-
-/// What the device's ops and buffers report while a step is captured: whether a capture is
-/// running (host copies must then fail), a trace of the kernels launched, to compare the
-/// captured step with the eager step before it, and what became of buffers (see
-/// [`CudaBuffer`](super::CudaBuffer)).
-#[derive(Debug, Default)]
-pub(crate) struct Recorder {
-    /// The running capture's id, 0 when none runs.
-    capture: AtomicU64,
-    /// The last capture id handed out.
-    captures: AtomicU64,
-    tracing: AtomicBool,
-    trace: Mutex<Vec<String>>,
-    /// Buffers from before the running capture that were dropped during it, to free after.
-    deferred: Mutex<Vec<CudaSlice<f32>>>,
-    /// Buffers the running capture allocated that are still alive.
-    live: AtomicUsize,
-}
-
-impl Recorder {
-    /// Adds `op()` to the trace while one is being taken; costs one atomic load otherwise.
-    pub(crate) fn record(&self, op: impl FnOnce() -> String) {
-        if self.tracing.load(Ordering::Relaxed) {
-            let op = op();
-            self.trace
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .push(op);
-        }
-    }
-
-    /// Whether a step is being captured on this device.
-    pub(crate) fn is_capturing(&self) -> bool {
-        self.capture_id().is_some()
-    }
-
-    /// The id of the capture running on this device, if one is.
-    pub(crate) fn capture_id(&self) -> Option<u64> {
-        Some(self.capture.load(Ordering::Acquire)).filter(|&id| id != 0)
-    }
-
-    /// Counts a buffer just allocated, by the capture that allocated it (`capture`).
-    pub(crate) fn allocated(&self, capture: Option<u64>) {
-        if capture.is_some() {
-            self.live.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    /// Whether a buffer allocated by `capture` (`None`: outside any) and dropped now must be
-    /// set aside: a capture is running, and did not allocate it. Otherwise it is freed now,
-    /// and counted as such.
-    pub(crate) fn frees_outside_capture(&self, capture: Option<u64>) -> bool {
-        let running = self.capture_id();
-        if running.is_some() && running == capture {
-            self.live.fetch_sub(1, Ordering::Relaxed);
-        }
-        running.is_some() && running != capture
-    }
-
-    /// Sets aside a buffer dropped inside a capture that did not allocate it.
-    pub(crate) fn defer_free(&self, slice: CudaSlice<f32>) {
-        self.deferred
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(slice);
-    }
-
-    /// Fails with `why` for `op` while a step is being captured: `op` cannot be recorded.
-    pub(crate) fn refuse_while_capturing(&self, op: &'static str, why: &str) -> Result<()> {
-        if self.is_capturing() {
-            return Err(Error::Backend {
-                op,
-                message: why.to_owned(),
-            });
-        }
-        Ok(())
-    }
-
-    /// Runs `f` with the ops it launches traced, and `capturing` set for its duration.
-    pub(crate) fn traced<T>(
-        &self,
-        capturing: bool,
-        f: impl FnOnce() -> T,
-    ) -> Result<(T, Vec<String>)> {
-        if self.tracing.swap(true, Ordering::AcqRel) {
-            return Err(Error::Backend {
-                op: OP,
-                message: "another step is being captured on this device".to_owned(),
-            });
-        }
-        let _done = TracingDone(self);
-        if capturing {
-            self.live.store(0, Ordering::Relaxed);
-            let id = self.captures.fetch_add(1, Ordering::Relaxed) + 1;
-            self.capture.store(id, Ordering::Release);
-        }
-        let result = f();
-        let trace = std::mem::take(&mut *self.trace.lock().unwrap_or_else(PoisonError::into_inner));
-        Ok((result, trace))
-    }
-
-    /// After a capture: the buffers it set aside, and how many it allocated that are alive.
-    fn capture_leftovers(&self) -> (Vec<CudaSlice<f32>>, usize) {
-        let deferred =
-            std::mem::take(&mut *self.deferred.lock().unwrap_or_else(PoisonError::into_inner));
-        (deferred, self.live.load(Ordering::Relaxed))
-    }
-}
-
-/// Clears a [`Recorder`]'s flags when a trace ends, even by a panic in the traced step.
-struct TracingDone<'a>(&'a Recorder);
-
-impl Drop for TracingDone<'_> {
-    fn drop(&mut self) {
-        self.0.capture.store(0, Ordering::Release);
-        self.0.tracing.store(false, Ordering::Release);
-    }
-}
 
 /// A stream capture in progress. Dropped without [`end`](Self::end) (a step that panicked),
 /// it ends the capture and discards the graph, so the stream stays usable.
@@ -174,15 +57,36 @@ impl Drop for OpenCapture<'_> {
     }
 }
 
-/// A captured step, ready to replay.
+/// A captured step, ready to replay. It keeps the buffers from before the capture that the
+/// step used alive as long as it lives (see [`CudaBuffer`](super::CudaBuffer)).
 pub(crate) struct CapturedGraph {
     graph: CudaGraph,
+    pinned: Vec<sys::CUdeviceptr>,
+    recorder: Arc<Recorder>,
 }
 
 impl CapturedGraph {
+    fn new(graph: CudaGraph, pinned: Vec<sys::CUdeviceptr>, recorder: &Arc<Recorder>) -> Self {
+        recorder.pin(&pinned);
+        Self {
+            graph,
+            pinned,
+            recorder: Arc::clone(recorder),
+        }
+    }
+
     /// Launches the graph on the device's stream, without waiting for it.
     pub(crate) fn replay(&self) -> Result<()> {
         self.graph.launch().map_err(cuda_error("StepGraph::replay"))
+    }
+}
+
+impl Drop for CapturedGraph {
+    fn drop(&mut self) {
+        // Freed on the stream, so after every launch of the graph.
+        for slice in self.recorder.unpin(&self.pinned) {
+            free(slice);
+        }
     }
 }
 
@@ -213,9 +117,17 @@ impl Cuda {
         let capture = OpenCapture::begin(&self.stream)?;
         let (captured, captured_trace) = self.recorder.traced(true, || step(state))?;
         let ended = capture.end();
+        let Leftovers {
+            dropped,
+            escaped,
+            touched,
+        } = self.recorder.capture_leftovers();
         // Buffers of the state the step dropped: the graph does not own them, so they are
-        // freed on the stream after whatever runs next (the graph, or nothing).
-        let (replaced, escaped) = self.recorder.capture_leftovers();
+        // freed on the stream after whatever runs next (the graph's one launch, or nothing).
+        let replaced = Replaced {
+            recorder: &self.recorder,
+            buffers: dropped,
+        };
         let graph = match ended {
             Ok(Some(graph)) => graph,
             Ok(None) => {
@@ -246,11 +158,11 @@ impl Cuda {
         };
         let verdict = captured
             .and_then(|()| check_same_work(&eager_trace, &captured_trace))
-            .and_then(|()| check_replaced(replaced.len()))
+            .and_then(|()| check_replaced(replaced.buffers.len()))
             .and_then(|()| check_memory(&graph).map_err(cuda_error(OP))?);
         let verdict = verdict.and_then(|()| graph.upload().map_err(cuda_error(OP)));
         let Err(refused) = verdict else {
-            return Ok(CapturedGraph { graph });
+            return Ok(CapturedGraph::new(graph, touched, &self.recorder));
         };
         // The host side of the recorded work has happened (gradient flags, optimizer counts,
         // tensors of the state replaced by ones the graph allocates): run it once, so the
@@ -266,6 +178,23 @@ impl Cuda {
             },
         }
         .into())
+    }
+}
+
+/// Buffers from before a capture that the step dropped, released when this is dropped.
+struct Replaced<'a> {
+    recorder: &'a Recorder,
+    buffers: Vec<(sys::CUdeviceptr, cudarc::driver::CudaSlice<f32>)>,
+}
+
+impl Drop for Replaced<'_> {
+    fn drop(&mut self) {
+        for (pointer, slice) in self.buffers.drain(..) {
+            // No capture runs now: freed unless another live graph uses it.
+            if let Some(slice) = self.recorder.release(pointer, None, slice) {
+                free(slice);
+            }
+        }
     }
 }
 
@@ -390,51 +319,6 @@ mod tests {
     }
 
     #[test]
-    fn recorder_traces_only_inside_traced() {
-        let recorder = Recorder::default();
-        recorder.record(|| "before".to_owned());
-        let ((), trace) = recorder
-            .traced(true, || {
-                assert!(recorder.is_capturing());
-                recorder.record(|| "inside".to_owned());
-            })
-            .unwrap();
-        recorder.record(|| "after".to_owned());
-        assert_eq!(trace, ["inside"]);
-        assert!(!recorder.is_capturing());
-        let nested = recorder.traced(false, || recorder.traced(false, || ()).is_err());
-        assert!(nested.unwrap().0, "a second capture at once is refused");
-    }
-
-    #[test]
-    fn only_buffers_from_outside_the_running_capture_are_set_aside() {
-        let recorder = Recorder::default();
-        assert!(!recorder.frees_outside_capture(None), "no capture runs");
-        let ((), _) = recorder
-            .traced(true, || {
-                let running = recorder.capture_id();
-                assert!(running.is_some());
-                assert!(recorder.frees_outside_capture(None), "from before it");
-                assert!(recorder.frees_outside_capture(Some(running.unwrap() + 1)));
-                recorder.allocated(running);
-                recorder.allocated(running);
-                assert!(!recorder.frees_outside_capture(running), "its own: freed");
-            })
-            .unwrap();
-        let (deferred, escaped) = recorder.capture_leftovers();
-        assert!(deferred.is_empty());
-        assert_eq!(escaped, 1, "one of its two buffers outlived it");
-        let ((), _) = recorder
-            .traced(true, || {
-                let second = recorder.capture_id();
-                assert_ne!(second.unwrap(), 1, "each capture has its own id");
-            })
-            .unwrap();
-        assert_eq!(recorder.capture_leftovers().1, 0, "counted per capture");
-        assert!(!recorder.frees_outside_capture(Some(1)), "after it: freed");
-    }
-
-    #[test]
     fn graph_memory_must_balance_per_address() {
         assert!(check_balance([0, 0]).is_ok());
         let kept = check_balance([0, 1]).unwrap_err().to_string();
@@ -447,19 +331,5 @@ mod tests {
             "{replaced}"
         );
         assert!(check_replaced(0).is_ok());
-    }
-
-    #[test]
-    fn a_panicking_step_leaves_the_recorder_idle() {
-        let recorder = Recorder::default();
-        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            recorder.traced(true, || panic!("step failed")).ok();
-        }));
-        assert!(panicked.is_err());
-        assert!(!recorder.is_capturing());
-        assert!(
-            recorder.traced(false, || ()).is_ok(),
-            "a new capture may start"
-        );
     }
 }

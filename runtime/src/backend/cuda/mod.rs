@@ -10,13 +10,14 @@ mod buffer;
 mod graph;
 mod kernels;
 mod launch;
+mod recorder;
 
 pub use buffer::CudaBuffer;
 pub(crate) use graph::CapturedGraph;
 pub(crate) use kernels::{BLOCK, Kernels, cuda_error, expect_len, launch_config};
 pub(crate) use launch::CValue;
 
-use graph::Recorder;
+use recorder::Recorder;
 
 use std::fmt;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
@@ -303,7 +304,8 @@ impl Backend for Cuda {
     }
 
     fn copy(&self, src: &CudaBuffer) -> Result<CudaBuffer> {
-        self.recorder.record(|| format!("copy {}", src.len()));
+        self.recorder
+            .record([src], || format!("copy {}", src.len()));
         if src.is_empty() {
             return self.alloc("copy", 0);
         }
@@ -313,7 +315,8 @@ impl Backend for Cuda {
 
     fn copy_into(&self, src: &CudaBuffer, dst: &mut CudaBuffer) -> Result<()> {
         expect_len("copy_into", "destination", dst.len(), src.len())?;
-        self.recorder.record(|| format!("copy_into {}", src.len()));
+        self.recorder
+            .record([src, &*dst], || format!("copy_into {}", src.len()));
         if src.is_empty() {
             return Ok(());
         }
@@ -324,12 +327,12 @@ impl Backend for Cuda {
 
     fn fill(&self, dst: &mut CudaBuffer, value: f32) -> Result<()> {
         self.recorder
-            .record(|| format!("fill {} {value:?}", dst.len()));
+            .record([&*dst], || format!("fill {} {value:?}", dst.len()));
         unary::cuda::fill(self, dst, value)
     }
 
     fn gemm(&self, gemm: &Gemm, a: &CudaBuffer, b: &CudaBuffer, c: &mut CudaBuffer) -> Result<()> {
-        self.recorder.record(|| format!("{gemm:?}"));
+        self.recorder.record([a, b, &*c], || format!("{gemm:?}"));
         matmul::cuda::gemm(self, gemm, a, b, c)
     }
 
@@ -340,18 +343,20 @@ impl Backend for Cuda {
         cols: usize,
         dst: &mut CudaBuffer,
     ) -> Result<()> {
-        self.recorder.record(|| format!("transpose {rows}x{cols}"));
+        self.recorder
+            .record([src, &*dst], || format!("transpose {rows}x{cols}"));
         matmul::cuda::transpose(self, src, rows, cols, dst)
     }
 
     fn unary(&self, op: UnaryOp, x: &CudaBuffer, out: &mut CudaBuffer) -> Result<()> {
-        self.recorder.record(|| format!("{op:?} {}", x.len()));
+        self.recorder
+            .record([x, &*out], || format!("{op:?} {}", x.len()));
         unary::cuda::unary(self, op, x, out)
     }
 
     fn unary_assign(&self, op: UnaryOp, x: &mut CudaBuffer) -> Result<()> {
         self.recorder
-            .record(|| format!("{op:?} in place {}", x.len()));
+            .record([&*x], || format!("{op:?} in place {}", x.len()));
         unary::cuda::unary_assign(self, op, x)
     }
 
@@ -363,7 +368,8 @@ impl Backend for Cuda {
         layout: &Broadcast,
         out: &mut CudaBuffer,
     ) -> Result<()> {
-        self.recorder.record(|| format!("{op:?} {layout:?}"));
+        self.recorder
+            .record([lhs, rhs, &*out], || format!("{op:?} {layout:?}"));
         binary::cuda::binary(self, op, lhs, rhs, layout, out)
     }
 
@@ -375,7 +381,7 @@ impl Backend for Cuda {
         layout: &Broadcast,
     ) -> Result<()> {
         self.recorder
-            .record(|| format!("{op:?} in place {layout:?}"));
+            .record([&*lhs, rhs], || format!("{op:?} in place {layout:?}"));
         binary::cuda::binary_assign(self, op, lhs, rhs, layout)
     }
 
@@ -388,7 +394,7 @@ impl Backend for Cuda {
         out: &mut CudaBuffer,
     ) -> Result<()> {
         self.recorder
-            .record(|| format!("sum_axis {outer}x{len}x{inner}"));
+            .record([x, &*out], || format!("sum_axis {outer}x{len}x{inner}"));
         reduce::cuda::sum_axis(self, x, outer, len, inner, out)
     }
 
@@ -399,7 +405,8 @@ impl Backend for Cuda {
         axis: &SoftmaxAxis,
         out: &mut CudaBuffer,
     ) -> Result<()> {
-        self.recorder.record(|| format!("{op:?} {axis:?}"));
+        self.recorder
+            .record([x, &*out], || format!("{op:?} {axis:?}"));
         softmax::cuda::softmax(self, op, x, axis, out)
     }
 
@@ -411,7 +418,8 @@ impl Backend for Cuda {
         axis: &SoftmaxAxis,
         out: &mut CudaBuffer,
     ) -> Result<()> {
-        self.recorder.record(|| format!("{op:?} backward {axis:?}"));
+        self.recorder
+            .record([y, grad, &*out], || format!("{op:?} backward {axis:?}"));
         softmax::cuda::softmax_backward(self, op, y, grad, axis, out)
     }
 
@@ -423,7 +431,8 @@ impl Backend for Cuda {
         values: &mut CudaBuffer,
         grad: &mut CudaBuffer,
     ) -> Result<()> {
-        self.recorder.record(|| format!("{op:?} {}", x.len()));
+        self.recorder
+            .record([x, t, &*values, &*grad], || format!("{op:?} {}", x.len()));
         loss::cuda::pointwise_loss(self, op, x, t, values, grad)
     }
 
@@ -436,8 +445,9 @@ impl Backend for Cuda {
         values: &mut CudaBuffer,
         grad: &mut CudaBuffer,
     ) -> Result<()> {
-        self.recorder
-            .record(|| format!("{op:?} {} {classes}", labels.len()));
+        self.recorder.record([x, labels, &*values, &*grad], || {
+            format!("{op:?} {} {classes}", labels.len())
+        });
         loss::cuda::class_loss(self, op, x, labels, classes, values, grad)
     }
 
@@ -449,7 +459,10 @@ impl Backend for Cuda {
         state: &mut [CudaBuffer],
         scalars: Option<&mut CudaBuffer>,
     ) -> Result<()> {
-        self.recorder.record(|| format!("{step:?} {}", param.len()));
+        let buffers = [&*param, grad].into_iter().chain(state.iter());
+        self.recorder.record(buffers.chain(scalars.as_deref()), || {
+            format!("{step:?} {}", param.len())
+        });
         optim::cuda::optim_step(self, step, param, grad, state, scalars.map(|s| &mut **s))
     }
 }
