@@ -119,6 +119,8 @@ fn unary_case<B: Backend>(dev: &B) -> Outputs {
     outputs.push(("copy_into".into(), dev.download(&dst).unwrap()));
     let mut written = dev.zeros(x.len()).unwrap();
     dev.upload_into(&x, &mut written).unwrap();
+    dev.upload_into_at(&x[..3], &mut written, 5).unwrap();
+    assert!(dev.upload_into_at(&x, &mut written, 1).is_err(), "past the end");
     outputs.push(("upload_into".into(), dev.download(&written).unwrap()));
     outputs.push((
         "empty".into(),

@@ -56,6 +56,21 @@ impl Backend for Cpu {
         Ok(())
     }
 
+    fn upload_into_at(&self, data: &[f32], dst: &mut Vec<f32>, offset: usize) -> Result<()> {
+        let Some(range) = dst.get_mut(offset..offset.saturating_add(data.len())) else {
+            return Err(Error::Backend {
+                op: "upload_into_at",
+                message: format!(
+                    "{} elements from {offset} do not fit a destination of {}",
+                    data.len(),
+                    dst.len()
+                ),
+            });
+        };
+        range.copy_from_slice(data);
+        Ok(())
+    }
+
     fn download(&self, storage: &Vec<f32>) -> Result<Vec<f32>> {
         Ok(storage.clone())
     }
@@ -201,7 +216,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn copies_of_the_wrong_length_are_errors_not_panics() {
+    fn copies_that_do_not_fit_are_errors_not_panics() {
         let mut dst = vec![0.0; 2];
         let error = Cpu.upload_into(&[1.0; 3], &mut dst).unwrap_err();
         assert_eq!(
@@ -212,5 +227,13 @@ mod tests {
         assert_eq!(dst, [0.0, 0.0], "nothing written");
         Cpu.upload_into(&[1.0, 2.0], &mut dst).unwrap();
         assert_eq!(dst, [1.0, 2.0]);
+        let error = Cpu.upload_into_at(&[3.0; 2], &mut dst, 1).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "upload_into_at: 2 elements from 1 do not fit a destination of 2"
+        );
+        assert!(Cpu.upload_into_at(&[3.0], &mut dst, usize::MAX).is_err());
+        Cpu.upload_into_at(&[3.0], &mut dst, 1).unwrap();
+        assert_eq!(dst, [1.0, 3.0]);
     }
 }

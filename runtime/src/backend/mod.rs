@@ -67,6 +67,13 @@ pub trait Backend: Clone + fmt::Debug + PartialEq + Send + Sync + 'static {
         self.copy_into(&staged, dst)
     }
 
+    /// Overwrites the `data.len()` elements of `dst` from `offset` on with `data` from the
+    /// host, in place.
+    ///
+    /// # Errors
+    /// When `dst` is too short or the device cannot copy.
+    fn upload_into_at(&self, data: &[f32], dst: &mut Self::Storage, offset: usize) -> Result<()>;
+
     /// The buffer's contents, copied to the host.
     ///
     /// # Errors

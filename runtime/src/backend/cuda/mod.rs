@@ -292,6 +292,29 @@ impl Backend for Cuda {
             .map_err(cuda_error("upload_into"))
     }
 
+    fn upload_into_at(&self, data: &[f32], dst: &mut CudaBuffer, offset: usize) -> Result<()> {
+        const OP: &str = "upload_into_at";
+        self.recorder.refuse_while_capturing(OP, NO_HOST_COPY)?;
+        let end = offset.saturating_add(data.len());
+        if end > dst.len() {
+            return Err(Error::Backend {
+                op: OP,
+                message: format!(
+                    "{} elements from {offset} do not fit a destination of {}",
+                    data.len(),
+                    dst.len()
+                ),
+            });
+        }
+        if data.is_empty() {
+            return Ok(());
+        }
+        let mut range = dst.slice_mut(offset..end);
+        self.stream
+            .memcpy_htod(data, &mut range)
+            .map_err(cuda_error(OP))
+    }
+
     fn download(&self, storage: &CudaBuffer) -> Result<Vec<f32>> {
         self.recorder
             .refuse_while_capturing("download", NO_HOST_COPY)?;
