@@ -14,7 +14,7 @@ use declnet::prelude::*;
 use declnet::runtime::ops::binary::{BinaryOp, Broadcast};
 use declnet::runtime::ops::loss::{ClassLoss, PointwiseLoss};
 use declnet::runtime::ops::matmul::Gemm;
-use declnet::runtime::ops::optim::{OptimStep, STEP_SCALARS_LEN, StepScalars};
+use declnet::runtime::ops::optim::{DeviceHyper, OptimStep, STEP_SCALARS_LEN, StepScalars};
 use declnet::runtime::ops::unary::UnaryOp;
 
 /// Largest difference allowed, relative to the larger of the CPU's value and the largest
@@ -120,7 +120,10 @@ fn unary_case<B: Backend>(dev: &B) -> Outputs {
     let mut written = dev.zeros(x.len()).unwrap();
     dev.upload_into(&x, &mut written).unwrap();
     dev.upload_into_at(&x[..3], &mut written, 5).unwrap();
-    assert!(dev.upload_into_at(&x, &mut written, 1).is_err(), "past the end");
+    assert!(
+        dev.upload_into_at(&x, &mut written, 1).is_err(),
+        "past the end"
+    );
     outputs.push(("upload_into".into(), dev.download(&written).unwrap()));
     outputs.push((
         "empty".into(),
@@ -383,32 +386,39 @@ fn optim_case<B: Backend>(dev: &B) -> Outputs {
     outputs
 }
 
-/// Three Adam (amsgrad) steps with the bias corrections computed on the device from its own
-/// step count: the parameter, the state and the scalars buffer.
+/// Three `AdamW` (amsgrad) steps with the scalars computed on the device from its own step
+/// count, learning rate and beta1, the learning rate changed before the last: the parameter,
+/// the state and the scalars buffer.
 fn device_scalars_case<B: Backend>(dev: &B) -> Outputs {
     let n = 1000;
     let rule = StepScalars::Adam {
-        lr: 0.01,
-        beta1: 0.9,
         beta2: 0.999,
+        decoupled_weight_decay: 0.01,
     };
     let step = OptimStep::Adam {
-        decay_factor: 1.0,
-        weight_decay: 0.01,
-        one_minus_beta1: 0.1,
+        decay_factor: f32::NAN, // computed on the device instead, like the three below
+        weight_decay: 0.0,
+        one_minus_beta1: f32::NAN,
         beta2: 0.999,
         one_minus_beta2: 0.001,
         eps: 1e-8,
-        bias_correction2_sqrt: f32::NAN, // read from the device instead
+        bias_correction2_sqrt: f32::NAN,
         neg_step_size: f32::NAN,
         amsgrad: true,
         maximize: false,
         device_scalars: Some(rule),
     };
+    let hyper = |lr| DeviceHyper { lr, beta1: 0.9 }.to_words();
     let mut param = dev.upload(&data(n, 91)).unwrap();
     let mut state: Vec<B::Storage> = (0..3).map(|_| dev.zeros(n).unwrap()).collect();
-    let mut scalars = dev.zeros(STEP_SCALARS_LEN).unwrap();
+    let mut initial = [0.0; STEP_SCALARS_LEN];
+    initial[DeviceHyper::OFFSET..].copy_from_slice(&hyper(0.01));
+    let mut scalars = dev.upload(&initial).unwrap();
     for seed in 92..95 {
+        if seed == 94 {
+            dev.upload_into_at(&hyper(0.003), &mut scalars, DeviceHyper::OFFSET)
+                .unwrap();
+        }
         let grad = dev.upload(&data(n, seed)).unwrap();
         dev.optim_step(&step, &mut param, &grad, &mut state, Some(&mut scalars))
             .unwrap();
@@ -426,7 +436,7 @@ fn device_scalars_case<B: Backend>(dev: &B) -> Outputs {
         "three steps, and the kernel's block count back at zero"
     );
     // An empty parameter's step still counts.
-    let mut empty_scalars = dev.zeros(STEP_SCALARS_LEN).unwrap();
+    let mut empty_scalars = dev.upload(&initial).unwrap();
     let (mut empty, no_grad) = (dev.zeros(0).unwrap(), dev.zeros(0).unwrap());
     let mut empty_state: Vec<B::Storage> = (0..3).map(|_| dev.zeros(0).unwrap()).collect();
     dev.optim_step(

@@ -11,6 +11,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use common::cuda_or_skip;
 use declnet::losses::{CrossEntropyLoss, Labels, Loss, MseLoss, Reduction};
+use declnet::optim::scheduler::{LrScheduler, OneCycleLr};
 use declnet::optim::{Adam, AdamConfig, Sgd, SgdConfig};
 use declnet::prelude::*;
 
@@ -208,6 +209,35 @@ fn capturable_adam_replays_its_steps_exactly() {
         .iter()
         .find(|(name, _)| name == "linear1.weight.step");
     assert_eq!(steps.map(|&(_, step)| step), Some(21.0));
+}
+
+#[test]
+fn a_scheduler_reaches_a_capturable_adams_replays() {
+    let _turn = gpu_turn();
+    let Some(device) = cuda_or_skip() else {
+        return;
+    };
+    let schedule = || OneCycleLr::new(1e-3, 30);
+    let mut eager = Training::new(&device, adam(true));
+    let mut eager_schedule = LrScheduler::new(schedule(), &mut eager.optimizer);
+    let mut graph = StepGraph::new(Training::new(&device, adam(true)), adam_step);
+    let mut graph_schedule =
+        LrScheduler::new(schedule(), &mut graph.state_mut_keeping_graph().optimizer);
+    graph.capture(&device).unwrap();
+    adam_step(&mut eager).unwrap();
+    for _ in 0..20 {
+        // The learning rate and beta1 change between replays, written to the device.
+        graph_schedule.step(&mut graph.state_mut_keeping_graph().optimizer);
+        eager_schedule.step(&mut eager.optimizer);
+        graph.run().unwrap();
+        adam_step(&mut eager).unwrap();
+    }
+    assert!(graph.is_captured());
+    assert_close(
+        "weights",
+        &weights(&graph.state().net),
+        &weights(&eager.net),
+    );
 }
 
 #[test]

@@ -6,6 +6,7 @@
 mod common;
 
 use common::{Fixture, max_rel_diff, on_every_device};
+use declnet::runtime::optim::scheduler::{LrScheduler, OneCycleLr};
 use declnet::runtime::optim::{
     AdadeltaConfig, AdagradConfig, AdamConfig, AdamWConfig, Optimizer, RmsPropConfig, SgdConfig,
     UpdateRule,
@@ -456,9 +457,13 @@ fn capturable_adam_counts_on_the_device_to_the_same_bits() {
             capturable,
             ..AdamWConfig::default()
         });
+        // Learning rate and beta1 change every step: the capturable form reads them (and
+        // the weight decay factor and bias corrections that depend on them) on the device.
+        let mut one_cycle = LrScheduler::new(OneCycleLr::new(0.05, 10), &mut opt);
         for s in 0..6 {
             model.set_grad(0, &grad(&fixture, s));
             opt.step(&mut model);
+            one_cycle.step(&mut opt);
         }
         let bits: Vec<u32> = model.value(0).iter().map(|v| v.to_bits()).collect();
         (bits, opt.state().scalars)

@@ -15,9 +15,11 @@ use crate::error::{Error, Result};
 ///
 /// A graph replays the step exactly as captured:
 /// - the same kernels with the same scalars, so [`capture`](Self::capture) refuses a step
-///   whose scalars change between steps (a scheduler's learning rate; Adam's bias
-///   corrections, unless it is built with `capturable: true`, which counts steps on the
-///   device) or whose control flow does;
+///   whose scalars change between steps (Adam's bias corrections, unless it is built with
+///   `capturable: true`, which counts steps on the device) or whose control flow does. A
+///   capturable Adam or `AdamW` also keeps its learning rate and `beta1` on the device, so a
+///   scheduler stepped between replays (through
+///   [`state_mut_keeping_graph`](Self::state_mut_keeping_graph)) reaches them;
 /// - into the same buffers, so the step must write results into the state's tensors in place
 ///   (`copy_`, `add_scaled_`, an optimizer's step) rather than assign new tensors to it;
 /// - with no host copies: read a result (`state().loss.item()`) between replays, not inside
@@ -183,9 +185,10 @@ impl<S> StepGraph<S> {
     /// buffers they were captured with, so write into the state's tensors in place
     /// (`copy_from_slice`, `copy_`, `fill_`): a tensor assigned anew here is not the one
     /// replays read or update (its old buffer stays allocated for the graph, so this is never
-    /// unsafe, only stale). Host-side values the step passed to kernels (a learning rate a
-    /// scheduler changes) are part of the graph too: changing them here has no effect on
-    /// replays. To change either, use [`state_mut`](Self::state_mut) and capture again.
+    /// unsafe, only stale). Host-side values the step passed to kernels are part of the graph
+    /// too: changing them here has no effect on replays, except a capturable Adam's or
+    /// `AdamW`'s learning rate and momentum, which live on the device (so a scheduler may step
+    /// here). To change anything else, use [`state_mut`](Self::state_mut) and capture again.
     pub fn state_mut_keeping_graph(&mut self) -> &mut S {
         &mut self.state
     }

@@ -3,7 +3,7 @@
 use super::{Optimizer, UpdateRule, check};
 use crate::backend::Cpu;
 use crate::error::Result;
-use crate::ops::optim::{OptimStep, StepScalars};
+use crate::ops::optim::{DeviceHyper, OptimStep, StepScalars};
 
 /// Adam, like `torch.optim.Adam` (weight decay as an L2 term added to the gradient).
 pub type Adam<B = Cpu> = Optimizer<AdamConfig, B>;
@@ -23,10 +23,11 @@ pub struct AdamConfig {
     pub amsgrad: bool,
     /// Ascend the objective instead of descending it (default off).
     pub maximize: bool,
-    /// Keep the step count on the device and compute the bias corrections there, like
-    /// PyTorch's `capturable=True`, so a [`StepGraph`](crate::StepGraph) can capture the step
-    /// (default off: computed on the host, as PyTorch does by default; the two agree to the
-    /// last bit on the CPU).
+    /// Keep the step count, learning rate and `beta1` on the device and compute the bias
+    /// corrections there, like PyTorch's `capturable=True` with a tensor learning rate, so a
+    /// [`StepGraph`](crate::StepGraph) can capture the step and a scheduler still reaches its
+    /// replays (default off: computed on the host, as PyTorch does by default; the two agree
+    /// to the last bit on the CPU).
     pub capturable: bool,
 }
 
@@ -78,33 +79,52 @@ pub(super) fn validate_adam(
     )
 }
 
-/// The Adam-family kernel of update `step`, with the step-dependent scalars computed in `f64`
-/// as PyTorch computes them in Python; a capturable rule leaves them NaN (the kernel computes
-/// them on the device from its own count), so its update is the same at every step.
+/// The Adam-family kernel of update `step`. The scalars that depend on the step, the
+/// learning rate or `beta1` are computed here in `f64`, as PyTorch computes them in Python;
+/// a capturable rule leaves them NaN and the kernel computes them on the device from the
+/// values kept there (see [`StepScalars`]), so its update is the same at every step.
 pub(super) fn adam_kernel(
     config: &AdamConfig,
     decoupled_weight_decay: bool,
     step: u64,
 ) -> OptimStep {
     let (beta1, beta2) = config.betas;
-    let step = step as f64;
-    let bias_correction1 = 1.0 - beta1.powf(step);
-    let bias_correction2 = 1.0 - beta2.powf(step);
-    let step_size = config.lr / bias_correction1;
-    let (bias_correction2_sqrt, neg_step_size) = if config.capturable {
-        (f32::NAN, f32::NAN)
-    } else {
-        (bias_correction2.sqrt() as f32, (-step_size) as f32)
-    };
     let (decay_factor, weight_decay) = if decoupled_weight_decay {
         (1.0 - config.lr * config.weight_decay, 0.0)
     } else {
         (1.0, config.weight_decay)
     };
+    let [
+        decay_factor,
+        one_minus_beta1,
+        bias_correction2_sqrt,
+        neg_step_size,
+    ] = if config.capturable {
+        [f32::NAN; 4]
+    } else {
+        let step = step as f64;
+        let bias_correction1 = 1.0 - beta1.powf(step);
+        let bias_correction2 = 1.0 - beta2.powf(step);
+        let step_size = config.lr / bias_correction1;
+        [
+            decay_factor as f32,
+            (1.0 - beta1) as f32,
+            bias_correction2.sqrt() as f32,
+            (-step_size) as f32,
+        ]
+    };
+    let device_scalars = config.capturable.then_some(StepScalars::Adam {
+        beta2,
+        decoupled_weight_decay: if decoupled_weight_decay {
+            config.weight_decay
+        } else {
+            0.0
+        },
+    });
     OptimStep::Adam {
-        decay_factor: decay_factor as f32,
+        decay_factor,
         weight_decay: weight_decay as f32,
-        one_minus_beta1: (1.0 - beta1) as f32,
+        one_minus_beta1,
         beta2: beta2 as f32,
         one_minus_beta2: (1.0 - beta2) as f32,
         eps: config.eps as f32,
@@ -112,11 +132,7 @@ pub(super) fn adam_kernel(
         neg_step_size,
         amsgrad: config.amsgrad,
         maximize: config.maximize,
-        device_scalars: config.capturable.then_some(StepScalars::Adam {
-            lr: config.lr,
-            beta1,
-            beta2,
-        }),
+        device_scalars,
     }
 }
 
@@ -150,5 +166,12 @@ impl UpdateRule for AdamConfig {
 
     fn kernel(&self, step: u64) -> OptimStep {
         adam_kernel(self, false, step)
+    }
+
+    fn device_hyper(&self) -> Option<DeviceHyper> {
+        self.capturable.then_some(DeviceHyper {
+            lr: self.lr,
+            beta1: self.betas.0,
+        })
     }
 }

@@ -4,7 +4,7 @@ use super::adam::{adam_kernel, validate_adam};
 use super::{AdamConfig, Optimizer, UpdateRule};
 use crate::backend::Cpu;
 use crate::error::Result;
-use crate::ops::optim::OptimStep;
+use crate::ops::optim::{DeviceHyper, OptimStep};
 
 /// Adam with decoupled weight decay (`p *= 1 - lr * weight_decay` before the Adam update), like
 /// `torch.optim.AdamW`.
@@ -26,10 +26,8 @@ pub struct AdamWConfig {
     pub amsgrad: bool,
     /// Ascend the objective instead of descending it (default off).
     pub maximize: bool,
-    /// Keep the step count on the device and compute the bias corrections there, like
-    /// PyTorch's `capturable=True`, so a [`StepGraph`](crate::StepGraph) can capture the step
-    /// (default off: computed on the host, as PyTorch does by default; the two agree to the
-    /// last bit on the CPU).
+    /// Keep the step count, learning rate and `beta1` on the device, as
+    /// [`AdamConfig::capturable`](super::AdamConfig::capturable) does (default off).
     pub capturable: bool,
 }
 
@@ -73,6 +71,10 @@ impl UpdateRule for AdamWConfig {
 
     fn kernel(&self, step: u64) -> OptimStep {
         adam_kernel(&self.as_adam(), true, step)
+    }
+
+    fn device_hyper(&self) -> Option<DeviceHyper> {
+        self.as_adam().device_hyper()
     }
 }
 

@@ -48,7 +48,7 @@ use std::fmt;
 use crate::backend::{Backend, Cpu};
 use crate::error::{Error, Result, or_panic};
 use crate::module::Module;
-use crate::ops::optim::{OptimStep, STEP_SCALARS_LEN, fused_step};
+use crate::ops::optim::{DeviceHyper, OptimStep, STEP_SCALARS_LEN, fused_step};
 use crate::param::Param;
 use crate::shape::Shape;
 use crate::tensor::Tensor;
@@ -96,6 +96,13 @@ pub trait UpdateRule: Clone + fmt::Debug {
     /// rule's update advances a step count kept on the device instead, and computes the
     /// scalars that depend on it there ([`OptimStep::device_scalars`]).
     fn kernel(&self, step: u64) -> OptimStep;
+
+    /// The hyper-parameters a capturable rule keeps on the device, next to its step count,
+    /// so changing them (a scheduler) reaches a captured graph; `None` (the default) for a
+    /// rule that is not capturable.
+    fn device_hyper(&self) -> Option<DeviceHyper> {
+        None
+    }
 }
 
 /// Checks one hyper-parameter, PyTorch-style: `ok` or an error naming it and the expectation.
@@ -202,16 +209,47 @@ impl<R: UpdateRule, B: Backend> Optimizer<R, B> {
     }
 
     /// Sets the learning rate.
+    ///
+    /// # Panics
+    /// As [`try_set_lr`](Self::try_set_lr) fails.
+    #[track_caller]
     pub fn set_lr(&mut self, lr: f64) {
-        self.rule.set_lr(lr);
+        or_panic(self.try_set_lr(lr));
     }
 
-    /// Sets the momentum (see [`UpdateRule::set_momentum`]).
+    /// Sets the learning rate; a capturable rule also writes it to the device, where the
+    /// updates (and a captured graph's replays of them) read it.
     ///
     /// # Errors
-    /// As [`UpdateRule::set_momentum`].
+    /// When the device cannot copy (inside a captured step, for one).
+    pub fn try_set_lr(&mut self, lr: f64) -> Result<()> {
+        self.rule.set_lr(lr);
+        self.write_device_hyper()
+    }
+
+    /// Sets the momentum (see [`UpdateRule::set_momentum`]); a capturable rule also writes it
+    /// to the device, as [`try_set_lr`](Self::try_set_lr) does.
+    ///
+    /// # Errors
+    /// As [`UpdateRule::set_momentum`], or when the device cannot copy.
     pub fn set_momentum(&mut self, momentum: f64) -> Result<()> {
-        self.rule.set_momentum(momentum)
+        self.rule.set_momentum(momentum)?;
+        self.write_device_hyper()
+    }
+
+    /// Writes the rule's [`DeviceHyper`] into every parameter's step scalars buffer.
+    fn write_device_hyper(&mut self) -> Result<()> {
+        let Some(hyper) = self.rule.device_hyper() else {
+            return Ok(());
+        };
+        let words = hyper.to_words();
+        for slot in &mut self.slots {
+            if let Some(scalars) = &mut slot.scalars {
+                slot.device
+                    .upload_into_at(&words, scalars, DeviceHyper::OFFSET)?;
+            }
+        }
+        Ok(())
     }
 
     /// Forgets every parameter's gradient, like `optimizer.zero_grad()`.
@@ -456,6 +494,9 @@ fn update<R: UpdateRule, B: Backend>(
         (Some(_), None) => {
             let mut initial = [0.0; STEP_SCALARS_LEN];
             initial[0] = slot.steps_done()? as f32;
+            if let Some(hyper) = rule.device_hyper() {
+                initial[DeviceHyper::OFFSET..].copy_from_slice(&hyper.to_words());
+            }
             Some(slot.scalars.insert(value.device.upload(&initial)?))
         }
     };

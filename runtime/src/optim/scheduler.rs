@@ -130,8 +130,7 @@ impl<S: Schedule> LrScheduler<S> {
         if let Some(momentum) = self.schedule.momentum(self.epoch) {
             optimizer.set_momentum(momentum)?;
         }
-        optimizer.set_lr(lr);
-        Ok(())
+        optimizer.try_set_lr(lr)
     }
 }
 

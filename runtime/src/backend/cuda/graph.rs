@@ -225,9 +225,9 @@ fn check_same_work(eager: &[String], captured: &[String]) -> Result<()> {
             "the step changes from one step to the next, and a graph would replay it frozen: \
              op {index} was `{eager}` in the eager step and `{captured}` when captured. \
              Scalars that depend on the step count (Adam's bias corrections, unless the \
-             optimizer is built with `capturable: true`; a scheduler's learning rate; SGD \
-             momentum's first step) and control flow that changes between steps cannot be \
-             replayed; run more steps eagerly first, or keep them out of the captured step"
+             optimizer is built with `capturable: true`; SGD momentum's first step) and \
+             control flow that changes between steps cannot be replayed; run more steps \
+             eagerly first, or keep them out of the captured step"
         ),
     };
     let missing = "(nothing)";

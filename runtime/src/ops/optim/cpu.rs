@@ -265,6 +265,8 @@ fn optim_step_portable(
 fn with_device_scalars(step: &OptimStep, scalars: Option<&mut [f32]>) -> Result<OptimStep> {
     let mut step = *step;
     if let OptimStep::Adam {
+        decay_factor,
+        one_minus_beta1,
         bias_correction2_sqrt,
         neg_step_size,
         device_scalars,
@@ -282,8 +284,11 @@ fn with_device_scalars(step: &OptimStep, scalars: Option<&mut [f32]>) -> Result<
                 ),
             });
         };
-        *buffer = rule.advance(*buffer);
-        (*bias_correction2_sqrt, *neg_step_size) = (buffer[1], buffer[2]);
+        let scalars = rule.advance(buffer);
+        *decay_factor = scalars.decay_factor;
+        *one_minus_beta1 = scalars.one_minus_beta1;
+        *bias_correction2_sqrt = scalars.bias_correction2_sqrt;
+        *neg_step_size = scalars.neg_step_size;
     }
     Ok(step)
 }

@@ -29,18 +29,17 @@ unsafe impl CValue for Hyper {
     const C_TYPE: &'static str = "Hyper";
 }
 
-/// `optim.cu`'s `AdamRule`: the learning rate and betas of a [`StepScalars::Adam`] (zeros for
-/// a step without device scalars, which the kernel then ignores).
+/// `optim.cu`'s `AdamRule`: a [`StepScalars::Adam`] (zeros for a step without device scalars,
+/// which the kernel then ignores).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub(crate) struct AdamRule {
-    lr: f64,
-    beta1: f64,
     beta2: f64,
+    decoupled_weight_decay: f64,
 }
 
 // SAFETY: `AdamRule` is `repr(C)` plain data, laid out like
-// `struct AdamRule { double lr; double beta1; double beta2; }`.
+// `struct AdamRule { double beta2; double decoupled_weight_decay; }`.
 unsafe impl DeviceRepr for AdamRule {}
 
 // SAFETY: as above.
@@ -170,9 +169,19 @@ pub(crate) fn optim_step(
     }
     let (scalars, rule) = match (step.device_scalars(), scalars) {
         (None, _) => (None, AdamRule::default()),
-        (Some(StepScalars::Adam { lr, beta1, beta2 }), Some(scalars)) => {
+        (
+            Some(StepScalars::Adam {
+                beta2,
+                decoupled_weight_decay,
+            }),
+            Some(scalars),
+        ) => {
             expect_len(OP, "step scalars", scalars.len(), STEP_SCALARS_LEN)?;
-            (Some(scalars), AdamRule { lr, beta1, beta2 })
+            let rule = AdamRule {
+                beta2,
+                decoupled_weight_decay,
+            };
+            (Some(scalars), rule)
         }
         (Some(_), None) => {
             return Err(Error::Backend {

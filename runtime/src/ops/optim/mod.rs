@@ -44,7 +44,8 @@ pub enum OptimStep {
     /// `torch.optim.Adam` and `AdamW`. State: `[exp_avg, exp_avg_sq]`, plus `max_exp_avg_sq`
     /// with `amsgrad`.
     Adam {
-        /// `1 - lr * weight_decay`, the decoupled decay (`AdamW`); 1 for Adam.
+        /// `1 - lr * weight_decay`, the decoupled decay (`AdamW`); 1 for Adam. Read from the
+        /// device with device scalars, like `one_minus_beta1` and the bias corrections.
         decay_factor: f32,
         /// L2 penalty added to the gradient (Adam); 0 for `AdamW`.
         weight_decay: f32,
@@ -60,8 +61,9 @@ pub enum OptimStep {
         bias_correction2_sqrt: f32,
         /// `-lr / (1 - beta1^step)`.
         neg_step_size: f32,
-        /// `Some(rule)`: advance the parameter's device step scalars by `rule` and read the two
-        /// scalars above from them instead of these fields (see [`StepScalars`]).
+        /// `Some(rule)`: advance the parameter's device step scalars by `rule` and compute the
+        /// four step-dependent scalars above from them, and the learning rate and `beta1` they
+        /// hold, instead of reading these fields (see [`StepScalars`]).
         device_scalars: Option<StepScalars>,
         /// Use the running maximum of the second moment.
         amsgrad: bool,
@@ -116,46 +118,111 @@ pub enum OptimStep {
     },
 }
 
-/// The scalars of an update that depend on the step count, computed on the device from a
-/// count kept there: each [`Backend::optim_step`] that reads them first advances them by one
-/// step. Their buffer holds [`STEP_SCALARS_LEN`] `f32`s: the step count (exact up to 2^24
-/// steps), the two scalars [`OptimStep`] reads, and a word the CUDA kernel uses to count its
-/// blocks within a launch, zero between launches.
+/// The scalars of an update that depend on the step count or on hyper-parameters a
+/// scheduler changes, computed on the device from a buffer kept there, so a captured CUDA
+/// graph replays them right: each [`Backend::optim_step`] that reads them first advances the
+/// buffer by one step. It holds [`STEP_SCALARS_LEN`] `f32`s:
+/// - the step count (exact up to 2^24 steps);
+/// - the last step's `sqrt(1 - beta2^t)` and `-lr / (1 - beta1^t)`;
+/// - a word the CUDA kernel uses to count its blocks within a launch, zero between launches;
+/// - from [`DeviceHyper::OFFSET`], the learning rate and `beta1` ([`DeviceHyper`]), which the
+///   host writes when they change.
 #[derive(Debug, Clone, Copy, PartialEq)]
 #[non_exhaustive]
 pub enum StepScalars {
-    /// Adam's and `AdamW`'s `sqrt(1 - beta2^t)` and `-lr / (1 - beta1^t)`.
+    /// Adam's and `AdamW`'s scalars.
     Adam {
-        /// Learning rate.
-        lr: f64,
-        /// `beta1`.
-        beta1: f64,
         /// `beta2`.
         beta2: f64,
+        /// `AdamW`'s weight decay, applied as `p *= 1 - lr * weight_decay`; 0 for Adam.
+        decoupled_weight_decay: f64,
     },
 }
 
 /// The length of a [`StepScalars`] buffer.
-pub const STEP_SCALARS_LEN: usize = 4;
+pub const STEP_SCALARS_LEN: usize = 8;
+
+/// The hyper-parameters a [`StepScalars`] buffer holds because the host may change them
+/// between steps (a scheduler's learning rate and momentum). Each `f64` is kept as its two
+/// 32-bit halves, high first, so the device computes with the host's exact values.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DeviceHyper {
+    /// Learning rate.
+    pub lr: f64,
+    /// `beta1`.
+    pub beta1: f64,
+}
+
+impl DeviceHyper {
+    /// Where they start in a [`StepScalars`] buffer.
+    pub const OFFSET: usize = 4;
+
+    /// The buffer words that hold them.
+    #[must_use]
+    pub fn to_words(self) -> [f32; 4] {
+        let [lr_high, lr_low] = f64_words(self.lr);
+        let [beta1_high, beta1_low] = f64_words(self.beta1);
+        [lr_high, lr_low, beta1_high, beta1_low]
+    }
+
+    /// Read back from [`to_words`](Self::to_words)' words.
+    #[must_use]
+    pub fn from_words([lr_high, lr_low, beta1_high, beta1_low]: [f32; 4]) -> Self {
+        Self {
+            lr: words_f64([lr_high, lr_low]),
+            beta1: words_f64([beta1_high, beta1_low]),
+        }
+    }
+}
+
+/// `x`'s bits as two `f32` words, high half first (copies keep any bit pattern).
+fn f64_words(x: f64) -> [f32; 2] {
+    let bits = x.to_bits();
+    #[allow(clippy::cast_possible_truncation, reason = "the low half, on purpose")]
+    [
+        f32::from_bits((bits >> 32) as u32),
+        f32::from_bits(bits as u32),
+    ]
+}
+
+fn words_f64([high, low]: [f32; 2]) -> f64 {
+    f64::from_bits((u64::from(high.to_bits()) << 32) | u64::from(low.to_bits()))
+}
+
+/// The four scalars an Adam update reads, as [`StepScalars::advance`] leaves them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct AdamScalars {
+    pub(crate) decay_factor: f32,
+    pub(crate) one_minus_beta1: f32,
+    pub(crate) bias_correction2_sqrt: f32,
+    pub(crate) neg_step_size: f32,
+}
 
 impl StepScalars {
-    /// The buffer after one more step, from the buffer before it: what every backend's
-    /// [`Backend::optim_step`] computes before the update, in `f64` like the host path.
-    #[must_use]
-    pub fn advance(&self, before: [f32; STEP_SCALARS_LEN]) -> [f32; STEP_SCALARS_LEN] {
-        match *self {
-            Self::Adam { lr, beta1, beta2 } => {
-                let step = f64::from(before[0]) + 1.0;
-                let bias_correction1 = 1.0 - beta1.powf(step);
-                let bias_correction2 = 1.0 - beta2.powf(step);
-                [
-                    step as f32,
-                    bias_correction2.sqrt() as f32,
-                    (-lr / bias_correction1) as f32,
-                    before[3],
-                ]
-            }
-        }
+    /// Advances `buffer` by one step and returns the scalars of the new step: what every
+    /// backend's [`Backend::optim_step`] computes before the update, in `f64` with the
+    /// formulas of the host path, so the two agree to the bit.
+    pub(crate) fn advance(&self, buffer: &mut [f32; STEP_SCALARS_LEN]) -> AdamScalars {
+        let Self::Adam {
+            beta2,
+            decoupled_weight_decay,
+        } = *self;
+        let mut words = [0.0; 4];
+        words.copy_from_slice(&buffer[DeviceHyper::OFFSET..]);
+        let DeviceHyper { lr, beta1 } = DeviceHyper::from_words(words);
+        let step = f64::from(buffer[0]) + 1.0;
+        let bias_correction1 = 1.0 - beta1.powf(step);
+        let bias_correction2 = 1.0 - beta2.powf(step);
+        let scalars = AdamScalars {
+            decay_factor: (1.0 - lr * decoupled_weight_decay) as f32,
+            one_minus_beta1: (1.0 - beta1) as f32,
+            bias_correction2_sqrt: bias_correction2.sqrt() as f32,
+            neg_step_size: (-lr / bias_correction1) as f32,
+        };
+        buffer[0] = step as f32;
+        buffer[1] = scalars.bias_correction2_sqrt;
+        buffer[2] = scalars.neg_step_size;
+        scalars
     }
 }
 

@@ -5,9 +5,10 @@
 // `kind` is the `OptimStep` variant and `h` its hyper-parameters, in the order `cuda.rs`
 // writes them; `s0`..`s2` are the state buffers in `OptimStep`'s documented order (null when
 // the step has fewer). With `FLAG_DEVICE_SCALARS`, `scalars` is the parameter's
-// `StepScalars` buffer (the count, Adam's `bias_correction2_sqrt` and `neg_step_size`, and a
-// count of arrived blocks), which the kernel advances by one step of `rule` and reads instead
-// of `h`; else null.
+// `StepScalars` buffer (the count, Adam's `bias_correction2_sqrt` and `neg_step_size`, a
+// count of arrived blocks, then the learning rate and beta1 as the two 32-bit halves of a
+// double each), which the kernel advances by one step of `rule`, computing Adam's four
+// step-dependent scalars from it instead of reading them from `h`; else null.
 
 #define KIND_SGD 0
 #define KIND_ADAM 1
@@ -26,12 +27,17 @@ struct Hyper {
     float v[8];
 };
 
-// Adam's learning rate and betas, for the step scalars.
+// What Adam's step scalars need besides the buffer: beta2, and AdamW's weight decay (0 for
+// Adam).
 struct AdamRule {
-    double lr;
-    double beta1;
     double beta2;
+    double decoupled_weight_decay;
 };
+
+// The double whose two 32-bit halves, high first, are the bits of `words[0]` and `words[1]`.
+__device__ double double_from_words(const float* words) {
+    return __hiloint2double(__float_as_int(words[0]), __float_as_int(words[1]));
+}
 
 // PyTorch's lerp for a scalar weight: the form depends on |weight| < 0.5.
 __device__ float lerp(float start, float end, float weight) {
@@ -49,20 +55,25 @@ __device__ float effective_grad(float g, float p, float weight_decay, unsigned i
     return weight_decay == 0.0f ? g : fmaf(weight_decay, p, g);
 }
 
-// Adam's step scalars for the step after `scalars`' count, in double precision like the host
-// path (`StepScalars::advance`): `sqrt(1 - beta2^t)` and `-lr / (1 - beta1^t)`. Each block's
-// first thread computes them from the count and shares them; once every block has read the
-// count, the last block to arrive stores the new step in the buffer.
-__device__ float2 advance_adam_scalars(float* scalars, AdamRule rule) {
-    __shared__ float shared[2];
+// Adam's scalars for the step after `scalars`' count, in double precision with the host
+// path's formulas (`StepScalars::advance`): `1 - lr * decoupled_weight_decay`, `1 - beta1`,
+// `sqrt(1 - beta2^t)` and `-lr / (1 - beta1^t)`. Each block's first thread computes them
+// and shares them; once every block has read the count, the last block to arrive stores the
+// new step in the buffer.
+__device__ float4 advance_adam_scalars(float* scalars, AdamRule rule) {
+    __shared__ float shared[4];
     __shared__ double step;
     if (threadIdx.x == 0) {
+        double lr = double_from_words(scalars + 4);
+        double beta1 = double_from_words(scalars + 6);
         step = (double)scalars[0] + 1.0;
-        shared[0] = (float)sqrt(1.0 - pow(rule.beta2, step));
-        shared[1] = (float)(-rule.lr / (1.0 - pow(rule.beta1, step)));
+        shared[0] = (float)(1.0 - lr * rule.decoupled_weight_decay);
+        shared[1] = (float)(1.0 - beta1);
+        shared[2] = (float)sqrt(1.0 - pow(rule.beta2, step));
+        shared[3] = (float)(-lr / (1.0 - pow(beta1, step)));
     }
     __syncthreads();
-    float2 current = make_float2(shared[0], shared[1]);
+    float4 current = make_float4(shared[0], shared[1], shared[2], shared[3]);
     if (threadIdx.x == 0) {
         // Orders this block's read of the count before its arrival, and the last block's
         // arrival before its stores.
@@ -70,8 +81,8 @@ __device__ float2 advance_adam_scalars(float* scalars, AdamRule rule) {
         unsigned int* arrived = (unsigned int*)&scalars[3];
         if (atomicAdd(arrived, 1u) == gridDim.x - 1) {
             scalars[0] = (float)step;
-            scalars[1] = shared[0];
-            scalars[2] = shared[1];
+            scalars[1] = shared[2];
+            scalars[2] = shared[3];
             *arrived = 0u;
         }
     }
@@ -83,9 +94,11 @@ extern "C" __global__ void optim_step_f32(
     unsigned long long n, int kind, unsigned int flags, Hyper h, AdamRule rule
 ) {
     if (flags & FLAG_DEVICE_SCALARS) {
-        float2 current = advance_adam_scalars(scalars, rule);
-        h.v[6] = current.x;
-        h.v[7] = current.y;
+        float4 current = advance_adam_scalars(scalars, rule);
+        h.v[0] = current.x;
+        h.v[2] = current.y;
+        h.v[6] = current.z;
+        h.v[7] = current.w;
     }
     unsigned long long step = (unsigned long long)blockDim.x * gridDim.x;
     for (unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
