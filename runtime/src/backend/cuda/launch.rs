@@ -87,36 +87,29 @@ impl KernelArg for &mut CudaSlice<f32> {
     }
 }
 
+/// A buffer argument: the only kind that may be absent, passed as a null pointer.
+pub(crate) trait BufferArg: KernelArg {}
+
+impl BufferArg for &CudaSlice<f32> {}
+impl BufferArg for &mut CudaSlice<f32> {}
+
 /// The null pointer an absent optional buffer passes (a `u64` has a pointer's size).
 static NULL: u64 = 0;
 
-/// An optional input: null when absent.
-impl KernelArg for Option<&CudaSlice<f32>> {
-    const PARAM: Param = Param::Input;
+/// An optional buffer: null when absent.
+impl<T: BufferArg> KernelArg for Option<T> {
+    const PARAM: Param = T::PARAM;
 
     fn push<'a>(self, launch: &mut LaunchArgs<'a>)
     where
         Self: 'a,
     {
         match self {
-            Some(buffer) => launch.arg(buffer),
-            None => launch.arg(&NULL),
-        };
-    }
-}
-
-/// An optional output: null when absent.
-impl KernelArg for Option<&mut CudaSlice<f32>> {
-    const PARAM: Param = Param::Output;
-
-    fn push<'a>(self, launch: &mut LaunchArgs<'a>)
-    where
-        Self: 'a,
-    {
-        match self {
-            Some(buffer) => launch.arg(buffer),
-            None => launch.arg(&NULL),
-        };
+            Some(buffer) => buffer.push(launch),
+            None => {
+                launch.arg(&NULL);
+            }
+        }
     }
 }
 
