@@ -113,17 +113,17 @@ impl<S> StepGraph<S> {
     /// step has then run once, as far as it got, exactly as if it had run eagerly. Only when
     /// the driver itself fails the capture of a step that stored new tensors in its state is
     /// the state lost (those tensors name memory of the discarded graph): the error says so,
-    /// and every later `capture`, `run` or `run_eagerly` fails.
+    /// and every later `capture`, `run` or `run_eagerly` fails. So it does after a step that
+    /// panicked during `capture`.
     pub fn capture(&mut self, device: &Cuda) -> Result<()> {
         self.check_state()?;
         self.graph = None;
-        match device.capture_step(&mut self.state, self.step) {
-            Ok(graph) => self.graph = Some(graph),
-            Err(failure) => {
-                self.lost = failure.state_lost;
-                return Err(failure.error);
-            }
-        }
+        // Until the capture returns: a step that panics may leave tensors of the discarded
+        // graph in the state.
+        self.lost = true;
+        let captured = device.capture_step(&mut self.state, self.step);
+        self.lost = matches!(&captured, Err(failure) if failure.state_lost);
+        self.graph = Some(captured.map_err(|failure| failure.error)?);
         Ok(())
     }
 

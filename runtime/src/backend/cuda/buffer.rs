@@ -4,7 +4,7 @@
 
 use std::fmt;
 use std::mem::ManuallyDrop;
-use std::ops::{Deref, DerefMut};
+use std::ops::Deref;
 use std::sync::Arc;
 
 use cudarc::driver::{CudaSlice, DevicePtr, result, sys};
@@ -50,19 +50,20 @@ impl CudaBuffer {
     pub(crate) fn capture(&self) -> Option<u64> {
         self.capture
     }
+
+    /// The cudarc buffer, to write to. Not public: a slice swapped or replaced through it
+    /// would part the memory from the address the recorder knows it by.
+    pub(crate) fn slice_mut(&mut self) -> &mut CudaSlice<f32> {
+        &mut self.slice
+    }
 }
 
+/// Read access to the cudarc buffer (write access stays inside the crate).
 impl Deref for CudaBuffer {
     type Target = CudaSlice<f32>;
 
     fn deref(&self) -> &CudaSlice<f32> {
         &self.slice
-    }
-}
-
-impl DerefMut for CudaBuffer {
-    fn deref_mut(&mut self) -> &mut CudaSlice<f32> {
-        &mut self.slice
     }
 }
 

@@ -1,14 +1,14 @@
 //! Capturing a training step as a CUDA graph, for [`StepGraph`](crate::StepGraph): the capture
-//! itself, the checks that make replaying it safe, and the [`Recorder`] those checks read.
+//! itself, and the checks that make replaying it safe, which read the device's
+//! [`Recorder`](super::recorder::Recorder).
 
 use std::collections::BTreeMap;
 use std::mem::MaybeUninit;
 use std::sync::Arc;
 
-use cudarc::driver::{CudaGraph, CudaStream, DriverError, sys};
+use cudarc::driver::{CudaGraph, CudaSlice, CudaStream, DriverError, sys};
 
-use super::buffer::free;
-use super::recorder::{Leftovers, Recorder};
+use super::recorder::{Leftovers, Memory as _, PinSet, Recorder};
 use super::{Cuda, cuda_error};
 use crate::backend::Backend as _;
 use crate::error::{Error, Result};
@@ -41,8 +41,9 @@ impl<'a> OpenCapture<'a> {
     }
 
     fn end_capture(&self) -> Result<Option<CudaGraph>, DriverError> {
-        // cudarc reports an error recorded in the context (by a failed free) instead of making
-        // the next call: take it, or the capture would never end.
+        // cudarc reports an error recorded in the context during the capture (an op's failure
+        // it could not return) instead of making the next call: take it, or the capture would
+        // never end.
         let recorded = self.stream.context().check_err();
         let ended = self.stream.end_capture(sys::CUgraphInstantiate_flags(0));
         recorded.and(ended)
@@ -61,32 +62,14 @@ impl Drop for OpenCapture<'_> {
 /// step used alive as long as it lives (see [`CudaBuffer`](super::CudaBuffer)).
 pub(crate) struct CapturedGraph {
     graph: CudaGraph,
-    pinned: Vec<sys::CUdeviceptr>,
-    recorder: Arc<Recorder>,
+    /// Dropped after the graph, so its buffers are freed after its last launch.
+    _pinned: PinSet,
 }
 
 impl CapturedGraph {
-    fn new(graph: CudaGraph, pinned: Vec<sys::CUdeviceptr>, recorder: &Arc<Recorder>) -> Self {
-        recorder.pin(&pinned);
-        Self {
-            graph,
-            pinned,
-            recorder: Arc::clone(recorder),
-        }
-    }
-
     /// Launches the graph on the device's stream, without waiting for it.
     pub(crate) fn replay(&self) -> Result<()> {
         self.graph.launch().map_err(cuda_error("StepGraph::replay"))
-    }
-}
-
-impl Drop for CapturedGraph {
-    fn drop(&mut self) {
-        // Freed on the stream, so after every launch of the graph.
-        for slice in self.recorder.unpin(&self.pinned) {
-            free(slice);
-        }
     }
 }
 
@@ -101,7 +84,9 @@ impl Cuda {
         state: &mut S,
         step: fn(&mut S) -> Result<()>,
     ) -> Result<CapturedGraph, CaptureFailure> {
-        let (eager, eager_trace) = self.recorder.traced(false, || step(state))?;
+        let trace = self.recorder.start_trace()?;
+        let eager = step(state);
+        let eager_trace = trace.finish();
         eager?;
         if eager_trace.is_empty() {
             return Err(Error::Backend {
@@ -114,16 +99,24 @@ impl Cuda {
             }
             .into());
         }
+        // An error cudarc recorded before the capture is not the capture's.
+        self.ctx.check_err().map_err(cuda_error(OP))?;
+        // Claimed before the stream capture begins, so no other trace's work can slip in; a
+        // panic in the step drops `capture` first (ending the stream capture), then
+        // `recording` (which discards what the capture allocated).
+        let recording = self.recorder.start_capture()?;
         let capture = OpenCapture::begin(&self.stream)?;
-        let (captured, captured_trace) = self.recorder.traced(true, || step(state))?;
+        let captured = step(state);
         let ended = capture.end();
+        let (captured_trace, leftovers) = recording.finish();
         let Leftovers {
+            capture,
             dropped,
             escaped,
-            touched,
-        } = self.recorder.capture_leftovers();
+            pinned,
+        } = leftovers;
         // Buffers of the state the step dropped: the graph does not own them, so they are
-        // freed on the stream after whatever runs next (the graph's one launch, or nothing).
+        // released after whatever runs next (the graph's one launch, or nothing).
         let replaced = Replaced {
             recorder: &self.recorder,
             buffers: dropped,
@@ -139,6 +132,7 @@ impl Cuda {
                 .into());
             }
             Err(error) => {
+                self.recorder.discard(capture);
                 let state_lost = escaped > 0;
                 let lost = if state_lost {
                     "; the step stored tensors the discarded graph allocated, so its state is \
@@ -159,17 +153,20 @@ impl Cuda {
         let verdict = captured
             .and_then(|()| check_same_work(&eager_trace, &captured_trace))
             .and_then(|()| check_replaced(replaced.buffers.len()))
-            .and_then(|()| check_memory(&graph).map_err(cuda_error(OP))?);
-        let verdict = verdict.and_then(|()| graph.upload().map_err(cuda_error(OP)));
+            .and_then(|()| check_memory(&graph).map_err(cuda_error(OP))?)
+            .and_then(|()| graph.upload().map_err(cuda_error(OP)));
         let Err(refused) = verdict else {
-            return Ok(CapturedGraph::new(graph, touched, &self.recorder));
+            return Ok(CapturedGraph {
+                graph,
+                _pinned: pinned,
+            });
         };
         // The host side of the recorded work has happened (gradient flags, optimizer counts,
         // tensors of the state replaced by ones the graph allocates): run it once, so the
-        // device agrees, as after an eager step that stopped at the same point. The replaced
-        // buffers are freed on the stream after it.
+        // device agrees, as after an eager step that stopped at the same point. The buffers
+        // it used and the replaced ones are released on the stream after it.
         let launched = graph.launch();
-        drop(replaced);
+        drop((replaced, pinned));
         Err(match launched {
             Ok(()) => refused,
             Err(error) => Error::Backend {
@@ -184,15 +181,15 @@ impl Cuda {
 /// Buffers from before a capture that the step dropped, released when this is dropped.
 struct Replaced<'a> {
     recorder: &'a Recorder,
-    buffers: Vec<(sys::CUdeviceptr, cudarc::driver::CudaSlice<f32>)>,
+    buffers: Vec<(sys::CUdeviceptr, CudaSlice<f32>)>,
 }
 
 impl Drop for Replaced<'_> {
     fn drop(&mut self) {
         for (pointer, slice) in self.buffers.drain(..) {
-            // No capture runs now: freed unless another live graph uses it.
+            // No capture runs now: freed unless a live graph uses it.
             if let Some(slice) = self.recorder.release(pointer, None, slice) {
-                free(slice);
+                slice.free();
             }
         }
     }

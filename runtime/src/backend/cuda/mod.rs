@@ -288,7 +288,7 @@ impl Backend for Cuda {
             return Ok(());
         }
         self.stream
-            .memcpy_htod(data, &mut **dst)
+            .memcpy_htod(data, dst.slice_mut())
             .map_err(cuda_error("upload_into"))
     }
 
@@ -309,7 +309,7 @@ impl Backend for Cuda {
         if data.is_empty() {
             return Ok(());
         }
-        let mut range = dst.slice_mut(offset..end);
+        let mut range = dst.slice_mut().slice_mut(offset..end);
         self.stream
             .memcpy_htod(data, &mut range)
             .map_err(cuda_error(OP))
@@ -344,19 +344,19 @@ impl Backend for Cuda {
             return Ok(());
         }
         self.stream
-            .memcpy_dtod(&**src, &mut **dst)
+            .memcpy_dtod(&**src, dst.slice_mut())
             .map_err(cuda_error("copy_into"))
     }
 
     fn fill(&self, dst: &mut CudaBuffer, value: f32) -> Result<()> {
         self.recorder
             .record([&*dst], || format!("fill {} {value:?}", dst.len()));
-        unary::cuda::fill(self, dst, value)
+        unary::cuda::fill(self, dst.slice_mut(), value)
     }
 
     fn gemm(&self, gemm: &Gemm, a: &CudaBuffer, b: &CudaBuffer, c: &mut CudaBuffer) -> Result<()> {
         self.recorder.record([a, b, &*c], || format!("{gemm:?}"));
-        matmul::cuda::gemm(self, gemm, a, b, c)
+        matmul::cuda::gemm(self, gemm, a, b, c.slice_mut())
     }
 
     fn transpose(
@@ -368,19 +368,19 @@ impl Backend for Cuda {
     ) -> Result<()> {
         self.recorder
             .record([src, &*dst], || format!("transpose {rows}x{cols}"));
-        matmul::cuda::transpose(self, src, rows, cols, dst)
+        matmul::cuda::transpose(self, src, rows, cols, dst.slice_mut())
     }
 
     fn unary(&self, op: UnaryOp, x: &CudaBuffer, out: &mut CudaBuffer) -> Result<()> {
         self.recorder
             .record([x, &*out], || format!("{op:?} {}", x.len()));
-        unary::cuda::unary(self, op, x, out)
+        unary::cuda::unary(self, op, x, out.slice_mut())
     }
 
     fn unary_assign(&self, op: UnaryOp, x: &mut CudaBuffer) -> Result<()> {
         self.recorder
             .record([&*x], || format!("{op:?} in place {}", x.len()));
-        unary::cuda::unary_assign(self, op, x)
+        unary::cuda::unary_assign(self, op, x.slice_mut())
     }
 
     fn binary(
@@ -393,7 +393,7 @@ impl Backend for Cuda {
     ) -> Result<()> {
         self.recorder
             .record([lhs, rhs, &*out], || format!("{op:?} {layout:?}"));
-        binary::cuda::binary(self, op, lhs, rhs, layout, out)
+        binary::cuda::binary(self, op, lhs, rhs, layout, out.slice_mut())
     }
 
     fn binary_assign(
@@ -405,7 +405,7 @@ impl Backend for Cuda {
     ) -> Result<()> {
         self.recorder
             .record([&*lhs, rhs], || format!("{op:?} in place {layout:?}"));
-        binary::cuda::binary_assign(self, op, lhs, rhs, layout)
+        binary::cuda::binary_assign(self, op, lhs.slice_mut(), rhs, layout)
     }
 
     fn sum_axis(
@@ -418,7 +418,7 @@ impl Backend for Cuda {
     ) -> Result<()> {
         self.recorder
             .record([x, &*out], || format!("sum_axis {outer}x{len}x{inner}"));
-        reduce::cuda::sum_axis(self, x, outer, len, inner, out)
+        reduce::cuda::sum_axis(self, x, outer, len, inner, out.slice_mut())
     }
 
     fn softmax(
@@ -430,7 +430,7 @@ impl Backend for Cuda {
     ) -> Result<()> {
         self.recorder
             .record([x, &*out], || format!("{op:?} {axis:?}"));
-        softmax::cuda::softmax(self, op, x, axis, out)
+        softmax::cuda::softmax(self, op, x, axis, out.slice_mut())
     }
 
     fn softmax_backward(
@@ -443,7 +443,7 @@ impl Backend for Cuda {
     ) -> Result<()> {
         self.recorder
             .record([y, grad, &*out], || format!("{op:?} backward {axis:?}"));
-        softmax::cuda::softmax_backward(self, op, y, grad, axis, out)
+        softmax::cuda::softmax_backward(self, op, y, grad, axis, out.slice_mut())
     }
 
     fn pointwise_loss(
@@ -456,7 +456,7 @@ impl Backend for Cuda {
     ) -> Result<()> {
         self.recorder
             .record([x, t, &*values, &*grad], || format!("{op:?} {}", x.len()));
-        loss::cuda::pointwise_loss(self, op, x, t, values, grad)
+        loss::cuda::pointwise_loss(self, op, x, t, values.slice_mut(), grad.slice_mut())
     }
 
     fn class_loss(
@@ -471,7 +471,15 @@ impl Backend for Cuda {
         self.recorder.record([x, labels, &*values, &*grad], || {
             format!("{op:?} {} {classes}", labels.len())
         });
-        loss::cuda::class_loss(self, op, x, labels, classes, values, grad)
+        loss::cuda::class_loss(
+            self,
+            op,
+            x,
+            labels,
+            classes,
+            values.slice_mut(),
+            grad.slice_mut(),
+        )
     }
 
     fn optim_step(
@@ -486,7 +494,14 @@ impl Backend for Cuda {
         self.recorder.record(buffers.chain(scalars.as_deref()), || {
             format!("{step:?} {}", param.len())
         });
-        optim::cuda::optim_step(self, step, param, grad, state, scalars.map(|s| &mut **s))
+        optim::cuda::optim_step(
+            self,
+            step,
+            param.slice_mut(),
+            grad,
+            state,
+            scalars.map(CudaBuffer::slice_mut),
+        )
     }
 }
 
@@ -572,7 +587,8 @@ mod tests {
             shared_mem_bytes: 0,
         };
         // SAFETY: the driver rejects the configuration before anything runs.
-        let result = unsafe { kernels.fill(device.stream(), config, &mut buffer, &count, &value) };
+        let result =
+            unsafe { kernels.fill(device.stream(), config, buffer.slice_mut(), &count, &value) };
         let error = result.map_err(cuda_error("fill")).unwrap_err().to_string();
         assert!(
             error.starts_with("fill: CUDA_ERROR_INVALID_VALUE"),
@@ -586,10 +602,9 @@ mod tests {
         let Some(device) = device_or_skip() else {
             return;
         };
-        let (refused, _) = device
-            .recorder
-            .traced(true, || device.upload(&[1.0]).unwrap_err().to_string())
-            .unwrap();
+        let capture = device.recorder.start_capture().unwrap();
+        let refused = device.upload(&[1.0]).unwrap_err().to_string();
+        drop(capture);
         assert!(refused.contains("inside a captured step"), "{refused}");
         assert_still_usable(&device);
     }

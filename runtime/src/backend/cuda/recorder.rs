@@ -3,24 +3,39 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use cudarc::driver::{CudaSlice, sys};
 
 use super::CudaBuffer;
+use super::buffer::free;
 use crate::error::{Error, Result};
 
-/// A device's record of captures and buffer lifetimes (`Memory` is what a dropped buffer
-/// leaves to free: a cudarc slice, or a stand-in in tests):
-/// - while a step is traced, the kernels it launches (to compare the captured step with the
-///   eager step before it);
+/// What a dropped buffer leaves to free: a cudarc slice, or a stand-in in tests.
+pub(crate) trait Memory {
+    /// Frees it, after the work queued so far.
+    fn free(self);
+}
+
+impl Memory for CudaSlice<f32> {
+    fn free(self) {
+        free(self);
+    }
+}
+
+/// A device's record of captures and buffer lifetimes:
+/// - while a step is traced ([`Recorder::start`]), the kernels it launches, to compare the
+///   captured step with the eager step before it;
 /// - while one is captured, that it is (host copies must then fail), the buffers from before
-///   the capture it touches (the graph keeps them) or drops (freed after the capture), and
-///   how many of its own buffers are alive;
-/// - the buffers live graphs use, which are freed when the last such graph is, not when
+///   the capture that it touches (its graph keeps them) or drops (freed after the capture),
+///   and how many of its own buffers are alive;
+/// - the buffers live graphs use ([`PinSet`]), freed when the last such graph is, not when
 ///   their [`CudaBuffer`] is dropped.
+///
+/// A capture is the device's, not a thread's: while one runs, every thread's host copies are
+/// refused and its drops of older buffers are set aside, as the capture's own.
 #[derive(Debug)]
-pub(crate) struct Recorder<Memory = CudaSlice<f32>> {
+pub(crate) struct Recorder<M = CudaSlice<f32>> {
     /// The running capture's id, 0 when none runs.
     capture: AtomicU64,
     /// The last capture id handed out.
@@ -30,15 +45,18 @@ pub(crate) struct Recorder<Memory = CudaSlice<f32>> {
     /// Buffers from before the running capture that it touched.
     touched: Mutex<BTreeSet<sys::CUdeviceptr>>,
     /// Buffers from before the running capture that were dropped during it.
-    dropped_in_capture: Mutex<Vec<(sys::CUdeviceptr, Memory)>>,
+    dropped_in_capture: Mutex<Vec<(sys::CUdeviceptr, M)>>,
     /// Buffers the running capture allocated that are still alive.
     live: AtomicUsize,
+    /// Captures whose graph was discarded unlaunched: their buffers' addresses are no
+    /// memory, so those buffers are forgotten, never freed.
+    discarded: Mutex<BTreeSet<u64>>,
     /// How many live graphs pin buffers: when none does, a drop takes no lock.
     pinning_graphs: AtomicUsize,
-    pins: Mutex<Pins<Memory>>,
+    pins: Mutex<Pins<M>>,
 }
 
-impl<Memory> Default for Recorder<Memory> {
+impl<M> Default for Recorder<M> {
     fn default() -> Self {
         Self {
             capture: AtomicU64::default(),
@@ -48,6 +66,7 @@ impl<Memory> Default for Recorder<Memory> {
             touched: Mutex::default(),
             dropped_in_capture: Mutex::new(Vec::new()),
             live: AtomicUsize::default(),
+            discarded: Mutex::default(),
             pinning_graphs: AtomicUsize::default(),
             pins: Mutex::new(Pins {
                 graphs: BTreeMap::new(),
@@ -59,21 +78,11 @@ impl<Memory> Default for Recorder<Memory> {
 
 /// The buffers live graphs use.
 #[derive(Debug)]
-struct Pins<Memory> {
+struct Pins<M> {
     /// How many live graphs use each address.
     graphs: BTreeMap<sys::CUdeviceptr, usize>,
     /// Pinned buffers already dropped, freed when their last graph is.
-    dropped: Vec<(sys::CUdeviceptr, Memory)>,
-}
-
-/// What a capture left behind ([`Recorder::capture_leftovers`]).
-pub(crate) struct Leftovers<Memory> {
-    /// Buffers from before the capture that it dropped (tensors of the state it replaced).
-    pub(crate) dropped: Vec<(sys::CUdeviceptr, Memory)>,
-    /// How many buffers it allocated are still alive (tensors it stored in the state).
-    pub(crate) escaped: usize,
-    /// The buffers from before the capture that it touched: its graph must keep them.
-    pub(crate) touched: Vec<sys::CUdeviceptr>,
+    dropped: Vec<(sys::CUdeviceptr, M)>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -96,7 +105,7 @@ impl Recorder {
     }
 }
 
-impl<Memory> Recorder<Memory> {
+impl<M: Memory> Recorder<M> {
     /// Notes the buffers from before the running capture, if one runs, among `buffers` (each
     /// an address and the capture that allocated it).
     fn touch(&self, buffers: impl IntoIterator<Item = (sys::CUdeviceptr, Option<u64>)>) {
@@ -125,29 +134,36 @@ impl<Memory> Recorder<Memory> {
 
     /// Takes the memory of a buffer at `pointer`, allocated by `capture` (`None`: outside
     /// any), that was just dropped: returns it when it may be freed now, or keeps it when a
-    /// running capture did not allocate it or a live graph uses it.
+    /// running capture did not allocate it or a live graph uses it (and forgets it when it
+    /// came from a discarded graph).
     pub(crate) fn release(
         &self,
         pointer: sys::CUdeviceptr,
         capture: Option<u64>,
-        slice: Memory,
-    ) -> Option<Memory> {
+        memory: M,
+    ) -> Option<M> {
         if let Some(running) = self.capture_id() {
             if capture == Some(running) {
                 self.live.fetch_sub(1, Ordering::Relaxed);
-                return Some(slice);
+                return Some(memory);
             }
-            lock(&self.dropped_in_capture).push((pointer, slice));
+            lock(&self.dropped_in_capture).push((pointer, memory));
+            return None;
+        }
+        if let Some(capture) = capture
+            && lock(&self.discarded).contains(&capture)
+        {
+            std::mem::forget(memory);
             return None;
         }
         if self.pinning_graphs.load(Ordering::Acquire) > 0 {
             let mut pins = lock(&self.pins);
             if pins.graphs.contains_key(&pointer) {
-                pins.dropped.push((pointer, slice));
+                pins.dropped.push((pointer, memory));
                 return None;
             }
         }
-        Some(slice)
+        Some(memory)
     }
 
     /// Fails with `why` for `op` while a step is being captured: `op` cannot be recorded.
@@ -161,53 +177,64 @@ impl<Memory> Recorder<Memory> {
         Ok(())
     }
 
-    /// Runs `f` with the ops it launches traced, and a capture running for its duration when
-    /// `capturing`.
-    pub(crate) fn traced<T>(
-        &self,
-        capturing: bool,
-        f: impl FnOnce() -> T,
-    ) -> Result<(T, Vec<String>)> {
+    /// Starts tracing the ops a step launches. Fails while another trace runs on the device.
+    pub(crate) fn start_trace(self: &Arc<Self>) -> Result<Trace<M>> {
+        self.start(false)
+    }
+
+    /// Starts tracing the ops a step launches as a capture. Fails while another trace runs
+    /// on the device.
+    pub(crate) fn start_capture(self: &Arc<Self>) -> Result<Capture<M>> {
+        let trace = self.start(true)?;
+        let id = trace.capture.unwrap_or_default();
+        Ok(Capture { trace, id })
+    }
+
+    fn start(self: &Arc<Self>, capturing: bool) -> Result<Trace<M>> {
         if self.tracing.swap(true, Ordering::AcqRel) {
             return Err(Error::Backend {
                 op: "StepGraph::capture",
                 message: "another step is being captured on this device".to_owned(),
             });
         }
-        let _done = TracingDone(self);
-        if capturing {
+        lock(&self.trace).clear();
+        let capture = capturing.then(|| {
+            lock(&self.touched).clear();
             self.live.store(0, Ordering::Relaxed);
             let id = self.captures.fetch_add(1, Ordering::Relaxed) + 1;
             self.capture.store(id, Ordering::Release);
-        }
-        let result = f();
-        let trace = std::mem::take(&mut *lock(&self.trace));
-        Ok((result, trace))
+            id
+        });
+        Ok(Trace {
+            recorder: Arc::clone(self),
+            capture,
+            finished: false,
+        })
     }
 
-    /// What the last capture left behind.
-    pub(crate) fn capture_leftovers(&self) -> Leftovers<Memory> {
-        Leftovers {
-            dropped: std::mem::take(&mut *lock(&self.dropped_in_capture)),
-            escaped: self.live.load(Ordering::Relaxed),
-            touched: std::mem::take(&mut *lock(&self.touched))
-                .into_iter()
-                .collect(),
-        }
+    /// Marks `capture`'s graph as discarded without a launch: buffers it allocated are then
+    /// forgotten when dropped, as their addresses belong to no memory.
+    pub(crate) fn discard(&self, capture: u64) {
+        lock(&self.discarded).insert(capture);
     }
 
-    /// Keeps the buffers at `pointers` alive for a new graph.
-    pub(crate) fn pin(&self, pointers: &[sys::CUdeviceptr]) {
+    /// Keeps the buffers at `pointers` alive for a new graph, before anything else can drop
+    /// them.
+    fn pin(self: &Arc<Self>, pointers: Vec<sys::CUdeviceptr>) -> PinSet<M> {
         let mut pins = lock(&self.pins);
-        for &pointer in pointers {
+        for &pointer in &pointers {
             *pins.graphs.entry(pointer).or_default() += 1;
         }
         self.pinning_graphs.fetch_add(1, Ordering::AcqRel);
+        PinSet {
+            recorder: Arc::clone(self),
+            pointers,
+        }
     }
 
-    /// Lets go of the buffers a dropped graph pinned, returning those that were dropped and
-    /// that no other live graph uses, to free.
-    pub(crate) fn unpin(&self, pointers: &[sys::CUdeviceptr]) -> Vec<Memory> {
+    /// Lets go of a dropped graph's buffers, returning those that were dropped and that no
+    /// other live graph uses, to free.
+    fn unpin(&self, pointers: &[sys::CUdeviceptr]) -> Vec<M> {
         let mut pins = lock(&self.pins);
         for pointer in pointers {
             if let Some(count) = pins.graphs.get_mut(pointer) {
@@ -223,129 +250,253 @@ impl<Memory> Recorder<Memory> {
             .into_iter()
             .partition(|(pointer, _)| !graphs.contains_key(pointer));
         *dropped = keep;
-        free.into_iter().map(|(_, slice)| slice).collect()
+        free.into_iter().map(|(_, memory)| memory).collect()
     }
 }
 
-/// Ends a [`Recorder`]'s trace and capture, even when the traced step panics.
-struct TracingDone<'a, Memory>(&'a Recorder<Memory>);
+/// A trace in progress ([`Recorder::start_trace`]), ended by [`finish`](Self::finish).
+pub(crate) struct Trace<M: Memory = CudaSlice<f32>> {
+    recorder: Arc<Recorder<M>>,
+    /// The capture it runs, for a [`Capture`]'s trace.
+    capture: Option<u64>,
+    finished: bool,
+}
 
-impl<Memory> Drop for TracingDone<'_, Memory> {
+impl<M: Memory> Trace<M> {
+    /// Ends the trace: the ops it saw.
+    pub(crate) fn finish(mut self) -> Vec<String> {
+        self.finished = true;
+        std::mem::take(&mut *lock(&self.recorder.trace))
+    }
+}
+
+/// A capture's trace in progress ([`Recorder::start_capture`]), ended by
+/// [`finish`](Self::finish). Dropped unfinished (a step that panicked, an early return), it
+/// ends the capture as discarded: buffers it set aside are freed, and buffers it allocated
+/// that outlive it are forgotten rather than freed at addresses of a graph that never ran.
+pub(crate) struct Capture<M: Memory = CudaSlice<f32>> {
+    trace: Trace<M>,
+    id: u64,
+}
+
+/// What a capture left behind ([`Capture::finish`]).
+pub(crate) struct Leftovers<M: Memory> {
+    /// The capture's id.
+    pub(crate) capture: u64,
+    /// Buffers from before the capture that it dropped (tensors of the state it replaced):
+    /// release them through [`Recorder::release`] once the graph has run, or not at all.
+    pub(crate) dropped: Vec<(sys::CUdeviceptr, M)>,
+    /// How many buffers it allocated are still alive (tensors it stored in the state).
+    pub(crate) escaped: usize,
+    /// The buffers from before the capture that it touched, pinned for its graph.
+    pub(crate) pinned: PinSet<M>,
+}
+
+impl<M: Memory> Capture<M> {
+    /// Ends the capture: the ops it saw and what it left behind. The buffers it touched are
+    /// pinned before it ends, so none is freed in between.
+    pub(crate) fn finish(self) -> (Vec<String>, Leftovers<M>) {
+        let recorder = Arc::clone(&self.trace.recorder);
+        let touched = std::mem::take(&mut *lock(&recorder.touched));
+        let pinned = recorder.pin(touched.into_iter().collect());
+        recorder.capture.store(0, Ordering::Release);
+        let leftovers = Leftovers {
+            capture: self.id,
+            dropped: std::mem::take(&mut *lock(&recorder.dropped_in_capture)),
+            escaped: recorder.live.load(Ordering::Relaxed),
+            pinned,
+        };
+        (self.trace.finish(), leftovers)
+    }
+}
+
+impl<M: Memory> Drop for Trace<M> {
     fn drop(&mut self) {
-        self.0.capture.store(0, Ordering::Release);
-        self.0.tracing.store(false, Ordering::Release);
+        let recorder = &self.recorder;
+        if !self.finished
+            && let Some(capture) = self.capture
+        {
+            recorder.discard(capture);
+            recorder.capture.store(0, Ordering::Release);
+            lock(&recorder.touched).clear();
+            let dropped = std::mem::take(&mut *lock(&recorder.dropped_in_capture));
+            for (pointer, memory) in dropped {
+                if let Some(memory) = recorder.release(pointer, None, memory) {
+                    memory.free();
+                }
+            }
+        }
+        recorder.tracing.store(false, Ordering::Release);
+    }
+}
+
+/// Buffers a live graph uses: freed, if their owners dropped them, when it is dropped.
+pub(crate) struct PinSet<M: Memory = CudaSlice<f32>> {
+    recorder: Arc<Recorder<M>>,
+    pointers: Vec<sys::CUdeviceptr>,
+}
+
+impl<M: Memory> Drop for PinSet<M> {
+    fn drop(&mut self) {
+        for memory in self.recorder.unpin(&self.pointers) {
+            memory.free();
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::cell::RefCell;
+
     use super::*;
 
-    /// A recorder whose "memory" is a label, so its bookkeeping runs without a GPU.
-    type TestRecorder = Recorder<&'static str>;
+    thread_local! {
+        static FREED: RefCell<Vec<&'static str>> = const { RefCell::new(Vec::new()) };
+    }
 
-    /// Adds `op` to the trace, as an op touching buffers at `pointers` allocated outside any
-    /// capture would.
-    fn record(recorder: &TestRecorder, op: &str, pointers: &[sys::CUdeviceptr]) {
+    /// Device memory stand-in: freeing it logs its name.
+    #[derive(Debug, PartialEq)]
+    struct Block(&'static str);
+
+    impl Memory for Block {
+        fn free(self) {
+            FREED.with(|freed| freed.borrow_mut().push(self.0));
+        }
+    }
+
+    /// The blocks freed since the last call.
+    fn freed() -> Vec<&'static str> {
+        FREED.with(|freed| std::mem::take(&mut *freed.borrow_mut()))
+    }
+
+    fn recorder() -> Arc<Recorder<Block>> {
+        Arc::default()
+    }
+
+    /// Records `op`, as an op touching buffers at `pointers` from outside any capture does.
+    fn record(recorder: &Recorder<Block>, op: &str, pointers: &[sys::CUdeviceptr]) {
         if recorder.tracing.load(Ordering::Relaxed) {
             lock(&recorder.trace).push(op.to_owned());
             recorder.touch(pointers.iter().map(|&pointer| (pointer, None)));
         }
     }
 
+    /// Drops a block at `pointer` allocated by `capture`, freeing it if the recorder says so.
+    fn drop_block(
+        recorder: &Recorder<Block>,
+        pointer: u64,
+        capture: Option<u64>,
+        name: &'static str,
+    ) {
+        if let Some(block) = recorder.release(pointer, capture, Block(name)) {
+            block.free();
+        }
+    }
+
     #[test]
-    fn traces_only_inside_traced() {
-        let recorder = TestRecorder::default();
+    fn traces_only_while_a_trace_runs_and_one_at_a_time() {
+        let recorder = recorder();
         record(&recorder, "before", &[]);
-        let ((), trace) = recorder
-            .traced(true, || {
-                assert!(recorder.is_capturing());
-                record(&recorder, "inside", &[]);
-            })
-            .unwrap();
-        record(&recorder, "after", &[]);
-        assert_eq!(trace, ["inside"]);
+        let trace = recorder.start_trace().unwrap();
         assert!(!recorder.is_capturing());
-        let nested = recorder.traced(false, || recorder.traced(false, || ()).is_err());
-        assert!(nested.unwrap().0, "a second capture at once is refused");
+        record(&recorder, "inside", &[]);
+        assert!(recorder.start_capture().is_err(), "a second trace at once");
+        assert_eq!(trace.finish(), ["inside"]);
+        record(&recorder, "after", &[]);
+        assert!(recorder.start_trace().unwrap().finish().is_empty());
     }
 
     #[test]
     fn a_capture_sets_aside_what_it_did_not_allocate_and_counts_what_it_keeps() {
-        let recorder = TestRecorder::default();
-        assert_eq!(recorder.release(1, None, "free now"), Some("free now"));
-        let ((), _) = recorder
-            .traced(true, || {
-                let running = recorder.capture_id();
-                assert!(running.is_some());
-                assert_eq!(recorder.release(1, None, "state"), None, "from before it");
-                let other = running.map(|id| id + 1);
-                assert_eq!(recorder.release(2, other, "other"), None);
-                recorder.allocated(running);
-                recorder.allocated(running);
-                let temporary = recorder.release(3, running, "temporary");
-                assert_eq!(
-                    temporary,
-                    Some("temporary"),
-                    "its own: freed into the graph"
-                );
-            })
-            .unwrap();
-        let leftovers = recorder.capture_leftovers();
-        assert_eq!(leftovers.dropped, [(1, "state"), (2, "other")]);
+        let recorder = recorder();
+        drop_block(&recorder, 1, None, "before any capture");
+        assert_eq!(freed(), ["before any capture"]);
+        let capture = recorder.start_capture().unwrap();
+        let running = recorder.capture_id();
+        assert!(running.is_some());
+        drop_block(&recorder, 1, None, "state");
+        drop_block(&recorder, 2, running.map(|id| id + 1), "another capture's");
+        recorder.allocated(running);
+        recorder.allocated(running);
+        drop_block(&recorder, 3, running, "temporary");
+        assert_eq!(freed(), ["temporary"], "its own: freed into the graph");
+        let (_, leftovers) = capture.finish();
+        assert!(!recorder.is_capturing());
+        let dropped: Vec<_> = leftovers.dropped.iter().map(|(p, b)| (*p, b.0)).collect();
+        assert_eq!(dropped, [(1, "state"), (2, "another capture's")]);
         assert_eq!(leftovers.escaped, 1, "one of its two buffers outlived it");
-        let ((), _) = recorder
-            .traced(true, || {
-                assert_ne!(
-                    recorder.capture_id(),
-                    Some(1),
-                    "each capture has its own id"
-                );
-            })
-            .unwrap();
-        let leftovers = recorder.capture_leftovers();
-        assert!(leftovers.dropped.is_empty());
-        assert_eq!(leftovers.escaped, 0, "counted per capture");
+        let (_, next) = recorder.start_capture().unwrap().finish();
+        assert_ne!(
+            next.capture, leftovers.capture,
+            "each capture has its own id"
+        );
+        assert!(next.dropped.is_empty());
+        assert_eq!(next.escaped, 0, "counted per capture");
     }
 
     #[test]
-    fn a_capture_notes_the_buffers_from_before_it_that_it_touches() {
-        let recorder = TestRecorder::default();
-        record(&recorder, "eager", &[7]);
-        let ((), _) = recorder
-            .traced(true, || {
-                let running = recorder.capture_id();
-                recorder.touch([(5, None), (6, running), (5, None), (4, Some(99))]);
-            })
-            .unwrap();
-        assert_eq!(recorder.capture_leftovers().touched, [4, 5]);
-        assert!(recorder.capture_leftovers().touched.is_empty());
+    fn what_a_capture_touched_is_pinned_until_its_last_graph_goes() {
+        let recorder = recorder();
+        let capture = recorder.start_capture().unwrap();
+        let running = recorder.capture_id();
+        record(&recorder, "reads 5 and 4", &[5, 4]);
+        recorder.touch([(6, running)]); // its own buffer: not pinned
+        let (trace, first) = capture.finish();
+        assert_eq!(trace, ["reads 5 and 4"]);
+        let capture = recorder.start_capture().unwrap();
+        record(&recorder, "reads 5", &[5]);
+        let (_, second) = capture.finish();
+        drop_block(&recorder, 4, None, "four");
+        drop_block(&recorder, 5, None, "five");
+        drop_block(&recorder, 6, None, "six");
+        assert_eq!(freed(), ["six"]);
+        drop(first.pinned);
+        assert_eq!(freed(), ["four"], "five is still used by the second graph");
+        drop(second.pinned);
+        assert_eq!(freed(), ["five"]);
+        drop_block(&recorder, 5, None, "reused address");
+        assert_eq!(freed(), ["reused address"]);
     }
 
     #[test]
-    fn pinned_buffers_are_freed_with_their_last_graph() {
-        let recorder = TestRecorder::default();
-        recorder.pin(&[1, 2]);
-        recorder.pin(&[2]);
-        assert_eq!(recorder.release(1, None, "one"), None, "a graph uses it");
-        assert_eq!(recorder.release(2, None, "two"), None);
-        assert_eq!(recorder.release(3, None, "three"), Some("three"));
-        assert_eq!(recorder.unpin(&[1, 2]), ["one"], "2 is still used");
-        assert_eq!(recorder.unpin(&[2]), ["two"]);
-        assert_eq!(recorder.release(2, None, "reused"), Some("reused"));
-    }
-
-    #[test]
-    fn a_panicking_step_leaves_the_recorder_idle() {
-        let recorder = TestRecorder::default();
+    fn a_capture_abandoned_by_a_panic_frees_what_it_set_aside_and_forgets_what_it_made() {
+        let recorder = recorder();
+        let mut id = None;
         let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            recorder.traced(true, || panic!("step failed")).ok();
+            let _capture = recorder.start_capture().unwrap();
+            id = recorder.capture_id();
+            record(&recorder, "half a step", &[8]);
+            drop_block(&recorder, 1, None, "replaced state");
+            recorder.allocated(id);
+            panic!("step failed");
         }));
         assert!(panicked.is_err());
         assert!(!recorder.is_capturing());
+        assert_eq!(freed(), ["replaced state"]);
+        // The buffer the step stored names memory of a graph that never existed.
+        drop_block(&recorder, 9, id, "stored in the state");
+        assert!(freed().is_empty(), "forgotten, not freed");
+        let trace = recorder.start_trace().unwrap();
         assert!(
-            recorder.traced(false, || ()).is_ok(),
-            "a new capture may start"
+            trace.finish().is_empty(),
+            "nothing of it left in the next trace"
         );
+        let (_, next) = recorder.start_capture().unwrap().finish();
+        assert!(next.dropped.is_empty());
+        drop(next.pinned);
+        drop_block(&recorder, 8, None, "was touched");
+        assert_eq!(freed(), ["was touched"], "nothing of it pinned");
+    }
+
+    #[test]
+    fn buffers_of_a_discarded_capture_are_forgotten() {
+        let recorder = recorder();
+        let capture = recorder.start_capture().unwrap();
+        let id = recorder.capture_id();
+        recorder.allocated(id);
+        let (_, leftovers) = capture.finish();
+        recorder.discard(leftovers.capture);
+        drop_block(&recorder, 3, id, "of the discarded graph");
+        assert!(freed().is_empty());
     }
 }

@@ -202,7 +202,7 @@ pub(crate) fn optim_step(
     let (kind, flags, hyper) = encode(step);
     let count = n as u64;
     // Null for each state buffer the step does not have; the kernel never reads it.
-    let mut buffers = state.iter_mut().map(|buffer| &mut **buffer);
+    let mut buffers = state.iter_mut().map(CudaBuffer::slice_mut);
     let [s0, s1, s2] = [buffers.next(), buffers.next(), buffers.next()];
     let kernels = dev.kernels()?;
     let config = launch_config(n);
