@@ -241,6 +241,27 @@ fn a_scheduler_reaches_a_capturable_adams_replays() {
 }
 
 #[test]
+fn a_learning_rate_set_inside_the_captured_step_is_refused_and_changes_nothing() {
+    let _turn = gpu_turn();
+    let Some(device) = cuda_or_skip() else {
+        return;
+    };
+    let state = (Training::new(&device, adam(true)), 0.0);
+    let mut graph = StepGraph::new(state, |(training, lr)| {
+        adam_step(training)?;
+        *lr += 1e-4;
+        training.optimizer.try_set_lr(*lr)
+    });
+    let error = graph.capture(&device).unwrap_err().to_string();
+    assert!(error.contains("inside a captured step"), "{error}");
+    // The eager step's value: the captured step's was refused before any device took it.
+    assert_eq!(graph.state().0.optimizer.lr(), 1e-4);
+    graph.run().unwrap();
+    let (training, lr) = graph.state();
+    assert_eq!(training.optimizer.lr(), *lr, "eager steps set it");
+}
+
+#[test]
 fn reading_a_value_inside_the_step_is_refused() {
     let _turn = gpu_turn();
     let Some(device) = cuda_or_skip() else {

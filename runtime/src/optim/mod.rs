@@ -221,34 +221,58 @@ impl<R: UpdateRule, B: Backend> Optimizer<R, B> {
     /// updates (and a captured graph's replays of them) read it.
     ///
     /// # Errors
-    /// When the device cannot copy (inside a captured step, for one).
+    /// When the device cannot copy (inside a captured step, for one); nothing changes then.
     pub fn try_set_lr(&mut self, lr: f64) -> Result<()> {
-        self.rule.set_lr(lr);
-        self.write_device_hyper()
+        self.change_rule(|rule| {
+            rule.set_lr(lr);
+            Ok(())
+        })
     }
 
     /// Sets the momentum (see [`UpdateRule::set_momentum`]); a capturable rule also writes it
     /// to the device, as [`try_set_lr`](Self::try_set_lr) does.
     ///
     /// # Errors
-    /// As [`UpdateRule::set_momentum`], or when the device cannot copy.
+    /// As [`UpdateRule::set_momentum`], or when the device cannot copy; nothing changes then.
     pub fn set_momentum(&mut self, momentum: f64) -> Result<()> {
-        self.rule.set_momentum(momentum)?;
-        self.write_device_hyper()
+        self.change_rule(|rule| rule.set_momentum(momentum))
     }
 
-    /// Writes the rule's [`DeviceHyper`] into every parameter's step scalars buffer.
-    fn write_device_hyper(&mut self) -> Result<()> {
-        let Some(hyper) = self.rule.device_hyper() else {
-            return Ok(());
-        };
-        let words = hyper.to_words();
-        for slot in &mut self.slots {
-            if let Some(scalars) = &mut slot.scalars {
-                slot.device
-                    .upload_into_at(&words, scalars, DeviceHyper::OFFSET)?;
+    /// Sets the learning rate and, if given, the momentum, both or neither (for schedulers).
+    pub(crate) fn set_schedule(&mut self, lr: f64, momentum: Option<f64>) -> Result<()> {
+        self.change_rule(|rule| {
+            if let Some(momentum) = momentum {
+                rule.set_momentum(momentum)?;
+            }
+            rule.set_lr(lr);
+            Ok(())
+        })
+    }
+
+    /// Applies `change` to a copy of the rule, writes its [`DeviceHyper`] to the device, and
+    /// only then keeps it: on an error, the rule and the device are as before.
+    fn change_rule(&mut self, change: impl FnOnce(&mut R) -> Result<()>) -> Result<()> {
+        let mut rule = self.rule.clone();
+        change(&mut rule)?;
+        if let (Some(old), Some(new)) = (self.rule.device_hyper(), rule.device_hyper()) {
+            let (old, new) = (old.to_words(), new.to_words());
+            let write = |slot: &mut Slot<B>, words: &[f32]| match &mut slot.scalars {
+                Some(scalars) => slot
+                    .device
+                    .upload_into_at(words, scalars, DeviceHyper::OFFSET),
+                None => Ok(()),
+            };
+            for index in 0..self.slots.len() {
+                if let Err(error) = write(&mut self.slots[index], &new) {
+                    for slot in &mut self.slots[..index] {
+                        // Best effort: the device that refused the new values may refuse these.
+                        let _ = write(slot, &old);
+                    }
+                    return Err(error);
+                }
             }
         }
+        self.rule = rule;
         Ok(())
     }
 

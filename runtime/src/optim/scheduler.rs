@@ -112,7 +112,8 @@ impl<S: Schedule> LrScheduler<S> {
     /// Moves to the next epoch and sets its learning rate.
     ///
     /// # Errors
-    /// As [`Schedule::lr`] (stepping past a one-cycle schedule's end); nothing changes then.
+    /// As [`Schedule::lr`] (stepping past a one-cycle schedule's end), or when the optimizer
+    /// cannot take the new learning rate and momentum; nothing changes then.
     pub fn try_step<R: UpdateRule, B: Backend>(
         &mut self,
         optimizer: &mut Optimizer<R, B>,
@@ -127,10 +128,7 @@ impl<S: Schedule> LrScheduler<S> {
 
     fn apply<R: UpdateRule, B: Backend>(&self, optimizer: &mut Optimizer<R, B>) -> Result<()> {
         let lr = self.lr_at(self.epoch)?;
-        if let Some(momentum) = self.schedule.momentum(self.epoch) {
-            optimizer.set_momentum(momentum)?;
-        }
-        optimizer.try_set_lr(lr)
+        optimizer.set_schedule(lr, self.schedule.momentum(self.epoch))
     }
 }
 

@@ -22,6 +22,10 @@ pub(crate) fn optim_step(
     state: &mut [Vec<f32>],
     scalars: Option<&mut [f32]>,
 ) -> Result<()> {
+    // Checked before the step scalars advance, so a failed step leaves them as they were.
+    if state.len() != step.buffers() {
+        return Err(state_error(step));
+    }
     let step = &with_device_scalars(step, scalars)?;
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("fma") {

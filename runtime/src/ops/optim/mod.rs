@@ -201,7 +201,8 @@ pub(crate) struct AdamScalars {
 impl StepScalars {
     /// Advances `buffer` by one step and returns the scalars of the new step: what every
     /// backend's [`Backend::optim_step`] computes before the update, in `f64` with the
-    /// formulas of the host path, so the two agree to the bit.
+    /// formulas of the host path, so the two agree to the bit on the CPU (CUDA's `pow` may
+    /// round the bias corrections an ulp differently).
     pub(crate) fn advance(&self, buffer: &mut [f32; STEP_SCALARS_LEN]) -> AdamScalars {
         let Self::Adam {
             beta2,
@@ -213,8 +214,14 @@ impl StepScalars {
         let step = f64::from(buffer[0]) + 1.0;
         let bias_correction1 = 1.0 - beta1.powf(step);
         let bias_correction2 = 1.0 - beta2.powf(step);
+        // Exactly 1 without decay, as on the host, whatever the learning rate (even infinite).
+        let decay_factor = if decoupled_weight_decay == 0.0 {
+            1.0
+        } else {
+            (1.0 - lr * decoupled_weight_decay) as f32
+        };
         let scalars = AdamScalars {
-            decay_factor: (1.0 - lr * decoupled_weight_decay) as f32,
+            decay_factor,
             one_minus_beta1: (1.0 - beta1) as f32,
             bias_correction2_sqrt: bias_correction2.sqrt() as f32,
             neg_step_size: (-lr / bias_correction1) as f32,

@@ -67,7 +67,9 @@ __device__ float4 advance_adam_scalars(float* scalars, AdamRule rule) {
         double lr = double_from_words(scalars + 4);
         double beta1 = double_from_words(scalars + 6);
         step = (double)scalars[0] + 1.0;
-        shared[0] = (float)(1.0 - lr * rule.decoupled_weight_decay);
+        shared[0] = rule.decoupled_weight_decay == 0.0
+            ? 1.0f
+            : (float)(1.0 - lr * rule.decoupled_weight_decay);
         shared[1] = (float)(1.0 - beta1);
         shared[2] = (float)sqrt(1.0 - pow(rule.beta2, step));
         shared[3] = (float)(-lr / (1.0 - pow(beta1, step)));
