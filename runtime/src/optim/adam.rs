@@ -89,10 +89,12 @@ pub(super) fn adam_kernel(
     step: u64,
 ) -> OptimStep {
     let (beta1, beta2) = config.betas;
-    let (decay_factor, weight_decay) = if decoupled_weight_decay {
-        (1.0 - config.lr * config.weight_decay, 0.0)
-    } else {
-        (1.0, config.weight_decay)
+    // Without decay the factor is exactly 1 (even for an infinite learning rate), as the
+    // device computes it for a capturable rule.
+    let (decay_factor, weight_decay) = match (decoupled_weight_decay, config.weight_decay) {
+        (true, 0.0) => (1.0, 0.0),
+        (true, weight_decay) => (1.0 - config.lr * weight_decay, 0.0),
+        (false, weight_decay) => (1.0, weight_decay),
     };
     let [
         decay_factor,

@@ -249,11 +249,13 @@ impl<R: UpdateRule, B: Backend> Optimizer<R, B> {
         })
     }
 
-    /// Applies `change` to a copy of the rule, writes its [`DeviceHyper`] to the device, and
-    /// only then keeps it: on an error, the rule and the device are as before.
+    /// Applies `change` to a copy of the rule, checks it, writes its [`DeviceHyper`] to the
+    /// device, and only then keeps it: on an error the rule is as before, and so is the
+    /// device, unless it also refuses the old values back.
     fn change_rule(&mut self, change: impl FnOnce(&mut R) -> Result<()>) -> Result<()> {
         let mut rule = self.rule.clone();
         change(&mut rule)?;
+        rule.validate()?;
         if let (Some(old), Some(new)) = (self.rule.device_hyper(), rule.device_hyper()) {
             let (old, new) = (old.to_words(), new.to_words());
             let write = |slot: &mut Slot<B>, words: &[f32]| match &mut slot.scalars {

@@ -68,7 +68,7 @@ impl<S: Schedule> LrScheduler<S> {
     ///
     /// # Errors
     /// [`Error::HyperParameter`] for invalid schedule parameters, or a momentum the optimizer
-    /// cannot cycle.
+    /// cannot cycle; or when the device refuses a capturable optimizer's new values.
     pub fn try_new<R: UpdateRule, B: Backend>(
         schedule: S,
         optimizer: &mut Optimizer<R, B>,

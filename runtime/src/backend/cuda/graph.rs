@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use cudarc::driver::{CudaGraph, CudaSlice, CudaStream, DriverError, sys};
 
-use super::recorder::{Leftovers, Memory as _, PinSet, Recorder};
+use super::recorder::{Leftovers, PinSet, Recorder};
 use super::{Cuda, cuda_error};
 use crate::backend::Backend as _;
 use crate::error::{Error, Result};
@@ -100,17 +100,20 @@ impl Cuda {
             .into());
         }
         // An error cudarc recorded before the capture is not the capture's.
-        self.ctx.check_err().map_err(cuda_error(OP))?;
+        self.ctx.check_err().map_err(|error| Error::Backend {
+            op: OP,
+            message: format!("an earlier GPU operation failed: {error}"),
+        })?;
         // Claimed before the stream capture begins, so no other trace's work can slip in; a
-        // panic in the step drops `capture` first (ending the stream capture), then
+        // panic in the step drops `stream_capture` first (ending the stream capture), then
         // `recording` (which discards what the capture allocated).
         let recording = self.recorder.start_capture()?;
-        let capture = OpenCapture::begin(&self.stream)?;
+        let stream_capture = OpenCapture::begin(&self.stream)?;
         let captured = step(state);
-        let ended = capture.end();
-        let (captured_trace, leftovers) = recording.finish();
+        let ended = stream_capture.end();
+        let capture_id = recording.id();
+        let (captured_trace, leftovers) = recording.finish(ended.is_err());
         let Leftovers {
-            capture,
             dropped,
             escaped,
             pinned,
@@ -120,6 +123,11 @@ impl Cuda {
         let replaced = Replaced {
             recorder: &self.recorder,
             buffers: dropped,
+        };
+        // Tensors the step stored name memory only once its graph has run.
+        let lost = |error: Error| CaptureFailure {
+            error,
+            state_lost: escaped > 0,
         };
         let graph = match ended {
             Ok(Some(graph)) => graph,
@@ -132,22 +140,16 @@ impl Cuda {
                 .into());
             }
             Err(error) => {
-                self.recorder.discard(capture);
-                let state_lost = escaped > 0;
-                let lost = if state_lost {
+                let lost_state = if escaped > 0 {
                     "; the step stored tensors the discarded graph allocated, so its state is \
                      lost: build a new one"
                 } else {
                     ""
                 };
-                captured?;
-                return Err(CaptureFailure {
-                    error: Error::Backend {
-                        op: OP,
-                        message: format!("the driver could not capture the step: {error}{lost}"),
-                    },
-                    state_lost,
-                });
+                return Err(lost(captured.err().unwrap_or_else(|| Error::Backend {
+                    op: OP,
+                    message: format!("the driver could not capture the step: {error}{lost_state}"),
+                })));
             }
         };
         let verdict = captured
@@ -167,31 +169,28 @@ impl Cuda {
         // it used and the replaced ones are released on the stream after it.
         let launched = graph.launch();
         drop((replaced, pinned));
-        Err(match launched {
-            Ok(()) => refused,
-            Err(error) => Error::Backend {
-                op: OP,
-                message: format!("{refused}; and running the recorded step failed: {error}"),
-            },
+        match launched {
+            Ok(()) => Err(refused.into()),
+            Err(error) => {
+                self.recorder.discard(capture_id);
+                Err(lost(Error::Backend {
+                    op: OP,
+                    message: format!("{refused}; and running the recorded step failed: {error}"),
+                }))
+            }
         }
-        .into())
     }
 }
 
 /// Buffers from before a capture that the step dropped, released when this is dropped.
 struct Replaced<'a> {
     recorder: &'a Recorder,
-    buffers: Vec<(sys::CUdeviceptr, CudaSlice<f32>)>,
+    buffers: Vec<(sys::CUdeviceptr, Option<u64>, CudaSlice<f32>)>,
 }
 
 impl Drop for Replaced<'_> {
     fn drop(&mut self) {
-        for (pointer, slice) in self.buffers.drain(..) {
-            // No capture runs now: freed unless a live graph uses it.
-            if let Some(slice) = self.recorder.release(pointer, None, slice) {
-                slice.free();
-            }
-        }
+        self.recorder.release_all(std::mem::take(&mut self.buffers));
     }
 }
 

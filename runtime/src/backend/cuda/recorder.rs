@@ -15,17 +15,24 @@ use crate::error::{Error, Result};
 pub(crate) trait Memory {
     /// Frees it, after the work queued so far.
     fn free(self);
+
+    /// Lets go of it without freeing it: its address belongs to no memory.
+    fn forget(self);
 }
 
 impl Memory for CudaSlice<f32> {
     fn free(self) {
         free(self);
     }
+
+    fn forget(self) {
+        self.leak();
+    }
 }
 
 /// A device's record of captures and buffer lifetimes:
-/// - while a step is traced ([`Recorder::start`]), the kernels it launches, to compare the
-///   captured step with the eager step before it;
+/// - while a step is traced ([`Recorder::start_trace`], [`Recorder::start_capture`]), the
+///   kernels it launches, to compare the captured step with the eager step before it;
 /// - while one is captured, that it is (host copies must then fail), the buffers from before
 ///   the capture that it touches (its graph keeps them) or drops (freed after the capture),
 ///   and how many of its own buffers are alive;
@@ -45,11 +52,12 @@ pub(crate) struct Recorder<M = CudaSlice<f32>> {
     /// Buffers from before the running capture that it touched.
     touched: Mutex<BTreeSet<sys::CUdeviceptr>>,
     /// Buffers from before the running capture that were dropped during it.
-    dropped_in_capture: Mutex<Vec<(sys::CUdeviceptr, M)>>,
+    dropped_in_capture: Mutex<Vec<(sys::CUdeviceptr, Option<u64>, M)>>,
     /// Buffers the running capture allocated that are still alive.
     live: AtomicUsize,
     /// Captures whose graph was discarded unlaunched: their buffers' addresses are no
-    /// memory, so those buffers are forgotten, never freed.
+    /// memory, so those buffers are forgotten, never freed. (One id per failed capture, so it
+    /// stays small.)
     discarded: Mutex<BTreeSet<u64>>,
     /// How many live graphs pin buffers: when none does, a drop takes no lock.
     pinning_graphs: AtomicUsize,
@@ -142,18 +150,18 @@ impl<M: Memory> Recorder<M> {
         capture: Option<u64>,
         memory: M,
     ) -> Option<M> {
+        if let Some(capture) = capture
+            && lock(&self.discarded).contains(&capture)
+        {
+            memory.forget();
+            return None;
+        }
         if let Some(running) = self.capture_id() {
             if capture == Some(running) {
                 self.live.fetch_sub(1, Ordering::Relaxed);
                 return Some(memory);
             }
-            lock(&self.dropped_in_capture).push((pointer, memory));
-            return None;
-        }
-        if let Some(capture) = capture
-            && lock(&self.discarded).contains(&capture)
-        {
-            std::mem::forget(memory);
+            lock(&self.dropped_in_capture).push((pointer, capture, memory));
             return None;
         }
         if self.pinning_graphs.load(Ordering::Acquire) > 0 {
@@ -179,18 +187,33 @@ impl<M: Memory> Recorder<M> {
 
     /// Starts tracing the ops a step launches. Fails while another trace runs on the device.
     pub(crate) fn start_trace(self: &Arc<Self>) -> Result<Trace<M>> {
-        self.start(false)
+        self.claim_tracing()?;
+        Ok(Trace {
+            recorder: Arc::clone(self),
+            finished: false,
+        })
     }
 
     /// Starts tracing the ops a step launches as a capture. Fails while another trace runs
     /// on the device.
     pub(crate) fn start_capture(self: &Arc<Self>) -> Result<Capture<M>> {
-        let trace = self.start(true)?;
-        let id = trace.capture.unwrap_or_default();
-        Ok(Capture { trace, id })
+        self.claim_tracing()?;
+        lock(&self.touched).clear();
+        // Left by a thread that dropped a buffer just as the last capture ended.
+        let stray = std::mem::take(&mut *lock(&self.dropped_in_capture));
+        self.release_all(stray);
+        self.live.store(0, Ordering::Relaxed);
+        let id = self.captures.fetch_add(1, Ordering::Relaxed) + 1;
+        self.capture.store(id, Ordering::Release);
+        Ok(Capture {
+            recorder: Arc::clone(self),
+            id,
+            finished: false,
+        })
     }
 
-    fn start(self: &Arc<Self>, capturing: bool) -> Result<Trace<M>> {
+    /// Takes the device's one trace, with an empty trace.
+    fn claim_tracing(&self) -> Result<()> {
         if self.tracing.swap(true, Ordering::AcqRel) {
             return Err(Error::Backend {
                 op: "StepGraph::capture",
@@ -198,18 +221,17 @@ impl<M: Memory> Recorder<M> {
             });
         }
         lock(&self.trace).clear();
-        let capture = capturing.then(|| {
-            lock(&self.touched).clear();
-            self.live.store(0, Ordering::Relaxed);
-            let id = self.captures.fetch_add(1, Ordering::Relaxed) + 1;
-            self.capture.store(id, Ordering::Release);
-            id
-        });
-        Ok(Trace {
-            recorder: Arc::clone(self),
-            capture,
-            finished: false,
-        })
+        Ok(())
+    }
+
+    /// Releases buffers set aside during a capture, now that none runs: each is freed, kept
+    /// for the live graphs that use it, or forgotten.
+    pub(crate) fn release_all(&self, buffers: Vec<(sys::CUdeviceptr, Option<u64>, M)>) {
+        for (pointer, capture, memory) in buffers {
+            if let Some(memory) = self.release(pointer, capture, memory) {
+                memory.free();
+            }
+        }
     }
 
     /// Marks `capture`'s graph as discarded without a launch: buffers it allocated are then
@@ -254,11 +276,10 @@ impl<M: Memory> Recorder<M> {
     }
 }
 
-/// A trace in progress ([`Recorder::start_trace`]), ended by [`finish`](Self::finish).
+/// A trace in progress ([`Recorder::start_trace`]), ended by [`finish`](Self::finish) or
+/// by being dropped.
 pub(crate) struct Trace<M: Memory = CudaSlice<f32>> {
     recorder: Arc<Recorder<M>>,
-    /// The capture it runs, for a [`Capture`]'s trace.
-    capture: Option<u64>,
     finished: bool,
 }
 
@@ -270,22 +291,31 @@ impl<M: Memory> Trace<M> {
     }
 }
 
+impl<M: Memory> Drop for Trace<M> {
+    fn drop(&mut self) {
+        if !self.finished {
+            lock(&self.recorder.trace).clear();
+        }
+        self.recorder.tracing.store(false, Ordering::Release);
+    }
+}
+
 /// A capture's trace in progress ([`Recorder::start_capture`]), ended by
 /// [`finish`](Self::finish). Dropped unfinished (a step that panicked, an early return), it
-/// ends the capture as discarded: buffers it set aside are freed, and buffers it allocated
-/// that outlive it are forgotten rather than freed at addresses of a graph that never ran.
+/// ends the capture as discarded: buffers it set aside are released, and buffers it
+/// allocated that outlive it are forgotten rather than freed at addresses of a graph that
+/// never ran.
 pub(crate) struct Capture<M: Memory = CudaSlice<f32>> {
-    trace: Trace<M>,
+    recorder: Arc<Recorder<M>>,
     id: u64,
+    finished: bool,
 }
 
 /// What a capture left behind ([`Capture::finish`]).
 pub(crate) struct Leftovers<M: Memory> {
-    /// The capture's id.
-    pub(crate) capture: u64,
-    /// Buffers from before the capture that it dropped (tensors of the state it replaced):
-    /// release them through [`Recorder::release`] once the graph has run, or not at all.
-    pub(crate) dropped: Vec<(sys::CUdeviceptr, M)>,
+    /// Buffers from before the capture that it dropped (tensors of the state it replaced),
+    /// to [release](Recorder::release_all) once its graph has run, or at once without one.
+    pub(crate) dropped: Vec<(sys::CUdeviceptr, Option<u64>, M)>,
     /// How many buffers it allocated are still alive (tensors it stored in the state).
     pub(crate) escaped: usize,
     /// The buffers from before the capture that it touched, pinned for its graph.
@@ -293,38 +323,42 @@ pub(crate) struct Leftovers<M: Memory> {
 }
 
 impl<M: Memory> Capture<M> {
+    /// The capture's id.
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+
     /// Ends the capture: the ops it saw and what it left behind. The buffers it touched are
-    /// pinned before it ends, so none is freed in between.
-    pub(crate) fn finish(self) -> (Vec<String>, Leftovers<M>) {
-        let recorder = Arc::clone(&self.trace.recorder);
+    /// pinned before it ends, so none is freed in between. With `discarded` (the driver
+    /// failed it), the buffers it allocated are marked first, so none is freed either.
+    pub(crate) fn finish(mut self, discarded: bool) -> (Vec<String>, Leftovers<M>) {
+        self.finished = true;
+        let recorder = &self.recorder;
+        if discarded {
+            recorder.discard(self.id);
+        }
         let touched = std::mem::take(&mut *lock(&recorder.touched));
         let pinned = recorder.pin(touched.into_iter().collect());
         recorder.capture.store(0, Ordering::Release);
         let leftovers = Leftovers {
-            capture: self.id,
             dropped: std::mem::take(&mut *lock(&recorder.dropped_in_capture)),
             escaped: recorder.live.load(Ordering::Relaxed),
             pinned,
         };
-        (self.trace.finish(), leftovers)
+        (std::mem::take(&mut *lock(&recorder.trace)), leftovers)
     }
 }
 
-impl<M: Memory> Drop for Trace<M> {
+impl<M: Memory> Drop for Capture<M> {
     fn drop(&mut self) {
         let recorder = &self.recorder;
-        if !self.finished
-            && let Some(capture) = self.capture
-        {
-            recorder.discard(capture);
+        if !self.finished {
+            recorder.discard(self.id);
             recorder.capture.store(0, Ordering::Release);
             lock(&recorder.touched).clear();
+            lock(&recorder.trace).clear();
             let dropped = std::mem::take(&mut *lock(&recorder.dropped_in_capture));
-            for (pointer, memory) in dropped {
-                if let Some(memory) = recorder.release(pointer, None, memory) {
-                    memory.free();
-                }
-            }
+            recorder.release_all(dropped);
         }
         recorder.tracing.store(false, Ordering::Release);
     }
@@ -362,6 +396,8 @@ mod tests {
         fn free(self) {
             FREED.with(|freed| freed.borrow_mut().push(self.0));
         }
+
+        fn forget(self) {}
     }
 
     /// The blocks freed since the last call.
@@ -420,16 +456,20 @@ mod tests {
         recorder.allocated(running);
         drop_block(&recorder, 3, running, "temporary");
         assert_eq!(freed(), ["temporary"], "its own: freed into the graph");
-        let (_, leftovers) = capture.finish();
+        let (_, leftovers) = capture.finish(false);
         assert!(!recorder.is_capturing());
-        let dropped: Vec<_> = leftovers.dropped.iter().map(|(p, b)| (*p, b.0)).collect();
+        let dropped: Vec<_> = leftovers
+            .dropped
+            .iter()
+            .map(|(p, _, b)| (*p, b.0))
+            .collect();
         assert_eq!(dropped, [(1, "state"), (2, "another capture's")]);
         assert_eq!(leftovers.escaped, 1, "one of its two buffers outlived it");
-        let (_, next) = recorder.start_capture().unwrap().finish();
-        assert_ne!(
-            next.capture, leftovers.capture,
-            "each capture has its own id"
-        );
+        recorder.release_all(leftovers.dropped);
+        assert_eq!(freed(), ["state", "another capture's"]);
+        let next = recorder.start_capture().unwrap();
+        assert_ne!(Some(next.id()), running, "each capture has its own id");
+        let (_, next) = next.finish(false);
         assert!(next.dropped.is_empty());
         assert_eq!(next.escaped, 0, "counted per capture");
     }
@@ -441,11 +481,11 @@ mod tests {
         let running = recorder.capture_id();
         record(&recorder, "reads 5 and 4", &[5, 4]);
         recorder.touch([(6, running)]); // its own buffer: not pinned
-        let (trace, first) = capture.finish();
+        let (trace, first) = capture.finish(false);
         assert_eq!(trace, ["reads 5 and 4"]);
         let capture = recorder.start_capture().unwrap();
         record(&recorder, "reads 5", &[5]);
-        let (_, second) = capture.finish();
+        let (_, second) = capture.finish(false);
         drop_block(&recorder, 4, None, "four");
         drop_block(&recorder, 5, None, "five");
         drop_block(&recorder, 6, None, "six");
@@ -481,7 +521,7 @@ mod tests {
             trace.finish().is_empty(),
             "nothing of it left in the next trace"
         );
-        let (_, next) = recorder.start_capture().unwrap().finish();
+        let (_, next) = recorder.start_capture().unwrap().finish(false);
         assert!(next.dropped.is_empty());
         drop(next.pinned);
         drop_block(&recorder, 8, None, "was touched");
@@ -489,14 +529,19 @@ mod tests {
     }
 
     #[test]
-    fn buffers_of_a_discarded_capture_are_forgotten() {
+    fn buffers_of_a_discarded_capture_are_forgotten_even_inside_the_next() {
         let recorder = recorder();
         let capture = recorder.start_capture().unwrap();
         let id = recorder.capture_id();
         recorder.allocated(id);
-        let (_, leftovers) = capture.finish();
-        recorder.discard(leftovers.capture);
+        recorder.allocated(id);
+        let (_, leftovers) = capture.finish(true);
+        assert_eq!(leftovers.escaped, 2);
         drop_block(&recorder, 3, id, "of the discarded graph");
+        let next = recorder.start_capture().unwrap();
+        drop_block(&recorder, 4, id, "dropped during the next capture");
+        let (_, next) = next.finish(false);
+        assert!(next.dropped.is_empty(), "forgotten, not set aside");
         assert!(freed().is_empty());
     }
 }

@@ -26,6 +26,16 @@ pub(crate) fn optim_step(
     if state.len() != step.buffers() {
         return Err(state_error(step));
     }
+    let n = param.len();
+    if let Some(len) = std::iter::once(grad.len())
+        .chain(state.iter().map(Vec::len))
+        .find(|&len| len != n)
+    {
+        return Err(Error::Backend {
+            op: "optim_step",
+            message: format!("a gradient or state buffer holds {len} elements, expected {n}"),
+        });
+    }
     let step = &with_device_scalars(step, scalars)?;
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("fma") {

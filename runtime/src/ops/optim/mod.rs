@@ -214,7 +214,7 @@ impl StepScalars {
         let step = f64::from(buffer[0]) + 1.0;
         let bias_correction1 = 1.0 - beta1.powf(step);
         let bias_correction2 = 1.0 - beta2.powf(step);
-        // Exactly 1 without decay, as on the host, whatever the learning rate (even infinite).
+        // Exactly 1 without decay, whatever the learning rate (even infinite), as on the host.
         let decay_factor = if decoupled_weight_decay == 0.0 {
             1.0
         } else {
