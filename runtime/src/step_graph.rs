@@ -114,14 +114,15 @@ impl<S> StepGraph<S> {
     /// the driver itself fails the capture of a step that stored new tensors in its state is
     /// the state lost (those tensors name memory of the discarded graph): the error says so,
     /// and every later `capture`, `run` or `run_eagerly` fails. So it does after a step that
-    /// panicked during `capture`.
+    /// panicked while being recorded.
     pub fn capture(&mut self, device: &Cuda) -> Result<()> {
         self.check_state()?;
         self.graph = None;
-        // Until the capture returns: a step that panics may leave tensors of the discarded
-        // graph in the state.
+        let eager_trace = device.trace_step(&mut self.state, self.step)?;
+        // Until the capture returns: a step that panics during it may leave tensors of the
+        // discarded graph in the state.
         self.lost = true;
-        let captured = device.capture_step(&mut self.state, self.step);
+        let captured = device.capture_traced(&mut self.state, self.step, &eager_trace);
         self.lost = matches!(&captured, Err(failure) if failure.state_lost);
         self.graph = Some(captured.map_err(|failure| failure.error)?);
         Ok(())

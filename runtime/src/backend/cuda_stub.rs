@@ -44,10 +44,19 @@ impl Cuda {
         match self.never {}
     }
 
-    pub(crate) fn capture_step<S>(
+    pub(crate) fn trace_step<S>(
         &self,
         _: &mut S,
         _: fn(&mut S) -> Result<()>,
+    ) -> Result<Vec<String>> {
+        match self.never {}
+    }
+
+    pub(crate) fn capture_traced<S>(
+        &self,
+        _: &mut S,
+        _: fn(&mut S) -> Result<()>,
+        _: &[String],
     ) -> Result<CapturedGraph, CaptureFailure> {
         match self.never {}
     }

@@ -74,16 +74,13 @@ impl CapturedGraph {
 }
 
 impl Cuda {
-    /// Runs `step` once eagerly, then records it once more as a graph (recording runs
-    /// nothing), and checks that the two did the same work and that the graph leaves the
-    /// state's buffers where they were. A graph refused by these checks (or recorded from a
-    /// step that failed) is launched once before the error returns, so the state is what
-    /// running the recorded work eagerly would have left.
-    pub(crate) fn capture_step<S>(
+    /// Runs `step` once eagerly, tracing the ops it launches, for
+    /// [`capture_traced`](Self::capture_traced) to compare the captured step with.
+    pub(crate) fn trace_step<S>(
         &self,
         state: &mut S,
         step: fn(&mut S) -> Result<()>,
-    ) -> Result<CapturedGraph, CaptureFailure> {
+    ) -> Result<Vec<String>> {
         let trace = self.recorder.start_trace()?;
         let eager = step(state);
         let eager_trace = trace.finish();
@@ -96,14 +93,27 @@ impl Cuda {
                      is captured on",
                     self.name()
                 ),
-            }
-            .into());
+            });
         }
         // An error cudarc recorded before the capture is not the capture's.
         self.ctx.check_err().map_err(|error| Error::Backend {
             op: OP,
             message: format!("an earlier GPU operation failed: {error}"),
         })?;
+        Ok(eager_trace)
+    }
+
+    /// Records `step` as a graph (recording runs nothing), and checks that it did the work
+    /// of the eager step traced as `eager_trace` and that the graph leaves the state's
+    /// buffers where they were. A graph refused by these checks (or recorded from a step
+    /// that failed) is launched once before the error returns, so the state is what running
+    /// the recorded work eagerly would have left.
+    pub(crate) fn capture_traced<S>(
+        &self,
+        state: &mut S,
+        step: fn(&mut S) -> Result<()>,
+        eager_trace: &[String],
+    ) -> Result<CapturedGraph, CaptureFailure> {
         // Claimed before the stream capture begins, so no other trace's work can slip in; a
         // panic in the step drops `stream_capture` first (ending the stream capture), then
         // `recording` (which discards what the capture allocated).
@@ -153,7 +163,7 @@ impl Cuda {
             }
         };
         let verdict = captured
-            .and_then(|()| check_same_work(&eager_trace, &captured_trace))
+            .and_then(|()| check_same_work(eager_trace, &captured_trace))
             .and_then(|()| check_replaced(replaced.buffers.len()))
             .and_then(|()| check_memory(&graph).map_err(cuda_error(OP))?)
             .and_then(|()| graph.upload().map_err(cuda_error(OP)));
