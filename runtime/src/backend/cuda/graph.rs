@@ -85,6 +85,7 @@ impl Cuda {
         let eager = step(state);
         let eager_trace = trace.finish();
         eager?;
+        let eager_trace = eager_trace?;
         if eager_trace.is_empty() {
             return Err(Error::Backend {
                 op: OP,
@@ -127,6 +128,7 @@ impl Cuda {
             dropped,
             escaped,
             pinned,
+            alone,
         } = leftovers;
         // Buffers of the state the step dropped: the graph does not own them, so they are
         // released after whatever runs next (the graph's one launch, or nothing).
@@ -163,6 +165,7 @@ impl Cuda {
             }
         };
         let verdict = captured
+            .and(alone)
             .and_then(|()| check_same_work(eager_trace, &captured_trace))
             .and_then(|()| check_replaced(replaced.buffers.len()))
             .and_then(|()| check_memory(&graph).map_err(cuda_error(OP))?)

@@ -507,6 +507,8 @@ impl Backend for Cuda {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::MutexGuard;
+
     use super::*;
 
     /// Whether this machine has a usable GPU and the libraries (`cudarc` would panic without
@@ -541,11 +543,14 @@ mod tests {
         assert!(Cuda::new(usize::MAX).is_err());
     }
 
-    /// GPU 0, or `None` after saying the test is skipped, on stderr in one uncaptured write
-    /// so that the skip shows in the log of a passing run.
-    fn device_or_skip() -> Option<Cuda> {
+    /// GPU 0 and a turn on it, or `None` after saying the test is skipped, on stderr in one
+    /// uncaptured write so that the skip shows in the log of a passing run. The tests take
+    /// turns because a capture refuses every thread's host copies.
+    fn device_or_skip() -> Option<(Cuda, MutexGuard<'static, ()>)> {
+        static TURN: Mutex<()> = Mutex::new(());
         if has_device() {
-            Some(Cuda::new(0).unwrap())
+            let turn = TURN.lock().unwrap_or_else(PoisonError::into_inner);
+            Some((Cuda::new(0).unwrap(), turn))
         } else {
             let _ = std::io::Write::write_all(&mut std::io::stderr(), b"skipped: no CUDA device\n");
             None
@@ -562,7 +567,7 @@ mod tests {
 
     #[test]
     fn out_of_memory_is_an_error_and_the_device_stays_usable() {
-        let Some(device) = device_or_skip() else {
+        let Some((device, _turn)) = device_or_skip() else {
             return;
         };
         // 4 TiB of f32s, more than any GPU holds.
@@ -573,7 +578,7 @@ mod tests {
 
     #[test]
     fn failed_launch_is_an_error_and_the_device_stays_usable() {
-        let Some(device) = device_or_skip() else {
+        let Some((device, _turn)) = device_or_skip() else {
             return;
         };
         let mut buffer = device.zeros(4).unwrap();
@@ -599,7 +604,7 @@ mod tests {
 
     #[test]
     fn host_copies_inside_a_capture_are_refused() {
-        let Some(device) = device_or_skip() else {
+        let Some((device, _turn)) = device_or_skip() else {
             return;
         };
         let capture = device.recorder.start_capture().unwrap();
@@ -611,7 +616,7 @@ mod tests {
 
     #[test]
     fn empty_buffers_round_trip() {
-        let Some(device) = device_or_skip() else {
+        let Some((device, _turn)) = device_or_skip() else {
             return;
         };
         let empty = device.upload(&[]).unwrap();

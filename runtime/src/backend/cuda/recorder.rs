@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::thread::{self, ThreadId};
 
 use cudarc::driver::{CudaSlice, sys};
 
@@ -40,7 +41,9 @@ impl Memory for CudaSlice<f32> {
 ///   their [`CudaBuffer`] is dropped.
 ///
 /// A capture is the device's, not a thread's: while one runs, every thread's host copies are
-/// refused and its drops of older buffers are set aside, as the capture's own.
+/// refused and its drops of older buffers are set aside, as the capture's own. So a trace
+/// notes when a thread other than the one that started it launches work or drops a buffer,
+/// and the capture is refused for it.
 #[derive(Debug)]
 pub(crate) struct Recorder<M = CudaSlice<f32>> {
     /// The running capture's id, 0 when none runs.
@@ -48,6 +51,10 @@ pub(crate) struct Recorder<M = CudaSlice<f32>> {
     /// The last capture id handed out.
     captures: AtomicU64,
     tracing: AtomicBool,
+    /// The thread that started the running trace.
+    tracer: Mutex<Option<ThreadId>>,
+    /// Whether another thread used the device during the running trace.
+    foreign: AtomicBool,
     trace: Mutex<Vec<String>>,
     /// Buffers from before the running capture that it touched.
     touched: Mutex<BTreeSet<sys::CUdeviceptr>>,
@@ -70,6 +77,8 @@ impl<M> Default for Recorder<M> {
             capture: AtomicU64::default(),
             captures: AtomicU64::default(),
             tracing: AtomicBool::default(),
+            tracer: Mutex::default(),
+            foreign: AtomicBool::default(),
             trace: Mutex::default(),
             touched: Mutex::default(),
             dropped_in_capture: Mutex::new(Vec::new()),
@@ -106,6 +115,7 @@ impl Recorder {
         op: impl FnOnce() -> String,
     ) {
         if self.tracing.load(Ordering::Relaxed) {
+            self.note_thread();
             let op = op();
             lock(&self.trace).push(op);
             self.touch(buffers.into_iter().map(|b| (b.pointer(), b.capture())));
@@ -114,6 +124,13 @@ impl Recorder {
 }
 
 impl<M: Memory> Recorder<M> {
+    /// Notes it when the calling thread is not the one tracing.
+    fn note_thread(&self) {
+        if *lock(&self.tracer) != Some(thread::current().id()) {
+            self.foreign.store(true, Ordering::Relaxed);
+        }
+    }
+
     /// Notes the buffers from before the running capture, if one runs, among `buffers` (each
     /// an address and the capture that allocated it).
     fn touch(&self, buffers: impl IntoIterator<Item = (sys::CUdeviceptr, Option<u64>)>) {
@@ -161,6 +178,7 @@ impl<M: Memory> Recorder<M> {
                 self.live.fetch_sub(1, Ordering::Relaxed);
                 return Some(memory);
             }
+            self.note_thread();
             lock(&self.dropped_in_capture).push((pointer, capture, memory));
             return None;
         }
@@ -221,6 +239,21 @@ impl<M: Memory> Recorder<M> {
             });
         }
         lock(&self.trace).clear();
+        *lock(&self.tracer) = Some(thread::current().id());
+        self.foreign.store(false, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Fails when a thread other than the tracing one used the device during the trace.
+    fn check_alone(&self) -> Result<()> {
+        if self.foreign.load(Ordering::Relaxed) {
+            return Err(Error::Backend {
+                op: "StepGraph::capture",
+                message: "another thread used the GPU while the step was traced or captured; \
+                          a capture needs the device to itself"
+                    .to_owned(),
+            });
+        }
         Ok(())
     }
 
@@ -284,10 +317,11 @@ pub(crate) struct Trace<M: Memory = CudaSlice<f32>> {
 }
 
 impl<M: Memory> Trace<M> {
-    /// Ends the trace: the ops it saw.
-    pub(crate) fn finish(mut self) -> Vec<String> {
+    /// Ends the trace: the ops it saw, or an error when another thread used the device.
+    pub(crate) fn finish(mut self) -> Result<Vec<String>> {
         self.finished = true;
-        std::mem::take(&mut *lock(&self.recorder.trace))
+        let ops = std::mem::take(&mut *lock(&self.recorder.trace));
+        self.recorder.check_alone().map(|()| ops)
     }
 }
 
@@ -320,6 +354,8 @@ pub(crate) struct Leftovers<M: Memory> {
     pub(crate) escaped: usize,
     /// The buffers from before the capture that it touched, pinned for its graph.
     pub(crate) pinned: PinSet<M>,
+    /// An error when another thread used the device during the capture.
+    pub(crate) alone: Result<()>,
 }
 
 impl<M: Memory> Capture<M> {
@@ -344,6 +380,7 @@ impl<M: Memory> Capture<M> {
             dropped: std::mem::take(&mut *lock(&recorder.dropped_in_capture)),
             escaped: recorder.live.load(Ordering::Relaxed),
             pinned,
+            alone: recorder.check_alone(),
         };
         (std::mem::take(&mut *lock(&recorder.trace)), leftovers)
     }
@@ -412,6 +449,7 @@ mod tests {
     /// Records `op`, as an op touching buffers at `pointers` from outside any capture does.
     fn record(recorder: &Recorder<Block>, op: &str, pointers: &[sys::CUdeviceptr]) {
         if recorder.tracing.load(Ordering::Relaxed) {
+            recorder.note_thread();
             lock(&recorder.trace).push(op.to_owned());
             recorder.touch(pointers.iter().map(|&pointer| (pointer, None)));
         }
@@ -437,9 +475,9 @@ mod tests {
         assert!(!recorder.is_capturing());
         record(&recorder, "inside", &[]);
         assert!(recorder.start_capture().is_err(), "a second trace at once");
-        assert_eq!(trace.finish(), ["inside"]);
+        assert_eq!(trace.finish().unwrap(), ["inside"]);
         record(&recorder, "after", &[]);
-        assert!(recorder.start_trace().unwrap().finish().is_empty());
+        assert!(recorder.start_trace().unwrap().finish().unwrap().is_empty());
     }
 
     #[test]
@@ -518,7 +556,7 @@ mod tests {
         assert!(freed().is_empty(), "forgotten, not freed");
         let trace = recorder.start_trace().unwrap();
         assert!(
-            trace.finish().is_empty(),
+            trace.finish().unwrap().is_empty(),
             "nothing of it left in the next trace"
         );
         let (_, next) = recorder.start_capture().unwrap().finish(false);
@@ -543,5 +581,26 @@ mod tests {
         let (_, next) = next.finish(false);
         assert!(next.dropped.is_empty(), "forgotten, not set aside");
         assert!(freed().is_empty());
+    }
+
+    #[test]
+    fn another_thread_using_the_device_fails_the_trace_and_the_capture() {
+        let recorder = recorder();
+        let trace = recorder.start_trace().unwrap();
+        thread::scope(|scope| {
+            scope.spawn(|| record(&recorder, "someone else's kernel", &[]));
+        });
+        let error = trace.finish().unwrap_err().to_string();
+        assert!(error.contains("another thread used the GPU"), "{error}");
+        assert!(
+            recorder.start_trace().unwrap().finish().is_ok(),
+            "reset for the next"
+        );
+        let capture = recorder.start_capture().unwrap();
+        thread::scope(|scope| {
+            scope.spawn(|| drop_block(&recorder, 1, None, "someone else's buffer"));
+        });
+        let (_, leftovers) = capture.finish(false);
+        assert!(leftovers.alone.is_err());
     }
 }
