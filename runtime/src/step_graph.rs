@@ -106,15 +106,18 @@ impl<S> StepGraph<S> {
     /// as a CUDA graph on `device`; that step runs at the first [`run`](Self::run).
     ///
     /// # Errors
-    /// When the eager step fails; when the step copies between host and device, or the driver
-    /// cannot capture it; when the captured step differs from the eager one (scalars or
-    /// control flow that change between steps); or when it replaces the state's tensors
-    /// instead of writing into them. The state is kept and the step stays eager; the recorded
-    /// step has then run once, as far as it got, exactly as if it had run eagerly. Only when
-    /// the driver itself fails the capture of a step that stored new tensors in its state is
-    /// the state lost (those tensors name memory of the discarded graph): the error says so,
-    /// and every later `capture`, `run` or `run_eagerly` fails. So it does after a step that
-    /// panicked while being recorded.
+    /// When the eager step fails; when the step copies between host and device, or another
+    /// thread uses the device meanwhile; when the captured step differs from the eager one
+    /// (scalars or control flow that change between steps); when it replaces the state's
+    /// tensors instead of writing into them; or when the driver cannot capture it.
+    ///
+    /// The state is kept and the step stays eager. A refused graph has run once, as far as
+    /// the step got, exactly as if it had run eagerly. When the driver failed the capture,
+    /// though, the recorded work never reached the device while its host-side bookkeeping
+    /// happened (an optimizer's step count, SGD momentum's first step); and if that step, or
+    /// one that panicked while being recorded, stored new tensors in its state, the state is
+    /// lost (those tensors name memory of the discarded graph): the error says so, and every
+    /// later `capture`, `run` or `run_eagerly` fails.
     pub fn capture(&mut self, device: &Cuda) -> Result<()> {
         self.check_state()?;
         self.graph = None;

@@ -221,7 +221,8 @@ impl<R: UpdateRule, B: Backend> Optimizer<R, B> {
     /// updates (and a captured graph's replays of them) read it.
     ///
     /// # Errors
-    /// When the device cannot copy (inside a captured step, for one); nothing changes then.
+    /// [`Error::HyperParameter`] for a learning rate the rule rejects (negative, NaN), or
+    /// when the device cannot copy (inside a captured step, for one); nothing changes then.
     pub fn try_set_lr(&mut self, lr: f64) -> Result<()> {
         self.change_rule(|rule| {
             rule.set_lr(lr);
@@ -233,7 +234,8 @@ impl<R: UpdateRule, B: Backend> Optimizer<R, B> {
     /// to the device, as [`try_set_lr`](Self::try_set_lr) does.
     ///
     /// # Errors
-    /// As [`UpdateRule::set_momentum`], or when the device cannot copy; nothing changes then.
+    /// As [`UpdateRule::set_momentum`], for a momentum the rule's checks reject, or when the
+    /// device cannot copy; nothing changes then.
     pub fn set_momentum(&mut self, momentum: f64) -> Result<()> {
         self.change_rule(|rule| rule.set_momentum(momentum))
     }

@@ -64,12 +64,19 @@ pub(crate) struct CapturedGraph {
     graph: CudaGraph,
     /// Dropped after the graph, so its buffers are freed after its last launch.
     _pinned: PinSet,
+    recorder: Arc<Recorder>,
 }
 
 impl CapturedGraph {
-    /// Launches the graph on the device's stream, without waiting for it.
+    /// Launches the graph on the device's stream, without waiting for it; refused while
+    /// another step is being captured on the device, whose graph it would end up in.
     pub(crate) fn replay(&self) -> Result<()> {
-        self.graph.launch().map_err(cuda_error("StepGraph::replay"))
+        const REPLAY: &str = "StepGraph::replay";
+        self.recorder.refuse_while_capturing(
+            REPLAY,
+            "cannot replay a graph while another step is being captured on the device",
+        )?;
+        self.graph.launch().map_err(cuda_error(REPLAY))
     }
 }
 
@@ -115,15 +122,15 @@ impl Cuda {
         step: fn(&mut S) -> Result<()>,
         eager_trace: &[String],
     ) -> Result<CapturedGraph, CaptureFailure> {
-        // Claimed before the stream capture begins, so no other trace's work can slip in; a
-        // panic in the step drops `stream_capture` first (ending the stream capture), then
-        // `recording` (which discards what the capture allocated).
-        let recording = self.recorder.start_capture()?;
+        // Claimed before the stream capture begins and held until this returns, so no other
+        // trace's work can slip in; a panic in the step drops `stream_capture` first (ending
+        // the stream capture), then `recording` (which discards what the capture allocated).
+        let mut recording = self.recorder.start_capture()?;
         let stream_capture = OpenCapture::begin(&self.stream)?;
         let captured = step(state);
         let ended = stream_capture.end();
-        let capture_id = recording.id();
-        let (captured_trace, leftovers) = recording.finish(ended.is_err());
+        let discarded = !matches!(ended, Ok(Some(_)));
+        let (captured_trace, leftovers) = recording.finish(discarded);
         let Leftovers {
             dropped,
             escaped,
@@ -136,36 +143,39 @@ impl Cuda {
             recorder: &self.recorder,
             buffers: dropped,
         };
-        // Tensors the step stored name memory only once its graph has run.
-        let lost = |error: Error| CaptureFailure {
-            error,
+        // Why nothing ran, with what became of the state: tensors the step stored name memory
+        // only once its graph has run.
+        let failed = |error: Error| CaptureFailure {
+            error: if escaped > 0 {
+                Error::Backend {
+                    op: OP,
+                    message: format!(
+                        "{error}; the step stored tensors of the discarded graph, so its state \
+                         is lost: build a new one"
+                    ),
+                }
+            } else {
+                error
+            },
             state_lost: escaped > 0,
         };
+        let captured = captured.and(alone);
         let graph = match ended {
             Ok(Some(graph)) => graph,
             Ok(None) => {
-                captured?;
-                return Err(Error::Backend {
+                return Err(failed(captured.err().unwrap_or_else(|| Error::Backend {
                     op: OP,
                     message: "the captured step is empty".to_owned(),
-                }
-                .into());
+                })));
             }
             Err(error) => {
-                let lost_state = if escaped > 0 {
-                    "; the step stored tensors the discarded graph allocated, so its state is \
-                     lost: build a new one"
-                } else {
-                    ""
-                };
-                return Err(lost(captured.err().unwrap_or_else(|| Error::Backend {
+                return Err(failed(captured.err().unwrap_or_else(|| Error::Backend {
                     op: OP,
-                    message: format!("the driver could not capture the step: {error}{lost_state}"),
+                    message: format!("the driver could not capture the step: {error}"),
                 })));
             }
         };
         let verdict = captured
-            .and(alone)
             .and_then(|()| check_same_work(eager_trace, &captured_trace))
             .and_then(|()| check_replaced(replaced.buffers.len()))
             .and_then(|()| check_memory(&graph).map_err(cuda_error(OP))?)
@@ -174,6 +184,7 @@ impl Cuda {
             return Ok(CapturedGraph {
                 graph,
                 _pinned: pinned,
+                recorder: Arc::clone(&self.recorder),
             });
         };
         // The host side of the recorded work has happened (gradient flags, optimizer counts,
@@ -181,16 +192,16 @@ impl Cuda {
         // device agrees, as after an eager step that stopped at the same point. The buffers
         // it used and the replaced ones are released on the stream after it.
         let launched = graph.launch();
+        if launched.is_err() {
+            self.recorder.discard(recording.id());
+        }
         drop((replaced, pinned));
         match launched {
             Ok(()) => Err(refused.into()),
-            Err(error) => {
-                self.recorder.discard(capture_id);
-                Err(lost(Error::Backend {
-                    op: OP,
-                    message: format!("{refused}; and running the recorded step failed: {error}"),
-                }))
-            }
+            Err(error) => Err(failed(Error::Backend {
+                op: OP,
+                message: format!("{refused}; and running the recorded step failed: {error}"),
+            })),
         }
     }
 }

@@ -42,8 +42,9 @@ impl Memory for CudaSlice<f32> {
 ///
 /// A capture is the device's, not a thread's: while one runs, every thread's host copies are
 /// refused and its drops of older buffers are set aside, as the capture's own. So a trace
-/// notes when a thread other than the one that started it launches work or drops a buffer,
-/// and the capture is refused for it.
+/// notes when a thread other than the one that started it records an op, allocates or drops
+/// a buffer, and the capture is refused for it. This catches the usual mistakes, not every
+/// race: a capture needs the device to itself.
 #[derive(Debug)]
 pub(crate) struct Recorder<M = CudaSlice<f32>> {
     /// The running capture's id, 0 when none runs.
@@ -153,6 +154,7 @@ impl<M: Memory> Recorder<M> {
     /// Counts a buffer just allocated, by the capture that allocated it (`capture`).
     pub(crate) fn allocated(&self, capture: Option<u64>) {
         if capture.is_some() {
+            self.note_thread();
             self.live.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -174,11 +176,11 @@ impl<M: Memory> Recorder<M> {
             return None;
         }
         if let Some(running) = self.capture_id() {
+            self.note_thread();
             if capture == Some(running) {
                 self.live.fetch_sub(1, Ordering::Relaxed);
                 return Some(memory);
             }
-            self.note_thread();
             lock(&self.dropped_in_capture).push((pointer, capture, memory));
             return None;
         }
@@ -208,7 +210,6 @@ impl<M: Memory> Recorder<M> {
         self.claim_tracing()?;
         Ok(Trace {
             recorder: Arc::clone(self),
-            finished: false,
         })
     }
 
@@ -288,8 +289,8 @@ impl<M: Memory> Recorder<M> {
     }
 
     /// Lets go of a dropped graph's buffers, returning those that were dropped and that no
-    /// other live graph uses, to free.
-    fn unpin(&self, pointers: &[sys::CUdeviceptr]) -> Vec<M> {
+    /// other live graph uses, to release.
+    fn unpin(&self, pointers: &[sys::CUdeviceptr]) -> Vec<(sys::CUdeviceptr, Option<u64>, M)> {
         let mut pins = lock(&self.pins);
         for pointer in pointers {
             if let Some(count) = pins.graphs.get_mut(pointer) {
@@ -305,7 +306,9 @@ impl<M: Memory> Recorder<M> {
             .into_iter()
             .partition(|(pointer, _)| !graphs.contains_key(pointer));
         *dropped = keep;
-        free.into_iter().map(|(_, memory)| memory).collect()
+        free.into_iter()
+            .map(|(pointer, memory)| (pointer, None, memory))
+            .collect()
     }
 }
 
@@ -313,13 +316,11 @@ impl<M: Memory> Recorder<M> {
 /// by being dropped.
 pub(crate) struct Trace<M: Memory = CudaSlice<f32>> {
     recorder: Arc<Recorder<M>>,
-    finished: bool,
 }
 
 impl<M: Memory> Trace<M> {
     /// Ends the trace: the ops it saw, or an error when another thread used the device.
-    pub(crate) fn finish(mut self) -> Result<Vec<String>> {
-        self.finished = true;
+    pub(crate) fn finish(self) -> Result<Vec<String>> {
         let ops = std::mem::take(&mut *lock(&self.recorder.trace));
         self.recorder.check_alone().map(|()| ops)
     }
@@ -327,18 +328,16 @@ impl<M: Memory> Trace<M> {
 
 impl<M: Memory> Drop for Trace<M> {
     fn drop(&mut self) {
-        if !self.finished {
-            lock(&self.recorder.trace).clear();
-        }
         self.recorder.tracing.store(false, Ordering::Release);
     }
 }
 
 /// A capture's trace in progress ([`Recorder::start_capture`]), ended by
-/// [`finish`](Self::finish). Dropped unfinished (a step that panicked, an early return), it
-/// ends the capture as discarded: buffers it set aside are released, and buffers it
-/// allocated that outlive it are forgotten rather than freed at addresses of a graph that
-/// never ran.
+/// [`finish`](Self::finish); it holds the device's one trace until dropped, so the graph's
+/// caller can launch it and release what it left before another capture starts. Dropped
+/// unfinished (a step that panicked, an early return), it ends the capture as discarded:
+/// buffers it set aside are released, and buffers it allocated that outlive it are forgotten
+/// rather than freed at addresses of a graph that never ran.
 pub(crate) struct Capture<M: Memory = CudaSlice<f32>> {
     recorder: Arc<Recorder<M>>,
     id: u64,
@@ -367,7 +366,7 @@ impl<M: Memory> Capture<M> {
     /// Ends the capture: the ops it saw and what it left behind. The buffers it touched are
     /// pinned before it ends, so none is freed in between. With `discarded` (the driver
     /// failed it), the buffers it allocated are marked first, so none is freed either.
-    pub(crate) fn finish(mut self, discarded: bool) -> (Vec<String>, Leftovers<M>) {
+    pub(crate) fn finish(&mut self, discarded: bool) -> (Vec<String>, Leftovers<M>) {
         self.finished = true;
         let recorder = &self.recorder;
         if discarded {
@@ -392,8 +391,6 @@ impl<M: Memory> Drop for Capture<M> {
         if !self.finished {
             recorder.discard(self.id);
             recorder.capture.store(0, Ordering::Release);
-            lock(&recorder.touched).clear();
-            lock(&recorder.trace).clear();
             let dropped = std::mem::take(&mut *lock(&recorder.dropped_in_capture));
             recorder.release_all(dropped);
         }
@@ -409,9 +406,9 @@ pub(crate) struct PinSet<M: Memory = CudaSlice<f32>> {
 
 impl<M: Memory> Drop for PinSet<M> {
     fn drop(&mut self) {
-        for memory in self.recorder.unpin(&self.pointers) {
-            memory.free();
-        }
+        // Through `release`, which sets them aside should a capture be running.
+        let unpinned = self.recorder.unpin(&self.pointers);
+        self.recorder.release_all(unpinned);
     }
 }
 
@@ -444,6 +441,11 @@ mod tests {
 
     fn recorder() -> Arc<Recorder<Block>> {
         Arc::default()
+    }
+
+    /// Finishes `capture` and gives the device's trace back.
+    fn end(mut capture: Capture<Block>, discarded: bool) -> (Vec<String>, Leftovers<Block>) {
+        capture.finish(discarded)
     }
 
     /// Records `op`, as an op touching buffers at `pointers` from outside any capture does.
@@ -494,7 +496,7 @@ mod tests {
         recorder.allocated(running);
         drop_block(&recorder, 3, running, "temporary");
         assert_eq!(freed(), ["temporary"], "its own: freed into the graph");
-        let (_, leftovers) = capture.finish(false);
+        let (_, leftovers) = end(capture, false);
         assert!(!recorder.is_capturing());
         let dropped: Vec<_> = leftovers
             .dropped
@@ -507,7 +509,7 @@ mod tests {
         assert_eq!(freed(), ["state", "another capture's"]);
         let next = recorder.start_capture().unwrap();
         assert_ne!(Some(next.id()), running, "each capture has its own id");
-        let (_, next) = next.finish(false);
+        let (_, next) = end(next, false);
         assert!(next.dropped.is_empty());
         assert_eq!(next.escaped, 0, "counted per capture");
     }
@@ -519,11 +521,11 @@ mod tests {
         let running = recorder.capture_id();
         record(&recorder, "reads 5 and 4", &[5, 4]);
         recorder.touch([(6, running)]); // its own buffer: not pinned
-        let (trace, first) = capture.finish(false);
+        let (trace, first) = end(capture, false);
         assert_eq!(trace, ["reads 5 and 4"]);
         let capture = recorder.start_capture().unwrap();
         record(&recorder, "reads 5", &[5]);
-        let (_, second) = capture.finish(false);
+        let (_, second) = end(capture, false);
         drop_block(&recorder, 4, None, "four");
         drop_block(&recorder, 5, None, "five");
         drop_block(&recorder, 6, None, "six");
@@ -559,7 +561,7 @@ mod tests {
             trace.finish().unwrap().is_empty(),
             "nothing of it left in the next trace"
         );
-        let (_, next) = recorder.start_capture().unwrap().finish(false);
+        let (_, next) = end(recorder.start_capture().unwrap(), false);
         assert!(next.dropped.is_empty());
         drop(next.pinned);
         drop_block(&recorder, 8, None, "was touched");
@@ -573,12 +575,12 @@ mod tests {
         let id = recorder.capture_id();
         recorder.allocated(id);
         recorder.allocated(id);
-        let (_, leftovers) = capture.finish(true);
+        let (_, leftovers) = end(capture, true);
         assert_eq!(leftovers.escaped, 2);
         drop_block(&recorder, 3, id, "of the discarded graph");
         let next = recorder.start_capture().unwrap();
         drop_block(&recorder, 4, id, "dropped during the next capture");
-        let (_, next) = next.finish(false);
+        let (_, next) = end(next, false);
         assert!(next.dropped.is_empty(), "forgotten, not set aside");
         assert!(freed().is_empty());
     }
@@ -600,7 +602,24 @@ mod tests {
         thread::scope(|scope| {
             scope.spawn(|| drop_block(&recorder, 1, None, "someone else's buffer"));
         });
-        let (_, leftovers) = capture.finish(false);
+        let (_, leftovers) = end(capture, false);
         assert!(leftovers.alone.is_err());
+    }
+
+    #[test]
+    fn a_graph_dropped_during_a_capture_sets_its_buffers_aside() {
+        let recorder = recorder();
+        let capture = recorder.start_capture().unwrap();
+        record(&recorder, "reads 5", &[5]);
+        let (_, first) = end(capture, false);
+        drop_block(&recorder, 5, None, "five");
+        let capture = recorder.start_capture().unwrap();
+        drop(first.pinned);
+        assert!(freed().is_empty(), "no free inside a capture");
+        let (_, leftovers) = end(capture, false);
+        assert_eq!(leftovers.dropped.len(), 1);
+        assert!(leftovers.alone.is_ok(), "the capturing thread dropped it");
+        recorder.release_all(leftovers.dropped);
+        assert_eq!(freed(), ["five"]);
     }
 }
