@@ -10,22 +10,14 @@
 //! `Cuda::synchronize`, so it includes the GPU's work and not just the launches.
 
 mod timing;
+#[path = "../tests/shared/two_layer_net.rs"]
+mod two_layer_net;
 
 use declnet::losses::{Loss, MseLoss, Reduction};
 use declnet::optim::{Adam, AdamConfig, Sgd, SgdConfig};
 use declnet::prelude::*;
 use timing::median_time;
-
-network! {
-    /// The tutorial's `TwoLayerNet`.
-    struct TwoLayerNet {
-        linear1: Linear<1000, 100>,
-        linear2: Linear<100, 10>,
-    }
-    fn forward(x: [N, 1000]) -> [N, 10] {
-        linear2(linear1(x).clamp_min(0.0))
-    }
-}
+use two_layer_net::TwoLayerNet;
 
 network! {
     /// Three 4096-wide layers.

@@ -6,6 +6,8 @@
 //! time, their ratio (target <= 1.3), and allocations and bytes per step.
 
 mod timing;
+#[path = "../tests/shared/two_layer_net.rs"]
+mod two_layer_net;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
@@ -15,6 +17,7 @@ use std::time::Duration;
 use declnet::losses::{Loss, MseLoss, Reduction};
 use declnet::optim::{Sgd, SgdConfig};
 use declnet::prelude::*;
+use two_layer_net::TwoLayerNet;
 
 /// The system allocator, counting calls and bytes.
 struct Counting;
@@ -46,17 +49,6 @@ unsafe impl GlobalAlloc for Counting {
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
-
-network! {
-    /// The tutorial's `TwoLayerNet`.
-    struct TwoLayerNet {
-        linear1: Linear<1000, 100>,
-        linear2: Linear<100, 10>,
-    }
-    fn forward(x: [N, 1000]) -> [N, 10] {
-        linear2(linear1(x).clamp_min(0.0))
-    }
-}
 
 /// Samples per measurement; the median is reported.
 const SAMPLES: usize = 31;

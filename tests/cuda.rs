@@ -6,6 +6,8 @@
 //! host runs them for real.
 
 mod common;
+#[path = "shared/two_layer_net.rs"]
+mod two_layer_net;
 
 use common::cuda_or_skip;
 use declnet::losses::{Loss, MseLoss, Reduction};
@@ -16,6 +18,7 @@ use declnet::runtime::ops::loss::{ClassLoss, PointwiseLoss};
 use declnet::runtime::ops::matmul::Gemm;
 use declnet::runtime::ops::optim::{DeviceHyper, OptimStep, STEP_SCALARS_LEN, StepScalars};
 use declnet::runtime::ops::unary::UnaryOp;
+use two_layer_net::TwoLayerNet;
 
 /// Largest difference allowed, relative to the larger of the CPU's value and the largest
 /// finite magnitude in the same output (and at least 1): sums of many terms (GEMM, reductions)
@@ -482,17 +485,6 @@ fn softmax_case<B: Backend>(dev: &B) -> Outputs {
         outputs.push((format!("log_softmax_backward {dim}"), log_grad.to_vec()));
     }
     outputs
-}
-
-network! {
-    /// The tutorial's `TwoLayerNet`.
-    struct TwoLayerNet {
-        linear1: Linear<1000, 100>,
-        linear2: Linear<100, 10>,
-    }
-    fn forward(x: [N, 1000]) -> [N, 10] {
-        linear2(linear1(x).clamp_min(0.0))
-    }
 }
 
 /// Three SGD-with-momentum steps of the generated network from the same initial weights: the

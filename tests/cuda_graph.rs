@@ -6,6 +6,8 @@
 //! A capture records every op issued to the device's stream, so the tests take turns.
 
 mod common;
+#[path = "shared/two_layer_net.rs"]
+mod two_layer_net;
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
@@ -14,17 +16,7 @@ use declnet::losses::{CrossEntropyLoss, Labels, Loss, MseLoss, Reduction};
 use declnet::optim::scheduler::{LrScheduler, OneCycleLr};
 use declnet::optim::{Adam, AdamConfig, Sgd, SgdConfig};
 use declnet::prelude::*;
-
-network! {
-    /// The tutorial's `TwoLayerNet`.
-    struct TwoLayerNet {
-        linear1: Linear<1000, 100>,
-        linear2: Linear<100, 10>,
-    }
-    fn forward(x: [N, 1000]) -> [N, 10] {
-        linear2(linear1(x).clamp_min(0.0))
-    }
-}
+use two_layer_net::TwoLayerNet;
 
 /// Everything a training step touches.
 struct Training<O> {
