@@ -553,6 +553,16 @@ fn softmax_layers() {
 }
 
 #[test]
+fn summary_shows_softmax_layers_output() {
+    let summary = SoftmaxLayer::<Cpu>::summary();
+    let row = summary
+        .lines()
+        .find(|line| line.starts_with("probs"))
+        .unwrap_or_else(|| panic!("no `probs` row in\n{summary}"));
+    assert!(row.contains("[B, 4]") && !row.contains("unused"), "{row}");
+}
+
+#[test]
 fn linear_and_relu() {
     gradcheck!(LinearRelu, 1, [[3, 4]]);
 }

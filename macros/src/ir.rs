@@ -210,6 +210,15 @@ pub enum Op {
 }
 
 impl Op {
+    /// The field this op applies, if it applies one (a layer, parameter or nested network).
+    pub fn field(&self) -> Option<usize> {
+        match *self {
+            Op::Linear { field, .. } | Op::Param(field) | Op::Nested { field, .. } => Some(field),
+            Op::Activation { layer, .. } | Op::Softmax { layer, .. } => layer,
+            _ => None,
+        }
+    }
+
     /// The values this op reads.
     pub fn operands(&self) -> Vec<ValueId> {
         match *self {

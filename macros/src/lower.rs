@@ -1213,15 +1213,7 @@ impl Lowerer<'_> {
         }
         for (index, field) in self.fields.iter().enumerate() {
             let uses: Vec<ValueId> = (0..self.nodes.len())
-                .filter(|&id| match self.nodes[id].op {
-                    Op::Linear { field, .. } | Op::Param(field) | Op::Nested { field, .. } => {
-                        field == index
-                    }
-                    Op::Activation { layer, .. } | Op::Softmax { layer, .. } => {
-                        layer == Some(index)
-                    }
-                    _ => false,
-                })
+                .filter(|&id| self.nodes[id].op.field() == Some(index))
                 .collect();
             let name = &field.ident;
             if uses.is_empty() {

@@ -416,13 +416,7 @@ pub fn gen_summary(net: &Network) -> TokenStream {
         let output = net
             .nodes
             .iter()
-            .find(|node| match node.op {
-                Op::Linear { field, .. } | Op::Param(field) | Op::Nested { field, .. } => {
-                    field == index
-                }
-                Op::Activation { layer, .. } => layer == Some(index),
-                _ => false,
-            })
+            .find(|node| node.op.field() == Some(index))
             .map_or_else(|| "unused".to_owned(), |node| node.shape.to_string());
         let name = &field.state_name;
         let kind = describe(field).replace('`', "");
