@@ -121,7 +121,7 @@ fn unary_case<B: Backend>(dev: &B) -> Outputs {
     dev.copy_into(&src, &mut dst).unwrap();
     outputs.push(("copy_into".into(), dev.download(&dst).unwrap()));
     let mut written = dev.zeros(x.len()).unwrap();
-    dev.upload_into(&x, &mut written).unwrap();
+    dev.upload_into_at(&x, &mut written, 0).unwrap();
     dev.upload_into_at(&x[..3], &mut written, 5).unwrap();
     assert!(
         dev.upload_into_at(&x, &mut written, 1).is_err(),

@@ -223,7 +223,7 @@ impl<B: Backend> Tensor<B> {
     /// [`Error::Length`] when `data` does not hold exactly as many elements.
     pub fn try_copy_from_slice(&mut self, data: &[f32]) -> Result<()> {
         check_length("copy_from_slice", &self.shape, data.len())?;
-        self.device.upload_into(data, &mut self.storage)
+        self.device.upload_into_at(data, &mut self.storage, 0)
     }
 
     /// The value of a one-element tensor, like `torch.Tensor.item`.

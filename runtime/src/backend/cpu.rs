@@ -1,7 +1,7 @@
 //! The [`Cpu`] backend: `Vec<f32>` storage, GEMM on faer, plain loops for the rest.
 
-use super::Backend;
-use crate::error::{Error, Result};
+use super::{Backend, check_fits, expect_len};
+use crate::error::Result;
 use crate::ops::binary::{self, BinaryOp, Broadcast};
 use crate::ops::loss::{self, ClassLoss, PointwiseLoss};
 use crate::ops::matmul::{self, Gemm};
@@ -14,22 +14,6 @@ use crate::ops::unary::{self, UnaryOp};
 /// rayon's pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Cpu;
-
-/// Checks that a copy's destination is as long as its source, as the CUDA backend does.
-fn same_len(op: &'static str, src: &[f32], dst: &[f32]) -> Result<()> {
-    if src.len() == dst.len() {
-        Ok(())
-    } else {
-        Err(Error::Backend {
-            op,
-            message: format!(
-                "destination holds {} elements, expected {}",
-                dst.len(),
-                src.len()
-            ),
-        })
-    }
-}
 
 impl Backend for Cpu {
     type Storage = Vec<f32>;
@@ -50,24 +34,9 @@ impl Backend for Cpu {
         Ok(data)
     }
 
-    fn upload_into(&self, data: &[f32], dst: &mut Vec<f32>) -> Result<()> {
-        same_len("upload_into", data, dst)?;
-        dst.copy_from_slice(data);
-        Ok(())
-    }
-
     fn upload_into_at(&self, data: &[f32], dst: &mut Vec<f32>, offset: usize) -> Result<()> {
-        let Some(range) = dst.get_mut(offset..offset.saturating_add(data.len())) else {
-            return Err(Error::Backend {
-                op: "upload_into_at",
-                message: format!(
-                    "{} elements from {offset} do not fit a destination of {}",
-                    data.len(),
-                    dst.len()
-                ),
-            });
-        };
-        range.copy_from_slice(data);
+        let end = check_fits("upload_into_at", data.len(), offset, dst.len())?;
+        dst[offset..end].copy_from_slice(data);
         Ok(())
     }
 
@@ -80,7 +49,7 @@ impl Backend for Cpu {
     }
 
     fn copy_into(&self, src: &Vec<f32>, dst: &mut Vec<f32>) -> Result<()> {
-        same_len("copy_into", src, dst)?;
+        expect_len("copy_into", "destination", dst.len(), src.len())?;
         dst.copy_from_slice(src);
         Ok(())
     }
@@ -218,14 +187,14 @@ mod tests {
     #[test]
     fn copies_that_do_not_fit_are_errors_not_panics() {
         let mut dst = vec![0.0; 2];
-        let error = Cpu.upload_into(&[1.0; 3], &mut dst).unwrap_err();
+        let error = Cpu.copy_into(&vec![1.0; 3], &mut dst).unwrap_err();
         assert_eq!(
             error.to_string(),
-            "upload_into: destination holds 2 elements, expected 3"
+            "copy_into: destination holds 2 elements, expected 3"
         );
         assert!(Cpu.copy_into(&vec![1.0], &mut dst).is_err());
         assert_eq!(dst, [0.0, 0.0], "nothing written");
-        Cpu.upload_into(&[1.0, 2.0], &mut dst).unwrap();
+        Cpu.upload_into_at(&[1.0, 2.0], &mut dst, 0).unwrap();
         assert_eq!(dst, [1.0, 2.0]);
         let error = Cpu.upload_into_at(&[3.0; 2], &mut dst, 1).unwrap_err();
         assert_eq!(

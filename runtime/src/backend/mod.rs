@@ -19,7 +19,7 @@ pub use cuda::CudaBuffer;
 
 use std::fmt;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::ops::binary::{BinaryOp, Broadcast};
 use crate::ops::loss::{ClassLoss, PointwiseLoss};
 use crate::ops::matmul::Gemm;
@@ -56,15 +56,6 @@ pub trait Backend: Clone + fmt::Debug + PartialEq + Send + Sync + 'static {
     /// When the device cannot allocate or copy.
     fn upload_vec(&self, data: Vec<f32>) -> Result<Self::Storage> {
         self.upload(&data)
-    }
-
-    /// Overwrites `dst`, which is as long as `data`, with `data` from the host, in place.
-    ///
-    /// # Errors
-    /// When the lengths differ or the device cannot copy.
-    fn upload_into(&self, data: &[f32], dst: &mut Self::Storage) -> Result<()> {
-        let staged = self.upload(data)?;
-        self.copy_into(&staged, dst)
     }
 
     /// Overwrites the `data.len()` elements of `dst` from `offset` on with `data` from the
@@ -246,4 +237,34 @@ pub trait Backend: Clone + fmt::Debug + PartialEq + Send + Sync + 'static {
         state: &mut [Self::Storage],
         scalars: Option<&mut Self::Storage>,
     ) -> Result<()>;
+}
+
+/// Checks that a buffer has the length an op will index it with: kernels trust their
+/// lengths, so a short buffer would be written out of bounds.
+pub(crate) fn expect_len(op: &'static str, what: &str, len: usize, expected: usize) -> Result<()> {
+    if len == expected {
+        Ok(())
+    } else {
+        Err(Error::Backend {
+            op,
+            message: format!("{what} holds {len} elements, expected {expected}"),
+        })
+    }
+}
+
+/// Checks that `len` elements from `offset` fit a buffer of `capacity`, returning where they
+/// end.
+pub(crate) fn check_fits(
+    op: &'static str,
+    len: usize,
+    offset: usize,
+    capacity: usize,
+) -> Result<usize> {
+    match offset.checked_add(len) {
+        Some(end) if end <= capacity => Ok(end),
+        _ => Err(Error::Backend {
+            op,
+            message: format!("{len} elements from {offset} do not fit a destination of {capacity}"),
+        }),
+    }
 }

@@ -8,6 +8,7 @@ use std::fmt;
 use crate::backend::{Backend, Cpu};
 use crate::error::{Error, Result, or_panic};
 use crate::shape::Shape;
+use crate::tensor::Tensor;
 
 /// The most classes a label can index: labels travel to the device as `f32`, exact up to 2^24.
 pub const MAX_CLASSES: usize = 1 << 24;
@@ -29,8 +30,8 @@ pub const MAX_CLASSES: usize = 1 << 24;
 /// ```
 pub struct Labels<B: Backend = Cpu> {
     host: Vec<usize>,
-    pub(crate) storage: B::Storage,
-    device: B,
+    /// The labels as the `f32`s the kernels read, shape `[len]`.
+    pub(crate) encoded: Tensor<B>,
 }
 
 impl<B: Backend> Labels<B> {
@@ -47,11 +48,10 @@ impl<B: Backend> Labels<B> {
     /// [`Error::LabelOutOfRange`] for a label of [`MAX_CLASSES`] or more; an error of the
     /// device when it cannot allocate or copy.
     pub fn try_new(labels: &[usize], device: &B) -> Result<Self> {
-        let storage = device.upload(&encode("Labels::new", labels)?)?;
+        let encoded = Tensor::try_from_vec(encode("Labels::new", labels)?, [labels.len()], device)?;
         Ok(Self {
             host: labels.to_vec(),
-            storage,
-            device: device.clone(),
+            encoded,
         })
     }
 
@@ -70,8 +70,7 @@ impl<B: Backend> Labels<B> {
                 len: labels.len(),
             });
         }
-        self.device
-            .upload_into(&encode(OP, labels)?, &mut self.storage)?;
+        self.encoded.try_copy_from_slice(&encode(OP, labels)?)?;
         self.host.copy_from_slice(labels);
         Ok(())
     }
@@ -97,7 +96,7 @@ impl<B: Backend> Labels<B> {
     /// The device the labels live on.
     #[must_use]
     pub fn device(&self) -> &B {
-        &self.device
+        self.encoded.device()
     }
 }
 
@@ -126,7 +125,7 @@ impl<B: Backend> fmt::Debug for Labels<B> {
         // The device copy holds the same labels, as `f32`s.
         f.debug_struct("Labels")
             .field("labels", &self.host)
-            .field("device", &self.device.name())
+            .field("device", &self.device().name())
             .finish_non_exhaustive()
     }
 }
@@ -138,10 +137,10 @@ mod tests {
     #[test]
     fn labels_update_in_place_and_refuse_what_does_not_fit() {
         let mut labels = Labels::new(&[1, 0, 2], &Cpu);
-        assert_eq!(labels.storage, [1.0, 0.0, 2.0]);
+        assert_eq!(labels.encoded.storage, [1.0, 0.0, 2.0]);
         labels.try_copy_from_slice(&[2, 2, 0]).unwrap();
         assert_eq!((labels.as_slice(), labels.len()), (&[2, 2, 0][..], 3));
-        assert_eq!(labels.storage, [2.0, 2.0, 0.0]);
+        assert_eq!(labels.encoded.storage, [2.0, 2.0, 0.0]);
         let error = labels.try_copy_from_slice(&[1]).unwrap_err();
         assert_eq!(
             error.to_string(),

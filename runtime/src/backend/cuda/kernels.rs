@@ -273,19 +273,6 @@ pub(crate) fn cuda_error<E: fmt::Display>(op: &'static str) -> impl FnOnce(E) ->
     }
 }
 
-/// Checks that a buffer has the length a kernel will index it with: the kernels trust their
-/// lengths, so a short buffer would be written out of bounds.
-pub(crate) fn expect_len(op: &'static str, what: &str, len: usize, expected: usize) -> Result<()> {
-    if len == expected {
-        Ok(())
-    } else {
-        Err(Error::Backend {
-            op,
-            message: format!("{what} holds {len} elements, expected {expected}"),
-        })
-    }
-}
-
 /// One thread per element for `n > 0` elements, [`BLOCK`] threads per block, at most
 /// [`MAX_BLOCKS`] blocks.
 pub(crate) fn launch_config(n: usize) -> LaunchConfig {

@@ -12,9 +12,10 @@ mod kernels;
 mod launch;
 mod recorder;
 
+pub(crate) use super::expect_len;
 pub use buffer::CudaBuffer;
 pub(crate) use graph::CapturedGraph;
-pub(crate) use kernels::{BLOCK, Kernels, cuda_error, expect_len, launch_config};
+pub(crate) use kernels::{BLOCK, Kernels, cuda_error, launch_config};
 pub(crate) use launch::CValue;
 
 use recorder::Recorder;
@@ -25,7 +26,7 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use cudarc::cublas::CudaBlas;
 use cudarc::driver::{CudaContext, CudaSlice, CudaStream, DevicePtr, result, sys};
 
-use super::Backend;
+use super::{Backend, check_fits};
 use crate::error::{Error, Result};
 use crate::ops::binary::{self, BinaryOp, Broadcast};
 use crate::ops::loss::{self, ClassLoss, PointwiseLoss};
@@ -280,32 +281,10 @@ impl Backend for Cuda {
         Ok(self.buffer(slice))
     }
 
-    fn upload_into(&self, data: &[f32], dst: &mut CudaBuffer) -> Result<()> {
-        self.recorder
-            .refuse_while_capturing("upload_into", NO_HOST_COPY)?;
-        expect_len("upload_into", "destination", dst.len(), data.len())?;
-        if data.is_empty() {
-            return Ok(());
-        }
-        self.stream
-            .memcpy_htod(data, dst.slice_mut())
-            .map_err(cuda_error("upload_into"))
-    }
-
     fn upload_into_at(&self, data: &[f32], dst: &mut CudaBuffer, offset: usize) -> Result<()> {
         const OP: &str = "upload_into_at";
         self.recorder.refuse_while_capturing(OP, NO_HOST_COPY)?;
-        let end = offset.saturating_add(data.len());
-        if end > dst.len() {
-            return Err(Error::Backend {
-                op: OP,
-                message: format!(
-                    "{} elements from {offset} do not fit a destination of {}",
-                    data.len(),
-                    dst.len()
-                ),
-            });
-        }
+        let end = check_fits(OP, data.len(), offset, dst.len())?;
         if data.is_empty() {
             return Ok(());
         }

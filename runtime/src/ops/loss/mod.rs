@@ -76,7 +76,7 @@ impl<B: Backend> Tensor<B> {
         self.device.class_loss(
             op,
             &self.storage,
-            &labels.storage,
+            &labels.encoded.storage,
             classes,
             &mut values.storage,
             &mut grad.storage,
