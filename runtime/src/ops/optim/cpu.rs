@@ -23,19 +23,9 @@ pub(crate) fn optim_step(
     scalars: Option<&mut [f32]>,
 ) -> Result<()> {
     // Checked before the step scalars advance, so a failed step leaves them as they were.
-    if state.len() != step.buffers() {
-        return Err(state_error(step));
-    }
-    let n = param.len();
-    if let Some(len) = std::iter::once(grad.len())
-        .chain(state.iter().map(Vec::len))
-        .find(|&len| len != n)
-    {
-        return Err(Error::Backend {
-            op: "optim_step",
-            message: format!("a gradient or state buffer holds {len} elements, expected {n}"),
-        });
-    }
+    let scalars_len = scalars.as_deref().map(<[f32]>::len);
+    let state_lens = state.iter().map(Vec::len);
+    step.check_buffers(param.len(), grad.len(), state_lens, scalars_len)?;
     let step = &with_device_scalars(step, scalars)?;
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("fma") {

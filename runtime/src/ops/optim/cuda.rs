@@ -2,9 +2,9 @@
 
 use cudarc::driver::{CudaSlice, DeviceRepr};
 
-use super::{OptimStep, STEP_SCALARS_LEN, StepScalars};
-use crate::backend::cuda::{CValue, Cuda, CudaBuffer, cuda_error, expect_len, launch_config};
-use crate::error::{Error, Result};
+use super::{OptimStep, StepScalars};
+use crate::backend::cuda::{CValue, Cuda, CudaBuffer, cuda_error, launch_config};
+use crate::error::Result;
 
 /// The kernel's source, compiled by the backend.
 pub(crate) const SOURCE: &str = include_str!("optim.cu");
@@ -161,40 +161,23 @@ pub(crate) fn optim_step(
     scalars: Option<&mut CudaSlice<f32>>,
 ) -> Result<()> {
     const OP: &str = "optim_step";
-    if state.len() != step.buffers() {
-        return Err(Error::Backend {
-            op: OP,
-            message: format!("expected {} state buffers for {step:?}", step.buffers()),
-        });
-    }
-    let (scalars, rule) = match (step.device_scalars(), scalars) {
-        (None, _) => (None, AdamRule::default()),
-        (
-            Some(StepScalars::Adam {
+    let scalars_len = scalars.as_deref().map(CudaSlice::len);
+    let state_lens = state.iter().map(|buffer| buffer.len());
+    step.check_buffers(param.len(), grad.len(), state_lens, scalars_len)?;
+    let (scalars, rule) = match step.device_scalars() {
+        Some(StepScalars::Adam {
+            beta2,
+            decoupled_weight_decay,
+        }) => (
+            scalars,
+            AdamRule {
                 beta2,
                 decoupled_weight_decay,
-            }),
-            Some(scalars),
-        ) => {
-            expect_len(OP, "step scalars", scalars.len(), STEP_SCALARS_LEN)?;
-            let rule = AdamRule {
-                beta2,
-                decoupled_weight_decay,
-            };
-            (Some(scalars), rule)
-        }
-        (Some(_), None) => {
-            return Err(Error::Backend {
-                op: OP,
-                message: format!("expected a step scalars buffer for {step:?}"),
-            });
-        }
+            },
+        ),
+        None => (None, AdamRule::default()),
     };
     let n = param.len();
-    expect_len(OP, "gradient", grad.len(), n)?;
-    for buffer in state.iter() {
-        expect_len(OP, "state buffer", buffer.len(), n)?;
-    }
     // An empty parameter's step still advances its step scalars (one block, no elements).
     if n == 0 && scalars.is_none() {
         return Ok(());

@@ -13,7 +13,7 @@ pub(crate) mod cpu;
 #[cfg(feature = "cuda")]
 pub(crate) mod cuda;
 
-use crate::backend::Backend;
+use crate::backend::{Backend, expect_len};
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 
@@ -243,6 +243,37 @@ impl OptimStep {
         }
     }
 
+    /// Checks the buffers a backend is given for this step, before it touches any: a gradient
+    /// and [`buffers`](Self::buffers) state buffers as long as the parameter, and a step
+    /// scalars buffer of [`STEP_SCALARS_LEN`] when the step reads one.
+    pub(crate) fn check_buffers(
+        &self,
+        param_len: usize,
+        grad_len: usize,
+        state_lens: impl ExactSizeIterator<Item = usize>,
+        scalars_len: Option<usize>,
+    ) -> Result<()> {
+        const OP: &str = "optim_step";
+        if state_lens.len() != self.buffers() {
+            return Err(Error::Backend {
+                op: OP,
+                message: format!("expected {} state buffers for {self:?}", self.buffers()),
+            });
+        }
+        expect_len(OP, "gradient", grad_len, param_len)?;
+        for len in state_lens {
+            expect_len(OP, "state buffer", len, param_len)?;
+        }
+        match (self.device_scalars(), scalars_len) {
+            (None, _) => Ok(()),
+            (Some(_), Some(len)) => expect_len(OP, "step scalars", len, STEP_SCALARS_LEN),
+            (Some(_), None) => Err(Error::Backend {
+                op: OP,
+                message: format!("expected a step scalars buffer for {self:?}"),
+            }),
+        }
+    }
+
     /// The number of state buffers this step reads and writes.
     #[must_use]
     pub fn buffers(&self) -> usize {
@@ -320,6 +351,12 @@ mod tests {
         assert!(
             error.to_string().contains("expected 1 state buffers"),
             "{error}"
+        );
+        let short = &mut [vec![0.0; 1]];
+        let error = cpu::optim_step(&sgd(0.9), &mut [0.0; 2], &[0.0; 2], short, None);
+        assert_eq!(
+            error.unwrap_err().to_string(),
+            "optim_step: state buffer holds 1 elements, expected 2"
         );
     }
 }
