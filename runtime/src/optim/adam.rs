@@ -3,7 +3,7 @@
 use super::{Optimizer, UpdateRule, check};
 use crate::backend::Cpu;
 use crate::error::Result;
-use crate::ops::optim::{DeviceHyper, OptimStep, StepScalars};
+use crate::ops::optim::{AdamScalars, DeviceHyper, OptimStep, StepScalars};
 
 /// Adam, like `torch.optim.Adam` (weight decay as an L2 term added to the gradient).
 pub type Adam<B = Cpu> = Optimizer<AdamConfig, B>;
@@ -89,43 +89,30 @@ pub(super) fn adam_kernel(
     step: u64,
 ) -> OptimStep {
     let (beta1, beta2) = config.betas;
-    // Without decay the factor is exactly 1 (even for an infinite learning rate), as the
-    // device computes it for a capturable rule.
-    let (decay_factor, weight_decay) = match (decoupled_weight_decay, config.weight_decay) {
-        (true, 0.0) => (1.0, 0.0),
-        (true, weight_decay) => (1.0 - config.lr * weight_decay, 0.0),
-        (false, weight_decay) => (1.0, weight_decay),
+    // AdamW decays the parameter (`p *= 1 - lr * wd`); Adam adds `wd * p` to the gradient.
+    let (decoupled, l2) = if decoupled_weight_decay {
+        (config.weight_decay, 0.0)
+    } else {
+        (0.0, config.weight_decay)
     };
-    let [
+    let AdamScalars {
         decay_factor,
         one_minus_beta1,
         bias_correction2_sqrt,
         neg_step_size,
-    ] = if config.capturable {
-        [f32::NAN; 4]
+    } = if config.capturable {
+        AdamScalars {
+            decay_factor: f32::NAN,
+            one_minus_beta1: f32::NAN,
+            bias_correction2_sqrt: f32::NAN,
+            neg_step_size: f32::NAN,
+        }
     } else {
-        let step = step as f64;
-        let bias_correction1 = 1.0 - beta1.powf(step);
-        let bias_correction2 = 1.0 - beta2.powf(step);
-        let step_size = config.lr / bias_correction1;
-        [
-            decay_factor as f32,
-            (1.0 - beta1) as f32,
-            bias_correction2.sqrt() as f32,
-            (-step_size) as f32,
-        ]
+        AdamScalars::new(config.lr, beta1, beta2, decoupled, step as f64)
     };
-    let device_scalars = config.capturable.then_some(StepScalars::Adam {
-        beta2,
-        decoupled_weight_decay: if decoupled_weight_decay {
-            config.weight_decay
-        } else {
-            0.0
-        },
-    });
     OptimStep::Adam {
         decay_factor,
-        weight_decay: weight_decay as f32,
+        weight_decay: l2 as f32,
         one_minus_beta1,
         beta2: beta2 as f32,
         one_minus_beta2: (1.0 - beta2) as f32,
@@ -134,7 +121,10 @@ pub(super) fn adam_kernel(
         neg_step_size,
         amsgrad: config.amsgrad,
         maximize: config.maximize,
-        device_scalars,
+        device_scalars: config.capturable.then_some(StepScalars::Adam {
+            beta2,
+            decoupled_weight_decay: decoupled,
+        }),
     }
 }
 

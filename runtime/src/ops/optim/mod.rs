@@ -123,7 +123,6 @@ pub enum OptimStep {
 /// graph replays them right: each [`Backend::optim_step`] that reads them first advances the
 /// buffer by one step. It holds [`STEP_SCALARS_LEN`] `f32`s:
 /// - the step count (exact up to 2^24 steps);
-/// - the last step's `sqrt(1 - beta2^t)` and `-lr / (1 - beta1^t)`;
 /// - a word the CUDA kernel uses to count its blocks within a launch, zero between launches;
 /// - from [`DeviceHyper::OFFSET`], the learning rate and `beta1` ([`DeviceHyper`]), which the
 ///   host writes when they change.
@@ -140,7 +139,7 @@ pub enum StepScalars {
 }
 
 /// The length of a [`StepScalars`] buffer.
-pub const STEP_SCALARS_LEN: usize = 8;
+pub const STEP_SCALARS_LEN: usize = 6;
 
 /// The hyper-parameters a [`StepScalars`] buffer holds because the host may change them
 /// between steps (a scheduler's learning rate and momentum). Each `f64` is kept as its two
@@ -155,7 +154,7 @@ pub struct DeviceHyper {
 
 impl DeviceHyper {
     /// Where they start in a [`StepScalars`] buffer.
-    pub const OFFSET: usize = 4;
+    pub const OFFSET: usize = 2;
 
     /// The buffer words that hold them.
     #[must_use]
@@ -189,7 +188,7 @@ fn words_f64([high, low]: [f32; 2]) -> f64 {
     f64::from_bits((u64::from(high.to_bits()) << 32) | u64::from(low.to_bits()))
 }
 
-/// The four scalars an Adam update reads, as [`StepScalars::advance`] leaves them.
+/// The four scalars of an Adam update that depend on the step, the learning rate or `beta1`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct AdamScalars {
     pub(crate) decay_factor: f32,
@@ -198,11 +197,39 @@ pub(crate) struct AdamScalars {
     pub(crate) neg_step_size: f32,
 }
 
+impl AdamScalars {
+    /// Step `step`'s scalars, computed in `f64` as PyTorch computes them in Python, then
+    /// rounded: the one definition the host path and the device scalars share (the CUDA
+    /// kernel writes the same formulas). Without decoupled decay the factor is exactly 1,
+    /// whatever the learning rate.
+    pub(crate) fn new(
+        lr: f64,
+        beta1: f64,
+        beta2: f64,
+        decoupled_weight_decay: f64,
+        step: f64,
+    ) -> Self {
+        let bias_correction1 = 1.0 - beta1.powf(step);
+        let bias_correction2 = 1.0 - beta2.powf(step);
+        let decay_factor = if decoupled_weight_decay == 0.0 {
+            1.0
+        } else {
+            (1.0 - lr * decoupled_weight_decay) as f32
+        };
+        Self {
+            decay_factor,
+            one_minus_beta1: (1.0 - beta1) as f32,
+            bias_correction2_sqrt: bias_correction2.sqrt() as f32,
+            neg_step_size: (-lr / bias_correction1) as f32,
+        }
+    }
+}
+
 impl StepScalars {
     /// Advances `buffer` by one step and returns the scalars of the new step: what every
-    /// backend's [`Backend::optim_step`] computes before the update, in `f64` with the
-    /// formulas of the host path, so the two agree to the bit on the CPU (CUDA's `pow` may
-    /// round the bias corrections an ulp differently).
+    /// backend's [`Backend::optim_step`] computes before the update, with the host path's
+    /// [`AdamScalars::new`], so the two agree to the bit on the CPU (CUDA's `pow` may round
+    /// the bias corrections an ulp differently).
     pub(crate) fn advance(&self, buffer: &mut [f32; STEP_SCALARS_LEN]) -> AdamScalars {
         let Self::Adam {
             beta2,
@@ -212,24 +239,8 @@ impl StepScalars {
         words.copy_from_slice(&buffer[DeviceHyper::OFFSET..]);
         let DeviceHyper { lr, beta1 } = DeviceHyper::from_words(words);
         let step = f64::from(buffer[0]) + 1.0;
-        let bias_correction1 = 1.0 - beta1.powf(step);
-        let bias_correction2 = 1.0 - beta2.powf(step);
-        // Exactly 1 without decay, whatever the learning rate (even infinite), as on the host.
-        let decay_factor = if decoupled_weight_decay == 0.0 {
-            1.0
-        } else {
-            (1.0 - lr * decoupled_weight_decay) as f32
-        };
-        let scalars = AdamScalars {
-            decay_factor,
-            one_minus_beta1: (1.0 - beta1) as f32,
-            bias_correction2_sqrt: bias_correction2.sqrt() as f32,
-            neg_step_size: (-lr / bias_correction1) as f32,
-        };
         buffer[0] = step as f32;
-        buffer[1] = scalars.bias_correction2_sqrt;
-        buffer[2] = scalars.neg_step_size;
-        scalars
+        AdamScalars::new(lr, beta1, beta2, decoupled_weight_decay, step)
     }
 }
 

@@ -5,10 +5,10 @@
 // `kind` is the `OptimStep` variant and `h` its hyper-parameters, in the order `cuda.rs`
 // writes them; `s0`..`s2` are the state buffers in `OptimStep`'s documented order (null when
 // the step has fewer). With `FLAG_DEVICE_SCALARS`, `scalars` is the parameter's
-// `StepScalars` buffer (the count, Adam's `bias_correction2_sqrt` and `neg_step_size`, a
-// count of arrived blocks, then the learning rate and beta1 as the two 32-bit halves of a
-// double each), which the kernel advances by one step of `rule`, computing Adam's four
-// step-dependent scalars from it instead of reading them from `h`; else null.
+// `StepScalars` buffer (the count, a count of arrived blocks, then the learning rate and
+// beta1 as the two 32-bit halves of a double each), which the kernel advances by one step of
+// `rule`, computing Adam's four step-dependent scalars from it instead of reading them from
+// `h`; else null.
 
 #define KIND_SGD 0
 #define KIND_ADAM 1
@@ -26,6 +26,18 @@
 struct Hyper {
     float v[8];
 };
+
+// The `Hyper` slots of Adam's step-dependent scalars, which device scalars overwrite.
+#define ADAM_DECAY_FACTOR 0
+#define ADAM_ONE_MINUS_BETA1 2
+#define ADAM_BIAS_CORRECTION2_SQRT 6
+#define ADAM_NEG_STEP_SIZE 7
+
+// The words of a `StepScalars` buffer.
+#define SCALARS_COUNT 0
+#define SCALARS_ARRIVED 1
+#define SCALARS_LR 2
+#define SCALARS_BETA1 4
 
 // What Adam's step scalars need besides the buffer: beta2, and AdamW's weight decay (0 for
 // Adam).
@@ -64,9 +76,9 @@ __device__ float4 advance_adam_scalars(float* scalars, AdamRule rule) {
     __shared__ float shared[4];
     __shared__ double step;
     if (threadIdx.x == 0) {
-        double lr = double_from_words(scalars + 4);
-        double beta1 = double_from_words(scalars + 6);
-        step = (double)scalars[0] + 1.0;
+        double lr = double_from_words(scalars + SCALARS_LR);
+        double beta1 = double_from_words(scalars + SCALARS_BETA1);
+        step = (double)scalars[SCALARS_COUNT] + 1.0;
         shared[0] = rule.decoupled_weight_decay == 0.0
             ? 1.0f
             : (float)(1.0 - lr * rule.decoupled_weight_decay);
@@ -80,11 +92,9 @@ __device__ float4 advance_adam_scalars(float* scalars, AdamRule rule) {
         // Orders this block's read of the count before its arrival, and the last block's
         // arrival before its stores.
         __threadfence();
-        unsigned int* arrived = (unsigned int*)&scalars[3];
+        unsigned int* arrived = (unsigned int*)&scalars[SCALARS_ARRIVED];
         if (atomicAdd(arrived, 1u) == gridDim.x - 1) {
-            scalars[0] = (float)step;
-            scalars[1] = shared[2];
-            scalars[2] = shared[3];
+            scalars[SCALARS_COUNT] = (float)step;
             *arrived = 0u;
         }
     }
@@ -97,10 +107,10 @@ extern "C" __global__ void optim_step_f32(
 ) {
     if (flags & FLAG_DEVICE_SCALARS) {
         float4 current = advance_adam_scalars(scalars, rule);
-        h.v[0] = current.x;
-        h.v[2] = current.y;
-        h.v[6] = current.z;
-        h.v[7] = current.w;
+        h.v[ADAM_DECAY_FACTOR] = current.x;
+        h.v[ADAM_ONE_MINUS_BETA1] = current.y;
+        h.v[ADAM_BIAS_CORRECTION2_SQRT] = current.z;
+        h.v[ADAM_NEG_STEP_SIZE] = current.w;
     }
     unsigned long long step = (unsigned long long)blockDim.x * gridDim.x;
     for (unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
@@ -123,11 +133,11 @@ extern "C" __global__ void optim_step_f32(
         case KIND_ADAM: {
             // h: decay_factor, weight_decay, one_minus_beta1, beta2, one_minus_beta2, eps,
             //    bias_correction2_sqrt, neg_step_size
-            if (h.v[0] != 1.0f) {
-                p *= h.v[0];
+            if (h.v[ADAM_DECAY_FACTOR] != 1.0f) {
+                p *= h.v[ADAM_DECAY_FACTOR];
             }
             float g = effective_grad(grad[i], p, h.v[1], flags);
-            float m = lerp(s0[i], g, h.v[2]);
+            float m = lerp(s0[i], g, h.v[ADAM_ONE_MINUS_BETA1]);
             float v = s1[i] * h.v[3] + h.v[4] * g * g;
             s0[i] = m;
             s1[i] = v;
@@ -136,8 +146,8 @@ extern "C" __global__ void optim_step_f32(
                 second = fmaxf(s2[i], v);
                 s2[i] = second;
             }
-            float denom = sqrtf(second) / h.v[6] + h.v[5];
-            p += h.v[7] * m / denom;
+            float denom = sqrtf(second) / h.v[ADAM_BIAS_CORRECTION2_SQRT] + h.v[5];
+            p += h.v[ADAM_NEG_STEP_SIZE] * m / denom;
             break;
         }
         case KIND_ADADELTA: {
