@@ -1,6 +1,7 @@
 //! CPU kernels of the loss family.
 
 use super::{ClassLoss, PointwiseLoss};
+use crate::ops::softmax::cpu::shifted_sum_exp;
 
 /// `values[i] = l(x[i], t[i])`, `grad[i] = dl/dx (x[i], t[i])`.
 pub(crate) fn pointwise_loss(
@@ -80,10 +81,7 @@ fn class_loss_row(op: ClassLoss, row: &[f32], label: usize, grad_row: &mut [f32]
             let classes = row.len() as f64;
             let smooth = f64::from(label_smoothing);
             let uniform = smooth / classes;
-            // log-sum-exp around the row's maximum: no overflow for large logits.
-            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let max = f64::from(max);
-            let sum_exp: f64 = row.iter().map(|&v| (f64::from(v) - max).exp()).sum();
+            let (max, sum_exp) = shifted_sum_exp(row.iter().copied());
             let lse = max + sum_exp.ln();
             let mean = row.iter().map(|&v| f64::from(v)).sum::<f64>() / classes;
             let nll = lse - f64::from(row[label]);

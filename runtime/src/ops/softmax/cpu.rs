@@ -3,38 +3,57 @@
 
 use super::{SoftmaxAxis, SoftmaxOp};
 
-/// Calls `f` with the element indices of every slice along the normalised axis.
-fn for_each_slice(axis: &SoftmaxAxis, mut f: impl FnMut(&[usize])) {
+/// The indices of one slice along the normalised axis: `len` of them from `start`, `stride`
+/// apart (so walking a slice allocates nothing).
+#[derive(Clone, Copy)]
+struct Slice {
+    start: usize,
+    stride: usize,
+    len: usize,
+}
+
+/// Calls `f` with every slice along the normalised axis.
+fn for_each_slice(axis: &SoftmaxAxis, mut f: impl FnMut(Slice)) {
     let &SoftmaxAxis { outer, len, inner } = axis;
-    let mut slice = Vec::with_capacity(len);
     for o in 0..outer {
         for i in 0..inner {
-            slice.clear();
-            slice.extend((0..len).map(|j| (o * len + j) * inner + i));
-            f(&slice);
+            f(Slice {
+                start: o * len * inner + i,
+                stride: inner,
+                len,
+            });
         }
     }
+}
+
+impl Slice {
+    fn indices(self) -> impl Iterator<Item = usize> + Clone {
+        (0..self.len).map(move |j| self.start + j * self.stride)
+    }
+}
+
+/// `values`' maximum and the sum of `exp(value - maximum)` in `f64`: the log-sum-exp
+/// `max + sum.ln()` without overflow for large values, shared with the cross-entropy kernel.
+pub(crate) fn shifted_sum_exp(values: impl Iterator<Item = f32> + Clone) -> (f64, f64) {
+    let max = f64::from(values.clone().fold(f32::NEG_INFINITY, f32::max));
+    let sum_exp = values.map(|v| (f64::from(v) - max).exp()).sum();
+    (max, sum_exp)
 }
 
 /// `out = op(x)` along the axis.
 pub(crate) fn softmax(op: SoftmaxOp, x: &[f32], axis: &SoftmaxAxis, out: &mut [f32]) {
     debug_assert!(x.len() == axis.numel() && out.len() == x.len());
     for_each_slice(axis, |slice| {
-        let max = slice
-            .iter()
-            .map(|&k| x[k])
-            .fold(f32::NEG_INFINITY, f32::max);
-        let max = f64::from(max);
-        let sum_exp: f64 = slice.iter().map(|&k| (f64::from(x[k]) - max).exp()).sum();
+        let (max, sum_exp) = shifted_sum_exp(slice.indices().map(|k| x[k]));
         match op {
             SoftmaxOp::Softmax => {
-                for &k in slice {
+                for k in slice.indices() {
                     out[k] = ((f64::from(x[k]) - max).exp() / sum_exp) as f32;
                 }
             }
             SoftmaxOp::LogSoftmax => {
                 let log_sum = max + sum_exp.ln();
-                for &k in slice {
+                for k in slice.indices() {
                     out[k] = (f64::from(x[k]) - log_sum) as f32;
                 }
             }
@@ -55,16 +74,16 @@ pub(crate) fn softmax_backward(
     for_each_slice(axis, |slice| match op {
         SoftmaxOp::Softmax => {
             let dot: f64 = slice
-                .iter()
-                .map(|&k| f64::from(g[k]) * f64::from(y[k]))
+                .indices()
+                .map(|k| f64::from(g[k]) * f64::from(y[k]))
                 .sum();
-            for &k in slice {
+            for k in slice.indices() {
                 out[k] = ((f64::from(g[k]) - dot) * f64::from(y[k])) as f32;
             }
         }
         SoftmaxOp::LogSoftmax => {
-            let sum: f64 = slice.iter().map(|&k| f64::from(g[k])).sum();
-            for &k in slice {
+            let sum: f64 = slice.indices().map(|k| f64::from(g[k])).sum();
+            for k in slice.indices() {
                 out[k] = (f64::from(g[k]) - f64::from(y[k]).exp() * sum) as f32;
             }
         }
