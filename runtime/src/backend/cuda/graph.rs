@@ -63,8 +63,7 @@ impl Drop for OpenCapture<'_> {
 pub(crate) struct CapturedGraph {
     graph: CudaGraph,
     /// Dropped after the graph, so its buffers are freed after its last launch.
-    _pinned: PinSet,
-    recorder: Arc<Recorder>,
+    pinned: PinSet,
 }
 
 impl CapturedGraph {
@@ -72,7 +71,7 @@ impl CapturedGraph {
     /// another step is being captured on the device, whose graph it would end up in.
     pub(crate) fn replay(&self) -> Result<()> {
         const REPLAY: &str = "StepGraph::replay";
-        self.recorder.refuse_while_capturing(
+        self.pinned.recorder().refuse_while_capturing(
             REPLAY,
             "cannot replay a graph while another step is being captured on the device",
         )?;
@@ -162,17 +161,16 @@ impl Cuda {
         let captured = captured.and(alone);
         let graph = match ended {
             Ok(Some(graph)) => graph,
-            Ok(None) => {
-                return Err(failed(captured.err().unwrap_or_else(|| Error::Backend {
+            ended => {
+                let why = match ended {
+                    Err(error) => format!("the driver could not capture the step: {error}"),
+                    Ok(_) => "the captured step is empty".to_owned(),
+                };
+                let error = captured.err().unwrap_or(Error::Backend {
                     op: OP,
-                    message: "the captured step is empty".to_owned(),
-                })));
-            }
-            Err(error) => {
-                return Err(failed(captured.err().unwrap_or_else(|| Error::Backend {
-                    op: OP,
-                    message: format!("the driver could not capture the step: {error}"),
-                })));
+                    message: why,
+                });
+                return Err(failed(error));
             }
         };
         let verdict = captured
@@ -181,11 +179,7 @@ impl Cuda {
             .and_then(|()| check_memory(&graph).map_err(cuda_error(OP))?)
             .and_then(|()| graph.upload().map_err(cuda_error(OP)));
         let Err(refused) = verdict else {
-            return Ok(CapturedGraph {
-                graph,
-                _pinned: pinned,
-                recorder: Arc::clone(&self.recorder),
-            });
+            return Ok(CapturedGraph { graph, pinned });
         };
         // The host side of the recorded work has happened (gradient flags, optimizer counts,
         // tensors of the state replaced by ones the graph allocates): run it once, so the

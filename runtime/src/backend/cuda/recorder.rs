@@ -115,16 +115,26 @@ impl Recorder {
         buffers: impl IntoIterator<Item = &'b CudaBuffer>,
         op: impl FnOnce() -> String,
     ) {
-        if self.tracing.load(Ordering::Relaxed) {
-            self.note_thread();
-            let op = op();
-            lock(&self.trace).push(op);
-            self.touch(buffers.into_iter().map(|b| (b.pointer(), b.capture())));
-        }
+        self.record_raw(buffers.into_iter().map(|b| (b.pointer(), b.capture())), op);
     }
 }
 
 impl<M: Memory> Recorder<M> {
+    /// [`Recorder::record`] for buffers given as an address and the capture that allocated
+    /// each.
+    fn record_raw(
+        &self,
+        buffers: impl IntoIterator<Item = (sys::CUdeviceptr, Option<u64>)>,
+        op: impl FnOnce() -> String,
+    ) {
+        if self.tracing.load(Ordering::Relaxed) {
+            self.note_thread();
+            let op = op();
+            lock(&self.trace).push(op);
+            self.touch(buffers);
+        }
+    }
+
     /// Notes it when the calling thread is not the one tracing.
     fn note_thread(&self) {
         if *lock(&self.tracer) != Some(thread::current().id()) {
@@ -404,6 +414,13 @@ pub(crate) struct PinSet<M: Memory = CudaSlice<f32>> {
     pointers: Vec<sys::CUdeviceptr>,
 }
 
+impl<M: Memory> PinSet<M> {
+    /// The device's recorder.
+    pub(crate) fn recorder(&self) -> &Recorder<M> {
+        &self.recorder
+    }
+}
+
 impl<M: Memory> Drop for PinSet<M> {
     fn drop(&mut self) {
         // Through `release`, which sets them aside should a capture be running.
@@ -450,11 +467,9 @@ mod tests {
 
     /// Records `op`, as an op touching buffers at `pointers` from outside any capture does.
     fn record(recorder: &Recorder<Block>, op: &str, pointers: &[sys::CUdeviceptr]) {
-        if recorder.tracing.load(Ordering::Relaxed) {
-            recorder.note_thread();
-            lock(&recorder.trace).push(op.to_owned());
-            recorder.touch(pointers.iter().map(|&pointer| (pointer, None)));
-        }
+        recorder.record_raw(pointers.iter().map(|&pointer| (pointer, None)), || {
+            op.to_owned()
+        });
     }
 
     /// Drops a block at `pointer` allocated by `capture`, freeing it if the recorder says so.
