@@ -11,24 +11,15 @@ mod timing;
 mod example;
 
 use std::hint::black_box;
-use std::time::Duration;
 
 use declnet::prelude::*;
 use example::{D_IN, D_OUT, H, N};
+use timing::median_call_time;
 
 /// Samples per measurement; the median of them is reported.
 const SAMPLES: usize = 31;
 /// Calls timed together in one sample.
 const CALLS_PER_SAMPLE: usize = 50;
-
-/// The median time of one call of `f`.
-fn median_time(mut f: impl FnMut()) -> Duration {
-    timing::median_time(SAMPLES, CALLS_PER_SAMPLE, |calls| {
-        for _ in 0..calls {
-            f();
-        }
-    })
-}
 
 fn main() {
     let rng = &mut seeded(0);
@@ -38,7 +29,7 @@ fn main() {
     let mut w2 = Tensor::randn([H, D_OUT], &Cpu, rng);
 
     // A tiny learning rate keeps the weights (and so the work) the same from call to call.
-    let step = median_time(|| {
+    let step = median_call_time(SAMPLES, CALLS_PER_SAMPLE, || {
         black_box(example::train_step(&x, &y, &mut w1, &mut w2, 1e-12));
     });
 
@@ -48,7 +39,7 @@ fn main() {
     let mut grad_w2 = Tensor::zeros([H, D_OUT], &Cpu);
     let mut grad_h = Tensor::zeros([N, H], &Cpu);
     let mut grad_w1 = Tensor::zeros([D_IN, H], &Cpu);
-    let gemms = median_time(|| {
+    let gemms = median_call_time(SAMPLES, CALLS_PER_SAMPLE, || {
         h.addmm_(&x, &w1, 0.0, 1.0);
         y_pred.addmm_(&h, &w2, 0.0, 1.0);
         grad_w2.addmm_(h.t(), &y_pred, 0.0, 1.0);

@@ -17,3 +17,16 @@ pub fn median_time(samples: usize, calls: usize, mut run_calls: impl FnMut(usize
     times.sort();
     times[samples / 2]
 }
+
+/// The median time of one call of `f`, over `samples` runs of `calls` calls each.
+#[allow(
+    dead_code,
+    reason = "the GPU benchmark times batches that end with a sync instead"
+)]
+pub fn median_call_time(samples: usize, calls: usize, mut f: impl FnMut()) -> Duration {
+    median_time(samples, calls, |calls| {
+        for _ in 0..calls {
+            f();
+        }
+    })
+}

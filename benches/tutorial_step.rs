@@ -12,11 +12,11 @@ mod two_layer_net;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
 
 use declnet::losses::{Loss, MseLoss, Reduction};
 use declnet::optim::{Sgd, SgdConfig};
 use declnet::prelude::*;
+use timing::median_call_time;
 use two_layer_net::TwoLayerNet;
 
 /// The system allocator, counting calls and bytes.
@@ -55,15 +55,6 @@ const SAMPLES: usize = 31;
 /// Calls timed together in one sample.
 const CALLS_PER_SAMPLE: usize = 50;
 
-/// The median time of one call of `f`.
-fn median_time(mut f: impl FnMut()) -> Duration {
-    timing::median_time(SAMPLES, CALLS_PER_SAMPLE, |calls| {
-        for _ in 0..calls {
-            f();
-        }
-    })
-}
-
 fn main() {
     let rng = &mut seeded(0);
     let x = Tensor::randn([64, 1000], &Cpu, rng);
@@ -83,7 +74,7 @@ fn main() {
         sgd.step(&mut net);
         black_box(loss);
     };
-    let step_time = median_time(&mut step);
+    let step_time = median_call_time(SAMPLES, CALLS_PER_SAMPLE, &mut step);
     let (allocations, bytes) = (
         ALLOCATIONS.load(Ordering::Relaxed),
         BYTES.load(Ordering::Relaxed),
@@ -103,7 +94,7 @@ fn main() {
     let mut grad_w2 = Tensor::zeros([10, 100], &Cpu);
     let mut grad_h = Tensor::zeros([64, 100], &Cpu);
     let mut grad_w1 = Tensor::zeros([100, 1000], &Cpu);
-    let gemms = median_time(|| {
+    let gemms = median_call_time(SAMPLES, CALLS_PER_SAMPLE, || {
         h.addmm_(&x, w1.t(), 0.0, 1.0);
         out.addmm_(&h, w2.t(), 0.0, 1.0);
         grad_w2.addmm_(out.t(), &h, 0.0, 1.0);

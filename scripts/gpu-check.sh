@@ -103,6 +103,19 @@ cuda_library_path() {
     echo "${dirs[*]}"
 }
 
+# Runs example binary BIN (labelled LABEL) with ARGS and adds its last loss, or its error, to
+# the caller's summary, counting a failure in the caller's `failed`.
+run_example() {
+    local label=$1 bin=$2
+    shift 2
+    echo "== example $(basename "$bin") $*"
+    local output last
+    if output=$(bounded "$bin" "$@" 2>&1); then :; else failed=$((failed + 1)); fi
+    # The last `STEP LOSS` line, or the last line (an error) when there is none.
+    last=$(grep -E '^[0-9]+ ' <<<"$output" | tail -1 || true)
+    summary+=("example $label: ${last:-$(tail -1 <<<"$output")}")
+}
+
 # Runs a binary for at most 90 seconds (a hung GPU call fails it instead of the whole run).
 bounded() {
     timeout --kill-after=5 90 "$@"
@@ -136,22 +149,11 @@ run() {
     done
     for bin in "$dir"/examples/*; do
         [[ -e $bin ]] || continue
-        local name last
-        name=$(basename "$bin")
-        echo "== example $name --device cuda"
-        local output
-        if output=$(bounded "$bin" --device cuda 2>&1); then :; else failed=$((failed + 1)); fi
-        # The last `STEP LOSS` line, or the last line (an error) when there is none.
-        last=$(grep -E '^[0-9]+ ' <<<"$output" | tail -1 || true)
-        summary+=("example $name: ${last:-$(tail -1 <<<"$output")}")
+        run_example "$(basename "$bin")" "$bin" --device cuda
     done
     local graph_example="$dir/examples/06_custom_module"
     if [[ -e $graph_example ]]; then
-        echo "== example 06_custom_module --device cuda --graph"
-        local output last
-        if output=$(bounded "$graph_example" --device cuda --graph 2>&1); then :; else failed=$((failed + 1)); fi
-        last=$(grep -E '^[0-9]+ ' <<<"$output" | tail -1 || true)
-        summary+=("example 06_custom_module --graph: ${last:-$(tail -1 <<<"$output")}")
+        run_example "06_custom_module --graph" "$graph_example" --device cuda --graph
     fi
     for bin in "$dir"/benches/*; do
         [[ -e $bin ]] || continue

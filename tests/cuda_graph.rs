@@ -11,7 +11,7 @@ mod two_layer_net;
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use common::cuda_or_skip;
+use common::{cuda_or_skip, max_rel_diff};
 use declnet::losses::{CrossEntropyLoss, Labels, Loss, MseLoss, Reduction};
 use declnet::optim::scheduler::{LrScheduler, OneCycleLr};
 use declnet::optim::{Adam, AdamConfig, Sgd, SgdConfig};
@@ -77,13 +77,11 @@ fn weights(net: &impl Module<Cuda>) -> Vec<f32> {
 }
 
 fn assert_close(what: &str, actual: &[f32], expected: &[f32]) {
-    assert_eq!(actual.len(), expected.len(), "{what}");
-    for (i, (a, e)) in actual.iter().zip(expected).enumerate() {
-        assert!(
-            (a - e).abs() <= 1e-5 * e.abs().max(1.0),
-            "{what}[{i}]: graph {a}, eager {e}"
-        );
-    }
+    let diff = max_rel_diff(actual, expected, 1.0);
+    assert!(
+        diff <= 1e-5,
+        "{what}: graph and eager differ by {diff:e} (relative)"
+    );
 }
 
 #[test]

@@ -141,27 +141,19 @@ impl<B: Backend> Tensor<B> {
 
 #[cfg(test)]
 mod tests {
+    use crate::ops::assert_close;
     use crate::{Cpu, Tensor};
-
-    fn close(actual: &[f32], expected: &[f32]) {
-        for (a, e) in actual.iter().zip(expected) {
-            assert!(
-                (a - e).abs() <= 1e-6 * e.abs().max(1.0),
-                "{actual:?} vs {expected:?}"
-            );
-        }
-    }
 
     #[test]
     fn softmax_matches_pytorch_values() {
         // torch.softmax(torch.tensor([[1., 2., 3.], [-1., 0., 1000.]]), 1)
         let x = Tensor::from_vec(vec![1.0, 2.0, 3.0, -1.0, 0.0, 1000.0], [2, 3], &Cpu);
-        close(
+        assert_close(
             &x.softmax(1).to_vec(),
             &[0.090_030_57, 0.244_728_48, 0.665_240_94, 0.0, 0.0, 1.0],
         );
         // torch.log_softmax(...): the large input does not overflow.
-        close(
+        assert_close(
             &x.log_softmax(1).to_vec(),
             &[-2.407_606, -1.407_606, -0.407_606, -1001.0, -1000.0, 0.0],
         );
@@ -175,7 +167,7 @@ mod tests {
             &Cpu,
         );
         let sums = x.softmax(1).sum_dim(1, false).to_vec();
-        close(&sums, &[1.0; 8]);
+        assert_close(&sums, &[1.0; 8]);
         let y = x.log_softmax(0).to_vec();
         let x = x.to_vec();
         // log_softmax over dim 0 of a pair: x_a - log(exp(x_a) + exp(x_b)).
@@ -195,7 +187,7 @@ mod tests {
             let dot: f32 = r.clone().map(|j| gv[j] * yv[j]).sum();
             expected.extend(r.map(|j| yv[j] * (gv[j] - dot)));
         }
-        close(&g.softmax_backward(&y, 1).unwrap().to_vec(), &expected);
+        assert_close(&g.softmax_backward(&y, 1).unwrap().to_vec(), &expected);
 
         let y = x.log_softmax(1);
         let yv = y.to_vec();
@@ -205,7 +197,7 @@ mod tests {
             let sum: f32 = r.clone().map(|j| gv[j]).sum();
             expected.extend(r.map(|j| gv[j] - yv[j].exp() * sum));
         }
-        close(&g.log_softmax_backward(&y, 1).unwrap().to_vec(), &expected);
+        assert_close(&g.log_softmax_backward(&y, 1).unwrap().to_vec(), &expected);
     }
 
     #[test]

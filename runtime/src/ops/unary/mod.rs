@@ -155,20 +155,11 @@ impl<B: Backend> Tensor<B> {
 
 #[cfg(test)]
 mod tests {
+    use crate::ops::assert_close;
     use crate::{Cpu, Tensor};
 
     fn input() -> Tensor {
         Tensor::from_vec(vec![-2.0, -0.5, 0.0, 0.5, 3.0], [5], &Cpu)
-    }
-
-    fn assert_close(actual: &[f32], expected: &[f32]) {
-        assert_eq!(actual.len(), expected.len());
-        for (a, e) in actual.iter().zip(expected) {
-            assert!(
-                (a - e).abs() <= 1e-6 * e.abs().max(1.0),
-                "{actual:?} vs {expected:?}"
-            );
-        }
     }
 
     #[test]
