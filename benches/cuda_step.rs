@@ -171,7 +171,7 @@ fn main() -> Result<()> {
     let device = match Cuda::new(0) {
         Ok(device) => device,
         Err(error) => {
-            println!("skipped: no CUDA device ({error})");
+            declnet::runtime::backend::skip_without_cuda(&error);
             return Ok(());
         }
     };

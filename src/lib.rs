@@ -48,7 +48,9 @@ mod device;
 pub use declnet_macros::network;
 pub use declnet_runtime as runtime;
 pub use declnet_runtime::io;
-pub use declnet_runtime::{Backend, Cpu, Cuda, Error, MatView, Result, Shape, StepGraph, Tensor};
+pub use declnet_runtime::{
+    Backend, Cpu, Cuda, Error, MatView, Memory, Result, Shape, StepGraph, Tensor,
+};
 pub use declnet_runtime::{losses, optim};
 pub use device::DeviceArg;
 
@@ -63,6 +65,7 @@ pub mod __private {
         check_grad_out, grad_or_zeros, owned, same_dim,
     };
     pub use declnet_runtime::ops::binary::BinaryOp;
+    pub use declnet_runtime::ops::elementwise::Operand;
     pub use declnet_runtime::ops::unary::UnaryOp;
     pub use declnet_runtime::rand::Rng;
     pub use declnet_runtime::rng::seeded;
@@ -81,6 +84,6 @@ pub mod prelude {
     pub use declnet_runtime::layers::Linear;
     pub use declnet_runtime::rng::{SeededRng, seeded};
     pub use declnet_runtime::{
-        Backend, Cpu, Cuda, Error, Module, Param, Result, Shape, StepGraph, Tensor,
+        Backend, Cpu, Cuda, Error, Memory, Module, Param, Result, Shape, StepGraph, Tensor,
     };
 }

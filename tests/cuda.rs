@@ -14,6 +14,7 @@ use declnet::losses::{Loss, MseLoss, Reduction};
 use declnet::optim::{Sgd, SgdConfig};
 use declnet::prelude::*;
 use declnet::runtime::ops::binary::{BinaryOp, Broadcast};
+use declnet::runtime::ops::elementwise::{Operand, Saved};
 use declnet::runtime::ops::loss::{ClassLoss, PointwiseLoss};
 use declnet::runtime::ops::matmul::Gemm;
 use declnet::runtime::ops::optim::{DeviceHyper, OptimStep, STEP_SCALARS_LEN, StepScalars};
@@ -77,26 +78,16 @@ fn data(n: usize, seed: u64) -> Vec<f32> {
 fn unary_case<B: Backend>(dev: &B) -> Outputs {
     let x = data(1000, 1);
     let positive: Vec<f32> = x.iter().map(|v| v.abs() + 0.1).collect();
-    let ops = [
-        UnaryOp::Neg,
-        UnaryOp::AddScalar(0.5),
-        UnaryOp::MulScalar(-1.5),
-        UnaryOp::ClampMin(0.0),
+    // Every op of the table, and the other branches of those that have them.
+    let extra = [
         UnaryOp::ClampMin(-0.5),
         UnaryOp::Pow(2.0),
-        UnaryOp::Pow(3.0),
         UnaryOp::Pow(0.5),
-        UnaryOp::Exp,
-        UnaryOp::Log,
-        UnaryOp::Sigmoid,
-        UnaryOp::Tanh,
-        UnaryOp::Gelu,
-        UnaryOp::LtScalar(0.2),
-        UnaryOp::GtScalar(-0.3),
     ];
+    let grad = data(1000, 2);
     let mut outputs = Outputs::new();
-    for op in ops {
-        let input = if matches!(op, UnaryOp::Log | UnaryOp::Pow(0.5)) {
+    for &op in UnaryOp::EXAMPLES.iter().chain(&extra) {
+        let input = if matches!(op, UnaryOp::Log | UnaryOp::Sqrt | UnaryOp::Pow(0.5)) {
             &positive
         } else {
             &x
@@ -108,6 +99,20 @@ fn unary_case<B: Backend>(dev: &B) -> Outputs {
         let mut in_place = dev.upload(input).unwrap();
         dev.unary_assign(op, &mut in_place).unwrap();
         outputs.push((format!("{op:?} in place"), dev.download(&in_place).unwrap()));
+        let saved = match op.saves() {
+            Saved::Input => src,
+            Saved::Output => out,
+        };
+        let g = dev.upload(&grad).unwrap();
+        let mut backward = dev.zeros(grad.len()).unwrap();
+        dev.unary_backward(op, &g, &saved, &mut backward).unwrap();
+        outputs.push((format!("{op:?} backward"), dev.download(&backward).unwrap()));
+        let mut g = dev.upload(&grad).unwrap();
+        dev.unary_backward_assign(op, &mut g, &saved).unwrap();
+        outputs.push((
+            format!("{op:?} backward in place"),
+            dev.download(&g).unwrap(),
+        ));
     }
     let mut filled = dev.zeros(37).unwrap();
     dev.fill(&mut filled, 2.5).unwrap();
@@ -136,21 +141,6 @@ fn unary_case<B: Backend>(dev: &B) -> Outputs {
 }
 
 fn binary_case<B: Backend>(dev: &B) -> Outputs {
-    let ops = [
-        BinaryOp::Add,
-        BinaryOp::Sub,
-        BinaryOp::Mul,
-        BinaryOp::Div,
-        BinaryOp::AddScaled(-0.1),
-        BinaryOp::MaskedFill(7.0),
-        BinaryOp::ReluBackward,
-        BinaryOp::ClampMinBackward(0.1),
-        BinaryOp::SigmoidBackward,
-        BinaryOp::TanhBackward,
-        BinaryOp::GeluBackward,
-        BinaryOp::PowBackward(2.0),
-        BinaryOp::PowBackward(3.0),
-    ];
     // (lhs, rhs): same shape, a bias row, both sides broadcast, a scalar-like operand, rank 6.
     let shapes: [(&[usize], &[usize]); 5] = [
         (&[4, 5], &[4, 5]),
@@ -165,15 +155,24 @@ fn binary_case<B: Backend>(dev: &B) -> Outputs {
         let layout = Broadcast::new("parity", &lhs_shape, &rhs_shape).unwrap();
         let lhs_data = data(lhs_shape.numel(), 10 + seed as u64);
         let mut rhs_data = data(rhs_shape.numel(), 20 + seed as u64);
-        // Some exact zeros, so `MaskedFill` and `ReluBackward` take both branches.
+        // Some exact zeros, so `MaskedFill` takes both branches.
         rhs_data.iter_mut().step_by(3).for_each(|v| *v = 0.0);
         let lhs = dev.upload(&lhs_data).unwrap();
         let rhs = dev.upload(&rhs_data).unwrap();
-        for op in ops {
+        for &op in BinaryOp::EXAMPLES {
             let name = format!("{op:?} {lhs_shape} {rhs_shape}");
             let mut out = dev.zeros(layout.shape.numel()).unwrap();
             dev.binary(op, &lhs, &rhs, &layout, &mut out).unwrap();
             outputs.push((name.clone(), dev.download(&out).unwrap()));
+            for wrt in [Operand::Lhs, Operand::Rhs] {
+                let mut partial = dev.zeros(layout.shape.numel()).unwrap();
+                dev.binary_partial(op, wrt, &lhs, &rhs, &layout, &mut partial)
+                    .unwrap();
+                outputs.push((
+                    format!("{name} d/d{wrt:?}"),
+                    dev.download(&partial).unwrap(),
+                ));
+            }
             if layout.shape == lhs_shape {
                 let mut in_place = dev.copy(&lhs).unwrap();
                 dev.binary_assign(op, &mut in_place, &rhs, &layout).unwrap();
@@ -558,5 +557,30 @@ fn cuda_new_is_an_error_not_a_panic_without_a_device() {
             );
             println!("Cuda::new(0): {message}");
         }
+    }
+}
+
+/// With `DECLNET_REQUIRE_CUDA=1` a test that would skip for want of a device fails: this
+/// binary's own unary parity test, run again with the variable set, must fail here (where it
+/// skips) and pass on a GPU host.
+#[test]
+fn require_cuda_turns_a_skip_into_a_failure() {
+    let run = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "unary_ops_match_cpu", "--test-threads=1"])
+        .env("DECLNET_REQUIRE_CUDA", "1")
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&run.stdout) + String::from_utf8_lossy(&run.stderr);
+    assert!(
+        log.contains("1 passed") || log.contains("1 failed"),
+        "ran one test:\n{log}"
+    );
+    assert_eq!(
+        run.status.success(),
+        Cuda::new(0).is_ok(),
+        "without a device the test fails, with one it passes:\n{log}"
+    );
+    if !run.status.success() {
+        assert!(log.contains("DECLNET_REQUIRE_CUDA=1"), "{log}");
     }
 }

@@ -562,6 +562,61 @@ fn summary_shows_softmax_layers_output() {
     assert!(row.contains("[B, 4]") && !row.contains("unused"), "{row}");
 }
 
+network! {
+    /// The newer activations as methods and in PyTorch's function form.
+    struct Activations {
+        w: Param<[3, 4]>,
+    }
+    fn forward(x: [B, 3]) -> [B, 4] {
+        let h = x.mm(w);
+        let a = h.silu() + mish(h) + h.leaky_relu(0.2) + elu(h, 0.7);
+        let b = h.softplus() + h.softplus(2.0, 1.0) + h.hardtanh(-0.8, 0.9);
+        relu(a) + tanh(b) * h.leaky_relu()
+    }
+}
+
+network! {
+    /// Every elementwise layer, with and without arguments.
+    struct ActivationLayers(x: [B, 3]) -> [B, 2] {
+        Linear<3, 4>, LeakyReLU<0.2>, Linear<4, 4>, ELU, Linear<4, 4>, SiLU, Softplus<2.0, 5>,
+        Linear<4, 4>, Mish, Hardtanh<-1.5, 1.5>, Identity, Linear<4, 4>, LeakyReLU, GELU,
+        Linear<4, 2>
+    }
+}
+
+network! {
+    /// exp, log, sqrt, abs, sin, cos, neg, `/`, maximum, minimum and compound assignment.
+    struct Arithmetic {
+        w: Param<[3, 3]>,
+        v: Param<[3]>,
+    }
+    fn forward(x: [B, 3]) -> [B, 3] {
+        let h = x.mm(w);
+        let positive = h.pow(2.0) + 0.5;
+        let mut y = positive.log() + positive.sqrt() / positive + h.abs().neg();
+        y += h.sin() * h.cos() - (h * 0.3).exp();
+        y /= 2.0;
+        y -= 1.0 / positive;
+        y *= h.maximum(v) + h.minimum(v * 2.0);
+        y / (v.abs() + 1.0)
+    }
+}
+
+#[test]
+fn newer_activation_methods() {
+    gradcheck!(Activations, 13, [[3, 3]]);
+}
+
+#[test]
+fn every_elementwise_layer() {
+    gradcheck!(ActivationLayers, 14, [[3, 3]]);
+}
+
+#[test]
+fn arithmetic_division_and_extrema() {
+    gradcheck!(Arithmetic, 15, [[2, 3]]);
+}
+
 #[test]
 fn linear_and_relu() {
     gradcheck!(LinearRelu, 1, [[3, 4]]);

@@ -3,7 +3,8 @@
 
 use std::collections::BTreeSet;
 
-use crate::ir::{Activation, Network, Op, ValueId};
+use crate::elementwise::Grad;
+use crate::ir::{BinaryOp, Network, Op, ValueId};
 use crate::shape::same_shape;
 
 /// Which inputs a backward pass differentiates for.
@@ -93,9 +94,6 @@ impl Plan {
         match node.op {
             Op::Input(_)
             | Op::Param(_)
-            | Op::AddScalar { .. }
-            | Op::MulScalar { .. }
-            | Op::Neg { .. }
             | Op::Transpose { .. }
             | Op::LoopParam { .. }
             | Op::LoopOutput { .. } => {}
@@ -103,22 +101,24 @@ impl Plan {
             Op::Custom { .. } | Op::Nested { .. } => {
                 self.saved_functions.insert(id);
             }
-            // Rules that read the input: Linear (for dW), gelu, clamp_min, pow.
-            Op::Linear { x, .. }
-            | Op::Activation {
-                activation: Activation::Gelu,
-                x,
-                ..
-            }
-            | Op::ClampMin { x, .. }
-            | Op::Pow { x, .. } => values.push(x),
-            // relu, sigmoid, tanh, softmax and log_softmax differentiate from their output.
-            Op::Activation { .. } | Op::Softmax { .. } => values.push(id),
+            Op::Linear { x, .. } => values.push(x),
+            Op::Map { ref op, x, .. } => match op.entry.grad {
+                Grad::Identity | Grad::Linear => {}
+                Grad::FromInput => values.push(x),
+                Grad::FromOutput => values.push(id),
+            },
+            // Softmax and log_softmax differentiate from their output.
+            Op::Softmax { .. } => values.push(id),
             Op::Binary { op, a, b } => {
                 for (operand, other) in [(a, b), (b, a)] {
                     if needs(operand) {
-                        if op == crate::ir::BinaryOp::Mul {
-                            values.push(other);
+                        match op {
+                            BinaryOp::Add | BinaryOp::Sub => {}
+                            BinaryOp::Mul => values.push(other),
+                            // The partial derivatives read both operands.
+                            BinaryOp::Div | BinaryOp::Maximum | BinaryOp::Minimum => {
+                                values.extend([operand, other]);
+                            }
                         }
                         if broadcast(operand) {
                             shapes.push(operand);

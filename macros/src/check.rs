@@ -6,13 +6,22 @@ use std::collections::HashMap;
 use quote::ToTokens;
 use syn::Ident;
 
-use crate::errors::Errors;
-use crate::ir::{Activation, Dim, DimKind, Field, FieldKind, Shape};
+use crate::elementwise::{self, MapOp};
+use crate::errors::{Errors, did_you_mean};
+use crate::ir::{Dim, DimKind, Field, FieldKind, Shape};
 use crate::parse::{DimDecl, FieldDecl, LayerArg, LayerType, ShapeDecl};
 
 /// The layer types `network!` knows, for "unknown layer" messages.
-pub const KNOWN_LAYERS: &str = "`Linear<in, out>`, `Param<[dims]>`, `ReLU`, `Sigmoid`, `Tanh`, \
-    `GELU`, `Softmax<dim>`, `LogSoftmax<dim>`";
+const KNOWN_LAYERS: &str = "`Linear<in, out>`, `Param<[dims]>`, `Softmax<dim>`, \
+    `LogSoftmax<dim>`, an elementwise layer like `ReLU` or `LeakyReLU<0.2>`, or another \
+    network's type";
+
+/// The names of the layer types, for "did you mean" suggestions.
+fn layer_names() -> impl Iterator<Item = &'static str> {
+    ["Linear", "Param", "Softmax", "LogSoftmax"]
+        .into_iter()
+        .chain(elementwise::TABLE.iter().filter_map(|entry| entry.layer))
+}
 
 /// The name of the backend type parameter every generated network gets.
 pub const BACKEND_PARAM: &str = "B";
@@ -136,33 +145,66 @@ fn check_layer_type(
     errors: &mut Errors,
 ) -> Option<FieldKind> {
     let name = ty.name.to_string();
-    let activation = match name.as_str() {
+    match name.as_str() {
         "Linear" => return check_linear(ty, const_generics, errors),
         "Softmax" | "LogSoftmax" => return check_softmax(ty, errors),
         "Param" => return check_param(ty, const_generics, errors),
-        "ReLU" => Activation::Relu,
-        "Sigmoid" => Activation::Sigmoid,
-        "Tanh" => Activation::Tanh,
-        "GELU" => Activation::Gelu,
-        // Another network's type, written without arguments: `block: ResBlock`. rustc checks
-        // that it exists and is a network (implements `Layer`).
-        _ if ty.args.is_empty() && name.starts_with(char::is_uppercase) => {
-            return Some(FieldKind::Network {
-                ty: ty.name.clone(),
-            });
-        }
-        _ => {
-            errors.at(
-                ty.name.span(),
-                format!("unknown layer `{name}`; expected one of {KNOWN_LAYERS}"),
-            );
-            return None;
-        }
-    };
-    if let Some(arg) = ty.args.first() {
-        errors.at(arg.span(), format!("`{name}` takes no arguments"));
+        _ => {}
     }
-    Some(FieldKind::Activation(activation))
+    if let Some(entry) = elementwise::layer(&name) {
+        return check_elementwise(ty, entry, errors);
+    }
+    // Another network's type, written without arguments: `block: ResBlock`. rustc checks
+    // that it exists and is a network (implements `Layer`); so only a known layer's name in
+    // other letter case (`Relu`) is taken for a typo.
+    let miscased = layer_names().find(|known| known.eq_ignore_ascii_case(&name));
+    if ty.args.is_empty() && name.starts_with(char::is_uppercase) && miscased.is_none() {
+        return Some(FieldKind::Network {
+            ty: ty.name.clone(),
+        });
+    }
+    let message = match miscased.or_else(|| did_you_mean(&name, layer_names())) {
+        Some(close) => format!("unknown layer `{name}`; did you mean `{close}`?"),
+        None => format!("unknown layer `{name}`; expected {KNOWN_LAYERS}"),
+    };
+    errors.at(ty.name.span(), message);
+    None
+}
+
+/// An elementwise layer: `ReLU`, or with numbers for its parameters, `LeakyReLU<0.2>`
+/// (PyTorch's defaults for those left out).
+fn check_elementwise(
+    ty: &LayerType,
+    entry: &'static elementwise::Elementwise,
+    errors: &mut Errors,
+) -> Option<FieldKind> {
+    let mut args = Vec::new();
+    for arg in &ty.args {
+        let value = match arg {
+            LayerArg::Dim(DimDecl::Lit(value, _)) => Some(*value as f32),
+            LayerArg::Negative(value, _) => Some(-(*value as f32)),
+            LayerArg::Float(value, _) => Some(*value),
+            _ => None,
+        };
+        match value {
+            Some(value) => args.push(value),
+            None => {
+                errors.at(
+                    arg.span(),
+                    format!("`{}` takes numbers, like `LeakyReLU<0.2>`", ty.name),
+                );
+                return None;
+            }
+        }
+    }
+    match MapOp::with_args(entry, &args, &format!("`{}`", ty.name)) {
+        Ok(op) => Some(FieldKind::Map(op)),
+        Err(message) => {
+            let span = ty.args.first().map_or(ty.name.span(), LayerArg::span);
+            errors.at(span, message);
+            None
+        }
+    }
 }
 
 /// `Softmax<dim>` or `LogSoftmax<dim>`, with `dim` an integer literal, negative to count from
@@ -215,7 +257,7 @@ fn check_linear(
                     "`Linear` takes two dims, `Linear<in_features, out_features>`, not a shape",
                 );
             }
-            LayerArg::Negative(_, span) => {
+            LayerArg::Negative(_, span) | LayerArg::Float(_, span) => {
                 errors.at(
                     *span,
                     "a dim must be a non-negative integer that fits in `usize`",
@@ -229,7 +271,7 @@ fn check_linear(
         || ty
             .args
             .iter()
-            .any(|arg| matches!(arg, LayerArg::Negative(..)))
+            .any(|arg| matches!(arg, LayerArg::Negative(..) | LayerArg::Float(..)))
     {
         return None;
     }

@@ -7,6 +7,8 @@ use std::fmt;
 use proc_macro2::{Span, TokenStream};
 use syn::{Attribute, Ident, Visibility};
 
+use crate::elementwise::MapOp;
+
 /// A dim of a shape the macro reasons about.
 #[derive(Clone, Debug)]
 pub struct Dim {
@@ -64,27 +66,6 @@ impl fmt::Display for Shape {
     }
 }
 
-/// An elementwise activation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Activation {
-    Relu,
-    Sigmoid,
-    Tanh,
-    Gelu,
-}
-
-impl Activation {
-    /// The layer type's name, as in `ReLU`.
-    pub fn layer_name(self) -> &'static str {
-        match self {
-            Activation::Relu => "ReLU",
-            Activation::Sigmoid => "Sigmoid",
-            Activation::Tanh => "Tanh",
-            Activation::Gelu => "GELU",
-        }
-    }
-}
-
 /// A field of the generated struct, or a stateless layer that only has a name.
 pub struct Field {
     pub attrs: Vec<Attribute>,
@@ -103,8 +84,8 @@ pub enum FieldKind {
     Linear { input: Dim, output: Dim, bias: bool },
     /// `Param<[dims]>`: a raw trainable tensor, N(0, 1) at init like `torch.randn`.
     Param { shape: Shape },
-    /// An activation layer; no parameters, so no struct field.
-    Activation(Activation),
+    /// An elementwise layer (`ReLU`, `LeakyReLU<0.2>`); no parameters, so no struct field.
+    Map(MapOp),
     /// `Softmax<dim>` or, when `log`, `LogSoftmax<dim>`; `dim` may count from the end
     /// (`-1`) and is checked against the input's rank where the layer is applied. No
     /// parameters, so no struct field.
@@ -117,7 +98,7 @@ pub enum FieldKind {
 impl FieldKind {
     /// Whether the field holds parameters (and so is a struct field).
     pub fn has_state(&self) -> bool {
-        !matches!(self, FieldKind::Activation(_) | FieldKind::Softmax { .. })
+        !matches!(self, FieldKind::Map(_) | FieldKind::Softmax { .. })
     }
 }
 
@@ -130,6 +111,9 @@ pub enum BinaryOp {
     Add,
     Sub,
     Mul,
+    Div,
+    Maximum,
+    Minimum,
 }
 
 impl BinaryOp {
@@ -138,6 +122,21 @@ impl BinaryOp {
             BinaryOp::Add => "add",
             BinaryOp::Sub => "subtract",
             BinaryOp::Mul => "multiply",
+            BinaryOp::Div => "divide",
+            BinaryOp::Maximum => "take the maximum of",
+            BinaryOp::Minimum => "take the minimum of",
+        }
+    }
+
+    /// The runtime's `BinaryOp` variant.
+    pub fn variant(self) -> &'static str {
+        match self {
+            BinaryOp::Add => "Add",
+            BinaryOp::Sub => "Sub",
+            BinaryOp::Mul => "Mul",
+            BinaryOp::Div => "Div",
+            BinaryOp::Maximum => "Maximum",
+            BinaryOp::Minimum => "Minimum",
         }
     }
 }
@@ -150,28 +149,18 @@ pub enum Op {
     Param(usize),
     /// A `Linear` field applied to `x`.
     Linear { field: usize, x: ValueId },
-    /// An activation applied to `x`, by an activation layer (`layer`) or a method.
-    Activation {
-        activation: Activation,
+    /// An elementwise op applied to `x`, by a layer (`layer`), a method or an operator.
+    Map {
+        op: MapOp,
         x: ValueId,
         layer: Option<usize>,
     },
-    /// `x.clamp_min(min)`.
-    ClampMin { x: ValueId, min: f32 },
-    /// `x.pow(exponent)`.
-    Pow { x: ValueId, exponent: f32 },
     /// `a op b` with broadcasting.
     Binary {
         op: BinaryOp,
         a: ValueId,
         b: ValueId,
     },
-    /// `x + scalar`.
-    AddScalar { x: ValueId, scalar: f32 },
-    /// `x * scalar`.
-    MulScalar { x: ValueId, scalar: f32 },
-    /// `-x`.
-    Neg { x: ValueId },
     /// `op(a) x op(b)`, each operand optionally read transposed.
     Mm {
         a: ValueId,
@@ -214,7 +203,7 @@ impl Op {
     pub fn field(&self) -> Option<usize> {
         match *self {
             Op::Linear { field, .. } | Op::Param(field) | Op::Nested { field, .. } => Some(field),
-            Op::Activation { layer, .. } | Op::Softmax { layer, .. } => layer,
+            Op::Map { layer, .. } | Op::Softmax { layer, .. } => layer,
             _ => None,
         }
     }
@@ -224,12 +213,7 @@ impl Op {
         match *self {
             Op::Input(_) | Op::Param(_) => vec![],
             Op::Linear { x, .. }
-            | Op::Activation { x, .. }
-            | Op::ClampMin { x, .. }
-            | Op::Pow { x, .. }
-            | Op::AddScalar { x, .. }
-            | Op::MulScalar { x, .. }
-            | Op::Neg { x }
+            | Op::Map { x, .. }
             | Op::Transpose { x }
             | Op::Softmax { x, .. }
             | Op::Sum { x }

@@ -9,6 +9,7 @@
 mod autodiff;
 mod check;
 mod codegen;
+mod elementwise;
 mod errors;
 mod ir;
 mod lower;

@@ -9,24 +9,34 @@ use syn::spanned::Spanned;
 use syn::{Expr, Ident, Lit, Pat, Stmt, UnOp};
 
 use crate::check;
-use crate::errors::Errors;
+use crate::elementwise::{self, MapOp};
+use crate::errors::{Errors, did_you_mean};
 use crate::ir::{
-    Activation, BinaryOp, Dim, DimAssertion, DimKind, Extra, Field, FieldKind, Input, Loop,
-    Network, Node, Op, Shape, ValueId,
+    BinaryOp, Dim, DimAssertion, DimKind, Extra, Field, FieldKind, Input, Loop, Network, Node, Op,
+    Shape, ValueId,
 };
 use crate::parse::{Body, ForwardDecl, InputDecl, InputKind, NetworkDef, ShapeDecl};
 use crate::shape::{broadcast, unify};
 
-/// What the methods of a forward body may be, for "unsupported" messages.
-const SUPPORTED_METHODS: &str = "`.relu()`, `.sigmoid()`, `.tanh()`, `.gelu()`, `.clamp_min(c)`, \
-    `.pow(p)`, `.softmax(dim)`, `.log_softmax(dim)`, `.mm(m)`, `.t()`, `.sum()`, `.mean()`";
+/// The methods other than the elementwise ones, for "did you mean" suggestions.
+const OTHER_METHODS: &[&str] = &[
+    "softmax",
+    "log_softmax",
+    "maximum",
+    "minimum",
+    "mm",
+    "t",
+    "sum",
+    "mean",
+    "apply",
+];
 
 /// Everything a forward body may contain, for "unsupported" messages.
-const SUPPORTED_SYNTAX: &str = "`let` bindings and reassignment, `for _ in ..` loops and \
-    `if`/`else` statements on non-tensor arguments, layer calls like `linear1(x)`, \
-    `MyFunction.apply(x)`, `Param` fields, `+ - *` of tensors and numbers, unary `-`, and the methods `.relu()`, \
-    `.sigmoid()`, `.tanh()`, `.gelu()`, `.clamp_min(c)`, `.pow(p)`, `.softmax(dim)`, \
-    `.log_softmax(dim)`, `.mm(m)`, `.t()`, `.sum()`, `.mean()`";
+const SUPPORTED_SYNTAX: &str = "`let` bindings and reassignment (also `+=`, `-=`, `*=`, `/=`), \
+    `for _ in ..` loops and `if`/`else` statements on non-tensor arguments, layer calls like \
+    `linear1(x)`, `MyFunction.apply(x)`, `Param` fields, `+ - * /` of tensors and numbers, \
+    unary `-`, elementwise methods like `.relu()` (also called as functions, `relu(x)`), \
+    `.softmax(dim)`, `.mm(m)`, `.t()`, `.sum()` and `.mean()`";
 
 /// Lowers a whole declaration. Errors are recorded in `errors`; the network returned then
 /// still has its fields and inputs (for the fallback struct) but maybe no outputs.
@@ -110,6 +120,7 @@ pub fn lower(def: NetworkDef, errors: &mut Errors) -> (Network, Option<Vec<Value
         extras: extras.iter().map(|extra| extra.ident.to_string()).collect(),
         region: None,
         loops: Vec::new(),
+        identity_layers: HashSet::new(),
     };
     for (index, input) in inputs.iter().enumerate() {
         let id = lowerer.push(
@@ -228,6 +239,8 @@ struct Lowerer<'a> {
     /// The loop whose body is being lowered.
     region: Option<usize>,
     loops: Vec<Loop>,
+    /// `Identity` layers applied (they add no node, but count as used).
+    identity_layers: HashSet<usize>,
 }
 
 impl Lowerer<'_> {
@@ -264,8 +277,8 @@ impl Lowerer<'_> {
                 {
                     format!("`Linear<{input}, {output}>` (layer {index})")
                 }
-                FieldKind::Activation(activation) if field.state_name == index.to_string() => {
-                    format!("`{}` (layer {index})", activation.layer_name())
+                FieldKind::Map(op) if field.state_name == index.to_string() => {
+                    format!("`{}` (layer {index})", op.layer_name())
                 }
                 FieldKind::Softmax { dim, log } if field.state_name == index.to_string() => {
                     format!("`{}<{dim}>` (layer {index})", softmax_name(*log))
@@ -277,15 +290,7 @@ impl Lowerer<'_> {
                     let span = input.span;
                     self.linear(index, value, span, &description, false)?
                 }
-                FieldKind::Activation(activation) => {
-                    let shape = self.shape(value).clone();
-                    let op = Op::Activation {
-                        activation: *activation,
-                        x: value,
-                        layer: Some(index),
-                    };
-                    self.push(op, shape, description)
-                }
+                FieldKind::Map(op) => self.map(op.clone(), value, Some(index), description),
                 FieldKind::Network { ty } => {
                     let span = field.ident.span();
                     self.nested(index, ty, value, span, &description)?
@@ -480,6 +485,9 @@ impl Lowerer<'_> {
                     self.locals.insert(name.to_string(), value);
                 }
             }
+            Stmt::Expr(Expr::Binary(binary), Some(_)) if compound_op(binary.op).is_some() => {
+                self.compound_assign(binary);
+            }
             Stmt::Expr(Expr::ForLoop(for_loop), _) => self.for_loop(for_loop),
             Stmt::Expr(expr, _) => {
                 self.errors.over(expr, "this statement's value is unused; bind it with `let` or make it the last expression");
@@ -490,6 +498,40 @@ impl Lowerer<'_> {
                     format!("unsupported statement in `forward`; supported: {SUPPORTED_SYNTAX}"),
                 );
             }
+        }
+    }
+
+    /// `h += expr` (and `-=`, `*=`, `/=`): `h = h + expr`.
+    fn compound_assign(&mut self, binary: &syn::ExprBinary) {
+        let Some(name) = expr_ident(&binary.left) else {
+            self.errors.over(
+                &binary.left,
+                "only a name can be updated in `forward`, like `h += ..;`",
+            );
+            return;
+        };
+        let Some(&current) = self.locals.get(&name.to_string()) else {
+            self.errors.at(
+                name.span(),
+                format!("cannot update `{name}`: it is not a `let` binding or input"),
+            );
+            return;
+        };
+        let Some(op) = compound_op(binary.op) else {
+            return;
+        };
+        let Some(right) = self.expr(&binary.right) else {
+            return;
+        };
+        let operands = [
+            (Lowered::Value(current), &*binary.left),
+            (right, &*binary.right),
+        ];
+        let origin = format!("`{}`", binary.op.to_token_stream());
+        if let Some(value) = self.combine(op, operands, &binary.op, origin)
+            && let Some(value) = self.materialize(value, &binary.right)
+        {
+            self.locals.insert(name.to_string(), value);
         }
     }
 
@@ -552,8 +594,14 @@ impl Lowerer<'_> {
         let looped = self.loops.len();
         let mut carried: Vec<(String, Span)> = Vec::new();
         for stmt in &block.stmts {
-            if let Stmt::Expr(Expr::Assign(assign), _) = stmt
-                && let Some(name) = expr_ident(&assign.left)
+            let target = match stmt {
+                Stmt::Expr(Expr::Assign(assign), _) => Some(&*assign.left),
+                Stmt::Expr(Expr::Binary(binary), _) if compound_op(binary.op).is_some() => {
+                    Some(&*binary.left)
+                }
+                _ => None,
+            };
+            if let Some(name) = target.and_then(expr_ident)
                 && self.locals.contains_key(&name.to_string())
             {
                 let key = name.to_string();
@@ -673,10 +721,10 @@ impl Lowerer<'_> {
                     Lowered::Scalar(value) => Some(Lowered::Scalar(-value)),
                     tensor => {
                         let x = self.materialize(tensor, &unary.expr)?;
-                        let shape = self.shape(x).clone();
-                        Some(Lowered::Value(self.push(
-                            Op::Neg { x },
-                            shape,
+                        Some(Lowered::Value(self.map(
+                            MapOp::neg(),
+                            x,
+                            None,
                             "`-`".to_owned(),
                         )))
                     }
@@ -750,7 +798,26 @@ impl Lowerer<'_> {
             if self.rejected.contains(&name.to_string()) {
                 return None;
             }
-            self.errors.at(name.span(), format!("cannot find layer `{name}`: declare it as a field, like `{name}: Linear<784, 128>`"));
+            if elementwise::method(&name.to_string()).is_some() {
+                return self.function_form(call, name);
+            }
+            let fields: Vec<String> = self.fields.iter().map(|f| f.ident.to_string()).collect();
+            let message = match did_you_mean(&name.to_string(), fields.iter().map(String::as_str)) {
+                Some(close) => format!("cannot find layer `{name}`; did you mean `{close}`?"),
+                None => {
+                    // Suggest the declaration that fits here: its input width is the argument's.
+                    let width = match call.args.first().map(|arg| self.tensor(arg)) {
+                        Some(Some(x)) => self.shape(x).0.last().map(ToString::to_string),
+                        _ => None,
+                    };
+                    let width = width.unwrap_or_else(|| "in_features".to_owned());
+                    format!(
+                        "cannot find layer `{name}`: declare it as a field, like \
+                         `{name}: Linear<{width}, out_features>`"
+                    )
+                }
+            };
+            self.errors.at(name.span(), message);
             return None;
         };
         if call.args.len() != 1 {
@@ -767,15 +834,12 @@ impl Lowerer<'_> {
                 let id = self.linear(index, x, arg.span(), &format!("`{name}`"), true)?;
                 Some(Lowered::Value(id))
             }
-            FieldKind::Activation(activation) => {
-                let shape = self.shape(x).clone();
-                let op = Op::Activation {
-                    activation: *activation,
-                    x,
-                    layer: Some(index),
-                };
-                Some(Lowered::Value(self.push(op, shape, format!("`{name}`"))))
-            }
+            FieldKind::Map(op) => Some(Lowered::Value(self.map(
+                op.clone(),
+                x,
+                Some(index),
+                format!("`{name}`"),
+            ))),
             FieldKind::Network { ty } => {
                 let id = self.nested(index, ty, x, arg.span(), &format!("`{name}`"))?;
                 Some(Lowered::Value(id))
@@ -791,55 +855,111 @@ impl Lowerer<'_> {
         }
     }
 
+    /// `relu(h)`, `leaky_relu(h, 0.2)`: an elementwise method called as a function, as
+    /// PyTorch's `F.relu(h)`, lowered as `h.relu()`.
+    fn function_form(&mut self, call: &syn::ExprCall, name: &Ident) -> Option<Lowered> {
+        let mut args = call.args.iter();
+        let Some(receiver) = args.next() else {
+            self.errors.over(
+                call,
+                format!("`{name}()` takes the tensor it applies to: `{name}(x)`"),
+            );
+            return None;
+        };
+        let method = syn::ExprMethodCall {
+            attrs: Vec::new(),
+            receiver: Box::new(receiver.clone()),
+            dot_token: syn::Token![.](name.span()),
+            method: name.clone(),
+            turbofish: None,
+            paren_token: call.paren_token,
+            args: args.cloned().collect(),
+        };
+        self.method(&method)
+    }
+
     fn binary(&mut self, binary: &syn::ExprBinary) -> Option<Lowered> {
-        let op = match binary.op {
-            syn::BinOp::Add(_) => BinaryOp::Add,
-            syn::BinOp::Sub(_) => BinaryOp::Sub,
-            syn::BinOp::Mul(_) => BinaryOp::Mul,
-            _ => {
-                self.errors.over(
-                    binary.op,
-                    format!("unsupported operator in `forward`; supported: {SUPPORTED_SYNTAX}"),
-                );
-                return None;
-            }
+        let Some(op) = binary_op(binary.op) else {
+            self.errors.over(
+                binary.op,
+                format!("unsupported operator in `forward`; supported: {SUPPORTED_SYNTAX}"),
+            );
+            return None;
         };
         let (left, right) = (self.expr(&binary.left), self.expr(&binary.right));
-        let (left, right) = (left?, right?);
+        let operands = [(left?, &*binary.left), (right?, &*binary.right)];
         let origin = format!("`{}`", binary.op.to_token_stream());
+        self.combine(op, operands, &binary.op, origin)
+    }
+
+    /// `a op b` of two lowered operands (tensors or numbers); a mismatch is reported over `at`.
+    fn combine(
+        &mut self,
+        op: BinaryOp,
+        [(left, left_expr), (right, right_expr)]: [(Lowered, &Expr); 2],
+        at: &dyn ToTokens,
+        origin: String,
+    ) -> Option<Lowered> {
+        if matches!(op, BinaryOp::Maximum | BinaryOp::Minimum) {
+            for (operand, expr) in [(left, left_expr), (right, right_expr)] {
+                if let Lowered::Scalar(_) = operand {
+                    self.errors.over(
+                        expr,
+                        "expected a tensor here, found a number; use `.clamp_min(c)` to bound a \
+                         tensor by a number",
+                    );
+                    return None;
+                }
+            }
+        }
         let scalar_op = |this: &mut Self, x: ValueId, op: BinaryOp, s: f32| {
-            let shape = this.shape(x).clone();
-            let op = match op {
-                BinaryOp::Add => Op::AddScalar { x, scalar: s },
-                BinaryOp::Sub => Op::AddScalar { x, scalar: -s },
-                BinaryOp::Mul => Op::MulScalar { x, scalar: s },
+            let map = match op {
+                BinaryOp::Add => MapOp::add_scalar(s),
+                BinaryOp::Sub => MapOp::add_scalar(-s),
+                BinaryOp::Div => MapOp::mul_scalar(1.0 / s),
+                _ => MapOp::mul_scalar(s),
             };
-            Lowered::Value(this.push(op, shape, origin.clone()))
+            Lowered::Value(this.map(map, x, None, origin.clone()))
         };
         match (left, right) {
-            (Lowered::Scalar(a), Lowered::Scalar(b)) => Some(Lowered::Scalar(match op {
-                BinaryOp::Add => a + b,
-                BinaryOp::Sub => a - b,
-                BinaryOp::Mul => a * b,
-            })),
+            (Lowered::Scalar(a), Lowered::Scalar(b)) => {
+                let value = match op {
+                    BinaryOp::Add => a + b,
+                    BinaryOp::Sub => a - b,
+                    BinaryOp::Mul => a * b,
+                    BinaryOp::Div => a / b,
+                    BinaryOp::Maximum => a.max(b),
+                    BinaryOp::Minimum => a.min(b),
+                };
+                parse_scalar(&Ok(value), left_expr, self.errors)
+            }
             (tensor, Lowered::Scalar(s)) => {
-                let x = self.materialize(tensor, &binary.left)?;
+                let x = self.materialize(tensor, left_expr)?;
+                if op == BinaryOp::Div && s == 0.0 {
+                    self.errors.over(right_expr, "division of a tensor by zero");
+                    return None;
+                }
                 Some(scalar_op(self, x, op, s))
             }
             (Lowered::Scalar(s), tensor) => {
-                let x = self.materialize(tensor, &binary.right)?;
-                if op == BinaryOp::Sub {
+                let x = self.materialize(tensor, right_expr)?;
+                match op {
                     // s - x = (-x) + s
-                    let shape = self.shape(x).clone();
-                    let negated = self.push(Op::Neg { x }, shape, "`-`".to_owned());
-                    Some(scalar_op(self, negated, BinaryOp::Add, s))
-                } else {
-                    Some(scalar_op(self, x, op, s))
+                    BinaryOp::Sub => {
+                        let negated = self.map(MapOp::neg(), x, None, "`-`".to_owned());
+                        Some(scalar_op(self, negated, BinaryOp::Add, s))
+                    }
+                    // s / x = x^-1 * s
+                    BinaryOp::Div => {
+                        let inverse = self.map(MapOp::pow(-1.0), x, None, origin.clone());
+                        Some(scalar_op(self, inverse, BinaryOp::Mul, s))
+                    }
+                    _ => Some(scalar_op(self, x, op, s)),
                 }
             }
             (left, right) => {
-                let a = self.materialize(left, &binary.left)?;
-                let b = self.materialize(right, &binary.right)?;
+                let a = self.materialize(left, left_expr)?;
+                let b = self.materialize(right, right_expr)?;
                 let (a_shape, b_shape) = (self.shape(a).clone(), self.shape(b).clone());
                 match broadcast(&a_shape, &b_shape, &mut self.assertions) {
                     Ok(shape) => Some(Lowered::Value(self.push(
@@ -854,7 +974,7 @@ impl Lowerer<'_> {
                                 .map_or_else(|| "1".to_owned(), |i| shape.0[i].to_string())
                         };
                         self.errors.over(
-                            binary.op,
+                            at,
                             format!(
                                 "cannot {} `{a_shape}` ({}) and `{b_shape}` ({}): dims {} and {} differ and neither is 1",
                                 op.verb(),
@@ -869,6 +989,17 @@ impl Lowerer<'_> {
                 }
             }
         }
+    }
+
+    /// Elementwise op `op` applied to `x`, by field `layer` if a layer applies it; `Identity`
+    /// computes nothing and yields `x` itself.
+    fn map(&mut self, op: MapOp, x: ValueId, layer: Option<usize>, origin: String) -> ValueId {
+        if op.entry.variant.is_empty() {
+            self.identity_layers.extend(layer);
+            return x;
+        }
+        let shape = self.shape(x).clone();
+        self.push(Op::Map { op, x, layer }, shape, origin)
     }
 
     fn method(&mut self, call: &syn::ExprMethodCall) -> Option<Lowered> {
@@ -917,49 +1048,20 @@ impl Lowerer<'_> {
                 }
             }
             "mm" => self.mm(call, receiver),
-            "relu" | "sigmoid" | "tanh" | "gelu" => {
-                let activation = match method.as_str() {
-                    "relu" => Activation::Relu,
-                    "sigmoid" => Activation::Sigmoid,
-                    "tanh" => Activation::Tanh,
-                    _ => Activation::Gelu,
-                };
-                let x = self.materialize(receiver, &call.receiver)?;
-                if !no_args(self) {
+            "maximum" | "minimum" => {
+                let [arg] = call.args.iter().collect::<Vec<_>>()[..] else {
+                    self.errors
+                        .over(call, format!("`.{method}()` takes one tensor"));
                     return None;
-                }
-                let shape = self.shape(x).clone();
-                let op = Op::Activation {
-                    activation,
-                    x,
-                    layer: None,
                 };
-                Some(Lowered::Value(self.push(op, shape, origin)))
-            }
-            "clamp_min" | "pow" => {
-                let x = self.materialize(receiver, &call.receiver)?;
-                let value = match call.args.iter().collect::<Vec<_>>().as_slice() {
-                    [arg] => match self.expr(arg)? {
-                        Lowered::Scalar(value) => value,
-                        _ => {
-                            self.errors
-                                .over(arg, format!("`.{method}()` takes a number"));
-                            return None;
-                        }
-                    },
-                    _ => {
-                        self.errors
-                            .over(call, format!("`.{method}()` takes one number"));
-                        return None;
-                    }
-                };
-                let shape = self.shape(x).clone();
-                let op = if method == "pow" {
-                    Op::Pow { x, exponent: value }
+                let other = self.expr(arg)?;
+                let op = if method == "maximum" {
+                    BinaryOp::Maximum
                 } else {
-                    Op::ClampMin { x, min: value }
+                    BinaryOp::Minimum
                 };
-                Some(Lowered::Value(self.push(op, shape, origin)))
+                let operands = [(receiver, &*call.receiver), (other, arg)];
+                self.combine(op, operands, &call.method, origin)
             }
             "softmax" | "log_softmax" => {
                 let x = self.materialize(receiver, &call.receiver)?;
@@ -986,15 +1088,45 @@ impl Lowerer<'_> {
                 };
                 Some(Lowered::Value(self.push(op, Shape(Vec::new()), origin)))
             }
-            _ => {
-                self.errors.at(
-                    span,
-                    format!(
-                        "unknown method `.{method}()` in `forward`; supported: {SUPPORTED_METHODS}"
-                    ),
-                );
-                None
-            }
+            _ => match elementwise::method(&method) {
+                Some(entry) => {
+                    let x = self.materialize(receiver, &call.receiver)?;
+                    let mut args = Vec::new();
+                    for arg in &call.args {
+                        match self.expr(arg)? {
+                            Lowered::Scalar(value) => args.push(value),
+                            _ => {
+                                self.errors
+                                    .over(arg, format!("`.{method}()` takes numbers"));
+                                return None;
+                            }
+                        }
+                    }
+                    match MapOp::with_args(entry, &args, &origin) {
+                        Ok(op) => Some(Lowered::Value(self.map(op, x, None, origin))),
+                        Err(message) => {
+                            self.errors.at(span, message);
+                            None
+                        }
+                    }
+                }
+                None => {
+                    let methods = elementwise::TABLE.iter().filter_map(|entry| entry.method);
+                    let message = match did_you_mean(
+                        &method,
+                        methods.chain(OTHER_METHODS.iter().copied()),
+                    ) {
+                        Some(close) => format!(
+                            "unknown method `.{method}()` in `forward`; did you mean `.{close}()`?"
+                        ),
+                        None => format!(
+                            "unknown method `.{method}()` in `forward`; the `network!` documentation lists the methods a forward body can call"
+                        ),
+                    };
+                    self.errors.at(span, message);
+                    None
+                }
+            },
         }
     }
 
@@ -1216,7 +1348,7 @@ impl Lowerer<'_> {
                 .filter(|&id| self.nodes[id].op.field() == Some(index))
                 .collect();
             let name = &field.ident;
-            if uses.is_empty() {
+            if uses.is_empty() && !self.identity_layers.contains(&index) {
                 self.errors.at(
                     name.span(),
                     format!(
@@ -1253,6 +1385,28 @@ impl Lowerer<'_> {
             );
         }
         matches
+    }
+}
+
+/// The op of a binary operator the forward body supports.
+fn binary_op(op: syn::BinOp) -> Option<BinaryOp> {
+    match op {
+        syn::BinOp::Add(_) => Some(BinaryOp::Add),
+        syn::BinOp::Sub(_) => Some(BinaryOp::Sub),
+        syn::BinOp::Mul(_) => Some(BinaryOp::Mul),
+        syn::BinOp::Div(_) => Some(BinaryOp::Div),
+        _ => None,
+    }
+}
+
+/// The op of a compound assignment the forward body supports: `+=`, `-=`, `*=`, `/=`.
+fn compound_op(op: syn::BinOp) -> Option<BinaryOp> {
+    match op {
+        syn::BinOp::AddAssign(_) => Some(BinaryOp::Add),
+        syn::BinOp::SubAssign(_) => Some(BinaryOp::Sub),
+        syn::BinOp::MulAssign(_) => Some(BinaryOp::Mul),
+        syn::BinOp::DivAssign(_) => Some(BinaryOp::Div),
+        _ => None,
     }
 }
 

@@ -107,6 +107,8 @@ pub enum LayerArg {
     },
     /// `-n`, as in `LogSoftmax<-1>`.
     Negative(usize, Span),
+    /// A number with a fraction, maybe negative, as in `LeakyReLU<0.2>`.
+    Float(f32, Span),
 }
 
 /// `fn forward(inputs) -> shape { body }`.
@@ -367,6 +369,14 @@ impl Parse for LayerArg {
     fn parse(input: ParseStream) -> syn::Result<Self> {
         if input.peek(syn::token::Bracket) {
             Ok(LayerArg::Shape(input.parse()?))
+        } else if input.peek(syn::LitFloat) {
+            let value: syn::LitFloat = input.parse()?;
+            Ok(LayerArg::Float(value.base10_parse()?, value.span()))
+        } else if input.peek(Token![-]) && input.peek2(syn::LitFloat) {
+            let minus: Token![-] = input.parse()?;
+            let value: syn::LitFloat = input.parse()?;
+            let span = minus.span.join(value.span()).unwrap_or(minus.span);
+            Ok(LayerArg::Float(-value.base10_parse::<f32>()?, span))
         } else if input.peek(Token![-]) {
             let minus: Token![-] = input.parse()?;
             let value: syn::LitInt = input.parse()?;
@@ -391,7 +401,7 @@ impl LayerArg {
             LayerArg::Dim(dim) => dim.span(),
             LayerArg::Shape(shape) => shape.span,
             LayerArg::Named { name, .. } => name.span(),
-            LayerArg::Negative(_, span) => *span,
+            LayerArg::Negative(_, span) | LayerArg::Float(_, span) => *span,
         }
     }
 }

@@ -42,6 +42,17 @@ pub enum Error {
         /// The right size at `dim`.
         rhs_size: usize,
     },
+    /// An op that needs a tensor of one exact shape (no broadcasting), like a gradient of its
+    /// output or a saved value of the same shape.
+    #[error("{op}: expected shape {expected}, found {found}")]
+    Shape {
+        /// The operation.
+        op: &'static str,
+        /// The shape the op needs.
+        expected: Shape,
+        /// The shape it was given.
+        found: Shape,
+    },
     /// An in-place op whose broadcast result does not have the shape of the tensor it writes.
     #[error("{op}: cannot write a result of shape {result} into a tensor of shape {target}")]
     InPlaceShape {

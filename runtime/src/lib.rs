@@ -28,7 +28,7 @@ mod tensor;
 
 #[cfg(feature = "cuda")]
 pub use backend::CudaBuffer;
-pub use backend::{Backend, Cpu, Cuda};
+pub use backend::{Backend, Cpu, Cuda, Memory};
 pub use error::{Error, Result};
 pub use io::ModuleIo;
 pub use module::{Module, visit_prefixed, visit_prefixed_mut};

@@ -45,13 +45,13 @@ impl<B: Backend> Param<B> {
     /// Replaces the value with `value`, which must have the same shape.
     ///
     /// # Errors
-    /// [`Error::InPlaceShape`] when the shapes differ; the parameter is left unchanged.
+    /// [`Error::Shape`] when the shapes differ; the parameter is left unchanged.
     pub fn set_value(&mut self, value: Tensor<B>) -> Result<()> {
         if value.shape() != self.value.shape() {
-            return Err(Error::InPlaceShape {
+            return Err(Error::Shape {
                 op: "set_value",
-                target: self.value.shape().clone(),
-                result: value.shape().clone(),
+                expected: self.value.shape().clone(),
+                found: value.shape().clone(),
             });
         }
         self.value = value;

@@ -293,14 +293,14 @@ impl<B: Backend> Tensor<B> {
     /// Copies `src`'s elements into `self`, like `Tensor.copy_` (same shape, no broadcasting).
     ///
     /// # Errors
-    /// [`Error::InPlaceShape`] when the shapes differ.
+    /// [`Error::Shape`] when the shapes differ.
     pub fn try_copy_(&mut self, src: &Self) -> Result<()> {
         self.check_same_device("copy_", src)?;
         if self.shape != src.shape {
-            return Err(Error::InPlaceShape {
+            return Err(Error::Shape {
                 op: "copy_",
-                target: self.shape.clone(),
-                result: src.shape.clone(),
+                expected: self.shape.clone(),
+                found: src.shape.clone(),
             });
         }
         self.device.copy_into(&src.storage, &mut self.storage)
@@ -444,10 +444,7 @@ mod tests {
         a.try_copy_(&Tensor::ones([2], &Cpu)).unwrap();
         assert_eq!(a.to_vec(), [1.0; 2]);
         let error = a.try_copy_(&Tensor::ones([3], &Cpu)).unwrap_err();
-        assert_eq!(
-            error.to_string(),
-            "copy_: cannot write a result of shape [3] into a tensor of shape [2]"
-        );
+        assert_eq!(error.to_string(), "copy_: expected shape [2], found [3]");
     }
 
     #[test]

@@ -141,14 +141,14 @@ pub fn assert_losses_match(actual: &[f32], expected: &[f32], late_tolerance: f32
 pub const EARLY_TOLERANCE: f32 = 1e-4;
 
 /// GPU 0 for the CUDA run of a test, or `None` after writing `skipped: no CUDA device (why)` to
-/// stderr in one uncaptured write, so the skip shows in the log of a passing run.
+/// stderr, so the skip shows in the log of a passing run; with `DECLNET_REQUIRE_CUDA=1` a skip
+/// fails the test instead.
 #[allow(dead_code, reason = "not every test binary runs on a device")]
 pub fn cuda_or_skip() -> Option<Cuda> {
     match Cuda::new(0) {
         Ok(device) => Some(device),
         Err(error) => {
-            let line = format!("skipped: no CUDA device ({error})\n");
-            let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
+            declnet::runtime::backend::skip_without_cuda(&error);
             None
         }
     }

@@ -8,11 +8,12 @@ use syn::spanned::Spanned;
 use super::forward::mat_view;
 use super::items::{Saved, tape_bindings};
 use super::{
-    f32_tokens, function_state_ident, grad_ident, grad_out_ident, grad_outs_type, input_grads_type,
-    loop_ident, private, record_ident, shape_ident, tape_ident, value_ident, value_ref,
+    binary_op, function_state_ident, grad_ident, grad_out_ident, grad_outs_type, input_grads_type,
+    loop_ident, private, record_ident, shape_ident, tape_ident, unary_op, value_ident, value_ref,
 };
 use crate::autodiff::{Mode, Plan};
-use crate::ir::{Activation, BinaryOp, Network, Op, ValueId};
+use crate::elementwise::Grad;
+use crate::ir::{BinaryOp, Network, Op, ValueId};
 use crate::shape::same_shape;
 
 pub fn gen_backward(net: &Network, outputs: &[ValueId], plan: &Plan, mode: Mode) -> TokenStream {
@@ -305,57 +306,43 @@ fn unbroadcast(net: &Network, id: ValueId, operand: ValueId, grad: TokenStream) 
 /// The backward rule of an elementwise node `id` with its output gradient owned in `mut g`:
 /// the gradient is transformed in place and moved on. `None` for other nodes.
 fn gen_rule_in_place(net: &Network, plan: &Plan, id: ValueId) -> Option<TokenStream> {
-    let private = private();
-    let zip = |x: ValueId, op: TokenStream, saved: TokenStream| {
-        let add = contribute(net, plan, x, &quote!(g));
-        quote! {
-            g.try_zip_(#private::BinaryOp::#op, "backward", #saved)?;
+    let Op::Map { ref op, x, .. } = net.nodes[id].op else {
+        return None;
+    };
+    let add = contribute(net, plan, x, &quote!(g));
+    let unary = unary_op(op);
+    Some(match op.entry.grad {
+        Grad::Identity => add,
+        Grad::Linear => quote! {
+            g.try_map_(#unary)?;
             #add
-        }
-    };
-    let map = |x: ValueId, op: TokenStream| {
-        let add = contribute(net, plan, x, &quote!(g));
-        quote! {
-            g.try_map_(#private::UnaryOp::#op)?;
-            #add
-        }
-    };
-    let output = || {
-        let y = value_ident(id);
-        quote!(&#y)
-    };
-    Some(match net.nodes[id].op {
-        Op::Activation { activation, x, .. } => match activation {
-            Activation::Relu => zip(x, quote!(ReluBackward), output()),
-            Activation::Sigmoid => zip(x, quote!(SigmoidBackward), output()),
-            Activation::Tanh => zip(x, quote!(TanhBackward), output()),
-            Activation::Gelu => zip(x, quote!(GeluBackward), value_ref(net, x)),
         },
-        Op::ClampMin { x, min } => {
-            let min = f32_tokens(min);
-            zip(x, quote!(ClampMinBackward(#min)), value_ref(net, x))
+        Grad::FromInput | Grad::FromOutput => {
+            let saved = saved_by(net, id);
+            quote! {
+                g.try_map_backward_(#unary, #saved)?;
+                #add
+            }
         }
-        Op::Pow { x, exponent } => {
-            let exponent = f32_tokens(exponent);
-            zip(x, quote!(PowBackward(#exponent)), value_ref(net, x))
-        }
-        Op::MulScalar { x, scalar } => {
-            let scalar = f32_tokens(scalar);
-            map(x, quote!(MulScalar(#scalar)))
-        }
-        Op::Neg { x } => map(x, quote!(Neg)),
-        Op::AddScalar { x, .. } => contribute(net, plan, x, &quote!(g)),
-        _ => return None,
     })
+}
+
+/// What the backward rule of elementwise node `id` reads: its input or its output.
+fn saved_by(net: &Network, id: ValueId) -> TokenStream {
+    match net.nodes[id].op {
+        Op::Map { ref op, .. } if op.entry.grad == Grad::FromOutput => {
+            let y = value_ident(id);
+            quote!(&#y)
+        }
+        Op::Map { x, .. } => value_ref(net, x),
+        _ => unreachable!("only elementwise nodes save their input or output"),
+    }
 }
 
 /// The backward rule of node `id`, with its output gradient bound to `g`.
 fn gen_rule(net: &Network, plan: &Plan, id: ValueId) -> TokenStream {
     let private = private();
     let needs = |x: ValueId| plan.needs_grad[x];
-    let unary = |x: ValueId, op: TokenStream| {
-        contribute(net, plan, x, &quote!(g.try_map(#private::UnaryOp::#op)?))
-    };
     match net.nodes[id].op {
         Op::Input(_) | Op::Param(_) | Op::LoopParam { .. } | Op::LoopOutput { .. } => quote!(),
         Op::Nested { field, x } => {
@@ -385,49 +372,36 @@ fn gen_rule(net: &Network, plan: &Plan, id: ValueId) -> TokenStream {
                 quote!(self.#field.backward(#x_ref, g, false)?;)
             }
         }
-        Op::Activation { activation, x, .. } => {
-            let grad = match activation {
-                Activation::Relu => {
-                    let y = value_ident(id);
-                    quote!(g.relu_backward(&#y)?)
+        Op::Map { ref op, x, .. } => {
+            let unary = unary_op(op);
+            match op.entry.grad {
+                Grad::Identity => contribute_ref(net, plan, x),
+                Grad::Linear => contribute(net, plan, x, &quote!(g.try_map(#unary)?)),
+                Grad::FromInput | Grad::FromOutput => {
+                    let saved = saved_by(net, id);
+                    let grad = quote!(g.try_map_backward(#unary, #saved)?);
+                    contribute(net, plan, x, &grad)
                 }
-                Activation::Sigmoid => {
-                    let y = value_ident(id);
-                    quote!(g.sigmoid_backward(&#y)?)
-                }
-                Activation::Tanh => {
-                    let y = value_ident(id);
-                    quote!(g.tanh_backward(&#y)?)
-                }
-                Activation::Gelu => {
-                    let x = value_ref(net, x);
-                    quote!(g.gelu_backward(#x)?)
-                }
-            };
-            contribute(net, plan, x, &grad)
+            }
         }
-        Op::ClampMin { x, min } => {
-            let (x_ref, min) = (value_ref(net, x), f32_tokens(min));
-            contribute(net, plan, x, &quote!(g.clamp_min_backward(#x_ref, #min)?))
-        }
-        Op::Pow { x, exponent } => {
-            let (x_ref, exponent) = (value_ref(net, x), f32_tokens(exponent));
-            contribute(net, plan, x, &quote!(g.pow_backward(#x_ref, #exponent)?))
-        }
-        Op::AddScalar { x, .. } => contribute_ref(net, plan, x),
-        Op::MulScalar { x, scalar } => {
-            let scalar = f32_tokens(scalar);
-            unary(x, quote!(MulScalar(#scalar)))
-        }
-        Op::Neg { x } => unary(x, quote!(Neg)),
         Op::Binary { op, a, b } => {
             let mut out = TokenStream::new();
-            for (operand, other, negate) in [(a, b, false), (b, a, op == BinaryOp::Sub)] {
+            let slots = [
+                (a, b, false, quote!(Lhs)),
+                (b, a, op == BinaryOp::Sub, quote!(Rhs)),
+            ];
+            for (operand, other, negate, wrt) in slots {
                 if !needs(operand) {
                     continue;
                 }
                 let broadcast = !same_shape(&net.nodes[operand].shape, &net.nodes[id].shape);
                 out.extend(match op {
+                    BinaryOp::Div | BinaryOp::Maximum | BinaryOp::Minimum => {
+                        let (op, a, b) = (binary_op(op), value_ref(net, a), value_ref(net, b));
+                        let grad =
+                            quote!(g.try_zip_backward(#op, #private::Operand::#wrt, #a, #b)?);
+                        contribute(net, plan, operand, &grad)
+                    }
                     BinaryOp::Mul => {
                         let other = value_ref(net, other);
                         let grad = unbroadcast(net, id, operand, quote!(g.try_mul(#other)?));

@@ -7,11 +7,11 @@ use syn::spanned::Spanned;
 
 use super::items::{Saved, tape_bindings};
 use super::{
-    carried_ident, dim_expr, f32_tokens, function_state_ident, loop_ident, outputs_type, private,
-    record_ident, shape_ident, tape_ident, value_ident, value_ref,
+    binary_op, carried_ident, dim_expr, function_state_ident, loop_ident, outputs_type, private,
+    record_ident, shape_ident, tape_ident, unary_op, value_ident, value_ref,
 };
 use crate::autodiff::Plan;
-use crate::ir::{Activation, BinaryOp, DimKind, Network, Op, ValueId};
+use crate::ir::{DimKind, Network, Op, ValueId};
 
 pub fn gen_forward(net: &Network, outputs: &[ValueId], plan: &Plan) -> TokenStream {
     let private = private();
@@ -306,10 +306,6 @@ fn owned(net: &Network, id: ValueId, saved: bool) -> TokenStream {
 /// and loop nodes, which `gen_loop` binds).
 fn gen_step(net: &Network, id: ValueId, train: bool) -> Option<TokenStream> {
     let private = private();
-    let unary = |x: ValueId, op: TokenStream| {
-        let x = value_ref(net, x);
-        quote!(#x.try_map(#private::UnaryOp::#op)?)
-    };
     let value = match net.nodes[id].op {
         Op::Input(_) | Op::Param(_) | Op::LoopParam { .. } | Op::LoopOutput { .. } => return None,
         Op::Nested { field, x } => {
@@ -339,36 +335,15 @@ fn gen_step(net: &Network, id: ValueId, train: bool) -> Option<TokenStream> {
             let x = value_ref(net, x);
             quote!(self.#field.forward(#x)?)
         }
-        Op::Activation { activation, x, .. } => match activation {
-            Activation::Relu => unary(x, quote!(ClampMin(0.0))),
-            Activation::Sigmoid => unary(x, quote!(Sigmoid)),
-            Activation::Tanh => unary(x, quote!(Tanh)),
-            Activation::Gelu => unary(x, quote!(Gelu)),
-        },
-        Op::ClampMin { x, min } => {
-            let min = f32_tokens(min);
-            unary(x, quote!(ClampMin(#min)))
+        Op::Map { ref op, x, .. } => {
+            let (x, op) = (value_ref(net, x), unary_op(op));
+            quote!(#x.try_map(#op)?)
         }
-        Op::Pow { x, exponent } => {
-            let exponent = f32_tokens(exponent);
-            unary(x, quote!(Pow(#exponent)))
-        }
-        Op::AddScalar { x, scalar } => {
-            let scalar = f32_tokens(scalar);
-            unary(x, quote!(AddScalar(#scalar)))
-        }
-        Op::MulScalar { x, scalar } => {
-            let scalar = f32_tokens(scalar);
-            unary(x, quote!(MulScalar(#scalar)))
-        }
-        Op::Neg { x } => unary(x, quote!(Neg)),
         Op::Binary { op, a, b } => {
             let (a, b) = (value_ref(net, a), value_ref(net, b));
-            match op {
-                BinaryOp::Add => quote!(#a.try_add(#b)?),
-                BinaryOp::Sub => quote!(#a.try_sub(#b)?),
-                BinaryOp::Mul => quote!(#a.try_mul(#b)?),
-            }
+            let name = op.variant().to_lowercase();
+            let op = binary_op(op);
+            quote!(#a.try_zip(#op, #name, #b)?)
         }
         Op::Mm { a, a_t, b, b_t } => {
             let (a, b) = (mat_view(net, a, a_t), mat_view(net, b, b_t));

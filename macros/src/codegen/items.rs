@@ -76,7 +76,7 @@ fn describe(field: &Field) -> String {
         } => format!("`Linear<{input}, {output}, bias = false>`"),
         FieldKind::Param { shape } => format!("`Param<{shape}>`"),
         FieldKind::Network { ty } => format!("`{ty}`"),
-        FieldKind::Activation(activation) => format!("`{}`", activation.layer_name()),
+        FieldKind::Map(op) => format!("`{}`", op.layer_name()),
         FieldKind::Softmax { dim, log: false } => format!("`Softmax<{dim}>`"),
         FieldKind::Softmax { dim, log: true } => format!("`LogSoftmax<{dim}>`"),
     }
@@ -358,7 +358,7 @@ pub fn gen_new(net: &Network) -> TokenStream {
             FieldKind::Network { ty } => {
                 quote!(#ident: <#ty<B> as #private::Layer<B>>::new_layer(device, rng))
             }
-            FieldKind::Activation(_) | FieldKind::Softmax { .. } => {
+            FieldKind::Map(_) | FieldKind::Softmax { .. } => {
                 unreachable!("filtered: activations have no state")
             }
         }
@@ -405,7 +405,7 @@ fn param_count(field: &Field) -> TokenStream {
             let private = private();
             quote!(<#ty<#private::Cpu>>::NUM_PARAMS)
         }
-        FieldKind::Activation(_) | FieldKind::Softmax { .. } => quote!(0),
+        FieldKind::Map(_) | FieldKind::Softmax { .. } => quote!(0),
     }
 }
 

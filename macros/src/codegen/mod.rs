@@ -10,7 +10,8 @@ use quote::{format_ident, quote, quote_spanned};
 use syn::Ident;
 
 use crate::autodiff::{Mode, Plan};
-use crate::ir::{Dim, DimKind, Network, Op, ValueId};
+use crate::elementwise::MapOp;
+use crate::ir::{BinaryOp, Dim, DimKind, Network, Op, ValueId};
 
 /// Everything `network!` expands to for a network that passed every check.
 pub fn expand(net: &Network, outputs: &[ValueId]) -> TokenStream {
@@ -173,6 +174,25 @@ fn dim_expr(dim: &Dim) -> TokenStream {
             quote_spanned!(dim.span=> <#ty as #private::LayerShape>::#constant)
         }
     }
+}
+
+/// The runtime's `UnaryOp` computing `op`: `UnaryOp::LeakyRelu(0.2f32)`.
+fn unary_op(op: &MapOp) -> TokenStream {
+    let private = private();
+    let variant = Ident::new(op.entry.variant, Span::call_site());
+    if op.args.is_empty() {
+        quote!(#private::UnaryOp::#variant)
+    } else {
+        let args = op.args.iter().map(|&arg| f32_tokens(arg));
+        quote!(#private::UnaryOp::#variant(#(#args),*))
+    }
+}
+
+/// The runtime's `BinaryOp` computing `op`.
+fn binary_op(op: BinaryOp) -> TokenStream {
+    let private = private();
+    let variant = Ident::new(op.variant(), Span::call_site());
+    quote!(#private::BinaryOp::#variant)
 }
 
 /// An `f32` literal (negative numbers as a negated literal).

@@ -136,11 +136,7 @@ impl<B: ::declnet::__private::Backend> TwoLayerNet<B> {
             }
         }
         if let Some(mut g) = g2.take() {
-            g.try_zip_(
-                ::declnet::__private::BinaryOp::ClampMinBackward(0f32),
-                "backward",
-                (&v1),
-            )?;
+            g.try_map_backward_(::declnet::__private::UnaryOp::ClampMin(0f32), (&v1))?;
             ::declnet::__private::accumulate(&mut g1, g)?;
         }
         if let Some(g) = g1.as_ref() {
@@ -176,11 +172,7 @@ impl<B: ::declnet::__private::Backend> TwoLayerNet<B> {
             }
         }
         if let Some(mut g) = g2.take() {
-            g.try_zip_(
-                ::declnet::__private::BinaryOp::ClampMinBackward(0f32),
-                "backward",
-                (&v1),
-            )?;
+            g.try_map_backward_(::declnet::__private::UnaryOp::ClampMin(0f32), (&v1))?;
             ::declnet::__private::accumulate(&mut g1, g)?;
         }
         if let Some(g) = g1.as_ref() {

@@ -1,21 +1,15 @@
-//! The [`Cpu`] backend: `Vec<f32>` storage, GEMM on faer, plain loops for the rest.
+//! The [`Cpu`] backend's memory: `Vec<f32>` buffers. Its kernels live beside each op family's
+//! other kernels, in `ops/<family>/cpu.rs`.
 
-use super::{Backend, check_fits, expect_len};
+use super::{Memory, check_fits, expect_len};
 use crate::error::Result;
-use crate::ops::binary::{self, BinaryOp, Broadcast};
-use crate::ops::loss::{self, ClassLoss, PointwiseLoss};
-use crate::ops::matmul::{self, Gemm};
-use crate::ops::optim::{self, OptimStep};
-use crate::ops::reduce;
-use crate::ops::softmax::{self, SoftmaxAxis, SoftmaxOp};
-use crate::ops::unary::{self, UnaryOp};
 
 /// The host CPU. Stateless; GEMMs of the tutorial's size run on one thread, larger ones on
 /// rayon's pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Cpu;
 
-impl Backend for Cpu {
+impl Memory for Cpu {
     type Storage = Vec<f32>;
 
     fn name(&self) -> String {
@@ -57,126 +51,6 @@ impl Backend for Cpu {
     fn fill(&self, dst: &mut Vec<f32>, value: f32) -> Result<()> {
         dst.fill(value);
         Ok(())
-    }
-
-    fn gemm(&self, gemm: &Gemm, a: &Vec<f32>, b: &Vec<f32>, c: &mut Vec<f32>) -> Result<()> {
-        matmul::cpu::gemm(gemm, a, b, c);
-        Ok(())
-    }
-
-    fn transpose(
-        &self,
-        src: &Vec<f32>,
-        rows: usize,
-        cols: usize,
-        dst: &mut Vec<f32>,
-    ) -> Result<()> {
-        matmul::cpu::transpose(src, rows, cols, dst);
-        Ok(())
-    }
-
-    fn unary(&self, op: UnaryOp, x: &Vec<f32>, out: &mut Vec<f32>) -> Result<()> {
-        unary::cpu::unary(op, x, out);
-        Ok(())
-    }
-
-    fn unary_assign(&self, op: UnaryOp, x: &mut Vec<f32>) -> Result<()> {
-        unary::cpu::unary_assign(op, x);
-        Ok(())
-    }
-
-    fn binary(
-        &self,
-        op: BinaryOp,
-        lhs: &Vec<f32>,
-        rhs: &Vec<f32>,
-        layout: &Broadcast,
-        out: &mut Vec<f32>,
-    ) -> Result<()> {
-        binary::cpu::binary(op, lhs, rhs, layout, out);
-        Ok(())
-    }
-
-    fn binary_assign(
-        &self,
-        op: BinaryOp,
-        lhs: &mut Vec<f32>,
-        rhs: &Vec<f32>,
-        layout: &Broadcast,
-    ) -> Result<()> {
-        binary::cpu::binary_assign(op, lhs, rhs, layout);
-        Ok(())
-    }
-
-    fn sum_axis(
-        &self,
-        x: &Vec<f32>,
-        outer: usize,
-        len: usize,
-        inner: usize,
-        out: &mut Vec<f32>,
-    ) -> Result<()> {
-        reduce::cpu::sum_axis(x, outer, len, inner, out);
-        Ok(())
-    }
-
-    fn softmax(
-        &self,
-        op: SoftmaxOp,
-        x: &Vec<f32>,
-        axis: &SoftmaxAxis,
-        out: &mut Vec<f32>,
-    ) -> Result<()> {
-        softmax::cpu::softmax(op, x, axis, out);
-        Ok(())
-    }
-
-    fn softmax_backward(
-        &self,
-        op: SoftmaxOp,
-        y: &Vec<f32>,
-        grad: &Vec<f32>,
-        axis: &SoftmaxAxis,
-        out: &mut Vec<f32>,
-    ) -> Result<()> {
-        softmax::cpu::softmax_backward(op, y, grad, axis, out);
-        Ok(())
-    }
-
-    fn pointwise_loss(
-        &self,
-        op: PointwiseLoss,
-        x: &Vec<f32>,
-        t: &Vec<f32>,
-        values: &mut Vec<f32>,
-        grad: &mut Vec<f32>,
-    ) -> Result<()> {
-        loss::cpu::pointwise_loss(op, x, t, values, grad);
-        Ok(())
-    }
-
-    fn class_loss(
-        &self,
-        op: ClassLoss,
-        x: &Vec<f32>,
-        labels: &Vec<f32>,
-        classes: usize,
-        values: &mut Vec<f32>,
-        grad: &mut Vec<f32>,
-    ) -> Result<()> {
-        loss::cpu::class_loss(op, x, labels, classes, values, grad);
-        Ok(())
-    }
-
-    fn optim_step(
-        &self,
-        step: &OptimStep,
-        param: &mut Vec<f32>,
-        grad: &Vec<f32>,
-        state: &mut [Vec<f32>],
-        scalars: Option<&mut Vec<f32>>,
-    ) -> Result<()> {
-        optim::cpu::optim_step(step, param, grad, state, scalars.map(Vec::as_mut_slice))
     }
 }
 

@@ -4,14 +4,8 @@
 
 use std::convert::Infallible;
 
-use super::Backend;
+use super::Memory;
 use crate::error::{Error, Result};
-use crate::ops::binary::{BinaryOp, Broadcast};
-use crate::ops::loss::{ClassLoss, PointwiseLoss};
-use crate::ops::matmul::Gemm;
-use crate::ops::optim::OptimStep;
-use crate::ops::softmax::{SoftmaxAxis, SoftmaxOp};
-use crate::ops::unary::UnaryOp;
 use crate::step_graph::CaptureFailure;
 
 /// An NVIDIA GPU; this build has no CUDA support (enable the `cuda` feature).
@@ -44,6 +38,12 @@ impl Cuda {
         match self.never {}
     }
 
+    /// For the kernel traits' stub implementations beside each op family: no value of this
+    /// type exists, so none of them can be called.
+    pub(crate) fn unreachable<T>(&self) -> T {
+        match self.never {}
+    }
+
     pub(crate) fn trace_step<S>(
         &self,
         _: &mut S,
@@ -73,7 +73,7 @@ impl CapturedGraph {
     }
 }
 
-impl Backend for Cuda {
+impl Memory for Cuda {
     type Storage = Infallible;
 
     fn name(&self) -> String {
@@ -105,109 +105,6 @@ impl Backend for Cuda {
     }
 
     fn fill(&self, _: &mut Infallible, _: f32) -> Result<()> {
-        match self.never {}
-    }
-
-    fn gemm(&self, _: &Gemm, _: &Infallible, _: &Infallible, _: &mut Infallible) -> Result<()> {
-        match self.never {}
-    }
-
-    fn transpose(&self, _: &Infallible, _: usize, _: usize, _: &mut Infallible) -> Result<()> {
-        match self.never {}
-    }
-
-    fn unary(&self, _: UnaryOp, _: &Infallible, _: &mut Infallible) -> Result<()> {
-        match self.never {}
-    }
-
-    fn unary_assign(&self, _: UnaryOp, _: &mut Infallible) -> Result<()> {
-        match self.never {}
-    }
-
-    fn binary(
-        &self,
-        _: BinaryOp,
-        _: &Infallible,
-        _: &Infallible,
-        _: &Broadcast,
-        _: &mut Infallible,
-    ) -> Result<()> {
-        match self.never {}
-    }
-
-    fn binary_assign(
-        &self,
-        _: BinaryOp,
-        _: &mut Infallible,
-        _: &Infallible,
-        _: &Broadcast,
-    ) -> Result<()> {
-        match self.never {}
-    }
-
-    fn sum_axis(
-        &self,
-        _: &Infallible,
-        _: usize,
-        _: usize,
-        _: usize,
-        _: &mut Infallible,
-    ) -> Result<()> {
-        match self.never {}
-    }
-
-    fn softmax(
-        &self,
-        _: SoftmaxOp,
-        _: &Infallible,
-        _: &SoftmaxAxis,
-        _: &mut Infallible,
-    ) -> Result<()> {
-        match self.never {}
-    }
-
-    fn softmax_backward(
-        &self,
-        _: SoftmaxOp,
-        _: &Infallible,
-        _: &Infallible,
-        _: &SoftmaxAxis,
-        _: &mut Infallible,
-    ) -> Result<()> {
-        match self.never {}
-    }
-
-    fn pointwise_loss(
-        &self,
-        _: PointwiseLoss,
-        _: &Infallible,
-        _: &Infallible,
-        _: &mut Infallible,
-        _: &mut Infallible,
-    ) -> Result<()> {
-        match self.never {}
-    }
-
-    fn class_loss(
-        &self,
-        _: ClassLoss,
-        _: &Infallible,
-        _: &Infallible,
-        _: usize,
-        _: &mut Infallible,
-        _: &mut Infallible,
-    ) -> Result<()> {
-        match self.never {}
-    }
-
-    fn optim_step(
-        &self,
-        _: &OptimStep,
-        _: &mut Infallible,
-        _: &Infallible,
-        _: &mut [Infallible],
-        _: Option<&mut Infallible>,
-    ) -> Result<()> {
         match self.never {}
     }
 }

@@ -1,8 +1,9 @@
-//! The [`Backend`] trait: where tensor storage lives and how kernels run on it.
+//! The [`Backend`] trait: where tensor storage lives ([`Memory`]) and the kernels of every op
+//! family that run on it.
 //!
-//! Tensors never touch their storage directly; every op goes through these methods, so a new
+//! Tensors never touch their storage directly; every op goes through these traits, so a new
 //! device (CUDA, on cudarc) is one more implementation and no caller changes. Data reaches the
-//! host only through [`Backend::download`].
+//! host only through [`Memory::download`].
 
 mod cpu;
 #[cfg(feature = "cuda")]
@@ -20,18 +21,47 @@ pub use cuda::CudaBuffer;
 use std::fmt;
 
 use crate::error::{Error, Result};
-use crate::ops::binary::{BinaryOp, Broadcast};
-use crate::ops::loss::{ClassLoss, PointwiseLoss};
-use crate::ops::matmul::Gemm;
-use crate::ops::optim::OptimStep;
-use crate::ops::softmax::{SoftmaxAxis, SoftmaxOp};
-use crate::ops::unary::UnaryOp;
+use crate::ops::binary::BinaryKernel;
+use crate::ops::loss::LossKernel;
+use crate::ops::matmul::MatmulKernel;
+use crate::ops::optim::OptimKernel;
+use crate::ops::reduce::ReduceKernel;
+use crate::ops::softmax::SoftmaxKernel;
+use crate::ops::unary::UnaryKernel;
 
-/// A device that stores `f32` buffers and runs the kernels tensor ops are made of.
+/// A device that stores `f32` buffers and runs the kernels of every op family: its
+/// [`Memory`] plus one kernel trait per family, each declared in that family's
+/// `ops/<family>/mod.rs` and implemented beside it (`cpu.rs`, `cuda.rs`). Implemented for
+/// every type that has them all; a new family adds its trait to this list and nothing else.
+pub trait Backend:
+    Memory
+    + UnaryKernel
+    + BinaryKernel
+    + ReduceKernel
+    + MatmulKernel
+    + SoftmaxKernel
+    + LossKernel
+    + OptimKernel
+{
+}
+
+impl<D> Backend for D where
+    D: Memory
+        + UnaryKernel
+        + BinaryKernel
+        + ReduceKernel
+        + MatmulKernel
+        + SoftmaxKernel
+        + LossKernel
+        + OptimKernel
+{
+}
+
+/// Where a device's buffers live: allocation and copies between buffers and the host.
 ///
 /// Buffers are flat and row-major; shapes are the caller's business. Kernels write into buffers
 /// the caller allocated, so a training step can reuse its buffers.
-pub trait Backend: Clone + fmt::Debug + PartialEq + Send + Sync + 'static {
+pub trait Memory: Clone + fmt::Debug + PartialEq + Send + Sync + 'static {
     /// A buffer of `f32` on this device.
     type Storage: fmt::Debug + Send + Sync;
 
@@ -88,155 +118,27 @@ pub trait Backend: Clone + fmt::Debug + PartialEq + Send + Sync + 'static {
     /// # Errors
     /// When the kernel fails.
     fn fill(&self, dst: &mut Self::Storage, value: f32) -> Result<()>;
+}
 
-    /// `c = alpha * op(a) * op(b) + beta * c`, reading transposed operands in place.
-    ///
-    /// # Errors
-    /// When the kernel fails.
-    fn gemm(
-        &self,
-        gemm: &Gemm,
-        a: &Self::Storage,
-        b: &Self::Storage,
-        c: &mut Self::Storage,
-    ) -> Result<()>;
+/// The environment variable that turns a test's "no CUDA device" skip into a failure: a GPU
+/// host sets `DECLNET_REQUIRE_CUDA=1`, so a broken CUDA path cannot pass as skipped.
+pub const REQUIRE_CUDA_VAR: &str = "DECLNET_REQUIRE_CUDA";
 
-    /// Writes the transpose of the row-major `rows x cols` matrix `src` into `dst`.
-    ///
-    /// # Errors
-    /// When the kernel fails.
-    fn transpose(
-        &self,
-        src: &Self::Storage,
-        rows: usize,
-        cols: usize,
-        dst: &mut Self::Storage,
-    ) -> Result<()>;
-
-    /// `out[i] = op(x[i])` for every element.
-    ///
-    /// # Errors
-    /// When the kernel fails.
-    fn unary(&self, op: UnaryOp, x: &Self::Storage, out: &mut Self::Storage) -> Result<()>;
-
-    /// `x[i] = op(x[i])` in place.
-    ///
-    /// # Errors
-    /// When the kernel fails.
-    fn unary_assign(&self, op: UnaryOp, x: &mut Self::Storage) -> Result<()>;
-
-    /// `out = op(lhs, rhs)` elementwise, with both operands read through `layout`'s
-    /// broadcast strides.
-    ///
-    /// # Errors
-    /// When the kernel fails.
-    fn binary(
-        &self,
-        op: BinaryOp,
-        lhs: &Self::Storage,
-        rhs: &Self::Storage,
-        layout: &Broadcast,
-        out: &mut Self::Storage,
-    ) -> Result<()>;
-
-    /// `lhs = op(lhs, rhs)` elementwise in place; `lhs` has `layout`'s full shape.
-    ///
-    /// # Errors
-    /// When the kernel fails.
-    fn binary_assign(
-        &self,
-        op: BinaryOp,
-        lhs: &mut Self::Storage,
-        rhs: &Self::Storage,
-        layout: &Broadcast,
-    ) -> Result<()>;
-
-    /// Sums `x`, viewed as `[outer, len, inner]`, over its middle axis into `out` (`[outer, inner]`),
-    /// overwriting whatever `out` held.
-    ///
-    /// # Errors
-    /// When the kernel fails.
-    fn sum_axis(
-        &self,
-        x: &Self::Storage,
-        outer: usize,
-        len: usize,
-        inner: usize,
-        out: &mut Self::Storage,
-    ) -> Result<()>;
-
-    /// `out = op(x)` along `axis`'s middle dimension.
-    ///
-    /// # Errors
-    /// When the kernel fails.
-    fn softmax(
-        &self,
-        op: SoftmaxOp,
-        x: &Self::Storage,
-        axis: &SoftmaxAxis,
-        out: &mut Self::Storage,
-    ) -> Result<()>;
-
-    /// `out` = the gradient through `op` along `axis`'s middle dimension, from the op's output
-    /// `y` and that output's gradient `grad`.
-    ///
-    /// # Errors
-    /// When the kernel fails.
-    fn softmax_backward(
-        &self,
-        op: SoftmaxOp,
-        y: &Self::Storage,
-        grad: &Self::Storage,
-        axis: &SoftmaxAxis,
-        out: &mut Self::Storage,
-    ) -> Result<()>;
-
-    /// Per element: `values[i] = l(x[i], t[i])` and `grad[i] = dl/dx` for the loss `op`.
-    ///
-    /// # Errors
-    /// When the kernel fails.
-    fn pointwise_loss(
-        &self,
-        op: PointwiseLoss,
-        x: &Self::Storage,
-        t: &Self::Storage,
-        values: &mut Self::Storage,
-        grad: &mut Self::Storage,
-    ) -> Result<()>;
-
-    /// Per row of the `[rows, classes]` input `x` (`rows` is `values`' length): the loss `op`
-    /// against that row's label into `values`, and its derivative with respect to the row into
-    /// `grad`. `labels` holds `rows` class indices as `f32`s (see
-    /// [`Labels`](crate::losses::Labels)); a row whose label is not below `classes` gets NaN.
-    ///
-    /// # Errors
-    /// When the kernel fails.
-    fn class_loss(
-        &self,
-        op: ClassLoss,
-        x: &Self::Storage,
-        labels: &Self::Storage,
-        classes: usize,
-        values: &mut Self::Storage,
-        grad: &mut Self::Storage,
-    ) -> Result<()>;
-
-    /// One fused optimizer update of `param` from `grad`, reading and writing the optimizer's
-    /// per-parameter `state` buffers (as many as [`OptimStep::buffers`], each as long as
-    /// `param`). When [`OptimStep::device_scalars`] has a rule, the update first advances the
-    /// parameter's step `scalars` buffer ([`StepScalars`](crate::ops::optim::StepScalars)) by it and reads them from there,
-    /// all in one launch.
-    ///
-    /// # Errors
-    /// When the kernel fails, or `state` or `scalars` does not fit `step`.
-    fn optim_step(
-        &self,
-        step: &OptimStep,
-        param: &mut Self::Storage,
-        grad: &Self::Storage,
-        state: &mut [Self::Storage],
-        scalars: Option<&mut Self::Storage>,
-    ) -> Result<()>;
+/// Says that a test needing a GPU is skipped because of `why`, on stderr in one uncaptured
+/// write (so the skip shows in the log of a passing run); or, with
+/// [`REQUIRE_CUDA_VAR`]` = 1`, fails the test.
+///
+/// # Panics
+/// When [`REQUIRE_CUDA_VAR`] is `1`.
+#[doc(hidden)]
+pub fn skip_without_cuda(why: &dyn fmt::Display) {
+    let required = std::env::var(REQUIRE_CUDA_VAR).is_ok_and(|value| value == "1");
+    assert!(
+        !required,
+        "{REQUIRE_CUDA_VAR}=1, but the test would be skipped: {why}"
+    );
+    let line = format!("skipped: no CUDA device ({why})\n");
+    let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
 }
 
 /// Checks that a buffer has the length an op will index it with: kernels trust their

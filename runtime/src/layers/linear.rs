@@ -68,7 +68,7 @@ impl<B: Backend> Linear<B> {
     /// `grad_out`, and returns the input gradient when `input_grad` asks for it.
     ///
     /// # Errors
-    /// [`Error::InPlaceShape`] when `grad_out` is not `[batch, out_features]` for `x`'s batch.
+    /// [`Error::Shape`] when `grad_out` is not `[batch, out_features]` for `x`'s batch.
     pub fn backward(
         &mut self,
         x: &Tensor<B>,
@@ -77,10 +77,10 @@ impl<B: Backend> Linear<B> {
     ) -> Result<Option<Tensor<B>>> {
         let expected = Shape::from([x.dims()[0], self.out_features()]);
         if grad_out.shape() != &expected {
-            return Err(Error::InPlaceShape {
+            return Err(Error::Shape {
                 op: "linear backward",
-                target: expected,
-                result: grad_out.shape().clone(),
+                expected,
+                found: grad_out.shape().clone(),
             });
         }
         // dW += dy^T x, straight into the gradient buffer.

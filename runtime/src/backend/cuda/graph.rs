@@ -10,7 +10,7 @@ use cudarc::driver::{CudaGraph, CudaSlice, CudaStream, DriverError, sys};
 
 use super::recorder::{Leftovers, PinSet, Recorder};
 use super::{Cuda, cuda_error};
-use crate::backend::Backend as _;
+use crate::backend::Memory as _;
 use crate::error::{Error, Result};
 use crate::step_graph::CaptureFailure;
 

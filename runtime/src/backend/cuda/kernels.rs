@@ -91,7 +91,7 @@ macro_rules! kernel_table {
     (@family $family:ident { $($name:literal($($ty:ty),*))* }) => {
         Family {
             file: concat!(stringify!($family), ".cu"),
-            source: crate::ops::$family::cuda::SOURCE,
+            source: crate::ops::$family::cuda::source,
             kernels: &[$(($name, &[$(<$ty as KernelArg>::PARAM),*])),*],
         }
     };
@@ -105,15 +105,41 @@ kernel_table! {
             x: &CudaSlice<f32>,
             n: &u64,
             op: &i32,
-            s: &f32,
+            s0: &f32,
+            s1: &f32,
         );
         /// `x[i] = op(x[i])`.
-        fn unary_assign = "unary_assign_f32"(x: &mut CudaSlice<f32>, n: &u64, op: &i32, s: &f32);
+        fn unary_assign = "unary_assign_f32"(
+            x: &mut CudaSlice<f32>,
+            n: &u64,
+            op: &i32,
+            s0: &f32,
+            s1: &f32,
+        );
+        /// `out[i] = grad[i] * op'(saved[i])`.
+        fn unary_backward = "unary_backward_f32"(
+            out: &mut CudaSlice<f32>,
+            grad: &CudaSlice<f32>,
+            saved: &CudaSlice<f32>,
+            n: &u64,
+            op: &i32,
+            s0: &f32,
+            s1: &f32,
+        );
+        /// `grad[i] = grad[i] * op'(saved[i])`.
+        fn unary_backward_assign = "unary_backward_assign_f32"(
+            grad: &mut CudaSlice<f32>,
+            saved: &CudaSlice<f32>,
+            n: &u64,
+            op: &i32,
+            s0: &f32,
+            s1: &f32,
+        );
         /// `x[i] = value`.
         fn fill = "fill_f32"(x: &mut CudaSlice<f32>, n: &u64, value: &f32);
     }
     binary {
-        /// `out = op(lhs, rhs)`, broadcast over `layout`.
+        /// `out = f(lhs, rhs)`, broadcast over `layout`, `f` an op's value or partial derivative.
         fn binary = "binary_f32"(
             out: &mut CudaSlice<f32>,
             lhs: &CudaSlice<f32>,
@@ -224,7 +250,7 @@ kernel_table! {
 
 /// Compiles `family`'s source to PTX, checks its launchers against it, and loads it.
 fn load_family(ctx: &Arc<CudaContext>, arch: &str, family: &Family) -> Result<Arc<CudaModule>> {
-    let ptx = compile(arch, family.file, family.source)?;
+    let ptx = compile(arch, family.file, (family.source)())?;
     family
         .check_ptx(&ptx.to_src())
         .map_err(|message| Error::Backend {
@@ -293,7 +319,9 @@ mod tests {
         // SAFETY: only tries to dlopen the library.
         let present = unsafe { cudarc::nvrtc::sys::is_culib_present() };
         if !present {
-            println!("skipped: no NVRTC library (libnvrtc.so.13) on the loader path");
+            crate::backend::skip_without_cuda(
+                &"no NVRTC library (libnvrtc.so.13) on the loader path",
+            );
         }
         present
     }
@@ -304,7 +332,7 @@ mod tests {
     fn every_launcher_matches_its_kernels_declaration() {
         for family in FAMILIES {
             for &(kernel, params) in family.kernels {
-                let declared = declared_params(family.source, kernel)
+                let declared = declared_params((family.source)(), kernel)
                     .unwrap_or_else(|| panic!("{} declares no kernel `{kernel}`", family.file));
                 let passed: Vec<&str> = params.iter().map(|param| param.c_type()).collect();
                 assert_eq!(passed, declared, "`{kernel}` in {}", family.file);
@@ -335,7 +363,7 @@ mod tests {
             return;
         }
         for family in FAMILIES {
-            let ptx = compile("--gpu-architecture=sm_90", family.file, family.source)
+            let ptx = compile("--gpu-architecture=sm_90", family.file, (family.source)())
                 .unwrap_or_else(|error| panic!("{error}"));
             family
                 .check_ptx(&ptx.to_src())

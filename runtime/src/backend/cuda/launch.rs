@@ -163,7 +163,8 @@ unsafe impl CValue for f64 {
 pub(crate) struct Family {
     /// The file name NVRTC's messages use.
     pub(crate) file: &'static str,
-    pub(crate) source: &'static str,
+    /// The source NVRTC compiles (some families generate part of it from their op table).
+    pub(crate) source: fn() -> &'static str,
     pub(crate) kernels: &'static [(&'static str, &'static [Param])],
 }
 
@@ -228,7 +229,7 @@ mod tests {
     fn family(params: &'static [Param]) -> Family {
         Family {
             file: "scale.cu",
-            source: "",
+            source: || "",
             kernels: Box::leak(Box::new([("scale_f32", params)])),
         }
     }

@@ -18,7 +18,7 @@ pub(crate) use graph::CapturedGraph;
 pub(crate) use kernels::{BLOCK, Kernels, cuda_error, launch_config};
 pub(crate) use launch::CValue;
 
-use recorder::Recorder;
+pub(crate) use recorder::Recorder;
 
 use std::fmt;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
@@ -26,15 +26,9 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use cudarc::cublas::CudaBlas;
 use cudarc::driver::{CudaContext, CudaSlice, CudaStream, DevicePtr, result, sys};
 
-use super::{Backend, check_fits};
+use super::{Memory, check_fits};
 use crate::error::{Error, Result};
-use crate::ops::binary::{self, BinaryOp, Broadcast};
-use crate::ops::loss::{self, ClassLoss, PointwiseLoss};
-use crate::ops::matmul::{self, Gemm};
-use crate::ops::optim::{self, OptimStep};
-use crate::ops::reduce;
-use crate::ops::softmax::{self, SoftmaxAxis, SoftmaxOp};
-use crate::ops::unary::{self, UnaryOp};
+use crate::ops::unary;
 
 /// An NVIDIA GPU, by ordinal. Clones share one context, stream, cuBLAS handle and kernel
 /// table, and so does every [`Cuda::new`] of the same ordinal in a process.
@@ -168,6 +162,12 @@ impl Cuda {
         Ok(&self.blas.handle)
     }
 
+    /// What the ops of a [`StepGraph`](crate::StepGraph) capture are checked against; every
+    /// kernel launch records itself here first.
+    pub(crate) fn recorder(&self) -> &Recorder {
+        &self.recorder
+    }
+
     /// The compiled kernels; the first call compiles them for this device.
     pub(crate) fn kernels(&self) -> Result<&Kernels> {
         self.kernels
@@ -260,7 +260,7 @@ impl PartialEq for Cuda {
     }
 }
 
-impl Backend for Cuda {
+impl Memory for Cuda {
     type Storage = CudaBuffer;
 
     fn name(&self) -> String {
@@ -332,156 +332,6 @@ impl Backend for Cuda {
             .record([&*dst], || format!("fill {} {value:?}", dst.len()));
         unary::cuda::fill(self, dst.slice_mut(), value)
     }
-
-    fn gemm(&self, gemm: &Gemm, a: &CudaBuffer, b: &CudaBuffer, c: &mut CudaBuffer) -> Result<()> {
-        self.recorder.record([a, b, &*c], || format!("{gemm:?}"));
-        matmul::cuda::gemm(self, gemm, a, b, c.slice_mut())
-    }
-
-    fn transpose(
-        &self,
-        src: &CudaBuffer,
-        rows: usize,
-        cols: usize,
-        dst: &mut CudaBuffer,
-    ) -> Result<()> {
-        self.recorder
-            .record([src, &*dst], || format!("transpose {rows}x{cols}"));
-        matmul::cuda::transpose(self, src, rows, cols, dst.slice_mut())
-    }
-
-    fn unary(&self, op: UnaryOp, x: &CudaBuffer, out: &mut CudaBuffer) -> Result<()> {
-        self.recorder
-            .record([x, &*out], || format!("{op:?} {}", x.len()));
-        unary::cuda::unary(self, op, x, out.slice_mut())
-    }
-
-    fn unary_assign(&self, op: UnaryOp, x: &mut CudaBuffer) -> Result<()> {
-        self.recorder
-            .record([&*x], || format!("{op:?} in place {}", x.len()));
-        unary::cuda::unary_assign(self, op, x.slice_mut())
-    }
-
-    fn binary(
-        &self,
-        op: BinaryOp,
-        lhs: &CudaBuffer,
-        rhs: &CudaBuffer,
-        layout: &Broadcast,
-        out: &mut CudaBuffer,
-    ) -> Result<()> {
-        self.recorder
-            .record([lhs, rhs, &*out], || format!("{op:?} {layout:?}"));
-        binary::cuda::binary(self, op, lhs, rhs, layout, out.slice_mut())
-    }
-
-    fn binary_assign(
-        &self,
-        op: BinaryOp,
-        lhs: &mut CudaBuffer,
-        rhs: &CudaBuffer,
-        layout: &Broadcast,
-    ) -> Result<()> {
-        self.recorder
-            .record([&*lhs, rhs], || format!("{op:?} in place {layout:?}"));
-        binary::cuda::binary_assign(self, op, lhs.slice_mut(), rhs, layout)
-    }
-
-    fn sum_axis(
-        &self,
-        x: &CudaBuffer,
-        outer: usize,
-        len: usize,
-        inner: usize,
-        out: &mut CudaBuffer,
-    ) -> Result<()> {
-        self.recorder
-            .record([x, &*out], || format!("sum_axis {outer}x{len}x{inner}"));
-        reduce::cuda::sum_axis(self, x, outer, len, inner, out.slice_mut())
-    }
-
-    fn softmax(
-        &self,
-        op: SoftmaxOp,
-        x: &CudaBuffer,
-        axis: &SoftmaxAxis,
-        out: &mut CudaBuffer,
-    ) -> Result<()> {
-        self.recorder
-            .record([x, &*out], || format!("{op:?} {axis:?}"));
-        softmax::cuda::softmax(self, op, x, axis, out.slice_mut())
-    }
-
-    fn softmax_backward(
-        &self,
-        op: SoftmaxOp,
-        y: &CudaBuffer,
-        grad: &CudaBuffer,
-        axis: &SoftmaxAxis,
-        out: &mut CudaBuffer,
-    ) -> Result<()> {
-        self.recorder
-            .record([y, grad, &*out], || format!("{op:?} backward {axis:?}"));
-        softmax::cuda::softmax_backward(self, op, y, grad, axis, out.slice_mut())
-    }
-
-    fn pointwise_loss(
-        &self,
-        op: PointwiseLoss,
-        x: &CudaBuffer,
-        t: &CudaBuffer,
-        values: &mut CudaBuffer,
-        grad: &mut CudaBuffer,
-    ) -> Result<()> {
-        self.recorder
-            .record([x, t, &*values, &*grad], || format!("{op:?} {}", x.len()));
-        loss::cuda::pointwise_loss(self, op, x, t, values.slice_mut(), grad.slice_mut())
-    }
-
-    fn class_loss(
-        &self,
-        op: ClassLoss,
-        x: &CudaBuffer,
-        labels: &CudaBuffer,
-        classes: usize,
-        values: &mut CudaBuffer,
-        grad: &mut CudaBuffer,
-    ) -> Result<()> {
-        self.recorder.record([x, labels, &*values, &*grad], || {
-            format!("{op:?} {} {classes}", labels.len())
-        });
-        loss::cuda::class_loss(
-            self,
-            op,
-            x,
-            labels,
-            classes,
-            values.slice_mut(),
-            grad.slice_mut(),
-        )
-    }
-
-    fn optim_step(
-        &self,
-        step: &OptimStep,
-        param: &mut CudaBuffer,
-        grad: &CudaBuffer,
-        state: &mut [CudaBuffer],
-        scalars: Option<&mut CudaBuffer>,
-    ) -> Result<()> {
-        let buffers = [&*param, grad].into_iter().chain(state.iter());
-        self.recorder.record(buffers.chain(scalars.as_deref()), || {
-            format!("{step:?} {}", param.len())
-        });
-        optim::cuda::optim_step(
-            self,
-            step,
-            param.slice_mut(),
-            grad,
-            state,
-            scalars.map(CudaBuffer::slice_mut),
-        )
-    }
 }
 
 #[cfg(test)]
@@ -522,16 +372,16 @@ mod tests {
         assert!(Cuda::new(usize::MAX).is_err());
     }
 
-    /// GPU 0 and a turn on it, or `None` after saying the test is skipped, on stderr in one
-    /// uncaptured write so that the skip shows in the log of a passing run. The tests take
-    /// turns because a capture refuses every thread's host copies.
+    /// GPU 0 and a turn on it, or `None` after saying the test is skipped
+    /// ([`skip_without_cuda`](crate::backend::skip_without_cuda)). The tests take turns
+    /// because a capture refuses every thread's host copies.
     fn device_or_skip() -> Option<(Cuda, MutexGuard<'static, ()>)> {
         static TURN: Mutex<()> = Mutex::new(());
         if has_device() {
             let turn = TURN.lock().unwrap_or_else(PoisonError::into_inner);
             Some((Cuda::new(0).unwrap(), turn))
         } else {
-            let _ = std::io::Write::write_all(&mut std::io::stderr(), b"skipped: no CUDA device\n");
+            crate::backend::skip_without_cuda(&"no GPU or driver");
             None
         }
     }

@@ -1,19 +1,7 @@
-// Elementwise binary ops over broadcast strides. The op codes are `BinaryOp`'s, encoded by
-// `cuda.rs` beside this file; each arm computes what the same arm of `cpu.rs` does.
-
-#define OP_ADD 0
-#define OP_SUB 1
-#define OP_MUL 2
-#define OP_DIV 3
-#define OP_ADD_SCALED 4
-#define OP_MASKED_FILL 5
-#define OP_RELU_BACKWARD 6
-#define OP_CLAMP_MIN_BACKWARD 7
-#define OP_SIGMOID_BACKWARD 8
-#define OP_TANH_BACKWARD 9
-#define OP_GELU_BACKWARD 10
-#define OP_SQUARE_BACKWARD 11
-#define OP_POW_BACKWARD 12
+// Elementwise binary ops over broadcast strides. `binary_apply` is generated from the op table
+// in `mod.rs` beside this file (see `ops/elementwise.rs`) and replaces the marker line below:
+// op code `3 * row + part` computes the row's value (part 0) or its partial derivative with
+// respect to the left (1) or right (2) operand, as the row's Rust closures do.
 
 #define MAX_RANK 6
 
@@ -27,31 +15,7 @@ struct Layout {
     unsigned long long rhs_strides[MAX_RANK];
 };
 
-// The derivative of GELU: Phi(x) + x phi(x).
-__device__ float gelu_derivative(float v) {
-    const float FRAC_1_SQRT_2PI = 0.3989423f;
-    float cdf = 0.5f * (1.0f + erff(v * 0.70710677f));
-    return cdf + v * FRAC_1_SQRT_2PI * expf(-0.5f * v * v);
-}
-
-__device__ float apply(int op, float s, float a, float b) {
-    switch (op) {
-    case OP_ADD: return a + b;
-    case OP_SUB: return a - b;
-    case OP_MUL: return a * b;
-    case OP_DIV: return a / b;
-    case OP_ADD_SCALED: return a + s * b;
-    case OP_MASKED_FILL: return b == 0.0f ? a : s;
-    case OP_RELU_BACKWARD: return b > 0.0f ? a : 0.0f;
-    case OP_CLAMP_MIN_BACKWARD: return b >= s ? a : 0.0f;
-    case OP_SIGMOID_BACKWARD: return a * b * (1.0f - b);
-    case OP_TANH_BACKWARD: return a * (1.0f - b * b);
-    case OP_GELU_BACKWARD: return a * gelu_derivative(b);
-    case OP_SQUARE_BACKWARD: return a * 2.0f * b;
-    case OP_POW_BACKWARD: return a * s * powf(b, s - 1.0f);
-    }
-    return __int_as_float(0x7fc00000);  // NaN: an op code this file does not know
-}
+// @table@
 
 // The offsets of output element `i` in the two operands.
 __device__ void offsets(
@@ -77,7 +41,7 @@ extern "C" __global__ void binary_f32(
          i += step) {
         unsigned long long l, r;
         offsets(layout, i, &l, &r);
-        out[i] = apply(op, s, lhs[l], rhs[r]);
+        out[i] = binary_apply(op, s, 0.0f, lhs[l], rhs[r]);
     }
 }
 
@@ -90,6 +54,6 @@ extern "C" __global__ void binary_assign_f32(
          i += step) {
         unsigned long long l, r;
         offsets(layout, i, &l, &r);
-        lhs[i] = apply(op, s, lhs[i], rhs[r]);
+        lhs[i] = binary_apply(op, s, 0.0f, lhs[i], rhs[r]);
     }
 }

@@ -1,68 +1,11 @@
-//! CPU kernels of the elementwise binary ops, walking broadcast strides row by row.
+//! CPU kernels of the elementwise binary ops, walking broadcast strides row by row; each loop
+//! is compiled once per op with the op's own closure (see [`BinaryVisitor`]).
 
-use super::{BinaryOp, Broadcast};
-use crate::ops::unary::cpu::gelu_derivative;
+use super::{BinaryKernel, BinaryOp, Broadcast};
+use crate::backend::Cpu;
+use crate::error::Result;
+use crate::ops::elementwise::{BinaryVisitor, Operand};
 use crate::shape::Dims;
-
-/// Expands `$body` once per op with `$f` bound to that op's scalar function.
-macro_rules! with_binary_fn {
-    ($op:expr, |$f:ident| $body:expr) => {
-        match $op {
-            BinaryOp::Add => {
-                let $f = |a: f32, b: f32| a + b;
-                $body
-            }
-            BinaryOp::Sub => {
-                let $f = |a: f32, b: f32| a - b;
-                $body
-            }
-            BinaryOp::Mul => {
-                let $f = |a: f32, b: f32| a * b;
-                $body
-            }
-            BinaryOp::Div => {
-                let $f = |a: f32, b: f32| a / b;
-                $body
-            }
-            BinaryOp::AddScaled(alpha) => {
-                let $f = |a: f32, b: f32| a + alpha * b;
-                $body
-            }
-            BinaryOp::MaskedFill(value) => {
-                let $f = |a: f32, b: f32| if b == 0.0 { a } else { value };
-                $body
-            }
-            BinaryOp::ReluBackward => {
-                let $f = |a: f32, b: f32| if b > 0.0 { a } else { 0.0 };
-                $body
-            }
-            BinaryOp::ClampMinBackward(min) => {
-                let $f = |a: f32, b: f32| if b >= min { a } else { 0.0 };
-                $body
-            }
-            BinaryOp::SigmoidBackward => {
-                let $f = |a: f32, b: f32| a * b * (1.0 - b);
-                $body
-            }
-            BinaryOp::TanhBackward => {
-                let $f = |a: f32, b: f32| a * (1.0 - b * b);
-                $body
-            }
-            BinaryOp::GeluBackward => {
-                let $f = |a: f32, b: f32| a * gelu_derivative(b);
-                $body
-            }
-            BinaryOp::PowBackward(p) if p == 2.0 => {
-                let $f = |a: f32, b: f32| a * 2.0 * b;
-                $body
-            }
-            BinaryOp::PowBackward(p) => {
-                let $f = |a: f32, b: f32| a * p * b.powf(p - 1.0);
-                $body
-            }
-        }
-    };
-}
 
 /// One innermost row of a broadcast walk: where it starts in each buffer and the strides of the
 /// two operands along it (the output is contiguous).
@@ -122,55 +65,132 @@ fn for_each_row(layout: &Broadcast, mut visit: impl FnMut(Row)) {
     }
 }
 
-/// `out = op(lhs, rhs)` over `layout`.
-pub(crate) fn binary(op: BinaryOp, lhs: &[f32], rhs: &[f32], layout: &Broadcast, out: &mut [f32]) {
-    with_binary_fn!(op, |f| for_each_row(layout, |row| {
-        let out = &mut out[row.out..row.out + row.len];
-        match (row.lhs_stride, row.rhs_stride) {
-            (1, 1) => {
-                let lhs = &lhs[row.lhs..row.lhs + row.len];
-                let rhs = &rhs[row.rhs..row.rhs + row.len];
-                for ((o, &a), &b) in out.iter_mut().zip(lhs).zip(rhs) {
-                    *o = f(a, b);
-                }
-            }
-            (1, 0) => {
-                let lhs = &lhs[row.lhs..row.lhs + row.len];
-                let b = rhs[row.rhs];
-                for (o, &a) in out.iter_mut().zip(lhs) {
-                    *o = f(a, b);
-                }
-            }
-            (ls, rs) => {
-                for (j, o) in out.iter_mut().enumerate() {
-                    *o = f(lhs[row.lhs + j * ls], rhs[row.rhs + j * rs]);
-                }
-            }
-        }
-    }));
+/// `out = f(lhs, rhs)` over `layout`.
+struct Zip<'a> {
+    lhs: &'a [f32],
+    rhs: &'a [f32],
+    layout: &'a Broadcast,
+    out: &'a mut [f32],
 }
 
-/// `lhs = op(lhs, rhs)` over `layout`, whose shape is `lhs`'s own (so `lhs` is contiguous).
-pub(crate) fn binary_assign(op: BinaryOp, lhs: &mut [f32], rhs: &[f32], layout: &Broadcast) {
-    with_binary_fn!(op, |f| for_each_row(layout, |row| {
-        let lhs = &mut lhs[row.out..row.out + row.len];
-        match row.rhs_stride {
-            1 => {
-                for (a, &b) in lhs.iter_mut().zip(&rhs[row.rhs..row.rhs + row.len]) {
-                    *a = f(*a, b);
+impl BinaryVisitor for Zip<'_> {
+    type Output = ();
+    fn visit(self, f: impl Fn(f32, f32) -> f32 + Copy) {
+        let Self {
+            lhs,
+            rhs,
+            layout,
+            out,
+        } = self;
+        for_each_row(layout, |row| {
+            let out = &mut out[row.out..row.out + row.len];
+            match (row.lhs_stride, row.rhs_stride) {
+                (1, 1) => {
+                    let lhs = &lhs[row.lhs..row.lhs + row.len];
+                    let rhs = &rhs[row.rhs..row.rhs + row.len];
+                    for ((o, &a), &b) in out.iter_mut().zip(lhs).zip(rhs) {
+                        *o = f(a, b);
+                    }
+                }
+                (1, 0) => {
+                    let lhs = &lhs[row.lhs..row.lhs + row.len];
+                    let b = rhs[row.rhs];
+                    for (o, &a) in out.iter_mut().zip(lhs) {
+                        *o = f(a, b);
+                    }
+                }
+                (ls, rs) => {
+                    for (j, o) in out.iter_mut().enumerate() {
+                        *o = f(lhs[row.lhs + j * ls], rhs[row.rhs + j * rs]);
+                    }
                 }
             }
-            0 => {
-                let b = rhs[row.rhs];
-                for a in lhs.iter_mut() {
-                    *a = f(*a, b);
+        });
+    }
+}
+
+/// `lhs = f(lhs, rhs)` over `layout`, whose shape is `lhs`'s own (so `lhs` is contiguous).
+struct ZipInPlace<'a> {
+    lhs: &'a mut [f32],
+    rhs: &'a [f32],
+    layout: &'a Broadcast,
+}
+
+impl BinaryVisitor for ZipInPlace<'_> {
+    type Output = ();
+    fn visit(self, f: impl Fn(f32, f32) -> f32 + Copy) {
+        let Self { lhs, rhs, layout } = self;
+        for_each_row(layout, |row| {
+            let lhs = &mut lhs[row.out..row.out + row.len];
+            match row.rhs_stride {
+                1 => {
+                    for (a, &b) in lhs.iter_mut().zip(&rhs[row.rhs..row.rhs + row.len]) {
+                        *a = f(*a, b);
+                    }
+                }
+                0 => {
+                    let b = rhs[row.rhs];
+                    for a in lhs.iter_mut() {
+                        *a = f(*a, b);
+                    }
+                }
+                rs => {
+                    for (j, a) in lhs.iter_mut().enumerate() {
+                        *a = f(*a, rhs[row.rhs + j * rs]);
+                    }
                 }
             }
-            rs => {
-                for (j, a) in lhs.iter_mut().enumerate() {
-                    *a = f(*a, rhs[row.rhs + j * rs]);
-                }
-            }
-        }
-    }));
+        });
+    }
+}
+
+impl BinaryKernel for Cpu {
+    fn binary(
+        &self,
+        op: BinaryOp,
+        lhs: &Vec<f32>,
+        rhs: &Vec<f32>,
+        layout: &Broadcast,
+        out: &mut Vec<f32>,
+    ) -> Result<()> {
+        op.forward(Zip {
+            lhs,
+            rhs,
+            layout,
+            out,
+        });
+        Ok(())
+    }
+
+    fn binary_partial(
+        &self,
+        op: BinaryOp,
+        wrt: Operand,
+        lhs: &Vec<f32>,
+        rhs: &Vec<f32>,
+        layout: &Broadcast,
+        out: &mut Vec<f32>,
+    ) -> Result<()> {
+        op.partial(
+            wrt,
+            Zip {
+                lhs,
+                rhs,
+                layout,
+                out,
+            },
+        );
+        Ok(())
+    }
+
+    fn binary_assign(
+        &self,
+        op: BinaryOp,
+        lhs: &mut Vec<f32>,
+        rhs: &Vec<f32>,
+        layout: &Broadcast,
+    ) -> Result<()> {
+        op.forward(ZipInPlace { lhs, rhs, layout });
+        Ok(())
+    }
 }

@@ -1,13 +1,26 @@
-//! Launch glue of the broadcasting binary kernels in `binary.cu`.
+//! Launch glue of the broadcasting binary kernels in `binary.cu`, whose op `switch` comes
+//! from the table in `mod.rs`.
+
+use std::sync::LazyLock;
 
 use cudarc::driver::{CudaSlice, DeviceRepr};
 
-use super::{BinaryOp, Broadcast};
-use crate::backend::cuda::{CValue, Cuda, cuda_error, expect_len, launch_config};
+use super::{BinaryKernel, BinaryOp, Broadcast};
+use crate::backend::cuda::{CValue, Cuda, CudaBuffer, cuda_error, expect_len, launch_config};
 use crate::error::{Error, Result};
+use crate::ops::elementwise::{Operand, cuda_switch};
+
+/// `binary.cu` with the table's functions (each op's value and partial derivatives) in place
+/// of its marker line.
+static SOURCE: LazyLock<String> = LazyLock::new(|| {
+    let functions = cuda_switch("binary_apply", &BinaryOp::cuda_rows(), 0);
+    include_str!("binary.cu").replace("// @table@\n", &functions)
+});
 
 /// The kernels' source, compiled by the backend.
-pub(crate) const SOURCE: &str = include_str!("binary.cu");
+pub(crate) fn source() -> &'static str {
+    &SOURCE
+}
 
 /// The most dims the kernels walk, after merging the dims both operands traverse contiguously.
 const MAX_RANK: usize = 6;
@@ -81,25 +94,6 @@ impl Layout {
     }
 }
 
-/// `op` as `binary.cu`'s op code and scalar parameter.
-fn encode(op: BinaryOp) -> (i32, f32) {
-    match op {
-        BinaryOp::Add => (0, 0.0),
-        BinaryOp::Sub => (1, 0.0),
-        BinaryOp::Mul => (2, 0.0),
-        BinaryOp::Div => (3, 0.0),
-        BinaryOp::AddScaled(alpha) => (4, alpha),
-        BinaryOp::MaskedFill(value) => (5, value),
-        BinaryOp::ReluBackward => (6, 0.0),
-        BinaryOp::ClampMinBackward(min) => (7, min),
-        BinaryOp::SigmoidBackward => (8, 0.0),
-        BinaryOp::TanhBackward => (9, 0.0),
-        BinaryOp::GeluBackward => (10, 0.0),
-        BinaryOp::PowBackward(p) if p == 2.0 => (11, p),
-        BinaryOp::PowBackward(p) => (12, p),
-    }
-}
-
 /// The number of elements each operand must hold for the kernel to read it at every offset
 /// `layout` produces: one past the largest offset.
 fn span(layout: &Broadcast, strides: &[usize]) -> usize {
@@ -141,10 +135,11 @@ fn check(
     Ok(n)
 }
 
-/// `out = op(lhs, rhs)` over `layout`.
-pub(crate) fn binary(
+/// `out = f(lhs, rhs)` over `layout`, `f` the function of `binary.cu`'s op code `code`
+/// (see [`BinaryOp::encode`]) with parameter `s`.
+fn binary(
     dev: &Cuda,
-    op: BinaryOp,
+    (code, s): (i32, f32),
     lhs: &CudaSlice<f32>,
     rhs: &CudaSlice<f32>,
     layout: &Broadcast,
@@ -155,7 +150,6 @@ pub(crate) fn binary(
         return Ok(());
     }
     let kernel_layout = Layout::new("binary", layout)?;
-    let (code, s) = encode(op);
     let count = n as u64;
     let kernels = dev.kernels()?;
     let config = launch_config(n);
@@ -178,7 +172,7 @@ pub(crate) fn binary(
 }
 
 /// `lhs = op(lhs, rhs)` over `layout`, whose shape is `lhs`'s.
-pub(crate) fn binary_assign(
+fn binary_assign(
     dev: &Cuda,
     op: BinaryOp,
     lhs: &mut CudaSlice<f32>,
@@ -190,7 +184,7 @@ pub(crate) fn binary_assign(
         return Ok(());
     }
     let kernel_layout = Layout::new("binary_assign", layout)?;
-    let (code, s) = encode(op);
+    let (code, s) = op.encode(0);
     let count = n as u64;
     let kernels = dev.kernels()?;
     let config = launch_config(n);
@@ -209,6 +203,52 @@ pub(crate) fn binary_assign(
         )
     }
     .map_err(cuda_error("binary_assign"))
+}
+
+impl BinaryKernel for Cuda {
+    fn binary(
+        &self,
+        op: BinaryOp,
+        lhs: &CudaBuffer,
+        rhs: &CudaBuffer,
+        layout: &Broadcast,
+        out: &mut CudaBuffer,
+    ) -> Result<()> {
+        self.recorder()
+            .record([lhs, rhs, &*out], || format!("{op:?} {layout:?}"));
+        binary(self, op.encode(0), lhs, rhs, layout, out.slice_mut())
+    }
+
+    fn binary_partial(
+        &self,
+        op: BinaryOp,
+        wrt: Operand,
+        lhs: &CudaBuffer,
+        rhs: &CudaBuffer,
+        layout: &Broadcast,
+        out: &mut CudaBuffer,
+    ) -> Result<()> {
+        self.recorder().record([lhs, rhs, &*out], || {
+            format!("{op:?} partial {wrt:?} {layout:?}")
+        });
+        let part = match wrt {
+            Operand::Lhs => 1,
+            Operand::Rhs => 2,
+        };
+        binary(self, op.encode(part), lhs, rhs, layout, out.slice_mut())
+    }
+
+    fn binary_assign(
+        &self,
+        op: BinaryOp,
+        lhs: &mut CudaBuffer,
+        rhs: &CudaBuffer,
+        layout: &Broadcast,
+    ) -> Result<()> {
+        self.recorder()
+            .record([&*lhs, rhs], || format!("{op:?} in place {layout:?}"));
+        binary_assign(self, op, lhs.slice_mut(), rhs, layout)
+    }
 }
 
 #[cfg(test)]

@@ -5,42 +5,159 @@ pub(crate) mod cpu;
 #[cfg(feature = "cuda")]
 pub(crate) mod cuda;
 
-use std::ops::{Add, AddAssign, Div, Mul, MulAssign, Neg, Sub, SubAssign};
+use std::ops::{Add, AddAssign, Div, DivAssign, Mul, MulAssign, Neg, Sub, SubAssign};
 
+use super::elementwise::{Operand, binary_ops};
 use super::unary::UnaryOp;
-use crate::backend::Backend;
+use crate::backend::{Backend, Memory};
 use crate::error::{Error, Result, or_panic};
 use crate::shape::{Dims, Shape};
 use crate::tensor::Tensor;
 
-/// An elementwise map `(a, b) -> f(a, b)`, the unit of work of [`Backend::binary`].
-#[derive(Debug, Clone, Copy, PartialEq)]
-#[non_exhaustive]
-pub enum BinaryOp {
+binary_ops! {
     /// `a + b`.
-    Add,
+    Add {
+        forward: |a, b| a + b => "a + b",
+        d_lhs: 1.0 => "1.0f",
+        d_rhs: 1.0 => "1.0f",
+    }
     /// `a - b`.
-    Sub,
+    Sub {
+        forward: |a, b| a - b => "a - b",
+        d_lhs: 1.0 => "1.0f",
+        d_rhs: -1.0 => "-1.0f",
+    }
     /// `a * b`.
-    Mul,
+    Mul {
+        forward: |a, b| a * b => "a * b",
+        d_lhs: b => "b",
+        d_rhs: a => "a",
+    }
     /// `a / b`.
-    Div,
+    Div {
+        forward: |a, b| a / b => "a / b",
+        d_lhs: 1.0 / b => "1.0f / b",
+        d_rhs: -a / (b * b) => "-a / (b * b)",
+    }
+    /// The larger of `a` and `b`, NaN if either is, like `torch.maximum`; at a tie the
+    /// gradient is split evenly, as PyTorch's is.
+    Maximum {
+        forward: |a, b| if a > b || a.is_nan() { a } else { b }
+            => "a > b || isnan(a) ? a : b",
+        d_lhs: tie_split(a, b) => "a > b ? 1.0f : (a == b ? 0.5f : 0.0f)",
+        d_rhs: tie_split(b, a) => "b > a ? 1.0f : (a == b ? 0.5f : 0.0f)",
+    }
+    /// The smaller of `a` and `b`, NaN if either is, like `torch.minimum`; at a tie the
+    /// gradient is split evenly, as PyTorch's is.
+    Minimum {
+        forward: |a, b| if a < b || a.is_nan() { a } else { b }
+            => "a < b || isnan(a) ? a : b",
+        d_lhs: tie_split(b, a) => "a < b ? 1.0f : (a == b ? 0.5f : 0.0f)",
+        d_rhs: tie_split(a, b) => "b < a ? 1.0f : (a == b ? 0.5f : 0.0f)",
+    }
     /// `a + alpha * b`: a scaled update such as `w -= lr * grad`.
-    AddScaled(f32),
+    AddScaled(alpha = -0.1) {
+        forward: |a, b| a + alpha * b => "a + alpha * b",
+        d_lhs: 1.0 => "1.0f",
+        d_rhs: alpha => "alpha",
+    }
     /// `value` where `b != 0`, else `a`: fills `a` where the mask `b` is set.
-    MaskedFill(f32),
-    /// `a` where `b > 0`, else 0: the gradient `a` through `relu`, `b` its input or output.
-    ReluBackward,
-    /// `a` where `b >= min`, else 0: the gradient `a` through `clamp_min(min)`, `b` its input.
-    ClampMinBackward(f32),
-    /// `a * b * (1 - b)`: the gradient `a` through `sigmoid`, `b` its output.
-    SigmoidBackward,
-    /// `a * (1 - b^2)`: the gradient `a` through `tanh`, `b` its output.
-    TanhBackward,
-    /// `a * gelu'(b)`: the gradient `a` through `gelu`, `b` its input.
-    GeluBackward,
-    /// `a * p * b^(p-1)`: the gradient `a` through `pow(p)`, `b` its input.
-    PowBackward(f32),
+    MaskedFill(value = 7.0) {
+        forward: |a, b| if b == 0.0 { a } else { value } => "b == 0.0f ? a : value",
+        d_lhs: f32::from(u8::from(b == 0.0)) => "b == 0.0f ? 1.0f : 0.0f",
+        d_rhs: 0.0 => "0.0f",
+    }
+}
+
+/// `d max(a, b) / da`: 1 where `a` wins, 0 where it loses, and half at a tie.
+fn tie_split(a: f32, b: f32) -> f32 {
+    if a > b {
+        1.0
+    } else if a == b {
+        0.5
+    } else {
+        0.0
+    }
+}
+
+/// The kernels of the binary ops, over operands broadcast to one shape.
+pub trait BinaryKernel: Memory {
+    /// `out = op(lhs, rhs)` elementwise, with both operands read through `layout`'s
+    /// broadcast strides.
+    ///
+    /// # Errors
+    /// When the kernel fails.
+    fn binary(
+        &self,
+        op: BinaryOp,
+        lhs: &Self::Storage,
+        rhs: &Self::Storage,
+        layout: &Broadcast,
+        out: &mut Self::Storage,
+    ) -> Result<()>;
+
+    /// `out = d op(lhs, rhs) / d wrt` elementwise, read like [`Self::binary`]: the partial
+    /// derivative a backward pass multiplies the output's gradient by.
+    ///
+    /// # Errors
+    /// When the kernel fails.
+    fn binary_partial(
+        &self,
+        op: BinaryOp,
+        wrt: Operand,
+        lhs: &Self::Storage,
+        rhs: &Self::Storage,
+        layout: &Broadcast,
+        out: &mut Self::Storage,
+    ) -> Result<()>;
+
+    /// `lhs = op(lhs, rhs)` elementwise in place; `lhs` has `layout`'s full shape.
+    ///
+    /// # Errors
+    /// When the kernel fails.
+    fn binary_assign(
+        &self,
+        op: BinaryOp,
+        lhs: &mut Self::Storage,
+        rhs: &Self::Storage,
+        layout: &Broadcast,
+    ) -> Result<()>;
+}
+
+#[cfg(not(feature = "cuda"))]
+impl BinaryKernel for crate::Cuda {
+    fn binary(
+        &self,
+        _: BinaryOp,
+        _: &Self::Storage,
+        _: &Self::Storage,
+        _: &Broadcast,
+        _: &mut Self::Storage,
+    ) -> Result<()> {
+        self.unreachable()
+    }
+
+    fn binary_partial(
+        &self,
+        _: BinaryOp,
+        _: Operand,
+        _: &Self::Storage,
+        _: &Self::Storage,
+        _: &Broadcast,
+        _: &mut Self::Storage,
+    ) -> Result<()> {
+        self.unreachable()
+    }
+
+    fn binary_assign(
+        &self,
+        _: BinaryOp,
+        _: &mut Self::Storage,
+        _: &Self::Storage,
+        _: &Broadcast,
+    ) -> Result<()> {
+        self.unreachable()
+    }
 }
 
 /// How two operands map onto the output of a binary op under PyTorch's broadcasting rules.
@@ -227,66 +344,74 @@ impl<B: Backend> Tensor<B> {
     }
 }
 
-/// The gradient of an elementwise activation: `grad` (the gradient of its output) times the
-/// activation's derivative, read from `saved` (its input or output, as each method says).
-macro_rules! activation_backward {
-    ($(#[doc = $doc:literal] $method:ident => $op:expr;)*) => {
-        impl<B: Backend> Tensor<B> {
-            $(
-                #[doc = $doc]
-                ///
-                /// # Errors
-                /// [`Error::InPlaceShape`] when `saved` does not have `self`'s shape.
-                pub fn $method(&self, saved: &Self) -> Result<Self> {
-                    self.check_same_shape(stringify!($method), saved)?;
-                    self.try_zip($op, stringify!($method), saved)
-                }
-            )*
-        }
-    };
-}
-
-activation_backward! {
-    /// `self` where `output > 0`, else 0: the gradient through `relu`.
-    relu_backward => BinaryOp::ReluBackward;
-    /// `self * output * (1 - output)`: the gradient through `sigmoid`, from its output.
-    sigmoid_backward => BinaryOp::SigmoidBackward;
-    /// `self * (1 - output^2)`: the gradient through `tanh`, from its output.
-    tanh_backward => BinaryOp::TanhBackward;
-    /// `self * gelu'(input)`: the gradient through `gelu`, from its input.
-    gelu_backward => BinaryOp::GeluBackward;
-}
-
 impl<B: Backend> Tensor<B> {
-    /// `self` where `input >= min`, else 0: the gradient through `clamp_min(min)`, like PyTorch's
-    /// `clamp` backward (which passes the gradient at `input == min`).
-    ///
-    /// # Errors
-    /// [`Error::InPlaceShape`] when `input` does not have `self`'s shape.
-    pub fn clamp_min_backward(&self, input: &Self, min: f32) -> Result<Self> {
-        self.check_same_shape("clamp_min_backward", input)?;
-        self.try_zip(BinaryOp::ClampMinBackward(min), "clamp_min_backward", input)
-    }
-
-    /// `self * exponent * input^(exponent - 1)`: the gradient through `pow(exponent)`.
-    ///
-    /// # Errors
-    /// [`Error::InPlaceShape`] when `input` does not have `self`'s shape.
-    pub fn pow_backward(&self, input: &Self, exponent: f32) -> Result<Self> {
-        self.check_same_shape("pow_backward", input)?;
-        self.try_zip(BinaryOp::PowBackward(exponent), "pow_backward", input)
-    }
-
+    /// Checks that `other` has `self`'s shape, for ops that do not broadcast.
     pub(crate) fn check_same_shape(&self, op: &'static str, other: &Self) -> Result<()> {
         if other.shape == self.shape {
             Ok(())
         } else {
-            Err(Error::InPlaceShape {
+            Err(Error::Shape {
                 op,
-                target: self.shape.clone(),
-                result: other.shape.clone(),
+                expected: self.shape.clone(),
+                found: other.shape.clone(),
             })
         }
+    }
+
+    /// The gradient through `op(a, b)` with respect to one operand: `self` (the gradient of
+    /// the output) times the partial derivative at `(a, b)`, summed back to that operand's
+    /// shape where it was broadcast.
+    ///
+    /// # Errors
+    /// [`Error::Broadcast`] when `a` and `b` do not broadcast together,
+    /// [`Error::Shape`] when `self` does not have their broadcast shape.
+    pub fn try_zip_backward(&self, op: BinaryOp, wrt: Operand, a: &Self, b: &Self) -> Result<Self> {
+        const OP: &str = "zip_backward";
+        a.check_same_device(OP, b)?;
+        self.check_same_device(OP, a)?;
+        let layout = Broadcast::new(OP, &a.shape, &b.shape)?;
+        if layout.shape != self.shape {
+            return Err(Error::Shape {
+                op: OP,
+                expected: layout.shape,
+                found: self.shape.clone(),
+            });
+        }
+        let mut grad = Self::try_zeros(layout.shape.clone(), &self.device)?;
+        self.device
+            .binary_partial(op, wrt, &a.storage, &b.storage, &layout, &mut grad.storage)?;
+        grad.try_zip_(BinaryOp::Mul, OP, self)?;
+        let operand = match wrt {
+            Operand::Lhs => a,
+            Operand::Rhs => b,
+        };
+        if operand.shape == grad.shape {
+            Ok(grad)
+        } else {
+            grad.try_sum_to_shape(&operand.shape)
+        }
+    }
+
+    /// The larger of each pair of elements, with broadcasting, like `torch.maximum`.
+    ///
+    /// # Examples
+    /// ```
+    /// use declnet_runtime::{Cpu, Tensor};
+    /// let a = Tensor::from_vec(vec![1.0, 5.0], [2], &Cpu);
+    /// let b = Tensor::from_vec(vec![3.0], [1], &Cpu);
+    /// assert_eq!(a.maximum(&b).to_vec(), [3.0, 5.0]);
+    /// ```
+    #[track_caller]
+    #[must_use]
+    pub fn maximum(&self, other: &Self) -> Self {
+        or_panic(self.try_zip(BinaryOp::Maximum, "maximum", other))
+    }
+
+    /// The smaller of each pair of elements, with broadcasting, like `torch.minimum`.
+    #[track_caller]
+    #[must_use]
+    pub fn minimum(&self, other: &Self) -> Self {
+        or_panic(self.try_zip(BinaryOp::Minimum, "minimum", other))
     }
 
     /// Sums `self` down to `shape`, undoing a broadcast: the gradient of an operand that was
@@ -366,14 +491,7 @@ macro_rules! tensor_operator {
 tensor_operator!(Add, add, AddAssign, add_assign, BinaryOp::Add, "add");
 tensor_operator!(Sub, sub, SubAssign, sub_assign, BinaryOp::Sub, "sub");
 tensor_operator!(Mul, mul, MulAssign, mul_assign, BinaryOp::Mul, "mul");
-
-impl<B: Backend> Div<&Tensor<B>> for &Tensor<B> {
-    type Output = Tensor<B>;
-    #[track_caller]
-    fn div(self, rhs: &Tensor<B>) -> Tensor<B> {
-        or_panic(self.try_div(rhs))
-    }
-}
+tensor_operator!(Div, div, DivAssign, div_assign, BinaryOp::Div, "div");
 
 /// `Tensor op f32` (and `f32 op Tensor` where the op commutes) as a unary map.
 macro_rules! scalar_operator {
@@ -397,6 +515,7 @@ macro_rules! scalar_operator {
 scalar_operator!(Add, add, |s| UnaryOp::AddScalar(s));
 scalar_operator!(Sub, sub, |s| UnaryOp::AddScalar(-s));
 scalar_operator!(Mul, mul, |s| UnaryOp::MulScalar(s));
+scalar_operator!(Div, div, |s| UnaryOp::MulScalar(1.0 / s));
 
 impl<B: Backend> Mul<&Tensor<B>> for f32 {
     type Output = Tensor<B>;
@@ -568,51 +687,61 @@ mod tests {
     }
 
     #[test]
-    fn activation_gradients() {
-        let grad = t(&[1.0, 2.0, 3.0, 4.0], &[4]);
-        let x = t(&[-1.0, 0.0, 0.5, 2.0], &[4]);
-        // tanh_backward reads the output; feed it x as if it were one.
-        assert_eq!(
-            grad.relu_backward(&x).unwrap().to_vec(),
-            [0.0, 0.0, 3.0, 4.0]
-        );
-        assert_eq!(
-            grad.clamp_min_backward(&x, 0.0).unwrap().to_vec(),
-            [0.0, 2.0, 3.0, 4.0]
-        );
-        let y = x.sigmoid();
-        let expected: Vec<f32> = (0..4)
-            .map(|i| grad.to_vec()[i] * y.to_vec()[i] * (1.0 - y.to_vec()[i]))
-            .collect();
-        assert_eq!(grad.sigmoid_backward(&y).unwrap().to_vec(), expected);
-        assert_eq!(
-            grad.tanh_backward(&x).unwrap().to_vec(),
-            [0.0, 2.0, 3.0 * 0.75, 4.0 * -3.0]
-        );
-        assert_eq!(
-            grad.pow_backward(&x, 2.0).unwrap().to_vec(),
-            [-2.0, 0.0, 3.0, 16.0]
-        );
-        let error = grad.relu_backward(&t(&[0.0; 2], &[2])).unwrap_err();
-        assert_eq!(
-            error.to_string(),
-            "relu_backward: cannot write a result of shape [2] into a tensor of shape [4]"
-        );
+    fn maximum_and_minimum_propagate_nan_and_split_ties() {
+        let a = t(&[1.0, 4.0, 2.0, f32::NAN], &[4]);
+        let b = t(&[3.0, 2.0, 2.0, 0.0], &[4]);
+        assert_eq!(a.maximum(&b).to_vec()[..3], [3.0, 4.0, 2.0]);
+        assert!(a.maximum(&b).to_vec()[3].is_nan());
+        assert!(b.minimum(&a).to_vec()[3].is_nan());
+        assert_eq!(a.minimum(&b).to_vec()[..3], [1.0, 2.0, 2.0]);
+        let g = t(&[1.0; 4], &[4]);
+        let da = g
+            .try_zip_backward(BinaryOp::Maximum, Operand::Lhs, &a, &b)
+            .unwrap();
+        let db = g
+            .try_zip_backward(BinaryOp::Maximum, Operand::Rhs, &a, &b)
+            .unwrap();
+        assert_eq!(da.to_vec()[..3], [0.0, 1.0, 0.5]);
+        assert_eq!(db.to_vec()[..3], [1.0, 0.0, 0.5]);
     }
 
+    /// Every binary op's partial derivatives against central differences, with the right
+    /// operand broadcast, so the gradients are summed back to its shape.
     #[test]
-    fn gelu_gradient_matches_finite_differences() {
-        let x = t(&[-2.0, -0.5, 0.1, 1.5], &[4]);
-        let ones = Tensor::ones([4], &Cpu);
-        let analytic = ones.gelu_backward(&x).unwrap().to_vec();
-        let eps = 1e-2;
-        let numeric: Vec<f32> = ((&x + eps).gelu() - &(&x - eps).gelu())
-            .to_vec()
-            .iter()
-            .map(|d| d / (2.0 * eps))
-            .collect();
-        for (a, n) in analytic.iter().zip(&numeric) {
-            assert!((a - n).abs() < 1e-3, "{analytic:?} vs {numeric:?}");
+    fn every_partial_matches_a_finite_difference() {
+        let a = t(&[0.7, -1.3, 2.1, 0.4, -0.6, 1.9], &[2, 3]);
+        let b = t(&[1.1, -0.8, 0.5], &[3]);
+        let g = t(&[0.5, -1.0, 2.0, 1.5, -0.25, 1.0], &[2, 3]);
+        let loss = |op: BinaryOp, a: &Tensor, b: &Tensor| -> f64 {
+            let y = a.try_zip(op, "test", b).unwrap().to_vec();
+            y.iter()
+                .zip(g.to_vec())
+                .map(|(&y, g)| f64::from(y) * f64::from(g))
+                .sum()
+        };
+        for &op in BinaryOp::EXAMPLES {
+            for (wrt, operand) in [(Operand::Lhs, &a), (Operand::Rhs, &b)] {
+                let analytic = g.try_zip_backward(op, wrt, &a, &b).unwrap();
+                assert_eq!(analytic.shape(), operand.shape(), "{op:?} {wrt:?}");
+                for i in 0..operand.numel() {
+                    let h = 1e-2f32;
+                    let nudged = |delta: f32| {
+                        let mut data = operand.to_vec();
+                        data[i] += delta;
+                        let moved = Tensor::from_vec(data, operand.shape().clone(), &Cpu);
+                        match wrt {
+                            Operand::Lhs => loss(op, &moved, &b),
+                            Operand::Rhs => loss(op, &a, &moved),
+                        }
+                    };
+                    let numeric = (nudged(h) - nudged(-h)) / (2.0 * f64::from(h));
+                    let value = f64::from(analytic.to_vec()[i]);
+                    assert!(
+                        (value - numeric).abs() <= 1e-2 * numeric.abs().max(1.0),
+                        "{op:?} {wrt:?} at {i}: analytic {value} vs numeric {numeric}"
+                    );
+                }
+            }
         }
     }
 

@@ -1,6 +1,8 @@
 //! CPU kernels of the loss family.
 
-use super::{ClassLoss, PointwiseLoss};
+use super::{ClassLoss, LossKernel, PointwiseLoss};
+use crate::backend::Cpu;
+use crate::error::Result;
 use crate::ops::softmax::cpu::shifted_sum_exp;
 
 /// `values[i] = l(x[i], t[i])`, `grad[i] = dl/dx (x[i], t[i])`.
@@ -117,5 +119,32 @@ fn sigmoid(v: f32) -> f32 {
     } else {
         let e = v.exp();
         e / (1.0 + e)
+    }
+}
+
+impl LossKernel for Cpu {
+    fn pointwise_loss(
+        &self,
+        op: PointwiseLoss,
+        x: &Vec<f32>,
+        t: &Vec<f32>,
+        values: &mut Vec<f32>,
+        grad: &mut Vec<f32>,
+    ) -> Result<()> {
+        self::pointwise_loss(op, x, t, values, grad);
+        Ok(())
+    }
+
+    fn class_loss(
+        &self,
+        op: ClassLoss,
+        x: &Vec<f32>,
+        labels: &Vec<f32>,
+        classes: usize,
+        values: &mut Vec<f32>,
+        grad: &mut Vec<f32>,
+    ) -> Result<()> {
+        self::class_loss(op, x, labels, classes, values, grad);
+        Ok(())
     }
 }

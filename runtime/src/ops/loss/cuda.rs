@@ -2,12 +2,14 @@
 
 use cudarc::driver::CudaSlice;
 
-use super::{ClassLoss, PointwiseLoss};
-use crate::backend::cuda::{Cuda, cuda_error, expect_len, launch_config};
+use super::{ClassLoss, LossKernel, PointwiseLoss};
+use crate::backend::cuda::{Cuda, CudaBuffer, cuda_error, expect_len, launch_config};
 use crate::error::Result;
 
 /// The kernels' source, compiled by the backend.
-pub(crate) const SOURCE: &str = include_str!("loss.cu");
+pub(crate) fn source() -> &'static str {
+    include_str!("loss.cu")
+}
 
 /// `values[i] = l(x[i], t[i])`, `grad[i] = dl/dx (x[i], t[i])`.
 pub(crate) fn pointwise_loss(
@@ -95,4 +97,42 @@ pub(crate) fn class_loss(
         )
     }
     .map_err(cuda_error(OP))
+}
+
+impl LossKernel for Cuda {
+    fn pointwise_loss(
+        &self,
+        op: PointwiseLoss,
+        x: &CudaBuffer,
+        t: &CudaBuffer,
+        values: &mut CudaBuffer,
+        grad: &mut CudaBuffer,
+    ) -> Result<()> {
+        self.recorder()
+            .record([x, t, &*values, &*grad], || format!("{op:?} {}", x.len()));
+        self::pointwise_loss(self, op, x, t, values.slice_mut(), grad.slice_mut())
+    }
+
+    fn class_loss(
+        &self,
+        op: ClassLoss,
+        x: &CudaBuffer,
+        labels: &CudaBuffer,
+        classes: usize,
+        values: &mut CudaBuffer,
+        grad: &mut CudaBuffer,
+    ) -> Result<()> {
+        self.recorder().record([x, labels, &*values, &*grad], || {
+            format!("{op:?} {} {classes}", labels.len())
+        });
+        self::class_loss(
+            self,
+            op,
+            x,
+            labels,
+            classes,
+            values.slice_mut(),
+            grad.slice_mut(),
+        )
+    }
 }

@@ -6,7 +6,7 @@ pub(crate) mod cpu;
 #[cfg(feature = "cuda")]
 pub(crate) mod cuda;
 
-use crate::backend::Backend;
+use crate::backend::{Backend, Memory};
 use crate::error::Result;
 use crate::tensor::Tensor;
 
@@ -44,6 +44,65 @@ pub enum ClassLoss {
     },
     /// `-x[label]`: the input holds log-probabilities.
     Nll,
+}
+
+/// The kernels of the losses: each computes the loss values and their gradient in one pass.
+pub trait LossKernel: Memory {
+    /// Per element: `values[i] = l(x[i], t[i])` and `grad[i] = dl/dx` for the loss `op`.
+    ///
+    /// # Errors
+    /// When the kernel fails.
+    fn pointwise_loss(
+        &self,
+        op: PointwiseLoss,
+        x: &Self::Storage,
+        t: &Self::Storage,
+        values: &mut Self::Storage,
+        grad: &mut Self::Storage,
+    ) -> Result<()>;
+
+    /// Per row of the `[rows, classes]` input `x` (`rows` is `values`' length): the loss `op`
+    /// against that row's label into `values`, and its derivative with respect to the row into
+    /// `grad`. `labels` holds `rows` class indices as `f32`s (see
+    /// [`Labels`](crate::losses::Labels)); a row whose label is not below `classes` gets NaN.
+    ///
+    /// # Errors
+    /// When the kernel fails.
+    fn class_loss(
+        &self,
+        op: ClassLoss,
+        x: &Self::Storage,
+        labels: &Self::Storage,
+        classes: usize,
+        values: &mut Self::Storage,
+        grad: &mut Self::Storage,
+    ) -> Result<()>;
+}
+
+#[cfg(not(feature = "cuda"))]
+impl LossKernel for crate::Cuda {
+    fn pointwise_loss(
+        &self,
+        _: PointwiseLoss,
+        _: &Self::Storage,
+        _: &Self::Storage,
+        _: &mut Self::Storage,
+        _: &mut Self::Storage,
+    ) -> Result<()> {
+        self.unreachable()
+    }
+
+    fn class_loss(
+        &self,
+        _: ClassLoss,
+        _: &Self::Storage,
+        _: &Self::Storage,
+        _: usize,
+        _: &mut Self::Storage,
+        _: &mut Self::Storage,
+    ) -> Result<()> {
+        self.unreachable()
+    }
 }
 
 impl<B: Backend> Tensor<B> {

@@ -3,7 +3,9 @@
 use faer::linalg::matmul::matmul;
 use faer::{Accum, MatMut, MatRef, Par};
 
-use super::Gemm;
+use super::{Gemm, MatmulKernel};
+use crate::backend::Cpu;
+use crate::error::Result;
 
 /// Products below this many flops run on one thread: on small shapes (the tutorial's are 12.8
 /// MFLOP) a fork-join costs more than it saves on two cores.
@@ -45,5 +47,23 @@ pub(crate) fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) 
         for (j, &v) in row.iter().enumerate() {
             dst[j * rows + i] = v;
         }
+    }
+}
+
+impl MatmulKernel for Cpu {
+    fn gemm(&self, gemm: &Gemm, a: &Vec<f32>, b: &Vec<f32>, c: &mut Vec<f32>) -> Result<()> {
+        self::gemm(gemm, a, b, c);
+        Ok(())
+    }
+
+    fn transpose(
+        &self,
+        src: &Vec<f32>,
+        rows: usize,
+        cols: usize,
+        dst: &mut Vec<f32>,
+    ) -> Result<()> {
+        self::transpose(src, rows, cols, dst);
+        Ok(())
     }
 }

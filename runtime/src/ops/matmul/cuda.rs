@@ -4,12 +4,14 @@ use cudarc::cublas::sys::cublasOperation_t;
 use cudarc::cublas::{Gemm as _, GemmConfig};
 use cudarc::driver::CudaSlice;
 
-use super::Gemm;
-use crate::backend::cuda::{Cuda, cuda_error, expect_len, launch_config};
+use super::{Gemm, MatmulKernel};
+use crate::backend::cuda::{Cuda, CudaBuffer, cuda_error, expect_len, launch_config};
 use crate::error::{Error, Result};
 
 /// The kernels' source, compiled by the backend.
-pub(crate) const SOURCE: &str = include_str!("matmul.cu");
+pub(crate) fn source() -> &'static str {
+    include_str!("matmul.cu")
+}
 
 /// `c = alpha * op(a) * op(b) + beta * c` on row-major buffers.
 ///
@@ -96,4 +98,23 @@ pub(crate) fn transpose(
     // SAFETY: both buffers hold the `rows * cols` elements the kernel touches.
     unsafe { kernels.transpose(dev.stream(), launch_config(n), dst, src, &rows, &cols) }
         .map_err(cuda_error("transpose"))
+}
+
+impl MatmulKernel for Cuda {
+    fn gemm(&self, gemm: &Gemm, a: &CudaBuffer, b: &CudaBuffer, c: &mut CudaBuffer) -> Result<()> {
+        self.recorder().record([a, b, &*c], || format!("{gemm:?}"));
+        self::gemm(self, gemm, a, b, c.slice_mut())
+    }
+
+    fn transpose(
+        &self,
+        src: &CudaBuffer,
+        rows: usize,
+        cols: usize,
+        dst: &mut CudaBuffer,
+    ) -> Result<()> {
+        self.recorder()
+            .record([src, &*dst], || format!("transpose {rows}x{cols}"));
+        self::transpose(self, src, rows, cols, dst.slice_mut())
+    }
 }

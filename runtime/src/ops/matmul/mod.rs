@@ -4,7 +4,7 @@ pub(crate) mod cpu;
 #[cfg(feature = "cuda")]
 pub(crate) mod cuda;
 
-use crate::backend::Backend;
+use crate::backend::{Backend, Memory};
 use crate::error::{Error, Result, or_panic};
 use crate::shape::Shape;
 use crate::tensor::Tensor;
@@ -158,6 +158,56 @@ impl<'a, B: Backend> MatView<'a, B> {
     fn cols(&self, op: &'static str) -> Result<usize> {
         self.check_2d(op)?;
         Ok(self.shape().dims()[1])
+    }
+}
+
+/// The kernels of matrix products.
+pub trait MatmulKernel: Memory {
+    /// `c = alpha * op(a) * op(b) + beta * c`, reading transposed operands in place.
+    ///
+    /// # Errors
+    /// When the kernel fails.
+    fn gemm(
+        &self,
+        gemm: &Gemm,
+        a: &Self::Storage,
+        b: &Self::Storage,
+        c: &mut Self::Storage,
+    ) -> Result<()>;
+
+    /// Writes the transpose of the row-major `rows x cols` matrix `src` into `dst`.
+    ///
+    /// # Errors
+    /// When the kernel fails.
+    fn transpose(
+        &self,
+        src: &Self::Storage,
+        rows: usize,
+        cols: usize,
+        dst: &mut Self::Storage,
+    ) -> Result<()>;
+}
+
+#[cfg(not(feature = "cuda"))]
+impl MatmulKernel for crate::Cuda {
+    fn gemm(
+        &self,
+        _: &Gemm,
+        _: &Self::Storage,
+        _: &Self::Storage,
+        _: &mut Self::Storage,
+    ) -> Result<()> {
+        self.unreachable()
+    }
+
+    fn transpose(
+        &self,
+        _: &Self::Storage,
+        _: usize,
+        _: usize,
+        _: &mut Self::Storage,
+    ) -> Result<()> {
+        self.unreachable()
     }
 }
 

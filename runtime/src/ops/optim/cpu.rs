@@ -7,7 +7,8 @@
 //! 7e-6 relative). The other rules measured no closer with `mul_add`, so they keep PyTorch's
 //! written order of separate operations.
 
-use super::{OptimStep, STEP_SCALARS_LEN};
+use super::{OptimKernel, OptimStep, STEP_SCALARS_LEN};
+use crate::backend::Cpu;
 use crate::error::{Error, Result};
 
 /// Applies `step` to `param` elementwise; `state` holds [`OptimStep::buffers`] buffers, and
@@ -302,5 +303,18 @@ fn state_error(step: &OptimStep) -> Error {
     Error::Backend {
         op: "optim_step",
         message: format!("expected {} state buffers for {step:?}", step.buffers()),
+    }
+}
+
+impl OptimKernel for Cpu {
+    fn optim_step(
+        &self,
+        step: &OptimStep,
+        param: &mut Vec<f32>,
+        grad: &Vec<f32>,
+        state: &mut [Vec<f32>],
+        scalars: Option<&mut Vec<f32>>,
+    ) -> Result<()> {
+        self::optim_step(step, param, grad, state, scalars.map(Vec::as_mut_slice))
     }
 }

@@ -2,12 +2,14 @@
 
 use cudarc::driver::{CudaSlice, DeviceRepr};
 
-use super::{OptimStep, StepScalars};
+use super::{OptimKernel, OptimStep, StepScalars};
 use crate::backend::cuda::{CValue, Cuda, CudaBuffer, cuda_error, launch_config};
 use crate::error::Result;
 
 /// The kernel's source, compiled by the backend.
-pub(crate) const SOURCE: &str = include_str!("optim.cu");
+pub(crate) fn source() -> &'static str {
+    include_str!("optim.cu")
+}
 
 const MAXIMIZE: u32 = 1;
 const NESTEROV: u32 = 2;
@@ -211,4 +213,29 @@ pub(crate) fn optim_step(
         )
     }
     .map_err(cuda_error(OP))
+}
+
+impl OptimKernel for Cuda {
+    fn optim_step(
+        &self,
+        step: &OptimStep,
+        param: &mut CudaBuffer,
+        grad: &CudaBuffer,
+        state: &mut [CudaBuffer],
+        scalars: Option<&mut CudaBuffer>,
+    ) -> Result<()> {
+        let buffers = [&*param, grad].into_iter().chain(state.iter());
+        self.recorder()
+            .record(buffers.chain(scalars.as_deref()), || {
+                format!("{step:?} {}", param.len())
+            });
+        self::optim_step(
+            self,
+            step,
+            param.slice_mut(),
+            grad,
+            state,
+            scalars.map(CudaBuffer::slice_mut),
+        )
+    }
 }

@@ -13,7 +13,7 @@ pub(crate) mod cpu;
 #[cfg(feature = "cuda")]
 pub(crate) mod cuda;
 
-use crate::backend::{Backend, expect_len};
+use crate::backend::{Backend, Memory, expect_len};
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 
@@ -320,6 +320,40 @@ pub(crate) fn fused_step<B: Backend>(
     param
         .device
         .optim_step(step, &mut param.storage, &grad.storage, state, scalars)
+}
+
+/// The kernel of the optimizers' fused updates.
+pub trait OptimKernel: Memory {
+    /// One fused optimizer update of `param` from `grad`, reading and writing the optimizer's
+    /// per-parameter `state` buffers (as many as [`OptimStep::buffers`], each as long as
+    /// `param`). When [`OptimStep::device_scalars`] has a rule, the update first advances the
+    /// parameter's step `scalars` buffer ([`StepScalars`]) by it and reads them from there,
+    /// all in one launch.
+    ///
+    /// # Errors
+    /// When the kernel fails, or `state` or `scalars` does not fit `step`.
+    fn optim_step(
+        &self,
+        step: &OptimStep,
+        param: &mut Self::Storage,
+        grad: &Self::Storage,
+        state: &mut [Self::Storage],
+        scalars: Option<&mut Self::Storage>,
+    ) -> Result<()>;
+}
+
+#[cfg(not(feature = "cuda"))]
+impl OptimKernel for crate::Cuda {
+    fn optim_step(
+        &self,
+        _: &OptimStep,
+        _: &mut Self::Storage,
+        _: &Self::Storage,
+        _: &mut [Self::Storage],
+        _: Option<&mut Self::Storage>,
+    ) -> Result<()> {
+        self.unreachable()
+    }
 }
 
 #[cfg(test)]

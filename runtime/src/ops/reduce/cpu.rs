@@ -1,5 +1,9 @@
 //! CPU kernel of the axis sum.
 
+use super::ReduceKernel;
+use crate::backend::Cpu;
+use crate::error::Result;
+
 /// Sums `x`, viewed as `[outer, len, inner]`, over the middle axis into `out` (`[outer, inner]`).
 ///
 /// Contiguous sums (`inner == 1`, which includes summing everything) accumulate in `f64`;
@@ -24,5 +28,19 @@ pub(crate) fn sum_axis(x: &[f32], outer: usize, len: usize, inner: usize, out: &
                 *acc += v;
             }
         }
+    }
+}
+
+impl ReduceKernel for Cpu {
+    fn sum_axis(
+        &self,
+        x: &Vec<f32>,
+        outer: usize,
+        len: usize,
+        inner: usize,
+        out: &mut Vec<f32>,
+    ) -> Result<()> {
+        self::sum_axis(x, outer, len, inner, out);
+        Ok(())
     }
 }

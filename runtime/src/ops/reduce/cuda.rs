@@ -2,11 +2,14 @@
 
 use cudarc::driver::{CudaSlice, LaunchConfig};
 
-use crate::backend::cuda::{BLOCK, Cuda, cuda_error, expect_len, launch_config};
+use super::ReduceKernel;
+use crate::backend::cuda::{BLOCK, Cuda, CudaBuffer, cuda_error, expect_len, launch_config};
 use crate::error::Result;
 
 /// The kernels' source, compiled by the backend.
-pub(crate) const SOURCE: &str = include_str!("reduce.cu");
+pub(crate) fn source() -> &'static str {
+    include_str!("reduce.cu")
+}
 
 /// Sums `x`, viewed as `[outer, len, inner]`, over the middle axis into `out` (`[outer, inner]`).
 pub(crate) fn sum_axis(
@@ -47,4 +50,19 @@ pub(crate) fn sum_axis(
             .map_err(cuda_error(OP))?;
     }
     Ok(())
+}
+
+impl ReduceKernel for Cuda {
+    fn sum_axis(
+        &self,
+        x: &CudaBuffer,
+        outer: usize,
+        len: usize,
+        inner: usize,
+        out: &mut CudaBuffer,
+    ) -> Result<()> {
+        self.recorder()
+            .record([x, &*out], || format!("sum_axis {outer}x{len}x{inner}"));
+        self::sum_axis(self, x, outer, len, inner, out.slice_mut())
+    }
 }

@@ -5,10 +5,41 @@ pub(crate) mod cpu;
 pub(crate) mod cuda;
 
 use super::unary::UnaryOp;
-use crate::backend::Backend;
+use crate::backend::{Backend, Memory};
 use crate::error::{Error, Result, or_panic};
 use crate::shape::{Dims, Shape};
 use crate::tensor::Tensor;
+
+/// The kernels of reductions.
+pub trait ReduceKernel: Memory {
+    /// Sums `x`, viewed as `[outer, len, inner]`, over its middle axis into `out` (`[outer, inner]`),
+    /// overwriting whatever `out` held.
+    ///
+    /// # Errors
+    /// When the kernel fails.
+    fn sum_axis(
+        &self,
+        x: &Self::Storage,
+        outer: usize,
+        len: usize,
+        inner: usize,
+        out: &mut Self::Storage,
+    ) -> Result<()>;
+}
+
+#[cfg(not(feature = "cuda"))]
+impl ReduceKernel for crate::Cuda {
+    fn sum_axis(
+        &self,
+        _: &Self::Storage,
+        _: usize,
+        _: usize,
+        _: usize,
+        _: &mut Self::Storage,
+    ) -> Result<()> {
+        self.unreachable()
+    }
+}
 
 impl<B: Backend> Tensor<B> {
     /// The sum of all elements as a scalar tensor (shape `[]`), like `torch.sum`.

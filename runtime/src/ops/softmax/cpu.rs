@@ -1,7 +1,9 @@
 //! CPU kernels of softmax and log-softmax. Each slice is shifted by its maximum and its sum of
 //! exponentials accumulates in `f64`, as the cross-entropy kernel does.
 
-use super::{SoftmaxAxis, SoftmaxOp};
+use super::{SoftmaxAxis, SoftmaxKernel, SoftmaxOp};
+use crate::backend::Cpu;
+use crate::error::Result;
 
 /// The indices of one slice along the normalised axis: `len` of them from `start`, `stride`
 /// apart (so walking a slice allocates nothing).
@@ -88,4 +90,29 @@ pub(crate) fn softmax_backward(
             }
         }
     });
+}
+
+impl SoftmaxKernel for Cpu {
+    fn softmax(
+        &self,
+        op: SoftmaxOp,
+        x: &Vec<f32>,
+        axis: &SoftmaxAxis,
+        out: &mut Vec<f32>,
+    ) -> Result<()> {
+        self::softmax(op, x, axis, out);
+        Ok(())
+    }
+
+    fn softmax_backward(
+        &self,
+        op: SoftmaxOp,
+        y: &Vec<f32>,
+        grad: &Vec<f32>,
+        axis: &SoftmaxAxis,
+        out: &mut Vec<f32>,
+    ) -> Result<()> {
+        self::softmax_backward(op, y, grad, axis, out);
+        Ok(())
+    }
 }

@@ -2,12 +2,14 @@
 
 use cudarc::driver::CudaSlice;
 
-use super::{SoftmaxAxis, SoftmaxOp};
-use crate::backend::cuda::{Cuda, cuda_error, expect_len, launch_config};
+use super::{SoftmaxAxis, SoftmaxKernel, SoftmaxOp};
+use crate::backend::cuda::{Cuda, CudaBuffer, cuda_error, expect_len, launch_config};
 use crate::error::Result;
 
 /// The kernels' source, compiled by the backend.
-pub(crate) const SOURCE: &str = include_str!("softmax.cu");
+pub(crate) fn source() -> &'static str {
+    include_str!("softmax.cu")
+}
 
 fn code(op: SoftmaxOp) -> i32 {
     match op {
@@ -77,4 +79,31 @@ pub(crate) fn softmax_backward(
     // indices the kernel touches.
     unsafe { kernels.softmax_backward(dev.stream(), config, out, y, g, &outer, &len, &inner, &op) }
         .map_err(cuda_error(OP))
+}
+
+impl SoftmaxKernel for Cuda {
+    fn softmax(
+        &self,
+        op: SoftmaxOp,
+        x: &CudaBuffer,
+        axis: &SoftmaxAxis,
+        out: &mut CudaBuffer,
+    ) -> Result<()> {
+        self.recorder()
+            .record([x, &*out], || format!("{op:?} {axis:?}"));
+        self::softmax(self, op, x, axis, out.slice_mut())
+    }
+
+    fn softmax_backward(
+        &self,
+        op: SoftmaxOp,
+        y: &CudaBuffer,
+        grad: &CudaBuffer,
+        axis: &SoftmaxAxis,
+        out: &mut CudaBuffer,
+    ) -> Result<()> {
+        self.recorder()
+            .record([y, grad, &*out], || format!("{op:?} backward {axis:?}"));
+        self::softmax_backward(self, op, y, grad, axis, out.slice_mut())
+    }
 }

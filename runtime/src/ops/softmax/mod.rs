@@ -5,7 +5,7 @@ pub(crate) mod cpu;
 #[cfg(feature = "cuda")]
 pub(crate) mod cuda;
 
-use crate::backend::Backend;
+use crate::backend::{Backend, Memory};
 use crate::error::{Error, Result, or_panic};
 use crate::tensor::Tensor;
 
@@ -35,6 +35,59 @@ impl SoftmaxAxis {
     #[must_use]
     pub fn numel(&self) -> usize {
         self.outer * self.len * self.inner
+    }
+}
+
+/// The kernels of softmax and log-softmax.
+pub trait SoftmaxKernel: Memory {
+    /// `out = op(x)` along `axis`'s middle dimension.
+    ///
+    /// # Errors
+    /// When the kernel fails.
+    fn softmax(
+        &self,
+        op: SoftmaxOp,
+        x: &Self::Storage,
+        axis: &SoftmaxAxis,
+        out: &mut Self::Storage,
+    ) -> Result<()>;
+
+    /// `out` = the gradient through `op` along `axis`'s middle dimension, from the op's output
+    /// `y` and that output's gradient `grad`.
+    ///
+    /// # Errors
+    /// When the kernel fails.
+    fn softmax_backward(
+        &self,
+        op: SoftmaxOp,
+        y: &Self::Storage,
+        grad: &Self::Storage,
+        axis: &SoftmaxAxis,
+        out: &mut Self::Storage,
+    ) -> Result<()>;
+}
+
+#[cfg(not(feature = "cuda"))]
+impl SoftmaxKernel for crate::Cuda {
+    fn softmax(
+        &self,
+        _: SoftmaxOp,
+        _: &Self::Storage,
+        _: &SoftmaxAxis,
+        _: &mut Self::Storage,
+    ) -> Result<()> {
+        self.unreachable()
+    }
+
+    fn softmax_backward(
+        &self,
+        _: SoftmaxOp,
+        _: &Self::Storage,
+        _: &Self::Storage,
+        _: &SoftmaxAxis,
+        _: &mut Self::Storage,
+    ) -> Result<()> {
+        self.unreachable()
     }
 }
 
@@ -83,7 +136,7 @@ impl<B: Backend> Tensor<B> {
     /// `self` as `g` and the sum along `dim`.
     ///
     /// # Errors
-    /// [`Error::InPlaceShape`] when `output` does not have `self`'s shape;
+    /// [`Error::Shape`] when `output` does not have `self`'s shape;
     /// [`Error::DimOutOfRange`] when `dim` is not below the rank.
     pub fn softmax_backward(&self, output: &Self, dim: usize) -> Result<Self> {
         self.normalise_backward(SoftmaxOp::Softmax, "softmax_backward", output, dim)
@@ -212,7 +265,7 @@ mod tests {
             .unwrap_err();
         assert_eq!(
             error.to_string(),
-            "softmax_backward: cannot write a result of shape [3, 2] into a tensor of shape [2, 3]"
+            "softmax_backward: expected shape [2, 3], found [3, 2]"
         );
     }
 }

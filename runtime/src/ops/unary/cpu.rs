@@ -1,105 +1,98 @@
-//! CPU kernels of the elementwise unary ops.
+//! CPU kernels of the unary ops: one loop per kernel, compiled once per op with the op's own
+//! closure (see [`UnaryVisitor`]).
 
-use super::UnaryOp;
+use super::{UnaryKernel, UnaryOp};
+use crate::backend::Cpu;
+use crate::error::Result;
+use crate::ops::elementwise::{BinaryVisitor, UnaryVisitor};
 
-/// Expands `$body` once per op with `$f` bound to that op's scalar function, so every loop is
-/// compiled (and vectorised) for a concrete closure instead of calling through a pointer.
-macro_rules! with_unary_fn {
-    ($op:expr, |$f:ident| $body:expr) => {
-        match $op {
-            UnaryOp::Neg => {
-                let $f = |v: f32| -v;
-                $body
-            }
-            UnaryOp::AddScalar(s) => {
-                let $f = |v: f32| v + s;
-                $body
-            }
-            UnaryOp::MulScalar(s) => {
-                let $f = |v: f32| v * s;
-                $body
-            }
-            UnaryOp::ClampMin(min) => {
-                // `v < min` is false for NaN, so NaN passes through like in PyTorch.
-                let $f = |v: f32| if v < min { min } else { v };
-                $body
-            }
-            UnaryOp::Pow(p) if p == 2.0 => {
-                let $f = |v: f32| v * v;
-                $body
-            }
-            UnaryOp::Pow(p) => {
-                let $f = |v: f32| v.powf(p);
-                $body
-            }
-            UnaryOp::Exp => {
-                let $f = f32::exp;
-                $body
-            }
-            UnaryOp::Log => {
-                let $f = f32::ln;
-                $body
-            }
-            UnaryOp::Sigmoid => {
-                let $f = sigmoid;
-                $body
-            }
-            UnaryOp::Tanh => {
-                let $f = f32::tanh;
-                $body
-            }
-            UnaryOp::Gelu => {
-                let $f = gelu;
-                $body
-            }
-            UnaryOp::LtScalar(s) => {
-                let $f = |v: f32| f32::from(u8::from(v < s));
-                $body
-            }
-            UnaryOp::GtScalar(s) => {
-                let $f = |v: f32| f32::from(u8::from(v > s));
-                $body
-            }
-        }
-    };
+/// `out[i] = f(x[i])`.
+struct Map<'a> {
+    x: &'a [f32],
+    out: &'a mut [f32],
 }
 
-/// `out[i] = op(x[i])`.
-pub(crate) fn unary(op: UnaryOp, x: &[f32], out: &mut [f32]) {
-    with_unary_fn!(op, |f| {
-        for (o, &v) in out.iter_mut().zip(x) {
+impl UnaryVisitor for Map<'_> {
+    type Output = ();
+    fn visit(self, f: impl Fn(f32) -> f32 + Copy) {
+        for (o, &v) in self.out.iter_mut().zip(self.x) {
             *o = f(v);
         }
-    });
-}
-
-/// `x[i] = op(x[i])`.
-pub(crate) fn unary_assign(op: UnaryOp, x: &mut [f32]) {
-    with_unary_fn!(op, |f| {
-        for v in x.iter_mut() {
-            *v = f(*v);
-        }
-    });
-}
-
-/// The logistic function, without overflow for large `|v|`.
-fn sigmoid(v: f32) -> f32 {
-    if v >= 0.0 {
-        1.0 / (1.0 + (-v).exp())
-    } else {
-        let e = v.exp();
-        e / (1.0 + e)
     }
 }
 
-/// `x * Φ(x)`, Φ the standard normal CDF.
-pub(crate) fn gelu(v: f32) -> f32 {
-    0.5 * v * (1.0 + libm::erff(v * std::f32::consts::FRAC_1_SQRT_2))
+/// `x[i] = f(x[i])`.
+struct MapInPlace<'a>(&'a mut [f32]);
+
+impl UnaryVisitor for MapInPlace<'_> {
+    type Output = ();
+    fn visit(self, f: impl Fn(f32) -> f32 + Copy) {
+        for v in self.0.iter_mut() {
+            *v = f(*v);
+        }
+    }
 }
 
-/// The derivative of [`gelu`]: `Φ(x) + x φ(x)`.
-pub(crate) fn gelu_derivative(v: f32) -> f32 {
-    const FRAC_1_SQRT_2PI: f32 = 0.398_942_3;
-    let cdf = 0.5 * (1.0 + libm::erff(v * std::f32::consts::FRAC_1_SQRT_2));
-    cdf + v * FRAC_1_SQRT_2PI * (-0.5 * v * v).exp()
+/// `out[i] = f(grad[i], saved[i])`.
+struct Backward<'a> {
+    grad: &'a [f32],
+    saved: &'a [f32],
+    out: &'a mut [f32],
+}
+
+impl BinaryVisitor for Backward<'_> {
+    type Output = ();
+    fn visit(self, f: impl Fn(f32, f32) -> f32 + Copy) {
+        for ((o, &g), &s) in self.out.iter_mut().zip(self.grad).zip(self.saved) {
+            *o = f(g, s);
+        }
+    }
+}
+
+/// `grad[i] = f(grad[i], saved[i])`.
+struct BackwardInPlace<'a> {
+    grad: &'a mut [f32],
+    saved: &'a [f32],
+}
+
+impl BinaryVisitor for BackwardInPlace<'_> {
+    type Output = ();
+    fn visit(self, f: impl Fn(f32, f32) -> f32 + Copy) {
+        for (g, &s) in self.grad.iter_mut().zip(self.saved) {
+            *g = f(*g, s);
+        }
+    }
+}
+
+impl UnaryKernel for Cpu {
+    fn unary(&self, op: UnaryOp, x: &Vec<f32>, out: &mut Vec<f32>) -> Result<()> {
+        op.forward(Map { x, out });
+        Ok(())
+    }
+
+    fn unary_assign(&self, op: UnaryOp, x: &mut Vec<f32>) -> Result<()> {
+        op.forward(MapInPlace(x));
+        Ok(())
+    }
+
+    fn unary_backward(
+        &self,
+        op: UnaryOp,
+        grad: &Vec<f32>,
+        saved: &Vec<f32>,
+        out: &mut Vec<f32>,
+    ) -> Result<()> {
+        op.backward(Backward { grad, saved, out });
+        Ok(())
+    }
+
+    fn unary_backward_assign(
+        &self,
+        op: UnaryOp,
+        grad: &mut Vec<f32>,
+        saved: &Vec<f32>,
+    ) -> Result<()> {
+        op.backward(BackwardInPlace { grad, saved });
+        Ok(())
+    }
 }

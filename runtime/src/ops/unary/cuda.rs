@@ -1,69 +1,145 @@
-//! Launch glue of the unary kernels in `unary.cu`.
+//! Launch glue of the unary kernels in `unary.cu`, whose op `switch`es come from the table in
+//! `mod.rs`.
 
-use cudarc::driver::CudaSlice;
+use std::sync::LazyLock;
 
-use super::UnaryOp;
-use crate::backend::cuda::{Cuda, cuda_error, expect_len, launch_config};
+use super::{UnaryKernel, UnaryOp};
+use crate::backend::cuda::{Cuda, CudaBuffer, cuda_error, expect_len, launch_config};
 use crate::error::Result;
+use crate::ops::elementwise::cuda_switch;
+
+/// `unary.cu` with the table's forward and backward functions in place of its marker line.
+static SOURCE: LazyLock<String> = LazyLock::new(|| {
+    let rows = UnaryOp::cuda_rows();
+    let functions =
+        cuda_switch("unary_forward", &rows, 0) + &cuda_switch("unary_backward", &rows, 1);
+    include_str!("unary.cu").replace("// @table@\n", &functions)
+});
 
 /// The kernels' source, compiled by the backend.
-pub(crate) const SOURCE: &str = include_str!("unary.cu");
-
-/// `op` as `unary.cu`'s op code and scalar parameter.
-fn encode(op: UnaryOp) -> (i32, f32) {
-    match op {
-        UnaryOp::Neg => (0, 0.0),
-        UnaryOp::AddScalar(s) => (1, s),
-        UnaryOp::MulScalar(s) => (2, s),
-        UnaryOp::ClampMin(min) => (3, min),
-        UnaryOp::Pow(p) if p == 2.0 => (4, p),
-        UnaryOp::Pow(p) => (5, p),
-        UnaryOp::Exp => (6, 0.0),
-        UnaryOp::Log => (7, 0.0),
-        UnaryOp::Sigmoid => (8, 0.0),
-        UnaryOp::Tanh => (9, 0.0),
-        UnaryOp::Gelu => (10, 0.0),
-        UnaryOp::LtScalar(s) => (11, s),
-        UnaryOp::GtScalar(s) => (12, s),
-    }
+pub(crate) fn source() -> &'static str {
+    &SOURCE
 }
 
-/// `out[i] = op(x[i])`.
-pub(crate) fn unary(
-    dev: &Cuda,
-    op: UnaryOp,
-    x: &CudaSlice<f32>,
-    out: &mut CudaSlice<f32>,
-) -> Result<()> {
-    let n = x.len();
-    expect_len("unary", "output", out.len(), n)?;
-    if n == 0 {
-        return Ok(());
-    }
-    let (code, s) = encode(op);
-    let count = n as u64;
-    let kernels = dev.kernels()?;
-    // SAFETY: both buffers hold `n` elements, the only indices the kernel touches.
-    unsafe { kernels.unary(dev.stream(), launch_config(n), out, x, &count, &code, &s) }
+impl UnaryKernel for Cuda {
+    fn unary(&self, op: UnaryOp, x: &CudaBuffer, out: &mut CudaBuffer) -> Result<()> {
+        self.recorder()
+            .record([x, &*out], || format!("{op:?} {}", x.len()));
+        let n = x.len();
+        expect_len("unary", "output", out.len(), n)?;
+        if n == 0 {
+            return Ok(());
+        }
+        let (code, [s0, s1]) = op.encode();
+        let count = n as u64;
+        let kernels = self.kernels()?;
+        let out = out.slice_mut();
+        // SAFETY: both buffers hold `n` elements, the only indices the kernel touches.
+        unsafe {
+            kernels.unary(
+                self.stream(),
+                launch_config(n),
+                out,
+                x,
+                &count,
+                &code,
+                &s0,
+                &s1,
+            )
+        }
         .map_err(cuda_error("unary"))
-}
-
-/// `x[i] = op(x[i])`.
-pub(crate) fn unary_assign(dev: &Cuda, op: UnaryOp, x: &mut CudaSlice<f32>) -> Result<()> {
-    let n = x.len();
-    if n == 0 {
-        return Ok(());
     }
-    let (code, s) = encode(op);
-    let count = n as u64;
-    let kernels = dev.kernels()?;
-    // SAFETY: `x` holds the `n` elements the kernel touches.
-    unsafe { kernels.unary_assign(dev.stream(), launch_config(n), x, &count, &code, &s) }
-        .map_err(cuda_error("unary_assign"))
+
+    fn unary_assign(&self, op: UnaryOp, x: &mut CudaBuffer) -> Result<()> {
+        self.recorder()
+            .record([&*x], || format!("{op:?} in place {}", x.len()));
+        let n = x.len();
+        if n == 0 {
+            return Ok(());
+        }
+        let (code, [s0, s1]) = op.encode();
+        let count = n as u64;
+        let kernels = self.kernels()?;
+        let x = x.slice_mut();
+        // SAFETY: `x` holds the `n` elements the kernel touches.
+        unsafe { kernels.unary_assign(self.stream(), launch_config(n), x, &count, &code, &s0, &s1) }
+            .map_err(cuda_error("unary_assign"))
+    }
+
+    fn unary_backward(
+        &self,
+        op: UnaryOp,
+        grad: &CudaBuffer,
+        saved: &CudaBuffer,
+        out: &mut CudaBuffer,
+    ) -> Result<()> {
+        self.recorder().record([grad, saved, &*out], || {
+            format!("{op:?} backward {}", grad.len())
+        });
+        let n = grad.len();
+        expect_len("unary_backward", "saved value", saved.len(), n)?;
+        expect_len("unary_backward", "output", out.len(), n)?;
+        if n == 0 {
+            return Ok(());
+        }
+        let (code, [s0, s1]) = op.encode();
+        let count = n as u64;
+        let kernels = self.kernels()?;
+        let out = out.slice_mut();
+        // SAFETY: the three buffers hold `n` elements, the only indices the kernel touches.
+        unsafe {
+            kernels.unary_backward(
+                self.stream(),
+                launch_config(n),
+                out,
+                grad,
+                saved,
+                &count,
+                &code,
+                &s0,
+                &s1,
+            )
+        }
+        .map_err(cuda_error("unary_backward"))
+    }
+
+    fn unary_backward_assign(
+        &self,
+        op: UnaryOp,
+        grad: &mut CudaBuffer,
+        saved: &CudaBuffer,
+    ) -> Result<()> {
+        self.recorder().record([&*grad, saved], || {
+            format!("{op:?} backward in place {}", grad.len())
+        });
+        let n = grad.len();
+        expect_len("unary_backward_assign", "saved value", saved.len(), n)?;
+        if n == 0 {
+            return Ok(());
+        }
+        let (code, [s0, s1]) = op.encode();
+        let count = n as u64;
+        let kernels = self.kernels()?;
+        let grad = grad.slice_mut();
+        // SAFETY: both buffers hold `n` elements, the only indices the kernel touches.
+        unsafe {
+            kernels.unary_backward_assign(
+                self.stream(),
+                launch_config(n),
+                grad,
+                saved,
+                &count,
+                &code,
+                &s0,
+                &s1,
+            )
+        }
+        .map_err(cuda_error("unary_backward_assign"))
+    }
 }
 
 /// `x[i] = value`.
-pub(crate) fn fill(dev: &Cuda, x: &mut CudaSlice<f32>, value: f32) -> Result<()> {
+pub(crate) fn fill(dev: &Cuda, x: &mut cudarc::driver::CudaSlice<f32>, value: f32) -> Result<()> {
     let n = x.len();
     if n == 0 {
         return Ok(());

@@ -1,5 +1,5 @@
 // `.dropout()` is not a method `forward` supports.
-// The caret must point at `dropout`, and the message must list the supported methods.
+// The caret must point at `dropout`; no method is close enough to suggest.
 use declnet::prelude::*;
 
 network! {
