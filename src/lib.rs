@@ -62,7 +62,7 @@ pub mod __private {
     pub use declnet_runtime::layers::Linear;
     pub use declnet_runtime::network::{
         DeclaredDim, Dim, DimBindings, Layer, LayerShape, TapeInput, accumulate, accumulate_ref,
-        check_grad_out, grad_or_zeros, owned, same_dim,
+        check_grad_out, grad_or_zeros, owned, same_dim, summary,
     };
     pub use declnet_runtime::ops::binary::BinaryOp;
     pub use declnet_runtime::ops::elementwise::Operand;

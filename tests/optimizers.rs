@@ -48,13 +48,13 @@ impl<B: Backend> Params<B> {
 }
 
 impl<B: Backend> Module<B> for Params<B> {
-    fn visit_params(&self, f: &mut dyn FnMut(&str, &Param<B>)) {
+    fn visit_params<'a>(&'a self, f: &mut dyn FnMut(&str, &'a Param<B>)) {
         for (name, param) in &self.0 {
             f(name, param);
         }
     }
 
-    fn visit_params_mut(&mut self, f: &mut dyn FnMut(&str, &mut Param<B>)) {
+    fn visit_params_mut<'a>(&'a mut self, f: &mut dyn FnMut(&str, &'a mut Param<B>)) {
         for (name, param) in &mut self.0 {
             f(name, param);
         }

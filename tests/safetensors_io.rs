@@ -46,13 +46,13 @@ impl TwoLayerNet {
 }
 
 impl Module<Cpu> for TwoLayerNet {
-    fn visit_params(&self, f: &mut dyn FnMut(&str, &Param)) {
+    fn visit_params<'a>(&'a self, f: &mut dyn FnMut(&str, &'a Param)) {
         f("linear1.weight", &self.w1);
         f("linear1.bias", &self.b1);
         f("linear2.weight", &self.w2);
         f("linear2.bias", &self.b2);
     }
-    fn visit_params_mut(&mut self, f: &mut dyn FnMut(&str, &mut Param)) {
+    fn visit_params_mut<'a>(&'a mut self, f: &mut dyn FnMut(&str, &'a mut Param)) {
         f("linear1.weight", &mut self.w1);
         f("linear1.bias", &mut self.b1);
         f("linear2.weight", &mut self.w2);
@@ -86,12 +86,12 @@ impl Named {
 }
 
 impl Module<Cpu> for Named {
-    fn visit_params(&self, f: &mut dyn FnMut(&str, &Param)) {
+    fn visit_params<'a>(&'a self, f: &mut dyn FnMut(&str, &'a Param)) {
         for (name, param) in &self.0 {
             f(name, param);
         }
     }
-    fn visit_params_mut(&mut self, f: &mut dyn FnMut(&str, &mut Param)) {
+    fn visit_params_mut<'a>(&'a mut self, f: &mut dyn FnMut(&str, &'a mut Param)) {
         for (name, param) in &mut self.0 {
             f(name, param);
         }

@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 
 use crate::elementwise::Grad;
-use crate::ir::{BinaryOp, Network, Op, ValueId};
+use crate::ir::{BinaryOp, FieldKind, Network, Op, ValueId};
 use crate::shape::same_shape;
 
 /// Which inputs a backward pass differentiates for.
@@ -62,7 +62,7 @@ impl Plan {
                     && match net.nodes[id].op {
                         // Parameters, and those of Linear layers and nested networks, always
                         // want their gradient.
-                        Op::Param(_) | Op::Linear { .. } | Op::Nested { .. } => true,
+                        Op::Param(_) | Op::Layer { .. } => true,
                         Op::Input(_) => mode == Mode::WithInputs,
                         ref op => op.operands().iter().any(|&x| needs_grad[x]),
                     };
@@ -97,11 +97,19 @@ impl Plan {
             | Op::Transpose { .. }
             | Op::LoopParam { .. }
             | Op::LoopOutput { .. } => {}
-            // Their own state: a custom function's saved values, a nested network's tape.
-            Op::Custom { .. } | Op::Nested { .. } => {
+            // Its own state: a custom function's saved values.
+            Op::Custom { .. } => {
                 self.saved_functions.insert(id);
             }
-            Op::Linear { x, .. } => values.push(x),
+            // The layer's tape, and its input if its backward pass reads it.
+            Op::Layer { field, x } => {
+                self.saved_functions.insert(id);
+                if let FieldKind::Layer(rule) = &net.fields[field].kind
+                    && rule.reads_input()
+                {
+                    values.push(x);
+                }
+            }
             Op::Map { ref op, x, .. } => match op.entry.grad {
                 Grad::Identity | Grad::Linear => {}
                 Grad::FromInput => values.push(x),

@@ -8,6 +8,7 @@ use proc_macro2::{Span, TokenStream};
 use syn::{Attribute, Ident, Visibility};
 
 use crate::elementwise::MapOp;
+use crate::layers::LayerRule;
 
 /// A dim of a shape the macro reasons about.
 #[derive(Clone, Debug)]
@@ -80,8 +81,9 @@ pub struct Field {
 
 /// What a field holds.
 pub enum FieldKind {
-    /// `Linear<in, out>`: weight `[out, in]` and an optional bias `[out]`.
-    Linear { input: Dim, output: Dim, bias: bool },
+    /// A layer with state, a runtime `Layer` (`Linear<784, 128>`, a nested network), and the
+    /// rule that knows its shapes, type and initialisation.
+    Layer(Box<dyn LayerRule>),
     /// `Param<[dims]>`: a raw trainable tensor, N(0, 1) at init like `torch.randn`.
     Param { shape: Shape },
     /// An elementwise layer (`ReLU`, `LeakyReLU<0.2>`); no parameters, so no struct field.
@@ -90,9 +92,6 @@ pub enum FieldKind {
     /// (`-1`) and is checked against the input's rank where the layer is applied. No
     /// parameters, so no struct field.
     Softmax { dim: isize, log: bool },
-    /// Another `network!` network used as a layer (`block: ResBlock`): its widths are its
-    /// `LayerShape` constants, which rustc compares with ours.
-    Network { ty: Ident },
 }
 
 impl FieldKind {
@@ -147,8 +146,8 @@ pub enum Op {
     Input(usize),
     /// A `Param` field's value.
     Param(usize),
-    /// A `Linear` field applied to `x`.
-    Linear { field: usize, x: ValueId },
+    /// A layer field applied to `x`.
+    Layer { field: usize, x: ValueId },
     /// An elementwise op applied to `x`, by a layer (`layer`), a method or an operator.
     Map {
         op: MapOp,
@@ -182,8 +181,6 @@ pub enum Op {
     Sum { x: ValueId },
     /// `x.mean()`.
     Mean { x: ValueId },
-    /// A nested network field applied to `x`.
-    Nested { field: usize, x: ValueId },
     /// A user's `Function` applied to `x`: `MyReLU.apply(x)`.
     Custom { function: syn::Path, x: ValueId },
     /// A loop's carried variable at the start of an iteration: `init` on the first, the
@@ -202,7 +199,7 @@ impl Op {
     /// The field this op applies, if it applies one (a layer, parameter or nested network).
     pub fn field(&self) -> Option<usize> {
         match *self {
-            Op::Linear { field, .. } | Op::Param(field) | Op::Nested { field, .. } => Some(field),
+            Op::Layer { field, .. } | Op::Param(field) => Some(field),
             Op::Map { layer, .. } | Op::Softmax { layer, .. } => layer,
             _ => None,
         }
@@ -212,14 +209,13 @@ impl Op {
     pub fn operands(&self) -> Vec<ValueId> {
         match *self {
             Op::Input(_) | Op::Param(_) => vec![],
-            Op::Linear { x, .. }
+            Op::Layer { x, .. }
             | Op::Map { x, .. }
             | Op::Transpose { x }
             | Op::Softmax { x, .. }
             | Op::Sum { x }
             | Op::Mean { x }
-            | Op::Custom { x, .. }
-            | Op::Nested { x, .. } => vec![x],
+            | Op::Custom { x, .. } => vec![x],
             Op::Binary { a, b, .. } | Op::Mm { a, b, .. } => vec![a, b],
             Op::LoopParam { init, result, .. } | Op::LoopOutput { init, result, .. } => {
                 vec![init, result]

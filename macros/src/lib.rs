@@ -12,6 +12,7 @@ mod codegen;
 mod elementwise;
 mod errors;
 mod ir;
+mod layers;
 mod lower;
 mod parse;
 mod shape;

@@ -12,8 +12,7 @@ use crate::check;
 use crate::elementwise::{self, MapOp};
 use crate::errors::{Errors, did_you_mean};
 use crate::ir::{
-    BinaryOp, Dim, DimAssertion, DimKind, Extra, Field, FieldKind, Input, Loop, Network, Node, Op,
-    Shape, ValueId,
+    BinaryOp, DimAssertion, Extra, Field, FieldKind, Input, Loop, Network, Node, Op, Shape, ValueId,
 };
 use crate::parse::{Body, ForwardDecl, InputDecl, InputKind, NetworkDef, ShapeDecl};
 use crate::shape::{broadcast, unify};
@@ -272,10 +271,8 @@ impl Lowerer<'_> {
         let mut value = 0;
         for (index, field) in self.fields.iter().enumerate() {
             let description = match &field.kind {
-                FieldKind::Linear { input, output, .. }
-                    if field.state_name == index.to_string() =>
-                {
-                    format!("`Linear<{input}, {output}>` (layer {index})")
+                FieldKind::Layer(rule) if field.state_name == index.to_string() => {
+                    format!("`{}` (layer {index})", rule.describe())
                 }
                 FieldKind::Map(op) if field.state_name == index.to_string() => {
                     format!("`{}` (layer {index})", op.layer_name())
@@ -286,15 +283,11 @@ impl Lowerer<'_> {
                 _ => format!("`{}`", field.ident),
             };
             value = match &field.kind {
-                FieldKind::Linear { input, .. } => {
-                    let span = input.span;
-                    self.linear(index, value, span, &description, false)?
+                FieldKind::Layer(rule) => {
+                    let span = rule.input_span().unwrap_or_else(|| field.ident.span());
+                    self.layer(index, value, span, &description, false)?
                 }
                 FieldKind::Map(op) => self.map(op.clone(), value, Some(index), description),
-                FieldKind::Network { ty } => {
-                    let span = field.ident.span();
-                    self.nested(index, ty, value, span, &description)?
-                }
                 &FieldKind::Softmax { dim, log } => {
                     self.softmax_layer(index, value, dim, log, description)?
                 }
@@ -311,8 +304,9 @@ impl Lowerer<'_> {
         Some(value)
     }
 
-    /// `Linear` field `field` applied to `x`; `span` is where a mismatch is reported.
-    fn linear(
+    /// Layer field `field` applied to `x`. A mismatch is reported at `span`, and for a call in
+    /// `forward` (`at_call`) also where the layer declares the input it takes.
+    fn layer(
         &mut self,
         field: usize,
         x: ValueId,
@@ -320,67 +314,28 @@ impl Lowerer<'_> {
         name: &str,
         at_call: bool,
     ) -> Option<ValueId> {
-        let FieldKind::Linear { input, output, .. } = &self.fields[field].kind else {
+        let fields = self.fields;
+        let FieldKind::Layer(rule) = &fields[field].kind else {
             return None;
         };
         let x_shape = self.shape(x).clone();
-        let matches = x_shape.0.len() == 2 && unify(input, &x_shape.0[1], &mut self.assertions);
-        if !matches {
-            let batch = x_shape
-                .0
-                .first()
-                .map_or_else(|| "batch".to_owned(), ToString::to_string);
-            self.errors.at(
-                span,
-                format!(
-                    "{name} expects input `[{batch}, {input}]`, found `{x_shape}` from {}",
-                    self.origin(x)
-                ),
-            );
-            if at_call {
+        match rule.output_shape(&x_shape, span, &mut self.assertions) {
+            Ok(shape) => Some(self.push(Op::Layer { field, x }, shape, name.to_owned())),
+            Err(mismatch) => {
                 self.errors.at(
-                    input.span,
-                    format!("{name} is declared with {input} input features here"),
+                    span,
+                    format!(
+                        "{name} expects {}, found `{x_shape}` from {}",
+                        mismatch.expected,
+                        self.origin(x)
+                    ),
                 );
+                if at_call && let Some((declared, what)) = mismatch.declared {
+                    self.errors.at(declared, format!("{name} {what}"));
+                }
+                None
             }
-            return None;
         }
-        let shape = Shape(vec![x_shape.0[0].clone(), output.clone()]);
-        let origin = name.to_owned();
-        Some(self.push(Op::Linear { field, x }, shape, origin))
-    }
-
-    /// Nested network field `field` (of type `ty`) applied to `x`: the widths are the nested
-    /// type's `LayerShape` constants, so rustc checks them against ours.
-    fn nested(
-        &mut self,
-        field: usize,
-        ty: &Ident,
-        x: ValueId,
-        span: Span,
-        name: &str,
-    ) -> Option<ValueId> {
-        let x_shape = self.shape(x).clone();
-        let width = |constant| Dim {
-            kind: DimKind::Extern {
-                ty: ty.to_string(),
-                constant,
-            },
-            span,
-        };
-        if x_shape.0.len() != 2 {
-            self.errors.at(
-                span,
-                format!(
-                    "{name} expects a 2-D input `[batch, features]`, found `{x_shape}` from {}",
-                    self.origin(x)
-                ),
-            );
-            return None;
-        }
-        unify(&width("IN_FEATURES"), &x_shape.0[1], &mut self.assertions);
-        let shape = Shape(vec![x_shape.0[0].clone(), width("OUT_FEATURES")]);
-        Some(self.push(Op::Nested { field, x }, shape, name.to_owned()))
     }
 
     /// The statements of `fn forward`.
@@ -830,8 +785,8 @@ impl Lowerer<'_> {
         let arg = &call.args[0];
         let x = self.tensor(arg)?;
         match &self.fields[index].kind {
-            FieldKind::Linear { .. } => {
-                let id = self.linear(index, x, arg.span(), &format!("`{name}`"), true)?;
+            FieldKind::Layer(_) => {
+                let id = self.layer(index, x, arg.span(), &format!("`{name}`"), true)?;
                 Some(Lowered::Value(id))
             }
             FieldKind::Map(op) => Some(Lowered::Value(self.map(
@@ -840,10 +795,6 @@ impl Lowerer<'_> {
                 Some(index),
                 format!("`{name}`"),
             ))),
-            FieldKind::Network { ty } => {
-                let id = self.nested(index, ty, x, arg.span(), &format!("`{name}`"))?;
-                Some(Lowered::Value(id))
-            }
             &FieldKind::Softmax { dim, log } => {
                 let id = self.softmax_layer(index, x, dim, log, format!("`{name}`"))?;
                 Some(Lowered::Value(id))

@@ -9,10 +9,25 @@ use crate::param::Param;
 /// Parameters are visited in declaration order, which optimizers use to key their state.
 pub trait Module<B: Backend> {
     /// Calls `f` with each parameter's name and the parameter.
-    fn visit_params(&self, f: &mut dyn FnMut(&str, &Param<B>));
+    fn visit_params<'a>(&'a self, f: &mut dyn FnMut(&str, &'a Param<B>));
 
     /// Calls `f` with each parameter's name and the parameter, mutably.
-    fn visit_params_mut(&mut self, f: &mut dyn FnMut(&str, &mut Param<B>));
+    fn visit_params_mut<'a>(&'a mut self, f: &mut dyn FnMut(&str, &'a mut Param<B>));
+
+    /// The parameters with their PyTorch `state_dict` names, in declaration order, like
+    /// `named_parameters()`.
+    fn params(&self) -> Vec<(String, &Param<B>)> {
+        let mut params = Vec::new();
+        self.visit_params(&mut |name, param| params.push((name.to_owned(), param)));
+        params
+    }
+
+    /// The parameters with their `state_dict` names, mutably: for update loops.
+    fn params_mut(&mut self) -> Vec<(String, &mut Param<B>)> {
+        let mut params = Vec::new();
+        self.visit_params_mut(&mut |name, param| params.push((name.to_owned(), param)));
+        params
+    }
 
     /// Forgets every parameter's gradient, like `Module.zero_grad()` in PyTorch.
     fn zero_grad(&mut self) {
@@ -35,33 +50,44 @@ pub trait Module<B: Backend> {
 }
 
 /// Visits `module`'s parameters with `prefix.` in front of each name: how a network reports
-/// the parameters of a network it contains.
-pub fn visit_prefixed<B: Backend, M: Module<B> + ?Sized>(
-    module: &M,
+/// the parameters of a layer it contains.
+pub fn visit_prefixed<'a, B: Backend, M: Module<B> + ?Sized>(
+    module: &'a M,
     prefix: &str,
-    f: &mut dyn FnMut(&str, &Param<B>),
+    f: &mut dyn FnMut(&str, &'a Param<B>),
 ) {
-    let mut full = String::with_capacity(prefix.len() + 32);
-    module.visit_params(&mut |name, param| f(prefixed(&mut full, prefix, name), param));
+    let mut full = NameBuffer::new();
+    module.visit_params(&mut |name, param| f(full.join(prefix, name), param));
 }
 
 /// Mutable form of [`visit_prefixed`].
-pub fn visit_prefixed_mut<B: Backend, M: Module<B> + ?Sized>(
-    module: &mut M,
+pub fn visit_prefixed_mut<'a, B: Backend, M: Module<B> + ?Sized>(
+    module: &'a mut M,
     prefix: &str,
-    f: &mut dyn FnMut(&str, &mut Param<B>),
+    f: &mut dyn FnMut(&str, &'a mut Param<B>),
 ) {
-    let mut full = String::with_capacity(prefix.len() + 32);
-    module.visit_params_mut(&mut |name, param| f(prefixed(&mut full, prefix, name), param));
+    let mut full = NameBuffer::new();
+    module.visit_params_mut(&mut |name, param| f(full.join(prefix, name), param));
 }
 
-/// `prefix.name`, written into `buffer` (reused across a visit, so one allocation per visit).
-fn prefixed<'a>(buffer: &'a mut String, prefix: &str, name: &str) -> &'a str {
-    buffer.clear();
-    buffer.push_str(prefix);
-    buffer.push('.');
-    buffer.push_str(name);
-    buffer
+/// Where `prefix.name` is written during a visit: on the stack for names of up to 128 bytes,
+/// so that optimizers, which visit every step, allocate nothing.
+struct NameBuffer(smallvec::SmallVec<[u8; 128]>);
+
+impl NameBuffer {
+    fn new() -> Self {
+        Self(smallvec::SmallVec::new())
+    }
+
+    /// `prefix.name`.
+    fn join(&mut self, prefix: &str, name: &str) -> &str {
+        self.0.clear();
+        self.0.extend_from_slice(prefix.as_bytes());
+        self.0.push(b'.');
+        self.0.extend_from_slice(name.as_bytes());
+        // Valid UTF-8: the concatenation of two `str`s and an ASCII dot.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
 }
 
 #[cfg(test)]
@@ -75,11 +101,11 @@ mod tests {
     }
 
     impl Module<Cpu> for Pair {
-        fn visit_params(&self, f: &mut dyn FnMut(&str, &Param)) {
+        fn visit_params<'a>(&'a self, f: &mut dyn FnMut(&str, &'a Param)) {
             f("weight", &self.weight);
             f("bias", &self.bias);
         }
-        fn visit_params_mut(&mut self, f: &mut dyn FnMut(&str, &mut Param)) {
+        fn visit_params_mut<'a>(&'a mut self, f: &mut dyn FnMut(&str, &'a mut Param)) {
             f("weight", &mut self.weight);
             f("bias", &mut self.bias);
         }
@@ -90,10 +116,10 @@ mod tests {
     }
 
     impl Module<Cpu> for Outer {
-        fn visit_params(&self, f: &mut dyn FnMut(&str, &Param)) {
+        fn visit_params<'a>(&'a self, f: &mut dyn FnMut(&str, &'a Param)) {
             visit_prefixed(&self.fc, "fc", f);
         }
-        fn visit_params_mut(&mut self, f: &mut dyn FnMut(&str, &mut Param)) {
+        fn visit_params_mut<'a>(&'a mut self, f: &mut dyn FnMut(&str, &'a mut Param)) {
             visit_prefixed_mut(&mut self.fc, "fc", f);
         }
     }

@@ -3,31 +3,24 @@
 
 use std::borrow::Cow;
 
-use rand::Rng;
-
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::module::Module;
-use crate::param::Param;
 use crate::shape::Shape;
 use crate::tensor::Tensor;
 
-/// A network usable as a layer of another: `network!` implements it for every network with one
-/// `[batch, in]` input and a `[batch, out]` output, so it can be a field of another network
-/// and called like `block(h)`.
-pub trait Layer<B: Backend>: Module<B> + LayerShape {
-    /// What one training forward pass saves for its backward pass, owning everything.
+/// A layer with state that a network applies like `fc(x)`: [`Linear`](crate::layers::Linear),
+/// and every network `network!` generates with one `[batch, in]` input and a `[batch, out]`
+/// output, so networks nest. The generated code calls every layer through this trait alone.
+pub trait Layer<B: Backend>: Module<B> {
+    /// What one training forward pass saves for its backward pass besides the input, which
+    /// the calling network keeps when the layer needs it; owns everything.
     type Tape;
-
-    /// A new layer, initialised like PyTorch.
-    fn new_layer<R: Rng + ?Sized>(device: &B, rng: &mut R) -> Self
-    where
-        Self: Sized;
 
     /// The forward pass for inference.
     ///
     /// # Errors
-    /// When `x`'s shape is not the declared one, or the device fails.
+    /// When `x`'s shape is not one the layer takes, or the device fails.
     fn layer_forward(&self, x: &Tensor<B>) -> Result<Tensor<B>>;
 
     /// The forward pass for training: the output and the tape.
@@ -36,26 +29,22 @@ pub trait Layer<B: Backend>: Module<B> + LayerShape {
     /// As [`Layer::layer_forward`].
     fn layer_forward_train(&self, x: &Tensor<B>) -> Result<(Tensor<B>, Self::Tape)>;
 
-    /// Accumulates the parameters' gradients; returns the input gradient if `input_grad`.
+    /// Accumulates the parameters' gradients for the input `x` (the one the tape was made
+    /// from) and the output gradient; returns the input gradient if `input_grad`.
     ///
     /// # Errors
     /// When `grad_out` does not have the output's shape, or the device fails.
     fn layer_backward(
         &mut self,
+        x: &Tensor<B>,
         tape: Self::Tape,
         grad_out: &Tensor<B>,
         input_grad: bool,
     ) -> Result<Option<Tensor<B>>>;
-
-    /// The parameters with their `state_dict` names.
-    fn named_params(&self) -> Vec<(String, &Param<B>)>;
-
-    /// The parameters with their `state_dict` names, mutably.
-    fn named_params_mut(&mut self) -> Vec<(String, &mut Param<B>)>;
 }
 
-/// The feature widths of a [`Layer`], as constants the outer network's shapes are checked
-/// against at compile time.
+/// The feature widths of a generated network used as a [`Layer`], as constants the outer
+/// network's shapes are checked against at compile time.
 pub trait LayerShape {
     /// The width of the input, `[batch, IN_FEATURES]`.
     const IN_FEATURES: usize;
@@ -219,6 +208,26 @@ fn display_declared(declared: &[DeclaredDim]) -> String {
         })
         .collect();
     format!("[{}]", dims.join(", "))
+}
+
+/// One row of a network's `summary()`: name, type, output shape, parameter count.
+pub type SummaryRow = (&'static str, &'static str, &'static str, usize);
+
+/// A network's layer table, as `summary()` prints it: `header`, one line per row, and the total.
+#[must_use]
+pub fn summary(header: &str, rows: &[SummaryRow]) -> String {
+    use std::fmt::Write;
+    let mut out = String::from(header);
+    let mut line = |name: &str, kind: &str, output: &str, count: &dyn std::fmt::Display| {
+        let _ = writeln!(out, "{name:<14} {kind:<28} {output:<16} {count:>10}");
+    };
+    line("layer", "type", "output", &"params");
+    for (name, kind, output, count) in rows {
+        line(name, kind, output, count);
+    }
+    let total: usize = rows.iter().map(|row| row.3).sum();
+    line("total", "", "", &total);
+    out
 }
 
 #[cfg(test)]

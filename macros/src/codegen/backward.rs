@@ -345,15 +345,18 @@ fn gen_rule(net: &Network, plan: &Plan, id: ValueId) -> TokenStream {
     let needs = |x: ValueId| plan.needs_grad[x];
     match net.nodes[id].op {
         Op::Input(_) | Op::Param(_) | Op::LoopParam { .. } | Op::LoopOutput { .. } => quote!(),
-        Op::Nested { field, x } => {
+        Op::Layer { field, x } => {
             let field = &net.fields[field].ident;
-            let state = function_state_ident(id);
-            let input_grad = needs(x);
-            let add = contribute(net, plan, x, &quote!(dx));
-            quote! {
-                if let Some(dx) = #private::Layer::layer_backward(&mut self.#field, #state, g, #input_grad)? {
-                    #add
-                }
+            let (state, x_ref, input_grad) =
+                (function_state_ident(id), value_ref(net, x), needs(x));
+            let call = quote! {
+                #private::Layer::layer_backward(&mut self.#field, #x_ref, #state, g, #input_grad)?
+            };
+            if input_grad {
+                let add = contribute(net, plan, x, &quote!(dx));
+                quote!(if let Some(dx) = #call { #add })
+            } else {
+                quote!(#call;)
             }
         }
         Op::Custom { ref function, x } => {
@@ -361,16 +364,6 @@ fn gen_rule(net: &Network, plan: &Plan, id: ValueId) -> TokenStream {
             let call = quote_spanned!(function.span()=> #private::Function::backward(&#function, &#state, g));
             let grad = quote!(#call?);
             contribute(net, plan, x, &grad)
-        }
-        Op::Linear { field, x } => {
-            let field = &net.fields[field].ident;
-            let x_ref = value_ref(net, x);
-            if needs(x) {
-                let add = contribute(net, plan, x, &quote!(dx));
-                quote!(if let Some(dx) = self.#field.backward(#x_ref, g, true)? { #add })
-            } else {
-                quote!(self.#field.backward(#x_ref, g, false)?;)
-            }
         }
         Op::Map { ref op, x, .. } => {
             let unary = unary_op(op);

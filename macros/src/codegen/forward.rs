@@ -308,7 +308,7 @@ fn gen_step(net: &Network, id: ValueId, train: bool) -> Option<TokenStream> {
     let private = private();
     let value = match net.nodes[id].op {
         Op::Input(_) | Op::Param(_) | Op::LoopParam { .. } | Op::LoopOutput { .. } => return None,
-        Op::Nested { field, x } => {
+        Op::Layer { field, x } => {
             let x = value_ref(net, x);
             let field = &net.fields[field].ident;
             let (v, state) = (value_ident(id), function_state_ident(id));
@@ -329,11 +329,6 @@ fn gen_step(net: &Network, id: ValueId, train: bool) -> Option<TokenStream> {
             return Some(quote! {
                 let (#v, #state) = #call?;
             });
-        }
-        Op::Linear { field, x } => {
-            let field = &net.fields[field].ident;
-            let x = value_ref(net, x);
-            quote!(self.#field.forward(#x)?)
         }
         Op::Map { ref op, x, .. } => {
             let (x, op) = (value_ref(net, x), unary_op(op));

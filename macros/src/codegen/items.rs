@@ -55,8 +55,7 @@ fn gen_network_struct(net: &Network) -> TokenStream {
 fn field_type(field: &Field) -> TokenStream {
     let private = private();
     match &field.kind {
-        FieldKind::Linear { .. } => quote!(#private::Linear<B>),
-        FieldKind::Network { ty } => quote!(#ty<B>),
+        FieldKind::Layer(rule) => rule.field_type(),
         _ => quote!(#private::Param<B>),
     }
 }
@@ -64,18 +63,8 @@ fn field_type(field: &Field) -> TokenStream {
 /// A field's layer as a user would write it: `Linear<784, 128>`, `Param<[3, 4]>`, `ReLU`.
 fn describe(field: &Field) -> String {
     match &field.kind {
-        FieldKind::Linear {
-            input,
-            output,
-            bias: true,
-        } => format!("`Linear<{input}, {output}>`"),
-        FieldKind::Linear {
-            input,
-            output,
-            bias: false,
-        } => format!("`Linear<{input}, {output}, bias = false>`"),
+        FieldKind::Layer(rule) => format!("`{}`", rule.describe()),
         FieldKind::Param { shape } => format!("`Param<{shape}>`"),
-        FieldKind::Network { ty } => format!("`{ty}`"),
         FieldKind::Map(op) => format!("`{}`", op.layer_name()),
         FieldKind::Softmax { dim, log: false } => format!("`Softmax<{dim}>`"),
         FieldKind::Softmax { dim, log: true } => format!("`LogSoftmax<{dim}>`"),
@@ -217,10 +206,9 @@ fn saved_field_types(net: &Network, saved: &Saved) -> Vec<TokenStream> {
                     quote_spanned!(function.span()=> <#function as #private::Function<B>>::Saved);
                 fields.push(quote!(#ident: #ty));
             }
-            Op::Nested { field, .. } => {
-                if let FieldKind::Network { ty } = &net.fields[*field].kind {
-                    fields.push(quote!(#ident: <#ty<B> as #private::Layer<B>>::Tape));
-                }
+            Op::Layer { field, .. } => {
+                let ty = field_type(&net.fields[*field]);
+                fields.push(quote!(#ident: <#ty as #private::Layer<B>>::Tape));
             }
             _ => {}
         }
@@ -279,10 +267,6 @@ pub fn gen_layer_impl(net: &Network, outputs: &[ValueId]) -> TokenStream {
         impl<#impl_generics> #private::Layer<B> for #ty {
             type Tape = #tape<'static, B>;
 
-            fn new_layer<R: #private::Rng + ?Sized>(device: &B, rng: &mut R) -> Self {
-                Self::new(device, rng)
-            }
-
             fn layer_forward(&self, x: &#private::Tensor<B>) -> #private::Result<#private::Tensor<B>> {
                 self.forward(x)
             }
@@ -294,22 +278,19 @@ pub fn gen_layer_impl(net: &Network, outputs: &[ValueId]) -> TokenStream {
                 Ok((y, tape.into_owned()?))
             }
 
-            fn layer_backward(&mut self, tape: Self::Tape, grad_out: &#private::Tensor<B>, input_grad: bool)
-                -> #private::Result<Option<#private::Tensor<B>>>
-            {
+            /// The input is in the tape already.
+            fn layer_backward(
+                &mut self,
+                _x: &#private::Tensor<B>,
+                tape: Self::Tape,
+                grad_out: &#private::Tensor<B>,
+                input_grad: bool,
+            ) -> #private::Result<Option<#private::Tensor<B>>> {
                 if input_grad {
                     self.backward(tape, grad_out).map(Some)
                 } else {
                     self.backward_params(tape, grad_out).map(|()| None)
                 }
-            }
-
-            fn named_params(&self) -> Vec<(String, &#private::Param<B>)> {
-                self.params()
-            }
-
-            fn named_params_mut(&mut self) -> Vec<(String, &mut #private::Param<B>)> {
-                self.params_mut()
             }
         }
     }
@@ -347,16 +328,13 @@ pub fn gen_new(net: &Network) -> TokenStream {
     let inits = net.fields.iter().filter(|f| f.kind.has_state()).map(|field| {
         let ident = &field.ident;
         match &field.kind {
-            FieldKind::Linear { input, output, bias } => {
-                let (input, output) = (dim_expr(input), dim_expr(output));
-                quote!(#ident: #private::Linear::new(#input, #output, #bias, device, rng))
+            FieldKind::Layer(rule) => {
+                let init = rule.init();
+                quote!(#ident: #init)
             }
             FieldKind::Param { shape } => {
                 let dims = shape.0.iter().map(dim_expr);
                 quote!(#ident: #private::Param::new(#private::Tensor::randn([#(#dims),*], device, rng)))
-            }
-            FieldKind::Network { ty } => {
-                quote!(#ident: <#ty<B> as #private::Layer<B>>::new_layer(device, rng))
             }
             FieldKind::Map(_) | FieldKind::Softmax { .. } => {
                 unreachable!("filtered: activations have no state")
@@ -385,25 +363,10 @@ pub fn gen_new(net: &Network) -> TokenStream {
 /// The number of scalars in a field, as a `usize` expression.
 fn param_count(field: &Field) -> TokenStream {
     match &field.kind {
-        FieldKind::Linear {
-            input,
-            output,
-            bias,
-        } => {
-            let (input, output) = (dim_expr(input), dim_expr(output));
-            if *bias {
-                quote!((#input * #output + #output))
-            } else {
-                quote!((#input * #output))
-            }
-        }
+        FieldKind::Layer(rule) => rule.num_params(),
         FieldKind::Param { shape } => {
             let dims = shape.0.iter().map(dim_expr);
             quote!((1 #(* #dims)*))
-        }
-        FieldKind::Network { ty } => {
-            let private = private();
-            quote!(<#ty<#private::Cpu>>::NUM_PARAMS)
         }
         FieldKind::Map(_) | FieldKind::Softmax { .. } => quote!(0),
     }
@@ -411,6 +374,7 @@ fn param_count(field: &Field) -> TokenStream {
 
 /// `NUM_PARAMS` and `summary()`: the layer table, known when the crate compiles.
 pub fn gen_summary(net: &Network) -> TokenStream {
+    let private = private();
     let counts: Vec<TokenStream> = net.fields.iter().map(param_count).collect();
     let rows = net.fields.iter().enumerate().map(|(index, field)| {
         let output = net
@@ -421,7 +385,7 @@ pub fn gen_summary(net: &Network) -> TokenStream {
         let name = &field.state_name;
         let kind = describe(field).replace('`', "");
         let count = &counts[index];
-        quote!(out.push_str(&format!("{:<14} {:<28} {:<16} {:>10}\n", #name, #kind, #output, #count));)
+        quote!((#name, #kind, #output, #count))
     });
     let name = net.name.to_string();
     let input_shapes: Vec<String> = net
@@ -443,77 +407,20 @@ pub fn gen_summary(net: &Network) -> TokenStream {
 
         /// A table of the layers: name, type, output shape and parameter count.
         pub fn summary() -> String {
-            let mut out = String::from(#header);
-            out.push_str(&format!("{:<14} {:<28} {:<16} {:>10}\n", "layer", "type", "output", "params"));
-            #(#rows)*
-            out.push_str(&format!("{:<14} {:<28} {:<16} {:>10}\n", "total", "", "", Self::NUM_PARAMS));
-            out
+            #private::summary(#header, &[#(#rows),*])
         }
     }
 }
 
-/// `params()`, `params_mut()` (the parameters with their `state_dict` names, for loops like
-/// PyTorch's `for p in model.parameters()`) and `load(device, path)`.
-pub fn gen_params(net: &Network) -> TokenStream {
+/// `load(device, path)`: a new network with a safetensors file's weights.
+pub fn gen_load(net: &Network) -> TokenStream {
     let private = private();
-    let pushes = |mutable: bool| {
-        let mut out = Vec::new();
-        for field in net.fields.iter().filter(|f| f.kind.has_state()) {
-            let ident = &field.ident;
-            let prefix = &field.state_name;
-            let (reference, as_ref) = if mutable {
-                (quote!(&mut), quote!(as_mut))
-            } else {
-                (quote!(&), quote!(as_ref))
-            };
-            out.push(match field.kind {
-                FieldKind::Linear { .. } => {
-                    let (weight, bias) = (format!("{prefix}.weight"), format!("{prefix}.bias"));
-                    quote! {
-                        params.push((#weight.to_owned(), #reference self.#ident.weight));
-                        if let Some(bias) = self.#ident.bias.#as_ref() {
-                            params.push((#bias.to_owned(), bias));
-                        }
-                    }
-                }
-                FieldKind::Network { .. } => {
-                    let named = if mutable {
-                        quote!(named_params_mut)
-                    } else {
-                        quote!(named_params)
-                    };
-                    quote! {
-                        for (name, param) in #private::Layer::#named(#reference self.#ident) {
-                            params.push((format!("{}.{}", #prefix, name), param));
-                        }
-                    }
-                }
-                _ => quote!(params.push((#prefix.to_owned(), #reference self.#ident));),
-            });
-        }
-        out
-    };
-    let (push, push_mut) = (pushes(false), pushes(true));
     let name = &net.name;
     let load_doc = format!(
         "A `{name}` on `device` with the weights of a safetensors file in PyTorch's `state_dict` \
          layout (see `ModuleIo::load` for the checks)."
     );
     quote! {
-        /// The parameters with their PyTorch `state_dict` names, in declaration order.
-        pub fn params(&self) -> Vec<(String, &#private::Param<B>)> {
-            let mut params = Vec::new();
-            #(#push)*
-            params
-        }
-
-        /// The parameters with their `state_dict` names, mutably: for update loops.
-        pub fn params_mut(&mut self) -> Vec<(String, &mut #private::Param<B>)> {
-            let mut params = Vec::new();
-            #(#push_mut)*
-            params
-        }
-
         #[doc = #load_doc]
         ///
         /// # Errors
@@ -540,26 +447,10 @@ pub fn gen_module_impl(net: &Network) -> TokenStream {
                 let ident = &field.ident;
                 let name = &field.state_name;
                 match (&field.kind, mutable) {
-                    // A Linear layer's names are known now: no string is built per visit
-                    // (optimizers visit every step).
-                    (FieldKind::Linear { .. }, _) => {
-                        let (weight, bias) = (format!("{name}.weight"), format!("{name}.bias"));
-                        let (reference, as_ref) = if mutable {
-                            (quote!(&mut), quote!(as_mut))
-                        } else {
-                            (quote!(&), quote!(as_ref))
-                        };
-                        quote! {
-                            f(#weight, #reference self.#ident.weight);
-                            if let Some(bias) = self.#ident.bias.#as_ref() {
-                                f(#bias, bias);
-                            }
-                        }
-                    }
-                    (FieldKind::Network { .. }, false) => {
+                    (FieldKind::Layer(_), false) => {
                         quote!(#private::visit_prefixed(&self.#ident, #name, f);)
                     }
-                    (FieldKind::Network { .. }, true) => {
+                    (FieldKind::Layer(_), true) => {
                         quote!(#private::visit_prefixed_mut(&mut self.#ident, #name, f);)
                     }
                     (_, false) => quote!(f(#name, &self.#ident);),
@@ -572,10 +463,10 @@ pub fn gen_module_impl(net: &Network) -> TokenStream {
         #[automatically_derived]
         #[allow(unused_variables)]
         impl<#impl_generics> #private::Module<B> for #ty {
-            fn visit_params(&self, f: &mut dyn FnMut(&str, &#private::Param<B>)) {
+            fn visit_params<'p>(&'p self, f: &mut dyn FnMut(&str, &'p #private::Param<B>)) {
                 #(#visit)*
             }
-            fn visit_params_mut(&mut self, f: &mut dyn FnMut(&str, &mut #private::Param<B>)) {
+            fn visit_params_mut<'p>(&'p mut self, f: &mut dyn FnMut(&str, &'p mut #private::Param<B>)) {
                 #(#visit_mut)*
             }
         }

@@ -23,7 +23,7 @@ pub fn expand(net: &Network, outputs: &[ValueId]) -> TokenStream {
     let backward = backward::gen_backward(net, outputs, &full, Mode::WithInputs);
     let backward_params = backward::gen_backward(net, outputs, &params_only, Mode::ParamsOnly);
     let extras = items::gen_summary(net);
-    let params = items::gen_params(net);
+    let load = items::gen_load(net);
     let module = items::gen_module_impl(net);
     let layer = items::gen_layer_impl(net, outputs);
     let (impl_generics, ty) = generics(net);
@@ -38,7 +38,7 @@ pub fn expand(net: &Network, outputs: &[ValueId]) -> TokenStream {
             #backward
             #backward_params
             #extras
-            #params
+            #load
         }
 
         #module
@@ -89,10 +89,10 @@ pub fn expand_fallback(net: &Network) -> TokenStream {
         }
 
         impl<#impl_generics> #private::Module<B> for #ty {
-            fn visit_params(&self, f: &mut dyn FnMut(&str, &#private::Param<B>)) {
+            fn visit_params<'p>(&'p self, f: &mut dyn FnMut(&str, &'p #private::Param<B>)) {
                 unreachable!()
             }
-            fn visit_params_mut(&mut self, f: &mut dyn FnMut(&str, &mut #private::Param<B>)) {
+            fn visit_params_mut<'p>(&'p mut self, f: &mut dyn FnMut(&str, &'p mut #private::Param<B>)) {
                 unreachable!()
             }
         }
@@ -100,7 +100,7 @@ pub fn expand_fallback(net: &Network) -> TokenStream {
 }
 
 /// The path generated code reaches the runtime by.
-fn private() -> TokenStream {
+pub fn private() -> TokenStream {
     quote!(::declnet::__private)
 }
 
@@ -158,7 +158,7 @@ fn grad_out_ident(index: usize) -> Ident {
 }
 
 /// A dim as a Rust `usize` expression.
-fn dim_expr(dim: &Dim) -> TokenStream {
+pub fn dim_expr(dim: &Dim) -> TokenStream {
     match &dim.kind {
         DimKind::Lit(value) => {
             let lit = Literal::usize_unsuffixed(*value);

@@ -15,6 +15,8 @@ pub struct TwoLayerNetTape<'a, B: ::declnet::__private::Backend> {
     x: ::declnet::__private::TapeInput<'a, B>,
     v1: ::declnet::__private::Tensor<B>,
     v2: ::declnet::__private::Tensor<B>,
+    f1: <::declnet::__private::Linear<B> as ::declnet::__private::Layer<B>>::Tape,
+    f3: <::declnet::__private::Linear<B> as ::declnet::__private::Layer<B>>::Tape,
     output_shapes: [::declnet::__private::Shape; 1usize],
     _inputs: ::core::marker::PhantomData<&'a B>,
 }
@@ -27,12 +29,14 @@ impl<'a, B: ::declnet::__private::Backend> TwoLayerNetTape<'a, B> {
     pub fn into_owned(
         self,
     ) -> ::declnet::__private::Result<TwoLayerNetTape<'static, B>> {
-        let Self { x, v1, v2, output_shapes, .. } = self;
+        let Self { x, v1, v2, f1, f3, output_shapes, .. } = self;
         let x = ::declnet::__private::owned(x)?;
         Ok(TwoLayerNetTape {
             x,
             v1,
             v2,
+            f1,
+            f3,
             output_shapes,
             _inputs: ::core::marker::PhantomData,
         })
@@ -67,9 +71,9 @@ impl<B: ::declnet::__private::Backend> TwoLayerNet<B> {
             ],
             x.shape(),
         )?;
-        let v1 = self.linear1.forward(x)?;
+        let v1 = ::declnet::__private::Layer::layer_forward(&self.linear1, x)?;
         let v2 = (&v1).try_map(::declnet::__private::UnaryOp::ClampMin(0f32))?;
-        let v3 = self.linear2.forward((&v2))?;
+        let v3 = ::declnet::__private::Layer::layer_forward(&self.linear2, (&v2))?;
         Ok(v3)
     }
     ///Runs `TwoLayerNet` for training: the output, and the tape [`TwoLayerNet::backward`] consumes (saved activations; the inputs are borrowed, not copied).
@@ -92,9 +96,15 @@ impl<B: ::declnet::__private::Backend> TwoLayerNet<B> {
             ],
             x.shape(),
         )?;
-        let v1 = self.linear1.forward(x)?;
+        let (v1, f1) = ::declnet::__private::Layer::layer_forward_train(
+            &self.linear1,
+            x,
+        )?;
         let v2 = (&v1).try_map(::declnet::__private::UnaryOp::ClampMin(0f32))?;
-        let v3 = self.linear2.forward((&v2))?;
+        let (v3, f3) = ::declnet::__private::Layer::layer_forward_train(
+            &self.linear2,
+            (&v2),
+        )?;
         let output_shapes = [(&v3).shape().clone()];
         let output = v3;
         let x = ::std::borrow::Cow::Borrowed(x);
@@ -104,6 +114,8 @@ impl<B: ::declnet::__private::Backend> TwoLayerNet<B> {
                 x,
                 v1,
                 v2,
+                f1,
+                f3,
                 output_shapes,
                 _inputs: ::core::marker::PhantomData,
             },
@@ -124,14 +136,20 @@ impl<B: ::declnet::__private::Backend> TwoLayerNet<B> {
             &tape.output_shapes[0usize],
             grad_out0,
         )?;
-        let TwoLayerNetTape { x, v1, v2, .. } = tape;
+        let TwoLayerNetTape { x, v1, v2, f1, f3, .. } = tape;
         let x: &::declnet::__private::Tensor<B> = &x;
         let mut g0: Option<::declnet::__private::Tensor<B>> = None;
         let mut g1: Option<::declnet::__private::Tensor<B>> = None;
         let mut g2: Option<::declnet::__private::Tensor<B>> = None;
         {
             let g = grad_out0;
-            if let Some(dx) = self.linear2.backward((&v2), g, true)? {
+            if let Some(dx) = ::declnet::__private::Layer::layer_backward(
+                &mut self.linear2,
+                (&v2),
+                f3,
+                g,
+                true,
+            )? {
                 ::declnet::__private::accumulate(&mut g2, dx)?;
             }
         }
@@ -140,7 +158,13 @@ impl<B: ::declnet::__private::Backend> TwoLayerNet<B> {
             ::declnet::__private::accumulate(&mut g1, g)?;
         }
         if let Some(g) = g1.as_ref() {
-            if let Some(dx) = self.linear1.backward(x, g, true)? {
+            if let Some(dx) = ::declnet::__private::Layer::layer_backward(
+                &mut self.linear1,
+                x,
+                f1,
+                g,
+                true,
+            )? {
                 ::declnet::__private::accumulate(&mut g0, dx)?;
             }
         }
@@ -161,13 +185,19 @@ impl<B: ::declnet::__private::Backend> TwoLayerNet<B> {
             &tape.output_shapes[0usize],
             grad_out0,
         )?;
-        let TwoLayerNetTape { x, v1, v2, .. } = tape;
+        let TwoLayerNetTape { x, v1, v2, f1, f3, .. } = tape;
         let x: &::declnet::__private::Tensor<B> = &x;
         let mut g1: Option<::declnet::__private::Tensor<B>> = None;
         let mut g2: Option<::declnet::__private::Tensor<B>> = None;
         {
             let g = grad_out0;
-            if let Some(dx) = self.linear2.backward((&v2), g, true)? {
+            if let Some(dx) = ::declnet::__private::Layer::layer_backward(
+                &mut self.linear2,
+                (&v2),
+                f3,
+                g,
+                true,
+            )? {
                 ::declnet::__private::accumulate(&mut g2, dx)?;
             }
         }
@@ -176,7 +206,13 @@ impl<B: ::declnet::__private::Backend> TwoLayerNet<B> {
             ::declnet::__private::accumulate(&mut g1, g)?;
         }
         if let Some(g) = g1.as_ref() {
-            self.linear1.backward(x, g, false)?;
+            ::declnet::__private::Layer::layer_backward(
+                &mut self.linear1,
+                x,
+                f1,
+                g,
+                false,
+            )?;
         }
         Ok(())
     }
@@ -184,54 +220,13 @@ impl<B: ::declnet::__private::Backend> TwoLayerNet<B> {
     pub const NUM_PARAMS: usize = (1000 * 100 + 100) + (100 * 10 + 10);
     /// A table of the layers: name, type, output shape and parameter count.
     pub fn summary() -> String {
-        let mut out = String::from("TwoLayerNet(x: [N, 1000])\n");
-        out.push_str(
-            &format!(
-                "{:<14} {:<28} {:<16} {:>10}\n", "layer", "type", "output", "params"
-            ),
-        );
-        out.push_str(
-            &format!(
-                "{:<14} {:<28} {:<16} {:>10}\n", "linear1", "Linear<1000, 100>",
-                "[N, 100]", (1000 * 100 + 100)
-            ),
-        );
-        out.push_str(
-            &format!(
-                "{:<14} {:<28} {:<16} {:>10}\n", "linear2", "Linear<100, 10>", "[N, 10]",
-                (100 * 10 + 10)
-            ),
-        );
-        out.push_str(
-            &format!("{:<14} {:<28} {:<16} {:>10}\n", "total", "", "", Self::NUM_PARAMS),
-        );
-        out
-    }
-    /// The parameters with their PyTorch `state_dict` names, in declaration order.
-    pub fn params(&self) -> Vec<(String, &::declnet::__private::Param<B>)> {
-        let mut params = Vec::new();
-        params.push(("linear1.weight".to_owned(), &self.linear1.weight));
-        if let Some(bias) = self.linear1.bias.as_ref() {
-            params.push(("linear1.bias".to_owned(), bias));
-        }
-        params.push(("linear2.weight".to_owned(), &self.linear2.weight));
-        if let Some(bias) = self.linear2.bias.as_ref() {
-            params.push(("linear2.bias".to_owned(), bias));
-        }
-        params
-    }
-    /// The parameters with their `state_dict` names, mutably: for update loops.
-    pub fn params_mut(&mut self) -> Vec<(String, &mut ::declnet::__private::Param<B>)> {
-        let mut params = Vec::new();
-        params.push(("linear1.weight".to_owned(), &mut self.linear1.weight));
-        if let Some(bias) = self.linear1.bias.as_mut() {
-            params.push(("linear1.bias".to_owned(), bias));
-        }
-        params.push(("linear2.weight".to_owned(), &mut self.linear2.weight));
-        if let Some(bias) = self.linear2.bias.as_mut() {
-            params.push(("linear2.bias".to_owned(), bias));
-        }
-        params
+        ::declnet::__private::summary(
+            "TwoLayerNet(x: [N, 1000])\n",
+            &[
+                ("linear1", "Linear<1000, 100>", "[N, 100]", (1000 * 100 + 100)),
+                ("linear2", "Linear<100, 10>", "[N, 10]", (100 * 10 + 10)),
+            ],
+        )
     }
     ///A `TwoLayerNet` on `device` with the weights of a safetensors file in PyTorch's `state_dict` layout (see `ModuleIo::load` for the checks).
     ///
@@ -251,28 +246,19 @@ impl<B: ::declnet::__private::Backend> TwoLayerNet<B> {
 #[allow(unused_variables)]
 impl<B: ::declnet::__private::Backend> ::declnet::__private::Module<B>
 for TwoLayerNet<B> {
-    fn visit_params(&self, f: &mut dyn FnMut(&str, &::declnet::__private::Param<B>)) {
-        f("linear1.weight", &self.linear1.weight);
-        if let Some(bias) = self.linear1.bias.as_ref() {
-            f("linear1.bias", bias);
-        }
-        f("linear2.weight", &self.linear2.weight);
-        if let Some(bias) = self.linear2.bias.as_ref() {
-            f("linear2.bias", bias);
-        }
-    }
-    fn visit_params_mut(
-        &mut self,
-        f: &mut dyn FnMut(&str, &mut ::declnet::__private::Param<B>),
+    fn visit_params<'p>(
+        &'p self,
+        f: &mut dyn FnMut(&str, &'p ::declnet::__private::Param<B>),
     ) {
-        f("linear1.weight", &mut self.linear1.weight);
-        if let Some(bias) = self.linear1.bias.as_mut() {
-            f("linear1.bias", bias);
-        }
-        f("linear2.weight", &mut self.linear2.weight);
-        if let Some(bias) = self.linear2.bias.as_mut() {
-            f("linear2.bias", bias);
-        }
+        ::declnet::__private::visit_prefixed(&self.linear1, "linear1", f);
+        ::declnet::__private::visit_prefixed(&self.linear2, "linear2", f);
+    }
+    fn visit_params_mut<'p>(
+        &'p mut self,
+        f: &mut dyn FnMut(&str, &'p mut ::declnet::__private::Param<B>),
+    ) {
+        ::declnet::__private::visit_prefixed_mut(&mut self.linear1, "linear1", f);
+        ::declnet::__private::visit_prefixed_mut(&mut self.linear2, "linear2", f);
     }
 }
 #[automatically_derived]
@@ -285,12 +271,6 @@ for TwoLayerNet<B> {
 impl<B: ::declnet::__private::Backend> ::declnet::__private::Layer<B>
 for TwoLayerNet<B> {
     type Tape = TwoLayerNetTape<'static, B>;
-    fn new_layer<R: ::declnet::__private::Rng + ?Sized>(
-        device: &B,
-        rng: &mut R,
-    ) -> Self {
-        Self::new(device, rng)
-    }
     fn layer_forward(
         &self,
         x: &::declnet::__private::Tensor<B>,
@@ -304,8 +284,10 @@ for TwoLayerNet<B> {
         let (y, tape) = self.forward_train(x)?;
         Ok((y, tape.into_owned()?))
     }
+    /// The input is in the tape already.
     fn layer_backward(
         &mut self,
+        _x: &::declnet::__private::Tensor<B>,
         tape: Self::Tape,
         grad_out: &::declnet::__private::Tensor<B>,
         input_grad: bool,
@@ -315,13 +297,5 @@ for TwoLayerNet<B> {
         } else {
             self.backward_params(tape, grad_out).map(|()| None)
         }
-    }
-    fn named_params(&self) -> Vec<(String, &::declnet::__private::Param<B>)> {
-        self.params()
-    }
-    fn named_params_mut(
-        &mut self,
-    ) -> Vec<(String, &mut ::declnet::__private::Param<B>)> {
-        self.params_mut()
     }
 }

@@ -186,11 +186,11 @@ pub struct PartialLoad {
 /// struct Affine { weight: Param, bias: Param }
 ///
 /// impl Module<Cpu> for Affine {
-///     fn visit_params(&self, f: &mut dyn FnMut(&str, &Param)) {
+///     fn visit_params<'a>(&'a self, f: &mut dyn FnMut(&str, &'a Param)) {
 ///         f("weight", &self.weight);
 ///         f("bias", &self.bias);
 ///     }
-///     fn visit_params_mut(&mut self, f: &mut dyn FnMut(&str, &mut Param)) {
+///     fn visit_params_mut<'a>(&'a mut self, f: &mut dyn FnMut(&str, &'a mut Param)) {
 ///         f("weight", &mut self.weight);
 ///         f("bias", &mut self.bias);
 ///     }

@@ -13,8 +13,8 @@
 //!
 //! struct One(Param);
 //! impl Module<Cpu> for One {
-//!     fn visit_params(&self, f: &mut dyn FnMut(&str, &Param)) { f("w", &self.0) }
-//!     fn visit_params_mut(&mut self, f: &mut dyn FnMut(&str, &mut Param)) { f("w", &mut self.0) }
+//!     fn visit_params<'a>(&'a self, f: &mut dyn FnMut(&str, &'a Param)) { f("w", &self.0) }
+//!     fn visit_params_mut<'a>(&'a mut self, f: &mut dyn FnMut(&str, &'a mut Param)) { f("w", &mut self.0) }
 //! }
 //!
 //! let mut model = One(Param::new(Tensor::from_vec(vec![1.0], [1], &Cpu)));

@@ -1,0 +1,105 @@
+//! One rule file per layer kind: what its declaration may say, the shape it maps an input to
+//! (and what a mismatch says), its field's type, initialisation and parameter count. Reading a
+//! field's type dispatches here; lowering and codegen ask the rule and name no layer kind.
+//!
+//! A layer with state is a field holding a runtime `Layer` ([`LayerRule`]); a stateless layer
+//! (`ReLU`, `Softmax<1>`) lowers to the op that computes it, so the tape keeps one tensor and
+//! its gradient is updated in place.
+
+mod elementwise;
+mod linear;
+mod network;
+mod param;
+mod softmax;
+
+use proc_macro2::{Span, TokenStream};
+use syn::Ident;
+
+use crate::elementwise as table;
+use crate::errors::{Errors, did_you_mean};
+use crate::ir::{DimAssertion, FieldKind, Shape};
+use crate::parse::LayerType;
+
+/// What `network!` knows of a layer with state.
+pub trait LayerRule {
+    /// The layer as the user wrote it: `Linear<784, 128>`.
+    fn describe(&self) -> String;
+
+    /// The field's Rust type, a runtime `Layer<B>`.
+    fn field_type(&self) -> TokenStream;
+
+    /// The field's initial value, PyTorch's initialisation (`device` and `rng` are in scope).
+    fn init(&self) -> TokenStream;
+
+    /// The number of trainable scalars, as a `usize` expression.
+    fn num_params(&self) -> TokenStream;
+
+    /// The output shape for an input of shape `x` applied at `at` (dims only rustc can
+    /// compare are added to `assertions`, with errors at `at`), or what the layer expects
+    /// instead.
+    fn output_shape(
+        &self,
+        x: &Shape,
+        at: Span,
+        assertions: &mut Vec<DimAssertion>,
+    ) -> Result<Shape, Mismatch>;
+
+    /// Where a mismatch is reported in a sequential network: the declaration's own input dim,
+    /// if it has one.
+    fn input_span(&self) -> Option<Span> {
+        None
+    }
+
+    /// Whether the backward pass reads the layer's input, so the network's tape keeps it.
+    fn reads_input(&self) -> bool;
+}
+
+/// Why a layer cannot take an input: what it expects (`` input `[N, 784]` ``), and where
+/// its declaration says so, for a second error there.
+pub struct Mismatch {
+    pub expected: String,
+    pub declared: Option<(Span, String)>,
+}
+
+/// The layer types `network!` knows, for "unknown layer" messages.
+const KNOWN_LAYERS: &str = "`Linear<in, out>`, `Param<[dims]>`, `Softmax<dim>`, \
+    `LogSoftmax<dim>`, an elementwise layer like `ReLU` or `LeakyReLU<0.2>`, or another \
+    network's type";
+
+/// The names of the layer types, for "did you mean" suggestions.
+fn layer_names() -> impl Iterator<Item = &'static str> {
+    ["Linear", "Param", "Softmax", "LogSoftmax"]
+        .into_iter()
+        .chain(table::TABLE.iter().filter_map(|entry| entry.layer))
+}
+
+/// Interprets a field's layer type, or records why it cannot.
+pub fn check_layer_type(
+    ty: &LayerType,
+    const_generics: &[Ident],
+    errors: &mut Errors,
+) -> Option<FieldKind> {
+    let name = ty.name.to_string();
+    match name.as_str() {
+        "Linear" => return linear::check(ty, const_generics, errors),
+        "Softmax" | "LogSoftmax" => return softmax::check(ty, errors),
+        "Param" => return param::check(ty, const_generics, errors),
+        _ => {}
+    }
+    if let Some(entry) = table::layer(&name) {
+        return elementwise::check(ty, entry, errors);
+    }
+    // Another network's type, written without arguments: `block: ResBlock`. rustc checks
+    // that it exists and is a network (implements `Layer`); so only a known layer's name in
+    // other letter case (`Relu`) is taken for a typo.
+    let miscased = layer_names().find(|known| known.eq_ignore_ascii_case(&name));
+    if ty.args.is_empty() && name.starts_with(char::is_uppercase) && miscased.is_none() {
+        return Some(network::check(ty));
+    }
+    let message = match miscased.or_else(|| did_you_mean(&name, layer_names())) {
+        Some(close) => format!("unknown layer `{name}`; did you mean `{close}`?"),
+        None => format!("unknown layer `{name}`; expected {KNOWN_LAYERS}"),
+    };
+    errors.at(ty.name.span(), message);
+    None
+}
