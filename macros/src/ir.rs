@@ -268,8 +268,8 @@ pub struct Network {
     pub fields: Vec<Field>,
     pub inputs: Vec<Input>,
     pub extras: Vec<Extra>,
-    /// How many outputs `forward` declares.
-    pub output_count: usize,
+    /// The output shapes `forward` declares.
+    pub declared_outputs: Vec<Shape>,
     pub nodes: Vec<Node>,
     pub loops: Vec<Loop>,
     pub assertions: Vec<DimAssertion>,

@@ -42,13 +42,18 @@ fn expand(input: TokenStream) -> TokenStream {
     };
     let mut errors = errors::Errors::default();
     let (network, output) = lower::lower(def, &mut errors);
-    match (errors.into_combined(), output) {
-        (None, Some(outputs)) => codegen::expand(&network, &outputs),
-        (Some(error), _) => {
-            let mut tokens = error.to_compile_error();
-            tokens.extend(codegen::expand_fallback(&network));
-            tokens
-        }
-        (None, None) => codegen::expand_fallback(&network),
-    }
+    let error = match (errors.into_combined(), output) {
+        (None, Some(outputs)) => return codegen::expand(&network, &outputs),
+        (Some(error), _) => error,
+        // Lowering yields no output only after reporting why; if it ever does not, say so
+        // rather than emit a network whose methods panic.
+        (None, None) => syn::Error::new(
+            network.name.span(),
+            "internal error in `network!`: the forward pass could not be built, yet no error \
+             was reported; please report this with the declaration",
+        ),
+    };
+    let mut tokens = error.to_compile_error();
+    tokens.extend(codegen::expand_fallback(&network));
+    tokens
 }

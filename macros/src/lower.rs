@@ -171,7 +171,7 @@ pub fn lower(def: NetworkDef, errors: &mut Errors) -> (Network, Option<Vec<Value
         fields,
         inputs,
         extras,
-        output_count: output.len(),
+        declared_outputs: declared,
         nodes,
         loops,
         assertions,
@@ -333,7 +333,8 @@ impl Lowerer<'_> {
                 if at_call && let Some((declared, what)) = mismatch.declared {
                     self.errors.at(declared, format!("{name} {what}"));
                 }
-                None
+                let shape = rule.recovered_shape(&x_shape)?;
+                Some(self.push(Op::Layer { field, x }, shape, name.to_owned()))
             }
         }
     }
@@ -950,7 +951,22 @@ impl Lowerer<'_> {
             return x;
         }
         let shape = self.shape(x).clone();
+        let origin = match layer {
+            Some(_) => origin,
+            None => format!("{origin} of {}", self.producer(x)),
+        };
         self.push(Op::Map { op, x, layer }, shape, origin)
+    }
+
+    /// Where `id` comes from, past the methods and operators applied to it: the layer, input
+    /// or parameter a message should name (`fc` for `fc(x).relu() * 2.0`).
+    fn producer(&self, mut id: ValueId) -> &str {
+        while let Op::Map { x, layer: None, .. } | Op::Softmax { x, layer: None, .. } =
+            self.nodes[id].op
+        {
+            id = x;
+        }
+        self.origin(id)
     }
 
     fn method(&mut self, call: &syn::ExprMethodCall) -> Option<Lowered> {
@@ -1025,6 +1041,7 @@ impl Lowerer<'_> {
                     log,
                     layer: None,
                 };
+                let origin = format!("{origin} of {}", self.producer(x));
                 Some(Lowered::Value(self.push(op, shape, origin)))
             }
             "sum" | "mean" => {

@@ -104,6 +104,37 @@ fn broadcast_and_mm_errors_name_both_shapes() {
 }
 
 #[test]
+fn independent_mistakes_are_reported_together() {
+    let sequential = expand(quote! {
+        struct Net(x: [N, 784]) -> [N, 5] {
+            Linear<784, 100>, ReLU, Linear<50, 10>, Linear<20, 5>
+        }
+    });
+    assert_eq!(
+        messages(&sequential),
+        [
+            "`Linear<50, 10>` (layer 2) expects input `[N, 50]`, found `[N, 100]` from `ReLU` (layer 1)",
+            "`Linear<20, 5>` (layer 3) expects input `[N, 20]`, found `[N, 10]` from `Linear<50, 10>` (layer 2)",
+        ]
+    );
+    let module = expand(quote! {
+        struct Net { a: Linear<784, 100>, b: Linear<50, 10>, c: Linear<20, 5> }
+        fn forward(x: [N, 784]) -> [N, 7] { c(b(a(x)).relu()) }
+    });
+    let messages = messages(&module);
+    assert_eq!(messages.len(), 5, "{messages:#?}");
+    assert!(messages[0].starts_with("`b` expects input `[N, 50]`"));
+    assert!(
+        messages[2]
+            .starts_with("`c` expects input `[N, 20]`, found `[N, 10]` from `.relu()` of `b`")
+    );
+    assert!(
+        messages[4]
+            .starts_with("the network declares output `[N, 7]`, but forward produces `[N, 5]`")
+    );
+}
+
+#[test]
 fn rejected_field_is_reported_once() {
     let output = expand(quote! {
         struct Net { conv: Conv2d<3, 3>, w: Param<784>, fc: Linear<K, 10> }

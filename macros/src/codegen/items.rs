@@ -92,7 +92,7 @@ pub fn gen_structs(net: &Network, plan: &Plan) -> TokenStream {
         .collect();
     fields.extend(saved_field_types(net, &Saved::of(net, plan, None)));
     let bindings = tape_bindings(net, plan);
-    let count = net.output_count;
+    let count = net.declared_outputs.len();
     let inputs: Vec<&syn::Ident> = net.inputs.iter().map(|input| &input.ident).collect();
     let mut records = Vec::new();
     for looped in 0..net.loops.len() {
@@ -232,19 +232,20 @@ pub fn tape_bindings(net: &Network, plan: &Plan) -> Vec<TokenStream> {
         .collect()
 }
 
-/// `Layer` and `LayerShape` for a network with one `[batch, in]` input and a `[batch, out]`
-/// output (and no other arguments), so that other networks can use it as a layer.
-pub fn gen_layer_impl(net: &Network, outputs: &[ValueId]) -> TokenStream {
+/// `Layer` and `LayerShape` for a network that declares one `[batch, in]` input and a
+/// `[batch, out]` output (and no other arguments), so that other networks can use it as a
+/// layer.
+pub fn gen_layer_impl(net: &Network) -> TokenStream {
     let private = private();
-    let (Some(input), [], 1, &[output]) = (
+    let (Some(input), [], 1, [output]) = (
         net.inputs.first(),
         net.extras.as_slice(),
         net.inputs.len(),
-        outputs,
+        net.declared_outputs.as_slice(),
     ) else {
         return quote!();
     };
-    let out = &net.nodes[output].shape.0;
+    let out = &output.0;
     let dims = &input.shape.0;
     let batch_matches = dims.len() == 2
         && out.len() == 2
@@ -296,7 +297,8 @@ pub fn gen_layer_impl(net: &Network, outputs: &[ValueId]) -> TokenStream {
     }
 }
 
-/// The structs of a network with errors: the network as declared, and an empty tape.
+/// The structs of a network with errors: the network as declared, and a tape that is never
+/// made.
 pub fn gen_fallback_structs(net: &Network) -> TokenStream {
     let private = private();
     let vis = &net.vis;
@@ -307,6 +309,16 @@ pub fn gen_fallback_structs(net: &Network) -> TokenStream {
 
         /// Not available: `network!` reported errors for this network.
         #vis struct #tape<'a, B: #private::Backend>(::core::marker::PhantomData<&'a B>);
+
+        impl<'a, B: #private::Backend> #tape<'a, B> {
+            /// Not available: `network!` reported errors for this network.
+            ///
+            /// # Errors
+            /// Never returns.
+            pub fn into_owned(self) -> #private::Result<#tape<'static, B>> {
+                unreachable!()
+            }
+        }
     }
 }
 

@@ -22,10 +22,10 @@ pub fn expand(net: &Network, outputs: &[ValueId]) -> TokenStream {
     let forward = forward::gen_forward(net, outputs, &full);
     let backward = backward::gen_backward(net, outputs, &full, Mode::WithInputs);
     let backward_params = backward::gen_backward(net, outputs, &params_only, Mode::ParamsOnly);
-    let extras = items::gen_summary(net);
+    let summary = items::gen_summary(net);
     let load = items::gen_load(net);
     let module = items::gen_module_impl(net);
-    let layer = items::gen_layer_impl(net, outputs);
+    let layer = items::gen_layer_impl(net);
     let (impl_generics, ty) = generics(net);
     quote! {
         #structs
@@ -37,7 +37,7 @@ pub fn expand(net: &Network, outputs: &[ValueId]) -> TokenStream {
             #forward
             #backward
             #backward_params
-            #extras
+            #summary
             #load
         }
 
@@ -46,8 +46,8 @@ pub fn expand(net: &Network, outputs: &[ValueId]) -> TokenStream {
     }
 }
 
-/// The struct and stub impls for a network with errors, so that code using it reports only
-/// the real errors.
+/// The struct and every item [`expand`] would generate, with bodies that are never reached,
+/// for a network with errors: code using the network then reports only the real errors.
 pub fn expand_fallback(net: &Network) -> TokenStream {
     let structs = items::gen_fallback_structs(net);
     let (impl_generics, ty) = generics(net);
@@ -60,6 +60,8 @@ pub fn expand_fallback(net: &Network) -> TokenStream {
     let outputs = outputs_type(net);
     let grad_outs = grad_outs_type(net);
     let private = private();
+    let module = items::gen_module_impl(net);
+    let layer = items::gen_layer_impl(net);
     quote! {
         #structs
 
@@ -86,16 +88,20 @@ pub fn expand_fallback(net: &Network) -> TokenStream {
             pub fn backward_params(&mut self, tape: #tape<'_, B>, grad_out: #grad_outs) -> #private::Result<()> {
                 unreachable!()
             }
+            /// Not available: `network!` reported errors for this network.
+            pub const NUM_PARAMS: usize = 0;
+            /// Not available: `network!` reported errors for this network.
+            pub fn summary() -> String {
+                unreachable!()
+            }
+            /// Not available: `network!` reported errors for this network.
+            pub fn load(device: &B, path: impl AsRef<::std::path::Path>) -> #private::Result<Self> {
+                unreachable!()
+            }
         }
 
-        impl<#impl_generics> #private::Module<B> for #ty {
-            fn visit_params<'p>(&'p self, f: &mut dyn FnMut(&str, &'p #private::Param<B>)) {
-                unreachable!()
-            }
-            fn visit_params_mut<'p>(&'p mut self, f: &mut dyn FnMut(&str, &'p mut #private::Param<B>)) {
-                unreachable!()
-            }
-        }
+        #module
+        #layer
     }
 }
 
@@ -133,10 +139,10 @@ fn input_grads_type(net: &Network) -> TokenStream {
 /// The type `forward` returns: one tensor, or a tuple of them.
 fn outputs_type(net: &Network) -> TokenStream {
     let private = private();
-    if net.output_count == 1 {
+    if net.declared_outputs.len() == 1 {
         quote!(#private::Tensor<B>)
     } else {
-        let each = (0..net.output_count).map(|_| quote!(#private::Tensor<B>));
+        let each = (0..net.declared_outputs.len()).map(|_| quote!(#private::Tensor<B>));
         quote!((#(#each),*))
     }
 }
@@ -144,10 +150,10 @@ fn outputs_type(net: &Network) -> TokenStream {
 /// The type of `backward`'s `grad_out`: one tensor's gradient, or a tuple of them.
 fn grad_outs_type(net: &Network) -> TokenStream {
     let private = private();
-    if net.output_count == 1 {
+    if net.declared_outputs.len() == 1 {
         quote!(&#private::Tensor<B>)
     } else {
-        let each = (0..net.output_count).map(|_| quote!(&#private::Tensor<B>));
+        let each = (0..net.declared_outputs.len()).map(|_| quote!(&#private::Tensor<B>));
         quote!((#(#each),*))
     }
 }

@@ -134,6 +134,10 @@ impl LayerRule for Linear {
         true
     }
 
+    fn recovered_shape(&self, x: &Shape) -> Option<Shape> {
+        Some(Shape(vec![x.0.first()?.clone(), self.output.clone()]))
+    }
+
     fn input_span(&self) -> Option<Span> {
         Some(self.input.span)
     }

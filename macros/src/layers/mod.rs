@@ -52,6 +52,13 @@ pub trait LayerRule {
 
     /// Whether the backward pass reads the layer's input, so the network's tape keeps it.
     fn reads_input(&self) -> bool;
+
+    /// The output shape the layer would have had, after a mismatched input was reported: the
+    /// layers after it are then still checked, so independent mistakes are reported together.
+    fn recovered_shape(&self, x: &Shape) -> Option<Shape> {
+        let _ = x;
+        None
+    }
 }
 
 /// Why a layer cannot take an input: what it expects (`` input `[N, 784]` ``), and where
