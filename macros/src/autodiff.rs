@@ -4,24 +4,18 @@
 use std::collections::BTreeSet;
 
 use crate::elementwise::Grad;
-use crate::ir::{BinaryOp, FieldKind, Network, Op, ValueId};
+use crate::ir::{BinaryOp, FieldKind, Network, Node, Op, ValueId};
 use crate::shape::same_shape;
 
-/// Which inputs a backward pass differentiates for.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// Parameters only (`backward_params`): the input gradients are not computed.
-    ParamsOnly,
-    /// Parameters and inputs (`backward`).
-    WithInputs,
-}
-
-/// The backward schedule of one mode.
+/// The backward schedule.
 pub struct Plan {
     /// Nodes the output depends on.
     pub live: Vec<bool>,
-    /// Nodes whose gradient this mode computes.
+    /// Nodes whose gradient `backward` computes: those on a path from an input or parameter.
     pub needs_grad: Vec<bool>,
+    /// Nodes whose gradient `backward_params` computes too: those on a path from a parameter.
+    /// The others' gradients only the input gradients need.
+    pub param_grad: Vec<bool>,
     /// Values the backward pass reads (computed nodes are moved into the tape, inputs borrowed,
     /// parameters read from `self`).
     pub saved_values: BTreeSet<ValueId>,
@@ -32,47 +26,61 @@ pub struct Plan {
     pub saved_functions: BTreeSet<ValueId>,
 }
 
-impl Plan {
-    pub fn new(net: &Network, outputs: &[ValueId], mode: Mode) -> Self {
-        let n = net.nodes.len();
-        // Loops make the graph cyclic (a loop parameter reads the body's result), so both
-        // analyses run to a fixed point; each pass only turns flags on, so few passes suffice.
-        let mut live = vec![false; n];
-        for &output in outputs {
-            live[output] = true;
-        }
-        let mut changed = true;
-        while changed {
-            changed = false;
-            for id in (0..n).rev() {
-                if live[id] {
-                    for operand in net.nodes[id].op.operands() {
-                        changed |= !live[operand];
-                        live[operand] = true;
-                    }
+/// The nodes `outputs` depend on. Loops make the graph cyclic (a loop parameter reads the
+/// body's result), so this runs to a fixed point; each pass only turns flags on.
+pub fn live(nodes: &[Node], outputs: &[ValueId]) -> Vec<bool> {
+    let mut live = vec![false; nodes.len()];
+    for &output in outputs {
+        live[output] = true;
+    }
+    let mut changed = true;
+    while changed {
+        changed = false;
+        for id in (0..nodes.len()).rev() {
+            if live[id] {
+                for operand in nodes[id].op.operands() {
+                    changed |= !live[operand];
+                    live[operand] = true;
                 }
             }
         }
-        let mut needs_grad = vec![false; n];
-        changed = true;
-        while changed {
-            changed = false;
-            for id in 0..n {
-                let needs = live[id]
-                    && match net.nodes[id].op {
-                        // Parameters, and those of Linear layers and nested networks, always
-                        // want their gradient.
-                        Op::Param(_) | Op::Layer { .. } => true,
-                        Op::Input(_) => mode == Mode::WithInputs,
-                        ref op => op.operands().iter().any(|&x| needs_grad[x]),
-                    };
-                changed |= needs != needs_grad[id];
-                needs_grad[id] = needs;
-            }
+    }
+    live
+}
+
+/// Which live nodes a gradient flows to: those that depend on a parameter (or on an input,
+/// when `inputs`). Loops make the graph cyclic, so this runs to a fixed point.
+fn flow(net: &Network, live: &[bool], inputs: bool) -> Vec<bool> {
+    let n = net.nodes.len();
+    let mut flows = vec![false; n];
+    let mut changed = true;
+    while changed {
+        changed = false;
+        for id in 0..n {
+            let reaches = live[id]
+                && match net.nodes[id].op {
+                    // Parameters, and those of layers, always want their gradient.
+                    Op::Param(_) | Op::Layer { .. } => true,
+                    Op::Input(_) => inputs,
+                    ref op => op.operands().iter().any(|&x| flows[x]),
+                };
+            changed |= reaches != flows[id];
+            flows[id] = reaches;
         }
+    }
+    flows
+}
+
+impl Plan {
+    pub fn new(net: &Network, outputs: &[ValueId]) -> Self {
+        let n = net.nodes.len();
+        let live = live(&net.nodes, outputs);
+        let needs_grad = flow(net, &live, true);
+        let param_grad = flow(net, &live, false);
         let mut plan = Self {
             live,
             needs_grad,
+            param_grad,
             saved_values: BTreeSet::new(),
             saved_shapes: BTreeSet::new(),
             saved_functions: BTreeSet::new(),

@@ -8,6 +8,7 @@ use quote::ToTokens;
 use syn::spanned::Spanned;
 use syn::{Expr, Ident, Lit, Pat, Stmt, UnOp};
 
+use crate::autodiff;
 use crate::check;
 use crate::elementwise::{self, MapOp};
 use crate::errors::{Errors, did_you_mean};
@@ -1295,22 +1296,7 @@ impl Lowerer<'_> {
     /// that `forward` ignores, or uses only in values the output does not depend on, would never
     /// get a gradient and silently stay at its initial value.
     fn check_fields_used(&mut self, outputs: &[ValueId]) {
-        let mut live = vec![false; self.nodes.len()];
-        for &output in outputs {
-            live[output] = true;
-        }
-        let mut changed = true;
-        while changed {
-            changed = false;
-            for id in (0..self.nodes.len()).rev() {
-                if live[id] {
-                    for operand in self.nodes[id].op.operands() {
-                        changed |= !live[operand];
-                        live[operand] = true;
-                    }
-                }
-            }
-        }
+        let live = autodiff::live(&self.nodes, outputs);
         for (index, field) in self.fields.iter().enumerate() {
             let uses: Vec<ValueId> = (0..self.nodes.len())
                 .filter(|&id| self.nodes[id].op.field() == Some(index))

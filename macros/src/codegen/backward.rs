@@ -11,19 +11,17 @@ use super::{
     binary_op, function_state_ident, grad_ident, grad_out_ident, grad_outs_type, input_grads_type,
     loop_ident, private, record_ident, shape_ident, tape_ident, unary_op, value_ident, value_ref,
 };
-use crate::autodiff::{Mode, Plan};
+use crate::autodiff::Plan;
 use crate::elementwise::Grad;
 use crate::ir::{BinaryOp, Network, Op, ValueId};
 use crate::shape::same_shape;
 
-pub fn gen_backward(net: &Network, outputs: &[ValueId], plan: &Plan, mode: Mode) -> TokenStream {
+/// `backward`, `backward_params`, and the one body both call (`backward_pass`), in which the
+/// work only the input gradients need runs when its `input_grads` flag is set.
+pub fn gen_backward(net: &Network, outputs: &[ValueId], plan: &Plan) -> TokenStream {
     let private = private();
     let name = &net.name;
     let tape = tape_ident(net);
-    let label = match mode {
-        Mode::WithInputs => format!("{name}::backward"),
-        Mode::ParamsOnly => format!("{name}::backward_params"),
-    };
     let saved = tape_bindings(net, plan);
     let input_names: Vec<&syn::Ident> = net.inputs.iter().map(|input| &input.ident).collect();
     // With one output, its gradient is `grad_out0` itself; with several, each output's
@@ -41,10 +39,7 @@ pub fn gen_backward(net: &Network, outputs: &[ValueId], plan: &Plan, mode: Mode)
             .enumerate()
             .map(|(index, &id)| {
                 let grad = grad_out_ident(index);
-                if !plan.needs_grad[id] {
-                    return quote!();
-                }
-                match net.nodes[id].op {
+                let add = match net.nodes[id].op {
                     Op::Param(field) => {
                         let field = &net.fields[field].ident;
                         quote!(self.#field.try_accumulate_grad(#grad)?;)
@@ -53,7 +48,8 @@ pub fn gen_backward(net: &Network, outputs: &[ValueId], plan: &Plan, mode: Mode)
                         let adjoint = grad_ident(id);
                         quote!(#private::accumulate_ref(&mut #adjoint, #grad)?;)
                     }
-                }
+                };
+                gate(plan, id, add)
             })
             .collect()
     };
@@ -64,62 +60,77 @@ pub fn gen_backward(net: &Network, outputs: &[ValueId], plan: &Plan, mode: Mode)
     } else {
         quote!(let (#(#grad_names),*) = grad_out;)
     };
+    let (backward_label, params_label) = (
+        format!("{name}::backward"),
+        format!("{name}::backward_params"),
+    );
     let checks = grad_names.iter().enumerate().map(|(index, grad)| {
-        quote!(#private::check_grad_out(#label, &tape.output_shapes[#index], #grad)?;)
+        quote!(#private::check_grad_out(label, &tape.output_shapes[#index], #grad)?;)
     });
     let grad_outs = grad_outs_type(net);
-    let (returns, result) = match mode {
-        Mode::ParamsOnly => (quote!(()), quote!(())),
-        Mode::WithInputs => {
-            let grads: Vec<TokenStream> = net
-                .inputs
+    let grads: Vec<TokenStream> = net
+        .inputs
+        .iter()
+        .enumerate()
+        .map(|(index, input)| {
+            let ident = &input.ident;
+            let node = net
+                .nodes
                 .iter()
-                .enumerate()
-                .map(|(index, input)| {
-                    let ident = &input.ident;
-                    let node = net.nodes.iter().position(|node| matches!(node.op, Op::Input(i) if i == index));
-                    match node.filter(|&id| plan.needs_grad[id]) {
-                        Some(id) if Some(id) == direct => quote!(grad_out0.try_clone()?),
-                        Some(id) => {
-                            let grad = grad_ident(id);
-                            quote!(#private::grad_or_zeros(#grad, #ident)?)
-                        }
-                        None => quote!(#private::Tensor::try_zeros(#ident.shape().clone(), #ident.device())?),
-                    }
-                })
-                .collect();
-            let result = if grads.len() == 1 {
-                quote!(#(#grads)*)
-            } else {
-                quote!((#(#grads),*))
-            };
-            (input_grads_type(net), result)
-        }
+                .position(|node| matches!(node.op, Op::Input(i) if i == index));
+            match node.filter(|&id| plan.needs_grad[id]) {
+                Some(id) if Some(id) == direct => quote!(grad_out0.try_clone()?),
+                Some(id) => {
+                    let grad = grad_ident(id);
+                    quote!(#private::grad_or_zeros(#grad, #ident)?)
+                }
+                None => {
+                    quote!(#private::Tensor::try_zeros(#ident.shape().clone(), #ident.device())?)
+                }
+            }
+        })
+        .collect();
+    let result = if grads.len() == 1 {
+        quote!(#(#grads)*)
+    } else {
+        quote!((#(#grads),*))
     };
-    let (method, doc) = match mode {
-        Mode::WithInputs => (
-            quote!(backward),
-            format!(
-                "Backpropagates `grad_out` (the gradient of the loss with respect to the output of \
-                 [`{name}::forward_train`]): adds every parameter's gradient into its `grad` (so \
-                 shared and repeated uses accumulate) and returns the gradient with respect to the \
-                 input(s)."
-            ),
-        ),
-        Mode::ParamsOnly => (
-            quote!(backward_params),
-            format!(
-                "Like [`{name}::backward`], but skips the work only the input gradient needs: what \
-                 a training step calls."
-            ),
-        ),
-    };
+    let grads_type = input_grads_type(net);
+    let backward_doc = format!(
+        "Backpropagates `grad_out` (the gradient of the loss with respect to the output of \
+         [`{name}::forward_train`]): adds every parameter's gradient into its `grad` (so \
+         shared and repeated uses accumulate) and returns the gradient with respect to the \
+         input(s)."
+    );
+    let params_doc = format!(
+        "Like [`{name}::backward`], but skips the work only the input gradient needs: what \
+         a training step calls."
+    );
     quote! {
-        #[doc = #doc]
+        #[doc = #backward_doc]
         ///
         /// # Errors
         /// When `grad_out` does not have the output's shape, or the device fails.
-        pub fn #method(&mut self, tape: #tape<'_, B>, grad_out: #grad_outs) -> #private::Result<#returns> {
+        pub fn backward(&mut self, tape: #tape<'_, B>, grad_out: #grad_outs) -> #private::Result<#grads_type> {
+            match self.backward_pass(tape, grad_out, true)? {
+                Some(grads) => Ok(grads),
+                None => unreachable!("`backward_pass` returns the input gradients it is asked for"),
+            }
+        }
+
+        #[doc = #params_doc]
+        ///
+        /// # Errors
+        /// When `grad_out` does not have the output's shape, or the device fails.
+        pub fn backward_params(&mut self, tape: #tape<'_, B>, grad_out: #grad_outs) -> #private::Result<()> {
+            self.backward_pass(tape, grad_out, false).map(drop)
+        }
+
+        /// The reverse pass of `backward` (`input_grads`) and `backward_params`.
+        fn backward_pass(&mut self, tape: #tape<'_, B>, grad_out: #grad_outs, input_grads: bool)
+            -> #private::Result<Option<#grads_type>>
+        {
+            let label = if input_grads { #backward_label } else { #params_label };
             #unpack
             #(#checks)*
             let #tape { #(#saved,)* .. } = tape;
@@ -127,8 +138,33 @@ pub fn gen_backward(net: &Network, outputs: &[ValueId], plan: &Plan, mode: Mode)
             #(#adjoints)*
             #(#seeds)*
             #(#steps)*
-            Ok(#result)
+            if input_grads { Ok(Some(#result)) } else { Ok(None) }
         }
+    }
+}
+
+/// `code`, which gives value `target` a gradient: as it is when `backward_params` needs that
+/// gradient too, run only under `input_grads` when only the input gradients do, nothing when
+/// neither does.
+fn gate(plan: &Plan, target: ValueId, code: TokenStream) -> TokenStream {
+    if !plan.needs_grad[target] {
+        quote!()
+    } else if plan.param_grad[target] {
+        code
+    } else {
+        quote!(if input_grads { #code })
+    }
+}
+
+/// Whether value `target` gets a gradient, as a `bool` expression: `true`, `false`, or the
+/// `input_grads` flag when only the input gradients need it.
+fn wants_grad(plan: &Plan, target: ValueId) -> TokenStream {
+    if plan.param_grad[target] {
+        quote!(true)
+    } else if plan.needs_grad[target] {
+        quote!(input_grads)
+    } else {
+        quote!(false)
     }
 }
 
@@ -259,11 +295,8 @@ fn gen_loop_backward(
 
 /// Adds the owned gradient `grad` into value `target`'s adjoint, or into the parameter.
 fn contribute(net: &Network, plan: &Plan, target: ValueId, grad: &TokenStream) -> TokenStream {
-    if !plan.needs_grad[target] {
-        return quote!();
-    }
     let private = private();
-    match net.nodes[target].op {
+    let add = match net.nodes[target].op {
         Op::Param(field) => {
             let field = &net.fields[field].ident;
             quote!(self.#field.try_accumulate_grad(&#grad)?;)
@@ -272,16 +305,14 @@ fn contribute(net: &Network, plan: &Plan, target: ValueId, grad: &TokenStream) -
             let ident = grad_ident(target);
             quote!(#private::accumulate(&mut #ident, #grad)?;)
         }
-    }
+    };
+    gate(plan, target, add)
 }
 
 /// Adds the borrowed gradient `g` into value `target`'s adjoint, or into the parameter.
 fn contribute_ref(net: &Network, plan: &Plan, target: ValueId) -> TokenStream {
-    if !plan.needs_grad[target] {
-        return quote!();
-    }
     let private = private();
-    match net.nodes[target].op {
+    let add = match net.nodes[target].op {
         Op::Param(field) => {
             let field = &net.fields[field].ident;
             quote!(self.#field.try_accumulate_grad(g)?;)
@@ -290,7 +321,8 @@ fn contribute_ref(net: &Network, plan: &Plan, target: ValueId) -> TokenStream {
             let ident = grad_ident(target);
             quote!(#private::accumulate_ref(&mut #ident, g)?;)
         }
-    }
+    };
+    gate(plan, target, add)
 }
 
 /// `grad` summed back to `operand`'s shape when node `id` broadcast it.
@@ -347,12 +379,15 @@ fn gen_rule(net: &Network, plan: &Plan, id: ValueId) -> TokenStream {
         Op::Input(_) | Op::Param(_) | Op::LoopParam { .. } | Op::LoopOutput { .. } => quote!(),
         Op::Layer { field, x } => {
             let field = &net.fields[field].ident;
-            let (state, x_ref, input_grad) =
-                (function_state_ident(id), value_ref(net, x), needs(x));
+            let (state, x_ref, input_grad) = (
+                function_state_ident(id),
+                value_ref(net, x),
+                wants_grad(plan, x),
+            );
             let call = quote! {
                 #private::Layer::layer_backward(&mut self.#field, #x_ref, #state, g, #input_grad)?
             };
-            if input_grad {
+            if needs(x) {
                 let add = contribute(net, plan, x, &quote!(dx));
                 quote!(if let Some(dx) = #call { #add })
             } else {

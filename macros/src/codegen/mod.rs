@@ -9,19 +9,17 @@ use proc_macro2::{Literal, Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned};
 use syn::Ident;
 
-use crate::autodiff::{Mode, Plan};
+use crate::autodiff::Plan;
 use crate::elementwise::MapOp;
 use crate::ir::{BinaryOp, Dim, DimKind, Network, Op, ValueId};
 
 /// Everything `network!` expands to for a network that passed every check.
 pub fn expand(net: &Network, outputs: &[ValueId]) -> TokenStream {
-    let full = Plan::new(net, outputs, Mode::WithInputs);
-    let params_only = Plan::new(net, outputs, Mode::ParamsOnly);
-    let structs = items::gen_structs(net, &full);
+    let plan = Plan::new(net, outputs);
+    let structs = items::gen_structs(net, &plan);
     let constructor = items::gen_new(net);
-    let forward = forward::gen_forward(net, outputs, &full);
-    let backward = backward::gen_backward(net, outputs, &full, Mode::WithInputs);
-    let backward_params = backward::gen_backward(net, outputs, &params_only, Mode::ParamsOnly);
+    let forward = forward::gen_forward(net, outputs, &plan);
+    let backward = backward::gen_backward(net, outputs, &plan);
     let summary = items::gen_summary(net);
     let load = items::gen_load(net);
     let module = items::gen_module_impl(net);
@@ -36,7 +34,6 @@ pub fn expand(net: &Network, outputs: &[ValueId]) -> TokenStream {
             #constructor
             #forward
             #backward
-            #backward_params
             #summary
             #load
         }

@@ -130,9 +130,41 @@ impl<B: ::declnet::__private::Backend> TwoLayerNet<B> {
         tape: TwoLayerNetTape<'_, B>,
         grad_out: &::declnet::__private::Tensor<B>,
     ) -> ::declnet::__private::Result<::declnet::__private::Tensor<B>> {
+        match self.backward_pass(tape, grad_out, true)? {
+            Some(grads) => Ok(grads),
+            None => {
+                unreachable!(
+                    "`backward_pass` returns the input gradients it is asked for"
+                )
+            }
+        }
+    }
+    ///Like [`TwoLayerNet::backward`], but skips the work only the input gradient needs: what a training step calls.
+    ///
+    /// # Errors
+    /// When `grad_out` does not have the output's shape, or the device fails.
+    pub fn backward_params(
+        &mut self,
+        tape: TwoLayerNetTape<'_, B>,
+        grad_out: &::declnet::__private::Tensor<B>,
+    ) -> ::declnet::__private::Result<()> {
+        self.backward_pass(tape, grad_out, false).map(drop)
+    }
+    /// The reverse pass of `backward` (`input_grads`) and `backward_params`.
+    fn backward_pass(
+        &mut self,
+        tape: TwoLayerNetTape<'_, B>,
+        grad_out: &::declnet::__private::Tensor<B>,
+        input_grads: bool,
+    ) -> ::declnet::__private::Result<Option<::declnet::__private::Tensor<B>>> {
+        let label = if input_grads {
+            "TwoLayerNet::backward"
+        } else {
+            "TwoLayerNet::backward_params"
+        };
         let grad_out0 = grad_out;
         ::declnet::__private::check_grad_out(
-            "TwoLayerNet::backward",
+            label,
             &tape.output_shapes[0usize],
             grad_out0,
         )?;
@@ -163,58 +195,18 @@ impl<B: ::declnet::__private::Backend> TwoLayerNet<B> {
                 x,
                 f1,
                 g,
-                true,
+                input_grads,
             )? {
-                ::declnet::__private::accumulate(&mut g0, dx)?;
+                if input_grads {
+                    ::declnet::__private::accumulate(&mut g0, dx)?;
+                }
             }
         }
-        Ok(::declnet::__private::grad_or_zeros(g0, x)?)
-    }
-    ///Like [`TwoLayerNet::backward`], but skips the work only the input gradient needs: what a training step calls.
-    ///
-    /// # Errors
-    /// When `grad_out` does not have the output's shape, or the device fails.
-    pub fn backward_params(
-        &mut self,
-        tape: TwoLayerNetTape<'_, B>,
-        grad_out: &::declnet::__private::Tensor<B>,
-    ) -> ::declnet::__private::Result<()> {
-        let grad_out0 = grad_out;
-        ::declnet::__private::check_grad_out(
-            "TwoLayerNet::backward_params",
-            &tape.output_shapes[0usize],
-            grad_out0,
-        )?;
-        let TwoLayerNetTape { x, v1, v2, f1, f3, .. } = tape;
-        let x: &::declnet::__private::Tensor<B> = &x;
-        let mut g1: Option<::declnet::__private::Tensor<B>> = None;
-        let mut g2: Option<::declnet::__private::Tensor<B>> = None;
-        {
-            let g = grad_out0;
-            if let Some(dx) = ::declnet::__private::Layer::layer_backward(
-                &mut self.linear2,
-                (&v2),
-                f3,
-                g,
-                true,
-            )? {
-                ::declnet::__private::accumulate(&mut g2, dx)?;
-            }
+        if input_grads {
+            Ok(Some(::declnet::__private::grad_or_zeros(g0, x)?))
+        } else {
+            Ok(None)
         }
-        if let Some(mut g) = g2.take() {
-            g.try_map_backward_(::declnet::__private::UnaryOp::ClampMin(0f32), (&v1))?;
-            ::declnet::__private::accumulate(&mut g1, g)?;
-        }
-        if let Some(g) = g1.as_ref() {
-            ::declnet::__private::Layer::layer_backward(
-                &mut self.linear1,
-                x,
-                f1,
-                g,
-                false,
-            )?;
-        }
-        Ok(())
     }
     /// The number of trainable scalars, known at compile time.
     pub const NUM_PARAMS: usize = (1000 * 100 + 100) + (100 * 10 + 10);
