@@ -11,7 +11,8 @@ use super::{
     record_ident, shape_ident, tape_ident, unary_op, value_ident, value_ref,
 };
 use crate::autodiff::Plan;
-use crate::ir::{DimKind, Network, Op, ValueId};
+use crate::ir::{BinaryOp, DimKind, Network, Op, ValueId};
+use crate::shape::same_shape;
 
 pub fn gen_forward(net: &Network, outputs: &[ValueId], plan: &Plan) -> TokenStream {
     let private = private();
@@ -99,7 +100,7 @@ fn gen_steps(net: &Network, plan: &Plan, outputs: &[ValueId], train: bool) -> Ve
                     steps.push(gen_loop(net, plan, outputs, looped, train));
                 }
             }
-            _ => steps.extend(gen_step(net, id, train)),
+            _ => steps.extend(gen_step(net, plan, outputs, id, train)),
         }
     }
     steps
@@ -176,7 +177,7 @@ fn gen_loop(
     let body: Vec<TokenStream> = (0..net.nodes.len())
         .filter(|&id| plan.live[id] && net.nodes[id].region == Some(looped))
         .filter(|&id| !matches!(net.nodes[id].op, Op::LoopParam { .. }))
-        .filter_map(|id| gen_step(net, id, train))
+        .filter_map(|id| gen_step(net, plan, network_outputs, id, train))
         .collect();
     let records = loop_ident(looped);
     let (declare, record) = if train {
@@ -304,7 +305,13 @@ fn owned(net: &Network, id: ValueId, saved: bool) -> TokenStream {
 
 /// The statement computing node `id` (none for inputs and parameters, which are read in place,
 /// and loop nodes, which `gen_loop` binds).
-fn gen_step(net: &Network, id: ValueId, train: bool) -> Option<TokenStream> {
+fn gen_step(
+    net: &Network,
+    plan: &Plan,
+    outputs: &[ValueId],
+    id: ValueId,
+    train: bool,
+) -> Option<TokenStream> {
     let private = private();
     let value = match net.nodes[id].op {
         Op::Input(_) | Op::Param(_) | Op::LoopParam { .. } | Op::LoopOutput { .. } => return None,
@@ -331,14 +338,39 @@ fn gen_step(net: &Network, id: ValueId, train: bool) -> Option<TokenStream> {
             });
         }
         Op::Map { ref op, x, .. } => {
-            let (x, op) = (value_ref(net, x), unary_op(op));
+            let op = unary_op(op);
+            if dies_into(net, plan, outputs, x, id, train) {
+                let (v, x) = (value_ident(id), value_ident(x));
+                return Some(quote!(let mut #v = #x; #v.try_map_(#op)?;));
+            }
+            let x = value_ref(net, x);
             quote!(#x.try_map(#op)?)
         }
         Op::Binary { op, a, b } => {
-            let (a, b) = (value_ref(net, a), value_ref(net, b));
             let name = op.variant().to_lowercase();
-            let op = binary_op(op);
-            quote!(#a.try_zip(#op, #name, #b)?)
+            let commutes = matches!(
+                op,
+                BinaryOp::Add | BinaryOp::Mul | BinaryOp::Maximum | BinaryOp::Minimum
+            );
+            let op_tokens = binary_op(op);
+            // Written into an operand that dies here and has the result's shape.
+            let target = [(a, b), (b, a)]
+                .into_iter()
+                .take(if commutes { 2 } else { 1 })
+                .find(|&(target, other)| {
+                    target != other
+                        && same_shape(&net.nodes[target].shape, &net.nodes[id].shape)
+                        && dies_into(net, plan, outputs, target, id, train)
+                });
+            if let Some((target, other)) = target {
+                let (v, target, other) =
+                    (value_ident(id), value_ident(target), value_ref(net, other));
+                return Some(
+                    quote!(let mut #v = #target; #v.try_zip_(#op_tokens, #name, #other)?;),
+                );
+            }
+            let (a, b) = (value_ref(net, a), value_ref(net, b));
+            quote!(#a.try_zip(#op_tokens, #name, #b)?)
         }
         Op::Mm { a, a_t, b, b_t } => {
             let (a, b) = (mat_view(net, a, a_t), mat_view(net, b, b_t));
@@ -367,6 +399,44 @@ fn gen_step(net: &Network, id: ValueId, train: bool) -> Option<TokenStream> {
     };
     let ident = value_ident(id);
     Some(quote!(let #ident = #value;))
+}
+
+/// Whether node `id` may take over the buffer of its operand `x`: `x` is computed here (not an
+/// input, a parameter or a loop's carried value), in `id`'s loop, read by `id` alone, not an
+/// output, and, when training, not kept for the backward pass.
+fn dies_into(
+    net: &Network,
+    plan: &Plan,
+    outputs: &[ValueId],
+    x: ValueId,
+    id: ValueId,
+    train: bool,
+) -> bool {
+    let node = &net.nodes[x];
+    let computed = !matches!(
+        node.op,
+        Op::Input(_) | Op::Param(_) | Op::LoopParam { .. } | Op::LoopOutput { .. }
+    );
+    let reads: usize = (0..net.nodes.len())
+        .filter(|&reader| plan.live[reader])
+        .map(|reader| {
+            let operands = net.nodes[reader].op.operands();
+            operands.iter().filter(|&&operand| operand == x).count()
+        })
+        .sum();
+    let own_reads = net.nodes[id]
+        .op
+        .operands()
+        .iter()
+        .filter(|&&operand| operand == x)
+        .count();
+    let kept = train && (plan.saved_values.contains(&x) || plan.saved_shapes.contains(&x));
+    computed
+        && node.region == net.nodes[id].region
+        && reads == 1
+        && own_reads == 1
+        && !outputs.contains(&x)
+        && !kept
 }
 
 /// Value `id` as a matrix operand, read transposed when `transposed`.

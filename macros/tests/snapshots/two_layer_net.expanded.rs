@@ -72,7 +72,8 @@ impl<B: ::declnet::__private::Backend> TwoLayerNet<B> {
             x.shape(),
         )?;
         let v1 = ::declnet::__private::Layer::layer_forward(&self.linear1, x)?;
-        let v2 = (&v1).try_map(::declnet::__private::UnaryOp::ClampMin(0f32))?;
+        let mut v2 = v1;
+        v2.try_map_(::declnet::__private::UnaryOp::ClampMin(0f32))?;
         let v3 = ::declnet::__private::Layer::layer_forward(&self.linear2, (&v2))?;
         Ok(v3)
     }
