@@ -388,7 +388,11 @@ fn nested_networks_in_a_sequential_network() {
 #[test]
 fn nested_parameters_have_dotted_names() {
     let net = Stacked::new(&Cpu, &mut seeded(0));
-    let names: Vec<String> = net.params().into_iter().map(|(name, _)| name).collect();
+    let names: Vec<String> = net
+        .params()
+        .into_iter()
+        .map(|(name, _)| name.into())
+        .collect();
     assert_eq!(names, net.param_names());
     assert_eq!(
         names[2..6],

@@ -46,7 +46,11 @@ fn check<B: Backend>(device: &B) {
 #[test]
 fn parameters_have_sequential_state_dict_names() {
     let net = example::TwoLayerNet::new(&Cpu, &mut seeded(0));
-    let names: Vec<String> = net.params().into_iter().map(|(name, _)| name).collect();
+    let names: Vec<String> = net
+        .params()
+        .into_iter()
+        .map(|(name, _)| name.into())
+        .collect();
     assert_eq!(names, ["0.weight", "0.bias", "2.weight", "2.bias"]);
     assert_eq!(net.param_names(), names);
     assert_eq!(example::TwoLayerNet::<Cpu>::NUM_PARAMS, 101_110);

@@ -71,7 +71,7 @@ fn bits(net: &example::TwoLayerNet) -> Vec<(String, Vec<u32>)> {
         .into_iter()
         .map(|(name, p)| {
             (
-                name,
+                name.into(),
                 p.value().to_vec().iter().map(|v| v.to_bits()).collect(),
             )
         })

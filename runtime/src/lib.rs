@@ -31,7 +31,7 @@ pub use backend::CudaBuffer;
 pub use backend::{Backend, Cpu, Cuda, Memory};
 pub use error::{Error, Result};
 pub use io::ModuleIo;
-pub use module::{Module, visit_prefixed, visit_prefixed_mut};
+pub use module::{Module, ParamName, visit_prefixed, visit_prefixed_mut};
 pub use ops::matmul::MatView;
 pub use param::Param;
 pub use shape::{Dims, Shape};

@@ -15,17 +15,17 @@ pub trait Module<B: Backend> {
     fn visit_params_mut<'a>(&'a mut self, f: &mut dyn FnMut(&str, &'a mut Param<B>));
 
     /// The parameters with their PyTorch `state_dict` names, in declaration order, like
-    /// `named_parameters()`.
-    fn params(&self) -> Vec<(String, &Param<B>)> {
+    /// `named_parameters()`. The names are stored inline, so a call allocates only the `Vec`.
+    fn params(&self) -> Vec<(ParamName, &Param<B>)> {
         let mut params = Vec::new();
-        self.visit_params(&mut |name, param| params.push((name.to_owned(), param)));
+        self.visit_params(&mut |name, param| params.push((ParamName::new(name), param)));
         params
     }
 
     /// The parameters with their `state_dict` names, mutably: for update loops.
-    fn params_mut(&mut self) -> Vec<(String, &mut Param<B>)> {
+    fn params_mut(&mut self) -> Vec<(ParamName, &mut Param<B>)> {
         let mut params = Vec::new();
-        self.visit_params_mut(&mut |name, param| params.push((name.to_owned(), param)));
+        self.visit_params_mut(&mut |name, param| params.push((ParamName::new(name), param)));
         params
     }
 
@@ -46,6 +46,61 @@ pub trait Module<B: Backend> {
         let mut names = Vec::new();
         self.visit_params(&mut |name, _| names.push(name.to_owned()));
         names
+    }
+}
+
+/// A parameter's `state_dict` name (`block.fc.weight`), held inline up to 64 bytes so that
+/// listing the parameters every step allocates no string; it reads as a `&str`.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ParamName(smallvec::SmallVec<[u8; 64]>);
+
+impl ParamName {
+    fn new(name: &str) -> Self {
+        Self(smallvec::SmallVec::from_slice(name.as_bytes()))
+    }
+
+    /// The name as a string slice.
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        // Valid UTF-8: copied from a `str`.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+impl std::ops::Deref for ParamName {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl std::fmt::Display for ParamName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::fmt::Debug for ParamName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl PartialEq<str> for ParamName {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for ParamName {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl From<ParamName> for String {
+    fn from(name: ParamName) -> Self {
+        name.as_str().to_owned()
     }
 }
 
@@ -141,5 +196,23 @@ mod tests {
         net.fc.bias.accumulate_grad(&Tensor::ones([3], &Cpu));
         net.zero_grad();
         assert!(net.fc.bias.grad().is_none());
+    }
+
+    #[test]
+    fn params_lists_names_inline() {
+        let mut outer = Outer {
+            fc: Pair {
+                weight: Param::new(Tensor::zeros([2], &Cpu)),
+                bias: Param::new(Tensor::zeros([1], &Cpu)),
+            },
+        };
+        let names: Vec<String> = outer.params().into_iter().map(|(n, _)| n.into()).collect();
+        assert_eq!(names, ["fc.weight", "fc.bias"]);
+        let (name, param) = &mut outer.params_mut()[1];
+        assert_eq!(*name, "fc.bias");
+        assert_eq!(format!("{name} {name:?}"), "fc.bias \"fc.bias\"");
+        param.zero_grad();
+        let long = ParamName::new(&"x".repeat(100));
+        assert_eq!(long.len(), 100, "names past the inline size still work");
     }
 }

@@ -15,7 +15,7 @@ fn main() -> Result<()> {
     let (y, tape) = net.forward_train(&x)?;
     let grad_x = net.backward(tape, &y)?;
     assert_eq!(grad_x.dims(), &[5, 20]);
-    let names: Vec<String> = net.params().into_iter().map(|(name, _)| name).collect();
+    let names: Vec<String> = net.params().into_iter().map(|(name, _)| name.into()).collect();
     assert_eq!(names, ["0.weight", "0.bias", "2.weight", "2.bias"]);
     Ok(())
 }

@@ -26,7 +26,7 @@ fn main() -> Result<()> {
     net.backward_params(net.forward_train(&x)?.1, &y)?;
     assert_eq!(<Net>::NUM_PARAMS, net.num_params());
     println!("{}", <Net>::summary());
-    let names: Vec<String> = net.params().into_iter().map(|(name, _)| name).collect();
+    let names: Vec<String> = net.params().into_iter().map(|(name, _)| name.into()).collect();
     let loaded = Net::load(&Cpu, "net.safetensors")?;
     let outer = Outer::new(&Cpu, rng);
     outer.forward(&loaded.forward(&x)?)?;
