@@ -1,13 +1,15 @@
-//! Declarations to IR: const generics, dims and fields (each field's layer type is read by
-//! its rule in `layers/`). One `check_*` per rule; each records its errors and carries on.
+//! The rules of a declaration that are not shapes: const generics, dims and fields (each
+//! field's layer type is read by its rule in `layers/`) before lowering, and that every field
+//! is used after it. One `check_*` per rule; each records its errors and carries on.
 
 use std::collections::HashMap;
 
 use syn::Ident;
 
 use crate::errors::Errors;
-use crate::ir::{Dim, DimKind, Field, Shape};
+use crate::ir::{Dim, DimKind, Field, Network, Shape, ValueId};
 use crate::parse::{DimDecl, FieldDecl, ShapeDecl};
+use crate::plan;
 
 /// The name of the backend type parameter every generated network gets.
 pub const BACKEND_PARAM: &str = "B";
@@ -123,4 +125,30 @@ pub fn check_field(
         kind,
         decl: decl.ty.tokens.clone(),
     })
+}
+
+/// Every declared layer and parameter must be used, and must matter to the output: a field
+/// that `forward` ignores, or uses only in values the output does not depend on, would never
+/// get a gradient and silently stay at its initial value.
+pub fn check_fields_used(net: &Network, outputs: &[ValueId], errors: &mut Errors) {
+    let live = plan::live(&net.nodes, outputs);
+    for (index, field) in net.fields.iter().enumerate() {
+        let uses: Vec<ValueId> = (0..net.nodes.len())
+            .filter(|&id| net.nodes[id].op.field() == Some(index))
+            .collect();
+        let name = &field.ident;
+        if uses.is_empty() && !net.identity_layers.contains(&index) {
+            errors.at(
+                name.span(),
+                format!("`{name}` is declared but `forward` never uses it; remove it or use it"),
+            );
+        } else if field.kind.has_state() && !uses.iter().any(|&id| live[id]) {
+            errors.at(
+                name.span(),
+                format!(
+                    "`{name}` can never receive a gradient: the output of `forward` does not depend on it"
+                ),
+            );
+        }
+    }
 }

@@ -1,7 +1,7 @@
 //! The elementwise ops of a forward body, one row each: the method (`.relu()`, also callable
 //! as `relu(h)`), the activation layer (`ReLU`), the runtime's `UnaryOp` that computes it, its
 //! scalar parameters with PyTorch's defaults, and what its backward rule reads. Lowering,
-//! autodiff and codegen read this table and name no op themselves; the formulas live in the
+//! planning and codegen read this table and name no op themselves; the formulas live in the
 //! runtime's table (`runtime/src/ops/unary/mod.rs`).
 
 /// How an op's backward rule turns the output's gradient into the input's.

@@ -2,6 +2,7 @@
 //! evaluation order. Every node keeps the span it came from and a description of where its
 //! value comes from, for error messages.
 
+use std::collections::HashSet;
 use std::fmt;
 
 use proc_macro2::{Span, TokenStream};
@@ -183,13 +184,13 @@ pub enum Op {
     Mean { x: ValueId },
     /// A user's `Function` applied to `x`: `MyReLU.apply(x)`.
     Custom { function: syn::Path, x: ValueId },
-    /// A loop's carried variable at the start of an iteration: `init` on the first, the
-    /// previous iteration's `result` after.
-    LoopParam { init: ValueId, result: ValueId },
-    /// Loop `looped`'s carried variable after the loop: `init` if it ran no iteration, else
-    /// the last `result`.
-    LoopOutput {
-        looped: usize,
+    /// A region's carried variable at the start of a run: `init` on the first, the previous
+    /// run's `result` after.
+    RegionParam { init: ValueId, result: ValueId },
+    /// Region `region`'s carried variable after it: `init` if it never ran, else the last
+    /// `result`.
+    RegionOutput {
+        region: usize,
         init: ValueId,
         result: ValueId,
     },
@@ -217,7 +218,7 @@ impl Op {
             | Op::Mean { x }
             | Op::Custom { x, .. } => vec![x],
             Op::Binary { a, b, .. } | Op::Mm { a, b, .. } => vec![a, b],
-            Op::LoopParam { init, result, .. } | Op::LoopOutput { init, result, .. } => {
+            Op::RegionParam { init, result, .. } | Op::RegionOutput { init, result, .. } => {
                 vec![init, result]
             }
         }
@@ -228,7 +229,7 @@ impl Op {
 pub struct Node {
     pub op: Op,
     pub shape: Shape,
-    /// The loop whose body computes it (`None`: the top level).
+    /// The region (loop or `if` arm) whose body computes it (`None`: the top level).
     pub region: Option<usize>,
     /// Where its value comes from, for messages: "`linear1`", "input `x`", "`.relu()`".
     pub origin: String,
@@ -246,9 +247,11 @@ pub struct Extra {
     pub ty: syn::Type,
 }
 
-/// A `for` loop of the forward pass: its iterator expression (Rust, evaluated at run time)
-/// and, per carried variable, its `LoopParam` and `LoopOutput` nodes.
-pub struct Loop {
+/// A region of the forward pass that runs a number of times known at run time: a `for` loop,
+/// or an `if` arm (which runs once or not at all). Its iterator expression is Rust, evaluated
+/// at run time; per variable it carries from run to run, its `RegionParam` and `RegionOutput`
+/// nodes.
+pub struct Region {
     pub iter: syn::Expr,
     pub carried: Vec<(ValueId, ValueId)>,
 }
@@ -271,6 +274,8 @@ pub struct Network {
     /// The output shapes `forward` declares.
     pub declared_outputs: Vec<Shape>,
     pub nodes: Vec<Node>,
-    pub loops: Vec<Loop>,
+    pub regions: Vec<Region>,
     pub assertions: Vec<DimAssertion>,
+    /// The `Identity` layers applied: they add no node, yet are used.
+    pub identity_layers: HashSet<usize>,
 }

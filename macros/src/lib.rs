@@ -1,12 +1,14 @@
 //! The `network!` procedural macro of declnet.
 //!
-//! This file is the shim; the macro is a compiler over `proc_macro2` in the modules below:
-//! `parse` (syn) -> `check` and `lower` (IR with shapes, errors with spans) -> `autodiff`
-//! (the backward schedule) -> `codegen` (quote).
+//! This file is the shim and the pipeline; the macro is a compiler over `proc_macro2` in the
+//! modules below, one phase each, every phase reporting all the errors it finds:
+//! `parse` (syn) -> `lower` (IR with shapes; each field read by its rule in `layers/`, each
+//! elementwise op by its row in `elementwise`) -> `check` (rules over the whole network) ->
+//! `plan` (liveness, gradients, what the tape saves, which buffers are reused) -> `codegen`
+//! (quote).
 
 #![forbid(unsafe_code)]
 
-mod autodiff;
 mod check;
 mod codegen;
 mod elementwise;
@@ -15,6 +17,7 @@ mod ir;
 mod layers;
 mod lower;
 mod parse;
+mod plan;
 mod shape;
 #[cfg(test)]
 mod tests;
@@ -41,9 +44,16 @@ fn expand(input: TokenStream) -> TokenStream {
         Err(error) => return error.to_compile_error(),
     };
     let mut errors = errors::Errors::default();
-    let (network, output) = lower::lower(def, &mut errors);
-    let error = match (errors.into_combined(), output) {
-        (None, Some(outputs)) => return codegen::expand(&network, &outputs),
+    let (network, outputs) = lower::lower(def, &mut errors);
+    // With errors already reported, a field may look unused only because its use was not lowered.
+    if let Some(outputs) = outputs.as_ref().filter(|_| errors.is_empty()) {
+        check::check_fields_used(&network, outputs, &mut errors);
+    }
+    let error = match (errors.into_combined(), outputs) {
+        (None, Some(outputs)) => {
+            let plan = plan::Plan::new(&network, &outputs);
+            return codegen::expand(&network, &outputs, &plan);
+        }
         (Some(error), _) => error,
         // Lowering yields no output only after reporting why; if it ever does not, say so
         // rather than emit a network whose methods panic.

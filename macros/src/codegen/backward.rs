@@ -11,9 +11,9 @@ use super::{
     binary_op, function_state_ident, grad_ident, grad_out_ident, grad_outs_type, input_grads_type,
     loop_ident, private, record_ident, shape_ident, tape_ident, unary_op, value_ident, value_ref,
 };
-use crate::autodiff::Plan;
 use crate::elementwise::Grad;
 use crate::ir::{BinaryOp, Network, Op, ValueId};
+use crate::plan::Plan;
 use crate::shape::same_shape;
 
 /// `backward`, `backward_params`, and the one body both call (`backward_pass`), in which the
@@ -199,15 +199,15 @@ fn gen_reverse(
     direct: Option<ValueId>,
 ) -> Vec<TokenStream> {
     let mut steps = Vec::new();
-    let mut emitted = vec![false; net.loops.len()];
+    let mut emitted = vec![false; net.regions.len()];
     for id in (0..net.nodes.len()).rev() {
         let node = &net.nodes[id];
         if !plan.needs_grad[id] || node.region != region {
             continue;
         }
         match node.op {
-            Op::Input(_) | Op::Param(_) | Op::LoopParam { .. } => {}
-            Op::LoopOutput { looped, .. } => {
+            Op::Input(_) | Op::Param(_) | Op::RegionParam { .. } => {}
+            Op::RegionOutput { region: looped, .. } => {
                 if !emitted[looped] {
                     emitted[looped] = true;
                     steps.push(gen_loop_backward(net, plan, looped, direct));
@@ -251,8 +251,8 @@ fn gen_loop_backward(
     let bindings = Saved::of(net, plan, Some(looped)).bindings();
     let (mut seeds, mut enter, mut leave, mut finish) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for (index, &(param, out)) in net.loops[looped].carried.iter().enumerate() {
-        let Op::LoopParam { init, result, .. } = net.nodes[param].op else {
+    for (index, &(param, out)) in net.regions[looped].carried.iter().enumerate() {
+        let Op::RegionParam { init, result, .. } = net.nodes[param].op else {
             continue;
         };
         let gc = quote::format_ident!("gc{}", index);
@@ -376,7 +376,7 @@ fn gen_rule(net: &Network, plan: &Plan, id: ValueId) -> TokenStream {
     let private = private();
     let needs = |x: ValueId| plan.needs_grad[x];
     match net.nodes[id].op {
-        Op::Input(_) | Op::Param(_) | Op::LoopParam { .. } | Op::LoopOutput { .. } => quote!(),
+        Op::Input(_) | Op::Param(_) | Op::RegionParam { .. } | Op::RegionOutput { .. } => quote!(),
         Op::Layer { field, x } => {
             let field = &net.fields[field].ident;
             let (state, x_ref, input_grad) = (

@@ -10,9 +10,8 @@ use super::{
     binary_op, carried_ident, dim_expr, function_state_ident, loop_ident, outputs_type, private,
     record_ident, shape_ident, tape_ident, unary_op, value_ident, value_ref,
 };
-use crate::autodiff::Plan;
-use crate::ir::{BinaryOp, DimKind, Network, Op, ValueId};
-use crate::shape::same_shape;
+use crate::ir::{DimKind, Network, Op, ValueId};
+use crate::plan::Plan;
 
 pub fn gen_forward(net: &Network, outputs: &[ValueId], plan: &Plan) -> TokenStream {
     let private = private();
@@ -22,8 +21,8 @@ pub fn gen_forward(net: &Network, outputs: &[ValueId], plan: &Plan) -> TokenStre
     let extras = extra_params(net);
     let checks = gen_input_checks(net, "forward");
     let train_checks = gen_input_checks(net, "forward_train");
-    let steps = gen_steps(net, plan, outputs, false);
-    let train_steps = gen_steps(net, plan, outputs, true);
+    let steps = gen_steps(net, plan, false);
+    let train_steps = gen_steps(net, plan, true);
     let owned_output = owned_outputs(net, outputs, |_| false);
     let train_output = owned_outputs(net, outputs, |id| plan.saved_values.contains(&id));
     let returns = outputs_type(net);
@@ -89,18 +88,18 @@ pub fn extra_params(net: &Network) -> Vec<TokenStream> {
 
 /// The statements computing the live top-level nodes in order, each loop as one `for` block;
 /// `train` also keeps what backward needs (custom functions' state, loop records).
-fn gen_steps(net: &Network, plan: &Plan, outputs: &[ValueId], train: bool) -> Vec<TokenStream> {
+fn gen_steps(net: &Network, plan: &Plan, train: bool) -> Vec<TokenStream> {
     let mut steps = Vec::new();
-    let mut emitted = vec![false; net.loops.len()];
+    let mut emitted = vec![false; net.regions.len()];
     for id in (0..net.nodes.len()).filter(|&id| plan.live[id] && net.nodes[id].region.is_none()) {
         match net.nodes[id].op {
-            Op::LoopOutput { looped, .. } => {
+            Op::RegionOutput { region: looped, .. } => {
                 if !emitted[looped] {
                     emitted[looped] = true;
-                    steps.push(gen_loop(net, plan, outputs, looped, train));
+                    steps.push(gen_loop(net, plan, looped, train));
                 }
             }
-            _ => steps.extend(gen_step(net, plan, outputs, id, train)),
+            _ => steps.extend(gen_step(net, plan, id, train)),
         }
     }
     steps
@@ -108,14 +107,8 @@ fn gen_steps(net: &Network, plan: &Plan, outputs: &[ValueId], train: bool) -> Ve
 
 /// Loop `looped`: carried variables in `c{loop}_{index}`, the body's steps, and (when
 /// training) one record per iteration of what the body's backward rules read.
-fn gen_loop(
-    net: &Network,
-    plan: &Plan,
-    network_outputs: &[ValueId],
-    looped: usize,
-    train: bool,
-) -> TokenStream {
-    let info = &net.loops[looped];
+fn gen_loop(net: &Network, plan: &Plan, looped: usize, train: bool) -> TokenStream {
+    let info = &net.regions[looped];
     let iter = &info.iter;
     let carried: Vec<(usize, ValueId, ValueId)> = info
         .carried
@@ -133,7 +126,7 @@ fn gen_loop(
     let mut moved: Vec<ValueId> = Vec::new();
     for &(index, param, output) in &carried {
         let c = carried_ident(looped, index);
-        let Op::LoopParam {
+        let Op::RegionParam {
             init: first,
             result,
             ..
@@ -141,7 +134,7 @@ fn gen_loop(
         else {
             continue;
         };
-        init.push(if last_use(net, plan, network_outputs, first, param) {
+        init.push(if plan.loop_takes_init.contains(&param) {
             let v = value_ident(first);
             quote!(let mut #c = #v;)
         } else {
@@ -176,8 +169,8 @@ fn gen_loop(
     }
     let body: Vec<TokenStream> = (0..net.nodes.len())
         .filter(|&id| plan.live[id] && net.nodes[id].region == Some(looped))
-        .filter(|&id| !matches!(net.nodes[id].op, Op::LoopParam { .. }))
-        .filter_map(|id| gen_step(net, plan, network_outputs, id, train))
+        .filter(|&id| !matches!(net.nodes[id].op, Op::RegionParam { .. }))
+        .filter_map(|id| gen_step(net, plan, id, train))
         .collect();
     let records = loop_ident(looped);
     let (declare, record) = if train {
@@ -209,38 +202,6 @@ fn gen_loop(
             #(#store)*
         }
         #(#outputs)*
-    }
-}
-
-/// Whether the loop parameter `param` is the only reader of `init` (a computed value that is
-/// neither saved, returned, nor read by any other node), so the loop may take it over instead
-/// of copying it.
-fn last_use(
-    net: &Network,
-    plan: &Plan,
-    outputs: &[ValueId],
-    init: ValueId,
-    param: ValueId,
-) -> bool {
-    let computed = net.nodes[init].region.is_none()
-        && !matches!(net.nodes[init].op, Op::Input(_) | Op::Param(_));
-    let kept = plan.saved_values.contains(&init)
-        || plan.saved_shapes.contains(&init)
-        || outputs.contains(&init);
-    // The loop's own nodes read it: its parameter, and its output (for zero iterations).
-    let other_readers = (0..net.nodes.len()).any(|id| {
-        let own = id == param
-            || matches!(net.nodes[id].op, Op::LoopOutput { result, .. } if Some(result) == loop_result(net, param));
-        plan.live[id] && !own && net.nodes[id].op.operands().contains(&init)
-    });
-    computed && !kept && !other_readers
-}
-
-/// The body result of loop parameter `param`.
-fn loop_result(net: &Network, param: ValueId) -> Option<ValueId> {
-    match net.nodes[param].op {
-        Op::LoopParam { result, .. } => Some(result),
-        _ => None,
     }
 }
 
@@ -305,16 +266,12 @@ fn owned(net: &Network, id: ValueId, saved: bool) -> TokenStream {
 
 /// The statement computing node `id` (none for inputs and parameters, which are read in place,
 /// and loop nodes, which `gen_loop` binds).
-fn gen_step(
-    net: &Network,
-    plan: &Plan,
-    outputs: &[ValueId],
-    id: ValueId,
-    train: bool,
-) -> Option<TokenStream> {
+fn gen_step(net: &Network, plan: &Plan, id: ValueId, train: bool) -> Option<TokenStream> {
     let private = private();
     let value = match net.nodes[id].op {
-        Op::Input(_) | Op::Param(_) | Op::LoopParam { .. } | Op::LoopOutput { .. } => return None,
+        Op::Input(_) | Op::Param(_) | Op::RegionParam { .. } | Op::RegionOutput { .. } => {
+            return None;
+        }
         Op::Layer { field, x } => {
             let x = value_ref(net, x);
             let field = &net.fields[field].ident;
@@ -339,7 +296,7 @@ fn gen_step(
         }
         Op::Map { ref op, x, .. } => {
             let op = unary_op(op);
-            if dies_into(net, plan, outputs, x, id, train) {
+            if plan.writes_into(id, train).is_some() {
                 let (v, x) = (value_ident(id), value_ident(x));
                 return Some(quote!(let mut #v = #x; #v.try_map_(#op)?;));
             }
@@ -348,21 +305,9 @@ fn gen_step(
         }
         Op::Binary { op, a, b } => {
             let name = op.variant().to_lowercase();
-            let commutes = matches!(
-                op,
-                BinaryOp::Add | BinaryOp::Mul | BinaryOp::Maximum | BinaryOp::Minimum
-            );
             let op_tokens = binary_op(op);
-            // Written into an operand that dies here and has the result's shape.
-            let target = [(a, b), (b, a)]
-                .into_iter()
-                .take(if commutes { 2 } else { 1 })
-                .find(|&(target, other)| {
-                    target != other
-                        && same_shape(&net.nodes[target].shape, &net.nodes[id].shape)
-                        && dies_into(net, plan, outputs, target, id, train)
-                });
-            if let Some((target, other)) = target {
+            if let Some(target) = plan.writes_into(id, train) {
+                let other = if target == a { b } else { a };
                 let (v, target, other) =
                     (value_ident(id), value_ident(target), value_ref(net, other));
                 return Some(
@@ -399,44 +344,6 @@ fn gen_step(
     };
     let ident = value_ident(id);
     Some(quote!(let #ident = #value;))
-}
-
-/// Whether node `id` may take over the buffer of its operand `x`: `x` is computed here (not an
-/// input, a parameter or a loop's carried value), in `id`'s loop, read by `id` alone, not an
-/// output, and, when training, not kept for the backward pass.
-fn dies_into(
-    net: &Network,
-    plan: &Plan,
-    outputs: &[ValueId],
-    x: ValueId,
-    id: ValueId,
-    train: bool,
-) -> bool {
-    let node = &net.nodes[x];
-    let computed = !matches!(
-        node.op,
-        Op::Input(_) | Op::Param(_) | Op::LoopParam { .. } | Op::LoopOutput { .. }
-    );
-    let reads: usize = (0..net.nodes.len())
-        .filter(|&reader| plan.live[reader])
-        .map(|reader| {
-            let operands = net.nodes[reader].op.operands();
-            operands.iter().filter(|&&operand| operand == x).count()
-        })
-        .sum();
-    let own_reads = net.nodes[id]
-        .op
-        .operands()
-        .iter()
-        .filter(|&&operand| operand == x)
-        .count();
-    let kept = train && (plan.saved_values.contains(&x) || plan.saved_shapes.contains(&x));
-    computed
-        && node.region == net.nodes[id].region
-        && reads == 1
-        && own_reads == 1
-        && !outputs.contains(&x)
-        && !kept
 }
 
 /// Value `id` as a matrix operand, read transposed when `transposed`.

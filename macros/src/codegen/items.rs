@@ -9,8 +9,8 @@ use super::{
     dim_expr, function_state_ident, generics, loop_ident, private, record_ident, shape_ident,
     str_lit, tape_ident, value_ident,
 };
-use crate::autodiff::Plan;
 use crate::ir::{DimKind, Field, FieldKind, Network, Op, ValueId};
+use crate::plan::Plan;
 
 /// The network struct with one public field per stateful layer or parameter.
 fn gen_network_struct(net: &Network) -> TokenStream {
@@ -95,7 +95,7 @@ pub fn gen_structs(net: &Network, plan: &Plan) -> TokenStream {
     let count = net.declared_outputs.len();
     let inputs: Vec<&syn::Ident> = net.inputs.iter().map(|input| &input.ident).collect();
     let mut records = Vec::new();
-    for looped in 0..net.loops.len() {
+    for looped in 0..net.regions.len() {
         let record = record_ident(net, looped);
         let field = loop_ident(looped);
         fields.push(quote!(#field: Vec<#record<B>>));
@@ -222,7 +222,7 @@ pub fn tape_bindings(net: &Network, plan: &Plan) -> Vec<TokenStream> {
         let ident = &input.ident;
         quote!(#ident)
     });
-    let loops = (0..net.loops.len()).map(|looped| {
+    let loops = (0..net.regions.len()).map(|looped| {
         let ident = loop_ident(looped);
         quote!(#ident)
     });

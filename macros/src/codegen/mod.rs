@@ -9,17 +9,16 @@ use proc_macro2::{Literal, Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned};
 use syn::Ident;
 
-use crate::autodiff::Plan;
 use crate::elementwise::MapOp;
 use crate::ir::{BinaryOp, Dim, DimKind, Network, Op, ValueId};
+use crate::plan::Plan;
 
 /// Everything `network!` expands to for a network that passed every check.
-pub fn expand(net: &Network, outputs: &[ValueId]) -> TokenStream {
-    let plan = Plan::new(net, outputs);
-    let structs = items::gen_structs(net, &plan);
+pub fn expand(net: &Network, outputs: &[ValueId], plan: &Plan) -> TokenStream {
+    let structs = items::gen_structs(net, plan);
     let constructor = items::gen_new(net);
-    let forward = forward::gen_forward(net, outputs, &plan);
-    let backward = backward::gen_backward(net, outputs, &plan);
+    let forward = forward::gen_forward(net, outputs, plan);
+    let backward = backward::gen_backward(net, outputs, plan);
     let summary = items::gen_summary(net);
     let load = items::gen_load(net);
     let module = items::gen_module_impl(net);

@@ -21,9 +21,14 @@ pub struct Plan {
     pub saved_values: BTreeSet<ValueId>,
     /// Values whose run-time shape the backward pass reads (to undo a broadcast or a sum).
     pub saved_shapes: BTreeSet<ValueId>,
-    /// Custom-function and nested-network nodes whose own saved state (the function's, the
-    /// nested tape) the backward pass reads.
+    /// Custom-function and layer nodes whose own saved state (the function's, the layer's
+    /// tape) the backward pass reads.
     pub saved_functions: BTreeSet<ValueId>,
+    /// Per node, the operand whose buffer it writes its result into, in `forward` and in
+    /// `forward_train` (where what the tape keeps is not reused).
+    pub reuse: [Vec<Option<ValueId>>; 2],
+    /// The loop parameters that take over their initial value instead of copying it.
+    pub loop_takes_init: BTreeSet<ValueId>,
 }
 
 /// The nodes `outputs` depend on. Loops make the graph cyclic (a loop parameter reads the
@@ -84,13 +89,121 @@ impl Plan {
             saved_values: BTreeSet::new(),
             saved_shapes: BTreeSet::new(),
             saved_functions: BTreeSet::new(),
+            reuse: [vec![None; n], vec![None; n]],
+            loop_takes_init: BTreeSet::new(),
         };
         for id in 0..n {
             if plan.needs_grad[id] {
                 plan.record_reads(net, id);
             }
         }
+        for (train, reuse) in [false, true].into_iter().zip(0..2) {
+            for id in (0..n).filter(|&id| plan.live[id]) {
+                plan.reuse[reuse][id] = plan.reusable_operand(net, outputs, id, train);
+            }
+        }
+        for param in 0..n {
+            if let Op::RegionParam { init, .. } = net.nodes[param].op
+                && plan.last_use(net, outputs, init, param)
+            {
+                plan.loop_takes_init.insert(param);
+            }
+        }
         plan
+    }
+
+    /// The operand whose buffer node `id` writes its result into, when training (`train`) or
+    /// not; `None` when it allocates.
+    pub fn writes_into(&self, id: ValueId, train: bool) -> Option<ValueId> {
+        self.reuse[usize::from(train)][id]
+    }
+
+    /// An operand of elementwise node `id` that dies there and has the result's shape: either
+    /// operand of a binary op that commutes, the left one of one that does not.
+    fn reusable_operand(
+        &self,
+        net: &Network,
+        outputs: &[ValueId],
+        id: ValueId,
+        train: bool,
+    ) -> Option<ValueId> {
+        let candidates = match net.nodes[id].op {
+            Op::Map { x, .. } => vec![x],
+            Op::Binary { op, a, b } if a != b => match op {
+                BinaryOp::Add | BinaryOp::Mul | BinaryOp::Maximum | BinaryOp::Minimum => {
+                    vec![a, b]
+                }
+                BinaryOp::Sub | BinaryOp::Div => vec![a],
+            },
+            _ => return None,
+        };
+        candidates.into_iter().find(|&x| {
+            same_shape(&net.nodes[x].shape, &net.nodes[id].shape)
+                && self.dies_into(net, outputs, x, id, train)
+        })
+    }
+    /// Whether node `id` may take over the buffer of its operand `x`: `x` is computed here (not an
+    /// input, a parameter or a loop's carried value), in `id`'s loop, read by `id` alone, not an
+    /// output, and, when training, not kept for the backward pass.
+    fn dies_into(
+        &self,
+        net: &Network,
+        outputs: &[ValueId],
+        x: ValueId,
+        id: ValueId,
+        train: bool,
+    ) -> bool {
+        let node = &net.nodes[x];
+        let computed = !matches!(
+            node.op,
+            Op::Input(_) | Op::Param(_) | Op::RegionParam { .. } | Op::RegionOutput { .. }
+        );
+        let reads: usize = (0..net.nodes.len())
+            .filter(|&reader| self.live[reader])
+            .map(|reader| {
+                let operands = net.nodes[reader].op.operands();
+                operands.iter().filter(|&&operand| operand == x).count()
+            })
+            .sum();
+        let own_reads = net.nodes[id]
+            .op
+            .operands()
+            .iter()
+            .filter(|&&operand| operand == x)
+            .count();
+        let kept = train && (self.saved_values.contains(&x) || self.saved_shapes.contains(&x));
+        computed
+            && node.region == net.nodes[id].region
+            && reads == 1
+            && own_reads == 1
+            && !outputs.contains(&x)
+            && !kept
+    }
+
+    /// Whether the loop parameter `param` is the only reader of `init` (a computed value that is
+    /// neither saved, returned, nor read by any other node), so the loop may take it over instead
+    /// of copying it.
+    fn last_use(&self, net: &Network, outputs: &[ValueId], init: ValueId, param: ValueId) -> bool {
+        let computed = net.nodes[init].region.is_none()
+            && !matches!(net.nodes[init].op, Op::Input(_) | Op::Param(_));
+        let kept = self.saved_values.contains(&init)
+            || self.saved_shapes.contains(&init)
+            || outputs.contains(&init);
+        // The loop's own nodes read it: its parameter, and its output (for zero iterations).
+        let other_readers = (0..net.nodes.len()).any(|id| {
+            let own = id == param
+                || matches!(net.nodes[id].op, Op::RegionOutput { result, .. } if Some(result) == Self::loop_result(net, param));
+            self.live[id] && !own && net.nodes[id].op.operands().contains(&init)
+        });
+        computed && !kept && !other_readers
+    }
+
+    /// The body result of loop parameter `param`.
+    fn loop_result(net: &Network, param: ValueId) -> Option<ValueId> {
+        match net.nodes[param].op {
+            Op::RegionParam { result, .. } => Some(result),
+            _ => None,
+        }
     }
 
     /// Records what node `id`'s backward rule reads.
@@ -103,8 +216,8 @@ impl Plan {
             Op::Input(_)
             | Op::Param(_)
             | Op::Transpose { .. }
-            | Op::LoopParam { .. }
-            | Op::LoopOutput { .. } => {}
+            | Op::RegionParam { .. }
+            | Op::RegionOutput { .. } => {}
             // Its own state: a custom function's saved values.
             Op::Custom { .. } => {
                 self.saved_functions.insert(id);

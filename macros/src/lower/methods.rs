@@ -1,0 +1,340 @@
+//! Tensor methods in a forward body: the elementwise table's, softmax, `mm`, `t`, the
+//! reductions, and custom functions' `.apply`.
+
+use quote::ToTokens;
+use syn::Expr;
+
+use super::{Lowered, Lowerer, OTHER_METHODS, softmax_name};
+use crate::elementwise::{self, MapOp};
+use crate::errors::did_you_mean;
+use crate::ir::{BinaryOp, Op, Shape, ValueId};
+use crate::shape::unify;
+
+impl Lowerer<'_> {
+    pub(super) fn method(&mut self, call: &syn::ExprMethodCall) -> Option<Lowered> {
+        let method = call.method.to_string();
+        if method == "apply" {
+            return self.custom_function(call);
+        }
+        let receiver = self.expr(&call.receiver)?;
+        let span = call.method.span();
+        let origin = format!("`.{method}()`");
+        let no_args = |this: &mut Self| {
+            if call.args.is_empty() {
+                true
+            } else {
+                this.errors
+                    .over(&call.args, format!("`.{method}()` takes no arguments"));
+                false
+            }
+        };
+        match method.as_str() {
+            "t" => {
+                if !no_args(self) {
+                    return None;
+                }
+                match receiver {
+                    Lowered::Transposed(id) => Some(Lowered::Value(id)),
+                    Lowered::Value(id) if self.shape(id).0.len() == 2 => {
+                        Some(Lowered::Transposed(id))
+                    }
+                    Lowered::Value(id) => {
+                        let shape = self.shape(id).clone();
+                        self.errors.at(
+                            span,
+                            format!(
+                                "`.t()` needs a 2-D tensor, found `{shape}` from {}",
+                                self.origin(id)
+                            ),
+                        );
+                        None
+                    }
+                    Lowered::Scalar(_) => {
+                        self.errors
+                            .over(&call.receiver, "expected a tensor here, found a number");
+                        None
+                    }
+                }
+            }
+            "mm" => self.mm(call, receiver),
+            "maximum" | "minimum" => {
+                let [arg] = call.args.iter().collect::<Vec<_>>()[..] else {
+                    self.errors
+                        .over(call, format!("`.{method}()` takes one tensor"));
+                    return None;
+                };
+                let other = self.expr(arg)?;
+                let op = if method == "maximum" {
+                    BinaryOp::Maximum
+                } else {
+                    BinaryOp::Minimum
+                };
+                let operands = [(receiver, &*call.receiver), (other, arg)];
+                self.combine(op, operands, &call.method, origin)
+            }
+            "softmax" | "log_softmax" => {
+                let x = self.materialize(receiver, &call.receiver)?;
+                let dim = self.dim_arg(call, &method, x)?;
+                let shape = self.shape(x).clone();
+                let log = method == "log_softmax";
+                let op = Op::Softmax {
+                    x,
+                    dim,
+                    log,
+                    layer: None,
+                };
+                let origin = format!("{origin} of {}", self.producer(x));
+                Some(Lowered::Value(self.push(op, shape, origin)))
+            }
+            "sum" | "mean" => {
+                let x = self.materialize(receiver, &call.receiver)?;
+                if !no_args(self) {
+                    return None;
+                }
+                let op = if method == "sum" {
+                    Op::Sum { x }
+                } else {
+                    Op::Mean { x }
+                };
+                Some(Lowered::Value(self.push(op, Shape(Vec::new()), origin)))
+            }
+            _ => match elementwise::method(&method) {
+                Some(entry) => {
+                    let x = self.materialize(receiver, &call.receiver)?;
+                    let mut args = Vec::new();
+                    for arg in &call.args {
+                        match self.expr(arg)? {
+                            Lowered::Scalar(value) => args.push(value),
+                            _ => {
+                                self.errors
+                                    .over(arg, format!("`.{method}()` takes numbers"));
+                                return None;
+                            }
+                        }
+                    }
+                    match MapOp::with_args(entry, &args, &origin) {
+                        Ok(op) => Some(Lowered::Value(self.map(op, x, None, origin))),
+                        Err(message) => {
+                            self.errors.at(span, message);
+                            None
+                        }
+                    }
+                }
+                None => {
+                    let methods = elementwise::TABLE.iter().filter_map(|entry| entry.method);
+                    let message = match did_you_mean(
+                        &method,
+                        methods.chain(OTHER_METHODS.iter().copied()),
+                    ) {
+                        Some(close) => format!(
+                            "unknown method `.{method}()` in `forward`; did you mean `.{close}()`?"
+                        ),
+                        None => format!(
+                            "unknown method `.{method}()` in `forward`; the `network!` documentation lists the methods a forward body can call"
+                        ),
+                    };
+                    self.errors.at(span, message);
+                    None
+                }
+            },
+        }
+    }
+
+    /// A `Softmax<dim>` / `LogSoftmax<dim>` layer (field `index`) applied to `x`; the dim is
+    /// checked against `x`'s rank, and a bad one reported at the field's declaration.
+    pub(super) fn softmax_layer(
+        &mut self,
+        index: usize,
+        x: ValueId,
+        dim: isize,
+        log: bool,
+        origin: String,
+    ) -> Option<ValueId> {
+        let what = format!("`{}<{dim}>`", softmax_name(log));
+        match self.resolve_dim(dim, x, &what) {
+            Ok(dim) => {
+                let shape = self.shape(x).clone();
+                let op = Op::Softmax {
+                    x,
+                    dim,
+                    log,
+                    layer: Some(index),
+                };
+                Some(self.push(op, shape, origin))
+            }
+            Err(message) => {
+                let decl = self.fields[index].decl.clone();
+                self.errors.over(&decl, message);
+                None
+            }
+        }
+    }
+
+    /// The one argument of `.softmax(dim)`: an integer literal below `x`'s rank, or negative
+    /// and counted from the end as in PyTorch (`-1` is the last dim).
+    pub(super) fn dim_arg(
+        &mut self,
+        call: &syn::ExprMethodCall,
+        method: &str,
+        x: ValueId,
+    ) -> Option<usize> {
+        let [arg] = call.args.iter().collect::<Vec<_>>()[..] else {
+            self.errors.at(
+                call.method.span(),
+                format!("`.{method}()` takes one dim, like `.{method}(1)`"),
+            );
+            return None;
+        };
+        let int_literal = |expr: &Expr| match expr {
+            Expr::Lit(syn::ExprLit {
+                lit: syn::Lit::Int(int),
+                ..
+            }) => int.base10_parse::<usize>().ok(),
+            _ => None,
+        };
+        let dim = match arg {
+            Expr::Unary(syn::ExprUnary {
+                op: syn::UnOp::Neg(_),
+                expr,
+                ..
+            }) => int_literal(expr).map(|dim| (true, dim)),
+            _ => int_literal(arg).map(|dim| (false, dim)),
+        };
+        let Some((from_end, dim)) = dim else {
+            self.errors.over(
+                arg,
+                format!("`.{method}()` takes a dim as an integer literal, like `1` or `-1`"),
+            );
+            return None;
+        };
+        let signed =
+            isize::try_from(dim).map_or(isize::MAX, |dim| if from_end { -dim } else { dim });
+        match self.resolve_dim(signed, x, &format!("`.{method}()`")) {
+            Ok(index) => Some(index),
+            Err(message) => {
+                self.errors.over(arg, message);
+                None
+            }
+        }
+    }
+
+    /// `dim` as an index into `x`'s dims, counting from the end when negative as PyTorch
+    /// does, or the message saying why it is not one; `what` names the op for it.
+    pub(super) fn resolve_dim(&self, dim: isize, x: ValueId, what: &str) -> Result<usize, String> {
+        let shape = self.shape(x);
+        let rank = shape.0.len();
+        if rank == 0 {
+            return Err(format!(
+                "{what} needs a tensor with a dim, found `[]` from {}",
+                self.origin(x)
+            ));
+        }
+        let index = if dim < 0 {
+            rank.checked_sub(dim.unsigned_abs())
+        } else {
+            dim.try_into().ok().filter(|&dim: &usize| dim < rank)
+        };
+        index.ok_or_else(|| {
+            format!(
+                "dim {dim} is out of range for `{shape}` from {}: {what} takes a dim from \
+                 -{rank} to {}",
+                self.origin(x),
+                rank - 1
+            )
+        })
+    }
+
+    /// `MyFunction.apply(x)`: a user's `Function` (a unit struct implementing
+    /// `declnet::runtime::function::Function<B>`), which keeps its input's shape.
+    pub(super) fn custom_function(&mut self, call: &syn::ExprMethodCall) -> Option<Lowered> {
+        let function = match &*call.receiver {
+            Expr::Path(path) if path.qself.is_none() => {
+                let local = path.path.get_ident().is_some_and(|ident| {
+                    self.locals.contains_key(&ident.to_string())
+                        || self.fields.iter().any(|field| field.ident == *ident)
+                });
+                (!local).then(|| path.path.clone())
+            }
+            _ => None,
+        };
+        let Some(function) = function else {
+            self.errors.over(
+                &call.receiver,
+                "`.apply(x)` is called on a custom function: a unit struct implementing `Function`, like `MyReLU.apply(x)`",
+            );
+            return None;
+        };
+        let [arg] = call.args.iter().collect::<Vec<_>>()[..] else {
+            self.errors.over(call, "`.apply()` takes one tensor");
+            return None;
+        };
+        let x = self.tensor(arg)?;
+        let shape = self.shape(x).clone();
+        let origin = format!("`{}.apply()`", function.to_token_stream());
+        Some(Lowered::Value(self.push(
+            Op::Custom { function, x },
+            shape,
+            origin,
+        )))
+    }
+
+    /// `a.mm(b)`, reading `.t()` operands in place.
+    pub(super) fn mm(&mut self, call: &syn::ExprMethodCall, receiver: Lowered) -> Option<Lowered> {
+        let [arg] = call.args.iter().collect::<Vec<_>>()[..] else {
+            self.errors.over(call, "`.mm()` takes one matrix");
+            return None;
+        };
+        let operand = |this: &mut Self, lowered: Lowered, expr: &Expr| -> Option<(ValueId, bool)> {
+            match lowered {
+                Lowered::Value(id) => Some((id, false)),
+                Lowered::Transposed(id) => Some((id, true)),
+                Lowered::Scalar(_) => {
+                    this.errors.over(
+                        expr,
+                        "`.mm()` multiplies matrices; use `*` to scale by a number",
+                    );
+                    None
+                }
+            }
+        };
+        let (a, a_t) = operand(self, receiver, &call.receiver)?;
+        let rhs = self.expr(arg)?;
+        let (b, b_t) = operand(self, rhs, arg)?;
+        let view = |this: &Self, id: ValueId, transposed: bool| {
+            let mut dims = this.shape(id).0.clone();
+            if transposed {
+                dims.reverse();
+            }
+            Shape(dims)
+        };
+        let (a_shape, b_shape) = (view(self, a, a_t), view(self, b, b_t));
+        for (shape, id, expr) in [(&a_shape, a, &*call.receiver), (&b_shape, b, arg)] {
+            if shape.0.len() != 2 {
+                self.errors.over(
+                    expr,
+                    format!(
+                        "`.mm()` needs 2-D tensors, found `{shape}` from {}",
+                        self.origin(id)
+                    ),
+                );
+                return None;
+            }
+        }
+        if !unify(&a_shape.0[1], &b_shape.0[0], &mut self.assertions) {
+            self.errors.at(
+                call.method.span(),
+                format!(
+                    "`.mm()` cannot multiply `{a_shape}` ({}) by `{b_shape}` ({}): inner dims {} and {} differ",
+                    self.origin(a),
+                    self.origin(b),
+                    a_shape.0[1],
+                    b_shape.0[0]
+                ),
+            );
+            return None;
+        }
+        let shape = Shape(vec![a_shape.0[0].clone(), b_shape.0[1].clone()]);
+        let op = Op::Mm { a, a_t, b, b_t };
+        Some(Lowered::Value(self.push(op, shape, "`.mm()`".to_owned())))
+    }
+}
