@@ -59,7 +59,7 @@ pub use device::DeviceArg;
 pub mod __private {
     pub use declnet_runtime::function::{Function, apply as apply_function};
     pub use declnet_runtime::io::ModuleIo;
-    pub use declnet_runtime::layers::Linear;
+    pub use declnet_runtime::layers;
     pub use declnet_runtime::network::{
         DeclaredDim, Dim, DimBindings, Layer, LayerShape, TapeInput, accumulate, accumulate_ref,
         check_grad_out, grad_or_zeros, owned, same_dim, summary,

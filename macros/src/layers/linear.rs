@@ -91,13 +91,13 @@ impl LayerRule for Linear {
 
     fn field_type(&self) -> TokenStream {
         let private = private();
-        quote!(#private::Linear<B>)
+        quote!(#private::layers::Linear<B>)
     }
 
     fn init(&self) -> TokenStream {
         let private = private();
         let (input, output, bias) = (dim_expr(&self.input), dim_expr(&self.output), self.bias);
-        quote!(#private::Linear::new(#input, #output, #bias, device, rng))
+        quote!(#private::layers::Linear::new(#input, #output, #bias, device, rng))
     }
 
     fn num_params(&self) -> TokenStream {

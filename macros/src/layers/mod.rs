@@ -73,10 +73,24 @@ const KNOWN_LAYERS: &str = "`Linear<in, out>`, `Param<[dims]>`, `Softmax<dim>`, 
     `LogSoftmax<dim>`, an elementwise layer like `ReLU` or `LeakyReLU<0.2>`, or another \
     network's type";
 
+/// Reads a declaration of one layer kind, or records why it cannot.
+type Reader = fn(&LayerType, &[Ident], &mut Errors) -> Option<FieldKind>;
+
+/// The layer kinds by type name, each with its rule file's reader: a new kind is one row here
+/// and one file beside this one. (Elementwise layers come from their table, nested networks
+/// from any other type name.)
+const KINDS: &[(&str, Reader)] = &[
+    ("Linear", linear::check),
+    ("Param", param::check),
+    ("Softmax", softmax::check),
+    ("LogSoftmax", softmax::check),
+];
+
 /// The names of the layer types, for "did you mean" suggestions.
 fn layer_names() -> impl Iterator<Item = &'static str> {
-    ["Linear", "Param", "Softmax", "LogSoftmax"]
-        .into_iter()
+    KINDS
+        .iter()
+        .map(|(name, _)| *name)
         .chain(table::TABLE.iter().filter_map(|entry| entry.layer))
 }
 
@@ -87,11 +101,8 @@ pub fn check_layer_type(
     errors: &mut Errors,
 ) -> Option<FieldKind> {
     let name = ty.name.to_string();
-    match name.as_str() {
-        "Linear" => return linear::check(ty, const_generics, errors),
-        "Softmax" | "LogSoftmax" => return softmax::check(ty, errors),
-        "Param" => return param::check(ty, const_generics, errors),
-        _ => {}
+    if let Some((_, read)) = KINDS.iter().find(|(kind, _)| *kind == name) {
+        return read(ty, const_generics, errors);
     }
     if let Some(entry) = table::layer(&name) {
         return elementwise::check(ty, entry, errors);

@@ -1,13 +1,15 @@
 //! `Softmax<dim>` and `LogSoftmax<dim>`: stateless, they lower to the softmax op, whose dim
 //! is checked against the input's rank where the layer is applied.
 
+use syn::Ident;
+
 use crate::errors::Errors;
 use crate::ir::FieldKind;
 use crate::parse::{DimDecl, LayerArg, LayerType};
 
 /// `Softmax<dim>` or `LogSoftmax<dim>`, with `dim` an integer literal, negative to count from
 /// the end.
-pub fn check(ty: &LayerType, errors: &mut Errors) -> Option<FieldKind> {
+pub fn check(ty: &LayerType, _: &[Ident], errors: &mut Errors) -> Option<FieldKind> {
     let name = ty.name.to_string();
     let dim = match ty.args.as_slice() {
         [LayerArg::Dim(DimDecl::Lit(dim, _))] => isize::try_from(*dim).ok(),

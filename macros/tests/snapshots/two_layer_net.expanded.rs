@@ -5,9 +5,9 @@
 #[allow(clippy::struct_field_names)]
 pub struct TwoLayerNet<B: ::declnet::__private::Backend = ::declnet::__private::Cpu> {
     ///`Linear<1000, 100>`; `state_dict` prefix `linear1`.
-    pub linear1: ::declnet::__private::Linear<B>,
+    pub linear1: ::declnet::__private::layers::Linear<B>,
     ///`Linear<100, 10>`; `state_dict` prefix `linear2`.
-    pub linear2: ::declnet::__private::Linear<B>,
+    pub linear2: ::declnet::__private::layers::Linear<B>,
 }
 ///What [`TwoLayerNet::backward`] needs from [`TwoLayerNet::forward_train`]: the saved activations, borrowed inputs and shapes, and nothing else.
 #[allow(dead_code)]
@@ -15,8 +15,12 @@ pub struct TwoLayerNetTape<'a, B: ::declnet::__private::Backend> {
     x: ::declnet::__private::TapeInput<'a, B>,
     v1: ::declnet::__private::Tensor<B>,
     v2: ::declnet::__private::Tensor<B>,
-    f1: <::declnet::__private::Linear<B> as ::declnet::__private::Layer<B>>::Tape,
-    f3: <::declnet::__private::Linear<B> as ::declnet::__private::Layer<B>>::Tape,
+    f1: <::declnet::__private::layers::Linear<
+        B,
+    > as ::declnet::__private::Layer<B>>::Tape,
+    f3: <::declnet::__private::layers::Linear<
+        B,
+    > as ::declnet::__private::Layer<B>>::Tape,
     output_shapes: [::declnet::__private::Shape; 1usize],
     _inputs: ::core::marker::PhantomData<&'a B>,
 }
@@ -48,8 +52,20 @@ impl<B: ::declnet::__private::Backend> TwoLayerNet<B> {
     ///A new `TwoLayerNet` on `device`, initialised like PyTorch: `Linear` layers uniform in ±1/sqrt(in_features), `Param`s from N(0, 1), drawn from `rng`.
     pub fn new<R: ::declnet::__private::Rng + ?Sized>(device: &B, rng: &mut R) -> Self {
         Self {
-            linear1: ::declnet::__private::Linear::new(1000, 100, true, device, rng),
-            linear2: ::declnet::__private::Linear::new(100, 10, true, device, rng),
+            linear1: ::declnet::__private::layers::Linear::new(
+                1000,
+                100,
+                true,
+                device,
+                rng,
+            ),
+            linear2: ::declnet::__private::layers::Linear::new(
+                100,
+                10,
+                true,
+                device,
+                rng,
+            ),
         }
     }
     ///Runs `TwoLayerNet` for inference: checks the inputs' shapes once, computes the output, saves nothing.
