@@ -575,7 +575,7 @@ network! {
         let h = x.mm(w);
         let a = h.silu() + mish(h) + h.leaky_relu(0.2) + elu(h, 0.7);
         let b = h.softplus() + h.softplus(2.0, 1.0) + h.hardtanh(-0.8, 0.9);
-        relu(a) + tanh(b) * h.leaky_relu()
+        relu(a) + tanh(b) * h.leaky_relu() + (h * 4.0).relu6()
     }
 }
 
@@ -584,7 +584,7 @@ network! {
     struct ActivationLayers(x: [B, 3]) -> [B, 2] {
         Linear<3, 4>, LeakyReLU<0.2>, Linear<4, 4>, ELU, Linear<4, 4>, SiLU, Softplus<2.0, 5>,
         Linear<4, 4>, Mish, Hardtanh<-1.5, 1.5>, Identity, Linear<4, 4>, LeakyReLU, GELU,
-        Linear<4, 2>
+        Linear<4, 4>, ReLU6, Linear<4, 2>
     }
 }
 

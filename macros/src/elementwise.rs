@@ -63,6 +63,7 @@ pub const TABLE: &[Elementwise] = &[
     row(Some("elu"), Some("ELU"), "Elu", &[("alpha", Some(1.0))], FromInput),
     row(Some("softplus"), Some("Softplus"), "Softplus", &[("beta", Some(1.0)), ("threshold", Some(20.0))], FromInput),
     row(Some("hardtanh"), Some("Hardtanh"), "Hardtanh", &[("min_val", Some(-1.0)), ("max_val", Some(1.0))], FromInput),
+    row(Some("relu6"), Some("ReLU6"), "Relu6", &[], FromInput),
     row(None, Some("Identity"), "", &[], Identity),
     row(Some("exp"), None, "Exp", &[], FromOutput),
     row(Some("log"), None, "Log", &[], FromInput),

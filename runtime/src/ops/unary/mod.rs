@@ -157,6 +157,13 @@ unary_ops! {
         backward from Input: |g, x| if x <= min || x >= max { 0.0 } else { g }
             => "x <= min || x >= max ? 0.0f : g",
     }
+    /// `min(max(x, 0), 6)`, like `torch.nn.functional.relu6`; the gradient is 0 outside the
+    /// open interval, as PyTorch's is.
+    Relu6 => fn relu6 {
+        forward: |x| x.clamp(0.0, 6.0) => "x < 0.0f ? 0.0f : (x > 6.0f ? 6.0f : x)",
+        backward from Input: |g, x| if x <= 0.0 || x >= 6.0 { 0.0 } else { g }
+            => "x <= 0.0f || x >= 6.0f ? 0.0f : g",
+    }
     /// A mask, `1.0` where `x < value` and `0.0` elsewhere, like `x < value` in PyTorch.
     LtScalar(value = 0.2) => fn lt {
         forward: |x| f32::from(u8::from(x < value)) => "x < value ? 1.0f : 0.0f",
