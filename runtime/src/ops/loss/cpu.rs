@@ -4,6 +4,7 @@ use super::{ClassLoss, LossKernel, PointwiseLoss};
 use crate::backend::Cpu;
 use crate::error::Result;
 use crate::ops::softmax::cpu::shifted_sum_exp;
+use crate::ops::unary::sigmoid;
 
 /// `values[i] = l(x[i], t[i])`, `grad[i] = dl/dx (x[i], t[i])`.
 pub(crate) fn pointwise_loss(
@@ -109,16 +110,6 @@ fn sign(v: f32) -> f32 {
         -1.0
     } else {
         0.0
-    }
-}
-
-/// The logistic function, without overflow for large `|v|`.
-fn sigmoid(v: f32) -> f32 {
-    if v >= 0.0 {
-        1.0 / (1.0 + (-v).exp())
-    } else {
-        let e = v.exp();
-        e / (1.0 + e)
     }
 }
 

@@ -177,7 +177,7 @@ unary_ops! {
 }
 
 /// The logistic function, without overflow for large `|v|`.
-fn sigmoid(v: f32) -> f32 {
+pub(crate) fn sigmoid(v: f32) -> f32 {
     if v >= 0.0 {
         1.0 / (1.0 + (-v).exp())
     } else {
