@@ -9,8 +9,6 @@
 //! line reads `499 0.0000103…`). `tests/stage5_optim.rs` replays this step from PyTorch's
 //! weights and matches PyTorch's losses.
 
-use declnet::losses::{Loss, MseLoss, Reduction};
-use declnet::optim::{Adam, AdamConfig};
 use declnet::prelude::*;
 
 network! {
@@ -37,7 +35,8 @@ pub fn optimizer<B: Backend>() -> Adam<B> {
     })
 }
 
-/// One step: forward, sum of squared errors, generated backward, `optimizer.step()`.
+/// One step: forward, sum of squared errors, generated backward, `optimizer.step()`, all in
+/// the generated `train_step`.
 /// Returns the loss before the update,
 /// still on the device: reading it waits for the device, so `run` reads it only to print it.
 ///
@@ -49,12 +48,7 @@ pub fn train_step<B: Backend>(
     x: &Tensor<B>,
     y: &Tensor<B>,
 ) -> Result<Tensor<B>> {
-    let (y_pred, tape) = net.forward_train(x)?;
-    let (loss, grad) = MseLoss::new(Reduction::Sum).try_value_and_grad(&y_pred, y)?;
-    optimizer.zero_grad(net);
-    net.backward_params(tape, &grad)?;
-    optimizer.try_step(net)?;
-    Ok(loss)
+    net.train_step(x, y, &MseLoss::new(Reduction::Sum), optimizer)
 }
 
 fn main() -> Result<()> {

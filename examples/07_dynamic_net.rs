@@ -9,8 +9,6 @@
 //! repeats leaves `middle_linear` without a gradient, and SGD then leaves it (and its momentum)
 //! alone, as PyTorch does. `tests/stage7_dynamic_net.rs` replays PyTorch's repeats.
 
-use declnet::losses::{Loss, MseLoss, Reduction};
-use declnet::optim::{Sgd, SgdConfig};
 use declnet::prelude::*;
 use declnet::runtime::rand::RngExt;
 
@@ -53,12 +51,7 @@ pub fn train_step<B: Backend>(
     y: &Tensor<B>,
     repeats: usize,
 ) -> Result<Tensor<B>> {
-    let (y_pred, tape) = net.forward_train(x, repeats)?;
-    let (loss, grad) = MseLoss::new(Reduction::Sum).try_value_and_grad(&y_pred, y)?;
-    optimizer.zero_grad(net);
-    net.backward_params(tape, &grad)?;
-    optimizer.try_step(net)?;
-    Ok(loss)
+    net.train_step(x, repeats, y, &MseLoss::new(Reduction::Sum), optimizer)
 }
 
 fn main() -> Result<()> {

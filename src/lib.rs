@@ -60,6 +60,7 @@ pub mod __private {
     pub use declnet_runtime::function::{Function, apply as apply_function};
     pub use declnet_runtime::io::ModuleIo;
     pub use declnet_runtime::layers;
+    pub use declnet_runtime::losses::Loss;
     pub use declnet_runtime::network::{
         DeclaredDim, Dim, DimBindings, Layer, LayerShape, TapeInput, accumulate, accumulate_ref,
         check_grad_out, grad_or_zeros, owned, same_dim, summary,
@@ -67,6 +68,7 @@ pub mod __private {
     pub use declnet_runtime::ops::binary::BinaryOp;
     pub use declnet_runtime::ops::elementwise::Operand;
     pub use declnet_runtime::ops::unary::UnaryOp;
+    pub use declnet_runtime::optim::{Optimizer, UpdateRule};
     pub use declnet_runtime::rand::Rng;
     pub use declnet_runtime::rng::seeded;
     pub use declnet_runtime::{
@@ -82,6 +84,17 @@ pub mod prelude {
     pub use declnet_runtime::function::{Function, apply as apply_function};
     pub use declnet_runtime::io::ModuleIo;
     pub use declnet_runtime::layers::Linear;
+    pub use declnet_runtime::losses::{
+        BceWithLogitsLoss, CrossEntropyLoss, L1Loss, Labels, Loss, MseLoss, NllLoss, Reduction,
+        SmoothL1Loss,
+    };
+    pub use declnet_runtime::optim::scheduler::{
+        CosineAnnealingLr, ExponentialLr, LrScheduler, OneCycleLr, Schedule, StepLr,
+    };
+    pub use declnet_runtime::optim::{
+        Adadelta, AdadeltaConfig, Adagrad, AdagradConfig, Adam, AdamConfig, AdamW, AdamWConfig,
+        Optimizer, RmsProp, RmsPropConfig, Sgd, SgdConfig, UpdateRule,
+    };
     pub use declnet_runtime::rng::{SeededRng, seeded};
     pub use declnet_runtime::{
         Backend, Cpu, Cuda, Error, Memory, Module, Param, Result, Shape, StepGraph, Tensor,

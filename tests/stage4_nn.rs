@@ -25,7 +25,7 @@ fn check<B: Backend>(device: &B) {
             .weight
             .set_value(fixture.tensor_on(&format!("s4_nn.init.{layer}.weight"), device))
             .unwrap();
-        let bias = field.bias.as_mut().unwrap();
+        let bias = field.try_bias_mut().unwrap();
         bias.set_value(fixture.tensor_on(&format!("s4_nn.init.{layer}.bias"), device))
             .unwrap();
     }

@@ -56,3 +56,30 @@ fn zero_repeats_leave_the_middle_layer_without_gradient() {
     assert!(net.middle_linear.weight.grad().is_none());
     assert!(net.input_linear.weight.grad().is_some());
 }
+
+/// `summary()` lists the layers in the order `forward` applies them, the activations it applies
+/// as methods, and that the middle layer runs in a loop.
+#[test]
+fn summary_shows_the_loop_and_the_activations() {
+    let summary = example::DynamicNet::<Cpu>::summary();
+    println!("{summary}");
+    let row = |start: &str| {
+        summary
+            .lines()
+            .find(|line| line.starts_with(start))
+            .unwrap_or_else(|| panic!("no `{start}` row in\n{summary}"))
+    };
+    assert!(row("middle_linear").contains("Linear<100, 100>, in a loop or branch"));
+    assert!(row("input_linear").contains("[N, 100]"));
+    let activations = summary
+        .lines()
+        .filter(|line| line.contains(".clamp_min(0.0)"))
+        .count();
+    assert_eq!(activations, 2, "{summary}");
+    let order: Vec<&str> = summary
+        .lines()
+        .filter_map(|line| line.split_whitespace().next())
+        .filter(|name| name.ends_with("_linear"))
+        .collect();
+    assert_eq!(order, ["input_linear", "middle_linear", "output_linear"]);
+}

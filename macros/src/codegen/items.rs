@@ -384,21 +384,71 @@ fn param_count(field: &Field) -> TokenStream {
     }
 }
 
-/// `NUM_PARAMS` and `summary()`: the layer table, known when the crate compiles.
+/// `NUM_PARAMS` and `summary()`: the layer table, known when the crate compiles, in the order
+/// the forward pass applies the layers, with the activations a forward body applies as
+/// methods, and how often each layer is used.
 pub fn gen_summary(net: &Network) -> TokenStream {
     let private = private();
     let counts: Vec<TokenStream> = net.fields.iter().map(param_count).collect();
-    let rows = net.fields.iter().enumerate().map(|(index, field)| {
-        let output = net
+    let field_row = |index: usize, output: String| {
+        let field = &net.fields[index];
+        let uses: Vec<&crate::ir::Node> = net
             .nodes
             .iter()
-            .find(|node| node.op.field() == Some(index))
-            .map_or_else(|| "unused".to_owned(), |node| node.shape.to_string());
-        let name = &field.state_name;
-        let kind = describe(field).replace('`', "");
-        let count = &counts[index];
+            .filter(|node| node.op.field() == Some(index))
+            .collect();
+        let mut kind = describe(field).replace('`', "");
+        if uses.iter().any(|node| node.region.is_some()) {
+            kind.push_str(", in a loop or branch");
+        } else if uses.len() > 1 {
+            kind = format!("{kind}, {} uses", uses.len());
+        }
+        let (name, count) = (&field.state_name, &counts[index]);
         quote!((#name, #kind, #output, #count))
-    });
+    };
+    let mut rows = Vec::new();
+    let mut listed = vec![false; net.fields.len()];
+    for node in &net.nodes {
+        match (&node.op, node.op.field()) {
+            (_, Some(index)) if !listed[index] => {
+                listed[index] = true;
+                rows.push(field_row(index, node.shape.to_string()));
+            }
+            (
+                Op::Map {
+                    op, layer: None, ..
+                },
+                _,
+            ) if op.entry.method.is_some() => {
+                let args: Vec<String> = op.args.iter().map(|arg| format!("{arg:?}")).collect();
+                let method = op.entry.method.unwrap_or_default();
+                let mut kind = format!(".{method}({})", args.join(", "));
+                if node.region.is_some() {
+                    kind.push_str(", in a loop or branch");
+                }
+                let output = node.shape.to_string();
+                rows.push(quote!(("", #kind, #output, 0)));
+            }
+            (
+                Op::Softmax {
+                    dim,
+                    log,
+                    layer: None,
+                    ..
+                },
+                _,
+            ) => {
+                let kind = format!(".{}({dim})", if *log { "log_softmax" } else { "softmax" });
+                let output = node.shape.to_string();
+                rows.push(quote!(("", #kind, #output, 0)));
+            }
+            _ => {}
+        }
+    }
+    // `Identity` layers compute nothing, so no node lists them.
+    for index in (0..net.fields.len()).filter(|&index| !listed[index]) {
+        rows.push(field_row(index, "its input".to_owned()));
+    }
     let name = net.name.to_string();
     let input_shapes: Vec<String> = net
         .inputs
@@ -417,9 +467,53 @@ pub fn gen_summary(net: &Network) -> TokenStream {
         /// The number of trainable scalars, known at compile time.
         pub const NUM_PARAMS: usize = #total;
 
-        /// A table of the layers: name, type, output shape and parameter count.
+        /// A table of the layers in the order `forward` applies them, and of the activations
+        /// it applies as methods: name, type (with how often a layer is used), output shape
+        /// and parameter count.
         pub fn summary() -> String {
             #private::summary(#header, &[#(#rows),*])
+        }
+    }
+}
+
+/// `train_step`: forward, loss, `zero_grad`, `backward_params` and the optimizer's step in one
+/// call, for a network with one output.
+pub fn gen_train_step(net: &Network) -> TokenStream {
+    if net.declared_outputs.len() != 1 {
+        return quote!();
+    }
+    let private = private();
+    let inputs: Vec<_> = net.inputs.iter().map(|input| &input.ident).collect();
+    let extras = super::forward::extra_params(net);
+    let extra_names: Vec<_> = net.extras.iter().map(|extra| &extra.ident).collect();
+    quote! {
+        /// One training step, PyTorch's `optimizer.zero_grad(); loss = loss_fn(net(x),
+        /// target); loss.backward(); optimizer.step()`: runs [`Self::forward_train`], computes
+        /// the loss and its gradient, clears the gradients, runs [`Self::backward_params`] and
+        /// steps `optimizer`. Returns the loss, still on the device (a loss without reduction
+        /// is backpropagated as its sum). For other steps, call those five yourself.
+        ///
+        /// # Errors
+        /// When an input or `target` does not fit the network or the loss, or the device
+        /// fails.
+        pub fn train_step<L, R>(
+            &mut self,
+            #(#inputs: &#private::Tensor<B>,)*
+            #(#extras,)*
+            target: &L::Target,
+            loss_fn: &L,
+            optimizer: &mut #private::Optimizer<R, B>,
+        ) -> #private::Result<#private::Tensor<B>>
+        where
+            L: #private::Loss<B> + ?Sized,
+            R: #private::UpdateRule,
+        {
+            let (output, tape) = self.forward_train(#(#inputs,)* #(#extra_names,)*)?;
+            let (loss, grad) = loss_fn.try_value_and_grad(&output, target)?;
+            #private::Module::zero_grad(self);
+            self.backward_params(tape, &grad)?;
+            optimizer.try_step(self)?;
+            Ok(loss)
         }
     }
 }

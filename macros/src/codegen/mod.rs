@@ -21,6 +21,7 @@ pub fn expand(net: &Network, outputs: &[ValueId], plan: &Plan) -> TokenStream {
     let backward = backward::gen_backward(net, outputs, plan);
     let summary = items::gen_summary(net);
     let load = items::gen_load(net);
+    let train_step = items::gen_train_step(net);
     let module = items::gen_module_impl(net);
     let layer = items::gen_layer_impl(net);
     let (impl_generics, ty) = generics(net);
@@ -33,6 +34,7 @@ pub fn expand(net: &Network, outputs: &[ValueId], plan: &Plan) -> TokenStream {
             #constructor
             #forward
             #backward
+            #train_step
             #summary
             #load
         }

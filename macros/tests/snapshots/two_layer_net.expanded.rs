@@ -225,14 +225,44 @@ impl<B: ::declnet::__private::Backend> TwoLayerNet<B> {
             Ok(None)
         }
     }
+    /// One training step, PyTorch's `optimizer.zero_grad(); loss = loss_fn(net(x),
+    /// target); loss.backward(); optimizer.step()`: runs [`Self::forward_train`], computes
+    /// the loss and its gradient, clears the gradients, runs [`Self::backward_params`] and
+    /// steps `optimizer`. Returns the loss, still on the device (a loss without reduction
+    /// is backpropagated as its sum). For other steps, call those five yourself.
+    ///
+    /// # Errors
+    /// When an input or `target` does not fit the network or the loss, or the device
+    /// fails.
+    pub fn train_step<L, R>(
+        &mut self,
+        x: &::declnet::__private::Tensor<B>,
+        target: &L::Target,
+        loss_fn: &L,
+        optimizer: &mut ::declnet::__private::Optimizer<R, B>,
+    ) -> ::declnet::__private::Result<::declnet::__private::Tensor<B>>
+    where
+        L: ::declnet::__private::Loss<B> + ?Sized,
+        R: ::declnet::__private::UpdateRule,
+    {
+        let (output, tape) = self.forward_train(x)?;
+        let (loss, grad) = loss_fn.try_value_and_grad(&output, target)?;
+        ::declnet::__private::Module::zero_grad(self);
+        self.backward_params(tape, &grad)?;
+        optimizer.try_step(self)?;
+        Ok(loss)
+    }
     /// The number of trainable scalars, known at compile time.
     pub const NUM_PARAMS: usize = (1000 * 100 + 100) + (100 * 10 + 10);
-    /// A table of the layers: name, type, output shape and parameter count.
+    /// A table of the layers in the order `forward` applies them, and of the activations
+    /// it applies as methods: name, type (with how often a layer is used), output shape
+    /// and parameter count.
     pub fn summary() -> String {
         ::declnet::__private::summary(
             "TwoLayerNet(x: [N, 1000])\n",
             &[
                 ("linear1", "Linear<1000, 100>", "[N, 100]", (1000 * 100 + 100)),
+                ("", ".clamp_min(0.0)", "[N, 100]", 0),
                 ("linear2", "Linear<100, 10>", "[N, 10]", (100 * 10 + 10)),
             ],
         )

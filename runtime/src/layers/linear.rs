@@ -41,6 +41,32 @@ impl<B: Backend> Linear<B> {
         }
     }
 
+    /// The bias of a layer declared with one (the default), for the common case that would
+    /// otherwise unwrap the `Option`.
+    ///
+    /// # Errors
+    /// [`Error::Usage`] when the layer was declared with `bias = false`.
+    pub fn try_bias(&self) -> Result<&Param<B>> {
+        self.bias.as_ref().ok_or_else(|| self.no_bias())
+    }
+
+    /// The bias, mutably, as [`Linear::try_bias`].
+    ///
+    /// # Errors
+    /// [`Error::Usage`] when the layer was declared with `bias = false`.
+    pub fn try_bias_mut(&mut self) -> Result<&mut Param<B>> {
+        let error = self.no_bias();
+        self.bias.as_mut().ok_or(error)
+    }
+
+    fn no_bias(&self) -> Error {
+        Error::Usage(format!(
+            "this `Linear<{}, {}>` was declared with `bias = false`: it has no bias",
+            self.in_features(),
+            self.out_features()
+        ))
+    }
+
     /// The width of the input.
     #[must_use]
     pub fn in_features(&self) -> usize {
@@ -169,7 +195,7 @@ mod tests {
             weights.iter().any(|w| w.abs() > 0.9 * bound),
             "spans the range"
         );
-        assert_eq!(linear.bias.as_ref().unwrap().value().dims(), &[50]);
+        assert_eq!(linear.try_bias().unwrap().value().dims(), &[50]);
         assert_eq!(linear.param_names(), ["weight", "bias"]);
         assert_eq!(linear.num_params(), 5050);
         assert_eq!(
@@ -192,12 +218,12 @@ mod tests {
             [1.0, 0.0, 2.0, 0.0, 1.0, 1.0]
         );
         assert_eq!(
-            linear.bias.as_ref().unwrap().grad().unwrap().to_vec(),
+            linear.try_bias().unwrap().grad().unwrap().to_vec(),
             [1.0, 1.0]
         );
         assert!(linear.backward(&x, &grad_out, false).unwrap().is_none());
         assert_eq!(
-            linear.bias.as_ref().unwrap().grad().unwrap().to_vec(),
+            linear.try_bias().unwrap().grad().unwrap().to_vec(),
             [2.0, 2.0],
             "a second backward accumulates"
         );
@@ -211,5 +237,16 @@ mod tests {
             error.to_string(),
             "mm: cannot multiply [4, 5] by [3, 2]: inner dims 5 and 3 differ"
         );
+    }
+
+    #[test]
+    fn a_layer_without_bias_says_so() {
+        let mut linear = Linear::new(3, 2, false, &Cpu, &mut seeded(0));
+        let error = linear.try_bias_mut().unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "usage: this `Linear<3, 2>` was declared with `bias = false`: it has no bias"
+        );
+        assert!(linear.try_bias().is_err());
     }
 }
