@@ -21,6 +21,7 @@ pub mod network;
 pub mod ops;
 pub mod optim;
 mod param;
+mod print;
 pub mod rng;
 mod shape;
 mod step_graph;
