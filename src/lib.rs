@@ -3,7 +3,9 @@
 //! a macro instead of recorded on a tape.
 //!
 //! This crate is the facade: it re-exports the runtime ([`Tensor`], the [`Backend`]s, layers,
-//! [`losses`], [`optim`], [`io`]) and the [`network!`] macro. Start with [`prelude`].
+//! [`losses`], [`optim`], [`io`]) and the [`network!`] macro. Start with [`prelude`]; the
+//! macro's complete syntax, with an example of each construct, is in [`syntax`], and
+//! `docs/from-pytorch.md` sets each tutorial stage's PyTorch code beside declnet's.
 //!
 //! ```
 //! use declnet::prelude::*;
@@ -44,6 +46,7 @@
 //!   ```
 
 mod device;
+pub mod syntax;
 
 pub use declnet_macros::network;
 pub use declnet_runtime as runtime;

@@ -26,7 +26,8 @@ use proc_macro2::TokenStream;
 
 /// Declares a neural network: a struct with its layers and parameters, `new` with PyTorch's
 /// initialisation, `forward`, `forward_train` and a generated `backward`, with every shape
-/// checked when the crate compiles. See the `declnet` crate's documentation for the syntax.
+/// checked when the crate compiles. The syntax, construct by construct with examples, is in
+/// the `declnet::syntax` module of the `declnet` crate.
 ///
 /// What the macro expands to for a small net (the stage 6 `TwoLayerNet`) is checked in as
 /// `macros/tests/snapshots/two_layer_net.expanded.rs`; the test `two_layer_net_expansion_snapshot`

@@ -1,5 +1,5 @@
-//! The two tables elementwise ops are declared in: [`unary_ops!`] (`unary/mod.rs`) and
-//! [`binary_ops!`] (`binary/mod.rs`). One row per op gives its formulas, forward and backward,
+//! The two tables elementwise ops are declared in: `unary_ops!` (`unary/mod.rs`) and
+//! `binary_ops!` (`binary/mod.rs`). One row per op gives its formulas, forward and backward,
 //! once in Rust and once in CUDA C; the macros turn the table into the op enum, its `Tensor`
 //! methods, the CPU kernels' closures, the op codes and the CUDA `switch` NVRTC compiles, so no
 //! op is written or numbered twice by hand.

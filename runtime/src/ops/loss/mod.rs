@@ -11,7 +11,7 @@ use crate::error::Result;
 use crate::tensor::Tensor;
 
 /// A loss of one prediction element against one target element, the unit of work of
-/// [`Backend::pointwise_loss`]. The kernel writes `l(x, t)` and `dl/dx`.
+/// [`LossKernel::pointwise_loss`]. The kernel writes `l(x, t)` and `dl/dx`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 #[non_exhaustive]
 pub enum PointwiseLoss {
@@ -31,7 +31,7 @@ pub enum PointwiseLoss {
 }
 
 /// A loss of one row of a `[batch, classes]` input against its class index, the unit of work of
-/// [`Backend::class_loss`]. The kernel writes one value per row and the derivative of each
+/// [`LossKernel::class_loss`]. The kernel writes one value per row and the derivative of each
 /// row's value with respect to every input.
 #[derive(Debug, Clone, Copy, PartialEq)]
 #[non_exhaustive]

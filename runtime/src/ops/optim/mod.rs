@@ -17,7 +17,7 @@ use crate::backend::{Backend, Memory, expect_len};
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 
-/// One step of one optimizer on one parameter, the unit of work of [`Backend::optim_step`].
+/// One step of one optimizer on one parameter, the unit of work of [`OptimKernel::optim_step`].
 ///
 /// Each variant documents the state buffers it expects, in order; all have the parameter's
 /// length. `g` below is the gradient, negated when `maximize`.
@@ -120,7 +120,7 @@ pub enum OptimStep {
 
 /// The scalars of an update that depend on the step count or on hyper-parameters a
 /// scheduler changes, computed on the device from a buffer kept there, so a captured CUDA
-/// graph replays them right: each [`Backend::optim_step`] that reads them first advances the
+/// graph replays them right: each [`OptimKernel::optim_step`] that reads them first advances the
 /// buffer by one step. It holds [`STEP_SCALARS_LEN`] `f32`s:
 /// - the step count (exact up to 2^24 steps);
 /// - a word the CUDA kernel uses to count its blocks within a launch, zero between launches;
@@ -227,7 +227,7 @@ impl AdamScalars {
 
 impl StepScalars {
     /// Advances `buffer` by one step and returns the scalars of the new step: what every
-    /// backend's [`Backend::optim_step`] computes before the update, with the host path's
+    /// backend's [`OptimKernel::optim_step`] computes before the update, with the host path's
     /// [`AdamScalars::new`], so the two agree to the bit on the CPU (CUDA's `pow` may round
     /// the bias corrections an ulp differently).
     pub(crate) fn advance(&self, buffer: &mut [f32; STEP_SCALARS_LEN]) -> AdamScalars {

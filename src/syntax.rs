@@ -1,0 +1,298 @@
+//! The syntax of [`network!`](crate::network), construct by construct, each with an example
+//! that compiles (and the rules, each with one that does not).
+//!
+//! # Two forms
+//! **Sequential**, like `nn.Sequential`: the input shape, the output shape, and the layers in
+//! order. Unnamed layers become fields `layer0`, `layer2`, ... (only layers with parameters
+//! are fields) with PyTorch's `state_dict` names `0.weight`, `2.weight`, ...; a layer can be
+//! named, `fc1: Linear<784, 128>`, and is then field `fc1` with names `fc1.weight`, ...
+//! ```
+//! use declnet::prelude::*;
+//!
+//! network! {
+//!     pub struct Mlp(x: [N, 784]) -> [N, 10] {
+//!         Linear<784, 128>, ReLU, Linear<128, 10>
+//!     }
+//! }
+//! network! {
+//!     pub struct Named(x: [N, 784]) -> [N, 10] {
+//!         hidden: Linear<784, 128>, ReLU, out: Linear<128, 10>
+//!     }
+//! }
+//!
+//! let net = Mlp::new(&Cpu, &mut seeded(0));
+//! assert_eq!(net.param_names(), ["0.weight", "0.bias", "2.weight", "2.bias"]);
+//! assert_eq!(net.layer2.out_features(), 10);
+//! let named = Named::new(&Cpu, &mut seeded(0));
+//! assert_eq!(named.param_names()[0], "hidden.weight");
+//! ```
+//! **Module**, like a custom `nn.Module`: named fields, then `fn forward` with the inputs'
+//! shapes, the output's shape, and a body.
+//! ```
+//! use declnet::prelude::*;
+//!
+//! network! {
+//!     pub struct TwoLayerNet {
+//!         linear1: Linear<1000, 100>,
+//!         linear2: Linear<100, 10>,
+//!     }
+//!     fn forward(x: [N, 1000]) -> [N, 10] {
+//!         let h = linear1(x).clamp_min(0.0);
+//!         linear2(h)
+//!     }
+//! }
+//! # let _ = TwoLayerNet::new(&Cpu, &mut seeded(0));
+//! ```
+//!
+//! # Dims
+//! A dim is a number, a const generic of the struct, or a name bound at run time from the
+//! inputs (the batch, `N`): every input is checked once at entry and all `N`s must agree.
+//! Layer and parameter dims must be known at compile time.
+//! ```
+//! use declnet::prelude::*;
+//!
+//! network! {
+//!     pub struct Mlp<const H: usize>(x: [N, 784]) -> [N, 10] {
+//!         Linear<784, H>, ReLU, Linear<H, 10>
+//!     }
+//! }
+//!
+//! let net = Mlp::<64>::new(&Cpu, &mut seeded(0));
+//! let error = net.forward(&Tensor::zeros([8, 783], &Cpu)).unwrap_err();
+//! assert!(error.to_string().contains("input `x` must have shape [N, 784], found [8, 783]"));
+//! ```
+//!
+//! # Layers
+//! - `Linear<in, out>`, `Linear<in, out, bias = false>`: `nn.Linear`.
+//! - `Param<[dims]>`: a raw trainable tensor, drawn from N(0, 1) like `torch.randn`, used by
+//!   name in a forward body (module form only).
+//! - Elementwise layers, with numbers for their parameters (those left out take PyTorch's
+//!   defaults): `ReLU`, `Sigmoid`, `Tanh`, `GELU` (exact erf form), `SiLU`, `Mish`, `ReLU6`,
+//!   `LeakyReLU<negative_slope = 0.01>`, `ELU<alpha = 1.0>`,
+//!   `Softplus<beta = 1.0, threshold = 20.0>`, `Hardtanh<min_val = -1.0, max_val = 1.0>`,
+//!   `Identity`.
+//! - `Softmax<dim>`, `LogSoftmax<dim>`: a literal dim, negative counting from the end.
+//! - Another network declared with `network!`, by its type name (`block: ResBlock`): it must
+//!   have one `[N, in]` input and one `[N, out]` output; rustc checks the widths.
+//! ```
+//! use declnet::prelude::*;
+//!
+//! network! {
+//!     pub struct Block(x: [N, 16]) -> [N, 16] {
+//!         Linear<16, 16>, LeakyReLU<0.2>, Linear<16, 16>, Softplus, Hardtanh<-2.0, 2.0>
+//!     }
+//! }
+//! network! {
+//!     pub struct Net {
+//!         w: Param<[8, 16]>,
+//!         block: Block,
+//!         act: ELU,
+//!         out: Linear<16, 3, bias = false>,
+//!         probs: LogSoftmax<-1>,
+//!     }
+//!     fn forward(x: [N, 8]) -> [N, 3] {
+//!         let h = act(x.mm(w));
+//!         probs(out(block(h) + h))
+//!     }
+//! }
+//!
+//! let net = Net::new(&Cpu, &mut seeded(0));
+//! assert_eq!(net.param_names()[1], "block.0.weight");
+//! assert!(Block::<Cpu>::summary().contains("LeakyReLU<0.2>"));
+//! ```
+//!
+//! # Expressions in `forward`
+//! - `let` bindings, reassignment, `h += e` (also `-=`, `*=`, `/=`).
+//! - Layer calls `fc(h)`; `Param` fields by name; `MyFunction.apply(h)` for a custom
+//!   function (below).
+//! - `+ - * /` of tensors (broadcasting like PyTorch) and numbers, unary `-`.
+//! - Methods: every elementwise layer as a method (`.relu()`, `.leaky_relu(0.2)`,
+//!   `.softplus()`, ...), `.exp()`, `.log()`, `.sqrt()`, `.abs()`, `.sin()`, `.cos()`,
+//!   `.neg()`, `.clamp_min(c)`, `.pow(p)`, `.maximum(t)`, `.minimum(t)`, `.softmax(dim)`,
+//!   `.log_softmax(dim)`, `.mm(m)`, `.t()` (read in place by `.mm`), `.sum()`, `.mean()`.
+//! - PyTorch's function form of the elementwise methods: `relu(h)`, `leaky_relu(h, 0.2)`.
+//! ```
+//! use declnet::prelude::*;
+//!
+//! network! {
+//!     pub struct Expressions {
+//!         w: Param<[4, 4]>,
+//!         scale: Param<[4]>,
+//!     }
+//!     fn forward(x: [N, 4]) -> [N, 4] {
+//!         let h = x.mm(w.t());
+//!         let mut y = relu(h) * scale + 1.0;
+//!         y -= h.abs().sqrt() / 2.0;
+//!         y *= -h.tanh();
+//!         y.maximum(h).leaky_relu(0.1).softmax(-1)
+//!     }
+//! }
+//! # let _ = Expressions::new(&Cpu, &mut seeded(0));
+//! ```
+//!
+//! # Control flow
+//! `for _ in 0..n` loops and `if`/`else` statements on non-tensor arguments of `forward`
+//! (declared after the tensors). A tensor reassigned inside must keep its shape; the backward
+//! pass replays exactly the iterations and the arm that ran, and a layer used several times
+//! gets the sum of its gradients (weight sharing).
+//! ```
+//! use declnet::prelude::*;
+//!
+//! network! {
+//!     pub struct DynamicNet {
+//!         input_linear: Linear<10, 8>,
+//!         middle_linear: Linear<8, 8>,
+//!         output_linear: Linear<8, 2>,
+//!     }
+//!     fn forward(x: [N, 10], repeats: usize, skip: bool) -> [N, 2] {
+//!         let mut h = input_linear(x).relu();
+//!         for _ in 0..repeats {
+//!             h = middle_linear(h).relu();
+//!         }
+//!         if skip {
+//!             h = h * 0.5;
+//!         } else {
+//!             h += middle_linear(h);
+//!         }
+//!         output_linear(h)
+//!     }
+//! }
+//!
+//! let net = DynamicNet::new(&Cpu, &mut seeded(0));
+//! let y = net.forward(&Tensor::ones([3, 10], &Cpu), 2, false)?;
+//! assert_eq!(y.dims(), &[3, 2]);
+//! # Ok::<(), declnet::Error>(())
+//! ```
+//!
+//! # Custom functions
+//! A unit struct implementing [`Function`](crate::runtime::function::Function), with its own
+//! forward and backward, like a `torch.autograd.Function`; it keeps its input's shape.
+//! ```
+//! use declnet::prelude::*;
+//!
+//! struct MyReLU;
+//!
+//! impl<B: Backend> Function<B> for MyReLU {
+//!     type Saved = Tensor<B>;
+//!     fn forward(&self, input: &Tensor<B>) -> Result<(Tensor<B>, Tensor<B>)> {
+//!         Ok((input.clamp_min(0.0), input.try_clone()?))
+//!     }
+//!     fn backward(&self, input: &Tensor<B>, grad_output: &Tensor<B>) -> Result<Tensor<B>> {
+//!         grad_output.clamp_min_backward(input, 0.0)
+//!     }
+//! }
+//!
+//! network! {
+//!     pub struct RawNet {
+//!         w1: Param<[6, 4]>,
+//!         w2: Param<[4, 2]>,
+//!     }
+//!     fn forward(x: [N, 6]) -> [N, 2] {
+//!         MyReLU.apply(x.mm(w1)).mm(w2)
+//!     }
+//! }
+//! # let _ = RawNet::new(&Cpu, &mut seeded(0));
+//! ```
+//!
+//! # Several inputs and outputs
+//! Inputs are listed like arguments; several outputs are a tuple of shapes, returned as a
+//! tuple, and `backward` takes one gradient per output and returns one per input.
+//! ```
+//! use declnet::prelude::*;
+//!
+//! network! {
+//!     pub struct TwoHeads {
+//!         shared: Linear<5, 8>,
+//!         left: Linear<8, 2>,
+//!         right: Linear<8, 3>,
+//!     }
+//!     fn forward(a: [N, 5], b: [N, 8]) -> ([N, 2], [N, 3]) {
+//!         let h = shared(a).tanh() + b;
+//!         (left(h), right(h))
+//!     }
+//! }
+//!
+//! let mut net = TwoHeads::new(&Cpu, &mut seeded(0));
+//! let (a, b) = (Tensor::ones([4, 5], &Cpu), Tensor::ones([4, 8], &Cpu));
+//! let ((l, r), tape) = net.forward_train(&a, &b)?;
+//! let (grad_a, grad_b) = net.backward(tape, (&l, &r))?;
+//! assert_eq!((grad_a.dims(), grad_b.dims()), (&[4, 5][..], &[4, 8][..]));
+//! # Ok::<(), declnet::Error>(())
+//! ```
+//!
+//! # What is generated
+//! The struct (generic over the backend, `B: Backend = Cpu`, fields public); `new(&device,
+//! &mut rng)` with PyTorch's initialisation; `forward` (inference, saves nothing);
+//! `forward_train` (the output and a tape of what backward reads); `backward` (parameters'
+//! gradients accumulate, input gradients returned) and `backward_params` (no input gradients);
+//! `train_step(inputs, target, &loss_fn, &mut optimizer)` for one output; `NUM_PARAMS`;
+//! `summary()`; `load(&device, path)`, a new network with a file's weights; and the
+//! [`Module`](crate::runtime::Module) impl (`params()`, `params_mut()`, `zero_grad()`, and
+//! through [`ModuleIo`](crate::io::ModuleIo) `save` and the in-place `load`).
+//! ```
+//! use declnet::prelude::*;
+//!
+//! network! {
+//!     pub struct Tiny(x: [N, 3]) -> [N, 1] { Linear<3, 1> }
+//! }
+//!
+//! let mut net = Tiny::new(&Cpu, &mut seeded(0));
+//! let mut sgd: Sgd = Sgd::new(SgdConfig { lr: 0.1, ..SgdConfig::default() });
+//! let (x, y) = (Tensor::ones([2, 3], &Cpu), Tensor::zeros([2, 1], &Cpu));
+//! let first = net.train_step(&x, &y, &MseLoss::default(), &mut sgd)?.item();
+//! let second = net.train_step(&x, &y, &MseLoss::default(), &mut sgd)?.item();
+//! assert!(second < first);
+//! assert_eq!(Tiny::<Cpu>::NUM_PARAMS, 4);
+//! # Ok::<(), declnet::Error>(())
+//! ```
+//!
+//! # Rules
+//! A wrongly wired network does not compile. The error points at the layer to fix:
+//! ```compile_fail
+//! use declnet::prelude::*;
+//! network! {
+//!     // error: `Linear<50, 10>` (layer 2) expects input `[N, 50]`, found `[N, 100]`
+//!     pub struct Net(x: [N, 784]) -> [N, 10] { Linear<784, 100>, ReLU, Linear<50, 10> }
+//! }
+//! ```
+//! Every declared layer must be used, and must matter to the output: one that is not would
+//! never get a gradient.
+//! ```compile_fail
+//! use declnet::prelude::*;
+//! network! {
+//!     pub struct Net { used: Linear<4, 4>, unused: Linear<4, 4> }
+//!     // error: `unused` is declared but `forward` never uses it; remove it or use it
+//!     fn forward(x: [N, 4]) -> [N, 4] { used(x) }
+//! }
+//! ```
+//! A tensor reassigned in a loop or an `if` arm must keep its shape:
+//! ```compile_fail
+//! use declnet::prelude::*;
+//! network! {
+//!     pub struct Net { grow: Linear<4, 8> }
+//!     fn forward(x: [N, 4], n: usize) -> [N, 4] {
+//!         let mut h = x;
+//!         // error: `h` changes shape in the loop: `[N, 4]` before it, `[N, 8]` after
+//!         for _ in 0..n { h = grow(h); }
+//!         h
+//!     }
+//! }
+//! ```
+//! A broadcast between widths that differ (neither 1) names both sides:
+//! ```compile_fail
+//! use declnet::prelude::*;
+//! network! {
+//!     pub struct Net { block: Linear<64, 32> }
+//!     // error: cannot add `[N, 64]` (input `x`) and `[N, 32]` (`.relu()` of `block`)
+//!     fn forward(x: [N, 64]) -> [N, 64] { x + block(x).relu() }
+//! }
+//! ```
+//! A method the forward body does not know is an error, with a suggestion when one is close:
+//! ```compile_fail
+//! use declnet::prelude::*;
+//! network! {
+//!     pub struct Net { fc: Linear<4, 4> }
+//!     // error: unknown method `.rleu()` in `forward`; did you mean `.relu()`?
+//!     fn forward(x: [N, 4]) -> [N, 4] { fc(x).rleu() }
+//! }
+//! ```
