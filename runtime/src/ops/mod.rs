@@ -12,7 +12,7 @@ pub mod unary;
 /// Checks that `actual` matches `expected` to 1e-6, relative to values above 1.
 #[cfg(test)]
 #[track_caller]
-fn assert_close(actual: &[f32], expected: &[f32]) {
+pub(crate) fn assert_close(actual: &[f32], expected: &[f32]) {
     assert_eq!(actual.len(), expected.len());
     for (a, e) in actual.iter().zip(expected) {
         assert!(
