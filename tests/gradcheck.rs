@@ -606,6 +606,65 @@ network! {
     }
 }
 
+network! {
+    /// A loop whose body reassigns an outer value (`h = z`), and one that shadows an outer
+    /// name with `let`: the outer `t` stays the outer one.
+    struct OuterValues {
+        fc: Linear<3, 3>,
+        w: Param<[3, 3]>,
+    }
+    fn forward(x: [B, 3], n: usize) -> [B, 3] {
+        let z = fc(x);
+        let t = x.tanh();
+        let mut h = z;
+        let mut g = x;
+        for _ in 0..n {
+            let t = g.mm(w).sigmoid();
+            g = t * 2.0;
+            h = z;
+        }
+        h + t + g
+    }
+}
+
+network! {
+    /// A parameter returned as it is: its gradient is the output's.
+    struct ParamOutput {
+        b: Param<[2, 3]>,
+        fc: Linear<3, 3>,
+    }
+    fn forward(x: [2, 3]) -> ([2, 3], [2, 3]) {
+        (b, fc(x))
+    }
+}
+
+network! {
+    /// A single output that is a parameter.
+    struct BareParam {
+        b: Param<[4]>,
+    }
+    fn forward(x: [B, 4]) -> [4] {
+        b
+    }
+}
+
+#[test]
+fn loops_reading_outer_values() {
+    gradcheck!(OuterValues, 16, [[2, 3]], extras = (2));
+}
+
+#[test]
+fn parameters_returned_as_outputs() {
+    let rng = &mut seeded(17);
+    let mut net = ParamOutput::new(&Cpu, rng);
+    let x = Tensor::randn([2, 3], &Cpu, rng);
+    let ((b, y), tape) = net.forward_train(&x).unwrap();
+    net.zero_grad();
+    net.backward_params(tape, (&b, &y)).unwrap();
+    assert_eq!(net.b.grad().unwrap().to_vec(), b.to_vec());
+    gradcheck!(BareParam, 18, [[2, 4]]);
+}
+
 #[test]
 fn newer_activation_methods() {
     gradcheck!(Activations, 13, [[3, 3]]);

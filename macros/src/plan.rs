@@ -184,7 +184,11 @@ impl Plan {
     /// neither saved, returned, nor read by any other node), so the loop may take it over instead
     /// of copying it.
     fn last_use(&self, net: &Network, outputs: &[ValueId], init: ValueId, param: ValueId) -> bool {
-        let computed = net.nodes[init].region.is_none()
+        // A body that reassigns a value from outside (`h = z;`) reads it every iteration.
+        let result_in_body = Self::loop_result(net, param)
+            .is_some_and(|result| net.nodes[result].region == net.nodes[param].region);
+        let computed = result_in_body
+            && net.nodes[init].region.is_none()
             && !matches!(net.nodes[init].op, Op::Input(_) | Op::Param(_));
         let kept = self.saved_values.contains(&init)
             || self.saved_shapes.contains(&init)

@@ -398,3 +398,62 @@ fn mutated_inputs_never_panic() {
         "the mutations must reach both outcomes"
     );
 }
+
+#[test]
+fn numbers_that_overflow_an_f32_are_errors_not_panics() {
+    let layer = expand(quote! {
+        struct Net(x: [N, 4]) -> [N, 4] { LeakyReLU<1e39> }
+    });
+    assert_eq!(messages(&layer), ["this number does not fit in an `f32`"]);
+    let divisor = expand(quote! {
+        struct Net { fc: Linear<4, 4> }
+        fn forward(x: [N, 4]) -> [N, 4] { fc(x) / 1e-39 }
+    });
+    assert_eq!(
+        messages(&divisor),
+        ["dividing by this number overflows an `f32`"]
+    );
+}
+
+#[test]
+fn compound_assignment_keeps_its_targets_shape() {
+    let output = expand(quote! {
+        struct Net { head: Linear<10, 1> }
+        fn forward(x: [N, 10]) -> [N, 10] { let mut h = head(x); h += x; h }
+    });
+    assert_eq!(
+        messages(&output),
+        [
+            "`h +=` would change `h` from `[N, 1]` to `[N, 10]`; an in-place update keeps its \
+          target's shape (write `h = h + ..` for a new tensor)"
+        ]
+    );
+}
+
+#[test]
+fn a_failed_binding_reports_once() {
+    let output = expand(quote! {
+        struct Net { fc: Linear<4, 4> }
+        fn forward(x: [N, 4]) -> [N, 4] { let h = fc(x).rleu(); fc(h) + h }
+    });
+    assert_eq!(
+        messages(&output),
+        ["unknown method `.rleu()` in `forward`; did you mean `.relu()`?"]
+    );
+}
+
+#[test]
+fn a_branch_inside_a_loop_says_nesting_is_unsupported() {
+    let output = expand(quote! {
+        struct Net { fc: Linear<4, 4> }
+        fn forward(x: [N, 4], n: usize, f: bool) -> [N, 4] {
+            let mut h = fc(x);
+            for _ in 0..n { if f { h = h.relu(); } }
+            h
+        }
+    });
+    assert_eq!(
+        messages(&output),
+        ["nested loops and branches in `forward` are not supported yet"]
+    );
+}

@@ -1,6 +1,6 @@
 //! How a tensor prints with `{}`: like PyTorch's `print(tensor)`, values with four decimals
-//! (scientific notation when they span too many orders of magnitude), rows aligned, and the
-//! middle of each dim elided past 1000 elements.
+//! (scientific notation when they span too many orders of magnitude), rows aligned and wrapped
+//! at 80 columns, and the middle of each dim elided past 1000 elements.
 
 use std::fmt::{self, Write};
 
@@ -13,6 +13,9 @@ const SUMMARY_THRESHOLD: usize = 1000;
 /// Elements printed at each end of an elided dim, like PyTorch's `edgeitems`.
 const EDGE_ITEMS: usize = 3;
 
+/// Rows of values wrap at this width, like PyTorch's `linewidth`.
+const LINE_WIDTH: usize = 80;
+
 impl<B: Backend> fmt::Display for Tensor<B> {
     /// Copies the values to the host; a device error prints in place of them.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -20,6 +23,23 @@ impl<B: Backend> fmt::Display for Tensor<B> {
             Ok(values) => values,
             Err(error) => return write!(f, "tensor(<{error}>)"),
         };
+        let device = self.device().name();
+        let device = if device == "cpu" {
+            String::new()
+        } else {
+            format!(", device='{device}'")
+        };
+        if values.is_empty() {
+            // PyTorch names the size of an empty tensor unless it is 1-D.
+            let size = match self.dims() {
+                [_] => String::new(),
+                dims => {
+                    let dims: Vec<String> = dims.iter().map(ToString::to_string).collect();
+                    format!(", size=({})", dims.join(", "))
+                }
+            };
+            return write!(f, "tensor([]{size}{device})");
+        }
         let summarize = values.len() > SUMMARY_THRESHOLD;
         // Like PyTorch, only the printed elements choose the notation.
         let style = if summarize {
@@ -36,10 +56,7 @@ impl<B: Backend> fmt::Display for Tensor<B> {
             summarize,
             "tensor(".len(),
         );
-        let device = self.device().name();
-        if device != "cpu" {
-            let _ = write!(out, ", device='{device}'");
-        }
+        out.push_str(&device);
         out.push(')');
         f.write_str(&out)
     }
@@ -80,11 +97,12 @@ impl Style {
             (false, false) => Notation::Fixed,
         };
         let mut style = Self { notation, width: 0 };
-        style.width = values
-            .iter()
-            .map(|&v| style.format(v).len())
+        // Like PyTorch, only nonzero finite values set the width; the others are padded to it.
+        style.width = finite()
+            .filter(|&v| v != 0.0)
+            .map(|v| style.format(v).len())
             .max()
-            .unwrap_or(0);
+            .unwrap_or(1);
         style
     }
 
@@ -156,12 +174,17 @@ fn write_dim(
         return;
     };
     let stride: usize = inner.iter().product();
+    // A row of values wraps after as many as fit the line, as PyTorch's do.
+    let per_line = (LINE_WIDTH.saturating_sub(indent) / (style.width + 2)).max(1);
     out.push('[');
     for (position, index) in shown(len, summarize).iter().enumerate() {
         if position > 0 {
             out.push(',');
-            if inner.is_empty() {
+            if inner.is_empty() && position % per_line != 0 {
                 out.push(' ');
+            } else if inner.is_empty() {
+                out.push('\n');
+                out.push_str(&" ".repeat(indent + 1));
             } else {
                 // One blank line between matrices, none between rows.
                 out.push_str(&"\n".repeat(inner.len()));
@@ -226,6 +249,24 @@ mod tests {
         assert_eq!(
             spread.to_string(),
             "tensor([1.0000e-06, 5.0000e-01,        nan,       -inf])"
+        );
+    }
+
+    #[test]
+    fn widths_wrapping_and_empty_tensors_follow_pytorch() {
+        let odd = Tensor::from_vec(vec![1.0, f32::NAN], [2], &Cpu);
+        assert_eq!(odd.to_string(), "tensor([1., nan])");
+        let long = Tensor::from_vec((0..30).map(|v| v as f32).collect(), [30], &Cpu);
+        assert_eq!(
+            long.to_string(),
+            "tensor([ 0.,  1.,  2.,  3.,  4.,  5.,  6.,  7.,  8.,  9., 10., 11., 12., 13.,\n        \
+             14., 15., 16., 17., 18., 19., 20., 21., 22., 23., 24., 25., 26., 27.,\n        \
+             28., 29.])"
+        );
+        assert_eq!(Tensor::zeros([0], &Cpu).to_string(), "tensor([])");
+        assert_eq!(
+            Tensor::zeros([0, 3], &Cpu).to_string(),
+            "tensor([], size=(0, 3))"
         );
     }
 }

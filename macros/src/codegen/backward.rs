@@ -25,9 +25,10 @@ pub fn gen_backward(net: &Network, outputs: &[ValueId], plan: &Plan) -> TokenStr
     let saved = tape_bindings(net, plan);
     let input_names: Vec<&syn::Ident> = net.inputs.iter().map(|input| &input.ident).collect();
     // With one output, its gradient is `grad_out0` itself; with several, each output's
-    // adjoint starts from a copy (an output may also feed another output).
+    // adjoint starts from a copy (an output may also feed another output). A parameter
+    // returned as it is takes `grad_out0` into its gradient as a seed.
     let direct = match outputs {
-        [output] => Some(*output),
+        [output] if !matches!(net.nodes[*output].op, Op::Param(_)) => Some(*output),
         _ => None,
     };
     let adjoints = gen_adjoints(net, plan, None, direct);

@@ -22,6 +22,10 @@ pub fn check(
             _ => None,
         };
         match value {
+            Some(value) if !value.is_finite() => {
+                errors.at(arg.span(), "this number does not fit in an `f32`");
+                return None;
+            }
             Some(value) => args.push(value),
             None => {
                 errors.at(

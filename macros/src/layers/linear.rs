@@ -134,8 +134,13 @@ impl LayerRule for Linear {
         true
     }
 
+    /// `[batch, out]` for a `[batch, features]` input of the wrong width; for an input of
+    /// another rank nothing: a guess would mislead the checks after it.
     fn recovered_shape(&self, x: &Shape) -> Option<Shape> {
-        Some(Shape(vec![x.0.first()?.clone(), self.output.clone()]))
+        match x.0.as_slice() {
+            [batch, _] => Some(Shape(vec![batch.clone(), self.output.clone()])),
+            _ => None,
+        }
     }
 
     fn input_span(&self) -> Option<Span> {

@@ -85,6 +85,9 @@ impl Lowerer<'_> {
         if let Some(&id) = self.locals.get(&name.to_string()) {
             return Some(Lowered::Value(id));
         }
+        if self.failed.contains(&name.to_string()) {
+            return None;
+        }
         if self.extras.contains(&name.to_string()) {
             self.errors.at(
                 name.span(),
@@ -268,8 +271,13 @@ impl Lowerer<'_> {
             }
             (tensor, Lowered::Scalar(s)) => {
                 let x = self.materialize(tensor, left_expr)?;
-                if op == BinaryOp::Div && s == 0.0 {
-                    self.errors.over(right_expr, "division of a tensor by zero");
+                if op == BinaryOp::Div && !(1.0 / s).is_finite() {
+                    let message = if s == 0.0 {
+                        "division of a tensor by zero"
+                    } else {
+                        "dividing by this number overflows an `f32`"
+                    };
+                    self.errors.over(right_expr, message);
                     return None;
                 }
                 Some(scalar_op(self, x, op, s))

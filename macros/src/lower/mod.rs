@@ -125,6 +125,7 @@ pub fn lower(def: NetworkDef, errors: &mut Errors) -> (Network, Option<Vec<Value
         region: None,
         regions: Vec::new(),
         identity_layers: HashSet::new(),
+        failed: HashSet::new(),
     };
     for (index, input) in inputs.iter().enumerate() {
         let id = lowerer.push(
@@ -243,6 +244,8 @@ struct Lowerer<'a> {
     regions: Vec<Region>,
     /// `Identity` layers applied (they add no node, but count as used).
     identity_layers: HashSet<usize>,
+    /// Names whose value failed to lower (and said why): their uses report nothing more.
+    failed: HashSet<String>,
 }
 
 impl Lowerer<'_> {
@@ -398,6 +401,17 @@ fn binary_op(op: syn::BinOp) -> Option<BinaryOp> {
         syn::BinOp::Mul(_) => Some(BinaryOp::Mul),
         syn::BinOp::Div(_) => Some(BinaryOp::Div),
         _ => None,
+    }
+}
+
+/// The operator that writes `op`: `+` for `Add`.
+fn op_symbol(op: BinaryOp) -> &'static str {
+    match op {
+        BinaryOp::Add => "+",
+        BinaryOp::Sub => "-",
+        BinaryOp::Mul => "*",
+        BinaryOp::Div => "/",
+        BinaryOp::Maximum | BinaryOp::Minimum => "..",
     }
 }
 

@@ -3,9 +3,9 @@
 
 use proc_macro2::Span;
 use quote::ToTokens;
-use syn::{Expr, Pat, Stmt};
+use syn::{Expr, Ident, Pat, Stmt};
 
-use super::{Lowered, Lowerer, SUPPORTED_SYNTAX, binding_name, compound_op, expr_ident};
+use super::{Lowered, Lowerer, SUPPORTED_SYNTAX, binding_name, compound_op, expr_ident, op_symbol};
 use crate::ir::{Op, Region, ValueId};
 use crate::parse::ForwardDecl;
 use crate::shape::unify;
@@ -90,9 +90,8 @@ impl Lowerer<'_> {
                         .over(local, "`let` in `forward` needs a value: `let h = ..;`");
                     return;
                 };
-                if let Some(value) = self.tensor(&init.expr) {
-                    self.locals.insert(name.to_string(), value);
-                }
+                let value = self.tensor(&init.expr);
+                self.bind(name, value);
             }
             Stmt::Expr(Expr::Assign(assign), Some(_)) => {
                 let Some(name) = expr_ident(&assign.left) else {
@@ -109,14 +108,14 @@ impl Lowerer<'_> {
                     );
                     return;
                 }
-                if let Some(value) = self.tensor(&assign.right) {
-                    self.locals.insert(name.to_string(), value);
-                }
+                let value = self.tensor(&assign.right);
+                self.bind(name, value);
             }
             Stmt::Expr(Expr::Binary(binary), Some(_)) if compound_op(binary.op).is_some() => {
                 self.compound_assign(binary);
             }
             Stmt::Expr(Expr::ForLoop(for_loop), _) => self.for_loop(for_loop),
+            Stmt::Expr(Expr::If(branch), _) => self.branch(branch),
             Stmt::Expr(expr, _) => {
                 self.errors.over(expr, "this statement's value is unused; bind it with `let` or make it the last expression");
             }
@@ -156,10 +155,49 @@ impl Lowerer<'_> {
             (right, &*binary.right),
         ];
         let origin = format!("`{}`", binary.op.to_token_stream());
-        if let Some(value) = self.combine(op, operands, &binary.op, origin)
-            && let Some(value) = self.materialize(value, &binary.right)
-        {
-            self.locals.insert(name.to_string(), value);
+        let value = self
+            .combine(op, operands, &binary.op, origin)
+            .and_then(|value| self.materialize(value, &binary.right));
+        // Like PyTorch's in-place ops, `h += e` keeps `h`'s shape.
+        if let Some(id) = value {
+            let (before, after) = (self.shape(current).clone(), self.shape(id).clone());
+            let keeps = before.0.len() == after.0.len()
+                && before
+                    .0
+                    .iter()
+                    .zip(&after.0)
+                    .all(|(b, a)| unify(b, a, &mut self.assertions));
+            if !keeps {
+                self.errors.over(
+                    binary.op,
+                    format!(
+                        "`{name} {}` would change `{name}` from `{before}` to `{after}`; an \
+                         in-place update keeps its target's shape (write `{name} = {name} {} ..` \
+                         for a new tensor)",
+                        binary.op.to_token_stream(),
+                        op_symbol(op)
+                    ),
+                );
+                self.bind(name, None);
+                return;
+            }
+        }
+        self.bind(name, value);
+    }
+
+    /// Binds `name` to `value`, or, when lowering the value failed (and said why), marks the
+    /// name so that its later uses report nothing more.
+    fn bind(&mut self, name: &Ident, value: Option<ValueId>) {
+        let key = name.to_string();
+        match value {
+            Some(value) => {
+                self.failed.remove(&key);
+                self.locals.insert(key, value);
+            }
+            None => {
+                self.locals.remove(&key);
+                self.failed.insert(key);
+            }
         }
     }
 
@@ -221,7 +259,14 @@ impl Lowerer<'_> {
     pub(super) fn region_body(&mut self, iter: Expr, block: &syn::Block, what: &str) {
         let looped = self.regions.len();
         let mut carried: Vec<(String, Span)> = Vec::new();
+        // A name the body binds with `let` is the body's own from there on, not the outer one.
+        let mut shadowed: Vec<String> = Vec::new();
         for stmt in &block.stmts {
+            if let Stmt::Local(local) = stmt
+                && let Some(name) = binding_name(&local.pat)
+            {
+                shadowed.push(name.to_string());
+            }
             let target = match stmt {
                 Stmt::Expr(Expr::Assign(assign), _) => Some(&*assign.left),
                 Stmt::Expr(Expr::Binary(binary), _) if compound_op(binary.op).is_some() => {
@@ -231,6 +276,7 @@ impl Lowerer<'_> {
             };
             if let Some(name) = target.and_then(expr_ident)
                 && self.locals.contains_key(&name.to_string())
+                && !shadowed.contains(&name.to_string())
             {
                 let key = name.to_string();
                 match carried.iter_mut().find(|(n, _)| *n == key) {

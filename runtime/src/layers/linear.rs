@@ -102,7 +102,14 @@ impl<B: Backend> Linear<B> {
         grad_out: &Tensor<B>,
         input_grad: bool,
     ) -> Result<Option<Tensor<B>>> {
-        let expected = Shape::from([x.dims()[0], self.out_features()]);
+        let &[batch, _] = x.dims() else {
+            return Err(Error::Rank {
+                op: "linear backward",
+                expected: 2,
+                found: x.shape().clone(),
+            });
+        };
+        let expected = Shape::from([batch, self.out_features()]);
         if grad_out.shape() != &expected {
             return Err(Error::Shape {
                 op: "linear backward",

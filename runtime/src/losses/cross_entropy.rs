@@ -194,9 +194,11 @@ impl CrossEntropyLoss {
             Reduction::None => (values, grad),
             Reduction::Sum => (values.try_sum()?, grad),
             Reduction::Mean => {
-                // PyTorch divides by the targets' total weight (a count without weights).
-                let scale = 1.0 / target_weight.iter().sum::<f32>();
-                (values.try_sum()? * scale, grad * scale)
+                // PyTorch divides by the targets' total weight (a count without weights). With
+                // every sample ignored the loss is 0 / 0 = NaN, and the gradient 0, as there.
+                let total: f32 = target_weight.iter().sum();
+                let grad_scale = if total > 0.0 { 1.0 / total } else { 0.0 };
+                (values.try_sum()? * (1.0 / total), grad * grad_scale)
             }
         })
     }
@@ -334,6 +336,20 @@ mod tests {
         assert_eq!(
             error.to_string(),
             "cross_entropy: invalid weight: expected one weight per class, 3, found 2"
+        );
+    }
+
+    #[test]
+    fn a_batch_of_ignored_samples_has_a_nan_mean_and_no_gradient() {
+        let (x, _) = logits();
+        let labels = Labels::new(&[9; 4], &Cpu);
+        let loss = CrossEntropyLoss::default().with_ignore_index(9);
+        let (value, grad) = loss.value_and_grad(&x, &labels);
+        assert!(value.item().is_nan(), "0 / 0, as in PyTorch");
+        assert!(
+            grad.to_vec().iter().all(|&g| g == 0.0),
+            "{:?}",
+            grad.to_vec()
         );
     }
 }

@@ -47,7 +47,8 @@ unary_ops! {
         forward: |x| if x < 0.0 { 0.0 } else { x } => "x < 0.0f ? 0.0f : x",
         backward from Output: |g, y| if y > 0.0 { g } else { 0.0 } => "y > 0.0f ? g : 0.0f",
     }
-    /// `x^p`, like `torch.pow`; `p = 2` is computed as `x * x`, as PyTorch does.
+    /// `x^p`, like `torch.pow`; `p = 2` is computed as `x * x`, as PyTorch does, and the
+    /// gradient of `p = 0` is 0 everywhere (also at `x = 0`), as PyTorch's is.
     ///
     /// # Examples
     /// ```
@@ -58,8 +59,13 @@ unary_ops! {
     Pow(p = 3.0) => fn pow {
         forward: |x| if p == 2.0 { x * x } else { x.powf(p) }
             => "p == 2.0f ? x * x : powf(x, p)",
-        backward from Input: |g, x| if p == 2.0 { g * 2.0 * x } else { g * p * x.powf(p - 1.0) }
-            => "p == 2.0f ? g * 2.0f * x : g * p * powf(x, p - 1.0f)",
+        backward from Input: |g, x| if p == 0.0 {
+            0.0
+        } else if p == 2.0 {
+            g * 2.0 * x
+        } else {
+            g * p * x.powf(p - 1.0)
+        } => "p == 0.0f ? 0.0f : (p == 2.0f ? g * 2.0f * x : g * p * powf(x, p - 1.0f))",
     }
     /// `e^x`.
     Exp => fn exp {
@@ -516,6 +522,13 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn pow_zero_has_a_zero_gradient_even_at_zero() {
+        let x = Tensor::from_vec(vec![0.0, 2.0], [2], &Cpu);
+        let grad = Tensor::ones([2], &Cpu).pow_backward(&x, 0.0).unwrap();
+        assert_eq!(grad.to_vec(), [0.0, 0.0]);
     }
 
     #[test]
