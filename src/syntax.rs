@@ -72,6 +72,8 @@
 //!   `Softplus<beta = 1.0, threshold = 20.0>`, `Hardtanh<min_val = -1.0, max_val = 1.0>`,
 //!   `Identity`.
 //! - `Softmax<dim>`, `LogSoftmax<dim>`: a literal dim, negative counting from the end.
+//! - `Flatten`, `Flatten<start>`, `Flatten<start, end>`: `nn.Flatten` (from dim 1 by default);
+//!   the merged dims must be numbers, so the output shape is known when the crate compiles.
 //! - Another network declared with `network!`, by its type name (`block: ResBlock`): it must
 //!   have one `[N, in]` input and one `[N, out]` output; rustc checks the widths.
 //! ```
@@ -109,11 +111,27 @@
 //! - Methods: every elementwise layer as a method (`.relu()`, `.leaky_relu(0.2)`,
 //!   `.softplus()`, ...), `.exp()`, `.log()`, `.sqrt()`, `.abs()`, `.sin()`, `.cos()`,
 //!   `.neg()`, `.clamp_min(c)`, `.pow(p)`, `.maximum(t)`, `.minimum(t)`, `.softmax(dim)`,
-//!   `.log_softmax(dim)`, `.mm(m)`, `.t()` (read in place by `.mm`), `.sum()`, `.mean()`.
+//!   `.log_softmax(dim)`, `.mm(m)`, `.t()` (read in place by `.mm`), `.sum()`, `.mean()`,
+//!   `.flatten()` / `.flatten(start)` / `.flatten(start, end)` (`torch.flatten`: from dim 0 by
+//!   default), and `.reshape([..])` / `.view([..])` with numbers, the inputs' named dims, const
+//!   generics and one `-1`, the element counts checked when the crate compiles.
 //! - PyTorch's function form of the elementwise methods: `relu(h)`, `leaky_relu(h, 0.2)`.
 //! ```
 //! use declnet::prelude::*;
 //!
+//! network! {
+//!     pub struct Shapes(x: [N, 2, 3, 4]) -> [N, 5] {
+//!         Flatten, Linear<24, 5>
+//!     }
+//! }
+//! network! {
+//!     pub struct Reshapes {
+//!         fc: Linear<24, 6>,
+//!     }
+//!     fn forward(x: [N, 2, 3, 4]) -> [N, 2, 3] {
+//!         fc(x.flatten(1)).reshape([N, 2, -1]).view([N, 2, 3])
+//!     }
+//! }
 //! network! {
 //!     pub struct Expressions {
 //!         w: Param<[4, 4]>,
@@ -128,6 +146,10 @@
 //!     }
 //! }
 //! # let _ = Expressions::new(&Cpu, &mut seeded(0));
+//! let y = Reshapes::new(&Cpu, &mut seeded(0)).forward(&Tensor::ones([5, 2, 3, 4], &Cpu))?;
+//! assert_eq!(y.dims(), &[5, 2, 3]);
+//! # let _ = Shapes::new(&Cpu, &mut seeded(0));
+//! # Ok::<(), declnet::Error>(())
 //! ```
 //!
 //! # Control flow

@@ -1,4 +1,4 @@
-//! Elementwise layers and methods of `network!` against PyTorch (`tests/fixtures/ops.safetensors`:
+//! Elementwise layers and methods of `network!`, and `Flatten`, against PyTorch (`tests/fixtures/ops.safetensors`:
 //! each op's output and input gradient for a random upstream gradient), on every device.
 
 mod common;
@@ -29,6 +29,9 @@ network! {
 network! {
     /// PyTorch's default slope, 0.01, is the fixture's.
     struct LeakyReluLayer(x: [B, 7]) -> [B, 7] { LeakyReLU }
+}
+network! {
+    struct FlattenLayer(x: [B, 3, 4, 4]) -> [B, 48] { Flatten }
 }
 network! {
     struct Exp {}
@@ -91,4 +94,5 @@ fn elementwise_ops<B: Backend>(device: &B) {
     compare!(Exp, "exp", device, fixture);
     compare!(Log, "log", device, fixture);
     compare!(Square, "pow2", device, fixture);
+    compare!(FlattenLayer, "flatten", device, fixture);
 }

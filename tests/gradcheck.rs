@@ -665,6 +665,33 @@ fn parameters_returned_as_outputs() {
     gradcheck!(BareParam, 18, [[2, 4]]);
 }
 
+network! {
+    /// `.flatten(1)`, `.reshape([..])` with a named dim, `.view([..])` with `-1`, on a
+    /// `[B, C, H, W]` input.
+    struct Reshapes {
+        fc: Linear<48, 6>,
+        w: Param<[2, 3]>,
+    }
+    fn forward(x: [B, 3, 4, 4]) -> [B, 2, 3] {
+        let h = fc(x.flatten(1)).tanh();
+        let r = h.reshape([B, 2, 3]) * w;
+        r.view([B, -1]).sigmoid().view([B, 2, 3]) + r
+    }
+}
+
+network! {
+    /// A `Flatten` layer in the sequential form.
+    struct FlattenThenLinear(x: [B, 2, 3, 2]) -> [B, 4] {
+        Flatten, Linear<12, 4>, Tanh
+    }
+}
+
+#[test]
+fn flatten_reshape_and_view() {
+    gradcheck!(Reshapes, 19, [[2, 3, 4, 4]]);
+    gradcheck!(FlattenThenLinear, 20, [[3, 2, 3, 2]]);
+}
+
 #[test]
 fn newer_activation_methods() {
     gradcheck!(Activations, 13, [[3, 3]]);

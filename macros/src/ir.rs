@@ -93,12 +93,18 @@ pub enum FieldKind {
     /// (`-1`) and is checked against the input's rank where the layer is applied. No
     /// parameters, so no struct field.
     Softmax { dim: isize, log: bool },
+    /// `Flatten` (`Flatten<start>`, `Flatten<start, end>`): dims `start..=end` merged into one,
+    /// counted from the end when negative; no parameters, so no struct field.
+    Flatten { start: isize, end: isize },
 }
 
 impl FieldKind {
     /// Whether the field holds parameters (and so is a struct field).
     pub fn has_state(&self) -> bool {
-        !matches!(self, FieldKind::Map(_) | FieldKind::Softmax { .. })
+        !matches!(
+            self,
+            FieldKind::Map(_) | FieldKind::Softmax { .. } | FieldKind::Flatten { .. }
+        )
     }
 }
 
@@ -178,6 +184,9 @@ pub enum Op {
         log: bool,
         layer: Option<usize>,
     },
+    /// `x` under the node's shape, with as many elements: `.flatten()`, `.reshape([..])`,
+    /// `.view([..])`, or a `Flatten` layer (`layer`).
+    Reshape { x: ValueId, layer: Option<usize> },
     /// `x.sum()`.
     Sum { x: ValueId },
     /// `x.mean()`.
@@ -201,7 +210,7 @@ impl Op {
     pub fn field(&self) -> Option<usize> {
         match *self {
             Op::Layer { field, .. } | Op::Param(field) => Some(field),
-            Op::Map { layer, .. } | Op::Softmax { layer, .. } => layer,
+            Op::Map { layer, .. } | Op::Softmax { layer, .. } | Op::Reshape { layer, .. } => layer,
             _ => None,
         }
     }
@@ -212,6 +221,7 @@ impl Op {
             Op::Input(_) | Op::Param(_) => vec![],
             Op::Layer { x, .. }
             | Op::Map { x, .. }
+            | Op::Reshape { x, .. }
             | Op::Transpose { x }
             | Op::Softmax { x, .. }
             | Op::Sum { x }

@@ -128,6 +128,10 @@ impl Plan {
         train: bool,
     ) -> Option<ValueId> {
         let candidates = match net.nodes[id].op {
+            // A reshape keeps the data: taking the buffer over is free whatever the shapes.
+            Op::Reshape { x, .. } => {
+                return self.dies_into(net, outputs, x, id, train).then_some(x);
+            }
             Op::Map { x, .. } => vec![x],
             Op::Binary { op, a, b } if a != b => match op {
                 BinaryOp::Add | BinaryOp::Mul | BinaryOp::Maximum | BinaryOp::Minimum => {
@@ -267,7 +271,7 @@ impl Plan {
                     values.push(a);
                 }
             }
-            Op::Sum { x } | Op::Mean { x } => shapes.push(x),
+            Op::Sum { x } | Op::Mean { x } | Op::Reshape { x, .. } => shapes.push(x),
         }
         for value in values {
             if !matches!(net.nodes[value].op, Op::Param(_)) {

@@ -152,6 +152,16 @@ pub struct DimBindings {
 }
 
 impl DimBindings {
+    /// The size named dim `name` took from the inputs (0 if no input has it, which the macro
+    /// rules out).
+    #[must_use]
+    pub fn size(&self, name: &str) -> usize {
+        self.bound
+            .iter()
+            .find(|bound| bound.0 == name)
+            .map_or(0, |bound| bound.1)
+    }
+
     /// Checks `found` against `declared` for input `input` of `network`, binding named dims.
     ///
     /// # Errors

@@ -339,6 +339,15 @@ fn unbroadcast(net: &Network, id: ValueId, operand: ValueId, grad: TokenStream) 
 /// The backward rule of an elementwise node `id` with its output gradient owned in `mut g`:
 /// the gradient is transformed in place and moved on. `None` for other nodes.
 fn gen_rule_in_place(net: &Network, plan: &Plan, id: ValueId) -> Option<TokenStream> {
+    if let Op::Reshape { x, .. } = net.nodes[id].op {
+        let shape = shape_ident(x);
+        return Some(contribute(
+            net,
+            plan,
+            x,
+            &quote!(g.try_reshape(#shape.clone())?),
+        ));
+    }
     let Op::Map { ref op, x, .. } = net.nodes[id].op else {
         return None;
     };
@@ -485,6 +494,15 @@ fn gen_rule(net: &Network, plan: &Plan, id: ValueId) -> TokenStream {
                 quote!(g.softmax_backward(&#y, #dim)?)
             };
             contribute(net, plan, x, &grad)
+        }
+        Op::Reshape { x, .. } => {
+            let shape = shape_ident(x);
+            contribute(
+                net,
+                plan,
+                x,
+                &quote!(g.try_clone()?.try_reshape(#shape.clone())?),
+            )
         }
         Op::Sum { x } => {
             let shape = shape_ident(x);

@@ -333,6 +333,16 @@ fn gen_step(net: &Network, plan: &Plan, id: ValueId, train: bool) -> Option<Toke
                 quote!(#x.try_softmax(#dim)?)
             }
         }
+        Op::Reshape { x, .. } => {
+            let dims = net.nodes[id].shape.0.iter().map(runtime_dim);
+            if plan.writes_into(id, train).is_some() {
+                let x = value_ident(x);
+                quote!(#x.try_reshape([#(#dims),*])?)
+            } else {
+                let x = value_ref(net, x);
+                quote!(#x.try_clone()?.try_reshape([#(#dims),*])?)
+            }
+        }
         Op::Sum { x } => {
             let x = value_ref(net, x);
             quote!(#x.try_sum()?)
@@ -344,6 +354,15 @@ fn gen_step(net: &Network, plan: &Plan, id: ValueId, train: bool) -> Option<Toke
     };
     let ident = value_ident(id);
     Some(quote!(let #ident = #value;))
+}
+
+/// A dim as a `usize` expression inside `forward`: named dims are read from the sizes the
+/// inputs bound.
+fn runtime_dim(dim: &crate::ir::Dim) -> TokenStream {
+    match &dim.kind {
+        DimKind::Named(name) => quote!(dims.size(#name)),
+        _ => dim_expr(dim),
+    }
 }
 
 /// Value `id` as a matrix operand, read transposed when `transposed`.

@@ -66,6 +66,8 @@ fn describe(field: &Field) -> String {
         FieldKind::Layer(rule) => format!("`{}`", rule.describe()),
         FieldKind::Param { shape } => format!("`Param<{shape}>`"),
         FieldKind::Map(op) => format!("`{}`", op.layer_name()),
+        FieldKind::Flatten { start: 1, end: -1 } => "`Flatten`".to_owned(),
+        FieldKind::Flatten { start, end } => format!("`Flatten<{start}, {end}>`"),
         FieldKind::Softmax { dim, log: false } => format!("`Softmax<{dim}>`"),
         FieldKind::Softmax { dim, log: true } => format!("`LogSoftmax<{dim}>`"),
     }
@@ -348,7 +350,7 @@ pub fn gen_new(net: &Network) -> TokenStream {
                 let dims = shape.0.iter().map(dim_expr);
                 quote!(#ident: #private::Param::new(#private::Tensor::randn([#(#dims),*], device, rng)))
             }
-            FieldKind::Map(_) | FieldKind::Softmax { .. } => {
+            FieldKind::Map(_) | FieldKind::Softmax { .. } | FieldKind::Flatten { .. } => {
                 unreachable!("filtered: activations have no state")
             }
         }
@@ -380,7 +382,7 @@ fn param_count(field: &Field) -> TokenStream {
             let dims = shape.0.iter().map(dim_expr);
             quote!((1 #(* #dims)*))
         }
-        FieldKind::Map(_) | FieldKind::Softmax { .. } => quote!(0),
+        FieldKind::Map(_) | FieldKind::Softmax { .. } | FieldKind::Flatten { .. } => quote!(0),
     }
 }
 

@@ -121,8 +121,14 @@ impl LayerRule for Linear {
         let batch =
             x.0.first()
                 .map_or_else(|| "batch".to_owned(), ToString::to_string);
+        // A `[N, C, H, W]` feature map needs flattening first, as in PyTorch.
+        let hint = if x.0.len() > 2 {
+            " (flatten it first: `.flatten(1)` or a `Flatten` layer)"
+        } else {
+            ""
+        };
         Err(Mismatch {
-            expected: format!("input `[{batch}, {}]`", self.input),
+            expected: format!("input `[{batch}, {}]`{hint}", self.input),
             declared: Some((
                 self.input.span,
                 format!("is declared with {} input features here", self.input),

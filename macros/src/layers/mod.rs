@@ -7,6 +7,7 @@
 //! its gradient is updated in place.
 
 mod elementwise;
+mod flatten;
 mod linear;
 mod network;
 mod param;
@@ -70,7 +71,7 @@ pub struct Mismatch {
 
 /// The layer types `network!` knows, for "unknown layer" messages.
 const KNOWN_LAYERS: &str = "`Linear<in, out>`, `Param<[dims]>`, `Softmax<dim>`, \
-    `LogSoftmax<dim>`, an elementwise layer like `ReLU` or `LeakyReLU<0.2>`, or another \
+    `LogSoftmax<dim>`, `Flatten`, an elementwise layer like `ReLU` or `LeakyReLU<0.2>`, or another \
     network's type";
 
 /// Reads a declaration of one layer kind, or records why it cannot.
@@ -84,6 +85,7 @@ const KINDS: &[(&str, Reader)] = &[
     ("Param", param::check),
     ("Softmax", softmax::check),
     ("LogSoftmax", softmax::check),
+    ("Flatten", flatten::check),
 ];
 
 /// The names of the layer types, for "did you mean" suggestions.

@@ -180,6 +180,11 @@ impl Lowerer<'_> {
                 Some(index),
                 format!("`{name}`"),
             ))),
+            &FieldKind::Flatten { start, end } => {
+                let what = format!("`{name}`");
+                let id = self.flatten(x, (start, end), Some(index), &what, name.span())?;
+                Some(Lowered::Value(id))
+            }
             &FieldKind::Softmax { dim, log } => {
                 let id = self.softmax_layer(index, x, dim, log, format!("`{name}`"))?;
                 Some(Lowered::Value(id))

@@ -72,6 +72,37 @@ impl Lowerer<'_> {
                 let operands = [(receiver, &*call.receiver), (other, arg)];
                 self.combine(op, operands, &call.method, origin)
             }
+            "flatten" => {
+                let x = self.materialize(receiver, &call.receiver)?;
+                let mut dims = Vec::new();
+                for arg in &call.args {
+                    match int_arg(arg) {
+                        Some(dim) => dims.push(dim),
+                        None => {
+                            self.errors.over(
+                                arg,
+                                "`.flatten()` takes dims as integer literals, like `.flatten(1)`",
+                            );
+                            return None;
+                        }
+                    }
+                }
+                // PyTorch's `torch.flatten` defaults: all dims, from 0 to the last.
+                let range = match dims[..] {
+                    [] => (0, -1),
+                    [start] => (start, -1),
+                    [start, end] => (start, end),
+                    _ => {
+                        self.errors.over(
+                            &call.args,
+                            "`.flatten()` takes at most a start and an end dim",
+                        );
+                        return None;
+                    }
+                };
+                Some(Lowered::Value(self.flatten(x, range, None, &origin, span)?))
+            }
+            "reshape" | "view" => self.reshape(call, receiver, &method),
             "softmax" | "log_softmax" => {
                 let x = self.materialize(receiver, &call.receiver)?;
                 let dim = self.dim_arg(call, &method, x)?;
@@ -336,5 +367,24 @@ impl Lowerer<'_> {
         let shape = Shape(vec![a_shape.0[0].clone(), b_shape.0[1].clone()]);
         let op = Op::Mm { a, a_t, b, b_t };
         Some(Lowered::Value(self.push(op, shape, "`.mm()`".to_owned())))
+    }
+}
+
+/// An integer literal, maybe negative: a dim argument.
+fn int_arg(expr: &Expr) -> Option<isize> {
+    let literal = |expr: &Expr| match expr {
+        Expr::Lit(syn::ExprLit {
+            lit: syn::Lit::Int(int),
+            ..
+        }) => int.base10_parse::<isize>().ok(),
+        _ => None,
+    };
+    match expr {
+        Expr::Unary(syn::ExprUnary {
+            op: syn::UnOp::Neg(_),
+            expr,
+            ..
+        }) => literal(expr).map(|dim| -dim),
+        _ => literal(expr),
     }
 }

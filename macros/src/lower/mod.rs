@@ -5,6 +5,7 @@
 
 mod expressions;
 mod methods;
+mod reshape;
 mod statements;
 
 use std::collections::{HashMap, HashSet};
@@ -33,6 +34,9 @@ const OTHER_METHODS: &[&str] = &[
     "sum",
     "mean",
     "apply",
+    "flatten",
+    "reshape",
+    "view",
 ];
 
 /// Everything a forward body may contain, for "unsupported" messages.
@@ -296,6 +300,10 @@ impl Lowerer<'_> {
                 FieldKind::Map(op) => self.map(op.clone(), value, Some(index), description),
                 &FieldKind::Softmax { dim, log } => {
                     self.softmax_layer(index, value, dim, log, description)?
+                }
+                &FieldKind::Flatten { start, end } => {
+                    let span = field.ident.span();
+                    self.flatten(value, (start, end), Some(index), &description, span)?
                 }
                 FieldKind::Param { .. } => {
                     self.errors.over(
