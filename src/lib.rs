@@ -70,6 +70,7 @@ pub mod __private {
     };
     pub use declnet_runtime::ops::binary::BinaryOp;
     pub use declnet_runtime::ops::elementwise::Operand;
+    pub use declnet_runtime::ops::pool::Pool2d;
     pub use declnet_runtime::ops::unary::UnaryOp;
     pub use declnet_runtime::optim::{Optimizer, UpdateRule};
     pub use declnet_runtime::rand::Rng;

@@ -74,6 +74,9 @@
 //! - `Softmax<dim>`, `LogSoftmax<dim>`: a literal dim, negative counting from the end.
 //! - `Flatten`, `Flatten<start>`, `Flatten<start, end>`: `nn.Flatten` (from dim 1 by default);
 //!   the merged dims must be numbers, so the output shape is known when the crate compiles.
+//! - `MaxPool2d<kernel>`, `MaxPool2d<kernel, stride, padding>` (also `stride = s`,
+//!   `padding = p`), and the same for `AvgPool2d`: `nn.MaxPool2d` / `nn.AvgPool2d` over
+//!   `[N, C, H, W]` with numbers for `H` and `W`; the stride is the kernel unless given.
 //! - Another network declared with `network!`, by its type name (`block: ResBlock`): it must
 //!   have one `[N, in]` input and one `[N, out]` output; rustc checks the widths.
 //! ```
@@ -114,14 +117,15 @@
 //!   `.log_softmax(dim)`, `.mm(m)`, `.t()` (read in place by `.mm`), `.sum()`, `.mean()`,
 //!   `.flatten()` / `.flatten(start)` / `.flatten(start, end)` (`torch.flatten`: from dim 0 by
 //!   default), and `.reshape([..])` / `.view([..])` with numbers, the inputs' named dims, const
-//!   generics and one `-1`, the element counts checked when the crate compiles.
+//!   generics and one `-1`, the element counts checked when the crate compiles;
+//!   `.max_pool2d(k)`, `.max_pool2d(k, s, p)`, `.avg_pool2d(..)`.
 //! - PyTorch's function form of the elementwise methods: `relu(h)`, `leaky_relu(h, 0.2)`.
 //! ```
 //! use declnet::prelude::*;
 //!
 //! network! {
-//!     pub struct Shapes(x: [N, 2, 3, 4]) -> [N, 5] {
-//!         Flatten, Linear<24, 5>
+//!     pub struct Shapes(x: [N, 2, 6, 8]) -> [N, 5] {
+//!         MaxPool2d<2>, AvgPool2d<3, 1, 1>, Flatten, Linear<24, 5>
 //!     }
 //! }
 //! network! {

@@ -1,4 +1,4 @@
-//! Elementwise layers and methods of `network!`, and `Flatten`, against PyTorch (`tests/fixtures/ops.safetensors`:
+//! Elementwise layers and methods of `network!`, `Flatten` and pooling, against PyTorch (`tests/fixtures/ops.safetensors`:
 //! each op's output and input gradient for a random upstream gradient), on every device.
 
 mod common;
@@ -32,6 +32,15 @@ network! {
 }
 network! {
     struct FlattenLayer(x: [B, 3, 4, 4]) -> [B, 48] { Flatten }
+}
+network! {
+    struct MaxPool(x: [B, 3, 8, 8]) -> [B, 3, 4, 4] { MaxPool2d<2> }
+}
+network! {
+    struct MaxPoolK3S2(x: [B, 3, 9, 9]) -> [B, 3, 4, 4] { MaxPool2d<3, 2> }
+}
+network! {
+    struct AvgPool(x: [B, 3, 8, 8]) -> [B, 3, 4, 4] { AvgPool2d<2> }
 }
 network! {
     struct Exp {}
@@ -95,4 +104,7 @@ fn elementwise_ops<B: Backend>(device: &B) {
     compare!(Log, "log", device, fixture);
     compare!(Square, "pow2", device, fixture);
     compare!(FlattenLayer, "flatten", device, fixture);
+    compare!(MaxPool, "max_pool2d", device, fixture);
+    compare!(MaxPoolK3S2, "max_pool2d_k3s2", device, fixture);
+    compare!(AvgPool, "avg_pool2d", device, fixture);
 }

@@ -18,6 +18,7 @@ use declnet::runtime::ops::elementwise::{Operand, Saved};
 use declnet::runtime::ops::loss::{ClassLoss, PointwiseLoss};
 use declnet::runtime::ops::matmul::Gemm;
 use declnet::runtime::ops::optim::{DeviceHyper, OptimStep, STEP_SCALARS_LEN, StepScalars};
+use declnet::runtime::ops::pool::Pool2d;
 use declnet::runtime::ops::unary::UnaryOp;
 use two_layer_net::TwoLayerNet;
 
@@ -486,6 +487,29 @@ fn softmax_case<B: Backend>(dev: &B) -> Outputs {
     outputs
 }
 
+fn pool_case<B: Backend>(dev: &B) -> Outputs {
+    let x = Tensor::from_vec(data(2 * 3 * 9 * 7, 91), [2, 3, 9, 7], dev);
+    let mut outputs = Outputs::new();
+    for pool in [
+        Pool2d::max(2, 2, 0),
+        Pool2d::max(3, 2, 1),
+        Pool2d::avg(3, 1, 1),
+        Pool2d::avg(2, 2, 0),
+    ] {
+        let (y, indices) = x.try_pool2d_with_indices(&pool).unwrap();
+        let g = Tensor::from_vec(data(y.numel(), 92), y.shape().clone(), dev);
+        let grad = g
+            .try_pool2d_backward(&pool, indices.as_ref(), x.shape())
+            .unwrap();
+        outputs.push((format!("{pool:?}"), y.to_vec()));
+        if let Some(indices) = indices {
+            outputs.push((format!("{pool:?} indices"), indices.to_vec()));
+        }
+        outputs.push((format!("{pool:?} backward"), grad.to_vec()));
+    }
+    outputs
+}
+
 /// Three SGD-with-momentum steps of the generated network from the same initial weights: the
 /// losses, the prediction and the trained weights. (Not Adam: its first step moves every
 /// weight by `lr * sign(grad)`, so a gradient within rounding of zero could flip a weight by
@@ -531,6 +555,7 @@ fn network_case<B: Backend>(dev: &B) -> Outputs {
 
 parity_test!(softmax_and_its_gradient_match_cpu, softmax_case);
 parity_test!(unary_ops_match_cpu, unary_case);
+parity_test!(pooling_matches_cpu, pool_case);
 parity_test!(broadcast_binary_ops_match_cpu, binary_case);
 parity_test!(gemm_with_every_transpose_matches_cpu, gemm_case);
 parity_test!(sum_axis_and_transpose_match_cpu, reduce_case);

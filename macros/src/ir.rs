@@ -96,6 +96,51 @@ pub enum FieldKind {
     /// `Flatten` (`Flatten<start>`, `Flatten<start, end>`): dims `start..=end` merged into one,
     /// counted from the end when negative; no parameters, so no struct field.
     Flatten { start: isize, end: isize },
+    /// `MaxPool2d<kernel, stride, padding>` or `AvgPool2d<..>`; no parameters, so no field.
+    Pool(PoolSpec),
+}
+
+/// A 2-D pooling of square windows, PyTorch's (`ceil_mode=False`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolSpec {
+    /// Max pooling, else average pooling.
+    pub max: bool,
+    pub kernel: usize,
+    pub stride: usize,
+    pub padding: usize,
+}
+
+impl PoolSpec {
+    /// The layer type as the user would write it: `MaxPool2d<2>`, `AvgPool2d<3, 2, 1>`.
+    pub fn layer_name(&self) -> String {
+        let name = if self.max { "MaxPool2d" } else { "AvgPool2d" };
+        match (self.stride == self.kernel, self.padding) {
+            (true, 0) => format!("{name}<{}>", self.kernel),
+            (_, 0) => format!("{name}<{}, {}>", self.kernel, self.stride),
+            _ => format!("{name}<{}, {}, {}>", self.kernel, self.stride, self.padding),
+        }
+    }
+
+    /// The output size along a spatial dim of `size`, or why the windows do not fit it:
+    /// `floor((size + 2 padding - kernel) / stride) + 1`.
+    pub fn output_size(&self, size: usize) -> Result<usize, String> {
+        let padded = size + 2 * self.padding;
+        if self.kernel == 0 || self.stride == 0 {
+            Err("the kernel and the stride must be positive".to_owned())
+        } else if 2 * self.padding > self.kernel {
+            Err(format!(
+                "padding {} is more than half the kernel {}",
+                self.padding, self.kernel
+            ))
+        } else if self.kernel > padded {
+            Err(format!(
+                "the kernel {} is larger than the padded input, {size} + 2*{} = {padded}",
+                self.kernel, self.padding
+            ))
+        } else {
+            Ok((padded - self.kernel) / self.stride + 1)
+        }
+    }
 }
 
 impl FieldKind {
@@ -103,7 +148,10 @@ impl FieldKind {
     pub fn has_state(&self) -> bool {
         !matches!(
             self,
-            FieldKind::Map(_) | FieldKind::Softmax { .. } | FieldKind::Flatten { .. }
+            FieldKind::Map(_)
+                | FieldKind::Softmax { .. }
+                | FieldKind::Flatten { .. }
+                | FieldKind::Pool(_)
         )
     }
 }
@@ -187,6 +235,12 @@ pub enum Op {
     /// `x` under the node's shape, with as many elements: `.flatten()`, `.reshape([..])`,
     /// `.view([..])`, or a `Flatten` layer (`layer`).
     Reshape { x: ValueId, layer: Option<usize> },
+    /// A 2-D pooling of `[N, C, H, W]`, by a layer (`layer`) or a method.
+    Pool {
+        x: ValueId,
+        pool: PoolSpec,
+        layer: Option<usize>,
+    },
     /// `x.sum()`.
     Sum { x: ValueId },
     /// `x.mean()`.
@@ -210,7 +264,10 @@ impl Op {
     pub fn field(&self) -> Option<usize> {
         match *self {
             Op::Layer { field, .. } | Op::Param(field) => Some(field),
-            Op::Map { layer, .. } | Op::Softmax { layer, .. } | Op::Reshape { layer, .. } => layer,
+            Op::Map { layer, .. }
+            | Op::Softmax { layer, .. }
+            | Op::Reshape { layer, .. }
+            | Op::Pool { layer, .. } => layer,
             _ => None,
         }
     }
@@ -222,6 +279,7 @@ impl Op {
             Op::Layer { x, .. }
             | Op::Map { x, .. }
             | Op::Reshape { x, .. }
+            | Op::Pool { x, .. }
             | Op::Transpose { x }
             | Op::Softmax { x, .. }
             | Op::Sum { x }

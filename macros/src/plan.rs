@@ -272,6 +272,13 @@ impl Plan {
                 }
             }
             Op::Sum { x } | Op::Mean { x } | Op::Reshape { x, .. } => shapes.push(x),
+            // The input's shape, and max pooling's argmax (its state).
+            Op::Pool { x, pool, .. } => {
+                shapes.push(x);
+                if pool.max {
+                    self.saved_functions.insert(id);
+                }
+            }
         }
         for value in values {
             if !matches!(net.nodes[value].op, Op::Param(_)) {

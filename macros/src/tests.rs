@@ -142,7 +142,7 @@ fn rejected_field_is_reported_once() {
     });
     let messages = messages(&output);
     assert_eq!(messages.len(), 3, "{messages:#?}");
-    assert!(messages[0].starts_with("unknown layer `Conv2d`; expected `Linear<in, out>`"));
+    assert!(messages[0].starts_with("unknown layer `Conv2d`; the layers `network!` knows"));
     assert!(messages[1].starts_with("`Param` takes one shape in brackets"));
     assert!(messages[2].contains("`K` is not a const generic"));
     // The struct is still emitted, so code using it reports nothing more.

@@ -5,7 +5,7 @@ use proc_macro2::TokenStream;
 use quote::{quote, quote_spanned};
 use syn::spanned::Spanned;
 
-use super::forward::mat_view;
+use super::forward::{mat_view, pool_tokens};
 use super::items::{Saved, tape_bindings};
 use super::{
     binary_op, function_state_ident, grad_ident, grad_out_ident, grad_outs_type, input_grads_type,
@@ -493,6 +493,17 @@ fn gen_rule(net: &Network, plan: &Plan, id: ValueId) -> TokenStream {
             } else {
                 quote!(g.softmax_backward(&#y, #dim)?)
             };
+            contribute(net, plan, x, &grad)
+        }
+        Op::Pool { x, pool, .. } => {
+            let (shape, spec) = (shape_ident(x), pool_tokens(pool));
+            let indices = if pool.max {
+                let state = function_state_ident(id);
+                quote!(#state.as_ref())
+            } else {
+                quote!(None)
+            };
+            let grad = quote!(g.try_pool2d_backward(&#spec, #indices, &#shape)?);
             contribute(net, plan, x, &grad)
         }
         Op::Reshape { x, .. } => {

@@ -333,6 +333,14 @@ fn gen_step(net: &Network, plan: &Plan, id: ValueId, train: bool) -> Option<Toke
                 quote!(#x.try_softmax(#dim)?)
             }
         }
+        Op::Pool { x, pool, .. } => {
+            let (x, spec) = (value_ref(net, x), pool_tokens(pool));
+            if train && pool.max {
+                let (v, state) = (value_ident(id), function_state_ident(id));
+                return Some(quote!(let (#v, #state) = #x.try_pool2d_with_indices(&#spec)?;));
+            }
+            quote!(#x.try_pool2d(&#spec)?)
+        }
         Op::Reshape { x, .. } => {
             let dims = net.nodes[id].shape.0.iter().map(runtime_dim);
             if plan.writes_into(id, train).is_some() {
@@ -354,6 +362,17 @@ fn gen_step(net: &Network, plan: &Plan, id: ValueId, train: bool) -> Option<Toke
     };
     let ident = value_ident(id);
     Some(quote!(let #ident = #value;))
+}
+
+/// The runtime's `Pool2d` for `pool`.
+pub fn pool_tokens(pool: crate::ir::PoolSpec) -> TokenStream {
+    let private = private();
+    let (kernel, stride, padding) = (pool.kernel, pool.stride, pool.padding);
+    if pool.max {
+        quote!(#private::Pool2d::max(#kernel, #stride, #padding))
+    } else {
+        quote!(#private::Pool2d::avg(#kernel, #stride, #padding))
+    }
 }
 
 /// A dim as a `usize` expression inside `forward`: named dims are read from the sizes the

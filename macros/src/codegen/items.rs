@@ -66,6 +66,7 @@ fn describe(field: &Field) -> String {
         FieldKind::Layer(rule) => format!("`{}`", rule.describe()),
         FieldKind::Param { shape } => format!("`Param<{shape}>`"),
         FieldKind::Map(op) => format!("`{}`", op.layer_name()),
+        FieldKind::Pool(pool) => format!("`{}`", pool.layer_name()),
         FieldKind::Flatten { start: 1, end: -1 } => "`Flatten`".to_owned(),
         FieldKind::Flatten { start, end } => format!("`Flatten<{start}, {end}>`"),
         FieldKind::Softmax { dim, log: false } => format!("`Softmax<{dim}>`"),
@@ -212,6 +213,8 @@ fn saved_field_types(net: &Network, saved: &Saved) -> Vec<TokenStream> {
                 let ty = field_type(&net.fields[*field]);
                 fields.push(quote!(#ident: <#ty as #private::Layer<B>>::Tape));
             }
+            // Max pooling's argmax.
+            Op::Pool { .. } => fields.push(quote!(#ident: Option<#private::Tensor<B>>)),
             _ => {}
         }
     }
@@ -350,7 +353,10 @@ pub fn gen_new(net: &Network) -> TokenStream {
                 let dims = shape.0.iter().map(dim_expr);
                 quote!(#ident: #private::Param::new(#private::Tensor::randn([#(#dims),*], device, rng)))
             }
-            FieldKind::Map(_) | FieldKind::Softmax { .. } | FieldKind::Flatten { .. } => {
+            FieldKind::Map(_)
+            | FieldKind::Softmax { .. }
+            | FieldKind::Flatten { .. }
+            | FieldKind::Pool(_) => {
                 unreachable!("filtered: activations have no state")
             }
         }
@@ -382,7 +388,10 @@ fn param_count(field: &Field) -> TokenStream {
             let dims = shape.0.iter().map(dim_expr);
             quote!((1 #(* #dims)*))
         }
-        FieldKind::Map(_) | FieldKind::Softmax { .. } | FieldKind::Flatten { .. } => quote!(0),
+        FieldKind::Map(_)
+        | FieldKind::Softmax { .. }
+        | FieldKind::Flatten { .. }
+        | FieldKind::Pool(_) => quote!(0),
     }
 }
 

@@ -11,6 +11,7 @@ mod flatten;
 mod linear;
 mod network;
 mod param;
+mod pool;
 mod softmax;
 
 use proc_macro2::{Span, TokenStream};
@@ -69,11 +70,6 @@ pub struct Mismatch {
     pub declared: Option<(Span, String)>,
 }
 
-/// The layer types `network!` knows, for "unknown layer" messages.
-const KNOWN_LAYERS: &str = "`Linear<in, out>`, `Param<[dims]>`, `Softmax<dim>`, \
-    `LogSoftmax<dim>`, `Flatten`, an elementwise layer like `ReLU` or `LeakyReLU<0.2>`, or another \
-    network's type";
-
 /// Reads a declaration of one layer kind, or records why it cannot.
 type Reader = fn(&LayerType, &[Ident], &mut Errors) -> Option<FieldKind>;
 
@@ -86,6 +82,8 @@ const KINDS: &[(&str, Reader)] = &[
     ("Softmax", softmax::check),
     ("LogSoftmax", softmax::check),
     ("Flatten", flatten::check),
+    ("MaxPool2d", pool::check),
+    ("AvgPool2d", pool::check),
 ];
 
 /// The names of the layer types, for "did you mean" suggestions.
@@ -118,7 +116,11 @@ pub fn check_layer_type(
     }
     let message = match miscased.or_else(|| did_you_mean(&name, layer_names())) {
         Some(close) => format!("unknown layer `{name}`; did you mean `{close}`?"),
-        None => format!("unknown layer `{name}`; expected {KNOWN_LAYERS}"),
+        // No list of layers here: it would grow with every kind (`declnet::syntax` has it).
+        None => format!(
+            "unknown layer `{name}`; the layers `network!` knows are listed in \
+             `declnet::syntax`, and another network is used by its type name"
+        ),
     };
     errors.at(ty.name.span(), message);
     None

@@ -180,6 +180,11 @@ impl Lowerer<'_> {
                 Some(index),
                 format!("`{name}`"),
             ))),
+            &FieldKind::Pool(pool) => {
+                let what = format!("`{name}`");
+                let id = self.pool(x, pool, Some(index), &what, name.span())?;
+                Some(Lowered::Value(id))
+            }
             &FieldKind::Flatten { start, end } => {
                 let what = format!("`{name}`");
                 let id = self.flatten(x, (start, end), Some(index), &what, name.span())?;

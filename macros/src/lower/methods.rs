@@ -7,7 +7,7 @@ use syn::Expr;
 use super::{Lowered, Lowerer, OTHER_METHODS, softmax_name};
 use crate::elementwise::{self, MapOp};
 use crate::errors::did_you_mean;
-use crate::ir::{BinaryOp, Op, Shape, ValueId};
+use crate::ir::{BinaryOp, Op, PoolSpec, Shape, ValueId};
 use crate::shape::unify;
 
 impl Lowerer<'_> {
@@ -103,6 +103,40 @@ impl Lowerer<'_> {
                 Some(Lowered::Value(self.flatten(x, range, None, &origin, span)?))
             }
             "reshape" | "view" => self.reshape(call, receiver, &method),
+            "max_pool2d" | "avg_pool2d" => {
+                let x = self.materialize(receiver, &call.receiver)?;
+                let mut args = Vec::new();
+                for arg in &call.args {
+                    match int_arg(arg).and_then(|value| usize::try_from(value).ok()) {
+                        Some(value) => args.push(value),
+                        None => {
+                            self.errors.over(arg, format!("`.{method}()` takes its kernel, stride and padding as integer literals"));
+                            return None;
+                        }
+                    }
+                }
+                let [kernel, ref rest @ ..] = args[..] else {
+                    self.errors.at(
+                        span,
+                        format!("`.{method}()` takes its kernel size, like `.{method}(2)`"),
+                    );
+                    return None;
+                };
+                if rest.len() > 2 {
+                    self.errors.over(
+                        &call.args,
+                        format!("`.{method}()` takes at most a kernel, a stride and a padding"),
+                    );
+                    return None;
+                }
+                let pool = PoolSpec {
+                    max: method == "max_pool2d",
+                    kernel,
+                    stride: rest.first().copied().unwrap_or(kernel),
+                    padding: rest.get(1).copied().unwrap_or(0),
+                };
+                Some(Lowered::Value(self.pool(x, pool, None, &origin, span)?))
+            }
             "softmax" | "log_softmax" => {
                 let x = self.materialize(receiver, &call.receiver)?;
                 let dim = self.dim_arg(call, &method, x)?;

@@ -37,6 +37,8 @@ const OTHER_METHODS: &[&str] = &[
     "flatten",
     "reshape",
     "view",
+    "max_pool2d",
+    "avg_pool2d",
 ];
 
 /// Everything a forward body may contain, for "unsupported" messages.
@@ -287,6 +289,12 @@ impl Lowerer<'_> {
                 FieldKind::Map(op) if field.state_name == index.to_string() => {
                     format!("`{}` (layer {index})", op.layer_name())
                 }
+                FieldKind::Pool(pool) if field.state_name == index.to_string() => {
+                    format!("`{}` (layer {index})", pool.layer_name())
+                }
+                FieldKind::Flatten { .. } if field.state_name == index.to_string() => {
+                    format!("`Flatten` (layer {index})")
+                }
                 FieldKind::Softmax { dim, log } if field.state_name == index.to_string() => {
                     format!("`{}<{dim}>` (layer {index})", softmax_name(*log))
                 }
@@ -304,6 +312,10 @@ impl Lowerer<'_> {
                 &FieldKind::Flatten { start, end } => {
                     let span = field.ident.span();
                     self.flatten(value, (start, end), Some(index), &description, span)?
+                }
+                &FieldKind::Pool(pool) => {
+                    let span = field.ident.span();
+                    self.pool(value, pool, Some(index), &description, span)?
                 }
                 FieldKind::Param { .. } => {
                     self.errors.over(

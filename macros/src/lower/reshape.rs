@@ -1,12 +1,12 @@
-//! Shape arithmetic of `.flatten()`, `.reshape([..])` / `.view([..])` and the `Flatten` layer:
-//! the output shape from literal dims, checked when the crate compiles, with the derivation in
-//! the node's origin so that a later mismatch shows it.
+//! Shape arithmetic of `.flatten()`, `.reshape([..])` / `.view([..])`, the `Flatten` layer and
+//! 2-D pooling: the output shape from literal dims, checked when the crate compiles, with the
+//! derivation in the node's origin so that a later mismatch shows it.
 
 use proc_macro2::Span;
 use syn::Expr;
 
 use super::{Lowered, Lowerer};
-use crate::ir::{Dim, DimKind, Op, Shape, ValueId};
+use crate::ir::{Dim, DimKind, Op, PoolSpec, Shape, ValueId};
 
 /// A dim of a `.reshape([..])` target as written.
 enum Target {
@@ -115,6 +115,57 @@ impl Lowerer<'_> {
             format!("{what} of `{shape}` from {}", self.producer(x))
         };
         Some(self.push(Op::Reshape { x, layer }, out, origin))
+    }
+
+    /// `pool` over `x`, a `[N, C, H, W]` tensor with numbers for `H` and `W`, applied by field
+    /// `layer` or a method; an error is reported at `at`.
+    pub(super) fn pool(
+        &mut self,
+        x: ValueId,
+        pool: PoolSpec,
+        layer: Option<usize>,
+        what: &str,
+        at: Span,
+    ) -> Option<ValueId> {
+        let shape = self.shape(x).clone();
+        let [n, c, h, w] = &shape.0[..] else {
+            self.errors.at(
+                at,
+                format!(
+                    "{what} pools a `[N, C, H, W]` tensor, found `{shape}` from {}",
+                    self.origin(x)
+                ),
+            );
+            return None;
+        };
+        let mut out = vec![n.clone(), c.clone()];
+        for (dim, name) in [(h, "height"), (w, "width")] {
+            let DimKind::Lit(size) = dim.kind else {
+                self.errors.at(
+                    at,
+                    format!(
+                        "{what} needs the {name} of `{shape}` (from {}) as a number, found `{dim}`",
+                        self.origin(x)
+                    ),
+                );
+                return None;
+            };
+            match pool.output_size(size) {
+                Ok(size) => out.push(Dim::lit(size, at)),
+                Err(message) => {
+                    self.errors.at(
+                        at,
+                        format!(
+                            "{what} does not fit `{shape}` from {}: {message}",
+                            self.origin(x)
+                        ),
+                    );
+                    return None;
+                }
+            }
+        }
+        let origin = format!("{what} of `{shape}` from {}", self.producer(x));
+        Some(self.push(Op::Pool { x, pool, layer }, Shape(out), origin))
     }
 
     /// `x.reshape([..])` / `x.view([..])`: the dims in brackets are numbers, named dims of the

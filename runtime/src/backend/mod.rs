@@ -25,6 +25,7 @@ use crate::ops::binary::BinaryKernel;
 use crate::ops::loss::LossKernel;
 use crate::ops::matmul::MatmulKernel;
 use crate::ops::optim::OptimKernel;
+use crate::ops::pool::PoolKernel;
 use crate::ops::reduce::ReduceKernel;
 use crate::ops::softmax::SoftmaxKernel;
 use crate::ops::unary::UnaryKernel;
@@ -42,6 +43,7 @@ pub trait Backend:
     + SoftmaxKernel
     + LossKernel
     + OptimKernel
+    + PoolKernel
 {
 }
 
@@ -54,6 +56,7 @@ impl<D> Backend for D where
         + SoftmaxKernel
         + LossKernel
         + OptimKernel
+        + PoolKernel
 {
 }
 

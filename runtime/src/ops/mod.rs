@@ -5,6 +5,7 @@ pub mod elementwise;
 pub mod loss;
 pub mod matmul;
 pub mod optim;
+pub mod pool;
 pub mod reduce;
 pub mod softmax;
 pub mod unary;

@@ -13,7 +13,7 @@ use cudarc::nvrtc::{CompileError, CompileOptions, Ptx, compile_ptx_with_opts};
 
 use super::launch::{Family, KernelArg};
 use crate::error::{Error, Result};
-use crate::ops::{binary, optim};
+use crate::ops::{binary, optim, pool};
 
 /// Threads per block of the elementwise kernels (and of `sum_rows_f32`, which relies on it).
 pub(crate) const BLOCK: u32 = 256;
@@ -223,6 +223,22 @@ kernel_table! {
             flags: &u32,
             hyper: &optim::cuda::Hyper,
             rule: &optim::cuda::AdamRule,
+        );
+    }
+    pool {
+        /// Max or average pooling, one thread per output; `indices` gets max pooling's argmax.
+        fn pool2d = "pool2d_f32"(
+            out: &mut CudaSlice<f32>,
+            indices: Option<&mut CudaSlice<f32>>,
+            x: &CudaSlice<f32>,
+            window: &pool::cuda::Window,
+        );
+        /// The gradient through a pooling, one thread per input, gathering its windows.
+        fn pool2d_backward = "pool2d_backward_f32"(
+            grad_in: &mut CudaSlice<f32>,
+            grad_out: &CudaSlice<f32>,
+            indices: Option<&CudaSlice<f32>>,
+            window: &pool::cuda::Window,
         );
     }
     softmax {
