@@ -64,6 +64,11 @@
 //!
 //! # Layers
 //! - `Linear<in, out>`, `Linear<in, out, bias = false>`: `nn.Linear`.
+//! - `Conv2d<in, out, kernel>` with the named options `stride`, `padding`, `dilation`,
+//!   `groups` and `bias = false` (PyTorch's defaults otherwise): `nn.Conv2d` on
+//!   `[N, in, H, W]`; with numbers for `H` and `W` the output's are computed when the crate
+//!   compiles, and a channel count, a kernel that does not fit, or groups that do not divide
+//!   the channels are compile errors.
 //! - `Param<[dims]>`: a raw trainable tensor, drawn from N(0, 1) like `torch.randn`, used by
 //!   name in a forward body (module form only).
 //! - Elementwise layers, with numbers for their parameters (those left out take PyTorch's
@@ -125,7 +130,8 @@
 //!
 //! network! {
 //!     pub struct Shapes(x: [N, 2, 6, 8]) -> [N, 5] {
-//!         MaxPool2d<2>, AvgPool2d<3, 1, 1>, Flatten, Linear<24, 5>
+//!         Conv2d<2, 4, 3, padding = 1>, ReLU, MaxPool2d<2>, AvgPool2d<3, 1, 1>, Flatten,
+//!         Linear<48, 5>
 //!     }
 //! }
 //! network! {

@@ -13,6 +13,7 @@ use common::cuda_or_skip;
 use declnet::losses::{Loss, MseLoss, Reduction};
 use declnet::optim::{Sgd, SgdConfig};
 use declnet::prelude::*;
+use declnet::runtime::layers::{Conv2d, Conv2dConfig};
 use declnet::runtime::ops::binary::{BinaryOp, Broadcast};
 use declnet::runtime::ops::elementwise::{Operand, Saved};
 use declnet::runtime::ops::loss::{ClassLoss, PointwiseLoss};
@@ -510,6 +511,36 @@ fn pool_case<B: Backend>(dev: &B) -> Outputs {
     outputs
 }
 
+fn conv_case<B: Backend>(dev: &B) -> Outputs {
+    let mut outputs = Outputs::new();
+    let configs = [
+        Conv2dConfig::default(),
+        Conv2dConfig {
+            stride: 2,
+            padding: 1,
+            dilation: 2,
+            groups: 2,
+            bias: false,
+        },
+    ];
+    for (seed, config) in configs.into_iter().enumerate() {
+        let mut conv = Conv2d::new(4, 6, 3, config, dev, &mut seeded(seed as u64));
+        let x = Tensor::from_vec(data(3 * 4 * 9 * 8, 93), [3, 4, 9, 8], dev);
+        let y = conv.forward(&x).unwrap();
+        let g = Tensor::from_vec(data(y.numel(), 94), y.shape().clone(), dev);
+        let grad_x = conv.backward(&x, &g, true).unwrap().unwrap();
+        outputs.push((format!("{config:?} output"), y.to_vec()));
+        outputs.push((format!("{config:?} input gradient"), grad_x.to_vec()));
+        conv.visit_params(&mut |name, param| {
+            outputs.push((
+                format!("{config:?} {name} gradient"),
+                param.grad().unwrap().to_vec(),
+            ));
+        });
+    }
+    outputs
+}
+
 /// Three SGD-with-momentum steps of the generated network from the same initial weights: the
 /// losses, the prediction and the trained weights. (Not Adam: its first step moves every
 /// weight by `lr * sign(grad)`, so a gradient within rounding of zero could flip a weight by
@@ -556,6 +587,7 @@ fn network_case<B: Backend>(dev: &B) -> Outputs {
 parity_test!(softmax_and_its_gradient_match_cpu, softmax_case);
 parity_test!(unary_ops_match_cpu, unary_case);
 parity_test!(pooling_matches_cpu, pool_case);
+parity_test!(convolution_matches_cpu, conv_case);
 parity_test!(broadcast_binary_ops_match_cpu, binary_case);
 parity_test!(gemm_with_every_transpose_matches_cpu, gemm_case);
 parity_test!(sum_axis_and_transpose_match_cpu, reduce_case);

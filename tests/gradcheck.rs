@@ -700,6 +700,26 @@ network! {
     }
 }
 
+network! {
+    /// A small CNN: padded and grouped, strided and dilated convolutions, pooling, flatten.
+    struct Cnn {
+        conv1: Conv2d<2, 4, 3, padding = 1>,
+        conv2: Conv2d<4, 4, 2, groups = 2, stride = 2, bias = false>,
+        conv3: Conv2d<4, 3, 2, dilation = 2, padding = 1>,
+        fc: Linear<12, 2>,
+    }
+    fn forward(x: [B, 2, 6, 6]) -> [B, 2] {
+        let h = conv1(x).tanh().avg_pool2d(2, 1);
+        let h = conv3(conv2(h).sigmoid());
+        fc(h.flatten(1))
+    }
+}
+
+#[test]
+fn convolutions() {
+    gradcheck!(Cnn, 25, [[2, 2, 6, 6]]);
+}
+
 /// Max pooling has kinks where two values of a window tie; with this seed no window holds two
 /// values within the central difference's step (seeds 21 and 23 do, and fail by that alone).
 #[test]

@@ -137,12 +137,12 @@ fn independent_mistakes_are_reported_together() {
 #[test]
 fn rejected_field_is_reported_once() {
     let output = expand(quote! {
-        struct Net { conv: Conv2d<3, 3>, w: Param<784>, fc: Linear<K, 10> }
+        struct Net { conv: Capsule<3, 3>, w: Param<784>, fc: Linear<K, 10> }
         fn forward(x: [N, 784]) -> [N, 10] { fc(conv(x) * w) }
     });
     let messages = messages(&output);
     assert_eq!(messages.len(), 3, "{messages:#?}");
-    assert!(messages[0].starts_with("unknown layer `Conv2d`; the layers `network!` knows"));
+    assert!(messages[0].starts_with("unknown layer `Capsule`; the layers `network!` knows"));
     assert!(messages[1].starts_with("`Param` takes one shape in brackets"));
     assert!(messages[2].contains("`K` is not a const generic"));
     // The struct is still emitted, so code using it reports nothing more.

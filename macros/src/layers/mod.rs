@@ -6,6 +6,7 @@
 //! (`ReLU`, `Softmax<1>`) lowers to the op that computes it, so the tape keeps one tensor and
 //! its gradient is updated in place.
 
+mod conv;
 mod elementwise;
 mod flatten;
 mod linear;
@@ -78,6 +79,7 @@ type Reader = fn(&LayerType, &[Ident], &mut Errors) -> Option<FieldKind>;
 /// from any other type name.)
 const KINDS: &[(&str, Reader)] = &[
     ("Linear", linear::check),
+    ("Conv2d", conv::check),
     ("Param", param::check),
     ("Softmax", softmax::check),
     ("LogSoftmax", softmax::check),

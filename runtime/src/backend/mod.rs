@@ -22,6 +22,7 @@ use std::fmt;
 
 use crate::error::{Error, Result};
 use crate::ops::binary::BinaryKernel;
+use crate::ops::conv::ConvKernel;
 use crate::ops::loss::LossKernel;
 use crate::ops::matmul::MatmulKernel;
 use crate::ops::optim::OptimKernel;
@@ -44,6 +45,7 @@ pub trait Backend:
     + LossKernel
     + OptimKernel
     + PoolKernel
+    + ConvKernel
 {
 }
 
@@ -57,6 +59,7 @@ impl<D> Backend for D where
         + LossKernel
         + OptimKernel
         + PoolKernel
+        + ConvKernel
 {
 }
 

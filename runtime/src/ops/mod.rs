@@ -1,6 +1,7 @@
 //! Tensor operations, one folder per op family (see `README.md` beside this file).
 
 pub mod binary;
+pub mod conv;
 pub mod elementwise;
 pub mod loss;
 pub mod matmul;

@@ -13,7 +13,7 @@ use cudarc::nvrtc::{CompileError, CompileOptions, Ptx, compile_ptx_with_opts};
 
 use super::launch::{Family, KernelArg};
 use crate::error::{Error, Result};
-use crate::ops::{binary, optim, pool};
+use crate::ops::{binary, conv, optim, pool};
 
 /// Threads per block of the elementwise kernels (and of `sum_rows_f32`, which relies on it).
 pub(crate) const BLOCK: u32 = 256;
@@ -223,6 +223,20 @@ kernel_table! {
             flags: &u32,
             hyper: &optim::cuda::Hyper,
             rule: &optim::cuda::AdamRule,
+        );
+    }
+    conv {
+        /// Unfolds every convolution window into a column, one thread per column entry.
+        fn im2col = "im2col_f32"(
+            cols: &mut CudaSlice<f32>,
+            x: &CudaSlice<f32>,
+            geometry: &conv::cuda::Geometry,
+        );
+        /// Folds column gradients back, one thread per input element.
+        fn col2im = "col2im_f32"(
+            x: &mut CudaSlice<f32>,
+            cols: &CudaSlice<f32>,
+            geometry: &conv::cuda::Geometry,
         );
     }
     pool {

@@ -3,7 +3,7 @@
 use faer::linalg::matmul::matmul;
 use faer::{Accum, MatMut, MatRef, Par};
 
-use super::{Gemm, MatmulKernel};
+use super::{Gemm, GemmBatch, MatmulKernel};
 use crate::backend::Cpu;
 use crate::error::Result;
 
@@ -53,6 +53,24 @@ pub(crate) fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) 
 impl MatmulKernel for Cpu {
     fn gemm(&self, gemm: &Gemm, a: &Vec<f32>, b: &Vec<f32>, c: &mut Vec<f32>) -> Result<()> {
         self::gemm(gemm, a, b, c);
+        Ok(())
+    }
+
+    fn gemm_batched(
+        &self,
+        gemm: &Gemm,
+        batch: &GemmBatch,
+        a: &Vec<f32>,
+        b: &Vec<f32>,
+        c: &mut Vec<f32>,
+    ) -> Result<()> {
+        batch.check(gemm, a.len(), b.len(), c.len())?;
+        let (m, n, k) = (gemm.m, gemm.n, gemm.k);
+        for i in 0..batch.count {
+            let at = |strided: super::Strided| strided.offset + i * strided.step;
+            let (a, b) = (&a[at(batch.a)..][..m * k], &b[at(batch.b)..][..k * n]);
+            self::gemm(gemm, a, b, &mut c[at(batch.c)..][..m * n]);
+        }
         Ok(())
     }
 

@@ -1,10 +1,10 @@
 //! GEMM on cuBLAS and the launch glue of the transpose kernel in `matmul.cu`.
 
 use cudarc::cublas::sys::cublasOperation_t;
-use cudarc::cublas::{Gemm as _, GemmConfig};
+use cudarc::cublas::{Gemm as _, GemmConfig, StridedBatchedConfig};
 use cudarc::driver::CudaSlice;
 
-use super::{Gemm, MatmulKernel};
+use super::{Gemm, GemmBatch, MatmulKernel};
 use crate::backend::cuda::{Cuda, CudaBuffer, cuda_error, expect_len, launch_config};
 use crate::error::{Error, Result};
 
@@ -27,6 +27,24 @@ pub(crate) fn gemm(
     c: &mut CudaSlice<f32>,
 ) -> Result<()> {
     const OP: &str = "gemm";
+    let &Gemm { m, n, k, .. } = gemm;
+    expect_len(OP, "a", a.len(), m * k)?;
+    expect_len(OP, "b", b.len(), k * n)?;
+    expect_len(OP, "c", c.len(), m * n)?;
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    let config = config(gemm)?;
+    let blas = dev.blas()?;
+    // SAFETY: with the dims and leading dims above, cuBLAS reads `k * n` elements of `b`,
+    // `m * k` of `a` and writes `m * n` of `c`, the lengths checked above; all three live on
+    // the stream the handle is bound to.
+    unsafe { blas.gemm(config, b, a, c) }.map_err(cuda_error(OP))
+}
+
+/// `gemm` as cuBLAS's column-major configuration (see [`gemm`]).
+fn config(gemm: &Gemm) -> Result<GemmConfig<f32>> {
+    const OP: &str = "gemm";
     let &Gemm {
         m,
         n,
@@ -36,12 +54,6 @@ pub(crate) fn gemm(
         alpha,
         beta,
     } = gemm;
-    expect_len(OP, "a", a.len(), m * k)?;
-    expect_len(OP, "b", b.len(), k * n)?;
-    expect_len(OP, "c", c.len(), m * n)?;
-    if m == 0 || n == 0 {
-        return Ok(());
-    }
     let int = |v: usize| {
         i32::try_from(v.max(1)).map_err(|_| Error::Backend {
             op: OP,
@@ -55,7 +67,7 @@ pub(crate) fn gemm(
             cublasOperation_t::CUBLAS_OP_N
         }
     };
-    let config = GemmConfig {
+    Ok(GemmConfig {
         transa: op(trans_b),
         transb: op(trans_a),
         m: int(n)?,
@@ -71,12 +83,46 @@ pub(crate) fn gemm(
         ldb: int(if trans_a { m } else { k })?,
         beta,
         ldc: int(n)?,
+    })
+}
+
+/// The batch `batch` of products of `gemm`'s shape, in one strided-batched cuBLAS call with the
+/// operands swapped as in [`gemm`].
+pub(crate) fn gemm_batched(
+    dev: &Cuda,
+    gemm: &Gemm,
+    batch: &GemmBatch,
+    a: &CudaSlice<f32>,
+    b: &CudaSlice<f32>,
+    c: &mut CudaSlice<f32>,
+) -> Result<()> {
+    const OP: &str = "gemm_batched";
+    batch.check(gemm, a.len(), b.len(), c.len())?;
+    if batch.count == 0 || gemm.m == 0 || gemm.n == 0 {
+        return Ok(());
+    }
+    let step = |step: usize| {
+        i64::try_from(step).map_err(|_| Error::Backend {
+            op: OP,
+            message: format!("cuBLAS takes 64-bit strides, found {step}"),
+        })
+    };
+    let config = StridedBatchedConfig {
+        gemm: config(gemm)?,
+        batch_size: i32::try_from(batch.count).map_err(|_| Error::Backend {
+            op: OP,
+            message: format!("cuBLAS takes a 32-bit batch, found {}", batch.count),
+        })?,
+        stride_a: step(batch.b.step)?,
+        stride_b: step(batch.a.step)?,
+        stride_c: step(batch.c.step)?,
     };
     let blas = dev.blas()?;
-    // SAFETY: with the dims and leading dims above, cuBLAS reads `k * n` elements of `b`,
-    // `m * k` of `a` and writes `m * n` of `c`, the lengths checked above; all three live on
-    // the stream the handle is bound to.
-    unsafe { blas.gemm(config, b, a, c) }.map_err(cuda_error(OP))
+    let (a, b) = (a.slice(batch.a.offset..), b.slice(batch.b.offset..));
+    let mut c = c.slice_mut(batch.c.offset..);
+    // SAFETY: `batch.check` verified that every matrix the configuration reads or writes lies
+    // inside its buffer and that the outputs do not overlap; all live on the handle's stream.
+    unsafe { blas.gemm_strided_batched(config, &b, &a, &mut c) }.map_err(cuda_error(OP))
 }
 
 /// Writes the transpose of the row-major `rows x cols` matrix `src` into `dst`.
@@ -104,6 +150,19 @@ impl MatmulKernel for Cuda {
     fn gemm(&self, gemm: &Gemm, a: &CudaBuffer, b: &CudaBuffer, c: &mut CudaBuffer) -> Result<()> {
         self.recorder().record([a, b, &*c], || format!("{gemm:?}"));
         self::gemm(self, gemm, a, b, c.slice_mut())
+    }
+
+    fn gemm_batched(
+        &self,
+        gemm: &Gemm,
+        batch: &GemmBatch,
+        a: &CudaBuffer,
+        b: &CudaBuffer,
+        c: &mut CudaBuffer,
+    ) -> Result<()> {
+        self.recorder()
+            .record([a, b, &*c], || format!("{gemm:?} {batch:?}"));
+        self::gemm_batched(self, gemm, batch, a, b, c.slice_mut())
     }
 
     fn transpose(

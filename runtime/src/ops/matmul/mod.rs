@@ -161,6 +161,68 @@ impl<'a, B: Backend> MatView<'a, B> {
     }
 }
 
+/// Where the matrices of a batched product lie in their buffers: matrix `i` of an operand
+/// starts at `offset + i * step` (a step of 0 uses one matrix for the whole batch).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Strided {
+    /// Where matrix 0 starts.
+    pub offset: usize,
+    /// The distance from one matrix to the next.
+    pub step: usize,
+}
+
+/// A batch of `count` products of `gemm`'s shape: `c[i] = alpha op(a[i]) op(b[i]) + beta c[i]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GemmBatch {
+    /// How many products.
+    pub count: usize,
+    /// Where the `a` matrices lie.
+    pub a: Strided,
+    /// Where the `b` matrices lie.
+    pub b: Strided,
+    /// Where the `c` matrices lie; they must not overlap.
+    pub c: Strided,
+}
+
+impl GemmBatch {
+    /// Checks that every matrix of the batch lies inside its buffer and that the outputs do not
+    /// overlap: kernels trust these offsets.
+    pub(crate) fn check(&self, gemm: &Gemm, a: usize, b: usize, c: usize) -> Result<()> {
+        let (m, n, k) = (gemm.m, gemm.n, gemm.k);
+        for (what, strided, size, len) in [
+            ("a", self.a, m * k, a),
+            ("b", self.b, k * n, b),
+            ("c", self.c, m * n, c),
+        ] {
+            let last = self
+                .count
+                .checked_sub(1)
+                .map_or(Some(0), |last| last.checked_mul(strided.step))
+                .and_then(|start| start.checked_add(strided.offset + size));
+            if self.count > 0 && last.is_none_or(|end| end > len) {
+                return Err(Error::Backend {
+                    op: "gemm_batched",
+                    message: format!(
+                        "{what}: {} matrices of {size} from {} every {} do not fit {len} elements",
+                        self.count, strided.offset, strided.step
+                    ),
+                });
+            }
+        }
+        if self.count > 1 && self.c.step < m * n {
+            return Err(Error::Backend {
+                op: "gemm_batched",
+                message: format!(
+                    "outputs of {} elements every {} overlap",
+                    m * n,
+                    self.c.step
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
 /// The kernels of matrix products.
 pub trait MatmulKernel: Memory {
     /// `c = alpha * op(a) * op(b) + beta * c`, reading transposed operands in place.
@@ -186,6 +248,19 @@ pub trait MatmulKernel: Memory {
         cols: usize,
         dst: &mut Self::Storage,
     ) -> Result<()>;
+
+    /// The batch of products `batch` of `gemm`'s shape over matrices inside `a`, `b` and `c`.
+    ///
+    /// # Errors
+    /// When a matrix lies outside its buffer, the outputs overlap, or the kernel fails.
+    fn gemm_batched(
+        &self,
+        gemm: &Gemm,
+        batch: &GemmBatch,
+        a: &Self::Storage,
+        b: &Self::Storage,
+        c: &mut Self::Storage,
+    ) -> Result<()>;
 }
 
 #[cfg(not(feature = "cuda"))]
@@ -205,6 +280,17 @@ impl MatmulKernel for crate::Cuda {
         _: &Self::Storage,
         _: usize,
         _: usize,
+        _: &mut Self::Storage,
+    ) -> Result<()> {
+        self.unreachable()
+    }
+
+    fn gemm_batched(
+        &self,
+        _: &Gemm,
+        _: &GemmBatch,
+        _: &Self::Storage,
+        _: &Self::Storage,
         _: &mut Self::Storage,
     ) -> Result<()> {
         self.unreachable()
@@ -448,5 +534,41 @@ mod tests {
         let a = Tensor::zeros([2, 0], &Cpu);
         let b = Tensor::zeros([0, 3], &Cpu);
         assert_eq!(a.mm(&b).to_vec(), [0.0; 6]);
+    }
+
+    #[test]
+    fn batched_products_read_their_offsets_and_check_their_bounds() {
+        use crate::backend::Cpu;
+        // Two 1x2 by 2x1 products sharing `a` (step 0), `b` and `c` from offset 1.
+        let gemm = Gemm {
+            m: 1,
+            n: 1,
+            k: 2,
+            trans_a: false,
+            trans_b: false,
+            alpha: 1.0,
+            beta: 0.0,
+        };
+        let batch = GemmBatch {
+            count: 2,
+            a: Strided { offset: 0, step: 0 },
+            b: Strided { offset: 1, step: 2 },
+            c: Strided { offset: 1, step: 1 },
+        };
+        let (a, b) = (vec![1.0, 10.0], vec![0.0, 1.0, 2.0, 3.0, 4.0]);
+        let mut c = vec![-1.0; 3];
+        Cpu.gemm_batched(&gemm, &batch, &a, &b, &mut c).unwrap();
+        assert_eq!(c, [-1.0, 21.0, 43.0]);
+        let short = GemmBatch { count: 3, ..batch };
+        let error = Cpu.gemm_batched(&gemm, &short, &a, &b, &mut c).unwrap_err();
+        assert!(error.to_string().contains("do not fit"), "{error}");
+        let overlapping = GemmBatch {
+            c: Strided { offset: 0, step: 0 },
+            ..batch
+        };
+        assert!(
+            Cpu.gemm_batched(&gemm, &overlapping, &a, &b, &mut c)
+                .is_err()
+        );
     }
 }

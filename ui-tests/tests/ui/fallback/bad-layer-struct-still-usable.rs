@@ -1,11 +1,11 @@
-// `Conv2d` is unknown, yet every item a network gets (`new`, the passes, `NUM_PARAMS`,
+// `Capsule` is unknown, yet every item a network gets (`new`, the passes, `NUM_PARAMS`,
 // `summary`, `load`, `params`, and its use as a layer of another network) compiles below: the
-// only error is the caret at `Conv2d`.
+// only error is the caret at `Capsule`.
 use declnet::prelude::*;
 
 network! {
     struct Net(x: [N, 784]) -> [N, 10] {
-        Linear<784, 100>, Conv2d<100, 10>
+        Linear<784, 100>, Capsule<100, 10>
     }
 }
 

@@ -1,0 +1,416 @@
+//! [`Conv2d`]: PyTorch's `nn.Conv2d` on `[N, C, H, W]`, computed as `im2col` and one matrix
+//! product per sample (batched over the groups).
+
+use rand::Rng;
+
+use crate::backend::{Backend, Cpu};
+use crate::error::{Error, Result};
+use crate::module::Module;
+use crate::network::Layer;
+use crate::ops::conv::ConvGeometry;
+use crate::ops::matmul::{Gemm, GemmBatch, Strided};
+use crate::param::Param;
+use crate::shape::Shape;
+use crate::tensor::Tensor;
+
+/// How a [`Conv2d`] walks its input, with PyTorch's names and defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Conv2dConfig {
+    /// The step between windows (1).
+    pub stride: usize,
+    /// Zero padding on each side (0).
+    pub padding: usize,
+    /// The spacing of the kernel's taps (1).
+    pub dilation: usize,
+    /// Channel groups: each output channel sees `in / groups` input channels (1).
+    pub groups: usize,
+    /// Whether the layer has a bias (true).
+    pub bias: bool,
+}
+
+impl Default for Conv2dConfig {
+    fn default() -> Self {
+        Self {
+            stride: 1,
+            padding: 0,
+            dilation: 1,
+            groups: 1,
+            bias: true,
+        }
+    }
+}
+
+/// A 2-D convolution with square kernels, PyTorch's layout and initialisation: `weight` is
+/// `[out, in / groups, k, k]` and `bias` `[out]`, both uniform in `±1/sqrt(fan_in)` with
+/// `fan_in = in / groups * k * k` (what `nn.Conv2d.reset_parameters` draws).
+#[derive(Debug, Clone)]
+pub struct Conv2d<B: Backend = Cpu> {
+    /// `[out, in / groups, k, k]`.
+    pub weight: Param<B>,
+    /// `[out]`, or `None` for a layer declared without bias.
+    pub bias: Option<Param<B>>,
+    /// Stride, padding, dilation and groups.
+    pub config: Conv2dConfig,
+}
+
+impl<B: Backend> Conv2d<B> {
+    /// A layer with PyTorch's default initialisation, drawn from `rng`.
+    ///
+    /// # Panics
+    /// When `groups` is 0 or does not divide both channel counts.
+    pub fn new<R: Rng + ?Sized>(
+        in_channels: usize,
+        out_channels: usize,
+        kernel: usize,
+        config: Conv2dConfig,
+        device: &B,
+        rng: &mut R,
+    ) -> Self {
+        let groups = config.groups;
+        assert!(
+            groups > 0 && in_channels.is_multiple_of(groups) && out_channels.is_multiple_of(groups),
+            "Conv2d: groups {groups} must divide {in_channels} and {out_channels}"
+        );
+        let fan_in = in_channels / groups * kernel * kernel;
+        let bound = 1.0 / (fan_in as f32).sqrt();
+        let shape = [out_channels, in_channels / groups, kernel, kernel];
+        let weight = Tensor::uniform(shape, -bound, bound, device, rng);
+        let bias = config
+            .bias
+            .then(|| Tensor::uniform([out_channels], -bound, bound, device, rng));
+        Self {
+            weight: Param::new(weight),
+            bias: bias.map(Param::new),
+            config,
+        }
+    }
+
+    fn dims(&self) -> [usize; 3] {
+        let w = self.weight.value().dims();
+        [w[0], w[1] * self.config.groups, w[2]]
+    }
+
+    /// The windows over `x`, checked against the layer's input channels.
+    fn geometry(&self, op: &'static str, x: &Tensor<B>) -> Result<ConvGeometry> {
+        let [_, in_channels, kernel] = self.dims();
+        let Conv2dConfig {
+            stride,
+            padding,
+            dilation,
+            ..
+        } = self.config;
+        let g = ConvGeometry::new(op, x.shape(), kernel, stride, padding, dilation)?;
+        if g.channels != in_channels {
+            let expected = Shape::from([g.batch, in_channels, g.height, g.width]);
+            return Err(Error::Shape {
+                op,
+                expected,
+                found: x.shape().clone(),
+            });
+        }
+        Ok(g)
+    }
+
+    /// The product of one sample per group: `a` `[m, k]` by `b` `[k, n]` into `c`, offsets
+    /// and steps in elements.
+    fn per_group(m: usize, n: usize, k: usize, trans: (bool, bool)) -> Gemm {
+        Gemm {
+            m,
+            n,
+            k,
+            trans_a: trans.0,
+            trans_b: trans.1,
+            alpha: 1.0,
+            beta: 0.0,
+        }
+    }
+
+    /// The convolution of `x`, `[N, in, H, W]`, into `[N, out, OH, OW]`.
+    ///
+    /// # Errors
+    /// [`Error::Rank`] or [`Error::Shape`] when `x` is not `[N, in, H, W]`, [`Error::Usage`]
+    /// when the kernel does not fit it.
+    pub fn forward(&self, x: &Tensor<B>) -> Result<Tensor<B>> {
+        let g = self.geometry("conv2d", x)?;
+        let [out_channels, _, _] = self.dims();
+        let groups = self.config.groups;
+        let (rows, positions) = (g.rows() / groups, g.positions());
+        let out_per_group = out_channels / groups;
+        let mut cols = Tensor::try_zeros([g.batch * g.rows() * positions], x.device())?;
+        x.device().im2col(&g, &x.storage, &mut cols.storage)?;
+        let shape = Shape::from([g.batch, out_channels, g.out_height, g.out_width]);
+        let mut y = Tensor::try_zeros(shape, x.device())?;
+        let gemm = Self::per_group(out_per_group, positions, rows, (false, false));
+        for n in 0..g.batch {
+            let batch = GemmBatch {
+                count: groups,
+                a: Strided {
+                    offset: 0,
+                    step: out_per_group * rows,
+                },
+                b: Strided {
+                    offset: n * g.rows() * positions,
+                    step: rows * positions,
+                },
+                c: Strided {
+                    offset: n * out_channels * positions,
+                    step: out_per_group * positions,
+                },
+            };
+            let w = &self.weight.value().storage;
+            x.device()
+                .gemm_batched(&gemm, &batch, w, &cols.storage, &mut y.storage)?;
+        }
+        if let Some(bias) = &self.bias {
+            let bias = bias
+                .value()
+                .try_clone()?
+                .try_reshape([out_channels, 1, 1])?;
+            y.try_zip_(crate::ops::binary::BinaryOp::Add, "conv2d", &bias)?;
+        }
+        Ok(y)
+    }
+
+    /// Accumulates the parameters' gradients for the input `x` and the output gradient
+    /// `grad_out`, and returns the input gradient when `input_grad` asks for it.
+    ///
+    /// # Errors
+    /// [`Error::Shape`] when `grad_out` is not the output's shape for `x`.
+    pub fn backward(
+        &mut self,
+        x: &Tensor<B>,
+        grad_out: &Tensor<B>,
+        input_grad: bool,
+    ) -> Result<Option<Tensor<B>>> {
+        let g = self.geometry("conv2d backward", x)?;
+        let [out_channels, _, _] = self.dims();
+        let groups = self.config.groups;
+        let expected = Shape::from([g.batch, out_channels, g.out_height, g.out_width]);
+        if grad_out.shape() != &expected {
+            return Err(Error::Shape {
+                op: "conv2d backward",
+                expected,
+                found: grad_out.shape().clone(),
+            });
+        }
+        let device = x.device().clone();
+        let (rows, positions) = (g.rows() / groups, g.positions());
+        let out_per_group = out_channels / groups;
+        let mut cols = Tensor::try_zeros([g.batch * g.rows() * positions], &device)?;
+        device.im2col(&g, &x.storage, &mut cols.storage)?;
+        // dW_g = sum over samples of dY_g cols_g^T, accumulated sample by sample.
+        let mut grad_w = Tensor::try_zeros(self.weight.value().shape().clone(), &device)?;
+        for n in 0..g.batch {
+            let mut gemm = Self::per_group(out_per_group, rows, positions, (false, true));
+            gemm.beta = if n == 0 { 0.0 } else { 1.0 };
+            let batch = GemmBatch {
+                count: groups,
+                a: Strided {
+                    offset: n * out_channels * positions,
+                    step: out_per_group * positions,
+                },
+                b: Strided {
+                    offset: n * g.rows() * positions,
+                    step: rows * positions,
+                },
+                c: Strided {
+                    offset: 0,
+                    step: out_per_group * rows,
+                },
+            };
+            device.gemm_batched(
+                &gemm,
+                &batch,
+                &grad_out.storage,
+                &cols.storage,
+                &mut grad_w.storage,
+            )?;
+        }
+        self.weight.try_accumulate_grad(&grad_w)?;
+        if let Some(bias) = &mut self.bias {
+            let per_channel = grad_out
+                .try_clone()?
+                .try_reshape([g.batch, out_channels, positions])?
+                .try_sum_dim(2, false)?
+                .try_sum_dim(0, false)?;
+            bias.try_accumulate_grad(&per_channel)?;
+        }
+        if !input_grad {
+            return Ok(None);
+        }
+        // dcols_g = W_g^T dY_g per sample, folded back onto the input.
+        let gemm = Self::per_group(rows, positions, out_per_group, (true, false));
+        for n in 0..g.batch {
+            let batch = GemmBatch {
+                count: groups,
+                a: Strided {
+                    offset: 0,
+                    step: out_per_group * rows,
+                },
+                b: Strided {
+                    offset: n * out_channels * positions,
+                    step: out_per_group * positions,
+                },
+                c: Strided {
+                    offset: n * g.rows() * positions,
+                    step: rows * positions,
+                },
+            };
+            let w = &self.weight.value().storage;
+            device.gemm_batched(&gemm, &batch, w, &grad_out.storage, &mut cols.storage)?;
+        }
+        let mut grad_x = Tensor::try_zeros(x.shape().clone(), &device)?;
+        device.col2im(&g, &cols.storage, &mut grad_x.storage)?;
+        Ok(Some(grad_x))
+    }
+}
+
+impl<B: Backend> Module<B> for Conv2d<B> {
+    fn visit_params<'a>(&'a self, f: &mut dyn FnMut(&str, &'a Param<B>)) {
+        f("weight", &self.weight);
+        if let Some(bias) = &self.bias {
+            f("bias", bias);
+        }
+    }
+
+    fn visit_params_mut<'a>(&'a mut self, f: &mut dyn FnMut(&str, &'a mut Param<B>)) {
+        f("weight", &mut self.weight);
+        if let Some(bias) = &mut self.bias {
+            f("bias", bias);
+        }
+    }
+}
+
+/// `conv(x)` in a network: the backward pass recomputes the columns from the input, which the
+/// network's tape keeps, so the layer's own tape is empty.
+impl<B: Backend> Layer<B> for Conv2d<B> {
+    type Tape = ();
+
+    fn layer_forward(&self, x: &Tensor<B>) -> Result<Tensor<B>> {
+        self.forward(x)
+    }
+
+    fn layer_forward_train(&self, x: &Tensor<B>) -> Result<(Tensor<B>, ())> {
+        Ok((self.forward(x)?, ()))
+    }
+
+    fn layer_backward(
+        &mut self,
+        x: &Tensor<B>,
+        (): (),
+        grad_out: &Tensor<B>,
+        input_grad: bool,
+    ) -> Result<Option<Tensor<B>>> {
+        self.backward(x, grad_out, input_grad)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::seeded;
+
+    /// Every gradient against central differences, for groups, stride, padding and dilation.
+    #[test]
+    fn gradients_match_finite_differences() {
+        let configs = [
+            (4, 6, 3, Conv2dConfig::default()),
+            (
+                4,
+                6,
+                3,
+                Conv2dConfig {
+                    stride: 2,
+                    padding: 1,
+                    dilation: 1,
+                    groups: 2,
+                    bias: true,
+                },
+            ),
+            (
+                2,
+                2,
+                2,
+                Conv2dConfig {
+                    stride: 1,
+                    padding: 1,
+                    dilation: 2,
+                    groups: 1,
+                    bias: false,
+                },
+            ),
+        ];
+        for (seed, (inputs, outputs, kernel, config)) in configs.into_iter().enumerate() {
+            let rng = &mut seeded(seed as u64);
+            let mut conv = Conv2d::new(inputs, outputs, kernel, config, &Cpu, rng);
+            let x = Tensor::randn([2, inputs, 5, 6], &Cpu, rng);
+            let y = conv.forward(&x).unwrap();
+            let r = Tensor::randn(y.shape().clone(), &Cpu, rng);
+            let loss = |conv: &Conv2d, x: &Tensor| -> f64 {
+                let y = conv.forward(x).unwrap().to_vec();
+                y.iter()
+                    .zip(r.to_vec())
+                    .map(|(a, b)| f64::from(a * b))
+                    .sum()
+            };
+            let grad_x = conv.backward(&x, &r, true).unwrap().unwrap().to_vec();
+            let h = 1e-2f32;
+            for i in 0..x.numel() {
+                let at = |delta: f32| {
+                    let mut data = x.to_vec();
+                    data[i] += delta;
+                    loss(&conv, &Tensor::from_vec(data, x.shape().clone(), &Cpu))
+                };
+                let numeric = (at(h) - at(-h)) / (2.0 * f64::from(h));
+                let analytic = f64::from(grad_x[i]);
+                assert!(
+                    (analytic - numeric).abs() < 1e-2,
+                    "{config:?} x[{i}]: {analytic} vs {numeric}"
+                );
+            }
+            let grad_w = conv.weight.grad().unwrap().to_vec();
+            for i in 0..conv.weight.value().numel() {
+                let at = |delta: f32| {
+                    let mut moved = conv.clone();
+                    let mut data = moved.weight.value().to_vec();
+                    data[i] += delta;
+                    let shape = moved.weight.value().shape().clone();
+                    moved
+                        .weight
+                        .set_value(Tensor::from_vec(data, shape, &Cpu))
+                        .unwrap();
+                    loss(&moved, &x)
+                };
+                let numeric = (at(h) - at(-h)) / (2.0 * f64::from(h));
+                let analytic = f64::from(grad_w[i]);
+                assert!(
+                    (analytic - numeric).abs() < 1e-2,
+                    "{config:?} w[{i}]: {analytic} vs {numeric}"
+                );
+            }
+            if let Some(bias) = &conv.bias {
+                let sums: Vec<f32> = r
+                    .try_clone()
+                    .unwrap()
+                    .reshape([2, outputs, y.dims()[2] * y.dims()[3]])
+                    .sum_dim(2, false)
+                    .sum_dim(0, false)
+                    .to_vec();
+                crate::ops::assert_close(&bias.grad().unwrap().to_vec(), &sums);
+            }
+        }
+    }
+
+    #[test]
+    fn a_wrong_input_is_an_error_naming_both_shapes() {
+        let conv = Conv2d::new(3, 4, 3, Conv2dConfig::default(), &Cpu, &mut seeded(0));
+        let error = conv
+            .forward(&Tensor::zeros([2, 2, 5, 5], &Cpu))
+            .unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "conv2d: expected shape [2, 3, 5, 5], found [2, 2, 5, 5]"
+        );
+        assert!(conv.forward(&Tensor::zeros([2, 3, 2, 2], &Cpu)).is_err());
+    }
+}

@@ -1,0 +1,94 @@
+//! Launch glue of the unfolding kernels in `conv.cu`.
+
+use cudarc::driver::DeviceRepr;
+
+use super::{ConvGeometry, ConvKernel};
+use crate::backend::cuda::{CValue, Cuda, CudaBuffer, cuda_error, expect_len, launch_config};
+use crate::error::Result;
+
+/// The kernels' source, compiled by the backend.
+pub(crate) fn source() -> &'static str {
+    include_str!("conv.cu")
+}
+
+/// `conv.cu`'s `Geometry`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Geometry([u64; 10]);
+
+// SAFETY: `Geometry` is `repr(C)` plain data, ten `u64`s in the order of the `Geometry` struct
+// in `conv.cu`, which has no padding.
+unsafe impl DeviceRepr for Geometry {}
+
+// SAFETY: as above.
+unsafe impl CValue for Geometry {
+    const C_TYPE: &'static str = "Geometry";
+}
+
+impl Geometry {
+    fn new(g: &ConvGeometry) -> Self {
+        Self(
+            [
+                g.batch,
+                g.channels,
+                g.height,
+                g.width,
+                g.kernel,
+                g.stride,
+                g.padding,
+                g.dilation,
+                g.out_height,
+                g.out_width,
+            ]
+            .map(|v| v as u64),
+        )
+    }
+}
+
+impl ConvKernel for Cuda {
+    fn im2col(&self, g: &ConvGeometry, x: &CudaBuffer, cols: &mut CudaBuffer) -> Result<()> {
+        const OP: &str = "im2col";
+        self.recorder()
+            .record([x, &*cols], || format!("{OP} {g:?}"));
+        let n = g.batch * g.rows() * g.positions();
+        expect_len(
+            OP,
+            "input",
+            x.len(),
+            g.batch * g.channels * g.height * g.width,
+        )?;
+        expect_len(OP, "columns", cols.len(), n)?;
+        if n == 0 {
+            return Ok(());
+        }
+        let geometry = Geometry::new(g);
+        let kernels = self.kernels()?;
+        let cols = cols.slice_mut();
+        // SAFETY: `cols` holds the `n` entries written and `x` the input read, checked above.
+        unsafe { kernels.im2col(self.stream(), launch_config(n), cols, x, &geometry) }
+            .map_err(cuda_error(OP))
+    }
+
+    fn col2im(&self, g: &ConvGeometry, cols: &CudaBuffer, x: &mut CudaBuffer) -> Result<()> {
+        const OP: &str = "col2im";
+        self.recorder()
+            .record([cols, &*x], || format!("{OP} {g:?}"));
+        let n = g.batch * g.channels * g.height * g.width;
+        expect_len(
+            OP,
+            "columns",
+            cols.len(),
+            g.batch * g.rows() * g.positions(),
+        )?;
+        expect_len(OP, "input gradient", x.len(), n)?;
+        if n == 0 {
+            return Ok(());
+        }
+        let geometry = Geometry::new(g);
+        let kernels = self.kernels()?;
+        let x = x.slice_mut();
+        // SAFETY: `x` holds the `n` elements written and `cols` the entries read, checked above.
+        unsafe { kernels.col2im(self.stream(), launch_config(n), x, cols, &geometry) }
+            .map_err(cuda_error(OP))
+    }
+}

@@ -1,0 +1,136 @@
+//! The unfolding a 2-D convolution is computed through: `im2col` lays out every window of
+//! `[N, C, H, W]` as a column, so the convolution is a matrix product per sample and group
+//! (`layers::Conv2d`), and `col2im` folds column gradients back, each input element gathering
+//! the entries it was copied to.
+
+pub(crate) mod cpu;
+#[cfg(feature = "cuda")]
+pub(crate) mod cuda;
+
+use crate::backend::Memory;
+use crate::error::{Error, Result};
+use crate::shape::Shape;
+
+/// The windows of a 2-D convolution over a `[N, C, H, W]` input, PyTorch's
+/// (`Conv2d(stride, padding, dilation)`), with square kernels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConvGeometry {
+    /// `N`.
+    pub batch: usize,
+    /// `C`, all groups together.
+    pub channels: usize,
+    /// `H`.
+    pub height: usize,
+    /// `W`.
+    pub width: usize,
+    /// The kernel's height and width.
+    pub kernel: usize,
+    /// The step between windows.
+    pub stride: usize,
+    /// Zero padding on each side.
+    pub padding: usize,
+    /// The spacing of the kernel's taps.
+    pub dilation: usize,
+    /// The output's height.
+    pub out_height: usize,
+    /// The output's width.
+    pub out_width: usize,
+}
+
+impl ConvGeometry {
+    /// The windows of a `kernel x kernel` convolution over an input of `shape`.
+    ///
+    /// # Errors
+    /// [`Error::Rank`] when `shape` is not 4-D, [`Error::Usage`] when the kernel (dilated) is
+    /// larger than the padded input or the stride or dilation is 0.
+    pub fn new(
+        op: &'static str,
+        shape: &Shape,
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+        dilation: usize,
+    ) -> Result<Self> {
+        let &[batch, channels, height, width] = shape.dims() else {
+            return Err(Error::Rank {
+                op,
+                expected: 4,
+                found: shape.clone(),
+            });
+        };
+        let out = |size: usize| {
+            let span = dilation * (kernel.max(1) - 1) + 1;
+            let padded = size + 2 * padding;
+            if kernel == 0 || stride == 0 || dilation == 0 || span > padded {
+                Err(Error::Usage(format!(
+                    "{op} of {shape}: a kernel of {kernel} (dilation {dilation}, stride \
+                     {stride}) does not fit {size} + 2*{padding} = {padded}"
+                )))
+            } else {
+                Ok((padded - span) / stride + 1)
+            }
+        };
+        Ok(Self {
+            batch,
+            channels,
+            height,
+            width,
+            kernel,
+            stride,
+            padding,
+            dilation,
+            out_height: out(height)?,
+            out_width: out(width)?,
+        })
+    }
+
+    /// Rows of one sample's columns: `C * K * K`.
+    #[must_use]
+    pub fn rows(&self) -> usize {
+        self.channels * self.kernel * self.kernel
+    }
+
+    /// Columns of one sample: `OH * OW`.
+    #[must_use]
+    pub fn positions(&self) -> usize {
+        self.out_height * self.out_width
+    }
+}
+
+/// The unfolding kernels.
+pub trait ConvKernel: Memory {
+    /// `cols[n, (c K + ky) K + kx, oy OW + ox]` = `x[n, c, oy s - p + ky d, ox s - p + kx d]`,
+    /// 0 in the padding; `cols` is `[N, C K K, OH OW]`.
+    ///
+    /// # Errors
+    /// When the kernel fails.
+    fn im2col(
+        &self,
+        geometry: &ConvGeometry,
+        x: &Self::Storage,
+        cols: &mut Self::Storage,
+    ) -> Result<()>;
+
+    /// The gradient of [`Self::im2col`]: each element of `x` (`[N, C, H, W]`) is the sum of
+    /// the entries of `cols` it was copied to, in kernel-tap order.
+    ///
+    /// # Errors
+    /// When the kernel fails.
+    fn col2im(
+        &self,
+        geometry: &ConvGeometry,
+        cols: &Self::Storage,
+        x: &mut Self::Storage,
+    ) -> Result<()>;
+}
+
+#[cfg(not(feature = "cuda"))]
+impl ConvKernel for crate::Cuda {
+    fn im2col(&self, _: &ConvGeometry, _: &Self::Storage, _: &mut Self::Storage) -> Result<()> {
+        self.unreachable()
+    }
+
+    fn col2im(&self, _: &ConvGeometry, _: &Self::Storage, _: &mut Self::Storage) -> Result<()> {
+        self.unreachable()
+    }
+}
