@@ -32,7 +32,8 @@
 //! `--device cpu|cuda`: `01_tensors` (hand-written backward on [`Tensor`]), `02_autograd`
 //! (raw parameters, generated backward), `03_custom_function` (a user [`runtime::function::Function`]),
 //! `04_nn` (sequential form), `05_optim` (Adam), `06_custom_module` (named layers, SGD,
-//! save/load), `07_dynamic_net` (a run-time loop reusing a layer, SGD with momentum).
+//! save/load), `07_dynamic_net` (a run-time loop reusing a layer, SGD with momentum), then
+//! `08_digits_cnn` (a CNN on real data, with [`data`]'s shuffled mini-batches and accuracy).
 //! `cargo run --release --example 01_tensors` runs the first.
 //!
 //! # Features
@@ -54,7 +55,7 @@ pub use declnet_runtime::io;
 pub use declnet_runtime::{
     Backend, Cpu, Cuda, Error, MatView, Memory, Result, Shape, StepGraph, Tensor,
 };
-pub use declnet_runtime::{losses, optim};
+pub use declnet_runtime::{data, losses, optim};
 pub use device::DeviceArg;
 
 /// What `network!`-generated code refers to, by absolute path. Not a public API.

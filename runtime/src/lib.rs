@@ -11,6 +11,7 @@
 //! ```
 
 pub mod backend;
+pub mod data;
 mod error;
 pub mod function;
 pub mod io;

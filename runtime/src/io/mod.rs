@@ -141,6 +141,63 @@ pub fn load_tensors<B: Backend>(path: impl AsRef<Path>, device: &B) -> Result<Te
     decode_tensors("load_tensors", &bytes, Some(path), device)
 }
 
+/// Reads one floating-point tensor of a safetensors file onto `device`, whatever else the file
+/// holds (integer labels beside images, say).
+///
+/// # Errors
+/// [`Error::Io`] when the file cannot be read, [`Error::InvalidFile`] for a malformed file,
+/// [`Error::Usage`] when it has no tensor `name`, [`Error::TensorDtype`] when that tensor is
+/// not floating-point.
+pub fn load_tensor<B: Backend>(
+    path: impl AsRef<Path>,
+    name: &str,
+    device: &B,
+) -> Result<Tensor<B>> {
+    const OP: &str = "load_tensor";
+    let path = path.as_ref();
+    let bytes = read(OP, path)?;
+    let parsed = safetensors::parse(OP, &bytes, Some(path))?;
+    let raw = find(OP, &parsed, name)?;
+    Tensor::try_from_vec(safetensors::to_f32(OP, raw)?, raw.shape.clone(), device)
+}
+
+/// Reads one integer tensor (`I64`, `I32` or `U8`) of a safetensors file as indices: class
+/// labels, token ids. Returns them and the tensor's shape.
+///
+/// # Errors
+/// As [`load_tensor`], and [`Error::Usage`] for a negative value.
+pub fn load_indices(path: impl AsRef<Path>, name: &str) -> Result<(Vec<usize>, Shape)> {
+    const OP: &str = "load_indices";
+    let path = path.as_ref();
+    let bytes = read(OP, path)?;
+    let parsed = safetensors::parse(OP, &bytes, Some(path))?;
+    let raw = find(OP, &parsed, name)?;
+    Ok((safetensors::to_indices(OP, raw)?, raw.shape.clone()))
+}
+
+/// Tensor `name` of a parsed file, or an error naming it and what the file holds.
+fn find<'p, 'a>(
+    op: &'static str,
+    parsed: &'p safetensors::Parsed<'a>,
+    name: &str,
+) -> Result<&'p safetensors::RawTensor<'a>> {
+    parsed
+        .tensors
+        .iter()
+        .find(|raw| raw.name == name)
+        .ok_or_else(|| {
+            let names: Vec<String> = parsed
+                .tensors
+                .iter()
+                .map(|raw| format!("`{}`", raw.name))
+                .collect();
+            Error::Usage(format!(
+                "{op}: the file has no tensor `{name}`; it holds {}",
+                names.join(", ")
+            ))
+        })
+}
+
 fn decode_tensors<B: Backend>(
     op: &'static str,
     bytes: &[u8],

@@ -159,6 +159,49 @@ fn check_offsets(bytes: &[u8]) -> std::result::Result<(), String> {
     Ok(())
 }
 
+/// The elements of an integer `tensor` (`I64`, `I32` or `U8`: labels, token ids) as indices.
+pub(crate) fn to_indices(op: &'static str, tensor: &RawTensor<'_>) -> Result<Vec<usize>> {
+    let data = tensor.data;
+    let values: Vec<i64> = match tensor.dtype {
+        Dtype::I64 => data
+            .chunks_exact(8)
+            .map(|b| i64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]))
+            .collect(),
+        Dtype::I32 => data
+            .chunks_exact(4)
+            .map(|b| i64::from(i32::from_le_bytes([b[0], b[1], b[2], b[3]])))
+            .collect(),
+        Dtype::U8 => data.iter().map(|&b| i64::from(b)).collect(),
+        other => {
+            return Err(Error::TensorDtype {
+                op,
+                name: tensor.name.clone(),
+                shape: tensor.shape.clone(),
+                dtype: other.to_string(),
+            });
+        }
+    };
+    if Some(values.len()) != tensor.shape.checked_numel() {
+        return Err(Error::Length {
+            op,
+            shape: tensor.shape.clone(),
+            len: values.len(),
+        });
+    }
+    values
+        .iter()
+        .enumerate()
+        .map(|(index, &value)| {
+            usize::try_from(value).map_err(|_| {
+                Error::Usage(format!(
+                    "{op}: `{}` holds {value} at index {index}; indices must not be negative",
+                    tensor.name
+                ))
+            })
+        })
+        .collect()
+}
+
 /// The elements of `tensor` as `f32`: `F32` as stored, `F16` and `BF16` widened exactly,
 /// `F64` rounded to nearest.
 pub(crate) fn to_f32(op: &'static str, tensor: &RawTensor<'_>) -> Result<Vec<f32>> {
