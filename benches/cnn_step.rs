@@ -1,0 +1,178 @@
+//! A training step of two CNNs against the time of their matrix products alone (the lower
+//! bound for an im2col implementation): the digits example's network at batch 64, and a
+//! larger one (batch 32 of 3x32x32, three 3x3 conv blocks of 32, 64 and 128 channels with
+//! `ReLU` and 2x2 max pooling, then a `Linear`), both with cross-entropy and SGD with momentum.
+//!
+//! Run: `cargo bench --bench cnn_step`. Prints each step's median time, its GEMMs' median time,
+//! and their ratio (target <= 1.3).
+
+#[path = "../examples/08_digits_cnn.rs"]
+#[allow(dead_code, reason = "the example's `main` is not used here")]
+mod example;
+mod timing;
+
+use std::hint::black_box;
+
+use declnet::prelude::*;
+use declnet::runtime::ops::matmul::{Gemm, GemmBatch, MatmulKernel, Strided};
+use timing::median_call_time;
+
+const SAMPLES: usize = 15;
+const CALLS_PER_SAMPLE: usize = 5;
+
+network! {
+    /// The larger CNN, without batch norm (not implemented yet).
+    pub struct LargerCnn(x: [N, 3, 32, 32]) -> [N, 10] {
+        Conv2d<3, 32, 3, padding = 1>, ReLU, MaxPool2d<2>,
+        Conv2d<32, 64, 3, padding = 1>, ReLU, MaxPool2d<2>,
+        Conv2d<64, 128, 3, padding = 1>, ReLU, MaxPool2d<2>,
+        Flatten, Linear<2048, 10>
+    }
+}
+
+/// A 3x3, padding 1, stride 1 convolution of `input` to `output` channels over `size x size`.
+struct Conv {
+    input: usize,
+    output: usize,
+    size: usize,
+}
+
+/// `op(a) [m, k]` by `op(b) [k, n]`.
+fn gemm(m: usize, n: usize, k: usize, (trans_a, trans_b): (bool, bool)) -> Gemm {
+    Gemm {
+        m,
+        n,
+        k,
+        trans_a,
+        trans_b,
+        alpha: 1.0,
+        beta: 0.0,
+    }
+}
+
+/// `gemm` once per sample, as `Conv2d` computes them (groups of 1): each operand's matrix at
+/// `offset + sample * per_sample`, for `(offset, per_sample)` of `a`, `b` and `c`.
+fn per_sample(gemm: Gemm, placements: [(usize, usize); 3], batch: usize) -> Vec<(Gemm, GemmBatch)> {
+    (0..batch)
+        .map(|sample| {
+            let [a, b, c] = placements.map(|(offset, per_sample)| Strided {
+                offset: offset + sample * per_sample,
+                step: 0,
+            });
+            (gemm, GemmBatch { count: 1, a, b, c })
+        })
+        .collect()
+}
+
+/// The median time of every product of one training step: each convolution's forward,
+/// weight-gradient and input-gradient products per sample, and the classifier's three.
+fn gemms_only(batch: usize, convs: &[Conv], linear: (usize, usize)) -> std::time::Duration {
+    let buffer = |len| vec![0.5f32; len];
+    let mut work = Vec::new();
+    for conv in convs {
+        let (o, rows, l) = (conv.output, conv.input * 9, conv.size * conv.size);
+        let (w, cols, y) = (
+            buffer(o * rows),
+            buffer(batch * rows * l),
+            buffer(batch * o * l),
+        );
+        let (at_w, at_cols, at_y) = ((0, 0), (0, rows * l), (0, o * l));
+        // y_n = W cols_n; dW += dy_n cols_n^T; dcols_n = W^T dy_n.
+        let forward = gemm(o, l, rows, (false, false));
+        let weight = gemm(o, rows, l, (false, true));
+        let input = gemm(rows, l, o, (true, false));
+        let forward = per_sample(forward, [at_w, at_cols, at_y], batch);
+        let weight = per_sample(weight, [at_y, at_cols, at_w], batch);
+        let input = per_sample(input, [at_w, at_y, at_cols], batch);
+        work.push((forward, w.clone(), cols.clone(), y.clone()));
+        work.push((weight, y.clone(), cols.clone(), w.clone()));
+        work.push((input, w, y, cols));
+    }
+    let (inputs, outputs) = linear;
+    let (x, w, y) = (
+        buffer(batch * inputs),
+        buffer(outputs * inputs),
+        buffer(batch * outputs),
+    );
+    let once = [(0, 0); 3];
+    let forward = per_sample(gemm(batch, outputs, inputs, (false, true)), once, 1);
+    let weight = per_sample(gemm(outputs, inputs, batch, (true, false)), once, 1);
+    let input = per_sample(gemm(batch, inputs, outputs, (false, false)), once, 1);
+    work.push((forward, x.clone(), w.clone(), y.clone()));
+    work.push((weight, y.clone(), x.clone(), w.clone()));
+    work.push((input, y, w, x));
+    median_call_time(SAMPLES, CALLS_PER_SAMPLE, || {
+        for (products, a, b, c) in &mut work {
+            for (gemm, batch) in products.iter() {
+                Cpu.gemm_batched(gemm, batch, a, b, c).unwrap();
+            }
+        }
+        black_box(&work);
+    })
+}
+
+fn report(name: &str, step: std::time::Duration, gemms: std::time::Duration) {
+    println!("cpu {name} step (median of {SAMPLES}x{CALLS_PER_SAMPLE}): {step:?}");
+    println!("cpu {name} GEMMs only:                   {gemms:?}");
+    println!(
+        "cpu {name} step / GEMMs only: {:.3} (target <= 1.3)",
+        step.as_secs_f64() / gemms.as_secs_f64()
+    );
+}
+
+fn main() {
+    let rng = &mut seeded(0);
+    let loss_fn = CrossEntropyLoss::default();
+    let config = SgdConfig {
+        lr: 1e-9,
+        momentum: 0.9,
+        ..SgdConfig::default()
+    };
+
+    let mut digits = example::DigitsCnn::new(&Cpu, rng);
+    let x = Tensor::randn([64, 1, 8, 8], &Cpu, rng);
+    let labels = Labels::new(&(0..64).map(|i| i % 10).collect::<Vec<_>>(), &Cpu);
+    let mut sgd: Sgd = Sgd::new(config);
+    let step = median_call_time(SAMPLES, CALLS_PER_SAMPLE, || {
+        black_box(digits.train_step(&x, &labels, &loss_fn, &mut sgd).unwrap());
+    });
+    let convs = [
+        Conv {
+            input: 1,
+            output: 16,
+            size: 8,
+        },
+        Conv {
+            input: 16,
+            output: 32,
+            size: 4,
+        },
+    ];
+    report("digits cnn", step, gemms_only(64, &convs, (128, 10)));
+
+    let mut larger = LargerCnn::new(&Cpu, rng);
+    let x = Tensor::randn([32, 3, 32, 32], &Cpu, rng);
+    let labels = Labels::new(&(0..32).map(|i| i % 10).collect::<Vec<_>>(), &Cpu);
+    let mut sgd: Sgd = Sgd::new(config);
+    let step = median_call_time(SAMPLES, CALLS_PER_SAMPLE, || {
+        black_box(larger.train_step(&x, &labels, &loss_fn, &mut sgd).unwrap());
+    });
+    let convs = [
+        Conv {
+            input: 3,
+            output: 32,
+            size: 32,
+        },
+        Conv {
+            input: 32,
+            output: 64,
+            size: 16,
+        },
+        Conv {
+            input: 64,
+            output: 128,
+            size: 8,
+        },
+    ];
+    report("larger cnn", step, gemms_only(32, &convs, (2048, 10)));
+}
