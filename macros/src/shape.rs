@@ -40,6 +40,16 @@ pub fn unify(expected: &Dim, found: &Dim, assertions: &mut Vec<DimAssertion>) ->
     }
 }
 
+/// Requires `found == expected` dim by dim (and rank for rank), as [`unify`] does for one dim.
+pub fn unify_shapes(expected: &Shape, found: &Shape, assertions: &mut Vec<DimAssertion>) -> bool {
+    expected.0.len() == found.0.len()
+        && expected
+            .0
+            .iter()
+            .zip(&found.0)
+            .all(|(e, f)| unify(e, f, assertions))
+}
+
 /// Whether a dim is the literal 1 (which broadcasts).
 fn is_one(dim: &Dim) -> bool {
     dim.kind == DimKind::Lit(1)

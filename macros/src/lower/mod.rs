@@ -21,7 +21,7 @@ use crate::ir::{
     ValueId,
 };
 use crate::parse::{Body, InputDecl, InputKind, NetworkDef, ShapeDecl};
-use crate::shape::unify;
+use crate::shape::unify_shapes;
 
 /// The methods other than the elementwise ones, for "did you mean" suggestions.
 const OTHER_METHODS: &[&str] = &[
@@ -394,12 +394,7 @@ impl Lowerer<'_> {
     /// The forward pass must produce the declared output shape.
     fn check_output(&mut self, id: ValueId, declared: &Shape, decl: &ShapeDecl) -> bool {
         let found = self.shape(id).clone();
-        let matches = found.0.len() == declared.0.len()
-            && declared
-                .0
-                .iter()
-                .zip(&found.0)
-                .all(|(d, f)| unify(d, f, &mut self.assertions));
+        let matches = unify_shapes(declared, &found, &mut self.assertions);
         if !matches {
             self.errors.at(
                 decl.span,

@@ -8,7 +8,7 @@ use syn::{Expr, Ident, Pat, Stmt};
 use super::{Lowered, Lowerer, SUPPORTED_SYNTAX, binding_name, compound_op, expr_ident, op_symbol};
 use crate::ir::{Op, Region, ValueId};
 use crate::parse::ForwardDecl;
-use crate::shape::unify;
+use crate::shape::unify_shapes;
 
 impl Lowerer<'_> {
     /// The statements of `fn forward`.
@@ -161,12 +161,7 @@ impl Lowerer<'_> {
         // Like PyTorch's in-place ops, `h += e` keeps `h`'s shape.
         if let Some(id) = value {
             let (before, after) = (self.shape(current).clone(), self.shape(id).clone());
-            let keeps = before.0.len() == after.0.len()
-                && before
-                    .0
-                    .iter()
-                    .zip(&after.0)
-                    .all(|(b, a)| unify(b, a, &mut self.assertions));
+            let keeps = unify_shapes(&before, &after, &mut self.assertions);
             if !keeps {
                 self.errors.over(
                     binary.op,
@@ -322,12 +317,7 @@ impl Lowerer<'_> {
                 *slot = result;
             }
             let (before, after) = (self.shape(init).clone(), self.shape(result).clone());
-            let keeps = before.0.len() == after.0.len()
-                && before
-                    .0
-                    .iter()
-                    .zip(&after.0)
-                    .all(|(b, a)| unify(b, a, &mut self.assertions));
+            let keeps = unify_shapes(&before, &after, &mut self.assertions);
             if !keeps {
                 self.errors.at(
                     *span,
