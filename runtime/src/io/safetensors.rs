@@ -172,22 +172,9 @@ pub(crate) fn to_indices(op: &'static str, tensor: &RawTensor<'_>) -> Result<Vec
             .map(|b| i64::from(i32::from_le_bytes([b[0], b[1], b[2], b[3]])))
             .collect(),
         Dtype::U8 => data.iter().map(|&b| i64::from(b)).collect(),
-        other => {
-            return Err(Error::TensorDtype {
-                op,
-                name: tensor.name.clone(),
-                shape: tensor.shape.clone(),
-                dtype: other.to_string(),
-            });
-        }
+        _ => return Err(unsupported_dtype(op, tensor)),
     };
-    if Some(values.len()) != tensor.shape.checked_numel() {
-        return Err(Error::Length {
-            op,
-            shape: tensor.shape.clone(),
-            len: values.len(),
-        });
-    }
+    check_len(op, tensor, values.len())?;
     values
         .iter()
         .enumerate()
@@ -223,24 +210,34 @@ pub(crate) fn to_f32(op: &'static str, tensor: &RawTensor<'_>) -> Result<Vec<f32
             .chunks_exact(2)
             .map(|b| f32::from_bits(u32::from(u16::from_le_bytes([b[0], b[1]])) << 16))
             .collect(),
-        other => {
-            return Err(Error::TensorDtype {
-                op,
-                name: tensor.name.clone(),
-                shape: tensor.shape.clone(),
-                dtype: other.to_string(),
-            });
-        }
+        _ => return Err(unsupported_dtype(op, tensor)),
     };
-    // safetensors checked that the bytes cover the shape; a mismatch here means it did not.
-    if Some(values.len()) != tensor.shape.checked_numel() {
-        return Err(Error::Length {
+    check_len(op, tensor, values.len())?;
+    Ok(values)
+}
+
+/// The error for a tensor whose element type `op` does not read.
+fn unsupported_dtype(op: &'static str, tensor: &RawTensor<'_>) -> Error {
+    Error::TensorDtype {
+        op,
+        name: tensor.name.clone(),
+        shape: tensor.shape.clone(),
+        dtype: tensor.dtype.to_string(),
+    }
+}
+
+/// Requires `len` decoded elements to fill `tensor`'s shape. safetensors checked that the
+/// bytes cover the shape, so a mismatch means it did not.
+fn check_len(op: &'static str, tensor: &RawTensor<'_>, len: usize) -> Result<()> {
+    if Some(len) == tensor.shape.checked_numel() {
+        Ok(())
+    } else {
+        Err(Error::Length {
             op,
             shape: tensor.shape.clone(),
-            len: values.len(),
-        });
+            len,
+        })
     }
-    Ok(values)
 }
 
 /// Widens an IEEE 754 half-precision number to `f32`, exactly (subnormals, infinities and NaN
