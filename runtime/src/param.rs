@@ -158,8 +158,22 @@ impl<B: Backend> Param<B> {
     where
         B: 'a,
     {
+        self.try_accumulate_grad_with(|grad, beta| grad.try_addmm_(a, b, beta, 1.0))
+    }
+
+    /// Lets `write` add into the gradient buffer without a temporary: it gets the buffer and
+    /// the `beta` to scale what is there by, 0 when there is no gradient yet (overwrite) and
+    /// 1 otherwise (accumulate). How layers sum products straight into their gradients.
+    ///
+    /// # Errors
+    /// What `write` returns. A `write` that fails after writing leaves a gradient that was
+    /// already there partly updated, so it should check before it writes.
+    pub fn try_accumulate_grad_with(
+        &mut self,
+        write: impl FnOnce(&mut Tensor<B>, f32) -> Result<()>,
+    ) -> Result<()> {
         let beta = if self.has_grad { 1.0 } else { 0.0 };
-        self.grad.try_addmm_(a, b, beta, 1.0)?;
+        write(&mut self.grad, beta)?;
         self.has_grad = true;
         Ok(())
     }

@@ -111,8 +111,7 @@ impl<B: Backend> Conv2d<B> {
         Ok(g)
     }
 
-    /// The product of one sample per group: `a` `[m, k]` by `b` `[k, n]` into `c`, offsets
-    /// and steps in elements.
+    /// The product of one sample per group: `a` `[m, k]` by `b` `[k, n]` into `c`.
     fn per_group(m: usize, n: usize, k: usize, trans: (bool, bool)) -> Gemm {
         Gemm {
             m,
@@ -132,40 +131,27 @@ impl<B: Backend> Conv2d<B> {
     /// when the kernel does not fit it.
     pub fn forward(&self, x: &Tensor<B>) -> Result<Tensor<B>> {
         let g = self.geometry("conv2d", x)?;
-        let [out_channels, _, _] = self.dims();
-        let groups = self.config.groups;
-        let (rows, positions) = (g.rows() / groups, g.positions());
-        let out_per_group = out_channels / groups;
-        let mut cols = Tensor::try_zeros([g.batch * g.rows() * positions], x.device())?;
-        x.device().im2col(&g, &x.storage, &mut cols.storage)?;
-        let shape = Shape::from([g.batch, out_channels, g.out_height, g.out_width]);
-        let mut y = Tensor::try_zeros(shape, x.device())?;
-        let gemm = Self::per_group(out_per_group, positions, rows, (false, false));
+        let layout = GroupLayout::new(&g, self.dims()[0], self.config.groups);
+        let device = x.device();
+        let cols = Self::columns(&g, x)?;
+        let mut y = Tensor::try_zeros(layout.output_shape(&g), device)?;
+        // Y_g = W_g cols_g per sample.
+        let gemm = Self::per_group(
+            layout.out_per_group,
+            layout.positions,
+            layout.rows,
+            (false, false),
+        );
+        let w = &self.weight.value().storage;
         for n in 0..g.batch {
-            let batch = GemmBatch {
-                count: groups,
-                a: Strided {
-                    offset: 0,
-                    step: out_per_group * rows,
-                },
-                b: Strided {
-                    offset: n * g.rows() * positions,
-                    step: rows * positions,
-                },
-                c: Strided {
-                    offset: n * out_channels * positions,
-                    step: out_per_group * positions,
-                },
-            };
-            let w = &self.weight.value().storage;
-            x.device()
-                .gemm_batched(&gemm, &batch, w, &cols.storage, &mut y.storage)?;
+            let batch = layout.batch(layout.weight(), layout.cols(n), layout.output(n));
+            device.gemm_batched(&gemm, &batch, w, &cols.storage, &mut y.storage)?;
         }
         if let Some(bias) = &self.bias {
             let bias = bias
                 .value()
                 .try_clone()?
-                .try_reshape([out_channels, 1, 1])?;
+                .try_reshape([layout.out_channels, 1, 1])?;
             y.try_zip_(crate::ops::binary::BinaryOp::Add, "conv2d", &bias)?;
         }
         Ok(y)
@@ -183,9 +169,8 @@ impl<B: Backend> Conv2d<B> {
         input_grad: bool,
     ) -> Result<Option<Tensor<B>>> {
         let g = self.geometry("conv2d backward", x)?;
-        let [out_channels, _, _] = self.dims();
-        let groups = self.config.groups;
-        let expected = Shape::from([g.batch, out_channels, g.out_height, g.out_width]);
+        let layout = GroupLayout::new(&g, self.dims()[0], self.config.groups);
+        let expected = layout.output_shape(&g);
         if grad_out.shape() != &expected {
             return Err(Error::Shape {
                 op: "conv2d backward",
@@ -193,75 +178,128 @@ impl<B: Backend> Conv2d<B> {
                 found: grad_out.shape().clone(),
             });
         }
-        let device = x.device().clone();
-        let (rows, positions) = (g.rows() / groups, g.positions());
-        let out_per_group = out_channels / groups;
-        let mut cols = Tensor::try_zeros([g.batch * g.rows() * positions], &device)?;
-        device.im2col(&g, &x.storage, &mut cols.storage)?;
-        // dW_g = sum over samples of dY_g cols_g^T, accumulated sample by sample.
-        let mut grad_w = Tensor::try_zeros(self.weight.value().shape().clone(), &device)?;
-        for n in 0..g.batch {
-            let mut gemm = Self::per_group(out_per_group, rows, positions, (false, true));
-            gemm.beta = if n == 0 { 0.0 } else { 1.0 };
-            let batch = GemmBatch {
-                count: groups,
-                a: Strided {
-                    offset: n * out_channels * positions,
-                    step: out_per_group * positions,
-                },
-                b: Strided {
-                    offset: n * g.rows() * positions,
-                    step: rows * positions,
-                },
-                c: Strided {
-                    offset: 0,
-                    step: out_per_group * rows,
-                },
-            };
-            device.gemm_batched(
-                &gemm,
-                &batch,
-                &grad_out.storage,
-                &cols.storage,
-                &mut grad_w.storage,
-            )?;
-        }
-        self.weight.try_accumulate_grad(&grad_w)?;
+        let device = x.device();
+        let cols = Self::columns(&g, x)?;
+        // dW_g = sum over samples of dY_g cols_g^T, summed straight into the gradient.
+        self.weight.try_accumulate_grad_with(|grad_w, beta| {
+            let mut gemm = Self::per_group(
+                layout.out_per_group,
+                layout.rows,
+                layout.positions,
+                (false, true),
+            );
+            if g.batch == 0 && beta == 0.0 {
+                device.fill(&mut grad_w.storage, 0.0)?; // no samples: a zero gradient
+            }
+            for n in 0..g.batch {
+                gemm.beta = if n == 0 { beta } else { 1.0 };
+                let batch = layout.batch(layout.output(n), layout.cols(n), layout.weight());
+                device.gemm_batched(
+                    &gemm,
+                    &batch,
+                    &grad_out.storage,
+                    &cols.storage,
+                    &mut grad_w.storage,
+                )?;
+            }
+            Ok(())
+        })?;
         if let Some(bias) = &mut self.bias {
             let per_channel = grad_out
-                .try_clone()?
-                .try_reshape([g.batch, out_channels, positions])?
-                .try_sum_dim(2, false)?
-                .try_sum_dim(0, false)?;
+                .try_sum_dim(0, false)?
+                .try_reshape([layout.out_channels, layout.positions])?
+                .try_sum_dim(1, false)?;
             bias.try_accumulate_grad(&per_channel)?;
         }
         if !input_grad {
             return Ok(None);
         }
         // dcols_g = W_g^T dY_g per sample, folded back onto the input.
-        let gemm = Self::per_group(rows, positions, out_per_group, (true, false));
+        let mut grad_cols = cols;
+        let gemm = Self::per_group(
+            layout.rows,
+            layout.positions,
+            layout.out_per_group,
+            (true, false),
+        );
+        let w = &self.weight.value().storage;
         for n in 0..g.batch {
-            let batch = GemmBatch {
-                count: groups,
-                a: Strided {
-                    offset: 0,
-                    step: out_per_group * rows,
-                },
-                b: Strided {
-                    offset: n * out_channels * positions,
-                    step: out_per_group * positions,
-                },
-                c: Strided {
-                    offset: n * g.rows() * positions,
-                    step: rows * positions,
-                },
-            };
-            let w = &self.weight.value().storage;
-            device.gemm_batched(&gemm, &batch, w, &grad_out.storage, &mut cols.storage)?;
+            let batch = layout.batch(layout.weight(), layout.output(n), layout.cols(n));
+            device.gemm_batched(&gemm, &batch, w, &grad_out.storage, &mut grad_cols.storage)?;
         }
-        let mut grad_x = Tensor::try_zeros(x.shape().clone(), &device)?;
-        device.col2im(&g, &cols.storage, &mut grad_x.storage)?;
+        let mut grad_x = Tensor::try_zeros(x.shape().clone(), device)?;
+        device.col2im(&g, &grad_cols.storage, &mut grad_x.storage)?;
         Ok(Some(grad_x))
+    }
+
+    /// `x` unfolded into columns: sample by sample, `[in * k * k, OH * OW]`.
+    fn columns(g: &ConvGeometry, x: &Tensor<B>) -> Result<Tensor<B>> {
+        let mut cols = Tensor::try_zeros([g.batch * g.rows() * g.positions()], x.device())?;
+        x.device().im2col(g, &x.storage, &mut cols.storage)?;
+        Ok(cols)
+    }
+}
+
+/// Where sample `n`'s per-group matrices lie in the buffers a convolution multiplies; offsets
+/// and steps in elements.
+#[derive(Debug, Clone, Copy)]
+struct GroupLayout {
+    groups: usize,
+    out_channels: usize,
+    out_per_group: usize,
+    /// Column rows per group: `in / groups * k * k`.
+    rows: usize,
+    /// Output positions per channel: `OH * OW`.
+    positions: usize,
+}
+
+impl GroupLayout {
+    fn new(g: &ConvGeometry, out_channels: usize, groups: usize) -> Self {
+        Self {
+            groups,
+            out_channels,
+            out_per_group: out_channels / groups,
+            rows: g.rows() / groups,
+            positions: g.positions(),
+        }
+    }
+
+    fn output_shape(&self, g: &ConvGeometry) -> Shape {
+        Shape::from([g.batch, self.out_channels, g.out_height, g.out_width])
+    }
+
+    /// The weight's `[out / groups, rows]` blocks.
+    fn weight(&self) -> Strided {
+        Strided {
+            offset: 0,
+            step: self.out_per_group * self.rows,
+        }
+    }
+
+    /// Sample `n`'s `[rows, positions]` column blocks.
+    fn cols(&self, n: usize) -> Strided {
+        Strided {
+            offset: n * self.groups * self.rows * self.positions,
+            step: self.rows * self.positions,
+        }
+    }
+
+    /// Sample `n`'s `[out / groups, positions]` output (or output gradient) blocks.
+    fn output(&self, n: usize) -> Strided {
+        Strided {
+            offset: n * self.out_channels * self.positions,
+            step: self.out_per_group * self.positions,
+        }
+    }
+
+    /// One product per group, `c = op(a) op(b)`, with the matrices where `a`, `b`, `c` say.
+    fn batch(&self, a: Strided, b: Strided, c: Strided) -> GemmBatch {
+        GemmBatch {
+            count: self.groups,
+            a,
+            b,
+            c,
+        }
     }
 }
 
@@ -398,6 +436,38 @@ mod tests {
                     .to_vec();
                 crate::ops::assert_close(&bias.grad().unwrap().to_vec(), &sums);
             }
+        }
+    }
+
+    /// A second backward adds to the gradients; an empty batch after `zero_grad` gives zeros.
+    #[test]
+    fn backward_accumulates_and_an_empty_batch_gives_zero_gradients() {
+        let rng = &mut seeded(7);
+        let config = Conv2dConfig {
+            groups: 2,
+            ..Conv2dConfig::default()
+        };
+        let mut conv = Conv2d::new(4, 6, 3, config, &Cpu, rng);
+        let x = Tensor::randn([3, 4, 5, 5], &Cpu, rng);
+        let r = Tensor::randn([3, 6, 3, 3], &Cpu, rng);
+        let grads = |conv: &Conv2d| {
+            let bias = conv.bias.as_ref().unwrap();
+            [conv.weight.grad(), bias.grad()].map(|grad| grad.unwrap().to_vec())
+        };
+        conv.backward(&x, &r, false).unwrap();
+        let once = grads(&conv);
+        conv.backward(&x, &r, false).unwrap();
+        for (twice, once) in grads(&conv).iter().zip(&once) {
+            let doubled: Vec<f32> = once.iter().map(|v| 2.0 * v).collect();
+            crate::ops::assert_close(twice, &doubled);
+        }
+        conv.weight.zero_grad();
+        conv.bias.as_mut().unwrap().zero_grad();
+        let empty = Tensor::zeros([0, 4, 5, 5], &Cpu);
+        conv.backward(&empty, &Tensor::zeros([0, 6, 3, 3], &Cpu), false)
+            .unwrap();
+        for grad in grads(&conv) {
+            assert!(grad.iter().all(|&v| v == 0.0), "{grad:?}");
         }
     }
 
