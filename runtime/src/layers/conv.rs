@@ -5,8 +5,6 @@ use rand::Rng;
 
 use crate::backend::{Backend, Cpu};
 use crate::error::{Error, Result};
-use crate::module::Module;
-use crate::network::Layer;
 use crate::ops::conv::ConvGeometry;
 use crate::ops::matmul::{Gemm, GemmBatch, Strided};
 use crate::param::Param;
@@ -303,45 +301,7 @@ impl GroupLayout {
     }
 }
 
-impl<B: Backend> Module<B> for Conv2d<B> {
-    fn visit_params<'a>(&'a self, f: &mut dyn FnMut(&str, &'a Param<B>)) {
-        f("weight", &self.weight);
-        if let Some(bias) = &self.bias {
-            f("bias", bias);
-        }
-    }
-
-    fn visit_params_mut<'a>(&'a mut self, f: &mut dyn FnMut(&str, &'a mut Param<B>)) {
-        f("weight", &mut self.weight);
-        if let Some(bias) = &mut self.bias {
-            f("bias", bias);
-        }
-    }
-}
-
-/// `conv(x)` in a network: the backward pass recomputes the columns from the input, which the
-/// network's tape keeps, so the layer's own tape is empty.
-impl<B: Backend> Layer<B> for Conv2d<B> {
-    type Tape = ();
-
-    fn layer_forward(&self, x: &Tensor<B>) -> Result<Tensor<B>> {
-        self.forward(x)
-    }
-
-    fn layer_forward_train(&self, x: &Tensor<B>) -> Result<(Tensor<B>, ())> {
-        Ok((self.forward(x)?, ()))
-    }
-
-    fn layer_backward(
-        &mut self,
-        x: &Tensor<B>,
-        (): (),
-        grad_out: &Tensor<B>,
-        input_grad: bool,
-    ) -> Result<Option<Tensor<B>>> {
-        self.backward(x, grad_out, input_grad)
-    }
-}
+weight_and_bias_layer!(Conv2d);
 
 #[cfg(test)]
 mod tests {

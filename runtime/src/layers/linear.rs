@@ -4,8 +4,6 @@ use rand::Rng;
 
 use crate::backend::{Backend, Cpu};
 use crate::error::{Error, Result};
-use crate::module::Module;
-use crate::network::Layer;
 use crate::param::Param;
 use crate::shape::Shape;
 use crate::tensor::Tensor;
@@ -128,49 +126,12 @@ impl<B: Backend> Linear<B> {
     }
 }
 
-impl<B: Backend> Module<B> for Linear<B> {
-    fn visit_params<'a>(&'a self, f: &mut dyn FnMut(&str, &'a Param<B>)) {
-        f("weight", &self.weight);
-        if let Some(bias) = &self.bias {
-            f("bias", bias);
-        }
-    }
-
-    fn visit_params_mut<'a>(&'a mut self, f: &mut dyn FnMut(&str, &'a mut Param<B>)) {
-        f("weight", &mut self.weight);
-        if let Some(bias) = &mut self.bias {
-            f("bias", bias);
-        }
-    }
-}
-
-/// `fc(x)` in a network: the backward pass reads the input `x`, which the network's tape
-/// keeps, so the layer's own tape is empty.
-impl<B: Backend> Layer<B> for Linear<B> {
-    type Tape = ();
-
-    fn layer_forward(&self, x: &Tensor<B>) -> Result<Tensor<B>> {
-        self.forward(x)
-    }
-
-    fn layer_forward_train(&self, x: &Tensor<B>) -> Result<(Tensor<B>, ())> {
-        Ok((self.forward(x)?, ()))
-    }
-
-    fn layer_backward(
-        &mut self,
-        x: &Tensor<B>,
-        (): (),
-        grad_out: &Tensor<B>,
-        input_grad: bool,
-    ) -> Result<Option<Tensor<B>>> {
-        self.backward(x, grad_out, input_grad)
-    }
-}
+weight_and_bias_layer!(Linear);
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::module::Module;
     use crate::rng::seeded;
 
     fn layer() -> Linear {
