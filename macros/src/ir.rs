@@ -111,6 +111,16 @@ pub struct PoolSpec {
 }
 
 impl PoolSpec {
+    /// PyTorch's defaults: the stride is the kernel, the padding 0.
+    pub fn new(max: bool, kernel: usize, stride: Option<usize>, padding: Option<usize>) -> Self {
+        Self {
+            max,
+            kernel,
+            stride: stride.unwrap_or(kernel),
+            padding: padding.unwrap_or(0),
+        }
+    }
+
     /// The layer type as the user would write it: `MaxPool2d<2>`, `AvgPool2d<3, 2, 1>`.
     pub fn layer_name(&self) -> String {
         let name = if self.max { "MaxPool2d" } else { "AvgPool2d" };

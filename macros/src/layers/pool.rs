@@ -57,10 +57,10 @@ pub fn check(ty: &LayerType, _: &[Ident], errors: &mut Errors) -> Option<FieldKi
         );
         return None;
     }
-    Some(FieldKind::Pool(PoolSpec {
-        max: name == "MaxPool2d",
+    Some(FieldKind::Pool(PoolSpec::new(
+        name == "MaxPool2d",
         kernel,
-        stride: stride.or(rest.first().copied()).unwrap_or(kernel),
-        padding: padding.or(rest.get(1).copied()).unwrap_or(0),
-    }))
+        stride.or(rest.first().copied()),
+        padding.or(rest.get(1).copied()),
+    )))
 }

@@ -129,12 +129,12 @@ impl Lowerer<'_> {
                     );
                     return None;
                 }
-                let pool = PoolSpec {
-                    max: method == "max_pool2d",
+                let pool = PoolSpec::new(
+                    method == "max_pool2d",
                     kernel,
-                    stride: rest.first().copied().unwrap_or(kernel),
-                    padding: rest.get(1).copied().unwrap_or(0),
-                };
+                    rest.first().copied(),
+                    rest.get(1).copied(),
+                );
                 Some(Lowered::Value(self.pool(x, pool, None, &origin, span)?))
             }
             "softmax" | "log_softmax" => {
