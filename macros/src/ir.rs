@@ -87,17 +87,41 @@ pub enum FieldKind {
     Layer(Box<dyn LayerRule>),
     /// `Param<[dims]>`: a raw trainable tensor, N(0, 1) at init like `torch.randn`.
     Param { shape: Shape },
-    /// An elementwise layer (`ReLU`, `LeakyReLU<0.2>`); no parameters, so no struct field.
+    /// A layer without parameters, so without a struct field: it lowers to an op.
+    Stateless(StatelessLayer),
+}
+
+/// A layer without parameters (`ReLU`, `Flatten`, `MaxPool2d<2>`): applying it is applying
+/// its op, so it has no struct field, no parameters and no runtime type.
+pub enum StatelessLayer {
+    /// An elementwise layer (`ReLU`, `LeakyReLU<0.2>`).
     Map(MapOp),
     /// `Softmax<dim>` or, when `log`, `LogSoftmax<dim>`; `dim` may count from the end
-    /// (`-1`) and is checked against the input's rank where the layer is applied. No
-    /// parameters, so no struct field.
+    /// (`-1`) and is checked against the input's rank where the layer is applied.
     Softmax { dim: isize, log: bool },
     /// `Flatten` (`Flatten<start>`, `Flatten<start, end>`): dims `start..=end` merged into one,
-    /// counted from the end when negative; no parameters, so no struct field.
+    /// counted from the end when negative.
     Flatten { start: isize, end: isize },
-    /// `MaxPool2d<kernel, stride, padding>` or `AvgPool2d<..>`; no parameters, so no field.
+    /// `MaxPool2d<kernel, stride, padding>` or `AvgPool2d<..>`.
     Pool(PoolSpec),
+}
+
+impl StatelessLayer {
+    /// The layer as the user would write it: `ReLU`, `Softmax<-1>`, `Flatten<1, 2>`.
+    pub fn layer_name(&self) -> String {
+        match self {
+            StatelessLayer::Map(op) => op.layer_name(),
+            StatelessLayer::Pool(pool) => pool.layer_name(),
+            StatelessLayer::Flatten { start: 1, end: -1 } => "Flatten".to_owned(),
+            StatelessLayer::Flatten { start, end } => format!("Flatten<{start}, {end}>"),
+            StatelessLayer::Softmax { dim, log } => format!("{}<{dim}>", softmax_name(*log)),
+        }
+    }
+}
+
+/// The layer name of a softmax, or of a log-softmax when `log`.
+pub fn softmax_name(log: bool) -> &'static str {
+    if log { "LogSoftmax" } else { "Softmax" }
 }
 
 /// A 2-D pooling of square windows, PyTorch's (`ceil_mode=False`).
@@ -156,13 +180,7 @@ impl PoolSpec {
 impl FieldKind {
     /// Whether the field holds parameters (and so is a struct field).
     pub fn has_state(&self) -> bool {
-        !matches!(
-            self,
-            FieldKind::Map(_)
-                | FieldKind::Softmax { .. }
-                | FieldKind::Flatten { .. }
-                | FieldKind::Pool(_)
-        )
+        !matches!(self, FieldKind::Stateless(_))
     }
 }
 

@@ -65,12 +65,7 @@ fn describe(field: &Field) -> String {
     match &field.kind {
         FieldKind::Layer(rule) => format!("`{}`", rule.describe()),
         FieldKind::Param { shape } => format!("`Param<{shape}>`"),
-        FieldKind::Map(op) => format!("`{}`", op.layer_name()),
-        FieldKind::Pool(pool) => format!("`{}`", pool.layer_name()),
-        FieldKind::Flatten { start: 1, end: -1 } => "`Flatten`".to_owned(),
-        FieldKind::Flatten { start, end } => format!("`Flatten<{start}, {end}>`"),
-        FieldKind::Softmax { dim, log: false } => format!("`Softmax<{dim}>`"),
-        FieldKind::Softmax { dim, log: true } => format!("`LogSoftmax<{dim}>`"),
+        FieldKind::Stateless(layer) => format!("`{}`", layer.layer_name()),
     }
 }
 
@@ -353,12 +348,7 @@ pub fn gen_new(net: &Network) -> TokenStream {
                 let dims = shape.0.iter().map(dim_expr);
                 quote!(#ident: #private::Param::new(#private::Tensor::randn([#(#dims),*], device, rng)))
             }
-            FieldKind::Map(_)
-            | FieldKind::Softmax { .. }
-            | FieldKind::Flatten { .. }
-            | FieldKind::Pool(_) => {
-                unreachable!("filtered: activations have no state")
-            }
+            FieldKind::Stateless(_) => unreachable!("filtered: stateless layers have no field"),
         }
     });
     let marker = net
@@ -388,10 +378,7 @@ fn param_count(field: &Field) -> TokenStream {
             let dims = shape.0.iter().map(dim_expr);
             quote!((1 #(* #dims)*))
         }
-        FieldKind::Map(_)
-        | FieldKind::Softmax { .. }
-        | FieldKind::Flatten { .. }
-        | FieldKind::Pool(_) => quote!(0),
+        FieldKind::Stateless(_) => quote!(0),
     }
 }
 

@@ -3,7 +3,7 @@
 
 use crate::elementwise::{Elementwise, MapOp};
 use crate::errors::Errors;
-use crate::ir::FieldKind;
+use crate::ir::{FieldKind, StatelessLayer};
 use crate::parse::{DimDecl, LayerArg, LayerType};
 
 /// An elementwise layer: `ReLU`, or with numbers for its parameters, `LeakyReLU<0.2>`
@@ -37,7 +37,7 @@ pub fn check(
         }
     }
     match MapOp::with_args(entry, &args, &format!("`{}`", ty.name)) {
-        Ok(op) => Some(FieldKind::Map(op)),
+        Ok(op) => Some(FieldKind::Stateless(StatelessLayer::Map(op))),
         Err(message) => {
             let span = ty.args.first().map_or(ty.name.span(), LayerArg::span);
             errors.at(span, message);

@@ -5,7 +5,7 @@
 use syn::Ident;
 
 use crate::errors::Errors;
-use crate::ir::FieldKind;
+use crate::ir::{FieldKind, StatelessLayer};
 use crate::parse::{DimDecl, LayerArg, LayerType};
 
 /// Reads `Flatten` with up to two integer dims.
@@ -29,9 +29,15 @@ pub fn check(ty: &LayerType, _: &[Ident], errors: &mut Errors) -> Option<FieldKi
         }
     }
     match dims[..] {
-        [] => Some(FieldKind::Flatten { start: 1, end: -1 }),
-        [start] => Some(FieldKind::Flatten { start, end: -1 }),
-        [start, end] => Some(FieldKind::Flatten { start, end }),
+        [] => Some(FieldKind::Stateless(StatelessLayer::Flatten {
+            start: 1,
+            end: -1,
+        })),
+        [start] => Some(FieldKind::Stateless(StatelessLayer::Flatten {
+            start,
+            end: -1,
+        })),
+        [start, end] => Some(FieldKind::Stateless(StatelessLayer::Flatten { start, end })),
         _ => {
             errors.at(
                 ty.args[2].span(),

@@ -3,8 +3,9 @@
 //! field's type dispatches here; lowering and codegen ask the rule and name no layer kind.
 //!
 //! A layer with state is a field holding a runtime `Layer` ([`LayerRule`]); a stateless layer
-//! (`ReLU`, `Softmax<1>`) lowers to the op that computes it, so the tape keeps one tensor and
-//! its gradient is updated in place.
+//! (`ReLU`, `Softmax<1>`, `MaxPool2d<2>`) is a [`StatelessLayer`](crate::ir::StatelessLayer)
+//! that lowers to the op that computes it, so the tape keeps what that op saves. A new one is a
+//! variant there, its name, and one arm in `Lowerer::stateless`.
 
 mod conv;
 mod elementwise;

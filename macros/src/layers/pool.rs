@@ -6,7 +6,7 @@
 use syn::Ident;
 
 use crate::errors::Errors;
-use crate::ir::{FieldKind, PoolSpec};
+use crate::ir::{FieldKind, PoolSpec, StatelessLayer};
 use crate::parse::{DimDecl, LayerArg, LayerType};
 
 /// Reads a pooling layer; `MaxPool2d` or `AvgPool2d` by its name.
@@ -57,10 +57,10 @@ pub fn check(ty: &LayerType, _: &[Ident], errors: &mut Errors) -> Option<FieldKi
         );
         return None;
     }
-    Some(FieldKind::Pool(PoolSpec::new(
+    Some(FieldKind::Stateless(StatelessLayer::Pool(PoolSpec::new(
         name == "MaxPool2d",
         kernel,
         stride.or(rest.first().copied()),
         padding.or(rest.get(1).copied()),
-    )))
+    ))))
 }

@@ -4,7 +4,7 @@
 use syn::Ident;
 
 use crate::errors::Errors;
-use crate::ir::FieldKind;
+use crate::ir::{FieldKind, StatelessLayer};
 use crate::parse::{DimDecl, LayerArg, LayerType};
 
 /// `Softmax<dim>` or `LogSoftmax<dim>`, with `dim` an integer literal, negative to count from
@@ -24,8 +24,8 @@ pub fn check(ty: &LayerType, _: &[Ident], errors: &mut Errors) -> Option<FieldKi
         );
         return None;
     };
-    Some(FieldKind::Softmax {
+    Some(FieldKind::Stateless(StatelessLayer::Softmax {
         dim,
         log: name == "LogSoftmax",
-    })
+    }))
 }

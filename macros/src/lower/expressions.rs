@@ -174,24 +174,8 @@ impl Lowerer<'_> {
                 let id = self.layer(index, x, arg.span(), &format!("`{name}`"), true)?;
                 Some(Lowered::Value(id))
             }
-            FieldKind::Map(op) => Some(Lowered::Value(self.map(
-                op.clone(),
-                x,
-                Some(index),
-                format!("`{name}`"),
-            ))),
-            &FieldKind::Pool(pool) => {
-                let what = format!("`{name}`");
-                let id = self.pool(x, pool, Some(index), &what, name.span())?;
-                Some(Lowered::Value(id))
-            }
-            &FieldKind::Flatten { start, end } => {
-                let what = format!("`{name}`");
-                let id = self.flatten(x, (start, end), Some(index), &what, name.span())?;
-                Some(Lowered::Value(id))
-            }
-            &FieldKind::Softmax { dim, log } => {
-                let id = self.softmax_layer(index, x, dim, log, format!("`{name}`"))?;
+            FieldKind::Stateless(layer) => {
+                let id = self.stateless(layer, index, x, format!("`{name}`"), name.span())?;
                 Some(Lowered::Value(id))
             }
             FieldKind::Param { .. } => {

@@ -4,10 +4,10 @@
 use quote::ToTokens;
 use syn::Expr;
 
-use super::{Lowered, Lowerer, OTHER_METHODS, softmax_name};
+use super::{Lowered, Lowerer, OTHER_METHODS};
 use crate::elementwise::{self, MapOp};
 use crate::errors::did_you_mean;
-use crate::ir::{BinaryOp, Op, PoolSpec, Shape, ValueId};
+use crate::ir::{BinaryOp, Op, PoolSpec, Shape, ValueId, softmax_name};
 use crate::shape::unify;
 
 impl Lowerer<'_> {

@@ -18,7 +18,7 @@ use crate::elementwise::MapOp;
 use crate::errors::Errors;
 use crate::ir::{
     BinaryOp, DimAssertion, Extra, Field, FieldKind, Input, Network, Node, Op, Region, Shape,
-    ValueId,
+    StatelessLayer, ValueId,
 };
 use crate::parse::{Body, InputDecl, InputKind, NetworkDef, ShapeDecl};
 use crate::shape::unify_shapes;
@@ -282,21 +282,14 @@ impl Lowerer<'_> {
     fn sequential(&mut self) -> Option<ValueId> {
         let mut value = 0;
         for (index, field) in self.fields.iter().enumerate() {
-            let description = match &field.kind {
-                FieldKind::Layer(rule) if field.state_name == index.to_string() => {
-                    format!("`{}` (layer {index})", rule.describe())
-                }
-                FieldKind::Map(op) if field.state_name == index.to_string() => {
-                    format!("`{}` (layer {index})", op.layer_name())
-                }
-                FieldKind::Pool(pool) if field.state_name == index.to_string() => {
-                    format!("`{}` (layer {index})", pool.layer_name())
-                }
-                FieldKind::Flatten { .. } if field.state_name == index.to_string() => {
-                    format!("`Flatten` (layer {index})")
-                }
-                FieldKind::Softmax { dim, log } if field.state_name == index.to_string() => {
-                    format!("`{}<{dim}>` (layer {index})", softmax_name(*log))
+            let name = match &field.kind {
+                FieldKind::Layer(rule) => Some(rule.describe()),
+                FieldKind::Stateless(layer) => Some(layer.layer_name()),
+                FieldKind::Param { .. } => None,
+            };
+            let description = match name {
+                Some(name) if field.state_name == index.to_string() => {
+                    format!("`{name}` (layer {index})")
                 }
                 _ => format!("`{}`", field.ident),
             };
@@ -305,17 +298,8 @@ impl Lowerer<'_> {
                     let span = rule.input_span().unwrap_or_else(|| field.ident.span());
                     self.layer(index, value, span, &description, false)?
                 }
-                FieldKind::Map(op) => self.map(op.clone(), value, Some(index), description),
-                &FieldKind::Softmax { dim, log } => {
-                    self.softmax_layer(index, value, dim, log, description)?
-                }
-                &FieldKind::Flatten { start, end } => {
-                    let span = field.ident.span();
-                    self.flatten(value, (start, end), Some(index), &description, span)?
-                }
-                &FieldKind::Pool(pool) => {
-                    let span = field.ident.span();
-                    self.pool(value, pool, Some(index), &description, span)?
+                FieldKind::Stateless(layer) => {
+                    self.stateless(layer, index, value, description, field.ident.span())?
                 }
                 FieldKind::Param { .. } => {
                     self.errors.over(
@@ -389,6 +373,26 @@ impl Lowerer<'_> {
             id = x;
         }
         self.origin(id)
+    }
+
+    /// Field `index`'s parameterless `layer` applied to `x`; `what` names it in errors, which
+    /// are reported at `at`.
+    fn stateless(
+        &mut self,
+        layer: &StatelessLayer,
+        index: usize,
+        x: ValueId,
+        what: String,
+        at: Span,
+    ) -> Option<ValueId> {
+        match *layer {
+            StatelessLayer::Map(ref op) => Some(self.map(op.clone(), x, Some(index), what)),
+            StatelessLayer::Softmax { dim, log } => self.softmax_layer(index, x, dim, log, what),
+            StatelessLayer::Flatten { start, end } => {
+                self.flatten(x, (start, end), Some(index), &what, at)
+            }
+            StatelessLayer::Pool(pool) => self.pool(x, pool, Some(index), &what, at),
+        }
     }
 
     /// The forward pass must produce the declared output shape.
@@ -465,9 +469,4 @@ fn parse_scalar(value: &syn::Result<f32>, expr: &Expr, errors: &mut Errors) -> O
             None
         }
     }
-}
-
-/// The layer type of a softmax field.
-fn softmax_name(log: bool) -> &'static str {
-    if log { "LogSoftmax" } else { "Softmax" }
 }
