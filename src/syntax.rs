@@ -69,6 +69,14 @@
 //!   `[N, in, H, W]`; with numbers for `H` and `W` the output's are computed when the crate
 //!   compiles, and a channel count, a kernel that does not fit, or groups that do not divide
 //!   the channels are compile errors.
+//! - `BatchNorm1d<features>` (`[N, C]` or `[N, C, L]`) and `BatchNorm2d<features>`
+//!   (`[N, C, H, W]`), with the named options `eps`, `momentum` and `affine = false`:
+//!   `nn.BatchNorm1d` / `nn.BatchNorm2d`, with the running statistics and
+//!   `num_batches_tracked` as buffers (saved and loaded with the weights).
+//! - `Dropout`, `Dropout<p>` (0.5 by default): `nn.Dropout`, with masks from a generator seeded
+//!   by the network's `rng`; backward uses the forward pass's mask.
+//! - Both follow the network's mode: `net.train()` (the initial mode) and `net.eval()`
+//!   (`Module`), which reach every nested network.
 //! - `Param<[dims]>`: a raw trainable tensor, drawn from N(0, 1) like `torch.randn`, used by
 //!   name in a forward body (module form only).
 //! - Elementwise layers, with numbers for their parameters (those left out take PyTorch's
@@ -130,8 +138,8 @@
 //!
 //! network! {
 //!     pub struct Shapes(x: [N, 2, 6, 8]) -> [N, 5] {
-//!         Conv2d<2, 4, 3, padding = 1>, ReLU, MaxPool2d<2>, AvgPool2d<3, 1, 1>, Flatten,
-//!         Linear<48, 5>
+//!         Conv2d<2, 4, 3, padding = 1>, BatchNorm2d<4>, ReLU, MaxPool2d<2>,
+//!         AvgPool2d<3, 1, 1>, Flatten, Dropout<0.25>, Linear<48, 5>
 //!     }
 //! }
 //! network! {

@@ -13,8 +13,10 @@ use common::cuda_or_skip;
 use declnet::losses::{Loss, MseLoss, Reduction};
 use declnet::optim::{Sgd, SgdConfig};
 use declnet::prelude::*;
-use declnet::runtime::layers::{Conv2d, Conv2dConfig};
+use declnet::runtime::layers::{BatchNorm, BatchNormConfig, BatchNormKind, Conv2d, Conv2dConfig};
+use declnet::runtime::network::Layer;
 use declnet::runtime::ops::binary::{BinaryOp, Broadcast};
+use declnet::runtime::ops::dropout::DropoutMask;
 use declnet::runtime::ops::elementwise::{Operand, Saved};
 use declnet::runtime::ops::loss::{ClassLoss, PointwiseLoss};
 use declnet::runtime::ops::matmul::Gemm;
@@ -541,6 +543,34 @@ fn conv_case<B: Backend>(dev: &B) -> Outputs {
     outputs
 }
 
+/// Batch normalisation (both modes) and dropout: the channel kernels and the dropout mask,
+/// which is the same hash on both devices.
+fn norm_and_dropout_case<B: Backend>(dev: &B) -> Outputs {
+    let mut outputs = Outputs::new();
+    let x = Tensor::from_vec(data(3 * 5 * 4 * 3, 95), [3, 5, 4, 3], dev);
+    let g = Tensor::from_vec(data(x.numel(), 96), x.shape().clone(), dev);
+    let mut bn = BatchNorm::new(BatchNormKind::TwoD, 5, BatchNormConfig::default(), dev);
+    for training in [true, false] {
+        bn.set_training(training);
+        let (y, tape) = bn.layer_forward_train(&x).unwrap();
+        let grad_x = bn
+            .layer_backward(Some(&x), tape, &g, true)
+            .unwrap()
+            .unwrap();
+        let (mean, var) = bn.running_stats().unwrap();
+        outputs.push((format!("training {training} output"), y.to_vec()));
+        outputs.push((
+            format!("training {training} input gradient"),
+            grad_x.to_vec(),
+        ));
+        outputs.push((format!("training {training} running mean"), mean.to_vec()));
+        outputs.push((format!("training {training} running var"), var.to_vec()));
+    }
+    let mask = DropoutMask::new(0.3, 1234).unwrap();
+    outputs.push(("dropout".to_owned(), x.try_dropout(&mask).unwrap().to_vec()));
+    outputs
+}
+
 /// Three SGD-with-momentum steps of the generated network from the same initial weights: the
 /// losses, the prediction and the trained weights. (Not Adam: its first step moves every
 /// weight by `lr * sign(grad)`, so a gradient within rounding of zero could flip a weight by
@@ -588,6 +618,7 @@ parity_test!(softmax_and_its_gradient_match_cpu, softmax_case);
 parity_test!(unary_ops_match_cpu, unary_case);
 parity_test!(pooling_matches_cpu, pool_case);
 parity_test!(convolution_matches_cpu, conv_case);
+parity_test!(batch_norm_and_dropout_match_cpu, norm_and_dropout_case);
 parity_test!(broadcast_binary_ops_match_cpu, binary_case);
 parity_test!(gemm_with_every_transpose_matches_cpu, gemm_case);
 parity_test!(sum_axis_and_transpose_match_cpu, reduce_case);

@@ -702,3 +702,59 @@ fn loader_never_panics_on_arbitrary_bytes() {
         "{counts:?}"
     );
 }
+
+/// `load_with` reads a file whose names differ (here a prefix and other tensors beside the
+/// weights); `load_state_dict` loads from memory, with the same checks as a file.
+#[test]
+fn loads_through_a_name_map_and_from_memory() {
+    let source = DeclaredNet::new(&Cpu, &mut seeded(1));
+    let mut tensors: Vec<(String, &Tensor)> = source
+        .params()
+        .into_iter()
+        .map(|(name, param)| (format!("model.{name}"), param.value()))
+        .collect();
+    let unrelated = Tensor::zeros([3], &Cpu);
+    tensors.push(("optimizer.step".to_owned(), &unrelated));
+    let named: Vec<(&str, &Tensor)> = tensors.iter().map(|(n, t)| (n.as_str(), *t)).collect();
+    let path = std::env::temp_dir().join("declnet-test-load-with.safetensors");
+    declnet::io::save_tensors(&path, &named, &declnet::io::Metadata::new()).unwrap();
+
+    let mut net = DeclaredNet::new(&Cpu, &mut seeded(2));
+    net.load_with(&path, |name| format!("model.{name}"))
+        .unwrap();
+    assert_eq!(
+        net.linear2.weight.value().to_vec(),
+        source.linear2.weight.value().to_vec()
+    );
+    let mut other = DeclaredNet::new(&Cpu, &mut seeded(3));
+    let before = other.linear1.weight.value().to_vec();
+    let error = other
+        .load_with(&path, |name| name.replace("linear", "model.layer"))
+        .unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("`model.layer1.weight` [100, 1000]"),
+        "missing tensors are named as the map names them: {error}"
+    );
+    assert_eq!(other.linear1.weight.value().to_vec(), before, "unchanged");
+    std::fs::remove_file(&path).ok();
+
+    let params = source.params();
+    let state: Vec<(&str, &Tensor)> = params
+        .iter()
+        .map(|(n, p)| (n.as_str(), p.value()))
+        .collect();
+    other.load_state_dict(&state).unwrap();
+    assert_eq!(
+        other.linear1.try_bias().unwrap().value().to_vec(),
+        source.linear1.try_bias().unwrap().value().to_vec()
+    );
+    let error = other.load_state_dict(&state[..3]).unwrap_err();
+    assert!(error.to_string().contains("linear2.bias"), "{error}");
+    let wrong = Tensor::zeros([10, 99], &Cpu);
+    let mut misshaped = state.clone();
+    misshaped[2] = ("linear2.weight", &wrong);
+    let error = other.load_state_dict(&misshaped).unwrap_err();
+    assert!(error.to_string().contains("[10, 99]"), "{error}");
+}

@@ -298,9 +298,7 @@ pub enum Error {
         mismatches: Vec<(String, Shape, Shape)>,
     },
     /// A tensor stored with an element type that cannot be converted to `f32`.
-    #[error(
-        "{op}: tensor `{name}` {shape} is stored as {dtype}; only F32, F64, F16 and BF16 can be loaded"
-    )]
+    #[error("{op}: tensor `{name}` {shape} is stored as {dtype}; only {readable} can be loaded")]
     TensorDtype {
         /// The operation.
         op: &'static str,
@@ -310,6 +308,8 @@ pub enum Error {
         shape: Shape,
         /// Its element type, as safetensors names it (`I64`, `U8`, ...).
         dtype: String,
+        /// The element types the op reads there: `F32, F64, F16 and BF16` for floats.
+        readable: &'static str,
     },
     /// Tensors that safetensors cannot encode (a header over its 100 MB limit).
     #[error("{op}: cannot encode the tensors as safetensors: {message}")]

@@ -33,7 +33,10 @@ pub use backend::CudaBuffer;
 pub use backend::{Backend, Cpu, Cuda, Memory};
 pub use error::{Error, Result};
 pub use io::ModuleIo;
-pub use module::{Module, ParamName, visit_prefixed, visit_prefixed_mut};
+pub use module::{
+    Buffer, BufferMut, Module, ParamName, visit_buffers_prefixed, visit_buffers_prefixed_mut,
+    visit_prefixed, visit_prefixed_mut,
+};
 pub use ops::matmul::MatView;
 pub use param::Param;
 pub use shape::{Dims, Shape};

@@ -1,7 +1,29 @@
-//! [`Module`]: anything that owns named parameters — what optimizers and serialization work on.
+//! [`Module`]: anything that owns named parameters — what optimizers and serialization work on
+//! — and maybe buffers and a training mode.
 
 use crate::backend::Backend;
 use crate::param::Param;
+use crate::tensor::Tensor;
+
+/// State a module saves and loads with its parameters but does not train, PyTorch's buffers:
+/// `BatchNorm`'s running statistics and its count of batches. Lent by
+/// [`Module::visit_buffers`].
+#[derive(Debug, Clone, Copy)]
+pub enum Buffer<'a, B: Backend> {
+    /// A float tensor (`running_mean`), stored as `F32`.
+    Tensor(&'a Tensor<B>),
+    /// An integer scalar (`num_batches_tracked`), stored as an `I64` tensor of shape `[]`.
+    Count(i64),
+}
+
+/// A buffer lent mutably by [`Module::visit_buffers_mut`], to be loaded.
+#[derive(Debug)]
+pub enum BufferMut<'a, B: Backend> {
+    /// A float tensor.
+    Tensor(&'a mut Tensor<B>),
+    /// An integer scalar.
+    Count(&'a mut i64),
+}
 
 /// A set of parameters with PyTorch `state_dict` names (`linear1.weight`, `block.fc.bias`).
 ///
@@ -46,6 +68,36 @@ pub trait Module<B: Backend> {
         let mut names = Vec::new();
         self.visit_params(&mut |name, _| names.push(name.to_owned()));
         names
+    }
+
+    /// Calls `f` with each buffer's `state_dict` name and the buffer, like `named_buffers()`.
+    /// Modules without buffers (most) keep this default, which visits none.
+    fn visit_buffers(&self, f: &mut dyn FnMut(&str, Buffer<'_, B>)) {
+        let _ = f;
+    }
+
+    /// Calls `f` with each buffer's name and the buffer, mutably (for loading).
+    fn visit_buffers_mut(&mut self, f: &mut dyn FnMut(&str, BufferMut<'_, B>)) {
+        let _ = f;
+    }
+
+    /// Puts the module and every module in it in training mode (`true`) or evaluation mode,
+    /// which `BatchNorm` and `Dropout` read. Modules without a mode keep this default, which
+    /// does nothing.
+    fn set_training(&mut self, training: bool) {
+        let _ = training;
+    }
+
+    /// Training mode, like `model.train()` (the mode every module starts in): `BatchNorm`
+    /// normalises with each batch's statistics and updates its running ones, `Dropout` drops.
+    fn train(&mut self) {
+        self.set_training(true);
+    }
+
+    /// Evaluation mode, like `model.eval()`: `BatchNorm` normalises with its running
+    /// statistics, `Dropout` passes its input through.
+    fn eval(&mut self) {
+        self.set_training(false);
     }
 }
 
@@ -123,6 +175,26 @@ pub fn visit_prefixed_mut<'a, B: Backend, M: Module<B> + ?Sized>(
 ) {
     let mut full = NameBuffer::new();
     module.visit_params_mut(&mut |name, param| f(full.join(prefix, name), param));
+}
+
+/// Visits `module`'s buffers with `prefix.` in front of each name.
+pub fn visit_buffers_prefixed<B: Backend, M: Module<B> + ?Sized>(
+    module: &M,
+    prefix: &str,
+    f: &mut dyn FnMut(&str, Buffer<'_, B>),
+) {
+    let mut full = NameBuffer::new();
+    module.visit_buffers(&mut |name, buffer| f(full.join(prefix, name), buffer));
+}
+
+/// Mutable form of [`visit_buffers_prefixed`].
+pub fn visit_buffers_prefixed_mut<B: Backend, M: Module<B> + ?Sized>(
+    module: &mut M,
+    prefix: &str,
+    f: &mut dyn FnMut(&str, BufferMut<'_, B>),
+) {
+    let mut full = NameBuffer::new();
+    module.visit_buffers_mut(&mut |name, buffer| f(full.join(prefix, name), buffer));
 }
 
 /// Where `prefix.name` is written during a visit: on the stack for names of up to 128 bytes,

@@ -29,18 +29,34 @@ pub trait Layer<B: Backend>: Module<B> {
     /// As [`Layer::layer_forward`].
     fn layer_forward_train(&self, x: &Tensor<B>) -> Result<(Tensor<B>, Self::Tape)>;
 
-    /// Accumulates the parameters' gradients for the input `x` (the one the tape was made
-    /// from) and the output gradient; returns the input gradient if `input_grad`.
+    /// Accumulates the parameters' gradients for the output gradient; returns the input
+    /// gradient if `input_grad`. `x` is the input the tape was made from, when the layer's
+    /// `network!` rule has the network keep it; a layer whose tape holds all it needs (a
+    /// dropout mask, a nested network's own tape) gets `None`.
     ///
     /// # Errors
-    /// When `grad_out` does not have the output's shape, or the device fails.
+    /// When `grad_out` does not have the output's shape, the layer needs `x` and got `None`
+    /// ([`kept_input`]), or the device fails.
     fn layer_backward(
         &mut self,
-        x: &Tensor<B>,
+        x: Option<&Tensor<B>>,
         tape: Self::Tape,
         grad_out: &Tensor<B>,
         input_grad: bool,
     ) -> Result<Option<Tensor<B>>>;
+}
+
+/// The input a [`Layer::layer_backward`] was given, or an error naming `layer`, whose backward
+/// pass needs it.
+///
+/// # Errors
+/// [`Error::Usage`] when `x` is `None`.
+pub fn kept_input<'x, B: Backend>(layer: &str, x: Option<&'x Tensor<B>>) -> Result<&'x Tensor<B>> {
+    x.ok_or_else(|| {
+        Error::Usage(format!(
+            "{layer} backward needs the input of its forward pass, and was given none"
+        ))
+    })
 }
 
 /// The feature widths of a generated network used as a [`Layer`], as constants the outer

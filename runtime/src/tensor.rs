@@ -51,9 +51,17 @@ impl<B: Backend> Tensor<B> {
     /// A tensor filled with `value`.
     #[track_caller]
     pub fn full(shape: impl Into<Shape>, value: f32, device: &B) -> Self {
-        let mut tensor = Self::zeros(shape, device);
-        tensor.fill_(value);
-        tensor
+        or_panic(Self::try_full(shape, value, device))
+    }
+
+    /// A tensor filled with `value`.
+    ///
+    /// # Errors
+    /// When the shape overflows or the device cannot allocate.
+    pub fn try_full(shape: impl Into<Shape>, value: f32, device: &B) -> Result<Self> {
+        let mut tensor = Self::try_zeros(shape, device)?;
+        device.fill(&mut tensor.storage, value)?;
+        Ok(tensor)
     }
 
     /// A tensor of ones.

@@ -14,17 +14,10 @@ pub struct Fixture {
 }
 
 impl Fixture {
-    /// Reads `tests/fixtures/<file>` from the source tree the test was built in or, for a test
-    /// binary copied to another machine (`scripts/gpu-check.sh`), from the current directory.
+    /// Reads fixture `file` (see [`fixture_path`]).
     #[allow(dead_code, reason = "not every test binary reads fixtures")]
     pub fn open(file: &str) -> Self {
-        let built_in = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-        let dir = if built_in.is_dir() {
-            built_in
-        } else {
-            PathBuf::from("tests/fixtures")
-        };
-        let path = dir.join(file);
+        let path = fixture_path(file);
         let bytes = std::fs::read(&path)
             .unwrap_or_else(|e| panic!("cannot read fixture {}: {e}", path.display()));
         Self {
@@ -105,6 +98,19 @@ impl Fixture {
             .map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes")))
             .collect()
     }
+}
+
+/// `tests/fixtures/<file>` in the source tree the test was built in or, for a test binary
+/// copied to another machine (`scripts/gpu-check.sh`), in the current directory.
+#[allow(dead_code, reason = "not every test binary reads fixtures")]
+pub fn fixture_path(file: &str) -> PathBuf {
+    let built_in = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let dir = if built_in.is_dir() {
+        built_in
+    } else {
+        PathBuf::from("tests/fixtures")
+    };
+    dir.join(file)
 }
 
 /// The largest relative difference `|a - e| / max(|e|, floor)` over two equally long slices.

@@ -12,7 +12,7 @@ use super::{
     loop_ident, private, record_ident, shape_ident, tape_ident, unary_op, value_ident, value_ref,
 };
 use crate::elementwise::Grad;
-use crate::ir::{BinaryOp, Network, Op, ValueId};
+use crate::ir::{BinaryOp, FieldKind, Network, Op, ValueId};
 use crate::plan::Plan;
 use crate::shape::same_shape;
 
@@ -388,12 +388,16 @@ fn gen_rule(net: &Network, plan: &Plan, id: ValueId) -> TokenStream {
     match net.nodes[id].op {
         Op::Input(_) | Op::Param(_) | Op::RegionParam { .. } | Op::RegionOutput { .. } => quote!(),
         Op::Layer { field, x } => {
+            let reads_input =
+                matches!(&net.fields[field].kind, FieldKind::Layer(rule) if rule.reads_input());
             let field = &net.fields[field].ident;
-            let (state, x_ref, input_grad) = (
-                function_state_ident(id),
-                value_ref(net, x),
-                wants_grad(plan, x),
-            );
+            let x_ref = if reads_input {
+                let x = value_ref(net, x);
+                quote!(::core::option::Option::Some(#x))
+            } else {
+                quote!(::core::option::Option::None)
+            };
+            let (state, input_grad) = (function_state_ident(id), wants_grad(plan, x));
             let call = quote! {
                 #private::Layer::layer_backward(&mut self.#field, #x_ref, #state, g, #input_grad)?
             };

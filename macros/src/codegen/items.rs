@@ -282,7 +282,7 @@ pub fn gen_layer_impl(net: &Network) -> TokenStream {
             /// The input is in the tape already.
             fn layer_backward(
                 &mut self,
-                _x: &#private::Tensor<B>,
+                _x: ::core::option::Option<&#private::Tensor<B>>,
                 tape: Self::Tape,
                 grad_out: &#private::Tensor<B>,
                 input_grad: bool,
@@ -563,6 +563,21 @@ pub fn gen_module_impl(net: &Network) -> TokenStream {
             })
     };
     let (visit, visit_mut) = (visits(false), visits(true));
+    let layers: Vec<(&syn::Ident, &String)> = net
+        .fields
+        .iter()
+        .filter(|field| matches!(field.kind, FieldKind::Layer(_)))
+        .map(|field| (&field.ident, &field.state_name))
+        .collect();
+    let buffers = layers
+        .iter()
+        .map(|(ident, name)| quote!(#private::visit_buffers_prefixed(&self.#ident, #name, f);));
+    let buffers_mut = layers.iter().map(
+        |(ident, name)| quote!(#private::visit_buffers_prefixed_mut(&mut self.#ident, #name, f);),
+    );
+    let modes = layers
+        .iter()
+        .map(|(ident, _)| quote!(#private::Module::set_training(&mut self.#ident, training);));
     quote! {
         #[automatically_derived]
         #[allow(unused_variables)]
@@ -572,6 +587,15 @@ pub fn gen_module_impl(net: &Network) -> TokenStream {
             }
             fn visit_params_mut<'p>(&'p mut self, f: &mut dyn FnMut(&str, &'p mut #private::Param<B>)) {
                 #(#visit_mut)*
+            }
+            fn visit_buffers(&self, f: &mut dyn FnMut(&str, #private::Buffer<'_, B>)) {
+                #(#buffers)*
+            }
+            fn visit_buffers_mut(&mut self, f: &mut dyn FnMut(&str, #private::BufferMut<'_, B>)) {
+                #(#buffers_mut)*
+            }
+            fn set_training(&mut self, training: bool) {
+                #(#modes)*
             }
         }
     }

@@ -7,7 +7,9 @@
 //! that lowers to the op that computes it, so the tape keeps what that op saves. A new one is a
 //! variant there, its name, and one arm in `Lowerer::stateless`.
 
+mod batch_norm;
 mod conv;
+mod dropout;
 mod elementwise;
 mod flatten;
 mod linear;
@@ -81,6 +83,9 @@ type Reader = fn(&LayerType, &[Ident], &mut Errors) -> Option<FieldKind>;
 const KINDS: &[(&str, Reader)] = &[
     ("Linear", linear::check),
     ("Conv2d", conv::check),
+    ("BatchNorm1d", batch_norm::check),
+    ("BatchNorm2d", batch_norm::check),
+    ("Dropout", dropout::check),
     ("Param", param::check),
     ("Softmax", softmax::check),
     ("LogSoftmax", softmax::check),

@@ -71,9 +71,8 @@ impl LayerRule for Network {
         Ok(Shape(vec![x.0[0].clone(), self.width("OUT_FEATURES", at)]))
     }
 
-    /// Its tape holds its own copy of the input, but `Layer::layer_backward` takes the input
-    /// from every layer alike.
+    /// Its tape holds its own copy of the input.
     fn reads_input(&self) -> bool {
-        true
+        false
     }
 }

@@ -194,7 +194,7 @@ impl<B: ::declnet::__private::Backend> TwoLayerNet<B> {
             let g = grad_out0;
             if let Some(dx) = ::declnet::__private::Layer::layer_backward(
                 &mut self.linear2,
-                (&v2),
+                ::core::option::Option::Some((&v2)),
                 f3,
                 g,
                 true,
@@ -209,7 +209,7 @@ impl<B: ::declnet::__private::Backend> TwoLayerNet<B> {
         if let Some(g) = g1.as_ref() {
             if let Some(dx) = ::declnet::__private::Layer::layer_backward(
                 &mut self.linear1,
-                x,
+                ::core::option::Option::Some(x),
                 f1,
                 g,
                 input_grads,
@@ -299,6 +299,32 @@ for TwoLayerNet<B> {
         ::declnet::__private::visit_prefixed_mut(&mut self.linear1, "linear1", f);
         ::declnet::__private::visit_prefixed_mut(&mut self.linear2, "linear2", f);
     }
+    fn visit_buffers(
+        &self,
+        f: &mut dyn FnMut(&str, ::declnet::__private::Buffer<'_, B>),
+    ) {
+        ::declnet::__private::visit_buffers_prefixed(&self.linear1, "linear1", f);
+        ::declnet::__private::visit_buffers_prefixed(&self.linear2, "linear2", f);
+    }
+    fn visit_buffers_mut(
+        &mut self,
+        f: &mut dyn FnMut(&str, ::declnet::__private::BufferMut<'_, B>),
+    ) {
+        ::declnet::__private::visit_buffers_prefixed_mut(
+            &mut self.linear1,
+            "linear1",
+            f,
+        );
+        ::declnet::__private::visit_buffers_prefixed_mut(
+            &mut self.linear2,
+            "linear2",
+            f,
+        );
+    }
+    fn set_training(&mut self, training: bool) {
+        ::declnet::__private::Module::set_training(&mut self.linear1, training);
+        ::declnet::__private::Module::set_training(&mut self.linear2, training);
+    }
 }
 #[automatically_derived]
 impl<B: ::declnet::__private::Backend> ::declnet::__private::LayerShape
@@ -326,7 +352,7 @@ for TwoLayerNet<B> {
     /// The input is in the tape already.
     fn layer_backward(
         &mut self,
-        _x: &::declnet::__private::Tensor<B>,
+        _x: ::core::option::Option<&::declnet::__private::Tensor<B>>,
         tape: Self::Tape,
         grad_out: &::declnet::__private::Tensor<B>,
         input_grad: bool,

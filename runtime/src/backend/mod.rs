@@ -22,7 +22,9 @@ use std::fmt;
 
 use crate::error::{Error, Result};
 use crate::ops::binary::BinaryKernel;
+use crate::ops::channel::ChannelKernel;
 use crate::ops::conv::ConvKernel;
+use crate::ops::dropout::DropoutKernel;
 use crate::ops::loss::LossKernel;
 use crate::ops::matmul::MatmulKernel;
 use crate::ops::optim::OptimKernel;
@@ -46,6 +48,8 @@ pub trait Backend:
     + OptimKernel
     + PoolKernel
     + ConvKernel
+    + ChannelKernel
+    + DropoutKernel
 {
 }
 
@@ -60,6 +64,8 @@ impl<D> Backend for D where
         + OptimKernel
         + PoolKernel
         + ConvKernel
+        + ChannelKernel
+        + DropoutKernel
 {
 }
 

@@ -25,12 +25,14 @@
 
 mod safetensors;
 
+use self::safetensors::{RawTensor, Values};
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 
 use crate::backend::{Backend, Cpu};
 use crate::error::{Error, Result};
-use crate::module::Module;
+use crate::module::{Buffer, BufferMut, Module};
 use crate::param::Param;
 use crate::shape::Shape;
 use crate::tensor::Tensor;
@@ -78,7 +80,7 @@ pub fn serialize_tensors<B: Backend>(
             Ok((
                 (*name).to_owned(),
                 tensor.shape().clone(),
-                tensor.try_to_vec()?,
+                Values::F32(tensor.try_to_vec()?),
             ))
         })
         .collect::<Result<Vec<_>>>()?;
@@ -274,28 +276,40 @@ pub struct PartialLoad {
 /// # Ok::<(), declnet_runtime::Error>(())
 /// ```
 pub trait ModuleIo<B: Backend>: Module<B> {
-    /// The parameters as the bytes of a safetensors file (`F32`, metadata `{"format": "pt"}`).
+    /// The parameters and buffers as the bytes of a safetensors file (`F32`, counts as `I64`,
+    /// metadata `{"format": "pt"}`).
     ///
     /// # Errors
-    /// [`Error::DuplicateName`] when two parameters share a name; a device error from
+    /// [`Error::DuplicateName`] when two entries share a name; a device error from
     /// downloading.
     fn save_to_bytes(&self) -> Result<Vec<u8>> {
         let mut records = Vec::new();
         let mut failure = None;
-        self.visit_params(&mut |name, param| match param.value().try_to_vec() {
-            Ok(data) => records.push((name.to_owned(), param.value().shape().clone(), data)),
+        let mut record = |name: &str, tensor: &Tensor<B>| match tensor.try_to_vec() {
+            Ok(data) => records.push((name.to_owned(), tensor.shape().clone(), Values::F32(data))),
             Err(error) => {
                 failure.get_or_insert(error);
             }
+        };
+        self.visit_params(&mut |name, param| record(name, param.value()));
+        let mut counts = Vec::new();
+        self.visit_buffers(&mut |name, buffer| match buffer {
+            Buffer::Tensor(tensor) => record(name, tensor),
+            Buffer::Count(count) => counts.push((name.to_owned(), count)),
         });
         if let Some(error) = failure {
             return Err(error);
         }
+        records.extend(
+            counts
+                .into_iter()
+                .map(|(name, count)| (name, Shape::from([0usize; 0]), Values::I64(vec![count]))),
+        );
         let metadata = Metadata::from([(FORMAT.0.to_owned(), FORMAT.1.to_owned())]);
         safetensors::encode("save", &records, &metadata)
     }
 
-    /// Writes the parameters to a safetensors file at `path`, like
+    /// Writes the parameters and buffers to a safetensors file at `path`, like
     /// `safetensors.torch.save_file(model.state_dict(), path)`.
     ///
     /// # Errors
@@ -305,23 +319,23 @@ pub trait ModuleIo<B: Backend>: Module<B> {
         write("save", path.as_ref(), &bytes)
     }
 
-    /// Loads every parameter from the bytes of a safetensors file that holds exactly the
-    /// module's parameters, like `load_state_dict(..)`.
+    /// Loads every parameter and buffer from the bytes of a safetensors file that holds
+    /// exactly the module's, like `load_state_dict(..)`.
     ///
     /// # Errors
     /// On any error the module is left unchanged:
     /// [`Error::InvalidFile`] for bytes that are not a valid safetensors file (nothing panics,
-    /// whatever the bytes); [`Error::TensorNames`] listing every parameter the file lacks and
+    /// whatever the bytes); [`Error::TensorNames`] listing every entry the file lacks and
     /// every tensor the module does not expect; [`Error::TensorDtype`] for an element type
-    /// other than `F32`, `F64`, `F16` or `BF16`; [`Error::TensorShapes`] listing every
-    /// misshaped tensor; [`Error::DuplicateName`] when two parameters share a name; a device
-    /// error from uploading.
+    /// other than `F32`, `F64`, `F16` or `BF16` (`I64`, `I32` or `U8` for a count);
+    /// [`Error::TensorShapes`] listing every misshaped tensor; [`Error::DuplicateName`] when
+    /// two entries share a name; a device error from uploading.
     fn load_from_bytes(&mut self, bytes: &[u8]) -> Result<()> {
-        load_into(self, "load", bytes, None, true).map(drop)
+        load_file(self, "load", bytes, None, Match::Exact).map(drop)
     }
 
-    /// Loads every parameter from the safetensors file at `path`, which must hold exactly the
-    /// module's parameters.
+    /// Loads every parameter and buffer from the safetensors file at `path`, which must hold
+    /// exactly the module's.
     ///
     /// # Errors
     /// [`Error::Io`] when the file cannot be read, and as [`ModuleIo::load_from_bytes`]; the
@@ -329,19 +343,19 @@ pub trait ModuleIo<B: Backend>: Module<B> {
     fn load(&mut self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
         let bytes = read("load", path)?;
-        load_into(self, "load", &bytes, Some(path), true).map(drop)
+        load_file(self, "load", &bytes, Some(path), Match::Exact).map(drop)
     }
 
-    /// Loads the parameters the file has, like `load_state_dict(.., strict=False)`: tensors the
-    /// module does not expect are ignored, parameters the file lacks keep their values, and
+    /// Loads the entries the file has, like `load_state_dict(.., strict=False)`: tensors the
+    /// module does not expect are ignored, entries the file lacks keep their values, and
     /// both are listed in the returned [`PartialLoad`].
     ///
     /// # Errors
-    /// As [`ModuleIo::load_from_bytes`] except [`Error::TensorNames`]; a tensor that matches a
-    /// parameter's name must still have its shape and a float element type. The module is left
-    /// unchanged on error.
+    /// As [`ModuleIo::load_from_bytes`] except [`Error::TensorNames`]; a tensor that matches an
+    /// entry's name must still have its shape and element type. The module is left unchanged
+    /// on error.
     fn load_partial_from_bytes(&mut self, bytes: &[u8]) -> Result<PartialLoad> {
-        load_into(self, "load_partial", bytes, None, false)
+        load_file(self, "load_partial", bytes, None, Match::Partial)
     }
 
     /// [`ModuleIo::load_partial_from_bytes`] on the file at `path`.
@@ -352,31 +366,179 @@ pub trait ModuleIo<B: Backend>: Module<B> {
     fn load_partial(&mut self, path: impl AsRef<Path>) -> Result<PartialLoad> {
         let path = path.as_ref();
         let bytes = read("load_partial", path)?;
-        load_into(self, "load_partial", &bytes, Some(path), false)
+        load_file(self, "load_partial", &bytes, Some(path), Match::Partial)
+    }
+
+    /// Loads every parameter and buffer `name` from the file's tensor `file_name(name)`, for a
+    /// file that names them otherwise: `|name| format!("model.{name}")` for a prefix,
+    /// `|name| name.replace("fc1", "0")` for an `nn.Sequential`'s numbers. Tensors no entry
+    /// maps to are ignored; every entry must find its tensor.
+    ///
+    /// # Examples
+    /// ```
+    /// use declnet_runtime::io::{ModuleIo, Metadata, save_tensors};
+    /// use declnet_runtime::layers::Linear;
+    /// use declnet_runtime::{Cpu, Tensor, rng::seeded};
+    /// let path = std::env::temp_dir().join("declnet-doc-load-with.safetensors");
+    /// let weight = Tensor::full([2, 3], 0.5, &Cpu);
+    /// let bias = Tensor::zeros([2], &Cpu);
+    /// let steps = Tensor::zeros([1], &Cpu);
+    /// let tensors = [("0.weight", &weight), ("0.bias", &bias), ("steps", &steps)];
+    /// save_tensors(&path, &tensors, &Metadata::new())?;
+    /// let mut fc = Linear::new(3, 2, true, &Cpu, &mut seeded(0));
+    /// fc.load_with(&path, |name| format!("0.{name}"))?;
+    /// assert_eq!(fc.weight.value().to_vec(), [0.5; 6]);
+    /// # std::fs::remove_file(&path).ok();
+    /// # Ok::<(), declnet_runtime::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the file cannot be read; [`Error::TensorNames`] listing the entries
+    /// whose tensors the file lacks (under their file names); otherwise as
+    /// [`ModuleIo::load_from_bytes`]. The module is left unchanged on error.
+    fn load_with(
+        &mut self,
+        path: impl AsRef<Path>,
+        file_name: impl Fn(&str) -> String,
+    ) -> Result<()> {
+        let path = path.as_ref();
+        let bytes = read("load_with", path)?;
+        load_file(
+            self,
+            "load_with",
+            &bytes,
+            Some(path),
+            Match::Mapped(&file_name),
+        )
+        .map(drop)
+    }
+
+    /// Loads every parameter and buffer from named tensors in memory, which must be exactly
+    /// the module's, like `load_state_dict(state_dict)`: to copy weights between networks
+    /// (`other.params()`), or to set them from computed tensors. Counts load from a
+    /// whole-valued scalar.
+    ///
+    /// # Errors
+    /// [`Error::TensorNames`], [`Error::TensorShapes`] and [`Error::DuplicateName`] as
+    /// [`ModuleIo::load_from_bytes`]; [`Error::Usage`] for a count that is not a whole
+    /// number; a device error from copying. The module is left unchanged on error.
+    fn load_state_dict(&mut self, tensors: &[(&str, &Tensor<B>)]) -> Result<()> {
+        let entries = tensors
+            .iter()
+            .map(|&(name, tensor)| (name.to_owned(), Source::Memory(tensor)))
+            .collect::<Vec<_>>();
+        load_into(self, "load_state_dict", &entries, Match::Exact).map(drop)
     }
 }
 
 impl<B: Backend, M: Module<B> + ?Sized> ModuleIo<B> for M {}
 
-/// Validates `bytes` against `module`, uploads every tensor, and only then assigns them.
-fn load_into<B: Backend, M: Module<B> + ?Sized>(
+/// How a load matches the module's entries to the source's tensors.
+#[derive(Clone, Copy)]
+enum Match<'m> {
+    /// By name, each entry to one tensor and each tensor to one entry.
+    Exact,
+    /// By name, skipping what either side lacks.
+    Partial,
+    /// Entry `name` to tensor `map(name)`; tensors no entry maps to are ignored.
+    Mapped(&'m dyn Fn(&str) -> String),
+}
+
+/// A tensor to load: in a parsed file, or in memory.
+enum Source<'s, B: Backend> {
+    File(&'s RawTensor<'s>),
+    Memory(&'s Tensor<B>),
+}
+
+impl<B: Backend> Source<'_, B> {
+    fn shape(&self) -> &Shape {
+        match self {
+            Source::File(raw) => &raw.shape,
+            Source::Memory(tensor) => tensor.shape(),
+        }
+    }
+
+    /// The tensor as `shape` on `device`.
+    fn to_tensor(&self, op: &'static str, shape: Shape, device: &B) -> Result<Tensor<B>> {
+        let data = match self {
+            Source::File(raw) => safetensors::to_f32(op, raw)?,
+            Source::Memory(tensor) => tensor.try_to_vec()?,
+        };
+        Tensor::try_from_vec(data, shape, device)
+    }
+
+    /// The scalar as a count.
+    fn to_count(&self, op: &'static str, name: &str) -> Result<i64> {
+        match self {
+            Source::File(raw) => Ok(safetensors::to_i64(op, raw)?[0]),
+            Source::Memory(tensor) => {
+                let value = tensor.try_item()?;
+                if value.fract() == 0.0 && value.abs() < 2f32.powi(63) {
+                    Ok(value as i64)
+                } else {
+                    Err(Error::Usage(format!(
+                        "{op}: `{name}` is a count, but the tensor holds {value}"
+                    )))
+                }
+            }
+        }
+    }
+}
+
+/// What a module holds under one name, and where a loaded value goes.
+enum Slot<B: Backend> {
+    Param(B),
+    Buffer(B),
+    Count,
+}
+
+/// A value validated and ready to assign.
+enum Loaded<B: Backend> {
+    Tensor(Tensor<B>),
+    Count(i64),
+}
+
+/// Parses `bytes` and loads them into `module` as [`load_into`] does.
+fn load_file<B: Backend, M: Module<B> + ?Sized>(
     module: &mut M,
     op: &'static str,
     bytes: &[u8],
     path: Option<&Path>,
-    strict: bool,
+    matching: Match<'_>,
 ) -> Result<PartialLoad> {
     let parsed = safetensors::parse(op, bytes, path)?;
+    let entries = parsed
+        .tensors
+        .iter()
+        .map(|raw| (raw.name.clone(), Source::File(raw)))
+        .collect::<Vec<_>>();
+    load_into(module, op, &entries, matching)
+}
 
-    // What the module expects: names in visiting order, shapes, and the device to load onto.
-    let mut expected: Vec<(String, Shape, B)> = Vec::new();
+/// Validates `sources` against `module` (names, shapes, element types), converts every value
+/// and puts it on its device, and only then assigns them all.
+fn load_into<B: Backend, M: Module<B> + ?Sized>(
+    module: &mut M,
+    op: &'static str,
+    sources: &[(String, Source<'_, B>)],
+    matching: Match<'_>,
+) -> Result<PartialLoad> {
+    // What the module expects: names in visiting order, shapes, and where each value goes.
+    let mut expected: Vec<(String, Shape, Slot<B>)> = Vec::new();
     module.visit_params(&mut |name, param| {
         let value = param.value();
-        expected.push((
-            name.to_owned(),
-            value.shape().clone(),
-            value.device().clone(),
-        ));
+        let slot = Slot::Param(value.device().clone());
+        expected.push((name.to_owned(), value.shape().clone(), slot));
+    });
+    module.visit_buffers(&mut |name, buffer| {
+        expected.push(match buffer {
+            Buffer::Tensor(tensor) => (
+                name.to_owned(),
+                tensor.shape().clone(),
+                Slot::Buffer(tensor.device().clone()),
+            ),
+            Buffer::Count(_) => (name.to_owned(), Shape::from([0usize; 0]), Slot::Count),
+        });
     });
     let mut names = HashSet::new();
     for (name, _, _) in &expected {
@@ -387,24 +549,50 @@ fn load_into<B: Backend, M: Module<B> + ?Sized>(
             });
         }
     }
+    let mut in_source: HashMap<&str, &Source<'_, B>> = HashMap::new();
+    for (name, source) in sources {
+        if in_source.insert(name.as_str(), source).is_some() {
+            return Err(Error::DuplicateName {
+                op,
+                name: name.clone(),
+            });
+        }
+    }
 
-    let in_file: HashMap<&str, &safetensors::RawTensor<'_>> = parsed
-        .tensors
+    // Each entry's name in the source.
+    let source_name = |name: &str| match matching {
+        Match::Mapped(map) => map(name),
+        Match::Exact | Match::Partial => name.to_owned(),
+    };
+    let wanted: Vec<String> = expected
         .iter()
-        .map(|raw| (raw.name.as_str(), raw))
+        .map(|(name, _, _)| source_name(name))
         .collect();
     let missing: Vec<(String, Shape)> = expected
         .iter()
-        .filter(|(name, _, _)| !in_file.contains_key(name.as_str()))
-        .map(|(name, shape, _)| (name.clone(), shape.clone()))
+        .zip(&wanted)
+        .filter(|(_, wanted)| !in_source.contains_key(wanted.as_str()))
+        .map(|((name, shape, _), wanted)| match matching {
+            Match::Mapped(_) => (wanted.clone(), shape.clone()),
+            Match::Exact | Match::Partial => (name.clone(), shape.clone()),
+        })
         .collect();
-    let unexpected: Vec<(String, Shape)> = parsed
-        .tensors
+    let reached: HashSet<&str> = wanted.iter().map(String::as_str).collect();
+    let unexpected: Vec<(String, Shape)> = sources
         .iter()
-        .filter(|raw| !names.contains(raw.name.as_str()))
-        .map(|raw| (raw.name.clone(), raw.shape.clone()))
+        .filter(|(name, _)| !reached.contains(name.as_str()))
+        .map(|(name, source)| (name.clone(), source.shape().clone()))
         .collect();
-    if strict && !(missing.is_empty() && unexpected.is_empty()) {
+    let strict_names = match matching {
+        Match::Exact => !(missing.is_empty() && unexpected.is_empty()),
+        Match::Mapped(_) => !missing.is_empty(),
+        Match::Partial => false,
+    };
+    if strict_names {
+        let unexpected = match matching {
+            Match::Mapped(_) => Vec::new(),
+            Match::Exact | Match::Partial => unexpected.clone(),
+        };
         return Err(Error::TensorNames {
             op,
             missing,
@@ -413,41 +601,52 @@ fn load_into<B: Backend, M: Module<B> + ?Sized>(
     }
 
     let mut mismatches = Vec::new();
-    for (name, shape, _) in &expected {
-        if let Some(raw) = in_file.get(name.as_str())
-            && raw.shape != *shape
+    for ((name, shape, _), wanted) in expected.iter().zip(&wanted) {
+        if let Some(source) = in_source.get(wanted.as_str())
+            && source.shape() != shape
         {
-            mismatches.push((name.clone(), raw.shape.clone(), shape.clone()));
+            mismatches.push((name.clone(), source.shape().clone(), shape.clone()));
         }
     }
     if !mismatches.is_empty() {
         return Err(Error::TensorShapes { op, mismatches });
     }
 
-    let mut loaded: HashMap<String, Tensor<B>> = HashMap::new();
-    for (name, shape, device) in expected {
-        if let Some(raw) = in_file.get(name.as_str()) {
-            let data = safetensors::to_f32(op, raw)?;
-            loaded.insert(name, Tensor::try_from_vec(data, shape, &device)?);
+    let mut loaded: HashMap<String, Loaded<B>> = HashMap::new();
+    for ((name, shape, slot), wanted) in expected.into_iter().zip(&wanted) {
+        if let Some(source) = in_source.get(wanted.as_str()) {
+            let value = match slot {
+                Slot::Param(device) | Slot::Buffer(device) => {
+                    Loaded::Tensor(source.to_tensor(op, shape, &device)?)
+                }
+                Slot::Count => Loaded::Count(source.to_count(op, &name)?),
+            };
+            loaded.insert(name, value);
         }
     }
 
     // Everything is validated and on its device: assign.
     let mut failure = None;
     module.visit_params_mut(&mut |name, param: &mut Param<B>| {
-        if let Some(tensor) = loaded.remove(name)
+        if let Some(Loaded::Tensor(tensor)) = loaded.remove(name)
             && let Err(error) = param.set_value(tensor)
         {
             // Only a module whose two visitors disagree on shapes gets here.
             failure.get_or_insert(error);
         }
     });
+    module.visit_buffers_mut(&mut |name, buffer| match (buffer, loaded.remove(name)) {
+        (BufferMut::Tensor(tensor), Some(Loaded::Tensor(value))) => *tensor = value,
+        (BufferMut::Count(count), Some(Loaded::Count(value))) => *count = value,
+        _ => {}
+    });
     if let Some(error) = failure {
         return Err(error);
     }
+    let names = |list: Vec<(String, Shape)>| list.into_iter().map(|(name, _)| name).collect();
     Ok(PartialLoad {
-        missing: missing.into_iter().map(|(name, _)| name).collect(),
-        unexpected: unexpected.into_iter().map(|(name, _)| name).collect(),
+        missing: names(missing),
+        unexpected: names(unexpected),
     })
 }
 

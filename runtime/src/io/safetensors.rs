@@ -15,11 +15,41 @@ use crate::shape::Shape;
 /// The largest header safetensors accepts; ours is checked before it, with the same limit.
 const MAX_HEADER_LEN: usize = 100_000_000;
 
-/// Encodes `tensors` (name, shape, row-major data) as a safetensors file holding little-endian
-/// `F32`, with `metadata` in its `__metadata__` entry.
+/// The elements of one tensor to encode, row-major.
+pub(crate) enum Values {
+    /// Stored as little-endian `F32`.
+    F32(Vec<f32>),
+    /// Stored as little-endian `I64` (a buffer's count).
+    I64(Vec<i64>),
+}
+
+impl Values {
+    fn dtype(&self) -> Dtype {
+        match self {
+            Values::F32(_) => Dtype::F32,
+            Values::I64(_) => Dtype::I64,
+        }
+    }
+
+    fn to_le_bytes(&self) -> Vec<u8> {
+        match self {
+            Values::F32(data) => data.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            Values::I64(data) => data.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        }
+    }
+}
+
+/// The element types [`to_f32`] reads.
+const FLOATS: &str = "F32, F64, F16 and BF16";
+
+/// The element types [`to_i64`] reads.
+const INTEGERS: &str = "I64, I32 and U8";
+
+/// Encodes `tensors` (name, shape, row-major values) as a safetensors file, with `metadata`
+/// in its `__metadata__` entry.
 pub(crate) fn encode(
     op: &'static str,
-    tensors: &[(String, Shape, Vec<f32>)],
+    tensors: &[(String, Shape, Values)],
     metadata: &Metadata,
 ) -> Result<Vec<u8>> {
     let mut seen = BTreeSet::new();
@@ -34,14 +64,15 @@ pub(crate) fn encode(
     }
     let bytes: Vec<Vec<u8>> = tensors
         .iter()
-        .map(|(_, _, data)| data.iter().flat_map(|x| x.to_le_bytes()).collect())
+        .map(|(_, _, values)| values.to_le_bytes())
         .collect();
     let mut views = Vec::with_capacity(tensors.len());
-    for ((name, shape, _), bytes) in tensors.iter().zip(&bytes) {
+    for ((name, shape, values), bytes) in tensors.iter().zip(&bytes) {
+        let dtype = values.dtype();
         // `TensorView::new` multiplies the shape unchecked; make sure it cannot overflow.
         let fits = shape
             .checked_numel()
-            .and_then(|n| n.checked_mul(Dtype::F32.bitsize()))
+            .and_then(|n| n.checked_mul(dtype.bitsize()))
             .is_some();
         if !fits {
             return Err(Error::TooLarge {
@@ -49,13 +80,12 @@ pub(crate) fn encode(
                 shape: shape.clone(),
             });
         }
-        let view = TensorView::new(Dtype::F32, shape.dims().to_vec(), bytes).map_err(|_| {
-            Error::Length {
+        let view =
+            TensorView::new(dtype, shape.dims().to_vec(), bytes).map_err(|_| Error::Length {
                 op,
                 shape: shape.clone(),
-                len: bytes.len() / 4,
-            }
-        })?;
+                len: bytes.len() * 8 / dtype.bitsize(),
+            })?;
         views.push((name.as_str(), view));
     }
     let metadata: HashMap<String, String> = metadata.clone().into_iter().collect();
@@ -161,21 +191,7 @@ fn check_offsets(bytes: &[u8]) -> std::result::Result<(), String> {
 
 /// The elements of an integer `tensor` (`I64`, `I32` or `U8`: labels, token ids) as indices.
 pub(crate) fn to_indices(op: &'static str, tensor: &RawTensor<'_>) -> Result<Vec<usize>> {
-    let data = tensor.data;
-    let values: Vec<i64> = match tensor.dtype {
-        Dtype::I64 => data
-            .chunks_exact(8)
-            .map(|b| i64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]))
-            .collect(),
-        Dtype::I32 => data
-            .chunks_exact(4)
-            .map(|b| i64::from(i32::from_le_bytes([b[0], b[1], b[2], b[3]])))
-            .collect(),
-        Dtype::U8 => data.iter().map(|&b| i64::from(b)).collect(),
-        _ => return Err(unsupported_dtype(op, tensor)),
-    };
-    check_len(op, tensor, values.len())?;
-    values
+    to_i64(op, tensor)?
         .iter()
         .enumerate()
         .map(|(index, &value)| {
@@ -187,6 +203,25 @@ pub(crate) fn to_indices(op: &'static str, tensor: &RawTensor<'_>) -> Result<Vec
             })
         })
         .collect()
+}
+
+/// The elements of an integer `tensor` (`I64`, `I32` or `U8`).
+pub(crate) fn to_i64(op: &'static str, tensor: &RawTensor<'_>) -> Result<Vec<i64>> {
+    let data = tensor.data;
+    let values: Vec<i64> = match tensor.dtype {
+        Dtype::I64 => data
+            .chunks_exact(8)
+            .map(|b| i64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]))
+            .collect(),
+        Dtype::I32 => data
+            .chunks_exact(4)
+            .map(|b| i64::from(i32::from_le_bytes([b[0], b[1], b[2], b[3]])))
+            .collect(),
+        Dtype::U8 => data.iter().map(|&b| i64::from(b)).collect(),
+        _ => return Err(unsupported_dtype(op, tensor, INTEGERS)),
+    };
+    check_len(op, tensor, values.len())?;
+    Ok(values)
 }
 
 /// The elements of `tensor` as `f32`: `F32` as stored, `F16` and `BF16` widened exactly,
@@ -210,19 +245,20 @@ pub(crate) fn to_f32(op: &'static str, tensor: &RawTensor<'_>) -> Result<Vec<f32
             .chunks_exact(2)
             .map(|b| f32::from_bits(u32::from(u16::from_le_bytes([b[0], b[1]])) << 16))
             .collect(),
-        _ => return Err(unsupported_dtype(op, tensor)),
+        _ => return Err(unsupported_dtype(op, tensor, FLOATS)),
     };
     check_len(op, tensor, values.len())?;
     Ok(values)
 }
 
-/// The error for a tensor whose element type `op` does not read.
-fn unsupported_dtype(op: &'static str, tensor: &RawTensor<'_>) -> Error {
+/// The error for a tensor whose element type `op` does not read; it reads `readable`.
+fn unsupported_dtype(op: &'static str, tensor: &RawTensor<'_>, readable: &'static str) -> Error {
     Error::TensorDtype {
         op,
         name: tensor.name.clone(),
         shape: tensor.shape.clone(),
         dtype: tensor.dtype.to_string(),
+        readable,
     }
 }
 
@@ -314,12 +350,28 @@ mod tests {
             error.to_string(),
             "load: tensor `t` [1] is stored as I64; only F32, F64, F16 and BF16 can be loaded"
         );
+        let error = to_i64("load", &raw(Dtype::F32, &[0; 4], 1)).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "load: tensor `t` [1] is stored as F32; only I64, I32 and U8 can be loaded"
+        );
     }
 
     #[test]
-    fn refuses_to_encode_two_tensors_with_one_name() {
-        let t = (String::from("w"), Shape::from([1]), vec![1.0]);
-        let error = encode("save", &[t.clone(), t], &Metadata::new()).unwrap_err();
+    fn integers_round_trip_and_two_tensors_cannot_share_a_name() {
+        let count = (
+            String::from("n"),
+            Shape::from([0usize; 0]),
+            Values::I64(vec![-5]),
+        );
+        let bytes = encode("save", &[count], &Metadata::new()).unwrap();
+        let parsed = parse("load", &bytes, None).unwrap();
+        assert_eq!(to_i64("load", &parsed.tensors[0]).unwrap(), [-5]);
+        assert_eq!(parsed.tensors[0].shape.rank(), 0);
+        assert!(to_indices("load", &parsed.tensors[0]).is_err());
+
+        let w = || (String::from("w"), Shape::from([1]), Values::F32(vec![1.0]));
+        let error = encode("save", &[w(), w()], &Metadata::new()).unwrap_err();
         assert_eq!(error.to_string(), "save: two tensors are named `w`");
     }
 

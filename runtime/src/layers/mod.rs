@@ -3,7 +3,7 @@
 
 /// `Module` and `Layer` for a layer type whose parameters are `weight` and an optional `bias`
 /// and whose inherent `forward(x)` / `backward(x, grad_out, input_grad)` need nothing but the
-/// input, which the network's tape keeps; so the layer's own tape is empty.
+/// input, which the network's tape keeps (its rule reads it); so the layer's own tape is empty.
 macro_rules! weight_and_bias_layer {
     ($layer:ident) => {
         impl<B: crate::backend::Backend> crate::module::Module<B> for $layer<B> {
@@ -44,19 +44,24 @@ macro_rules! weight_and_bias_layer {
 
             fn layer_backward(
                 &mut self,
-                x: &crate::tensor::Tensor<B>,
+                x: Option<&crate::tensor::Tensor<B>>,
                 (): (),
                 grad_out: &crate::tensor::Tensor<B>,
                 input_grad: bool,
             ) -> crate::error::Result<Option<crate::tensor::Tensor<B>>> {
+                let x = crate::network::kept_input(stringify!($layer), x)?;
                 self.backward(x, grad_out, input_grad)
             }
         }
     };
 }
 
+mod batch_norm;
 mod conv;
+mod dropout;
 mod linear;
 
+pub use batch_norm::{BatchNorm, BatchNormConfig, BatchNormKind, BatchNormTape};
 pub use conv::{Conv2d, Conv2dConfig};
+pub use dropout::Dropout;
 pub use linear::Linear;

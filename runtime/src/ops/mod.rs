@@ -1,7 +1,9 @@
 //! Tensor operations, one folder per op family (see `README.md` beside this file).
 
 pub mod binary;
+pub mod channel;
 pub mod conv;
+pub mod dropout;
 pub mod elementwise;
 pub mod loss;
 pub mod matmul;

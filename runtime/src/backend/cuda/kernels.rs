@@ -13,7 +13,7 @@ use cudarc::nvrtc::{CompileError, CompileOptions, Ptx, compile_ptx_with_opts};
 
 use super::launch::{Family, KernelArg};
 use crate::error::{Error, Result};
-use crate::ops::{binary, conv, optim, pool};
+use crate::ops::{binary, channel, conv, optim, pool};
 
 /// Threads per block of the elementwise kernels (and of `sum_rows_f32`, which relies on it).
 pub(crate) const BLOCK: u32 = 256;
@@ -237,6 +237,39 @@ kernel_table! {
             x: &mut CudaSlice<f32>,
             cols: &CudaSlice<f32>,
             geometry: &conv::cuda::Geometry,
+        );
+    }
+    channel {
+        /// The sum of each channel (or of its deviations from `mean`, weighted by `a`), one
+        /// block of [`BLOCK`] threads per channel.
+        fn channel_sum = "channel_sum_f32"(
+            out: &mut CudaSlice<f32>,
+            x: &CudaSlice<f32>,
+            a: Option<&CudaSlice<f32>>,
+            mean: Option<&CudaSlice<f32>>,
+            layout: &channel::cuda::Layout,
+        );
+        /// `out = x * scale[c] + shift[c] (+ (y - center[c]) * coef[c])`.
+        fn channel_affine = "channel_affine_f32"(
+            out: &mut CudaSlice<f32>,
+            x: &CudaSlice<f32>,
+            scale: &CudaSlice<f32>,
+            shift: &CudaSlice<f32>,
+            y: Option<&CudaSlice<f32>>,
+            center: Option<&CudaSlice<f32>>,
+            coef: Option<&CudaSlice<f32>>,
+            layout: &channel::cuda::Layout,
+        );
+    }
+    dropout {
+        /// `out[i] = x[i] * scale` where the hash of `(seed, i)` clears `threshold`, else 0.
+        fn dropout = "dropout_f32"(
+            out: &mut CudaSlice<f32>,
+            x: &CudaSlice<f32>,
+            n: &u64,
+            seed: &u64,
+            threshold: &u32,
+            scale: &f32,
         );
     }
     pool {
