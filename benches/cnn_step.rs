@@ -1,7 +1,8 @@
 //! A training step of two CNNs against the time of their matrix products alone (the lower
 //! bound for an im2col implementation): the digits example's network at batch 64, and a
 //! larger one (batch 32 of 3x32x32, three 3x3 conv blocks of 32, 64 and 128 channels with
-//! `ReLU` and 2x2 max pooling, then a `Linear`), both with cross-entropy and SGD with momentum.
+//! `BatchNorm2d`, `ReLU` and 2x2 max pooling, then a `Linear`), both in training mode with
+//! cross-entropy and SGD with momentum.
 //!
 //! Run: `cargo bench --bench cnn_step`. Prints each step's median time, its GEMMs' median time,
 //! and their ratio (target <= 1.3).
@@ -21,11 +22,11 @@ const SAMPLES: usize = 15;
 const CALLS_PER_SAMPLE: usize = 5;
 
 network! {
-    /// The larger CNN, without batch norm (not implemented yet).
+    /// The larger CNN.
     pub struct LargerCnn(x: [N, 3, 32, 32]) -> [N, 10] {
-        Conv2d<3, 32, 3, padding = 1>, ReLU, MaxPool2d<2>,
-        Conv2d<32, 64, 3, padding = 1>, ReLU, MaxPool2d<2>,
-        Conv2d<64, 128, 3, padding = 1>, ReLU, MaxPool2d<2>,
+        Conv2d<3, 32, 3, padding = 1>, BatchNorm2d<32>, ReLU, MaxPool2d<2>,
+        Conv2d<32, 64, 3, padding = 1>, BatchNorm2d<64>, ReLU, MaxPool2d<2>,
+        Conv2d<64, 128, 3, padding = 1>, BatchNorm2d<128>, ReLU, MaxPool2d<2>,
         Flatten, Linear<2048, 10>
     }
 }

@@ -413,9 +413,46 @@ pub trait ModuleIo<B: Backend>: Module<B> {
         .map(drop)
     }
 
+    /// Copies of every parameter and buffer under their `state_dict` names, like
+    /// `state_dict()` (a count becomes a scalar tensor): what [`ModuleIo::load_state_dict`]
+    /// takes back.
+    ///
+    /// # Errors
+    /// When the device cannot copy.
+    fn state_dict(&self) -> Result<Vec<(String, Tensor<B>)>> {
+        let mut entries = Vec::new();
+        let mut counts = Vec::new();
+        let mut failure = None;
+        let mut push = |name: &str, copy: Result<Tensor<B>>| match copy {
+            Ok(tensor) => entries.push((name.to_owned(), tensor)),
+            Err(error) => {
+                failure.get_or_insert(error);
+            }
+        };
+        self.visit_params(&mut |name, param| push(name, param.value().try_clone()));
+        self.visit_buffers(&mut |name, buffer| match buffer {
+            Buffer::Tensor(tensor) => push(name, tensor.try_clone()),
+            Buffer::Count(count) => counts.push((name.to_owned(), count)),
+        });
+        if let Some(error) = failure {
+            return Err(error);
+        }
+        for (name, count) in counts {
+            let Some(device) = entries.first().map(|(_, t)| t.device().clone()) else {
+                return Err(Error::Usage(format!(
+                    "state_dict: the count `{name}` belongs to a module without tensors"
+                )));
+            };
+            // Counts below 2^24 are exact in an `f32`.
+            let scalar = Tensor::try_from_vec(vec![count as f32], [0usize; 0], &device)?;
+            entries.push((name, scalar));
+        }
+        Ok(entries)
+    }
+
     /// Loads every parameter and buffer from named tensors in memory, which must be exactly
     /// the module's, like `load_state_dict(state_dict)`: to copy weights between networks
-    /// (`other.params()`), or to set them from computed tensors. Counts load from a
+    /// (`other.state_dict()`), or to set them from computed tensors. Counts load from a
     /// whole-valued scalar.
     ///
     /// # Errors
