@@ -5,6 +5,23 @@ use super::{ChannelKernel, ChannelLayout};
 use crate::backend::Cpu;
 use crate::error::Result;
 
+/// The sum of `term(x[i], y[i])` in eight interleaved partial sums, which the compiler
+/// vectorises (one running sum cannot be: its additions are ordered).
+fn lane_sum(x: &[f32], y: &[f32], term: impl Fn(f32, f32) -> f64) -> f64 {
+    let mut lanes = [0.0f64; 8];
+    let (xs, ys) = (x.chunks_exact(8), y.chunks_exact(8));
+    let (x_rest, y_rest) = (xs.remainder(), ys.remainder());
+    for (x, y) in xs.zip(ys) {
+        for ((sum, &x), &y) in lanes.iter_mut().zip(x).zip(y) {
+            *sum += term(x, y);
+        }
+    }
+    for ((sum, &x), &y) in lanes.iter_mut().zip(x_rest).zip(y_rest) {
+        *sum += term(x, y);
+    }
+    lanes.iter().sum()
+}
+
 impl ChannelKernel for Cpu {
     fn channel_sum(
         &self,
@@ -19,18 +36,15 @@ impl ChannelKernel for Cpu {
             let c = index % l.channels;
             let start = index * l.inner;
             sums[c] += match centered {
-                None => run.iter().map(|&v| f64::from(v)).sum::<f64>(),
+                None => lane_sum(run, run, |v, _| f64::from(v)),
                 Some((None, mean)) => {
                     let mean = f64::from(mean[c]);
-                    run.iter().map(|&v| (f64::from(v) - mean).powi(2)).sum()
+                    lane_sum(run, run, |v, _| (f64::from(v) - mean).powi(2))
                 }
                 Some((Some(a), mean)) => {
                     let mean = f64::from(mean[c]);
-                    let a = &a[start..start + l.inner];
-                    run.iter()
-                        .zip(a)
-                        .map(|(&v, &a)| f64::from(a) * (f64::from(v) - mean))
-                        .sum()
+                    let a = &a[start..start + run.len()];
+                    lane_sum(run, a, |v, a| f64::from(a) * (f64::from(v) - mean))
                 }
             };
         }

@@ -1,21 +1,10 @@
-//! CPU kernels of pooling: one pass over the outputs forward, and one over the inputs
-//! backward, each input gathering its windows' gradients in output order (the order in which
-//! PyTorch's CPU kernels add them).
+//! CPU kernels of pooling: one pass over the outputs forward and one backward, each output's
+//! gradient scattered to its window (or its argmax) in output order, so every input adds its
+//! windows' gradients in the order PyTorch's CPU kernels add them (and `pool.cu`, gathering).
 
 use super::{Pool2d, PoolGeometry, PoolKernel, PoolKind};
 use crate::backend::Cpu;
 use crate::error::Result;
-
-/// The output positions along one spatial dim whose windows cover input position `at`.
-fn covering(pool: &Pool2d, at: usize, outputs: usize) -> std::ops::Range<usize> {
-    let shifted = at + pool.padding;
-    // Windows `o` with `o * stride <= shifted < o * stride + kernel`.
-    let first = (shifted + 1)
-        .saturating_sub(pool.kernel)
-        .div_ceil(pool.stride);
-    let last = (shifted / pool.stride + 1).min(outputs);
-    first..last.max(first)
-}
 
 /// The input positions along one spatial dim that output position `o`'s window covers.
 fn window(pool: &Pool2d, o: usize, size: usize) -> std::ops::Range<usize> {
@@ -86,23 +75,35 @@ impl PoolKernel for Cpu {
     ) -> Result<()> {
         let (plane_in, plane_out) = (g.height * g.width, g.out_height * g.out_width);
         let area = (pool.kernel * pool.kernel) as f32;
-        for p in 0..g.planes {
-            for y in 0..g.height {
-                for x in 0..g.width {
-                    let here = y * g.width + x;
-                    let mut sum = 0.0;
-                    for oy in covering(pool, y, g.out_height) {
-                        for ox in covering(pool, x, g.out_width) {
-                            let o = p * plane_out + oy * g.out_width + ox;
-                            match indices {
-                                // Indices are exact in `f32` (planes are under 2^24 here).
-                                Some(indices) if indices[o] == here as f32 => sum += grad_out[o],
-                                Some(_) => {}
-                                None => sum += grad_out[o] / area,
+        grad_in.fill(0.0);
+        let planes = grad_in
+            .chunks_exact_mut(plane_in.max(1))
+            .zip(grad_out.chunks_exact(plane_out.max(1)));
+        for (p, (plane, grads)) in planes.enumerate().take(g.planes) {
+            match indices {
+                Some(indices) => {
+                    let argmax = &indices[p * plane_out..(p + 1) * plane_out];
+                    for (&grad, &at) in grads.iter().zip(argmax) {
+                        // The forward pass wrote whole numbers in the plane, exact in `f32`
+                        // (planes are under 2^24 here); anything else lands nowhere.
+                        #[allow(clippy::cast_sign_loss, clippy::cast_possible_truncation)]
+                        if let Some(slot) = plane.get_mut(at as usize) {
+                            *slot += grad;
+                        }
+                    }
+                }
+                None => {
+                    for oy in 0..g.out_height {
+                        for ox in 0..g.out_width {
+                            let grad = grads[oy * g.out_width + ox] / area;
+                            let cols = window(pool, ox, g.width);
+                            for y in window(pool, oy, g.height) {
+                                for slot in &mut plane[y * g.width..][cols.clone()] {
+                                    *slot += grad;
+                                }
                             }
                         }
                     }
-                    grad_in[p * plane_in + here] = sum;
                 }
             }
         }
