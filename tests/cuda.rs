@@ -18,6 +18,7 @@ use declnet::runtime::network::Layer;
 use declnet::runtime::ops::binary::{BinaryOp, Broadcast};
 use declnet::runtime::ops::dropout::DropoutMask;
 use declnet::runtime::ops::elementwise::{Operand, Saved};
+use declnet::runtime::ops::index::Indices;
 use declnet::runtime::ops::loss::{ClassLoss, PointwiseLoss};
 use declnet::runtime::ops::matmul::Gemm;
 use declnet::runtime::ops::optim::{DeviceHyper, OptimStep, STEP_SCALARS_LEN, StepScalars};
@@ -571,6 +572,40 @@ fn norm_and_dropout_case<B: Backend>(dev: &B) -> Outputs {
     outputs
 }
 
+/// Extremes with their indices, narrow and its gradient, cat, `index_select` and
+/// `index_add_` (distinct indices: with repeats the GPU adds in no fixed order), and `eq`.
+fn index_case<B: Backend>(dev: &B) -> Outputs {
+    let x = Tensor::from_vec(data(3 * 7 * 5, 97), [3, 7, 5], dev);
+    let mut outputs = Outputs::new();
+    for dim in 0..3 {
+        let (max, argmax) = x.try_max_dim(dim).unwrap();
+        let (min, argmin) = x.try_min_dim(dim).unwrap();
+        outputs.push((format!("max {dim}"), max.to_vec()));
+        outputs.push((format!("argmax {dim}"), argmax.as_tensor().to_vec()));
+        outputs.push((format!("min {dim}"), min.to_vec()));
+        outputs.push((format!("argmin {dim}"), argmin.as_tensor().to_vec()));
+    }
+    let narrow = x.try_narrow(1, 2, 4).unwrap();
+    let back = narrow.try_narrow_backward(x.shape(), 1, 2).unwrap();
+    let cat = Tensor::try_cat(&[&x, &narrow], 1).unwrap();
+    let rows = Indices::new(&[4, 0, 6], dev).unwrap();
+    let picked = x.try_index_select(1, &rows).unwrap();
+    let mut added = Tensor::zeros([3, 7, 5], dev);
+    added.try_index_add_(1, &rows, &picked).unwrap();
+    let eq = x.try_eq(&added).unwrap();
+    for (name, tensor) in [
+        ("narrow", narrow),
+        ("narrow backward", back),
+        ("cat", cat),
+        ("index_select", picked),
+        ("index_add_", added),
+        ("eq", eq),
+    ] {
+        outputs.push((name.to_owned(), tensor.to_vec()));
+    }
+    outputs
+}
+
 /// Three SGD-with-momentum steps of the generated network from the same initial weights: the
 /// losses, the prediction and the trained weights. (Not Adam: its first step moves every
 /// weight by `lr * sign(grad)`, so a gradient within rounding of zero could flip a weight by
@@ -619,6 +654,7 @@ parity_test!(unary_ops_match_cpu, unary_case);
 parity_test!(pooling_matches_cpu, pool_case);
 parity_test!(convolution_matches_cpu, conv_case);
 parity_test!(batch_norm_and_dropout_match_cpu, norm_and_dropout_case);
+parity_test!(indexing_matches_cpu, index_case);
 parity_test!(broadcast_binary_ops_match_cpu, binary_case);
 parity_test!(gemm_with_every_transpose_matches_cpu, gemm_case);
 parity_test!(sum_axis_and_transpose_match_cpu, reduce_case);

@@ -25,6 +25,7 @@ use crate::ops::binary::BinaryKernel;
 use crate::ops::channel::ChannelKernel;
 use crate::ops::conv::ConvKernel;
 use crate::ops::dropout::DropoutKernel;
+use crate::ops::index::IndexKernel;
 use crate::ops::loss::LossKernel;
 use crate::ops::matmul::MatmulKernel;
 use crate::ops::optim::OptimKernel;
@@ -50,6 +51,7 @@ pub trait Backend:
     + ConvKernel
     + ChannelKernel
     + DropoutKernel
+    + IndexKernel
 {
 }
 
@@ -66,6 +68,7 @@ impl<D> Backend for D where
         + ConvKernel
         + ChannelKernel
         + DropoutKernel
+        + IndexKernel
 {
 }
 

@@ -5,6 +5,7 @@ pub mod channel;
 pub mod conv;
 pub mod dropout;
 pub mod elementwise;
+pub mod index;
 pub mod loss;
 pub mod matmul;
 pub mod optim;

@@ -13,7 +13,7 @@ use cudarc::nvrtc::{CompileError, CompileOptions, Ptx, compile_ptx_with_opts};
 
 use super::launch::{Family, KernelArg};
 use crate::error::{Error, Result};
-use crate::ops::{binary, channel, conv, optim, pool};
+use crate::ops::{binary, channel, conv, index, optim, pool};
 
 /// Threads per block of the elementwise kernels (and of `sum_rows_f32`, which relies on it).
 pub(crate) const BLOCK: u32 = 256;
@@ -270,6 +270,38 @@ kernel_table! {
             seed: &u64,
             threshold: &u32,
             scale: &f32,
+        );
+    }
+    index {
+        /// The extreme of each `[o, :, i]` line and its index, one thread per line.
+        fn extremum = "extremum_f32"(
+            values: &mut CudaSlice<f32>,
+            indices: &mut CudaSlice<f32>,
+            x: &CudaSlice<f32>,
+            line: &index::cuda::Line,
+            max: &i32,
+        );
+        /// Copies slices along a dim between two tensors, one thread per element.
+        fn copy_block = "copy_block_f32"(
+            dst: &mut CudaSlice<f32>,
+            src: &CudaSlice<f32>,
+            block: &index::cuda::CopyBlock,
+        );
+        /// `out[o, j, i] = x[o, indices[j], i]`, one thread per output element.
+        fn gather = "gather_f32"(
+            out: &mut CudaSlice<f32>,
+            x: &CudaSlice<f32>,
+            indices: &CudaSlice<f32>,
+            count: &u64,
+            line: &index::cuda::Line,
+        );
+        /// `out[o, indices[j], i] += src[o, j, i]` with atomic adds.
+        fn scatter_add = "scatter_add_f32"(
+            out: &mut CudaSlice<f32>,
+            src: &CudaSlice<f32>,
+            indices: &CudaSlice<f32>,
+            count: &u64,
+            line: &index::cuda::Line,
         );
     }
     pool {

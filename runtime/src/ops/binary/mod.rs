@@ -55,6 +55,13 @@ binary_ops! {
         d_lhs: tie_split(b, a) => "a < b ? 1.0f : (a == b ? 0.5f : 0.0f)",
         d_rhs: tie_split(a, b) => "b < a ? 1.0f : (a == b ? 0.5f : 0.0f)",
     }
+    /// 1 where `a == b`, else 0, like `torch.eq` (as floats): `preds.eq(labels).mean()` is an
+    /// accuracy. A comparison has no gradient.
+    Eq {
+        forward: |a, b| f32::from(u8::from(a == b)) => "a == b ? 1.0f : 0.0f",
+        d_lhs: 0.0 => "0.0f",
+        d_rhs: 0.0 => "0.0f",
+    }
     /// `a + alpha * b`: a scaled update such as `w -= lr * grad`.
     AddScaled(alpha = -0.1) {
         forward: |a, b| a + alpha * b => "a + alpha * b",
@@ -292,6 +299,24 @@ impl<B: Backend> Tensor<B> {
     /// [`Error::Broadcast`] when the shapes cannot be broadcast together.
     pub fn try_div(&self, other: &Self) -> Result<Self> {
         self.try_zip(BinaryOp::Div, "div", other)
+    }
+
+    /// 1 where the elements are equal, else 0, with broadcasting, like `torch.eq` (as
+    /// floats, so the result sums and averages).
+    ///
+    /// # Examples
+    /// ```
+    /// use declnet_runtime::{Cpu, Tensor};
+    /// let predictions = Tensor::from_vec(vec![1.0, 2.0, 0.0], [3], &Cpu);
+    /// let labels = Tensor::from_vec(vec![1.0, 0.0, 0.0], [3], &Cpu);
+    /// assert_eq!(predictions.try_eq(&labels)?.to_vec(), [1.0, 0.0, 1.0]);
+    /// # Ok::<(), declnet_runtime::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Broadcast`] when the shapes cannot be broadcast together.
+    pub fn try_eq(&self, other: &Self) -> Result<Self> {
+        self.try_zip(BinaryOp::Eq, "eq", other)
     }
 
     /// `self += alpha * other` in place, without a temporary: the update `w -= lr * grad` is
