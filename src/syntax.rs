@@ -90,6 +90,9 @@
 //! - `MaxPool2d<kernel>`, `MaxPool2d<kernel, stride, padding>` (also `stride = s`,
 //!   `padding = p`), and the same for `AvgPool2d`: `nn.MaxPool2d` / `nn.AvgPool2d` over
 //!   `[N, C, H, W]` with numbers for `H` and `W`; the stride is the kernel unless given.
+//! - `AdaptiveAvgPool2d<size>`, `AdaptiveAvgPool2d<height, width>`: `nn.AdaptiveAvgPool2d`,
+//!   for spatial sizes that are multiples of the output's by one factor (so its windows are
+//!   uniform and square, like `AdaptiveAvgPool2d<1, 1>` after a square feature map).
 //! - Another network declared with `network!`, by its type name (`block: ResBlock`): it must
 //!   have one `[N, in]` input and one `[N, out]` output; rustc checks the widths.
 //! ```

@@ -93,3 +93,34 @@ fn conv2d<B: Backend>(device: &B) {
         run,
     );
 }
+
+network! {
+    struct GlobalPool(x: [B, 3, 6, 6]) -> [B, 4] {
+        conv: Conv2d<3, 4, 3, padding = 1>, AdaptiveAvgPool2d<1, 1>, Flatten
+    }
+}
+
+/// `AdaptiveAvgPool2d<1, 1>` is the mean of each channel's feature map, forward and backward.
+#[test]
+fn adaptive_average_pooling_is_the_mean_of_each_map() {
+    let mut net = GlobalPool::new(&Cpu, &mut seeded(0));
+    let x = Tensor::randn([2, 3, 6, 6], &Cpu, &mut seeded(1));
+    let features = net.conv.forward(&x).unwrap();
+    let means = features
+        .try_sum_dim(3, false)
+        .unwrap()
+        .try_sum_dim(2, false)
+        .unwrap();
+    let expected: Vec<f32> = means.to_vec().iter().map(|v| v / 36.0).collect();
+    let (y, tape) = net.forward_train(&x).unwrap();
+    assert!(max_rel_diff(&y.to_vec(), &expected, 1.0) < 1e-6);
+    assert!(GlobalPool::<Cpu>::summary().contains("AdaptiveAvgPool2d<1, 1>"));
+    // Each map element gets 1/36 of its channel's output gradient.
+    let g = Tensor::ones([2, 4], &Cpu);
+    let grad_x = net.backward(tape, &g).unwrap();
+    let conv_grad = net
+        .conv
+        .backward(&x, &Tensor::full([2, 4, 6, 6], 1.0 / 36.0, &Cpu), true);
+    let conv_grad = conv_grad.unwrap().unwrap();
+    assert!(max_rel_diff(&grad_x.to_vec(), &conv_grad.to_vec(), 1.0) < 1e-6);
+}

@@ -104,6 +104,9 @@ pub enum StatelessLayer {
     Flatten { start: isize, end: isize },
     /// `MaxPool2d<kernel, stride, padding>` or `AvgPool2d<..>`.
     Pool(PoolSpec),
+    /// `AdaptiveAvgPool2d<height, width>`: average pooling to an output of that size, lowered
+    /// to an `AvgPool2d` whose windows are PyTorch's adaptive ones.
+    AdaptiveAvgPool { height: usize, width: usize },
 }
 
 impl StatelessLayer {
@@ -112,6 +115,9 @@ impl StatelessLayer {
         match self {
             StatelessLayer::Map(op) => op.layer_name(),
             StatelessLayer::Pool(pool) => pool.layer_name(),
+            StatelessLayer::AdaptiveAvgPool { height, width } => {
+                format!("AdaptiveAvgPool2d<{height}, {width}>")
+            }
             StatelessLayer::Flatten { start: 1, end: -1 } => "Flatten".to_owned(),
             StatelessLayer::Flatten { start, end } => format!("Flatten<{start}, {end}>"),
             StatelessLayer::Softmax { dim, log } => format!("{}<{dim}>", softmax_name(*log)),

@@ -92,6 +92,7 @@ const KINDS: &[(&str, Reader)] = &[
     ("Flatten", flatten::check),
     ("MaxPool2d", pool::check),
     ("AvgPool2d", pool::check),
+    ("AdaptiveAvgPool2d", pool::check_adaptive),
 ];
 
 /// The names of the layer types, for "did you mean" suggestions.

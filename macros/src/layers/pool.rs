@@ -1,13 +1,42 @@
 //! `MaxPool2d<kernel>`, `MaxPool2d<kernel, stride>`, `MaxPool2d<kernel, stride, padding>` and
 //! the same for `AvgPool2d`: PyTorch's `nn.MaxPool2d` / `nn.AvgPool2d` (the stride is the kernel
 //! unless given; `stride = s` and `padding = p` may be named). Stateless: they lower to the
-//! pooling op, whose output shape is computed when the crate compiles.
+//! pooling op, whose output shape is computed when the crate compiles. `AdaptiveAvgPool2d<h, w>`
+//! (`nn.AdaptiveAvgPool2d`) lowers to the average pooling with its windows.
 
 use syn::Ident;
 
 use crate::errors::Errors;
 use crate::ir::{FieldKind, PoolSpec, StatelessLayer};
 use crate::parse::{DimDecl, LayerArg, LayerType};
+
+/// Reads `AdaptiveAvgPool2d<size>` or `AdaptiveAvgPool2d<height, width>`.
+pub fn check_adaptive(ty: &LayerType, _: &[Ident], errors: &mut Errors) -> Option<FieldKind> {
+    let sizes: Vec<usize> = ty
+        .args
+        .iter()
+        .map_while(|arg| match arg {
+            LayerArg::Dim(DimDecl::Lit(value, _)) if *value > 0 => Some(*value),
+            _ => None,
+        })
+        .collect();
+    let (height, width) = match (&sizes[..], sizes.len() == ty.args.len()) {
+        (&[size], true) => (size, size),
+        (&[height, width], true) => (height, width),
+        _ => {
+            errors.at(
+                ty.name.span(),
+                "`AdaptiveAvgPool2d` takes its output size as one or two positive integers, \
+                 like `AdaptiveAvgPool2d<1, 1>`",
+            );
+            return None;
+        }
+    };
+    Some(FieldKind::Stateless(StatelessLayer::AdaptiveAvgPool {
+        height,
+        width,
+    }))
+}
 
 /// Reads a pooling layer; `MaxPool2d` or `AvgPool2d` by its name.
 pub fn check(ty: &LayerType, _: &[Ident], errors: &mut Errors) -> Option<FieldKind> {

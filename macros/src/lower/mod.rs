@@ -392,6 +392,9 @@ impl Lowerer<'_> {
                 self.flatten(x, (start, end), Some(index), &what, at)
             }
             StatelessLayer::Pool(pool) => self.pool(x, pool, Some(index), &what, at),
+            StatelessLayer::AdaptiveAvgPool { height, width } => {
+                self.adaptive_avg_pool(x, [height, width], index, &what, at)
+            }
         }
     }
 

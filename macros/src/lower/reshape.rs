@@ -168,6 +168,60 @@ impl Lowerer<'_> {
         Some(self.push(Op::Pool { x, pool, layer }, Shape(out), origin))
     }
 
+    /// `AdaptiveAvgPool2d<out>` (field `layer`) over `x`: PyTorch's adaptive windows are
+    /// uniform when each spatial size is a multiple of the output's, and then the pooling is
+    /// `AvgPool2d<size / out>`; the other cases (windows of several sizes, or rectangular ones)
+    /// are reported at `at`.
+    pub(super) fn adaptive_avg_pool(
+        &mut self,
+        x: ValueId,
+        out: [usize; 2],
+        layer: usize,
+        what: &str,
+        at: Span,
+    ) -> Option<ValueId> {
+        let shape = self.shape(x).clone();
+        let kernels = match &shape.0[..] {
+            [_, _, h, w] => match (&h.kind, &w.kind) {
+                (DimKind::Lit(h), DimKind::Lit(w)) => Some([(*h, out[0]), (*w, out[1])]),
+                _ => None,
+            },
+            _ => None,
+        };
+        let Some(kernels) = kernels else {
+            // `pool` reports what is wrong with the shape.
+            return self.pool(
+                x,
+                PoolSpec::new(false, 1, None, None),
+                Some(layer),
+                what,
+                at,
+            );
+        };
+        let windows = kernels.map(|(size, out)| (out > 0 && size % out == 0).then(|| size / out));
+        match windows {
+            [Some(kh), Some(kw)] if kh == kw => self.pool(
+                x,
+                PoolSpec::new(false, kh, None, None),
+                Some(layer),
+                what,
+                at,
+            ),
+            _ => {
+                self.errors.at(
+                    at,
+                    format!(
+                        "{what} of `{shape}` from {} needs windows of one square size: each \
+                         spatial size a multiple of the output's, by the same factor (pooling \
+                         to other sizes is not supported yet)",
+                        self.origin(x)
+                    ),
+                );
+                None
+            }
+        }
+    }
+
     /// `x.reshape([..])` / `x.view([..])`: the dims in brackets are numbers, named dims of the
     /// inputs, const generics, or one `-1`; the element counts must agree.
     pub(super) fn reshape(
