@@ -73,6 +73,8 @@
 //!   (`[N, C, H, W]`), with the named options `eps`, `momentum` and `affine = false`:
 //!   `nn.BatchNorm1d` / `nn.BatchNorm2d`, with the running statistics and
 //!   `num_batches_tracked` as buffers (saved and loaded with the weights).
+//! - `LayerNorm<len>`, with the named options `eps`, `elementwise_affine = false` and
+//!   `bias = false`: `nn.LayerNorm(len)` over the last dim, which must be `len`.
 //! - `Dropout`, `Dropout<p>` (0.5 by default): `nn.Dropout`, with masks from a generator seeded
 //!   by the network's `rng`; backward uses the forward pass's mask.
 //! - Both follow the network's mode: `net.train()` (the initial mode) and `net.eval()`

@@ -544,8 +544,8 @@ fn conv_case<B: Backend>(dev: &B) -> Outputs {
     outputs
 }
 
-/// Batch normalisation (both modes) and dropout: the channel kernels and the dropout mask,
-/// which is the same hash on both devices.
+/// Batch normalisation (both modes), layer normalisation and dropout: the channel and row
+/// kernels and the dropout mask, which is the same hash on both devices.
 fn norm_and_dropout_case<B: Backend>(dev: &B) -> Outputs {
     let mut outputs = Outputs::new();
     let x = Tensor::from_vec(data(3 * 5 * 4 * 3, 95), [3, 5, 4, 3], dev);
@@ -567,6 +567,16 @@ fn norm_and_dropout_case<B: Backend>(dev: &B) -> Outputs {
         outputs.push((format!("training {training} running mean"), mean.to_vec()));
         outputs.push((format!("training {training} running var"), var.to_vec()));
     }
+    let weight = Tensor::from_vec(data(12, 98), [12], dev);
+    let rows = Tensor::from_vec(data(5 * 3 * 12, 99), [5, 3, 12], dev);
+    let (y, stats) = rows.try_layer_norm(Some(&weight), None, 1e-5).unwrap();
+    let g = Tensor::from_vec(data(y.numel(), 100), y.shape().clone(), dev);
+    let grad = g
+        .try_layer_norm_backward(&rows, &stats, Some(&weight))
+        .unwrap();
+    outputs.push(("layer_norm".to_owned(), y.to_vec()));
+    outputs.push(("layer_norm rstd".to_owned(), stats.rstd.to_vec()));
+    outputs.push(("layer_norm backward".to_owned(), grad.to_vec()));
     let mask = DropoutMask::new(0.3, 1234).unwrap();
     outputs.push(("dropout".to_owned(), x.try_dropout(&mask).unwrap().to_vec()));
     outputs

@@ -12,6 +12,7 @@ mod conv;
 mod dropout;
 mod elementwise;
 mod flatten;
+mod layer_norm;
 mod linear;
 mod network;
 mod param;
@@ -86,6 +87,7 @@ const KINDS: &[(&str, Reader)] = &[
     ("BatchNorm1d", batch_norm::check),
     ("BatchNorm2d", batch_norm::check),
     ("Dropout", dropout::check),
+    ("LayerNorm", layer_norm::check),
     ("Param", param::check),
     ("Softmax", softmax::check),
     ("LogSoftmax", softmax::check),

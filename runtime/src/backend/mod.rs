@@ -28,6 +28,7 @@ use crate::ops::dropout::DropoutKernel;
 use crate::ops::index::IndexKernel;
 use crate::ops::loss::LossKernel;
 use crate::ops::matmul::MatmulKernel;
+use crate::ops::norm::NormKernel;
 use crate::ops::optim::OptimKernel;
 use crate::ops::pool::PoolKernel;
 use crate::ops::reduce::ReduceKernel;
@@ -52,6 +53,7 @@ pub trait Backend:
     + ChannelKernel
     + DropoutKernel
     + IndexKernel
+    + NormKernel
 {
 }
 
@@ -69,6 +71,7 @@ impl<D> Backend for D where
         + ChannelKernel
         + DropoutKernel
         + IndexKernel
+        + NormKernel
 {
 }
 

@@ -59,9 +59,11 @@ macro_rules! weight_and_bias_layer {
 mod batch_norm;
 mod conv;
 mod dropout;
+mod layer_norm;
 mod linear;
 
 pub use batch_norm::{BatchNorm, BatchNormConfig, BatchNormKind, BatchNormTape};
 pub use conv::{Conv2d, Conv2dConfig};
 pub use dropout::Dropout;
+pub use layer_norm::{LayerNorm, LayerNormConfig};
 pub use linear::Linear;

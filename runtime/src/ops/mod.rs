@@ -8,6 +8,7 @@ pub mod elementwise;
 pub mod index;
 pub mod loss;
 pub mod matmul;
+pub mod norm;
 pub mod optim;
 pub mod pool;
 pub mod reduce;

@@ -304,6 +304,31 @@ kernel_table! {
             line: &index::cuda::Line,
         );
     }
+    norm {
+        /// Layer normalisation, one block of [`BLOCK`] threads per row.
+        fn layer_norm = "layer_norm_f32"(
+            y: &mut CudaSlice<f32>,
+            mean: &mut CudaSlice<f32>,
+            rstd: &mut CudaSlice<f32>,
+            x: &CudaSlice<f32>,
+            weight: Option<&CudaSlice<f32>>,
+            bias: Option<&CudaSlice<f32>>,
+            rows: &u64,
+            len: &u64,
+            eps: &f32,
+        );
+        /// The input's gradient through layer normalisation, one block per row.
+        fn layer_norm_backward = "layer_norm_backward_f32"(
+            grad_x: &mut CudaSlice<f32>,
+            x: &CudaSlice<f32>,
+            grad: &CudaSlice<f32>,
+            weight: Option<&CudaSlice<f32>>,
+            mean: &CudaSlice<f32>,
+            rstd: &CudaSlice<f32>,
+            rows: &u64,
+            len: &u64,
+        );
+    }
     pool {
         /// Max or average pooling, one thread per output; `indices` gets max pooling's argmax.
         fn pool2d = "pool2d_f32"(

@@ -1,0 +1,219 @@
+//! Layer normalisation: each row of the last dim normalised to mean 0 and variance 1, then
+//! scaled and shifted per column (`F.layer_norm(x, (len,), weight, bias, eps)`), and the
+//! input's gradient through it.
+
+pub(crate) mod cpu;
+#[cfg(feature = "cuda")]
+pub(crate) mod cuda;
+
+use crate::backend::{Backend, Memory};
+use crate::error::{Error, Result};
+use crate::shape::Shape;
+use crate::tensor::Tensor;
+
+/// The rows one layer normalisation works on: `rows` of `len` contiguous elements.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rows {
+    /// The number of rows: the product of every dim but the last.
+    pub rows: usize,
+    /// The row length: the last dim.
+    pub len: usize,
+    /// Added to the variance before its square root.
+    pub eps: f32,
+}
+
+/// The kernels of layer normalisation. Sums accumulate in `f64`.
+pub trait NormKernel: Memory {
+    /// `y = (x - mean) * rstd * weight + bias` per row (each of `weight` and `bias` 1 when
+    /// absent), writing each row's `mean` and `rstd = 1 / sqrt(biased variance + eps)`.
+    ///
+    /// # Errors
+    /// When the kernel fails.
+    #[allow(clippy::too_many_arguments)]
+    fn layer_norm(
+        &self,
+        rows: &Rows,
+        x: &Self::Storage,
+        weight: Option<&Self::Storage>,
+        bias: Option<&Self::Storage>,
+        y: &mut Self::Storage,
+        mean: &mut Self::Storage,
+        rstd: &mut Self::Storage,
+    ) -> Result<()>;
+
+    /// The input's gradient for the output's `grad`: with `gw = grad * weight` and
+    /// `xhat = (x - mean) * rstd`, `rstd * (gw - mean(gw) - xhat * mean(gw * xhat))` per row.
+    ///
+    /// # Errors
+    /// When the kernel fails.
+    #[allow(clippy::too_many_arguments)]
+    fn layer_norm_backward(
+        &self,
+        rows: &Rows,
+        x: &Self::Storage,
+        grad: &Self::Storage,
+        weight: Option<&Self::Storage>,
+        mean: &Self::Storage,
+        rstd: &Self::Storage,
+        grad_x: &mut Self::Storage,
+    ) -> Result<()>;
+}
+
+/// What a layer normalisation's backward pass reads besides its input: each row's mean and
+/// inverse standard deviation, `[rows]`.
+#[derive(Debug)]
+pub struct RowStats<B: Backend> {
+    /// Each row's mean.
+    pub mean: Tensor<B>,
+    /// Each row's `1 / sqrt(variance + eps)`.
+    pub rstd: Tensor<B>,
+}
+
+impl<B: Backend> Tensor<B> {
+    /// Layer normalisation over the last dim, like `F.layer_norm(x, (len,), weight, bias,
+    /// eps)`, and the statistics its gradient reads.
+    ///
+    /// # Examples
+    /// ```
+    /// use declnet_runtime::{Cpu, Tensor};
+    /// let x = Tensor::from_vec(vec![1.0, 3.0, 2.0, 2.0], [2, 2], &Cpu);
+    /// let (y, _) = x.try_layer_norm(None, None, 1e-5)?;
+    /// let y = y.to_vec();
+    /// assert!((y[0] + 1.0).abs() < 1e-4 && (y[1] - 1.0).abs() < 1e-4);
+    /// assert_eq!(y[2..], [0.0, 0.0]);
+    /// # Ok::<(), declnet_runtime::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Rank`] for a tensor without dims; [`Error::Shape`] when `weight` or `bias` is
+    /// not `[len]`.
+    pub fn try_layer_norm(
+        &self,
+        weight: Option<&Self>,
+        bias: Option<&Self>,
+        eps: f32,
+    ) -> Result<(Self, RowStats<B>)> {
+        const OP: &str = "layer_norm";
+        let rows = self.rows(OP, eps)?;
+        for vector in weight.into_iter().chain(bias) {
+            self.check_row_vector(OP, &rows, vector)?;
+        }
+        let mut y = Self::try_zeros(self.shape.clone(), &self.device)?;
+        let mut mean = Self::try_zeros([rows.rows], &self.device)?;
+        let mut rstd = Self::try_zeros([rows.rows], &self.device)?;
+        self.device.layer_norm(
+            &rows,
+            &self.storage,
+            weight.map(|w| &w.storage),
+            bias.map(|b| &b.storage),
+            &mut y.storage,
+            &mut mean.storage,
+            &mut rstd.storage,
+        )?;
+        Ok((y, RowStats { mean, rstd }))
+    }
+
+    /// The gradient of [`Tensor::try_layer_norm`] for its input `x`, with `self` the output's
+    /// gradient and `stats` what the forward pass returned.
+    ///
+    /// # Errors
+    /// [`Error::Shape`] when `self` is not `x`'s shape, or `weight` or the statistics do not
+    /// fit it.
+    pub fn try_layer_norm_backward(
+        &self,
+        x: &Self,
+        stats: &RowStats<B>,
+        weight: Option<&Self>,
+    ) -> Result<Self> {
+        const OP: &str = "layer_norm backward";
+        if self.shape != x.shape {
+            return Err(Error::Shape {
+                op: OP,
+                expected: x.shape.clone(),
+                found: self.shape.clone(),
+            });
+        }
+        let rows = x.rows(OP, 0.0)?;
+        for stat in [&stats.mean, &stats.rstd] {
+            x.check_same_device(OP, stat)?;
+            if stat.dims() != [rows.rows] {
+                return Err(Error::Shape {
+                    op: OP,
+                    expected: Shape::from([rows.rows]),
+                    found: stat.shape.clone(),
+                });
+            }
+        }
+        if let Some(weight) = weight {
+            x.check_row_vector(OP, &rows, weight)?;
+        }
+        let mut grad_x = Self::try_zeros(x.shape.clone(), &x.device)?;
+        self.device.layer_norm_backward(
+            &rows,
+            &x.storage,
+            &self.storage,
+            weight.map(|w| &w.storage),
+            &stats.mean.storage,
+            &stats.rstd.storage,
+            &mut grad_x.storage,
+        )?;
+        Ok(grad_x)
+    }
+
+    fn rows(&self, op: &'static str, eps: f32) -> Result<Rows> {
+        let Some((&len, rest)) = self.shape.dims().split_last() else {
+            return Err(Error::Rank {
+                op,
+                expected: 1,
+                found: self.shape.clone(),
+            });
+        };
+        Ok(Rows {
+            rows: rest.iter().product(),
+            len,
+            eps,
+        })
+    }
+
+    fn check_row_vector(&self, op: &'static str, rows: &Rows, vector: &Self) -> Result<()> {
+        self.check_same_device(op, vector)?;
+        if vector.dims() == [rows.len] {
+            Ok(())
+        } else {
+            Err(Error::Shape {
+                op,
+                expected: Shape::from([rows.len]),
+                found: vector.shape.clone(),
+            })
+        }
+    }
+}
+
+#[cfg(not(feature = "cuda"))]
+impl NormKernel for crate::Cuda {
+    fn layer_norm(
+        &self,
+        _: &Rows,
+        _: &Self::Storage,
+        _: Option<&Self::Storage>,
+        _: Option<&Self::Storage>,
+        _: &mut Self::Storage,
+        _: &mut Self::Storage,
+        _: &mut Self::Storage,
+    ) -> Result<()> {
+        self.unreachable()
+    }
+
+    fn layer_norm_backward(
+        &self,
+        _: &Rows,
+        _: &Self::Storage,
+        _: &Self::Storage,
+        _: Option<&Self::Storage>,
+        _: &Self::Storage,
+        _: &Self::Storage,
+        _: &mut Self::Storage,
+    ) -> Result<()> {
+        self.unreachable()
+    }
+}

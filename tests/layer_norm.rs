@@ -1,0 +1,88 @@
+//! `LayerNorm` against PyTorch (`ops.safetensors`: `F.layer_norm` over the last dim with a
+//! weight and a bias): the output and the gradients of the input, the weight and the bias, on
+//! every device; and in `network!`, where the last dim is checked when the crate compiles.
+
+mod common;
+
+use common::{Fixture, max_rel_diff, on_every_device};
+use declnet::prelude::*;
+
+network! {
+    struct Normed(x: [B, 4, 5]) -> [B, 4, 5] { norm: LayerNorm<5> }
+}
+
+network! {
+    /// A pre-norm residual MLP block, as in a transformer.
+    struct Block {
+        norm: LayerNorm<8>,
+        fc: Linear<8, 8>,
+    }
+    fn forward(x: [B, 8]) -> [B, 8] {
+        x + fc(norm(x)).gelu()
+    }
+}
+
+on_every_device!(layer_norm_matches_pytorch, layer_norm);
+
+fn layer_norm<B: Backend>(device: &B) {
+    let fixture = Fixture::open("ops.safetensors");
+    let tensor = |key: &str| fixture.tensor_on(&format!("layer_norm.{key}"), device);
+    let mut net = Normed::new(device, &mut seeded(0));
+    let state = [("norm.weight", tensor("in1")), ("norm.bias", tensor("in2"))];
+    let refs: Vec<(&str, &Tensor<B>)> = state.iter().map(|(n, t)| (*n, t)).collect();
+    net.load_state_dict(&refs).unwrap();
+    // The fixture's [4, 5] input as a batch of one.
+    let x = tensor("in0").try_reshape([1, 4, 5]).unwrap();
+    let g = tensor("grad_out").try_reshape([1, 4, 5]).unwrap();
+    let (y, tape) = net.forward_train(&x).unwrap();
+    let grad_x = net.backward(tape, &g).unwrap();
+    let norm = &net.norm;
+    let checks = [
+        ("output", y.to_vec(), "out"),
+        ("input gradient", grad_x.to_vec(), "grad_in0"),
+        (
+            "weight gradient",
+            norm.weight.as_ref().unwrap().grad().unwrap().to_vec(),
+            "grad_in1",
+        ),
+        (
+            "bias gradient",
+            norm.bias.as_ref().unwrap().grad().unwrap().to_vec(),
+            "grad_in2",
+        ),
+    ];
+    for (what, actual, key) in checks {
+        let diff = max_rel_diff(&actual, &tensor(key).to_vec(), 1.0);
+        println!("layer_norm {what}: {diff:e}");
+        assert!(diff <= 2e-6, "layer_norm {what} differs by {diff:e}");
+    }
+}
+
+#[test]
+fn a_pre_norm_block_trains() {
+    let mut net = Block::new(&Cpu, &mut seeded(1));
+    assert_eq!(
+        net.param_names(),
+        ["norm.weight", "norm.bias", "fc.weight", "fc.bias"]
+    );
+    assert_eq!(Block::<Cpu>::NUM_PARAMS, 16 + 72);
+    let x = Tensor::randn([16, 8], &Cpu, &mut seeded(2));
+    let target = Tensor::randn([16, 8], &Cpu, &mut seeded(3));
+    let loss_fn = MseLoss::new(Reduction::Mean);
+    let mut optimizer = Adam::new(AdamConfig {
+        lr: 1e-2,
+        ..AdamConfig::default()
+    });
+    let first = net
+        .train_step(&x, &target, &loss_fn, &mut optimizer)
+        .unwrap()
+        .item();
+    let mut last = first;
+    for _ in 0..50 {
+        last = net
+            .train_step(&x, &target, &loss_fn, &mut optimizer)
+            .unwrap()
+            .item();
+    }
+    assert!(last < 0.75 * first, "loss {first} -> {last}");
+}
