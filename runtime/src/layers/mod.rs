@@ -59,11 +59,13 @@ macro_rules! weight_and_bias_layer {
 mod batch_norm;
 mod conv;
 mod dropout;
+mod embedding;
 mod layer_norm;
 mod linear;
 
 pub use batch_norm::{BatchNorm, BatchNormConfig, BatchNormKind, BatchNormTape};
 pub use conv::{Conv2d, Conv2dConfig};
 pub use dropout::Dropout;
+pub use embedding::Embedding;
 pub use layer_norm::{LayerNorm, LayerNormConfig};
 pub use linear::Linear;

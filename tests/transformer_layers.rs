@@ -1,6 +1,7 @@
-//! `LayerNorm` against PyTorch (`ops.safetensors`: `F.layer_norm` over the last dim with a
-//! weight and a bias): the output and the gradients of the input, the weight and the bias, on
-//! every device; and in `network!`, where the last dim is checked when the crate compiles.
+//! The transformer's layers against PyTorch (`ops.safetensors`): `LayerNorm` (`F.layer_norm`
+//! over the last dim with a weight and a bias: the output and the gradients of the input, the
+//! weight and the bias) and `Embedding` (`F.embedding`), on every device; and `LayerNorm` in
+//! `network!`, where the last dim is checked when the crate compiles.
 
 mod common;
 
@@ -85,4 +86,40 @@ fn a_pre_norm_block_trains() {
             .item();
     }
     assert!(last < 0.75 * first, "loss {first} -> {last}");
+}
+
+on_every_device!(embedding_matches_pytorch, embedding);
+
+/// `F.embedding` (`ops.safetensors`): a `[2, 2]` lookup into a `[5, 4]` table, with a row
+/// looked up twice, and the table's gradient.
+fn embedding<B: Backend>(device: &B) {
+    use declnet::runtime::layers::Embedding;
+    use declnet::runtime::ops::index::Indices;
+    let fixture = Fixture::open("ops.safetensors");
+    let tensor = |key: &str| fixture.tensor_on(&format!("embedding.{key}"), device);
+    let ids: Vec<usize> = fixture
+        .i64s("embedding.indices")
+        .iter()
+        .map(|&id| usize::try_from(id).unwrap())
+        .collect();
+    let ids = Indices::with_shape(&ids, [2, 2], device).unwrap();
+    let mut table = Embedding::new(5, 4, device, &mut seeded(0));
+    table.weight.set_value(tensor("in0")).unwrap();
+    let y = table.forward(&ids).unwrap();
+    assert_eq!(y.dims(), &[2, 2, 4]);
+    assert_eq!(y.to_vec(), tensor("out").to_vec());
+    table.backward(&ids, &tensor("grad_out")).unwrap();
+    let grad = table.weight.grad().unwrap().to_vec();
+    let diff = max_rel_diff(&grad, &tensor("grad_in0").to_vec(), 1.0);
+    assert!(
+        diff <= 1e-6,
+        "embedding weight gradient differs by {diff:e}"
+    );
+    let error = table
+        .forward(&Indices::new(&[5], device).unwrap())
+        .unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "usage: Embedding(5, 4): index 5 is out of range for a table of 5 rows"
+    );
 }
