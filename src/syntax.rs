@@ -63,7 +63,8 @@
 //! ```
 //!
 //! # Layers
-//! - `Linear<in, out>`, `Linear<in, out, bias = false>`: `nn.Linear`.
+//! - `Linear<in, out>`, `Linear<in, out, bias = false>`: `nn.Linear`, on the last dim
+//!   (`[N, in]`, `[B, T, in]`).
 //! - `Conv2d<in, out, kernel>` with the named options `stride`, `padding`, `dilation`,
 //!   `groups` and `bias = false` (PyTorch's defaults otherwise): `nn.Conv2d` on
 //!   `[N, in, H, W]`; with numbers for `H` and `W` the output's are computed when the crate

@@ -123,3 +123,46 @@ fn embedding<B: Backend>(device: &B) {
         "usage: Embedding(5, 4): index 5 is out of range for a table of 5 rows"
     );
 }
+
+network! {
+    /// A position-wise MLP on `[B, T, C]`, as in a transformer block.
+    struct PositionWise(x: [B, T, 8]) -> [B, T, 4] {
+        fc1: Linear<8, 16>, GELU, norm: LayerNorm<16>, fc2: Linear<16, 4>
+    }
+}
+
+network! {
+    struct Flat(x: [N, 8]) -> [N, 4] {
+        fc1: Linear<8, 16>, GELU, norm: LayerNorm<16>, fc2: Linear<16, 4>
+    }
+}
+
+/// `Linear` on `[B, T, C]` applies to the last dim: the same as the network on `[B * T, C]`,
+/// forward and backward.
+#[test]
+fn linear_applies_to_the_last_dim() {
+    let mut wide = PositionWise::new(&Cpu, &mut seeded(5));
+    let mut flat = Flat::new(&Cpu, &mut seeded(5));
+    let x = Tensor::randn([2, 3, 8], &Cpu, &mut seeded(6));
+    let g = Tensor::randn([2, 3, 4], &Cpu, &mut seeded(7));
+    let (y, tape) = wide.forward_train(&x).unwrap();
+    assert_eq!(y.dims(), &[2, 3, 4]);
+    let grad_x = wide.backward(tape, &g).unwrap();
+    let x_flat = x.try_clone().unwrap().try_reshape([6, 8]).unwrap();
+    let (y_flat, tape) = flat.forward_train(&x_flat).unwrap();
+    let grad_flat = flat
+        .backward(tape, &g.try_clone().unwrap().try_reshape([6, 4]).unwrap())
+        .unwrap();
+    assert_eq!(y.to_vec(), y_flat.to_vec());
+    assert_eq!(grad_x.dims(), &[2, 3, 8]);
+    assert_eq!(grad_x.to_vec(), grad_flat.to_vec());
+    let grads = |net: &dyn Module<Cpu>| -> Vec<Vec<f32>> {
+        let mut grads = Vec::new();
+        net.visit_params(&mut |_, p| grads.push(p.grad().unwrap().to_vec()));
+        grads
+    };
+    // The LayerNorm's sums over rows run over [2, 3] or [6]: the same terms, another order.
+    for (wide, flat) in grads(&wide).iter().zip(grads(&flat)) {
+        assert!(max_rel_diff(wide, &flat, 1.0) < 1e-6);
+    }
+}

@@ -101,21 +101,22 @@ impl<B: Backend> Param<B> {
         Ok(())
     }
 
-    /// Adds the column sums of `grad` (`[rows, n]`) to this `[n]` gradient: a bias's gradient
-    /// from its layer's output gradient. Sums straight into the buffer when there is no
-    /// gradient yet (the usual case after `zero_grad`).
+    /// Adds the column sums of `grad` (`[.., n]`, summed over every leading dim) to this `[n]`
+    /// gradient: a bias's gradient from its layer's output gradient. Sums straight into the
+    /// buffer when there is no gradient yet (the usual case after `zero_grad`).
     ///
     /// # Errors
-    /// [`Error::InPlaceShape`] when `grad` is not `[rows, n]` for this `[n]` parameter.
+    /// [`Error::InPlaceShape`] when `grad` is not `[.., n]` for this `[n]` parameter.
     pub fn try_accumulate_grad_sum_rows(&mut self, grad: &Tensor<B>) -> Result<()> {
-        let &[rows, cols] = grad.dims() else {
+        let Some(&cols) = grad.dims().last() else {
             return Err(self.sum_rows_error(grad));
         };
-        if self.value.dims() != [cols] {
+        if self.value.dims() != [cols] || grad.rank() < 2 {
             return Err(self.sum_rows_error(grad));
         }
+        let rows = grad.dims()[..grad.rank() - 1].iter().product();
         if self.has_grad {
-            let sums = grad.try_sum_dim(0, false)?;
+            let sums = grad.try_sum_to_shape(self.value.shape())?;
             self.grad.try_add_scaled_(1.0, &sums)?;
         } else {
             let device = self.grad.device.clone();

@@ -1,5 +1,5 @@
-//! `Linear<in, out>` and `Linear<in, out, bias = false>`: PyTorch's `nn.Linear` on
-//! `[batch, in]`, the runtime's `Linear`.
+//! `Linear<in, out>` and `Linear<in, out, bias = false>`: PyTorch's `nn.Linear` on the last dim
+//! of `[batch, in]` or `[B, T, in]`, the runtime's `Linear`.
 
 use proc_macro2::{Span, TokenStream};
 use quote::{ToTokens, quote};
@@ -79,6 +79,17 @@ pub fn check(ty: &LayerType, const_generics: &[Ident], errors: &mut Errors) -> O
     })))
 }
 
+impl Linear {
+    /// `x`'s shape with the last dim replaced by the output's.
+    fn applied(&self, x: &Shape) -> Shape {
+        let mut dims = x.0.clone();
+        if let Some(last) = dims.last_mut() {
+            *last = self.output.clone();
+        }
+        Shape(dims)
+    }
+}
+
 impl LayerRule for Linear {
     fn describe(&self) -> String {
         let (input, output) = (&self.input, &self.output);
@@ -115,20 +126,26 @@ impl LayerRule for Linear {
         _at: Span,
         assertions: &mut Vec<DimAssertion>,
     ) -> Result<Shape, Mismatch> {
-        if x.0.len() == 2 && unify(&self.input, &x.0[1], assertions) {
-            return Ok(Shape(vec![x.0[0].clone(), self.output.clone()]));
+        // Applied to the last dim, like `nn.Linear`: `[N, in]`, `[B, T, in]`.
+        if x.0.len() >= 2 && unify(&self.input, &x.0[x.0.len() - 1], assertions) {
+            return Ok(self.applied(x));
         }
-        let batch =
-            x.0.first()
-                .map_or_else(|| "batch".to_owned(), ToString::to_string);
+        let mut dims: Vec<String> = x.0.iter().map(ToString::to_string).collect();
         // A `[N, C, H, W]` feature map needs flattening first, as in PyTorch.
-        let hint = if x.0.len() > 2 {
+        let feature_map = dims.len() == 4;
+        if let (2 | 3, Some(last)) = (x.0.len(), dims.last_mut()) {
+            *last = self.input.to_string();
+        } else {
+            let batch = dims.first().cloned().unwrap_or_else(|| "batch".to_owned());
+            dims = vec![batch, self.input.to_string()];
+        }
+        let hint = if feature_map {
             " (flatten it first: `.flatten(1)` or a `Flatten` layer)"
         } else {
             ""
         };
         Err(Mismatch {
-            expected: format!("input `[{batch}, {}]`{hint}", self.input),
+            expected: format!("input `[{}]`{hint}", dims.join(", ")),
             declared: Some((
                 self.input.span,
                 format!("is declared with {} input features here", self.input),
@@ -140,13 +157,10 @@ impl LayerRule for Linear {
         true
     }
 
-    /// `[batch, out]` for a `[batch, features]` input of the wrong width; for an input of
-    /// another rank nothing: a guess would mislead the checks after it.
+    /// `[.., out]` for a `[.., features]` input of the wrong width (not a feature map, which
+    /// wanted flattening: a guess would mislead the checks after it).
     fn recovered_shape(&self, x: &Shape) -> Option<Shape> {
-        match x.0.as_slice() {
-            [batch, _] => Some(Shape(vec![batch.clone(), self.output.clone()])),
-            _ => None,
-        }
+        matches!(x.0.len(), 2 | 3).then(|| self.applied(x))
     }
 
     fn input_span(&self) -> Option<Span> {

@@ -5,7 +5,7 @@ use rand::Rng;
 use crate::backend::{Backend, Cpu};
 use crate::error::{Error, Result};
 use crate::param::Param;
-use crate::shape::Shape;
+use crate::shape::{Dims, Shape};
 use crate::tensor::Tensor;
 
 /// A fully connected layer, `y = x W^T + b`, with PyTorch's layout and initialisation.
@@ -77,51 +77,60 @@ impl<B: Backend> Linear<B> {
         self.weight.value().dims()[0]
     }
 
-    /// `x W^T + b` for `x` of shape `[batch, in_features]`.
+    /// `x W^T + b` for `x` of shape `[.., in_features]` (`[batch, in]`, `[B, T, in]`), applied
+    /// to the last dim like `nn.Linear`.
     ///
     /// # Errors
-    /// [`Error::MatmulInnerDims`] or [`Error::Rank`] when `x` is not `[batch, in_features]`.
+    /// [`Error::MatmulInnerDims`] or [`Error::Rank`] when `x` is not `[.., in_features]`.
     pub fn forward(&self, x: &Tensor<B>) -> Result<Tensor<B>> {
-        let mut y = x.try_mm(self.weight.value().t())?;
+        let mut y = x.try_rows()?.try_mm(self.weight.value().t())?;
         if let Some(bias) = &self.bias {
             y.try_zip_(crate::ops::binary::BinaryOp::Add, "linear", bias.value())?;
         }
-        Ok(y)
+        y.try_reshape(self.output_shape(x))
+    }
+
+    /// The output's shape for input `x`: its own with the last dim `out_features` (inline
+    /// dims: a training step allocates no shape).
+    fn output_shape(&self, x: &Tensor<B>) -> Shape {
+        let mut dims = Dims::from_slice(x.dims());
+        if let Some(last) = dims.last_mut() {
+            *last = self.out_features();
+        }
+        Shape::from(dims)
     }
 
     /// Accumulates the parameters' gradients for the input `x` and the output gradient
     /// `grad_out`, and returns the input gradient when `input_grad` asks for it.
     ///
     /// # Errors
-    /// [`Error::Shape`] when `grad_out` is not `[batch, out_features]` for `x`'s batch.
+    /// [`Error::Shape`] when `grad_out` is not `x`'s shape with `out_features` last.
     pub fn backward(
         &mut self,
         x: &Tensor<B>,
         grad_out: &Tensor<B>,
         input_grad: bool,
     ) -> Result<Option<Tensor<B>>> {
-        let &[batch, _] = x.dims() else {
-            return Err(Error::Rank {
-                op: "linear backward",
-                expected: 2,
-                found: x.shape().clone(),
-            });
-        };
-        let expected = Shape::from([batch, self.out_features()]);
-        if grad_out.shape() != &expected {
+        let expected = self.output_shape(x);
+        if grad_out.shape() != &expected || x.rank() == 0 {
             return Err(Error::Shape {
                 op: "linear backward",
                 expected,
                 found: grad_out.shape().clone(),
             });
         }
-        // dW += dy^T x, straight into the gradient buffer.
-        self.weight.try_accumulate_grad_mm(grad_out.t(), x)?;
+        // dW += dy^T x over every row, straight into the gradient buffer.
+        let (rows, grad_rows) = (x.try_rows()?, grad_out.try_rows()?);
+        self.weight.try_accumulate_grad_mm(grad_rows.t(), rows)?;
         if let Some(bias) = &mut self.bias {
             bias.try_accumulate_grad_sum_rows(grad_out)?;
         }
         input_grad
-            .then(|| grad_out.try_mm(self.weight.value()))
+            .then(|| {
+                grad_rows
+                    .try_mm(self.weight.value())?
+                    .try_reshape(x.shape().clone())
+            })
             .transpose()
     }
 }

@@ -41,10 +41,13 @@ impl Gemm {
 
 /// A 2-D operand of a matrix product: a tensor, read as it is or transposed, never copied.
 ///
-/// `x.t()` makes one; `&Tensor` converts into one. Its `shape` is the shape the product sees.
+/// `x.t()` makes one; `&Tensor` converts into one; `x.try_rows()` reads a tensor of any rank
+/// as the matrix of its last dim's rows. Its `shape` is the shape the product sees.
 pub struct MatView<'a, B: Backend> {
     tensor: &'a Tensor<B>,
     transposed: bool,
+    /// Whether the tensor is read as `[product of the leading dims, last dim]`.
+    rows_of_last: bool,
 }
 
 impl<B: Backend> std::fmt::Debug for MatView<'_, B> {
@@ -52,6 +55,7 @@ impl<B: Backend> std::fmt::Debug for MatView<'_, B> {
         f.debug_struct("MatView")
             .field("shape", &self.shape())
             .field("transposed", &self.transposed)
+            .field("rows_of_last", &self.rows_of_last)
             .finish()
     }
 }
@@ -71,19 +75,28 @@ impl<'a, B: Backend> From<&'a Tensor<B>> for MatView<'a, B> {
         Self {
             tensor,
             transposed: false,
+            rows_of_last: false,
         }
     }
 }
 
 impl<'a, B: Backend> MatView<'a, B> {
-    /// The shape the product sees: the tensor's own, or its transpose.
+    /// The shape the product sees: the tensor's own (or its rows), or its transpose.
     #[must_use]
     pub fn shape(&self) -> Shape {
-        let dims = self.tensor.dims();
-        if self.transposed && dims.len() == 2 {
-            Shape::from([dims[1], dims[0]])
-        } else {
-            self.tensor.shape().clone()
+        match self.matrix() {
+            Some([rows, cols]) if self.transposed => Shape::from([cols, rows]),
+            Some(dims) => Shape::from(dims),
+            None => self.tensor.shape().clone(),
+        }
+    }
+
+    /// The tensor's dims as a matrix, untransposed, if it is one.
+    fn matrix(&self) -> Option<[usize; 2]> {
+        match (self.tensor.dims(), self.rows_of_last) {
+            ([rows, cols], _) => Some([*rows, *cols]),
+            ([leading @ .., last], true) => Some([leading.iter().product(), *last]),
+            _ => None,
         }
     }
 
@@ -129,7 +142,7 @@ impl<'a, B: Backend> MatView<'a, B> {
     /// When the device cannot allocate or copy.
     pub fn try_to_tensor(self) -> Result<Tensor<B>> {
         if !self.transposed {
-            return self.tensor.try_clone();
+            return self.tensor.try_clone()?.try_reshape(self.shape());
         }
         let (rows, cols) = (self.cols("t")?, self.rows("t")?);
         let mut out = Tensor::try_zeros(self.shape(), &self.tensor.device)?;
@@ -139,7 +152,7 @@ impl<'a, B: Backend> MatView<'a, B> {
     }
 
     fn check_2d(&self, op: &'static str) -> Result<()> {
-        if self.tensor.rank() == 2 {
+        if self.matrix().is_some() {
             Ok(())
         } else {
             Err(Error::Rank {
@@ -312,6 +325,29 @@ impl<B: Backend> Tensor<B> {
     #[must_use]
     pub fn t(&self) -> MatView<'_, B> {
         or_panic(self.try_t())
+    }
+
+    /// This tensor as the matrix of its last dim's rows, `[product of the other dims, last]`,
+    /// without a copy: how `Linear` applies to the last dim of `[B, T, C]`.
+    ///
+    /// # Examples
+    /// ```
+    /// use declnet_runtime::{Cpu, Tensor};
+    /// let x = Tensor::ones([2, 3, 4], &Cpu);
+    /// let w = Tensor::ones([4, 5], &Cpu);
+    /// assert_eq!(x.try_rows()?.try_mm(&w)?.dims(), &[6, 5]);
+    /// # Ok::<(), declnet_runtime::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Rank`] for a tensor without dims.
+    pub fn try_rows(&self) -> Result<MatView<'_, B>> {
+        let view = MatView {
+            rows_of_last: true,
+            ..MatView::from(self)
+        };
+        view.check_2d("rows")?;
+        Ok(view)
     }
 
     /// The transpose of a 2-D tensor as a view.
