@@ -583,7 +583,8 @@ fn norm_and_dropout_case<B: Backend>(dev: &B) -> Outputs {
 }
 
 /// Extremes with their indices, narrow and its gradient, cat, `index_select` and
-/// `index_add_` (distinct indices: with repeats the GPU adds in no fixed order), and `eq`.
+/// `index_add_` (distinct indices: with repeats the GPU adds in no fixed order), `eq`,
+/// `permute` and batched products with transposed operands.
 fn index_case<B: Backend>(dev: &B) -> Outputs {
     let x = Tensor::from_vec(data(3 * 7 * 5, 97), [3, 7, 5], dev);
     let mut outputs = Outputs::new();
@@ -603,6 +604,9 @@ fn index_case<B: Backend>(dev: &B) -> Outputs {
     let mut added = Tensor::zeros([3, 7, 5], dev);
     added.try_index_add_(1, &rows, &picked).unwrap();
     let eq = x.try_eq(&added).unwrap();
+    let permuted = x.try_permute(&[2, 0, 1]).unwrap();
+    let scores = x.try_matmul_with(&x, (false, true)).unwrap();
+    let grams = x.try_matmul_with(&x, (true, false)).unwrap();
     for (name, tensor) in [
         ("narrow", narrow),
         ("narrow backward", back),
@@ -610,6 +614,9 @@ fn index_case<B: Backend>(dev: &B) -> Outputs {
         ("index_select", picked),
         ("index_add_", added),
         ("eq", eq),
+        ("permute", permuted),
+        ("batched x x^T", scores),
+        ("batched x^T x", grams),
     ] {
         outputs.push((name.to_owned(), tensor.to_vec()));
     }

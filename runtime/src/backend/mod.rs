@@ -30,6 +30,7 @@ use crate::ops::loss::LossKernel;
 use crate::ops::matmul::MatmulKernel;
 use crate::ops::norm::NormKernel;
 use crate::ops::optim::OptimKernel;
+use crate::ops::permute::PermuteKernel;
 use crate::ops::pool::PoolKernel;
 use crate::ops::reduce::ReduceKernel;
 use crate::ops::softmax::SoftmaxKernel;
@@ -54,6 +55,7 @@ pub trait Backend:
     + DropoutKernel
     + IndexKernel
     + NormKernel
+    + PermuteKernel
 {
 }
 
@@ -72,6 +74,7 @@ impl<D> Backend for D where
         + DropoutKernel
         + IndexKernel
         + NormKernel
+        + PermuteKernel
 {
 }
 

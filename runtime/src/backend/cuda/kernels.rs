@@ -13,7 +13,7 @@ use cudarc::nvrtc::{CompileError, CompileOptions, Ptx, compile_ptx_with_opts};
 
 use super::launch::{Family, KernelArg};
 use crate::error::{Error, Result};
-use crate::ops::{binary, channel, conv, index, optim, pool};
+use crate::ops::{binary, channel, conv, index, optim, permute, pool};
 
 /// Threads per block of the elementwise kernels (and of `sum_rows_f32`, which relies on it).
 pub(crate) const BLOCK: u32 = 256;
@@ -327,6 +327,15 @@ kernel_table! {
             rstd: &CudaSlice<f32>,
             rows: &u64,
             len: &u64,
+        );
+    }
+    permute {
+        /// A permutation's copy, one thread per output element.
+        fn permute = "permute_f32"(
+            dst: &mut CudaSlice<f32>,
+            src: &CudaSlice<f32>,
+            n: &u64,
+            order: &permute::cuda::Order,
         );
     }
     pool {

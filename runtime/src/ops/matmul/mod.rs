@@ -461,11 +461,133 @@ impl<B: Backend> Tensor<B> {
     }
 }
 
+impl<B: Backend> Tensor<B> {
+    /// The batched matrix product `self @ rhs` of `[.., M, K]` and `[.., K, N]` tensors with
+    /// the same leading dims, like `torch.matmul` (without broadcasting): `[.., M, N]`.
+    ///
+    /// # Errors
+    /// As [`Tensor::try_matmul_with`].
+    pub fn try_matmul(&self, rhs: &Self) -> Result<Self> {
+        self.try_matmul_with(rhs, (false, false))
+    }
+
+    /// The batched product of `self` and `rhs`, each read transposed in its last two dims
+    /// when its flag says so, without a copy: `q.try_matmul_with(&k, (false, true))` is
+    /// `q @ k.transpose(-2, -1)`. The gradients of `C = A @ B` are `dC @ B^T`
+    /// (`(false, true)`) and `A^T @ dC` (`(true, false)`).
+    ///
+    /// # Examples
+    /// ```
+    /// use declnet_runtime::{Cpu, Tensor};
+    /// let q = Tensor::ones([2, 4, 3, 8], &Cpu); // [B, H, T, D]
+    /// let k = Tensor::ones([2, 4, 3, 8], &Cpu);
+    /// let scores = q.try_matmul_with(&k, (false, true))?;
+    /// assert_eq!(scores.dims(), &[2, 4, 3, 3]);
+    /// assert_eq!(scores.to_vec()[0], 8.0);
+    /// # Ok::<(), declnet_runtime::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Usage`] naming both shapes when an operand has fewer than 2 dims, the leading
+    /// dims differ, or the inner dims do.
+    pub fn try_matmul_with(&self, rhs: &Self, (trans_a, trans_b): (bool, bool)) -> Result<Self> {
+        let mismatch = |why: String| {
+            Error::Usage(format!(
+                "matmul: cannot multiply {} by {}: {why}",
+                self.shape, rhs.shape
+            ))
+        };
+        let (Some((a_batch, a_mat)), Some((b_batch, b_mat))) = (
+            self.dims().split_at_checked(self.rank().wrapping_sub(2)),
+            rhs.dims().split_at_checked(rhs.rank().wrapping_sub(2)),
+        ) else {
+            return Err(mismatch("both need at least 2 dims".to_owned()));
+        };
+        let (m, k) = if trans_a {
+            (a_mat[1], a_mat[0])
+        } else {
+            (a_mat[0], a_mat[1])
+        };
+        let (k2, n) = if trans_b {
+            (b_mat[1], b_mat[0])
+        } else {
+            (b_mat[0], b_mat[1])
+        };
+        if a_batch != b_batch {
+            return Err(mismatch(format!(
+                "leading dims {a_batch:?} and {b_batch:?} differ"
+            )));
+        }
+        if k != k2 {
+            return Err(mismatch(format!("inner dims {k} and {k2} differ")));
+        }
+        self.check_same_device("matmul", rhs)?;
+        let mut dims = crate::shape::Dims::from_slice(a_batch);
+        dims.extend([m, n]);
+        let mut out = Self::try_zeros(Shape::from(dims), &self.device)?;
+        let gemm = Gemm {
+            m,
+            n,
+            k,
+            trans_a,
+            trans_b,
+            alpha: 1.0,
+            beta: 0.0,
+        };
+        let step = |size| Strided {
+            offset: 0,
+            step: size,
+        };
+        let batch = GemmBatch {
+            count: a_batch.iter().product(),
+            a: step(m * k),
+            b: step(k * n),
+            c: step(m * n),
+        };
+        self.device
+            .gemm_batched(&gemm, &batch, &self.storage, &rhs.storage, &mut out.storage)?;
+        Ok(out)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::Cpu;
     use crate::rng::seeded;
+
+    /// Batched products against a product per batch, every transpose combination, and the
+    /// errors.
+    #[test]
+    fn batched_matmul_is_one_product_per_leading_index() {
+        let a = Tensor::randn([2, 3, 4, 5], &Cpu, &mut seeded(1));
+        let b = Tensor::randn([2, 3, 5, 6], &Cpu, &mut seeded(2));
+        let c = a.try_matmul(&b).unwrap();
+        assert_eq!(c.dims(), &[2, 3, 4, 6]);
+        let (av, bv, cv) = (a.to_vec(), b.to_vec(), c.to_vec());
+        for i in 0..6 {
+            let ai = Tensor::from_slice(&av[i * 20..(i + 1) * 20], [4, 5], &Cpu);
+            let bi = Tensor::from_slice(&bv[i * 30..(i + 1) * 30], [5, 6], &Cpu);
+            assert_eq!(ai.mm(&bi).to_vec(), cv[i * 24..(i + 1) * 24]);
+        }
+        let bt = Tensor::randn([2, 3, 6, 5], &Cpu, &mut seeded(3));
+        let at = Tensor::randn([2, 3, 5, 4], &Cpu, &mut seeded(4));
+        assert_eq!(
+            a.try_matmul_with(&bt, (false, true)).unwrap().dims(),
+            &[2, 3, 4, 6]
+        );
+        assert_eq!(
+            at.try_matmul_with(&b, (true, false)).unwrap().dims(),
+            &[2, 3, 4, 6]
+        );
+        let error = a.try_matmul(&bt).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "usage: matmul: cannot multiply [2, 3, 4, 5] by [2, 3, 6, 5]: inner dims 5 and 6 differ"
+        );
+        assert!(a.try_matmul(&Tensor::zeros([3, 5, 6], &Cpu)).is_err());
+        assert!(a.try_matmul(&Tensor::zeros([5], &Cpu)).is_err());
+    }
 
     /// The product computed naively in f64, from row-major `[m, k]` and `[k, n]` data.
     fn reference(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
