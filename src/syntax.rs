@@ -76,6 +76,10 @@
 //!   `num_batches_tracked` as buffers (saved and loaded with the weights).
 //! - `LayerNorm<len>`, with the named options `eps`, `elementwise_affine = false` and
 //!   `bias = false`: `nn.LayerNorm(len)` over the last dim, which must be `len`.
+//! - `CausalSelfAttention<embed, heads>`: causal multi-head self-attention on
+//!   `[B, T, embed]`, with `nn.MultiheadAttention`'s parameters (`in_proj_weight`,
+//!   `in_proj_bias`, `out_proj.weight`, `out_proj.bias`); a head count that does not divide
+//!   the width is a compile error.
 //! - `Dropout`, `Dropout<p>` (0.5 by default): `nn.Dropout`, with masks from a generator seeded
 //!   by the network's `rng`; backward uses the forward pass's mask.
 //! - Both follow the network's mode: `net.train()` (the initial mode) and `net.eval()`

@@ -166,3 +166,51 @@ fn linear_applies_to_the_last_dim() {
         assert!(max_rel_diff(wide, &flat, 1.0) < 1e-6);
     }
 }
+
+network! {
+    /// The reference script's pre-LayerNorm GPT-2 block, with the built-in attention.
+    struct GptBlock {
+        ln_1: LayerNorm<32>,
+        attn: CausalSelfAttention<32, 4>,
+        ln_2: LayerNorm<32>,
+        mlp_fc: Linear<32, 128>,
+        mlp_proj: Linear<128, 32>,
+    }
+    fn forward(x: [B, T, 32]) -> [B, T, 32] {
+        let h = x + attn(ln_1(x));
+        h + mlp_proj(mlp_fc(ln_2(h)).gelu())
+    }
+}
+
+/// `transformer.safetensors`: block 0 of the reference GPT alone on a random input, its output
+/// and its input's gradient. The file names the attention as GPT-2 does (`c_attn`, `c_proj`,
+/// the same layouts as `in_proj_weight` and `out_proj`), so it loads through a name map.
+fn gpt_block<B: Backend>(device: &B) {
+    let path = common::fixture_path("transformer.safetensors");
+    let fixture = Fixture::open("transformer.safetensors");
+    let mut block = GptBlock::new(device, &mut seeded(0));
+    block
+        .load_with(&path, |name| {
+            let gpt2 = name
+                .replace("in_proj_weight", "c_attn.weight")
+                .replace("in_proj_bias", "c_attn.bias")
+                .replace("out_proj", "c_proj");
+            format!("init.blocks.0.{gpt2}")
+        })
+        .unwrap();
+    let x = fixture.tensor_on("block.x", device);
+    let (y, tape) = block.forward_train(&x).unwrap();
+    let grad_x = block
+        .backward(tape, &fixture.tensor_on("block.grad_out", device))
+        .unwrap();
+    for (what, actual, key) in [
+        ("output", y, "block.y"),
+        ("input gradient", grad_x, "block.grad_x"),
+    ] {
+        let diff = max_rel_diff(&actual.to_vec(), &fixture.tensor(key).to_vec(), 1.0);
+        println!("gpt block {what}: {diff:e}");
+        assert!(diff <= 1e-5, "gpt block {what} differs by {diff:e}");
+    }
+}
+
+on_every_device!(gpt_block_matches_pytorch, gpt_block);

@@ -7,6 +7,7 @@
 //! that lowers to the op that computes it, so the tape keeps what that op saves. A new one is a
 //! variant there, its name, and one arm in `Lowerer::stateless`.
 
+mod attention;
 mod batch_norm;
 mod conv;
 mod dropout;
@@ -88,6 +89,7 @@ const KINDS: &[(&str, Reader)] = &[
     ("BatchNorm2d", batch_norm::check),
     ("Dropout", dropout::check),
     ("LayerNorm", layer_norm::check),
+    ("CausalSelfAttention", attention::check),
     ("Param", param::check),
     ("Softmax", softmax::check),
     ("LogSoftmax", softmax::check),

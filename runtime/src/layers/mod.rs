@@ -56,6 +56,7 @@ macro_rules! weight_and_bias_layer {
     };
 }
 
+mod attention;
 mod batch_norm;
 mod conv;
 mod dropout;
@@ -63,6 +64,7 @@ mod embedding;
 mod layer_norm;
 mod linear;
 
+pub use attention::{AttentionTape, CausalSelfAttention};
 pub use batch_norm::{BatchNorm, BatchNormConfig, BatchNormKind, BatchNormTape};
 pub use conv::{Conv2d, Conv2dConfig};
 pub use dropout::Dropout;
