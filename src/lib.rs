@@ -71,6 +71,7 @@ pub mod __private {
     };
     pub use declnet_runtime::ops::binary::BinaryOp;
     pub use declnet_runtime::ops::elementwise::Operand;
+    pub use declnet_runtime::ops::index::Indices;
     pub use declnet_runtime::ops::pool::Pool2d;
     pub use declnet_runtime::ops::unary::UnaryOp;
     pub use declnet_runtime::optim::{Optimizer, UpdateRule};
@@ -93,6 +94,7 @@ pub mod prelude {
         BceWithLogitsLoss, CrossEntropyLoss, L1Loss, Labels, Loss, MseLoss, NllLoss, Reduction,
         SmoothL1Loss,
     };
+    pub use declnet_runtime::ops::index::Indices;
     pub use declnet_runtime::optim::scheduler::{
         CosineAnnealingLr, ExponentialLr, LrScheduler, OneCycleLr, Schedule, StepLr,
     };

@@ -76,6 +76,10 @@
 //!   `num_batches_tracked` as buffers (saved and loaded with the weights).
 //! - `LayerNorm<len>`, with the named options `eps`, `elementwise_affine = false` and
 //!   `bias = false`: `nn.LayerNorm(len)` over the last dim, which must be `len`.
+//! - `Embedding<num, dim>`: `nn.Embedding`, called with an index input of `fn forward`
+//!   declared `idx: Indices<[B, T]>` (after the tensor inputs; the caller passes
+//!   `&Indices<B>`), giving `[B, T, dim]`; anything else given to it, or indices used as a
+//!   tensor, is a compile error.
 //! - `CausalSelfAttention<embed, heads>`: causal multi-head self-attention on
 //!   `[B, T, embed]`, with `nn.MultiheadAttention`'s parameters (`in_proj_weight`,
 //!   `in_proj_bias`, `out_proj.weight`, `out_proj.bias`); a head count that does not divide
@@ -101,7 +105,8 @@
 //!   for spatial sizes that are multiples of the output's by one factor (so its windows are
 //!   uniform and square, like `AdaptiveAvgPool2d<1, 1>` after a square feature map).
 //! - Another network declared with `network!`, by its type name (`block: ResBlock`): it must
-//!   have one `[N, in]` input and one `[N, out]` output; rustc checks the widths.
+//!   have one `[N, in]` input and one `[N, out]` output (or `[B, T, in]` to `[B, T, out]`);
+//!   rustc checks the rank and the widths.
 //! ```
 //! use declnet::prelude::*;
 //!

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Fixture, max_rel_diff, on_every_device};
+use common::{Fixture, assert_losses_match, max_rel_diff, on_every_device};
 use declnet::prelude::*;
 
 network! {
@@ -214,3 +214,140 @@ fn gpt_block<B: Backend>(device: &B) {
 }
 
 on_every_device!(gpt_block_matches_pytorch, gpt_block);
+
+network! {
+    /// The reference script's GPT: token and position embeddings, two blocks with their own
+    /// weights, a final `LayerNorm` and a bias-free head.
+    struct Gpt {
+        wte: Embedding<16, 32>,
+        wpe: Embedding<8, 32>,
+        h0: GptBlock,
+        h1: GptBlock,
+        ln_f: LayerNorm<32>,
+        lm_head: Linear<32, 16, bias = false>,
+    }
+    fn forward(idx: Indices<[B, T]>, pos: Indices<[T]>) -> [B, T, 16] {
+        let x = wte(idx) + wpe(pos);
+        lm_head(ln_f(h1(h0(x))))
+    }
+}
+
+/// The GPT's parameter names in the reference script's `state_dict`.
+fn gpt2_name(name: &str) -> String {
+    let name = name
+        .replace("in_proj_weight", "c_attn.weight")
+        .replace("in_proj_bias", "c_attn.bias")
+        .replace("out_proj", "c_proj");
+    match name.strip_prefix('h') {
+        Some(rest) if rest.starts_with(['0', '1']) => format!("blocks.{rest}"),
+        _ => name,
+    }
+}
+
+/// `transformer.safetensors`: the whole GPT's logits, loss and every parameter's gradient.
+fn gpt<B: Backend>(device: &B) {
+    let path = common::fixture_path("transformer.safetensors");
+    let fixture = Fixture::open("transformer.safetensors");
+    let mut net = Gpt::new(device, &mut seeded(0));
+    net.load_with(&path, |name| format!("init.{}", gpt2_name(name)))
+        .unwrap();
+    let ids = |key: &str| -> Vec<usize> {
+        fixture
+            .i64s(key)
+            .iter()
+            .map(|&id| usize::try_from(id).unwrap())
+            .collect()
+    };
+    let idx = Indices::with_shape(&ids("check.idx"), [4, 8], device).unwrap();
+    let pos = Indices::new(&(0..8).collect::<Vec<_>>(), device).unwrap();
+    let (logits, tape) = net.forward_train(&idx, &pos).unwrap();
+    let diff = max_rel_diff(
+        &logits.to_vec(),
+        &fixture.tensor("check.logits").to_vec(),
+        1.0,
+    );
+    println!("gpt logits: {diff:e}");
+    assert!(diff <= 1e-5, "logits differ by {diff:e}");
+    let flat = logits.try_reshape([32, 16]).unwrap();
+    let labels = Labels::new(&ids("check.targets"), device);
+    let (loss, grad) = CrossEntropyLoss::default()
+        .try_value_and_grad(&flat, &labels)
+        .unwrap();
+    let expected = fixture.tensor("check.loss").to_vec()[0];
+    println!("gpt loss: {} vs {expected}", loss.item());
+    assert!((loss.item() - expected).abs() <= 1e-5 * expected);
+    net.backward_params(tape, &grad.try_reshape([4, 8, 16]).unwrap())
+        .unwrap();
+    let mut worst = 0.0f32;
+    net.visit_params(&mut |name, param| {
+        let expected = fixture.tensor(&format!("check.grad.{}", gpt2_name(name)));
+        let diff = max_rel_diff(&param.grad().unwrap().to_vec(), &expected.to_vec(), 1e-2);
+        worst = worst.max(diff);
+        assert!(diff <= 1e-4, "gradient of {name} differs by {diff:e}");
+    });
+    println!("gpt gradients: worst {worst:e}");
+}
+
+on_every_device!(gpt_matches_pytorch, gpt);
+
+/// `transformer.safetensors`: 30 `AdamW` steps from the same weights on the same batches: the
+/// losses, and every weight after them.
+fn gpt_training<B: Backend>(device: &B) {
+    let path = common::fixture_path("transformer.safetensors");
+    let fixture = Fixture::open("transformer.safetensors");
+    let mut net = Gpt::new(device, &mut seeded(0));
+    net.load_with(&path, |name| format!("init.{}", gpt2_name(name)))
+        .unwrap();
+    let ids = |key: &str| -> Vec<usize> {
+        fixture
+            .i64s(key)
+            .iter()
+            .map(|&id| usize::try_from(id).unwrap())
+            .collect()
+    };
+    let (all_idx, all_targets) = (ids("train.idx"), ids("train.targets"));
+    let pos = Indices::new(&(0..8).collect::<Vec<_>>(), device).unwrap();
+    let mut optimizer = AdamW::new(AdamWConfig {
+        lr: 3e-3,
+        betas: (0.9, 0.95),
+        weight_decay: 0.1,
+        ..AdamWConfig::default()
+    });
+    let loss_fn = CrossEntropyLoss::default();
+    let mut losses = Vec::new();
+    for step in 0..30 {
+        let batch = step * 32..(step + 1) * 32;
+        let idx = Indices::with_shape(&all_idx[batch.clone()], [4, 8], device).unwrap();
+        let labels = Labels::new(&all_targets[batch], device);
+        let (logits, tape) = net.forward_train(&idx, &pos).unwrap();
+        let flat = logits.try_reshape([32, 16]).unwrap();
+        let (loss, grad) = loss_fn.try_value_and_grad(&flat, &labels).unwrap();
+        net.zero_grad();
+        net.backward_params(tape, &grad.try_reshape([4, 8, 16]).unwrap())
+            .unwrap();
+        optimizer.try_step(&mut net).unwrap();
+        losses.push(loss.item());
+    }
+    assert_losses_match(&losses, &fixture.tensor("train.losses").to_vec(), 1e-3);
+    // The key projection's bias gets no gradient (adding it shifts every score of a query by
+    // the same amount), only rounding noise, which Adam scales up to steps of `lr`: those 32
+    // entries of `in_proj_bias` follow the noise and are left out.
+    let mut worst = 0.0f32;
+    net.visit_params(&mut |name, param| {
+        let expected = fixture
+            .tensor(&format!("final.{}", gpt2_name(name)))
+            .to_vec();
+        let mut actual = param.value().to_vec();
+        let mut expected = expected;
+        if name.ends_with("in_proj_bias") {
+            actual.drain(32..64);
+            expected.drain(32..64);
+        }
+        let diff = max_rel_diff(&actual, &expected, 1.0);
+        worst = worst.max(diff);
+        assert!(diff <= 1e-4, "final {name} differs by {diff:e}");
+    });
+    println!("gpt after 30 AdamW steps: worst weight difference {worst:e}");
+}
+
+on_every_device!(gpt_trains_like_pytorch, gpt_training);

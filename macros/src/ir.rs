@@ -27,8 +27,8 @@ pub enum DimKind {
     Const(String),
     /// A name bound at run time from the inputs (the batch `B`).
     Named(String),
-    /// A width of a nested network type (`IN_FEATURES` or `OUT_FEATURES` of its `LayerShape`),
-    /// known to rustc only.
+    /// A constant of a nested network type (`INPUT_RANK`, `IN_FEATURES` or `OUT_FEATURES` of
+    /// its `LayerShape`), known to rustc only.
     Extern { ty: String, constant: &'static str },
 }
 
@@ -237,6 +237,8 @@ pub enum Op {
     Param(usize),
     /// A layer field applied to `x`.
     Layer { field: usize, x: ValueId },
+    /// An `Embedding` field looking up index input `ids`.
+    Embed { field: usize, ids: usize },
     /// An elementwise op applied to `x`, by a layer (`layer`), a method or an operator.
     Map {
         op: MapOp,
@@ -297,7 +299,7 @@ impl Op {
     /// The field this op applies, if it applies one (a layer, parameter or nested network).
     pub fn field(&self) -> Option<usize> {
         match *self {
-            Op::Layer { field, .. } | Op::Param(field) => Some(field),
+            Op::Layer { field, .. } | Op::Embed { field, .. } | Op::Param(field) => Some(field),
             Op::Map { layer, .. }
             | Op::Softmax { layer, .. }
             | Op::Reshape { layer, .. }
@@ -309,7 +311,7 @@ impl Op {
     /// The values this op reads.
     pub fn operands(&self) -> Vec<ValueId> {
         match *self {
-            Op::Input(_) | Op::Param(_) => vec![],
+            Op::Input(_) | Op::Param(_) | Op::Embed { .. } => vec![],
             Op::Layer { x, .. }
             | Op::Map { x, .. }
             | Op::Reshape { x, .. }
@@ -372,6 +374,8 @@ pub struct Network {
     pub const_generics: Vec<Ident>,
     pub fields: Vec<Field>,
     pub inputs: Vec<Input>,
+    /// `Indices<[..]>` inputs, after the tensor inputs: what `Embedding` layers look up.
+    pub index_inputs: Vec<Input>,
     pub extras: Vec<Extra>,
     /// The output shapes `forward` declares.
     pub declared_outputs: Vec<Shape>,

@@ -5,7 +5,7 @@
 //! network  := attr* vis "struct" Name const-generics? (sequential | module)
 //! sequential := "(" input ")" "->" shape "{" (name ":")? layer ("," ...)* ","? "}"
 //! module   := "{" (attr* name ":" layer ",")* "}" "fn" "forward" "(" input ("," input)* ")" "->" shape block
-//! input    := name ":" shape            shape := "[" dim ("," dim)* "]"
+//! input    := name ":" (shape | "Indices<" shape ">" | type)     shape := "[" dim ("," dim)* "]"
 //! layer    := Name ("<" arg ("," arg)* ">")?     arg := dim | shape | name "=" literal
 //! dim      := integer | Name
 //! ```
@@ -55,6 +55,8 @@ pub struct InputDecl {
 /// What an input is.
 pub enum InputKind {
     Tensor(ShapeDecl),
+    /// `Indices<[B, T]>`: token ids or rows, which only an `Embedding` takes.
+    Indices(ShapeDecl),
     Extra(Box<syn::Type>),
 }
 
@@ -283,8 +285,18 @@ impl Parse for InputDecl {
     fn parse(input: ParseStream) -> syn::Result<Self> {
         let name = input.parse()?;
         input.parse::<Token![:]>()?;
+        let fork = input.fork();
+        let indices = fork.parse::<Ident>().is_ok_and(|ident| ident == "Indices")
+            && fork.peek(Token![<])
+            && fork.peek2(syn::token::Bracket);
         let kind = if input.peek(syn::token::Bracket) {
             InputKind::Tensor(input.parse()?)
+        } else if indices {
+            input.parse::<Ident>()?;
+            input.parse::<Token![<]>()?;
+            let shape = input.parse()?;
+            input.parse::<Token![>]>()?;
+            InputKind::Indices(shape)
         } else if input.peek(Ident) || input.peek(Token![&]) || input.peek(syn::token::Paren) {
             InputKind::Extra(Box::new(input.parse()?))
         } else {

@@ -65,7 +65,7 @@ fn flow(net: &Network, live: &[bool], inputs: bool) -> Vec<bool> {
             let reaches = live[id]
                 && match net.nodes[id].op {
                     // Parameters, and those of layers, always want their gradient.
-                    Op::Param(_) | Op::Layer { .. } => true,
+                    Op::Param(_) | Op::Layer { .. } | Op::Embed { .. } => true,
                     Op::Input(_) => inputs,
                     ref op => op.operands().iter().any(|&x| flows[x]),
                 };
@@ -221,7 +221,9 @@ impl Plan {
         let broadcast = |x: ValueId| !same_shape(&net.nodes[x].shape, &node.shape);
         let (mut values, mut shapes) = (Vec::new(), Vec::new());
         match node.op {
-            Op::Input(_)
+            // The indices, which the tape keeps with the inputs.
+            Op::Embed { .. }
+            | Op::Input(_)
             | Op::Param(_)
             | Op::Transpose { .. }
             | Op::RegionParam { .. }

@@ -10,8 +10,8 @@ use crate::shape::Shape;
 use crate::tensor::Tensor;
 
 /// A layer with state that a network applies like `fc(x)`: [`Linear`](crate::layers::Linear),
-/// and every network `network!` generates with one `[batch, in]` input and a `[batch, out]`
-/// output, so networks nest. The generated code calls every layer through this trait alone.
+/// and every network `network!` generates with one `[batch, in]` (or `[B, T, in]`) input and
+/// a `[batch, out]` (`[B, T, out]`) output, so networks nest. The generated code calls every layer through this trait alone.
 pub trait Layer<B: Backend>: Module<B> {
     /// What one training forward pass saves for its backward pass besides the input, which
     /// the calling network keeps when the layer needs it; owns everything.
@@ -59,12 +59,14 @@ pub fn kept_input<'x, B: Backend>(layer: &str, x: Option<&'x Tensor<B>>) -> Resu
     })
 }
 
-/// The feature widths of a generated network used as a [`Layer`], as constants the outer
-/// network's shapes are checked against at compile time.
+/// The rank and feature widths of a generated network used as a [`Layer`], as constants the
+/// outer network's shapes are checked against at compile time.
 pub trait LayerShape {
-    /// The width of the input, `[batch, IN_FEATURES]`.
+    /// The input's rank: 2 for `[batch, IN_FEATURES]`, 3 for `[B, T, IN_FEATURES]`.
+    const INPUT_RANK: usize;
+    /// The width of the input's last dim.
     const IN_FEATURES: usize;
-    /// The width of the output, `[batch, OUT_FEATURES]`.
+    /// The width of the output's last dim (the leading dims are the input's).
     const OUT_FEATURES: usize;
 }
 

@@ -387,6 +387,10 @@ fn gen_rule(net: &Network, plan: &Plan, id: ValueId) -> TokenStream {
     let needs = |x: ValueId| plan.needs_grad[x];
     match net.nodes[id].op {
         Op::Input(_) | Op::Param(_) | Op::RegionParam { .. } | Op::RegionOutput { .. } => quote!(),
+        Op::Embed { field, ids } => {
+            let (field, ids) = (&net.fields[field].ident, &net.index_inputs[ids].ident);
+            quote!(self.#field.backward(&#ids, g)?;)
+        }
         Op::Layer { field, x } => {
             let reads_input =
                 matches!(&net.fields[field].kind, FieldKind::Layer(rule) if rule.reads_input());

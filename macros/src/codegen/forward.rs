@@ -18,6 +18,8 @@ pub fn gen_forward(net: &Network, outputs: &[ValueId], plan: &Plan) -> TokenStre
     let name = &net.name;
     let tape = tape_ident(net);
     let inputs: Vec<_> = net.inputs.iter().map(|input| &input.ident).collect();
+    let (index_params, index_params_train) = (index_params(net, false), index_params(net, true));
+    let index_names: Vec<_> = net.index_inputs.iter().map(|input| &input.ident).collect();
     let extras = extra_params(net);
     let checks = gen_input_checks(net, "forward");
     let train_checks = gen_input_checks(net, "forward_train");
@@ -47,7 +49,7 @@ pub fn gen_forward(net: &Network, outputs: &[ValueId], plan: &Plan) -> TokenStre
         /// # Errors
         /// When an input's shape differs from the declared one (naming the input and the dim),
         /// or the device fails.
-        pub fn forward(&self, #(#inputs: &#private::Tensor<B>,)* #(#extras,)*) -> #private::Result<#returns> {
+        pub fn forward(&self, #(#inputs: &#private::Tensor<B>,)* #(#index_params,)* #(#extras,)*) -> #private::Result<#returns> {
             #checks
             #(#steps)*
             Ok(#owned_output)
@@ -57,7 +59,7 @@ pub fn gen_forward(net: &Network, outputs: &[ValueId], plan: &Plan) -> TokenStre
         ///
         /// # Errors
         /// As [`Self::forward`].
-        pub fn forward_train<'a>(&self, #(#inputs: &'a #private::Tensor<B>,)* #(#extras,)*)
+        pub fn forward_train<'a>(&self, #(#inputs: &'a #private::Tensor<B>,)* #(#index_params_train,)* #(#extras,)*)
             -> #private::Result<(#returns, #tape<'a, B>)>
         {
             #train_checks
@@ -66,6 +68,7 @@ pub fn gen_forward(net: &Network, outputs: &[ValueId], plan: &Plan) -> TokenStre
             #(#shapes)*
             let output = #train_output;
             #(let #inputs = ::std::borrow::Cow::Borrowed(#inputs);)*
+            #(let #index_names = ::std::borrow::Cow::Borrowed(#index_names);)*
             Ok((output, #tape {
                 #(#tape_fields,)*
                 output_shapes,
@@ -73,6 +76,19 @@ pub fn gen_forward(net: &Network, outputs: &[ValueId], plan: &Plan) -> TokenStre
             }))
         }
     }
+}
+
+/// `name: &Indices<B>` for every index input (`&'a` for `forward_train`, whose tape keeps them).
+pub fn index_params(net: &Network, train: bool) -> Vec<TokenStream> {
+    let private = private();
+    let lifetime = if train { quote!('a) } else { quote!() };
+    net.index_inputs
+        .iter()
+        .map(|input| {
+            let ident = &input.ident;
+            quote!(#ident: &#lifetime #private::Indices<B>)
+        })
+        .collect()
 }
 
 /// `name: Type` for every non-tensor argument.
@@ -209,7 +225,7 @@ fn gen_loop(net: &Network, plan: &Plan, looped: usize, train: bool) -> TokenStre
 fn gen_input_checks(net: &Network, method: &str) -> TokenStream {
     let private = private();
     let label = format!("{}::{method}", net.name);
-    let checks = net.inputs.iter().map(|input| {
+    let checks = net.inputs.iter().chain(&net.index_inputs).map(|input| {
         let ident = &input.ident;
         let name = ident.to_string();
         let dims = input.shape.0.iter().map(|dim| match &dim.kind {
@@ -281,6 +297,11 @@ fn gen_step(net: &Network, plan: &Plan, id: ValueId, train: bool) -> Option<Toke
             } else {
                 quote!(let #v = #private::Layer::layer_forward(&self.#field, #x)?;)
             });
+        }
+        Op::Embed { field, ids } => {
+            let (v, ids) = (value_ident(id), &net.index_inputs[ids].ident);
+            let field = &net.fields[field].ident;
+            return Some(quote!(let #v = self.#field.forward(#ids)?;));
         }
         Op::Custom { ref function, x } => {
             let x = value_ref(net, x);

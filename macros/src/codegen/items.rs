@@ -88,10 +88,16 @@ pub fn gen_structs(net: &Network, plan: &Plan) -> TokenStream {
             quote!(#ident: #private::TapeInput<'a, B>)
         })
         .collect();
+    fields.extend(net.index_inputs.iter().map(|input| {
+        let ident = &input.ident;
+        quote!(#ident: ::std::borrow::Cow<'a, #private::Indices<B>>)
+    }));
     fields.extend(saved_field_types(net, &Saved::of(net, plan, None)));
     let bindings = tape_bindings(net, plan);
     let count = net.declared_outputs.len();
     let inputs: Vec<&syn::Ident> = net.inputs.iter().map(|input| &input.ident).collect();
+    let index_inputs: Vec<&syn::Ident> =
+        net.index_inputs.iter().map(|input| &input.ident).collect();
     let mut records = Vec::new();
     for looped in 0..net.regions.len() {
         let record = record_ident(net, looped);
@@ -132,6 +138,7 @@ pub fn gen_structs(net: &Network, plan: &Plan) -> TokenStream {
             pub fn into_owned(self) -> #private::Result<#tape<'static, B>> {
                 let Self { #(#bindings,)* output_shapes, .. } = self;
                 #(let #inputs = #private::owned(#inputs)?;)*
+                #(let #index_inputs = ::std::borrow::Cow::Owned(#index_inputs.into_owned());)*
                 Ok(#tape { #(#bindings,)* output_shapes, _inputs: ::core::marker::PhantomData })
             }
         }
@@ -218,7 +225,7 @@ fn saved_field_types(net: &Network, saved: &Saved) -> Vec<TokenStream> {
 
 /// The names the tape's fields are bound to: inputs, top-level saved things, loop records.
 pub fn tape_bindings(net: &Network, plan: &Plan) -> Vec<TokenStream> {
-    let inputs = net.inputs.iter().map(|input| {
+    let inputs = net.inputs.iter().chain(&net.index_inputs).map(|input| {
         let ident = &input.ident;
         quote!(#ident)
     });
@@ -237,8 +244,9 @@ pub fn tape_bindings(net: &Network, plan: &Plan) -> Vec<TokenStream> {
 /// layer.
 pub fn gen_layer_impl(net: &Network) -> TokenStream {
     let private = private();
-    let (Some(input), [], 1, [output]) = (
+    let (Some(input), [], [], 1, [output]) = (
         net.inputs.first(),
+        net.index_inputs.as_slice(),
         net.extras.as_slice(),
         net.inputs.len(),
         net.declared_outputs.as_slice(),
@@ -247,19 +255,25 @@ pub fn gen_layer_impl(net: &Network) -> TokenStream {
     };
     let out = &output.0;
     let dims = &input.shape.0;
-    let batch_matches = dims.len() == 2
-        && out.len() == 2
-        && matches!(dims[0].kind, DimKind::Named(_))
-        && dims[0].kind == out[0].kind;
-    if !batch_matches {
+    // `[N, in] -> [N, out]` or `[B, T, in] -> [B, T, out]`: named leading dims, kept.
+    let rank = dims.len();
+    let leading_kept = matches!(rank, 2 | 3)
+        && out.len() == rank
+        && dims[..rank - 1]
+            .iter()
+            .zip(&out[..rank - 1])
+            .all(|(a, b)| matches!(a.kind, DimKind::Named(_)) && a.kind == b.kind);
+    if !leading_kept {
         return quote!();
     }
-    let (in_features, out_features) = (dim_expr(&dims[1]), dim_expr(&out[1]));
+    let (in_features, out_features) = (dim_expr(&dims[rank - 1]), dim_expr(&out[rank - 1]));
+    let rank = proc_macro2::Literal::usize_unsuffixed(rank);
     let (impl_generics, ty) = generics(net);
     let tape = tape_ident(net);
     quote! {
         #[automatically_derived]
         impl<#impl_generics> #private::LayerShape for #ty {
+            const INPUT_RANK: usize = #rank;
             const IN_FEATURES: usize = #in_features;
             const OUT_FEATURES: usize = #out_features;
         }
@@ -481,7 +495,14 @@ pub fn gen_train_step(net: &Network) -> TokenStream {
         return quote!();
     }
     let private = private();
-    let inputs: Vec<_> = net.inputs.iter().map(|input| &input.ident).collect();
+    let inputs: Vec<_> = net
+        .inputs
+        .iter()
+        .chain(&net.index_inputs)
+        .map(|input| &input.ident)
+        .collect();
+    let tensors = net.inputs.iter().map(|input| &input.ident);
+    let index_params = super::forward::index_params(net, false);
     let extras = super::forward::extra_params(net);
     let extra_names: Vec<_> = net.extras.iter().map(|extra| &extra.ident).collect();
     quote! {
@@ -496,7 +517,8 @@ pub fn gen_train_step(net: &Network) -> TokenStream {
         /// fails.
         pub fn train_step<L, R>(
             &mut self,
-            #(#inputs: &#private::Tensor<B>,)*
+            #(#tensors: &#private::Tensor<B>,)*
+            #(#index_params,)*
             #(#extras,)*
             target: &L::Target,
             loss_fn: &L,

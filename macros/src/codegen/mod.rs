@@ -53,6 +53,10 @@ pub fn expand_fallback(net: &Network) -> TokenStream {
     let tape = tape_ident(net);
     let inputs = net.inputs.iter().map(|input| &input.ident);
     let inputs2 = inputs.clone();
+    let (index_params, index_params_train) = (
+        forward::index_params(net, false),
+        forward::index_params(net, true),
+    );
     let extras = forward::extra_params(net);
     let grads = input_grads_type(net);
     let outputs = outputs_type(net);
@@ -70,11 +74,11 @@ pub fn expand_fallback(net: &Network) -> TokenStream {
                 unreachable!(concat!("`network!` reported errors for `", stringify!(#name), "`"))
             }
             /// Not available: `network!` reported errors for this network.
-            pub fn forward(&self, #(#inputs: &#private::Tensor<B>,)* #(#extras,)*) -> #private::Result<#outputs> {
+            pub fn forward(&self, #(#inputs: &#private::Tensor<B>,)* #(#index_params,)* #(#extras,)*) -> #private::Result<#outputs> {
                 unreachable!()
             }
             /// Not available: `network!` reported errors for this network.
-            pub fn forward_train<'a>(&self, #(#inputs2: &'a #private::Tensor<B>,)* #(#extras,)*)
+            pub fn forward_train<'a>(&self, #(#inputs2: &'a #private::Tensor<B>,)* #(#index_params_train,)* #(#extras,)*)
                 -> #private::Result<(#outputs, #tape<'a, B>)> {
                 unreachable!()
             }

@@ -12,6 +12,7 @@ mod batch_norm;
 mod conv;
 mod dropout;
 mod elementwise;
+mod embedding;
 mod flatten;
 mod layer_norm;
 mod linear;
@@ -25,7 +26,7 @@ use syn::Ident;
 
 use crate::elementwise as table;
 use crate::errors::{Errors, did_you_mean};
-use crate::ir::{DimAssertion, FieldKind, Shape};
+use crate::ir::{Dim, DimAssertion, FieldKind, Shape};
 use crate::parse::LayerType;
 
 /// What `network!` knows of a layer with state.
@@ -61,6 +62,12 @@ pub trait LayerRule {
     /// Whether the backward pass reads the layer's input, so the network's tape keeps it.
     fn reads_input(&self) -> bool;
 
+    /// For an `Embedding`, the width of its rows: it is called with an index input, not a
+    /// tensor.
+    fn embedding_width(&self) -> Option<&Dim> {
+        None
+    }
+
     /// The output shape the layer would have had, after a mismatched input was reported: the
     /// layers after it are then still checked, so independent mistakes are reported together.
     fn recovered_shape(&self, x: &Shape) -> Option<Shape> {
@@ -89,6 +96,7 @@ const KINDS: &[(&str, Reader)] = &[
     ("BatchNorm2d", batch_norm::check),
     ("Dropout", dropout::check),
     ("LayerNorm", layer_norm::check),
+    ("Embedding", embedding::check),
     ("CausalSelfAttention", attention::check),
     ("Param", param::check),
     ("Softmax", softmax::check),

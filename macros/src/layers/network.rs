@@ -61,14 +61,22 @@ impl LayerRule for Network {
         at: Span,
         assertions: &mut Vec<DimAssertion>,
     ) -> Result<Shape, Mismatch> {
-        if x.0.len() != 2 {
+        let Some(last) = x.0.len().checked_sub(1).filter(|&last| last > 0) else {
             return Err(Mismatch {
-                expected: "a 2-D input `[batch, features]`".to_owned(),
+                expected: "an input `[batch, features]` or `[B, T, features]`".to_owned(),
                 declared: None,
             });
-        }
-        unify(&self.width("IN_FEATURES", at), &x.0[1], assertions);
-        Ok(Shape(vec![x.0[0].clone(), self.width("OUT_FEATURES", at)]))
+        };
+        // rustc checks the rank and the widths against the nested network's constants.
+        unify(
+            &self.width("INPUT_RANK", at),
+            &Dim::lit(x.0.len(), at),
+            assertions,
+        );
+        unify(&self.width("IN_FEATURES", at), &x.0[last], assertions);
+        let mut out = x.0.clone();
+        out[last] = self.width("OUT_FEATURES", at);
+        Ok(Shape(out))
     }
 
     /// Its tape holds its own copy of the input.

@@ -88,6 +88,13 @@ impl Lowerer<'_> {
         if self.failed.contains(&name.to_string()) {
             return None;
         }
+        if self.index_inputs.iter().any(|(input, _)| *name == input) {
+            self.errors.at(
+                name.span(),
+                format!("`{name}` holds indices: only an `Embedding` layer takes them, like `embed({name})`"),
+            );
+            return None;
+        }
         if self.extras.contains(&name.to_string()) {
             self.errors.at(
                 name.span(),
@@ -168,6 +175,11 @@ impl Lowerer<'_> {
             return None;
         }
         let arg = &call.args[0];
+        if let FieldKind::Layer(rule) = &self.fields[index].kind
+            && let Some(width) = rule.embedding_width()
+        {
+            return self.embed(index, width.clone(), name, arg);
+        }
         let x = self.tensor(arg)?;
         match &self.fields[index].kind {
             FieldKind::Layer(_) => {
@@ -183,6 +195,46 @@ impl Lowerer<'_> {
                 None
             }
         }
+    }
+
+    /// Embedding field `field` (rows of `width`) looking up `arg`, which must name an index
+    /// input: `[..ids, width]`.
+    fn embed(
+        &mut self,
+        field: usize,
+        width: crate::ir::Dim,
+        name: &Ident,
+        arg: &Expr,
+    ) -> Option<Lowered> {
+        let ids = expr_ident(arg).and_then(|ident| {
+            self.index_inputs
+                .iter()
+                .position(|(input, _)| *ident == input)
+        });
+        let Some(ids) = ids else {
+            // Say what the argument is, if it lowers to a tensor.
+            let found = match self.tensor(arg) {
+                Some(x) => format!(", found `{}` from {}", self.shape(x), self.origin(x)),
+                None => String::new(),
+            };
+            self.errors.over(
+                arg,
+                format!(
+                    "`{name}` is an `Embedding`: it looks up indices, an input declared like \
+                     `idx: Indices<[B, T]>`{found}"
+                ),
+            );
+            return None;
+        };
+        let (input, shape) = &self.index_inputs[ids];
+        let mut dims = shape.0.clone();
+        dims.push(width);
+        let origin = format!("`{name}` of `{input}`");
+        Some(Lowered::Value(self.push(
+            Op::Embed { field, ids },
+            crate::ir::Shape(dims),
+            origin,
+        )))
     }
 
     /// `relu(h)`, `leaky_relu(h, 0.2)`: an elementwise method called as a function, as

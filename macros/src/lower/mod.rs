@@ -113,7 +113,7 @@ pub fn lower(def: NetworkDef, errors: &mut Errors) -> (Network, Option<Vec<Value
         .zip(first)
         .filter_map(|(field, first)| field.filter(|_| first))
         .collect();
-    let (inputs, extras) = inputs;
+    let (inputs, index_inputs, extras) = inputs;
     let declared: Vec<Shape> = output
         .iter()
         .map(|shape| check::resolve_shape(shape, &generics, true, errors))
@@ -128,6 +128,10 @@ pub fn lower(def: NetworkDef, errors: &mut Errors) -> (Network, Option<Vec<Value
         locals: HashMap::new(),
         params: HashMap::new(),
         extras: extras.iter().map(|extra| extra.ident.to_string()).collect(),
+        index_inputs: index_inputs
+            .iter()
+            .map(|input| (input.ident.to_string(), input.shape.clone()))
+            .collect(),
         region: None,
         regions: Vec::new(),
         identity_layers: HashSet::new(),
@@ -179,6 +183,7 @@ pub fn lower(def: NetworkDef, errors: &mut Errors) -> (Network, Option<Vec<Value
         const_generics,
         fields,
         inputs,
+        index_inputs,
         extras,
         declared_outputs: declared,
         nodes,
@@ -189,16 +194,32 @@ pub fn lower(def: NetworkDef, errors: &mut Errors) -> (Network, Option<Vec<Value
     (network, output_ids)
 }
 
-/// The tensor inputs and the non-tensor arguments, which must come after them (the generated
-/// signature lists tensors first).
+/// The tensor inputs, the index inputs and the non-tensor arguments, declared in that order
+/// (the generated signature lists them so).
 fn lower_inputs(
     decls: &[InputDecl],
     generics: &[Ident],
     errors: &mut Errors,
-) -> (Vec<Input>, Vec<Extra>) {
-    let (mut inputs, mut extras) = (Vec::new(), Vec::<Extra>::new());
+) -> (Vec<Input>, Vec<Input>, Vec<Extra>) {
+    let (mut inputs, mut index_inputs, mut extras) =
+        (Vec::new(), Vec::<Input>::new(), Vec::<Extra>::new());
     for decl in decls {
         match &decl.kind {
+            InputKind::Indices(shape) => {
+                if let Some(extra) = extras.first() {
+                    errors.at(
+                        decl.name.span(),
+                        format!(
+                            "declare index inputs before non-tensor arguments: `{}` comes after `{}`",
+                            decl.name, extra.ident
+                        ),
+                    );
+                }
+                index_inputs.push(Input {
+                    ident: decl.name.clone(),
+                    shape: check::resolve_shape(shape, generics, true, errors),
+                });
+            }
             InputKind::Tensor(shape) => {
                 if let Some(extra) = extras.first() {
                     errors.at(
@@ -206,6 +227,14 @@ fn lower_inputs(
                         format!(
                             "declare tensor inputs before non-tensor arguments: `{}` comes after `{}`",
                             decl.name, extra.ident
+                        ),
+                    );
+                } else if let Some(ids) = index_inputs.first() {
+                    errors.at(
+                        decl.name.span(),
+                        format!(
+                            "declare tensor inputs before index inputs: `{}` comes after `{}`",
+                            decl.name, ids.ident
                         ),
                     );
                 }
@@ -220,7 +249,7 @@ fn lower_inputs(
             }),
         }
     }
-    (inputs, extras)
+    (inputs, index_inputs, extras)
 }
 
 /// A lowered expression: a tensor value, a tensor read transposed (`x.t()`, kept as a view
@@ -245,6 +274,8 @@ struct Lowerer<'a> {
     params: HashMap<usize, ValueId>,
     /// Non-tensor arguments of `forward`: usable in loop ranges, not in tensor expressions.
     extras: HashSet<String>,
+    /// `Indices<[..]>` inputs, by name, with their shapes: what `Embedding` layers take.
+    index_inputs: Vec<(String, Shape)>,
     /// The loop whose body is being lowered.
     region: Option<usize>,
     regions: Vec<Region>,

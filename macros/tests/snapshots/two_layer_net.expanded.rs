@@ -329,6 +329,7 @@ for TwoLayerNet<B> {
 #[automatically_derived]
 impl<B: ::declnet::__private::Backend> ::declnet::__private::LayerShape
 for TwoLayerNet<B> {
+    const INPUT_RANK: usize = 2;
     const IN_FEATURES: usize = 1000;
     const OUT_FEATURES: usize = 10;
 }

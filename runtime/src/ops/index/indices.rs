@@ -22,7 +22,7 @@ pub const MAX_INDEX: usize = 1 << 24;
 /// assert_eq!(x.try_argmax(1)?.to_vec()?, [1, 0]);
 /// # Ok::<(), declnet_runtime::Error>(())
 /// ```
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Indices<B: Backend = Cpu> {
     pub(crate) values: Tensor<B>,
     /// Every index is below this.
