@@ -96,7 +96,7 @@ pub mod prelude {
     };
     pub use declnet_runtime::ops::index::Indices;
     pub use declnet_runtime::optim::scheduler::{
-        CosineAnnealingLr, ExponentialLr, LrScheduler, OneCycleLr, Schedule, StepLr,
+        CosineAnnealingLr, ExponentialLr, LrScheduler, OneCycleLr, Schedule, StepLr, WarmupCosineLr,
     };
     pub use declnet_runtime::optim::{
         Adadelta, AdadeltaConfig, Adagrad, AdagradConfig, Adam, AdamConfig, AdamW, AdamWConfig,

@@ -1,5 +1,6 @@
 //! Learning-rate schedulers with the closed forms of `torch.optim.lr_scheduler`:
-//! [`StepLr`], [`ExponentialLr`], [`CosineAnnealingLr`], [`OneCycleLr`].
+//! [`StepLr`], [`ExponentialLr`], [`CosineAnnealingLr`], [`OneCycleLr`], and
+//! [`WarmupCosineLr`] (linear warm-up, then cosine), which transformers train with.
 //!
 //! A [`Schedule`] is the formula; an [`LrScheduler`] drives an optimizer with it. Like
 //! PyTorch's, creating the scheduler sets the epoch-0 learning rate, and each
@@ -207,6 +208,58 @@ impl Schedule for CosineAnnealingLr {
     fn validate(&self) -> Result<()> {
         let t_max = self.t_max as f64;
         check(Self::NAME, "t_max", t_max, self.t_max > 0, "a value > 0")
+    }
+}
+
+/// A linear warm-up from 0 over `warmup` steps, then half a cosine down to `min_lr` at
+/// `total` steps (and `min_lr` after): the schedule GPT training uses, as in Hugging Face's
+/// `get_cosine_schedule_with_warmup` (with a floor).
+///
+/// ```
+/// use declnet_runtime::optim::scheduler::{Schedule, WarmupCosineLr};
+/// let schedule = WarmupCosineLr { warmup: 10, total: 110, min_lr: 0.0 };
+/// assert_eq!(schedule.lr(1.0, 5)?, 0.5);
+/// assert_eq!(schedule.lr(1.0, 10)?, 1.0);
+/// assert!((schedule.lr(1.0, 60)? - 0.5).abs() < 1e-12);
+/// assert_eq!(schedule.lr(1.0, 200)?, 0.0);
+/// # Ok::<(), declnet_runtime::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct WarmupCosineLr {
+    /// Steps of the linear warm-up.
+    pub warmup: usize,
+    /// The step at which the cosine reaches `min_lr`.
+    pub total: usize,
+    /// The floor of the learning rate.
+    pub min_lr: f64,
+}
+
+impl Schedule for WarmupCosineLr {
+    const NAME: &'static str = "WarmupCosineLR";
+
+    fn lr(&self, base_lr: f64, epoch: usize) -> Result<f64> {
+        if epoch < self.warmup {
+            return Ok(base_lr * epoch as f64 / self.warmup as f64);
+        }
+        let progress = ((epoch - self.warmup) as f64 / (self.total - self.warmup) as f64).min(1.0);
+        Ok(self.min_lr + (base_lr - self.min_lr) * (1.0 + (PI * progress).cos()) / 2.0)
+    }
+
+    fn validate(&self) -> Result<()> {
+        check(
+            Self::NAME,
+            "total",
+            self.total as f64,
+            self.total > self.warmup,
+            "more steps than the warm-up",
+        )?;
+        check(
+            Self::NAME,
+            "min_lr",
+            self.min_lr,
+            self.min_lr >= 0.0,
+            "a value >= 0",
+        )
     }
 }
 
