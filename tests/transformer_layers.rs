@@ -97,11 +97,7 @@ fn embedding<B: Backend>(device: &B) {
     use declnet::runtime::ops::index::Indices;
     let fixture = Fixture::open("ops.safetensors");
     let tensor = |key: &str| fixture.tensor_on(&format!("embedding.{key}"), device);
-    let ids: Vec<usize> = fixture
-        .i64s("embedding.indices")
-        .iter()
-        .map(|&id| usize::try_from(id).unwrap())
-        .collect();
+    let ids = fixture_ids(&fixture, "embedding.indices");
     let ids = Indices::with_shape(&ids, [2, 2], device).unwrap();
     let mut table = Embedding::new(5, 4, device, &mut seeded(0));
     table.weight.set_value(tensor("in0")).unwrap();
@@ -244,20 +240,28 @@ fn gpt2_name(name: &str) -> String {
     }
 }
 
-/// `transformer.safetensors`: the whole GPT's logits, loss and every parameter's gradient.
-fn gpt<B: Backend>(device: &B) {
+/// The GPT on `device` with the fixture's initial weights, and the fixture.
+fn reference_gpt<B: Backend>(device: &B) -> (Gpt<B>, Fixture) {
     let path = common::fixture_path("transformer.safetensors");
-    let fixture = Fixture::open("transformer.safetensors");
     let mut net = Gpt::new(device, &mut seeded(0));
     net.load_with(&path, |name| format!("init.{}", gpt2_name(name)))
         .unwrap();
-    let ids = |key: &str| -> Vec<usize> {
-        fixture
-            .i64s(key)
-            .iter()
-            .map(|&id| usize::try_from(id).unwrap())
-            .collect()
-    };
+    (net, Fixture::open("transformer.safetensors"))
+}
+
+/// The fixture's integer tensor `key` as indices.
+fn fixture_ids(fixture: &Fixture, key: &str) -> Vec<usize> {
+    fixture
+        .i64s(key)
+        .iter()
+        .map(|&id| usize::try_from(id).unwrap())
+        .collect()
+}
+
+/// `transformer.safetensors`: the whole GPT's logits, loss and every parameter's gradient.
+fn gpt<B: Backend>(device: &B) {
+    let (mut net, fixture) = reference_gpt(device);
+    let ids = |key: &str| fixture_ids(&fixture, key);
     let idx = Indices::with_shape(&ids("check.idx"), [4, 8], device).unwrap();
     let pos = Indices::new(&(0..8).collect::<Vec<_>>(), device).unwrap();
     let (logits, tape) = net.forward_train(&idx, &pos).unwrap();
@@ -293,19 +297,11 @@ on_every_device!(gpt_matches_pytorch, gpt);
 /// `transformer.safetensors`: 30 `AdamW` steps from the same weights on the same batches: the
 /// losses, and every weight after them.
 fn gpt_training<B: Backend>(device: &B) {
-    let path = common::fixture_path("transformer.safetensors");
-    let fixture = Fixture::open("transformer.safetensors");
-    let mut net = Gpt::new(device, &mut seeded(0));
-    net.load_with(&path, |name| format!("init.{}", gpt2_name(name)))
-        .unwrap();
-    let ids = |key: &str| -> Vec<usize> {
-        fixture
-            .i64s(key)
-            .iter()
-            .map(|&id| usize::try_from(id).unwrap())
-            .collect()
-    };
-    let (all_idx, all_targets) = (ids("train.idx"), ids("train.targets"));
+    let (mut net, fixture) = reference_gpt(device);
+    let (all_idx, all_targets) = (
+        fixture_ids(&fixture, "train.idx"),
+        fixture_ids(&fixture, "train.targets"),
+    );
     let pos = Indices::new(&(0..8).collect::<Vec<_>>(), device).unwrap();
     let mut optimizer = AdamW::new(AdamWConfig {
         lr: 3e-3,

@@ -3,15 +3,14 @@
 //! head count must divide the width, which is checked when the crate compiles.
 
 use proc_macro2::{Span, TokenStream};
-use quote::{ToTokens, quote};
+use quote::quote;
 use syn::Ident;
 
-use super::{LayerRule, Mismatch};
-use crate::check::resolve_dim;
+use super::{LayerRule, Mismatch, read_dims};
 use crate::codegen::{dim_expr, private};
 use crate::errors::Errors;
 use crate::ir::{Dim, DimAssertion, DimKind, FieldKind, Shape};
-use crate::parse::{LayerArg, LayerType};
+use crate::parse::LayerType;
 use crate::shape::unify;
 
 struct CausalSelfAttention {
@@ -21,30 +20,13 @@ struct CausalSelfAttention {
 
 /// Reads `CausalSelfAttention<embed, heads>`.
 pub fn check(ty: &LayerType, const_generics: &[Ident], errors: &mut Errors) -> Option<FieldKind> {
-    let mut dims = Vec::new();
-    for arg in &ty.args {
-        match arg {
-            LayerArg::Dim(dim) => dims.push(resolve_dim(dim, const_generics, false, errors)),
-            other => {
-                errors.at(
-                    other.span(),
-                    "`CausalSelfAttention` takes `embed_dim, num_heads`",
-                );
-                return None;
-            }
-        }
-    }
-    let [embed, heads] = &dims[..] else {
-        errors.over(
-            ty.tokens.to_token_stream(),
-            format!(
-                "`CausalSelfAttention` takes 2 dims (embed_dim, num_heads), got {}: write \
-                 `CausalSelfAttention<128, 4>`",
-                dims.len()
-            ),
-        );
-        return None;
-    };
+    let [embed, heads] = read_dims(
+        ty,
+        const_generics,
+        errors,
+        "embed_dim, num_heads",
+        "CausalSelfAttention<128, 4>",
+    )?;
     if let (DimKind::Lit(embed), DimKind::Lit(count)) = (&embed.kind, &heads.kind)
         && (*count == 0 || embed % count != 0)
     {
@@ -56,15 +38,9 @@ pub fn check(ty: &LayerType, const_generics: &[Ident], errors: &mut Errors) -> O
         );
         return None;
     }
-    if [embed, heads]
-        .iter()
-        .any(|dim| matches!(dim.kind, DimKind::Named(_)))
-    {
-        return None;
-    }
     Some(FieldKind::Layer(Box::new(CausalSelfAttention {
-        embed: embed.clone(),
-        heads: heads.clone(),
+        embed,
+        heads,
     })))
 }
 

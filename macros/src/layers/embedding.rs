@@ -2,15 +2,14 @@
 //! called with an index input (`idx: Indices<[B, T]>`) and gives `[B, T, dim]`.
 
 use proc_macro2::{Span, TokenStream};
-use quote::{ToTokens, quote};
+use quote::quote;
 use syn::Ident;
 
-use super::{LayerRule, Mismatch};
-use crate::check::resolve_dim;
+use super::{LayerRule, Mismatch, read_dims};
 use crate::codegen::{dim_expr, private};
 use crate::errors::Errors;
-use crate::ir::{Dim, DimAssertion, DimKind, FieldKind, Shape};
-use crate::parse::{LayerArg, LayerType};
+use crate::ir::{Dim, DimAssertion, FieldKind, Shape};
+use crate::parse::LayerType;
 
 struct Embedding {
     num: Dim,
@@ -19,40 +18,14 @@ struct Embedding {
 
 /// Reads `Embedding<num_embeddings, embedding_dim>`.
 pub fn check(ty: &LayerType, const_generics: &[Ident], errors: &mut Errors) -> Option<FieldKind> {
-    let mut dims = Vec::new();
-    for arg in &ty.args {
-        match arg {
-            LayerArg::Dim(dim) => dims.push(resolve_dim(dim, const_generics, false, errors)),
-            other => {
-                errors.at(
-                    other.span(),
-                    "`Embedding` takes `num_embeddings, embedding_dim`",
-                );
-                return None;
-            }
-        }
-    }
-    let [num, dim] = &dims[..] else {
-        errors.over(
-            ty.tokens.to_token_stream(),
-            format!(
-                "`Embedding` takes 2 dims (num_embeddings, embedding_dim), got {}: write \
-                 `Embedding<65, 128>`",
-                dims.len()
-            ),
-        );
-        return None;
-    };
-    if [num, dim]
-        .iter()
-        .any(|dim| matches!(dim.kind, DimKind::Named(_)))
-    {
-        return None;
-    }
-    Some(FieldKind::Layer(Box::new(Embedding {
-        num: num.clone(),
-        dim: dim.clone(),
-    })))
+    let [num, dim] = read_dims(
+        ty,
+        const_generics,
+        errors,
+        "num_embeddings, embedding_dim",
+        "Embedding<65, 128>",
+    )?;
+    Some(FieldKind::Layer(Box::new(Embedding { num, dim })))
 }
 
 impl LayerRule for Embedding {

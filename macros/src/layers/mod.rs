@@ -22,12 +22,14 @@ mod pool;
 mod softmax;
 
 use proc_macro2::{Span, TokenStream};
+use quote::ToTokens;
 use syn::Ident;
 
+use crate::check::resolve_dim;
 use crate::elementwise as table;
 use crate::errors::{Errors, did_you_mean};
-use crate::ir::{Dim, DimAssertion, FieldKind, Shape};
-use crate::parse::LayerType;
+use crate::ir::{Dim, DimAssertion, DimKind, FieldKind, Shape};
+use crate::parse::{LayerArg, LayerType};
 
 /// What `network!` knows of a layer with state.
 pub trait LayerRule {
@@ -74,6 +76,41 @@ pub trait LayerRule {
         let _ = x;
         None
     }
+}
+
+/// The `N` dims of a layer type that takes nothing but dims (`Embedding<65, 128>`), each a
+/// number or a const generic; `names` are PyTorch's names for them and `example` a correct
+/// declaration, for the errors.
+fn read_dims<const N: usize>(
+    ty: &LayerType,
+    const_generics: &[Ident],
+    errors: &mut Errors,
+    names: &str,
+    example: &str,
+) -> Option<[Dim; N]> {
+    let mut dims = Vec::new();
+    for arg in &ty.args {
+        match arg {
+            LayerArg::Dim(dim) => dims.push(resolve_dim(dim, const_generics, false, errors)),
+            other => {
+                errors.at(other.span(), format!("`{}` takes `{names}`", ty.name));
+                return None;
+            }
+        }
+    }
+    let count = dims.len();
+    let Ok(dims) = <[Dim; N]>::try_from(dims) else {
+        errors.over(
+            ty.tokens.to_token_stream(),
+            format!(
+                "`{}` takes {N} dims ({names}), got {count}: write `{example}`",
+                ty.name
+            ),
+        );
+        return None;
+    };
+    // A run-time name (the batch `B`) was reported by `resolve_dim`.
+    (!dims.iter().any(|dim| matches!(dim.kind, DimKind::Named(_)))).then_some(dims)
 }
 
 /// Why a layer cannot take an input: what it expects (`` input `[N, 784]` ``), and where

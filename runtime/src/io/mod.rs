@@ -522,10 +522,10 @@ impl<B: Backend> Source<'_, B> {
     }
 }
 
-/// What a module holds under one name, and where a loaded value goes.
+/// What a module holds under one name: a tensor (a parameter or a buffer) on its device, or
+/// a count.
 enum Slot<B: Backend> {
-    Param(B),
-    Buffer(B),
+    Tensor(B),
     Count,
 }
 
@@ -564,7 +564,7 @@ fn load_into<B: Backend, M: Module<B> + ?Sized>(
     let mut expected: Vec<(String, Shape, Slot<B>)> = Vec::new();
     module.visit_params(&mut |name, param| {
         let value = param.value();
-        let slot = Slot::Param(value.device().clone());
+        let slot = Slot::Tensor(value.device().clone());
         expected.push((name.to_owned(), value.shape().clone(), slot));
     });
     module.visit_buffers(&mut |name, buffer| {
@@ -572,7 +572,7 @@ fn load_into<B: Backend, M: Module<B> + ?Sized>(
             Buffer::Tensor(tensor) => (
                 name.to_owned(),
                 tensor.shape().clone(),
-                Slot::Buffer(tensor.device().clone()),
+                Slot::Tensor(tensor.device().clone()),
             ),
             Buffer::Count(_) => (name.to_owned(), Shape::from([0usize; 0]), Slot::Count),
         });
@@ -653,9 +653,7 @@ fn load_into<B: Backend, M: Module<B> + ?Sized>(
     for ((name, shape, slot), wanted) in expected.into_iter().zip(&wanted) {
         if let Some(source) = in_source.get(wanted.as_str()) {
             let value = match slot {
-                Slot::Param(device) | Slot::Buffer(device) => {
-                    Loaded::Tensor(source.to_tensor(op, shape, &device)?)
-                }
+                Slot::Tensor(device) => Loaded::Tensor(source.to_tensor(op, shape, &device)?),
                 Slot::Count => Loaded::Count(source.to_count(op, &name)?),
             };
             loaded.insert(name, value);
