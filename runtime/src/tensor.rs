@@ -352,6 +352,26 @@ fn check_length(op: &'static str, shape: &Shape, len: usize) -> Result<()> {
     }
 }
 
+/// Requires `vector` to be `[len]` and on `like`'s device: a per-channel or per-column
+/// parameter of an op on `like`.
+pub(crate) fn check_vector<B: Backend>(
+    op: &'static str,
+    vector: &Tensor<B>,
+    len: usize,
+    like: &Tensor<B>,
+) -> Result<()> {
+    like.check_same_device(op, vector)?;
+    if vector.dims() == [len] {
+        Ok(())
+    } else {
+        Err(Error::Shape {
+            op,
+            expected: Shape::from([len]),
+            found: vector.shape.clone(),
+        })
+    }
+}
+
 impl<B: Backend> Clone for Tensor<B> {
     #[track_caller]
     fn clone(&self) -> Self {

@@ -36,46 +36,36 @@ use crate::ops::reduce::ReduceKernel;
 use crate::ops::softmax::SoftmaxKernel;
 use crate::ops::unary::UnaryKernel;
 
-/// A device that stores `f32` buffers and runs the kernels of every op family: its
-/// [`Memory`] plus one kernel trait per family, each declared in that family's
-/// `ops/<family>/mod.rs` and implemented beside it (`cpu.rs`, `cuda.rs`). Implemented for
-/// every type that has them all; a new family adds its trait to this list and nothing else.
-pub trait Backend:
-    Memory
-    + UnaryKernel
-    + BinaryKernel
-    + ReduceKernel
-    + MatmulKernel
-    + SoftmaxKernel
-    + LossKernel
-    + OptimKernel
-    + PoolKernel
-    + ConvKernel
-    + ChannelKernel
-    + DropoutKernel
-    + IndexKernel
-    + NormKernel
-    + PermuteKernel
-{
+/// Declares [`Backend`] as [`Memory`] plus the listed kernel traits and implements it for every
+/// type that has them all, so the list is written once.
+macro_rules! backend {
+    ($(#[$doc:meta])* $($kernel:ident),* $(,)?) => {
+        $(#[$doc])*
+        pub trait Backend: Memory $(+ $kernel)* {}
+
+        impl<D: Memory $(+ $kernel)*> Backend for D {}
+    };
 }
 
-impl<D> Backend for D where
-    D: Memory
-        + UnaryKernel
-        + BinaryKernel
-        + ReduceKernel
-        + MatmulKernel
-        + SoftmaxKernel
-        + LossKernel
-        + OptimKernel
-        + PoolKernel
-        + ConvKernel
-        + ChannelKernel
-        + DropoutKernel
-        + IndexKernel
-        + NormKernel
-        + PermuteKernel
-{
+backend! {
+    /// A device that stores `f32` buffers and runs the kernels of every op family: its
+    /// [`Memory`] plus one kernel trait per family, each declared in that family's
+    /// `ops/<family>/mod.rs` and implemented beside it (`cpu.rs`, `cuda.rs`). Implemented for
+    /// every type that has them all; a new family adds its trait to this list and nothing else.
+    UnaryKernel,
+    BinaryKernel,
+    ReduceKernel,
+    MatmulKernel,
+    SoftmaxKernel,
+    LossKernel,
+    OptimKernel,
+    PoolKernel,
+    ConvKernel,
+    ChannelKernel,
+    DropoutKernel,
+    IndexKernel,
+    NormKernel,
+    PermuteKernel,
 }
 
 /// Where a device's buffers live: allocation and copies between buffers and the host.

@@ -8,7 +8,7 @@ pub(crate) mod cuda;
 use crate::backend::{Backend, Memory};
 use crate::error::{Error, Result};
 use crate::shape::Shape;
-use crate::tensor::Tensor;
+use crate::tensor::{Tensor, check_vector};
 
 /// A tensor seen as `[outer, channels, inner]`: dim 0, dim 1, and the product of the rest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,9 +119,10 @@ impl<B: Backend> Tensor<B> {
     pub fn try_channel_centered_sum(&self, a: Option<&Self>, mean: &Self) -> Result<Self> {
         const OP: &str = "channel_centered_sum";
         let layout = ChannelLayout::of(OP, &self.shape)?;
-        self.check_channel_vector(OP, &layout, mean)?;
+        check_vector(OP, mean, layout.channels, self)?;
         if let Some(a) = a {
-            self.check_like(OP, a)?;
+            self.check_same_device(OP, a)?;
+            self.check_same_shape(OP, a)?;
         }
         self.channel_sum_with(OP, Some((a, mean)))
     }
@@ -169,10 +170,11 @@ impl<B: Backend> Tensor<B> {
             .into_iter()
             .chain(vectors.into_iter().flatten())
         {
-            self.check_channel_vector(OP, &layout, vector)?;
+            check_vector(OP, vector, layout.channels, self)?;
         }
         if let Some((y, _, _)) = extra {
-            self.check_like(OP, y)?;
+            self.check_same_device(OP, y)?;
+            self.check_same_shape(OP, y)?;
         }
         let mut out = Self::try_zeros(self.shape.clone(), &self.device)?;
         self.device.channel_affine(
@@ -184,37 +186,6 @@ impl<B: Backend> Tensor<B> {
             &mut out.storage,
         )?;
         Ok(out)
-    }
-
-    fn check_channel_vector(
-        &self,
-        op: &'static str,
-        layout: &ChannelLayout,
-        vector: &Self,
-    ) -> Result<()> {
-        self.check_same_device(op, vector)?;
-        if vector.dims() == [layout.channels] {
-            Ok(())
-        } else {
-            Err(Error::Shape {
-                op,
-                expected: Shape::from([layout.channels]),
-                found: vector.shape.clone(),
-            })
-        }
-    }
-
-    fn check_like(&self, op: &'static str, other: &Self) -> Result<()> {
-        self.check_same_device(op, other)?;
-        if other.shape == self.shape {
-            Ok(())
-        } else {
-            Err(Error::Shape {
-                op,
-                expected: self.shape.clone(),
-                found: other.shape.clone(),
-            })
-        }
     }
 }
 

@@ -9,7 +9,7 @@ pub(crate) mod cuda;
 use crate::backend::{Backend, Memory};
 use crate::error::{Error, Result};
 use crate::shape::Shape;
-use crate::tensor::Tensor;
+use crate::tensor::{Tensor, check_vector};
 
 /// The rows one layer normalisation works on: `rows` of `len` contiguous elements.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -96,7 +96,7 @@ impl<B: Backend> Tensor<B> {
         const OP: &str = "layer_norm";
         let rows = self.rows(OP, eps)?;
         for vector in weight.into_iter().chain(bias) {
-            self.check_row_vector(OP, &rows, vector)?;
+            check_vector(OP, vector, rows.len, self)?;
         }
         let mut y = Self::try_zeros(self.shape.clone(), &self.device)?;
         let mut mean = Self::try_zeros([rows.rows], &self.device)?;
@@ -145,7 +145,7 @@ impl<B: Backend> Tensor<B> {
             }
         }
         if let Some(weight) = weight {
-            x.check_row_vector(OP, &rows, weight)?;
+            check_vector(OP, weight, rows.len, x)?;
         }
         let mut grad_x = Self::try_zeros(x.shape.clone(), &x.device)?;
         self.device.layer_norm_backward(
@@ -173,19 +173,6 @@ impl<B: Backend> Tensor<B> {
             len,
             eps,
         })
-    }
-
-    fn check_row_vector(&self, op: &'static str, rows: &Rows, vector: &Self) -> Result<()> {
-        self.check_same_device(op, vector)?;
-        if vector.dims() == [rows.len] {
-            Ok(())
-        } else {
-            Err(Error::Shape {
-                op,
-                expected: Shape::from([rows.len]),
-                found: vector.shape.clone(),
-            })
-        }
     }
 }
 
