@@ -607,6 +607,8 @@ fn index_case<B: Backend>(dev: &B) -> Outputs {
     let permuted = x.try_permute(&[2, 0, 1]).unwrap();
     let scores = x.try_matmul_with(&x, (false, true)).unwrap();
     let grams = x.try_matmul_with(&x, (true, false)).unwrap();
+    let mut causal = x.try_matmul_with(&x, (false, true)).unwrap();
+    causal.try_causal_fill_(-7.0).unwrap();
     for (name, tensor) in [
         ("narrow", narrow),
         ("narrow backward", back),
@@ -617,6 +619,7 @@ fn index_case<B: Backend>(dev: &B) -> Outputs {
         ("permute", permuted),
         ("batched x x^T", scores),
         ("batched x^T x", grams),
+        ("causal fill", causal),
     ] {
         outputs.push((name.to_owned(), tensor.to_vec()));
     }

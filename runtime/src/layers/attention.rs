@@ -103,7 +103,7 @@ impl<B: Backend> CausalSelfAttention<B> {
         let scale = 1.0 / (head as f32).sqrt();
         let mut scores = q.try_matmul_with(&k, (false, true))?;
         scores.try_map_(crate::ops::unary::UnaryOp::MulScalar(scale))?;
-        scores.try_masked_fill_(&causal_mask(time, x.device())?, f32::NEG_INFINITY)?;
+        scores.try_causal_fill_(f32::NEG_INFINITY)?;
         let attention = scores.try_softmax(3)?;
         let heads_out = attention
             .try_matmul(&v)?
@@ -186,14 +186,6 @@ impl<B: Backend> CausalSelfAttention<B> {
             x.shape()
         ))
     }
-}
-
-/// 1 where a query at row `i` may not see the key at column `j > i`, `[T, T]`.
-fn causal_mask<B: Backend>(time: usize, device: &B) -> Result<Tensor<B>> {
-    let mask = (0..time * time)
-        .map(|at| f32::from(u8::from(at % time > at / time)))
-        .collect();
-    Tensor::try_from_vec(mask, [time, time], device)
 }
 
 impl<B: Backend> Module<B> for CausalSelfAttention<B> {

@@ -295,6 +295,13 @@ kernel_table! {
             count: &u64,
             line: &index::cuda::Line,
         );
+        /// `x[m, i, j] = value` where `j > i`, one thread per element.
+        fn fill_above_diagonal = "fill_above_diagonal_f32"(
+            x: &mut CudaSlice<f32>,
+            matrices: &u64,
+            size: &u64,
+            value: &f32,
+        );
         /// `out[o, indices[j], i] += src[o, j, i]` with atomic adds.
         fn scatter_add = "scatter_add_f32"(
             out: &mut CudaSlice<f32>,

@@ -68,6 +68,24 @@ impl IndexKernel for Cpu {
         Ok(())
     }
 
+    fn fill_above_diagonal(
+        &self,
+        matrices: usize,
+        size: usize,
+        value: f32,
+        x: &mut Vec<f32>,
+    ) -> Result<()> {
+        // Chunk `r` is row `r % size` of its matrix.
+        for (r, row) in x
+            .chunks_exact_mut(size.max(1))
+            .enumerate()
+            .take(matrices * size)
+        {
+            row[r % size + 1..].fill(value);
+        }
+        Ok(())
+    }
+
     fn scatter_add(
         &self,
         axis: &Axis,

@@ -177,6 +177,36 @@ impl IndexKernel for Cuda {
         .map_err(cuda_error(OP))
     }
 
+    fn fill_above_diagonal(
+        &self,
+        matrices: usize,
+        size: usize,
+        value: f32,
+        x: &mut CudaBuffer,
+    ) -> Result<()> {
+        const OP: &str = "fill_above_diagonal";
+        self.recorder()
+            .record([&*x], || format!("{OP} {matrices}x{size}x{size}"));
+        let n = matrices * size * size;
+        expect_len(OP, "matrices", x.len(), n)?;
+        if n == 0 {
+            return Ok(());
+        }
+        let kernels = self.kernels()?;
+        // SAFETY: `x` holds the `n` elements of the matrices, as checked.
+        unsafe {
+            kernels.fill_above_diagonal(
+                self.stream(),
+                launch_config(n),
+                x.slice_mut(),
+                &(matrices as u64),
+                &(size as u64),
+                &value,
+            )
+        }
+        .map_err(cuda_error(OP))
+    }
+
     fn scatter_add(
         &self,
         axis: &Axis,

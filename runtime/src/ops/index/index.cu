@@ -77,3 +77,17 @@ extern "C" __global__ void scatter_add_f32(
         atomicAdd(out + (o * l.len + row) * l.inner + i, src[t]);
     }
 }
+
+// One thread per element: `x[m, i, j] = value` where `j > i`, square matrices of `size`.
+extern "C" __global__ void fill_above_diagonal_f32(
+    float* x, unsigned long long matrices, unsigned long long size, float value
+) {
+    unsigned long long n = matrices * size * size;
+    unsigned long long step = (unsigned long long)blockDim.x * gridDim.x;
+    for (unsigned long long t = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x; t < n;
+         t += step) {
+        if (t % size > (t / size) % size) {
+            x[t] = value;
+        }
+    }
+}

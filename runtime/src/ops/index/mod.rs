@@ -1,6 +1,7 @@
 //! Indexing along a dim: `max`/`min` with their indices (`argmax`), `narrow`, `cat`,
-//! `stack`, `index_select` and its gradient `index_add_`. Every op views a tensor along `dim`
-//! as `[outer, len, inner]`.
+//! `stack`, `index_select` and its gradient `index_add_`, each viewing a tensor along `dim` as
+//! `[outer, len, inner]`; and the causal mask, which fills square matrices above their
+//! diagonal (column index past row index) without a mask tensor.
 
 pub(crate) mod cpu;
 #[cfg(feature = "cuda")]
@@ -102,6 +103,19 @@ pub trait IndexKernel: Memory {
         indices: &Self::Storage,
         count: usize,
         out: &mut Self::Storage,
+    ) -> Result<()>;
+
+    /// Sets `x[m, i, j] = value` where `j > i`, in each of `matrices` square matrices of
+    /// `size`.
+    ///
+    /// # Errors
+    /// When the kernel fails.
+    fn fill_above_diagonal(
+        &self,
+        matrices: usize,
+        size: usize,
+        value: f32,
+        x: &mut Self::Storage,
     ) -> Result<()>;
 
     /// `out[o, indices[j], i] += src[o, j, i]` for the `count` indices, `out` along `axis`;
@@ -384,6 +398,40 @@ impl<B: Backend> Tensor<B> {
         Ok(out)
     }
 
+    /// A causal mask in place: every element of the last two dims, `[.., T, T]`, whose column
+    /// is past its row is set to `value` (`-inf` before a softmax, so position `t` attends to
+    /// positions up to `t`), like `x.masked_fill_(torch.ones(T, T).triu(1).bool(), value)`
+    /// without the mask.
+    ///
+    /// # Examples
+    /// ```
+    /// use declnet_runtime::{Cpu, Tensor};
+    /// let mut scores = Tensor::ones([2, 2], &Cpu);
+    /// scores.try_causal_fill_(0.0)?;
+    /// assert_eq!(scores.to_vec(), [1.0, 0.0, 1.0, 1.0]);
+    /// # Ok::<(), declnet_runtime::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Usage`] when the last two dims are not one square size.
+    pub fn try_causal_fill_(&mut self, value: f32) -> Result<()> {
+        let &[.., rows, cols] = self.dims() else {
+            return Err(Error::Usage(format!(
+                "causal_fill_: {} has no square last two dims",
+                self.shape
+            )));
+        };
+        if rows != cols {
+            return Err(Error::Usage(format!(
+                "causal_fill_: {} has no square last two dims",
+                self.shape
+            )));
+        }
+        let matrices = self.numel() / (rows * cols).max(1);
+        self.device
+            .fill_above_diagonal(matrices, rows, value, &mut self.storage)
+    }
+
     /// Adds the slices of `source` along `dim` into the slices of this tensor that `indices`
     /// name, like `x.index_add_(dim, indices, source)`; repeated indices add up.
     ///
@@ -482,6 +530,10 @@ impl IndexKernel for crate::Cuda {
         _: usize,
         _: &mut Self::Storage,
     ) -> Result<()> {
+        self.unreachable()
+    }
+
+    fn fill_above_diagonal(&self, _: usize, _: usize, _: f32, _: &mut Self::Storage) -> Result<()> {
         self.unreachable()
     }
 
@@ -618,5 +670,26 @@ mod tests {
             "index_add_: expected shape [3, 3, 2], found [4, 3, 2]"
         );
         assert!(Indices::new(&[MAX_INDEX], &Cpu).is_err());
+    }
+
+    #[test]
+    fn causal_fill_masks_above_each_diagonal() {
+        let mut x = Tensor::ones([2, 3, 3], &Cpu);
+        x.try_causal_fill_(f32::NEG_INFINITY).unwrap();
+        let row = |m: usize, i: usize| x.to_vec()[(m * 3 + i) * 3..(m * 3 + i + 1) * 3].to_vec();
+        let inf = f32::NEG_INFINITY;
+        for m in 0..2 {
+            assert_eq!(row(m, 0), [1.0, inf, inf]);
+            assert_eq!(row(m, 1), [1.0, 1.0, inf]);
+            assert_eq!(row(m, 2), [1.0, 1.0, 1.0]);
+        }
+        let error = Tensor::zeros([2, 3], &Cpu)
+            .try_causal_fill_(0.0)
+            .unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "usage: causal_fill_: [2, 3] has no square last two dims"
+        );
+        assert!(Tensor::zeros([3], &Cpu).try_causal_fill_(0.0).is_err());
     }
 }
