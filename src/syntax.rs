@@ -147,6 +147,10 @@
 //!   default), and `.reshape([..])` / `.view([..])` with numbers, the inputs' named dims, const
 //!   generics and one `-1`, the element counts checked when the crate compiles;
 //!   `.max_pool2d(k)`, `.max_pool2d(k, s, p)`, `.avg_pool2d(..)`.
+//! - Methods that reorder, select or mask dims (next section): `.matmul(m)`,
+//!   `.transpose(a, b)`, `.permute([..])`, `.contiguous()`, `.narrow(dim, start, len)`,
+//!   `let (a, b, ..) = x.split(size, dim)` / `x.chunk(count, dim)`, `.causal_mask()`.
+//! - A number's square root, for scales: `att / 8.0.sqrt()`.
 //! - PyTorch's function form of the elementwise methods: `relu(h)`, `leaky_relu(h, 0.2)`.
 //! ```
 //! use declnet::prelude::*;
@@ -182,6 +186,48 @@
 //! let y = Reshapes::new(&Cpu, &mut seeded(0)).forward(&Tensor::ones([5, 2, 3, 4], &Cpu))?;
 //! assert_eq!(y.dims(), &[5, 2, 3]);
 //! # let _ = Shapes::new(&Cpu, &mut seeded(0));
+//! # Ok::<(), declnet::Error>(())
+//! ```
+//!
+//! # Attention by hand
+//! `CausalSelfAttention` is built in; the same computation can be written out, as in
+//! nanoGPT, from these methods (dims are integer literals, negative ones counted from the end):
+//! - `a.matmul(b)`: batched `torch.matmul` of tensors of one rank whose leading dims agree,
+//!   `[.., T, D] x [.., D, S]`. `b.transpose(-2, -1)` (or `.t()` of a matrix) is read in place,
+//!   not copied.
+//! - `.transpose(a, b)`, `.permute([..])` (or `.permute(..)`): the dims reordered (copied, so
+//!   `.contiguous()` only marks where PyTorch needs it); `.view([..])` / `.reshape([..])` split
+//!   or merge dims, with the inputs' named dims (`[B, T, 4, 8]`).
+//! - `.narrow(dim, start, len)`, and `let (q, k, v) = x.split(32, -1)` (parts of 32, the last
+//!   maybe shorter) or `x.chunk(3, -1)` (3 parts): the dim's size must be a number, and the
+//!   pattern must name every part (`_` drops one).
+//! - `.causal_mask()`: `[.., T, T]` scores with the entries above the diagonal (a query's
+//!   future) set to `-inf`, like `masked_fill` with a lower-triangular mask, without the mask.
+//!
+//! Their backward passes are generated like every other op's, and a mismatch (scores as
+//! `q.matmul(k)`, a split into the wrong number of parts) is a compile error naming the shapes.
+//! ```
+//! use declnet::prelude::*;
+//!
+//! network! {
+//!     pub struct Attention {
+//!         c_attn: Linear<32, 96>,
+//!         c_proj: Linear<32, 32>,
+//!     }
+//!     fn forward(x: [B, T, 32]) -> [B, T, 32] {
+//!         let (q, k, v) = c_attn(x).split(32, -1);
+//!         let q = q.view([B, T, 4, 8]).transpose(1, 2); // [B, 4, T, 8]
+//!         let k = k.view([B, T, 4, 8]).transpose(1, 2);
+//!         let v = v.view([B, T, 4, 8]).transpose(1, 2);
+//!         let att = (q.matmul(k.transpose(-2, -1)) / 8.0.sqrt()).causal_mask().softmax(-1);
+//!         let y = att.matmul(v).transpose(1, 2).contiguous().view([B, T, 32]);
+//!         c_proj(y)
+//!     }
+//! }
+//!
+//! let attention = Attention::new(&Cpu, &mut seeded(0));
+//! let y = attention.forward(&Tensor::ones([2, 5, 32], &Cpu))?;
+//! assert_eq!(y.dims(), &[2, 5, 32]);
 //! # Ok::<(), declnet::Error>(())
 //! ```
 //!

@@ -807,3 +807,46 @@ fn two_inputs() {
 fn sequential_network() {
     gradcheck!(Sequential, 12, [[3, 5]]);
 }
+
+network! {
+    /// Attention written out by hand: `split`, `view`, `transpose`, a batched `matmul` that
+    /// reads `k.transpose(-2, -1)` in place, a scale, `causal_mask`, `softmax` on the last dim.
+    struct HandAttention {
+        qkv: Linear<4, 12>,
+        proj: Linear<4, 4>,
+    }
+    fn forward(x: [B, T, 4]) -> [B, T, 4] {
+        let (q, k, v) = qkv(x).split(4, -1);
+        let q = q.view([B, T, 2, 2]).transpose(1, 2);
+        let k = k.view([B, T, 2, 2]).transpose(1, 2);
+        let v = v.view([B, T, 2, 2]).transpose(1, 2);
+        let att = (q.matmul(k.transpose(-2, -1)) / 2.0.sqrt()).causal_mask().softmax(-1);
+        let y = att.matmul(v).transpose(1, 2).contiguous().view([B, T, 4]);
+        proj(y)
+    }
+}
+
+#[test]
+fn hand_written_attention() {
+    gradcheck!(HandAttention, 30, [[2, 3, 4]]);
+}
+
+network! {
+    /// The other dim methods: `chunk` into unequal parts, `narrow` of a parameter, `permute`,
+    /// products with the left operand transposed in place, and a mask in the middle.
+    struct Layouts {
+        w: Param<[3, 4, 5]>,
+    }
+    fn forward(x: [3, 5, 4]) -> [3, 4, 4] {
+        let (a, b) = x.chunk(2, 1);
+        let c = a.transpose(-2, -1).matmul(w.narrow(1, 0, 3));
+        let d = b.permute([0, 2, 1]).matmul(w.narrow(1, 1, 2));
+        let e = c.matmul(d.transpose(1, 2));
+        e.causal_mask().softmax(-1) * 3.0 + e.permute(0, 2, 1)
+    }
+}
+
+#[test]
+fn dim_methods() {
+    gradcheck!(Layouts, 31, [[3, 5, 4]]);
+}

@@ -212,6 +212,90 @@ fn gpt_block<B: Backend>(device: &B) {
 on_every_device!(gpt_block_matches_pytorch, gpt_block);
 
 network! {
+    /// The reference script's attention written out by hand, under its names: one `c_attn`
+    /// projection split into q, k and v, four heads of 8, a causal softmax, `c_proj`.
+    struct HandAttention {
+        c_attn: Linear<32, 96>,
+        c_proj: Linear<32, 32>,
+    }
+    fn forward(x: [B, T, 32]) -> [B, T, 32] {
+        let (q, k, v) = c_attn(x).split(32, 2);
+        let q = q.view([B, T, 4, 8]).transpose(1, 2);
+        let k = k.view([B, T, 4, 8]).transpose(1, 2);
+        let v = v.view([B, T, 4, 8]).transpose(1, 2);
+        let att = (q.matmul(k.transpose(-2, -1)) / 8.0.sqrt()).causal_mask().softmax(-1);
+        let y = att.matmul(v).transpose(1, 2).contiguous().view([B, T, 32]);
+        c_proj(y)
+    }
+}
+
+network! {
+    /// The reference script's block with the attention above: its `state_dict` names are the
+    /// script's, so the fixture loads with a prefix and nothing renamed.
+    struct HandBlock {
+        ln_1: LayerNorm<32>,
+        attn: HandAttention,
+        ln_2: LayerNorm<32>,
+        mlp_fc: Linear<32, 128>,
+        mlp_proj: Linear<128, 32>,
+    }
+    fn forward(x: [B, T, 32]) -> [B, T, 32] {
+        let h = x + attn(ln_1(x));
+        h + mlp_proj(mlp_fc(ln_2(h)).gelu())
+    }
+}
+
+/// Block 0 of the reference GPT with the attention written in `network!`: the output and the
+/// input gradient, and the parameter gradients against the built-in attention's.
+fn hand_written_block<B: Backend>(device: &B) {
+    let path = common::fixture_path("transformer.safetensors");
+    let fixture = Fixture::open("transformer.safetensors");
+    let mut hand = HandBlock::new(device, &mut seeded(0));
+    hand.load_with(&path, |name| format!("init.blocks.0.{name}"))
+        .unwrap();
+    let x = fixture.tensor_on("block.x", device);
+    let grad_out = fixture.tensor_on("block.grad_out", device);
+    let (y, tape) = hand.forward_train(&x).unwrap();
+    let grad_x = hand.backward(tape, &grad_out).unwrap();
+    for (what, actual, key) in [
+        ("output", y, "block.y"),
+        ("input gradient", grad_x, "block.grad_x"),
+    ] {
+        let diff = max_rel_diff(&actual.to_vec(), &fixture.tensor(key).to_vec(), 1.0);
+        println!("hand-written gpt block {what}: {diff:e}");
+        assert!(
+            diff <= 1e-5,
+            "hand-written gpt block {what} differs by {diff:e}"
+        );
+    }
+    let mut built_in = GptBlock::new(device, &mut seeded(0));
+    built_in
+        .load_with(&path, |name| {
+            let gpt2 = name
+                .replace("in_proj_weight", "c_attn.weight")
+                .replace("in_proj_bias", "c_attn.bias")
+                .replace("out_proj", "c_proj");
+            format!("init.blocks.0.{gpt2}")
+        })
+        .unwrap();
+    let (_, tape) = built_in.forward_train(&x).unwrap();
+    built_in.backward(tape, &grad_out).unwrap();
+    let grads = |net: &dyn Module<B>| {
+        let mut grads = Vec::new();
+        net.visit_params(&mut |_, param| grads.push(param.grad().unwrap().to_vec()));
+        grads
+    };
+    let (hand, built_in) = (grads(&hand), grads(&built_in));
+    assert_eq!(hand.len(), built_in.len());
+    for (hand, built_in) in hand.iter().zip(built_in) {
+        let diff = max_rel_diff(hand, &built_in, 1e-2);
+        assert!(diff <= 1e-4, "a parameter gradient differs by {diff:e}");
+    }
+}
+
+on_every_device!(hand_written_block_matches_pytorch, hand_written_block);
+
+network! {
     /// The reference script's GPT: token and position embeddings, two blocks with their own
     /// weights, a final `LayerNorm` and a bias-free head.
     struct Gpt {

@@ -251,15 +251,25 @@ pub enum Op {
         a: ValueId,
         b: ValueId,
     },
-    /// `op(a) x op(b)`, each operand optionally read transposed.
+    /// `op(a) x op(b)`, each operand optionally read with its last two dims swapped: `.mm()`
+    /// of matrices, or `.matmul()` of tensors of one rank whose leading (batch) dims agree.
     Mm {
         a: ValueId,
         a_t: bool,
         b: ValueId,
         b_t: bool,
     },
-    /// `x.t()` used as a value of its own (materialised).
-    Transpose { x: ValueId },
+    /// `x` with its dims reordered, copied: output dim `i` is input dim `order[i]`
+    /// (`.permute()`, `.transpose()`, or `.t()` used as a value of its own).
+    Permute { x: ValueId, order: Vec<usize> },
+    /// `x.narrow(dim, start, len)`, or one part of a `.split()` / `.chunk()`.
+    Narrow {
+        x: ValueId,
+        dim: usize,
+        start: usize,
+    },
+    /// `x.causal_mask()`: the entries above the diagonal of the last two dims set to `-inf`.
+    CausalMask { x: ValueId },
     /// `x.softmax(dim)`, or `x.log_softmax(dim)` when `log`, by a `Softmax` layer (`layer`)
     /// or a method; `dim` is already non-negative.
     Softmax {
@@ -316,7 +326,9 @@ impl Op {
             | Op::Map { x, .. }
             | Op::Reshape { x, .. }
             | Op::Pool { x, .. }
-            | Op::Transpose { x }
+            | Op::Permute { x, .. }
+            | Op::Narrow { x, .. }
+            | Op::CausalMask { x }
             | Op::Softmax { x, .. }
             | Op::Sum { x }
             | Op::Mean { x }

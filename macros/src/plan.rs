@@ -132,7 +132,7 @@ impl Plan {
             Op::Reshape { x, .. } => {
                 return self.dies_into(net, outputs, x, id, train).then_some(x);
             }
-            Op::Map { x, .. } => vec![x],
+            Op::Map { x, .. } | Op::CausalMask { x } => vec![x],
             Op::Binary { op, a, b } if a != b => match op {
                 BinaryOp::Add | BinaryOp::Mul | BinaryOp::Maximum | BinaryOp::Minimum => {
                     vec![a, b]
@@ -225,7 +225,8 @@ impl Plan {
             Op::Embed { .. }
             | Op::Input(_)
             | Op::Param(_)
-            | Op::Transpose { .. }
+            | Op::Permute { .. }
+            | Op::CausalMask { .. }
             | Op::RegionParam { .. }
             | Op::RegionOutput { .. } => {}
             // Its own state: a custom function's saved values.
@@ -273,7 +274,9 @@ impl Plan {
                     values.push(a);
                 }
             }
-            Op::Sum { x } | Op::Mean { x } | Op::Reshape { x, .. } => shapes.push(x),
+            Op::Sum { x } | Op::Mean { x } | Op::Reshape { x, .. } | Op::Narrow { x, .. } => {
+                shapes.push(x);
+            }
             // The input's shape, and max pooling's argmax (its state).
             Op::Pool { x, pool, .. } => {
                 shapes.push(x);

@@ -348,6 +348,13 @@ fn gen_rule_in_place(net: &Network, plan: &Plan, id: ValueId) -> Option<TokenStr
             &quote!(g.try_reshape(#shape.clone())?),
         ));
     }
+    if let Op::CausalMask { x } = net.nodes[id].op {
+        let add = contribute(net, plan, x, &quote!(g));
+        return Some(quote! {
+            g.try_causal_fill_(0.0)?;
+            #add
+        });
+    }
     let Op::Map { ref op, x, .. } = net.nodes[id].op else {
         return None;
     };
@@ -471,6 +478,29 @@ fn gen_rule(net: &Network, plan: &Plan, id: ValueId) -> TokenStream {
             }
             out
         }
+        Op::Mm { a, a_t, b, b_t } if net.nodes[id].shape.0.len() > 2 => {
+            // C = op(A) op(B): dA = g op(B)^T (or its transpose), dB = op(A)^T g (or its).
+            let (a_ref, b_ref) = (value_ref(net, a), value_ref(net, b));
+            let (not_a_t, not_b_t) = (!a_t, !b_t);
+            let mut out = TokenStream::new();
+            if needs(a) {
+                let grad = if a_t {
+                    quote!(#b_ref.try_matmul_with(g, (#b_t, true))?)
+                } else {
+                    quote!(g.try_matmul_with(#b_ref, (false, #not_b_t))?)
+                };
+                out.extend(contribute(net, plan, a, &grad));
+            }
+            if needs(b) {
+                let grad = if b_t {
+                    quote!(g.try_matmul_with(#a_ref, (true, #a_t))?)
+                } else {
+                    quote!(#a_ref.try_matmul_with(g, (#not_a_t, false))?)
+                };
+                out.extend(contribute(net, plan, b, &grad));
+            }
+            out
+        }
         Op::Mm { a, a_t, b, b_t } => {
             let grad = quote!(#private::MatView::from(g));
             let grad_t = quote!(#private::MatView::from(g).t());
@@ -493,7 +523,26 @@ fn gen_rule(net: &Network, plan: &Plan, id: ValueId) -> TokenStream {
             }
             out
         }
-        Op::Transpose { x } => contribute(net, plan, x, &quote!(g.try_t()?.try_to_tensor()?)),
+        Op::Permute { x, ref order } => {
+            let mut inverse = vec![0; order.len()];
+            for (i, &dim) in order.iter().enumerate() {
+                inverse[dim] = i;
+            }
+            contribute(net, plan, x, &quote!(g.try_permute(&[#(#inverse),*])?))
+        }
+        Op::Narrow { x, dim, start } => {
+            let shape = shape_ident(x);
+            let grad = quote!(g.try_narrow_backward(&#shape, #dim, #start)?);
+            contribute(net, plan, x, &grad)
+        }
+        Op::CausalMask { x } => {
+            let add = contribute(net, plan, x, &quote!(g));
+            quote!({
+                let mut g = g.try_clone()?;
+                g.try_causal_fill_(0.0)?;
+                #add
+            })
+        }
         Op::Softmax { x, dim, log, .. } => {
             let y = value_ident(id);
             let grad = if log {

@@ -338,13 +338,35 @@ fn gen_step(net: &Network, plan: &Plan, id: ValueId, train: bool) -> Option<Toke
             let (a, b) = (value_ref(net, a), value_ref(net, b));
             quote!(#a.try_zip(#op_tokens, #name, #b)?)
         }
+        Op::Mm { a, a_t, b, b_t } if net.nodes[id].shape.0.len() > 2 => {
+            let (a, b) = (value_ref(net, a), value_ref(net, b));
+            quote!(#a.try_matmul_with(#b, (#a_t, #b_t))?)
+        }
         Op::Mm { a, a_t, b, b_t } => {
             let (a, b) = (mat_view(net, a, a_t), mat_view(net, b, b_t));
             quote!(#a.try_mm(#b)?)
         }
-        Op::Transpose { x } => {
+        Op::Permute { x, ref order } => {
             let x = value_ref(net, x);
-            quote!(#x.try_t()?.try_to_tensor()?)
+            quote!(#x.try_permute(&[#(#order),*])?)
+        }
+        Op::Narrow { x, dim, start } => {
+            let (x, len) = (value_ref(net, x), runtime_dim(&net.nodes[id].shape.0[dim]));
+            quote!(#x.try_narrow(#dim, #start, #len)?)
+        }
+        Op::CausalMask { x } => {
+            let v = value_ident(id);
+            let value = if plan.writes_into(id, train).is_some() {
+                let x = value_ident(x);
+                quote!(#x)
+            } else {
+                let x = value_ref(net, x);
+                quote!(#x.try_clone()?)
+            };
+            return Some(quote! {
+                let mut #v = #value;
+                #v.try_causal_fill_(f32::NEG_INFINITY)?;
+            });
         }
         Op::Softmax { x, dim, log, .. } => {
             let x = value_ref(net, x);

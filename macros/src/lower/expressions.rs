@@ -21,9 +21,15 @@ impl Lowerer<'_> {
         match lowered {
             Lowered::Value(id) => Some(id),
             Lowered::Transposed(id) => {
-                let dims = &self.shape(id).0;
-                let shape = Shape(vec![dims[1].clone(), dims[0].clone()]);
-                Some(self.push(Op::Transpose { x: id }, shape, "`.t()`".to_owned()))
+                let rank = self.shape(id).0.len();
+                let mut order: Vec<usize> = (0..rank).collect();
+                order.swap(rank - 2, rank - 1);
+                let what = if rank == 2 {
+                    "`.t()`"
+                } else {
+                    "`.transpose()`"
+                };
+                Some(self.permute_node(id, order, what))
             }
             Lowered::Scalar(_) => {
                 self.errors

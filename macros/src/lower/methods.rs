@@ -18,6 +18,12 @@ impl Lowerer<'_> {
         }
         let receiver = self.expr(&call.receiver)?;
         let span = call.method.span();
+        if let (Lowered::Scalar(value), "sqrt") = (receiver, method.as_str())
+            && call.args.is_empty()
+        {
+            // A scale written as it reads, `att / 8.0.sqrt()`.
+            return Some(Lowered::Scalar(value.sqrt()));
+        }
         let origin = format!("`.{method}()`");
         let no_args = |this: &mut Self| {
             if call.args.is_empty() {
@@ -56,7 +62,22 @@ impl Lowerer<'_> {
                     }
                 }
             }
-            "mm" => self.mm(call, receiver),
+            "mm" | "matmul" => self.mm(call, receiver, &method),
+            "transpose" => self.transpose(call, receiver),
+            "permute" => self.permute(call, receiver),
+            "narrow" => self.narrow(call, receiver),
+            "causal_mask" => self.causal_mask(call, receiver),
+            "contiguous" => {
+                let x = self.materialize(receiver, &call.receiver)?;
+                no_args(self).then_some(Lowered::Value(x))
+            }
+            "split" | "chunk" => {
+                self.errors.at(
+                    span,
+                    format!("bind the parts of `.{method}()` to names, like `let (q, k, v) = x.{method}(..);`"),
+                );
+                None
+            }
             "maximum" | "minimum" => {
                 let [arg] = call.args.iter().collect::<Vec<_>>()[..] else {
                     self.errors
@@ -343,10 +364,17 @@ impl Lowerer<'_> {
         )))
     }
 
-    /// `a.mm(b)`, reading `.t()` operands in place.
-    pub(super) fn mm(&mut self, call: &syn::ExprMethodCall, receiver: Lowered) -> Option<Lowered> {
+    /// `a.mm(b)` of matrices, or `a.matmul(b)` of tensors of one rank whose leading dims
+    /// agree (`[B, H, T, D]` by `[B, H, D, T]`), reading transposed operands in place.
+    pub(super) fn mm(
+        &mut self,
+        call: &syn::ExprMethodCall,
+        receiver: Lowered,
+        method: &str,
+    ) -> Option<Lowered> {
+        let what = format!("`.{method}()`");
         let [arg] = call.args.iter().collect::<Vec<_>>()[..] else {
-            self.errors.over(call, "`.mm()` takes one matrix");
+            self.errors.over(call, format!("{what} takes one tensor"));
             return None;
         };
         let operand = |this: &mut Self, lowered: Lowered, expr: &Expr| -> Option<(ValueId, bool)> {
@@ -356,7 +384,7 @@ impl Lowerer<'_> {
                 Lowered::Scalar(_) => {
                     this.errors.over(
                         expr,
-                        "`.mm()` multiplies matrices; use `*` to scale by a number",
+                        format!("{what} multiplies tensors; use `*` to scale by a number"),
                     );
                     None
                 }
@@ -365,47 +393,73 @@ impl Lowerer<'_> {
         let (a, a_t) = operand(self, receiver, &call.receiver)?;
         let rhs = self.expr(arg)?;
         let (b, b_t) = operand(self, rhs, arg)?;
-        let view = |this: &Self, id: ValueId, transposed: bool| {
-            let mut dims = this.shape(id).0.clone();
-            if transposed {
-                dims.reverse();
-            }
-            Shape(dims)
-        };
-        let (a_shape, b_shape) = (view(self, a, a_t), view(self, b, b_t));
+        let (a_shape, b_shape) = (self.viewed(a, a_t), self.viewed(b, b_t));
         for (shape, id, expr) in [(&a_shape, a, &*call.receiver), (&b_shape, b, arg)] {
-            if shape.0.len() != 2 {
+            let rank = shape.0.len();
+            let fits = if method == "mm" { rank == 2 } else { rank >= 2 };
+            if !fits {
+                let needs = if method == "mm" {
+                    "2-D tensors"
+                } else {
+                    "tensors of at least 2 dims"
+                };
                 self.errors.over(
                     expr,
                     format!(
-                        "`.mm()` needs 2-D tensors, found `{shape}` from {}",
+                        "{what} needs {needs}, found `{shape}` from {}",
                         self.origin(id)
                     ),
                 );
                 return None;
             }
         }
-        if !unify(&a_shape.0[1], &b_shape.0[0], &mut self.assertions) {
-            self.errors.at(
-                call.method.span(),
-                format!(
-                    "`.mm()` cannot multiply `{a_shape}` ({}) by `{b_shape}` ({}): inner dims {} and {} differ",
-                    self.origin(a),
-                    self.origin(b),
-                    a_shape.0[1],
-                    b_shape.0[0]
-                ),
-            );
+        let rank = a_shape.0.len();
+        let batch_agrees = rank == b_shape.0.len()
+            && a_shape.0[..rank - 2]
+                .iter()
+                .zip(&b_shape.0[..rank - 2])
+                .all(|(x, y)| unify(x, y, &mut self.assertions));
+        let (inner_a, inner_b) = (&a_shape.0[rank - 1], b_shape.0.get(rank - 2));
+        let inner_agrees = batch_agrees
+            && inner_b.is_some_and(|inner_b| unify(inner_a, inner_b, &mut self.assertions));
+        let why = if !batch_agrees {
+            Some("the leading (batch) dims must be the same, as the ranks".to_owned())
+        } else if !inner_agrees {
+            let inner_b = inner_b.map_or_else(String::new, ToString::to_string);
+            Some(format!("inner dims {inner_a} and {inner_b} differ"))
+        } else {
+            None
+        };
+        let message = why.map(|why| {
+            format!(
+                "{what} cannot multiply `{a_shape}` ({}) by `{b_shape}` ({}): {why}",
+                self.origin(a),
+                self.origin(b)
+            )
+        });
+        if let Some(message) = message {
+            self.errors.at(call.method.span(), message);
             return None;
         }
-        let shape = Shape(vec![a_shape.0[0].clone(), b_shape.0[1].clone()]);
+        let mut dims = a_shape.0[..rank - 1].to_vec();
+        dims.push(b_shape.0[rank - 1].clone());
         let op = Op::Mm { a, a_t, b, b_t };
-        Some(Lowered::Value(self.push(op, shape, "`.mm()`".to_owned())))
+        Some(Lowered::Value(self.push(op, Shape(dims), what)))
+    }
+
+    /// Value `id`'s shape, with its last two dims swapped when `transposed`.
+    pub(super) fn viewed(&self, id: ValueId, transposed: bool) -> Shape {
+        let mut dims = self.shape(id).0.clone();
+        if transposed && dims.len() >= 2 {
+            let rank = dims.len();
+            dims.swap(rank - 2, rank - 1);
+        }
+        Shape(dims)
     }
 }
 
 /// An integer literal, maybe negative: a dim argument.
-fn int_arg(expr: &Expr) -> Option<isize> {
+pub(super) fn int_arg(expr: &Expr) -> Option<isize> {
     let literal = |expr: &Expr| match expr {
         Expr::Lit(syn::ExprLit {
             lit: syn::Lit::Int(int),

@@ -3,6 +3,7 @@
 //! holds the entry, the sequential form and the layer and elementwise nodes; the forward
 //! body's statements, expressions and methods each have a file beside it.
 
+mod dims;
 mod expressions;
 mod methods;
 mod reshape;
@@ -30,7 +31,15 @@ const OTHER_METHODS: &[&str] = &[
     "maximum",
     "minimum",
     "mm",
+    "matmul",
     "t",
+    "transpose",
+    "permute",
+    "contiguous",
+    "narrow",
+    "split",
+    "chunk",
+    "causal_mask",
     "sum",
     "mean",
     "apply",
@@ -46,7 +55,9 @@ const SUPPORTED_SYNTAX: &str = "`let` bindings and reassignment (also `+=`, `-=`
     `for _ in ..` loops and `if`/`else` statements on non-tensor arguments, layer calls like \
     `linear1(x)`, `MyFunction.apply(x)`, `Param` fields, `+ - * /` of tensors and numbers, \
     unary `-`, elementwise methods like `.relu()` (also called as functions, `relu(x)`), \
-    `.softmax(dim)`, `.mm(m)`, `.t()`, `.sum()` and `.mean()`";
+    `.softmax(dim)`, `.mm(m)`, `.matmul(m)`, `.t()`, `.transpose(a, b)`, `.permute([..])`, \
+    `.reshape([..])`, `.narrow(dim, start, len)`, `let (a, b) = x.split(size, dim)`, \
+    `.causal_mask()`, `.sum()` and `.mean()`";
 
 /// Lowers a whole declaration. Errors are recorded in `errors`; the network returned then
 /// still has its fields and inputs (for the fallback struct) but maybe no outputs.
@@ -252,8 +263,8 @@ fn lower_inputs(
     (inputs, index_inputs, extras)
 }
 
-/// A lowered expression: a tensor value, a tensor read transposed (`x.t()`, kept as a view
-/// until something needs it materialised), or a number.
+/// A lowered expression: a tensor value, a tensor read with its last two dims swapped (`x.t()`,
+/// `x.transpose(-2, -1)`, kept as a view until something needs it materialised), or a number.
 #[derive(Clone, Copy)]
 enum Lowered {
     Value(ValueId),

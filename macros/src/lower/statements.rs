@@ -5,6 +5,7 @@ use proc_macro2::Span;
 use quote::ToTokens;
 use syn::{Expr, Ident, Pat, Stmt};
 
+use super::dims::split_binding;
 use super::{Lowered, Lowerer, SUPPORTED_SYNTAX, binding_name, compound_op, expr_ident, op_symbol};
 use crate::ir::{Op, Region, ValueId};
 use crate::parse::ForwardDecl;
@@ -78,6 +79,10 @@ impl Lowerer<'_> {
     pub(super) fn statement(&mut self, stmt: &Stmt) {
         match stmt {
             Stmt::Local(local) => {
+                if let Some((pat, call)) = split_binding(local) {
+                    self.split_let(pat, call);
+                    return;
+                }
                 let Some(name) = binding_name(&local.pat) else {
                     self.errors.over(
                         &local.pat,
@@ -182,7 +187,7 @@ impl Lowerer<'_> {
 
     /// Binds `name` to `value`, or, when lowering the value failed (and said why), marks the
     /// name so that its later uses report nothing more.
-    fn bind(&mut self, name: &Ident, value: Option<ValueId>) {
+    pub(super) fn bind(&mut self, name: &Ident, value: Option<ValueId>) {
         let key = name.to_string();
         match value {
             Some(value) => {
