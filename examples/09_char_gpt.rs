@@ -54,16 +54,16 @@ network! {
     pub struct CharGpt {
         wte: Embedding<76, 128>,
         wpe: Embedding<64, 128>,
-        h0: Block,
-        h1: Block,
-        h2: Block,
-        h3: Block,
+        blocks: [Block; 4],
         ln_f: LayerNorm<128>,
         lm_head: Linear<128, 76, bias = false>,
     }
     fn forward(idx: Indices<[B, T]>, pos: Indices<[T]>) -> [B, T, 76] {
-        let x = wte(idx) + wpe(pos);
-        lm_head(ln_f(h3(h2(h1(h0(x))))))
+        let mut x = wte(idx) + wpe(pos);
+        for block in blocks {
+            x = block(x);
+        }
+        lm_head(ln_f(x))
     }
 }
 

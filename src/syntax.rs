@@ -107,6 +107,11 @@
 //! - Another network declared with `network!`, by its type name (`block: ResBlock`): it must
 //!   have one `[N, in]` input and one `[N, out]` output (or `[B, T, in]` to `[B, T, out]`);
 //!   rustc checks the rank and the widths.
+//! - A list of layers of one type, each with its own weights (`nn.ModuleList`):
+//!   `blocks: [Block; 4]` is one array field, `net.blocks[2]`, named `blocks.0` to `blocks.3`
+//!   in the `state_dict`. `forward` applies an element by index, `blocks[0](x)`, or each in
+//!   turn with `for block in blocks { x = block(x); }` (unrolled when the crate compiles, so
+//!   the list's length is the loop's).
 //! ```
 //! use declnet::prelude::*;
 //!

@@ -431,3 +431,61 @@ fn gpt_training<B: Backend>(device: &B) {
 }
 
 on_every_device!(gpt_trains_like_pytorch, gpt_training);
+
+network! {
+    /// The reference script's GPT as it declares itself: a list of blocks, and attention
+    /// written out, so its `state_dict` loads with no name map at all.
+    struct ListedGpt {
+        wte: Embedding<16, 32>,
+        wpe: Embedding<8, 32>,
+        blocks: [HandBlock; 2],
+        ln_f: LayerNorm<32>,
+        lm_head: Linear<32, 16, bias = false>,
+    }
+    fn forward(idx: Indices<[B, T]>, pos: Indices<[T]>) -> [B, T, 16] {
+        let mut x = wte(idx) + wpe(pos);
+        for block in blocks {
+            x = block(x);
+        }
+        lm_head(ln_f(x))
+    }
+}
+
+/// `transformer.safetensors` into the listed GPT: the logits, and every gradient under the
+/// script's own names.
+fn listed_gpt<B: Backend>(device: &B) {
+    let path = common::fixture_path("transformer.safetensors");
+    let fixture = Fixture::open("transformer.safetensors");
+    let mut net = ListedGpt::new(device, &mut seeded(0));
+    assert_eq!(net.param_names()[2], "blocks.0.ln_1.weight");
+    assert_eq!(net.blocks.len(), 2);
+    net.load_with(&path, |name| format!("init.{name}")).unwrap();
+    let ids = |key: &str| fixture_ids(&fixture, key);
+    let idx = Indices::with_shape(&ids("check.idx"), [4, 8], device).unwrap();
+    let pos = Indices::new(&(0..8).collect::<Vec<_>>(), device).unwrap();
+    let (logits, tape) = net.forward_train(&idx, &pos).unwrap();
+    let diff = max_rel_diff(
+        &logits.to_vec(),
+        &fixture.tensor("check.logits").to_vec(),
+        1.0,
+    );
+    println!("listed gpt logits: {diff:e}");
+    assert!(diff <= 1e-5, "logits differ by {diff:e}");
+    let flat = logits.try_reshape([32, 16]).unwrap();
+    let labels = Labels::new(&ids("check.targets"), device);
+    let (_, grad) = CrossEntropyLoss::default()
+        .try_value_and_grad(&flat, &labels)
+        .unwrap();
+    net.backward_params(tape, &grad.try_reshape([4, 8, 16]).unwrap())
+        .unwrap();
+    let mut count = 0;
+    net.visit_params(&mut |name, param| {
+        let expected = fixture.tensor(&format!("check.grad.{name}"));
+        let diff = max_rel_diff(&param.grad().unwrap().to_vec(), &expected.to_vec(), 1e-2);
+        assert!(diff <= 1e-4, "gradient of {name} differs by {diff:e}");
+        count += 1;
+    });
+    assert_eq!(count, 29);
+}
+
+on_every_device!(a_list_of_blocks_loads_the_scripts_state_dict, listed_gpt);

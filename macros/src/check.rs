@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use syn::Ident;
 
 use crate::errors::Errors;
-use crate::ir::{Dim, DimKind, Field, Network, Shape, ValueId};
+use crate::ir::{Dim, DimKind, Field, FieldKind, Network, Shape, ValueId};
 use crate::parse::{DimDecl, FieldDecl, ShapeDecl};
 use crate::plan;
 
@@ -121,10 +121,49 @@ pub fn check_field(
     Some(Field {
         attrs: decl.attrs.clone(),
         ident,
+        element: None,
         state_name,
         kind,
         decl: decl.ty.tokens.clone(),
     })
+}
+
+/// A module-form field: one, or the elements of a list (`blocks: [Block; 4]`, named `blocks.0`
+/// to `blocks.3` in the `state_dict`), which must be layers with parameters.
+pub fn check_fields(
+    name: &Ident,
+    decl: &FieldDecl,
+    const_generics: &[Ident],
+    errors: &mut Errors,
+) -> Option<Vec<Field>> {
+    let first = check_field(name.clone(), name.to_string(), decl, const_generics, errors)?;
+    let Some((count, _)) = decl.count else {
+        return Some(vec![first]);
+    };
+    if !matches!(first.kind, FieldKind::Layer(_)) {
+        errors.over(
+            &decl.ty.tokens,
+            "a list holds layers with parameters, like `[Linear<8, 8>; 3]` or a network",
+        );
+        return None;
+    }
+    let mut elements = vec![first];
+    // The type checked once: its other elements cannot fail.
+    let mut quiet = Errors::default();
+    for _ in 1..count {
+        elements.extend(check_field(
+            name.clone(),
+            String::new(),
+            decl,
+            const_generics,
+            &mut quiet,
+        ));
+    }
+    for (index, element) in elements.iter_mut().enumerate() {
+        element.element = Some(index);
+        element.state_name = format!("{name}.{index}");
+    }
+    Some(elements)
 }
 
 /// Every declared layer and parameter must be used, and must matter to the output: a field
@@ -136,15 +175,16 @@ pub fn check_fields_used(net: &Network, outputs: &[ValueId], errors: &mut Errors
         let uses: Vec<ValueId> = (0..net.nodes.len())
             .filter(|&id| net.nodes[id].op.field() == Some(index))
             .collect();
-        let name = &field.ident;
+        let name = field.display_name();
+        let span = field.ident.span();
         if uses.is_empty() && !net.identity_layers.contains(&index) {
             errors.at(
-                name.span(),
+                span,
                 format!("`{name}` is declared but `forward` never uses it; remove it or use it"),
             );
         } else if field.kind.has_state() && !uses.iter().any(|&id| live[id]) {
             errors.at(
-                name.span(),
+                span,
                 format!(
                     "`{name}` can never receive a gradient: the output of `forward` does not depend on it"
                 ),

@@ -21,6 +21,11 @@ impl Errors {
         self.errors.push(syn::Error::new_spanned(tokens, message));
     }
 
+    /// How many errors were reported so far.
+    pub fn count(&self) -> usize {
+        self.errors.len()
+    }
+
     /// Whether nothing was reported so far.
     pub fn is_empty(&self) -> bool {
         self.errors.is_empty()

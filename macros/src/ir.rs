@@ -73,11 +73,36 @@ pub struct Field {
     pub attrs: Vec<Attribute>,
     /// The Rust field name.
     pub ident: Ident,
-    /// The `state_dict` prefix (`linear1`, or `0` for the first layer of a sequential network).
+    /// The index in a list of layers (`blocks: [Block; 4]`), whose elements share the ident.
+    pub element: Option<usize>,
+    /// The `state_dict` prefix (`linear1`, `blocks.2`, or `0` for the first layer of a
+    /// sequential network).
     pub state_name: String,
     pub kind: FieldKind,
     /// The declaration's tokens, for errors that point at it.
     pub decl: TokenStream,
+}
+
+impl Field {
+    /// The field as code after `self.`: `fc`, or `blocks[2]` for a list's element.
+    pub fn access(&self) -> TokenStream {
+        let ident = &self.ident;
+        match self.element {
+            Some(index) => {
+                let index = proc_macro2::Literal::usize_unsuffixed(index);
+                quote::quote!(#ident[#index])
+            }
+            None => quote::quote!(#ident),
+        }
+    }
+
+    /// The field as the user names it in messages: `fc`, `blocks[2]`.
+    pub fn display_name(&self) -> String {
+        match self.element {
+            Some(index) => format!("{}[{index}]", self.ident),
+            None => self.ident.to_string(),
+        }
+    }
 }
 
 /// What a field holds.

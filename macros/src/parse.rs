@@ -89,6 +89,8 @@ pub struct FieldDecl {
     pub attrs: Vec<Attribute>,
     pub name: Option<Ident>,
     pub ty: LayerType,
+    /// `[Type; count]`: a list of layers of one type, each with its own weights.
+    pub count: Option<(usize, Span)>,
 }
 
 /// `Name<args>` as written, interpreted by `check`.
@@ -205,6 +207,7 @@ fn parse_sequential(input: ParseStream) -> syn::Result<Body> {
             attrs,
             name,
             ty: content.parse()?,
+            count: None,
         });
         if !content.is_empty() {
             content.parse::<Token![,]>()?;
@@ -231,10 +234,29 @@ fn parse_module(input: ParseStream) -> syn::Result<Body> {
         let attrs = content.call(Attribute::parse_outer)?;
         let name: Ident = content.parse()?;
         content.parse::<Token![:]>()?;
+        let (ty, count) = if content.peek(syn::token::Bracket) {
+            let list;
+            bracketed!(list in content);
+            let ty = list.parse()?;
+            list.parse::<Token![;]>()?;
+            let count: LitInt = list.parse()?;
+            match count.base10_parse::<usize>() {
+                Ok(value) if value > 0 => (ty, Some((value, count.span()))),
+                _ => {
+                    return Err(syn::Error::new(
+                        count.span(),
+                        "a list of layers holds at least one, like `[Block; 4]`",
+                    ));
+                }
+            }
+        } else {
+            (content.parse()?, None)
+        };
         fields.push(FieldDecl {
             attrs,
             name: Some(name),
-            ty: content.parse()?,
+            ty,
+            count,
         });
         if !content.is_empty() {
             content.parse::<Token![,]>()?;

@@ -42,7 +42,7 @@ pub fn gen_backward(net: &Network, outputs: &[ValueId], plan: &Plan) -> TokenStr
                 let grad = grad_out_ident(index);
                 let add = match net.nodes[id].op {
                     Op::Param(field) => {
-                        let field = &net.fields[field].ident;
+                        let field = net.fields[field].access();
                         quote!(self.#field.try_accumulate_grad(#grad)?;)
                     }
                     _ => {
@@ -299,7 +299,7 @@ fn contribute(net: &Network, plan: &Plan, target: ValueId, grad: &TokenStream) -
     let private = private();
     let add = match net.nodes[target].op {
         Op::Param(field) => {
-            let field = &net.fields[field].ident;
+            let field = net.fields[field].access();
             quote!(self.#field.try_accumulate_grad(&#grad)?;)
         }
         _ => {
@@ -315,7 +315,7 @@ fn contribute_ref(net: &Network, plan: &Plan, target: ValueId) -> TokenStream {
     let private = private();
     let add = match net.nodes[target].op {
         Op::Param(field) => {
-            let field = &net.fields[field].ident;
+            let field = net.fields[field].access();
             quote!(self.#field.try_accumulate_grad(g)?;)
         }
         _ => {
@@ -395,13 +395,13 @@ fn gen_rule(net: &Network, plan: &Plan, id: ValueId) -> TokenStream {
     match net.nodes[id].op {
         Op::Input(_) | Op::Param(_) | Op::RegionParam { .. } | Op::RegionOutput { .. } => quote!(),
         Op::Embed { field, ids } => {
-            let (field, ids) = (&net.fields[field].ident, &net.index_inputs[ids].ident);
+            let (field, ids) = (net.fields[field].access(), &net.index_inputs[ids].ident);
             quote!(self.#field.backward(&#ids, g)?;)
         }
         Op::Layer { field, x } => {
             let reads_input =
                 matches!(&net.fields[field].kind, FieldKind::Layer(rule) if rule.reads_input());
-            let field = &net.fields[field].ident;
+            let field = net.fields[field].access();
             let x_ref = if reads_input {
                 let x = value_ref(net, x);
                 quote!(::core::option::Option::Some(#x))
@@ -598,7 +598,7 @@ fn mm_contribution(
 ) -> TokenStream {
     match net.nodes[target].op {
         Op::Param(field) if target != other => {
-            let field = &net.fields[field].ident;
+            let field = net.fields[field].access();
             quote!(self.#field.try_accumulate_grad_mm(#lhs, #rhs)?;)
         }
         _ => contribute(net, plan, target, &quote!(#lhs.try_mm(#rhs)?)),

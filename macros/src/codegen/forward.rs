@@ -290,7 +290,7 @@ fn gen_step(net: &Network, plan: &Plan, id: ValueId, train: bool) -> Option<Toke
         }
         Op::Layer { field, x } => {
             let x = value_ref(net, x);
-            let field = &net.fields[field].ident;
+            let field = net.fields[field].access();
             let (v, state) = (value_ident(id), function_state_ident(id));
             return Some(if train {
                 quote!(let (#v, #state) = #private::Layer::layer_forward_train(&self.#field, #x)?;)
@@ -300,7 +300,7 @@ fn gen_step(net: &Network, plan: &Plan, id: ValueId, train: bool) -> Option<Toke
         }
         Op::Embed { field, ids } => {
             let (v, ids) = (value_ident(id), &net.index_inputs[ids].ident);
-            let field = &net.fields[field].ident;
+            let field = net.fields[field].access();
             return Some(quote!(let #v = self.#field.forward(#ids)?;));
         }
         Op::Custom { ref function, x } => {

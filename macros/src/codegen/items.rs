@@ -20,17 +20,25 @@ fn gen_network_struct(net: &Network) -> TokenStream {
     let name = &net.name;
     let consts = &net.const_generics;
     let stateful: Vec<&Field> = net.fields.iter().filter(|f| f.kind.has_state()).collect();
-    let fields = stateful.iter().map(|field| {
+    // A list's elements make one array field.
+    let fields = list_heads(net).map(|(field, count)| {
         let ident = &field.ident;
-        let ty = field_type(field);
+        let element = field_type(field);
+        let (ty, prefix) = match count {
+            Some(count) => (
+                quote!([#element; #count]),
+                format!("`{ident}.0` to `{ident}.{}`", count - 1),
+            ),
+            None => (element, format!("`{}`", field.state_name)),
+        };
         let docs = if field.attrs.iter().any(|a| a.path().is_ident("doc")) {
             quote!()
         } else {
-            let doc = format!(
-                "{}; `state_dict` prefix `{}`.",
-                describe(field),
-                field.state_name
-            );
+            let what = match count {
+                Some(count) => format!("{count} of {}, each with its own weights", describe(field)),
+                None => describe(field),
+            };
+            let doc = format!("{what}; `state_dict` prefix {prefix}.");
             quote!(#[doc = #doc])
         };
         let attrs = &field.attrs;
@@ -49,6 +57,24 @@ fn gen_network_struct(net: &Network) -> TokenStream {
             #marker
         }
     }
+}
+
+/// The stateful fields as the struct declares them: each field, or a list's first element with
+/// the list's length.
+fn list_heads(net: &Network) -> impl Iterator<Item = (&Field, Option<usize>)> {
+    let fields = &net.fields;
+    fields
+        .iter()
+        .filter(|field| field.kind.has_state() && field.element.is_none_or(|index| index == 0))
+        .map(|field| {
+            let count = field.element.map(|_| {
+                fields
+                    .iter()
+                    .filter(|other| other.ident == field.ident)
+                    .count()
+            });
+            (field, count)
+        })
 }
 
 /// The Rust type of a stateful field.
@@ -351,12 +377,19 @@ pub fn gen_new(net: &Network) -> TokenStream {
             #private::same_dim(#private::Dim::<{ #expected }>, #private::Dim::<{ #found }>);
         }
     });
-    let inits = net.fields.iter().filter(|f| f.kind.has_state()).map(|field| {
+    let inits = list_heads(net).map(|(field, count)| {
         let ident = &field.ident;
         match &field.kind {
             FieldKind::Layer(rule) => {
                 let init = rule.init();
-                quote!(#ident: #init)
+                match count {
+                    // Element by element, in order, as separate fields would draw.
+                    Some(count) => {
+                        let inits = (0..count).map(|_| &init);
+                        quote!(#ident: [#(#inits),*])
+                    }
+                    None => quote!(#ident: #init),
+                }
             }
             FieldKind::Param { shape } => {
                 let dims = shape.0.iter().map(dim_expr);
@@ -564,60 +597,78 @@ pub fn gen_load(net: &Network) -> TokenStream {
 pub fn gen_module_impl(net: &Network) -> TokenStream {
     let private = private();
     let (impl_generics, ty) = generics(net);
-    let visits = |mutable: bool| {
-        let private = private.clone();
-        net.fields
-            .iter()
-            .filter(|f| f.kind.has_state())
-            .map(move |field| {
-                let ident = &field.ident;
-                let name = &field.state_name;
-                match (&field.kind, mutable) {
-                    (FieldKind::Layer(_), false) => {
-                        quote!(#private::visit_prefixed(&self.#ident, #name, f);)
+    let stateful: Vec<(&Field, Option<usize>)> = list_heads(net).collect();
+    // `visit(field, element, name)` for each stateful field (only layers when `layers_only`),
+    // or for each element of a list, which a loop borrows one at a time.
+    let each = |layers_only: bool,
+                mutable: bool,
+                visit: &dyn Fn(&Field, TokenStream, TokenStream) -> TokenStream| {
+        let mut out = TokenStream::new();
+        for &(field, count) in &stateful {
+            if layers_only && !matches!(field.kind, FieldKind::Layer(_)) {
+                continue;
+            }
+            let ident = &field.ident;
+            let borrow = if mutable { quote!(&mut) } else { quote!(&) };
+            out.extend(match count {
+                Some(count) => {
+                    let names = (0..count).map(|index| format!("{ident}.{index}"));
+                    let body = visit(field, quote!(element), quote!(name));
+                    quote! {
+                        for (element, name) in (#borrow self.#ident).into_iter().zip([#(#names),*]) {
+                            #body
+                        }
                     }
-                    (FieldKind::Layer(_), true) => {
-                        quote!(#private::visit_prefixed_mut(&mut self.#ident, #name, f);)
-                    }
-                    (_, false) => quote!(f(#name, &self.#ident);),
-                    (_, true) => quote!(f(#name, &mut self.#ident);),
                 }
-            })
+                None => {
+                    let name = &field.state_name;
+                    visit(field, quote!(#borrow self.#ident), quote!(#name))
+                }
+            });
+        }
+        out
     };
-    let (visit, visit_mut) = (visits(false), visits(true));
-    let layers: Vec<(&syn::Ident, &String)> = net
-        .fields
-        .iter()
-        .filter(|field| matches!(field.kind, FieldKind::Layer(_)))
-        .map(|field| (&field.ident, &field.state_name))
-        .collect();
-    let buffers = layers
-        .iter()
-        .map(|(ident, name)| quote!(#private::visit_buffers_prefixed(&self.#ident, #name, f);));
-    let buffers_mut = layers.iter().map(
-        |(ident, name)| quote!(#private::visit_buffers_prefixed_mut(&mut self.#ident, #name, f);),
+    let visit = each(false, false, &|field, element, name| match field.kind {
+        FieldKind::Layer(_) => quote!(#private::visit_prefixed(#element, #name, f);),
+        _ => quote!(f(#name, #element);),
+    });
+    let visit_mut = each(false, true, &|field, element, name| match field.kind {
+        FieldKind::Layer(_) => quote!(#private::visit_prefixed_mut(#element, #name, f);),
+        _ => quote!(f(#name, #element);),
+    });
+    let buffers = each(
+        true,
+        false,
+        &|_, element, name| quote!(#private::visit_buffers_prefixed(#element, #name, f);),
     );
-    let modes = layers
-        .iter()
-        .map(|(ident, _)| quote!(#private::Module::set_training(&mut self.#ident, training);));
+    let buffers_mut = each(
+        true,
+        true,
+        &|_, element, name| quote!(#private::visit_buffers_prefixed_mut(#element, #name, f);),
+    );
+    let modes = each(
+        true,
+        true,
+        &|_, element, _| quote!(#private::Module::set_training(#element, training);),
+    );
     quote! {
         #[automatically_derived]
         #[allow(unused_variables)]
         impl<#impl_generics> #private::Module<B> for #ty {
             fn visit_params<'p>(&'p self, f: &mut dyn FnMut(&str, &'p #private::Param<B>)) {
-                #(#visit)*
+                #visit
             }
             fn visit_params_mut<'p>(&'p mut self, f: &mut dyn FnMut(&str, &'p mut #private::Param<B>)) {
-                #(#visit_mut)*
+                #visit_mut
             }
             fn visit_buffers(&self, f: &mut dyn FnMut(&str, #private::Buffer<'_, B>)) {
-                #(#buffers)*
+                #buffers
             }
             fn visit_buffers_mut(&mut self, f: &mut dyn FnMut(&str, #private::BufferMut<'_, B>)) {
-                #(#buffers_mut)*
+                #buffers_mut
             }
             fn set_training(&mut self, training: bool) {
-                #(#modes)*
+                #modes
             }
         }
     }

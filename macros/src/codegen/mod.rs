@@ -257,7 +257,7 @@ fn value_ref(net: &Network, id: ValueId) -> TokenStream {
             quote!(#ident)
         }
         Op::Param(field) => {
-            let field = &net.fields[field].ident;
+            let field = net.fields[field].access();
             quote!(self.#field.value())
         }
         _ => {

@@ -138,45 +138,17 @@ impl Lowerer<'_> {
         }
     }
 
-    /// `layer(x)`.
+    /// `layer(x)`, `blocks[2](x)`, or `block(x)` in a loop over a list of layers.
     pub(super) fn call(&mut self, call: &syn::ExprCall) -> Option<Lowered> {
-        let Some(name) = expr_ident(&call.func) else {
-            self.errors.over(
-                &call.func,
-                "only layers declared as fields can be called, like `linear1(x)`",
-            );
-            return None;
-        };
-        let Some(index) = self.fields.iter().position(|field| field.ident == *name) else {
-            if self.rejected.contains(&name.to_string()) {
-                return None;
-            }
-            if elementwise::method(&name.to_string()).is_some() {
-                return self.function_form(call, name);
-            }
-            let fields: Vec<String> = self.fields.iter().map(|f| f.ident.to_string()).collect();
-            let message = match did_you_mean(&name.to_string(), fields.iter().map(String::as_str)) {
-                Some(close) => format!("cannot find layer `{name}`; did you mean `{close}`?"),
-                None => {
-                    // Suggest the declaration that fits here: its input width is the argument's.
-                    let width = match call.args.first().map(|arg| self.tensor(arg)) {
-                        Some(Some(x)) => self.shape(x).0.last().map(ToString::to_string),
-                        _ => None,
-                    };
-                    let width = width.unwrap_or_else(|| "in_features".to_owned());
-                    format!(
-                        "cannot find layer `{name}`: declare it as a field, like \
-                         `{name}: Linear<{width}, out_features>`"
-                    )
-                }
-            };
-            self.errors.at(name.span(), message);
-            return None;
+        let (index, name) = match self.callee(&call.func) {
+            Callee::Field(index, name) => (index, name),
+            Callee::Reported => return None,
+            Callee::Unknown(name) => return self.unknown_call(call, name),
         };
         if call.args.len() != 1 {
             self.errors.over(
                 call,
-                format!("`{name}` takes one input, got {}", call.args.len()),
+                format!("{name} takes one input, got {}", call.args.len()),
             );
             return None;
         }
@@ -184,23 +156,140 @@ impl Lowerer<'_> {
         if let FieldKind::Layer(rule) = &self.fields[index].kind
             && let Some(width) = rule.embedding_width()
         {
-            return self.embed(index, width.clone(), name, arg);
+            return self.embed(index, width.clone(), &name, arg);
         }
         let x = self.tensor(arg)?;
         match &self.fields[index].kind {
             FieldKind::Layer(_) => {
-                let id = self.layer(index, x, arg.span(), &format!("`{name}`"), true)?;
+                let id = self.layer(index, x, arg.span(), &name, true)?;
                 Some(Lowered::Value(id))
             }
             FieldKind::Stateless(layer) => {
-                let id = self.stateless(layer, index, x, format!("`{name}`"), name.span())?;
+                let id = self.stateless(layer, index, x, name, call.func.span())?;
                 Some(Lowered::Value(id))
             }
             FieldKind::Param { .. } => {
-                self.errors.at(name.span(), format!("`{name}` is a parameter, not a layer; use it in an expression, like `x.mm({name})`"));
+                let ident = &self.fields[index].ident;
+                self.errors.over(&call.func, format!("`{ident}` is a parameter, not a layer; use it in an expression, like `x.mm({ident})`"));
                 None
             }
         }
+    }
+
+    /// The field `func` calls, and how messages name it: `` `fc` ``, `` `blocks[2]` ``, or
+    /// `` `block` (`blocks[2]`) `` for a loop's variable.
+    fn callee<'e>(&mut self, func: &'e Expr) -> Callee<'e> {
+        match func {
+            Expr::Index(indexed) => self.list_index(indexed),
+            _ => match expr_ident(func) {
+                Some(name) => {
+                    if let Some((var, element)) = &self.list_element
+                        && *name == var
+                    {
+                        let shown = self.fields[*element].display_name();
+                        return Callee::Field(*element, format!("`{name}` (`{shown}`)"));
+                    }
+                    let Some(index) = self.fields.iter().position(|field| field.ident == *name)
+                    else {
+                        return Callee::Unknown(name);
+                    };
+                    if self.fields[index].element.is_some() {
+                        self.errors.at(
+                            name.span(),
+                            format!(
+                                "`{name}` is a list of layers: call one, like `{name}[0](x)`, or \
+                                 each in turn, like `for block in {name} {{ x = block(x); }}`"
+                            ),
+                        );
+                        return Callee::Reported;
+                    }
+                    Callee::Field(index, format!("`{name}`"))
+                }
+                None => {
+                    self.errors.over(
+                        func,
+                        "only layers declared as fields can be called, like `linear1(x)`",
+                    );
+                    Callee::Reported
+                }
+            },
+        }
+    }
+
+    /// `blocks[2]`: an element of a list of layers, by a literal index.
+    fn list_index<'e>(&mut self, indexed: &'e syn::ExprIndex) -> Callee<'e> {
+        let Some(name) = expr_ident(&indexed.expr) else {
+            self.errors.over(
+                &indexed.expr,
+                "only lists of layers declared as fields can be indexed, like `blocks[0](x)`",
+            );
+            return Callee::Reported;
+        };
+        let elements: Vec<usize> = (0..self.fields.len())
+            .filter(|&index| self.fields[index].ident == *name)
+            .collect();
+        if elements.is_empty() {
+            return Callee::Unknown(name);
+        }
+        if self.fields[elements[0]].element.is_none() {
+            self.errors.at(
+                name.span(),
+                format!("`{name}` is one layer, not a list of layers; call it: `{name}(x)`"),
+            );
+            return Callee::Reported;
+        }
+        let position = match &*indexed.index {
+            Expr::Lit(syn::ExprLit {
+                lit: Lit::Int(int), ..
+            }) => int.base10_parse::<usize>().ok(),
+            _ => None,
+        };
+        match position.and_then(|position| elements.get(position)) {
+            Some(&index) => {
+                Callee::Field(index, format!("`{}`", self.fields[index].display_name()))
+            }
+            None => {
+                self.errors.over(
+                    &indexed.index,
+                    format!(
+                        "`{name}` holds {} layers: index it with a number from 0 to {}, or loop \
+                         over it with `for block in {name}`",
+                        elements.len(),
+                        elements.len() - 1
+                    ),
+                );
+                Callee::Reported
+            }
+        }
+    }
+
+    /// A call of `name`, which is no field: an elementwise function (`relu(h)`), else an error
+    /// that suggests the field meant or the declaration to add.
+    fn unknown_call(&mut self, call: &syn::ExprCall, name: &Ident) -> Option<Lowered> {
+        if self.rejected.contains(&name.to_string()) {
+            return None;
+        }
+        if elementwise::method(&name.to_string()).is_some() {
+            return self.function_form(call, name);
+        }
+        let fields: Vec<String> = self.fields.iter().map(|f| f.ident.to_string()).collect();
+        let message = match did_you_mean(&name.to_string(), fields.iter().map(String::as_str)) {
+            Some(close) => format!("cannot find layer `{name}`; did you mean `{close}`?"),
+            None => {
+                // Suggest the declaration that fits here: its input width is the argument's.
+                let width = match call.args.first().map(|arg| self.tensor(arg)) {
+                    Some(Some(x)) => self.shape(x).0.last().map(ToString::to_string),
+                    _ => None,
+                };
+                let width = width.unwrap_or_else(|| "in_features".to_owned());
+                format!(
+                    "cannot find layer `{name}`: declare it as a field, like \
+                     `{name}: Linear<{width}, out_features>`"
+                )
+            }
+        };
+        self.errors.at(name.span(), message);
+        None
     }
 
     /// Embedding field `field` (rows of `width`) looking up `arg`, which must name an index
@@ -209,7 +298,7 @@ impl Lowerer<'_> {
         &mut self,
         field: usize,
         width: crate::ir::Dim,
-        name: &Ident,
+        name: &str,
         arg: &Expr,
     ) -> Option<Lowered> {
         let ids = expr_ident(arg).and_then(|ident| {
@@ -226,7 +315,7 @@ impl Lowerer<'_> {
             self.errors.over(
                 arg,
                 format!(
-                    "`{name}` is an `Embedding`: it looks up indices, an input declared like \
+                    "{name} is an `Embedding`: it looks up indices, an input declared like \
                      `idx: Indices<[B, T]>`{found}"
                 ),
             );
@@ -235,7 +324,7 @@ impl Lowerer<'_> {
         let (input, shape) = &self.index_inputs[ids];
         let mut dims = shape.0.clone();
         dims.push(width);
-        let origin = format!("`{name}` of `{input}`");
+        let origin = format!("{name} of `{input}`");
         Some(Lowered::Value(self.push(
             Op::Embed { field, ids },
             crate::ir::Shape(dims),
@@ -383,4 +472,14 @@ impl Lowerer<'_> {
             }
         }
     }
+}
+
+/// What a call's function names.
+enum Callee<'e> {
+    /// A layer field, and how messages name it.
+    Field(usize, String),
+    /// A name that is no field.
+    Unknown(&'e Ident),
+    /// Something already reported.
+    Reported,
 }

@@ -71,7 +71,7 @@ pub fn lower(def: NetworkDef, errors: &mut Errors) -> (Network, Option<Vec<Value
             layers,
         } => {
             let first = check::check_duplicate_fields(layers, errors);
-            let fields: Vec<Option<Field>> = layers
+            let fields: Vec<Option<Vec<Field>>> = layers
                 .iter()
                 .enumerate()
                 .map(|(index, layer)| {
@@ -83,6 +83,7 @@ pub fn lower(def: NetworkDef, errors: &mut Errors) -> (Network, Option<Vec<Value
                         ),
                     };
                     check::check_field(ident, state_name, layer, &generics, errors)
+                        .map(|field| vec![field])
                 })
                 .collect();
             let inputs = lower_inputs(std::slice::from_ref(input), &generics, errors);
@@ -93,14 +94,8 @@ pub fn lower(def: NetworkDef, errors: &mut Errors) -> (Network, Option<Vec<Value
             let checked = fields
                 .iter()
                 .filter_map(|field| {
-                    let name = field.name.clone()?;
-                    Some(check::check_field(
-                        name.clone(),
-                        name.to_string(),
-                        field,
-                        &generics,
-                        errors,
-                    ))
+                    let name = field.name.as_ref()?;
+                    Some(check::check_fields(name, field, &generics, errors))
                 })
                 .collect();
             let inputs = lower_inputs(&forward.inputs, &generics, errors);
@@ -123,6 +118,7 @@ pub fn lower(def: NetworkDef, errors: &mut Errors) -> (Network, Option<Vec<Value
         .into_iter()
         .zip(first)
         .filter_map(|(field, first)| field.filter(|_| first))
+        .flatten()
         .collect();
     let (inputs, index_inputs, extras) = inputs;
     let declared: Vec<Shape> = output
@@ -147,6 +143,7 @@ pub fn lower(def: NetworkDef, errors: &mut Errors) -> (Network, Option<Vec<Value
         regions: Vec::new(),
         identity_layers: HashSet::new(),
         failed: HashSet::new(),
+        list_element: None,
     };
     for (index, input) in inputs.iter().enumerate() {
         let id = lowerer.push(
@@ -294,6 +291,9 @@ struct Lowerer<'a> {
     identity_layers: HashSet<usize>,
     /// Names whose value failed to lower (and said why): their uses report nothing more.
     failed: HashSet<String>,
+    /// The variable of a loop over a list of layers (`block` in `for block in blocks`), and
+    /// the element field it names in the iteration being lowered.
+    list_element: Option<(String, usize)>,
 }
 
 impl Lowerer<'_> {

@@ -204,6 +204,10 @@ impl Lowerer<'_> {
     /// `for _ in <range> { .. }`: a loop whose trip count is known at run time. Variables the
     /// body reassigns are carried from iteration to iteration and must keep their shape.
     pub(super) fn for_loop(&mut self, for_loop: &syn::ExprForLoop) {
+        if let Some(list) = self.layer_list(&for_loop.expr) {
+            self.list_loop(for_loop, list);
+            return;
+        }
         if self.region.is_some() {
             self.errors.at(
                 for_loop.for_token.span,
@@ -219,6 +223,70 @@ impl Lowerer<'_> {
             return;
         }
         self.region_body((*for_loop.expr).clone(), &for_loop.body, "the loop");
+    }
+
+    /// The list of layers `expr` names (`blocks` or `&blocks`): its fields' indices.
+    fn layer_list(&self, expr: &Expr) -> Option<Vec<usize>> {
+        let expr = match expr {
+            Expr::Reference(reference) => &*reference.expr,
+            other => other,
+        };
+        let name = expr_ident(expr)?;
+        let elements: Vec<usize> = (0..self.fields.len())
+            .filter(|&index| {
+                let field = &self.fields[index];
+                field.ident == *name && field.element.is_some()
+            })
+            .collect();
+        (!elements.is_empty()).then_some(elements)
+    }
+
+    /// `for block in blocks { .. }` over a list of layers: the body lowered once per element in
+    /// order, `block` naming that element, so every iteration applies its own weights. The
+    /// names the body binds with `let` are its own; the ones it reassigns carry over.
+    fn list_loop(&mut self, for_loop: &syn::ExprForLoop, list: Vec<usize>) {
+        let Pat::Ident(var) = &*for_loop.pat else {
+            self.errors.over(
+                &for_loop.pat,
+                "name the layer a loop over a list applies, like `for block in blocks`",
+            );
+            return;
+        };
+        if self.list_element.is_some() {
+            self.errors.at(
+                for_loop.for_token.span,
+                "loops over lists of layers cannot nest yet",
+            );
+            return;
+        }
+        let body_lets: Vec<String> = for_loop
+            .body
+            .stmts
+            .iter()
+            .filter_map(|stmt| match stmt {
+                Stmt::Local(local) => binding_name(&local.pat).map(ToString::to_string),
+                _ => None,
+            })
+            .collect();
+        let outer = self.locals.clone();
+        let before = self.errors.count();
+        for element in list {
+            self.list_element = Some((var.ident.to_string(), element));
+            for stmt in &for_loop.body.stmts {
+                self.statement(stmt);
+            }
+            for name in &body_lets {
+                match outer.get(name) {
+                    Some(&id) => self.locals.insert(name.clone(), id),
+                    None => self.locals.remove(name),
+                };
+            }
+            // The elements are alike: a mistake in the body shows in the first already.
+            if self.errors.count() > before {
+                break;
+            }
+        }
+        self.list_element = None;
     }
 
     /// `if cond { .. } else if .. { .. } else { .. }` on run-time `bool`s: each arm becomes a
