@@ -79,7 +79,8 @@ pub mod __private {
     pub use declnet_runtime::rng::seeded;
     pub use declnet_runtime::{
         Backend, Buffer, BufferMut, Cpu, MatView, Module, Param, Result, Shape, Tensor,
-        visit_buffers_prefixed, visit_buffers_prefixed_mut, visit_prefixed, visit_prefixed_mut,
+        visit_buffers_prefixed, visit_buffers_prefixed_mut, visit_config_prefixed, visit_prefixed,
+        visit_prefixed_mut,
     };
 }
 

@@ -489,3 +489,37 @@ fn listed_gpt<B: Backend>(device: &B) {
 }
 
 on_every_device!(a_list_of_blocks_loads_the_scripts_state_dict, listed_gpt);
+
+network! {
+    struct FourHeads(x: [B, T, 32]) -> [B, T, 32] {
+        norm: LayerNorm<32>, attn: CausalSelfAttention<32, 4>
+    }
+}
+
+network! {
+    struct TwoHeads(x: [B, T, 32]) -> [B, T, 32] {
+        norm: LayerNorm<32>, attn: CausalSelfAttention<32, 2>
+    }
+}
+
+/// The head count shapes no weight, so `save` records it in the file's metadata and loading
+/// into a model with another one is an error that changes nothing.
+#[test]
+fn a_state_dict_with_another_head_count_is_an_error() {
+    let path = std::env::temp_dir().join("declnet-test-four-heads.safetensors");
+    FourHeads::new(&Cpu, &mut seeded(0)).save(&path).unwrap();
+    let file = declnet::runtime::io::load_tensors(&path, &Cpu).unwrap();
+    assert_eq!(file.metadata["attn.num_heads"], "4");
+    let mut two = TwoHeads::new(&Cpu, &mut seeded(1));
+    let before = two.attn.in_proj_weight.value().to_vec();
+    let error = two.load(&path).unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "load: `attn.num_heads` is 4 in the file, but the module has 2"
+    );
+    let error = two.load_with(&path, ToOwned::to_owned).unwrap_err();
+    assert!(matches!(error, Error::ConfigMismatch { .. }), "{error}");
+    assert_eq!(two.attn.in_proj_weight.value().to_vec(), before);
+    FourHeads::new(&Cpu, &mut seeded(2)).load(&path).unwrap();
+    std::fs::remove_file(&path).ok();
+}

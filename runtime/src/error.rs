@@ -319,6 +319,19 @@ pub enum Error {
         /// safetensors' message.
         message: String,
     },
+    /// A setting the file's metadata records with another value than the module's (a model
+    /// with another head count saved it).
+    #[error("{op}: `{name}` is {in_file} in the file, but the module has {in_module}")]
+    ConfigMismatch {
+        /// The operation.
+        op: &'static str,
+        /// The setting's `state_dict` name, like `blocks.0.attn.num_heads`.
+        name: String,
+        /// Its value in the file's metadata.
+        in_file: String,
+        /// Its value in the module.
+        in_module: String,
+    },
     /// Two tensors (or two parameters of one module) with the same name.
     #[error("{op}: two tensors are named `{name}`")]
     DuplicateName {

@@ -35,7 +35,7 @@ pub use error::{Error, Result};
 pub use io::ModuleIo;
 pub use module::{
     Buffer, BufferMut, Module, ParamName, visit_buffers_prefixed, visit_buffers_prefixed_mut,
-    visit_prefixed, visit_prefixed_mut,
+    visit_config_prefixed, visit_prefixed, visit_prefixed_mut,
 };
 pub use ops::matmul::MatView;
 pub use param::Param;

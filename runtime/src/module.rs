@@ -81,6 +81,14 @@ pub trait Module<B: Backend> {
         let _ = f;
     }
 
+    /// Calls `f` with each setting that shapes the computation but no tensor, by `state_dict`
+    /// name and value (`attn.num_heads`, `4`): [`save`](crate::io::ModuleIo::save) writes them
+    /// to the file's metadata, and loading a file whose metadata says otherwise is an error.
+    /// Modules without such settings (most) keep this default, which visits none.
+    fn visit_config(&self, f: &mut dyn FnMut(&str, String)) {
+        let _ = f;
+    }
+
     /// Puts the module and every module in it in training mode (`true`) or evaluation mode,
     /// which `BatchNorm` and `Dropout` read. Modules without a mode keep this default, which
     /// does nothing.
@@ -195,6 +203,16 @@ pub fn visit_buffers_prefixed_mut<B: Backend, M: Module<B> + ?Sized>(
 ) {
     let mut full = NameBuffer::new();
     module.visit_buffers_mut(&mut |name, buffer| f(full.join(prefix, name), buffer));
+}
+
+/// Visits `module`'s settings with `prefix.` in front of each name.
+pub fn visit_config_prefixed<B: Backend, M: Module<B> + ?Sized>(
+    module: &M,
+    prefix: &str,
+    f: &mut dyn FnMut(&str, String),
+) {
+    let mut full = NameBuffer::new();
+    module.visit_config(&mut |name, value| f(full.join(prefix, name), value));
 }
 
 /// Where `prefix.name` is written during a visit: on the stack for names of up to 128 bytes,

@@ -646,6 +646,11 @@ pub fn gen_module_impl(net: &Network) -> TokenStream {
         true,
         &|_, element, name| quote!(#private::visit_buffers_prefixed_mut(#element, #name, f);),
     );
+    let config = each(
+        true,
+        false,
+        &|_, element, name| quote!(#private::visit_config_prefixed(#element, #name, f);),
+    );
     let modes = each(
         true,
         true,
@@ -666,6 +671,9 @@ pub fn gen_module_impl(net: &Network) -> TokenStream {
             }
             fn visit_buffers_mut(&mut self, f: &mut dyn FnMut(&str, #private::BufferMut<'_, B>)) {
                 #buffers_mut
+            }
+            fn visit_config(&self, f: &mut dyn FnMut(&str, ::std::string::String)) {
+                #config
             }
             fn set_training(&mut self, training: bool) {
                 #modes

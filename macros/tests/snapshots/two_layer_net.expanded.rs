@@ -321,6 +321,10 @@ for TwoLayerNet<B> {
             f,
         );
     }
+    fn visit_config(&self, f: &mut dyn FnMut(&str, ::std::string::String)) {
+        ::declnet::__private::visit_config_prefixed(&self.linear1, "linear1", f);
+        ::declnet::__private::visit_config_prefixed(&self.linear2, "linear2", f);
+    }
     fn set_training(&mut self, training: bool) {
         ::declnet::__private::Module::set_training(&mut self.linear1, training);
         ::declnet::__private::Module::set_training(&mut self.linear2, training);

@@ -305,7 +305,10 @@ pub trait ModuleIo<B: Backend>: Module<B> {
                 .into_iter()
                 .map(|(name, count)| (name, Shape::from([0usize; 0]), Values::I64(vec![count]))),
         );
-        let metadata = Metadata::from([(FORMAT.0.to_owned(), FORMAT.1.to_owned())]);
+        let mut metadata = Metadata::from([(FORMAT.0.to_owned(), FORMAT.1.to_owned())]);
+        self.visit_config(&mut |name, value| {
+            metadata.insert(name.to_owned(), value);
+        });
         safetensors::encode("save", &records, &metadata)
     }
 
@@ -544,12 +547,42 @@ fn load_file<B: Backend, M: Module<B> + ?Sized>(
     matching: Match<'_>,
 ) -> Result<PartialLoad> {
     let parsed = safetensors::parse(op, bytes, path)?;
+    check_config(module, op, &parsed.metadata, &matching)?;
     let entries = parsed
         .tensors
         .iter()
         .map(|raw| (raw.name.clone(), Source::File(raw)))
         .collect::<Vec<_>>();
     load_into(module, op, &entries, matching)
+}
+
+/// Fails when the file's metadata records a setting of `module` (under the name `matching`
+/// gives it) with another value; a file without it (PyTorch's) cannot say and passes.
+fn check_config<B: Backend, M: Module<B> + ?Sized>(
+    module: &M,
+    op: &'static str,
+    metadata: &Metadata,
+    matching: &Match<'_>,
+) -> Result<()> {
+    let mut mismatch = None;
+    module.visit_config(&mut |name, value| {
+        let key = match matching {
+            Match::Mapped(file_name) => file_name(name),
+            Match::Exact | Match::Partial => name.to_owned(),
+        };
+        if let Some(in_file) = metadata.get(&key)
+            && *in_file != value
+            && mismatch.is_none()
+        {
+            mismatch = Some(Error::ConfigMismatch {
+                op,
+                name: name.to_owned(),
+                in_file: in_file.clone(),
+                in_module: value,
+            });
+        }
+    });
+    mismatch.map_or(Ok(()), Err)
 }
 
 /// Validates `sources` against `module` (names, shapes, element types), converts every value

@@ -200,6 +200,11 @@ impl<B: Backend> Module<B> for CausalSelfAttention<B> {
         f("in_proj_bias", &mut self.in_proj_bias);
         visit_prefixed_mut(&mut self.out_proj, "out_proj", f);
     }
+
+    /// The head count, which no weight's shape shows: a file saved with another is an error.
+    fn visit_config(&self, f: &mut dyn FnMut(&str, String)) {
+        f("num_heads", self.heads.to_string());
+    }
 }
 
 impl<B: Backend> Layer<B> for CausalSelfAttention<B> {
