@@ -54,6 +54,32 @@ impl Memory for Cpu {
     }
 }
 
+/// A kernel's loops, to run compiled for the widest SIMD instructions this CPU has.
+pub(crate) trait Vectorizable {
+    type Output;
+    /// The loops. Implementations mark it `#[inline(always)]`, and every function it calls
+    /// must be inlined too, so that all of it is compiled for those instructions.
+    fn run(self) -> Self::Output;
+}
+
+/// Runs `kernel` compiled for AVX2 and FMA where this CPU has them (detected once), so that
+/// LLVM vectorises its scalar code 8 floats wide; elsewhere as the baseline build compiles it.
+pub(crate) fn vectorized<K: Vectorizable>(kernel: K) -> K::Output {
+    static ARCH: std::sync::LazyLock<pulp::Arch> = std::sync::LazyLock::new(pulp::Arch::new);
+    ARCH.dispatch(Dispatch(kernel))
+}
+
+/// pulp's entry point for a [`Vectorizable`].
+struct Dispatch<K>(K);
+
+impl<K: Vectorizable> pulp::WithSimd for Dispatch<K> {
+    type Output = K::Output;
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _: S) -> K::Output {
+        self.0.run()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

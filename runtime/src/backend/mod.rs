@@ -5,7 +5,7 @@
 //! device (CUDA, on cudarc) is one more implementation and no caller changes. Data reaches the
 //! host only through [`Memory::download`].
 
-mod cpu;
+pub(crate) mod cpu;
 #[cfg(feature = "cuda")]
 pub(crate) mod cuda;
 #[cfg(not(feature = "cuda"))]

@@ -25,19 +25,49 @@ pub enum Operand {
     Rhs,
 }
 
+/// A unary op's scalar function `x -> y`, one type per op. Its `call` is always inlined, so
+/// a loop over it compiled for AVX2 is vectorised with AVX2 (a closure need not be inlined,
+/// and a loop calling it stays as narrow as the baseline build).
+pub(crate) trait UnaryFn: Copy {
+    fn call(self, x: f32) -> f32;
+}
+
+/// As [`UnaryFn`], for functions of two values: `f(a, b)` of a binary op, or
+/// `f(grad, saved)` of a unary op's backward rule.
+pub(crate) trait BinaryFn: Copy {
+    fn call(self, a: f32, b: f32) -> f32;
+}
+
 /// Runs a CPU kernel with a unary op's scalar function: each op calls [`Self::visit`] with its
-/// own closure, so the kernel's loop is compiled (and vectorised) once per op instead of
+/// own [`UnaryFn`], so the kernel's loop is compiled (and vectorised) once per op instead of
 /// calling through a pointer.
 pub(crate) trait UnaryVisitor {
     type Output;
-    fn visit(self, f: impl Fn(f32) -> f32 + Copy) -> Self::Output;
+    fn visit(self, f: impl UnaryFn) -> Self::Output;
 }
 
-/// As [`UnaryVisitor`], for functions of two values: `f(a, b)` of a binary op, or
-/// `f(grad, saved)` of a unary op's backward rule.
+/// As [`UnaryVisitor`], for functions of two values.
 pub(crate) trait BinaryVisitor {
     type Output;
-    fn visit(self, f: impl Fn(f32, f32) -> f32 + Copy) -> Self::Output;
+    fn visit(self, f: impl BinaryFn) -> Self::Output;
+}
+
+/// Calls `$visitor.visit` with a [`UnaryFn`] or [`BinaryFn`] (`$trait`) whose body is `$body`
+/// over the arguments `$arg`, with the op's parameters `$param` in scope.
+macro_rules! visit_fn {
+    ($visitor:ident, $trait:ident, [$($param:ident),*], |$($arg:ident),+| $body:expr) => {{
+        #[derive(Clone, Copy)]
+        struct Function { $($param: f32),* }
+        impl crate::ops::elementwise::$trait for Function {
+            #[inline(always)]
+            #[allow(unused_variables)]
+            fn call(self, $($arg: f32),+) -> f32 {
+                let Function { $($param),* } = self;
+                $body
+            }
+        }
+        $visitor.visit(Function { $($param),* })
+    }};
 }
 
 /// One row of a table as CUDA C: the op code, the scalar parameters' names, and each
@@ -163,7 +193,11 @@ macro_rules! unary_ops {
                 visitor: V,
             ) -> V::Output {
                 match self {
-                    $(UnaryOp::$name $(($($param),+))? => visitor.visit(move |$x: f32| $forward),)*
+                    $(
+                        UnaryOp::$name $(($($param),+))? => crate::ops::elementwise::visit_fn!(
+                            visitor, UnaryFn, [$($($param),+)?], |$x| $forward
+                        ),
+                    )*
                 }
             }
 
@@ -176,8 +210,9 @@ macro_rules! unary_ops {
             ) -> V::Output {
                 match self {
                     $(
-                        UnaryOp::$name $(($($param),+))?
-                            => visitor.visit(move |$g: f32, $v: f32| $backward),
+                        UnaryOp::$name $(($($param),+))? => crate::ops::elementwise::visit_fn!(
+                            visitor, BinaryFn, [$($($param),+)?], |$g, $v| $backward
+                        ),
                     )*
                 }
             }
@@ -264,7 +299,11 @@ macro_rules! binary_ops {
                 visitor: V,
             ) -> V::Output {
                 match self {
-                    $(BinaryOp::$name $(($param))? => visitor.visit(move |$a: f32, $b: f32| $forward),)*
+                    $(
+                        BinaryOp::$name $(($param))? => crate::ops::elementwise::visit_fn!(
+                            visitor, BinaryFn, [$($param)?], |$a, $b| $forward
+                        ),
+                    )*
                 }
             }
 
@@ -278,10 +317,12 @@ macro_rules! binary_ops {
                 use crate::ops::elementwise::Operand;
                 match (self, wrt) {
                     $(
-                        (BinaryOp::$name $(($param))?, Operand::Lhs)
-                            => visitor.visit(move |$a: f32, $b: f32| $d_lhs),
-                        (BinaryOp::$name $(($param))?, Operand::Rhs)
-                            => visitor.visit(move |$a: f32, $b: f32| $d_rhs),
+                        (BinaryOp::$name $(($param))?, Operand::Lhs) => crate::ops::elementwise::visit_fn!(
+                            visitor, BinaryFn, [$($param)?], |$a, $b| $d_lhs
+                        ),
+                        (BinaryOp::$name $(($param))?, Operand::Rhs) => crate::ops::elementwise::visit_fn!(
+                            visitor, BinaryFn, [$($param)?], |$a, $b| $d_rhs
+                        ),
                     )*
                 }
             }
@@ -308,7 +349,7 @@ macro_rules! binary_ops {
     };
 }
 
-pub(crate) use {binary_ops, param_slots, param_type, param_wildcard, unary_ops};
+pub(crate) use {binary_ops, param_slots, param_type, param_wildcard, unary_ops, visit_fn};
 
 #[cfg(test)]
 mod tests {

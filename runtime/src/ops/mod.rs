@@ -7,6 +7,7 @@ pub mod dropout;
 pub mod elementwise;
 pub mod index;
 pub mod loss;
+pub(crate) mod math;
 pub mod matmul;
 pub mod norm;
 pub mod optim;

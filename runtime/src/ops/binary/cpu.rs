@@ -4,7 +4,7 @@
 use super::{BinaryKernel, BinaryOp, Broadcast};
 use crate::backend::Cpu;
 use crate::error::Result;
-use crate::ops::elementwise::{BinaryVisitor, Operand};
+use crate::ops::elementwise::{BinaryFn, BinaryVisitor, Operand};
 use crate::shape::Dims;
 
 /// One innermost row of a broadcast walk: where it starts in each buffer and the strides of the
@@ -75,7 +75,7 @@ struct Zip<'a> {
 
 impl BinaryVisitor for Zip<'_> {
     type Output = ();
-    fn visit(self, f: impl Fn(f32, f32) -> f32 + Copy) {
+    fn visit(self, f: impl BinaryFn) {
         let Self {
             lhs,
             rhs,
@@ -89,19 +89,19 @@ impl BinaryVisitor for Zip<'_> {
                     let lhs = &lhs[row.lhs..row.lhs + row.len];
                     let rhs = &rhs[row.rhs..row.rhs + row.len];
                     for ((o, &a), &b) in out.iter_mut().zip(lhs).zip(rhs) {
-                        *o = f(a, b);
+                        *o = f.call(a, b);
                     }
                 }
                 (1, 0) => {
                     let lhs = &lhs[row.lhs..row.lhs + row.len];
                     let b = rhs[row.rhs];
                     for (o, &a) in out.iter_mut().zip(lhs) {
-                        *o = f(a, b);
+                        *o = f.call(a, b);
                     }
                 }
                 (ls, rs) => {
                     for (j, o) in out.iter_mut().enumerate() {
-                        *o = f(lhs[row.lhs + j * ls], rhs[row.rhs + j * rs]);
+                        *o = f.call(lhs[row.lhs + j * ls], rhs[row.rhs + j * rs]);
                     }
                 }
             }
@@ -118,25 +118,25 @@ struct ZipInPlace<'a> {
 
 impl BinaryVisitor for ZipInPlace<'_> {
     type Output = ();
-    fn visit(self, f: impl Fn(f32, f32) -> f32 + Copy) {
+    fn visit(self, f: impl BinaryFn) {
         let Self { lhs, rhs, layout } = self;
         for_each_row(layout, |row| {
             let lhs = &mut lhs[row.out..row.out + row.len];
             match row.rhs_stride {
                 1 => {
                     for (a, &b) in lhs.iter_mut().zip(&rhs[row.rhs..row.rhs + row.len]) {
-                        *a = f(*a, b);
+                        *a = f.call(*a, b);
                     }
                 }
                 0 => {
                     let b = rhs[row.rhs];
                     for a in lhs.iter_mut() {
-                        *a = f(*a, b);
+                        *a = f.call(*a, b);
                     }
                 }
                 rs => {
                     for (j, a) in lhs.iter_mut().enumerate() {
-                        *a = f(*a, rhs[row.rhs + j * rs]);
+                        *a = f.call(*a, rhs[row.rhs + j * rs]);
                     }
                 }
             }

@@ -1,8 +1,114 @@
-//! CPU kernels of layer normalisation, one row at a time, sums in `f64`.
+//! CPU kernels of layer normalisation, one row at a time, sums in `f64`, vectorised.
 
 use super::{NormKernel, Rows};
 use crate::backend::Cpu;
+use crate::backend::cpu::{Vectorizable, vectorized};
 use crate::error::Result;
+use crate::ops::math;
+
+/// `y = (x - mean) / sqrt(var + eps) * weight + bias` per row, with each row's mean and
+/// reciprocal standard deviation.
+struct Forward<'a> {
+    r: &'a Rows,
+    x: &'a [f32],
+    weight: Option<&'a [f32]>,
+    bias: Option<&'a [f32]>,
+    y: &'a mut [f32],
+    mean: &'a mut [f32],
+    rstd: &'a mut [f32],
+}
+
+impl Vectorizable for Forward<'_> {
+    type Output = ();
+    #[inline(always)]
+    #[allow(
+        clippy::cast_possible_truncation,
+        reason = "row statistics back in f32"
+    )]
+    fn run(self) {
+        let Forward {
+            r,
+            x,
+            weight,
+            bias,
+            y,
+            mean,
+            rstd,
+        } = self;
+        let n = r.len as f64;
+        let rows = x.chunks_exact(r.len).zip(y.chunks_exact_mut(r.len));
+        for ((x, y), (mean, rstd)) in rows.zip(mean.iter_mut().zip(rstd.iter_mut())) {
+            let mu = math::sum(x) / n;
+            let var = math::sum_squares_about(x, mu) / n;
+            let inv = (1.0 / (var + f64::from(r.eps)).sqrt()) as f32;
+            let mu = mu as f32;
+            for (y, &v) in y.iter_mut().zip(x) {
+                *y = (v - mu) * inv;
+            }
+            if let Some(weight) = weight {
+                for (y, &w) in y.iter_mut().zip(weight) {
+                    *y *= w;
+                }
+            }
+            if let Some(bias) = bias {
+                for (y, &b) in y.iter_mut().zip(bias) {
+                    *y += b;
+                }
+            }
+            (*mean, *rstd) = (mu, inv);
+        }
+    }
+}
+
+/// The input's gradient per row: `rstd (gw - mean(gw) - x̂ mean(gw x̂))` with `gw = g weight`
+/// and `x̂ = (x - mean) rstd`; `Σ gw x̂` is `rstd (Σ gw x - mean Σ gw)`.
+struct Backward<'a> {
+    r: &'a Rows,
+    x: &'a [f32],
+    grad: &'a [f32],
+    weight: Option<&'a [f32]>,
+    mean: &'a [f32],
+    rstd: &'a [f32],
+    grad_x: &'a mut [f32],
+}
+
+impl Vectorizable for Backward<'_> {
+    type Output = ();
+    #[inline(always)]
+    #[allow(clippy::cast_possible_truncation, reason = "row sums back in f32")]
+    fn run(self) {
+        let Backward {
+            r,
+            x,
+            grad,
+            weight,
+            mean,
+            rstd,
+            grad_x,
+        } = self;
+        let n = r.len as f64;
+        let rows = x
+            .chunks_exact(r.len)
+            .zip(grad.chunks_exact(r.len))
+            .zip(grad_x.chunks_exact_mut(r.len));
+        for (((x, g), dx), (&mu, &inv)) in rows.zip(mean.iter().zip(rstd)) {
+            // `dx` holds `gw` until the last loop.
+            dx.copy_from_slice(g);
+            if let Some(weight) = weight {
+                for (dx, &w) in dx.iter_mut().zip(weight) {
+                    *dx *= w;
+                }
+            }
+            let sum_gw = math::sum(dx);
+            let sum_gw_xhat = f64::from(inv) * (math::dot(dx, x) - f64::from(mu) * sum_gw);
+            let (mean_gw, mean_gw_xhat) = ((sum_gw / n) as f32, (sum_gw_xhat / n) as f32);
+            for (dx, &v) in dx.iter_mut().zip(x) {
+                let xhat = (v - mu) * inv;
+                *dx = inv * (*dx - mean_gw - xhat * mean_gw_xhat);
+            }
+        }
+    }
+}
 
 impl NormKernel for Cpu {
     fn layer_norm(
@@ -15,23 +121,16 @@ impl NormKernel for Cpu {
         mean: &mut Vec<f32>,
         rstd: &mut Vec<f32>,
     ) -> Result<()> {
-        if r.len == 0 {
-            return Ok(());
-        }
-        let rows = x.chunks_exact(r.len).zip(y.chunks_exact_mut(r.len));
-        for (row, (x, y)) in rows.enumerate() {
-            let n = r.len as f64;
-            let mu = x.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
-            let var = x.iter().map(|&v| (f64::from(v) - mu).powi(2)).sum::<f64>() / n;
-            let inv = (1.0 / (var + f64::from(r.eps)).sqrt()) as f32;
-            let mu = mu as f32;
-            for (j, (y, &v)) in y.iter_mut().zip(x).enumerate() {
-                let scale = weight.map_or(1.0, |w| w[j]);
-                let shift = bias.map_or(0.0, |b| b[j]);
-                *y = (v - mu) * inv * scale + shift;
-            }
-            mean[row] = mu;
-            rstd[row] = inv;
+        if r.len > 0 {
+            vectorized(Forward {
+                r,
+                x,
+                weight: weight.map(Vec::as_slice),
+                bias: bias.map(Vec::as_slice),
+                y,
+                mean,
+                rstd,
+            });
         }
         Ok(())
     }
@@ -46,27 +145,16 @@ impl NormKernel for Cpu {
         rstd: &Vec<f32>,
         grad_x: &mut Vec<f32>,
     ) -> Result<()> {
-        if r.len == 0 {
-            return Ok(());
-        }
-        let n = r.len as f64;
-        let rows = x
-            .chunks_exact(r.len)
-            .zip(grad.chunks_exact(r.len))
-            .zip(grad_x.chunks_exact_mut(r.len));
-        for (row, ((x, g), dx)) in rows.enumerate() {
-            let (mu, inv) = (mean[row], rstd[row]);
-            let gw = |j: usize| g[j] * weight.map_or(1.0, |w| w[j]);
-            let xhat = |j: usize| (x[j] - mu) * inv;
-            let (mut sum_gw, mut sum_gw_xhat) = (0.0f64, 0.0f64);
-            for j in 0..r.len {
-                sum_gw += f64::from(gw(j));
-                sum_gw_xhat += f64::from(gw(j)) * f64::from(xhat(j));
-            }
-            let (mean_gw, mean_gw_xhat) = ((sum_gw / n) as f32, (sum_gw_xhat / n) as f32);
-            for (j, dx) in dx.iter_mut().enumerate() {
-                *dx = inv * (gw(j) - mean_gw - xhat(j) * mean_gw_xhat);
-            }
+        if r.len > 0 {
+            vectorized(Backward {
+                r,
+                x,
+                grad,
+                weight: weight.map(Vec::as_slice),
+                mean,
+                rstd,
+                grad_x,
+            });
         }
         Ok(())
     }

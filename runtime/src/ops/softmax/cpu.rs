@@ -1,9 +1,12 @@
 //! CPU kernels of softmax and log-softmax. Each slice is shifted by its maximum and its sum of
-//! exponentials accumulates in `f64`, as the cross-entropy kernel does.
+//! exponentials accumulates in `f64`, as the cross-entropy kernel does; rows of the last dim
+//! (the usual axis) are vectorised, with `f32` exponentials.
 
 use super::{SoftmaxAxis, SoftmaxKernel, SoftmaxOp};
 use crate::backend::Cpu;
+use crate::backend::cpu::{Vectorizable, vectorized};
 use crate::error::Result;
+use crate::ops::math;
 
 /// The indices of one slice along the normalised axis: `len` of them from `start`, `stride`
 /// apart (so walking a slice allocates nothing).
@@ -42,9 +45,18 @@ pub(crate) fn shifted_sum_exp(values: impl Iterator<Item = f32> + Clone) -> (f64
     (max, sum_exp)
 }
 
-/// `out = op(x)` along the axis.
+/// `out = op(x)` along the axis: rows of the last dim vectorised, other axes slice by slice.
 pub(crate) fn softmax(op: SoftmaxOp, x: &[f32], axis: &SoftmaxAxis, out: &mut [f32]) {
     debug_assert!(x.len() == axis.numel() && out.len() == x.len());
+    if axis.inner == 1 {
+        vectorized(Rows {
+            op,
+            x,
+            out,
+            len: axis.len,
+        });
+        return;
+    }
     for_each_slice(axis, |slice| {
         let (max, sum_exp) = shifted_sum_exp(slice.indices().map(|k| x[k]));
         match op {
@@ -63,6 +75,46 @@ pub(crate) fn softmax(op: SoftmaxOp, x: &[f32], axis: &SoftmaxAxis, out: &mut [f
     });
 }
 
+/// `op` over contiguous rows of `len`: the exponentials in `f32` (written once, into `out`),
+/// their sum in `f64`.
+struct Rows<'a> {
+    op: SoftmaxOp,
+    x: &'a [f32],
+    out: &'a mut [f32],
+    len: usize,
+}
+
+impl Vectorizable for Rows<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn run(self) {
+        let Rows { op, x, out, len } = self;
+        for (x, out) in x.chunks_exact(len).zip(out.chunks_exact_mut(len)) {
+            let max = math::max(x);
+            for (o, &v) in out.iter_mut().zip(x) {
+                *o = math::exp(v - max);
+            }
+            let sum = math::sum(out);
+            match op {
+                SoftmaxOp::Softmax => {
+                    #[allow(clippy::cast_possible_truncation, reason = "a scale in f32")]
+                    let scale = (1.0 / sum) as f32;
+                    for o in out.iter_mut() {
+                        *o *= scale;
+                    }
+                }
+                SoftmaxOp::LogSoftmax => {
+                    #[allow(clippy::cast_possible_truncation, reason = "an offset in f32")]
+                    let log_sum = (f64::from(max) + sum.ln()) as f32;
+                    for (o, &v) in out.iter_mut().zip(x) {
+                        *o = v - log_sum;
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// `out` = the gradient through `op` along the axis, from its output `y` and the output's
 /// gradient `g`.
 pub(crate) fn softmax_backward(
@@ -73,6 +125,16 @@ pub(crate) fn softmax_backward(
     out: &mut [f32],
 ) {
     debug_assert!(y.len() == axis.numel() && g.len() == y.len() && out.len() == y.len());
+    if axis.inner == 1 {
+        vectorized(RowsBackward {
+            op,
+            y,
+            g,
+            out,
+            len: axis.len,
+        });
+        return;
+    }
     for_each_slice(axis, |slice| match op {
         SoftmaxOp::Softmax => {
             let dot: f64 = slice
@@ -90,6 +152,41 @@ pub(crate) fn softmax_backward(
             }
         }
     });
+}
+
+/// The gradient through `op` over contiguous rows of `len`, the row sums in `f64`.
+struct RowsBackward<'a> {
+    op: SoftmaxOp,
+    y: &'a [f32],
+    g: &'a [f32],
+    out: &'a mut [f32],
+    len: usize,
+}
+
+impl Vectorizable for RowsBackward<'_> {
+    type Output = ();
+    #[inline(always)]
+    #[allow(clippy::cast_possible_truncation, reason = "row sums back in f32")]
+    fn run(self) {
+        let RowsBackward { op, y, g, out, len } = self;
+        let rows = y.chunks_exact(len).zip(g.chunks_exact(len));
+        for ((y, g), out) in rows.zip(out.chunks_exact_mut(len)) {
+            match op {
+                SoftmaxOp::Softmax => {
+                    let dot = math::dot(g, y) as f32;
+                    for ((o, &y), &g) in out.iter_mut().zip(y).zip(g) {
+                        *o = (g - dot) * y;
+                    }
+                }
+                SoftmaxOp::LogSoftmax => {
+                    let sum = math::sum(g) as f32;
+                    for ((o, &y), &g) in out.iter_mut().zip(y).zip(g) {
+                        *o = g - math::exp(y) * sum;
+                    }
+                }
+            }
+        }
+    }
 }
 
 impl SoftmaxKernel for Cpu {

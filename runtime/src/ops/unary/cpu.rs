@@ -1,10 +1,11 @@
 //! CPU kernels of the unary ops: one loop per kernel, compiled once per op with the op's own
-//! closure (see [`UnaryVisitor`]).
+//! function (see [`UnaryVisitor`]) and for the CPU's SIMD width (see [`vectorized`]).
 
 use super::{UnaryKernel, UnaryOp};
 use crate::backend::Cpu;
+use crate::backend::cpu::{Vectorizable, vectorized};
 use crate::error::Result;
-use crate::ops::elementwise::{BinaryVisitor, UnaryVisitor};
+use crate::ops::elementwise::{BinaryFn, BinaryVisitor, UnaryFn, UnaryVisitor};
 
 /// `out[i] = f(x[i])`.
 struct Map<'a> {
@@ -14,9 +15,18 @@ struct Map<'a> {
 
 impl UnaryVisitor for Map<'_> {
     type Output = ();
-    fn visit(self, f: impl Fn(f32) -> f32 + Copy) {
-        for (o, &v) in self.out.iter_mut().zip(self.x) {
-            *o = f(v);
+    fn visit(self, f: impl UnaryFn) {
+        vectorized((self, f));
+    }
+}
+
+impl<F: UnaryFn> Vectorizable for (Map<'_>, F) {
+    type Output = ();
+    #[inline(always)]
+    fn run(self) {
+        let (Map { x, out }, f) = self;
+        for (o, &v) in out.iter_mut().zip(x) {
+            *o = f.call(v);
         }
     }
 }
@@ -26,9 +36,18 @@ struct MapInPlace<'a>(&'a mut [f32]);
 
 impl UnaryVisitor for MapInPlace<'_> {
     type Output = ();
-    fn visit(self, f: impl Fn(f32) -> f32 + Copy) {
-        for v in self.0.iter_mut() {
-            *v = f(*v);
+    fn visit(self, f: impl UnaryFn) {
+        vectorized((self, f));
+    }
+}
+
+impl<F: UnaryFn> Vectorizable for (MapInPlace<'_>, F) {
+    type Output = ();
+    #[inline(always)]
+    fn run(self) {
+        let (MapInPlace(x), f) = self;
+        for v in x.iter_mut() {
+            *v = f.call(*v);
         }
     }
 }
@@ -42,9 +61,18 @@ struct Backward<'a> {
 
 impl BinaryVisitor for Backward<'_> {
     type Output = ();
-    fn visit(self, f: impl Fn(f32, f32) -> f32 + Copy) {
-        for ((o, &g), &s) in self.out.iter_mut().zip(self.grad).zip(self.saved) {
-            *o = f(g, s);
+    fn visit(self, f: impl BinaryFn) {
+        vectorized((self, f));
+    }
+}
+
+impl<F: BinaryFn> Vectorizable for (Backward<'_>, F) {
+    type Output = ();
+    #[inline(always)]
+    fn run(self) {
+        let (Backward { grad, saved, out }, f) = self;
+        for ((o, &g), &s) in out.iter_mut().zip(grad).zip(saved) {
+            *o = f.call(g, s);
         }
     }
 }
@@ -57,9 +85,18 @@ struct BackwardInPlace<'a> {
 
 impl BinaryVisitor for BackwardInPlace<'_> {
     type Output = ();
-    fn visit(self, f: impl Fn(f32, f32) -> f32 + Copy) {
-        for (g, &s) in self.grad.iter_mut().zip(self.saved) {
-            *g = f(*g, s);
+    fn visit(self, f: impl BinaryFn) {
+        vectorized((self, f));
+    }
+}
+
+impl<F: BinaryFn> Vectorizable for (BackwardInPlace<'_>, F) {
+    type Output = ();
+    #[inline(always)]
+    fn run(self) {
+        let (BackwardInPlace { grad, saved }, f) = self;
+        for (g, &s) in grad.iter_mut().zip(saved) {
+            *g = f.call(*g, s);
         }
     }
 }

@@ -9,6 +9,7 @@ pub(crate) mod cuda;
 use crate::backend::{Backend, Memory};
 use crate::error::{Result, or_panic};
 use crate::ops::elementwise::unary_ops;
+use crate::ops::math;
 use crate::tensor::Tensor;
 
 unary_ops! {
@@ -69,7 +70,7 @@ unary_ops! {
     }
     /// `e^x`.
     Exp => fn exp {
-        forward: |x| x.exp() => "expf(x)",
+        forward: |x| math::exp(x) => "expf(x)",
         backward from Output: |g, y| g * y => "g * y",
     }
     /// The natural logarithm.
@@ -115,9 +116,9 @@ unary_ops! {
     }
     /// `SiLU` (swish), `x * sigmoid(x)`, like `torch.nn.functional.silu`.
     Silu => fn silu {
-        forward: |x| x / (1.0 + (-x).exp()) => "x / (1.0f + expf(-x))",
+        forward: |x| x / (1.0 + math::exp(-x)) => "x / (1.0f + expf(-x))",
         backward from Input: |g, x| {
-            let s = 1.0 / (1.0 + (-x).exp());
+            let s = 1.0 / (1.0 + math::exp(-x));
             g * s * (1.0 + x * (1.0 - s))
         } => "g * (1.0f / (1.0f + expf(-x))) * (1.0f + x * (1.0f - 1.0f / (1.0f + expf(-x))))",
     }
@@ -131,7 +132,7 @@ unary_ops! {
     Elu(alpha = 1.0) => fn elu {
         forward: |x| if x > 0.0 { x } else { alpha * x.exp_m1() }
             => "x > 0.0f ? x : alpha * expm1f(x)",
-        backward from Input: |g, x| if x > 0.0 { g } else { g * alpha * x.exp() }
+        backward from Input: |g, x| if x > 0.0 { g } else { g * alpha * math::exp(x) }
             => "x > 0.0f ? g : g * alpha * expf(x)",
     }
     /// `log(1 + e^(beta x)) / beta`, and `x` itself where `beta x > threshold`, like
@@ -183,50 +184,27 @@ unary_ops! {
 }
 
 /// The logistic function, without overflow for large `|v|`.
+#[inline(always)]
 pub(crate) fn sigmoid(v: f32) -> f32 {
     if v >= 0.0 {
-        1.0 / (1.0 + (-v).exp())
+        1.0 / (1.0 + math::exp(-v))
     } else {
-        let e = v.exp();
+        let e = math::exp(v);
         e / (1.0 + e)
     }
 }
 
-/// Φ(x), the standard normal CDF, as `erfc(-x / sqrt 2) / 2` with the `erfc` of Numerical
-/// Recipes (a Chebyshev fit, relative error below 1.2e-7 everywhere, tails included): a
-/// polynomial and one `exp`, in `f64`. A little faster than libm's `erff` (the char GPT's
-/// step: 6%), and accurate in the tails, where `erff`'s `1 + erf` loses Φ.
-fn normal_cdf(v: f32) -> f32 {
-    let z = f64::from(v).abs() * std::f64::consts::FRAC_1_SQRT_2;
-    let t = 1.0 / (1.0 + 0.5 * z);
-    let poly = [
-        0.170_872_77,
-        -0.822_152_23,
-        1.488_515_87,
-        -1.135_203_98,
-        0.278_868_07,
-        -0.186_288_06,
-        0.096_784_18,
-        0.374_091_96,
-        1.000_023_68,
-        -1.265_512_23,
-    ]
-    .iter()
-    .fold(0.0, |acc, &c| acc * t + c);
-    // P(X > |x|) = erfc(|x| / sqrt 2) / 2.
-    let upper = 0.5 * t * (poly - z * z).exp();
-    (if v >= 0.0 { 1.0 - upper } else { upper }) as f32
-}
-
 /// `x * Φ(x)`, Φ the standard normal CDF.
+#[inline(always)]
 fn gelu(v: f32) -> f32 {
-    v * normal_cdf(v)
+    v * math::normal_cdf_and_density(v).0
 }
 
 /// The derivative of [`gelu`]: `Φ(x) + x φ(x)`.
+#[inline(always)]
 fn gelu_derivative(v: f32) -> f32 {
-    const FRAC_1_SQRT_2PI: f32 = 0.398_942_3;
-    normal_cdf(v) + v * FRAC_1_SQRT_2PI * (-0.5 * v * v).exp()
+    let (cdf, density) = math::normal_cdf_and_density(v);
+    cdf + v * density
 }
 
 /// The kernels of the unary ops, forward and backward.
@@ -414,24 +392,9 @@ impl UnaryKernel for crate::Cuda {
 
 #[cfg(test)]
 mod tests {
-    use super::{UnaryOp, normal_cdf};
+    use super::UnaryOp;
     use crate::ops::assert_close;
     use crate::{Cpu, Tensor};
-
-    /// Φ against libm's `f64` `erfc`, to 3e-7 relative over the range `f32` GELU sees,
-    /// both tails included (where Φ is tiny or near 1).
-    #[test]
-    fn normal_cdf_is_accurate_in_both_tails() {
-        for step in -1200..=1200 {
-            let v = step as f32 / 100.0;
-            let exact = 0.5 * libm::erfc(-f64::from(v) * std::f64::consts::FRAC_1_SQRT_2);
-            let found = f64::from(normal_cdf(v));
-            assert!(
-                (found - exact).abs() <= 3e-7 * exact,
-                "Φ({v}) = {found}, exactly {exact}"
-            );
-        }
-    }
 
     fn input() -> Tensor {
         Tensor::from_vec(vec![-2.0, -0.5, 0.0, 0.5, 3.0], [5], &Cpu)

@@ -1,0 +1,222 @@
+//! What the CPU kernels compute per element and per row, written so that LLVM vectorises the
+//! loops they are inlined into: `exp` and the standard normal CDF and density without calls or
+//! branches (libm's `expf` is a call per element; so is `mul_add` without FMA instructions),
+//! and sums in `f64` split over interleaved partial sums (one running sum is a chain of
+//! dependent additions, which LLVM may not reorder).
+
+use std::f32::consts::{FRAC_1_SQRT_2, LOG2_E};
+
+/// `e^x` to within 1 ulp; overflows to infinity past 88.72, underflows
+/// through the subnormals to 0, and keeps NaN.
+#[inline(always)]
+pub(crate) fn exp(x: f32) -> f32 {
+    // 1.5 * 2^23: adding it rounds to an integer, held in the low bits of the sum.
+    const ROUND: f32 = 12_582_912.0;
+    // ln 2 in two parts (Cody and Waite), the high one short enough that `n * LN_2_HIGH` is
+    // exact for the `n` that occur, the low one the rest to f32 precision.
+    const LN_2_HIGH: f32 = 0.693_359_4;
+    const LN_2_LOW: f32 = -2.121_944_4e-4;
+    // `e^r - 1 - r` over r² on [-ln 2 / 2, ln 2 / 2] (Cephes's `expf`).
+    const POLY: [f32; 6] = [
+        1.987_569_2e-4,
+        1.398_2e-3,
+        8.333_452e-3,
+        4.166_579_6e-2,
+        1.666_666_5e-1,
+        0.5,
+    ];
+    // Comparisons keep NaN; beyond these bounds the result is infinite or 0 anyway.
+    let x = if x > 89.0 { 89.0 } else { x };
+    let x = if x < -104.0 { -104.0 } else { x };
+    let rounded = x * LOG2_E + ROUND;
+    let n = rounded - ROUND;
+    #[allow(
+        clippy::cast_possible_wrap,
+        reason = "the bit patterns of two nearby floats"
+    )]
+    let whole = rounded.to_bits() as i32 - ROUND.to_bits() as i32;
+    let r = (x - n * LN_2_HIGH) - n * LN_2_LOW;
+    let poly = POLY.iter().fold(0.0f32, |acc, &c| acc * r + c);
+    let e_r = poly * r * r + r + 1.0;
+    // 2^n in two factors, each a normal float, so that subnormal results come out right.
+    let half = whole >> 1;
+    e_r * power_of_two(half) * power_of_two(whole - half)
+}
+
+/// `2^n` for `n` in [-126, 127].
+#[inline(always)]
+fn power_of_two(n: i32) -> f32 {
+    #[allow(
+        clippy::cast_sign_loss,
+        reason = "a biased exponent, positive in range"
+    )]
+    f32::from_bits(((n + 127) as u32) << 23)
+}
+
+/// `x` with the low 12 bits of its significand cleared: `x² ` of it is exact in `f32`.
+#[inline(always)]
+fn high_part(x: f32) -> f32 {
+    f32::from_bits(x.to_bits() & 0xffff_f000)
+}
+
+/// `e^(-x²/2)`, accurate also where `x²` is large: `x² = h² + (x - h)(x + h)` with `h²` exact,
+/// so the argument carries no rounding error into the result.
+#[inline(always)]
+pub(crate) fn gaussian(x: f32) -> f32 {
+    let high = high_part(x);
+    exp(-0.5 * high * high) * exp(-0.5 * (x - high) * (x + high))
+}
+
+/// Φ(x), the standard normal CDF, and the density φ(x), to about 1e-6 relative in both
+/// tails: `erfc` by the Chebyshev fit of Numerical Recipes (`t exp(-z² + P(t))` with
+/// `t = 1 / (1 + z / 2)`), the `exp(-z²)` factor from [`gaussian`].
+#[inline(always)]
+pub(crate) fn normal_cdf_and_density(x: f32) -> (f32, f32) {
+    const FRAC_1_SQRT_2PI: f32 = 0.398_942_3;
+    const POLY: [f32; 10] = [
+        0.170_872_77,
+        -0.822_152_23,
+        1.488_515_9,
+        -1.135_204,
+        0.278_868_07,
+        -0.186_288_06,
+        0.096_784_18,
+        0.374_091_96,
+        1.000_023_7,
+        -1.265_512_2,
+    ];
+    let z = x.abs() * FRAC_1_SQRT_2;
+    let t = 1.0 / (0.5 * z + 1.0);
+    let poly = POLY.iter().fold(0.0f32, |acc, &c| acc * t + c);
+    let density_scaled = gaussian(x);
+    // P(X > |x|) = erfc(|x| / sqrt 2) / 2.
+    let upper = 0.5 * t * density_scaled * exp(poly);
+    let cdf = if x >= 0.0 { 1.0 - upper } else { upper };
+    (cdf, density_scaled * FRAC_1_SQRT_2PI)
+}
+
+/// Partial sums a row is split over: two AVX2 registers of `f64`.
+const LANES: usize = 8;
+
+/// `Σ f(a[i], b[i])` in `f64` over partial sums of [`LANES`] interleaved elements.
+#[inline(always)]
+fn interleaved_sum(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f64 + Copy) -> f64 {
+    let mut partial = [0.0f64; LANES];
+    let (a_chunks, b_chunks) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let (a_rest, b_rest) = (a_chunks.remainder(), b_chunks.remainder());
+    for (a, b) in a_chunks.zip(b_chunks) {
+        for lane in 0..LANES {
+            partial[lane] += f(a[lane], b[lane]);
+        }
+    }
+    let rest: f64 = a_rest.iter().zip(b_rest).map(|(&a, &b)| f(a, b)).sum();
+    partial.iter().sum::<f64>() + rest
+}
+
+/// `Σ values[i]`, in `f64`.
+#[inline(always)]
+pub(crate) fn sum(values: &[f32]) -> f64 {
+    interleaved_sum(values, values, |v, _| f64::from(v))
+}
+
+/// `Σ a[i] b[i]`, in `f64`.
+#[inline(always)]
+pub(crate) fn dot(a: &[f32], b: &[f32]) -> f64 {
+    interleaved_sum(a, b, |a, b| f64::from(a) * f64::from(b))
+}
+
+/// `Σ (values[i] - center)²`, in `f64`.
+#[inline(always)]
+pub(crate) fn sum_squares_about(values: &[f32], center: f64) -> f64 {
+    interleaved_sum(values, values, |v, _| (f64::from(v) - center).powi(2))
+}
+
+/// The largest of `values` (`-inf` for none; NaN is passed over, as by `f32::max`).
+#[inline(always)]
+pub(crate) fn max(values: &[f32]) -> f32 {
+    let mut partial = [f32::NEG_INFINITY; LANES];
+    let chunks = values.chunks_exact(LANES);
+    let rest = chunks.remainder();
+    for chunk in chunks {
+        for lane in 0..LANES {
+            partial[lane] = partial[lane].max(chunk[lane]);
+        }
+    }
+    rest.iter()
+        .chain(&partial)
+        .fold(f32::NEG_INFINITY, |max, &v| max.max(v))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The difference in units in the last place of `expected`.
+    fn ulps(found: f32, expected: f64) -> f64 {
+        let expected_f32 = expected as f32;
+        let ulp = f64::from(f32::from_bits(expected_f32.abs().to_bits() + 1) - expected_f32.abs());
+        (f64::from(found) - expected).abs() / ulp
+    }
+
+    #[test]
+    fn exp_is_within_two_ulp_and_handles_the_edges() {
+        let mut worst = 0.0f64;
+        for step in -87_000..=88_000 {
+            let x = step as f32 / 1000.0 + 0.000_37;
+            worst = worst.max(ulps(exp(x), f64::from(x).exp()));
+        }
+        assert!(worst <= 1.0, "exp is off by {worst} ulp");
+        assert_eq!(exp(0.0), 1.0);
+        assert_eq!(exp(89.0), f32::INFINITY);
+        assert_eq!(exp(f32::INFINITY), f32::INFINITY);
+        assert_eq!(exp(f32::NEG_INFINITY), 0.0);
+        assert!(exp(f32::NAN).is_nan());
+        // Subnormal results, to within their coarser spacing.
+        for x in [-88.0f32, -95.5, -100.0, -103.0] {
+            let expected = f64::from(x).exp();
+            let found = f64::from(exp(x));
+            assert!(
+                (found - expected).abs() <= 1.5e-45,
+                "exp({x}) = {found}, not {expected}"
+            );
+        }
+    }
+
+    #[test]
+    fn normal_cdf_and_density_are_accurate_in_both_tails() {
+        let mut worst = (0.0f64, 0.0f64);
+        for step in -1200..=1200 {
+            let x = step as f32 / 100.0;
+            let (cdf, density) = normal_cdf_and_density(x);
+            let exact_cdf = 0.5 * libm::erfc(-f64::from(x) * std::f64::consts::FRAC_1_SQRT_2);
+            let exact_density =
+                (-0.5 * f64::from(x).powi(2)).exp() / (2.0 * std::f64::consts::PI).sqrt();
+            let relative = |found: f32, exact: f64| (f64::from(found) - exact).abs() / exact;
+            worst.0 = worst.0.max(relative(cdf, exact_cdf));
+            worst.1 = worst.1.max(relative(density, exact_density));
+        }
+        assert!(worst.0 <= 1e-6, "Φ is off by {:e} relative", worst.0);
+        assert!(worst.1 <= 1e-6, "φ is off by {:e} relative", worst.1);
+    }
+
+    #[test]
+    fn row_reductions_match_plain_sums() {
+        let values: Vec<f32> = (0..37).map(|i| (i as f32 * 0.37).sin() * 3.0).collect();
+        let other: Vec<f32> = (0..37).map(|i| (i as f32 * 0.11).cos()).collect();
+        let plain: f64 = values.iter().map(|&v| f64::from(v)).sum();
+        assert!((sum(&values) - plain).abs() < 1e-12);
+        let plain_dot: f64 = values
+            .iter()
+            .zip(&other)
+            .map(|(&a, &b)| f64::from(a) * f64::from(b))
+            .sum();
+        assert!((dot(&values, &other) - plain_dot).abs() < 1e-12);
+        let squares: f64 = values.iter().map(|&v| (f64::from(v) - 0.5).powi(2)).sum();
+        assert!((sum_squares_about(&values, 0.5) - squares).abs() < 1e-11);
+        let largest = values.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+        assert_eq!(max(&values), largest);
+        assert_eq!(max(&[]), f32::NEG_INFINITY);
+        assert_eq!(max(&[f32::NAN, 1.0]), 1.0);
+        assert_eq!(sum(&[]), 0.0);
+    }
+}
