@@ -10,8 +10,8 @@
 //! assert_eq!(h.dims(), &[64, 100]);
 //! ```
 
-// The CPU kernels' scalar code must be inlined into loops compiled for AVX2 at run time; see
-// `backend::cpu::vectorized`.
+// The CPU kernels' scalar code must be inlined into loops compiled for AVX2 or AVX-512 at run
+// time; see `backend::cpu::vectorized`.
 #![allow(clippy::inline_always)]
 
 pub mod backend;

@@ -22,6 +22,12 @@ pub struct Tensor<B: Backend = Cpu> {
     pub(crate) storage: B::Storage,
 }
 
+impl<B: Backend> Drop for Tensor<B> {
+    fn drop(&mut self) {
+        self.device.recycle(&mut self.storage);
+    }
+}
+
 impl<B: Backend> Tensor<B> {
     /// Wraps a buffer that already holds `shape.numel()` elements.
     pub(crate) fn from_parts(device: B, shape: Shape, storage: B::Storage) -> Self {
@@ -273,16 +279,17 @@ impl<B: Backend> Tensor<B> {
     ///
     /// # Errors
     /// [`Error::Reshape`] when the element counts differ.
-    pub fn try_reshape(self, shape: impl Into<Shape>) -> Result<Self> {
+    pub fn try_reshape(mut self, shape: impl Into<Shape>) -> Result<Self> {
         let shape = shape.into();
         if shape.checked_numel() != Some(self.numel()) {
             return Err(Error::Reshape {
                 op: "reshape",
-                from: self.shape,
+                from: self.shape.clone(),
                 to: shape,
             });
         }
-        Ok(Self { shape, ..self })
+        self.shape = shape;
+        Ok(self)
     }
 
     /// A copy of the tensor, like `torch.clone`.

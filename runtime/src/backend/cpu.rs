@@ -1,11 +1,11 @@
 //! The [`Cpu`] backend's memory: `Vec<f32>` buffers. Its kernels live beside each op family's
 //! other kernels, in `ops/<family>/cpu.rs`.
 
-use super::{Memory, check_fits, expect_len};
+use super::{Memory, buffer_pool, check_fits, expect_len};
 use crate::error::Result;
 
 /// The host CPU. Stateless; GEMMs of the tutorial's size run on one thread, larger ones on
-/// rayon's pool.
+/// rayon's pool. Dropped tensors' large buffers are reused for new tensors of their length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Cpu;
 
@@ -17,11 +17,23 @@ impl Memory for Cpu {
     }
 
     fn zeros(&self, len: usize) -> Result<Vec<f32>> {
-        Ok(vec![0.0; len])
+        Ok(match buffer_pool::take(len) {
+            Some(mut buffer) => {
+                buffer.fill(0.0);
+                buffer
+            }
+            None => vec![0.0; len],
+        })
     }
 
     fn upload(&self, data: &[f32]) -> Result<Vec<f32>> {
-        Ok(data.to_vec())
+        Ok(match buffer_pool::take(data.len()) {
+            Some(mut buffer) => {
+                buffer.copy_from_slice(data);
+                buffer
+            }
+            None => data.to_vec(),
+        })
     }
 
     fn upload_vec(&self, data: Vec<f32>) -> Result<Vec<f32>> {
@@ -39,7 +51,7 @@ impl Memory for Cpu {
     }
 
     fn copy(&self, src: &Vec<f32>) -> Result<Vec<f32>> {
-        Ok(src.clone())
+        self.upload(src)
     }
 
     fn copy_into(&self, src: &Vec<f32>, dst: &mut Vec<f32>) -> Result<()> {
@@ -52,6 +64,10 @@ impl Memory for Cpu {
         dst.fill(value);
         Ok(())
     }
+
+    fn recycle(&self, storage: &mut Vec<f32>) {
+        buffer_pool::give(std::mem::take(storage));
+    }
 }
 
 /// A kernel's loops, to run compiled for the widest SIMD instructions this CPU has.
@@ -62,8 +78,9 @@ pub(crate) trait Vectorizable {
     fn run(self) -> Self::Output;
 }
 
-/// Runs `kernel` compiled for AVX2 and FMA where this CPU has them (detected once), so that
-/// LLVM vectorises its scalar code 8 floats wide; elsewhere as the baseline build compiles it.
+/// Runs `kernel` compiled for AVX-512, or AVX2 and FMA, where this CPU has them (detected
+/// once), so that LLVM vectorises its scalar code 16 or 8 floats wide; elsewhere as the
+/// baseline build compiles it.
 pub(crate) fn vectorized<K: Vectorizable>(kernel: K) -> K::Output {
     static ARCH: std::sync::LazyLock<pulp::Arch> = std::sync::LazyLock::new(pulp::Arch::new);
     ARCH.dispatch(Dispatch(kernel))

@@ -5,6 +5,7 @@
 //! device (CUDA, on cudarc) is one more implementation and no caller changes. Data reaches the
 //! host only through [`Memory::download`].
 
+mod buffer_pool;
 pub(crate) mod cpu;
 #[cfg(feature = "cuda")]
 pub(crate) mod cuda;
@@ -129,6 +130,12 @@ pub trait Memory: Clone + fmt::Debug + PartialEq + Send + Sync + 'static {
     /// # Errors
     /// When the kernel fails.
     fn fill(&self, dst: &mut Self::Storage, value: f32) -> Result<()>;
+
+    /// Takes back the buffer of a tensor being dropped, to hand out again; the default drops
+    /// it. What it leaves in `storage` is dropped.
+    fn recycle(&self, storage: &mut Self::Storage) {
+        let _ = storage;
+    }
 }
 
 /// The environment variable that turns a test's "no CUDA device" skip into a failure: a GPU

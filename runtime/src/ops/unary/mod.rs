@@ -197,7 +197,7 @@ pub(crate) fn sigmoid(v: f32) -> f32 {
 /// `x * Φ(x)`, Φ the standard normal CDF.
 #[inline(always)]
 fn gelu(v: f32) -> f32 {
-    v * math::normal_cdf_and_density(v).0
+    v * math::normal_cdf(v)
 }
 
 /// The derivative of [`gelu`]: `Φ(x) + x φ(x)`.
