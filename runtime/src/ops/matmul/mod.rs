@@ -589,6 +589,21 @@ mod tests {
         assert!(a.try_matmul(&Tensor::zeros([5], &Cpu)).is_err());
     }
 
+    /// A batch large enough to share the threads gives each product's own result.
+    #[test]
+    fn a_parallel_batch_is_one_product_per_leading_index() {
+        let a = Tensor::randn([16, 64, 128], &Cpu, &mut seeded(5));
+        let b = Tensor::randn([16, 64, 128], &Cpu, &mut seeded(6));
+        let c = a.try_matmul_with(&b, (false, true)).unwrap();
+        let (av, bv, cv) = (a.to_vec(), b.to_vec(), c.to_vec());
+        let size = 64 * 128;
+        for i in 0..16 {
+            let ai = Tensor::from_slice(&av[i * size..(i + 1) * size], [64, 128], &Cpu);
+            let bi = Tensor::from_slice(&bv[i * size..(i + 1) * size], [64, 128], &Cpu);
+            assert_eq!(ai.mm(bi.t()).to_vec(), cv[i * 64 * 64..(i + 1) * 64 * 64]);
+        }
+    }
+
     /// The product computed naively in f64, from row-major `[m, k]` and `[k, n]` data.
     fn reference(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
         let mut c = vec![0.0; m * n];
