@@ -54,6 +54,16 @@ impl<B: Backend> Tensor<B> {
         Ok(Self::from_parts(device.clone(), shape, storage))
     }
 
+    /// A tensor for a kernel that writes every element: its values are unspecified until then.
+    ///
+    /// # Errors
+    /// When the shape overflows or the device cannot allocate.
+    pub(crate) fn try_empty(shape: impl Into<Shape>, device: &B) -> Result<Self> {
+        let shape = shape.into();
+        let storage = device.empty(shape.numel_for("empty")?)?;
+        Ok(Self::from_parts(device.clone(), shape, storage))
+    }
+
     /// A tensor filled with `value`.
     #[track_caller]
     pub fn full(shape: impl Into<Shape>, value: f32, device: &B) -> Self {
@@ -65,7 +75,7 @@ impl<B: Backend> Tensor<B> {
     /// # Errors
     /// When the shape overflows or the device cannot allocate.
     pub fn try_full(shape: impl Into<Shape>, value: f32, device: &B) -> Result<Self> {
-        let mut tensor = Self::try_zeros(shape, device)?;
+        let mut tensor = Self::try_empty(shape, device)?;
         device.fill(&mut tensor.storage, value)?;
         Ok(tensor)
     }
@@ -399,6 +409,44 @@ impl<B: Backend> fmt::Debug for Tensor<B> {
 mod tests {
     use super::*;
     use crate::rng::seeded;
+
+    /// Ops whose outputs start as reused buffers (with the values of a dropped tensor) write
+    /// every element: with NaN-filled buffers waiting in the pool, no NaN comes out.
+    #[test]
+    fn outputs_in_reused_buffers_are_overwritten() {
+        use crate::ops::unary::UnaryOp;
+        let shape = [32, 16, 64];
+        let x = Tensor::randn(shape, &Cpu, &mut seeded(0));
+        let y = Tensor::randn(shape, &Cpu, &mut seeded(1));
+        let results: Vec<Tensor> = (0..9)
+            .map(|op| {
+                // Each op finds a NaN buffer of its output's length waiting.
+                drop(Tensor::from_vec(vec![f32::NAN; 32 * 16 * 64], shape, &Cpu));
+                match op {
+                    0 => x.try_map(UnaryOp::Gelu),
+                    1 => x.try_map_backward(UnaryOp::Gelu, &y),
+                    2 => x.try_zip(crate::ops::binary::BinaryOp::Add, "add", &y),
+                    3 => x.try_softmax(2),
+                    4 => x.try_permute(&[2, 0, 1]),
+                    // [16, 64, 8] by its transpose: [16, 64, 64], as many elements.
+                    5 => {
+                        let a = Tensor::randn([16, 64, 8], &Cpu, &mut seeded(2));
+                        a.try_matmul_with(&a, (false, true))
+                    }
+                    6 => x.try_layer_norm(None, None, 1e-5).map(|(y, _)| y),
+                    7 => Tensor::try_full(shape, 2.0, &Cpu),
+                    _ => x.try_log_softmax(2),
+                }
+                .unwrap()
+            })
+            .collect();
+        for (op, result) in results.iter().enumerate() {
+            assert!(
+                result.to_vec().iter().all(|v| !v.is_nan()),
+                "op {op} left stale values"
+            );
+        }
+    }
 
     #[test]
     fn constructors_fill_as_named() {

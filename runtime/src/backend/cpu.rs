@@ -26,6 +26,10 @@ impl Memory for Cpu {
         })
     }
 
+    fn empty(&self, len: usize) -> Result<Vec<f32>> {
+        Ok(buffer_pool::take(len).unwrap_or_else(|| vec![0.0; len]))
+    }
+
     fn upload(&self, data: &[f32]) -> Result<Vec<f32>> {
         Ok(match buffer_pool::take(data.len()) {
             Some(mut buffer) => {

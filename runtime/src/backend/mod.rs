@@ -86,6 +86,15 @@ pub trait Memory: Clone + fmt::Debug + PartialEq + Send + Sync + 'static {
     /// When the device cannot allocate it.
     fn zeros(&self, len: usize) -> Result<Self::Storage>;
 
+    /// A buffer of `len` elements for a kernel that writes every one: its values are
+    /// unspecified (a reused buffer's). The default is [`Memory::zeros`].
+    ///
+    /// # Errors
+    /// When the device cannot allocate it.
+    fn empty(&self, len: usize) -> Result<Self::Storage> {
+        self.zeros(len)
+    }
+
     /// A buffer holding a copy of `data`.
     ///
     /// # Errors

@@ -244,7 +244,7 @@ impl<B: Backend> Tensor<B> {
     pub fn try_zip(&self, op: BinaryOp, name: &'static str, other: &Self) -> Result<Self> {
         self.check_same_device(name, other)?;
         let layout = Broadcast::new(name, &self.shape, &other.shape)?;
-        let mut out = Self::try_zeros(layout.shape.clone(), &self.device)?;
+        let mut out = Self::try_empty(layout.shape.clone(), &self.device)?;
         self.device
             .binary(op, &self.storage, &other.storage, &layout, &mut out.storage)?;
         Ok(out)
@@ -402,7 +402,7 @@ impl<B: Backend> Tensor<B> {
                 found: self.shape.clone(),
             });
         }
-        let mut grad = Self::try_zeros(layout.shape.clone(), &self.device)?;
+        let mut grad = Self::try_empty(layout.shape.clone(), &self.device)?;
         self.device
             .binary_partial(op, wrt, &a.storage, &b.storage, &layout, &mut grad.storage)?;
         grad.try_zip_(BinaryOp::Mul, OP, self)?;

@@ -123,8 +123,13 @@ impl<'a, B: Backend> MatView<'a, B> {
     /// inner dims differ.
     pub fn try_mm(self, rhs: impl Into<MatView<'a, B>>) -> Result<Tensor<B>> {
         let rhs = rhs.into();
-        let (m, n) = (self.rows("mm")?, rhs.cols("mm")?);
-        let mut out = Tensor::try_zeros([m, n], &self.tensor.device)?;
+        let (m, n, k) = (self.rows("mm")?, rhs.cols("mm")?, self.cols("mm")?);
+        // The product overwrites every element, unless there is nothing to sum (k = 0).
+        let mut out = if k > 0 {
+            Tensor::try_empty([m, n], &self.tensor.device)?
+        } else {
+            Tensor::try_zeros([m, n], &self.tensor.device)?
+        };
         out.try_addmm_(self, rhs, 0.0, 1.0)?;
         Ok(out)
     }
@@ -524,7 +529,12 @@ impl<B: Backend> Tensor<B> {
         self.check_same_device("matmul", rhs)?;
         let mut dims = crate::shape::Dims::from_slice(a_batch);
         dims.extend([m, n]);
-        let mut out = Self::try_zeros(Shape::from(dims), &self.device)?;
+        // The product overwrites every element, unless there is nothing to sum (k = 0).
+        let mut out = if k > 0 {
+            Self::try_empty(Shape::from(dims), &self.device)?
+        } else {
+            Self::try_zeros(Shape::from(dims), &self.device)?
+        };
         let gemm = Gemm {
             m,
             n,

@@ -98,7 +98,7 @@ impl<B: Backend> Tensor<B> {
         for vector in weight.into_iter().chain(bias) {
             check_vector(OP, vector, rows.len, self)?;
         }
-        let mut y = Self::try_zeros(self.shape.clone(), &self.device)?;
+        let mut y = Self::try_empty(self.shape.clone(), &self.device)?;
         let mut mean = Self::try_zeros([rows.rows], &self.device)?;
         let mut rstd = Self::try_zeros([rows.rows], &self.device)?;
         self.device.layer_norm(
@@ -147,7 +147,7 @@ impl<B: Backend> Tensor<B> {
         if let Some(weight) = weight {
             check_vector(OP, weight, rows.len, x)?;
         }
-        let mut grad_x = Self::try_zeros(x.shape.clone(), &x.device)?;
+        let mut grad_x = Self::try_empty(x.shape.clone(), &x.device)?;
         self.device.layer_norm_backward(
             &rows,
             &x.storage,

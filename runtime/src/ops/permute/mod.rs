@@ -95,7 +95,7 @@ impl<B: Backend> Tensor<B> {
     /// [`Error::Usage`] when `order` is not a permutation of the dims.
     pub fn try_permute(&self, order: &[usize]) -> Result<Self> {
         let permutation = Permutation::new("permute", &self.shape, order)?;
-        let mut out = Self::try_zeros(permutation.output_shape(), &self.device)?;
+        let mut out = Self::try_empty(permutation.output_shape(), &self.device)?;
         self.device
             .permute(&permutation, &self.storage, &mut out.storage)?;
         Ok(out)

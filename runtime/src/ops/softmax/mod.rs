@@ -165,7 +165,7 @@ impl<B: Backend> Tensor<B> {
 
     fn normalise(&self, op: SoftmaxOp, name: &'static str, dim: usize) -> Result<Self> {
         let axis = self.softmax_axis(name, dim)?;
-        let mut out = Self::try_zeros(self.shape.clone(), &self.device)?;
+        let mut out = Self::try_empty(self.shape.clone(), &self.device)?;
         self.device
             .softmax(op, &self.storage, &axis, &mut out.storage)?;
         Ok(out)
@@ -180,7 +180,7 @@ impl<B: Backend> Tensor<B> {
     ) -> Result<Self> {
         self.check_same_shape(name, output)?;
         let axis = self.softmax_axis(name, dim)?;
-        let mut out = Self::try_zeros(self.shape.clone(), &self.device)?;
+        let mut out = Self::try_empty(self.shape.clone(), &self.device)?;
         self.device.softmax_backward(
             op,
             &output.storage,

@@ -259,7 +259,7 @@ impl<B: Backend> Tensor<B> {
     /// # Errors
     /// When the device cannot allocate or run the kernel.
     pub fn try_map(&self, op: UnaryOp) -> Result<Self> {
-        let mut out = Self::try_zeros(self.shape.clone(), &self.device)?;
+        let mut out = Self::try_empty(self.shape.clone(), &self.device)?;
         self.device.unary(op, &self.storage, &mut out.storage)?;
         Ok(out)
     }
@@ -293,7 +293,7 @@ impl<B: Backend> Tensor<B> {
     pub fn try_map_backward(&self, op: UnaryOp, saved: &Self) -> Result<Self> {
         self.check_same_shape("map_backward", saved)?;
         self.check_same_device("map_backward", saved)?;
-        let mut out = Self::try_zeros(self.shape.clone(), &self.device)?;
+        let mut out = Self::try_empty(self.shape.clone(), &self.device)?;
         self.device
             .unary_backward(op, &self.storage, &saved.storage, &mut out.storage)?;
         Ok(out)
