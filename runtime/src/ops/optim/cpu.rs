@@ -9,13 +9,17 @@
 
 use super::{OptimKernel, OptimStep, STEP_SCALARS_LEN};
 use crate::backend::Cpu;
+use smallvec::SmallVec;
+
+use crate::backend::cpu::{Vectorizable, vectorized};
 use crate::error::{Error, Result};
 
 /// Applies `step` to `param` elementwise; `state` holds [`OptimStep::buffers`] buffers, and
 /// `scalars` the parameter's [`StepScalars`](super::StepScalars) buffer when the step advances and reads one.
 ///
 /// `mul_add` is one instruction only where the CPU has FMA; elsewhere it is a library call per
-/// element (20x slower here). So the kernel is compiled twice and picked at run time.
+/// element (20x slower here). The kernel runs compiled for the CPU's SIMD instructions (see
+/// [`vectorized`]), which include FMA.
 pub(crate) fn optim_step(
     step: &OptimStep,
     param: &mut [f32],
@@ -28,31 +32,71 @@ pub(crate) fn optim_step(
     let state_lens = state.iter().map(Vec::len);
     step.check_buffers(param.len(), grad.len(), state_lens, scalars_len)?;
     let step = &with_device_scalars(step, scalars)?;
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("fma") {
-        // SAFETY: the CPU supports FMA, checked just above.
-        return unsafe { optim_step_fma(step, param, grad, state) };
-    }
-    optim_step_portable(step, param, grad, state)
+    let state = state.iter_mut().map(Vec::as_mut_slice).collect();
+    update_in_parts(Update {
+        step,
+        param,
+        grad,
+        state,
+    })
 }
 
-/// [`optim_step_portable`] compiled with FMA instructions.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "fma")]
-fn optim_step_fma(
-    step: &OptimStep,
-    param: &mut [f32],
-    grad: &[f32],
-    state: &mut [Vec<f32>],
-) -> Result<()> {
-    optim_step_portable(step, param, grad, state)
+/// Parameters at least twice this long are updated in parts that share the threads: waking a
+/// sleeping thread costs more than the update of the tutorial's 100k weights (measured).
+const PART_MIN_LEN: usize = 1 << 17;
+
+/// Runs `update`, in parts on the rayon pool when it is long: each element's update is
+/// independent of the others', so the result is the same.
+fn update_in_parts(update: Update<'_>) -> Result<()> {
+    if update.param.len() < 2 * PART_MIN_LEN || rayon::current_num_threads() < 2 {
+        return vectorized(update);
+    }
+    let mid = update.param.len() / 2;
+    let (left, right) = update.split_at(mid);
+    let (left, right) = rayon::join(|| update_in_parts(left), || update_in_parts(right));
+    left.and(right)
+}
+
+/// One parameter's update, or a part of it, for [`vectorized`].
+struct Update<'a> {
+    step: &'a OptimStep,
+    param: &'a mut [f32],
+    grad: &'a [f32],
+    state: SmallVec<[&'a mut [f32]; 3]>,
+}
+
+impl Update<'_> {
+    /// The updates of elements `..mid` and `mid..`.
+    fn split_at(self, mid: usize) -> (Self, Self) {
+        let (param_left, param_right) = self.param.split_at_mut(mid);
+        let (grad_left, grad_right) = self.grad.split_at(mid);
+        let (state_left, state_right) = self
+            .state
+            .into_iter()
+            .map(|buffer| buffer.split_at_mut(mid))
+            .unzip();
+        let part = |param, grad, state| Update {
+            step: self.step,
+            param,
+            grad,
+            state,
+        };
+        (
+            part(param_left, grad_left, state_left),
+            part(param_right, grad_right, state_right),
+        )
+    }
+}
+
+impl Vectorizable for Update<'_> {
+    type Output = Result<()>;
+    #[inline(always)]
+    fn run(mut self) -> Result<()> {
+        optim_step_portable(self.step, self.param, self.grad, &mut self.state)
+    }
 }
 
 /// PyTorch's `lerp` for a scalar weight: the form it picks depends on `|weight| < 0.5`.
-#[allow(
-    clippy::inline_always,
-    reason = "must inline into the FMA-compiled kernel"
-)]
 #[inline(always)]
 fn lerp(start: f32, end: f32, weight: f32) -> f32 {
     if weight.abs() < 0.5 {
@@ -63,10 +107,6 @@ fn lerp(start: f32, end: f32, weight: f32) -> f32 {
 }
 
 /// `g`, negated when maximizing, plus the L2 penalty `weight_decay * p`.
-#[allow(
-    clippy::inline_always,
-    reason = "must inline into the FMA-compiled kernel"
-)]
 #[inline(always)]
 fn effective_grad(g: f32, p: f32, weight_decay: f32, maximize: bool) -> f32 {
     let g = if maximize { -g } else { g };
@@ -83,16 +123,12 @@ fn effective_grad(g: f32, p: f32, weight_decay: f32, maximize: bool) -> f32 {
     clippy::too_many_lines,
     reason = "one short loop per optimizer, side by side with the dispatch on the step"
 )]
-#[allow(
-    clippy::inline_always,
-    reason = "compiled into each caller's target features"
-)]
 #[inline(always)]
 fn optim_step_portable(
     step: &OptimStep,
     param: &mut [f32],
     grad: &[f32],
-    state: &mut [Vec<f32>],
+    state: &mut [&mut [f32]],
 ) -> Result<()> {
     match (*step, state) {
         (
@@ -156,23 +192,41 @@ fn optim_step_portable(
             let [m, v, rest @ ..] = state else {
                 return Err(state_error(step));
             };
-            let mut max_sq = rest.first_mut().filter(|_| amsgrad);
-            for (i, (p, &g)) in param.iter_mut().zip(grad).enumerate() {
-                if decay_factor != 1.0 {
-                    *p *= decay_factor;
-                }
-                let g = effective_grad(g, *p, weight_decay, maximize);
-                m[i] = lerp(m[i], g, one_minus_beta1);
-                v[i] = v[i] * beta2 + one_minus_beta2 * g * g;
-                let second = match max_sq.as_deref_mut() {
-                    Some(max_sq) => {
-                        max_sq[i] = max_sq[i].max(v[i]);
-                        max_sq[i]
+            // One element: `max_sq` is AMSGrad's running maximum of `v`.
+            let update =
+                |p: &mut f32, g: f32, m: &mut f32, v: &mut f32, max_sq: Option<&mut f32>| {
+                    if decay_factor != 1.0 {
+                        *p *= decay_factor;
                     }
-                    None => v[i],
+                    let g = effective_grad(g, *p, weight_decay, maximize);
+                    *m = lerp(*m, g, one_minus_beta1);
+                    *v = *v * beta2 + one_minus_beta2 * g * g;
+                    let second = match max_sq {
+                        Some(max_sq) => {
+                            *max_sq = max_sq.max(*v);
+                            *max_sq
+                        }
+                        None => *v,
+                    };
+                    let denom = second.sqrt() / bias_correction2_sqrt + eps;
+                    *p += neg_step_size * *m / denom;
                 };
-                let denom = second.sqrt() / bias_correction2_sqrt + eps;
-                *p += neg_step_size * m[i] / denom;
+            let moments = param
+                .iter_mut()
+                .zip(grad)
+                .zip(m.iter_mut().zip(v.iter_mut()));
+            // Separate loops, so that the one without AMSGrad has no branch to vectorise.
+            match rest.first_mut().filter(|_| amsgrad) {
+                Some(max_sq) => {
+                    for (((p, &g), (m, v)), max_sq) in moments.zip(max_sq.iter_mut()) {
+                        update(p, g, m, v, Some(max_sq));
+                    }
+                }
+                None => {
+                    for ((p, &g), (m, v)) in moments {
+                        update(p, g, m, v, None);
+                    }
+                }
             }
         }
         (

@@ -1,0 +1,217 @@
+//! Generated training steps on the CPU against the time of their matrix products alone (the
+//! lower bound for any implementation), as one table: the tutorial network with SGD and with
+//! Adam, `DynamicNet` with momentum SGD, and a 784-512-512-10 MLP at batch 256 with
+//! cross-entropy and Adam. Each GEMM-only time is measured in the same run, with the same
+//! operand layouts, into buffers allocated once. Also prints the process's peak resident
+//! memory.
+//!
+//! Run: `cargo bench --bench cpu_steps` (`RAYON_NUM_THREADS` sets the thread count).
+
+#[path = "../examples/07_dynamic_net.rs"]
+#[allow(dead_code, reason = "the example's `main` is not used here")]
+mod dynamic_net;
+mod timing;
+#[path = "../tests/shared/two_layer_net.rs"]
+mod two_layer_net;
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use declnet::losses::{Loss, MseLoss, Reduction};
+use declnet::optim::{Adam, AdamConfig, Sgd, SgdConfig};
+use declnet::prelude::*;
+use timing::median_call_time;
+use two_layer_net::TwoLayerNet;
+
+const SAMPLES: usize = 21;
+
+/// The products of one training step of a `Linear(inputs, outputs)` on `rows` rows: the
+/// forward `x W^T`, the weight gradient `dy^T x` and, unless it is the first layer, the input
+/// gradient `dy W`.
+struct LinearProducts {
+    x: Tensor,
+    w: Tensor,
+    y: Tensor,
+    grad_w: Tensor,
+    grad_x: Option<Tensor>,
+}
+
+impl LinearProducts {
+    fn new(rows: usize, inputs: usize, outputs: usize, input_grad: bool) -> Self {
+        let rng = &mut seeded(1);
+        Self {
+            x: Tensor::randn([rows, inputs], &Cpu, rng),
+            w: Tensor::randn([outputs, inputs], &Cpu, rng),
+            y: Tensor::zeros([rows, outputs], &Cpu),
+            grad_w: Tensor::zeros([outputs, inputs], &Cpu),
+            grad_x: input_grad.then(|| Tensor::zeros([rows, inputs], &Cpu)),
+        }
+    }
+
+    fn run(&mut self) {
+        self.y.addmm_(&self.x, self.w.t(), 0.0, 1.0);
+        // `y` stands in for the output's gradient: same shape, same work.
+        self.grad_w.addmm_(self.y.t(), &self.x, 0.0, 1.0);
+        if let Some(grad_x) = &mut self.grad_x {
+            grad_x.addmm_(&self.y, &self.w, 0.0, 1.0);
+        }
+        black_box((&self.y, &self.grad_w, &self.grad_x));
+    }
+}
+
+/// The median time of the products of `layers` (`(rows, inputs, outputs, input_grad)`).
+fn gemms_only(layers: &[(usize, usize, usize, bool)], calls: usize) -> Duration {
+    let mut products: Vec<LinearProducts> = layers
+        .iter()
+        .map(|&(rows, inputs, outputs, grad)| LinearProducts::new(rows, inputs, outputs, grad))
+        .collect();
+    median_call_time(SAMPLES, calls, || {
+        for product in &mut products {
+            product.run();
+        }
+    })
+}
+
+/// One row of the table.
+struct Row {
+    name: &'static str,
+    step: Duration,
+    gemms: Duration,
+    target: f64,
+}
+
+fn tutorial(adam: bool) -> Row {
+    let rng = &mut seeded(0);
+    let x = Tensor::randn([64, 1000], &Cpu, rng);
+    let y = Tensor::randn([64, 10], &Cpu, rng);
+    let mut net = TwoLayerNet::new(&Cpu, rng);
+    let loss_fn = MseLoss::new(Reduction::Sum);
+    // Tiny learning rates keep the weights (and so the work) the same from step to step.
+    let mut sgd = Sgd::new(SgdConfig {
+        lr: 1e-12,
+        ..SgdConfig::default()
+    });
+    let mut adam_optimizer = Adam::new(AdamConfig {
+        lr: 1e-12,
+        ..AdamConfig::default()
+    });
+    let step = median_call_time(SAMPLES, 50, || {
+        let (y_pred, tape) = net.forward_train(&x).unwrap();
+        let (loss, grad) = loss_fn.value_and_grad(&y_pred, &y);
+        net.zero_grad();
+        net.backward_params(tape, &grad).unwrap();
+        if adam {
+            adam_optimizer.step(&mut net);
+        } else {
+            sgd.step(&mut net);
+        }
+        black_box(loss);
+    });
+    let gemms = gemms_only(&[(64, 1000, 100, false), (64, 100, 10, true)], 50);
+    let (name, target) = if adam {
+        ("tutorial network, Adam", 1.2)
+    } else {
+        ("tutorial network, SGD", 1.1)
+    };
+    Row {
+        name,
+        step,
+        gemms,
+        target,
+    }
+}
+
+fn dynamic_net() -> Row {
+    const REPEATS: usize = 2;
+    let rng = &mut seeded(0);
+    let x = Tensor::randn([64, 1000], &Cpu, rng);
+    let y = Tensor::randn([64, 10], &Cpu, rng);
+    let mut net = dynamic_net::DynamicNet::new(&Cpu, rng);
+    let mut sgd = Sgd::new(SgdConfig {
+        lr: 1e-12,
+        momentum: 0.9,
+        ..SgdConfig::default()
+    });
+    let step = median_call_time(SAMPLES, 50, || {
+        black_box(dynamic_net::train_step(&mut net, &mut sgd, &x, &y, REPEATS).unwrap());
+    });
+    let mut layers = vec![(64, 1000, 100, false)];
+    layers.extend([(64, 100, 100, true); REPEATS]);
+    layers.push((64, 100, 10, true));
+    Row {
+        name: "DynamicNet (2 repeats), momentum SGD",
+        step,
+        gemms: gemms_only(&layers, 50),
+        target: 1.15,
+    }
+}
+
+network! {
+    struct Mlp(x: [N, 784]) -> [N, 10] {
+        Linear<784, 512>, ReLU, Linear<512, 512>, ReLU, Linear<512, 10>
+    }
+}
+
+fn mlp() -> Row {
+    let rng = &mut seeded(0);
+    let x = Tensor::randn([256, 784], &Cpu, rng);
+    let labels: Vec<usize> = (0..256).map(|i| i % 10).collect();
+    let labels = Labels::new(&labels, &Cpu);
+    let mut net = Mlp::new(&Cpu, rng);
+    let loss_fn = CrossEntropyLoss::default();
+    let mut adam = Adam::new(AdamConfig {
+        lr: 1e-12,
+        ..AdamConfig::default()
+    });
+    let step = median_call_time(SAMPLES, 10, || {
+        black_box(net.train_step(&x, &labels, &loss_fn, &mut adam).unwrap());
+    });
+    let layers = [
+        (256, 784, 512, false),
+        (256, 512, 512, true),
+        (256, 512, 10, true),
+    ];
+    Row {
+        name: "784-512-512-10 MLP, batch 256, CE, Adam",
+        step,
+        gemms: gemms_only(&layers, 10),
+        target: 1.1,
+    }
+}
+
+/// The process's peak resident memory in MiB, from `/proc/self/status` (Linux).
+fn peak_resident_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+fn main() {
+    let rows = [tutorial(false), tutorial(true), dynamic_net(), mlp()];
+    let threads = rayon::current_num_threads();
+    println!(
+        "cpu training steps against their GEMMs alone ({threads} threads, medians of {SAMPLES}):"
+    );
+    println!(
+        "| {:<40} | {:>10} | {:>10} | {:>6} | {:>6} |",
+        "step", "step", "GEMMs", "ratio", "target"
+    );
+    println!(
+        "|{:-<42}|{:-<12}|{:-<12}|{:-<8}|{:-<8}|",
+        "", "", "", "", ""
+    );
+    for row in rows {
+        println!(
+            "| {:<40} | {:>10.1?} | {:>10.1?} | {:>5.2}x | {:>5.2}x |",
+            row.name,
+            row.step,
+            row.gemms,
+            row.step.as_secs_f64() / row.gemms.as_secs_f64(),
+            row.target
+        );
+    }
+    if let Some(mib) = peak_resident_mib() {
+        println!("peak resident memory: {mib:.1} MiB");
+    }
+}
