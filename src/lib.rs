@@ -53,7 +53,8 @@ pub use declnet_macros::network;
 pub use declnet_runtime as runtime;
 pub use declnet_runtime::io;
 pub use declnet_runtime::{
-    Backend, Cpu, Cuda, Error, MatView, Memory, Result, Shape, StepGraph, Tensor,
+    Backend, Cpu, Cuda, Error, MatView, Memory, Result, Shape, StepGraph, Tensor, num_threads,
+    set_num_threads,
 };
 pub use declnet_runtime::{data, losses, optim};
 pub use device::DeviceArg;
@@ -66,8 +67,8 @@ pub mod __private {
     pub use declnet_runtime::layers;
     pub use declnet_runtime::losses::Loss;
     pub use declnet_runtime::network::{
-        DeclaredDim, Dim, DimBindings, Layer, LayerShape, TapeInput, accumulate, accumulate_ref,
-        check_grad_out, grad_or_zeros, owned, same_dim, summary,
+        DeclaredDim, Dim, DimBindings, Layer, LayerShape, LoopRecords, TapeInput, accumulate,
+        accumulate_ref, check_grad_out, grad_or_zeros, owned, same_dim, summary,
     };
     pub use declnet_runtime::ops::binary::BinaryOp;
     pub use declnet_runtime::ops::elementwise::Operand;

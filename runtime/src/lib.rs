@@ -34,7 +34,7 @@ mod tensor;
 
 #[cfg(feature = "cuda")]
 pub use backend::CudaBuffer;
-pub use backend::{Backend, Cpu, Cuda, Memory};
+pub use backend::{Backend, Cpu, Cuda, Memory, num_threads, set_num_threads};
 pub use error::{Error, Result};
 pub use io::ModuleIo;
 pub use module::{

@@ -9,6 +9,10 @@ use crate::module::Module;
 use crate::shape::Shape;
 use crate::tensor::Tensor;
 
+/// A loop's records in a generated tape, one per iteration: the first eight inline, so a
+/// training step with short loops allocates nothing for them.
+pub type LoopRecords<T> = smallvec::SmallVec<[T; 8]>;
+
 /// A layer with state that a network applies like `fc(x)`: [`Linear`](crate::layers::Linear),
 /// and every network `network!` generates with one `[batch, in]` (or `[B, T, in]`) input and
 /// a `[batch, out]` (`[B, T, out]`) output, so networks nest. The generated code calls every layer through this trait alone.

@@ -124,6 +124,7 @@ fn gen_steps(net: &Network, plan: &Plan, train: bool) -> Vec<TokenStream> {
 /// Loop `looped`: carried variables in `c{loop}_{index}`, the body's steps, and (when
 /// training) one record per iteration of what the body's backward rules read.
 fn gen_loop(net: &Network, plan: &Plan, looped: usize, train: bool) -> TokenStream {
+    let private = private();
     let info = &net.regions[looped];
     let iter = &info.iter;
     let carried: Vec<(usize, ValueId, ValueId)> = info
@@ -198,7 +199,7 @@ fn gen_loop(net: &Network, plan: &Plan, looped: usize, train: bool) -> TokenStre
         });
         let fields = saved.bindings();
         (
-            quote!(let mut #records: Vec<#record_type<B>> = Vec::new();),
+            quote!(let mut #records = #private::LoopRecords::<#record_type<B>>::new();),
             quote! {
                 #(#shapes)*
                 #(#next)*

@@ -128,7 +128,7 @@ pub fn gen_structs(net: &Network, plan: &Plan) -> TokenStream {
     for looped in 0..net.regions.len() {
         let record = record_ident(net, looped);
         let field = loop_ident(looped);
-        fields.push(quote!(#field: Vec<#record<B>>));
+        fields.push(quote!(#field: #private::LoopRecords<#record<B>>));
         let record_fields = saved_field_types(net, &Saved::of(net, plan, Some(looped)));
         let record_doc = format!(
             "What one iteration of loop {looped} of `{}` saves for backward.",

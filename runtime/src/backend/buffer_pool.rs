@@ -2,13 +2,11 @@
 //! every time, and malloc maps a fresh zeroed region for each large one and unmaps it when the
 //! tensor drops: every page of it faults again on first touch (a 2 MiB activation, 512 page
 //! faults). Dropped tensors' buffers wait here instead, by length, for the next tensor of that
-//! length, on the thread that dropped them.
+//! length, on the thread that dropped them; so a steady-state step allocates nothing.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 
-/// Shorter buffers go back to malloc, which keeps small ones on its own free lists.
-const MIN_LEN: usize = 16 * 1024;
 /// The most bytes one thread's pool holds; buffers beyond it are freed.
 const MAX_BYTES: usize = 256 << 20;
 /// The most buffers of one length the pool holds.
@@ -26,7 +24,7 @@ thread_local! {
 
 /// A buffer of `len` elements (holding stale values) from the pool, if one waits there.
 pub(crate) fn take(len: usize) -> Option<Vec<f32>> {
-    if len < MIN_LEN {
+    if len == 0 {
         return None;
     }
     POOL.try_with(|pool| {
@@ -39,10 +37,11 @@ pub(crate) fn take(len: usize) -> Option<Vec<f32>> {
     .flatten()
 }
 
-/// Keeps `buffer` for a later [`take`] of its length, or frees it.
+/// Keeps `buffer` for a later [`take`] of its length, or frees it (an empty one, one with
+/// spare capacity, or one the pool has no room for).
 pub(crate) fn give(buffer: Vec<f32>) {
     let len = buffer.len();
-    if len < MIN_LEN || buffer.capacity() != len {
+    if len == 0 || buffer.capacity() != len {
         return;
     }
     // During thread exit the pool may be gone: the buffer is then freed.
@@ -69,15 +68,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn large_buffers_come_back_by_length_and_small_ones_do_not() {
-        let buffer = vec![1.5f32; MIN_LEN];
+    fn buffers_come_back_by_length_once() {
+        let buffer = vec![1.5f32; 1000];
         let address = buffer.as_ptr();
         give(buffer);
-        assert!(take(MIN_LEN + 1).is_none());
-        let reused = take(MIN_LEN).unwrap();
+        assert!(take(1001).is_none());
+        let reused = take(1000).unwrap();
         assert_eq!(reused.as_ptr(), address);
-        assert!(take(MIN_LEN).is_none(), "handed out once");
-        give(vec![0.0; 16]);
-        assert!(take(16).is_none());
+        assert!(take(1000).is_none(), "handed out once");
+        let mut spare = Vec::with_capacity(20);
+        spare.resize(10, 0.0f32);
+        give(spare);
+        assert!(take(10).is_none(), "only exact-capacity buffers are kept");
     }
 }

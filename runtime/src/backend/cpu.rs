@@ -2,7 +2,7 @@
 //! other kernels, in `ops/<family>/cpu.rs`.
 
 use super::{Memory, buffer_pool, check_fits, expect_len};
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// The host CPU. Stateless; GEMMs of the tutorial's size run on one thread, larger ones on
 /// rayon's pool. Dropped tensors' large buffers are reused for new tensors of their length.
@@ -72,6 +72,37 @@ impl Memory for Cpu {
     fn recycle(&self, storage: &mut Vec<f32>) {
         buffer_pool::give(std::mem::take(storage));
     }
+}
+
+/// Sets how many threads the CPU kernels use (large products, batches of small ones, long
+/// optimizer updates), like `torch.set_num_threads`. Without a call, `RAYON_NUM_THREADS` or
+/// else the number of cores decides. Call it before the first parallel kernel: the thread
+/// pool (rayon's global one, which faer shares) is built once.
+///
+/// # Errors
+/// [`Error::Usage`] for 0 threads, or when the pool already exists.
+pub fn set_num_threads(threads: usize) -> Result<()> {
+    if threads == 0 {
+        return Err(Error::Usage(
+            "set_num_threads: needs at least 1 thread".to_owned(),
+        ));
+    }
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build_global()
+        .map_err(|_| {
+            Error::Usage(format!(
+                "set_num_threads({threads}): the thread pool already exists (threads: {}); \
+                 set it before the first parallel kernel",
+                rayon::current_num_threads()
+            ))
+        })
+}
+
+/// How many threads the CPU kernels use.
+#[must_use]
+pub fn num_threads() -> usize {
+    rayon::current_num_threads()
 }
 
 /// A kernel's loops, to run compiled for the widest SIMD instructions this CPU has.

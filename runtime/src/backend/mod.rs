@@ -13,7 +13,7 @@ pub(crate) mod cuda;
 #[path = "cuda_stub.rs"]
 mod cuda;
 
-pub use cpu::Cpu;
+pub use cpu::{Cpu, num_threads, set_num_threads};
 pub(crate) use cuda::CapturedGraph;
 pub use cuda::Cuda;
 #[cfg(feature = "cuda")]

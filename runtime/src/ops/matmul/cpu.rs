@@ -39,12 +39,47 @@ pub(crate) fn gemm(gemm: &Gemm, a: &[f32], b: &[f32], c: &mut [f32]) {
         }
         Accum::Add
     };
-    let par = if gemm.flops() < PARALLEL_MIN_FLOPS {
-        Par::Seq
+    let parts = if gemm.flops() < PARALLEL_MIN_FLOPS {
+        1
     } else {
-        Par::rayon(0)
+        rayon::current_num_threads()
     };
-    matmul(c, accum, a, b, gemm.alpha, par);
+    product_in_parts(c, accum, a, b, gemm.alpha, parts);
+}
+
+/// `c (accum) alpha a b` in `parts` products that run on the rayon pool, each on one thread:
+/// `c` split along its longer side, with the rows of `a` or the columns of `b` it needs.
+/// (faer's own parallel products allocate on every call.)
+fn product_in_parts(
+    c: MatMut<'_, f32>,
+    accum: Accum,
+    a: MatRef<'_, f32>,
+    b: MatRef<'_, f32>,
+    alpha: f32,
+    parts: usize,
+) {
+    if parts < 2 || c.nrows().max(c.ncols()) < 2 {
+        matmul(c, accum, a, b, alpha, Par::Seq);
+        return;
+    }
+    let (first, second) = (parts / 2, parts - parts / 2);
+    if c.nrows() >= c.ncols() {
+        let mid = c.nrows() * first / parts;
+        let (c_top, c_bottom) = c.split_at_row_mut(mid);
+        let (a_top, a_bottom) = a.split_at_row(mid);
+        rayon::join(
+            || product_in_parts(c_top, accum, a_top, b, alpha, first),
+            || product_in_parts(c_bottom, accum, a_bottom, b, alpha, second),
+        );
+    } else {
+        let mid = c.ncols() * first / parts;
+        let (c_left, c_right) = c.split_at_col_mut(mid);
+        let (b_left, b_right) = b.split_at_col(mid);
+        rayon::join(
+            || product_in_parts(c_left, accum, a, b_left, alpha, first),
+            || product_in_parts(c_right, accum, a, b_right, alpha, second),
+        );
+    }
 }
 
 /// Writes the transpose of the row-major `rows x cols` matrix `src` into `dst`.

@@ -1,0 +1,111 @@
+//! Training steps in steady state make no heap allocations: tensor buffers come back from the
+//! CPU backend's pool, and everything else a step builds lives on the stack. Checked with a
+//! counting global allocator, for the tutorial network, `DynamicNet` with a trip count that
+//! changes from step to step, and a 784-512-512-10 MLP with cross-entropy and Adam, whose
+//! products use both threads. One test, so that nothing else runs in this process while it
+//! counts.
+
+#[path = "../examples/07_dynamic_net.rs"]
+#[allow(dead_code, reason = "the example's `main` is not used here")]
+mod dynamic_net;
+#[path = "shared/two_layer_net.rs"]
+mod two_layer_net;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use declnet::optim::{Adam, AdamConfig, Sgd, SgdConfig};
+use declnet::prelude::*;
+use two_layer_net::TwoLayerNet;
+
+/// The system allocator, counting allocations.
+struct Counting;
+
+static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: forwards every call to the system allocator unchanged; only counts.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: the caller upholds `GlobalAlloc::alloc`'s contract, which `System` shares.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `ptr` was allocated by `System` with `layout` (see `alloc`).
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: as for `alloc`.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: as for `alloc`; `ptr` and `layout` come from an earlier allocation.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// The allocations `steps` calls of `step` make, after four calls to warm up (every trip count
+/// of `DynamicNet` once: the first deepest step needs more buffers than the pool has yet).
+fn allocations(steps: usize, mut step: impl FnMut(usize)) -> usize {
+    for i in 0..4 {
+        step(i);
+    }
+    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    for i in 0..steps {
+        step(i);
+    }
+    ALLOCATIONS.load(Ordering::Relaxed) - before
+}
+
+network! {
+    struct Mlp(x: [N, 784]) -> [N, 10] {
+        Linear<784, 512>, ReLU, Linear<512, 512>, ReLU, Linear<512, 10>
+    }
+}
+
+#[test]
+fn steady_state_steps_allocate_nothing() {
+    let rng = &mut seeded(0);
+    let x = Tensor::randn([64, 1000], &Cpu, rng);
+    let y = Tensor::randn([64, 10], &Cpu, rng);
+
+    let mut tutorial = TwoLayerNet::new(&Cpu, rng);
+    let mut sgd = Sgd::new(SgdConfig {
+        lr: 1e-6,
+        ..SgdConfig::default()
+    });
+    let mse = MseLoss::new(Reduction::Sum);
+    let count = allocations(10, |_| {
+        tutorial.train_step(&x, &y, &mse, &mut sgd).unwrap();
+    });
+    assert_eq!(count, 0, "allocations in 10 steps of the tutorial network");
+
+    let mut dynamic = dynamic_net::DynamicNet::new(&Cpu, rng);
+    let mut momentum = dynamic_net::optimizer();
+    // Trip counts 0 to 3 in turn, as the tutorial's random depth.
+    let count = allocations(12, |i| {
+        dynamic_net::train_step(&mut dynamic, &mut momentum, &x, &y, i % 4).unwrap();
+    });
+    assert_eq!(count, 0, "allocations in 12 steps of DynamicNet");
+
+    let images = Tensor::randn([256, 784], &Cpu, rng);
+    let labels: Vec<usize> = (0..256).map(|i| i % 10).collect();
+    let labels = Labels::new(&labels, &Cpu);
+    let mut mlp = Mlp::new(&Cpu, rng);
+    let mut adam = Adam::new(AdamConfig::default());
+    let count = allocations(20, |_| {
+        mlp.train_step(&images, &labels, &CrossEntropyLoss::default(), &mut adam)
+            .unwrap();
+    });
+    // Work handed to rayon's pool from outside it goes through a queue that allocates a block
+    // per 63 jobs (crossbeam's `Injector`): an allocation every few steps, none of declnet's.
+    assert!(count <= 2, "{count} allocations in 20 steps of the MLP");
+}
