@@ -121,6 +121,43 @@ pub(crate) fn vectorized<K: Vectorizable>(kernel: K) -> K::Output {
     ARCH.dispatch(Dispatch(kernel))
 }
 
+/// A kernel over elements, or rows of elements, that do not depend on each other: it can run
+/// in parts.
+pub(crate) trait Divisible: Vectorizable<Output = ()> + Send + Sized {
+    /// How many units (elements or rows) it covers.
+    fn units(&self) -> usize;
+    /// Elements per unit.
+    fn unit_len(&self) -> usize {
+        1
+    }
+    /// The kernel over units `..mid`, and over the rest.
+    fn split_at(self, mid: usize) -> (Self, Self);
+}
+
+/// Kernels over fewer elements run in one part: waking another thread costs about as much as
+/// a simple map over this many.
+const PART_MIN_ELEMENTS: usize = 1 << 17;
+
+/// Runs `kernel` as [`vectorized`] does, in parts on the rayon pool when it is large: up to
+/// two per thread, so that with one core busy elsewhere the other thread takes over the parts
+/// left waiting.
+pub(crate) fn vectorized_in_parts<K: Divisible>(kernel: K) {
+    let elements = kernel.units() * kernel.unit_len();
+    let parts = (elements / PART_MIN_ELEMENTS).min(2 * rayon::current_num_threads());
+    in_parts(kernel, parts);
+}
+
+fn in_parts<K: Divisible>(kernel: K, parts: usize) {
+    if parts < 2 || kernel.units() < 2 {
+        vectorized(kernel);
+        return;
+    }
+    let first = parts / 2;
+    let mid = kernel.units() * first / parts;
+    let (left, right) = kernel.split_at(mid);
+    rayon::join(|| in_parts(left, first), || in_parts(right, parts - first));
+}
+
 /// pulp's entry point for a [`Vectorizable`].
 struct Dispatch<K>(K);
 

@@ -28,13 +28,13 @@ pub enum Operand {
 /// A unary op's scalar function `x -> y`, one type per op. Its `call` is always inlined, so
 /// a loop over it compiled for AVX2 is vectorised with AVX2 (a closure need not be inlined,
 /// and a loop calling it stays as narrow as the baseline build).
-pub(crate) trait UnaryFn: Copy {
+pub(crate) trait UnaryFn: Copy + Send {
     fn call(self, x: f32) -> f32;
 }
 
 /// As [`UnaryFn`], for functions of two values: `f(a, b)` of a binary op, or
 /// `f(grad, saved)` of a unary op's backward rule.
-pub(crate) trait BinaryFn: Copy {
+pub(crate) trait BinaryFn: Copy + Send {
     fn call(self, a: f32, b: f32) -> f32;
 }
 

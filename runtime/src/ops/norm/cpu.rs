@@ -2,7 +2,7 @@
 
 use super::{NormKernel, Rows};
 use crate::backend::Cpu;
-use crate::backend::cpu::{Vectorizable, vectorized};
+use crate::backend::cpu::{Divisible, Vectorizable, vectorized_in_parts};
 use crate::error::Result;
 use crate::ops::math;
 
@@ -110,6 +110,81 @@ impl Vectorizable for Backward<'_> {
     }
 }
 
+impl Divisible for Forward<'_> {
+    fn units(&self) -> usize {
+        self.mean.len()
+    }
+    fn unit_len(&self) -> usize {
+        self.r.len
+    }
+    fn split_at(self, mid: usize) -> (Self, Self) {
+        let Forward {
+            r,
+            x,
+            weight,
+            bias,
+            y,
+            mean,
+            rstd,
+        } = self;
+        let at = mid * r.len;
+        let ((x_left, x_right), (y_left, y_right)) = (x.split_at(at), y.split_at_mut(at));
+        let ((mean_left, mean_right), (rstd_left, rstd_right)) =
+            (mean.split_at_mut(mid), rstd.split_at_mut(mid));
+        let part = |x, y, mean, rstd| Forward {
+            r,
+            x,
+            weight,
+            bias,
+            y,
+            mean,
+            rstd,
+        };
+        (
+            part(x_left, y_left, mean_left, rstd_left),
+            part(x_right, y_right, mean_right, rstd_right),
+        )
+    }
+}
+
+impl Divisible for Backward<'_> {
+    fn units(&self) -> usize {
+        self.mean.len()
+    }
+    fn unit_len(&self) -> usize {
+        self.r.len
+    }
+    fn split_at(self, mid: usize) -> (Self, Self) {
+        let Backward {
+            r,
+            x,
+            grad,
+            weight,
+            mean,
+            rstd,
+            grad_x,
+        } = self;
+        let at = mid * r.len;
+        let ((x_left, x_right), (grad_left, grad_right)) = (x.split_at(at), grad.split_at(at));
+        let (grad_x_left, grad_x_right) = grad_x.split_at_mut(at);
+        let ((mean_left, mean_right), (rstd_left, rstd_right)) =
+            (mean.split_at(mid), rstd.split_at(mid));
+        let part = |x, grad, grad_x, mean, rstd| Backward {
+            r,
+            x,
+            grad,
+            weight,
+            mean,
+            rstd,
+            grad_x,
+        };
+        (
+            part(x_left, grad_left, grad_x_left, mean_left, rstd_left),
+            part(x_right, grad_right, grad_x_right, mean_right, rstd_right),
+        )
+    }
+}
+
 impl NormKernel for Cpu {
     fn layer_norm(
         &self,
@@ -122,7 +197,7 @@ impl NormKernel for Cpu {
         rstd: &mut Vec<f32>,
     ) -> Result<()> {
         if r.len > 0 {
-            vectorized(Forward {
+            vectorized_in_parts(Forward {
                 r,
                 x,
                 weight: weight.map(Vec::as_slice),
@@ -146,7 +221,7 @@ impl NormKernel for Cpu {
         grad_x: &mut Vec<f32>,
     ) -> Result<()> {
         if r.len > 0 {
-            vectorized(Backward {
+            vectorized_in_parts(Backward {
                 r,
                 x,
                 grad,

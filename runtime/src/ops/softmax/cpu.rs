@@ -4,7 +4,7 @@
 
 use super::{SoftmaxAxis, SoftmaxKernel, SoftmaxOp};
 use crate::backend::Cpu;
-use crate::backend::cpu::{Vectorizable, vectorized};
+use crate::backend::cpu::{Divisible, Vectorizable, vectorized_in_parts};
 use crate::error::Result;
 use crate::ops::math;
 
@@ -49,7 +49,7 @@ pub(crate) fn shifted_sum_exp(values: impl Iterator<Item = f32> + Clone) -> (f64
 pub(crate) fn softmax(op: SoftmaxOp, x: &[f32], axis: &SoftmaxAxis, out: &mut [f32]) {
     debug_assert!(x.len() == axis.numel() && out.len() == x.len());
     if axis.inner == 1 {
-        vectorized(Rows {
+        vectorized_in_parts(Rows {
             op,
             x,
             out,
@@ -126,7 +126,7 @@ pub(crate) fn softmax_backward(
 ) {
     debug_assert!(y.len() == axis.numel() && g.len() == y.len() && out.len() == y.len());
     if axis.inner == 1 {
-        vectorized(RowsBackward {
+        vectorized_in_parts(RowsBackward {
             op,
             y,
             g,
@@ -161,6 +161,42 @@ struct RowsBackward<'a> {
     g: &'a [f32],
     out: &'a mut [f32],
     len: usize,
+}
+
+impl Divisible for Rows<'_> {
+    fn units(&self) -> usize {
+        self.x.len() / self.len.max(1)
+    }
+    fn unit_len(&self) -> usize {
+        self.len
+    }
+    fn split_at(self, mid: usize) -> (Self, Self) {
+        let Rows { op, x, out, len } = self;
+        let ((x_left, x_right), (out_left, out_right)) =
+            (x.split_at(mid * len), out.split_at_mut(mid * len));
+        let part = |x, out| Rows { op, x, out, len };
+        (part(x_left, out_left), part(x_right, out_right))
+    }
+}
+
+impl Divisible for RowsBackward<'_> {
+    fn units(&self) -> usize {
+        self.y.len() / self.len.max(1)
+    }
+    fn unit_len(&self) -> usize {
+        self.len
+    }
+    fn split_at(self, mid: usize) -> (Self, Self) {
+        let RowsBackward { op, y, g, out, len } = self;
+        let at = mid * len;
+        let ((y_left, y_right), (g_left, g_right)) = (y.split_at(at), g.split_at(at));
+        let (out_left, out_right) = out.split_at_mut(at);
+        let part = |y, g, out| RowsBackward { op, y, g, out, len };
+        (
+            part(y_left, g_left, out_left),
+            part(y_right, g_right, out_right),
+        )
+    }
 }
 
 impl Vectorizable for RowsBackward<'_> {

@@ -3,7 +3,7 @@
 
 use super::{UnaryKernel, UnaryOp};
 use crate::backend::Cpu;
-use crate::backend::cpu::{Vectorizable, vectorized};
+use crate::backend::cpu::{Divisible, Vectorizable, vectorized_in_parts};
 use crate::error::Result;
 use crate::ops::elementwise::{BinaryFn, BinaryVisitor, UnaryFn, UnaryVisitor};
 
@@ -16,7 +16,7 @@ struct Map<'a> {
 impl UnaryVisitor for Map<'_> {
     type Output = ();
     fn visit(self, f: impl UnaryFn) {
-        vectorized((self, f));
+        vectorized_in_parts((self, f));
     }
 }
 
@@ -37,7 +37,7 @@ struct MapInPlace<'a>(&'a mut [f32]);
 impl UnaryVisitor for MapInPlace<'_> {
     type Output = ();
     fn visit(self, f: impl UnaryFn) {
-        vectorized((self, f));
+        vectorized_in_parts((self, f));
     }
 }
 
@@ -62,7 +62,7 @@ struct Backward<'a> {
 impl BinaryVisitor for Backward<'_> {
     type Output = ();
     fn visit(self, f: impl BinaryFn) {
-        vectorized((self, f));
+        vectorized_in_parts((self, f));
     }
 }
 
@@ -86,7 +86,7 @@ struct BackwardInPlace<'a> {
 impl BinaryVisitor for BackwardInPlace<'_> {
     type Output = ();
     fn visit(self, f: impl BinaryFn) {
-        vectorized((self, f));
+        vectorized_in_parts((self, f));
     }
 }
 
@@ -98,6 +98,59 @@ impl<F: BinaryFn> Vectorizable for (BackwardInPlace<'_>, F) {
         for (g, &s) in grad.iter_mut().zip(saved) {
             *g = f.call(*g, s);
         }
+    }
+}
+
+impl<F: UnaryFn> Divisible for (Map<'_>, F) {
+    fn units(&self) -> usize {
+        self.0.x.len()
+    }
+    fn split_at(self, mid: usize) -> (Self, Self) {
+        let (Map { x, out }, f) = self;
+        let ((x_left, x_right), (out_left, out_right)) = (x.split_at(mid), out.split_at_mut(mid));
+        let part = |x, out| (Map { x, out }, f);
+        (part(x_left, out_left), part(x_right, out_right))
+    }
+}
+
+impl<F: UnaryFn> Divisible for (MapInPlace<'_>, F) {
+    fn units(&self) -> usize {
+        self.0.0.len()
+    }
+    fn split_at(self, mid: usize) -> (Self, Self) {
+        let (MapInPlace(x), f) = self;
+        let (left, right) = x.split_at_mut(mid);
+        ((MapInPlace(left), f), (MapInPlace(right), f))
+    }
+}
+
+impl<F: BinaryFn> Divisible for (Backward<'_>, F) {
+    fn units(&self) -> usize {
+        self.0.grad.len()
+    }
+    fn split_at(self, mid: usize) -> (Self, Self) {
+        let (Backward { grad, saved, out }, f) = self;
+        let (grad_left, grad_right) = grad.split_at(mid);
+        let (saved_left, saved_right) = saved.split_at(mid);
+        let (out_left, out_right) = out.split_at_mut(mid);
+        let part = |grad, saved, out| (Backward { grad, saved, out }, f);
+        (
+            part(grad_left, saved_left, out_left),
+            part(grad_right, saved_right, out_right),
+        )
+    }
+}
+
+impl<F: BinaryFn> Divisible for (BackwardInPlace<'_>, F) {
+    fn units(&self) -> usize {
+        self.0.grad.len()
+    }
+    fn split_at(self, mid: usize) -> (Self, Self) {
+        let (BackwardInPlace { grad, saved }, f) = self;
+        let (grad_left, grad_right) = grad.split_at_mut(mid);
+        let (saved_left, saved_right) = saved.split_at(mid);
+        let part = |grad, saved| (BackwardInPlace { grad, saved }, f);
+        (part(grad_left, saved_left), part(grad_right, saved_right))
     }
 }
 
