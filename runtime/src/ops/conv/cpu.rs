@@ -1,73 +1,285 @@
-//! CPU unfolding: `im2col` writes each column entry once; `col2im` gathers per input element in
-//! kernel-tap order, as `conv.cu` does.
+//! CPU unfolding, one kernel tap and one output row at a time: the window positions a tap reads
+//! inside the input form one run, copied (stride 1) or gathered, and the padding around it is
+//! zeros. `col2im` adds each tap's run back in kernel-tap order, so every input element sums
+//! its entries in the order `conv.cu` does. Samples run in parts on the thread pool.
 
 use super::{ConvGeometry, ConvKernel};
 use crate::backend::Cpu;
+use crate::backend::cpu::{Divisible, Vectorizable, vectorized_in_parts};
 use crate::error::Result;
 
-/// The output position along one dim whose tap `tap` reads input position `at`, if any.
-pub(super) fn source(g: &ConvGeometry, at: usize, tap: usize, outputs: usize) -> Option<usize> {
-    let shifted = (at + g.padding).checked_sub(tap * g.dilation)?;
-    (shifted % g.stride == 0)
-        .then_some(shifted / g.stride)
-        .filter(|&o| o < outputs)
+/// Where tap `tap` of one dim reads for the outputs of one row: input position
+/// `o * stride + offset` for `o` in `valid` (the outputs that read inside the input).
+struct TapRun {
+    offset: isize,
+    valid: std::ops::Range<usize>,
+}
+
+impl TapRun {
+    /// The run of tap `tap` along a dim of `size` inputs and `outputs` outputs.
+    fn new(g: &ConvGeometry, tap: usize, size: usize, outputs: usize) -> Self {
+        #[allow(clippy::cast_possible_wrap, reason = "tensor dims fit in isize")]
+        let offset = (tap * g.dilation) as isize - g.padding as isize;
+        let stride = g.stride;
+        // The first output at or past input position 0, and the first past the input's end.
+        let first = |bound: isize| -> usize {
+            let distance = bound - offset;
+            if distance <= 0 {
+                0
+            } else {
+                distance.unsigned_abs().div_ceil(stride)
+            }
+        };
+        #[allow(clippy::cast_possible_wrap, reason = "tensor dims fit in isize")]
+        let end = first(size as isize).min(outputs);
+        let start = first(0).min(end);
+        Self {
+            offset,
+            valid: start..end,
+        }
+    }
+
+    /// The input position output `o` of the run reads.
+    fn input(&self, o: usize, stride: usize) -> usize {
+        (o * stride).wrapping_add_signed(self.offset)
+    }
+}
+
+/// The elements of one sample in `x` (`[C, H, W]`) and in `cols` (`[C K K, OH OW]`).
+fn sample_lens(g: &ConvGeometry) -> (usize, usize) {
+    (g.channels * g.height * g.width, g.rows() * g.positions())
+}
+
+/// `im2col` over the samples in hand.
+struct Im2col<'a> {
+    g: &'a ConvGeometry,
+    x: &'a [f32],
+    cols: &'a mut [f32],
+}
+
+/// `col2im` over the samples in hand.
+struct Col2im<'a> {
+    g: &'a ConvGeometry,
+    cols: &'a [f32],
+    x: &'a mut [f32],
+}
+
+impl Divisible for Im2col<'_> {
+    fn units(&self) -> usize {
+        self.x.len().checked_div(sample_lens(self.g).0).unwrap_or(0)
+    }
+    fn unit_len(&self) -> usize {
+        sample_lens(self.g).1
+    }
+    fn split_at(self, mid: usize) -> (Self, Self) {
+        let Im2col { g, x, cols } = self;
+        let (x_len, cols_len) = sample_lens(g);
+        let (x_left, x_right) = x.split_at(mid * x_len);
+        let (cols_left, cols_right) = cols.split_at_mut(mid * cols_len);
+        let part = |x, cols| Im2col { g, x, cols };
+        (part(x_left, cols_left), part(x_right, cols_right))
+    }
+}
+
+impl Divisible for Col2im<'_> {
+    fn units(&self) -> usize {
+        self.x.len().checked_div(sample_lens(self.g).0).unwrap_or(0)
+    }
+    fn unit_len(&self) -> usize {
+        sample_lens(self.g).1
+    }
+    fn split_at(self, mid: usize) -> (Self, Self) {
+        let Col2im { g, cols, x } = self;
+        let (x_len, cols_len) = sample_lens(g);
+        let (x_left, x_right) = x.split_at_mut(mid * x_len);
+        let (cols_left, cols_right) = cols.split_at(mid * cols_len);
+        let part = |cols, x| Col2im { g, cols, x };
+        (part(cols_left, x_left), part(cols_right, x_right))
+    }
+}
+
+impl Vectorizable for Im2col<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn run(self) {
+        im2col(self.g, self.x, self.cols);
+    }
+}
+
+impl Vectorizable for Col2im<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn run(self) {
+        col2im(self.g, self.cols, self.x);
+    }
+}
+
+/// `cols[n, (c K + ky) K + kx, oy OW + ox] = x[n, c, oy s - p + ky d, ox s - p + kx d]`, 0 in
+/// the padding.
+#[inline(always)]
+fn im2col(g: &ConvGeometry, x: &[f32], cols: &mut [f32]) {
+    let (plane, k, stride) = (g.height * g.width, g.kernel, g.stride);
+    let samples = x
+        .chunks_exact(g.channels * plane)
+        .zip(cols.chunks_exact_mut(g.rows() * g.positions()));
+    for (x, cols) in samples {
+        let mut rows = cols.chunks_exact_mut(g.positions());
+        for input in x.chunks_exact(plane) {
+            for ky in 0..k {
+                let down = TapRun::new(g, ky, g.height, g.out_height);
+                for kx in 0..k {
+                    let across = TapRun::new(g, kx, g.width, g.out_width);
+                    let Some(out) = rows.next() else {
+                        return;
+                    };
+                    for (oy, out) in out.chunks_exact_mut(g.out_width).enumerate() {
+                        if !down.valid.contains(&oy) {
+                            out.fill(0.0);
+                            continue;
+                        }
+                        let row = &input[down.input(oy, stride) * g.width..][..g.width];
+                        let valid = across.valid.clone();
+                        out[..valid.start].fill(0.0);
+                        out[valid.end..].fill(0.0);
+                        if stride == 1 {
+                            let from = across.input(valid.start, 1);
+                            out[valid.clone()].copy_from_slice(&row[from..from + valid.len()]);
+                        } else {
+                            for ox in valid {
+                                out[ox] = row[across.input(ox, stride)];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The gradient of [`im2col`]: each element of `x` the sum of the entries of `cols` it was
+/// copied to, added in kernel-tap order.
+#[inline(always)]
+fn col2im(g: &ConvGeometry, cols: &[f32], x: &mut [f32]) {
+    let (plane, k, stride) = (g.height * g.width, g.kernel, g.stride);
+    x.fill(0.0);
+    let samples = x
+        .chunks_exact_mut(g.channels * plane)
+        .zip(cols.chunks_exact(g.rows() * g.positions()));
+    for (x, cols) in samples {
+        let mut rows = cols.chunks_exact(g.positions());
+        for input in x.chunks_exact_mut(plane) {
+            for ky in 0..k {
+                let down = TapRun::new(g, ky, g.height, g.out_height);
+                for kx in 0..k {
+                    let across = TapRun::new(g, kx, g.width, g.out_width);
+                    let Some(col) = rows.next() else {
+                        return;
+                    };
+                    for oy in down.valid.clone() {
+                        let col = &col[oy * g.out_width..][..g.out_width];
+                        let row = &mut input[down.input(oy, stride) * g.width..][..g.width];
+                        let valid = across.valid.clone();
+                        if stride == 1 {
+                            let from = across.input(valid.start, 1);
+                            let targets = &mut row[from..from + valid.len()];
+                            for (target, &v) in targets.iter_mut().zip(&col[valid]) {
+                                *target += v;
+                            }
+                        } else {
+                            for ox in valid {
+                                row[across.input(ox, stride)] += col[ox];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 impl ConvKernel for Cpu {
     fn im2col(&self, g: &ConvGeometry, x: &Vec<f32>, cols: &mut Vec<f32>) -> Result<()> {
-        let (plane, positions, k) = (g.height * g.width, g.positions(), g.kernel);
-        for n in 0..g.batch {
-            for c in 0..g.channels {
-                let input = &x[(n * g.channels + c) * plane..][..plane];
-                for ky in 0..k {
-                    for kx in 0..k {
-                        let row = (c * k + ky) * k + kx;
-                        let out = &mut cols[(n * g.rows() + row) * positions..][..positions];
-                        for oy in 0..g.out_height {
-                            let y = (oy * g.stride + ky * g.dilation).checked_sub(g.padding);
-                            for ox in 0..g.out_width {
-                                let x = (ox * g.stride + kx * g.dilation).checked_sub(g.padding);
-                                out[oy * g.out_width + ox] = match (y, x) {
-                                    (Some(y), Some(x)) if y < g.height && x < g.width => {
-                                        input[y * g.width + x]
-                                    }
-                                    _ => 0.0,
-                                };
-                            }
-                        }
-                    }
-                }
-            }
-        }
+        vectorized_in_parts(Im2col { g, x, cols });
         Ok(())
     }
 
     fn col2im(&self, g: &ConvGeometry, cols: &Vec<f32>, x: &mut Vec<f32>) -> Result<()> {
+        vectorized_in_parts(Col2im { g, cols, x });
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Shape;
+
+    /// Element by element: `cols` from the definition, and each `x` element gathering its
+    /// entries in kernel-tap order.
+    fn reference(g: &ConvGeometry, x: &[f32], cols_grad: &[f32]) -> (Vec<f32>, Vec<f32>) {
         let (plane, positions, k) = (g.height * g.width, g.positions(), g.kernel);
+        let at = |o: usize, tap: usize| (o * g.stride + tap * g.dilation).checked_sub(g.padding);
+        let mut cols = vec![0.0; g.batch * g.rows() * positions];
+        let mut grad = vec![0.0; x.len()];
         for n in 0..g.batch {
             for c in 0..g.channels {
-                let out = &mut x[(n * g.channels + c) * plane..][..plane];
-                for y in 0..g.height {
-                    for xx in 0..g.width {
-                        let mut sum = 0.0;
-                        for ky in 0..k {
-                            let Some(oy) = source(g, y, ky, g.out_height) else {
-                                continue;
-                            };
-                            for kx in 0..k {
-                                let Some(ox) = source(g, xx, kx, g.out_width) else {
-                                    continue;
-                                };
-                                let row = (c * k + ky) * k + kx;
-                                sum +=
-                                    cols[(n * g.rows() + row) * positions + oy * g.out_width + ox];
+                for ky in 0..k {
+                    for kx in 0..k {
+                        let row = (c * k + ky) * k + kx;
+                        for oy in 0..g.out_height {
+                            for ox in 0..g.out_width {
+                                let entry =
+                                    (n * g.rows() + row) * positions + oy * g.out_width + ox;
+                                if let (Some(y), Some(xx)) = (at(oy, ky), at(ox, kx))
+                                    && y < g.height
+                                    && xx < g.width
+                                {
+                                    let element = (n * g.channels + c) * plane + y * g.width + xx;
+                                    cols[entry] = x[element];
+                                    grad[element] += cols_grad[entry];
+                                }
                             }
                         }
-                        out[y * g.width + xx] = sum;
                     }
                 }
             }
         }
-        Ok(())
+        (cols, grad)
+    }
+
+    #[test]
+    fn unfolding_matches_the_definition_bit_for_bit() {
+        for (size, kernel, stride, padding, dilation) in [
+            ((5, 7), 3, 1, 1, 1),
+            ((6, 6), 3, 2, 1, 1),
+            ((7, 5), 2, 3, 0, 1),
+            ((9, 8), 3, 1, 2, 2),
+            ((8, 8), 5, 2, 2, 1),
+            ((4, 4), 1, 1, 0, 1),
+        ] {
+            let shape = Shape::from([2, 3, size.0, size.1]);
+            let g = ConvGeometry::new("test", &shape, kernel, stride, padding, dilation).unwrap();
+            let x: Vec<f32> = (0..shape.numel())
+                .map(|i| (i as f32 * 0.37).sin())
+                .collect();
+            let len = g.batch * g.rows() * g.positions();
+            let cols_grad: Vec<f32> = (0..len).map(|i| (i as f32 * 0.11).cos()).collect();
+            let (expected_cols, expected_grad) = reference(&g, &x, &cols_grad);
+            let mut cols = vec![f32::NAN; len];
+            Cpu.im2col(&g, &x, &mut cols).unwrap();
+            let mut grad = vec![f32::NAN; x.len()];
+            Cpu.col2im(&g, &cols_grad, &mut grad).unwrap();
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert_eq!(
+                bits(&cols),
+                bits(&expected_cols),
+                "im2col {size:?} k{kernel} s{stride} p{padding} d{dilation}"
+            );
+            assert_eq!(
+                bits(&grad),
+                bits(&expected_grad),
+                "col2im {size:?} k{kernel} s{stride} p{padding} d{dilation}"
+            );
+        }
     }
 }
