@@ -186,13 +186,7 @@ fn gpt_block<B: Backend>(device: &B) {
     let fixture = Fixture::open("transformer.safetensors");
     let mut block = GptBlock::new(device, &mut seeded(0));
     block
-        .load_with(&path, |name| {
-            let gpt2 = name
-                .replace("in_proj_weight", "c_attn.weight")
-                .replace("in_proj_bias", "c_attn.bias")
-                .replace("out_proj", "c_proj");
-            format!("init.blocks.0.{gpt2}")
-        })
+        .load_with(&path, |name| format!("init.blocks.0.{}", gpt2_name(name)))
         .unwrap();
     let x = fixture.tensor_on("block.x", device);
     let (y, tape) = block.forward_train(&x).unwrap();
@@ -270,13 +264,7 @@ fn hand_written_block<B: Backend>(device: &B) {
     }
     let mut built_in = GptBlock::new(device, &mut seeded(0));
     built_in
-        .load_with(&path, |name| {
-            let gpt2 = name
-                .replace("in_proj_weight", "c_attn.weight")
-                .replace("in_proj_bias", "c_attn.bias")
-                .replace("out_proj", "c_proj");
-            format!("init.blocks.0.{gpt2}")
-        })
+        .load_with(&path, |name| format!("init.blocks.0.{}", gpt2_name(name)))
         .unwrap();
     let (_, tape) = built_in.forward_train(&x).unwrap();
     built_in.backward(tape, &grad_out).unwrap();
