@@ -1,6 +1,7 @@
 //! Training steps in steady state make no heap allocations: tensor buffers come back from the
 //! CPU backend's pool, and everything else a step builds lives on the stack. Checked with a
-//! counting global allocator, for the tutorial network, `DynamicNet` with a trip count that
+//! counting global allocator, for stage 1's raw tensor code, the tutorial network, `DynamicNet`
+//! with a trip count that
 //! changes from step to step, and a 784-512-512-10 MLP with cross-entropy and Adam, whose
 //! products use both threads. One test, so that nothing else runs in this process while it
 //! counts.
@@ -8,6 +9,9 @@
 #[path = "../examples/07_dynamic_net.rs"]
 #[allow(dead_code, reason = "the example's `main` is not used here")]
 mod dynamic_net;
+#[path = "../examples/01_tensors.rs"]
+#[allow(dead_code, reason = "the example's `main` is not used here")]
+mod raw_tensors;
 #[path = "shared/two_layer_net.rs"]
 mod two_layer_net;
 
@@ -76,6 +80,16 @@ fn steady_state_steps_allocate_nothing() {
     let rng = &mut seeded(0);
     let x = Tensor::randn([64, 1000], &Cpu, rng);
     let y = Tensor::randn([64, 10], &Cpu, rng);
+
+    // Stage 1's raw tensor code: every op returns a new tensor, from the pool.
+    let (mut w1, mut w2) = (
+        Tensor::randn([1000, 100], &Cpu, rng),
+        Tensor::randn([100, 10], &Cpu, rng),
+    );
+    let count = allocations(10, |_| {
+        raw_tensors::train_step(&x, &y, &mut w1, &mut w2, 1e-6);
+    });
+    assert_eq!(count, 0, "allocations in 10 steps of stage 1's tensor code");
 
     let mut tutorial = TwoLayerNet::new(&Cpu, rng);
     let mut sgd = Sgd::new(SgdConfig {
