@@ -1,10 +1,9 @@
 //! Training steps in steady state make no heap allocations: tensor buffers come back from the
 //! CPU backend's pool, and everything else a step builds lives on the stack. Checked with a
 //! counting global allocator, for stage 1's raw tensor code, the tutorial network, `DynamicNet`
-//! with a trip count that
-//! changes from step to step, and a 784-512-512-10 MLP with cross-entropy and Adam, whose
-//! products use both threads. One test, so that nothing else runs in this process while it
-//! counts.
+//! with a trip count that changes from step to step, and a 784-512-512-10 MLP with
+//! cross-entropy and Adam, whose products use both threads. One test, so that nothing else runs
+//! in this process while it counts.
 
 #[path = "../examples/07_dynamic_net.rs"]
 #[allow(dead_code, reason = "the example's `main` is not used here")]
