@@ -4,6 +4,7 @@
 
 use super::{Pool2d, PoolGeometry, PoolKernel, PoolKind};
 use crate::backend::Cpu;
+use crate::backend::cpu::{Vectorizable, vectorized};
 use crate::error::Result;
 
 /// The input positions along one spatial dim that output position `o`'s window covers.
@@ -15,6 +16,73 @@ fn window(pool: &Pool2d, o: usize, size: usize) -> std::ops::Range<usize> {
     start..end
 }
 
+/// `MaxPool2d<2>`, the common case, without branches: each window's four inputs compared in
+/// the general kernel's order with selects (data-dependent branches mispredict on real data).
+struct MaxPool2x2<'a> {
+    g: &'a PoolGeometry,
+    x: &'a [f32],
+    out: &'a mut [f32],
+    indices: Option<&'a mut [f32]>,
+}
+
+impl Vectorizable for MaxPool2x2<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn run(self) {
+        let MaxPool2x2 { g, x, out, indices } = self;
+        let (width, out_width) = (g.width, g.out_width);
+        let rows_out = out.chunks_exact_mut(out_width);
+        let mut rows_indices = indices.map(|indices| indices.chunks_exact_mut(out_width));
+        for (row, out) in rows_out.enumerate().take(g.planes * g.out_height) {
+            let (plane, oy) = (row / g.out_height, row % g.out_height);
+            let top = (plane * g.height + 2 * oy) * width;
+            let (upper, lower) = (&x[top..][..width], &x[top + width..][..width]);
+            let pairs = upper.chunks_exact(2).zip(lower.chunks_exact(2));
+            let indices = rows_indices.as_mut().and_then(Iterator::next);
+            let base = (2 * oy * width) as f32;
+            match indices {
+                Some(indices) => {
+                    for (ox, ((up, low), (best, at))) in pairs
+                        .zip(out.iter_mut().zip(indices.iter_mut()))
+                        .enumerate()
+                    {
+                        let left = base + (2 * ox) as f32;
+                        let taps = [
+                            (up[0], left),
+                            (up[1], left + 1.0),
+                            (low[0], left + width as f32),
+                            (low[1], left + width as f32 + 1.0),
+                        ];
+                        let (mut max, mut arg) = (f32::NEG_INFINITY, 0.0);
+                        for (v, position) in taps {
+                            let wins = beats(v, max);
+                            max = if wins { v } else { max };
+                            arg = if wins { position } else { arg };
+                        }
+                        (*best, *at) = (max, arg);
+                    }
+                }
+                None => {
+                    for ((up, low), best) in pairs.zip(out.iter_mut()) {
+                        let mut max = f32::NEG_INFINITY;
+                        for v in [up[0], up[1], low[0], low[1]] {
+                            max = if beats(v, max) { v } else { max };
+                        }
+                        *best = max;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Whether `v` replaces `best` as a window's maximum: the first maximum wins; NaN wins and
+/// stays.
+#[inline(always)]
+fn beats(v: f32, best: f32) -> bool {
+    (v > best) | (v.is_nan() & !best.is_nan())
+}
+
 impl PoolKernel for Cpu {
     fn pool2d(
         &self,
@@ -24,6 +92,15 @@ impl PoolKernel for Cpu {
         out: &mut Vec<f32>,
         mut indices: Option<&mut Vec<f32>>,
     ) -> Result<()> {
+        if pool.kind == PoolKind::Max && pool.kernel == 2 && pool.stride == 2 && pool.padding == 0 {
+            vectorized(MaxPool2x2 {
+                g,
+                x,
+                out,
+                indices: indices.map(Vec::as_mut_slice),
+            });
+            return Ok(());
+        }
         let (plane_in, plane_out) = (g.height * g.width, g.out_height * g.out_width);
         let area = (pool.kernel * pool.kernel) as f32;
         for p in 0..g.planes {

@@ -323,6 +323,66 @@ mod tests {
 
     /// Every pooling's gradient against central differences, with overlapping windows and
     /// padding.
+    /// `MaxPool2d<2>`'s own kernel against the general one (a 2x2 window with stride 2 and
+    /// padding 1, whose interior windows are the same): values, ties (the first maximum's
+    /// index) and NaN (it wins and stays).
+    #[test]
+    #[allow(
+        clippy::cast_sign_loss,
+        clippy::cast_possible_truncation,
+        reason = "whole indices"
+    )]
+    fn the_two_by_two_max_pool_picks_as_the_general_kernel() {
+        let mut values: Vec<f32> = (0..2 * 6 * 8).map(|v| ((v * 7) % 5) as f32).collect();
+        values[9] = f32::NAN;
+        values[50] = f32::NAN;
+        values[51] = f32::NAN;
+        let x = Tensor::from_vec(values, [1, 2, 6, 8], &Cpu);
+        let (fast, fast_at) = x.try_pool2d_with_indices(&Pool2d::max(2, 2, 0)).unwrap();
+        // With padding 1 and the input shifted by one row and column, the windows are the same.
+        let padded = Tensor::from_vec(
+            (0..2 * 7 * 9)
+                .map(|i| {
+                    let (plane, y, x_) = (i / 63, (i % 63) / 9, i % 9);
+                    if y == 0 || x_ == 0 {
+                        f32::NEG_INFINITY
+                    } else {
+                        x.to_vec()[plane * 48 + (y - 1) * 8 + x_ - 1]
+                    }
+                })
+                .collect(),
+            [1, 2, 7, 9],
+            &Cpu,
+        );
+        let (general, general_at) = padded
+            .try_pool2d_with_indices(&Pool2d::max(2, 2, 1))
+            .unwrap();
+        // The general output has one more row and column (windows at the padded edge).
+        let general = general.to_vec();
+        let general_at = general_at.unwrap().to_vec();
+        let (fast, fast_at) = (fast.to_vec(), fast_at.unwrap().to_vec());
+        for plane in 0..2 {
+            for oy in 0..3 {
+                for ox in 0..4 {
+                    let (f, g) = (plane * 12 + oy * 4 + ox, plane * 20 + (oy + 1) * 5 + ox + 1);
+                    assert_eq!(
+                        fast[f].to_bits(),
+                        general[g].to_bits(),
+                        "value at {plane} {oy} {ox}"
+                    );
+                    // Positions differ by the padded plane's extra row and column.
+                    let at = general_at[g] as usize;
+                    let (y, x_) = (at / 9 - 1, at % 9 - 1);
+                    assert_eq!(
+                        fast_at[f] as usize,
+                        y * 8 + x_,
+                        "index at {plane} {oy} {ox}"
+                    );
+                }
+            }
+        }
+    }
+
     #[test]
     fn gradients_match_finite_differences() {
         let x: Vec<f32> = (0..50)
