@@ -55,16 +55,11 @@ impl Lowerer<'_> {
     ) -> Option<Lowered> {
         let x = self.materialize(receiver, &call.receiver)?;
         let usage = "every dim once, like `.permute([0, 2, 1, 3])`";
-        let order = match call.args.iter().collect::<Vec<_>>()[..] {
-            [Expr::Array(array)] => {
-                let args: Vec<Expr> = array.elems.iter().cloned().collect();
-                self.resolve_dims(&args, call, "permute", x, usage)?
-            }
-            _ => {
-                let args: Vec<Expr> = call.args.iter().cloned().collect();
-                self.resolve_dims(&args, call, "permute", x, usage)?
-            }
+        let args: Vec<Expr> = match call.args.iter().collect::<Vec<_>>()[..] {
+            [Expr::Array(array)] => array.elems.iter().cloned().collect(),
+            _ => call.args.iter().cloned().collect(),
         };
+        let order = self.resolve_dims(&args, call, "permute", x, usage)?;
         let rank = self.shape(x).0.len();
         let mut seen = vec![false; rank];
         let is_permutation = order.len() == rank

@@ -123,7 +123,7 @@ pub(crate) fn vectorized<K: Vectorizable>(kernel: K) -> K::Output {
 
 /// A kernel over elements, or rows of elements, that do not depend on each other: it can run
 /// in parts.
-pub(crate) trait Divisible: Vectorizable<Output = ()> + Send + Sized {
+pub(crate) trait Divisible: Vectorizable<Output: Joined> + Send + Sized {
     /// How many units (elements or rows) it covers.
     fn units(&self) -> usize;
     /// Elements per unit.
@@ -134,6 +134,21 @@ pub(crate) trait Divisible: Vectorizable<Output = ()> + Send + Sized {
     fn split_at(self, mid: usize) -> (Self, Self);
 }
 
+/// What the parts of a kernel return, put together: nothing, or the first error.
+pub(crate) trait Joined: Send {
+    fn join(self, other: Self) -> Self;
+}
+
+impl Joined for () {
+    fn join(self, (): ()) {}
+}
+
+impl Joined for Result<()> {
+    fn join(self, other: Self) -> Self {
+        self.and(other)
+    }
+}
+
 /// Kernels over fewer elements run in one part: waking another thread costs about as much as
 /// a simple map over this many.
 const PART_MIN_ELEMENTS: usize = 1 << 17;
@@ -141,21 +156,26 @@ const PART_MIN_ELEMENTS: usize = 1 << 17;
 /// Runs `kernel` as [`vectorized`] does, in parts on the rayon pool when it is large: up to
 /// two per thread, so that with one core busy elsewhere the other thread takes over the parts
 /// left waiting.
-pub(crate) fn vectorized_in_parts<K: Divisible>(kernel: K) {
+pub(crate) fn vectorized_in_parts<K: Divisible>(kernel: K) -> K::Output {
+    let threads = rayon::current_num_threads();
     let elements = kernel.units() * kernel.unit_len();
-    let parts = (elements / PART_MIN_ELEMENTS).min(2 * rayon::current_num_threads());
-    in_parts(kernel, parts);
+    let parts = if threads < 2 {
+        1
+    } else {
+        (elements / PART_MIN_ELEMENTS).min(2 * threads)
+    };
+    in_parts(kernel, parts)
 }
 
-fn in_parts<K: Divisible>(kernel: K, parts: usize) {
+fn in_parts<K: Divisible>(kernel: K, parts: usize) -> K::Output {
     if parts < 2 || kernel.units() < 2 {
-        vectorized(kernel);
-        return;
+        return vectorized(kernel);
     }
     let first = parts / 2;
     let mid = kernel.units() * first / parts;
     let (left, right) = kernel.split_at(mid);
-    rayon::join(|| in_parts(left, first), || in_parts(right, parts - first));
+    let (left, right) = rayon::join(|| in_parts(left, first), || in_parts(right, parts - first));
+    left.join(right)
 }
 
 /// pulp's entry point for a [`Vectorizable`].

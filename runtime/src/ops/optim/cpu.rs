@@ -11,7 +11,7 @@ use super::{OptimKernel, OptimStep, STEP_SCALARS_LEN};
 use crate::backend::Cpu;
 use smallvec::SmallVec;
 
-use crate::backend::cpu::{Vectorizable, vectorized};
+use crate::backend::cpu::{Divisible, Vectorizable, vectorized_in_parts};
 use crate::error::{Error, Result};
 
 /// Applies `step` to `param` elementwise; `state` holds [`OptimStep::buffers`] buffers, and
@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 ///
 /// `mul_add` is one instruction only where the CPU has FMA; elsewhere it is a library call per
 /// element (20x slower here). The kernel runs compiled for the CPU's SIMD instructions (see
-/// [`vectorized`]), which include FMA.
+/// [`vectorized_in_parts`]), which include FMA.
 pub(crate) fn optim_step(
     step: &OptimStep,
     param: &mut [f32],
@@ -33,7 +33,8 @@ pub(crate) fn optim_step(
     step.check_buffers(param.len(), grad.len(), state_lens, scalars_len)?;
     let step = &with_device_scalars(step, scalars)?;
     let state = state.iter_mut().map(Vec::as_mut_slice).collect();
-    update_in_parts(Update {
+    // Each element's update is independent of the others': in parts, the result is the same.
+    vectorized_in_parts(Update {
         step,
         param,
         grad,
@@ -41,23 +42,7 @@ pub(crate) fn optim_step(
     })
 }
 
-/// Parameters at least twice this long are updated in parts that share the threads: waking a
-/// sleeping thread costs more than the update of the tutorial's 100k weights (measured).
-const PART_MIN_LEN: usize = 1 << 17;
-
-/// Runs `update`, in parts on the rayon pool when it is long: each element's update is
-/// independent of the others', so the result is the same.
-fn update_in_parts(update: Update<'_>) -> Result<()> {
-    if update.param.len() < 2 * PART_MIN_LEN || rayon::current_num_threads() < 2 {
-        return vectorized(update);
-    }
-    let mid = update.param.len() / 2;
-    let (left, right) = update.split_at(mid);
-    let (left, right) = rayon::join(|| update_in_parts(left), || update_in_parts(right));
-    left.and(right)
-}
-
-/// One parameter's update, or a part of it, for [`vectorized`].
+/// One parameter's update, or a part of it, for [`vectorized_in_parts`].
 struct Update<'a> {
     step: &'a OptimStep,
     param: &'a mut [f32],
@@ -65,8 +50,10 @@ struct Update<'a> {
     state: SmallVec<[&'a mut [f32]; 3]>,
 }
 
-impl Update<'_> {
-    /// The updates of elements `..mid` and `mid..`.
+impl Divisible for Update<'_> {
+    fn units(&self) -> usize {
+        self.param.len()
+    }
     fn split_at(self, mid: usize) -> (Self, Self) {
         let (param_left, param_right) = self.param.split_at_mut(mid);
         let (grad_left, grad_right) = self.grad.split_at(mid);

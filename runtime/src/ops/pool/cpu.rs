@@ -115,8 +115,7 @@ impl PoolKernel for Cpu {
                             for y in rows {
                                 for x in cols.clone() {
                                     let v = input[y * g.width + x];
-                                    // The first maximum wins; NaN wins and stays.
-                                    if v > best || (v.is_nan() && !best.is_nan()) {
+                                    if beats(v, best) {
                                         (best, at) = (v, y * g.width + x);
                                     }
                                 }
