@@ -56,7 +56,7 @@ pub use declnet_runtime::{
     Backend, Cpu, Cuda, Error, MatView, Memory, Result, Shape, StepGraph, Tensor, num_threads,
     set_num_threads,
 };
-pub use declnet_runtime::{data, losses, optim};
+pub use declnet_runtime::{data, distributed, losses, optim};
 pub use device::DeviceArg;
 
 /// What `network!`-generated code refers to, by absolute path. Not a public API.

@@ -125,6 +125,29 @@ impl Dataset {
         (self.select(train), self.select(test))
     }
 
+    /// This rank's share of the samples for data-parallel training, like PyTorch's
+    /// `DistributedSampler`: samples `rank`, `rank + world`, `rank + 2 * world`, .., after
+    /// padding the set with its first samples to a multiple of `world`, so every rank gets
+    /// the same number of samples (and of batches: a rank with one batch more would wait for
+    /// the others forever).
+    ///
+    /// # Errors
+    /// [`Error::Usage`] when `rank` is not below `world`, or the set is empty.
+    pub fn shard(&self, rank: usize, world: usize) -> Result<Self> {
+        if rank >= world || self.is_empty() {
+            return Err(Error::Usage(format!(
+                "dataset: cannot take shard {rank} of {world} of {} samples",
+                self.len()
+            )));
+        }
+        let padded = self.len().div_ceil(world) * world;
+        let indices: Vec<usize> = (rank..padded)
+            .step_by(world)
+            .map(|i| i % self.len())
+            .collect();
+        Ok(self.select(&indices))
+    }
+
     /// Mini-batches of `size` samples on `device`, in order or shuffled by `rng` (a new order
     /// each call, like a `DataLoader` with `shuffle=True`); the last, partial batch is kept
     /// unless `drop_last`. Each batch is `[size, ..sample]` with its labels.
@@ -209,6 +232,15 @@ mod tests {
             "usage: dataset: the inputs [3, 2] hold 3 samples, but 2 labels were given"
         );
         assert!(accuracy(&Tensor::zeros([2, 3], &Cpu), &[0]).is_err());
+    }
+
+    #[test]
+    fn shards_are_equal_interleaved_and_padded_from_the_start() {
+        let set = Dataset::new((0..5).map(|v| v as f32).collect(), [], (0..5).collect()).unwrap();
+        let labels = |rank| set.shard(rank, 3).unwrap().labels().to_vec();
+        assert_eq!([labels(0), labels(1), labels(2)], [[0, 3], [1, 4], [2, 0]]);
+        assert_eq!(set.shard(0, 1).unwrap(), set);
+        assert!(set.shard(3, 3).is_err());
     }
 
     #[test]

@@ -253,6 +253,20 @@ pub enum Error {
         "cuda: declnet was built without CUDA support; rebuild with `--features cuda` to use `Cuda`"
     )]
     CudaNotCompiled,
+    /// [`Mpi::init`](crate::distributed::Mpi::init) in a build without the `mpi` feature.
+    #[error(
+        "mpi: declnet was built without MPI support; rebuild with `--features mpi` to use `Mpi`"
+    )]
+    MpiNotCompiled,
+    /// Ranks of a data-parallel job that cannot work together (different networks), or a
+    /// collective that failed.
+    #[error("{op}: {message}")]
+    Distributed {
+        /// The operation.
+        op: &'static str,
+        /// What went wrong, naming the ranks.
+        message: String,
+    },
     /// A file that cannot be read or written.
     #[error("{op}: cannot {action} `{}`: {message}", path.display())]
     Io {

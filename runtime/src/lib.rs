@@ -16,6 +16,7 @@
 
 pub mod backend;
 pub mod data;
+pub mod distributed;
 mod error;
 pub mod function;
 pub mod io;

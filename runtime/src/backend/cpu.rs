@@ -54,6 +54,12 @@ impl Memory for Cpu {
         Ok(storage.clone())
     }
 
+    fn download_into(&self, storage: &Vec<f32>, dst: &mut [f32]) -> Result<()> {
+        expect_len("download_into", "destination", dst.len(), storage.len())?;
+        dst.copy_from_slice(storage);
+        Ok(())
+    }
+
     fn copy(&self, src: &Vec<f32>) -> Result<Vec<f32>> {
         self.upload(src)
     }

@@ -122,6 +122,18 @@ pub trait Memory: Clone + fmt::Debug + PartialEq + Send + Sync + 'static {
     /// When the device cannot copy.
     fn download(&self, storage: &Self::Storage) -> Result<Vec<f32>>;
 
+    /// Copies the buffer's contents into `dst` on the host, which has the same length. The
+    /// default goes through [`download`](Self::download); the CPU copies without allocating.
+    ///
+    /// # Errors
+    /// When the lengths differ or the device cannot copy.
+    fn download_into(&self, storage: &Self::Storage, dst: &mut [f32]) -> Result<()> {
+        let values = self.download(storage)?;
+        expect_len("download_into", "destination", dst.len(), values.len())?;
+        dst.copy_from_slice(&values);
+        Ok(())
+    }
+
     /// A copy of `src`.
     ///
     /// # Errors

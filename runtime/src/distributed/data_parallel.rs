@@ -1,0 +1,383 @@
+//! [`DataParallel`]: a network replicated on every rank, with rank 0's weights and averaged
+//! gradients.
+
+use std::marker::PhantomData;
+use std::ops::{Deref, DerefMut};
+
+use super::Collective;
+use crate::backend::Backend;
+use crate::error::{Error, Result};
+use crate::module::{Buffer, BufferMut, Module};
+use crate::param::Param;
+
+/// The most values one collective call moves: 25 MiB of `f32`, PyTorch DDP's bucket size.
+const BUCKET_LEN: usize = 25 * 1024 * 1024 / 4;
+
+/// A network replicated on every rank of a [`Collective`], like PyTorch's
+/// `DistributedDataParallel`.
+///
+/// [`DataParallel::new`] checks that every rank declared the same parameters and buffers and
+/// gives every rank rank 0's values. Each rank then runs its forward and backward passes on its
+/// own share of the batch, and [`DataParallel::sync_gradients`] replaces every gradient by its
+/// mean over the ranks, so the optimizer makes the same step everywhere. For gradient
+/// accumulation (PyTorch's `no_sync`), run several backward passes and synchronise once.
+///
+/// The wrapper dereferences to the network (`net.forward_train(&x)`) and is a [`Module`]
+/// itself, so optimizers and [`save`](crate::io::ModuleIo::save) take it as they take the
+/// network. Only rank 0 should print, plot and save: [`DataParallel::is_main`].
+#[derive(Debug)]
+pub struct DataParallel<M, C, B: Backend = crate::Cpu> {
+    module: M,
+    collective: C,
+    /// Every parameter's gradient one after another, then one flag per parameter that says
+    /// whether this rank has a gradient for it (1) or not (0): what one all-reduce averages.
+    flat: Vec<f32>,
+    backend: PhantomData<B>,
+}
+
+impl<B: Backend, M: Module<B>, C: Collective> DataParallel<M, C, B> {
+    /// Replicates `module` over the ranks of `collective`: every rank must call this with the
+    /// same network. Rank 0's parameters and buffers (`BatchNorm`'s running statistics) are
+    /// copied to every other rank.
+    ///
+    /// # Errors
+    /// [`Error::Distributed`] on every rank when any rank's parameters or buffers differ from
+    /// rank 0's in name, order or shape; the message on a differing rank names the first
+    /// difference. An engine or device error.
+    pub fn new(mut module: M, collective: C) -> Result<Self> {
+        check_same_layout(&module, &collective)?;
+        broadcast_state(&mut module, &collective)?;
+        let (numel, count) = param_sizes(&module);
+        Ok(Self {
+            module,
+            collective,
+            flat: vec![0.0; numel + count],
+            backend: PhantomData,
+        })
+    }
+
+    /// Replaces every parameter's gradient by its mean over the ranks. A parameter that got no
+    /// gradient on some ranks (a layer their control flow skipped) counts as zero there; one
+    /// that got none on any rank keeps no gradient, so the optimizer skips it as usual.
+    ///
+    /// Also copies rank 0's buffers to every rank, as DDP's `broadcast_buffers` does: each
+    /// rank's `BatchNorm` sees only its own shard, so its running statistics would drift
+    /// apart; rank 0's are the ones kept.
+    ///
+    /// # Errors
+    /// An engine or device error.
+    pub fn sync_gradients(&mut self) -> Result<()> {
+        let (numel, _) = param_sizes(&self.module);
+        let (values, has_grad) = self.flat.split_at_mut(numel);
+        let mut offset = 0;
+        let mut packed = Ok(());
+        let mut params = has_grad.iter_mut();
+        self.module.visit_params(&mut |_, param| {
+            let end = offset + param.value().numel();
+            let (values, flag) = (&mut values[offset..end], params.next());
+            offset = end;
+            let flag = flag.expect("one flag per parameter");
+            match param.grad() {
+                Some(grad) if packed.is_ok() => {
+                    packed = grad.device.download_into(&grad.storage, values);
+                    *flag = 1.0;
+                }
+                _ => {
+                    values.fill(0.0);
+                    *flag = 0.0;
+                }
+            }
+        });
+        // Every rank takes part whatever happened locally, so a failing rank cannot leave the
+        // others waiting in the collective.
+        let mut result = packed;
+        for bucket in self.flat.chunks_mut(BUCKET_LEN) {
+            keep_first_error(&mut result, self.collective.all_reduce_mean(bucket));
+        }
+        keep_first_error(
+            &mut result,
+            broadcast_buffers(&mut self.module, &self.collective),
+        );
+        result?;
+        let (values, has_grad) = self.flat.split_at(numel);
+        let (mut offset, mut flags) = (0, has_grad.iter());
+        let mut unpacked = Ok(());
+        self.module.visit_params_mut(&mut |_, param| {
+            let end = offset + param.value().numel();
+            let values = &values[offset..end];
+            offset = end;
+            let any_rank_has_grad = flags.next().is_some_and(|&flag| flag > 0.0);
+            if any_rank_has_grad && unpacked.is_ok() {
+                unpacked = overwrite_grad(param, values);
+            }
+        });
+        unpacked
+    }
+}
+
+impl<M, C: Collective, B: Backend> DataParallel<M, C, B> {
+    /// This process's rank.
+    pub fn rank(&self) -> usize {
+        self.collective.rank()
+    }
+
+    /// The number of ranks.
+    pub fn world_size(&self) -> usize {
+        self.collective.world_size()
+    }
+
+    /// Whether this is rank 0, the one that prints, plots and saves.
+    pub fn is_main(&self) -> bool {
+        self.rank() == 0
+    }
+
+    /// The engine.
+    pub fn collective(&self) -> &C {
+        &self.collective
+    }
+
+    /// The network, like `ddp.module`.
+    pub fn module(&self) -> &M {
+        &self.module
+    }
+
+    /// The network, mutably.
+    pub fn module_mut(&mut self) -> &mut M {
+        &mut self.module
+    }
+
+    /// The network, unwrapped.
+    pub fn into_inner(self) -> M {
+        self.module
+    }
+}
+
+impl<M, C, B: Backend> Deref for DataParallel<M, C, B> {
+    type Target = M;
+    fn deref(&self) -> &M {
+        &self.module
+    }
+}
+
+impl<M, C, B: Backend> DerefMut for DataParallel<M, C, B> {
+    fn deref_mut(&mut self) -> &mut M {
+        &mut self.module
+    }
+}
+
+impl<B: Backend, M: Module<B>, C> Module<B> for DataParallel<M, C, B> {
+    fn visit_params<'a>(&'a self, f: &mut dyn FnMut(&str, &'a Param<B>)) {
+        self.module.visit_params(f);
+    }
+    fn visit_params_mut<'a>(&'a mut self, f: &mut dyn FnMut(&str, &'a mut Param<B>)) {
+        self.module.visit_params_mut(f);
+    }
+    fn visit_buffers(&self, f: &mut dyn FnMut(&str, Buffer<'_, B>)) {
+        self.module.visit_buffers(f);
+    }
+    fn visit_buffers_mut(&mut self, f: &mut dyn FnMut(&str, BufferMut<'_, B>)) {
+        self.module.visit_buffers_mut(f);
+    }
+    fn visit_config(&self, f: &mut dyn FnMut(&str, String)) {
+        self.module.visit_config(f);
+    }
+    fn set_training(&mut self, training: bool) {
+        self.module.set_training(training);
+    }
+}
+
+/// The number of parameter values and of parameters.
+fn param_sizes<B: Backend, M: Module<B> + ?Sized>(module: &M) -> (usize, usize) {
+    let mut sizes = (0, 0);
+    module.visit_params(&mut |_, param| {
+        sizes.0 += param.value().numel();
+        sizes.1 += 1;
+    });
+    sizes
+}
+
+/// Sets `param`'s gradient to `values`, whether or not it had one.
+fn overwrite_grad<B: Backend>(param: &mut Param<B>, values: &[f32]) -> Result<()> {
+    param.try_accumulate_grad_with(|grad, _| grad.try_copy_from_slice(values))
+}
+
+/// One line per parameter and buffer, `name [dims]`, in visiting order: what must match on
+/// every rank.
+fn layout<B: Backend, M: Module<B> + ?Sized>(module: &M) -> Vec<String> {
+    let mut lines = Vec::new();
+    module.visit_params(&mut |name, param| {
+        lines.push(format!("parameter `{name}` {}", param.value().shape()));
+    });
+    module.visit_buffers(&mut |name, buffer| {
+        lines.push(match buffer {
+            Buffer::Tensor(tensor) => format!("buffer `{name}` {}", tensor.shape()),
+            Buffer::Count(_) => format!("buffer `{name}` (a count)"),
+        });
+    });
+    lines
+}
+
+/// Fails on every rank when some rank's layout differs from rank 0's.
+fn check_same_layout<B: Backend, M: Module<B> + ?Sized>(
+    module: &M,
+    collective: &impl Collective,
+) -> Result<()> {
+    let ours = layout(module);
+    let theirs = broadcast_text(&ours.join("\n"), collective)?;
+    let theirs: Vec<&str> = theirs.split('\n').filter(|line| !line.is_empty()).collect();
+    let difference = first_difference(&ours, &theirs);
+    // Which ranks differ, on every rank: each rank's slot holds 1/world when it differs.
+    let world = collective.world_size();
+    let mut differs = vec![0.0; world];
+    differs[collective.rank()] = if difference.is_some() { 1.0 } else { 0.0 };
+    collective.all_reduce_mean(&mut differs)?;
+    let differing: Vec<usize> = (0..world).filter(|&rank| differs[rank] > 0.0).collect();
+    if differing.is_empty() {
+        return Ok(());
+    }
+    let message = match difference {
+        Some(difference) => format!(
+            "rank {} declared another network than rank 0: {difference}",
+            collective.rank()
+        ),
+        None => format!(
+            "rank(s) {differing:?} declared another network than rank 0 (their errors name \
+             the first difference)"
+        ),
+    };
+    Err(Error::Distributed {
+        op: "DataParallel::new",
+        message,
+    })
+}
+
+/// Where `ours` first differs from rank 0's layout `theirs`, in words.
+fn first_difference(ours: &[String], theirs: &[&str]) -> Option<String> {
+    for (index, line) in ours.iter().enumerate() {
+        match theirs.get(index) {
+            Some(their) if their == line => {}
+            Some(their) => return Some(format!("it has {line} where rank 0 has {their}")),
+            None => return Some(format!("it has {line}, which rank 0 lacks")),
+        }
+    }
+    theirs
+        .get(ours.len())
+        .map(|their| format!("rank 0 has {their}, which it lacks"))
+}
+
+/// Rank 0's `text` on every rank.
+fn broadcast_text(text: &str, collective: &impl Collective) -> Result<String> {
+    let mut len = (text.len() as u64).to_le_bytes();
+    collective.broadcast_bytes(&mut len, 0)?;
+    let len = usize::try_from(u64::from_le_bytes(len)).map_err(|_| Error::Distributed {
+        op: "DataParallel::new",
+        message: "rank 0's network description does not fit in memory".to_owned(),
+    })?;
+    let mut bytes = vec![0; len];
+    if collective.rank() == 0 {
+        bytes.copy_from_slice(text.as_bytes());
+    }
+    collective.broadcast_bytes(&mut bytes, 0)?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// Copies rank 0's parameters and buffers to every rank (the layouts are known to match).
+/// Every rank takes part in every broadcast, even after a local error, and reports the first
+/// error at the end.
+fn broadcast_state<B: Backend, M: Module<B> + ?Sized>(
+    module: &mut M,
+    collective: &impl Collective,
+) -> Result<()> {
+    let mut result = Ok(());
+    module.visit_params_mut(&mut |_, param| {
+        keep_first_error(&mut result, broadcast_tensor(param.value_mut(), collective));
+    });
+    keep_first_error(&mut result, broadcast_buffers(module, collective));
+    result
+}
+
+/// Copies rank 0's buffers to every rank, as [`broadcast_state`] does.
+fn broadcast_buffers<B: Backend, M: Module<B> + ?Sized>(
+    module: &mut M,
+    collective: &impl Collective,
+) -> Result<()> {
+    let mut result = Ok(());
+    module.visit_buffers_mut(&mut |_, buffer| {
+        let sent = match buffer {
+            BufferMut::Tensor(tensor) => broadcast_tensor(tensor, collective),
+            BufferMut::Count(count) => {
+                let mut bytes = count.to_le_bytes();
+                let sent = collective.broadcast_bytes(&mut bytes, 0);
+                *count = i64::from_le_bytes(bytes);
+                sent
+            }
+        };
+        keep_first_error(&mut result, sent);
+    });
+    result
+}
+
+/// Rank 0's values of `tensor` on every rank; this rank takes part even when it cannot read
+/// its own values.
+fn broadcast_tensor<B: Backend>(
+    tensor: &mut crate::Tensor<B>,
+    collective: &impl Collective,
+) -> Result<()> {
+    let (mut values, mut result) = match tensor.try_to_vec() {
+        Ok(values) => (values, Ok(())),
+        Err(error) => (vec![0.0; tensor.numel()], Err(error)),
+    };
+    for bucket in values.chunks_mut(BUCKET_LEN) {
+        keep_first_error(&mut result, collective.broadcast(bucket, 0));
+    }
+    result?;
+    tensor.try_copy_from_slice(&values)
+}
+
+/// Records `next`'s error unless `result` already holds one.
+fn keep_first_error(result: &mut Result<()>, next: Result<()>) {
+    if result.is_ok() {
+        *result = next;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::distributed::Local;
+    use crate::layers::Linear;
+    use crate::rng::seeded;
+    use crate::{Cpu, Tensor};
+
+    #[test]
+    fn one_rank_keeps_its_gradients_and_the_lack_of_one() {
+        let net = Linear::<Cpu>::new(3, 2, true, &Cpu, &mut seeded(0));
+        let mut net = DataParallel::new(net, Local).unwrap();
+        let x = Tensor::from_vec(vec![1.0, 2.0, 3.0], [1, 3], &Cpu);
+        net.backward(&x, &Tensor::ones([1, 2], &Cpu), false)
+            .unwrap();
+        let before = net.weight.grad().unwrap().to_vec();
+        net.bias.as_mut().unwrap().zero_grad();
+        net.sync_gradients().unwrap();
+        assert_eq!(net.weight.grad().unwrap().to_vec(), before);
+        assert!(net.bias.as_ref().unwrap().grad().is_none());
+    }
+
+    #[test]
+    fn layouts_differ_at_the_first_line_that_differs() {
+        let ours = vec!["parameter `w` [2]".to_owned()];
+        assert_eq!(first_difference(&ours, &["parameter `w` [2]"]), None);
+        assert_eq!(
+            first_difference(&ours, &["parameter `w` [3]"]).unwrap(),
+            "it has parameter `w` [2] where rank 0 has parameter `w` [3]"
+        );
+        assert_eq!(
+            first_difference(&ours, &["parameter `w` [2]", "parameter `b` [2]"]).unwrap(),
+            "rank 0 has parameter `b` [2], which it lacks"
+        );
+        assert_eq!(
+            first_difference(&ours, &[]).unwrap(),
+            "it has parameter `w` [2], which rank 0 lacks"
+        );
+    }
+}
