@@ -13,6 +13,7 @@ mod timing;
 
 use std::hint::black_box;
 
+use declnet::distributed::{DataParallel, Local};
 use declnet::prelude::*;
 use declnet::runtime::ops::matmul::{Gemm, GemmBatch, MatmulKernel, Strided};
 use timing::median_call_time;
@@ -103,7 +104,9 @@ fn gemms_only() -> std::time::Duration {
 fn main() {
     let (_, train, _) = example::load_text().unwrap();
     let rng = &mut seeded(0);
-    let mut net = example::CharGpt::new(&Cpu, rng);
+    // One process: `Local` makes `sync_gradients` a no-op.
+    let net = example::CharGpt::new(&Cpu, rng);
+    let mut net = DataParallel::new(net, Local).unwrap();
     let mut optimizer = AdamW::new(AdamWConfig {
         lr: 1e-9,
         betas: (0.9, 0.95),

@@ -14,6 +14,12 @@
 //! sample. Measured on 2 cores: 2000 steps in 119 s (2:00 in all), validation loss 1.78 (10
 //! batches) and 1.81 (40 batches) nats per character; 650 steps take 40 s and reach 1.97.
 //! `tests/char_gpt.rs` trains a shortened run.
+//!
+//! Data-parallel on several processes (`--features mpi`, Open MPI installed): `mpirun -n 2
+//! target/release/examples/09_char_gpt --data-parallel` after `cargo build --release
+//! --features mpi --example 09_char_gpt`. Each rank draws `16 / ranks` windows per step, so
+//! the global batch stays 16; gradients are averaged after each backward pass, and only rank
+//! 0 prints, evaluates, saves and samples.
 
 #[path = "support/plot.rs"]
 pub mod plot;
@@ -22,6 +28,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use declnet::distributed::{Collective, DataParallel, Local, Mpi};
 use declnet::prelude::*;
 use declnet::runtime::rand::{Rng, RngExt as _};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -140,24 +147,25 @@ pub fn load_text() -> Result<(Vocab, Vec<usize>, Vec<usize>)> {
     Ok((vocab, ids, validation))
 }
 
-/// A batch of [`BATCH`] random windows of `tokens`: the inputs `[BATCH, CONTEXT]` and the
-/// next character at each position, flattened.
+/// A batch of `rows` random windows of `tokens`: the inputs `[rows, CONTEXT]` and the next
+/// character at each position, flattened.
 ///
 /// # Errors
 /// When the device fails.
 pub fn batch<B: Backend, R: Rng + ?Sized>(
     tokens: &[usize],
+    rows: usize,
     device: &B,
     rng: &mut R,
 ) -> Result<(Indices<B>, Labels<B>)> {
     let (mut inputs, mut targets) = (Vec::new(), Vec::new());
-    for _ in 0..BATCH {
+    for _ in 0..rows {
         let start = rng.random_range(0..tokens.len() - CONTEXT - 1);
         inputs.extend_from_slice(&tokens[start..start + CONTEXT]);
         targets.extend_from_slice(&tokens[start + 1..=start + CONTEXT]);
     }
     Ok((
-        Indices::with_shape(&inputs, [BATCH, CONTEXT], device)?,
+        Indices::with_shape(&inputs, [rows, CONTEXT], device)?,
         Labels::try_new(&targets, device)?,
     ))
 }
@@ -170,24 +178,27 @@ pub fn positions<B: Backend>(len: usize, device: &B) -> Result<Indices<B>> {
     Indices::new(&(0..len).collect::<Vec<_>>(), device)
 }
 
-/// One training step on a random batch of `tokens`; returns the loss.
+/// One training step on a random batch of `tokens`, [`BATCH`] windows divided among the
+/// ranks; returns this rank's loss.
 ///
 /// # Errors
-/// When the device fails.
-pub fn train_step<B: Backend>(
-    net: &mut CharGpt<B>,
+/// When the device or the collective fails.
+pub fn train_step<B: Backend, C: Collective>(
+    net: &mut DataParallel<CharGpt<B>, C, B>,
     optimizer: &mut AdamW<B>,
     tokens: &[usize],
     device: &B,
     rng: &mut SeededRng,
 ) -> Result<f32> {
-    let (idx, labels) = batch(tokens, device, rng)?;
+    let rows = (BATCH / net.world_size()).max(1);
+    let (idx, labels) = batch(tokens, rows, device, rng)?;
     let positions = positions(CONTEXT, device)?;
     let (logits, tape) = net.forward_train(&idx, &positions)?;
-    let flat = logits.try_reshape([BATCH * CONTEXT, VOCAB])?;
+    let flat = logits.try_reshape([rows * CONTEXT, VOCAB])?;
     let (loss, grad) = CrossEntropyLoss::default().try_value_and_grad(&flat, &labels)?;
     net.zero_grad();
-    net.backward_params(tape, &grad.try_reshape([BATCH, CONTEXT, VOCAB])?)?;
+    net.backward_params(tape, &grad.try_reshape([rows, CONTEXT, VOCAB])?)?;
+    net.sync_gradients()?;
     optimizer.try_step(net)?;
     loss.try_item()
 }
@@ -207,7 +218,7 @@ pub fn evaluate<B: Backend>(
     let positions = positions(CONTEXT, device)?;
     let mut total = 0.0;
     for _ in 0..batches {
-        let (idx, labels) = batch(tokens, device, rng)?;
+        let (idx, labels) = batch(tokens, BATCH, device, rng)?;
         let logits = net.forward(&idx, &positions)?;
         let flat = logits.try_reshape([BATCH * CONTEXT, VOCAB])?;
         total += CrossEntropyLoss::default()
@@ -287,19 +298,32 @@ fn text_arg(flag: &str) -> Option<String> {
 }
 
 fn main() -> Result<()> {
-    match DeviceArg::from_args()? {
-        DeviceArg::Cpu => run(&Cpu),
-        DeviceArg::Cuda(ordinal) => run(&Cuda::new(ordinal)?),
+    let device = DeviceArg::from_args()?;
+    if std::env::args().any(|a| a == "--data-parallel") {
+        let mpi = Mpi::init()?;
+        match device {
+            DeviceArg::Cpu => run(&Cpu, &mpi),
+            DeviceArg::Cuda(ordinal) => run(&Cuda::new(ordinal)?, &mpi),
+        }
+    } else {
+        match device {
+            DeviceArg::Cpu => run(&Cpu, &Local),
+            DeviceArg::Cuda(ordinal) => run(&Cuda::new(ordinal)?, &Local),
+        }
     }
 }
 
-fn run<B: Backend>(device: &B) -> Result<()> {
+fn run<B: Backend>(device: &B, ranks: &dyn Collective) -> Result<()> {
     let (vocab, train, validation) = load_text()?;
-    let rng = &mut seeded(0);
+    // Each rank draws its own windows; rank 0's initial weights go to every rank.
+    let rng = &mut seeded(ranks.rank() as u64);
     let net = match text_arg("--load") {
         Some(path) => CharGpt::load(device, &path)?,
         None => {
-            let net = train_net(device, &train, &validation, rng)?;
+            let net = train_net(device, &train, &validation, rng, ranks)?;
+            if ranks.rank() > 0 {
+                return Ok(()); // only rank 0 evaluates, saves and samples
+            }
             if let Some(path) = text_arg("--save") {
                 net.save(&path)?;
                 println!("saved to {path}");
@@ -328,12 +352,16 @@ fn train_net<B: Backend>(
     train: &[usize],
     validation: &[usize],
     rng: &mut SeededRng,
+    ranks: &dyn Collective,
 ) -> Result<CharGpt<B>> {
+    let main_rank = ranks.rank() == 0;
     let steps: usize = arg("--steps", 2000)?;
     let every: usize = arg("--eval-every", 250)?.max(1);
     let lr: f64 = arg("--lr", 5e-3)?;
-    let mut net = CharGpt::new(device, rng);
-    println!("{} parameters", CharGpt::<B>::NUM_PARAMS);
+    let mut net = DataParallel::new(CharGpt::new(device, rng), ranks)?;
+    if main_rank {
+        println!("{} parameters", CharGpt::<B>::NUM_PARAMS);
+    }
     let mut optimizer = AdamW::new(AdamWConfig {
         lr,
         betas: (0.9, 0.95),
@@ -346,7 +374,11 @@ fn train_net<B: Backend>(
         min_lr: lr / 10.0,
     };
     let mut scheduler = LrScheduler::try_new(schedule, &mut optimizer)?;
-    let progress = ProgressBar::new(steps as u64);
+    let progress = if main_rank {
+        ProgressBar::new(steps as u64)
+    } else {
+        ProgressBar::hidden()
+    };
     if let Ok(style) = ProgressStyle::with_template("{bar:40} {pos}/{len} steps {msg}") {
         progress.set_style(style);
     }
@@ -359,7 +391,7 @@ fn train_net<B: Backend>(
         let tokens_per_second = (step * BATCH * CONTEXT) as f64 / start.elapsed().as_secs_f64();
         progress.set_message(format!("loss {loss:.3}, {tokens_per_second:.0} tokens/s"));
         progress.inc(1);
-        if step % every == 0 || step == steps {
+        if main_rank && (step % every == 0 || step == steps) {
             let validation_loss = evaluate(&net, validation, 10, device)?;
             validation_losses.push(validation_loss);
             let line = format!(
@@ -375,9 +407,14 @@ fn train_net<B: Backend>(
         }
     }
     progress.finish_and_clear();
+    if !main_rank {
+        return Ok(net.into_inner());
+    }
+    let seconds = start.elapsed().as_secs_f64();
     println!(
-        "trained {steps} steps in {:.1} s",
-        start.elapsed().as_secs_f64()
+        "trained {steps} steps in {seconds:.1} s ({:.1} ms per step, {} rank(s))",
+        1e3 * seconds / steps.max(1) as f64,
+        ranks.world_size()
     );
     if let Some(path) = text_arg("--plot") {
         let curves = [
@@ -393,5 +430,5 @@ fn train_net<B: Backend>(
         plot_curves(Path::new(&path), "step / evaluation", &curves)?;
         println!("plotted to {path}");
     }
-    Ok(net)
+    Ok(net.into_inner())
 }

@@ -45,6 +45,11 @@
 //!   ```toml
 //!   declnet = { version = "0.1", features = ["cuda"] }
 //!   ```
+//! - `mpi`: [`distributed::Mpi`], data-parallel training across processes started by `mpirun`
+//!   or `srun` ([`distributed::DataParallel`]); needs an MPI library with its headers and
+//!   libclang to build (Debian: `openmpi-bin libopenmpi-dev libclang-dev`). Without it,
+//!   [`distributed::Mpi::init`] returns [`Error::MpiNotCompiled`] and [`distributed::Local`]
+//!   runs the same code in one process.
 
 mod device;
 pub mod syntax;

@@ -7,6 +7,7 @@
 #[allow(dead_code, reason = "the example's `main` is not used here")]
 mod example;
 
+use declnet::distributed::{DataParallel, Local};
 use declnet::prelude::*;
 
 #[test]
@@ -17,7 +18,8 @@ fn a_short_run_learns_and_samples() {
         "a 90/10 split"
     );
     let rng = &mut seeded(0);
-    let mut net = example::CharGpt::new(&Cpu, rng);
+    let net = example::CharGpt::new(&Cpu, rng);
+    let mut net = DataParallel::new(net, Local).unwrap();
     let mut optimizer = AdamW::new(AdamWConfig {
         lr: 5e-3,
         betas: (0.9, 0.95),

@@ -171,7 +171,6 @@ fn run_launch(exe: &std::path::Path, launch: &Launch) -> Result<f64, String> {
         .arg(launch.scenario)
         .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
         .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
-        .env("RAYON_NUM_THREADS", "1")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

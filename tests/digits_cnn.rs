@@ -6,6 +6,7 @@
 #[allow(dead_code, reason = "the example's `main` is not used here")]
 mod example;
 
+use declnet::distributed::{DataParallel, Local};
 use declnet::prelude::*;
 
 #[test]
@@ -13,7 +14,8 @@ fn a_short_run_learns_the_digits_and_round_trips_through_a_file() {
     let (train, test) = example::load_digits().unwrap().split(0.2, &mut seeded(0));
     assert_eq!((train.len(), test.len()), (1438, 359));
     let rng = &mut seeded(1);
-    let mut net = example::DigitsCnn::new(&Cpu, rng);
+    let net = example::DigitsCnn::new(&Cpu, rng);
+    let mut net = DataParallel::new(net, Local).unwrap();
     let mut optimizer = example::optimizer();
     net.eval();
     let before = example::evaluate(&net, &test, &Cpu).unwrap();

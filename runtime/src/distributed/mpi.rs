@@ -22,7 +22,9 @@ const PANIC_EXIT_CODE: i32 = 101;
 ///
 /// Create it once, at the start of `main`, and keep it until the end: dropping it finalises
 /// MPI. Only the thread that created it calls MPI (`MPI_THREAD_FUNNELED`); declnet's own
-/// threads never do.
+/// threads never do. Ranks that share a machine share its cores: unless `RAYON_NUM_THREADS`
+/// is set (or the thread pool already runs), each rank's CPU kernels use the machine's cores
+/// divided by the number of ranks on it, at least one, as `torchrun` sets one OpenMP thread.
 ///
 /// A job of several ranks never hangs on one rank's failure:
 /// - a panic on any rank aborts the whole job (`MPI_Abort`, exit status 101) once the panic
@@ -73,6 +75,7 @@ impl Mpi {
         let size = usize::try_from(world.size()).unwrap_or(1);
         if size > 1 {
             abort_job_on_panic(rank);
+            share_cores(&world);
         }
         Ok(Self {
             world,
@@ -176,6 +179,17 @@ impl Drop for Mpi {
             std::thread::sleep(Duration::from_millis(1));
         }
     }
+}
+
+/// Gives this rank its share of the machine's cores, unless the user chose a thread count.
+fn share_cores(world: &SimpleCommunicator) {
+    if std::env::var_os("RAYON_NUM_THREADS").is_some() {
+        return;
+    }
+    let ranks_here = usize::try_from(world.split_shared(world.rank()).size()).unwrap_or(1);
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    // Fails only when the pool already runs: then its size stands, as the user made it.
+    let _ = crate::set_num_threads((cores / ranks_here.max(1)).max(1));
 }
 
 /// Makes a panic on this rank abort the whole job once the panic message is printed: the
