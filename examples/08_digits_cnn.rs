@@ -16,18 +16,18 @@
 //! `mpirun -n 2 target/release/examples/08_digits_cnn --data-parallel` after `cargo build
 //! --release --features mpi --example 08_digits_cnn`. Each rank trains on its shard of the
 //! training set with batches of `64 / ranks`, so the global batch and the number of steps stay
-//! those of one process; gradients are averaged after each backward pass. Only rank 0 prints,
-//! plots and saves. The time per step (evaluation included) and the share of it spent
-//! averaging gradients are printed either way.
+//! those of one process; gradients are averaged while the backward pass runs. Only rank 0
+//! prints, plots and saves, and it prints the time per step (evaluation included), the share
+//! of it spent averaging gradients and how much of that the backward pass hid.
 
 #[path = "support/plot.rs"]
 pub mod plot;
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use declnet::data::{Dataset, accuracy};
-use declnet::distributed::{Collective, DataParallel, Local, Mpi};
+use declnet::distributed::{Collective, DataParallel, Local, Mpi, SyncTiming};
 use declnet::prelude::*;
 use indicatif::{ProgressBar, ProgressStyle};
 use plot::{Curve, plot_curves};
@@ -81,8 +81,8 @@ pub struct Epoch {
     pub loss: f32,
     /// The optimizer steps taken.
     pub steps: usize,
-    /// The time spent averaging gradients over the ranks.
-    pub all_reduce: Duration,
+    /// How averaging gradients over the ranks went, over the epoch.
+    pub sync: SyncTiming,
 }
 
 /// One epoch over `train` (this rank's shard) in shuffled batches of [`BATCH`] divided among
@@ -101,16 +101,15 @@ pub fn train_epoch<B: Backend, C: Collective>(
     let loss_fn = CrossEntropyLoss::default();
     net.train();
     let batch = (BATCH / net.world_size()).max(1);
-    let (mut total, mut steps, mut all_reduce) = (0.0, 0, Duration::ZERO);
+    let (mut total, mut steps, mut sync) = (0.0, 0, SyncTiming::default());
     for shard in train.batches(batch, device, Some(rng), false) {
         let (x, labels) = shard?;
         let (logits, tape) = net.forward_train(&x)?;
         let (loss, grad) = loss_fn.try_value_and_grad(&logits, &labels)?;
         net.zero_grad();
-        net.backward_params(tape, &grad)?;
-        let start = Instant::now();
-        net.sync_gradients()?;
-        all_reduce += start.elapsed();
+        // The gradients' mean over the ranks, all-reduced as the backward pass finishes them.
+        net.backward_synced(|net, ready| net.backward_params_notify(tape, &grad, ready))?;
+        sync += net.last_sync();
         optimizer.try_step(net)?;
         total += loss.try_item()?;
         steps += 1;
@@ -121,7 +120,7 @@ pub fn train_epoch<B: Backend, C: Collective>(
     Ok(Epoch {
         loss: loss[0],
         steps,
-        all_reduce,
+        sync,
     })
 }
 
@@ -202,13 +201,14 @@ fn run<B: Backend>(device: &B, ranks: &dyn Collective) -> Result<()> {
     let mut optimizer = optimizer();
     let start = Instant::now();
     let (mut losses, mut accuracies) = (Vec::new(), Vec::new());
-    let (mut steps, mut all_reduce) = (0, Duration::ZERO);
+    let (mut steps, mut sync) = (0, SyncTiming::default());
     for epoch in 1..=epochs {
         let batches = train.len().div_ceil((BATCH / ranks.world_size()).max(1));
         let progress = epoch_bar(epoch, batches, main_rank);
         let trained = train_epoch(&mut net, &mut optimizer, &train, device, rng, &progress)?;
         progress.finish_and_clear();
-        (steps, all_reduce) = (steps + trained.steps, all_reduce + trained.all_reduce);
+        steps += trained.steps;
+        sync += trained.sync;
         if main_rank {
             net.eval();
             let test_accuracy = evaluate(&net, &test, device)?;
@@ -220,13 +220,14 @@ fn run<B: Backend>(device: &B, ranks: &dyn Collective) -> Result<()> {
     if !main_rank {
         return Ok(());
     }
-    let seconds = start.elapsed().as_secs_f64();
+    let elapsed = start.elapsed();
+    let seconds = elapsed.as_secs_f64();
     println!("trained {epochs} epochs in {seconds:.2} s");
     println!(
-        "{} rank(s): {:.2} ms per step, {:.1}% of it averaging gradients",
+        "{} rank(s): {:.2} ms per step; {}",
         ranks.world_size(),
         1e3 * seconds / steps.max(1) as f64,
-        100.0 * all_reduce.as_secs_f64() / seconds
+        sync.describe(elapsed)
     );
     if let Some(path) = arg("--plot") {
         let curves = [

@@ -18,8 +18,8 @@
 //! Data-parallel on several processes (`--features mpi`, Open MPI installed): `mpirun -n 2
 //! target/release/examples/09_char_gpt --data-parallel` after `cargo build --release
 //! --features mpi --example 09_char_gpt`. Each rank draws `16 / ranks` windows per step, so
-//! the global batch stays 16; gradients are averaged after each backward pass, and only rank
-//! 0 prints, evaluates, saves and samples.
+//! the global batch stays 16; gradients are averaged while the backward pass runs, and only
+//! rank 0 prints, evaluates, saves and samples.
 
 #[path = "support/plot.rs"]
 pub mod plot;
@@ -28,7 +28,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use declnet::distributed::{Collective, DataParallel, Local, Mpi};
+use declnet::distributed::{Collective, DataParallel, Local, Mpi, SyncTiming};
 use declnet::prelude::*;
 use declnet::runtime::rand::{Rng, RngExt as _};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -197,8 +197,9 @@ pub fn train_step<B: Backend, C: Collective>(
     let flat = logits.try_reshape([rows * CONTEXT, VOCAB])?;
     let (loss, grad) = CrossEntropyLoss::default().try_value_and_grad(&flat, &labels)?;
     net.zero_grad();
-    net.backward_params(tape, &grad.try_reshape([rows, CONTEXT, VOCAB])?)?;
-    net.sync_gradients()?;
+    let grad = grad.try_reshape([rows, CONTEXT, VOCAB])?;
+    // The gradients' mean over the ranks, all-reduced as the backward pass finishes them.
+    net.backward_synced(|net, ready| net.backward_params_notify(tape, &grad, ready))?;
     optimizer.try_step(net)?;
     loss.try_item()
 }
@@ -384,8 +385,10 @@ fn train_net<B: Backend>(
     }
     let (mut train_losses, mut validation_losses) = (Vec::new(), Vec::new());
     let start = Instant::now();
+    let mut sync = SyncTiming::default();
     for step in 1..=steps {
         let loss = train_step(&mut net, &mut optimizer, train, device, rng)?;
+        sync += net.last_sync();
         scheduler.try_step(&mut optimizer)?;
         train_losses.push(loss);
         let tokens_per_second = (step * BATCH * CONTEXT) as f64 / start.elapsed().as_secs_f64();
@@ -410,11 +413,13 @@ fn train_net<B: Backend>(
     if !main_rank {
         return Ok(net.into_inner());
     }
-    let seconds = start.elapsed().as_secs_f64();
+    let elapsed = start.elapsed();
+    let seconds = elapsed.as_secs_f64();
     println!(
-        "trained {steps} steps in {seconds:.1} s ({:.1} ms per step, {} rank(s))",
+        "trained {steps} steps in {seconds:.1} s ({:.1} ms per step, {} rank(s); {})",
         1e3 * seconds / steps.max(1) as f64,
-        ranks.world_size()
+        ranks.world_size(),
+        sync.describe(elapsed)
     );
     if let Some(path) = text_arg("--plot") {
         let curves = [

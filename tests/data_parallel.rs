@@ -59,8 +59,9 @@ network! {
 
 /// Samples in the whole batch: divisible by 1, 2 and 3 ranks.
 const BATCH: usize = 12;
-/// Optimizer steps each equivalence check takes.
-const STEPS: usize = 3;
+/// Optimizer steps each equivalence check takes: even ones average gradients after the
+/// backward pass, odd ones during it.
+const STEPS: usize = 4;
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -312,13 +313,17 @@ fn check_same_everywhere<M: Module<Cpu>>(net: &M, mpi: &Mpi) -> Result<()> {
     Ok(())
 }
 
+/// A backward pass's callback for finished gradients, as `backward_params_notify` takes it.
+type Ready<'a, M> = Option<&'a mut dyn FnMut(&M, &str) -> Result<()>>;
+
 /// One data-parallel run against a single process that averages the same shards: `step`
-/// accumulates one shard's gradient (scaled by `scale`) into a network.
+/// accumulates one shard's gradient (scaled by `scale`) into a network, announcing finished
+/// gradients to `ready` when given one.
 fn check_against_reference<M, R>(
     mpi: &Mpi,
     make: impl Fn(&mut SeededRng) -> M,
     mut optimizer: impl FnMut() -> Optimizer<R>,
-    step: impl Fn(&mut M, usize, f32) -> Result<()>,
+    step: impl Fn(&mut M, usize, f32, Ready<'_, M>) -> Result<()>,
     what: &str,
 ) -> Result<M>
 where
@@ -327,9 +332,13 @@ where
 {
     let (rank, world) = (mpi.rank(), mpi.world_size());
     let mut net = DataParallel::new(make(&mut seeded(100 + rank as u64)), mpi)?;
+    // Buckets of 1 KiB, then 64 KiB: more than one per backward pass even for these small
+    // nets (a parameter is never split between buckets).
+    net.set_bucket_sizes(1024, 64 * 1024);
     let mut reference = make(&mut seeded(100));
+    let initial = format!("{what}: rank 0's initial weights");
     check_close(
-        &format!("{what}: rank 0's initial weights"),
+        &initial,
         &flatten(&*net, false),
         &flatten(&reference, false),
         0.0,
@@ -337,15 +346,19 @@ where
     let (mut opt, mut reference_opt) = (optimizer(), optimizer());
     for iteration in 0..STEPS {
         net.zero_grad();
-        step(&mut net, iteration * world + rank, 1.0)?;
-        net.sync_gradients()?;
+        let part = iteration * world + rank;
+        if iteration % 2 == 1 {
+            net.backward_synced(|net, ready| step(net, part, 1.0, Some(ready)))?;
+            let buckets = net.last_sync().buckets;
+            assert!(world == 1 || buckets > 1, "{what}: {buckets} buckets");
+        } else {
+            step(&mut net, part, 1.0, None)?;
+            net.sync_gradients()?;
+        }
         reference.zero_grad();
         for shard in 0..world {
-            step(
-                &mut reference,
-                iteration * world + shard,
-                1.0 / world as f32,
-            )?;
+            let part = iteration * world + shard;
+            step(&mut reference, part, 1.0 / world as f32, None)?;
         }
         let grads = format!("{what}: step {iteration} gradients");
         check_close(
@@ -357,8 +370,9 @@ where
         opt.try_step(&mut net)?;
         reference_opt.try_step(&mut reference)?;
     }
+    let params = format!("{what}: parameters");
     check_close(
-        &format!("{what}: parameters"),
+        &params,
         &flatten(&*net, false),
         &flatten(&reference, false),
         1e-5,
@@ -375,45 +389,40 @@ fn sgd() -> Sgd {
     })
 }
 
+/// `grad` backpropagated through `net`, announcing finished gradients to `ready` if given.
+macro_rules! backward {
+    ($net:expr, $tape:expr, $grad:expr, $ready:expr) => {
+        match $ready {
+            Some(ready) => $net.backward_params_notify($tape, $grad, ready),
+            None => $net.backward_params($tape, $grad),
+        }
+    };
+}
+
 fn agree_tutorial(mpi: &Mpi) -> Result<()> {
     let world = mpi.world_size();
     let x = Tensor::randn([BATCH, 1000], &Cpu, &mut seeded(7));
     let y = Tensor::randn([BATCH, 10], &Cpu, &mut seeded(8));
     let loss = MseLoss::new(Reduction::Mean);
     // `part` counts shards over the steps; shard `part % world` of the batch.
-    let step = |net: &mut TwoLayerNet, part: usize, scale: f32| {
-        let (xs, ys) = (
-            shard(&x, part % world, world),
-            shard(&y, part % world, world),
-        );
+    let step = |net: &mut TwoLayerNet, part: usize, scale: f32, ready: Ready<'_, TwoLayerNet>| {
+        let xs = shard(&x, part % world, world);
+        let ys = shard(&y, part % world, world);
         let (out, tape) = net.forward_train(&xs)?;
         let (_, grad) = loss.try_value_and_grad(&out, &ys)?;
-        net.backward_params(tape, &(scale * &grad))
+        backward!(net, tape, &(scale * &grad), ready)
     };
-    check_against_reference(
-        mpi,
-        |rng| TwoLayerNet::new(&Cpu, rng),
-        sgd,
-        step,
-        "tutorial net",
-    )?;
+    let make = |rng: &mut SeededRng| TwoLayerNet::new(&Cpu, rng);
+    check_against_reference(mpi, make, sgd, step, "tutorial net")?;
     // The mean over equal shards is the whole batch's gradient, computed in one pass.
-    let mut split = DataParallel::new(
-        TwoLayerNet::new(&Cpu, &mut seeded(5 + mpi.rank() as u64)),
-        mpi,
-    )?;
-    let mut whole = TwoLayerNet::new(&Cpu, &mut seeded(5));
+    let mut split = DataParallel::new(make(&mut seeded(5 + mpi.rank() as u64)), mpi)?;
+    let mut whole = make(&mut seeded(5));
     let (out, tape) = whole.forward_train(&x)?;
     let (_, grad) = loss.try_value_and_grad(&out, &y)?;
     whole.backward_params(tape, &grad)?;
-    step(&mut split, mpi.rank(), 1.0)?;
-    split.sync_gradients()?;
-    check_close(
-        "tutorial net: the whole batch's gradients",
-        &flatten(&*split, true),
-        &flatten(&whole, true),
-        1e-5,
-    )
+    split.backward_synced(|net, ready| step(net, mpi.rank(), 1.0, Some(ready)))?;
+    let what = "tutorial net: the whole batch's gradients";
+    check_close(what, &flatten(&*split, true), &flatten(&whole, true), 1e-5)
 }
 
 fn agree_dynamic(mpi: &Mpi) -> Result<()> {
@@ -422,22 +431,15 @@ fn agree_dynamic(mpi: &Mpi) -> Result<()> {
     let y = Tensor::randn([BATCH, 10], &Cpu, &mut seeded(10));
     let loss = MseLoss::new(Reduction::Mean);
     // Each shard takes its own trip count: 0 (no gradient for the middle layer), 1, 2, ..
-    let step = |net: &mut DynamicNet, part: usize, scale: f32| {
-        let (xs, ys) = (
-            shard(&x, part % world, world),
-            shard(&y, part % world, world),
-        );
+    let step = |net: &mut DynamicNet, part: usize, scale: f32, ready: Ready<'_, DynamicNet>| {
+        let xs = shard(&x, part % world, world);
+        let ys = shard(&y, part % world, world);
         let (out, tape) = net.forward_train(&xs, part % 4)?;
         let (_, grad) = loss.try_value_and_grad(&out, &ys)?;
-        net.backward_params(tape, &(scale * &grad))
+        backward!(net, tape, &(scale * &grad), ready)
     };
-    check_against_reference(
-        mpi,
-        |rng| DynamicNet::new(&Cpu, rng),
-        sgd,
-        step,
-        "DynamicNet",
-    )?;
+    let make = |rng: &mut SeededRng| DynamicNet::new(&Cpu, rng);
+    check_against_reference(mpi, make, sgd, step, "DynamicNet")?;
     Ok(())
 }
 
@@ -446,13 +448,13 @@ fn agree_cnn(mpi: &Mpi) -> Result<()> {
     let x = Tensor::randn([BATCH, 1, 8, 8], &Cpu, &mut seeded(11));
     let labels: Vec<usize> = (0..BATCH).map(|i| (i * 7) % 10).collect();
     let loss = CrossEntropyLoss::default();
-    let step = |net: &mut SmallCnn, part: usize, scale: f32| {
+    let step = |net: &mut SmallCnn, part: usize, scale: f32, ready: Ready<'_, SmallCnn>| {
         let (rows, first) = (BATCH / world, (part % world) * (BATCH / world));
         let xs = shard(&x, part % world, world);
         let ys = Labels::try_new(&labels[first..first + rows], &Cpu)?;
         let (out, tape) = net.forward_train(&xs)?;
         let (_, grad) = loss.try_value_and_grad(&out, &ys)?;
-        net.backward_params(tape, &(scale * &grad))
+        backward!(net, tape, &(scale * &grad), ready)
     };
     let adam = || {
         Adam::new(AdamConfig {
@@ -460,6 +462,7 @@ fn agree_cnn(mpi: &Mpi) -> Result<()> {
             ..AdamConfig::default()
         })
     };
-    check_against_reference(mpi, |rng| SmallCnn::new(&Cpu, rng), adam, step, "CNN")?;
+    let make = |rng: &mut SeededRng| SmallCnn::new(&Cpu, rng);
+    check_against_reference(mpi, make, adam, step, "CNN")?;
     Ok(())
 }

@@ -54,7 +54,7 @@ pub fn gen_backward(net: &Network, outputs: &[ValueId], plan: &Plan) -> TokenStr
             })
             .collect()
     };
-    let steps = gen_reverse(net, plan, None, direct);
+    let steps = announce_final_fields(net, gen_reverse_keyed(net, plan, None, direct));
     let grad_names: Vec<_> = (0..outputs.len()).map(grad_out_ident).collect();
     let unpack = if outputs.len() == 1 {
         quote!(let grad_out0 = grad_out;)
@@ -113,7 +113,7 @@ pub fn gen_backward(net: &Network, outputs: &[ValueId], plan: &Plan) -> TokenStr
         /// # Errors
         /// When `grad_out` does not have the output's shape, or the device fails.
         pub fn backward(&mut self, tape: #tape<'_, B>, grad_out: #grad_outs) -> #private::Result<#grads_type> {
-            match self.backward_pass(tape, grad_out, true)? {
+            match self.backward_pass(tape, grad_out, true, None)? {
                 Some(grads) => Ok(grads),
                 None => unreachable!("`backward_pass` returns the input gradients it is asked for"),
             }
@@ -124,12 +124,35 @@ pub fn gen_backward(net: &Network, outputs: &[ValueId], plan: &Plan) -> TokenStr
         /// # Errors
         /// When `grad_out` does not have the output's shape, or the device fails.
         pub fn backward_params(&mut self, tape: #tape<'_, B>, grad_out: #grad_outs) -> #private::Result<()> {
-            self.backward_pass(tape, grad_out, false).map(drop)
+            self.backward_pass(tape, grad_out, false, None).map(drop)
         }
 
-        /// The reverse pass of `backward` (`input_grads`) and `backward_params`.
-        fn backward_pass(&mut self, tape: #tape<'_, B>, grad_out: #grad_outs, input_grads: bool)
-            -> #private::Result<Option<#grads_type>>
+        /// Like [`Self::backward_params`], and calls `ready(self, prefix)` as soon as the
+        /// gradients of a field's parameters (those named `prefix` or `prefix.*`) are final,
+        /// in an order fixed by the declaration, whatever the run-time loop counts: how
+        /// `DataParallel::backward_synced` averages gradients while the backward pass goes on.
+        ///
+        /// # Errors
+        /// When `grad_out` does not have the output's shape, the device fails, or `ready`
+        /// fails.
+        pub fn backward_params_notify(
+            &mut self,
+            tape: #tape<'_, B>,
+            grad_out: #grad_outs,
+            ready: &mut dyn FnMut(&Self, &str) -> #private::Result<()>,
+        ) -> #private::Result<()> {
+            self.backward_pass(tape, grad_out, false, Some(ready)).map(drop)
+        }
+
+        /// The reverse pass of `backward` (`input_grads`), `backward_params` and
+        /// `backward_params_notify` (`ready`).
+        fn backward_pass(
+            &mut self,
+            tape: #tape<'_, B>,
+            grad_out: #grad_outs,
+            input_grads: bool,
+            mut ready: Option<&mut dyn FnMut(&Self, &str) -> #private::Result<()>>,
+        ) -> #private::Result<Option<#grads_type>>
         {
             let label = if input_grads { #backward_label } else { #params_label };
             #unpack
@@ -142,6 +165,81 @@ pub fn gen_backward(net: &Network, outputs: &[ValueId], plan: &Plan) -> TokenStr
             if input_grads { Ok(Some(#result)) } else { Ok(None) }
         }
     }
+}
+
+/// The reverse steps with, after each, `ready` calls for the fields whose gradients it
+/// finishes: a field is final after the last step (in reverse order) that writes its
+/// gradients, which is the step of its first use in the forward pass, a whole top-level loop
+/// counting as one step. Fields no emitted step writes are announced at the end, so no field
+/// is ever announced early.
+fn announce_final_fields(net: &Network, steps: Vec<(ValueId, TokenStream)>) -> Vec<TokenStream> {
+    let stateful: Vec<usize> = (0..net.fields.len())
+        .filter(|&field| !matches!(net.fields[field].kind, FieldKind::Stateless(_)))
+        .collect();
+    // The step key of each node: its own id at the top level, or the id at which its
+    // outermost loop's backward block is emitted.
+    let step_key = |id: ValueId| -> ValueId {
+        let mut region = net.nodes[id].region;
+        let mut key = id;
+        while let Some(looped) = region {
+            let (output, parent) = net
+                .nodes
+                .iter()
+                .enumerate()
+                .filter(|(_, node)| {
+                    matches!(node.op, Op::RegionOutput { region: r, .. } if r == looped)
+                })
+                .map(|(output, node)| (output, node.region))
+                .max_by_key(|&(output, _)| output)
+                .unwrap_or((key, None));
+            key = output;
+            region = parent;
+        }
+        key
+    };
+    let mut final_step: Vec<Option<ValueId>> = vec![None; net.fields.len()];
+    for (id, node) in net.nodes.iter().enumerate() {
+        let writes: Vec<usize> = match node.op {
+            Op::Layer { field, .. } | Op::Embed { field, .. } => vec![field],
+            Op::Param(_) => Vec::new(),
+            _ => node
+                .op
+                .operands()
+                .into_iter()
+                .filter_map(|operand| match net.nodes[operand].op {
+                    Op::Param(field) => Some(field),
+                    _ => None,
+                })
+                .collect(),
+        };
+        for field in writes {
+            let key = step_key(id);
+            let slot = &mut final_step[field];
+            *slot = Some(slot.map_or(key, |old: ValueId| old.min(key)));
+        }
+    }
+    let announce = |field: usize| {
+        let prefix = &net.fields[field].state_name;
+        quote!(if let Some(ready) = ready.as_mut() { ready(self, #prefix)?; })
+    };
+    let mut announced = vec![false; net.fields.len()];
+    let mut out = Vec::new();
+    for (key, step) in steps {
+        out.push(step);
+        for &field in &stateful {
+            if final_step[field] == Some(key) {
+                announced[field] = true;
+                out.push(announce(field));
+            }
+        }
+    }
+    out.extend(
+        stateful
+            .iter()
+            .filter(|&&field| !announced[field])
+            .map(|&field| announce(field)),
+    );
+    out
 }
 
 /// `code`, which gives value `target` a gradient: as it is when `backward_params` needs that
@@ -199,6 +297,20 @@ fn gen_reverse(
     region: Option<usize>,
     direct: Option<ValueId>,
 ) -> Vec<TokenStream> {
+    gen_reverse_keyed(net, plan, region, direct)
+        .into_iter()
+        .map(|(_, step)| step)
+        .collect()
+}
+
+/// [`gen_reverse`], each step with the node it was made for (a loop's block: the loop's last
+/// output).
+fn gen_reverse_keyed(
+    net: &Network,
+    plan: &Plan,
+    region: Option<usize>,
+    direct: Option<ValueId>,
+) -> Vec<(ValueId, TokenStream)> {
     let mut steps = Vec::new();
     let mut emitted = vec![false; net.regions.len()];
     for id in (0..net.nodes.len()).rev() {
@@ -211,26 +323,29 @@ fn gen_reverse(
             Op::RegionOutput { region: looped, .. } => {
                 if !emitted[looped] {
                     emitted[looped] = true;
-                    steps.push(gen_loop_backward(net, plan, looped, direct));
+                    steps.push((id, gen_loop_backward(net, plan, looped, direct)));
                 }
             }
             _ => {
                 let ident = grad_ident(id);
-                steps.push(match gen_rule_in_place(net, plan, id) {
-                    // The adjoint is read by this rule only, so an elementwise rule may
-                    // overwrite it and pass it on instead of allocating.
-                    Some(body) if Some(id) != direct => {
-                        quote!(if let Some(mut g) = #ident.take() { #body })
-                    }
-                    _ if Some(id) == direct => {
-                        let body = gen_rule(net, plan, id);
-                        quote!({ let g = grad_out0; #body })
-                    }
-                    _ => {
-                        let body = gen_rule(net, plan, id);
-                        quote!(if let Some(g) = #ident.as_ref() { #body })
-                    }
-                });
+                steps.push((
+                    id,
+                    match gen_rule_in_place(net, plan, id) {
+                        // The adjoint is read by this rule only, so an elementwise rule may
+                        // overwrite it and pass it on instead of allocating.
+                        Some(body) if Some(id) != direct => {
+                            quote!(if let Some(mut g) = #ident.take() { #body })
+                        }
+                        _ if Some(id) == direct => {
+                            let body = gen_rule(net, plan, id);
+                            quote!({ let g = grad_out0; #body })
+                        }
+                        _ => {
+                            let body = gen_rule(net, plan, id);
+                            quote!(if let Some(g) = #ident.as_ref() { #body })
+                        }
+                    },
+                ));
             }
         }
     }

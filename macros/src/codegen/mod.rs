@@ -91,6 +91,15 @@ pub fn expand_fallback(net: &Network) -> TokenStream {
                 unreachable!()
             }
             /// Not available: `network!` reported errors for this network.
+            pub fn backward_params_notify(
+                &mut self,
+                tape: #tape<'_, B>,
+                grad_out: #grad_outs,
+                ready: &mut dyn FnMut(&Self, &str) -> #private::Result<()>,
+            ) -> #private::Result<()> {
+                unreachable!()
+            }
+            /// Not available: `network!` reported errors for this network.
             pub const NUM_PARAMS: usize = 0;
             /// Not available: `network!` reported errors for this network.
             pub fn summary() -> String {

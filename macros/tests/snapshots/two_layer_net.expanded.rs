@@ -147,7 +147,7 @@ impl<B: ::declnet::__private::Backend> TwoLayerNet<B> {
         tape: TwoLayerNetTape<'_, B>,
         grad_out: &::declnet::__private::Tensor<B>,
     ) -> ::declnet::__private::Result<::declnet::__private::Tensor<B>> {
-        match self.backward_pass(tape, grad_out, true)? {
+        match self.backward_pass(tape, grad_out, true, None)? {
             Some(grads) => Ok(grads),
             None => {
                 unreachable!(
@@ -165,14 +165,34 @@ impl<B: ::declnet::__private::Backend> TwoLayerNet<B> {
         tape: TwoLayerNetTape<'_, B>,
         grad_out: &::declnet::__private::Tensor<B>,
     ) -> ::declnet::__private::Result<()> {
-        self.backward_pass(tape, grad_out, false).map(drop)
+        self.backward_pass(tape, grad_out, false, None).map(drop)
     }
-    /// The reverse pass of `backward` (`input_grads`) and `backward_params`.
+    /// Like [`Self::backward_params`], and calls `ready(self, prefix)` as soon as the
+    /// gradients of a field's parameters (those named `prefix` or `prefix.*`) are final,
+    /// in an order fixed by the declaration, whatever the run-time loop counts: how
+    /// `DataParallel::backward_synced` averages gradients while the backward pass goes on.
+    ///
+    /// # Errors
+    /// When `grad_out` does not have the output's shape, the device fails, or `ready`
+    /// fails.
+    pub fn backward_params_notify(
+        &mut self,
+        tape: TwoLayerNetTape<'_, B>,
+        grad_out: &::declnet::__private::Tensor<B>,
+        ready: &mut dyn FnMut(&Self, &str) -> ::declnet::__private::Result<()>,
+    ) -> ::declnet::__private::Result<()> {
+        self.backward_pass(tape, grad_out, false, Some(ready)).map(drop)
+    }
+    /// The reverse pass of `backward` (`input_grads`), `backward_params` and
+    /// `backward_params_notify` (`ready`).
     fn backward_pass(
         &mut self,
         tape: TwoLayerNetTape<'_, B>,
         grad_out: &::declnet::__private::Tensor<B>,
         input_grads: bool,
+        mut ready: Option<
+            &mut dyn FnMut(&Self, &str) -> ::declnet::__private::Result<()>,
+        >,
     ) -> ::declnet::__private::Result<Option<::declnet::__private::Tensor<B>>> {
         let label = if input_grads {
             "TwoLayerNet::backward"
@@ -202,6 +222,9 @@ impl<B: ::declnet::__private::Backend> TwoLayerNet<B> {
                 ::declnet::__private::accumulate(&mut g2, dx)?;
             }
         }
+        if let Some(ready) = ready.as_mut() {
+            ready(self, "linear2")?;
+        }
         if let Some(mut g) = g2.take() {
             g.try_map_backward_(::declnet::__private::UnaryOp::ClampMin(0f32), (&v1))?;
             ::declnet::__private::accumulate(&mut g1, g)?;
@@ -218,6 +241,9 @@ impl<B: ::declnet::__private::Backend> TwoLayerNet<B> {
                     ::declnet::__private::accumulate(&mut g0, dx)?;
                 }
             }
+        }
+        if let Some(ready) = ready.as_mut() {
+            ready(self, "linear1")?;
         }
         if input_grads {
             Ok(Some(::declnet::__private::grad_or_zeros(g0, x)?))

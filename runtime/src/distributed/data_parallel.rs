@@ -3,15 +3,14 @@
 
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
+use std::time::Instant;
 
 use super::Collective;
+use super::buckets::{Buckets, SyncTiming};
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::module::{Buffer, BufferMut, Module};
 use crate::param::Param;
-
-/// The most values one collective call moves: 25 MiB of `f32`, PyTorch DDP's bucket size.
-const BUCKET_LEN: usize = 25 * 1024 * 1024 / 4;
 
 /// A network replicated on every rank of a [`Collective`], like PyTorch's
 /// `DistributedDataParallel`.
@@ -29,9 +28,9 @@ const BUCKET_LEN: usize = 25 * 1024 * 1024 / 4;
 pub struct DataParallel<M, C, B: Backend = crate::Cpu> {
     module: M,
     collective: C,
-    /// Every parameter's gradient one after another, then one flag per parameter that says
-    /// whether this rank has a gradient for it (1) or not (0): what one all-reduce averages.
-    flat: Vec<f32>,
+    /// The gradient buckets of a synchronisation, reused from step to step.
+    buckets: Buckets,
+    last_sync: SyncTiming,
     backend: PhantomData<B>,
 }
 
@@ -47,18 +46,20 @@ impl<B: Backend, M: Module<B>, C: Collective> DataParallel<M, C, B> {
     pub fn new(mut module: M, collective: C) -> Result<Self> {
         check_same_layout(&module, &collective)?;
         broadcast_state(&mut module, &collective)?;
-        let (numel, count) = param_sizes(&module);
         Ok(Self {
             module,
             collective,
-            flat: vec![0.0; numel + count],
+            buckets: Buckets::default(),
+            last_sync: SyncTiming::default(),
             backend: PhantomData,
         })
     }
 
-    /// Replaces every parameter's gradient by its mean over the ranks. A parameter that got no
-    /// gradient on some ranks (a layer their control flow skipped) counts as zero there; one
-    /// that got none on any rank keeps no gradient, so the optimizer skips it as usual.
+    /// Replaces every parameter's gradient by its mean over the ranks, after the backward
+    /// pass. A parameter that got no gradient on some ranks (a layer their control flow
+    /// skipped) counts as zero there; one that got none on any rank keeps no gradient, so the
+    /// optimizer skips it as usual. [`DataParallel::backward_synced`] does the same while the
+    /// backward pass runs; every rank must use the same one of the two in a step.
     ///
     /// Also copies rank 0's buffers to every rank, as DDP's `broadcast_buffers` does: each
     /// rank's `BatchNorm` sees only its own shard, so its running statistics would drift
@@ -67,54 +68,65 @@ impl<B: Backend, M: Module<B>, C: Collective> DataParallel<M, C, B> {
     /// # Errors
     /// An engine or device error.
     pub fn sync_gradients(&mut self) -> Result<()> {
+        self.backward_synced(|_, _| Ok(()))
+    }
+
+    /// Runs a backward pass that announces finished gradients, and averages them over the
+    /// ranks as it goes, like DDP's reducer: `backward` gets the network and the `ready`
+    /// callback to hand to the generated `backward_params_notify`, which calls it as soon as
+    /// a layer's gradients are final. The gradients are packed into buckets in that order (a
+    /// 1 MiB one first, then 25 MiB ones), and each bucket's all-reduce starts when it is
+    /// full, on the engine's communication thread, while the backward pass goes on. The order
+    /// is fixed by the network's declaration, so every rank cuts the same buckets and
+    /// issues them in the same order. What the backward pass never announced is averaged
+    /// after it. Then as [`DataParallel::sync_gradients`]; [`DataParallel::last_sync`] says
+    /// how much communication the backward pass hid.
+    ///
+    /// ```ignore
+    /// let (logits, tape) = net.forward_train(&x)?;
+    /// let (loss, grad) = loss_fn.try_value_and_grad(&logits, &labels)?;
+    /// net.zero_grad();
+    /// net.backward_synced(|net, ready| net.backward_params_notify(tape, &grad, ready))?;
+    /// optimizer.try_step(&mut net)?;
+    /// ```
+    ///
+    /// # Errors
+    /// What `backward` returns (every rank still takes part in every all-reduce), an engine
+    /// or a device error.
+    pub fn backward_synced(
+        &mut self,
+        backward: impl FnOnce(&mut M, &mut dyn FnMut(&M, &str) -> Result<()>) -> Result<()>,
+    ) -> Result<()> {
         if self.collective.world_size() == 1 {
-            return Ok(()); // the mean over one rank: nothing changes
+            return backward(&mut self.module, &mut |_, _| Ok(()));
         }
-        let (numel, _) = param_sizes(&self.module);
-        let (values, has_grad) = self.flat.split_at_mut(numel);
-        let mut offset = 0;
-        let mut packed = Ok(());
-        let mut params = has_grad.iter_mut();
-        self.module.visit_params(&mut |_, param| {
-            let end = offset + param.value().numel();
-            let (values, flag) = (&mut values[offset..end], params.next());
-            offset = end;
-            let flag = flag.expect("one flag per parameter");
-            match param.grad() {
-                Some(grad) if packed.is_ok() => {
-                    packed = grad.device.download_into(&grad.storage, values);
-                    *flag = 1.0;
-                }
-                _ => {
-                    values.fill(0.0);
-                    *flag = 0.0;
-                }
-            }
+        self.buckets.start(param_count(&self.module));
+        let (buckets, collective) = (&mut self.buckets, &self.collective);
+        let ran = backward(&mut self.module, &mut |module, prefix| {
+            buckets.announce(module, Some(prefix), collective);
+            Ok(())
         });
-        // Every rank takes part whatever happened locally, so a failing rank cannot leave the
-        // others waiting in the collective.
-        let mut result = packed;
-        for bucket in self.flat.chunks_mut(BUCKET_LEN) {
-            keep_first_error(&mut result, self.collective.all_reduce_mean(bucket));
-        }
-        keep_first_error(
-            &mut result,
-            broadcast_buffers(&mut self.module, &self.collective),
-        );
-        result?;
-        let (values, has_grad) = self.flat.split_at(numel);
-        let (mut offset, mut flags) = (0, has_grad.iter());
-        let mut unpacked = Ok(());
-        self.module.visit_params_mut(&mut |_, param| {
-            let end = offset + param.value().numel();
-            let values = &values[offset..end];
-            offset = end;
-            let any_rank_has_grad = flags.next().is_some_and(|&flag| flag > 0.0);
-            if any_rank_has_grad && unpacked.is_ok() {
-                unpacked = overwrite_grad(param, values);
-            }
-        });
-        unpacked
+        let backward_end = Instant::now();
+        let synced = self
+            .buckets
+            .finish(&mut self.module, &self.collective, backward_end);
+        let broadcast = broadcast_buffers(&mut self.module, &self.collective);
+        ran?;
+        self.last_sync = synced?;
+        broadcast
+    }
+
+    /// Sets the gradient buckets' sizes in bytes: the first one's (1 MiB unless set) and
+    /// every later one's (25 MiB, DDP's `bucket_cap_mb`). Smaller buckets start
+    /// communicating earlier, larger ones make fewer calls. Every rank must use the same.
+    pub fn set_bucket_sizes(&mut self, first_bytes: usize, bytes: usize) {
+        self.buckets.set_sizes(first_bytes, bytes);
+    }
+
+    /// How the last synchronisation went: buckets, communication time, and how much of it
+    /// the backward pass hid.
+    pub fn last_sync(&self) -> SyncTiming {
+        self.last_sync
     }
 }
 
@@ -189,19 +201,11 @@ impl<B: Backend, M: Module<B>, C> Module<B> for DataParallel<M, C, B> {
     }
 }
 
-/// The number of parameter values and of parameters.
-fn param_sizes<B: Backend, M: Module<B> + ?Sized>(module: &M) -> (usize, usize) {
-    let mut sizes = (0, 0);
-    module.visit_params(&mut |_, param| {
-        sizes.0 += param.value().numel();
-        sizes.1 += 1;
-    });
-    sizes
-}
-
-/// Sets `param`'s gradient to `values`, whether or not it had one.
-fn overwrite_grad<B: Backend>(param: &mut Param<B>, values: &[f32]) -> Result<()> {
-    param.try_accumulate_grad_with(|grad, _| grad.try_copy_from_slice(values))
+/// The number of parameters.
+fn param_count<B: Backend, M: Module<B> + ?Sized>(module: &M) -> usize {
+    let mut count = 0;
+    module.visit_params(&mut |_, _| count += 1);
+    count
 }
 
 /// One line per parameter and buffer, `name [dims]`, in visiting order: what must match on
@@ -330,9 +334,7 @@ fn broadcast_tensor<B: Backend>(
         Ok(values) => (values, Ok(())),
         Err(error) => (vec![0.0; tensor.numel()], Err(error)),
     };
-    for bucket in values.chunks_mut(BUCKET_LEN) {
-        keep_first_error(&mut result, collective.broadcast(bucket, 0));
-    }
+    keep_first_error(&mut result, collective.broadcast(&mut values, 0));
     result?;
     tensor.try_copy_from_slice(&values)
 }

@@ -24,6 +24,7 @@
 //! # Ok::<(), declnet_runtime::Error>(())
 //! ```
 
+mod buckets;
 mod data_parallel;
 #[cfg(feature = "mpi")]
 mod mpi;
@@ -31,10 +32,13 @@ mod mpi;
 #[path = "mpi_stub.rs"]
 mod mpi;
 
+pub use buckets::{BUCKET_BYTES, FIRST_BUCKET_BYTES, SyncTiming};
 pub use data_parallel::DataParallel;
 pub use mpi::Mpi;
 
-use crate::error::Result;
+use std::time::Instant;
+
+use crate::error::{Error, Result};
 
 /// The operations data-parallel training needs from a communication engine. Every rank must
 /// call the same operations in the same order with buffers of the same length; that is the
@@ -69,6 +73,78 @@ pub trait Collective {
     /// # Errors
     /// When the engine fails.
     fn barrier(&self) -> Result<()>;
+
+    /// Starts replacing `values` by their mean over the ranks and returns without waiting
+    /// where the engine can (a communication thread); [`Collective::wait`] hands them back.
+    /// The default averages at once.
+    ///
+    /// # Errors
+    /// When the engine fails.
+    fn start_all_reduce_mean(&self, mut values: Vec<f32>) -> Result<Pending> {
+        let started = Instant::now();
+        self.all_reduce_mean(&mut values)?;
+        Ok(Pending::done(values, started))
+    }
+
+    /// Waits for a [`Collective::start_all_reduce_mean`] and returns the averaged values.
+    ///
+    /// # Errors
+    /// When the engine fails.
+    fn wait(&self, pending: Pending) -> Result<Reduced> {
+        pending.wait()
+    }
+}
+
+/// An all-reduce that [`Collective::start_all_reduce_mean`] started.
+#[derive(Debug)]
+pub struct Pending(PendingKind);
+
+#[derive(Debug)]
+enum PendingKind {
+    Done(Reduced),
+    #[cfg_attr(
+        not(feature = "mpi"),
+        allow(dead_code, reason = "made by the MPI engine")
+    )]
+    Engine(std::sync::mpsc::Receiver<Result<Reduced>>),
+}
+
+impl Pending {
+    /// An all-reduce that already finished.
+    #[must_use]
+    pub fn done(values: Vec<f32>, started: Instant) -> Self {
+        Self(PendingKind::Done(Reduced {
+            values,
+            started,
+            finished: Instant::now(),
+        }))
+    }
+
+    fn wait(self) -> Result<Reduced> {
+        match self.0 {
+            PendingKind::Done(reduced) => Ok(reduced),
+            PendingKind::Engine(reply) => reply.recv().map_err(|_| engine_stopped())?,
+        }
+    }
+}
+
+/// The averaged values of an all-reduce, and when the engine worked on it.
+#[derive(Debug)]
+pub struct Reduced {
+    /// The mean over the ranks.
+    pub values: Vec<f32>,
+    /// When the engine started it.
+    pub started: Instant,
+    /// When the engine finished it.
+    pub finished: Instant,
+}
+
+/// The error of a collective whose engine is gone.
+fn engine_stopped() -> Error {
+    Error::Distributed {
+        op: "collective",
+        message: "the communication thread stopped".to_owned(),
+    }
 }
 
 impl<C: Collective + ?Sized> Collective for &C {
@@ -89,6 +165,12 @@ impl<C: Collective + ?Sized> Collective for &C {
     }
     fn barrier(&self) -> Result<()> {
         (**self).barrier()
+    }
+    fn start_all_reduce_mean(&self, values: Vec<f32>) -> Result<Pending> {
+        (**self).start_all_reduce_mean(values)
+    }
+    fn wait(&self, pending: Pending) -> Result<Reduced> {
+        (**self).wait(pending)
     }
 }
 
