@@ -5,8 +5,9 @@
 //! A [`Collective`] is the engine that moves the numbers: [`Local`] for a single process (every
 //! operation a no-op) and [`Mpi`] for processes started by `mpirun` or Slurm's `srun` (the `mpi`
 //! feature). [`DataParallel`] wraps a network: it gives every rank rank 0's weights, checks
-//! that every rank declared the same network, and averages gradients on
-//! [`DataParallel::sync_gradients`].
+//! that every rank declared the same network, and averages gradients, after the backward pass
+//! ([`DataParallel::sync_gradients`]) or bucket by bucket while it runs
+//! ([`DataParallel::backward_synced`] with a generated network's `backward_params_notify`).
 //!
 //! ```
 //! use declnet_runtime::distributed::{DataParallel, Local};
