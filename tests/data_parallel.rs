@@ -222,6 +222,7 @@ fn run_rank(scenario: &str) -> i32 {
             agree_tutorial(&mpi).expect("tutorial net");
             agree_dynamic(&mpi).expect("DynamicNet");
             agree_cnn(&mpi).expect("CNN");
+            agree_optimizer_state(&mpi).expect("optimizer state");
             println!("rank {rank} of {world} agrees");
             0
         }
@@ -464,5 +465,39 @@ fn agree_cnn(mpi: &Mpi) -> Result<()> {
     };
     let make = |rng: &mut SeededRng| SmallCnn::new(&Cpu, rng);
     check_against_reference(mpi, make, adam, step, "CNN")?;
+    Ok(())
+}
+
+/// Only rank 0 has stepped its Adam (as after loading a checkpoint alone); after
+/// `broadcast_optimizer`, every rank holds rank 0's state, bit for bit.
+fn agree_optimizer_state(mpi: &Mpi) -> Result<()> {
+    let mut net = DataParallel::new(TwoLayerNet::new(&Cpu, &mut seeded(3)), mpi)?;
+    let mut adam = Adam::new(AdamConfig {
+        lr: 1e-3,
+        ..AdamConfig::default()
+    });
+    if mpi.rank() == 0 {
+        let x = Tensor::randn([2, 1000], &Cpu, &mut seeded(4));
+        for _ in 0..2 {
+            net.zero_grad();
+            let (y, tape) = net.forward_train(&x)?;
+            net.backward_params(tape, &y)?;
+            adam.try_step(&mut net)?;
+        }
+    }
+    net.broadcast_optimizer(&mut adam)?;
+    let state = adam.try_state()?;
+    let mut ours: Vec<f32> = state.scalars.iter().map(|&(_, v)| v as f32).collect();
+    ours.push(state.tensors.len() as f32);
+    for (_, tensor) in &state.tensors {
+        ours.extend(tensor.to_vec());
+    }
+    let mut rank0 = ours.clone();
+    mpi.broadcast(&mut rank0, 0)?;
+    assert!(
+        state.tensors.len() == 8 && ours == rank0,
+        "rank {}'s Adam state differs",
+        mpi.rank()
+    );
     Ok(())
 }

@@ -5,11 +5,12 @@ use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
 use std::time::Instant;
 
-use super::Collective;
 use super::buckets::{Buckets, SyncTiming};
+use super::{Collective, optimizer_state};
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::module::{Buffer, BufferMut, Module};
+use crate::optim::{Optimizer, UpdateRule};
 use crate::param::Param;
 
 /// A network replicated on every rank of a [`Collective`], like PyTorch's
@@ -127,6 +128,56 @@ impl<B: Backend, M: Module<B>, C: Collective> DataParallel<M, C, B> {
     /// the backward pass hid.
     pub fn last_sync(&self) -> SyncTiming {
         self.last_sync
+    }
+
+    /// Gives every rank rank 0's optimizer state (step counts, momentum and moment buffers,
+    /// learning rate): after rank 0 alone loaded a checkpoint, say. Every rank must call it.
+    ///
+    /// # Errors
+    /// On every rank when rank 0 cannot export its state; on a rank whose optimizer is of
+    /// another kind or does not fit its network ([`Optimizer::try_load_state`]'s errors), or
+    /// an engine or device error.
+    pub fn broadcast_optimizer<R: UpdateRule>(
+        &self,
+        optimizer: &mut Optimizer<R, B>,
+    ) -> Result<()> {
+        let mut device = None;
+        self.module.visit_params(&mut |_, param| {
+            device.get_or_insert_with(|| param.value().device().clone());
+        });
+        let Some(device) = device else {
+            return Ok(()); // no parameters, so no state; the same on every rank
+        };
+        let root = self.collective.rank() == 0;
+        let (mut bytes, exported) = if root {
+            match optimizer
+                .try_state()
+                .and_then(|state| optimizer_state::encode(&state))
+            {
+                Ok(bytes) => (bytes, Ok(())),
+                Err(error) => (Vec::new(), Err(error)),
+            }
+        } else {
+            (Vec::new(), Ok(()))
+        };
+        // Length 0 (never a state's) says rank 0 failed.
+        let mut len = (bytes.len() as u64).to_le_bytes();
+        self.collective.broadcast_bytes(&mut len, 0)?;
+        let len = usize::try_from(u64::from_le_bytes(len)).unwrap_or(usize::MAX);
+        exported?;
+        if len == 0 {
+            return Err(Error::Distributed {
+                op: "broadcast_optimizer",
+                message: "rank 0 could not export its optimizer state".to_owned(),
+            });
+        }
+        bytes.resize(len, 0);
+        self.collective.broadcast_bytes(&mut bytes, 0)?;
+        if root {
+            return Ok(());
+        }
+        let state = optimizer_state::decode(&bytes, &device)?;
+        optimizer.try_load_state(&self.module, &state)
     }
 }
 

@@ -32,6 +32,7 @@ mod mpi;
 #[cfg(not(feature = "mpi"))]
 #[path = "mpi_stub.rs"]
 mod mpi;
+mod optimizer_state;
 
 pub use buckets::{BUCKET_BYTES, FIRST_BUCKET_BYTES, SyncTiming};
 pub use data_parallel::DataParallel;
