@@ -354,23 +354,42 @@ fn broadcast_state<B: Backend, M: Module<B> + ?Sized>(
     result
 }
 
-/// Copies rank 0's buffers to every rank, as [`broadcast_state`] does.
+/// Copies rank 0's buffers to every rank, as [`broadcast_state`] does, in two broadcasts (the
+/// float buffers one after another, then the counts) rather than one per buffer.
 fn broadcast_buffers<B: Backend, M: Module<B> + ?Sized>(
     module: &mut M,
     collective: &impl Collective,
 ) -> Result<()> {
     let mut result = Ok(());
-    module.visit_buffers_mut(&mut |_, buffer| {
-        let sent = match buffer {
-            BufferMut::Tensor(tensor) => broadcast_tensor(tensor, collective),
-            BufferMut::Count(count) => {
-                let mut bytes = count.to_le_bytes();
-                let sent = collective.broadcast_bytes(&mut bytes, 0);
-                *count = i64::from_le_bytes(bytes);
-                sent
+    let (mut values, mut counts) = (Vec::new(), Vec::new());
+    module.visit_buffers(&mut |_, buffer| match buffer {
+        Buffer::Tensor(tensor) => match tensor.try_to_vec() {
+            Ok(own) => values.extend(own),
+            Err(error) => {
+                values.resize(values.len() + tensor.numel(), 0.0);
+                keep_first_error(&mut result, Err(error));
             }
-        };
-        keep_first_error(&mut result, sent);
+        },
+        Buffer::Count(count) => counts.extend(count.to_le_bytes()),
+    });
+    if values.is_empty() && counts.is_empty() {
+        return result; // no buffers, on any rank: the layouts match
+    }
+    keep_first_error(&mut result, collective.broadcast(&mut values, 0));
+    keep_first_error(&mut result, collective.broadcast_bytes(&mut counts, 0));
+    result.clone()?;
+    let (mut values, mut counts) = (values.as_slice(), counts.chunks_exact(8));
+    module.visit_buffers_mut(&mut |_, buffer| match buffer {
+        BufferMut::Tensor(tensor) => {
+            let (own, rest) = values.split_at(tensor.numel());
+            values = rest;
+            keep_first_error(&mut result, tensor.try_copy_from_slice(own));
+        }
+        BufferMut::Count(count) => {
+            if let Some(bytes) = counts.next().and_then(|bytes| bytes.try_into().ok()) {
+                *count = i64::from_le_bytes(bytes);
+            }
+        }
     });
     result
 }
