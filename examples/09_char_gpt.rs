@@ -19,7 +19,9 @@
 //! target/release/examples/09_char_gpt --data-parallel` after `cargo build --release
 //! --features mpi --example 09_char_gpt`. Each rank draws `16 / ranks` windows per step, so
 //! the global batch stays 16; gradients are averaged while the backward pass runs, and only
-//! rank 0 prints, evaluates, saves and samples.
+//! rank 0 prints, evaluates, saves and samples. Measured on the same 2 cores: 2000 steps in
+//! 86 s (43 ms per step, 44% of the all-reduce time hidden behind the backward pass),
+//! validation loss 1.77 (10 batches) and 1.80 (40 batches).
 
 #[path = "support/plot.rs"]
 pub mod plot;
