@@ -101,8 +101,8 @@ impl<B: Backend> Param<B> {
         Ok(())
     }
 
-    /// Adds the column sums of `grad` (`[.., n]`, summed over every leading dim) to this `[n]`
-    /// gradient: a bias's gradient from its layer's output gradient. Sums straight into the
+    /// Adds the column sums of `grad` (`[.., n]`, summed over every leading dim; `[n]` itself
+    /// has none) to this `[n]` gradient: a bias's gradient from its layer's output gradient. Sums straight into the
     /// buffer when there is no gradient yet (the usual case after `zero_grad`).
     ///
     /// # Errors
@@ -111,8 +111,11 @@ impl<B: Backend> Param<B> {
         let Some(&cols) = grad.dims().last() else {
             return Err(self.sum_rows_error(grad));
         };
-        if self.value.dims() != [cols] || grad.rank() < 2 {
+        if self.value.dims() != [cols] {
             return Err(self.sum_rows_error(grad));
+        }
+        if grad.rank() == 1 {
+            return self.try_accumulate_grad(grad); // no leading dim to sum over
         }
         let rows = grad.dims()[..grad.rank() - 1].iter().product();
         if self.has_grad {
@@ -229,6 +232,13 @@ mod tests {
             bias.grad().unwrap().to_vec(),
             [9.0, 12.0],
             "overwrites the old buffer"
+        );
+        let row = Tensor::from_vec(vec![1.0, 2.0], [2], &Cpu);
+        bias.try_accumulate_grad_sum_rows(&row).unwrap();
+        assert_eq!(
+            bias.grad().unwrap().to_vec(),
+            [10.0, 14.0],
+            "a [n] gradient adds as it is"
         );
         let error = bias
             .try_accumulate_grad_sum_rows(&Tensor::zeros([3, 4], &Cpu))

@@ -7,7 +7,6 @@ use crate::module::Module;
 use crate::network::{Layer, kept_input};
 use crate::ops::norm::RowStats;
 use crate::param::Param;
-use crate::shape::Shape;
 use crate::tensor::Tensor;
 
 /// A [`LayerNorm`]'s options, with PyTorch's names and defaults.
@@ -95,9 +94,10 @@ impl<B: Backend> LayerNorm<B> {
         } else {
             None
         };
-        let columns = Shape::from([self.len]);
+        // Both parameters' gradients are column sums over every row, summed straight into
+        // their buffers.
         if let Some(bias) = &mut self.bias {
-            bias.try_accumulate_grad(&grad_out.try_sum_to_shape(&columns)?)?;
+            bias.try_accumulate_grad_sum_rows(grad_out)?;
         }
         if let Some(weight) = &mut self.weight {
             // sum over rows of grad * xhat, xhat = (x - mean) * rstd.
@@ -108,7 +108,7 @@ impl<B: Backend> LayerNorm<B> {
             let mean = stats.mean.try_clone()?.try_reshape(per_row.clone())?;
             let rstd = stats.rstd.try_clone()?.try_reshape(per_row)?;
             let xhat = x.try_sub(&mean)?.try_mul(&rstd)?;
-            weight.try_accumulate_grad(&xhat.try_mul(grad_out)?.try_sum_to_shape(&columns)?)?;
+            weight.try_accumulate_grad_sum_rows(&xhat.try_mul(grad_out)?)?;
         }
         Ok(grad_x)
     }
