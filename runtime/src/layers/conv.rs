@@ -225,14 +225,16 @@ impl<B: Backend> Conv2d<B> {
             let batch = layout.batch(layout.weight(), layout.output(n), layout.cols(n));
             device.gemm_batched(&gemm, &batch, w, &grad_out.storage, &mut grad_cols.storage)?;
         }
-        let mut grad_x = Tensor::try_zeros(x.shape().clone(), device)?;
+        // col2im writes every element.
+        let mut grad_x = Tensor::try_empty(x.shape().clone(), device)?;
         device.col2im(&g, &grad_cols.storage, &mut grad_x.storage)?;
         Ok(Some(grad_x))
     }
 
     /// `x` unfolded into columns: sample by sample, `[in * k * k, OH * OW]`.
     fn columns(g: &ConvGeometry, x: &Tensor<B>) -> Result<Tensor<B>> {
-        let mut cols = Tensor::try_zeros([g.batch * g.rows() * g.positions()], x.device())?;
+        // im2col writes every entry (padding included), so the buffer needs no zero fill.
+        let mut cols = Tensor::try_empty([g.batch * g.rows() * g.positions()], x.device())?;
         x.device().im2col(g, &x.storage, &mut cols.storage)?;
         Ok(cols)
     }

@@ -78,7 +78,7 @@ pub trait ChannelKernel: Memory {
     ) -> Result<()>;
 
     /// `out = x * scale[c] + shift[c]`, plus `(y - center[c]) * coef[c]` when `extra` is
-    /// `(y, center, coef)`.
+    /// `(y, center, coef)`. Writes every element, so `out` may come uninitialised.
     ///
     /// # Errors
     /// When the kernel fails.
@@ -176,7 +176,8 @@ impl<B: Backend> Tensor<B> {
             self.check_same_device(OP, y)?;
             self.check_same_shape(OP, y)?;
         }
-        let mut out = Self::try_zeros(self.shape.clone(), &self.device)?;
+        // Every kernel writes every element.
+        let mut out = Self::try_empty(self.shape.clone(), &self.device)?;
         self.device.channel_affine(
             &layout,
             &self.storage,

@@ -100,7 +100,8 @@ impl ConvGeometry {
 /// The unfolding kernels.
 pub trait ConvKernel: Memory {
     /// `cols[n, (c K + ky) K + kx, oy OW + ox]` = `x[n, c, oy s - p + ky d, ox s - p + kx d]`,
-    /// 0 in the padding; `cols` is `[N, C K K, OH OW]`.
+    /// 0 in the padding; `cols` is `[N, C K K, OH OW]`. Writes every entry, so `cols` may
+    /// come uninitialised.
     ///
     /// # Errors
     /// When the kernel fails.
@@ -112,7 +113,7 @@ pub trait ConvKernel: Memory {
     ) -> Result<()>;
 
     /// The gradient of [`Self::im2col`]: each element of `x` (`[N, C, H, W]`) is the sum of
-    /// the entries of `cols` it was copied to, in kernel-tap order.
+    /// the entries of `cols` it was copied to, in kernel-tap order. Writes every element.
     ///
     /// # Errors
     /// When the kernel fails.
