@@ -22,15 +22,18 @@
 
 #[path = "support/plot.rs"]
 pub mod plot;
+#[path = "support/ranks.rs"]
+mod ranks;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use declnet::data::{Dataset, accuracy};
-use declnet::distributed::{Collective, DataParallel, Local, Mpi, SyncTiming};
+use declnet::distributed::{Collective, DataParallel, SyncTiming};
 use declnet::prelude::*;
 use indicatif::{ProgressBar, ProgressStyle};
 use plot::{Curve, plot_curves};
+use ranks::ranks_from_args;
 
 network! {
     /// Two convolution blocks and a linear classifier, PyTorch's `nn.Sequential` of
@@ -149,18 +152,10 @@ fn arg(flag: &str) -> Option<String> {
 }
 
 fn main() -> Result<()> {
-    let device = DeviceArg::from_args()?;
-    if std::env::args().any(|a| a == "--data-parallel") {
-        let mpi = Mpi::init()?;
-        match device {
-            DeviceArg::Cpu => run(&Cpu, &mpi),
-            DeviceArg::Cuda(ordinal) => run(&Cuda::new(ordinal)?, &mpi),
-        }
-    } else {
-        match device {
-            DeviceArg::Cpu => run(&Cpu, &Local),
-            DeviceArg::Cuda(ordinal) => run(&Cuda::new(ordinal)?, &Local),
-        }
+    let ranks = ranks_from_args()?;
+    match DeviceArg::from_args()? {
+        DeviceArg::Cpu => run(&Cpu, &*ranks),
+        DeviceArg::Cuda(ordinal) => run(&Cuda::new(ordinal)?, &*ranks),
     }
 }
 

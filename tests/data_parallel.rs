@@ -12,29 +12,18 @@
 #[path = "shared/two_layer_net.rs"]
 mod two_layer_net;
 
+#[path = "../examples/07_dynamic_net.rs"]
+#[allow(dead_code, reason = "the example's `main` is not used here")]
+mod dynamic_net;
+
 use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use declnet::distributed::{Collective, DataParallel, Mpi};
 use declnet::prelude::*;
+use dynamic_net::DynamicNet;
 use two_layer_net::TwoLayerNet;
-
-network! {
-    /// The tutorial's `DynamicNet`: the middle layer reused `repeats` times.
-    pub struct DynamicNet {
-        input_linear: Linear<1000, 100>,
-        middle_linear: Linear<100, 100>,
-        output_linear: Linear<100, 10>,
-    }
-    fn forward(x: [N, 1000], repeats: usize) -> [N, 10] {
-        let mut h = input_linear(x).clamp_min(0.0);
-        for _ in 0..repeats {
-            h = middle_linear(h).clamp_min(0.0);
-        }
-        output_linear(h)
-    }
-}
 
 network! {
     /// A small CNN with `BatchNorm`, whose batch statistics differ from shard to shard. The
