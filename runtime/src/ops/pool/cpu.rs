@@ -4,7 +4,7 @@
 
 use super::{Pool2d, PoolGeometry, PoolKernel, PoolKind};
 use crate::backend::Cpu;
-use crate::backend::cpu::{Vectorizable, vectorized};
+use crate::backend::cpu::{Divisible, Vectorizable, vectorized_in_parts};
 use crate::error::Result;
 
 /// The input positions along one spatial dim that output position `o`'s window covers.
@@ -76,6 +76,137 @@ impl Vectorizable for MaxPool2x2<'_> {
     }
 }
 
+impl Divisible for MaxPool2x2<'_> {
+    fn units(&self) -> usize {
+        self.out.len() / self.g.plane_out().max(1)
+    }
+    fn unit_len(&self) -> usize {
+        self.g.plane_in()
+    }
+    fn split_at(self, mid: usize) -> (Self, Self) {
+        let MaxPool2x2 { g, x, out, indices } = self;
+        let (x_left, x_right) = x.split_at(mid * g.plane_in());
+        let (out_left, out_right) = out.split_at_mut(mid * g.plane_out());
+        let (indices_left, indices_right) = split_planes(indices, mid * g.plane_out());
+        let part = |x, out, indices| MaxPool2x2 { g, x, out, indices };
+        (
+            part(x_left, out_left, indices_left),
+            part(x_right, out_right, indices_right),
+        )
+    }
+}
+
+/// `indices` split after `at` elements, if there are any.
+fn split_planes(
+    indices: Option<&mut [f32]>,
+    at: usize,
+) -> (Option<&mut [f32]>, Option<&mut [f32]>) {
+    match indices {
+        Some(indices) => {
+            let (left, right) = indices.split_at_mut(at);
+            (Some(left), Some(right))
+        }
+        None => (None, None),
+    }
+}
+
+/// The gradient of a pooling, plane by plane: each output's gradient scattered to its argmax
+/// (max) or spread over its window (average), in output order.
+struct PoolBackward<'a> {
+    pool: &'a Pool2d,
+    g: &'a PoolGeometry,
+    grad_out: &'a [f32],
+    indices: Option<&'a [f32]>,
+    grad_in: &'a mut [f32],
+}
+
+impl Divisible for PoolBackward<'_> {
+    fn units(&self) -> usize {
+        self.grad_in.len() / self.g.plane_in().max(1)
+    }
+    fn unit_len(&self) -> usize {
+        self.g.plane_in()
+    }
+    fn split_at(self, mid: usize) -> (Self, Self) {
+        let PoolBackward {
+            pool,
+            g,
+            grad_out,
+            indices,
+            grad_in,
+        } = self;
+        let out_at = mid * g.plane_out();
+        let (grad_out_left, grad_out_right) = grad_out.split_at(out_at);
+        let (indices_left, indices_right) = match indices {
+            Some(indices) => {
+                let (left, right) = indices.split_at(out_at);
+                (Some(left), Some(right))
+            }
+            None => (None, None),
+        };
+        let (grad_in_left, grad_in_right) = grad_in.split_at_mut(mid * g.plane_in());
+        let part = |grad_out, indices, grad_in| PoolBackward {
+            pool,
+            g,
+            grad_out,
+            indices,
+            grad_in,
+        };
+        (
+            part(grad_out_left, indices_left, grad_in_left),
+            part(grad_out_right, indices_right, grad_in_right),
+        )
+    }
+}
+
+impl Vectorizable for PoolBackward<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn run(self) {
+        let PoolBackward {
+            pool,
+            g,
+            grad_out,
+            indices,
+            grad_in,
+        } = self;
+        let (plane_in, plane_out) = (g.plane_in(), g.plane_out());
+        let area = (pool.kernel * pool.kernel) as f32;
+        grad_in.fill(0.0);
+        let planes = grad_in
+            .chunks_exact_mut(plane_in.max(1))
+            .zip(grad_out.chunks_exact(plane_out.max(1)));
+        for (p, (plane, grads)) in planes.enumerate() {
+            match indices {
+                Some(indices) => {
+                    let argmax = &indices[p * plane_out..(p + 1) * plane_out];
+                    for (&grad, &at) in grads.iter().zip(argmax) {
+                        // The forward pass wrote whole numbers in the plane, exact in `f32`
+                        // (planes are under 2^24 here); anything else lands nowhere.
+                        #[allow(clippy::cast_sign_loss, clippy::cast_possible_truncation)]
+                        if let Some(slot) = plane.get_mut(at as usize) {
+                            *slot += grad;
+                        }
+                    }
+                }
+                None => {
+                    for oy in 0..g.out_height {
+                        for ox in 0..g.out_width {
+                            let grad = grads[oy * g.out_width + ox] / area;
+                            let cols = window(pool, ox, g.width);
+                            for y in window(pool, oy, g.height) {
+                                for slot in &mut plane[y * g.width..][cols.clone()] {
+                                    *slot += grad;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Whether `v` replaces `best` as a window's maximum: the first maximum wins; NaN wins and
 /// stays.
 #[inline(always)]
@@ -93,7 +224,7 @@ impl PoolKernel for Cpu {
         mut indices: Option<&mut Vec<f32>>,
     ) -> Result<()> {
         if pool.kind == PoolKind::Max && pool.kernel == 2 && pool.stride == 2 && pool.padding == 0 {
-            vectorized(MaxPool2x2 {
+            vectorized_in_parts(MaxPool2x2 {
                 g,
                 x,
                 out,
@@ -149,40 +280,63 @@ impl PoolKernel for Cpu {
         indices: Option<&Vec<f32>>,
         grad_in: &mut Vec<f32>,
     ) -> Result<()> {
-        let (plane_in, plane_out) = (g.height * g.width, g.out_height * g.out_width);
-        let area = (pool.kernel * pool.kernel) as f32;
-        grad_in.fill(0.0);
-        let planes = grad_in
-            .chunks_exact_mut(plane_in.max(1))
-            .zip(grad_out.chunks_exact(plane_out.max(1)));
-        for (p, (plane, grads)) in planes.enumerate().take(g.planes) {
-            match indices {
-                Some(indices) => {
-                    let argmax = &indices[p * plane_out..(p + 1) * plane_out];
-                    for (&grad, &at) in grads.iter().zip(argmax) {
-                        // The forward pass wrote whole numbers in the plane, exact in `f32`
-                        // (planes are under 2^24 here); anything else lands nowhere.
-                        #[allow(clippy::cast_sign_loss, clippy::cast_possible_truncation)]
-                        if let Some(slot) = plane.get_mut(at as usize) {
-                            *slot += grad;
-                        }
-                    }
-                }
-                None => {
-                    for oy in 0..g.out_height {
-                        for ox in 0..g.out_width {
-                            let grad = grads[oy * g.out_width + ox] / area;
-                            let cols = window(pool, ox, g.width);
-                            for y in window(pool, oy, g.height) {
-                                for slot in &mut plane[y * g.width..][cols.clone()] {
-                                    *slot += grad;
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        }
+        vectorized_in_parts(PoolBackward {
+            pool,
+            g,
+            grad_out,
+            indices: indices.map(Vec::as_slice),
+            grad_in,
+        });
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Large enough to run in parts on two threads: the parts give what one part gives, bit
+    /// for bit, forward (values and indices) and backward (max and average).
+    #[test]
+    fn pooling_in_parts_matches_one_part() {
+        let g = PoolGeometry {
+            planes: 64,
+            height: 64,
+            width: 64,
+            out_height: 32,
+            out_width: 32,
+        };
+        let x: Vec<f32> = (0..g.planes * g.plane_in())
+            .map(|v| ((v * 7919) % 1013) as f32 - 500.0)
+            .collect();
+        let outputs = g.planes * g.plane_out();
+        let (mut out, mut at) = (vec![0.0; outputs], vec![0.0; outputs]);
+        let max = Pool2d::max(2, 2, 0);
+        Cpu.pool2d(&max, &g, &x, &mut out, Some(&mut at)).unwrap();
+        let (mut one_out, mut one_at) = (vec![0.0; outputs], vec![0.0; outputs]);
+        MaxPool2x2 {
+            g: &g,
+            x: &x,
+            out: &mut one_out,
+            indices: Some(&mut one_at),
+        }
+        .run();
+        assert!(out == one_out && at == one_at, "max pool forward");
+        let grad: Vec<f32> = (0..outputs).map(|v| (v % 13) as f32 - 6.0).collect();
+        for (pool, indices) in [(max, Some(&at)), (Pool2d::avg(2, 2, 0), None)] {
+            let mut parts = vec![f32::NAN; x.len()];
+            Cpu.pool2d_backward(&pool, &g, &grad, indices, &mut parts)
+                .unwrap();
+            let mut one = vec![f32::NAN; x.len()];
+            PoolBackward {
+                pool: &pool,
+                g: &g,
+                grad_out: &grad,
+                indices: indices.map(Vec::as_slice),
+                grad_in: &mut one,
+            }
+            .run();
+            assert!(parts == one, "{:?} backward", pool.kind);
+        }
     }
 }
