@@ -110,6 +110,100 @@ fn split_planes(
     }
 }
 
+/// Any pooling, plane by plane: each output the maximum (with its position in the plane) or
+/// the mean of its window.
+struct Pooling<'a> {
+    pool: &'a Pool2d,
+    g: &'a PoolGeometry,
+    x: &'a [f32],
+    out: &'a mut [f32],
+    indices: Option<&'a mut [f32]>,
+}
+
+impl Divisible for Pooling<'_> {
+    fn units(&self) -> usize {
+        self.out.len() / self.g.plane_out().max(1)
+    }
+    fn unit_len(&self) -> usize {
+        self.g.plane_in()
+    }
+    fn split_at(self, mid: usize) -> (Self, Self) {
+        let Pooling {
+            pool,
+            g,
+            x,
+            out,
+            indices,
+        } = self;
+        let (x_left, x_right) = x.split_at(mid * g.plane_in());
+        let (out_left, out_right) = out.split_at_mut(mid * g.plane_out());
+        let (indices_left, indices_right) = split_planes(indices, mid * g.plane_out());
+        let part = |x, out, indices| Pooling {
+            pool,
+            g,
+            x,
+            out,
+            indices,
+        };
+        (
+            part(x_left, out_left, indices_left),
+            part(x_right, out_right, indices_right),
+        )
+    }
+}
+
+impl Vectorizable for Pooling<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn run(self) {
+        let Pooling {
+            pool,
+            g,
+            x,
+            out,
+            mut indices,
+        } = self;
+        let (plane_in, plane_out) = (g.plane_in(), g.plane_out());
+        let area = (pool.kernel * pool.kernel) as f32;
+        let planes = out.len() / plane_out.max(1);
+        for p in 0..planes {
+            let input = &x[p * plane_in..(p + 1) * plane_in];
+            for oy in 0..g.out_height {
+                for ox in 0..g.out_width {
+                    let o = p * plane_out + oy * g.out_width + ox;
+                    let (rows, cols) = (window(pool, oy, g.height), window(pool, ox, g.width));
+                    match pool.kind {
+                        PoolKind::Max => {
+                            let (mut best, mut at) = (f32::NEG_INFINITY, 0);
+                            for y in rows {
+                                for x in cols.clone() {
+                                    let v = input[y * g.width + x];
+                                    if beats(v, best) {
+                                        (best, at) = (v, y * g.width + x);
+                                    }
+                                }
+                            }
+                            out[o] = best;
+                            if let Some(indices) = indices.as_deref_mut() {
+                                indices[o] = at as f32;
+                            }
+                        }
+                        PoolKind::Avg => {
+                            let mut sum = 0.0;
+                            for y in rows {
+                                for x in cols.clone() {
+                                    sum += input[y * g.width + x];
+                                }
+                            }
+                            out[o] = sum / area;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// The gradient of a pooling, plane by plane: each output's gradient scattered to its argmax
 /// (max) or spread over its window (average), in output order.
 struct PoolBackward<'a> {
@@ -221,7 +315,7 @@ impl PoolKernel for Cpu {
         g: &PoolGeometry,
         x: &Vec<f32>,
         out: &mut Vec<f32>,
-        mut indices: Option<&mut Vec<f32>>,
+        indices: Option<&mut Vec<f32>>,
     ) -> Result<()> {
         if pool.kind == PoolKind::Max && pool.kernel == 2 && pool.stride == 2 && pool.padding == 0 {
             vectorized_in_parts(MaxPool2x2 {
@@ -232,43 +326,13 @@ impl PoolKernel for Cpu {
             });
             return Ok(());
         }
-        let (plane_in, plane_out) = (g.height * g.width, g.out_height * g.out_width);
-        let area = (pool.kernel * pool.kernel) as f32;
-        for p in 0..g.planes {
-            let input = &x[p * plane_in..(p + 1) * plane_in];
-            for oy in 0..g.out_height {
-                for ox in 0..g.out_width {
-                    let o = p * plane_out + oy * g.out_width + ox;
-                    let (rows, cols) = (window(pool, oy, g.height), window(pool, ox, g.width));
-                    match pool.kind {
-                        PoolKind::Max => {
-                            let (mut best, mut at) = (f32::NEG_INFINITY, 0);
-                            for y in rows {
-                                for x in cols.clone() {
-                                    let v = input[y * g.width + x];
-                                    if beats(v, best) {
-                                        (best, at) = (v, y * g.width + x);
-                                    }
-                                }
-                            }
-                            out[o] = best;
-                            if let Some(indices) = indices.as_deref_mut() {
-                                indices[o] = at as f32;
-                            }
-                        }
-                        PoolKind::Avg => {
-                            let mut sum = 0.0;
-                            for y in rows {
-                                for x in cols.clone() {
-                                    sum += input[y * g.width + x];
-                                }
-                            }
-                            out[o] = sum / area;
-                        }
-                    }
-                }
-            }
-        }
+        vectorized_in_parts(Pooling {
+            pool,
+            g,
+            x,
+            out,
+            indices: indices.map(Vec::as_mut_slice),
+        });
         Ok(())
     }
 
@@ -296,7 +360,7 @@ mod tests {
     use super::*;
 
     /// Large enough to run in parts on two threads: the parts give what one part gives, bit
-    /// for bit, forward (values and indices) and backward (max and average).
+    /// for bit, forward (values and indices, both kernels) and backward (max and average).
     #[test]
     fn pooling_in_parts_matches_one_part() {
         let g = PoolGeometry {
@@ -322,6 +386,27 @@ mod tests {
         }
         .run();
         assert!(out == one_out && at == one_at, "max pool forward");
+        // The general kernel, with overlapping windows and padding, and average pooling.
+        let wide = PoolGeometry {
+            out_height: 32,
+            out_width: 32,
+            ..g
+        };
+        for pool in [Pool2d::max(3, 2, 1), Pool2d::avg(3, 2, 1)] {
+            let (mut out, mut at) = (vec![0.0; outputs], vec![0.0; outputs]);
+            Cpu.pool2d(&pool, &wide, &x, &mut out, Some(&mut at))
+                .unwrap();
+            let (mut one_out, mut one_at) = (vec![0.0; outputs], vec![0.0; outputs]);
+            Pooling {
+                pool: &pool,
+                g: &wide,
+                x: &x,
+                out: &mut one_out,
+                indices: Some(&mut one_at),
+            }
+            .run();
+            assert!(out == one_out && at == one_at, "{:?} forward", pool.kind);
+        }
         let grad: Vec<f32> = (0..outputs).map(|v| (v % 13) as f32 - 6.0).collect();
         for (pool, indices) in [(max, Some(&at)), (Pool2d::avg(2, 2, 0), None)] {
             let mut parts = vec![f32::NAN; x.len()];
