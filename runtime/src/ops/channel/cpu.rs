@@ -97,13 +97,12 @@ impl Divisible for ChannelAffine<'_> {
         let at = mid * l.channels * l.inner;
         let (x_left, x_right) = x.split_at(at);
         let (out_left, out_right) = out.split_at_mut(at);
-        let (extra_left, extra_right) = match extra {
-            Some((y, center, coef)) => {
+        let (extra_left, extra_right) = extra
+            .map(|(y, center, coef)| {
                 let (left, right) = y.split_at(at);
-                (Some((left, center, coef)), Some((right, center, coef)))
-            }
-            None => (None, None),
-        };
+                ((left, center, coef), (right, center, coef))
+            })
+            .unzip();
         let part = |x, extra, out| ChannelAffine {
             l,
             x,

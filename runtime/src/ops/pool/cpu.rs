@@ -18,100 +18,55 @@ fn window(pool: &Pool2d, o: usize, size: usize) -> std::ops::Range<usize> {
 
 /// `MaxPool2d<2>`, the common case, without branches: each window's four inputs compared in
 /// the general kernel's order with selects (data-dependent branches mispredict on real data).
-struct MaxPool2x2<'a> {
-    g: &'a PoolGeometry,
-    x: &'a [f32],
-    out: &'a mut [f32],
-    indices: Option<&'a mut [f32]>,
-}
-
-impl Vectorizable for MaxPool2x2<'_> {
-    type Output = ();
-    #[inline(always)]
-    fn run(self) {
-        let MaxPool2x2 { g, x, out, indices } = self;
-        let (width, out_width) = (g.width, g.out_width);
-        let rows_out = out.chunks_exact_mut(out_width);
-        let mut rows_indices = indices.map(|indices| indices.chunks_exact_mut(out_width));
-        for (row, out) in rows_out.enumerate().take(g.planes * g.out_height) {
-            let (plane, oy) = (row / g.out_height, row % g.out_height);
-            let top = (plane * g.height + 2 * oy) * width;
-            let (upper, lower) = (&x[top..][..width], &x[top + width..][..width]);
-            let pairs = upper.chunks_exact(2).zip(lower.chunks_exact(2));
-            let indices = rows_indices.as_mut().and_then(Iterator::next);
-            let base = (2 * oy * width) as f32;
-            match indices {
-                Some(indices) => {
-                    for (ox, ((up, low), (best, at))) in pairs
-                        .zip(out.iter_mut().zip(indices.iter_mut()))
-                        .enumerate()
-                    {
-                        let left = base + (2 * ox) as f32;
-                        let taps = [
-                            (up[0], left),
-                            (up[1], left + 1.0),
-                            (low[0], left + width as f32),
-                            (low[1], left + width as f32 + 1.0),
-                        ];
-                        let (mut max, mut arg) = (f32::NEG_INFINITY, 0.0);
-                        for (v, position) in taps {
-                            let wins = beats(v, max);
-                            max = if wins { v } else { max };
-                            arg = if wins { position } else { arg };
-                        }
-                        (*best, *at) = (max, arg);
+#[inline(always)]
+fn max_pool_2x2(g: &PoolGeometry, x: &[f32], out: &mut [f32], indices: Option<&mut [f32]>) {
+    let (width, out_width) = (g.width, g.out_width);
+    let rows_out = out.chunks_exact_mut(out_width);
+    let mut rows_indices = indices.map(|indices| indices.chunks_exact_mut(out_width));
+    for (row, out) in rows_out.enumerate().take(g.planes * g.out_height) {
+        let (plane, oy) = (row / g.out_height, row % g.out_height);
+        let top = (plane * g.height + 2 * oy) * width;
+        let (upper, lower) = (&x[top..][..width], &x[top + width..][..width]);
+        let pairs = upper.chunks_exact(2).zip(lower.chunks_exact(2));
+        let indices = rows_indices.as_mut().and_then(Iterator::next);
+        let base = (2 * oy * width) as f32;
+        match indices {
+            Some(indices) => {
+                for (ox, ((up, low), (best, at))) in pairs
+                    .zip(out.iter_mut().zip(indices.iter_mut()))
+                    .enumerate()
+                {
+                    let left = base + (2 * ox) as f32;
+                    let taps = [
+                        (up[0], left),
+                        (up[1], left + 1.0),
+                        (low[0], left + width as f32),
+                        (low[1], left + width as f32 + 1.0),
+                    ];
+                    let (mut max, mut arg) = (f32::NEG_INFINITY, 0.0);
+                    for (v, position) in taps {
+                        let wins = beats(v, max);
+                        max = if wins { v } else { max };
+                        arg = if wins { position } else { arg };
                     }
+                    (*best, *at) = (max, arg);
                 }
-                None => {
-                    for ((up, low), best) in pairs.zip(out.iter_mut()) {
-                        let mut max = f32::NEG_INFINITY;
-                        for v in [up[0], up[1], low[0], low[1]] {
-                            max = if beats(v, max) { v } else { max };
-                        }
-                        *best = max;
+            }
+            None => {
+                for ((up, low), best) in pairs.zip(out.iter_mut()) {
+                    let mut max = f32::NEG_INFINITY;
+                    for v in [up[0], up[1], low[0], low[1]] {
+                        max = if beats(v, max) { v } else { max };
                     }
+                    *best = max;
                 }
             }
         }
     }
 }
 
-impl Divisible for MaxPool2x2<'_> {
-    fn units(&self) -> usize {
-        self.out.len() / self.g.plane_out().max(1)
-    }
-    fn unit_len(&self) -> usize {
-        self.g.plane_in()
-    }
-    fn split_at(self, mid: usize) -> (Self, Self) {
-        let MaxPool2x2 { g, x, out, indices } = self;
-        let (x_left, x_right) = x.split_at(mid * g.plane_in());
-        let (out_left, out_right) = out.split_at_mut(mid * g.plane_out());
-        let (indices_left, indices_right) = split_planes(indices, mid * g.plane_out());
-        let part = |x, out, indices| MaxPool2x2 { g, x, out, indices };
-        (
-            part(x_left, out_left, indices_left),
-            part(x_right, out_right, indices_right),
-        )
-    }
-}
-
-/// `indices` split after `at` elements, if there are any.
-fn split_planes(
-    indices: Option<&mut [f32]>,
-    at: usize,
-) -> (Option<&mut [f32]>, Option<&mut [f32]>) {
-    match indices {
-        Some(indices) => {
-            let (left, right) = indices.split_at_mut(at);
-            (Some(left), Some(right))
-        }
-        None => (None, None),
-    }
-}
-
 /// Any pooling, plane by plane: each output the maximum (with its position in the plane) or
-/// the mean of its window.
+/// the mean of its window; `MaxPool2d<2>` by [`max_pool_2x2`].
 struct Pooling<'a> {
     pool: &'a Pool2d,
     g: &'a PoolGeometry,
@@ -137,7 +92,9 @@ impl Divisible for Pooling<'_> {
         } = self;
         let (x_left, x_right) = x.split_at(mid * g.plane_in());
         let (out_left, out_right) = out.split_at_mut(mid * g.plane_out());
-        let (indices_left, indices_right) = split_planes(indices, mid * g.plane_out());
+        let (indices_left, indices_right) = indices
+            .map(|indices| indices.split_at_mut(mid * g.plane_out()))
+            .unzip();
         let part = |x, out, indices| Pooling {
             pool,
             g,
@@ -163,6 +120,9 @@ impl Vectorizable for Pooling<'_> {
             out,
             mut indices,
         } = self;
+        if pool.kind == PoolKind::Max && pool.kernel == 2 && pool.stride == 2 && pool.padding == 0 {
+            return max_pool_2x2(g, x, out, indices);
+        }
         let (plane_in, plane_out) = (g.plane_in(), g.plane_out());
         let area = (pool.kernel * pool.kernel) as f32;
         let planes = out.len() / plane_out.max(1);
@@ -231,13 +191,7 @@ impl Divisible for PoolBackward<'_> {
         } = self;
         let out_at = mid * g.plane_out();
         let (grad_out_left, grad_out_right) = grad_out.split_at(out_at);
-        let (indices_left, indices_right) = match indices {
-            Some(indices) => {
-                let (left, right) = indices.split_at(out_at);
-                (Some(left), Some(right))
-            }
-            None => (None, None),
-        };
+        let (indices_left, indices_right) = indices.map(|indices| indices.split_at(out_at)).unzip();
         let (grad_in_left, grad_in_right) = grad_in.split_at_mut(mid * g.plane_in());
         let part = |grad_out, indices, grad_in| PoolBackward {
             pool,
@@ -317,15 +271,6 @@ impl PoolKernel for Cpu {
         out: &mut Vec<f32>,
         indices: Option<&mut Vec<f32>>,
     ) -> Result<()> {
-        if pool.kind == PoolKind::Max && pool.kernel == 2 && pool.stride == 2 && pool.padding == 0 {
-            vectorized_in_parts(MaxPool2x2 {
-                g,
-                x,
-                out,
-                indices: indices.map(Vec::as_mut_slice),
-            });
-            return Ok(());
-        }
         vectorized_in_parts(Pooling {
             pool,
             g,
@@ -378,7 +323,8 @@ mod tests {
         let max = Pool2d::max(2, 2, 0);
         Cpu.pool2d(&max, &g, &x, &mut out, Some(&mut at)).unwrap();
         let (mut one_out, mut one_at) = (vec![0.0; outputs], vec![0.0; outputs]);
-        MaxPool2x2 {
+        Pooling {
+            pool: &max,
             g: &g,
             x: &x,
             out: &mut one_out,
