@@ -176,24 +176,19 @@ fn announce_final_fields(net: &Network, steps: Vec<(ValueId, TokenStream)>) -> V
     let stateful: Vec<usize> = (0..net.fields.len())
         .filter(|&field| !matches!(net.fields[field].kind, FieldKind::Stateless(_)))
         .collect();
-    // The step key of each node: its own id at the top level, or the id at which its
-    // outermost loop's backward block is emitted.
+    // Each loop's backward block is emitted at its last output, inside its parent region.
+    let mut loop_block: Vec<(ValueId, Option<usize>)> = vec![(0, None); net.regions.len()];
+    for (id, node) in net.nodes.iter().enumerate() {
+        if let Op::RegionOutput { region, .. } = node.op {
+            loop_block[region] = (id, node.region); // ids ascend: the last output wins
+        }
+    }
+    // The step a node's backward runs in: its own at the top level, else its outermost
+    // loop's block.
     let step_key = |id: ValueId| -> ValueId {
-        let mut region = net.nodes[id].region;
-        let mut key = id;
+        let (mut key, mut region) = (id, net.nodes[id].region);
         while let Some(looped) = region {
-            let (output, parent) = net
-                .nodes
-                .iter()
-                .enumerate()
-                .filter(|(_, node)| {
-                    matches!(node.op, Op::RegionOutput { region: r, .. } if r == looped)
-                })
-                .map(|(output, node)| (output, node.region))
-                .max_by_key(|&(output, _)| output)
-                .unwrap_or((key, None));
-            key = output;
-            region = parent;
+            (key, region) = loop_block[looped];
         }
         key
     };
