@@ -1,6 +1,6 @@
 //! CPU unfolding, one kernel tap and one output row at a time: the window positions a tap reads
 //! inside the input form one run, copied (stride 1) or gathered, and the padding around it is
-//! zeros. `col2im` adds each tap's run back in kernel-tap order, so every input element sums
+//! zeros. With stride 1 and "same" padding a tap's whole plane is one shifted copy. `col2im` adds each tap's run back in kernel-tap order, so every input element sums
 //! its entries in the order `conv.cu` does. Samples run in parts on the thread pool.
 
 use super::{ConvGeometry, ConvKernel};
@@ -132,6 +132,10 @@ fn im2col(g: &ConvGeometry, x: &[f32], cols: &mut [f32]) {
                     let Some(out) = rows.next() else {
                         return;
                     };
+                    if stride == 1 && g.out_width == g.width {
+                        copy_shifted(input, &down, &across, g.width, out);
+                        continue;
+                    }
                     for (oy, out) in out.chunks_exact_mut(g.out_width).enumerate() {
                         if !down.valid.contains(&oy) {
                             out.fill(0.0);
@@ -152,6 +156,39 @@ fn im2col(g: &ConvGeometry, x: &[f32], cols: &mut [f32]) {
                     }
                 }
             }
+        }
+    }
+}
+
+/// One tap's row of `im2col` when the stride is 1 and the output as wide as the input: every
+/// valid entry is the input plane shifted by one offset, so the valid rows are one copy, and
+/// only the padding columns are zeroed afterwards (instead of a copy and fills per row).
+#[inline(always)]
+fn copy_shifted(input: &[f32], down: &TapRun, across: &TapRun, width: usize, out: &mut [f32]) {
+    let block = down.valid.start * width..down.valid.end * width;
+    out[..block.start].fill(0.0);
+    out[block.end..].fill(0.0);
+    // `out[j] = input[j + shift]` wherever row and column are valid; the entries this copies
+    // outside the valid columns are overwritten below.
+    #[allow(clippy::cast_possible_wrap, reason = "tensor dims fit in isize")]
+    let (shift, len) = (
+        down.offset * width as isize + across.offset,
+        input.len() as isize,
+    );
+    #[allow(clippy::cast_possible_wrap, reason = "tensor dims fit in isize")]
+    let (start, end) = (
+        (block.start as isize).max(-shift),
+        (block.end as isize).min(len - shift),
+    );
+    if start < end {
+        let (start, end) = (start.unsigned_abs(), end.unsigned_abs());
+        let from = start.wrapping_add_signed(shift);
+        out[start..end].copy_from_slice(&input[from..from + (end - start)]);
+    }
+    if across.valid.len() < width {
+        for row in out[block].chunks_exact_mut(width) {
+            row[..across.valid.start].fill(0.0);
+            row[across.valid.end..].fill(0.0);
         }
     }
 }
@@ -256,6 +293,8 @@ mod tests {
             ((9, 8), 3, 1, 2, 2),
             ((8, 8), 5, 2, 2, 1),
             ((4, 4), 1, 1, 0, 1),
+            ((6, 5), 3, 1, 0, 1),
+            ((5, 4), 3, 1, 2, 1),
         ] {
             let shape = Shape::from([2, 3, size.0, size.1]);
             let g = ConvGeometry::new("test", &shape, kernel, stride, padding, dilation).unwrap();
