@@ -132,7 +132,12 @@ impl<B: Backend> Conv2d<B> {
         let layout = GroupLayout::new(&g, self.dims()[0], self.config.groups);
         let device = x.device();
         let cols = Self::columns(&g, x)?;
-        let mut y = Tensor::try_zeros(layout.output_shape(&g), device)?;
+        // The products overwrite every element, unless there is nothing to sum.
+        let mut y = if layout.rows > 0 {
+            Tensor::try_empty(layout.output_shape(&g), device)?
+        } else {
+            Tensor::try_zeros(layout.output_shape(&g), device)?
+        };
         // Y_g = W_g cols_g per sample.
         let gemm = Self::per_group(
             layout.out_per_group,

@@ -16,8 +16,10 @@ fn window(pool: &Pool2d, o: usize, size: usize) -> std::ops::Range<usize> {
     start..end
 }
 
-/// `MaxPool2d<2>`, the common case, without branches: each window's four inputs compared in
-/// the general kernel's order with selects (data-dependent branches mispredict on real data).
+/// `MaxPool2d<2>`, the common case, without branches (data-dependent branches mispredict on
+/// real data) and in a form the compiler vectorises: each row's pair first, then the lower
+/// pair against the upper one. The first maximum in the general kernel's order (upper left,
+/// upper right, lower left, lower right) wins, as there.
 #[inline(always)]
 fn max_pool_2x2(g: &PoolGeometry, x: &[f32], out: &mut [f32], indices: Option<&mut [f32]>) {
     let (width, out_width) = (g.width, g.out_width);
@@ -26,41 +28,31 @@ fn max_pool_2x2(g: &PoolGeometry, x: &[f32], out: &mut [f32], indices: Option<&m
     for (row, out) in rows_out.enumerate().take(g.planes * g.out_height) {
         let (plane, oy) = (row / g.out_height, row % g.out_height);
         let top = (plane * g.height + 2 * oy) * width;
-        let (upper, lower) = (&x[top..][..width], &x[top + width..][..width]);
-        let pairs = upper.chunks_exact(2).zip(lower.chunks_exact(2));
-        let indices = rows_indices.as_mut().and_then(Iterator::next);
+        let (upper, lower) = (
+            &x[top..][..2 * out_width],
+            &x[top + width..][..2 * out_width],
+        );
+        // The larger of a pair, and whether it is the right one.
+        let pick = |pair: &[f32], ox: usize| {
+            let (left, right) = (pair[2 * ox], pair[2 * ox + 1]);
+            let wins = beats(right, left);
+            (if wins { right } else { left }, wins)
+        };
+        let Some(indices) = rows_indices.as_mut().and_then(Iterator::next) else {
+            for (ox, best) in out.iter_mut().enumerate() {
+                let ((up, _), (low, _)) = (pick(upper, ox), pick(lower, ox));
+                *best = if beats(low, up) { low } else { up };
+            }
+            continue;
+        };
         let base = (2 * oy * width) as f32;
-        match indices {
-            Some(indices) => {
-                for (ox, ((up, low), (best, at))) in pairs
-                    .zip(out.iter_mut().zip(indices.iter_mut()))
-                    .enumerate()
-                {
-                    let left = base + (2 * ox) as f32;
-                    let taps = [
-                        (up[0], left),
-                        (up[1], left + 1.0),
-                        (low[0], left + width as f32),
-                        (low[1], left + width as f32 + 1.0),
-                    ];
-                    let (mut max, mut arg) = (f32::NEG_INFINITY, 0.0);
-                    for (v, position) in taps {
-                        let wins = beats(v, max);
-                        max = if wins { v } else { max };
-                        arg = if wins { position } else { arg };
-                    }
-                    (*best, *at) = (max, arg);
-                }
-            }
-            None => {
-                for ((up, low), best) in pairs.zip(out.iter_mut()) {
-                    let mut max = f32::NEG_INFINITY;
-                    for v in [up[0], up[1], low[0], low[1]] {
-                        max = if beats(v, max) { v } else { max };
-                    }
-                    *best = max;
-                }
-            }
+        for (ox, (best, at)) in out.iter_mut().zip(indices.iter_mut()).enumerate() {
+            let ((up, up_right), (low, low_right)) = (pick(upper, ox), pick(lower, ox));
+            let down = beats(low, up);
+            let right = if down { low_right } else { up_right };
+            *best = if down { low } else { up };
+            let left = base + (2 * ox) as f32;
+            *at = left + if down { width as f32 } else { 0.0 } + if right { 1.0 } else { 0.0 };
         }
     }
 }

@@ -158,7 +158,8 @@ impl PoolGeometry {
 /// The kernels of pooling, forward and backward.
 pub trait PoolKernel: Memory {
     /// `out[p, i, j]` = the window's max or mean; for max pooling `indices`, when given, gets
-    /// each window's argmax as a flat index into its plane (as an `f32`).
+    /// each window's argmax as a flat index into its plane (as an `f32`). Writes every element
+    /// of both, so they may come uninitialised.
     ///
     /// # Errors
     /// When the kernel fails.
@@ -223,9 +224,10 @@ impl<B: Backend> Tensor<B> {
     fn pool2d_with(&self, pool: &Pool2d, with_indices: bool) -> Result<(Self, Option<Self>)> {
         let geometry = PoolGeometry::new("pool2d", pool, &self.shape)?;
         let shape = geometry.output_shape(&self.shape);
-        let mut out = Self::try_zeros(shape.clone(), &self.device)?;
+        // The kernel writes every element of both.
+        let mut out = Self::try_empty(shape.clone(), &self.device)?;
         let mut indices = if with_indices {
-            Some(Self::try_zeros(shape, &self.device)?)
+            Some(Self::try_empty(shape, &self.device)?)
         } else {
             None
         };
