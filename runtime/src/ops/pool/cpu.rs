@@ -19,40 +19,41 @@ fn window(pool: &Pool2d, o: usize, size: usize) -> std::ops::Range<usize> {
 /// `MaxPool2d<2>`, the common case, without branches (data-dependent branches mispredict on
 /// real data) and in a form the compiler vectorises: each row's pair first, then the lower
 /// pair against the upper one. The first maximum in the general kernel's order (upper left,
-/// upper right, lower left, lower right) wins, as there.
+/// upper right, lower left, lower right) wins, as there. Positions are counted in `u32`
+/// (planes larger than that take the general kernel).
 #[inline(always)]
 fn max_pool_2x2(g: &PoolGeometry, x: &[f32], out: &mut [f32], indices: Option<&mut [f32]>) {
     let (width, out_width) = (g.width, g.out_width);
     let rows_out = out.chunks_exact_mut(out_width);
     let mut rows_indices = indices.map(|indices| indices.chunks_exact_mut(out_width));
+    // The larger of a pair, and whether it is the right one.
+    let pick = |&[left, right]: &[f32; 2]| {
+        let wins = beats(right, left);
+        (if wins { right } else { left }, wins)
+    };
     for (row, out) in rows_out.enumerate().take(g.planes * g.out_height) {
         let (plane, oy) = (row / g.out_height, row % g.out_height);
         let top = (plane * g.height + 2 * oy) * width;
-        let (upper, lower) = (
-            &x[top..][..2 * out_width],
-            &x[top + width..][..2 * out_width],
-        );
-        // The larger of a pair, and whether it is the right one.
-        let pick = |pair: &[f32], ox: usize| {
-            let (left, right) = (pair[2 * ox], pair[2 * ox + 1]);
-            let wins = beats(right, left);
-            (if wins { right } else { left }, wins)
-        };
+        let (upper, lower) = (&x[top..][..width], &x[top + width..][..width]);
+        let pairs = upper.as_chunks().0.iter().zip(lower.as_chunks().0);
         let Some(indices) = rows_indices.as_mut().and_then(Iterator::next) else {
-            for (ox, best) in out.iter_mut().enumerate() {
-                let ((up, _), (low, _)) = (pick(upper, ox), pick(lower, ox));
+            for ((up, low), best) in pairs.zip(out.iter_mut()) {
+                let ((up, _), (low, _)) = (pick(up), pick(low));
                 *best = if beats(low, up) { low } else { up };
             }
             continue;
         };
-        let base = (2 * oy * width) as f32;
-        for (ox, (best, at)) in out.iter_mut().zip(indices.iter_mut()).enumerate() {
-            let ((up, up_right), (low, low_right)) = (pick(upper, ox), pick(lower, ox));
+        #[allow(clippy::cast_possible_truncation, reason = "the plane fits in u32")]
+        let (left, width) = ((2 * oy * width) as u32, width as u32);
+        let outputs = out.iter_mut().zip(indices.iter_mut());
+        for (ox, ((up, low), (best, at))) in (0u32..).zip(pairs.zip(outputs)) {
+            let ((up, up_right), (low, low_right)) = (pick(up), pick(low));
             let down = beats(low, up);
             let right = if down { low_right } else { up_right };
             *best = if down { low } else { up };
-            let left = base + (2 * ox) as f32;
-            *at = left + if down { width as f32 } else { 0.0 } + if right { 1.0 } else { 0.0 };
+            #[allow(clippy::cast_precision_loss, reason = "indices are f32, as on CUDA")]
+            let position = (left + 2 * ox + if down { width } else { 0 } + u32::from(right)) as f32;
+            *at = position;
         }
     }
 }
@@ -112,7 +113,8 @@ impl Vectorizable for Pooling<'_> {
             out,
             mut indices,
         } = self;
-        if pool.kind == PoolKind::Max && pool.kernel == 2 && pool.stride == 2 && pool.padding == 0 {
+        let two_by_two = pool.kernel == 2 && pool.stride == 2 && pool.padding == 0;
+        if pool.kind == PoolKind::Max && two_by_two && u32::try_from(g.plane_in()).is_ok() {
             return max_pool_2x2(g, x, out, indices);
         }
         let (plane_in, plane_out) = (g.plane_in(), g.plane_out());
