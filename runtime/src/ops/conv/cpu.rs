@@ -185,10 +185,11 @@ fn copy_shifted(input: &[f32], down: &TapRun, across: &TapRun, width: usize, out
         let from = start.wrapping_add_signed(shift);
         out[start..end].copy_from_slice(&input[from..from + (end - start)]);
     }
-    if across.valid.len() < width {
-        for row in out[block].chunks_exact_mut(width) {
-            row[..across.valid.start].fill(0.0);
-            row[across.valid.end..].fill(0.0);
+    // Column by column: a padding column is a few entries per row, too short for a fill call.
+    let padding = (0..across.valid.start).chain(across.valid.end..width);
+    for column in padding {
+        for entry in out[block.clone()].iter_mut().skip(column).step_by(width) {
+            *entry = 0.0;
         }
     }
 }
