@@ -51,8 +51,24 @@ fn gemm(m: usize, n: usize, k: usize, (trans_a, trans_b): (bool, bool)) -> Gemm 
     }
 }
 
-/// `gemm` once per sample, as `Conv2d` computes them (groups of 1): each operand's matrix at
-/// `offset + sample * per_sample`, for `(offset, per_sample)` of `a`, `b` and `c`.
+/// `gemm` for every sample in one batch, as `Conv2d` computes its forward and input-gradient
+/// products (groups of 1): each operand's matrix at `offset + sample * per_sample`, for
+/// `(offset, per_sample)` of `a`, `b` and `c`.
+fn one_batch(gemm: Gemm, placements: [(usize, usize); 3], batch: usize) -> Vec<(Gemm, GemmBatch)> {
+    let [a, b, c] = placements.map(|(offset, step)| Strided { offset, step });
+    vec![(
+        gemm,
+        GemmBatch {
+            count: batch,
+            a,
+            b,
+            c,
+        },
+    )]
+}
+
+/// `gemm` once per sample, as `Conv2d` computes the weight gradient (the outputs are one
+/// matrix): placements as in [`one_batch`].
 fn per_sample(gemm: Gemm, placements: [(usize, usize); 3], batch: usize) -> Vec<(Gemm, GemmBatch)> {
     (0..batch)
         .map(|sample| {
@@ -66,7 +82,7 @@ fn per_sample(gemm: Gemm, placements: [(usize, usize); 3], batch: usize) -> Vec<
 }
 
 /// The median time of every product of one training step: each convolution's forward,
-/// weight-gradient and input-gradient products per sample, and the classifier's three.
+/// weight-gradient and input-gradient products, and the classifier's three.
 fn gemms_only(batch: usize, convs: &[Conv], linear: (usize, usize)) -> std::time::Duration {
     let buffer = |len| vec![0.5f32; len];
     let mut work = Vec::new();
@@ -82,9 +98,9 @@ fn gemms_only(batch: usize, convs: &[Conv], linear: (usize, usize)) -> std::time
         let forward = gemm(o, l, rows, (false, false));
         let weight = gemm(o, rows, l, (false, true));
         let input = gemm(rows, l, o, (true, false));
-        let forward = per_sample(forward, [at_w, at_cols, at_y], batch);
+        let forward = one_batch(forward, [at_w, at_cols, at_y], batch);
         let weight = per_sample(weight, [at_y, at_cols, at_w], batch);
-        let input = per_sample(input, [at_w, at_y, at_cols], batch);
+        let input = one_batch(input, [at_w, at_y, at_cols], batch);
         work.push((forward, w.clone(), cols.clone(), y.clone()));
         work.push((weight, y.clone(), cols.clone(), w.clone()));
         work.push((input, w, y, cols));

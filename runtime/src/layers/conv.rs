@@ -146,10 +146,10 @@ impl<B: Backend> Conv2d<B> {
             (false, false),
         );
         let w = &self.weight.value().storage;
-        for n in 0..g.batch {
-            let batch = layout.batch(layout.weight(), layout.cols(n), layout.output(n));
-            device.gemm_batched(&gemm, &batch, w, &cols.storage, &mut y.storage)?;
-        }
+        let placement = |n| layout.batch(layout.weight(), layout.cols(n), layout.output(n));
+        layout.each_call(g.batch, placement, |batch| {
+            device.gemm_batched(&gemm, &batch, w, &cols.storage, &mut y.storage)
+        })?;
         if let Some(bias) = &self.bias {
             let bias = bias
                 .value()
@@ -226,10 +226,10 @@ impl<B: Backend> Conv2d<B> {
             (true, false),
         );
         let w = &self.weight.value().storage;
-        for n in 0..g.batch {
-            let batch = layout.batch(layout.weight(), layout.output(n), layout.cols(n));
-            device.gemm_batched(&gemm, &batch, w, &grad_out.storage, &mut grad_cols.storage)?;
-        }
+        let placement = |n| layout.batch(layout.weight(), layout.output(n), layout.cols(n));
+        layout.each_call(g.batch, placement, |batch| {
+            device.gemm_batched(&gemm, &batch, w, &grad_out.storage, &mut grad_cols.storage)
+        })?;
         // col2im writes every element.
         let mut grad_x = Tensor::try_empty(x.shape().clone(), device)?;
         device.col2im(&g, &grad_cols.storage, &mut grad_x.storage)?;
@@ -305,6 +305,31 @@ impl GroupLayout {
             b,
             c,
         }
+    }
+
+    /// Calls `call` with the products of `samples` samples, sample `n`'s batch over its
+    /// groups at `placement(n)` (outputs apart): with one group as one batch over the samples,
+    /// so that the backend shares them among its threads; otherwise sample by sample.
+    fn each_call(
+        &self,
+        samples: usize,
+        placement: impl Fn(usize) -> GemmBatch,
+        mut call: impl FnMut(GemmBatch) -> Result<()>,
+    ) -> Result<()> {
+        if self.groups == 1 && samples > 1 {
+            let (first, second) = (placement(0), placement(1));
+            let step = |first: Strided, second: Strided| Strided {
+                offset: first.offset,
+                step: second.offset - first.offset,
+            };
+            return call(GemmBatch {
+                count: samples,
+                a: step(first.a, second.a),
+                b: step(first.b, second.b),
+                c: step(first.c, second.c),
+            });
+        }
+        (0..samples).try_for_each(|n| call(placement(n)))
     }
 }
 
