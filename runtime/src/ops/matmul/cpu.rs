@@ -19,8 +19,8 @@ const PARALLEL_MIN_FLOPS: usize = 32_000_000;
 /// (9.4 MFLOP a call in all) take 0.2 ms more a step when split.
 const BATCH_PARALLEL_MIN_FLOPS: usize = 16_000_000;
 
-/// `c = alpha * op(a) * op(b) + beta * c` with faer, transposes read through strides.
-pub(crate) fn gemm(gemm: &Gemm, a: &[f32], b: &[f32], c: &mut [f32]) {
+/// `op(a)` and `op(b)` of `gemm`'s shape as faer views of row-major slices.
+fn operands<'a>(gemm: &Gemm, a: &'a [f32], b: &'a [f32]) -> (MatRef<'a, f32>, MatRef<'a, f32>) {
     let &Gemm { m, n, k, .. } = gemm;
     let a = if gemm.trans_a {
         MatRef::from_row_major_slice(a, k, m).transpose()
@@ -32,7 +32,13 @@ pub(crate) fn gemm(gemm: &Gemm, a: &[f32], b: &[f32], c: &mut [f32]) {
     } else {
         MatRef::from_row_major_slice(b, k, n)
     };
-    let mut c = MatMut::from_row_major_slice_mut(c, m, n);
+    (a, b)
+}
+
+/// `c` as a faer view, scaled by `beta` when that is neither 0 nor 1, and how the products
+/// then go into it.
+fn output<'a>(gemm: &Gemm, c: &'a mut [f32]) -> (MatMut<'a, f32>, Accum) {
+    let mut c = MatMut::from_row_major_slice_mut(c, gemm.m, gemm.n);
     let accum = if gemm.beta == 0.0 {
         Accum::Replace
     } else {
@@ -41,48 +47,80 @@ pub(crate) fn gemm(gemm: &Gemm, a: &[f32], b: &[f32], c: &mut [f32]) {
         }
         Accum::Add
     };
-    // Two parts per thread: with a busy neighbour on one core, the other thread takes over
-    // the parts left waiting (measured: the MLP bench step at the one-thread time, 8.7-9.9 ms
-    // against 8.8; with four parts per thread 12 ms).
-    let parts = if gemm.flops() < PARALLEL_MIN_FLOPS {
+    (c, accum)
+}
+
+/// Two parts per thread for products at or over [`PARALLEL_MIN_FLOPS`], else one: with a busy
+/// neighbour on one core, the other thread takes over the parts left waiting (measured: the
+/// MLP bench step at the one-thread time, 8.7-9.9 ms against 8.8; with four parts per thread
+/// 12 ms).
+fn parts_for(flops: usize) -> usize {
+    if flops < PARALLEL_MIN_FLOPS {
         1
     } else {
         2 * rayon::current_num_threads()
-    };
-    product_in_parts(c, accum, a, b, gemm.alpha, parts);
+    }
 }
 
-/// `c (accum) alpha a b` in `parts` products that run on the rayon pool, each on one thread:
-/// `c` split along its longer side, with the rows of `a` or the columns of `b` it needs.
-/// (faer's own parallel products allocate on every call.)
-fn product_in_parts(
+/// `c = alpha * op(a) * op(b) + beta * c` with faer, transposes read through strides.
+pub(crate) fn gemm(gemm: &Gemm, a: &[f32], b: &[f32], c: &mut [f32]) {
+    let (a, b) = operands(gemm, a, b);
+    let (c, accum) = output(gemm, c);
+    let product = |_| (a, b);
+    sum_in_parts(
+        c,
+        accum,
+        (1, &product),
+        (0, 0),
+        gemm.alpha,
+        parts_for(gemm.flops()),
+    );
+}
+
+/// `count` products, product `i`'s `op(a)` and `op(b)` at `operands(i)`.
+type Products<'p, 'a> = (
+    usize,
+    &'p (dyn Fn(usize) -> (MatRef<'a, f32>, MatRef<'a, f32>) + Sync),
+);
+
+/// `c (accum) alpha Σ_i a_i b_i` (in product order) in `parts` blocks of `c` that run on the
+/// rayon pool, each on one thread: `c` split along its longer side, each block reading the
+/// rows of every `a_i` and the columns of every `b_i` it needs. `c` is the block at `at`
+/// (row, column) of the whole output. (faer's own parallel products allocate on every call.)
+fn sum_in_parts(
     c: MatMut<'_, f32>,
     accum: Accum,
-    a: MatRef<'_, f32>,
-    b: MatRef<'_, f32>,
+    products: Products<'_, '_>,
+    at: (usize, usize),
     alpha: f32,
     parts: usize,
 ) {
     if parts < 2 || c.nrows().max(c.ncols()) < 2 {
-        matmul(c, accum, a, b, alpha, Par::Seq);
+        let (count, operands) = products;
+        let (rows, cols) = (c.nrows(), c.ncols());
+        let mut c = c;
+        for i in 0..count {
+            let (a, b) = operands(i);
+            let (a, b) = (a.subrows(at.0, rows), b.subcols(at.1, cols));
+            let accum = if i == 0 { accum } else { Accum::Add };
+            matmul(c.as_mut(), accum, a, b, alpha, Par::Seq);
+        }
         return;
     }
     let (first, second) = (parts / 2, parts - parts / 2);
     if c.nrows() >= c.ncols() {
         let mid = c.nrows() * first / parts;
-        let (c_top, c_bottom) = c.split_at_row_mut(mid);
-        let (a_top, a_bottom) = a.split_at_row(mid);
+        let (top, bottom) = c.split_at_row_mut(mid);
         rayon::join(
-            || product_in_parts(c_top, accum, a_top, b, alpha, first),
-            || product_in_parts(c_bottom, accum, a_bottom, b, alpha, second),
+            || sum_in_parts(top, accum, products, at, alpha, first),
+            || sum_in_parts(bottom, accum, products, (at.0 + mid, at.1), alpha, second),
         );
     } else {
         let mid = c.ncols() * first / parts;
-        let (c_left, c_right) = c.split_at_col_mut(mid);
-        let (b_left, b_right) = b.split_at_col(mid);
+        let (left, right) = c.split_at_col_mut(mid);
         rayon::join(
-            || product_in_parts(c_left, accum, a, b_left, alpha, first),
-            || product_in_parts(c_right, accum, a, b_right, alpha, second),
+            || sum_in_parts(left, accum, products, at, alpha, first),
+            || sum_in_parts(right, accum, products, (at.0, at.1 + mid), alpha, second),
         );
     }
 }
@@ -145,6 +183,26 @@ impl MatmulKernel for Cpu {
             let (a, b) = operands(i);
             self::gemm(gemm, a, b, &mut c[batch.c.offset + i * step..][..size]);
         }
+        Ok(())
+    }
+
+    fn gemm_summed(
+        &self,
+        gemm: &Gemm,
+        batch: &GemmBatch,
+        a: &Vec<f32>,
+        b: &Vec<f32>,
+        c: &mut Vec<f32>,
+    ) -> Result<()> {
+        batch.check_summed(gemm, a.len(), b.len(), c.len())?;
+        let (m, n, k) = (gemm.m, gemm.n, gemm.k);
+        let product = |i: usize| {
+            let at = |strided: super::Strided| strided.offset + i * strided.step;
+            operands(gemm, &a[at(batch.a)..][..m * k], &b[at(batch.b)..][..k * n])
+        };
+        let (c, accum) = output(gemm, &mut c[batch.c.offset..][..m * n]);
+        let parts = parts_for(gemm.flops() * batch.count);
+        sum_in_parts(c, accum, (batch.count, &product), (0, 0), gemm.alpha, parts);
         Ok(())
     }
 

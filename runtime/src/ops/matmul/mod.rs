@@ -206,7 +206,37 @@ impl GemmBatch {
     /// Checks that every matrix of the batch lies inside its buffer and that the outputs do not
     /// overlap: kernels trust these offsets.
     pub(crate) fn check(&self, gemm: &Gemm, a: usize, b: usize, c: usize) -> Result<()> {
+        self.check_fits("gemm_batched", gemm, [a, b, c])?;
+        let size = gemm.m * gemm.n;
+        if self.count > 1 && self.c.step < size {
+            return Err(Error::Backend {
+                op: "gemm_batched",
+                message: format!("outputs of {size} elements every {} overlap", self.c.step),
+            });
+        }
+        Ok(())
+    }
+
+    /// [`Self::check`] for [`MatmulKernel::gemm_summed`]: one or more products, one output
+    /// (`c`'s step 0), every matrix inside its buffer.
+    pub(crate) fn check_summed(&self, gemm: &Gemm, a: usize, b: usize, c: usize) -> Result<()> {
+        if self.count == 0 || self.c.step != 0 {
+            return Err(Error::Backend {
+                op: "gemm_summed",
+                message: format!(
+                    "{} products into outputs every {}: a sum needs one or more products and \
+                     one output (step 0)",
+                    self.count, self.c.step
+                ),
+            });
+        }
+        self.check_fits("gemm_summed", gemm, [a, b, c])
+    }
+
+    /// Every matrix of the batch lies inside its buffer (`lens` of `a`, `b`, `c`).
+    fn check_fits(&self, op: &'static str, gemm: &Gemm, lens: [usize; 3]) -> Result<()> {
         let (m, n, k) = (gemm.m, gemm.n, gemm.k);
+        let [a, b, c] = lens;
         for (what, strided, size, len) in [
             ("a", self.a, m * k, a),
             ("b", self.b, k * n, b),
@@ -219,23 +249,13 @@ impl GemmBatch {
                 .and_then(|start| start.checked_add(strided.offset + size));
             if self.count > 0 && last.is_none_or(|end| end > len) {
                 return Err(Error::Backend {
-                    op: "gemm_batched",
+                    op,
                     message: format!(
                         "{what}: {} matrices of {size} from {} every {} do not fit {len} elements",
                         self.count, strided.offset, strided.step
                     ),
                 });
             }
-        }
-        if self.count > 1 && self.c.step < m * n {
-            return Err(Error::Backend {
-                op: "gemm_batched",
-                message: format!(
-                    "outputs of {} elements every {} overlap",
-                    m * n,
-                    self.c.step
-                ),
-            });
         }
         Ok(())
     }
@@ -279,6 +299,56 @@ pub trait MatmulKernel: Memory {
         b: &Self::Storage,
         c: &mut Self::Storage,
     ) -> Result<()>;
+
+    /// `c = alpha * Σ_i op(a[i]) op(b[i]) + beta * c`: the products of `batch` summed in order
+    /// into its one output (`batch.c`'s step is 0), as a weight gradient sums its samples'.
+    /// By default one product after another.
+    ///
+    /// # Errors
+    /// When the batch is empty, a matrix lies outside its buffer, or the kernel fails.
+    fn gemm_summed(
+        &self,
+        gemm: &Gemm,
+        batch: &GemmBatch,
+        a: &Self::Storage,
+        b: &Self::Storage,
+        c: &mut Self::Storage,
+    ) -> Result<()> {
+        summed_one_by_one(self, gemm, batch, a, b, c)
+    }
+}
+
+/// [`MatmulKernel::gemm_summed`] as one product after another, each added to the output.
+fn summed_one_by_one<B: MatmulKernel>(
+    device: &B,
+    gemm: &Gemm,
+    batch: &GemmBatch,
+    a: &B::Storage,
+    b: &B::Storage,
+    c: &mut B::Storage,
+) -> Result<()> {
+    if batch.count == 0 || batch.c.step != 0 {
+        // The error `check_summed` gives; each product's own call checks the bounds.
+        return batch.check_summed(gemm, 0, 0, 0);
+    }
+    for i in 0..batch.count {
+        let at = |strided: Strided| Strided {
+            offset: strided.offset + i * strided.step,
+            step: 0,
+        };
+        let gemm = Gemm {
+            beta: if i == 0 { gemm.beta } else { 1.0 },
+            ..*gemm
+        };
+        let one = GemmBatch {
+            count: 1,
+            a: at(batch.a),
+            b: at(batch.b),
+            c: batch.c,
+        };
+        device.gemm_batched(&gemm, &one, a, b, c)?;
+    }
+    Ok(())
 }
 
 #[cfg(not(feature = "cuda"))]
@@ -754,5 +824,92 @@ mod tests {
             Cpu.gemm_batched(&gemm, &overlapping, &a, &b, &mut c)
                 .is_err()
         );
+    }
+
+    /// A summed batch, small (one thread) and large enough to run in blocks on the threads,
+    /// with each `beta` and transposes: the CPU kernel against the products added one by one
+    /// (the default) and a naive sum; an empty batch or outputs apart are errors.
+    #[test]
+    fn summed_products_add_up_in_order() {
+        use crate::backend::Cpu;
+        let rng = &mut seeded(11);
+        for (m, n, k, count) in [(3, 4, 5, 3), (64, 288, 256, 8)] {
+            let a = Tensor::randn([count + 1, k * m], &Cpu, rng).to_vec();
+            let b = Tensor::randn([count, n * k], &Cpu, rng).to_vec();
+            let start = Tensor::randn([m * n + 2], &Cpu, rng).to_vec();
+            for beta in [0.0, 1.0, 0.5] {
+                let gemm = Gemm {
+                    m,
+                    n,
+                    k,
+                    trans_a: true,
+                    trans_b: true,
+                    alpha: 0.75,
+                    beta,
+                };
+                let batch = GemmBatch {
+                    count,
+                    a: Strided {
+                        offset: k * m,
+                        step: k * m,
+                    },
+                    b: Strided {
+                        offset: 0,
+                        step: n * k,
+                    },
+                    c: Strided { offset: 2, step: 0 },
+                };
+                let mut summed = start.clone();
+                Cpu.gemm_summed(&gemm, &batch, &a, &b, &mut summed).unwrap();
+                let mut one_by_one = start.clone();
+                summed_one_by_one(&Cpu, &gemm, &batch, &a, &b, &mut one_by_one).unwrap();
+                assert_eq!(summed[..2], start[..2], "outside the output");
+                assert_close(&summed, &one_by_one);
+                let mut naive: Vec<f32> = start[2..].iter().map(|v| beta * v).collect();
+                for i in 0..count {
+                    let at = |v: &[f32], rows, cols| {
+                        Tensor::from_slice(v, [rows, cols], &Cpu)
+                            .t()
+                            .to_tensor()
+                            .to_vec()
+                    };
+                    let a_i = at(&a[(i + 1) * k * m..][..k * m], k, m);
+                    let b_i = at(&b[i * n * k..][..n * k], n, k);
+                    for (sum, product) in naive.iter_mut().zip(reference(&a_i, &b_i, m, k, n)) {
+                        *sum += 0.75 * product;
+                    }
+                }
+                assert_close(&summed[2..], &naive);
+            }
+        }
+        let gemm = Gemm {
+            m: 1,
+            n: 1,
+            k: 1,
+            trans_a: false,
+            trans_b: false,
+            alpha: 1.0,
+            beta: 0.0,
+        };
+        let one = Strided { offset: 0, step: 0 };
+        let mut c = vec![0.0];
+        for (count, c_step) in [(0, 0), (2, 1)] {
+            let batch = GemmBatch {
+                count,
+                a: one,
+                b: one,
+                c: Strided {
+                    offset: 0,
+                    step: c_step,
+                },
+            };
+            let error = Cpu
+                .gemm_summed(&gemm, &batch, &vec![1.0], &vec![1.0], &mut c)
+                .unwrap_err();
+            assert!(
+                error.to_string().contains("one or more products"),
+                "{error}"
+            );
+        }
     }
 }
