@@ -51,34 +51,19 @@ fn gemm(m: usize, n: usize, k: usize, (trans_a, trans_b): (bool, bool)) -> Gemm 
     }
 }
 
-/// `gemm` for every sample in one batch, as `Conv2d` computes its forward and input-gradient
-/// products (groups of 1): each operand's matrix at `offset + sample * per_sample`, for
-/// `(offset, per_sample)` of `a`, `b` and `c`.
-fn one_batch(gemm: Gemm, placements: [(usize, usize); 3], batch: usize) -> Vec<(Gemm, GemmBatch)> {
-    let [a, b, c] = placements.map(|(offset, step)| Strided { offset, step });
-    vec![(
-        gemm,
-        GemmBatch {
-            count: batch,
-            a,
-            b,
-            c,
-        },
-    )]
+/// How a product runs: as a batch of products with outputs apart, or summed into one output.
+#[derive(Clone, Copy)]
+enum Products {
+    Apart,
+    Summed,
 }
 
-/// `gemm` once per sample, as `Conv2d` computes the weight gradient (the outputs are one
-/// matrix): placements as in [`one_batch`].
-fn per_sample(gemm: Gemm, placements: [(usize, usize); 3], batch: usize) -> Vec<(Gemm, GemmBatch)> {
-    (0..batch)
-        .map(|sample| {
-            let [a, b, c] = placements.map(|(offset, per_sample)| Strided {
-                offset: offset + sample * per_sample,
-                step: 0,
-            });
-            (gemm, GemmBatch { count: 1, a, b, c })
-        })
-        .collect()
+/// One product per sample, as `Conv2d` computes them (groups of 1): each operand's matrix at
+/// `offset + sample * per_sample`, for `(offset, per_sample)` of `a`, `b` and `c`. The forward
+/// and input-gradient products have outputs apart; the weight gradient's (`c` step 0) sum.
+fn samples(gemm: Gemm, placements: [(usize, usize); 3], count: usize) -> (Gemm, GemmBatch) {
+    let [a, b, c] = placements.map(|(offset, step)| Strided { offset, step });
+    (gemm, GemmBatch { count, a, b, c })
 }
 
 /// The median time of every product of one training step: each convolution's forward,
@@ -98,12 +83,12 @@ fn gemms_only(batch: usize, convs: &[Conv], linear: (usize, usize)) -> std::time
         let forward = gemm(o, l, rows, (false, false));
         let weight = gemm(o, rows, l, (false, true));
         let input = gemm(rows, l, o, (true, false));
-        let forward = one_batch(forward, [at_w, at_cols, at_y], batch);
-        let weight = per_sample(weight, [at_y, at_cols, at_w], batch);
-        let input = one_batch(input, [at_w, at_y, at_cols], batch);
-        work.push((forward, w.clone(), cols.clone(), y.clone()));
-        work.push((weight, y.clone(), cols.clone(), w.clone()));
-        work.push((input, w, y, cols));
+        let forward = samples(forward, [at_w, at_cols, at_y], batch);
+        let weight = samples(weight, [at_y, at_cols, at_w], batch);
+        let input = samples(input, [at_w, at_y, at_cols], batch);
+        work.push((forward, Products::Apart, w.clone(), cols.clone(), y.clone()));
+        work.push((weight, Products::Summed, y.clone(), cols.clone(), w.clone()));
+        work.push((input, Products::Apart, w, y, cols));
     }
     let (inputs, outputs) = linear;
     let (x, w, y) = (
@@ -112,16 +97,17 @@ fn gemms_only(batch: usize, convs: &[Conv], linear: (usize, usize)) -> std::time
         buffer(batch * outputs),
     );
     let once = [(0, 0); 3];
-    let forward = per_sample(gemm(batch, outputs, inputs, (false, true)), once, 1);
-    let weight = per_sample(gemm(outputs, inputs, batch, (true, false)), once, 1);
-    let input = per_sample(gemm(batch, inputs, outputs, (false, false)), once, 1);
-    work.push((forward, x.clone(), w.clone(), y.clone()));
-    work.push((weight, y.clone(), x.clone(), w.clone()));
-    work.push((input, y, w, x));
+    let forward = samples(gemm(batch, outputs, inputs, (false, true)), once, 1);
+    let weight = samples(gemm(outputs, inputs, batch, (true, false)), once, 1);
+    let input = samples(gemm(batch, inputs, outputs, (false, false)), once, 1);
+    work.push((forward, Products::Apart, x.clone(), w.clone(), y.clone()));
+    work.push((weight, Products::Apart, y.clone(), x.clone(), w.clone()));
+    work.push((input, Products::Apart, y, w, x));
     median_call_time(SAMPLES, CALLS_PER_SAMPLE, || {
-        for (products, a, b, c) in &mut work {
-            for (gemm, batch) in products.iter() {
-                Cpu.gemm_batched(gemm, batch, a, b, c).unwrap();
+        for ((gemm, batch), products, a, b, c) in &mut work {
+            match products {
+                Products::Apart => Cpu.gemm_batched(gemm, batch, a, b, c).unwrap(),
+                Products::Summed => Cpu.gemm_summed(gemm, batch, a, b, c).unwrap(),
             }
         }
         black_box(&work);

@@ -191,13 +191,18 @@ impl<B: Backend> Conv2d<B> {
                 layout.positions,
                 (false, true),
             );
-            if g.batch == 0 && beta == 0.0 {
-                device.fill(&mut grad_w.storage, 0.0)?; // no samples: a zero gradient
+            gemm.beta = beta;
+            if g.batch == 0 {
+                if beta == 0.0 {
+                    device.fill(&mut grad_w.storage, 0.0)?; // no samples: a zero gradient
+                }
+                return Ok(());
             }
-            for n in 0..g.batch {
-                gemm.beta = if n == 0 { beta } else { 1.0 };
-                let batch = layout.batch(layout.output(n), layout.cols(n), layout.weight());
-                device.gemm_batched(
+            // Per group, the samples' products summed in order (on the CPU in blocks of the
+            // gradient that share the threads).
+            for group in 0..layout.groups {
+                let batch = layout.summed_over_samples(group, g.batch);
+                device.gemm_summed(
                     &gemm,
                     &batch,
                     &grad_out.storage,
@@ -304,6 +309,27 @@ impl GroupLayout {
             a,
             b,
             c,
+        }
+    }
+
+    /// Group `group`'s weight-gradient products of `samples` samples, to be summed into its
+    /// weight block: each sample's output-gradient and column blocks of that group.
+    fn summed_over_samples(&self, group: usize, samples: usize) -> GemmBatch {
+        let in_group = |blocks: Strided| blocks.offset + group * blocks.step;
+        GemmBatch {
+            count: samples,
+            a: Strided {
+                offset: in_group(self.output(0)),
+                step: self.out_channels * self.positions,
+            },
+            b: Strided {
+                offset: in_group(self.cols(0)),
+                step: self.groups * self.rows * self.positions,
+            },
+            c: Strided {
+                offset: in_group(self.weight()),
+                step: 0,
+            },
         }
     }
 
