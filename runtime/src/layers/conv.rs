@@ -5,6 +5,7 @@ use rand::Rng;
 
 use crate::backend::{Backend, Cpu};
 use crate::error::{Error, Result};
+use crate::network::{Layer, kept_input};
 use crate::ops::conv::ConvGeometry;
 use crate::ops::matmul::{Gemm, GemmBatch, Strided};
 use crate::param::Param;
@@ -128,6 +129,15 @@ impl<B: Backend> Conv2d<B> {
     /// [`Error::Rank`] or [`Error::Shape`] when `x` is not `[N, in, H, W]`, [`Error::Usage`]
     /// when the kernel does not fit it.
     pub fn forward(&self, x: &Tensor<B>) -> Result<Tensor<B>> {
+        Ok(self.forward_train(x)?.0)
+    }
+
+    /// [`Conv2d::forward`], and the input unfolded into columns, which
+    /// [`Conv2d::backward_with_columns`] reads instead of unfolding the input again.
+    ///
+    /// # Errors
+    /// As [`Conv2d::forward`].
+    pub fn forward_train(&self, x: &Tensor<B>) -> Result<(Tensor<B>, Tensor<B>)> {
         let g = self.geometry("conv2d", x)?;
         let layout = GroupLayout::new(&g, self.dims()[0], self.config.groups);
         let device = x.device();
@@ -157,7 +167,7 @@ impl<B: Backend> Conv2d<B> {
                 .try_reshape([layout.out_channels, 1, 1])?;
             y.try_zip_(crate::ops::binary::BinaryOp::Add, "conv2d", &bias)?;
         }
-        Ok(y)
+        Ok((y, cols))
     }
 
     /// Accumulates the parameters' gradients for the input `x` and the output gradient
@@ -172,17 +182,38 @@ impl<B: Backend> Conv2d<B> {
         input_grad: bool,
     ) -> Result<Option<Tensor<B>>> {
         let g = self.geometry("conv2d backward", x)?;
+        let cols = Self::columns(&g, x)?;
+        self.backward_with_columns(x, cols, grad_out, input_grad)
+    }
+
+    /// [`Conv2d::backward`] with the columns [`Conv2d::forward_train`] made of `x`.
+    ///
+    /// # Errors
+    /// [`Error::Shape`] when `grad_out` is not the output's shape for `x`, or `cols` not the
+    /// columns' shape.
+    pub fn backward_with_columns(
+        &mut self,
+        x: &Tensor<B>,
+        cols: Tensor<B>,
+        grad_out: &Tensor<B>,
+        input_grad: bool,
+    ) -> Result<Option<Tensor<B>>> {
+        const OP: &str = "conv2d backward";
+        let g = self.geometry(OP, x)?;
         let layout = GroupLayout::new(&g, self.dims()[0], self.config.groups);
-        let expected = layout.output_shape(&g);
-        if grad_out.shape() != &expected {
-            return Err(Error::Shape {
-                op: "conv2d backward",
-                expected,
-                found: grad_out.shape().clone(),
-            });
+        for (expected, found) in [
+            (layout.output_shape(&g), grad_out.shape()),
+            (Self::columns_shape(&g), cols.shape()),
+        ] {
+            if found != &expected {
+                return Err(Error::Shape {
+                    op: OP,
+                    expected,
+                    found: found.clone(),
+                });
+            }
         }
         let device = x.device();
-        let cols = Self::columns(&g, x)?;
         // dW_g = sum over samples of dY_g cols_g^T, summed straight into the gradient.
         self.weight.try_accumulate_grad_with(|grad_w, beta| {
             let mut gemm = Self::per_group(
@@ -241,10 +272,15 @@ impl<B: Backend> Conv2d<B> {
         Ok(Some(grad_x))
     }
 
+    /// The shape of the columns of an input with windows `g`.
+    fn columns_shape(g: &ConvGeometry) -> Shape {
+        Shape::from([g.batch * g.rows() * g.positions()])
+    }
+
     /// `x` unfolded into columns: sample by sample, `[in * k * k, OH * OW]`.
     fn columns(g: &ConvGeometry, x: &Tensor<B>) -> Result<Tensor<B>> {
         // im2col writes every entry (padding included), so the buffer needs no zero fill.
-        let mut cols = Tensor::try_empty([g.batch * g.rows() * g.positions()], x.device())?;
+        let mut cols = Tensor::try_empty(Self::columns_shape(g), x.device())?;
         x.device().im2col(g, &x.storage, &mut cols.storage)?;
         Ok(cols)
     }
@@ -359,7 +395,31 @@ impl GroupLayout {
     }
 }
 
-weight_and_bias_layer!(Conv2d);
+weight_and_bias_params!(Conv2d);
+
+/// The tape is the input's columns, so the backward pass does not unfold the input again.
+impl<B: Backend> Layer<B> for Conv2d<B> {
+    type Tape = Tensor<B>;
+
+    fn layer_forward(&self, x: &Tensor<B>) -> Result<Tensor<B>> {
+        self.forward(x)
+    }
+
+    fn layer_forward_train(&self, x: &Tensor<B>) -> Result<(Tensor<B>, Tensor<B>)> {
+        self.forward_train(x)
+    }
+
+    fn layer_backward(
+        &mut self,
+        x: Option<&Tensor<B>>,
+        cols: Tensor<B>,
+        grad_out: &Tensor<B>,
+        input_grad: bool,
+    ) -> Result<Option<Tensor<B>>> {
+        let x = kept_input("Conv2d", x)?;
+        self.backward_with_columns(x, cols, grad_out, input_grad)
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -500,5 +560,43 @@ mod tests {
             "conv2d: expected shape [2, 3, 5, 5], found [2, 2, 5, 5]"
         );
         assert!(conv.forward(&Tensor::zeros([2, 3, 2, 2], &Cpu)).is_err());
+    }
+
+    /// The columns kept by the training forward pass give the backward pass that unfolds the
+    /// input itself, bit for bit; columns of another shape are an error naming both.
+    #[test]
+    fn the_kept_columns_give_the_same_backward_pass() {
+        let rng = &mut seeded(3);
+        let config = Conv2dConfig {
+            padding: 1,
+            groups: 2,
+            ..Conv2dConfig::default()
+        };
+        let conv = Conv2d::new(4, 6, 3, config, &Cpu, rng);
+        let x = Tensor::randn([3, 4, 5, 6], &Cpu, rng);
+        let (y, cols) = conv.forward_train(&x).unwrap();
+        assert_eq!(y.to_vec(), conv.forward(&x).unwrap().to_vec());
+        let r = Tensor::randn(y.shape().clone(), &Cpu, rng);
+        let (mut recomputed, mut kept) = (conv.clone(), conv.clone());
+        let from_x = recomputed.backward(&x, &r, true).unwrap().unwrap();
+        let from_tape = Layer::layer_backward(&mut kept, Some(&x), cols, &r, true)
+            .unwrap()
+            .unwrap();
+        assert_eq!(from_x.to_vec(), from_tape.to_vec());
+        for (a, b) in [
+            (&recomputed.weight, &kept.weight),
+            (
+                recomputed.bias.as_ref().unwrap(),
+                kept.bias.as_ref().unwrap(),
+            ),
+        ] {
+            assert_eq!(a.grad().unwrap().to_vec(), b.grad().unwrap().to_vec());
+        }
+        let short = Tensor::zeros([7], &Cpu);
+        let error = kept.backward_with_columns(&x, short, &r, true).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "conv2d backward: expected shape [3240], found [7]"
+        );
     }
 }

@@ -1,10 +1,8 @@
 //! Layers with parameters, their PyTorch initialisation, and their forward and backward passes.
 //! `network!` declares fields of these types and calls these methods.
 
-/// `Module` and `Layer` for a layer type whose parameters are `weight` and an optional `bias`
-/// and whose inherent `forward(x)` / `backward(x, grad_out, input_grad)` need nothing but the
-/// input, which the network's tape keeps (its rule reads it); so the layer's own tape is empty.
-macro_rules! weight_and_bias_layer {
+/// `Module` for a layer type whose parameters are `weight` and an optional `bias`.
+macro_rules! weight_and_bias_params {
     ($layer:ident) => {
         impl<B: crate::backend::Backend> crate::module::Module<B> for $layer<B> {
             fn visit_params<'a>(&'a self, f: &mut dyn FnMut(&str, &'a crate::param::Param<B>)) {
@@ -24,6 +22,15 @@ macro_rules! weight_and_bias_layer {
                 }
             }
         }
+    };
+}
+
+/// [`weight_and_bias_params`], and `Layer` for a layer type whose inherent `forward(x)` /
+/// `backward(x, grad_out, input_grad)` need nothing but the input, which the network's tape
+/// keeps (its rule reads it); so the layer's own tape is empty.
+macro_rules! weight_and_bias_layer {
+    ($layer:ident) => {
+        weight_and_bias_params!($layer);
 
         impl<B: crate::backend::Backend> crate::network::Layer<B> for $layer<B> {
             type Tape = ();
