@@ -2,8 +2,8 @@
 //! lower bound for any implementation), as one table: the tutorial network with SGD and with
 //! Adam, `DynamicNet` with momentum SGD, and a 784-512-512-10 MLP at batch 256 with
 //! cross-entropy and Adam. Each GEMM-only time is measured in the same run, with the same
-//! operand layouts, into buffers allocated once. Also prints the process's peak resident
-//! memory.
+//! operand layouts, into buffers allocated once. Each row runs in a process of its own and
+//! also prints that process's peak resident memory.
 //!
 //! Run: `cargo bench --bench cpu_steps` (`RAYON_NUM_THREADS` sets the thread count).
 
@@ -95,6 +95,7 @@ fn tutorial(adam: bool) -> Row {
         lr: 1e-12,
         ..AdamConfig::default()
     });
+    let gemms = gemms_only(&[(64, 1000, 100, false), (64, 100, 10, true)], 50);
     let step = median_call_time(SAMPLES, 50, || {
         let (y_pred, tape) = net.forward_train(&x).unwrap();
         let (loss, grad) = loss_fn.value_and_grad(&y_pred, &y);
@@ -107,7 +108,6 @@ fn tutorial(adam: bool) -> Row {
         }
         black_box(loss);
     });
-    let gemms = gemms_only(&[(64, 1000, 100, false), (64, 100, 10, true)], 50);
     let (name, target) = if adam {
         ("tutorial network, Adam", 1.2)
     } else {
@@ -132,16 +132,17 @@ fn dynamic_net() -> Row {
         momentum: 0.9,
         ..SgdConfig::default()
     });
-    let step = median_call_time(SAMPLES, 50, || {
-        black_box(dynamic_net::train_step(&mut net, &mut sgd, &x, &y, REPEATS).unwrap());
-    });
     let mut layers = vec![(64, 1000, 100, false)];
     layers.extend([(64, 100, 100, true); REPEATS]);
     layers.push((64, 100, 10, true));
+    let gemms = gemms_only(&layers, 50);
+    let step = median_call_time(SAMPLES, 50, || {
+        black_box(dynamic_net::train_step(&mut net, &mut sgd, &x, &y, REPEATS).unwrap());
+    });
     Row {
         name: "DynamicNet (2 repeats), momentum SGD",
         step,
-        gemms: gemms_only(&layers, 50),
+        gemms,
         target: 1.15,
     }
 }
@@ -163,18 +164,19 @@ fn mlp() -> Row {
         lr: 1e-12,
         ..AdamConfig::default()
     });
-    let step = median_call_time(SAMPLES, 10, || {
-        black_box(net.train_step(&x, &labels, &loss_fn, &mut adam).unwrap());
-    });
     let layers = [
         (256, 784, 512, false),
         (256, 512, 512, true),
         (256, 512, 10, true),
     ];
+    let gemms = gemms_only(&layers, 10);
+    let step = median_call_time(SAMPLES, 10, || {
+        black_box(net.train_step(&x, &labels, &loss_fn, &mut adam).unwrap());
+    });
     Row {
         name: "784-512-512-10 MLP, batch 256, CE, Adam",
         step,
-        gemms: gemms_only(&layers, 10),
+        gemms,
         target: 1.1,
     }
 }
@@ -187,31 +189,54 @@ fn peak_resident_mib() -> Option<f64> {
     Some(kib / 1024.0)
 }
 
+/// The rows, each run in a process of its own (`--row <i>`), so each has its own peak resident
+/// memory. Each measures its GEMMs first: their buffers are freed before the step allocates.
+const ROWS: [fn() -> Row; 4] = [|| tutorial(false), || tutorial(true), dynamic_net, mlp];
+
 fn main() {
-    let rows = [tutorial(false), tutorial(true), dynamic_net(), mlp()];
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(at) = args.iter().position(|arg| arg == "--row") {
+        let row = ROWS[args[at + 1].parse::<usize>().expect("a row number")]();
+        let rss = peak_resident_mib().unwrap_or(f64::NAN);
+        let (step, gemms) = (row.step.as_nanos(), row.gemms.as_nanos());
+        println!("{}\t{step}\t{gemms}\t{}\t{rss}", row.name, row.target);
+        return;
+    }
     let threads = rayon::current_num_threads();
     println!(
-        "cpu training steps against their GEMMs alone ({threads} threads, medians of {SAMPLES}):"
+        "cpu training steps against their GEMMs alone ({threads} threads, medians of {SAMPLES}; \
+         each row a process, with its peak resident memory):"
     );
     println!(
-        "| {:<40} | {:>10} | {:>10} | {:>6} | {:>6} |",
-        "step", "step", "GEMMs", "ratio", "target"
+        "| {:<40} | {:>10} | {:>10} | {:>6} | {:>6} | {:>8} |",
+        "step", "step", "GEMMs", "ratio", "target", "RSS"
     );
     println!(
-        "|{:-<42}|{:-<12}|{:-<12}|{:-<8}|{:-<8}|",
-        "", "", "", "", ""
+        "|{:-<42}|{:-<12}|{:-<12}|{:-<8}|{:-<8}|{:-<10}|",
+        "", "", "", "", "", ""
     );
-    for row in rows {
+    let me = std::env::current_exe().expect("the bench's own path");
+    for i in 0..ROWS.len() {
+        let output = std::process::Command::new(&me)
+            .args(["--row", &i.to_string()])
+            .output()
+            .expect("the bench runs itself");
+        assert!(output.status.success(), "row {i}: {output:?}");
+        let line = String::from_utf8_lossy(&output.stdout);
+        let fields: Vec<&str> = line.trim_end().split('\t').collect();
+        let [name, step, gemms, target, rss] = fields[..] else {
+            panic!("row {i} printed {line:?}");
+        };
+        let nanos = |field: &str| Duration::from_nanos(field.parse().expect("nanoseconds"));
+        let (step, gemms) = (nanos(step), nanos(gemms));
         println!(
-            "| {:<40} | {:>10.1?} | {:>10.1?} | {:>5.2}x | {:>5.2}x |",
-            row.name,
-            row.step,
-            row.gemms,
-            row.step.as_secs_f64() / row.gemms.as_secs_f64(),
-            row.target
+            "| {:<40} | {:>10.1?} | {:>10.1?} | {:>5.2}x | {:>5.2}x | {:>4.1} MiB |",
+            name,
+            step,
+            gemms,
+            step.as_secs_f64() / gemms.as_secs_f64(),
+            target.parse::<f64>().expect("a target"),
+            rss.parse::<f64>().expect("MiB"),
         );
-    }
-    if let Some(mib) = peak_resident_mib() {
-        println!("peak resident memory: {mib:.1} MiB");
     }
 }
