@@ -134,6 +134,19 @@ pub(crate) fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) 
     }
 }
 
+/// Product `i`'s `a` and `b` matrices in a batch (checked to lie inside `a` and `b`).
+fn product_operands<'a>(
+    gemm: &Gemm,
+    batch: &GemmBatch,
+    i: usize,
+    a: &'a [f32],
+    b: &'a [f32],
+) -> (&'a [f32], &'a [f32]) {
+    let at = |strided: super::Strided| strided.offset + i * strided.step;
+    let (m, n, k) = (gemm.m, gemm.n, gemm.k);
+    (&a[at(batch.a)..][..m * k], &b[at(batch.b)..][..k * n])
+}
+
 impl MatmulKernel for Cpu {
     fn gemm(&self, gemm: &Gemm, a: &Vec<f32>, b: &Vec<f32>, c: &mut Vec<f32>) -> Result<()> {
         self::gemm(gemm, a, b, c);
@@ -149,11 +162,8 @@ impl MatmulKernel for Cpu {
         c: &mut Vec<f32>,
     ) -> Result<()> {
         batch.check(gemm, a.len(), b.len(), c.len())?;
-        let (m, n, k) = (gemm.m, gemm.n, gemm.k);
-        let operands = |i: usize| {
-            let at = |strided: super::Strided| strided.offset + i * strided.step;
-            (&a[at(batch.a)..][..m * k], &b[at(batch.b)..][..k * n])
-        };
+        let (m, n) = (gemm.m, gemm.n);
+        let operands = |i| product_operands(gemm, batch, i, a, b);
         // Many small products (attention's per batch and head, a convolution's per sample)
         // share the threads when their outputs do not overlap: two runs of consecutive
         // products per thread, as tasks of one tiny product each cost more than they run.
@@ -195,12 +205,11 @@ impl MatmulKernel for Cpu {
         c: &mut Vec<f32>,
     ) -> Result<()> {
         batch.check_summed(gemm, a.len(), b.len(), c.len())?;
-        let (m, n, k) = (gemm.m, gemm.n, gemm.k);
-        let product = |i: usize| {
-            let at = |strided: super::Strided| strided.offset + i * strided.step;
-            operands(gemm, &a[at(batch.a)..][..m * k], &b[at(batch.b)..][..k * n])
+        let product = |i| {
+            let (a, b) = product_operands(gemm, batch, i, a, b);
+            operands(gemm, a, b)
         };
-        let (c, accum) = output(gemm, &mut c[batch.c.offset..][..m * n]);
+        let (c, accum) = output(gemm, &mut c[batch.c.offset..][..gemm.m * gemm.n]);
         let parts = parts_for(gemm.flops() * batch.count);
         sum_in_parts(c, accum, (batch.count, &product), (0, 0), gemm.alpha, parts);
         Ok(())
