@@ -67,11 +67,11 @@ fn samples(gemm: Gemm, placements: [(usize, usize); 3], count: usize) -> (Gemm, 
 }
 
 /// The median time of every product of one training step: each convolution's forward,
-/// weight-gradient and input-gradient products, and the classifier's three.
+/// weight-gradient and (but the first's) input-gradient products, and the classifier's three.
 fn gemms_only(batch: usize, convs: &[Conv], linear: (usize, usize)) -> std::time::Duration {
     let buffer = |len| vec![0.5f32; len];
     let mut work = Vec::new();
-    for conv in convs {
+    for (i, conv) in convs.iter().enumerate() {
         let (o, rows, l) = (conv.output, conv.input * 9, conv.size * conv.size);
         let (w, cols, y) = (
             buffer(o * rows),
@@ -88,7 +88,10 @@ fn gemms_only(batch: usize, convs: &[Conv], linear: (usize, usize)) -> std::time
         let input = samples(input, [at_w, at_y, at_cols], batch);
         work.push((forward, Products::Apart, w.clone(), cols.clone(), y.clone()));
         work.push((weight, Products::Summed, y.clone(), cols.clone(), w.clone()));
-        work.push((input, Products::Apart, w, y, cols));
+        // The first layer's input needs no gradient: the network skips that product.
+        if i > 0 {
+            work.push((input, Products::Apart, w, y, cols));
+        }
     }
     let (inputs, outputs) = linear;
     let (x, w, y) = (
