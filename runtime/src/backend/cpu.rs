@@ -132,6 +132,10 @@ pub(crate) fn vectorized<K: Vectorizable>(kernel: K) -> K::Output {
 pub(crate) trait Divisible: Vectorizable<Output: Joined> + Send + Sized {
     /// How many units (elements or rows) it covers.
     fn units(&self) -> usize;
+    /// Kernels over fewer elements run in one part: waking another thread costs about as
+    /// much as a simple map over this many. Kernels with much more work per element set less.
+    const PART_MIN_ELEMENTS: usize = 1 << 17;
+
     /// Elements per unit.
     fn unit_len(&self) -> usize {
         1
@@ -155,10 +159,6 @@ impl Joined for Result<()> {
     }
 }
 
-/// Kernels over fewer elements run in one part: waking another thread costs about as much as
-/// a simple map over this many.
-const PART_MIN_ELEMENTS: usize = 1 << 17;
-
 /// Runs `kernel` as [`vectorized`] does, in parts on the rayon pool when it is large: up to
 /// two per thread, so that with one core busy elsewhere the other thread takes over the parts
 /// left waiting.
@@ -168,7 +168,7 @@ pub(crate) fn vectorized_in_parts<K: Divisible>(kernel: K) -> K::Output {
     let parts = if threads < 2 {
         1
     } else {
-        (elements / PART_MIN_ELEMENTS).min(2 * threads)
+        (elements / K::PART_MIN_ELEMENTS).min(2 * threads)
     };
     in_parts(kernel, parts)
 }
