@@ -158,6 +158,32 @@ mod tests {
         assert_eq!(t.try_transpose(2, 1).unwrap().to_vec(), xs);
     }
 
+    /// Large enough to run in parts on two threads, with a contiguous and a strided innermost
+    /// dim: every element where the definition puts it.
+    #[test]
+    fn permutations_in_parts_move_every_element() {
+        let dims = [16, 64, 8, 32];
+        let x = Tensor::from_vec(
+            (0..16 * 64 * 8 * 32).map(|i| i as f32).collect(),
+            dims,
+            &Cpu,
+        );
+        for order in [[0, 2, 1, 3], [3, 1, 2, 0]] {
+            let y = x.try_permute(&order).unwrap().to_vec();
+            let out_dims = order.map(|dim| dims[dim]);
+            for (flat, &value) in y.iter().enumerate() {
+                let mut rest = flat;
+                let mut at = [0; 4];
+                for i in (0..4).rev() {
+                    at[order[i]] = rest % out_dims[i];
+                    rest /= out_dims[i];
+                }
+                let source = at.iter().zip(dims).fold(0, |acc, (i, d)| acc * d + i);
+                assert_eq!(value, source as f32, "{order:?} at {flat}");
+            }
+        }
+    }
+
     #[test]
     fn bad_orders_are_errors() {
         let x = Tensor::zeros([2, 3], &Cpu);
