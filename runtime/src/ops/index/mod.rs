@@ -300,7 +300,6 @@ impl<B: Backend> Tensor<B> {
         Axis::of(OP, &first.shape, dim)?;
         let mut total = 0;
         for tensor in tensors {
-            first.check_same_device(OP, tensor)?;
             let mut expected = first.shape.dims().to_vec();
             let fits = tensor.rank() == first.rank() && {
                 expected[dim] = tensor.shape.dims()[dim];
@@ -317,11 +316,30 @@ impl<B: Backend> Tensor<B> {
         }
         let mut dims = first.shape.dims().to_vec();
         dims[dim] = total;
-        let mut out = Self::try_zeros(dims.clone(), &first.device)?;
-        let out_axis = Axis::of(OP, &Shape::from(dims), dim)?;
+        Self::join_along(OP, dims, dim, tensors, |tensor| tensor.shape.dims()[dim])
+    }
+
+    /// A tensor of `dims` made of `tensors` one after another along `dim`, each a slab of
+    /// `len(tensor)` along it (the slabs fill it). The callers check the shapes; this checks
+    /// the devices.
+    fn join_along(
+        op: &'static str,
+        dims: Vec<usize>,
+        dim: usize,
+        tensors: &[&Self],
+        len: impl Fn(&Self) -> usize,
+    ) -> Result<Self> {
+        let device = &tensors[0].device;
+        for tensor in tensors {
+            tensors[0].check_same_device(op, tensor)?;
+        }
+        let total = dims[dim];
+        let out_axis = Axis::of(op, &Shape::from(dims.clone()), dim)?;
+        // The slabs cover every element.
+        let mut out = Self::try_empty(dims, device)?;
         let mut offset = 0;
         for tensor in tensors {
-            let len = tensor.shape.dims()[dim];
+            let len = len(tensor);
             let block = Block {
                 outer: out_axis.outer,
                 inner: out_axis.inner,
@@ -331,9 +349,7 @@ impl<B: Backend> Tensor<B> {
                 dst_offset: offset,
                 count: len,
             };
-            first
-                .device
-                .copy_block(&block, &tensor.storage, &mut out.storage)?;
+            device.copy_block(&block, &tensor.storage, &mut out.storage)?;
             offset += len;
         }
         Ok(out)
@@ -356,7 +372,6 @@ impl<B: Backend> Tensor<B> {
                 shape: first.shape.clone(),
             });
         }
-        let mut unsqueezed = Vec::with_capacity(tensors.len());
         for tensor in tensors {
             if tensor.shape != first.shape {
                 return Err(Error::Shape {
@@ -365,12 +380,11 @@ impl<B: Backend> Tensor<B> {
                     found: tensor.shape.clone(),
                 });
             }
-            let mut dims = tensor.shape.dims().to_vec();
-            dims.insert(dim, 1);
-            unsqueezed.push(tensor.try_clone()?.try_reshape(dims)?);
         }
-        let parts: Vec<&Self> = unsqueezed.iter().collect();
-        Self::try_cat(&parts, dim)
+        // Each tensor is a slab of 1 along the new dim: no copies but into the output.
+        let mut dims = first.shape.dims().to_vec();
+        dims.insert(dim, tensors.len());
+        Self::join_along(OP, dims, dim, tensors, |_| 1)
     }
 
     /// The slices of `dim` that `indices` name, in their order, like
@@ -632,9 +646,18 @@ mod tests {
             error.to_string(),
             "cat: expected shape [2, 2], found [1, 2]"
         );
-        let stacked = Tensor::try_stack(&[&a, &a], 1).unwrap();
+        let c = t(&[10.0, 20.0, 30.0, 40.0], &[2, 2]);
+        let stacked = Tensor::try_stack(&[&a, &c], 1).unwrap();
         assert_eq!(stacked.dims(), &[2, 2, 2]);
-        assert_eq!(stacked.to_vec(), [1.0, 2.0, 1.0, 2.0, 3.0, 4.0, 3.0, 4.0]);
+        assert_eq!(
+            stacked.to_vec(),
+            [1.0, 2.0, 10.0, 20.0, 3.0, 4.0, 30.0, 40.0]
+        );
+        let first = Tensor::try_stack(&[&a, &c], 0).unwrap();
+        assert_eq!(first.dims(), &[2, 2, 2]);
+        assert_eq!(first.to_vec(), [1.0, 2.0, 3.0, 4.0, 10.0, 20.0, 30.0, 40.0]);
+        let last = Tensor::try_stack(&[&a, &c], 2).unwrap();
+        assert_eq!(last.to_vec(), [1.0, 10.0, 2.0, 20.0, 3.0, 30.0, 4.0, 40.0]);
         assert_eq!(Tensor::try_stack(&[&a], 2).unwrap().dims(), &[2, 2, 1]);
         assert!(Tensor::try_stack(&[&a], 3).is_err());
         assert!(Tensor::<Cpu>::try_cat(&[], 0).is_err());
