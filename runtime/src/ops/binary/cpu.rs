@@ -1,8 +1,10 @@
 //! CPU kernels of the elementwise binary ops, walking broadcast strides row by row; each loop
-//! is compiled once per op with the op's own closure (see [`BinaryVisitor`]).
+//! is compiled once per op with the op's own closure (see [`BinaryVisitor`]) and for the
+//! CPU's SIMD width (see [`vectorized`]).
 
 use super::{BinaryKernel, BinaryOp, Broadcast};
 use crate::backend::Cpu;
+use crate::backend::cpu::{Vectorizable, vectorized};
 use crate::error::Result;
 use crate::ops::elementwise::{BinaryFn, BinaryVisitor, Operand};
 use crate::shape::Dims;
@@ -20,6 +22,7 @@ struct Row {
 }
 
 /// Calls `visit` for every innermost row of `layout.shape`, in row-major order.
+#[inline(always)]
 fn for_each_row(layout: &Broadcast, mut visit: impl FnMut(Row)) {
     let dims = layout.shape.dims();
     let Some((&len, outer_dims)) = dims.split_last() else {
@@ -76,12 +79,23 @@ struct Zip<'a> {
 impl BinaryVisitor for Zip<'_> {
     type Output = ();
     fn visit(self, f: impl BinaryFn) {
-        let Self {
-            lhs,
-            rhs,
-            layout,
-            out,
-        } = self;
+        vectorized((self, f));
+    }
+}
+
+impl<F: BinaryFn> Vectorizable for (Zip<'_>, F) {
+    type Output = ();
+    #[inline(always)]
+    fn run(self) {
+        let (
+            Zip {
+                lhs,
+                rhs,
+                layout,
+                out,
+            },
+            f,
+        ) = self;
         for_each_row(layout, |row| {
             let out = &mut out[row.out..row.out + row.len];
             match (row.lhs_stride, row.rhs_stride) {
@@ -119,7 +133,15 @@ struct ZipInPlace<'a> {
 impl BinaryVisitor for ZipInPlace<'_> {
     type Output = ();
     fn visit(self, f: impl BinaryFn) {
-        let Self { lhs, rhs, layout } = self;
+        vectorized((self, f));
+    }
+}
+
+impl<F: BinaryFn> Vectorizable for (ZipInPlace<'_>, F) {
+    type Output = ();
+    #[inline(always)]
+    fn run(self) {
+        let (ZipInPlace { lhs, rhs, layout }, f) = self;
         for_each_row(layout, |row| {
             let lhs = &mut lhs[row.out..row.out + row.len];
             match row.rhs_stride {
