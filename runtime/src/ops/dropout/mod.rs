@@ -49,6 +49,7 @@ impl DropoutMask {
 
     /// Whether element `index` is kept.
     #[must_use]
+    #[inline(always)]
     pub fn keeps(&self, index: u64) -> bool {
         let mut z = self
             .seed
