@@ -156,8 +156,8 @@ impl<B: Backend> Conv2d<B> {
             (false, false),
         );
         let w = &self.weight.value().storage;
-        let placement = |n| layout.batch(layout.weight(), layout.cols(n), layout.output(n));
-        layout.each_call(g.batch, placement, |batch| {
+        let buffers = [Buffer::Weight, Buffer::Columns, Buffer::Output];
+        layout.each_call(g.batch, buffers, |batch| {
             device.gemm_batched(&gemm, &batch, w, &cols.storage, &mut y.storage)
         })?;
         if let Some(bias) = &self.bias {
@@ -262,8 +262,8 @@ impl<B: Backend> Conv2d<B> {
             (true, false),
         );
         let w = &self.weight.value().storage;
-        let placement = |n| layout.batch(layout.weight(), layout.output(n), layout.cols(n));
-        layout.each_call(g.batch, placement, |batch| {
+        let buffers = [Buffer::Weight, Buffer::Output, Buffer::Columns];
+        layout.each_call(g.batch, buffers, |batch| {
             device.gemm_batched(&gemm, &batch, w, &grad_out.storage, &mut grad_cols.storage)
         })?;
         // col2im writes every element.
@@ -314,85 +314,90 @@ impl GroupLayout {
         Shape::from([g.batch, self.out_channels, g.out_height, g.out_width])
     }
 
-    /// The weight's `[out / groups, rows]` blocks.
-    fn weight(&self) -> Strided {
+    /// The elements between one sample's matrices of `buffer` and the next's (0 for the
+    /// weight, which every sample shares).
+    fn per_sample(&self, buffer: Buffer) -> usize {
+        match buffer {
+            Buffer::Weight => 0,
+            Buffer::Columns => self.groups * self.rows * self.positions,
+            Buffer::Output => self.out_channels * self.positions,
+        }
+    }
+
+    /// The elements between one group's matrix of `buffer` and the next's: the weight's
+    /// `[out / groups, rows]`, the columns' `[rows, positions]`, the output's (or its
+    /// gradient's) `[out / groups, positions]`.
+    fn per_group(&self, buffer: Buffer) -> usize {
+        match buffer {
+            Buffer::Weight => self.out_per_group * self.rows,
+            Buffer::Columns => self.rows * self.positions,
+            Buffer::Output => self.out_per_group * self.positions,
+        }
+    }
+
+    /// Sample `n`'s matrices of `buffer`, group after group.
+    fn groups_of(&self, buffer: Buffer, n: usize) -> Strided {
         Strided {
-            offset: 0,
-            step: self.out_per_group * self.rows,
+            offset: n * self.per_sample(buffer),
+            step: self.per_group(buffer),
         }
     }
 
-    /// Sample `n`'s `[rows, positions]` column blocks.
-    fn cols(&self, n: usize) -> Strided {
+    /// Group `group`'s matrices of `buffer`, sample after sample.
+    fn samples_of(&self, buffer: Buffer, group: usize) -> Strided {
         Strided {
-            offset: n * self.groups * self.rows * self.positions,
-            step: self.rows * self.positions,
+            offset: group * self.per_group(buffer),
+            step: self.per_sample(buffer),
         }
     }
 
-    /// Sample `n`'s `[out / groups, positions]` output (or output gradient) blocks.
-    fn output(&self, n: usize) -> Strided {
-        Strided {
-            offset: n * self.out_channels * self.positions,
-            step: self.out_per_group * self.positions,
-        }
-    }
-
-    /// One product per group, `c = op(a) op(b)`, with the matrices where `a`, `b`, `c` say.
-    fn batch(&self, a: Strided, b: Strided, c: Strided) -> GemmBatch {
-        GemmBatch {
-            count: self.groups,
-            a,
-            b,
-            c,
-        }
-    }
-
-    /// Group `group`'s weight-gradient products of `samples` samples, to be summed into its
-    /// weight block: each sample's output-gradient and column blocks of that group.
-    fn summed_over_samples(&self, group: usize, samples: usize) -> GemmBatch {
-        let in_group = |blocks: Strided| blocks.offset + group * blocks.step;
-        GemmBatch {
-            count: samples,
-            a: Strided {
-                offset: in_group(self.output(0)),
-                step: self.out_channels * self.positions,
-            },
-            b: Strided {
-                offset: in_group(self.cols(0)),
-                step: self.groups * self.rows * self.positions,
-            },
-            c: Strided {
-                offset: in_group(self.weight()),
-                step: 0,
-            },
-        }
-    }
-
-    /// Calls `call` with the products of `samples` samples, sample `n`'s batch over its
-    /// groups at `placement(n)` (outputs apart): with one group as one batch over the samples,
-    /// so that the backend shares them among its threads; otherwise sample by sample.
+    /// Calls `call` with the products `c = op(a) op(b)` of `samples` samples, `[a, b, c]`
+    /// the buffers they read and write (outputs apart): with one group as one batch over the
+    /// samples, so that the backend shares them among its threads; otherwise one batch over
+    /// the groups per sample.
     fn each_call(
         &self,
         samples: usize,
-        placement: impl Fn(usize) -> GemmBatch,
+        [a, b, c]: [Buffer; 3],
         mut call: impl FnMut(GemmBatch) -> Result<()>,
     ) -> Result<()> {
-        if self.groups == 1 && samples > 1 {
-            let (first, second) = (placement(0), placement(1));
-            let step = |first: Strided, second: Strided| Strided {
-                offset: first.offset,
-                step: second.offset - first.offset,
-            };
+        if self.groups == 1 && samples > 0 {
             return call(GemmBatch {
                 count: samples,
-                a: step(first.a, second.a),
-                b: step(first.b, second.b),
-                c: step(first.c, second.c),
+                a: self.samples_of(a, 0),
+                b: self.samples_of(b, 0),
+                c: self.samples_of(c, 0),
             });
         }
-        (0..samples).try_for_each(|n| call(placement(n)))
+        (0..samples).try_for_each(|n| {
+            call(GemmBatch {
+                count: self.groups,
+                a: self.groups_of(a, n),
+                b: self.groups_of(b, n),
+                c: self.groups_of(c, n),
+            })
+        })
     }
+
+    /// Group `group`'s weight-gradient products `dY cols^T` of `samples` samples, to be
+    /// summed into its weight matrix.
+    fn summed_over_samples(&self, group: usize, samples: usize) -> GemmBatch {
+        GemmBatch {
+            count: samples,
+            a: self.samples_of(Buffer::Output, group),
+            b: self.samples_of(Buffer::Columns, group),
+            c: self.samples_of(Buffer::Weight, group),
+        }
+    }
+}
+
+/// The buffers a convolution's products read and write.
+#[derive(Debug, Clone, Copy)]
+enum Buffer {
+    Weight,
+    Columns,
+    /// The output, or its gradient.
+    Output,
 }
 
 weight_and_bias_params!(Conv2d);
