@@ -99,7 +99,29 @@ impl UpdateRule for SgdConfig {
             one_minus_dampening: (1.0 - self.dampening) as f32,
             nesterov: self.nesterov,
             maximize: self.maximize,
-            first: step == 1,
+            // Without momentum there is no buffer to start, and a step that stays the same
+            // from the first call on can be captured in a CUDA graph after one eager step.
+            first: step == 1 && self.momentum != 0.0,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_momentum_makes_the_first_step_differ() {
+        let plain = SgdConfig::default();
+        assert_eq!(
+            plain.kernel(1),
+            plain.kernel(2),
+            "a CUDA graph replays step 2"
+        );
+        let momentum = SgdConfig {
+            momentum: 0.9,
+            ..SgdConfig::default()
+        };
+        assert_ne!(momentum.kernel(1), momentum.kernel(2));
     }
 }

@@ -38,7 +38,8 @@ pub enum OptimStep {
         nesterov: bool,
         /// Ascend instead of descend.
         maximize: bool,
-        /// The buffer is empty: set it to the gradient instead of decaying it.
+        /// The buffer is empty: set it to the gradient instead of decaying it (always `false`
+        /// without momentum).
         first: bool,
     },
     /// `torch.optim.Adam` and `AdamW`. State: `[exp_avg, exp_avg_sq]`, plus `max_exp_avg_sq`
