@@ -10,10 +10,15 @@ use declnet::runtime::losses::{
     SmoothL1Loss,
 };
 
-/// Loss values and gradients must match PyTorch to this relative error: both compute in f32,
-/// and the reductions and log-sum-exp round differently by a few ulps (measured at most
+/// Loss values and gradients must match PyTorch to this relative error on the CPU: both compute
+/// in f32, and the reductions and log-sum-exp round differently by a few ulps (measured at most
 /// 3.3e-7, on the cross-entropy gradient).
 const TOLERANCE: f32 = 1e-6;
+
+/// The same on CUDA, whose `expf` and `log1pf` are accurate to 2 and 1 ulp instead of correctly
+/// rounded: the BCE-with-logits gradient `sigmoid(x) - t` loses a few more digits to
+/// cancellation (measured 1.1e-6 on an H100).
+const CUDA_TOLERANCE: f32 = 3e-6;
 
 fn check<B: Backend, L: Loss<B, Target = Tensor<B>>>(loss: &L, name: &str, device: &B) {
     let fixture = Fixture::open("ops.safetensors");
@@ -30,15 +35,20 @@ fn compare<B: Backend>(name: &str, value: &Tensor<B>, grad: &Tensor<B>, fixture:
     let grad_in = fixture.tensor(&format!("{name}.grad_in0"));
     assert_eq!(value.dims(), out.dims(), "{name}");
     assert_eq!(grad.dims(), grad_in.dims(), "{name}");
+    let tolerance = if value.device().name() == "cpu" {
+        TOLERANCE
+    } else {
+        CUDA_TOLERANCE
+    };
     let value_diff = max_rel_diff(&value.to_vec(), &out.to_vec(), 0.0);
     let grad_diff = max_rel_diff(&grad.to_vec(), &grad_in.to_vec(), 0.0);
     println!("{name}: value {value_diff:e}, gradient {grad_diff:e} relative");
     assert!(
-        value_diff <= TOLERANCE,
+        value_diff <= tolerance,
         "{name} value differs by {value_diff:e}"
     );
     assert!(
-        grad_diff <= TOLERANCE,
+        grad_diff <= tolerance,
         "{name} gradient differs by {grad_diff:e}"
     );
 }
