@@ -111,6 +111,7 @@ run_example() {
     echo "== example $(basename "$bin") $*"
     local output last
     if output=$(bounded "$bin" "$@" 2>&1); then :; else failed=$((failed + 1)); fi
+    tail -5 <<<"$output"
     # The last `STEP LOSS` line, or the last line (an error) when there is none.
     last=$(grep -E '^[0-9]+ ' <<<"$output" | tail -1 || true)
     summary+=("example $label: ${last:-$(tail -1 <<<"$output")}")
@@ -125,7 +126,8 @@ run() {
     local packed=${1:-$(dirname "$0")}
     local dir
     dir=$(mktemp -d)
-    trap 'rm -rf "$dir"' EXIT
+    # Expanded now: `dir` is out of scope when the trap runs at exit.
+    trap "rm -rf '$dir'" EXIT
     tar -C "$dir" -xJf "$packed/binaries.tar.xz"
     local extra
     extra=$(cuda_library_path)
@@ -141,7 +143,8 @@ run() {
         log=$(mktemp)
         echo "== $name"
         if bounded "$bin" >"$log" 2>&1; then :; else failed=$((failed + 1)); fi
-        grep -E '^(test .* FAILED|failures:|---- )|panicked|skipped:' "$log" || true
+        # Failed tests with their panic messages (the lines after `panicked at`), and skips.
+        grep -E -A3 '^(test .* FAILED|---- )|panicked at|skipped:' "$log" || true
         local result skips
         result=$(grep -E '^test result:' "$log" | tail -1 || true)
         skips=$(grep -c 'skipped: no CUDA device' "$log" || true)
