@@ -117,37 +117,59 @@ pub(crate) fn normal_cdf_and_density(x: f32) -> (f32, f32) {
 /// Partial sums a row is split over: two AVX2 registers of `f64`.
 const LANES: usize = 8;
 
-/// `Σ f(a[i], b[i])` in `f64` over partial sums of [`LANES`] interleaved elements.
+/// The partial sums of `f(a[i], b[i])`, the values widened to `f64`, over the whole chunks of
+/// [`LANES`] elements: lane `j` adds elements `j`, `j + LANES`, ... in order. The elements
+/// after the last whole chunk are left to the caller.
 #[inline(always)]
-fn interleaved_sum(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f64 + Copy) -> f64 {
+pub(crate) fn lane_partials(a: &[f32], b: &[f32], f: impl Fn(f64, f64) -> f64) -> [f64; LANES] {
     let mut partial = [0.0f64; LANES];
-    let (a_chunks, b_chunks) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-    let (a_rest, b_rest) = (a_chunks.remainder(), b_chunks.remainder());
-    for (a, b) in a_chunks.zip(b_chunks) {
-        for lane in 0..LANES {
-            partial[lane] += f(a[lane], b[lane]);
+    let (a_chunks, _) = a.as_chunks::<LANES>();
+    let (b_chunks, _) = b.as_chunks::<LANES>();
+    for (a, b) in a_chunks.iter().zip(b_chunks) {
+        // Widened before `f` sees them: with two inputs, widening inside `f` left the loop
+        // scalar.
+        let (a, b) = (a.map(f64::from), b.map(f64::from));
+        for ((sum, a), b) in partial.iter_mut().zip(a).zip(b) {
+            *sum += f(a, b);
         }
     }
-    let rest: f64 = a_rest.iter().zip(b_rest).map(|(&a, &b)| f(a, b)).sum();
-    partial.iter().sum::<f64>() + rest
+    partial
+}
+
+/// Where the whole chunks of [`lane_partials`] over `a` and `b` end.
+#[inline(always)]
+pub(crate) fn whole_lanes(a: &[f32], b: &[f32]) -> usize {
+    a.len().min(b.len()) / LANES * LANES
+}
+
+/// `Σ f(a[i], b[i])` in `f64`: the [`lane_partials`] added up, then the rest.
+#[inline(always)]
+fn interleaved_sum(a: &[f32], b: &[f32], f: impl Fn(f64, f64) -> f64 + Copy) -> f64 {
+    let whole = whole_lanes(a, b);
+    let rest: f64 = a[whole..]
+        .iter()
+        .zip(&b[whole..])
+        .map(|(&a, &b)| f(f64::from(a), f64::from(b)))
+        .sum();
+    lane_partials(a, b, f).iter().sum::<f64>() + rest
 }
 
 /// `Σ values[i]`, in `f64`.
 #[inline(always)]
 pub(crate) fn sum(values: &[f32]) -> f64 {
-    interleaved_sum(values, values, |v, _| f64::from(v))
+    interleaved_sum(values, values, |v, _| v)
 }
 
 /// `Σ a[i] b[i]`, in `f64`.
 #[inline(always)]
 pub(crate) fn dot(a: &[f32], b: &[f32]) -> f64 {
-    interleaved_sum(a, b, |a, b| f64::from(a) * f64::from(b))
+    interleaved_sum(a, b, |a, b| a * b)
 }
 
 /// `Σ (values[i] - center)²`, in `f64`.
 #[inline(always)]
 pub(crate) fn sum_squares_about(values: &[f32], center: f64) -> f64 {
-    interleaved_sum(values, values, |v, _| (f64::from(v) - center).powi(2))
+    interleaved_sum(values, values, |v, _| (v - center).powi(2))
 }
 
 /// The largest of `values` (`-inf` for none; NaN is passed over, as by `f32::max`).

@@ -7,21 +7,17 @@ use super::{ChannelKernel, ChannelLayout};
 use crate::backend::Cpu;
 use crate::backend::cpu::{Divisible, Vectorizable, vectorized_in_parts};
 use crate::error::Result;
+use crate::ops::math;
 
-/// The sum of `term(x[i], y[i])` in eight interleaved partial sums, which the compiler
-/// vectorises (one running sum cannot be: its additions are ordered).
+/// The sum of `term(x[i], y[i])`, the values widened to `f64`, in the [`math::lane_partials`]
+/// (one running sum would not vectorise: its additions are ordered), the last partial chunk
+/// added into the lanes too.
 #[inline(always)]
-fn lane_sum(x: &[f32], y: &[f32], term: impl Fn(f32, f32) -> f64) -> f64 {
-    let mut lanes = [0.0f64; 8];
-    let (xs, ys) = (x.chunks_exact(8), y.chunks_exact(8));
-    let (x_rest, y_rest) = (xs.remainder(), ys.remainder());
-    for (x, y) in xs.zip(ys) {
-        for ((sum, &x), &y) in lanes.iter_mut().zip(x).zip(y) {
-            *sum += term(x, y);
-        }
-    }
-    for ((sum, &x), &y) in lanes.iter_mut().zip(x_rest).zip(y_rest) {
-        *sum += term(x, y);
+fn lane_sum(x: &[f32], y: &[f32], term: impl Fn(f64, f64) -> f64) -> f64 {
+    let mut lanes = math::lane_partials(x, y, &term);
+    let whole = math::whole_lanes(x, y);
+    for ((sum, &x), &y) in lanes.iter_mut().zip(&x[whole..]).zip(&y[whole..]) {
+        *sum += term(f64::from(x), f64::from(y));
     }
     lanes.iter().sum()
 }
@@ -92,15 +88,15 @@ impl Vectorizable for RunSums<'_> {
         for (i, (run, sum)) in runs.enumerate() {
             let c = (first + i) % l.channels;
             *sum = match centered {
-                None => lane_sum(run, run, |v, _| f64::from(v)),
+                None => lane_sum(run, run, |v, _| v),
                 Some((None, mean)) => {
                     let mean = f64::from(mean[c]);
-                    lane_sum(run, run, |v, _| (f64::from(v) - mean).powi(2))
+                    lane_sum(run, run, |v, _| (v - mean).powi(2))
                 }
                 Some((Some(a), mean)) => {
                     let mean = f64::from(mean[c]);
                     let a = &a[i * l.inner..][..run.len()];
-                    lane_sum(run, a, |v, a| f64::from(a) * (f64::from(v) - mean))
+                    lane_sum(run, a, |v, a| a * (v - mean))
                 }
             };
         }
