@@ -249,11 +249,9 @@ impl<B: Backend> BatchNorm<B> {
             scale,
             batch,
         } = tape;
-        let grad_sum = grad_out.try_channel_sum()?;
-        // sum(g * xhat) per channel, xhat = (x - mean) * invstd.
-        let grad_dot = x
-            .try_channel_centered_sum(Some(grad_out), &mean)?
-            .try_mul(&invstd)?;
+        // sum(g) and sum(g * xhat) per channel, xhat = (x - mean) * invstd.
+        let (grad_sum, grad_dot) = x.try_channel_sum_and_covariance(grad_out, &mean)?;
+        let grad_dot = grad_dot.try_mul(&invstd)?;
         if let Some(weight) = &mut self.weight {
             weight.try_accumulate_grad(&grad_dot)?;
         }

@@ -117,41 +117,68 @@ pub(crate) fn normal_cdf_and_density(x: f32) -> (f32, f32) {
 /// Partial sums a row is split over: two AVX2 registers of `f64`.
 const LANES: usize = 8;
 
-/// The partial sums of `f(a[i], b[i])`, the values widened to `f64`, over the whole chunks of
-/// [`LANES`] elements: lane `j` adds elements `j`, `j + LANES`, ... in order. The elements
-/// after the last whole chunk are left to the caller.
+/// [`LANES`] values widened to `f64`: what [`lane_partials`] computes on.
+pub(crate) type Lanes = [f64; LANES];
+
+/// `f` of `a` and `b` lane by lane.
 #[inline(always)]
-pub(crate) fn lane_partials(a: &[f32], b: &[f32], f: impl Fn(f64, f64) -> f64) -> [f64; LANES] {
-    let mut partial = [0.0f64; LANES];
-    let (a_chunks, _) = a.as_chunks::<LANES>();
-    let (b_chunks, _) = b.as_chunks::<LANES>();
-    for (a, b) in a_chunks.iter().zip(b_chunks) {
-        // Widened before `f` sees them: with two inputs, widening inside `f` left the loop
-        // scalar.
-        let (a, b) = (a.map(f64::from), b.map(f64::from));
-        for ((sum, a), b) in partial.iter_mut().zip(a).zip(b) {
-            *sum += f(a, b);
-        }
-    }
-    partial
+pub(crate) fn zip_lanes(a: Lanes, b: Lanes, f: impl Fn(f64, f64) -> f64) -> Lanes {
+    std::array::from_fn(|lane| f(a[lane], b[lane]))
 }
 
-/// Where the whole chunks of [`lane_partials`] over `a` and `b` end.
+/// The [`lane_partials`] of `S` terms.
+pub(crate) struct LaneSums<const S: usize> {
+    /// Each term's partial sums over the whole chunks: lane `j` adds elements `j`, `j + LANES`,
+    /// ... in order.
+    pub(crate) partial: [Lanes; S],
+    /// Each term of the elements after the last whole chunk, in its first `rest_len` lanes.
+    pub(crate) rest: [Lanes; S],
+    pub(crate) rest_len: usize,
+}
+
+/// The sums of `S` terms of `a[i]` and `b[i]`, the values widened to `f64`, in partial sums of
+/// [`LANES`] interleaved elements (one running sum would not vectorise: its additions are
+/// ordered). `f` maps a chunk of each input to the chunk's terms; it sees whole chunks (the
+/// last one padded with zeros), as it left the loop scalar when it saw one element at a time.
 #[inline(always)]
-pub(crate) fn whole_lanes(a: &[f32], b: &[f32]) -> usize {
-    a.len().min(b.len()) / LANES * LANES
+pub(crate) fn lane_partials<const S: usize>(
+    a: &[f32],
+    b: &[f32],
+    f: impl Fn(Lanes, Lanes) -> [Lanes; S],
+) -> LaneSums<S> {
+    let widen = |chunk: &[f32; LANES]| chunk.map(f64::from);
+    let len = a.len().min(b.len());
+    let (a_chunks, a_rest) = a[..len].as_chunks::<LANES>();
+    let (b_chunks, b_rest) = b[..len].as_chunks::<LANES>();
+    let mut partial = [[0.0f64; LANES]; S];
+    for (a, b) in a_chunks.iter().zip(b_chunks) {
+        for (sums, terms) in partial.iter_mut().zip(f(widen(a), widen(b))) {
+            for (sum, term) in sums.iter_mut().zip(terms) {
+                *sum += term;
+            }
+        }
+    }
+    let padded = |rest: &[f32]| {
+        let mut chunk = [0.0; LANES];
+        chunk[..rest.len()].copy_from_slice(rest);
+        widen(&chunk)
+    };
+    LaneSums {
+        partial,
+        rest: f(padded(a_rest), padded(b_rest)),
+        rest_len: a_rest.len(),
+    }
 }
 
 /// `Σ f(a[i], b[i])` in `f64`: the [`lane_partials`] added up, then the rest.
 #[inline(always)]
 fn interleaved_sum(a: &[f32], b: &[f32], f: impl Fn(f64, f64) -> f64 + Copy) -> f64 {
-    let whole = whole_lanes(a, b);
-    let rest: f64 = a[whole..]
-        .iter()
-        .zip(&b[whole..])
-        .map(|(&a, &b)| f(f64::from(a), f64::from(b)))
-        .sum();
-    lane_partials(a, b, f).iter().sum::<f64>() + rest
+    let LaneSums {
+        partial: [partial],
+        rest: [rest],
+        rest_len,
+    } = lane_partials(a, b, |a, b| [zip_lanes(a, b, f)]);
+    partial.iter().sum::<f64>() + rest[..rest_len].iter().sum::<f64>()
 }
 
 /// `Σ values[i]`, in `f64`.

@@ -7,36 +7,85 @@ use super::{ChannelKernel, ChannelLayout};
 use crate::backend::Cpu;
 use crate::backend::cpu::{Divisible, Vectorizable, vectorized_in_parts};
 use crate::error::Result;
-use crate::ops::math;
+use crate::ops::math::{self, LaneSums, Lanes, zip_lanes};
 
-/// The sum of `term(x[i], y[i])`, the values widened to `f64`, in the [`math::lane_partials`]
-/// (one running sum would not vectorise: its additions are ordered), the last partial chunk
-/// added into the lanes too.
+/// The sums of the `S` terms of [`math::lane_partials`], the elements after the last whole
+/// chunk added into its lanes.
 #[inline(always)]
-fn lane_sum(x: &[f32], y: &[f32], term: impl Fn(f64, f64) -> f64) -> f64 {
-    let mut lanes = math::lane_partials(x, y, &term);
-    let whole = math::whole_lanes(x, y);
-    for ((sum, &x), &y) in lanes.iter_mut().zip(&x[whole..]).zip(&y[whole..]) {
-        *sum += term(f64::from(x), f64::from(y));
+fn lane_sums<const S: usize>(
+    x: &[f32],
+    y: &[f32],
+    terms: impl Fn(Lanes, Lanes) -> [Lanes; S],
+) -> [f64; S] {
+    let LaneSums {
+        mut partial,
+        rest,
+        rest_len,
+    } = math::lane_partials(x, y, terms);
+    for (sums, rest) in partial.iter_mut().zip(rest) {
+        for (sum, term) in sums.iter_mut().zip(&rest[..rest_len]) {
+            *sum += term;
+        }
     }
-    lanes.iter().sum()
+    partial.map(|lanes| lanes.iter().sum())
 }
 
-/// The sum of each run (one channel of one sample: `inner` elements), from run `first` on;
-/// runs split into parts on the thread pool. Each run's sum is one [`lane_sum`], so the
+/// What [`RunSums`] adds up over each run of `x`.
+#[derive(Clone, Copy)]
+enum Summand<'a> {
+    /// `Σ x`.
+    Values,
+    /// `Σ (x - mean[c])²`.
+    Squares { mean: &'a [f32] },
+    /// `Σ a (x - mean[c])`, and with `and_weights` also `Σ a` (batch normalisation's two
+    /// backward sums, in one pass over `a`).
+    Covariance {
+        a: &'a [f32],
+        mean: &'a [f32],
+        and_weights: bool,
+    },
+}
+
+impl<'a> Summand<'a> {
+    /// The summand of [`ChannelKernel::channel_sum`]'s `centered`.
+    fn of(centered: Option<(Option<&'a Vec<f32>>, &'a Vec<f32>)>) -> Self {
+        match centered {
+            None => Self::Values,
+            Some((None, mean)) => Self::Squares { mean },
+            Some((Some(a), mean)) => Self::Covariance {
+                a,
+                mean,
+                and_weights: false,
+            },
+        }
+    }
+
+    /// The sums each run gives.
+    fn per_run(self) -> usize {
+        match self {
+            Self::Covariance {
+                and_weights: true, ..
+            } => 2,
+            _ => 1,
+        }
+    }
+}
+
+/// The sums of each run (one channel of one sample: `inner` elements), from run `first` on;
+/// runs split into parts on the thread pool. Each run's sums are one [`lane_sums`], so the
 /// channels' totals, added run by run in order, do not depend on the parts.
 struct RunSums<'a> {
     l: &'a ChannelLayout,
     x: &'a [f32],
-    /// `Σ (x - mean[c])²`, or with `a` `Σ a (x - mean[c])`, instead of `Σ x`.
-    centered: Option<(Option<&'a [f32]>, &'a [f32])>,
+    summand: Summand<'a>,
+    /// [`Summand::per_run`] sums for each run, one run after another.
     sums: &'a mut [f64],
     first: usize,
 }
 
 impl Divisible for RunSums<'_> {
     fn units(&self) -> usize {
-        self.sums.len()
+        self.sums.len() / self.summand.per_run()
     }
     fn unit_len(&self) -> usize {
         self.l.inner
@@ -45,30 +94,39 @@ impl Divisible for RunSums<'_> {
         let RunSums {
             l,
             x,
-            centered,
+            summand,
             sums,
             first,
         } = self;
         let at = (mid * l.inner).min(x.len());
         let (x_left, x_right) = x.split_at(at);
-        let (sums_left, sums_right) = sums.split_at_mut(mid);
-        let (centered_left, centered_right) = match centered {
-            Some((Some(a), mean)) => {
+        let (sums_left, sums_right) = sums.split_at_mut(mid * summand.per_run());
+        let (summand_left, summand_right) = match summand {
+            Summand::Covariance {
+                a,
+                mean,
+                and_weights,
+            } => {
                 let (a_left, a_right) = a.split_at(at);
-                (Some((Some(a_left), mean)), Some((Some(a_right), mean)))
+                let part = |a| Summand::Covariance {
+                    a,
+                    mean,
+                    and_weights,
+                };
+                (part(a_left), part(a_right))
             }
             other => (other, other),
         };
-        let part = |x, centered, sums, first| RunSums {
+        let part = |x, summand, sums, first| RunSums {
             l,
             x,
-            centered,
+            summand,
             sums,
             first,
         };
         (
-            part(x_left, centered_left, sums_left, first),
-            part(x_right, centered_right, sums_right, first + mid),
+            part(x_left, summand_left, sums_left, first),
+            part(x_right, summand_right, sums_right, first + mid),
         )
     }
 }
@@ -80,25 +138,66 @@ impl Vectorizable for RunSums<'_> {
         let RunSums {
             l,
             x,
-            centered,
+            summand,
             sums,
             first,
         } = self;
-        let runs = x.chunks_exact(l.inner.max(1)).zip(sums.iter_mut());
-        for (i, (run, sum)) in runs.enumerate() {
+        let runs = x
+            .chunks_exact(l.inner.max(1))
+            .zip(sums.chunks_exact_mut(summand.per_run()));
+        for (i, (run, sums)) in runs.enumerate() {
             let c = (first + i) % l.channels;
-            *sum = match centered {
-                None => lane_sum(run, run, |v, _| v),
-                Some((None, mean)) => {
+            match summand {
+                Summand::Values => sums[0] = lane_sums(run, run, |v, _| [v])[0],
+                Summand::Squares { mean } => {
                     let mean = f64::from(mean[c]);
-                    lane_sum(run, run, |v, _| (v - mean).powi(2))
+                    let square = |v: f64, _| (v - mean).powi(2);
+                    sums[0] = lane_sums(run, run, |v, _| [zip_lanes(v, v, square)])[0];
                 }
-                Some((Some(a), mean)) => {
+                Summand::Covariance {
+                    a,
+                    mean,
+                    and_weights,
+                } => {
                     let mean = f64::from(mean[c]);
                     let a = &a[i * l.inner..][..run.len()];
-                    lane_sum(run, a, |v, a| a * (v - mean))
+                    let product = |v: f64, a: f64| a * (v - mean);
+                    if and_weights {
+                        let pair = lane_sums(run, a, |v, a| [zip_lanes(v, a, product), a]);
+                        sums.copy_from_slice(&pair);
+                    } else {
+                        sums[0] = lane_sums(run, a, |v, a| [zip_lanes(v, a, product)])[0];
+                    }
                 }
-            };
+            }
+        }
+    }
+}
+
+/// Each channel's totals of `summand` over `x`, one output per sum of a run, added run by run
+/// in sample order (whatever the parts were).
+fn channel_totals(l: &ChannelLayout, x: &[f32], summand: Summand<'_>, outs: &mut [&mut Vec<f32>]) {
+    let per_run = summand.per_run();
+    let mut totals = smallvec::SmallVec::<[f64; 256]>::from_elem(0.0, l.channels * per_run);
+    with_run_sums(l.outer * l.channels * per_run, |sums| {
+        vectorized_in_parts(RunSums {
+            l,
+            x,
+            summand,
+            sums,
+            first: 0,
+        });
+        for (run, sums) in sums.chunks_exact(per_run).enumerate() {
+            let channel = &mut totals[run % l.channels * per_run..][..per_run];
+            for (total, sum) in channel.iter_mut().zip(sums) {
+                *total += sum;
+            }
+        }
+    });
+    for (k, out) in outs.iter_mut().enumerate() {
+        let channels = totals.iter().skip(k).step_by(per_run);
+        for (out, total) in out.iter_mut().zip(channels) {
+            *out = *total as f32;
         }
     }
 }
@@ -214,23 +313,25 @@ impl ChannelKernel for Cpu {
         centered: Option<(Option<&Vec<f32>>, &Vec<f32>)>,
         out: &mut Vec<f32>,
     ) -> Result<()> {
-        let mut totals = smallvec::SmallVec::<[f64; 256]>::from_elem(0.0, l.channels);
-        with_run_sums(l.outer * l.channels, |sums| {
-            vectorized_in_parts(RunSums {
-                l,
-                x,
-                centered: centered.map(|(a, mean)| (a.map(Vec::as_slice), mean.as_slice())),
-                sums,
-                first: 0,
-            });
-            // Each channel's runs added in sample order, whatever the parts were.
-            for (run, sum) in sums.iter().enumerate() {
-                totals[run % l.channels] += sum;
-            }
-        });
-        for (out, total) in out.iter_mut().zip(totals) {
-            *out = total as f32;
-        }
+        channel_totals(l, x, Summand::of(centered), &mut [out]);
+        Ok(())
+    }
+
+    fn channel_sum_and_covariance(
+        &self,
+        l: &ChannelLayout,
+        x: &Vec<f32>,
+        a: &Vec<f32>,
+        mean: &Vec<f32>,
+        sum: &mut Vec<f32>,
+        covariance: &mut Vec<f32>,
+    ) -> Result<()> {
+        let summand = Summand::Covariance {
+            a,
+            mean,
+            and_weights: true,
+        };
+        channel_totals(l, x, summand, &mut [covariance, sum]);
         Ok(())
     }
 
@@ -323,7 +424,7 @@ mod tests {
             RunSums {
                 l: &l,
                 x: &x,
-                centered: centered.map(|(a, mean)| (a.map(Vec::as_slice), mean.as_slice())),
+                summand: Summand::of(centered),
                 sums: &mut sums,
                 first: 0,
             }
@@ -352,5 +453,31 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// The one-pass sum and covariance of batch normalisation's backward are the two separate
+    /// sums, bit for bit (a run length that leaves a partial chunk of lanes, in parts).
+    #[test]
+    fn sum_and_covariance_are_the_separate_sums() {
+        let l = ChannelLayout {
+            outer: 64,
+            channels: 24,
+            inner: 13 * 13,
+        };
+        let len = l.outer * l.channels * l.inner;
+        let x: Vec<f32> = (0..len).map(|v| ((v * 7919) % 997) as f32 * 0.01).collect();
+        let a: Vec<f32> = (0..len)
+            .map(|v| ((v * 31) % 101) as f32 * 0.1 - 5.0)
+            .collect();
+        let mean: Vec<f32> = (0..l.channels).map(|c| c as f32 * 0.25).collect();
+        let (mut sum, mut covariance) = (vec![f32::NAN; l.channels], vec![f32::NAN; l.channels]);
+        Cpu.channel_sum_and_covariance(&l, &x, &a, &mean, &mut sum, &mut covariance)
+            .unwrap();
+        let mut expected = vec![f32::NAN; l.channels];
+        Cpu.channel_sum(&l, &a, None, &mut expected).unwrap();
+        assert_eq!(sum, expected);
+        Cpu.channel_sum(&l, &x, Some((Some(&a), &mean)), &mut expected)
+            .unwrap();
+        assert_eq!(covariance, expected);
     }
 }

@@ -77,6 +77,25 @@ pub trait ChannelKernel: Memory {
         out: &mut Self::Storage,
     ) -> Result<()>;
 
+    /// `sum[c]` = the sum of channel `c` of `a`, and `covariance[c]` = the sum of
+    /// `a * (x - mean[c])` over it: batch normalisation's two backward sums, each as
+    /// [`ChannelKernel::channel_sum`] gives it. The default makes two passes; the CPU's one.
+    ///
+    /// # Errors
+    /// When the kernel fails.
+    fn channel_sum_and_covariance(
+        &self,
+        layout: &ChannelLayout,
+        x: &Self::Storage,
+        a: &Self::Storage,
+        mean: &Self::Storage,
+        sum: &mut Self::Storage,
+        covariance: &mut Self::Storage,
+    ) -> Result<()> {
+        self.channel_sum(layout, a, None, sum)?;
+        self.channel_sum(layout, x, Some((Some(a), mean)), covariance)
+    }
+
     /// `out = x * scale[c] + shift[c]`, plus `(y - center[c]) * coef[c]` when `extra` is
     /// `(y, center, coef)`. Writes every element, so `out` may come uninitialised.
     ///
@@ -125,6 +144,31 @@ impl<B: Backend> Tensor<B> {
             self.check_same_shape(OP, a)?;
         }
         self.channel_sum_with(OP, Some((a, mean)))
+    }
+
+    /// The sum of each channel of `a`, and the sum over it of `a * (self - mean[c])`: what
+    /// `a.try_channel_sum()` and `self.try_channel_centered_sum(Some(a), mean)` give, in one
+    /// pass on the CPU.
+    ///
+    /// # Errors
+    /// As [`Tensor::try_channel_centered_sum`].
+    pub fn try_channel_sum_and_covariance(&self, a: &Self, mean: &Self) -> Result<(Self, Self)> {
+        const OP: &str = "channel_sum_and_covariance";
+        let layout = ChannelLayout::of(OP, &self.shape)?;
+        check_vector(OP, mean, layout.channels, self)?;
+        self.check_same_device(OP, a)?;
+        self.check_same_shape(OP, a)?;
+        let mut sum = Self::try_zeros([layout.channels], &self.device)?;
+        let mut covariance = Self::try_zeros([layout.channels], &self.device)?;
+        self.device.channel_sum_and_covariance(
+            &layout,
+            &self.storage,
+            &a.storage,
+            &mean.storage,
+            &mut sum.storage,
+            &mut covariance.storage,
+        )?;
+        Ok((sum, covariance))
     }
 
     fn channel_sum_with(
