@@ -178,7 +178,7 @@ impl BinaryKernel for Cpu {
         op.forward(Zip {
             lhs,
             rhs,
-            layout,
+            layout: &layout.coalesced(),
             out,
         });
         Ok(())
@@ -198,7 +198,7 @@ impl BinaryKernel for Cpu {
             Zip {
                 lhs,
                 rhs,
-                layout,
+                layout: &layout.coalesced(),
                 out,
             },
         );
@@ -212,7 +212,11 @@ impl BinaryKernel for Cpu {
         rhs: &Vec<f32>,
         layout: &Broadcast,
     ) -> Result<()> {
-        op.forward(ZipInPlace { lhs, rhs, layout });
+        op.forward(ZipInPlace {
+            lhs,
+            rhs,
+            layout: &layout.coalesced(),
+        });
         Ok(())
     }
 }

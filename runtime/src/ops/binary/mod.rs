@@ -220,6 +220,40 @@ impl Broadcast {
             shape: Shape::from(dims),
         })
     }
+
+    /// The same mapping in as few dims as it takes: dims of size 1 dropped, and each dim merged
+    /// into the one outside it wherever both operands step through the two as one run
+    /// (contiguous, or both repeated). A bias of `[C, 1, 1]` added to `[N, C, H, W]` walks
+    /// rows of `H * W` instead of `W`.
+    #[must_use]
+    pub fn coalesced(&self) -> Self {
+        let (mut dims, mut lhs, mut rhs) = (Dims::new(), Dims::new(), Dims::new());
+        let walk = self
+            .shape
+            .dims()
+            .iter()
+            .zip(&self.lhs_strides)
+            .zip(&self.rhs_strides);
+        for ((&size, &lhs_stride), &rhs_stride) in walk.filter(|((size, _), _)| **size != 1) {
+            if let (Some(outer), Some(outer_lhs), Some(outer_rhs)) =
+                (dims.last_mut(), lhs.last_mut(), rhs.last_mut())
+                && *outer_lhs == lhs_stride * size
+                && *outer_rhs == rhs_stride * size
+            {
+                *outer *= size;
+                (*outer_lhs, *outer_rhs) = (lhs_stride, rhs_stride);
+                continue;
+            }
+            dims.push(size);
+            lhs.push(lhs_stride);
+            rhs.push(rhs_stride);
+        }
+        Self {
+            shape: Shape::from(dims),
+            lhs_strides: lhs,
+            rhs_strides: rhs,
+        }
+    }
 }
 
 /// `shape`'s row-major strides, left-padded to `rank`, with 0 wherever a size of 1 repeats.
@@ -610,6 +644,75 @@ mod tests {
         assert_eq!((&bias + &x).to_vec(), [11.0, 22.0, 33.0, 14.0, 25.0, 36.0]);
         let column = t(&[1.0, -1.0], &[2, 1]);
         assert_eq!((&x * &column).to_vec(), [1.0, 2.0, 3.0, -4.0, -5.0, -6.0]);
+    }
+
+    #[test]
+    fn coalescing_merges_the_dims_both_operands_walk_as_one() {
+        let layout = |lhs: &[usize], rhs: &[usize]| {
+            let layout = Broadcast::new("add", &Shape::from(lhs), &Shape::from(rhs)).unwrap();
+            let merged = layout.coalesced();
+            assert_eq!(merged.shape.numel(), layout.shape.numel());
+            (
+                merged.shape.dims().to_vec(),
+                merged.lhs_strides,
+                merged.rhs_strides,
+            )
+        };
+        let (dims, lhs, rhs) = layout(&[2, 3, 4, 5], &[3, 1, 1]);
+        assert_eq!(
+            (dims, &lhs[..], &rhs[..]),
+            (vec![2, 3, 20], &[60, 20, 1][..], &[0, 1, 0][..])
+        );
+        let (dims, lhs, rhs) = layout(&[4, 1, 5], &[4, 1, 5]);
+        assert_eq!((dims, &lhs[..], &rhs[..]), (vec![20], &[1][..], &[1][..]));
+        let (dims, lhs, rhs) = layout(&[2, 3], &[2, 1]);
+        assert_eq!(
+            (dims, &lhs[..], &rhs[..]),
+            (vec![2, 3], &[3, 1][..], &[1, 0][..])
+        );
+        let (dims, _, _) = layout(&[1, 1], &[1]);
+        assert!(dims.is_empty(), "one element: a scalar walk");
+    }
+
+    /// Shapes whose coalesced walk merges, drops or keeps dims give what the plain walk would:
+    /// every element against the definition.
+    #[test]
+    fn coalesced_walks_give_every_element() {
+        let cases: [(&[usize], &[usize]); 5] = [
+            (&[2, 3, 4, 5], &[3, 1, 1]),
+            (&[2, 1, 4], &[3, 1]),
+            (&[3, 1, 2], &[1, 4, 1]),
+            (&[5], &[1]),
+            (&[2, 0, 3], &[3]),
+        ];
+        for (lhs_dims, rhs_dims) in cases {
+            let numel = |dims: &[usize]| dims.iter().product::<usize>();
+            let values =
+                |len: usize, scale: f32| (0..len).map(|v| v as f32 * scale).collect::<Vec<_>>();
+            let lhs = t(&values(numel(lhs_dims), 1.0), lhs_dims);
+            let rhs = t(&values(numel(rhs_dims), 100.0), rhs_dims);
+            let layout = Broadcast::new("add", lhs.shape(), rhs.shape()).unwrap();
+            let sum = (&lhs + &rhs).to_vec();
+            let (a, b) = (lhs.to_vec(), rhs.to_vec());
+            let mut expected = Vec::new();
+            let dims = layout.shape.dims();
+            for index in 0..layout.shape.numel() {
+                let (mut rest, mut at_lhs, mut at_rhs) = (index, 0, 0);
+                for d in (0..dims.len()).rev() {
+                    let i = rest % dims[d];
+                    rest /= dims[d];
+                    at_lhs += i * layout.lhs_strides[d];
+                    at_rhs += i * layout.rhs_strides[d];
+                }
+                expected.push(a[at_lhs] + b[at_rhs]);
+            }
+            assert_eq!(sum, expected, "{lhs_dims:?} + {rhs_dims:?}");
+            let mut in_place = lhs.clone();
+            if in_place.shape() == &layout.shape {
+                in_place += &rhs;
+                assert_eq!(in_place.to_vec(), expected, "{lhs_dims:?} += {rhs_dims:?}");
+            }
+        }
     }
 
     #[test]
