@@ -1,10 +1,11 @@
-//! CPU kernels of the elementwise binary ops, walking broadcast strides row by row; each loop
-//! is compiled once per op with the op's own closure (see [`BinaryVisitor`]) and for the
-//! CPU's SIMD width (see [`vectorized`]).
+//! CPU kernels of the elementwise binary ops, walking broadcast strides row by row in as few
+//! dims as the layout allows ([`Broadcast::coalesced`]); each loop is compiled once per op with
+//! the op's own closure (see [`BinaryVisitor`]) and for the CPU's SIMD width (see
+//! [`vectorized`]), and large ones run in parts along the outermost dim.
 
 use super::{BinaryKernel, BinaryOp, Broadcast};
 use crate::backend::Cpu;
-use crate::backend::cpu::{Vectorizable, vectorized};
+use crate::backend::cpu::{Divisible, Vectorizable, vectorized_in_parts};
 use crate::error::Result;
 use crate::ops::elementwise::{BinaryFn, BinaryVisitor, Operand};
 use crate::shape::Dims;
@@ -68,18 +69,81 @@ fn for_each_row(layout: &Broadcast, mut visit: impl FnMut(Row)) {
     }
 }
 
+/// The number of outer indices of a walk of `layout`, and the elements under each.
+fn outer_units(layout: &Broadcast) -> (usize, usize) {
+    match layout.shape.dims().split_first() {
+        Some((&outer, inner)) => (outer, inner.iter().product()),
+        None => (1, 1),
+    }
+}
+
+/// A walk of `layout` split at outer index `mid`: the layouts of the two parts, and where the
+/// second starts in the left operand, the right operand and the output.
+fn split_walk(layout: &Broadcast, mid: usize) -> ([Broadcast; 2], [usize; 3]) {
+    let (outer, inner) = outer_units(layout);
+    let part = |outer: usize| {
+        let mut dims = layout.shape.dims().to_vec();
+        dims[0] = outer;
+        Broadcast {
+            shape: dims.into(),
+            ..layout.clone()
+        }
+    };
+    let starts = [
+        mid * layout.lhs_strides[0],
+        mid * layout.rhs_strides[0],
+        mid * inner,
+    ];
+    ([part(mid), part(outer - mid)], starts)
+}
+
 /// `out = f(lhs, rhs)` over `layout`.
 struct Zip<'a> {
     lhs: &'a [f32],
     rhs: &'a [f32],
-    layout: &'a Broadcast,
+    layout: Broadcast,
     out: &'a mut [f32],
 }
 
 impl BinaryVisitor for Zip<'_> {
     type Output = ();
     fn visit(self, f: impl BinaryFn) {
-        vectorized((self, f));
+        vectorized_in_parts((self, f));
+    }
+}
+
+impl<F: BinaryFn> Divisible for (Zip<'_>, F) {
+    fn units(&self) -> usize {
+        outer_units(&self.0.layout).0
+    }
+    fn unit_len(&self) -> usize {
+        outer_units(&self.0.layout).1
+    }
+    fn split_at(self, mid: usize) -> (Self, Self) {
+        let (
+            Zip {
+                lhs,
+                rhs,
+                layout,
+                out,
+            },
+            f,
+        ) = self;
+        let ([left, right], [lhs_at, rhs_at, out_at]) = split_walk(&layout, mid);
+        let (out_left, out_right) = out.split_at_mut(out_at);
+        let left = Zip {
+            lhs,
+            rhs,
+            layout: left,
+            out: out_left,
+        };
+        let right = Zip {
+            lhs: &lhs[lhs_at..],
+            rhs: &rhs[rhs_at..],
+            layout: right,
+            out: out_right,
+        };
+        ((left, f), (right, f))
     }
 }
 
@@ -96,7 +160,7 @@ impl<F: BinaryFn> Vectorizable for (Zip<'_>, F) {
             },
             f,
         ) = self;
-        for_each_row(layout, |row| {
+        for_each_row(&layout, |row| {
             let out = &mut out[row.out..row.out + row.len];
             match (row.lhs_stride, row.rhs_stride) {
                 (1, 1) => {
@@ -127,13 +191,38 @@ impl<F: BinaryFn> Vectorizable for (Zip<'_>, F) {
 struct ZipInPlace<'a> {
     lhs: &'a mut [f32],
     rhs: &'a [f32],
-    layout: &'a Broadcast,
+    layout: Broadcast,
 }
 
 impl BinaryVisitor for ZipInPlace<'_> {
     type Output = ();
     fn visit(self, f: impl BinaryFn) {
-        vectorized((self, f));
+        vectorized_in_parts((self, f));
+    }
+}
+
+impl<F: BinaryFn> Divisible for (ZipInPlace<'_>, F) {
+    fn units(&self) -> usize {
+        outer_units(&self.0.layout).0
+    }
+    fn unit_len(&self) -> usize {
+        outer_units(&self.0.layout).1
+    }
+    fn split_at(self, mid: usize) -> (Self, Self) {
+        let (ZipInPlace { lhs, rhs, layout }, f) = self;
+        let ([left, right], [_, rhs_at, out_at]) = split_walk(&layout, mid);
+        let (lhs_left, lhs_right) = lhs.split_at_mut(out_at);
+        let left = ZipInPlace {
+            lhs: lhs_left,
+            rhs,
+            layout: left,
+        };
+        let right = ZipInPlace {
+            lhs: lhs_right,
+            rhs: &rhs[rhs_at..],
+            layout: right,
+        };
+        ((left, f), (right, f))
     }
 }
 
@@ -142,7 +231,7 @@ impl<F: BinaryFn> Vectorizable for (ZipInPlace<'_>, F) {
     #[inline(always)]
     fn run(self) {
         let (ZipInPlace { lhs, rhs, layout }, f) = self;
-        for_each_row(layout, |row| {
+        for_each_row(&layout, |row| {
             let lhs = &mut lhs[row.out..row.out + row.len];
             match row.rhs_stride {
                 1 => {
@@ -178,7 +267,7 @@ impl BinaryKernel for Cpu {
         op.forward(Zip {
             lhs,
             rhs,
-            layout: &layout.coalesced(),
+            layout: layout.coalesced(),
             out,
         });
         Ok(())
@@ -198,7 +287,7 @@ impl BinaryKernel for Cpu {
             Zip {
                 lhs,
                 rhs,
-                layout: &layout.coalesced(),
+                layout: layout.coalesced(),
                 out,
             },
         );
@@ -215,7 +304,7 @@ impl BinaryKernel for Cpu {
         op.forward(ZipInPlace {
             lhs,
             rhs,
-            layout: &layout.coalesced(),
+            layout: layout.coalesced(),
         });
         Ok(())
     }

@@ -674,16 +674,19 @@ mod tests {
         assert!(dims.is_empty(), "one element: a scalar walk");
     }
 
-    /// Shapes whose coalesced walk merges, drops or keeps dims give what the plain walk would:
-    /// every element against the definition.
+    /// Shapes whose coalesced walk merges, drops or keeps dims, small and large enough to run in
+    /// parts, give what the plain walk would: every element against the definition.
     #[test]
     fn coalesced_walks_give_every_element() {
-        let cases: [(&[usize], &[usize]); 5] = [
+        let cases: [(&[usize], &[usize]); 8] = [
             (&[2, 3, 4, 5], &[3, 1, 1]),
             (&[2, 1, 4], &[3, 1]),
             (&[3, 1, 2], &[1, 4, 1]),
             (&[5], &[1]),
             (&[2, 0, 3], &[3]),
+            (&[64, 3, 40, 40], &[3, 1, 1]),
+            (&[1, 3000], &[100, 3000]),
+            (&[301, 1, 500], &[7, 500]),
         ];
         for (lhs_dims, rhs_dims) in cases {
             let numel = |dims: &[usize]| dims.iter().product::<usize>();
