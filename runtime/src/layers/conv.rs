@@ -244,11 +244,7 @@ impl<B: Backend> Conv2d<B> {
             Ok(())
         })?;
         if let Some(bias) = &mut self.bias {
-            let per_channel = grad_out
-                .try_sum_dim(0, false)?
-                .try_reshape([layout.out_channels, layout.positions])?
-                .try_sum_dim(1, false)?;
-            bias.try_accumulate_grad(&per_channel)?;
+            bias.try_accumulate_grad(&grad_out.try_channel_sum()?)?;
         }
         if !input_grad {
             return Ok(None);
