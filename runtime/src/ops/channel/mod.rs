@@ -265,6 +265,20 @@ mod tests {
     use crate::Cpu;
 
     #[test]
+    fn empty_channels_and_batches_give_empty_or_zero_sums() {
+        for dims in [[2, 0, 3], [0, 4, 3]] {
+            let x = Tensor::<Cpu>::zeros(dims, &Cpu);
+            let mean = Tensor::zeros([dims[1]], &Cpu);
+            let zeros = vec![0.0; dims[1]];
+            assert_eq!(x.try_channel_sum().unwrap().to_vec(), zeros);
+            let (sum, covariance) = x.try_channel_sum_and_covariance(&x, &mean).unwrap();
+            assert_eq!((sum.to_vec(), covariance.to_vec()), (zeros.clone(), zeros));
+            let y = x.try_channel_affine(&mean, &mean, None).unwrap();
+            assert_eq!(y.dims(), &dims);
+        }
+    }
+
+    #[test]
     fn sums_and_maps_follow_the_channel_dim() {
         let x = Tensor::from_vec((0..12).map(|v| v as f32).collect(), [2, 3, 2], &Cpu);
         // Channel c holds x[n, c, :] for both n.
