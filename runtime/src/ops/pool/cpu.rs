@@ -224,7 +224,9 @@ impl Vectorizable for PoolBackward<'_> {
                     let argmax = &indices[p * plane_out..(p + 1) * plane_out];
                     for (&grad, &at) in grads.iter().zip(argmax) {
                         // The forward pass wrote whole numbers in the plane, exact in `f32`
-                        // (planes are under 2^24 here); anything else lands nowhere.
+                        // (planes are under 2^24 here). Other values convert as on CUDA: a
+                        // fraction truncates, NaN and negatives give 0, and positions past the
+                        // plane land nowhere.
                         #[allow(clippy::cast_sign_loss, clippy::cast_possible_truncation)]
                         if let Some(slot) = plane.get_mut(at as usize) {
                             *slot += grad;
