@@ -8,7 +8,7 @@ use crate::backend::Cpu;
 use crate::backend::cpu::{Divisible, Vectorizable, vectorized_in_parts};
 use crate::error::Result;
 use crate::ops::elementwise::{BinaryFn, BinaryVisitor, Operand};
-use crate::shape::Dims;
+use crate::shape::{Dims, Shape};
 
 /// One innermost row of a broadcast walk: where it starts in each buffer and the strides of the
 /// two operands along it (the output is contiguous).
@@ -82,10 +82,10 @@ fn outer_units(layout: &Broadcast) -> (usize, usize) {
 fn split_walk(layout: &Broadcast, mid: usize) -> ([Broadcast; 2], [usize; 3]) {
     let (outer, inner) = outer_units(layout);
     let part = |outer: usize| {
-        let mut dims = layout.shape.dims().to_vec();
+        let mut dims = Dims::from_slice(layout.shape.dims());
         dims[0] = outer;
         Broadcast {
-            shape: dims.into(),
+            shape: Shape::from(dims),
             ..layout.clone()
         }
     };
