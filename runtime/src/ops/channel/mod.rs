@@ -137,12 +137,7 @@ impl<B: Backend> Tensor<B> {
     /// as [`Tensor::try_channel_sum`].
     pub fn try_channel_centered_sum(&self, a: Option<&Self>, mean: &Self) -> Result<Self> {
         const OP: &str = "channel_centered_sum";
-        let layout = ChannelLayout::of(OP, &self.shape)?;
-        check_vector(OP, mean, layout.channels, self)?;
-        if let Some(a) = a {
-            self.check_same_device(OP, a)?;
-            self.check_same_shape(OP, a)?;
-        }
+        self.centered_layout(OP, a, mean)?;
         self.channel_sum_with(OP, Some((a, mean)))
     }
 
@@ -153,11 +148,7 @@ impl<B: Backend> Tensor<B> {
     /// # Errors
     /// As [`Tensor::try_channel_centered_sum`].
     pub fn try_channel_sum_and_covariance(&self, a: &Self, mean: &Self) -> Result<(Self, Self)> {
-        const OP: &str = "channel_sum_and_covariance";
-        let layout = ChannelLayout::of(OP, &self.shape)?;
-        check_vector(OP, mean, layout.channels, self)?;
-        self.check_same_device(OP, a)?;
-        self.check_same_shape(OP, a)?;
+        let layout = self.centered_layout("channel_sum_and_covariance", Some(a), mean)?;
         let mut sum = Self::try_zeros([layout.channels], &self.device)?;
         let mut covariance = Self::try_zeros([layout.channels], &self.device)?;
         self.device.channel_sum_and_covariance(
@@ -169,6 +160,23 @@ impl<B: Backend> Tensor<B> {
             &mut covariance.storage,
         )?;
         Ok((sum, covariance))
+    }
+
+    /// The layout of `self` for a sum about `mean` (weighted by `a`), after checking that
+    /// `mean` is `[C]` and `a` has `self`'s shape and device.
+    fn centered_layout(
+        &self,
+        op: &'static str,
+        a: Option<&Self>,
+        mean: &Self,
+    ) -> Result<ChannelLayout> {
+        let layout = ChannelLayout::of(op, &self.shape)?;
+        check_vector(op, mean, layout.channels, self)?;
+        if let Some(a) = a {
+            self.check_same_device(op, a)?;
+            self.check_same_shape(op, a)?;
+        }
+        Ok(layout)
     }
 
     fn channel_sum_with(
