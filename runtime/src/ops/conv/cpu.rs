@@ -1,7 +1,8 @@
 //! CPU unfolding, one kernel tap and one output row at a time: the window positions a tap reads
 //! inside the input form one run, copied (stride 1) or gathered, and the padding around it is
-//! zeros. With stride 1 and "same" padding a tap's whole plane is one shifted copy. `col2im` adds each tap's run back in kernel-tap order, so every input element sums
-//! its entries in the order `conv.cu` does. Samples run in parts on the thread pool.
+//! zeros. With stride 1 and "same" padding a tap's whole plane is one shifted copy. `col2im`
+//! adds each tap's run back in kernel-tap order, so every input element sums its entries in
+//! the order `conv.cu` does. Samples run in parts on the thread pool.
 
 use super::{ConvGeometry, ConvKernel};
 use crate::backend::Cpu;
