@@ -202,7 +202,7 @@ fn main() {
         println!("{}\t{step}\t{gemms}\t{}\t{rss}", row.name, row.target);
         return;
     }
-    let threads = rayon::current_num_threads();
+    let threads = declnet::num_threads();
     println!(
         "cpu training steps against their GEMMs alone ({threads} threads, medians of {SAMPLES}; \
          each row a process, with its peak resident memory):"

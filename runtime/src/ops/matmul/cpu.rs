@@ -58,7 +58,7 @@ fn parts_for(flops: usize) -> usize {
     if flops < PARALLEL_MIN_FLOPS {
         1
     } else {
-        2 * rayon::current_num_threads()
+        2 * crate::backend::num_threads()
     }
 }
 
@@ -174,7 +174,7 @@ impl MatmulKernel for Cpu {
             && step >= size
             && size > 0
         {
-            let per_task = batch.count.div_ceil(2 * rayon::current_num_threads());
+            let per_task = batch.count.div_ceil(2 * crate::backend::num_threads());
             c[batch.c.offset..]
                 .par_chunks_mut(step * per_task)
                 .take(batch.count.div_ceil(per_task))
