@@ -472,7 +472,8 @@ fn device_scalars_case<B: Backend>(dev: &B) -> Outputs {
 }
 
 /// Softmax and log-softmax over every dim of a 3-D tensor, forward and backward, plus a row
-/// with a huge entry that a kernel without the max shift would overflow on.
+/// with a huge entry that a kernel without the max shift would overflow on; the causal
+/// softmax of attention scores.
 fn softmax_case<B: Backend>(dev: &B) -> Outputs {
     let mut values = data(5 * 7 * 3, 81);
     values[4] = 300.0;
@@ -488,6 +489,15 @@ fn softmax_case<B: Backend>(dev: &B) -> Outputs {
         outputs.push((format!("softmax_backward {dim}"), grad.to_vec()));
         outputs.push((format!("log_softmax_backward {dim}"), log_grad.to_vec()));
     }
+    // Attention's causal softmax of [2, 3, 5, 5] scores, a huge score among them.
+    let mut values = data(2 * 3 * 5 * 5, 83);
+    values[7] = 900.0;
+    let scores = Tensor::from_vec(values, [2, 3, 5, 5], dev);
+    let g = Tensor::from_vec(data(2 * 3 * 5 * 5, 84), [2, 3, 5, 5], dev);
+    let y = scores.try_causal_softmax(0.5).unwrap();
+    let grad = g.try_causal_softmax_backward(&y, 0.5).unwrap();
+    outputs.push(("causal_softmax".to_owned(), y.to_vec()));
+    outputs.push(("causal_softmax_backward".to_owned(), grad.to_vec()));
     outputs
 }
 

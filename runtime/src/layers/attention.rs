@@ -13,6 +13,7 @@ use crate::backend::{Backend, Cpu};
 use crate::error::{Error, Result};
 use crate::module::{Module, visit_prefixed, visit_prefixed_mut};
 use crate::network::{Layer, kept_input};
+use crate::ops::matmul::{Gemm, GemmBatch, Strided};
 use crate::param::Param;
 use crate::tensor::Tensor;
 
@@ -28,13 +29,12 @@ pub struct CausalSelfAttention<B: Backend = Cpu> {
     heads: usize,
 }
 
-/// What the training forward pass keeps for backward: each head's q, k, v `[B, H, T, D]`,
-/// the attention `[B, H, T, T]` and the heads' output before the projection `[B, T, E]`.
+/// What the training forward pass keeps for backward: q, k and v `[3, B, H, T, D]` (each
+/// head's matrices one after another), the attention `[B, H, T, T]` and the heads' output
+/// before the projection `[B, T, E]`.
 #[derive(Debug)]
 pub struct AttentionTape<B: Backend> {
-    q: Tensor<B>,
-    k: Tensor<B>,
-    v: Tensor<B>,
+    qkv: Tensor<B>,
     attention: Tensor<B>,
     heads_out: Tensor<B>,
 }
@@ -85,35 +85,30 @@ impl<B: Backend> CausalSelfAttention<B> {
         }
         let head = embed / heads;
         // [B * T, 3E] -> [B, T, 3, H, D] -> [3, B, H, T, D]: q, k and v, head by head.
-        let qkv = x
-            .try_rows()?
-            .try_mm(self.in_proj_weight.value().t())?
-            .try_zip(
-                crate::ops::binary::BinaryOp::Add,
-                "attention",
-                self.in_proj_bias.value(),
-            )?
+        let mut qkv = x.try_rows()?.try_mm(self.in_proj_weight.value().t())?;
+        qkv.try_zip_(
+            crate::ops::binary::BinaryOp::Add,
+            "attention",
+            self.in_proj_bias.value(),
+        )?;
+        let qkv = qkv
             .try_reshape([batch, time, 3, heads, head])?
             .try_permute(&[2, 0, 3, 1, 4])?;
-        let part = |i| -> Result<Tensor<B>> {
-            qkv.try_narrow(0, i, 1)?
-                .try_reshape([batch, heads, time, head])
+        let products = HeadProducts {
+            batch,
+            heads,
+            time,
+            head,
         };
-        let (q, k, v) = (part(0)?, part(1)?, part(2)?);
-        let scale = 1.0 / (head as f32).sqrt();
-        let mut scores = q.try_matmul_with(&k, (false, true))?;
-        scores.try_map_(crate::ops::unary::UnaryOp::MulScalar(scale))?;
-        scores.try_causal_fill_(f32::NEG_INFINITY)?;
-        let attention = scores.try_softmax(3)?;
-        let heads_out = attention
-            .try_matmul(&v)?
+        let scores = products.product(Product::Scores, (&qkv, Q), (&qkv, K), (false, true))?;
+        let attention = scores.try_causal_softmax(products.scale())?;
+        let heads_out = products
+            .product(Product::Rows, (&attention, 0), (&qkv, V), (false, false))?
             .try_permute(&[0, 2, 1, 3])?
             .try_reshape([batch, time, embed])?;
         let y = self.out_proj.forward(&heads_out)?;
         let tape = AttentionTape {
-            q,
-            k,
-            v,
+            qkv,
             attention,
             heads_out,
         };
@@ -133,13 +128,11 @@ impl<B: Backend> CausalSelfAttention<B> {
         input_grad: bool,
     ) -> Result<Option<Tensor<B>>> {
         let AttentionTape {
-            q,
-            k,
-            v,
+            qkv,
             attention,
             heads_out,
         } = tape;
-        let &[batch, heads, time, head] = q.dims() else {
+        let &[_, batch, heads, time, head] = qkv.dims() else {
             return Err(self.input_error(x));
         };
         let grad_heads = self
@@ -148,20 +141,46 @@ impl<B: Backend> CausalSelfAttention<B> {
             .ok_or_else(|| Error::Usage("attention: no gradient from out_proj".to_owned()))?
             .try_reshape([batch, time, heads, head])?
             .try_permute(&[0, 2, 1, 3])?;
+        let products = HeadProducts {
+            batch,
+            heads,
+            time,
+            head,
+        };
         // out = A v: dA = dout v^T, dv = A^T dout.
-        let grad_attention = grad_heads.try_matmul_with(&v, (false, true))?;
-        let grad_v = attention.try_matmul_with(&grad_heads, (true, false))?;
-        // Through the softmax (masked entries have A = 0, so no gradient) and the scale.
-        let mut grad_scores = grad_attention.softmax_backward(&attention, 3)?;
-        grad_scores.try_map_(crate::ops::unary::UnaryOp::MulScalar(
-            1.0 / (head as f32).sqrt(),
-        ))?;
+        let grad_attention =
+            products.product(Product::Scores, (&grad_heads, 0), (&qkv, V), (false, true))?;
+        // dq, dk and dv in one [3, B, H, T, D] tensor, in q, k and v's places (each product
+        // sums over T > 0 positions: every element is written).
+        let mut grad_qkv = Tensor::try_empty(qkv.shape().clone(), x.device())?;
+        products.product_into(
+            Product::Rows,
+            (&attention, 0),
+            (&grad_heads, 0),
+            (true, false),
+            (&mut grad_qkv, V),
+        )?;
+        // Through the softmax and the scale (masked entries get no gradient).
+        let grad_scores =
+            grad_attention.try_causal_softmax_backward(&attention, products.scale())?;
         // scores = q k^T: dq = dS k, dk = dS^T q.
-        let grad_q = grad_scores.try_matmul(&k)?;
-        let grad_k = grad_scores.try_matmul_with(&q, (true, false))?;
+        products.product_into(
+            Product::Rows,
+            (&grad_scores, 0),
+            (&qkv, K),
+            (false, false),
+            (&mut grad_qkv, Q),
+        )?;
+        products.product_into(
+            Product::Rows,
+            (&grad_scores, 0),
+            (&qkv, Q),
+            (true, false),
+            (&mut grad_qkv, K),
+        )?;
         // [3, B, H, T, D] back to [B * T, 3E].
         let embed = heads * head;
-        let grad_qkv = Tensor::try_stack(&[&grad_q, &grad_k, &grad_v], 0)?
+        let grad_qkv = grad_qkv
             .try_permute(&[1, 3, 0, 2, 4])?
             .try_reshape([batch * time, 3 * embed])?;
         let rows = x.try_rows()?;
@@ -185,6 +204,102 @@ impl<B: Backend> CausalSelfAttention<B> {
             self.embed(),
             x.shape()
         ))
+    }
+}
+
+/// q, k and v's places in a `[3, B, H, T, D]` tensor.
+const Q: usize = 0;
+const K: usize = 1;
+const V: usize = 2;
+
+/// What a per-head product computes: `[T, T]` scores from two `[T, D]` operands, or `[T, D]`
+/// rows from a `[T, T]` and a `[T, D]` operand (either read transposed).
+#[derive(Debug, Clone, Copy)]
+enum Product {
+    Scores,
+    Rows,
+}
+
+/// The per-head products of `batch * heads` heads over `time` positions of `head` features.
+/// A tensor holds each head's matrix one after another, in one part or, for q, k and v,
+/// three: so each product is one batched GEMM, read and written in place.
+#[derive(Debug, Clone, Copy)]
+struct HeadProducts {
+    batch: usize,
+    heads: usize,
+    time: usize,
+    head: usize,
+}
+
+impl HeadProducts {
+    /// The scores' scale, `1 / sqrt(D)`.
+    fn scale(self) -> f32 {
+        1.0 / (self.head as f32).sqrt()
+    }
+
+    /// One head's GEMM.
+    fn gemm(self, product: Product, (trans_a, trans_b): (bool, bool)) -> Gemm {
+        let (n, k) = match product {
+            Product::Scores => (self.time, self.head),
+            Product::Rows => (self.head, self.time),
+        };
+        Gemm {
+            m: self.time,
+            n,
+            k,
+            trans_a,
+            trans_b,
+            alpha: 1.0,
+            beta: 0.0,
+        }
+    }
+
+    /// Each head's `op(a) op(b)` from part `a.1` of `a` and part `b.1` of `b`, in a new
+    /// `[B, H, T, T or D]` tensor.
+    fn product<B: Backend>(
+        self,
+        product: Product,
+        a: (&Tensor<B>, usize),
+        b: (&Tensor<B>, usize),
+        transposed: (bool, bool),
+    ) -> Result<Tensor<B>> {
+        let gemm = self.gemm(product, transposed);
+        let dims = [self.batch, self.heads, gemm.m, gemm.n];
+        // The products overwrite every element, unless there is nothing to sum.
+        let mut c = if gemm.k > 0 {
+            Tensor::try_empty(dims, a.0.device())?
+        } else {
+            Tensor::try_zeros(dims, a.0.device())?
+        };
+        self.product_into(product, a, b, transposed, (&mut c, 0))?;
+        Ok(c)
+    }
+
+    /// Each head's `op(a) op(b)` written over part `c.1` of `c`.
+    fn product_into<B: Backend>(
+        self,
+        product: Product,
+        (a, a_part): (&Tensor<B>, usize),
+        (b, b_part): (&Tensor<B>, usize),
+        transposed: (bool, bool),
+        (c, c_part): (&mut Tensor<B>, usize),
+    ) -> Result<()> {
+        let gemm = self.gemm(product, transposed);
+        let count = self.batch * self.heads;
+        let part = |part: usize, size: usize| Strided {
+            offset: part * count * size,
+            step: size,
+        };
+        let batch = GemmBatch {
+            count,
+            a: part(a_part, gemm.m * gemm.k),
+            b: part(b_part, gemm.k * gemm.n),
+            c: part(c_part, gemm.m * gemm.n),
+        };
+        a.check_same_device("attention", b)?;
+        a.check_same_device("attention", c)?;
+        a.device()
+            .gemm_batched(&gemm, &batch, &a.storage, &b.storage, &mut c.storage)
     }
 }
 

@@ -381,6 +381,24 @@ kernel_table! {
             inner: &u64,
             op: &i32,
         );
+        /// Causal attention weights, one thread per row of `[.., size, size]` scores.
+        fn causal_softmax = "causal_softmax_f32"(
+            out: &mut CudaSlice<f32>,
+            x: &CudaSlice<f32>,
+            rows: &u64,
+            size: &u64,
+            scale: &f32,
+        );
+        /// The gradient through `causal_softmax`, from its output `y` and the output's
+        /// gradient `g`.
+        fn causal_softmax_backward = "causal_softmax_backward_f32"(
+            out: &mut CudaSlice<f32>,
+            y: &CudaSlice<f32>,
+            g: &CudaSlice<f32>,
+            rows: &u64,
+            size: &u64,
+            scale: &f32,
+        );
     }
 }
 

@@ -429,21 +429,21 @@ impl<B: Backend> Tensor<B> {
     /// # Errors
     /// [`Error::Usage`] when the last two dims are not one square size.
     pub fn try_causal_fill_(&mut self, value: f32) -> Result<()> {
-        let &[.., rows, cols] = self.dims() else {
-            return Err(Error::Usage(format!(
-                "causal_fill_: {} has no square last two dims",
-                self.shape
-            )));
-        };
-        if rows != cols {
-            return Err(Error::Usage(format!(
-                "causal_fill_: {} has no square last two dims",
-                self.shape
-            )));
-        }
-        let matrices = self.numel() / (rows * cols).max(1);
+        let size = self.square_size("causal_fill_")?;
+        let matrices = self.numel() / (size * size).max(1);
         self.device
-            .fill_above_diagonal(matrices, rows, value, &mut self.storage)
+            .fill_above_diagonal(matrices, size, value, &mut self.storage)
+    }
+
+    /// The size of the square matrices of the last two dims (`T` of `[.., T, T]` scores).
+    pub(crate) fn square_size(&self, op: &'static str) -> Result<usize> {
+        match *self.dims() {
+            [.., rows, cols] if rows == cols => Ok(rows),
+            _ => Err(Error::Usage(format!(
+                "{op}: {} has no square last two dims",
+                self.shape
+            ))),
+        }
     }
 
     /// Adds the slices of `source` along `dim` into the slices of this tensor that `indices`

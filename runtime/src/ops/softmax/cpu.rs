@@ -2,7 +2,7 @@
 //! exponentials accumulates in `f64`, as the cross-entropy kernel does; rows of the last dim
 //! (the usual axis) are vectorised, with `f32` exponentials.
 
-use super::{SoftmaxAxis, SoftmaxKernel, SoftmaxOp};
+use super::{CausalScores, SoftmaxAxis, SoftmaxKernel, SoftmaxOp};
 use crate::backend::Cpu;
 use crate::backend::cpu::{Divisible, Vectorizable, vectorized_in_parts};
 use crate::error::Result;
@@ -225,6 +225,174 @@ impl Vectorizable for RowsBackward<'_> {
     }
 }
 
+/// The causal softmax of `x`, row by row.
+pub(crate) fn causal_softmax(x: &[f32], scores: &CausalScores, out: &mut [f32]) {
+    debug_assert!(x.len() == out.len() && x.len().is_multiple_of(scores.size.max(1)));
+    if scores.size > 0 {
+        vectorized_in_parts(CausalRows {
+            x,
+            out,
+            scores: *scores,
+            first_row: 0,
+        });
+    }
+}
+
+/// The gradient through the causal softmax, from its output `y` and the output's gradient
+/// `g`.
+pub(crate) fn causal_softmax_backward(
+    y: &[f32],
+    g: &[f32],
+    scores: &CausalScores,
+    out: &mut [f32],
+) {
+    debug_assert!(y.len() == g.len() && y.len() == out.len());
+    debug_assert!(y.len().is_multiple_of(scores.size.max(1)));
+    if scores.size > 0 {
+        vectorized_in_parts(CausalRowsBackward {
+            y,
+            g,
+            out,
+            scores: *scores,
+            first_row: 0,
+        });
+    }
+}
+
+/// The causal softmax over rows of `scores.size`, the first of them row `first_row` of the
+/// whole tensor (so `first_row % size` is its position).
+struct CausalRows<'a> {
+    x: &'a [f32],
+    out: &'a mut [f32],
+    scores: CausalScores,
+    first_row: usize,
+}
+
+impl Vectorizable for CausalRows<'_> {
+    type Output = ();
+    #[inline(always)]
+    #[allow(clippy::cast_possible_truncation, reason = "a scale in f32")]
+    fn run(self) {
+        let CausalRows {
+            x,
+            out,
+            scores: CausalScores { size, scale },
+            first_row,
+        } = self;
+        let rows = x.chunks_exact(size).zip(out.chunks_exact_mut(size));
+        for (row, (x, out)) in (first_row..).zip(rows) {
+            let (seen, unseen) = out.split_at_mut(row % size + 1);
+            let x = &x[..seen.len()];
+            // Rounded as `softmax(scale * x)` is: the scaled scores, less their maximum.
+            let max = math::max(x) * scale;
+            for (o, &v) in seen.iter_mut().zip(x) {
+                *o = math::exp(v * scale - max);
+            }
+            let normalise = (1.0 / math::sum(seen)) as f32;
+            for o in seen.iter_mut() {
+                *o *= normalise;
+            }
+            unseen.fill(0.0);
+        }
+    }
+}
+
+impl Divisible for CausalRows<'_> {
+    fn units(&self) -> usize {
+        self.x.len() / self.scores.size
+    }
+    fn unit_len(&self) -> usize {
+        self.scores.size
+    }
+    fn split_at(self, mid: usize) -> (Self, Self) {
+        let CausalRows {
+            x,
+            out,
+            scores,
+            first_row,
+        } = self;
+        let at = mid * scores.size;
+        let ((x_left, x_right), (out_left, out_right)) = (x.split_at(at), out.split_at_mut(at));
+        let part = |x, out, first_row| CausalRows {
+            x,
+            out,
+            scores,
+            first_row,
+        };
+        (
+            part(x_left, out_left, first_row),
+            part(x_right, out_right, first_row + mid),
+        )
+    }
+}
+
+/// The gradient through the causal softmax over rows of `scores.size`, the first of them
+/// row `first_row` of the whole tensor.
+struct CausalRowsBackward<'a> {
+    y: &'a [f32],
+    g: &'a [f32],
+    out: &'a mut [f32],
+    scores: CausalScores,
+    first_row: usize,
+}
+
+impl Vectorizable for CausalRowsBackward<'_> {
+    type Output = ();
+    #[inline(always)]
+    #[allow(clippy::cast_possible_truncation, reason = "row sums back in f32")]
+    fn run(self) {
+        let CausalRowsBackward {
+            y,
+            g,
+            out,
+            scores: CausalScores { size, scale },
+            first_row,
+        } = self;
+        let rows = y.chunks_exact(size).zip(g.chunks_exact(size));
+        for (row, ((y, g), out)) in (first_row..).zip(rows.zip(out.chunks_exact_mut(size))) {
+            let (seen, unseen) = out.split_at_mut(row % size + 1);
+            let (y, g) = (&y[..seen.len()], &g[..seen.len()]);
+            let dot = math::dot(g, y) as f32;
+            for ((o, &y), &g) in seen.iter_mut().zip(y).zip(g) {
+                *o = (g - dot) * y * scale;
+            }
+            unseen.fill(0.0);
+        }
+    }
+}
+
+impl Divisible for CausalRowsBackward<'_> {
+    fn units(&self) -> usize {
+        self.y.len() / self.scores.size
+    }
+    fn unit_len(&self) -> usize {
+        self.scores.size
+    }
+    fn split_at(self, mid: usize) -> (Self, Self) {
+        let CausalRowsBackward {
+            y,
+            g,
+            out,
+            scores,
+            first_row,
+        } = self;
+        let at = mid * scores.size;
+        let ((y_left, y_right), (g_left, g_right)) = (y.split_at(at), g.split_at(at));
+        let (out_left, out_right) = out.split_at_mut(at);
+        let part = |y, g, out, first_row| CausalRowsBackward {
+            y,
+            g,
+            out,
+            scores,
+            first_row,
+        };
+        (
+            part(y_left, g_left, out_left, first_row),
+            part(y_right, g_right, out_right, first_row + mid),
+        )
+    }
+}
+
 impl SoftmaxKernel for Cpu {
     fn softmax(
         &self,
@@ -246,6 +414,27 @@ impl SoftmaxKernel for Cpu {
         out: &mut Vec<f32>,
     ) -> Result<()> {
         self::softmax_backward(op, y, grad, axis, out);
+        Ok(())
+    }
+
+    fn causal_softmax(
+        &self,
+        x: &Vec<f32>,
+        scores: &CausalScores,
+        out: &mut Vec<f32>,
+    ) -> Result<()> {
+        self::causal_softmax(x, scores, out);
+        Ok(())
+    }
+
+    fn causal_softmax_backward(
+        &self,
+        y: &Vec<f32>,
+        grad: &Vec<f32>,
+        scores: &CausalScores,
+        out: &mut Vec<f32>,
+    ) -> Result<()> {
+        self::causal_softmax_backward(y, grad, scores, out);
         Ok(())
     }
 }

@@ -2,7 +2,7 @@
 
 use cudarc::driver::CudaSlice;
 
-use super::{SoftmaxAxis, SoftmaxKernel, SoftmaxOp};
+use super::{CausalScores, SoftmaxAxis, SoftmaxKernel, SoftmaxOp};
 use crate::backend::cuda::{Cuda, CudaBuffer, cuda_error, expect_len, launch_config};
 use crate::error::Result;
 
@@ -81,6 +81,83 @@ pub(crate) fn softmax_backward(
         .map_err(cuda_error(OP))
 }
 
+/// Checks that every buffer holds whole `[size, size]` matrices of one length (the kernels
+/// trust it) and returns how many rows they hold, or `None` when there is nothing to compute.
+fn causal_rows(
+    op: &'static str,
+    scores: &CausalScores,
+    buffers: &[(&str, usize)],
+) -> Result<Option<u64>> {
+    let len = buffers[0].1;
+    for &(what, found) in buffers {
+        expect_len(op, what, found, len)?;
+    }
+    let matrix = scores.size * scores.size;
+    if matrix == 0 {
+        return Ok(None);
+    }
+    if !len.is_multiple_of(matrix) {
+        return Err(crate::error::Error::Backend {
+            op,
+            message: format!(
+                "{len} elements are no whole [{0}, {0}] matrices",
+                scores.size
+            ),
+        });
+    }
+    Ok((len > 0).then(|| (len / scores.size) as u64))
+}
+
+/// `out` = the causal softmax of `x`.
+pub(crate) fn causal_softmax(
+    dev: &Cuda,
+    x: &CudaSlice<f32>,
+    scores: &CausalScores,
+    out: &mut CudaSlice<f32>,
+) -> Result<()> {
+    const OP: &str = "causal_softmax";
+    let buffers = [("input", x.len()), ("output", out.len())];
+    let Some(rows) = causal_rows(OP, scores, &buffers)? else {
+        return Ok(());
+    };
+    let (size, scale) = (scores.size as u64, scores.scale);
+    let kernels = dev.kernels()?;
+    let config = launch_config(rows as usize);
+    // SAFETY: both buffers hold `rows` whole rows of `size` (checked), the only indices the
+    // kernel touches.
+    unsafe { kernels.causal_softmax(dev.stream(), config, out, x, &rows, &size, &scale) }
+        .map_err(cuda_error(OP))
+}
+
+/// `out` = the gradient through the causal softmax, from its output `y` and the output's
+/// gradient `g`.
+pub(crate) fn causal_softmax_backward(
+    dev: &Cuda,
+    y: &CudaSlice<f32>,
+    g: &CudaSlice<f32>,
+    scores: &CausalScores,
+    out: &mut CudaSlice<f32>,
+) -> Result<()> {
+    const OP: &str = "causal_softmax_backward";
+    let buffers = [
+        ("output", y.len()),
+        ("gradient", g.len()),
+        ("result", out.len()),
+    ];
+    let Some(rows) = causal_rows(OP, scores, &buffers)? else {
+        return Ok(());
+    };
+    let (size, scale) = (scores.size as u64, scores.scale);
+    let kernels = dev.kernels()?;
+    let config = launch_config(rows as usize);
+    // SAFETY: all three buffers hold `rows` whole rows of `size` (checked), the only indices
+    // the kernel touches.
+    unsafe {
+        kernels.causal_softmax_backward(dev.stream(), config, out, y, g, &rows, &size, &scale)
+    }
+    .map_err(cuda_error(OP))
+}
+
 impl SoftmaxKernel for Cuda {
     fn softmax(
         &self,
@@ -105,5 +182,29 @@ impl SoftmaxKernel for Cuda {
         self.recorder()
             .record([y, grad, &*out], || format!("{op:?} backward {axis:?}"));
         self::softmax_backward(self, op, y, grad, axis, out.slice_mut())
+    }
+
+    fn causal_softmax(
+        &self,
+        x: &CudaBuffer,
+        scores: &CausalScores,
+        out: &mut CudaBuffer,
+    ) -> Result<()> {
+        self.recorder()
+            .record([x, &*out], || format!("causal softmax {scores:?}"));
+        self::causal_softmax(self, x, scores, out.slice_mut())
+    }
+
+    fn causal_softmax_backward(
+        &self,
+        y: &CudaBuffer,
+        grad: &CudaBuffer,
+        scores: &CausalScores,
+        out: &mut CudaBuffer,
+    ) -> Result<()> {
+        self.recorder().record([y, grad, &*out], || {
+            format!("causal softmax backward {scores:?}")
+        });
+        self::causal_softmax_backward(self, y, grad, scores, out.slice_mut())
     }
 }

@@ -38,6 +38,17 @@ impl SoftmaxAxis {
     }
 }
 
+/// Attention scores as `[.., size, size]` matrices, normalised row by row as
+/// `softmax(scale * x)` over each row's first `row + 1` entries: query `row` sees the keys up
+/// to its own position, the rest get 0.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CausalScores {
+    /// The sequence length `T`: rows and columns of each matrix.
+    pub size: usize,
+    /// What the scores are multiplied by before the softmax (`1 / sqrt(D)`).
+    pub scale: f32,
+}
+
 /// The kernels of softmax and log-softmax.
 pub trait SoftmaxKernel: Memory {
     /// `out = op(x)` along `axis`'s middle dimension.
@@ -65,6 +76,30 @@ pub trait SoftmaxKernel: Memory {
         axis: &SoftmaxAxis,
         out: &mut Self::Storage,
     ) -> Result<()>;
+
+    /// `out` = the causal softmax of `scores`, every element written.
+    ///
+    /// # Errors
+    /// When the kernel fails.
+    fn causal_softmax(
+        &self,
+        x: &Self::Storage,
+        scores: &CausalScores,
+        out: &mut Self::Storage,
+    ) -> Result<()>;
+
+    /// `out` = the gradient through the causal softmax of `scores`, from its output `y` and
+    /// that output's gradient `grad`: `scale * y * (grad - sum(grad * y))` row by row.
+    ///
+    /// # Errors
+    /// When the kernel fails.
+    fn causal_softmax_backward(
+        &self,
+        y: &Self::Storage,
+        grad: &Self::Storage,
+        scores: &CausalScores,
+        out: &mut Self::Storage,
+    ) -> Result<()>;
 }
 
 #[cfg(not(feature = "cuda"))]
@@ -85,6 +120,25 @@ impl SoftmaxKernel for crate::Cuda {
         _: &Self::Storage,
         _: &Self::Storage,
         _: &SoftmaxAxis,
+        _: &mut Self::Storage,
+    ) -> Result<()> {
+        self.unreachable()
+    }
+
+    fn causal_softmax(
+        &self,
+        _: &Self::Storage,
+        _: &CausalScores,
+        _: &mut Self::Storage,
+    ) -> Result<()> {
+        self.unreachable()
+    }
+
+    fn causal_softmax_backward(
+        &self,
+        _: &Self::Storage,
+        _: &Self::Storage,
+        _: &CausalScores,
         _: &mut Self::Storage,
     ) -> Result<()> {
         self.unreachable()
@@ -149,6 +203,59 @@ impl<B: Backend> Tensor<B> {
     /// As [`softmax_backward`](Self::softmax_backward).
     pub fn log_softmax_backward(&self, output: &Self, dim: usize) -> Result<Self> {
         self.normalise_backward(SoftmaxOp::LogSoftmax, "log_softmax_backward", output, dim)
+    }
+
+    /// Causal attention weights from raw scores `[.., T, T]`, in one pass: `softmax(scale *
+    /// x)` over each row's first `row + 1` entries, 0 after them, as
+    /// `torch.softmax(x * scale + mask, -1)` gives with `-inf` above the diagonal of `mask`.
+    ///
+    /// # Examples
+    /// ```
+    /// use declnet_runtime::{Cpu, Tensor};
+    /// let scores = Tensor::from_vec(vec![1.0, 7.0, 2.0, 2.0], [2, 2], &Cpu);
+    /// assert_eq!(scores.try_causal_softmax(0.5)?.to_vec(), [1.0, 0.0, 0.5, 0.5]);
+    /// # Ok::<(), declnet_runtime::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Usage`] when the last two dims are not one square size, or `scale` is not
+    /// positive and finite.
+    pub fn try_causal_softmax(&self, scale: f32) -> Result<Self> {
+        let scores = self.causal_scores("causal_softmax", scale)?;
+        let mut out = Self::try_empty(self.shape.clone(), &self.device)?;
+        self.device
+            .causal_softmax(&self.storage, &scores, &mut out.storage)?;
+        Ok(out)
+    }
+
+    /// The gradient through [`try_causal_softmax`](Self::try_causal_softmax) with `scale`,
+    /// from its `output`, `self` being the output's gradient.
+    ///
+    /// # Errors
+    /// As [`try_causal_softmax`](Self::try_causal_softmax); [`Error::Shape`] when `output`
+    /// is not this tensor's shape.
+    pub fn try_causal_softmax_backward(&self, output: &Self, scale: f32) -> Result<Self> {
+        const OP: &str = "causal_softmax_backward";
+        self.check_same_shape(OP, output)?;
+        let scores = self.causal_scores(OP, scale)?;
+        let mut out = Self::try_empty(self.shape.clone(), &self.device)?;
+        self.device.causal_softmax_backward(
+            &output.storage,
+            &self.storage,
+            &scores,
+            &mut out.storage,
+        )?;
+        Ok(out)
+    }
+
+    fn causal_scores(&self, op: &'static str, scale: f32) -> Result<CausalScores> {
+        let size = self.square_size(op)?;
+        if !(scale > 0.0 && scale.is_finite()) {
+            return Err(Error::Usage(format!(
+                "{op}: the scale {scale} is not positive and finite"
+            )));
+        }
+        Ok(CausalScores { size, scale })
     }
 
     fn softmax_axis(&self, op: &'static str, dim: usize) -> Result<SoftmaxAxis> {
@@ -251,6 +358,67 @@ mod tests {
             expected.extend(r.map(|j| gv[j] - yv[j].exp() * sum));
         }
         assert_close(&g.log_softmax_backward(&y, 1).unwrap().to_vec(), &expected);
+    }
+
+    /// The causal softmax against what it fuses (scale, mask, softmax) and its gradient
+    /// against the softmax's, scaled: on a tensor small enough for one part, and on one
+    /// large enough to run in several (rows that start mid-matrix).
+    #[test]
+    fn causal_softmax_is_the_masked_softmax_of_the_scaled_scores() {
+        use crate::ops::unary::UnaryOp;
+        for dims in [[2, 3, 5, 5], [5, 1, 230, 230]] {
+            let n = dims.iter().product();
+            let values = |seed: usize| -> Vec<f32> {
+                (0..n)
+                    .map(|i| ((i * 7 + seed) as f32 * 0.61).sin() * 4.0)
+                    .collect()
+            };
+            let x = Tensor::from_vec(values(1), dims, &Cpu);
+            let g = Tensor::from_vec(values(2), dims, &Cpu);
+            let scale = 0.3;
+            let mut masked = x.clone();
+            masked.try_map_(UnaryOp::MulScalar(scale)).unwrap();
+            masked.try_causal_fill_(f32::NEG_INFINITY).unwrap();
+            let expected = masked.softmax(3);
+            let y = x.try_causal_softmax(scale).unwrap();
+            assert_close(&y.to_vec(), &expected.to_vec());
+            let mut expected_grad = g.softmax_backward(&expected, 3).unwrap();
+            expected_grad.try_map_(UnaryOp::MulScalar(scale)).unwrap();
+            let grad = g.try_causal_softmax_backward(&y, scale).unwrap();
+            assert_close(&grad.to_vec(), &expected_grad.to_vec());
+            // Nothing reaches a masked score: the entry after the first row's own.
+            assert_eq!((y.to_vec()[1], grad.to_vec()[1]), (0.0, 0.0));
+        }
+    }
+
+    #[test]
+    fn causal_softmax_needs_square_scores_and_a_positive_scale() {
+        let x = Tensor::zeros([2, 3], &Cpu);
+        assert_eq!(
+            x.try_causal_softmax(1.0).unwrap_err().to_string(),
+            "usage: causal_softmax: [2, 3] has no square last two dims"
+        );
+        let x = Tensor::zeros([3, 3], &Cpu);
+        assert_eq!(
+            x.try_causal_softmax(f32::NAN).unwrap_err().to_string(),
+            "usage: causal_softmax: the scale NaN is not positive and finite"
+        );
+        assert!(x.try_causal_softmax(0.0).is_err());
+        let error = x
+            .try_causal_softmax_backward(&Tensor::zeros([2, 3, 3], &Cpu), 1.0)
+            .unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "causal_softmax_backward: expected shape [3, 3], found [2, 3, 3]"
+        );
+        // No positions: an empty result, no kernel.
+        assert_eq!(
+            Tensor::zeros([2, 0, 0], &Cpu)
+                .try_causal_softmax(1.0)
+                .unwrap()
+                .numel(),
+            0
+        );
     }
 
     #[test]

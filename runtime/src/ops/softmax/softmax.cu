@@ -59,3 +59,55 @@ extern "C" __global__ void softmax_backward_f32(
         }
     }
 }
+
+// Causal attention weights from `[.., size, size]` scores, one thread per row: row `r`
+// normalises `scale * x` over its first `r % size + 1` entries, as `cpu.rs` does, and writes
+// 0 after them.
+extern "C" __global__ void causal_softmax_f32(
+    float* out, const float* x, unsigned long long rows, unsigned long long size, float scale
+) {
+    unsigned long long step = (unsigned long long)blockDim.x * gridDim.x;
+    for (unsigned long long r = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x;
+         r < rows; r += step) {
+        unsigned long long base = r * size, seen = r % size + 1;
+        float max_f = __int_as_float(0xff800000);  // -inf
+        for (unsigned long long j = 0; j < seen; ++j) {
+            max_f = fmaxf(max_f, x[base + j] * scale);
+        }
+        double max = (double)max_f;
+        double sum_exp = 0.0;
+        for (unsigned long long j = 0; j < seen; ++j) {
+            sum_exp += exp((double)(x[base + j] * scale) - max);
+        }
+        for (unsigned long long j = 0; j < seen; ++j) {
+            out[base + j] = (float)(exp((double)(x[base + j] * scale) - max) / sum_exp);
+        }
+        for (unsigned long long j = seen; j < size; ++j) {
+            out[base + j] = 0.0f;
+        }
+    }
+}
+
+// The gradient through `causal_softmax_f32`, from its output `y` and the output's gradient
+// `g`: `scale * y * (g - sum(g * y))` over each row's first `r % size + 1` entries, 0 after.
+extern "C" __global__ void causal_softmax_backward_f32(
+    float* out, const float* y, const float* g, unsigned long long rows,
+    unsigned long long size, float scale
+) {
+    unsigned long long step = (unsigned long long)blockDim.x * gridDim.x;
+    for (unsigned long long r = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x;
+         r < rows; r += step) {
+        unsigned long long base = r * size, seen = r % size + 1;
+        double dot = 0.0;
+        for (unsigned long long j = 0; j < seen; ++j) {
+            dot += (double)g[base + j] * (double)y[base + j];
+        }
+        for (unsigned long long j = 0; j < seen; ++j) {
+            unsigned long long k = base + j;
+            out[k] = (float)(((double)g[k] - dot) * (double)y[k] * (double)scale);
+        }
+        for (unsigned long long j = seen; j < size; ++j) {
+            out[base + j] = 0.0f;
+        }
+    }
+}
