@@ -2,7 +2,7 @@
 
 use super::ReduceKernel;
 use crate::backend::Cpu;
-use crate::backend::cpu::{Vectorizable, vectorized};
+use crate::backend::cpu::{Divisible, Vectorizable, vectorized, vectorized_in_parts};
 use crate::error::Result;
 
 /// Sums `x`, viewed as `[outer, len, inner]`, over the middle axis into `out` (`[outer, inner]`).
@@ -57,6 +57,54 @@ impl Vectorizable for SumAxis<'_> {
     }
 }
 
+/// The sums of the columns `out` covers, over every row of `x` (rows of `width`; `out`'s
+/// columns are the first of `x`'s rows): each column's rows added in order, as [`sum_axis`]
+/// does, so the parts give the same sums.
+struct ColumnSums<'a> {
+    x: &'a [f32],
+    width: usize,
+    out: &'a mut [f32],
+}
+
+impl Vectorizable for ColumnSums<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn run(self) {
+        let ColumnSums { x, width, out } = self;
+        out.fill(0.0);
+        for row in x.chunks(width) {
+            for (acc, &v) in out.iter_mut().zip(row) {
+                *acc += v;
+            }
+        }
+    }
+}
+
+impl Divisible for ColumnSums<'_> {
+    fn units(&self) -> usize {
+        self.out.len()
+    }
+    fn unit_len(&self) -> usize {
+        self.x.len().div_ceil(self.width)
+    }
+    fn split_at(self, mid: usize) -> (Self, Self) {
+        let ColumnSums { x, width, out } = self;
+        let (left, right) = out.split_at_mut(mid);
+        (
+            ColumnSums {
+                x,
+                width,
+                out: left,
+            },
+            ColumnSums {
+                x: &x[mid..],
+                width,
+                out: right,
+            },
+        )
+    }
+}
+
 impl ReduceKernel for Cpu {
     fn sum_axis(
         &self,
@@ -66,13 +114,22 @@ impl ReduceKernel for Cpu {
         inner: usize,
         out: &mut Vec<f32>,
     ) -> Result<()> {
-        vectorized(SumAxis {
-            x,
-            outer,
-            len,
-            inner,
-            out,
-        });
+        if outer == 1 && inner > 1 && len > 0 {
+            // Rows summed into one row (a bias gradient): in parts by columns.
+            vectorized_in_parts(ColumnSums {
+                x,
+                width: inner,
+                out,
+            });
+        } else {
+            vectorized(SumAxis {
+                x,
+                outer,
+                len,
+                inner,
+                out,
+            });
+        }
         Ok(())
     }
 }

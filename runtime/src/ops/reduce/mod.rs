@@ -199,6 +199,19 @@ mod tests {
         );
     }
 
+    /// Summing rows into one row runs in parts by columns when large: each column's sum,
+    /// still added row by row in order, is the one-part result exactly.
+    #[test]
+    fn large_column_sums_in_parts_match_the_sums_in_order() {
+        let (rows, cols) = (1000, 301);
+        let values: Vec<f32> = (0..rows * cols).map(|i| (i as f32 * 0.37).sin()).collect();
+        let expected: Vec<f32> = (0..cols)
+            .map(|c| (0..rows).fold(0.0f32, |acc, r| acc + values[r * cols + c]))
+            .collect();
+        let sums = Tensor::from_vec(values, [rows, cols], &Cpu).sum_dim(0, false);
+        assert_eq!(sums.to_vec(), expected);
+    }
+
     #[test]
     fn sum_is_accurate_for_many_elements() {
         // 1e6 copies of 0.1: a naive f32 running sum drifts by about 1%.
