@@ -6,7 +6,8 @@
 //! Run: `cargo run --release --example 08_digits_cnn` (add `--features cuda -- --device cuda`
 //! for the GPU; `--epochs N`; `--plot curves.png` to draw the training loss and test accuracy
 //! per epoch; `--save model.safetensors` to keep the trained weights, and
-//! `--load model.safetensors` to evaluate saved weights without training).
+//! `--load model.safetensors` to evaluate saved weights without training; `--help` lists the
+//! options, and an unknown flag is an error).
 //!
 //! Prints `EPOCH TRAIN_LOSS TEST_ACCURACY` per epoch (with a progress bar on a terminal) and
 //! the time taken; the last line is `test accuracy: ..` (about 0.98). `tests/digits_cnn.rs`
@@ -20,6 +21,8 @@
 //! prints, plots and saves, and it prints the time per step (evaluation included), the share
 //! of it spent averaging gradients and how much of that the backward pass hid.
 
+#[path = "support/cli.rs"]
+mod cli;
 #[path = "support/plot.rs"]
 pub mod plot;
 #[path = "support/ranks.rs"]
@@ -143,15 +146,15 @@ pub fn evaluate<B: Backend>(net: &DigitsCnn<B>, test: &Dataset, device: &B) -> R
     Ok(correct / seen.max(1) as f32)
 }
 
-/// The value after `flag` on the command line, if any.
-fn arg(flag: &str) -> Option<String> {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == flag)
-        .and_then(|i| args.get(i + 1).cloned())
-}
+/// What `--help` prints.
+const USAGE: &str = "usage: 08_digits_cnn [--device cpu|cuda[:N]] [--epochs N] [--plot curves.png]
+                     [--save model.safetensors | --load model.safetensors] [--data-parallel]";
 
 fn main() -> Result<()> {
+    let options = ["--device", "--epochs", "--plot", "--save", "--load"];
+    if !cli::check_args(USAGE, &options, &["--data-parallel"])? {
+        return Ok(());
+    }
     let ranks = ranks_from_args()?;
     match DeviceArg::from_args()? {
         DeviceArg::Cpu => run(&Cpu, &*ranks),
@@ -175,13 +178,13 @@ fn epoch_bar(epoch: usize, batches: usize, shown: bool) -> ProgressBar {
 fn run<B: Backend>(device: &B, ranks: &dyn Collective) -> Result<()> {
     let (train, test) = load_digits()?.split(0.2, &mut seeded(0));
     let main_rank = ranks.rank() == 0;
-    if let Some(path) = arg("--load") {
+    if let Some(path) = cli::value_of("--load") {
         let mut net = DigitsCnn::load(device, &path)?;
         net.eval();
         println!("test accuracy: {:.4}", evaluate(&net, &test, device)?);
         return Ok(());
     }
-    let epochs: usize = match arg("--epochs") {
+    let epochs: usize = match cli::value_of("--epochs") {
         Some(text) => text
             .parse()
             .map_err(|_| Error::Usage(format!("`--epochs` takes a number, found `{text}`")))?,
@@ -224,7 +227,7 @@ fn run<B: Backend>(device: &B, ranks: &dyn Collective) -> Result<()> {
         1e3 * seconds / steps.max(1) as f64,
         sync.describe(elapsed)
     );
-    if let Some(path) = arg("--plot") {
+    if let Some(path) = cli::value_of("--plot") {
         let curves = [
             Curve {
                 name: "training loss",
@@ -238,7 +241,7 @@ fn run<B: Backend>(device: &B, ranks: &dyn Collective) -> Result<()> {
         plot_curves(Path::new(&path), "epoch", &curves)?;
         println!("plotted to {path}");
     }
-    if let Some(path) = arg("--save") {
+    if let Some(path) = cli::value_of("--save") {
         net.save(&path)?;
         println!("saved to {path}");
     }

@@ -7,7 +7,8 @@
 //! for the GPU). Options: `--steps N` (2000), `--eval-every N` (250), `--lr` (5e-3, the peak of
 //! the schedule), `--plot losses.png`,
 //! `--save gpt.safetensors`, `--load gpt.safetensors` (skip training), and sampling:
-//! `--generate 500 --temperature 0.8 --prompt "ROMEO."`.
+//! `--generate 500 --temperature 0.8 --prompt "ROMEO."`. `--help` lists them; an unknown flag is an
+//! error.
 //!
 //! Prints the validation loss every `--eval-every` steps (a progress bar with tokens per
 //! second on a terminal), the validation loss on 40 fixed batches after training, then the
@@ -23,6 +24,8 @@
 //! 81 s (40 ms per step, 47% of the all-reduce time hidden behind the backward pass),
 //! validation loss 1.77 (10 batches) and 1.81 (40 batches).
 
+#[path = "support/cli.rs"]
+mod cli;
 #[path = "support/plot.rs"]
 pub mod plot;
 #[path = "support/ranks.rs"]
@@ -283,27 +286,36 @@ pub fn generate<B: Backend>(
     Ok(vocab.decode(&ids))
 }
 
-/// The value after `flag` on the command line, parsed, or `default`.
+/// The value of option `flag` on the command line, parsed, or `default`.
 fn arg<T: std::str::FromStr>(flag: &str, default: T) -> Result<T> {
-    let args: Vec<String> = std::env::args().collect();
-    match args.iter().position(|a| a == flag) {
-        Some(i) => {
-            let text = args.get(i + 1).map_or("", String::as_str);
-            text.parse()
-                .map_err(|_| Error::Usage(format!("`{flag}` cannot take `{text}`")))
-        }
-        None => Ok(default),
-    }
+    cli::value_of(flag).map_or(Ok(default), |text| {
+        text.parse()
+            .map_err(|_| Error::Usage(format!("`{flag}` cannot take `{text}`")))
+    })
 }
 
-/// The text after `flag` on the command line, if given.
-fn text_arg(flag: &str) -> Option<String> {
-    let args: Vec<String> = std::env::args().collect();
-    let i = args.iter().position(|a| a == flag)?;
-    args.get(i + 1).cloned()
-}
+/// What `--help` prints.
+const USAGE: &str =
+    "usage: 09_char_gpt [--device cpu|cuda[:N]] [--steps N] [--eval-every N] [--lr LR]
+                   [--plot losses.png] [--save gpt.safetensors | --load gpt.safetensors]
+                   [--generate CHARS] [--temperature T] [--prompt TEXT] [--data-parallel]";
 
 fn main() -> Result<()> {
+    let options = [
+        "--device",
+        "--steps",
+        "--eval-every",
+        "--lr",
+        "--plot",
+        "--save",
+        "--load",
+        "--generate",
+        "--temperature",
+        "--prompt",
+    ];
+    if !cli::check_args(USAGE, &options, &["--data-parallel"])? {
+        return Ok(());
+    }
     let ranks = ranks_from_args()?;
     match DeviceArg::from_args()? {
         DeviceArg::Cpu => run(&Cpu, &*ranks),
@@ -315,14 +327,14 @@ fn run<B: Backend>(device: &B, ranks: &dyn Collective) -> Result<()> {
     let (vocab, train, validation) = load_text()?;
     // Each rank draws its own windows; rank 0's initial weights go to every rank.
     let rng = &mut seeded(ranks.rank() as u64);
-    let net = match text_arg("--load") {
+    let net = match cli::value_of("--load") {
         Some(path) => CharGpt::load(device, &path)?,
         None => {
             let net = train_net(device, &train, &validation, rng, ranks)?;
             if ranks.rank() > 0 {
                 return Ok(()); // only rank 0 evaluates, saves and samples
             }
-            if let Some(path) = text_arg("--save") {
+            if let Some(path) = cli::value_of("--save") {
                 net.save(&path)?;
                 println!("saved to {path}");
             }
@@ -335,7 +347,7 @@ fn run<B: Backend>(device: &B, ranks: &dyn Collective) -> Result<()> {
     );
     let length: usize = arg("--generate", 0)?;
     if length > 0 {
-        let prompt = text_arg("--prompt").unwrap_or_default();
+        let prompt = cli::value_of("--prompt").unwrap_or_default();
         let temperature: f32 = arg("--temperature", 0.8)?;
         println!(
             "{}",
@@ -418,7 +430,7 @@ fn train_net<B: Backend>(
         ranks.world_size(),
         sync.describe(elapsed)
     );
-    if let Some(path) = text_arg("--plot") {
+    if let Some(path) = cli::value_of("--plot") {
         let curves = [
             Curve {
                 name: "training loss (per step)",
