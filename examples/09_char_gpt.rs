@@ -5,10 +5,9 @@
 //!
 //! Run: `cargo run --release --example 09_char_gpt` (add `--features cuda -- --device cuda`
 //! for the GPU). Options: `--steps N` (2000), `--eval-every N` (250), `--lr` (5e-3, the peak of
-//! the schedule), `--plot losses.png`,
-//! `--save gpt.safetensors`, `--load gpt.safetensors` (skip training), and sampling:
-//! `--generate 500 --temperature 0.8 --prompt "ROMEO."`. `--help` lists them; an unknown flag is an
-//! error.
+//! the schedule), `--plot losses.png`, `--save gpt.safetensors`, `--load gpt.safetensors` (skip
+//! training), and sampling: `--generate 500 --temperature 0.8 --prompt "ROMEO."`. `--help`
+//! lists them; an unknown flag is an error.
 //!
 //! Prints the validation loss every `--eval-every` steps (a progress bar with tokens per
 //! second on a terminal), the validation loss on 40 fixed batches after training, then the
