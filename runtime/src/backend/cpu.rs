@@ -123,7 +123,7 @@ pub fn num_threads() -> usize {
 /// Builds rayon's global pool with `threads` threads. Built on the program's main thread,
 /// that thread is one of them: a kernel it starts runs its first part there while another
 /// thread takes the second, rather than handing both to the pool and sleeping until they
-/// are done (the char GPT's training step on two cores: 44 ms a step against 41). With one
+/// are done (the char GPT's training step on two cores: 41 ms a step against 45). With one
 /// thread the pool keeps its own, so that other threads' kernels never wait for `main`.
 fn build_pool(threads: usize) -> std::result::Result<(), rayon::ThreadPoolBuildError> {
     let builder = rayon::ThreadPoolBuilder::new().num_threads(threads);

@@ -1,5 +1,6 @@
 //! Softmax and log-softmax over one dimension (`torch.softmax`, `torch.log_softmax`), and
-//! their gradients, which the generated backward pass computes from the output.
+//! their gradients, which the generated backward pass computes from the output; and the
+//! causal softmax of attention scores, scale and mask in the same pass.
 
 pub(crate) mod cpu;
 #[cfg(feature = "cuda")]
