@@ -132,6 +132,7 @@ pub(crate) fn softmax_backward(
             g,
             out,
             len: axis.len,
+            scale: 1.0,
         });
         return;
     }
@@ -154,13 +155,15 @@ pub(crate) fn softmax_backward(
     });
 }
 
-/// The gradient through `op` over contiguous rows of `len`, the row sums in `f64`.
+/// The gradient through `op` over contiguous rows of `len`, the row sums in `f64`, times
+/// `scale` (the input's scale for the causal softmax, else 1).
 struct RowsBackward<'a> {
     op: SoftmaxOp,
     y: &'a [f32],
     g: &'a [f32],
     out: &'a mut [f32],
     len: usize,
+    scale: f32,
 }
 
 impl Divisible for Rows<'_> {
@@ -187,11 +190,25 @@ impl Divisible for RowsBackward<'_> {
         self.len
     }
     fn split_at(self, mid: usize) -> (Self, Self) {
-        let RowsBackward { op, y, g, out, len } = self;
+        let RowsBackward {
+            op,
+            y,
+            g,
+            out,
+            len,
+            scale,
+        } = self;
         let at = mid * len;
         let ((y_left, y_right), (g_left, g_right)) = (y.split_at(at), g.split_at(at));
         let (out_left, out_right) = out.split_at_mut(at);
-        let part = |y, g, out| RowsBackward { op, y, g, out, len };
+        let part = |y, g, out| RowsBackward {
+            op,
+            y,
+            g,
+            out,
+            len,
+            scale,
+        };
         (
             part(y_left, g_left, out_left),
             part(y_right, g_right, out_right),
@@ -204,20 +221,27 @@ impl Vectorizable for RowsBackward<'_> {
     #[inline(always)]
     #[allow(clippy::cast_possible_truncation, reason = "row sums back in f32")]
     fn run(self) {
-        let RowsBackward { op, y, g, out, len } = self;
+        let RowsBackward {
+            op,
+            y,
+            g,
+            out,
+            len,
+            scale,
+        } = self;
         let rows = y.chunks_exact(len).zip(g.chunks_exact(len));
         for ((y, g), out) in rows.zip(out.chunks_exact_mut(len)) {
             match op {
                 SoftmaxOp::Softmax => {
                     let dot = math::dot(g, y) as f32;
                     for ((o, &y), &g) in out.iter_mut().zip(y).zip(g) {
-                        *o = (g - dot) * y;
+                        *o = (g - dot) * y * scale;
                     }
                 }
                 SoftmaxOp::LogSoftmax => {
                     let sum = math::sum(g) as f32;
                     for ((o, &y), &g) in out.iter_mut().zip(y).zip(g) {
-                        *o = g - math::exp(y) * sum;
+                        *o = (g - math::exp(y) * sum) * scale;
                     }
                 }
             }
@@ -248,16 +272,22 @@ pub(crate) fn causal_softmax_backward(
 ) {
     debug_assert!(y.len() == g.len() && y.len() == out.len());
     debug_assert!(y.len().is_multiple_of(scores.size.max(1)));
+    // The masked entries' outputs `y` are 0: they add nothing to the sums and get no
+    // gradient, as through the mask and the softmax apart.
     if scores.size > 0 {
-        vectorized_in_parts(CausalRowsBackward {
+        vectorized_in_parts(RowsBackward {
+            op: SoftmaxOp::Softmax,
             y,
             g,
             out,
-            scores: *scores,
-            first_row: 0,
+            len: scores.size,
+            scale: scores.scale,
         });
     }
 }
+
+/// Floats in the widest vectors (AVX-512's 16; a multiple of AVX2's 8).
+const VECTOR: usize = 16;
 
 /// The causal softmax over rows of `scores.size`, the first of them row `first_row` of the
 /// whole tensor (so `first_row % size` is its position).
@@ -281,18 +311,21 @@ impl Vectorizable for CausalRows<'_> {
         } = self;
         let rows = x.chunks_exact(size).zip(out.chunks_exact_mut(size));
         for (row, (x, out)) in (first_row..).zip(rows) {
-            let (seen, unseen) = out.split_at_mut(row % size + 1);
-            let x = &x[..seen.len()];
+            let seen = row % size + 1;
             // Rounded as `softmax(scale * x)` is: the scaled scores, less their maximum.
-            let max = math::max(x) * scale;
-            for (o, &v) in seen.iter_mut().zip(x) {
+            let max = math::max(&x[..seen]) * scale;
+            // The exponentials of whole vectors, those past `seen` zeroed after: a row's
+            // remainder loop would not vectorise.
+            let (head, tail) = out.split_at_mut(seen.next_multiple_of(VECTOR).min(size));
+            for (o, &v) in head.iter_mut().zip(x) {
                 *o = math::exp(v * scale - max);
             }
-            let normalise = (1.0 / math::sum(seen)) as f32;
-            for o in seen.iter_mut() {
+            head[seen..].fill(0.0);
+            tail.fill(0.0);
+            let normalise = (1.0 / math::sum(head)) as f32;
+            for o in head.iter_mut() {
                 *o *= normalise;
             }
-            unseen.fill(0.0);
         }
     }
 }
@@ -322,73 +355,6 @@ impl Divisible for CausalRows<'_> {
         (
             part(x_left, out_left, first_row),
             part(x_right, out_right, first_row + mid),
-        )
-    }
-}
-
-/// The gradient through the causal softmax over rows of `scores.size`, the first of them
-/// row `first_row` of the whole tensor.
-struct CausalRowsBackward<'a> {
-    y: &'a [f32],
-    g: &'a [f32],
-    out: &'a mut [f32],
-    scores: CausalScores,
-    first_row: usize,
-}
-
-impl Vectorizable for CausalRowsBackward<'_> {
-    type Output = ();
-    #[inline(always)]
-    #[allow(clippy::cast_possible_truncation, reason = "row sums back in f32")]
-    fn run(self) {
-        let CausalRowsBackward {
-            y,
-            g,
-            out,
-            scores: CausalScores { size, scale },
-            first_row,
-        } = self;
-        let rows = y.chunks_exact(size).zip(g.chunks_exact(size));
-        for (row, ((y, g), out)) in (first_row..).zip(rows.zip(out.chunks_exact_mut(size))) {
-            let (seen, unseen) = out.split_at_mut(row % size + 1);
-            let (y, g) = (&y[..seen.len()], &g[..seen.len()]);
-            let dot = math::dot(g, y) as f32;
-            for ((o, &y), &g) in seen.iter_mut().zip(y).zip(g) {
-                *o = (g - dot) * y * scale;
-            }
-            unseen.fill(0.0);
-        }
-    }
-}
-
-impl Divisible for CausalRowsBackward<'_> {
-    fn units(&self) -> usize {
-        self.y.len() / self.scores.size
-    }
-    fn unit_len(&self) -> usize {
-        self.scores.size
-    }
-    fn split_at(self, mid: usize) -> (Self, Self) {
-        let CausalRowsBackward {
-            y,
-            g,
-            out,
-            scores,
-            first_row,
-        } = self;
-        let at = mid * scores.size;
-        let ((y_left, y_right), (g_left, g_right)) = (y.split_at(at), g.split_at(at));
-        let (out_left, out_right) = out.split_at_mut(at);
-        let part = |y, g, out, first_row| CausalRowsBackward {
-            y,
-            g,
-            out,
-            scores,
-            first_row,
-        };
-        (
-            part(y_left, g_left, out_left, first_row),
-            part(y_right, g_right, out_right, first_row + mid),
         )
     }
 }
