@@ -71,14 +71,32 @@ impl Vectorizable for ColumnSums<'_> {
     #[inline(always)]
     fn run(self) {
         let ColumnSums { x, width, out } = self;
-        out.fill(0.0);
-        for row in x.chunks(width) {
-            for (acc, &v) in out.iter_mut().zip(row) {
-                *acc += v;
+        // Blocks of columns summed in registers down all the rows, rather than `out` read and
+        // written back per row.
+        for (block, out) in out.chunks_mut(COLUMN_BLOCK).enumerate() {
+            let start = block * COLUMN_BLOCK;
+            if let Ok(out) = <&mut [f32; COLUMN_BLOCK]>::try_from(&mut *out) {
+                let mut sums = [0.0f32; COLUMN_BLOCK];
+                for row in x[start..].chunks(width) {
+                    for (sum, &v) in sums.iter_mut().zip(&row[..COLUMN_BLOCK]) {
+                        *sum += v;
+                    }
+                }
+                *out = sums;
+            } else {
+                out.fill(0.0);
+                for row in x[start..].chunks(width) {
+                    for (sum, &v) in out.iter_mut().zip(row) {
+                        *sum += v;
+                    }
+                }
             }
         }
     }
 }
+
+/// Columns [`ColumnSums`] sums at once: four AVX-512 registers.
+const COLUMN_BLOCK: usize = 64;
 
 impl Divisible for ColumnSums<'_> {
     fn units(&self) -> usize {
