@@ -89,7 +89,8 @@ extern "C" __global__ void causal_softmax_f32(
 }
 
 // The gradient through `causal_softmax_f32`, from its output `y` and the output's gradient
-// `g`: `scale * y * (g - sum(g * y))` over each row's first `r % size + 1` entries, 0 after.
+// `g`: `scale * y * (g - sum(g * y))` over whole rows, as `cpu.rs` computes it (masked
+// outputs are 0: they add nothing to the sum and get no gradient).
 extern "C" __global__ void causal_softmax_backward_f32(
     float* out, const float* y, const float* g, unsigned long long rows,
     unsigned long long size, float scale
@@ -97,17 +98,14 @@ extern "C" __global__ void causal_softmax_backward_f32(
     unsigned long long step = (unsigned long long)blockDim.x * gridDim.x;
     for (unsigned long long r = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x;
          r < rows; r += step) {
-        unsigned long long base = r * size, seen = r % size + 1;
+        unsigned long long base = r * size;
         double dot = 0.0;
-        for (unsigned long long j = 0; j < seen; ++j) {
+        for (unsigned long long j = 0; j < size; ++j) {
             dot += (double)g[base + j] * (double)y[base + j];
         }
-        for (unsigned long long j = 0; j < seen; ++j) {
+        for (unsigned long long j = 0; j < size; ++j) {
             unsigned long long k = base + j;
             out[k] = (float)(((double)g[k] - dot) * (double)y[k] * (double)scale);
-        }
-        for (unsigned long long j = seen; j < size; ++j) {
-            out[base + j] = 0.0f;
         }
     }
 }
