@@ -251,8 +251,8 @@ impl Vectorizable for RowsBackward<'_> {
 
 /// The causal softmax of `x`, row by row.
 pub(crate) fn causal_softmax(x: &[f32], scores: &CausalScores, out: &mut [f32]) {
-    debug_assert!(x.len() == out.len() && x.len().is_multiple_of(scores.size.max(1)));
-    if scores.size > 0 {
+    debug_assert!(x.len() == scores.axis.numel() && out.len() == x.len());
+    if scores.axis.len > 0 {
         vectorized_in_parts(CausalRows {
             x,
             out,
@@ -270,17 +270,16 @@ pub(crate) fn causal_softmax_backward(
     scores: &CausalScores,
     out: &mut [f32],
 ) {
-    debug_assert!(y.len() == g.len() && y.len() == out.len());
-    debug_assert!(y.len().is_multiple_of(scores.size.max(1)));
+    debug_assert!(y.len() == scores.axis.numel() && g.len() == y.len() && out.len() == y.len());
     // The masked entries' outputs `y` are 0: they add nothing to the sums and get no
     // gradient, as through the mask and the softmax apart.
-    if scores.size > 0 {
+    if scores.axis.len > 0 {
         vectorized_in_parts(RowsBackward {
             op: SoftmaxOp::Softmax,
             y,
             g,
             out,
-            len: scores.size,
+            len: scores.axis.len,
             scale: scores.scale,
         });
     }
@@ -289,7 +288,7 @@ pub(crate) fn causal_softmax_backward(
 /// Floats in the widest vectors (AVX-512's 16; a multiple of AVX2's 8).
 const VECTOR: usize = 16;
 
-/// The causal softmax over rows of `scores.size`, the first of them row `first_row` of the
+/// The causal softmax over rows of `scores.axis.len`, the first of them row `first_row` of the
 /// whole tensor (so `first_row % size` is its position).
 struct CausalRows<'a> {
     x: &'a [f32],
@@ -306,7 +305,11 @@ impl Vectorizable for CausalRows<'_> {
         let CausalRows {
             x,
             out,
-            scores: CausalScores { size, scale },
+            scores:
+                CausalScores {
+                    axis: SoftmaxAxis { len: size, .. },
+                    scale,
+                },
             first_row,
         } = self;
         let rows = x.chunks_exact(size).zip(out.chunks_exact_mut(size));
@@ -332,10 +335,10 @@ impl Vectorizable for CausalRows<'_> {
 
 impl Divisible for CausalRows<'_> {
     fn units(&self) -> usize {
-        self.x.len() / self.scores.size
+        self.x.len() / self.scores.axis.len
     }
     fn unit_len(&self) -> usize {
-        self.scores.size
+        self.scores.axis.len
     }
     fn split_at(self, mid: usize) -> (Self, Self) {
         let CausalRows {
@@ -344,7 +347,7 @@ impl Divisible for CausalRows<'_> {
             scores,
             first_row,
         } = self;
-        let at = mid * scores.size;
+        let at = mid * scores.axis.len;
         let ((x_left, x_right), (out_left, out_right)) = (x.split_at(at), out.split_at_mut(at));
         let part = |x, out, first_row| CausalRows {
             x,

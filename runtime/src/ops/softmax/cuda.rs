@@ -81,33 +81,6 @@ pub(crate) fn softmax_backward(
         .map_err(cuda_error(OP))
 }
 
-/// Checks that every buffer holds whole `[size, size]` matrices of one length (the kernels
-/// trust it) and returns how many rows they hold, or `None` when there is nothing to compute.
-fn causal_rows(
-    op: &'static str,
-    scores: &CausalScores,
-    buffers: &[(&str, usize)],
-) -> Result<Option<u64>> {
-    let len = buffers[0].1;
-    for &(what, found) in buffers {
-        expect_len(op, what, found, len)?;
-    }
-    let matrix = scores.size * scores.size;
-    if matrix == 0 {
-        return Ok(None);
-    }
-    if !len.is_multiple_of(matrix) {
-        return Err(crate::error::Error::Backend {
-            op,
-            message: format!(
-                "{len} elements are no whole [{0}, {0}] matrices",
-                scores.size
-            ),
-        });
-    }
-    Ok((len > 0).then(|| (len / scores.size) as u64))
-}
-
 /// `out` = the causal softmax of `x`.
 pub(crate) fn causal_softmax(
     dev: &Cuda,
@@ -117,14 +90,14 @@ pub(crate) fn causal_softmax(
 ) -> Result<()> {
     const OP: &str = "causal_softmax";
     let buffers = [("input", x.len()), ("output", out.len())];
-    let Some(rows) = causal_rows(OP, scores, &buffers)? else {
+    let Some([rows, size, _]) = checked_dims(OP, &scores.axis, &buffers)? else {
         return Ok(());
     };
-    let (size, scale) = (scores.size as u64, scores.scale);
+    let scale = scores.scale;
     let kernels = dev.kernels()?;
-    let config = launch_config(rows as usize);
-    // SAFETY: both buffers hold `rows` whole rows of `size` (checked), the only indices the
-    // kernel touches.
+    let config = launch_config(scores.axis.outer);
+    // SAFETY: both buffers hold `rows` rows of `size` (checked), the only indices the kernel
+    // touches.
     unsafe { kernels.causal_softmax(dev.stream(), config, out, x, &rows, &size, &scale) }
         .map_err(cuda_error(OP))
 }
@@ -144,14 +117,14 @@ pub(crate) fn causal_softmax_backward(
         ("gradient", g.len()),
         ("result", out.len()),
     ];
-    let Some(rows) = causal_rows(OP, scores, &buffers)? else {
+    let Some([rows, size, _]) = checked_dims(OP, &scores.axis, &buffers)? else {
         return Ok(());
     };
-    let (size, scale) = (scores.size as u64, scores.scale);
+    let scale = scores.scale;
     let kernels = dev.kernels()?;
-    let config = launch_config(rows as usize);
-    // SAFETY: all three buffers hold `rows` whole rows of `size` (checked), the only indices
-    // the kernel touches.
+    let config = launch_config(scores.axis.outer);
+    // SAFETY: all three buffers hold `rows` rows of `size` (checked), the only indices the
+    // kernel touches.
     unsafe {
         kernels.causal_softmax_backward(dev.stream(), config, out, y, g, &rows, &size, &scale)
     }

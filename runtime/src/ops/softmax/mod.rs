@@ -39,13 +39,13 @@ impl SoftmaxAxis {
     }
 }
 
-/// Attention scores as `[.., size, size]` matrices, normalised row by row as
-/// `softmax(scale * x)` over each row's first `row + 1` entries: query `row` sees the keys up
-/// to its own position, the rest get 0.
+/// Attention scores as `[.., T, T]` matrices, normalised row by row as `softmax(scale * x)`
+/// over each row's first `row + 1` entries: query `row` sees the keys up to its own position,
+/// the rest get 0.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct CausalScores {
-    /// The sequence length `T`: rows and columns of each matrix.
-    pub size: usize,
+    /// The rows of every matrix, one after another: `outer` rows of `len = T` (`inner` 1).
+    pub axis: SoftmaxAxis,
     /// What the scores are multiplied by before the softmax (`1 / sqrt(D)`).
     pub scale: f32,
 }
@@ -256,7 +256,12 @@ impl<B: Backend> Tensor<B> {
                 "{op}: the scale {scale} is not positive and finite"
             )));
         }
-        Ok(CausalScores { size, scale })
+        let axis = SoftmaxAxis {
+            outer: self.numel().checked_div(size).unwrap_or(0),
+            len: size,
+            inner: 1,
+        };
+        Ok(CausalScores { axis, scale })
     }
 
     fn softmax_axis(&self, op: &'static str, dim: usize) -> Result<SoftmaxAxis> {
