@@ -1,7 +1,7 @@
 //! The [`Cpu`] backend's memory: `Vec<f32>` buffers. Its kernels live beside each op family's
 //! other kernels, in `ops/<family>/cpu.rs`.
 
-use super::{Memory, buffer_pool, check_fits, expect_len};
+use super::{Memory, buffer_pool, check_fits, expect_len, warm_pool};
 use crate::error::{Error, Result};
 
 /// The host CPU. Stateless; GEMMs of the tutorial's size run on one thread, larger ones on
@@ -123,17 +123,19 @@ pub fn num_threads() -> usize {
 /// Builds rayon's global pool with `threads` threads. Built on the program's main thread,
 /// that thread is one of them: a kernel it starts runs its first part there while another
 /// thread takes the second, rather than handing both to the pool and sleeping until they
-/// are done (the char GPT's training step on two cores: 41 ms a step against 45). With one
-/// thread the pool keeps its own, so that other threads' kernels never wait for `main`.
+/// are done (the char GPT's training step on two cores: 41 ms a step against 45), and what
+/// it hands to the pool keeps the pool's threads awake (see [`warm_pool`]). With one thread
+/// the pool keeps its own, so that other threads' kernels never wait for `main`.
 fn build_pool(threads: usize) -> std::result::Result<(), rayon::ThreadPoolBuildError> {
     let builder = rayon::ThreadPoolBuilder::new().num_threads(threads);
     let on_main = std::thread::current().name() == Some("main");
     if on_main && threads > 1 {
-        builder.use_current_thread()
+        builder.use_current_thread().build_global()?;
+        warm_pool::set_caller();
+        Ok(())
     } else {
-        builder
+        builder.build_global()
     }
-    .build_global()
 }
 
 /// A kernel's loops, to run compiled for the widest SIMD instructions this CPU has.
@@ -160,7 +162,7 @@ pub(crate) trait Divisible: Vectorizable<Output: Joined> + Send + Sized {
     /// Kernels over fewer elements run in one part: handing a part to another thread costs
     /// about as much as a simple map over this many. Kernels with much more work per element
     /// set less. (2^16: the char GPT's `[16, 64, 128]` activations run in two parts, 1.6 ms
-    /// less a step than at 2^17; 2^15 made the tutorial's Adam step 8% slower.)
+    /// less a step than at 2^17.)
     const PART_MIN_ELEMENTS: usize = 1 << 16;
 
     /// Elements per unit.
@@ -204,6 +206,7 @@ fn in_parts<K: Divisible>(kernel: K, parts: usize) -> K::Output {
     if parts < 2 || kernel.units() < 2 {
         return vectorized(kernel);
     }
+    warm_pool::keep_warm();
     let first = parts / 2;
     let mid = kernel.units() * first / parts;
     let (left, right) = kernel.split_at(mid);

@@ -12,6 +12,7 @@ pub(crate) mod cuda;
 #[cfg(not(feature = "cuda"))]
 #[path = "cuda_stub.rs"]
 mod cuda;
+pub(crate) mod warm_pool;
 
 pub use cpu::{Cpu, num_threads, set_num_threads};
 pub(crate) use cuda::CapturedGraph;

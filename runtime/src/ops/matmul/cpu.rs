@@ -107,6 +107,7 @@ fn sum_in_parts(
         }
         return;
     }
+    crate::backend::warm_pool::keep_warm();
     let (first, second) = (parts / 2, parts - parts / 2);
     if c.nrows() >= c.ncols() {
         let mid = c.nrows() * first / parts;
@@ -175,6 +176,7 @@ impl MatmulKernel for Cpu {
             && size > 0
         {
             let per_task = batch.count.div_ceil(2 * crate::backend::num_threads());
+            crate::backend::warm_pool::keep_warm();
             c[batch.c.offset..]
                 .par_chunks_mut(step * per_task)
                 .take(batch.count.div_ceil(per_task))

