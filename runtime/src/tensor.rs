@@ -158,8 +158,8 @@ impl<B: Backend> Tensor<B> {
         device: &B,
         rng: &mut R,
     ) -> Self {
-        let unit = Self::rand(shape, device, rng);
-        &(&unit * (high - low)) + low
+        // In place: a model's initialisation leaves no temporaries in the buffer pool.
+        Self::rand(shape, device, rng) * (high - low) + low
     }
 
     #[track_caller]
