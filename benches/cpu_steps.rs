@@ -14,6 +14,7 @@ mod timing;
 #[path = "../tests/shared/two_layer_net.rs"]
 mod two_layer_net;
 
+use std::borrow::Cow;
 use std::hint::black_box;
 use std::time::Duration;
 
@@ -25,33 +26,36 @@ use two_layer_net::TwoLayerNet;
 
 const SAMPLES: usize = 21;
 
-/// The products of one training step of a `Linear(inputs, outputs)` on `rows` rows: the
+/// The products of one training step of a `Linear(inputs, outputs)` on the rows of `x`: the
 /// forward `x W^T`, the weight gradient `dy^T x` and, unless it is the first layer, the input
 /// gradient `dy W`.
-struct LinearProducts {
-    x: Tensor,
+struct LinearProducts<'x> {
+    x: Cow<'x, Tensor>,
     w: Tensor,
     y: Tensor,
     grad_w: Tensor,
     grad_x: Option<Tensor>,
 }
 
-impl LinearProducts {
-    fn new(rows: usize, inputs: usize, outputs: usize, input_grad: bool) -> Self {
-        let rng = &mut seeded(1);
+impl<'x> LinearProducts<'x> {
+    fn new(x: Cow<'x, Tensor>, outputs: usize, input_grad: bool, rng: &mut SeededRng) -> Self {
+        let [rows, inputs] = x.dims()[..] else {
+            panic!("a batch of rows, not {:?}", x.dims());
+        };
         Self {
-            x: Tensor::randn([rows, inputs], &Cpu, rng),
             w: Tensor::randn([outputs, inputs], &Cpu, rng),
             y: Tensor::zeros([rows, outputs], &Cpu),
             grad_w: Tensor::zeros([outputs, inputs], &Cpu),
             grad_x: input_grad.then(|| Tensor::zeros([rows, inputs], &Cpu)),
+            x,
         }
     }
 
     fn run(&mut self) {
-        self.y.addmm_(&self.x, self.w.t(), 0.0, 1.0);
+        let x: &Tensor = &self.x;
+        self.y.addmm_(x, self.w.t(), 0.0, 1.0);
         // `y` stands in for the output's gradient: same shape, same work.
-        self.grad_w.addmm_(self.y.t(), &self.x, 0.0, 1.0);
+        self.grad_w.addmm_(self.y.t(), x, 0.0, 1.0);
         if let Some(grad_x) = &mut self.grad_x {
             grad_x.addmm_(&self.y, &self.w, 0.0, 1.0);
         }
@@ -59,12 +63,20 @@ impl LinearProducts {
     }
 }
 
-/// The median time of the products of `layers` (`(rows, inputs, outputs, input_grad)`).
-fn gemms_only(layers: &[(usize, usize, usize, bool)], calls: usize) -> Duration {
-    let mut products: Vec<LinearProducts> = layers
-        .iter()
-        .map(|&(rows, inputs, outputs, grad)| LinearProducts::new(rows, inputs, outputs, grad))
-        .collect();
+/// The median time of the products of a stack of `Linear` layers on the step's input `x`,
+/// `layers` giving each one's output width and whether it computes its input's gradient. The
+/// first multiplies `x` itself (a copy would add its size to the row's peak memory), the
+/// others random inputs of their shape.
+fn gemms_only(x: &Tensor, layers: &[(usize, bool)], calls: usize) -> Duration {
+    let rng = &mut seeded(1);
+    let mut products: Vec<LinearProducts> = Vec::new();
+    for &(outputs, input_grad) in layers {
+        let input = match products.last() {
+            None => Cow::Borrowed(x),
+            Some(previous) => Cow::Owned(Tensor::randn(previous.y.dims(), &Cpu, rng)),
+        };
+        products.push(LinearProducts::new(input, outputs, input_grad, rng));
+    }
     median_call_time(SAMPLES, calls, || {
         for product in &mut products {
             product.run();
@@ -95,7 +107,7 @@ fn tutorial(adam: bool) -> Row {
         lr: 1e-12,
         ..AdamConfig::default()
     });
-    let gemms = gemms_only(&[(64, 1000, 100, false), (64, 100, 10, true)], 50);
+    let gemms = gemms_only(&x, &[(100, false), (10, true)], 50);
     let step = median_call_time(SAMPLES, 50, || {
         let (y_pred, tape) = net.forward_train(&x).unwrap();
         let (loss, grad) = loss_fn.value_and_grad(&y_pred, &y);
@@ -132,10 +144,10 @@ fn dynamic_net() -> Row {
         momentum: 0.9,
         ..SgdConfig::default()
     });
-    let mut layers = vec![(64, 1000, 100, false)];
-    layers.extend([(64, 100, 100, true); REPEATS]);
-    layers.push((64, 100, 10, true));
-    let gemms = gemms_only(&layers, 50);
+    let mut layers = vec![(100, false)];
+    layers.extend([(100, true); REPEATS]);
+    layers.push((10, true));
+    let gemms = gemms_only(&x, &layers, 50);
     let step = median_call_time(SAMPLES, 50, || {
         black_box(dynamic_net::train_step(&mut net, &mut sgd, &x, &y, REPEATS).unwrap());
     });
@@ -158,18 +170,13 @@ fn mlp() -> Row {
     let x = Tensor::randn([256, 784], &Cpu, rng);
     let labels: Vec<usize> = (0..256).map(|i| i % 10).collect();
     let labels = Labels::new(&labels, &Cpu);
+    let gemms = gemms_only(&x, &[(512, false), (512, true), (10, true)], 10);
     let mut net = Mlp::new(&Cpu, rng);
     let loss_fn = CrossEntropyLoss::default();
     let mut adam = Adam::new(AdamConfig {
         lr: 1e-12,
         ..AdamConfig::default()
     });
-    let layers = [
-        (256, 784, 512, false),
-        (256, 512, 512, true),
-        (256, 512, 10, true),
-    ];
-    let gemms = gemms_only(&layers, 10);
     let step = median_call_time(SAMPLES, 10, || {
         black_box(net.train_step(&x, &labels, &loss_fn, &mut adam).unwrap());
     });
