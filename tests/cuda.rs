@@ -104,6 +104,31 @@ fn unary_case<B: Backend>(dev: &B) -> Outputs {
         let mut in_place = dev.upload(input).unwrap();
         dev.unary_assign(op, &mut in_place).unwrap();
         outputs.push((format!("{op:?} in place"), dev.download(&in_place).unwrap()));
+        let (mut with_derivative, mut derivative) = (
+            dev.zeros(input.len()).unwrap(),
+            dev.zeros(input.len()).unwrap(),
+        );
+        dev.unary_with_derivative(op, &src, &mut with_derivative, &mut derivative)
+            .unwrap();
+        outputs.push((
+            format!("{op:?} with derivative"),
+            dev.download(&with_derivative).unwrap(),
+        ));
+        outputs.push((
+            format!("{op:?} derivative"),
+            dev.download(&derivative).unwrap(),
+        ));
+        let mut in_place = dev.upload(input).unwrap();
+        dev.unary_assign_with_derivative(op, &mut in_place, &mut derivative)
+            .unwrap();
+        outputs.push((
+            format!("{op:?} in place with derivative"),
+            dev.download(&in_place).unwrap(),
+        ));
+        outputs.push((
+            format!("{op:?} derivative in place"),
+            dev.download(&derivative).unwrap(),
+        ));
         let saved = match op.saves() {
             Saved::Input => src,
             Saved::Output => out,

@@ -38,6 +38,12 @@ pub(crate) trait BinaryFn: Copy + Send {
     fn call(self, a: f32, b: f32) -> f32;
 }
 
+/// A unary op's function and its derivative, `x -> (f(x), f'(x))`, computed together (see
+/// [`UnaryFn`]).
+pub(crate) trait UnaryWithDerivativeFn: Copy + Send {
+    fn call(self, x: f32) -> (f32, f32);
+}
+
 /// Runs a CPU kernel with a unary op's scalar function: each op calls [`Self::visit`] with its
 /// own [`UnaryFn`], so the kernel's loop is compiled (and vectorised) once per op instead of
 /// calling through a pointer.
@@ -50,6 +56,22 @@ pub(crate) trait UnaryVisitor {
 pub(crate) trait BinaryVisitor {
     type Output;
     fn visit(self, f: impl BinaryFn) -> Self::Output;
+}
+
+/// As [`UnaryVisitor`], for a function with its derivative.
+pub(crate) trait UnaryWithDerivativeVisitor {
+    type Output;
+    fn visit(self, f: impl UnaryWithDerivativeFn) -> Self::Output;
+}
+
+/// The value a unary op's backward rule reads, `input` or `output`, as [`Saved`] names it.
+macro_rules! saved_value {
+    (Input, $input:ident, $output:ident) => {
+        $input
+    };
+    (Output, $input:ident, $output:ident) => {
+        $output
+    };
 }
 
 /// Calls `$visitor.visit` with a [`UnaryFn`] or [`BinaryFn`] (`$trait`) whose body is `$body`
@@ -217,6 +239,39 @@ macro_rules! unary_ops {
                 }
             }
 
+            /// Calls `visitor` with `x -> (f(x), f'(x))`, the derivative the backward rule's
+            /// value at a gradient of 1.
+            #[allow(unused_variables)]
+            pub(crate) fn with_derivative<V: crate::ops::elementwise::UnaryWithDerivativeVisitor>(
+                self,
+                visitor: V,
+            ) -> V::Output {
+                match self {
+                    $(
+                        UnaryOp::$name $(($($param),+))? => {
+                            #[derive(Clone, Copy)]
+                            struct Function { $($($param: f32),+)? }
+                            impl crate::ops::elementwise::UnaryWithDerivativeFn for Function {
+                                #[inline(always)]
+                                fn call(self, input: f32) -> (f32, f32) {
+                                    let Function { $($($param),+)? } = self;
+                                    let output = {
+                                        let $x = input;
+                                        $forward
+                                    };
+                                    let $g = 1.0f32;
+                                    let $v = crate::ops::elementwise::saved_value!(
+                                        $saved, input, output
+                                    );
+                                    (output, $backward)
+                                }
+                            }
+                            visitor.visit(Function { $($($param),+)? })
+                        }
+                    )*
+                }
+            }
+
             /// The table as CUDA C, forward and backward functions per row.
             #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
             pub(crate) fn cuda_rows() -> Vec<crate::ops::elementwise::CudaRow> {
@@ -349,7 +404,9 @@ macro_rules! binary_ops {
     };
 }
 
-pub(crate) use {binary_ops, param_slots, param_type, param_wildcard, unary_ops, visit_fn};
+pub(crate) use {
+    binary_ops, param_slots, param_type, param_wildcard, saved_value, unary_ops, visit_fn,
+};
 
 #[cfg(test)]
 mod tests {

@@ -116,6 +116,27 @@ kernel_table! {
             s0: &f32,
             s1: &f32,
         );
+        /// `out[i] = op(x[i])`, `derivative[i] = op'(x[i])`.
+        fn unary_with_derivative = "unary_with_derivative_f32"(
+            out: &mut CudaSlice<f32>,
+            derivative: &mut CudaSlice<f32>,
+            x: &CudaSlice<f32>,
+            n: &u64,
+            op: &i32,
+            s0: &f32,
+            s1: &f32,
+            from_output: &i32,
+        );
+        /// `x[i] = op(x[i])`, `derivative[i] = op'(x[i])`.
+        fn unary_assign_with_derivative = "unary_assign_with_derivative_f32"(
+            x: &mut CudaSlice<f32>,
+            derivative: &mut CudaSlice<f32>,
+            n: &u64,
+            op: &i32,
+            s0: &f32,
+            s1: &f32,
+            from_output: &i32,
+        );
         /// `out[i] = grad[i] * op'(saved[i])`.
         fn unary_backward = "unary_backward_f32"(
             out: &mut CudaSlice<f32>,

@@ -5,7 +5,10 @@ use super::{UnaryKernel, UnaryOp};
 use crate::backend::Cpu;
 use crate::backend::cpu::{Divisible, Vectorizable, vectorized_in_parts};
 use crate::error::Result;
-use crate::ops::elementwise::{BinaryFn, BinaryVisitor, UnaryFn, UnaryVisitor};
+use crate::ops::elementwise::{
+    BinaryFn, BinaryVisitor, UnaryFn, UnaryVisitor, UnaryWithDerivativeFn,
+    UnaryWithDerivativeVisitor,
+};
 
 /// `out[i] = f(x[i])`.
 struct Map<'a> {
@@ -48,6 +51,55 @@ impl<F: UnaryFn> Vectorizable for (MapInPlace<'_>, F) {
         let (MapInPlace(x), f) = self;
         for v in x.iter_mut() {
             *v = f.call(*v);
+        }
+    }
+}
+
+/// `out[i] = f(x[i])` and `derivative[i] = f'(x[i])`.
+struct MapWithDerivative<'a> {
+    x: &'a [f32],
+    out: &'a mut [f32],
+    derivative: &'a mut [f32],
+}
+
+impl UnaryWithDerivativeVisitor for MapWithDerivative<'_> {
+    type Output = ();
+    fn visit(self, f: impl UnaryWithDerivativeFn) {
+        vectorized_in_parts((self, f));
+    }
+}
+
+impl<F: UnaryWithDerivativeFn> Vectorizable for (MapWithDerivative<'_>, F) {
+    type Output = ();
+    #[inline(always)]
+    fn run(self) {
+        let (MapWithDerivative { x, out, derivative }, f) = self;
+        for ((o, d), &v) in out.iter_mut().zip(derivative.iter_mut()).zip(x) {
+            (*o, *d) = f.call(v);
+        }
+    }
+}
+
+/// `x[i] = f(x[i])` and `derivative[i] = f'(x[i])`.
+struct MapInPlaceWithDerivative<'a> {
+    x: &'a mut [f32],
+    derivative: &'a mut [f32],
+}
+
+impl UnaryWithDerivativeVisitor for MapInPlaceWithDerivative<'_> {
+    type Output = ();
+    fn visit(self, f: impl UnaryWithDerivativeFn) {
+        vectorized_in_parts((self, f));
+    }
+}
+
+impl<F: UnaryWithDerivativeFn> Vectorizable for (MapInPlaceWithDerivative<'_>, F) {
+    type Output = ();
+    #[inline(always)]
+    fn run(self) {
+        let (MapInPlaceWithDerivative { x, derivative }, f) = self;
+        for (v, d) in x.iter_mut().zip(derivative.iter_mut()) {
+            (*v, *d) = f.call(*v);
         }
     }
 }
@@ -124,6 +176,39 @@ impl<F: UnaryFn> Divisible for (MapInPlace<'_>, F) {
     }
 }
 
+impl<F: UnaryWithDerivativeFn> Divisible for (MapWithDerivative<'_>, F) {
+    fn units(&self) -> usize {
+        self.0.x.len()
+    }
+    fn split_at(self, mid: usize) -> (Self, Self) {
+        let (MapWithDerivative { x, out, derivative }, f) = self;
+        let (x_left, x_right) = x.split_at(mid);
+        let (out_left, out_right) = out.split_at_mut(mid);
+        let (derivative_left, derivative_right) = derivative.split_at_mut(mid);
+        let part = |x, out, derivative| (MapWithDerivative { x, out, derivative }, f);
+        (
+            part(x_left, out_left, derivative_left),
+            part(x_right, out_right, derivative_right),
+        )
+    }
+}
+
+impl<F: UnaryWithDerivativeFn> Divisible for (MapInPlaceWithDerivative<'_>, F) {
+    fn units(&self) -> usize {
+        self.0.x.len()
+    }
+    fn split_at(self, mid: usize) -> (Self, Self) {
+        let (MapInPlaceWithDerivative { x, derivative }, f) = self;
+        let (x_left, x_right) = x.split_at_mut(mid);
+        let (derivative_left, derivative_right) = derivative.split_at_mut(mid);
+        let part = |x, derivative| (MapInPlaceWithDerivative { x, derivative }, f);
+        (
+            part(x_left, derivative_left),
+            part(x_right, derivative_right),
+        )
+    }
+}
+
 impl<F: BinaryFn> Divisible for (Backward<'_>, F) {
     fn units(&self) -> usize {
         self.0.grad.len()
@@ -162,6 +247,27 @@ impl UnaryKernel for Cpu {
 
     fn unary_assign(&self, op: UnaryOp, x: &mut Vec<f32>) -> Result<()> {
         op.forward(MapInPlace(x));
+        Ok(())
+    }
+
+    fn unary_with_derivative(
+        &self,
+        op: UnaryOp,
+        x: &Vec<f32>,
+        out: &mut Vec<f32>,
+        derivative: &mut Vec<f32>,
+    ) -> Result<()> {
+        op.with_derivative(MapWithDerivative { x, out, derivative });
+        Ok(())
+    }
+
+    fn unary_assign_with_derivative(
+        &self,
+        op: UnaryOp,
+        x: &mut Vec<f32>,
+        derivative: &mut Vec<f32>,
+    ) -> Result<()> {
+        op.with_derivative(MapInPlaceWithDerivative { x, derivative });
         Ok(())
     }
 

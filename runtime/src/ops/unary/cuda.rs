@@ -6,7 +6,7 @@ use std::sync::LazyLock;
 use super::{UnaryKernel, UnaryOp};
 use crate::backend::cuda::{Cuda, CudaBuffer, cuda_error, expect_len, launch_config};
 use crate::error::Result;
-use crate::ops::elementwise::cuda_switch;
+use crate::ops::elementwise::{Saved, cuda_switch};
 
 /// `unary.cu` with the table's forward and backward functions in place of its marker line.
 static SOURCE: LazyLock<String> = LazyLock::new(|| {
@@ -64,6 +64,84 @@ impl UnaryKernel for Cuda {
         // SAFETY: `x` holds the `n` elements the kernel touches.
         unsafe { kernels.unary_assign(self.stream(), launch_config(n), x, &count, &code, &s0, &s1) }
             .map_err(cuda_error("unary_assign"))
+    }
+
+    fn unary_with_derivative(
+        &self,
+        op: UnaryOp,
+        x: &CudaBuffer,
+        out: &mut CudaBuffer,
+        derivative: &mut CudaBuffer,
+    ) -> Result<()> {
+        self.recorder().record([x, &*out, &*derivative], || {
+            format!("{op:?} with derivative {}", x.len())
+        });
+        let n = x.len();
+        expect_len("unary_with_derivative", "output", out.len(), n)?;
+        expect_len("unary_with_derivative", "derivative", derivative.len(), n)?;
+        if n == 0 {
+            return Ok(());
+        }
+        let (code, [s0, s1]) = op.encode();
+        let (count, from_output) = (n as u64, i32::from(op.saves() == Saved::Output));
+        let kernels = self.kernels()?;
+        let (out, derivative) = (out.slice_mut(), derivative.slice_mut());
+        // SAFETY: the three buffers hold `n` elements, the only indices the kernel touches.
+        unsafe {
+            kernels.unary_with_derivative(
+                self.stream(),
+                launch_config(n),
+                out,
+                derivative,
+                x,
+                &count,
+                &code,
+                &s0,
+                &s1,
+                &from_output,
+            )
+        }
+        .map_err(cuda_error("unary_with_derivative"))
+    }
+
+    fn unary_assign_with_derivative(
+        &self,
+        op: UnaryOp,
+        x: &mut CudaBuffer,
+        derivative: &mut CudaBuffer,
+    ) -> Result<()> {
+        self.recorder().record([&*x, &*derivative], || {
+            format!("{op:?} with derivative in place {}", x.len())
+        });
+        let n = x.len();
+        expect_len(
+            "unary_assign_with_derivative",
+            "derivative",
+            derivative.len(),
+            n,
+        )?;
+        if n == 0 {
+            return Ok(());
+        }
+        let (code, [s0, s1]) = op.encode();
+        let (count, from_output) = (n as u64, i32::from(op.saves() == Saved::Output));
+        let kernels = self.kernels()?;
+        let (x, derivative) = (x.slice_mut(), derivative.slice_mut());
+        // SAFETY: both buffers hold `n` elements, the only indices the kernel touches.
+        unsafe {
+            kernels.unary_assign_with_derivative(
+                self.stream(),
+                launch_config(n),
+                x,
+                derivative,
+                &count,
+                &code,
+                &s0,
+                &s1,
+                &from_output,
+            )
+        }
+        .map_err(cuda_error("unary_assign_with_derivative"))
     }
 
     fn unary_backward(

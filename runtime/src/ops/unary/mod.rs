@@ -119,8 +119,8 @@ unary_ops! {
         forward: |x| x / (1.0 + math::exp(-x)) => "x / (1.0f + expf(-x))",
         backward from Input: |g, x| {
             let s = 1.0 / (1.0 + math::exp(-x));
-            g * s * (1.0 + x * (1.0 - s))
-        } => "g * (1.0f / (1.0f + expf(-x))) * (1.0f + x * (1.0f - 1.0f / (1.0f + expf(-x))))",
+            g * (s * (1.0 + x * (1.0 - s)))
+        } => "g * ((1.0f / (1.0f + expf(-x))) * (1.0f + x * (1.0f - 1.0f / (1.0f + expf(-x)))))",
     }
     /// `x` where `x > 0`, else `slope * x`, like `torch.nn.functional.leaky_relu`.
     LeakyRelu(slope = 0.01) => fn leaky_relu {
@@ -221,6 +221,30 @@ pub trait UnaryKernel: Memory {
     /// When the kernel fails.
     fn unary_assign(&self, op: UnaryOp, x: &mut Self::Storage) -> Result<()>;
 
+    /// `out[i] = op(x[i])` and `derivative[i] = op'(x[i])` (the backward rule at a gradient
+    /// of 1), in one pass.
+    ///
+    /// # Errors
+    /// When the kernel fails.
+    fn unary_with_derivative(
+        &self,
+        op: UnaryOp,
+        x: &Self::Storage,
+        out: &mut Self::Storage,
+        derivative: &mut Self::Storage,
+    ) -> Result<()>;
+
+    /// `x[i] = op(x[i])` in place, and `derivative[i]` as [`Self::unary_with_derivative`].
+    ///
+    /// # Errors
+    /// When the kernel fails.
+    fn unary_assign_with_derivative(
+        &self,
+        op: UnaryOp,
+        x: &mut Self::Storage,
+        derivative: &mut Self::Storage,
+    ) -> Result<()>;
+
     /// `out[i] = grad[i] * op'(..)`, the derivative read from `saved[i]`, the op's input or
     /// output as [`UnaryOp::saves`] says.
     ///
@@ -276,6 +300,36 @@ impl<B: Backend> Tensor<B> {
     /// When the device cannot run the kernel.
     pub fn try_map_(&mut self, op: UnaryOp) -> Result<()> {
         self.device.unary_assign(op, &mut self.storage)
+    }
+
+    /// `op` applied to every element, and its derivative at every element: what a training
+    /// forward pass keeps of an op whose derivative costs as much as the op itself (GELU),
+    /// sharing the work of the two, so that the backward pass is one multiplication. The
+    /// derivative is the backward rule's value at a gradient of 1.
+    ///
+    /// # Errors
+    /// When the device cannot allocate or run the kernel.
+    pub fn try_map_with_derivative(&self, op: UnaryOp) -> Result<(Self, Self)> {
+        let mut out = Self::try_empty(self.shape.clone(), &self.device)?;
+        let mut derivative = Self::try_empty(self.shape.clone(), &self.device)?;
+        self.device.unary_with_derivative(
+            op,
+            &self.storage,
+            &mut out.storage,
+            &mut derivative.storage,
+        )?;
+        Ok((out, derivative))
+    }
+
+    /// As [`Self::try_map_with_derivative`], applying `op` in place; returns the derivative.
+    ///
+    /// # Errors
+    /// When the device cannot allocate or run the kernel.
+    pub fn try_map_with_derivative_(&mut self, op: UnaryOp) -> Result<Self> {
+        let mut derivative = Self::try_empty(self.shape.clone(), &self.device)?;
+        self.device
+            .unary_assign_with_derivative(op, &mut self.storage, &mut derivative.storage)?;
+        Ok(derivative)
     }
 
     /// Applies `op` in place and returns the tensor: how owned operands reuse their buffer.
@@ -367,6 +421,25 @@ impl UnaryKernel for crate::Cuda {
     }
 
     fn unary_assign(&self, _: UnaryOp, _: &mut Self::Storage) -> Result<()> {
+        self.unreachable()
+    }
+
+    fn unary_with_derivative(
+        &self,
+        _: UnaryOp,
+        _: &Self::Storage,
+        _: &mut Self::Storage,
+        _: &mut Self::Storage,
+    ) -> Result<()> {
+        self.unreachable()
+    }
+
+    fn unary_assign_with_derivative(
+        &self,
+        _: UnaryOp,
+        _: &mut Self::Storage,
+        _: &mut Self::Storage,
+    ) -> Result<()> {
         self.unreachable()
     }
 
@@ -524,6 +597,56 @@ mod tests {
                     analytic[i]
                 );
             }
+        }
+    }
+
+    /// Every op's output with its derivative equals its plain output bit for bit, and the
+    /// gradient times that derivative its backward rule's value (bit for bit where the rule
+    /// is `g * f'`, as for GELU, `SiLU` and Mish); in place too.
+    #[test]
+    fn the_derivative_is_the_backward_rule_at_a_unit_gradient() {
+        let x = Tensor::from_vec(vec![-9.0, -1.7, -0.6, 0.0, 0.3, 0.8, 2.2, 12.0], [8], &Cpu);
+        let grad = Tensor::from_vec(vec![0.5, -1.0, 2.0, 1.5, -0.25, 3.0, 1.0, -2.0], [8], &Cpu);
+        for &op in UnaryOp::EXAMPLES {
+            let input = if matches!(op, UnaryOp::Log | UnaryOp::Sqrt) {
+                x.abs()
+            } else {
+                x.clone()
+            };
+            let (output, derivative) = input.try_map_with_derivative(op).unwrap();
+            assert_eq!(output.to_vec(), input.map(op).to_vec(), "{op:?}");
+            let saved = match op.saves() {
+                crate::ops::elementwise::Saved::Input => &input,
+                crate::ops::elementwise::Saved::Output => &output,
+            };
+            let ones = Tensor::ones([8], &Cpu);
+            let at_one = ones.try_map_backward(op, saved).unwrap().to_vec();
+            assert_eq!(derivative.to_vec().map_bits(), at_one.map_bits(), "{op:?}");
+            let rule = grad.try_map_backward(op, saved).unwrap().to_vec();
+            let product = (&grad * &derivative).to_vec();
+            let exact = matches!(op, UnaryOp::Gelu | UnaryOp::Silu | UnaryOp::Mish);
+            for (&a, &b) in product.iter().zip(&rule) {
+                let close = a == b || (!exact && (a - b).abs() <= 1e-6 * b.abs().max(1.0));
+                assert!(close, "{op:?}: {product:?} against {rule:?}");
+            }
+            let mut in_place = input.clone();
+            let derivative_in_place = in_place.try_map_with_derivative_(op).unwrap();
+            assert_eq!(in_place.to_vec().map_bits(), output.to_vec().map_bits());
+            assert_eq!(
+                derivative_in_place.to_vec().map_bits(),
+                derivative.to_vec().map_bits()
+            );
+        }
+    }
+
+    /// Floats as bits, so that NaNs compare equal.
+    trait MapBits {
+        fn map_bits(&self) -> Vec<u32>;
+    }
+
+    impl MapBits for Vec<f32> {
+        fn map_bits(&self) -> Vec<u32> {
+            self.iter().map(|v| v.to_bits()).collect()
         }
     }
 

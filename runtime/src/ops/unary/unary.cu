@@ -45,6 +45,36 @@ extern "C" __global__ void unary_assign_f32(
     }
 }
 
+// The op and its derivative (the backward rule at a gradient of 1, from the input or, with
+// `from_output`, the output).
+extern "C" __global__ void unary_with_derivative_f32(
+    float* out, float* derivative, const float* x, unsigned long long n, int op, float s0,
+    float s1, int from_output
+) {
+    unsigned long long step = (unsigned long long)blockDim.x * gridDim.x;
+    for (unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+         i += step) {
+        float v = x[i];
+        float y = unary_forward(op, s0, s1, v);
+        out[i] = y;
+        derivative[i] = unary_backward(op, s0, s1, 1.0f, from_output ? y : v);
+    }
+}
+
+extern "C" __global__ void unary_assign_with_derivative_f32(
+    float* x, float* derivative, unsigned long long n, int op, float s0, float s1,
+    int from_output
+) {
+    unsigned long long step = (unsigned long long)blockDim.x * gridDim.x;
+    for (unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+         i += step) {
+        float v = x[i];
+        float y = unary_forward(op, s0, s1, v);
+        x[i] = y;
+        derivative[i] = unary_backward(op, s0, s1, 1.0f, from_output ? y : v);
+    }
+}
+
 extern "C" __global__ void unary_backward_f32(
     float* out, const float* grad, const float* saved, unsigned long long n, int op, float s0,
     float s1
