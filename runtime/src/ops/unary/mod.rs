@@ -200,11 +200,11 @@ fn gelu(v: f32) -> f32 {
     v * math::normal_cdf(v)
 }
 
-/// The derivative of [`gelu`]: `Φ(x) + x φ(x)`.
+/// The derivative of [`gelu`]: `Φ(x) + x φ(x)`, with the `Φ(x)` [`gelu`] computes (the two
+/// share all but one `exp` when computed together).
 #[inline(always)]
 fn gelu_derivative(v: f32) -> f32 {
-    let (cdf, density) = math::normal_cdf_and_density(v);
-    cdf + v * density
+    math::normal_cdf(v) + v * math::normal_density(v)
 }
 
 /// The kernels of the unary ops, forward and backward.
