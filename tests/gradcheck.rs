@@ -295,7 +295,8 @@ network! {
 }
 
 network! {
-    /// A loop carrying two tensors, reusing a layer and a parameter, reading an outer value.
+    /// A loop carrying two tensors, reusing a layer and a parameter, reading an outer value;
+    /// its GELU and Mish keep their derivatives, one per iteration.
     struct Looped {
         shared: Linear<3, 3>,
         w: Param<[3, 3]>,
@@ -305,8 +306,8 @@ network! {
         let mut h = x.mm(w);
         let mut c = x * 0.5;
         for _ in 0..repeats {
-            let t = shared(h).tanh();
-            h = t * c + outer;
+            let t = shared(h).mish().tanh();
+            h = t * c + outer.gelu();
             c = c.sigmoid().mm(w);
         }
         h + c

@@ -11,11 +11,15 @@ pub enum Grad {
     Identity,
     /// Applies the op itself to it, since the op is linear (`-x`, `x * c`).
     Linear,
-    /// Multiplies it by the derivative at the op's input (`gelu`, `pow`).
+    /// Multiplies it by the derivative at the op's input (`pow`, `log`).
     FromInput,
     /// Multiplies it by the derivative, computed from the op's output (`relu`, `sigmoid`,
     /// `tanh`, `exp`): the tape keeps the output only.
     FromOutput,
+    /// Multiplies it by the derivative, which the training forward pass computes with the
+    /// output in one pass and the tape keeps instead of the input: for ops whose derivative
+    /// costs as much as the op (`gelu`, `silu`, `mish`), and then shares most of its work.
+    Derivative,
 }
 
 /// One elementwise op.
@@ -48,7 +52,7 @@ const fn row(
     }
 }
 
-use Grad::{FromInput, FromOutput, Identity, Linear};
+use Grad::{Derivative, FromInput, FromOutput, Identity, Linear};
 
 /// Every elementwise op `network!` knows.
 #[rustfmt::skip]
@@ -56,9 +60,9 @@ pub const TABLE: &[Elementwise] = &[
     row(Some("relu"), Some("ReLU"), "Relu", &[], FromOutput),
     row(Some("sigmoid"), Some("Sigmoid"), "Sigmoid", &[], FromOutput),
     row(Some("tanh"), Some("Tanh"), "Tanh", &[], FromOutput),
-    row(Some("gelu"), Some("GELU"), "Gelu", &[], FromInput),
-    row(Some("silu"), Some("SiLU"), "Silu", &[], FromInput),
-    row(Some("mish"), Some("Mish"), "Mish", &[], FromInput),
+    row(Some("gelu"), Some("GELU"), "Gelu", &[], Derivative),
+    row(Some("silu"), Some("SiLU"), "Silu", &[], Derivative),
+    row(Some("mish"), Some("Mish"), "Mish", &[], Derivative),
     row(Some("leaky_relu"), Some("LeakyReLU"), "LeakyRelu", &[("negative_slope", Some(0.01))], FromInput),
     row(Some("elu"), Some("ELU"), "Elu", &[("alpha", Some(1.0))], FromInput),
     row(Some("softplus"), Some("Softplus"), "Softplus", &[("beta", Some(1.0)), ("threshold", Some(20.0))], FromInput),

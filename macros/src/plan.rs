@@ -21,8 +21,8 @@ pub struct Plan {
     pub saved_values: BTreeSet<ValueId>,
     /// Values whose run-time shape the backward pass reads (to undo a broadcast or a sum).
     pub saved_shapes: BTreeSet<ValueId>,
-    /// Custom-function and layer nodes whose own saved state (the function's, the layer's
-    /// tape) the backward pass reads.
+    /// Custom-function, layer and elementwise nodes whose own saved state (the function's,
+    /// the layer's tape, the elementwise op's derivative) the backward pass reads.
     pub saved_functions: BTreeSet<ValueId>,
     /// Per node, the operand whose buffer it writes its result into, in `forward` and in
     /// `forward_train` (where what the tape keeps is not reused).
@@ -246,6 +246,10 @@ impl Plan {
                 Grad::Identity | Grad::Linear => {}
                 Grad::FromInput => values.push(x),
                 Grad::FromOutput => values.push(id),
+                // The derivative, its state.
+                Grad::Derivative => {
+                    self.saved_functions.insert(id);
+                }
             },
             // Softmax and log_softmax differentiate from their output.
             Op::Softmax { .. } => values.push(id),

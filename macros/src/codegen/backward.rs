@@ -483,6 +483,13 @@ fn gen_rule_in_place(net: &Network, plan: &Plan, id: ValueId) -> Option<TokenStr
                 #add
             }
         }
+        Grad::Derivative => {
+            let (private, state) = (private(), function_state_ident(id));
+            quote! {
+                g.try_zip_(#private::BinaryOp::Mul, "mul", &#state)?;
+                #add
+            }
+        }
     })
 }
 
@@ -543,6 +550,11 @@ fn gen_rule(net: &Network, plan: &Plan, id: ValueId) -> TokenStream {
                 Grad::FromInput | Grad::FromOutput => {
                     let saved = saved_by(net, id);
                     let grad = quote!(g.try_map_backward(#unary, #saved)?);
+                    contribute(net, plan, x, &grad)
+                }
+                Grad::Derivative => {
+                    let state = function_state_ident(id);
+                    let grad = quote!(g.try_zip(#private::BinaryOp::Mul, "mul", &#state)?);
                     contribute(net, plan, x, &grad)
                 }
             }

@@ -318,8 +318,22 @@ fn gen_step(net: &Network, plan: &Plan, id: ValueId, train: bool) -> Option<Toke
         }
         Op::Map { ref op, x, .. } => {
             let op = unary_op(op);
+            let v = value_ident(id);
+            // With the derivative the backward pass multiplies by, as the op's state.
+            if train && plan.saved_functions.contains(&id) {
+                let state = function_state_ident(id);
+                if plan.writes_into(id, train).is_some() {
+                    let x = value_ident(x);
+                    return Some(quote! {
+                        let mut #v = #x;
+                        let #state = #v.try_map_with_derivative_(#op)?;
+                    });
+                }
+                let x = value_ref(net, x);
+                return Some(quote!(let (#v, #state) = #x.try_map_with_derivative(#op)?;));
+            }
             if plan.writes_into(id, train).is_some() {
-                let (v, x) = (value_ident(id), value_ident(x));
+                let x = value_ident(x);
                 return Some(quote!(let mut #v = #x; #v.try_map_(#op)?;));
             }
             let x = value_ref(net, x);

@@ -243,6 +243,8 @@ fn saved_field_types(net: &Network, saved: &Saved) -> Vec<TokenStream> {
             }
             // Max pooling's argmax.
             Op::Pool { .. } => fields.push(quote!(#ident: Option<#private::Tensor<B>>)),
+            // An elementwise op's derivative.
+            Op::Map { .. } => fields.push(quote!(#ident: #private::Tensor<B>)),
             _ => {}
         }
     }
