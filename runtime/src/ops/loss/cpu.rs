@@ -4,7 +4,7 @@ use super::{ClassLoss, LossKernel, PointwiseLoss};
 use crate::backend::Cpu;
 use crate::backend::cpu::{Divisible, Vectorizable, vectorized_in_parts};
 use crate::error::Result;
-use crate::ops::softmax::cpu::shifted_sum_exp;
+use crate::ops::math;
 use crate::ops::unary::sigmoid;
 
 /// `values[i] = l(x[i], t[i])`, `grad[i] = dl/dx (x[i], t[i])`.
@@ -63,8 +63,8 @@ struct ClassRows<'a> {
 }
 
 impl Divisible for ClassRows<'_> {
-    /// Each element costs an `f64` exponential, tens of times a simple map's work.
-    const PART_MIN_ELEMENTS: usize = 1 << 12;
+    /// Each element costs an exponential, several times a simple map's work.
+    const PART_MIN_ELEMENTS: usize = 1 << 14;
 
     fn units(&self) -> usize {
         self.values.len()
@@ -117,6 +117,7 @@ impl Vectorizable for ClassRows<'_> {
 
 /// Per row `r` of the `[rows, classes]` input: `values[r]` and `grad[r, ..]` of `op` against
 /// `labels[r]` (a class index as `f32`); a row whose label is not below `classes` gets NaN.
+#[inline(always)]
 fn class_loss(
     op: ClassLoss,
     x: &[f32],
@@ -142,20 +143,28 @@ fn class_loss(
 }
 
 /// One row's loss against class `label`, writing its derivative into `grad_row`.
+#[inline(always)]
 fn class_loss_row(op: ClassLoss, row: &[f32], label: usize, grad_row: &mut [f32]) -> f32 {
     match op {
+        // The softmax as `softmax` computes it (f32 exponentials, summed in f64), minus the
+        // target distribution: what PyTorch's f32 kernels compute too.
         ClassLoss::CrossEntropy { label_smoothing } => {
             let classes = row.len() as f64;
             let smooth = f64::from(label_smoothing);
-            let uniform = smooth / classes;
-            let (max, sum_exp) = shifted_sum_exp(row.iter().copied());
-            let lse = max + sum_exp.ln();
-            let mean = row.iter().map(|&v| f64::from(v)).sum::<f64>() / classes;
-            let nll = lse - f64::from(row[label]);
-            for (j, (g, &v)) in grad_row.iter_mut().zip(row).enumerate() {
-                let target = if j == label { 1.0 - smooth } else { 0.0 } + uniform;
-                *g = ((f64::from(v) - lse).exp() - target) as f32;
+            let max = math::max(row);
+            for (g, &v) in grad_row.iter_mut().zip(row) {
+                *g = math::exp(v - max);
             }
+            let sum_exp = math::sum(grad_row);
+            let lse = f64::from(max) + sum_exp.ln();
+            let mean = math::sum(row) / classes;
+            let nll = lse - f64::from(row[label]);
+            let scale = (1.0 / sum_exp) as f32;
+            let uniform = (smooth / classes) as f32;
+            for g in grad_row.iter_mut() {
+                *g = *g * scale - uniform;
+            }
+            grad_row[label] -= (1.0 - smooth) as f32;
             ((1.0 - smooth) * nll + smooth * (lse - mean)) as f32
         }
         ClassLoss::Nll => {
