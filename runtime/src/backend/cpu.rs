@@ -161,9 +161,11 @@ pub(crate) trait Divisible: Vectorizable<Output: Joined> + Send + Sized {
     fn units(&self) -> usize;
     /// Kernels over fewer elements run in one part: handing a part to another thread costs
     /// about as much as a simple map over this many. Kernels with much more work per element
-    /// set less. (2^16: the char GPT's `[16, 64, 128]` activations run in two parts, 1.6 ms
-    /// less a step than at 2^17.)
-    const PART_MIN_ELEMENTS: usize = 1 << 16;
+    /// return less. (2^16: the char GPT's `[16, 64, 128]` activations run in two parts, 1.6
+    /// ms less a step than at 2^17.)
+    fn part_min_elements(&self) -> usize {
+        1 << 16
+    }
 
     /// Elements per unit.
     fn unit_len(&self) -> usize {
@@ -197,7 +199,7 @@ pub(crate) fn vectorized_in_parts<K: Divisible>(kernel: K) -> K::Output {
     let parts = if threads < 2 {
         1
     } else {
-        (elements / K::PART_MIN_ELEMENTS).min(2 * threads)
+        (elements / kernel.part_min_elements()).min(2 * threads)
     };
     in_parts(kernel, parts)
 }

@@ -64,7 +64,9 @@ struct ClassRows<'a> {
 
 impl Divisible for ClassRows<'_> {
     /// Each element costs an exponential, several times a simple map's work.
-    const PART_MIN_ELEMENTS: usize = 1 << 14;
+    fn part_min_elements(&self) -> usize {
+        1 << 14
+    }
 
     fn units(&self) -> usize {
         self.values.len()
