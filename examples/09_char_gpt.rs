@@ -11,8 +11,8 @@
 //!
 //! Prints the validation loss every `--eval-every` steps (a progress bar with tokens per
 //! second on a terminal), the validation loss on 40 fixed batches after training, then the
-//! sample. Measured on 2 cores: 2000 steps in 95 s (47 ms per step), validation loss 1.79 (10
-//! batches) and 1.81 (40 batches) nats per character; 750 steps take 33 s and reach 1.96.
+//! sample. Measured on 2 cores: 2000 steps in 76 s (38 ms per step), validation loss 1.79 (10
+//! batches) and 1.81 (40 batches) nats per character; 750 steps take 31 s and reach 1.96.
 //! `tests/char_gpt.rs` trains a shortened run.
 //!
 //! Data-parallel on several processes (`--features mpi`, Open MPI installed): `mpirun -n 2
@@ -20,8 +20,8 @@
 //! --features mpi --example 09_char_gpt`. Each rank draws `16 / ranks` windows per step, so
 //! the global batch stays 16; gradients are averaged while the backward pass runs, and only
 //! rank 0 prints, evaluates, saves and samples. Measured on the same 2 cores: 2000 steps in
-//! 81 s (40 ms per step, 47% of the all-reduce time hidden behind the backward pass),
-//! validation loss 1.77 (10 batches) and 1.81 (40 batches).
+//! 77 s (39 ms per step, 48% of the all-reduce time hidden behind the backward pass),
+//! validation loss 1.80 (40 batches).
 
 #[path = "support/cli.rs"]
 mod cli;
