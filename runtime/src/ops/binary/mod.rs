@@ -727,6 +727,11 @@ mod tests {
         assert_eq!(sum.to_vec(), [11.0, 21.0, 31.0, 12.0, 22.0, 32.0]);
         let scalar = t(&[2.0], &[]);
         assert_eq!((&row * &scalar).to_vec(), [20.0, 40.0, 60.0]);
+        // Rank 0 throughout: one row of one element.
+        let mut product = &scalar * &scalar;
+        assert_eq!((product.dims(), product.to_vec()), (&[][..], vec![4.0]));
+        product += &scalar;
+        assert_eq!(product.to_vec(), [6.0]);
     }
 
     #[test]
