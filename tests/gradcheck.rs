@@ -513,6 +513,28 @@ fn loop_with_many_iterations() {
     gradcheck!(Looped, 15, [[2, 3]], extras = (4));
 }
 
+network! {
+    /// Values whose one reader is an addition (or a subtraction, on its left) take their
+    /// gradient from it without a copy: an elementwise output, a chain of sums, a product,
+    /// the left side of a difference, and the last term of the output; `s` and `d`, read
+    /// twice, keep adjoints of their own.
+    struct SharedGradients {
+        w: Param<[3, 3]>,
+        v: Param<[3, 3]>,
+    }
+    fn forward(x: [B, 3]) -> [B, 3] {
+        let h = x.mm(w);
+        let s = h.tanh() + (h.mm(v).sigmoid() + x.mm(v));
+        let d = s.mm(w).relu() - s;
+        d + d.mm(v)
+    }
+}
+
+#[test]
+fn additions_share_their_gradient_with_their_operands() {
+    gradcheck!(SharedGradients, 23, [[2, 3]]);
+}
+
 #[test]
 fn custom_function_in_and_out_of_a_loop() {
     gradcheck!(Custom, 16, [[2, 3]], extras = (2));

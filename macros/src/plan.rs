@@ -29,6 +29,9 @@ pub struct Plan {
     pub reuse: [Vec<Option<ValueId>>; 2],
     /// The loop parameters that take over their initial value instead of copying it.
     pub loop_takes_init: BTreeSet<ValueId>,
+    /// Per node, the addition whose gradient is its own (see [`Plan::shares_gradient`]): its
+    /// backward rule reads that gradient instead of a copy.
+    pub gradient_of: Vec<Option<ValueId>>,
 }
 
 /// The nodes `outputs` depend on. Loops make the graph cyclic (a loop parameter reads the
@@ -91,6 +94,7 @@ impl Plan {
             saved_functions: BTreeSet::new(),
             reuse: [vec![None; n], vec![None; n]],
             loop_takes_init: BTreeSet::new(),
+            gradient_of: vec![None; n],
         };
         for id in 0..n {
             if plan.needs_grad[id] {
@@ -109,7 +113,58 @@ impl Plan {
                 plan.loop_takes_init.insert(param);
             }
         }
+        for id in 0..n {
+            plan.gradient_of[id] = plan.shares_gradient(net, outputs, id);
+        }
         plan
+    }
+
+    /// The addition (or subtraction, as its left operand) whose gradient is node `id`'s
+    /// own, unchanged: the one node that reads `id`, outside loops, of `id`'s shape. Then
+    /// `id`'s backward rule reads that gradient where it is, instead of a copy of it in an
+    /// adjoint of its own (`x + f(x)` copied the output's gradient for `f`). Only for nodes
+    /// whose gradient `backward_params` needs too, so that the rule runs exactly when it did.
+    fn shares_gradient(&self, net: &Network, outputs: &[ValueId], id: ValueId) -> Option<ValueId> {
+        let node = &net.nodes[id];
+        let computed = !matches!(
+            node.op,
+            Op::Input(_) | Op::Param(_) | Op::RegionParam { .. } | Op::RegionOutput { .. }
+        );
+        if !computed || !self.param_grad[id] || node.region.is_some() || outputs.contains(&id) {
+            return None;
+        }
+        let mut readers = (0..net.nodes.len())
+            .filter(|&reader| self.live[reader] && net.nodes[reader].op.operands().contains(&id));
+        let (Some(reader), None) = (readers.next(), readers.next()) else {
+            return None;
+        };
+        let passes_unchanged = match net.nodes[reader].op {
+            Op::Binary {
+                op: BinaryOp::Add,
+                a,
+                b,
+            } => a != b,
+            Op::Binary {
+                op: BinaryOp::Sub,
+                a,
+                b,
+            } => a == id && b != id,
+            _ => false,
+        };
+        (passes_unchanged
+            && net.nodes[reader].region.is_none()
+            && same_shape(&node.shape, &net.nodes[reader].shape))
+        .then_some(reader)
+    }
+
+    /// The node whose adjoint holds `id`'s gradient: `id` itself, or the addition it shares
+    /// its gradient with, followed to the end.
+    pub fn gradient_holder(&self, id: ValueId) -> ValueId {
+        let mut holder = id;
+        while let Some(next) = self.gradient_of[holder] {
+            holder = next;
+        }
+        holder
     }
 
     /// The operand whose buffer node `id` writes its result into, when training (`train`) or

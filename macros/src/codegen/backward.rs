@@ -276,6 +276,7 @@ fn gen_adjoints(
                 && Some(id) != direct
                 && net.nodes[id].region == region
                 && !matches!(net.nodes[id].op, Op::Param(_))
+                && plan.gradient_of[id].is_none()
         })
         .map(|id| {
             let ident = grad_ident(id);
@@ -320,6 +321,23 @@ fn gen_reverse_keyed(
                     emitted[looped] = true;
                     steps.push((id, gen_loop_backward(net, plan, looped, direct)));
                 }
+            }
+            _ if plan.gradient_of[id].is_some() => {
+                // The gradient is the addition's, read where it is.
+                let holder = plan.gradient_holder(id);
+                let body = gen_rule(net, plan, id);
+                steps.push((
+                    id,
+                    if body.is_empty() {
+                        // A sum whose operands read its gradient themselves.
+                        body
+                    } else if Some(holder) == direct {
+                        quote!({ let g = grad_out0; #body })
+                    } else {
+                        let ident = grad_ident(holder);
+                        quote!(if let Some(g) = #ident.as_ref() { #body })
+                    },
+                ));
             }
             _ => {
                 let ident = grad_ident(id);
@@ -595,6 +613,8 @@ fn gen_rule(net: &Network, plan: &Plan, id: ValueId) -> TokenStream {
                         let grad = unbroadcast(net, id, operand, quote!(g));
                         contribute(net, plan, operand, &grad)
                     }
+                    // Its rule reads `g` itself.
+                    _ if plan.gradient_of[operand] == Some(id) => TokenStream::new(),
                     _ => contribute_ref(net, plan, operand),
                 });
             }
