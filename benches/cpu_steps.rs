@@ -197,7 +197,8 @@ fn peak_resident_mib() -> Option<f64> {
 }
 
 /// The rows, each run in a process of its own (`--row <i>`), so each has its own peak resident
-/// memory. Each measures its GEMMs first: their buffers are freed before the step allocates.
+/// memory. Each measures its GEMMs first: their buffers go back to the CPU's buffer pool, and
+/// the step takes those of its lengths (the MLP builds its network after them for that).
 const ROWS: [fn() -> Row; 4] = [|| tutorial(false), || tutorial(true), dynamic_net, mlp];
 
 fn main() {
