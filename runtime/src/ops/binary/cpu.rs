@@ -28,15 +28,12 @@ struct Row {
 struct Rows<'a> {
     layout: &'a Broadcast,
     dims: &'a [usize],
-    /// Elements per row.
-    len: usize,
     /// How many rows, and the next one's number.
     count: usize,
     next: usize,
-    /// The next row's index over the outer dims, and its offsets in the operands.
+    /// The next row's index over the outer dims, and the row itself.
     index: Dims,
-    lhs: usize,
-    rhs: usize,
+    row: Row,
 }
 
 #[inline(always)]
@@ -48,15 +45,21 @@ fn rows(layout: &Broadcast) -> Rows<'_> {
         Some(_) => (0, 0),
         None => (1, 1),
     };
+    let inner = |strides: &Dims| strides.last().copied().unwrap_or(0);
     Rows {
         layout,
         dims,
-        len,
         count,
         next: 0,
         index: smallvec::smallvec![0; dims.len().saturating_sub(1)],
-        lhs: 0,
-        rhs: 0,
+        row: Row {
+            out: 0,
+            lhs: 0,
+            rhs: 0,
+            len,
+            lhs_stride: inner(&layout.lhs_strides),
+            rhs_stride: inner(&layout.rhs_strides),
+        },
     }
 }
 
@@ -68,30 +71,20 @@ impl Iterator for Rows<'_> {
         if self.next == self.count {
             return None;
         }
-        let (strides, rank) = (
-            (&self.layout.lhs_strides, &self.layout.rhs_strides),
-            self.dims.len(),
-        );
-        let inner = |strides: &Dims| rank.checked_sub(1).map_or(0, |last| strides[last]);
-        let row = Row {
-            out: self.next * self.len,
-            lhs: self.lhs,
-            rhs: self.rhs,
-            len: self.len,
-            lhs_stride: inner(strides.0),
-            rhs_stride: inner(strides.1),
-        };
+        let row = self.row;
         self.next += 1;
+        self.row.out += row.len;
         // Advance the odometer over the outer dims, keeping both operand offsets in step.
+        let (lhs_strides, rhs_strides) = (&self.layout.lhs_strides, &self.layout.rhs_strides);
         for d in (0..self.index.len()).rev() {
             self.index[d] += 1;
-            self.lhs += strides.0[d];
-            self.rhs += strides.1[d];
+            self.row.lhs += lhs_strides[d];
+            self.row.rhs += rhs_strides[d];
             if self.index[d] < self.dims[d] {
                 break;
             }
-            self.lhs -= strides.0[d] * self.dims[d];
-            self.rhs -= strides.1[d] * self.dims[d];
+            self.row.lhs -= lhs_strides[d] * self.dims[d];
+            self.row.rhs -= rhs_strides[d] * self.dims[d];
             self.index[d] = 0;
         }
         Some(row)
