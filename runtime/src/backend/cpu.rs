@@ -208,12 +208,24 @@ fn in_parts<K: Divisible>(kernel: K, parts: usize) -> K::Output {
     if parts < 2 || kernel.units() < 2 {
         return vectorized(kernel);
     }
-    warm_pool::keep_warm();
     let first = parts / 2;
     let mid = kernel.units() * first / parts;
     let (left, right) = kernel.split_at(mid);
-    let (left, right) = rayon::join(|| in_parts(left, first), || in_parts(right, parts - first));
+    let (left, right) = join(|| in_parts(left, first), || in_parts(right, parts - first));
     left.join(right)
+}
+
+/// `rayon::join`, keeping the pool's threads looking for work (see [`warm_pool`]): how the
+/// CPU kernels hand a part to another thread.
+pub(crate) fn join<A, B, RA, RB>(a: A, b: B) -> (RA, RB)
+where
+    A: FnOnce() -> RA + Send,
+    B: FnOnce() -> RB + Send,
+    RA: Send,
+    RB: Send,
+{
+    warm_pool::keep_warm();
+    rayon::join(a, b)
 }
 
 /// pulp's entry point for a [`Vectorizable`].

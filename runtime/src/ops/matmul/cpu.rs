@@ -6,6 +6,7 @@ use rayon::prelude::*;
 
 use super::{Gemm, GemmBatch, MatmulKernel};
 use crate::backend::Cpu;
+use crate::backend::cpu::join;
 use crate::error::Result;
 
 /// Products below this many flops run on one thread: on small shapes (the tutorial's are 12.8
@@ -107,19 +108,18 @@ fn sum_in_parts(
         }
         return;
     }
-    crate::backend::warm_pool::keep_warm();
     let (first, second) = (parts / 2, parts - parts / 2);
     if c.nrows() >= c.ncols() {
         let mid = c.nrows() * first / parts;
         let (top, bottom) = c.split_at_row_mut(mid);
-        rayon::join(
+        join(
             || sum_in_parts(top, accum, products, at, alpha, first),
             || sum_in_parts(bottom, accum, products, (at.0 + mid, at.1), alpha, second),
         );
     } else {
         let mid = c.ncols() * first / parts;
         let (left, right) = c.split_at_col_mut(mid);
-        rayon::join(
+        join(
             || sum_in_parts(left, accum, products, at, alpha, first),
             || sum_in_parts(right, accum, products, (at.0, at.1 + mid), alpha, second),
         );
