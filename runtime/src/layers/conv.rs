@@ -229,8 +229,8 @@ impl<B: Backend> Conv2d<B> {
                 }
                 return Ok(());
             }
-            // Per group, the samples' products summed in order (on the CPU in blocks of the
-            // gradient that share the threads).
+            // Per group, the samples' products summed (on the CPU, runs of samples or blocks
+            // of the gradient share the threads).
             for group in 0..layout.groups {
                 let batch = layout.summed_over_samples(group, g.batch);
                 device.gemm_summed(

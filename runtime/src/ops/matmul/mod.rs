@@ -826,14 +826,15 @@ mod tests {
         );
     }
 
-    /// A summed batch, small (one thread) and large enough to run in blocks on the threads,
-    /// with each `beta` and transposes: the CPU kernel against the products added one by one
+    /// A summed batch, small (one thread), large with a small output (runs of products on the
+    /// threads, one more product than parts) and large with a large output (blocks of it on
+    /// the threads), with each `beta` and transposes: the CPU kernel against the products added one by one
     /// (the default) and a naive sum; an empty batch or outputs apart are errors.
     #[test]
     fn summed_products_add_up_in_order() {
         use crate::backend::Cpu;
         let rng = &mut seeded(11);
-        for (m, n, k, count) in [(3, 4, 5, 3), (64, 288, 256, 8)] {
+        for (m, n, k, count) in [(3, 4, 5, 3), (64, 288, 256, 5), (128, 576, 64, 4)] {
             let a = Tensor::randn([count + 1, k * m], &Cpu, rng).to_vec();
             let b = Tensor::randn([count, n * k], &Cpu, rng).to_vec();
             let start = Tensor::randn([m * n + 2], &Cpu, rng).to_vec();
