@@ -68,48 +68,56 @@ fn minus_half_square(x: f32) -> (f32, f32) {
     (-0.5 * high * high, -0.5 * (x - high) * (x + high))
 }
 
-/// `ln(2 P(X > |x|) / t) + x²/2` for `t = 1 / (1 + |x| / (2 sqrt 2))`: the Chebyshev fit of
-/// `erfc` in Numerical Recipes (relative error below 1.2e-7), `erfc(z) = t exp(-z² + P(t))`.
+/// `G(t) = erfc(z) e^(z²) / t` for `z = |x| / sqrt 2` and `t = 1 / (1 + z / 2)`, so that
+/// `P(X > |x|) = t/2 e^(-x²/2) G(t)`: a degree-9 Chebyshev fit in `t` on [0.15, 1] (made
+/// with `mpmath.chebyfit` at 40 digits; `|x|` up to 15.8, beyond which `e^(-x²/2)` is 0 in
+/// `f32`), off by at most 1.1e-7 relative when evaluated in `f32`. (The fit of `ln G` in
+/// Numerical Recipes is as accurate, but needs an `exp` of its own.)
 #[inline(always)]
-fn erfc_fit(t: f32) -> f32 {
+fn scaled_erfc(t: f32) -> f32 {
     const POLY: [f32; 10] = [
-        0.170_872_77,
-        -0.822_152_23,
-        1.488_515_9,
-        -1.135_204,
-        0.278_868_07,
-        -0.186_288_06,
-        0.096_784_18,
-        0.374_091_96,
-        1.000_023_7,
-        -1.265_512_2,
+        0.015_446_424_5,
+        -0.138_722_61,
+        0.461_040_8,
+        -0.706_877_2,
+        0.446_779_58,
+        -0.109_197_15,
+        0.228_339_1,
+        0.238_243_39,
+        0.282_883_52,
+        0.282_064_1,
     ];
     POLY.iter().fold(0.0f32, |acc, &c| acc.mul_add(t, c))
 }
 
-/// `t` of [`erfc_fit`] for `x`.
+/// `t` of [`scaled_erfc`] for `x`.
 #[inline(always)]
 fn erfc_t(x: f32) -> f32 {
     1.0 / (0.5 * FRAC_1_SQRT_2 * x.abs() + 1.0)
 }
 
+/// `e^(-x²/2)`, with `-x²/2` rounded once.
+#[inline(always)]
+fn exp_minus_half_square(x: f32) -> f32 {
+    let (square, small) = minus_half_square(x);
+    exp(square + small)
+}
+
 /// Φ(x), the standard normal CDF, to 1e-6 relative for `|x| <= 4` and 5e-6 beyond (both
-/// tails, where `1 + erf` would lose it): one `exp`.
+/// tails, where `1 + erf` would lose it): one `exp`, the one [`normal_density`] computes
+/// (so that a kernel computing both computes it once).
 #[inline(always)]
 pub(crate) fn normal_cdf(x: f32) -> f32 {
     let t = erfc_t(x);
-    let (square, small) = minus_half_square(x);
-    let upper = 0.5 * t * exp(square + (small + erfc_fit(t)));
+    let upper = 0.5 * t * scaled_erfc(t) * exp_minus_half_square(x);
     if x >= 0.0 { 1.0 - upper } else { upper }
 }
 
-/// φ(x), the standard normal density, to the accuracy of [`normal_cdf`]: one `exp`, of the
-/// same `-x²/2` (so that a kernel computing both computes that once).
+/// φ(x), the standard normal density, to the accuracy of [`normal_cdf`].
 #[inline(always)]
 pub(crate) fn normal_density(x: f32) -> f32 {
     const FRAC_1_SQRT_2PI: f32 = 0.398_942_3;
-    let (square, small) = minus_half_square(x);
-    exp(square + small) * FRAC_1_SQRT_2PI
+    exp_minus_half_square(x) * FRAC_1_SQRT_2PI
 }
 
 /// Partial sums a row is split over: two AVX2 registers of `f64`.

@@ -201,7 +201,7 @@ fn gelu(v: f32) -> f32 {
 }
 
 /// The derivative of [`gelu`]: `Φ(x) + x φ(x)`, with the `Φ(x)` [`gelu`] computes (the two
-/// share all but one `exp` when computed together).
+/// share their one `exp` when computed together).
 #[inline(always)]
 fn gelu_derivative(v: f32) -> f32 {
     math::normal_cdf(v) + v * math::normal_density(v)
