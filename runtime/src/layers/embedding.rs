@@ -82,17 +82,12 @@ impl<B: Backend> Embedding<B> {
                 found: grad_out.shape().clone(),
             });
         }
-        let flat = Indices::from_kernel(
-            ids.as_tensor().try_clone()?.try_reshape([ids.len()])?,
-            ids.bound(),
-        );
-        let rows = grad_out.try_clone()?.try_reshape([ids.len(), self.dim()])?;
         self.weight.try_accumulate_grad_with(|grad, beta| {
             if beta == 0.0 {
                 let device = grad.device().clone();
                 device.fill(&mut grad.storage, 0.0)?;
             }
-            grad.try_index_add_(0, &flat, &rows)
+            grad.try_index_add_rows_(ids, grad_out)
         })
     }
 }

@@ -458,17 +458,45 @@ impl<B: Backend> Tensor<B> {
         indices: &Indices<B>,
         source: &Self,
     ) -> Result<()> {
-        const OP: &str = "index_add_";
-        let axis = Axis::of(OP, &self.shape, dim)?;
-        check_indices(OP, &self.shape, dim, indices)?;
-        self.check_same_device(OP, &indices.values)?;
-        self.check_same_device(OP, source)?;
         let mut expected = self.shape.dims().to_vec();
-        expected[dim] = indices.len();
-        if source.shape.dims() != expected {
+        // A `dim` out of range is an error in `index_add_shaped`.
+        if let Some(slices) = expected.get_mut(dim) {
+            *slices = indices.len();
+        }
+        self.index_add_shaped("index_add_", dim, indices, source, expected.into())
+    }
+
+    /// [`Tensor::try_index_add_`] along dim 0 with indices of any shape, `source` holding a
+    /// row for each index: `[indices' dims.., this tensor's dims after the first]` (an
+    /// embedding's output gradient), read as it is instead of reshaped.
+    pub(crate) fn try_index_add_rows_(
+        &mut self,
+        indices: &Indices<B>,
+        source: &Self,
+    ) -> Result<()> {
+        let mut expected = indices.shape().dims().to_vec();
+        expected.extend_from_slice(&self.dims()[1..]);
+        self.index_add_shaped("index_add_", 0, indices, source, expected.into())
+    }
+
+    /// Adds the slices of `source`, checked to be `expected`, along `dim` into those that
+    /// `indices` name.
+    fn index_add_shaped(
+        &mut self,
+        op: &'static str,
+        dim: usize,
+        indices: &Indices<B>,
+        source: &Self,
+        expected: Shape,
+    ) -> Result<()> {
+        let axis = Axis::of(op, &self.shape, dim)?;
+        check_indices(op, &self.shape, dim, indices)?;
+        self.check_same_device(op, &indices.values)?;
+        self.check_same_device(op, source)?;
+        if source.shape != expected {
             return Err(Error::Shape {
-                op: OP,
-                expected: Shape::from(expected),
+                op,
+                expected,
                 found: source.shape.clone(),
             });
         }
