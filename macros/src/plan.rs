@@ -167,14 +167,15 @@ impl Plan {
         holder
     }
 
-    /// The operand whose buffer node `id` writes its result into, when training (`train`) or
-    /// not; `None` when it allocates.
+    /// The operand whose buffer node `id` writes its result into (or, for a layer, keeps),
+    /// when training (`train`) or not; `None` when it allocates.
     pub fn writes_into(&self, id: ValueId, train: bool) -> Option<ValueId> {
         self.reuse[usize::from(train)][id]
     }
 
-    /// An operand of elementwise node `id` that dies there and has the result's shape: either
-    /// operand of a binary op that commutes, the left one of one that does not.
+    /// An operand of node `id` that dies there and whose buffer `id` takes over: one of an
+    /// elementwise node's with the result's shape (either operand of a binary op that
+    /// commutes, the left one of one that does not), a reshape's, or a layer's input.
     fn reusable_operand(
         &self,
         net: &Network,
@@ -183,8 +184,10 @@ impl Plan {
         train: bool,
     ) -> Option<ValueId> {
         let candidates = match net.nodes[id].op {
-            // A reshape keeps the data: taking the buffer over is free whatever the shapes.
-            Op::Reshape { x, .. } => {
+            // A reshape keeps the data: taking the buffer over is free whatever the shapes. A
+            // layer takes over an input that dies in the call (a nested network keeps it in
+            // its tape instead of a copy).
+            Op::Reshape { x, .. } | Op::Layer { x, .. } => {
                 return self.dies_into(net, outputs, x, id, train).then_some(x);
             }
             Op::Map { x, .. } | Op::CausalMask { x } => vec![x],

@@ -33,6 +33,15 @@ pub trait Layer<B: Backend>: Module<B> {
     /// As [`Layer::layer_forward`].
     fn layer_forward_train(&self, x: &Tensor<B>) -> Result<(Tensor<B>, Self::Tape)>;
 
+    /// [`Layer::layer_forward_train`] of an input the caller has no further use for: a layer
+    /// whose tape keeps its input (a nested network) keeps `x` instead of a copy.
+    ///
+    /// # Errors
+    /// As [`Layer::layer_forward`].
+    fn layer_forward_train_owned(&self, x: Tensor<B>) -> Result<(Tensor<B>, Self::Tape)> {
+        self.layer_forward_train(&x)
+    }
+
     /// Accumulates the parameters' gradients for the output gradient; returns the input
     /// gradient if `input_grad`. `x` is the input the tape was made from, when the layer's
     /// `network!` rule has the network keep it; a layer whose tape holds all it needs (a

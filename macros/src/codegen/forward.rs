@@ -21,6 +21,8 @@ pub fn gen_forward(net: &Network, outputs: &[ValueId], plan: &Plan) -> TokenStre
     let (index_params, index_params_train) = (index_params(net, false), index_params(net, true));
     let index_names: Vec<_> = net.index_inputs.iter().map(|input| &input.ident).collect();
     let extras = extra_params(net);
+    let extra_names = net.extras.iter().map(|extra| &extra.ident);
+    let input_places = (0..inputs.len()).map(syn::Index::from);
     let checks = gen_input_checks(net, "forward");
     let train_checks = gen_input_checks(net, "forward_train");
     let steps = gen_steps(net, plan, false);
@@ -62,12 +64,26 @@ pub fn gen_forward(net: &Network, outputs: &[ValueId], plan: &Plan) -> TokenStre
         pub fn forward_train<'a>(&self, #(#inputs: &'a #private::Tensor<B>,)* #(#index_params_train,)* #(#extras,)*)
             -> #private::Result<(#returns, #tape<'a, B>)>
         {
+            self.forward_train_from(#(::std::borrow::Cow::Borrowed(#inputs),)* #(#index_names,)* #(#extra_names,)*)
+        }
+
+        /// [`Self::forward_train`] with the inputs borrowed or owned: an owned input moves
+        /// into the tape, which then need not copy it to outlive the caller's tensor (what
+        /// an outer network does with an input that dies in the call).
+        ///
+        /// # Errors
+        /// As [`Self::forward`].
+        pub fn forward_train_from<'a>(&self, #(#inputs: #private::TapeInput<'a, B>,)* #(#index_params_train,)* #(#extras,)*)
+            -> #private::Result<(#returns, #tape<'a, B>)>
+        {
+            let tape_inputs = (#(#inputs,)*);
+            #(let #inputs: &#private::Tensor<B> = &tape_inputs.#input_places;)*
             #train_checks
             #(#train_steps)*
             let output_shapes = [#(#output_refs.shape().clone()),*];
             #(#shapes)*
             let output = #train_output;
-            #(let #inputs = ::std::borrow::Cow::Borrowed(#inputs);)*
+            let (#(#inputs,)*) = tape_inputs;
             #(let #index_names = ::std::borrow::Cow::Borrowed(#index_names);)*
             Ok((output, #tape {
                 #(#tape_fields,)*
@@ -289,11 +305,14 @@ fn gen_step(net: &Network, plan: &Plan, id: ValueId, train: bool) -> Option<Toke
         Op::Input(_) | Op::Param(_) | Op::RegionParam { .. } | Op::RegionOutput { .. } => {
             return None;
         }
-        Op::Layer { field, x } => {
-            let x = value_ref(net, x);
+        Op::Layer { field, x: input } => {
+            let x = value_ref(net, input);
             let field = net.fields[field].access();
             let (v, state) = (value_ident(id), function_state_ident(id));
-            return Some(if train {
+            return Some(if train && plan.writes_into(id, train) == Some(input) {
+                let x = value_ident(input);
+                quote!(let (#v, #state) = #private::Layer::layer_forward_train_owned(&self.#field, #x)?;)
+            } else if train {
                 quote!(let (#v, #state) = #private::Layer::layer_forward_train(&self.#field, #x)?;)
             } else {
                 quote!(let #v = #private::Layer::layer_forward(&self.#field, #x)?;)

@@ -321,6 +321,14 @@ pub fn gen_layer_impl(net: &Network) -> TokenStream {
                 Ok((y, tape.into_owned()?))
             }
 
+            /// The tape keeps `x` itself.
+            fn layer_forward_train_owned(&self, x: #private::Tensor<B>)
+                -> #private::Result<(#private::Tensor<B>, Self::Tape)>
+            {
+                let (y, tape) = self.forward_train_from(::std::borrow::Cow::Owned(x))?;
+                Ok((y, tape.into_owned()?))
+            }
+
             /// The input is in the tape already.
             fn layer_backward(
                 &mut self,

@@ -103,6 +103,22 @@ impl<B: ::declnet::__private::Backend> TwoLayerNet<B> {
     ) -> ::declnet::__private::Result<
         (::declnet::__private::Tensor<B>, TwoLayerNetTape<'a, B>),
     > {
+        self.forward_train_from(::std::borrow::Cow::Borrowed(x))
+    }
+    /// [`Self::forward_train`] with the inputs borrowed or owned: an owned input moves
+    /// into the tape, which then need not copy it to outlive the caller's tensor (what
+    /// an outer network does with an input that dies in the call).
+    ///
+    /// # Errors
+    /// As [`Self::forward`].
+    pub fn forward_train_from<'a>(
+        &self,
+        x: ::declnet::__private::TapeInput<'a, B>,
+    ) -> ::declnet::__private::Result<
+        (::declnet::__private::Tensor<B>, TwoLayerNetTape<'a, B>),
+    > {
+        let tape_inputs = (x,);
+        let x: &::declnet::__private::Tensor<B> = &tape_inputs.0;
         let mut dims = ::declnet::__private::DimBindings::default();
         dims.check(
             "TwoLayerNet::forward_train",
@@ -124,7 +140,7 @@ impl<B: ::declnet::__private::Backend> TwoLayerNet<B> {
         )?;
         let output_shapes = [(&v3).shape().clone()];
         let output = v3;
-        let x = ::std::borrow::Cow::Borrowed(x);
+        let (x,) = tape_inputs;
         Ok((
             output,
             TwoLayerNetTape {
@@ -378,6 +394,14 @@ for TwoLayerNet<B> {
         x: &::declnet::__private::Tensor<B>,
     ) -> ::declnet::__private::Result<(::declnet::__private::Tensor<B>, Self::Tape)> {
         let (y, tape) = self.forward_train(x)?;
+        Ok((y, tape.into_owned()?))
+    }
+    /// The tape keeps `x` itself.
+    fn layer_forward_train_owned(
+        &self,
+        x: ::declnet::__private::Tensor<B>,
+    ) -> ::declnet::__private::Result<(::declnet::__private::Tensor<B>, Self::Tape)> {
+        let (y, tape) = self.forward_train_from(::std::borrow::Cow::Owned(x))?;
         Ok((y, tape.into_owned()?))
     }
     /// The input is in the tape already.
