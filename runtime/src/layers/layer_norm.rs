@@ -94,21 +94,16 @@ impl<B: Backend> LayerNorm<B> {
         } else {
             None
         };
-        // Both parameters' gradients are column sums over every row, summed straight into
-        // their buffers.
-        if let Some(bias) = &mut self.bias {
-            bias.try_accumulate_grad_sum_rows(grad_out)?;
-        }
-        if let Some(weight) = &mut self.weight {
-            // sum over rows of grad * xhat, xhat = (x - mean) * rstd.
-            let mut per_row = x.dims().to_vec();
-            if let Some(last) = per_row.last_mut() {
-                *last = 1;
+        // Both parameters' gradients are column sums over every row, of `grad * xhat` and
+        // of `grad`.
+        if self.weight.is_some() || self.bias.is_some() {
+            let (grad_weight, grad_bias) = grad_out.try_layer_norm_param_grads(x, stats)?;
+            if let Some(weight) = &mut self.weight {
+                weight.try_accumulate_grad(&grad_weight)?;
             }
-            let mean = stats.mean.try_clone()?.try_reshape(per_row.clone())?;
-            let rstd = stats.rstd.try_clone()?.try_reshape(per_row)?;
-            let xhat = x.try_sub(&mean)?.try_mul(&rstd)?;
-            weight.try_accumulate_grad_sum_rows(&xhat.try_mul(grad_out)?)?;
+            if let Some(bias) = &mut self.bias {
+                bias.try_accumulate_grad(&grad_bias)?;
+            }
         }
         Ok(grad_x)
     }

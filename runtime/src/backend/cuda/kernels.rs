@@ -356,6 +356,17 @@ kernel_table! {
             rows: &u64,
             len: &u64,
         );
+        /// Layer normalisation's weight and bias gradients, one thread per column.
+        fn layer_norm_param_grads = "layer_norm_param_grads_f32"(
+            grad_weight: &mut CudaSlice<f32>,
+            grad_bias: &mut CudaSlice<f32>,
+            x: &CudaSlice<f32>,
+            grad: &CudaSlice<f32>,
+            mean: &CudaSlice<f32>,
+            rstd: &CudaSlice<f32>,
+            rows: &u64,
+            len: &u64,
+        );
     }
     permute {
         /// A permutation's copy, one thread per output element.

@@ -110,6 +110,120 @@ impl Vectorizable for Backward<'_> {
     }
 }
 
+/// The affine parameters' gradients of the columns `grad_weight` and `grad_bias` cover (the
+/// first of `x`'s and `grad`'s rows; rows of `r.len`): over every row in order, the sums of
+/// `grad * x̂` and of `grad`, blocks of columns at a time in registers.
+struct ParamGrads<'a> {
+    r: &'a Rows,
+    x: &'a [f32],
+    grad: &'a [f32],
+    mean: &'a [f32],
+    rstd: &'a [f32],
+    grad_weight: &'a mut [f32],
+    grad_bias: &'a mut [f32],
+}
+
+/// Columns [`ParamGrads`] sums at once: two sums of two AVX-512 registers each.
+const COLUMN_BLOCK: usize = 32;
+
+impl Vectorizable for ParamGrads<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn run(self) {
+        let ParamGrads {
+            r,
+            x,
+            grad,
+            mean,
+            rstd,
+            grad_weight,
+            grad_bias,
+        } = self;
+        let rows = || {
+            let values = x.chunks(r.len).zip(grad.chunks(r.len));
+            values.zip(mean.iter().zip(rstd))
+        };
+        for start in (0..grad_weight.len()).step_by(COLUMN_BLOCK) {
+            let end = (start + COLUMN_BLOCK).min(grad_weight.len());
+            let (weight_out, bias_out) = (&mut grad_weight[start..end], &mut grad_bias[start..end]);
+            if let (Ok(weight_out), Ok(bias_out)) = (
+                <&mut [f32; COLUMN_BLOCK]>::try_from(&mut *weight_out),
+                <&mut [f32; COLUMN_BLOCK]>::try_from(&mut *bias_out),
+            ) {
+                // A whole block: its sums stay in registers down the rows.
+                let mut sums = ([0.0f32; COLUMN_BLOCK], [0.0f32; COLUMN_BLOCK]);
+                for ((x, g), (&mu, &inv)) in rows() {
+                    let (Ok(x), Ok(g)) = (
+                        <&[f32; COLUMN_BLOCK]>::try_from(&x[start..end]),
+                        <&[f32; COLUMN_BLOCK]>::try_from(&g[start..end]),
+                    ) else {
+                        unreachable!("a block of {COLUMN_BLOCK} columns");
+                    };
+                    add_row(&mut sums.0, &mut sums.1, (x, g), (mu, inv));
+                }
+                (*weight_out, *bias_out) = sums;
+            } else {
+                weight_out.fill(0.0);
+                bias_out.fill(0.0);
+                for ((x, g), (&mu, &inv)) in rows() {
+                    let row = (&x[start..end], &g[start..end]);
+                    add_row(weight_out, bias_out, row, (mu, inv));
+                }
+            }
+        }
+    }
+}
+
+/// Adds one row's `g * x̂` and `g` to the weight's and the bias's column sums.
+#[inline(always)]
+fn add_row(
+    weight_sums: &mut [f32],
+    bias_sums: &mut [f32],
+    (x, g): (&[f32], &[f32]),
+    (mu, inv): (f32, f32),
+) {
+    let sums = weight_sums.iter_mut().zip(bias_sums.iter_mut());
+    for ((weight_sum, bias_sum), (&v, &g)) in sums.zip(x.iter().zip(g)) {
+        *weight_sum += (v - mu) * inv * g;
+        *bias_sum += g;
+    }
+}
+
+impl Divisible for ParamGrads<'_> {
+    fn units(&self) -> usize {
+        self.grad_weight.len()
+    }
+    fn unit_len(&self) -> usize {
+        self.mean.len()
+    }
+    fn split_at(self, mid: usize) -> (Self, Self) {
+        let ParamGrads {
+            r,
+            x,
+            grad,
+            mean,
+            rstd,
+            grad_weight,
+            grad_bias,
+        } = self;
+        let (weight_left, weight_right) = grad_weight.split_at_mut(mid);
+        let (bias_left, bias_right) = grad_bias.split_at_mut(mid);
+        let part = |x, grad, grad_weight, grad_bias| ParamGrads {
+            r,
+            x,
+            grad,
+            mean,
+            rstd,
+            grad_weight,
+            grad_bias,
+        };
+        (
+            part(x, grad, weight_left, bias_left),
+            part(&x[mid..], &grad[mid..], weight_right, bias_right),
+        )
+    }
+}
+
 impl Divisible for Forward<'_> {
     fn units(&self) -> usize {
         self.mean.len()
@@ -229,6 +343,33 @@ impl NormKernel for Cpu {
                 mean,
                 rstd,
                 grad_x,
+            });
+        }
+        Ok(())
+    }
+
+    fn layer_norm_param_grads(
+        &self,
+        r: &Rows,
+        x: &Vec<f32>,
+        grad: &Vec<f32>,
+        mean: &Vec<f32>,
+        rstd: &Vec<f32>,
+        grad_weight: &mut Vec<f32>,
+        grad_bias: &mut Vec<f32>,
+    ) -> Result<()> {
+        if r.rows == 0 {
+            grad_weight.fill(0.0);
+            grad_bias.fill(0.0);
+        } else if r.len > 0 {
+            vectorized_in_parts(ParamGrads {
+                r,
+                x,
+                grad,
+                mean,
+                rstd,
+                grad_weight,
+                grad_bias,
             });
         }
         Ok(())

@@ -3,7 +3,7 @@
 use cudarc::driver::LaunchConfig;
 
 use super::{NormKernel, Rows};
-use crate::backend::cuda::{BLOCK, Cuda, CudaBuffer, cuda_error, expect_len};
+use crate::backend::cuda::{BLOCK, Cuda, CudaBuffer, cuda_error, expect_len, launch_config};
 use crate::error::Result;
 
 /// The kernels' source, compiled by the backend.
@@ -107,6 +107,48 @@ impl NormKernel for Cuda {
                 x,
                 grad,
                 weight.map(|w| &**w),
+                mean,
+                rstd,
+                &(r.rows as u64),
+                &(r.len as u64),
+            )
+        }
+        .map_err(cuda_error(OP))
+    }
+
+    fn layer_norm_param_grads(
+        &self,
+        r: &Rows,
+        x: &CudaBuffer,
+        grad: &CudaBuffer,
+        mean: &CudaBuffer,
+        rstd: &CudaBuffer,
+        grad_weight: &mut CudaBuffer,
+        grad_bias: &mut CudaBuffer,
+    ) -> Result<()> {
+        const OP: &str = "layer_norm parameter gradients";
+        let buffers = [x, grad, mean, rstd, &*grad_weight, &*grad_bias];
+        self.recorder().record(buffers, || format!("{OP} {r:?}"));
+        let n = r.rows * r.len;
+        expect_len(OP, "input", x.len(), n)?;
+        expect_len(OP, "gradient", grad.len(), n)?;
+        expect_len(OP, "mean", mean.len(), r.rows)?;
+        expect_len(OP, "rstd", rstd.len(), r.rows)?;
+        expect_len(OP, "weight gradient", grad_weight.len(), r.len)?;
+        expect_len(OP, "bias gradient", grad_bias.len(), r.len)?;
+        if r.len == 0 {
+            return Ok(());
+        }
+        let kernels = self.kernels()?;
+        // SAFETY: every buffer's length was checked against `rows` and `len`.
+        unsafe {
+            kernels.layer_norm_param_grads(
+                self.stream(),
+                launch_config(r.len),
+                grad_weight.slice_mut(),
+                grad_bias.slice_mut(),
+                x,
+                grad,
                 mean,
                 rstd,
                 &(r.rows as u64),

@@ -57,6 +57,24 @@ pub trait NormKernel: Memory {
         rstd: &Self::Storage,
         grad_x: &mut Self::Storage,
     ) -> Result<()>;
+
+    /// The affine parameters' gradients for the output's `grad`: `grad_weight[j]` sums
+    /// `grad * xhat` and `grad_bias[j]` sums `grad` over the rows of column `j`, in row order
+    /// in `f32` (as a bias's `sum_rows` adds them).
+    ///
+    /// # Errors
+    /// When the kernel fails.
+    #[allow(clippy::too_many_arguments)]
+    fn layer_norm_param_grads(
+        &self,
+        rows: &Rows,
+        x: &Self::Storage,
+        grad: &Self::Storage,
+        mean: &Self::Storage,
+        rstd: &Self::Storage,
+        grad_weight: &mut Self::Storage,
+        grad_bias: &mut Self::Storage,
+    ) -> Result<()>;
 }
 
 /// What a layer normalisation's backward pass reads besides its input: each row's mean and
@@ -126,24 +144,7 @@ impl<B: Backend> Tensor<B> {
         weight: Option<&Self>,
     ) -> Result<Self> {
         const OP: &str = "layer_norm backward";
-        if self.shape != x.shape {
-            return Err(Error::Shape {
-                op: OP,
-                expected: x.shape.clone(),
-                found: self.shape.clone(),
-            });
-        }
-        let rows = x.rows(OP, 0.0)?;
-        for stat in [&stats.mean, &stats.rstd] {
-            x.check_same_device(OP, stat)?;
-            if stat.dims() != [rows.rows] {
-                return Err(Error::Shape {
-                    op: OP,
-                    expected: Shape::from([rows.rows]),
-                    found: stat.shape.clone(),
-                });
-            }
-        }
+        let rows = self.check_norm_grad(OP, x, stats)?;
         if let Some(weight) = weight {
             check_vector(OP, weight, rows.len, x)?;
         }
@@ -158,6 +159,58 @@ impl<B: Backend> Tensor<B> {
             &mut grad_x.storage,
         )?;
         Ok(grad_x)
+    }
+
+    /// The gradients of [`Tensor::try_layer_norm`]'s weight and bias (each `[len]`) for its
+    /// input `x` and the output's gradient `self`: the column sums of `self * xhat` and of
+    /// `self`, in one pass.
+    ///
+    /// # Errors
+    /// As [`Tensor::try_layer_norm_backward`].
+    pub fn try_layer_norm_param_grads(
+        &self,
+        x: &Self,
+        stats: &RowStats<B>,
+    ) -> Result<(Self, Self)> {
+        const OP: &str = "layer_norm parameter gradients";
+        let rows = self.check_norm_grad(OP, x, stats)?;
+        let mut grad_weight = Self::try_empty([rows.len], &x.device)?;
+        let mut grad_bias = Self::try_empty([rows.len], &x.device)?;
+        self.device.layer_norm_param_grads(
+            &rows,
+            &x.storage,
+            &self.storage,
+            &stats.mean.storage,
+            &stats.rstd.storage,
+            &mut grad_weight.storage,
+            &mut grad_bias.storage,
+        )?;
+        Ok((grad_weight, grad_bias))
+    }
+
+    /// The rows of a gradient `self` through the layer normalisation of `x` with `stats`,
+    /// checked to fit.
+    fn check_norm_grad(&self, op: &'static str, x: &Self, stats: &RowStats<B>) -> Result<Rows> {
+        if self.shape != x.shape {
+            return Err(Error::Shape {
+                op,
+                expected: x.shape.clone(),
+                found: self.shape.clone(),
+            });
+        }
+        x.check_same_device(op, self)?;
+        let rows = x.rows(op, 0.0)?;
+        for stat in [&stats.mean, &stats.rstd] {
+            x.check_same_device(op, stat)?;
+            if stat.dims() != [rows.rows] {
+                return Err(Error::Shape {
+                    op,
+                    expected: Shape::from([rows.rows]),
+                    found: stat.shape.clone(),
+                });
+            }
+        }
+        Ok(rows)
     }
 
     fn rows(&self, op: &'static str, eps: f32) -> Result<Rows> {
@@ -202,5 +255,59 @@ impl NormKernel for crate::Cuda {
         _: &mut Self::Storage,
     ) -> Result<()> {
         self.unreachable()
+    }
+
+    fn layer_norm_param_grads(
+        &self,
+        _: &Rows,
+        _: &Self::Storage,
+        _: &Self::Storage,
+        _: &Self::Storage,
+        _: &Self::Storage,
+        _: &mut Self::Storage,
+        _: &mut Self::Storage,
+    ) -> Result<()> {
+        self.unreachable()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::backend::Cpu;
+    use crate::rng::seeded;
+    use crate::tensor::Tensor;
+
+    /// The parameters' gradients against plain column sums in row order, bit for bit: rows of
+    /// 70 (two blocks of columns and part of one), few rows and enough to run in parts.
+    #[test]
+    fn parameter_gradients_are_column_sums_in_row_order() {
+        let rng = &mut seeded(5);
+        for rows in [3, 1100] {
+            let x = Tensor::randn([rows, 70], &Cpu, rng);
+            let grad = Tensor::randn([rows, 70], &Cpu, rng);
+            let (_, stats) = x.try_layer_norm(None, None, 1e-5).unwrap();
+            let (weight, bias) = grad.try_layer_norm_param_grads(&x, &stats).unwrap();
+            let (x, grad) = (x.to_vec(), grad.to_vec());
+            let (mean, rstd) = (stats.mean.to_vec(), stats.rstd.to_vec());
+            let mut expected = (vec![0.0f32; 70], vec![0.0f32; 70]);
+            for row in 0..rows {
+                for j in 0..70 {
+                    let (v, g) = (x[row * 70 + j], grad[row * 70 + j]);
+                    expected.0[j] += (v - mean[row]) * rstd[row] * g;
+                    expected.1[j] += g;
+                }
+            }
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert_eq!(
+                bits(&weight.to_vec()),
+                bits(&expected.0),
+                "weight, {rows} rows"
+            );
+            assert_eq!(bits(&bias.to_vec()), bits(&expected.1), "bias, {rows} rows");
+        }
+        let (x, grad) = (Tensor::zeros([2, 3], &Cpu), Tensor::zeros([3, 2], &Cpu));
+        let (_, stats) = x.try_layer_norm(None, None, 1e-5).unwrap();
+        let error = grad.try_layer_norm_param_grads(&x, &stats).unwrap_err();
+        assert!(error.to_string().contains("[2, 3]"), "{error}");
     }
 }

@@ -74,3 +74,23 @@ extern "C" __global__ void layer_norm_backward_f32(
         }
     }
 }
+
+// The affine parameters' gradients: one thread per column, adding the rows in order in float,
+// as the CPU does.
+extern "C" __global__ void layer_norm_param_grads_f32(
+    float* grad_weight, float* grad_bias, const float* x, const float* grad, const float* mean,
+    const float* rstd, unsigned long long rows, unsigned long long len
+) {
+    unsigned long long step = (unsigned long long)blockDim.x * gridDim.x;
+    for (unsigned long long j = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x;
+         j < len; j += step) {
+        float acc_weight = 0.0f, acc_bias = 0.0f;
+        for (unsigned long long row = 0; row < rows; ++row) {
+            float g = grad[row * len + j];
+            acc_weight += (x[row * len + j] - mean[row]) * rstd[row] * g;
+            acc_bias += g;
+        }
+        grad_weight[j] = acc_weight;
+        grad_bias[j] = acc_bias;
+    }
+}
