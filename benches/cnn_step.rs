@@ -62,8 +62,8 @@ enum Products {
 /// `offset + sample * per_sample`, for `(offset, per_sample)` of `a`, `b` and `c`. The forward
 /// and input-gradient products have outputs apart; the weight gradient's (`c` step 0) sum.
 fn samples(gemm: Gemm, placements: [(usize, usize); 3], count: usize) -> (Gemm, GemmBatch) {
-    let [a, b, c] = placements.map(|(offset, step)| Strided { offset, step });
-    (gemm, GemmBatch { count, a, b, c })
+    let [a, b, c] = placements.map(|(offset, step)| Strided::new(offset, step));
+    (gemm, GemmBatch::new(count, a, b, c))
 }
 
 /// The median time of every product of one training step: each convolution's forward,

@@ -85,16 +85,13 @@ fn gemms_only() -> std::time::Duration {
     let mut c = vec![0.0f32; largest];
     median_call_time(SAMPLES, CALLS_PER_SAMPLE, || {
         for Product { gemm, count } in &products {
-            let step = |size| Strided {
-                offset: 0,
-                step: size,
-            };
-            let batch = GemmBatch {
-                count: *count,
-                a: step(gemm.m * gemm.k),
-                b: step(gemm.k * gemm.n),
-                c: step(gemm.m * gemm.n),
-            };
+            let step = |size| Strided::new(0, size);
+            let batch = GemmBatch::new(
+                *count,
+                step(gemm.m * gemm.k),
+                step(gemm.k * gemm.n),
+                step(gemm.m * gemm.n),
+            );
             Cpu.gemm_batched(gemm, &batch, &a, &b, &mut c).unwrap();
         }
         black_box(&c);

@@ -613,7 +613,10 @@ fn norm_and_dropout_case<B: Backend>(dev: &B) -> Outputs {
     outputs.push(("layer_norm rstd".to_owned(), stats.rstd.to_vec()));
     outputs.push(("layer_norm backward".to_owned(), grad.to_vec()));
     let (grad_weight, grad_bias) = g.try_layer_norm_param_grads(&rows, &stats).unwrap();
-    outputs.push(("layer_norm weight gradient".to_owned(), grad_weight.to_vec()));
+    outputs.push((
+        "layer_norm weight gradient".to_owned(),
+        grad_weight.to_vec(),
+    ));
     outputs.push(("layer_norm bias gradient".to_owned(), grad_bias.to_vec()));
     let mask = DropoutMask::new(0.3, 1234).unwrap();
     outputs.push(("dropout".to_owned(), x.try_dropout(&mask).unwrap().to_vec()));

@@ -29,9 +29,9 @@ pub struct CausalSelfAttention<B: Backend = Cpu> {
     heads: usize,
 }
 
-/// What the training forward pass keeps for backward: q, k and v `[3, B, H, T, D]` (each
-/// head's matrices one after another), the attention `[B, H, T, T]` and the heads' output
-/// before the projection `[B, T, E]`.
+/// What the training forward pass keeps for backward: q, k and v `[B * T, 3E]` (as the input
+/// projection computes them: row `t` of a sequence holds q, k and v of every head in turn),
+/// the attention `[B, H, T, T]` and the heads' output before the projection `[B, T, E]`.
 #[derive(Debug)]
 pub struct AttentionTape<B: Backend> {
     qkv: Tensor<B>,
@@ -84,28 +84,29 @@ impl<B: Backend> CausalSelfAttention<B> {
             return Err(self.input_error(x));
         }
         let head = embed / heads;
-        // [B * T, 3E] -> [B, T, 3, H, D] -> [3, B, H, T, D]: q, k and v, head by head.
+        // [B * T, 3E]: each head reads its q, k and v in place, rows 3E apart.
         let mut qkv = x.try_rows()?.try_mm(self.in_proj_weight.value().t())?;
         qkv.try_zip_(
             crate::ops::binary::BinaryOp::Add,
             "attention",
             self.in_proj_bias.value(),
         )?;
-        let qkv = qkv
-            .try_reshape([batch, time, 3, heads, head])?
-            .try_permute(&[2, 0, 3, 1, 4])?;
         let products = HeadProducts {
             batch,
             heads,
             time,
             head,
         };
-        let scores = products.product(Product::Scores, (&qkv, Q), (&qkv, K), (false, true))?;
+        let scores = products.scores((&qkv, QKV[Q]), (&qkv, QKV[K]), (false, true))?;
         let attention = scores.try_causal_softmax(products.scale())?;
-        let heads_out = products
-            .product(Product::Rows, (&attention, 0), (&qkv, V), (false, false))?
-            .try_permute(&[0, 2, 1, 3])?
-            .try_reshape([batch, time, embed])?;
+        // Each head's rows into its columns of [B, T, E].
+        let mut heads_out = Tensor::try_empty([batch, time, embed], x.device())?;
+        products.rows_into(
+            (&attention, Heads::Scores),
+            (&qkv, QKV[V]),
+            false,
+            (&mut heads_out, ONE_PART),
+        )?;
         let y = self.out_proj.forward(&heads_out)?;
         let tape = AttentionTape {
             qkv,
@@ -132,57 +133,41 @@ impl<B: Backend> CausalSelfAttention<B> {
             attention,
             heads_out,
         } = tape;
-        let &[_, batch, heads, time, head] = qkv.dims() else {
+        let &[batch, time, embed] = x.dims() else {
             return Err(self.input_error(x));
         };
-        let grad_heads = self
-            .out_proj
-            .backward(&heads_out, grad_out, true)?
-            .ok_or_else(|| Error::Usage("attention: no gradient from out_proj".to_owned()))?
-            .try_reshape([batch, time, heads, head])?
-            .try_permute(&[0, 2, 1, 3])?;
+        let heads = self.heads;
         let products = HeadProducts {
             batch,
             heads,
             time,
-            head,
+            head: embed / heads,
         };
+        // [B, T, E], each head's rows in its columns.
+        let grad_heads = self
+            .out_proj
+            .backward(&heads_out, grad_out, true)?
+            .ok_or_else(|| Error::Usage("attention: no gradient from out_proj".to_owned()))?;
         // out = A v: dA = dout v^T, dv = A^T dout.
         let grad_attention =
-            products.product(Product::Scores, (&grad_heads, 0), (&qkv, V), (false, true))?;
-        // dq, dk and dv in one [3, B, H, T, D] tensor, in q, k and v's places (each product
+            products.scores((&grad_heads, ONE_PART), (&qkv, QKV[V]), (false, true))?;
+        // dq, dk and dv in one [B * T, 3E] tensor, in q, k and v's places (each product
         // sums over T > 0 positions: every element is written).
         let mut grad_qkv = Tensor::try_empty(qkv.shape().clone(), x.device())?;
-        products.product_into(
-            Product::Rows,
-            (&attention, 0),
-            (&grad_heads, 0),
-            (true, false),
-            (&mut grad_qkv, V),
+        let scores = Heads::Scores;
+        products.rows_into(
+            (&attention, scores),
+            (&grad_heads, ONE_PART),
+            true,
+            (&mut grad_qkv, QKV[V]),
         )?;
         // Through the softmax and the scale (masked entries get no gradient).
         let grad_scores =
             grad_attention.try_causal_softmax_backward(&attention, products.scale())?;
         // scores = q k^T: dq = dS k, dk = dS^T q.
-        products.product_into(
-            Product::Rows,
-            (&grad_scores, 0),
-            (&qkv, K),
-            (false, false),
-            (&mut grad_qkv, Q),
-        )?;
-        products.product_into(
-            Product::Rows,
-            (&grad_scores, 0),
-            (&qkv, Q),
-            (true, false),
-            (&mut grad_qkv, K),
-        )?;
-        // [3, B, H, T, D] back to [B * T, 3E].
-        let embed = heads * head;
-        let grad_qkv = grad_qkv
-            .try_permute(&[1, 3, 0, 2, 4])?
-            .try_reshape([batch * time, 3 * embed])?;
+        let (q, k) = ((&qkv, QKV[Q]), (&qkv, QKV[K]));
+        products.rows_into((&grad_scores, scores), k, false, (&mut grad_qkv, QKV[Q]))?;
+        products.rows_into((&grad_scores, scores), q, true, (&mut grad_qkv, QKV[K]))?;
         let rows = x.try_rows()?;
         self.in_proj_weight
             .try_accumulate_grad_mm(grad_qkv.t(), rows)?;
@@ -207,22 +192,32 @@ impl<B: Backend> CausalSelfAttention<B> {
     }
 }
 
-/// q, k and v's places in a `[3, B, H, T, D]` tensor.
+/// q, k and v's places in the input projection's `[B * T, 3E]`.
+const QKV: [Heads; 3] = [
+    Heads::Rows { part: 0, parts: 3 },
+    Heads::Rows { part: 1, parts: 3 },
+    Heads::Rows { part: 2, parts: 3 },
+];
 const Q: usize = 0;
 const K: usize = 1;
 const V: usize = 2;
 
-/// What a per-head product computes: `[T, T]` scores from two `[T, D]` operands, or `[T, D]`
-/// rows from a `[T, T]` and a `[T, D]` operand (either read transposed).
+/// The heads' rows of a `[B, T, E]` tensor.
+const ONE_PART: Heads = Heads::Rows { part: 0, parts: 1 };
+
+/// Where a tensor holds each head's matrix.
 #[derive(Debug, Clone, Copy)]
-enum Product {
+enum Heads {
+    /// `[B, H, T, T]`: each head's `[T, T]` after the last.
     Scores,
-    Rows,
+    /// Part `part` of `parts` in each row of `[B, T, parts * E]`: head `h`'s `[T, D]` in
+    /// columns `part * E + h * D..` of its sequence's rows.
+    Rows { part: usize, parts: usize },
 }
 
-/// The per-head products of `batch * heads` heads over `time` positions of `head` features.
-/// A tensor holds each head's matrix one after another, in one part or, for q, k and v,
-/// three: so each product is one batched GEMM, read and written in place.
+/// The per-head products of `batch * heads` heads over `time` positions of `head` features,
+/// each one batched GEMM over the heads in groups of a sequence's, read and written in place
+/// (q, k and v in the projection's rows, the heads' output in the output projection's).
 #[derive(Debug, Clone, Copy)]
 struct HeadProducts {
     batch: usize,
@@ -237,69 +232,96 @@ impl HeadProducts {
         1.0 / (self.head as f32).sqrt()
     }
 
-    /// One head's GEMM.
-    fn gemm(self, product: Product, (trans_a, trans_b): (bool, bool)) -> Gemm {
-        let (n, k) = match product {
-            Product::Scores => (self.time, self.head),
-            Product::Rows => (self.head, self.time),
-        };
-        Gemm {
-            m: self.time,
-            n,
-            k,
-            trans_a,
-            trans_b,
-            alpha: 1.0,
-            beta: 0.0,
+    /// Where `heads` lie, as the operand of a batched product.
+    fn strided(self, heads: Heads) -> Strided {
+        let Self {
+            heads: count,
+            time,
+            head,
+            ..
+        } = self;
+        match heads {
+            Heads::Scores => Strided {
+                step: time * time,
+                group_step: count * time * time,
+                ..Strided::default()
+            },
+            Heads::Rows { part, parts } => {
+                let row = parts * count * head;
+                Strided {
+                    offset: part * count * head,
+                    step: head,
+                    group_step: time * row,
+                    row_stride: row,
+                }
+            }
         }
     }
 
-    /// Each head's `op(a) op(b)` from part `a.1` of `a` and part `b.1` of `b`, in a new
-    /// `[B, H, T, T or D]` tensor.
-    fn product<B: Backend>(
+    /// Each head's `a b^T` of two `[T, D]` operands, in a new `[B, H, T, T]` tensor.
+    fn scores<B: Backend>(
         self,
-        product: Product,
-        a: (&Tensor<B>, usize),
-        b: (&Tensor<B>, usize),
+        a: (&Tensor<B>, Heads),
+        b: (&Tensor<B>, Heads),
         transposed: (bool, bool),
     ) -> Result<Tensor<B>> {
-        let gemm = self.gemm(product, transposed);
-        let dims = [self.batch, self.heads, gemm.m, gemm.n];
+        let gemm = head_gemm((self.time, self.time, self.head), transposed);
+        let dims = [self.batch, self.heads, self.time, self.time];
         // The products overwrite every element, unless there is nothing to sum.
         let mut c = if gemm.k > 0 {
             Tensor::try_empty(dims, a.0.device())?
         } else {
             Tensor::try_zeros(dims, a.0.device())?
         };
-        self.product_into(product, a, b, transposed, (&mut c, 0))?;
+        self.product_into(&gemm, a, b, (&mut c, Heads::Scores))?;
         Ok(c)
     }
 
-    /// Each head's `op(a) op(b)` written over part `c.1` of `c`.
+    /// Each head's `op(a) b` of `[T, T]` scores `a` (transposed when `transpose_a`) and a
+    /// `[T, D]` operand `b`, written over its rows of `c` (`T > 0`: every one is written).
+    fn rows_into<B: Backend>(
+        self,
+        a: (&Tensor<B>, Heads),
+        b: (&Tensor<B>, Heads),
+        transpose_a: bool,
+        c: (&mut Tensor<B>, Heads),
+    ) -> Result<()> {
+        let gemm = head_gemm((self.time, self.head, self.time), (transpose_a, false));
+        self.product_into(&gemm, a, b, c)
+    }
+
+    /// Each head's `gemm` of its matrices in `a` and `b`, written over its matrix in `c`.
     fn product_into<B: Backend>(
         self,
-        product: Product,
-        (a, a_part): (&Tensor<B>, usize),
-        (b, b_part): (&Tensor<B>, usize),
-        transposed: (bool, bool),
-        (c, c_part): (&mut Tensor<B>, usize),
+        gemm: &Gemm,
+        (a, a_heads): (&Tensor<B>, Heads),
+        (b, b_heads): (&Tensor<B>, Heads),
+        (c, c_heads): (&mut Tensor<B>, Heads),
     ) -> Result<()> {
-        let gemm = self.gemm(product, transposed);
-        let count = self.batch * self.heads;
-        let part = |part: usize, size: usize| Strided {
-            offset: part * count * size,
-            step: size,
-        };
         let batch = GemmBatch {
-            count,
-            a: part(a_part, gemm.m * gemm.k),
-            b: part(b_part, gemm.k * gemm.n),
-            c: part(c_part, gemm.m * gemm.n),
+            count: self.batch * self.heads,
+            group: self.heads,
+            a: self.strided(a_heads),
+            b: self.strided(b_heads),
+            c: self.strided(c_heads),
         };
         a.check_same_device("attention", b)?;
         a.check_same_device("attention", c)?;
         a.device()
-            .gemm_batched(&gemm, &batch, &a.storage, &b.storage, &mut c.storage)
+            .gemm_batched(gemm, &batch, &a.storage, &b.storage, &mut c.storage)
+    }
+}
+
+/// One head's GEMM of `m x k` by `k x n`.
+fn head_gemm((m, n, k): (usize, usize, usize), (trans_a, trans_b): (bool, bool)) -> Gemm {
+    Gemm {
+        m,
+        n,
+        k,
+        trans_a,
+        trans_b,
+        alpha: 1.0,
+        beta: 0.0,
     }
 }
 

@@ -333,18 +333,12 @@ impl GroupLayout {
 
     /// Sample `n`'s matrices of `buffer`, group after group.
     fn groups_of(&self, buffer: Buffer, n: usize) -> Strided {
-        Strided {
-            offset: n * self.per_sample(buffer),
-            step: self.per_group(buffer),
-        }
+        Strided::new(n * self.per_sample(buffer), self.per_group(buffer))
     }
 
     /// Group `group`'s matrices of `buffer`, sample after sample.
     fn samples_of(&self, buffer: Buffer, group: usize) -> Strided {
-        Strided {
-            offset: group * self.per_group(buffer),
-            step: self.per_sample(buffer),
-        }
+        Strided::new(group * self.per_group(buffer), self.per_sample(buffer))
     }
 
     /// Calls `call` with the products `c = op(a) op(b)` of `samples` samples, `[a, b, c]`
@@ -358,32 +352,21 @@ impl GroupLayout {
         mut call: impl FnMut(GemmBatch) -> Result<()>,
     ) -> Result<()> {
         if self.groups == 1 && samples > 0 {
-            return call(GemmBatch {
-                count: samples,
-                a: self.samples_of(a, 0),
-                b: self.samples_of(b, 0),
-                c: self.samples_of(c, 0),
-            });
+            let [a, b, c] = [a, b, c].map(|buffer| self.samples_of(buffer, 0));
+            return call(GemmBatch::new(samples, a, b, c));
         }
         (0..samples).try_for_each(|n| {
-            call(GemmBatch {
-                count: self.groups,
-                a: self.groups_of(a, n),
-                b: self.groups_of(b, n),
-                c: self.groups_of(c, n),
-            })
+            let [a, b, c] = [a, b, c].map(|buffer| self.groups_of(buffer, n));
+            call(GemmBatch::new(self.groups, a, b, c))
         })
     }
 
     /// Group `group`'s weight-gradient products `dY cols^T` of `samples` samples, to be
     /// summed into its weight matrix.
     fn summed_over_samples(&self, group: usize, samples: usize) -> GemmBatch {
-        GemmBatch {
-            count: samples,
-            a: self.samples_of(Buffer::Output, group),
-            b: self.samples_of(Buffer::Columns, group),
-            c: self.samples_of(Buffer::Weight, group),
-        }
+        let [a, b, c] = [Buffer::Output, Buffer::Columns, Buffer::Weight]
+            .map(|buffer| self.samples_of(buffer, group));
+        GemmBatch::new(samples, a, b, c)
     }
 }
 

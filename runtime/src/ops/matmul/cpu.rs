@@ -5,7 +5,7 @@ use faer::{Accum, MatMut, MatRef, Par};
 use rayon::prelude::*;
 use std::ops::Range;
 
-use super::{Gemm, GemmBatch, MatmulKernel};
+use super::{Gemm, GemmBatch, MatmulKernel, Strided};
 use crate::backend::cpu::join;
 use crate::backend::{Cpu, Memory};
 use crate::error::Result;
@@ -28,26 +28,30 @@ const BATCH_PARALLEL_MIN_FLOPS: usize = 16_000_000;
 /// either way.
 const SPLIT_PRODUCTS_MAX_OUTPUT: usize = 1 << 16;
 
-/// `op(a)` and `op(b)` of `gemm`'s shape as faer views of row-major slices.
-fn operands<'a>(gemm: &Gemm, a: &'a [f32], b: &'a [f32]) -> (MatRef<'a, f32>, MatRef<'a, f32>) {
-    let &Gemm { m, n, k, .. } = gemm;
-    let a = if gemm.trans_a {
-        MatRef::from_row_major_slice(a, k, m).transpose()
-    } else {
-        MatRef::from_row_major_slice(a, m, k)
+/// A stored row-major matrix: its elements from the first on, and the distance between its
+/// rows.
+type Stored<'a> = (&'a [f32], usize);
+
+/// `op(a)` and `op(b)` of `gemm`'s shape as faer views of row-major matrices.
+fn operands<'a>(gemm: &Gemm, a: Stored<'a>, b: Stored<'a>) -> (MatRef<'a, f32>, MatRef<'a, f32>) {
+    let [(a_rows, a_cols), (b_rows, b_cols), _] = gemm.stored();
+    let view = |(values, rows_apart): Stored<'a>, rows, cols, transposed: bool| {
+        let view = MatRef::from_row_major_slice_with_stride(values, rows, cols, rows_apart);
+        if transposed { view.transpose() } else { view }
     };
-    let b = if gemm.trans_b {
-        MatRef::from_row_major_slice(b, n, k).transpose()
-    } else {
-        MatRef::from_row_major_slice(b, k, n)
-    };
-    (a, b)
+    (
+        view(a, a_rows, a_cols, gemm.trans_a),
+        view(b, b_rows, b_cols, gemm.trans_b),
+    )
 }
 
-/// `c` as a faer view, scaled by `beta` when that is neither 0 nor 1, and how the products
-/// then go into it.
-fn output<'a>(gemm: &Gemm, c: &'a mut [f32]) -> (MatMut<'a, f32>, Accum) {
-    let mut c = MatMut::from_row_major_slice_mut(c, gemm.m, gemm.n);
+/// `c` (rows `rows_apart` apart) as a faer view, scaled by `beta` when that is neither 0 nor 1,
+/// and how the products then go into it.
+fn output<'a>(gemm: &Gemm, c: &'a mut [f32], rows_apart: usize) -> (MatMut<'a, f32>, Accum) {
+    // The transpose of the column-major view: faer 0.24's `from_row_major_slice_with_stride_mut`
+    // lays the matrix out column-major (rows 1 apart), writing outside the slice it checked.
+    let mut c = MatMut::from_column_major_slice_with_stride_mut(c, gemm.n, gemm.m, rows_apart)
+        .transpose_mut();
     let accum = if gemm.beta == 0.0 {
         Accum::Replace
     } else {
@@ -71,10 +75,11 @@ fn parts_for(flops: usize) -> usize {
     }
 }
 
-/// `c = alpha * op(a) * op(b) + beta * c` with faer, transposes read through strides.
-pub(crate) fn gemm(gemm: &Gemm, a: &[f32], b: &[f32], c: &mut [f32]) {
+/// `c = alpha * op(a) * op(b) + beta * c` with faer, transposes read through strides, the rows
+/// of `c` `c_rows_apart` apart.
+fn gemm(gemm: &Gemm, a: Stored<'_>, b: Stored<'_>, c: &mut [f32], c_rows_apart: usize) {
     let (a, b) = operands(gemm, a, b);
-    let (c, accum) = output(gemm, c);
+    let (c, accum) = output(gemm, c, c_rows_apart);
     let product = |_| (a, b);
     sum_in_parts(
         c,
@@ -195,6 +200,20 @@ pub(crate) fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) 
     }
 }
 
+/// Operand `strided`'s matrix `i` in a batch of groups of `group`, stored `rows x cols` in
+/// `values` (checked to lie inside).
+fn matrix(
+    values: &[f32],
+    strided: Strided,
+    i: usize,
+    group: usize,
+    (rows, cols): (usize, usize),
+) -> Stored<'_> {
+    let rows_apart = strided.rows_apart(cols);
+    let len = super::extent(rows, cols, rows_apart).unwrap_or(0);
+    (&values[strided.start(i, group)..][..len], rows_apart)
+}
+
 /// Product `i`'s `a` and `b` matrices in a batch (checked to lie inside `a` and `b`).
 fn product_operands<'a>(
     gemm: &Gemm,
@@ -202,15 +221,18 @@ fn product_operands<'a>(
     i: usize,
     a: &'a [f32],
     b: &'a [f32],
-) -> (&'a [f32], &'a [f32]) {
-    let at = |strided: super::Strided| strided.offset + i * strided.step;
-    let (m, n, k) = (gemm.m, gemm.n, gemm.k);
-    (&a[at(batch.a)..][..m * k], &b[at(batch.b)..][..k * n])
+) -> (Stored<'a>, Stored<'a>) {
+    let [a_shape, b_shape, _] = gemm.stored();
+    (
+        matrix(a, batch.a, i, batch.group, a_shape),
+        matrix(b, batch.b, i, batch.group, b_shape),
+    )
 }
 
 impl MatmulKernel for Cpu {
     fn gemm(&self, gemm: &Gemm, a: &Vec<f32>, b: &Vec<f32>, c: &mut Vec<f32>) -> Result<()> {
-        self::gemm(gemm, a, b, c);
+        let [(_, a_cols), (_, b_cols), _] = gemm.stored();
+        self::gemm(gemm, (a, a_cols), (b, b_cols), c, gemm.n);
         Ok(())
     }
 
@@ -224,36 +246,57 @@ impl MatmulKernel for Cpu {
     ) -> Result<()> {
         batch.check(gemm, a.len(), b.len(), c.len())?;
         let (m, n) = (gemm.m, gemm.n);
+        let rows_apart = batch.c.rows_apart(n);
+        let Some(size) = super::extent(m, n, rows_apart).filter(|&size| size > 0) else {
+            return Ok(()); // no output elements
+        };
         let operands = |i| product_operands(gemm, batch, i, a, b);
+        // Product `i` into `c`, which starts where its output does.
+        let product = |i, c: &mut [f32]| {
+            let (a, b) = operands(i);
+            self::gemm(gemm, a, b, &mut c[..size], rows_apart);
+        };
         // Many small products (attention's per batch and head, a convolution's per sample)
-        // share the threads when their outputs do not overlap: two runs of consecutive
-        // products per thread, as tasks of one tiny product each cost more than they run.
-        let (size, step) = (m * n, batch.c.step);
+        // share the threads: two runs of consecutive products per thread (tasks of one tiny
+        // product each cost more than they run), or, in a batch of groups, whole groups.
+        let (per_group, group, step) = (batch.per_group(), batch.group, batch.c.step);
         if batch.count > 1
             && gemm.flops() < PARALLEL_MIN_FLOPS
             && gemm.flops() * batch.count >= BATCH_PARALLEL_MIN_FLOPS
-            && step >= size
-            && size > 0
         {
-            let per_task = batch.count.div_ceil(2 * crate::backend::num_threads());
             crate::backend::warm_pool::keep_warm();
-            c[batch.c.offset..]
-                .par_chunks_mut(step * per_task)
-                .take(batch.count.div_ceil(per_task))
-                .enumerate()
-                .for_each(|(task, c)| {
-                    let first = task * per_task;
-                    let last = (first + per_task).min(batch.count);
-                    for (i, c) in (first..last).zip(c.chunks_mut(step)) {
-                        let (a, b) = operands(i);
-                        self::gemm(gemm, a, b, &mut c[..size]);
-                    }
-                });
-            return Ok(());
+            if per_group < batch.count {
+                // Groups lie `group_step` apart, each within its step (`check`).
+                let group_step = batch.c.group_step;
+                c[batch.c.offset..]
+                    .par_chunks_mut(group_step)
+                    .take(batch.count / group)
+                    .enumerate()
+                    .for_each(|(index, c)| {
+                        for i in index * group..(index + 1) * group {
+                            product(i, &mut c[(i % group) * step..]);
+                        }
+                    });
+                return Ok(());
+            }
+            if step >= size {
+                let per_task = batch.count.div_ceil(2 * crate::backend::num_threads());
+                c[batch.c.offset..]
+                    .par_chunks_mut(step * per_task)
+                    .take(batch.count.div_ceil(per_task))
+                    .enumerate()
+                    .for_each(|(task, c)| {
+                        let first = task * per_task;
+                        let last = (first + per_task).min(batch.count);
+                        for (i, c) in (first..last).zip(c.chunks_mut(step)) {
+                            product(i, c);
+                        }
+                    });
+                return Ok(());
+            }
         }
         for i in 0..batch.count {
-            let (a, b) = operands(i);
-            self::gemm(gemm, a, b, &mut c[batch.c.offset + i * step..][..size]);
+            product(i, &mut c[batch.c.start(i, group)..]);
         }
         Ok(())
     }
@@ -272,10 +315,15 @@ impl MatmulKernel for Cpu {
             operands(gemm, a, b)
         };
         let (m, n) = (gemm.m, gemm.n);
+        let rows_apart = batch.c.rows_apart(n);
+        if rows_apart != n {
+            // The sum of a convolution's products has packed rows; others add one by one.
+            return super::summed_one_by_one(self, gemm, batch, a, b, c);
+        }
         let c = &mut c[batch.c.offset..][..m * n];
         let parts = parts_for(gemm.flops() * batch.count);
         if parts > 1 && batch.count >= parts && m * n <= SPLIT_PRODUCTS_MAX_OUTPUT {
-            let (_, accum) = output(gemm, c);
+            let (_, accum) = output(gemm, c, n);
             let mut scratch = self.empty((parts - 1) * m * n)?;
             let sum = ProductSum {
                 shape: (m, n),
@@ -286,7 +334,7 @@ impl MatmulKernel for Cpu {
             self.recycle(&mut scratch);
             return Ok(());
         }
-        let (c, accum) = output(gemm, c);
+        let (c, accum) = output(gemm, c, n);
         sum_in_parts(c, accum, (batch.count, &product), (0, 0), gemm.alpha, parts);
         Ok(())
     }

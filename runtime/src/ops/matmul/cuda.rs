@@ -34,7 +34,7 @@ pub(crate) fn gemm(
     if m == 0 || n == 0 {
         return Ok(());
     }
-    let config = config(gemm)?;
+    let config = config(gemm, gemm.stored().map(|(_, cols)| cols))?;
     let blas = dev.blas()?;
     // SAFETY: with the dims and leading dims above, cuBLAS reads `k * n` elements of `b`,
     // `m * k` of `a` and writes `m * n` of `c`, the lengths checked above; all three live on
@@ -42,8 +42,9 @@ pub(crate) fn gemm(
     unsafe { blas.gemm(config, b, a, c) }.map_err(cuda_error(OP))
 }
 
-/// `gemm` as cuBLAS's column-major configuration (see [`gemm`]).
-fn config(gemm: &Gemm) -> Result<GemmConfig<f32>> {
+/// `gemm` as cuBLAS's column-major configuration (see [`gemm`]), for operands whose rows lie
+/// `rows_apart` (of `a`, `b` and `c`) apart.
+fn config(gemm: &Gemm, rows_apart: [usize; 3]) -> Result<GemmConfig<f32>> {
     const OP: &str = "gemm";
     let &Gemm {
         m,
@@ -57,7 +58,9 @@ fn config(gemm: &Gemm) -> Result<GemmConfig<f32>> {
     let int = |v: usize| {
         i32::try_from(v.max(1)).map_err(|_| Error::Backend {
             op: OP,
-            message: format!("cuBLAS takes 32-bit dims, found {m}x{k} by {k}x{n}"),
+            message: format!(
+                "cuBLAS takes 32-bit dims, found {m}x{k} by {k}x{n} (rows {rows_apart:?} apart)"
+            ),
         })
     };
     let op = |transposed: bool| {
@@ -67,6 +70,9 @@ fn config(gemm: &Gemm) -> Result<GemmConfig<f32>> {
             cublasOperation_t::CUBLAS_OP_N
         }
     };
+    // A row-major matrix is the column-major transpose, its leading dim the distance between
+    // its rows.
+    let [a_apart, b_apart, c_apart] = rows_apart;
     Ok(GemmConfig {
         transa: op(trans_b),
         transb: op(trans_a),
@@ -77,17 +83,15 @@ fn config(gemm: &Gemm) -> Result<GemmConfig<f32>> {
             message: format!("cuBLAS takes 32-bit dims, found inner dim {k}"),
         })?,
         alpha,
-        // `b` is stored `[k, n]` (column-major `n x k`, leading dim n) or, transposed,
-        // `[n, k]` (leading dim k); likewise `a` is `[m, k]` or `[k, m]`.
-        lda: int(if trans_b { k } else { n })?,
-        ldb: int(if trans_a { m } else { k })?,
+        lda: int(b_apart)?,
+        ldb: int(a_apart)?,
         beta,
-        ldc: int(n)?,
+        ldc: int(c_apart)?,
     })
 }
 
-/// The batch `batch` of products of `gemm`'s shape, in one strided-batched cuBLAS call with the
-/// operands swapped as in [`gemm`].
+/// The batch `batch` of products of `gemm`'s shape, one strided-batched cuBLAS call per group,
+/// with the operands swapped as in [`gemm`].
 pub(crate) fn gemm_batched(
     dev: &Cuda,
     gemm: &Gemm,
@@ -101,28 +105,40 @@ pub(crate) fn gemm_batched(
     if batch.count == 0 || gemm.m == 0 || gemm.n == 0 {
         return Ok(());
     }
-    let step = |step: usize| {
-        i64::try_from(step).map_err(|_| Error::Backend {
+    let int = |what: &str, value: usize| {
+        i64::try_from(value).map_err(|_| Error::Backend {
             op: OP,
-            message: format!("cuBLAS takes 64-bit strides, found {step}"),
+            message: format!("cuBLAS takes 64-bit {what}, found {value}"),
         })
     };
+    let per_group = batch.per_group();
+    let [(_, a_cols), (_, b_cols), _] = gemm.stored();
+    let rows_apart = [
+        batch.a.rows_apart(a_cols),
+        batch.b.rows_apart(b_cols),
+        batch.c.rows_apart(gemm.n),
+    ];
     let config = StridedBatchedConfig {
-        gemm: config(gemm)?,
-        batch_size: i32::try_from(batch.count).map_err(|_| Error::Backend {
+        gemm: config(gemm, rows_apart)?,
+        batch_size: i32::try_from(per_group).map_err(|_| Error::Backend {
             op: OP,
-            message: format!("cuBLAS takes a 32-bit batch, found {}", batch.count),
+            message: format!("cuBLAS takes a 32-bit batch, found {per_group}"),
         })?,
-        stride_a: step(batch.b.step)?,
-        stride_b: step(batch.a.step)?,
-        stride_c: step(batch.c.step)?,
+        stride_a: int("strides", batch.b.step)?,
+        stride_b: int("strides", batch.a.step)?,
+        stride_c: int("strides", batch.c.step)?,
     };
     let blas = dev.blas()?;
-    let (a, b) = (a.slice(batch.a.offset..), b.slice(batch.b.offset..));
-    let mut c = c.slice_mut(batch.c.offset..);
-    // SAFETY: `batch.check` verified that every matrix the configuration reads or writes lies
-    // inside its buffer and that the outputs do not overlap; all live on the handle's stream.
-    unsafe { blas.gemm_strided_batched(config, &b, &a, &mut c) }.map_err(cuda_error(OP))
+    for first in (0..batch.count).step_by(per_group) {
+        let at = |strided: super::Strided| strided.start(first, batch.group);
+        let (a, b) = (a.slice(at(batch.a)..), b.slice(at(batch.b)..));
+        let mut c = c.slice_mut(at(batch.c)..);
+        // SAFETY: `batch.check` verified that every matrix the configuration reads or writes
+        // (with these leading dims) lies inside its buffer and that the outputs do not
+        // overlap; all live on the handle's stream.
+        unsafe { blas.gemm_strided_batched(config, &b, &a, &mut c) }.map_err(cuda_error(OP))?;
+    }
+    Ok(())
 }
 
 /// Writes the transpose of the row-major `rows x cols` matrix `src` into `dst`.

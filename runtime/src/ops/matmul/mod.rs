@@ -37,6 +37,14 @@ impl Gemm {
     pub fn flops(&self) -> usize {
         2 * self.m * self.n * self.k
     }
+
+    /// The `[rows, cols]` `a`, `b` and `c` are stored as.
+    pub(crate) fn stored(&self) -> [(usize, usize); 3] {
+        let &Self { m, n, k, .. } = self;
+        let a = if self.trans_a { (k, m) } else { (m, k) };
+        let b = if self.trans_b { (n, k) } else { (k, n) };
+        [a, b, (m, n)]
+    }
 }
 
 /// A 2-D operand of a matrix product: a tensor, read as it is or transposed, never copied.
@@ -179,14 +187,51 @@ impl<'a, B: Backend> MatView<'a, B> {
     }
 }
 
-/// Where the matrices of a batched product lie in their buffers: matrix `i` of an operand
-/// starts at `offset + i * step` (a step of 0 uses one matrix for the whole batch).
+/// Where the matrices of a batched product lie in their buffers. Matrix `i` of an operand
+/// starts at `offset + i * step` (a step of 0 uses one matrix for the whole batch); in a batch
+/// of groups ([`GemmBatch::group`]), at `offset + (i / group) * group_step + (i % group) *
+/// step`: the heads of a batch of sequences, say, each head's rows between the others'. A
+/// matrix's rows lie `row_stride` apart, or one after another when it is 0.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Strided {
     /// Where matrix 0 starts.
     pub offset: usize,
-    /// The distance from one matrix to the next.
+    /// The distance from one matrix to the next (in a group).
     pub step: usize,
+    /// The distance from one group of matrices to the next.
+    pub group_step: usize,
+    /// The distance from one row of a matrix to the next; 0 for its row length.
+    pub row_stride: usize,
+}
+
+impl Strided {
+    /// Matrices `step` apart from `offset`, rows one after another.
+    #[must_use]
+    pub const fn new(offset: usize, step: usize) -> Self {
+        Self {
+            offset,
+            step,
+            group_step: 0,
+            row_stride: 0,
+        }
+    }
+
+    /// Where matrix `i` starts in a batch of groups of `group` matrices (0: one group).
+    pub(crate) fn start(&self, i: usize, group: usize) -> usize {
+        match group {
+            0 => self.offset + i * self.step,
+            group => self.offset + i / group * self.group_step + i % group * self.step,
+        }
+    }
+
+    /// The distance between the rows of a stored matrix of `cols` columns.
+    pub(crate) fn rows_apart(&self, cols: usize) -> usize {
+        if self.row_stride == 0 {
+            cols
+        } else {
+            self.row_stride
+        }
+    }
 }
 
 /// A batch of `count` products of `gemm`'s shape: `c[i] = alpha op(a[i]) op(b[i]) + beta c[i]`.
@@ -194,6 +239,9 @@ pub struct Strided {
 pub struct GemmBatch {
     /// How many products.
     pub count: usize,
+    /// Products per group when the operands lie in groups ([`Strided::group_step`]), a
+    /// divisor of `count`; 0 for one group.
+    pub group: usize,
     /// Where the `a` matrices lie.
     pub a: Strided,
     /// Where the `b` matrices lie.
@@ -202,57 +250,131 @@ pub struct GemmBatch {
     pub c: Strided,
 }
 
+/// Elements from the first to one past the last of a stored `rows x cols` matrix whose rows are
+/// `rows_apart` apart; `None` on overflow.
+pub(crate) fn extent(rows: usize, cols: usize, rows_apart: usize) -> Option<usize> {
+    if rows == 0 || cols == 0 {
+        return Some(0);
+    }
+    (rows - 1).checked_mul(rows_apart)?.checked_add(cols)
+}
+
 impl GemmBatch {
+    /// A batch of `count` products in one group, the matrices at `a`, `b` and `c`.
+    #[must_use]
+    pub const fn new(count: usize, a: Strided, b: Strided, c: Strided) -> Self {
+        Self {
+            count,
+            group: 0,
+            a,
+            b,
+            c,
+        }
+    }
+
+    /// Products per group: `count` for one group.
+    pub(crate) fn per_group(&self) -> usize {
+        if self.group == 0 {
+            self.count
+        } else {
+            self.group
+        }
+    }
+
     /// Checks that every matrix of the batch lies inside its buffer and that the outputs do not
     /// overlap: kernels trust these offsets.
     pub(crate) fn check(&self, gemm: &Gemm, a: usize, b: usize, c: usize) -> Result<()> {
-        self.check_fits("gemm_batched", gemm, [a, b, c])?;
-        let size = gemm.m * gemm.n;
-        if self.count > 1 && self.c.step < size {
+        const OP: &str = "gemm_batched";
+        self.check_fits(OP, gemm, [a, b, c])?;
+        let (rows, cols) = (gemm.m, gemm.n);
+        if self.count < 2 || rows * cols == 0 {
+            return Ok(());
+        }
+        let Strided {
+            offset,
+            step,
+            group_step,
+            ..
+        } = self.c;
+        let rows_apart = self.c.rows_apart(cols);
+        // `check_fits` has bounded every offset and extent, so these do not overflow.
+        let size = extent(rows, cols, rows_apart).unwrap_or(usize::MAX);
+        let per_group = self.per_group();
+        let group_span = (per_group - 1) * step + size;
+        // A group's matrices one after another, or side by side in the same rows.
+        let apart = step >= size;
+        let side_by_side = step >= cols
+            && (0..self.count / per_group).all(|group| {
+                (offset + group * group_step) % rows_apart + (per_group - 1) * step + cols
+                    <= rows_apart
+            });
+        let groups_apart = self.count == per_group || group_step >= group_span;
+        if (per_group > 1 && !apart && !side_by_side) || !groups_apart {
             return Err(Error::Backend {
-                op: "gemm_batched",
-                message: format!("outputs of {size} elements every {} overlap", self.c.step),
+                op: OP,
+                message: format!(
+                    "outputs of {rows}x{cols} (rows {rows_apart} apart) every {step}, in groups \
+                     of {per_group} every {group_step}, overlap"
+                ),
             });
         }
         Ok(())
     }
 
-    /// [`Self::check`] for [`MatmulKernel::gemm_summed`]: one or more products, one output
-    /// (`c`'s step 0), every matrix inside its buffer.
+    /// [`Self::check`] for [`MatmulKernel::gemm_summed`]: one or more products in one group,
+    /// one output (`c`'s step 0), every matrix inside its buffer.
     pub(crate) fn check_summed(&self, gemm: &Gemm, a: usize, b: usize, c: usize) -> Result<()> {
-        if self.count == 0 || self.c.step != 0 {
+        if self.count == 0 || self.c.step != 0 || self.group != 0 {
             return Err(Error::Backend {
                 op: "gemm_summed",
                 message: format!(
-                    "{} products into outputs every {}: a sum needs one or more products and \
-                     one output (step 0)",
-                    self.count, self.c.step
+                    "{} products (groups of {}) into outputs every {}: a sum needs one or more \
+                     products in one group and one output (step 0)",
+                    self.count, self.group, self.c.step
                 ),
             });
         }
         self.check_fits("gemm_summed", gemm, [a, b, c])
     }
 
-    /// Every matrix of the batch lies inside its buffer (`lens` of `a`, `b`, `c`).
+    /// Every matrix of the batch lies inside its buffer (`lens` of `a`, `b`, `c`), its rows
+    /// apart, and `count` is whole groups.
     fn check_fits(&self, op: &'static str, gemm: &Gemm, lens: [usize; 3]) -> Result<()> {
-        let (m, n, k) = (gemm.m, gemm.n, gemm.k);
-        let [a, b, c] = lens;
-        for (what, strided, size, len) in [
-            ("a", self.a, m * k, a),
-            ("b", self.b, k * n, b),
-            ("c", self.c, m * n, c),
-        ] {
-            let last = self
-                .count
-                .checked_sub(1)
-                .map_or(Some(0), |last| last.checked_mul(strided.step))
-                .and_then(|start| start.checked_add(strided.offset + size));
-            if self.count > 0 && last.is_none_or(|end| end > len) {
+        if self.group > 0 && !self.count.is_multiple_of(self.group) {
+            return Err(Error::Backend {
+                op,
+                message: format!("{} products in groups of {}", self.count, self.group),
+            });
+        }
+        if self.count == 0 {
+            return Ok(());
+        }
+        let per_group = self.per_group();
+        let (groups, last_in_group) = (self.count / per_group, per_group - 1);
+        for ((what, strided, len), (rows, cols)) in [
+            ("a", self.a, lens[0]),
+            ("b", self.b, lens[1]),
+            ("c", self.c, lens[2]),
+        ]
+        .into_iter()
+        .zip(gemm.stored())
+        {
+            let rows_apart = strided.rows_apart(cols);
+            let last = (groups - 1)
+                .checked_mul(strided.group_step)
+                .zip(last_in_group.checked_mul(strided.step))
+                .and_then(|(group, in_group)| group.checked_add(in_group))
+                .and_then(|last| last.checked_add(strided.offset));
+            let end = last
+                .zip(extent(rows, cols, rows_apart))
+                .and_then(|(last, extent)| last.checked_add(extent));
+            if (rows > 0 && rows_apart < cols) || end.is_none_or(|end| end > len) {
                 return Err(Error::Backend {
                     op,
                     message: format!(
-                        "{what}: {} matrices of {size} from {} every {} do not fit {len} elements",
-                        self.count, strided.offset, strided.step
+                        "{what}: {} matrices of {rows}x{cols} (rows {rows_apart} apart) from {} \
+                         every {} (groups of {per_group} every {}) do not fit {len} elements",
+                        self.count, strided.offset, strided.step, strided.group_step
                     ),
                 });
             }
@@ -319,7 +441,7 @@ pub trait MatmulKernel: Memory {
 }
 
 /// [`MatmulKernel::gemm_summed`] as one product after another, each added to the output.
-fn summed_one_by_one<B: MatmulKernel>(
+pub(crate) fn summed_one_by_one<B: MatmulKernel>(
     device: &B,
     gemm: &Gemm,
     batch: &GemmBatch,
@@ -333,19 +455,15 @@ fn summed_one_by_one<B: MatmulKernel>(
     }
     for i in 0..batch.count {
         let at = |strided: Strided| Strided {
-            offset: strided.offset + i * strided.step,
+            offset: strided.start(i, batch.group),
             step: 0,
+            ..strided
         };
         let gemm = Gemm {
             beta: if i == 0 { gemm.beta } else { 1.0 },
             ..*gemm
         };
-        let one = GemmBatch {
-            count: 1,
-            a: at(batch.a),
-            b: at(batch.b),
-            c: batch.c,
-        };
+        let one = GemmBatch::new(1, at(batch.a), at(batch.b), batch.c);
         device.gemm_batched(&gemm, &one, a, b, c)?;
     }
     Ok(())
@@ -614,16 +732,9 @@ impl<B: Backend> Tensor<B> {
             alpha: 1.0,
             beta: 0.0,
         };
-        let step = |size| Strided {
-            offset: 0,
-            step: size,
-        };
-        let batch = GemmBatch {
-            count: a_batch.iter().product(),
-            a: step(m * k),
-            b: step(k * n),
-            c: step(m * n),
-        };
+        let step = |size| Strided::new(0, size);
+        let count = a_batch.iter().product();
+        let batch = GemmBatch::new(count, step(m * k), step(k * n), step(m * n));
         self.device
             .gemm_batched(&gemm, &batch, &self.storage, &rhs.storage, &mut out.storage)?;
         Ok(out)
@@ -803,12 +914,12 @@ mod tests {
             alpha: 1.0,
             beta: 0.0,
         };
-        let batch = GemmBatch {
-            count: 2,
-            a: Strided { offset: 0, step: 0 },
-            b: Strided { offset: 1, step: 2 },
-            c: Strided { offset: 1, step: 1 },
-        };
+        let batch = GemmBatch::new(
+            2,
+            Strided::new(0, 0),
+            Strided::new(1, 2),
+            Strided::new(1, 1),
+        );
         let (a, b) = (vec![1.0, 10.0], vec![0.0, 1.0, 2.0, 3.0, 4.0]);
         let mut c = vec![-1.0; 3];
         Cpu.gemm_batched(&gemm, &batch, &a, &b, &mut c).unwrap();
@@ -817,13 +928,85 @@ mod tests {
         let error = Cpu.gemm_batched(&gemm, &short, &a, &b, &mut c).unwrap_err();
         assert!(error.to_string().contains("do not fit"), "{error}");
         let overlapping = GemmBatch {
-            c: Strided { offset: 0, step: 0 },
+            c: Strided::new(0, 0),
             ..batch
         };
         assert!(
             Cpu.gemm_batched(&gemm, &overlapping, &a, &b, &mut c)
                 .is_err()
         );
+    }
+
+    /// Attention's layout: for each of `batch` sequences of `time` rows and each of `heads`
+    /// heads, `q k^T` of the head's `[time, width]` columns of q and k, interleaved in rows of
+    /// `[q | k]`, its `[time, time]` written side by side with the other heads' (k read
+    /// transposed): the CPU kernel against a naive product per head, small (one thread) and
+    /// large enough to share the threads by sequence; layouts that overlap are errors.
+    #[test]
+    fn batches_of_interleaved_heads_match_a_product_per_head() {
+        let rng = &mut seeded(4);
+        for (batch, heads, time, width) in [(2, 3, 4, 5), (8, 4, 64, 64)] {
+            let row = 2 * heads * width; // [q | k] per position
+            let qk = Tensor::randn([batch * time * row], &Cpu, rng).to_vec();
+            let gemm = Gemm {
+                m: time,
+                n: time,
+                k: width,
+                trans_a: false,
+                trans_b: true,
+                alpha: 1.0,
+                beta: 0.0,
+            };
+            let heads_of = |offset, step, row_stride| Strided {
+                offset,
+                step,
+                group_step: time * row_stride,
+                row_stride,
+            };
+            let out_row = heads * time;
+            let grouped = GemmBatch {
+                count: batch * heads,
+                group: heads,
+                a: heads_of(0, width, row),
+                b: heads_of(heads * width, width, row),
+                c: heads_of(0, time, out_row),
+            };
+            let mut c = vec![f32::NAN; batch * time * out_row];
+            Cpu.gemm_batched(&gemm, &grouped, &qk, &qk, &mut c).unwrap();
+            for (s, h) in (0..batch).flat_map(|s| (0..heads).map(move |h| (s, h))) {
+                let rows = |part: usize| -> Vec<f32> {
+                    (0..time)
+                        .flat_map(|t| {
+                            let start = (s * time + t) * row + part * heads * width + h * width;
+                            qk[start..start + width].to_vec()
+                        })
+                        .collect()
+                };
+                let (q, k) = (rows(0), rows(1));
+                let k_t: Vec<f32> = (0..width * time)
+                    .map(|i| k[(i % time) * width + i / time])
+                    .collect();
+                let expected = reference(&q, &k_t, time, width, time);
+                let found: Vec<f32> = (0..time)
+                    .flat_map(|t| {
+                        let start = (s * time + t) * out_row + h * time;
+                        c[start..start + time].to_vec()
+                    })
+                    .collect();
+                assert_close(&found, &expected);
+            }
+            let mut bad = [grouped; 4];
+            bad[0].c.step = time - 1; // heads' columns overlap
+            bad[1].c.group_step -= 1; // sequences overlap
+            bad[2].count -= 1; // not whole groups
+            bad[3].c.row_stride = time - 1; // rows overlap
+            for bad in bad {
+                assert!(
+                    Cpu.gemm_batched(&gemm, &bad, &qk, &qk, &mut c).is_err(),
+                    "{bad:?}"
+                );
+            }
+        }
     }
 
     /// A summed batch, small (one thread), large with a small output (runs of products on the
@@ -848,18 +1031,12 @@ mod tests {
                     alpha: 0.75,
                     beta,
                 };
-                let batch = GemmBatch {
+                let batch = GemmBatch::new(
                     count,
-                    a: Strided {
-                        offset: k * m,
-                        step: k * m,
-                    },
-                    b: Strided {
-                        offset: 0,
-                        step: n * k,
-                    },
-                    c: Strided { offset: 2, step: 0 },
-                };
+                    Strided::new(k * m, k * m),
+                    Strided::new(0, n * k),
+                    Strided::new(2, 0),
+                );
                 let mut summed = start.clone();
                 Cpu.gemm_summed(&gemm, &batch, &a, &b, &mut summed).unwrap();
                 let mut one_by_one = start.clone();
@@ -892,18 +1069,10 @@ mod tests {
             alpha: 1.0,
             beta: 0.0,
         };
-        let one = Strided { offset: 0, step: 0 };
+        let one = Strided::new(0, 0);
         let mut c = vec![0.0];
         for (count, c_step) in [(0, 0), (2, 1)] {
-            let batch = GemmBatch {
-                count,
-                a: one,
-                b: one,
-                c: Strided {
-                    offset: 0,
-                    step: c_step,
-                },
-            };
+            let batch = GemmBatch::new(count, one, one, Strided::new(0, c_step));
             let error = Cpu
                 .gemm_summed(&gemm, &batch, &vec![1.0], &vec![1.0], &mut c)
                 .unwrap_err();
