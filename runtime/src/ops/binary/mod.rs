@@ -488,16 +488,18 @@ impl<B: Backend> Tensor<B> {
             });
         }
         let extra = self.rank() - shape.rank();
-        let mut out = self.try_clone()?;
+        // The sums so far; `self` itself until the first.
+        let mut out: Option<Self> = None;
         for _ in 0..extra {
-            out = out.try_sum_dim(0, false)?;
+            out = Some(out.as_ref().unwrap_or(self).try_sum_dim(0, false)?);
         }
         for (dim, &size) in shape.dims().iter().enumerate() {
-            if size == 1 && out.dims()[dim] != 1 {
-                out = out.try_sum_dim(dim, true)?;
+            let current = out.as_ref().unwrap_or(self);
+            if size == 1 && current.dims()[dim] != 1 {
+                out = Some(current.try_sum_dim(dim, true)?);
             }
         }
-        Ok(out)
+        out.map_or_else(|| self.try_clone(), Ok)
     }
 
     /// `self` repeated to `shape` under broadcasting, like `torch.Tensor.expand(..).clone()`.
