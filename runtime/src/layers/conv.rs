@@ -264,7 +264,7 @@ impl<B: Backend> Conv2d<B> {
         })?;
         // col2im writes every element.
         let mut grad_x = Tensor::try_empty(x.shape().clone(), device)?;
-        device.col2im(&g, &grad_cols.storage, &mut grad_x.storage)?;
+        device.col2im(&g, &mut grad_cols.storage, &mut grad_x.storage)?;
         Ok(Some(grad_x))
     }
 

@@ -61,7 +61,7 @@ struct Im2col<'a> {
 /// `col2im` over the samples in hand.
 struct Col2im<'a> {
     g: &'a ConvGeometry,
-    cols: &'a [f32],
+    cols: &'a mut [f32],
     x: &'a mut [f32],
 }
 
@@ -93,7 +93,7 @@ impl Divisible for Col2im<'_> {
         let Col2im { g, cols, x } = self;
         let (x_len, cols_len) = sample_lens(g);
         let (x_left, x_right) = x.split_at_mut(mid * x_len);
-        let (cols_left, cols_right) = cols.split_at(mid * cols_len);
+        let (cols_left, cols_right) = cols.split_at_mut(mid * cols_len);
         let part = |cols, x| Col2im { g, cols, x };
         (part(cols_left, x_left), part(cols_right, x_right))
     }
@@ -196,16 +196,16 @@ fn copy_shifted(input: &[f32], down: &TapRun, across: &TapRun, width: usize, out
 }
 
 /// The gradient of [`im2col`]: each element of `x` the sum of the entries of `cols` it was
-/// copied to, added in kernel-tap order.
+/// copied to, added in kernel-tap order. Entries of `cols` in the padding may be zeroed.
 #[inline(always)]
-fn col2im(g: &ConvGeometry, cols: &[f32], x: &mut [f32]) {
+fn col2im(g: &ConvGeometry, cols: &mut [f32], x: &mut [f32]) {
     let (plane, k, stride) = (g.height * g.width, g.kernel, g.stride);
     x.fill(0.0);
     let samples = x
         .chunks_exact_mut(g.channels * plane)
-        .zip(cols.chunks_exact(g.rows() * g.positions()));
+        .zip(cols.chunks_exact_mut(g.rows() * g.positions()));
     for (x, cols) in samples {
-        let mut rows = cols.chunks_exact(g.positions());
+        let mut rows = cols.chunks_exact_mut(g.positions());
         for input in x.chunks_exact_mut(plane) {
             for ky in 0..k {
                 let down = TapRun::new(g, ky, g.height, g.out_height);
@@ -214,6 +214,10 @@ fn col2im(g: &ConvGeometry, cols: &[f32], x: &mut [f32]) {
                     let Some(col) = rows.next() else {
                         return;
                     };
+                    if stride == 1 && g.out_width == g.width {
+                        add_shifted(col, &down, &across, g.width, input);
+                        continue;
+                    }
                     for oy in down.valid.clone() {
                         let col = &col[oy * g.out_width..][..g.out_width];
                         let row = &mut input[down.input(oy, stride) * g.width..][..g.width];
@@ -236,13 +240,48 @@ fn col2im(g: &ConvGeometry, cols: &[f32], x: &mut [f32]) {
     }
 }
 
+/// One tap's [`col2im`] when the stride is 1 and the output as wide as the input: the valid
+/// rows are one shifted add, `input[j + shift] += col[j]`, after the padding columns' entries
+/// in them are zeroed (each then adds 0 to the edge of a neighbouring row, which leaves it as it
+/// is: no sum here is -0), instead of an add per row.
+#[inline(always)]
+fn add_shifted(col: &mut [f32], down: &TapRun, across: &TapRun, width: usize, input: &mut [f32]) {
+    let block = down.valid.start * width..down.valid.end * width;
+    // Column by column: a padding column is a few entries per row, too short for a fill call.
+    let padding = (0..across.valid.start).chain(across.valid.end..width);
+    for column in padding {
+        for entry in col[block.clone()].iter_mut().skip(column).step_by(width) {
+            *entry = 0.0;
+        }
+    }
+    #[allow(clippy::cast_possible_wrap, reason = "tensor dims fit in isize")]
+    let (shift, len) = (
+        down.offset * width as isize + across.offset,
+        input.len() as isize,
+    );
+    // Only zeroed entries fall outside the input.
+    #[allow(clippy::cast_possible_wrap, reason = "tensor dims fit in isize")]
+    let (start, end) = (
+        (block.start as isize).max(-shift),
+        (block.end as isize).min(len - shift),
+    );
+    if start < end {
+        let (start, end) = (start.unsigned_abs(), end.unsigned_abs());
+        let from = start.wrapping_add_signed(shift);
+        let targets = &mut input[from..from + (end - start)];
+        for (target, &v) in targets.iter_mut().zip(&col[start..end]) {
+            *target += v;
+        }
+    }
+}
+
 impl ConvKernel for Cpu {
     fn im2col(&self, g: &ConvGeometry, x: &Vec<f32>, cols: &mut Vec<f32>) -> Result<()> {
         vectorized_in_parts(Im2col { g, x, cols });
         Ok(())
     }
 
-    fn col2im(&self, g: &ConvGeometry, cols: &Vec<f32>, x: &mut Vec<f32>) -> Result<()> {
+    fn col2im(&self, g: &ConvGeometry, cols: &mut Vec<f32>, x: &mut Vec<f32>) -> Result<()> {
         vectorized_in_parts(Col2im { g, cols, x });
         Ok(())
     }
@@ -309,7 +348,7 @@ mod tests {
             let mut cols = vec![f32::NAN; len];
             Cpu.im2col(&g, &x, &mut cols).unwrap();
             let mut grad = vec![f32::NAN; x.len()];
-            Cpu.col2im(&g, &cols_grad, &mut grad).unwrap();
+            Cpu.col2im(&g, &mut cols_grad.clone(), &mut grad).unwrap();
             let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
             assert_eq!(
                 bits(&cols),

@@ -69,10 +69,10 @@ impl ConvKernel for Cuda {
             .map_err(cuda_error(OP))
     }
 
-    fn col2im(&self, g: &ConvGeometry, cols: &CudaBuffer, x: &mut CudaBuffer) -> Result<()> {
+    fn col2im(&self, g: &ConvGeometry, cols: &mut CudaBuffer, x: &mut CudaBuffer) -> Result<()> {
         const OP: &str = "col2im";
         self.recorder()
-            .record([cols, &*x], || format!("{OP} {g:?}"));
+            .record([&*cols, &*x], || format!("{OP} {g:?}"));
         let n = g.batch * g.channels * g.height * g.width;
         expect_len(
             OP,

@@ -113,14 +113,15 @@ pub trait ConvKernel: Memory {
     ) -> Result<()>;
 
     /// The gradient of [`Self::im2col`]: each element of `x` (`[N, C, H, W]`) is the sum of
-    /// the entries of `cols` it was copied to, in kernel-tap order. Writes every element.
+    /// the entries of `cols` it was copied to, in kernel-tap order. Writes every element; may
+    /// zero the entries of `cols` that no element was copied to (the padding).
     ///
     /// # Errors
     /// When the kernel fails.
     fn col2im(
         &self,
         geometry: &ConvGeometry,
-        cols: &Self::Storage,
+        cols: &mut Self::Storage,
         x: &mut Self::Storage,
     ) -> Result<()>;
 }
@@ -131,7 +132,7 @@ impl ConvKernel for crate::Cuda {
         self.unreachable()
     }
 
-    fn col2im(&self, _: &ConvGeometry, _: &Self::Storage, _: &mut Self::Storage) -> Result<()> {
+    fn col2im(&self, _: &ConvGeometry, _: &mut Self::Storage, _: &mut Self::Storage) -> Result<()> {
         self.unreachable()
     }
 }
