@@ -331,33 +331,44 @@ impl GroupLayout {
         }
     }
 
-    /// Sample `n`'s matrices of `buffer`, group after group.
-    fn groups_of(&self, buffer: Buffer, n: usize) -> Strided {
-        Strided::new(n * self.per_sample(buffer), self.per_group(buffer))
-    }
-
     /// Group `group`'s matrices of `buffer`, sample after sample.
     fn samples_of(&self, buffer: Buffer, group: usize) -> Strided {
         Strided::new(group * self.per_group(buffer), self.per_sample(buffer))
     }
 
+    /// Every sample's matrices of `buffer`, group after group: in groups of `groups`, one per
+    /// sample.
+    fn groups_in_samples(&self, buffer: Buffer) -> Strided {
+        Strided {
+            group_step: self.per_sample(buffer),
+            ..Strided::new(0, self.per_group(buffer))
+        }
+    }
+
     /// Calls `call` with the products `c = op(a) op(b)` of `samples` samples, `[a, b, c]`
-    /// the buffers they read and write (outputs apart): with one group as one batch over the
-    /// samples, so that the backend shares them among its threads; otherwise one batch over
-    /// the groups per sample.
+    /// the buffers they read and write (outputs apart), as one batch over the samples (in
+    /// groups of the channel groups, when there are several), which the backend shares
+    /// among its threads.
     fn each_call(
         &self,
         samples: usize,
         [a, b, c]: [Buffer; 3],
         mut call: impl FnMut(GemmBatch) -> Result<()>,
     ) -> Result<()> {
-        if self.groups == 1 && samples > 0 {
+        if samples == 0 {
+            return Ok(());
+        }
+        if self.groups == 1 {
             let [a, b, c] = [a, b, c].map(|buffer| self.samples_of(buffer, 0));
             return call(GemmBatch::new(samples, a, b, c));
         }
-        (0..samples).try_for_each(|n| {
-            let [a, b, c] = [a, b, c].map(|buffer| self.groups_of(buffer, n));
-            call(GemmBatch::new(self.groups, a, b, c))
+        let [a, b, c] = [a, b, c].map(|buffer| self.groups_in_samples(buffer));
+        call(GemmBatch {
+            count: samples * self.groups,
+            group: self.groups,
+            a,
+            b,
+            c,
         })
     }
 
