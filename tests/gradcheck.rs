@@ -535,6 +535,24 @@ fn additions_share_their_gradient_with_their_operands() {
     gradcheck!(SharedGradients, 23, [[2, 3]]);
 }
 
+network! {
+    /// Two residual steps, as in a transformer block: `x` and `h` are each read by a layer
+    /// and by an addition, whose gradient their adjoints take after the layer's.
+    struct Residuals {
+        fc1: Linear<3, 3>,
+        fc2: Linear<3, 3>,
+    }
+    fn forward(x: [B, 3]) -> [B, 3] {
+        let h = x + fc1(x).tanh();
+        h - fc2(h).sigmoid()
+    }
+}
+
+#[test]
+fn residual_additions_add_their_gradient_last() {
+    gradcheck!(Residuals, 29, [[2, 3]]);
+}
+
 #[test]
 fn custom_function_in_and_out_of_a_loop() {
     gradcheck!(Custom, 16, [[2, 3]], extras = (2));

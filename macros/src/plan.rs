@@ -32,6 +32,9 @@ pub struct Plan {
     /// Per node, the addition whose gradient is its own (see [`Plan::shares_gradient`]): its
     /// backward rule reads that gradient instead of a copy.
     pub gradient_of: Vec<Option<ValueId>>,
+    /// Per node, the addition whose gradient its adjoint takes last (see
+    /// [`Plan::defers_gradient`]).
+    pub deferred_from: Vec<Option<ValueId>>,
 }
 
 /// The nodes `outputs` depend on. Loops make the graph cyclic (a loop parameter reads the
@@ -95,6 +98,7 @@ impl Plan {
             reuse: [vec![None; n], vec![None; n]],
             loop_takes_init: BTreeSet::new(),
             gradient_of: vec![None; n],
+            deferred_from: vec![None; n],
         };
         for id in 0..n {
             if plan.needs_grad[id] {
@@ -116,7 +120,56 @@ impl Plan {
         for id in 0..n {
             plan.gradient_of[id] = plan.shares_gradient(net, outputs, id);
         }
+        for id in 0..n {
+            plan.deferred_from[id] = plan.defers_gradient(net, outputs, id);
+        }
         plan
+    }
+
+    /// For a value read twice, once by an addition (or subtraction, as its left operand) of
+    /// its shape, all outside loops: that addition. Its gradient then goes into the value's
+    /// adjoint after the other reader's (which is owned), added in place, instead of a copy
+    /// made into the empty adjoint first (`h = x + f(x)` with `x` also read by `f`: the
+    /// residual stream of a transformer block). Two terms add up the same either way.
+    fn defers_gradient(&self, net: &Network, outputs: &[ValueId], id: ValueId) -> Option<ValueId> {
+        let node = &net.nodes[id];
+        let own_adjoint = !matches!(
+            node.op,
+            Op::Param(_) | Op::RegionParam { .. } | Op::RegionOutput { .. }
+        ) && self.gradient_of[id].is_none();
+        if !own_adjoint || !self.needs_grad[id] || node.region.is_some() || outputs.contains(&id) {
+            return None;
+        }
+        let reads: Vec<ValueId> = (0..net.nodes.len())
+            .filter(|&reader| self.live[reader])
+            .flat_map(|reader| {
+                let operands = net.nodes[reader].op.operands();
+                let count = operands.iter().filter(|&&operand| operand == id).count();
+                std::iter::repeat_n(reader, count)
+            })
+            .collect();
+        let &[first, second] = reads.as_slice() else {
+            return None;
+        };
+        [first, second].into_iter().find(|&reader| {
+            let adds_unchanged = match net.nodes[reader].op {
+                Op::Binary {
+                    op: BinaryOp::Add,
+                    a,
+                    b,
+                } => a != b,
+                Op::Binary {
+                    op: BinaryOp::Sub,
+                    a,
+                    b,
+                } => a == id && b != id,
+                _ => false,
+            };
+            first != second
+                && adds_unchanged
+                && net.nodes[reader].region.is_none()
+                && same_shape(&node.shape, &net.nodes[reader].shape)
+        })
     }
 
     /// The addition (or subtraction, as its left operand) whose gradient is node `id`'s

@@ -314,7 +314,10 @@ fn gen_reverse_keyed(
         if !plan.needs_grad[id] || node.region != region {
             continue;
         }
+        let deferred = deferred_contribution(plan, id, direct);
         match node.op {
+            // An input's gradient is complete once every reader has run.
+            Op::Input(_) if !deferred.is_empty() => steps.push((id, deferred)),
             Op::Input(_) | Op::Param(_) | Op::RegionParam { .. } => {}
             Op::RegionOutput { region: looped, .. } => {
                 if !emitted[looped] {
@@ -341,28 +344,43 @@ fn gen_reverse_keyed(
             }
             _ => {
                 let ident = grad_ident(id);
-                steps.push((
-                    id,
-                    match gen_rule_in_place(net, plan, id) {
-                        // The adjoint is read by this rule only, so an elementwise rule may
-                        // overwrite it and pass it on instead of allocating.
-                        Some(body) if Some(id) != direct => {
-                            quote!(if let Some(mut g) = #ident.take() { #body })
-                        }
-                        _ if Some(id) == direct => {
-                            let body = gen_rule(net, plan, id);
-                            quote!({ let g = grad_out0; #body })
-                        }
-                        _ => {
-                            let body = gen_rule(net, plan, id);
-                            quote!(if let Some(g) = #ident.as_ref() { #body })
-                        }
-                    },
-                ));
+                let rule = match gen_rule_in_place(net, plan, id) {
+                    // The adjoint is read by this rule only, so an elementwise rule may
+                    // overwrite it and pass it on instead of allocating.
+                    Some(body) if Some(id) != direct => {
+                        quote!(if let Some(mut g) = #ident.take() { #body })
+                    }
+                    _ if Some(id) == direct => {
+                        let body = gen_rule(net, plan, id);
+                        quote!({ let g = grad_out0; #body })
+                    }
+                    _ => {
+                        let body = gen_rule(net, plan, id);
+                        quote!(if let Some(g) = #ident.as_ref() { #body })
+                    }
+                };
+                steps.push((id, quote!(#deferred #rule)));
             }
         }
     }
     steps
+}
+
+/// The gradient [`Plan::defers_gradient`] holds back for value `target`, added into its
+/// adjoint once its other reader has contributed (empty when there is none).
+fn deferred_contribution(plan: &Plan, target: ValueId, direct: Option<ValueId>) -> TokenStream {
+    let Some(addition) = plan.deferred_from[target] else {
+        return TokenStream::new();
+    };
+    let (private, ident) = (private(), grad_ident(target));
+    let holder = plan.gradient_holder(addition);
+    let add = if Some(holder) == direct {
+        quote!(#private::accumulate_ref(&mut #ident, grad_out0)?;)
+    } else {
+        let source = grad_ident(holder);
+        quote!(if let Some(g) = #source.as_ref() { #private::accumulate_ref(&mut #ident, g)?; })
+    };
+    gate(plan, target, add)
 }
 
 /// Loop `looped` backwards: the carried variables' gradients (`gc{index}`) enter each
@@ -613,8 +631,12 @@ fn gen_rule(net: &Network, plan: &Plan, id: ValueId) -> TokenStream {
                         let grad = unbroadcast(net, id, operand, quote!(g));
                         contribute(net, plan, operand, &grad)
                     }
-                    // Its rule reads `g` itself.
-                    _ if plan.gradient_of[operand] == Some(id) => TokenStream::new(),
+                    // Its rule reads `g` itself, or its adjoint takes `g` last.
+                    _ if plan.gradient_of[operand] == Some(id)
+                        || plan.deferred_from[operand] == Some(id) =>
+                    {
+                        TokenStream::new()
+                    }
                     _ => contribute_ref(net, plan, operand),
                 });
             }
