@@ -52,7 +52,7 @@ pub fn expand_fallback(net: &Network) -> TokenStream {
     let name = &net.name;
     let tape = tape_ident(net);
     let inputs = net.inputs.iter().map(|input| &input.ident);
-    let inputs2 = inputs.clone();
+    let (inputs2, inputs3) = (inputs.clone(), inputs.clone());
     let (index_params, index_params_train) = (
         forward::index_params(net, false),
         forward::index_params(net, true),
@@ -79,6 +79,11 @@ pub fn expand_fallback(net: &Network) -> TokenStream {
             }
             /// Not available: `network!` reported errors for this network.
             pub fn forward_train<'a>(&self, #(#inputs2: &'a #private::Tensor<B>,)* #(#index_params_train,)* #(#extras,)*)
+                -> #private::Result<(#outputs, #tape<'a, B>)> {
+                unreachable!()
+            }
+            /// Not available: `network!` reported errors for this network.
+            pub fn forward_train_from<'a>(&self, #(#inputs3: #private::TapeInput<'a, B>,)* #(#index_params_train,)* #(#extras,)*)
                 -> #private::Result<(#outputs, #tape<'a, B>)> {
                 unreachable!()
             }
