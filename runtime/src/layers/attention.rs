@@ -97,13 +97,13 @@ impl<B: Backend> CausalSelfAttention<B> {
             time,
             head,
         };
-        let scores = products.scores((&qkv, QKV[Q]), (&qkv, QKV[K]), (false, true))?;
+        let scores = products.scores((&qkv, Q), (&qkv, K), (false, true))?;
         let attention = scores.try_causal_softmax(products.scale())?;
         // Each head's rows into its columns of [B, T, E].
         let mut heads_out = Tensor::try_empty([batch, time, embed], x.device())?;
         products.rows_into(
             (&attention, Heads::Scores),
-            (&qkv, QKV[V]),
+            (&qkv, V),
             false,
             (&mut heads_out, ONE_PART),
         )?;
@@ -136,6 +136,9 @@ impl<B: Backend> CausalSelfAttention<B> {
         let &[batch, time, embed] = x.dims() else {
             return Err(self.input_error(x));
         };
+        if embed != self.embed() {
+            return Err(self.input_error(x));
+        }
         let heads = self.heads;
         let products = HeadProducts {
             batch,
@@ -149,8 +152,7 @@ impl<B: Backend> CausalSelfAttention<B> {
             .backward(&heads_out, grad_out, true)?
             .ok_or_else(|| Error::Usage("attention: no gradient from out_proj".to_owned()))?;
         // out = A v: dA = dout v^T, dv = A^T dout.
-        let grad_attention =
-            products.scores((&grad_heads, ONE_PART), (&qkv, QKV[V]), (false, true))?;
+        let grad_attention = products.scores((&grad_heads, ONE_PART), (&qkv, V), (false, true))?;
         // dq, dk and dv in one [B * T, 3E] tensor, in q, k and v's places (each product
         // sums over T > 0 positions: every element is written).
         let mut grad_qkv = Tensor::try_empty(qkv.shape().clone(), x.device())?;
@@ -159,15 +161,15 @@ impl<B: Backend> CausalSelfAttention<B> {
             (&attention, scores),
             (&grad_heads, ONE_PART),
             true,
-            (&mut grad_qkv, QKV[V]),
+            (&mut grad_qkv, V),
         )?;
         // Through the softmax and the scale (masked entries get no gradient).
         let grad_scores =
             grad_attention.try_causal_softmax_backward(&attention, products.scale())?;
         // scores = q k^T: dq = dS k, dk = dS^T q.
-        let (q, k) = ((&qkv, QKV[Q]), (&qkv, QKV[K]));
-        products.rows_into((&grad_scores, scores), k, false, (&mut grad_qkv, QKV[Q]))?;
-        products.rows_into((&grad_scores, scores), q, true, (&mut grad_qkv, QKV[K]))?;
+        let (q, k) = ((&qkv, Q), (&qkv, K));
+        products.rows_into((&grad_scores, scores), k, false, (&mut grad_qkv, Q))?;
+        products.rows_into((&grad_scores, scores), q, true, (&mut grad_qkv, K))?;
         let rows = x.try_rows()?;
         self.in_proj_weight
             .try_accumulate_grad_mm(grad_qkv.t(), rows)?;
@@ -193,14 +195,9 @@ impl<B: Backend> CausalSelfAttention<B> {
 }
 
 /// q, k and v's places in the input projection's `[B * T, 3E]`.
-const QKV: [Heads; 3] = [
-    Heads::Rows { part: 0, parts: 3 },
-    Heads::Rows { part: 1, parts: 3 },
-    Heads::Rows { part: 2, parts: 3 },
-];
-const Q: usize = 0;
-const K: usize = 1;
-const V: usize = 2;
+const Q: Heads = Heads::Rows { part: 0, parts: 3 };
+const K: Heads = Heads::Rows { part: 1, parts: 3 };
+const V: Heads = Heads::Rows { part: 2, parts: 3 };
 
 /// The heads' rows of a `[B, T, E]` tensor.
 const ONE_PART: Heads = Heads::Rows { part: 0, parts: 1 };
@@ -475,5 +472,13 @@ mod tests {
             error.to_string(),
             "usage: CausalSelfAttention(8, heads 2) expects input [B, T, 8], found [2, 5]"
         );
+        // Backward given another input than its tape's: an error, not a misread tape.
+        let mut layer = layer;
+        let (y, tape) = layer.layer_forward_train(&x).unwrap();
+        let narrow = Tensor::zeros([1, 5, 4], &Cpu);
+        let error = layer
+            .layer_backward(Some(&narrow), tape, &y, true)
+            .unwrap_err();
+        assert!(error.to_string().contains("found [1, 5, 4]"), "{error}");
     }
 }
