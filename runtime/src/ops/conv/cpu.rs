@@ -134,7 +134,7 @@ fn im2col(g: &ConvGeometry, x: &[f32], cols: &mut [f32]) {
                         return;
                     };
                     if stride == 1 && g.out_width == g.width {
-                        copy_shifted(input, &down, &across, g.width, out);
+                        copy_shifted(input, &ShiftedTap::new(&down, &across, g.width), out);
                         continue;
                     }
                     for (oy, out) in out.chunks_exact_mut(g.out_width).enumerate() {
@@ -165,32 +165,62 @@ fn im2col(g: &ConvGeometry, x: &[f32], cols: &mut [f32]) {
 /// valid entry is the input plane shifted by one offset, so the valid rows are one copy, and
 /// only the padding columns are zeroed afterwards (instead of a copy and fills per row).
 #[inline(always)]
-fn copy_shifted(input: &[f32], down: &TapRun, across: &TapRun, width: usize, out: &mut [f32]) {
-    let block = down.valid.start * width..down.valid.end * width;
-    out[..block.start].fill(0.0);
-    out[block.end..].fill(0.0);
+fn copy_shifted(input: &[f32], tap: &ShiftedTap, out: &mut [f32]) {
+    out[..tap.block.start].fill(0.0);
+    out[tap.block.end..].fill(0.0);
     // `out[j] = input[j + shift]` wherever row and column are valid; the entries this copies
-    // outside the valid columns are overwritten below.
-    #[allow(clippy::cast_possible_wrap, reason = "tensor dims fit in isize")]
-    let (shift, len) = (
-        down.offset * width as isize + across.offset,
-        input.len() as isize,
-    );
-    #[allow(clippy::cast_possible_wrap, reason = "tensor dims fit in isize")]
-    let (start, end) = (
-        (block.start as isize).max(-shift),
-        (block.end as isize).min(len - shift),
-    );
-    if start < end {
-        let (start, end) = (start.unsigned_abs(), end.unsigned_abs());
-        let from = start.wrapping_add_signed(shift);
-        out[start..end].copy_from_slice(&input[from..from + (end - start)]);
+    // outside the valid columns are zeroed below.
+    if let Some((outputs, from)) = tap.overlap(input.len()) {
+        out[outputs.clone()].copy_from_slice(&input[from..from + outputs.len()]);
     }
-    // Column by column: a padding column is a few entries per row, too short for a fill call.
-    let padding = (0..across.valid.start).chain(across.valid.end..width);
-    for column in padding {
-        for entry in out[block.clone()].iter_mut().skip(column).step_by(width) {
-            *entry = 0.0;
+    tap.zero_padding_columns(out);
+}
+
+/// One tap's valid rows when the stride is 1 and the output as wide as the input: the output
+/// positions they cover, each reading the input position `shift` further on.
+struct ShiftedTap {
+    block: std::ops::Range<usize>,
+    shift: isize,
+    valid_columns: std::ops::Range<usize>,
+    width: usize,
+}
+
+impl ShiftedTap {
+    /// The tap whose runs are `down` and `across` over rows of `width`.
+    fn new(down: &TapRun, across: &TapRun, width: usize) -> Self {
+        #[allow(clippy::cast_possible_wrap, reason = "tensor dims fit in isize")]
+        let shift = down.offset * width as isize + across.offset;
+        Self {
+            block: down.valid.start * width..down.valid.end * width,
+            shift,
+            valid_columns: across.valid.clone(),
+            width,
+        }
+    }
+
+    /// The block's output positions whose input lies in a plane of `len`, and the first one's
+    /// input; `None` when there are none. Only entries of padding columns fall outside.
+    fn overlap(&self, len: usize) -> Option<(std::ops::Range<usize>, usize)> {
+        #[allow(clippy::cast_possible_wrap, reason = "tensor dims fit in isize")]
+        let (start, end) = (
+            (self.block.start as isize).max(-self.shift),
+            (self.block.end as isize).min(len as isize - self.shift),
+        );
+        (start < end).then(|| {
+            let (start, end) = (start.unsigned_abs(), end.unsigned_abs());
+            (start..end, start.wrapping_add_signed(self.shift))
+        })
+    }
+
+    /// Zeroes the block's entries of `values` in padding columns, column by column: a padding
+    /// column is a few entries per row, too short for a fill call.
+    fn zero_padding_columns(&self, values: &mut [f32]) {
+        let padding = (0..self.valid_columns.start).chain(self.valid_columns.end..self.width);
+        for column in padding {
+            let block = values[self.block.clone()].iter_mut();
+            for entry in block.skip(column).step_by(self.width) {
+                *entry = 0.0;
+            }
         }
     }
 }
@@ -215,7 +245,7 @@ fn col2im(g: &ConvGeometry, cols: &mut [f32], x: &mut [f32]) {
                         return;
                     };
                     if stride == 1 && g.out_width == g.width {
-                        add_shifted(col, &down, &across, g.width, input);
+                        add_shifted(col, &ShiftedTap::new(&down, &across, g.width), input);
                         continue;
                     }
                     for oy in down.valid.clone() {
@@ -245,31 +275,11 @@ fn col2im(g: &ConvGeometry, cols: &mut [f32], x: &mut [f32]) {
 /// in them are zeroed (each then adds 0 to the edge of a neighbouring row, which leaves it as it
 /// is: no sum here is -0), instead of an add per row.
 #[inline(always)]
-fn add_shifted(col: &mut [f32], down: &TapRun, across: &TapRun, width: usize, input: &mut [f32]) {
-    let block = down.valid.start * width..down.valid.end * width;
-    // Column by column: a padding column is a few entries per row, too short for a fill call.
-    let padding = (0..across.valid.start).chain(across.valid.end..width);
-    for column in padding {
-        for entry in col[block.clone()].iter_mut().skip(column).step_by(width) {
-            *entry = 0.0;
-        }
-    }
-    #[allow(clippy::cast_possible_wrap, reason = "tensor dims fit in isize")]
-    let (shift, len) = (
-        down.offset * width as isize + across.offset,
-        input.len() as isize,
-    );
-    // Only zeroed entries fall outside the input.
-    #[allow(clippy::cast_possible_wrap, reason = "tensor dims fit in isize")]
-    let (start, end) = (
-        (block.start as isize).max(-shift),
-        (block.end as isize).min(len - shift),
-    );
-    if start < end {
-        let (start, end) = (start.unsigned_abs(), end.unsigned_abs());
-        let from = start.wrapping_add_signed(shift);
-        let targets = &mut input[from..from + (end - start)];
-        for (target, &v) in targets.iter_mut().zip(&col[start..end]) {
+fn add_shifted(col: &mut [f32], tap: &ShiftedTap, input: &mut [f32]) {
+    tap.zero_padding_columns(col);
+    if let Some((outputs, from)) = tap.overlap(input.len()) {
+        let targets = &mut input[from..from + outputs.len()];
+        for (target, &v) in targets.iter_mut().zip(&col[outputs]) {
             *target += v;
         }
     }
