@@ -37,6 +37,27 @@ pub struct Plan {
     pub deferred_from: Vec<Option<ValueId>>,
 }
 
+/// Whether `reader`, outside loops and of `id`'s shape, passes its gradient to its operand `id`
+/// unchanged: an addition of two values, or a subtraction with `id` on the left.
+fn passes_gradient_unchanged(net: &Network, reader: ValueId, id: ValueId) -> bool {
+    let unchanged = match net.nodes[reader].op {
+        Op::Binary {
+            op: BinaryOp::Add,
+            a,
+            b,
+        } => a != b,
+        Op::Binary {
+            op: BinaryOp::Sub,
+            a,
+            b,
+        } => a == id && b != id,
+        _ => false,
+    };
+    unchanged
+        && net.nodes[reader].region.is_none()
+        && same_shape(&net.nodes[id].shape, &net.nodes[reader].shape)
+}
+
 /// The nodes `outputs` depend on. Loops make the graph cyclic (a loop parameter reads the
 /// body's result), so this runs to a fixed point; each pass only turns flags on.
 pub fn live(nodes: &[Node], outputs: &[ValueId]) -> Vec<bool> {
@@ -140,36 +161,12 @@ impl Plan {
         if !own_adjoint || !self.needs_grad[id] || node.region.is_some() || outputs.contains(&id) {
             return None;
         }
-        let reads: Vec<ValueId> = (0..net.nodes.len())
-            .filter(|&reader| self.live[reader])
-            .flat_map(|reader| {
-                let operands = net.nodes[reader].op.operands();
-                let count = operands.iter().filter(|&&operand| operand == id).count();
-                std::iter::repeat_n(reader, count)
-            })
-            .collect();
-        let &[first, second] = reads.as_slice() else {
+        let &[first, second] = self.readings(net, id).as_slice() else {
             return None;
         };
-        [first, second].into_iter().find(|&reader| {
-            let adds_unchanged = match net.nodes[reader].op {
-                Op::Binary {
-                    op: BinaryOp::Add,
-                    a,
-                    b,
-                } => a != b,
-                Op::Binary {
-                    op: BinaryOp::Sub,
-                    a,
-                    b,
-                } => a == id && b != id,
-                _ => false,
-            };
-            first != second
-                && adds_unchanged
-                && net.nodes[reader].region.is_none()
-                && same_shape(&node.shape, &net.nodes[reader].shape)
-        })
+        [first, second]
+            .into_iter()
+            .find(|&reader| first != second && passes_gradient_unchanged(net, reader, id))
     }
 
     /// The addition (or subtraction, as its left operand) whose gradient is node `id`'s
@@ -186,28 +183,22 @@ impl Plan {
         if !computed || !self.param_grad[id] || node.region.is_some() || outputs.contains(&id) {
             return None;
         }
-        let mut readers = (0..net.nodes.len())
-            .filter(|&reader| self.live[reader] && net.nodes[reader].op.operands().contains(&id));
-        let (Some(reader), None) = (readers.next(), readers.next()) else {
+        let &[reader] = self.readings(net, id).as_slice() else {
             return None;
         };
-        let passes_unchanged = match net.nodes[reader].op {
-            Op::Binary {
-                op: BinaryOp::Add,
-                a,
-                b,
-            } => a != b,
-            Op::Binary {
-                op: BinaryOp::Sub,
-                a,
-                b,
-            } => a == id && b != id,
-            _ => false,
-        };
-        (passes_unchanged
-            && net.nodes[reader].region.is_none()
-            && same_shape(&node.shape, &net.nodes[reader].shape))
-        .then_some(reader)
+        passes_gradient_unchanged(net, reader, id).then_some(reader)
+    }
+
+    /// The live nodes that read `id`, each once per operand it is.
+    fn readings(&self, net: &Network, id: ValueId) -> Vec<ValueId> {
+        (0..net.nodes.len())
+            .filter(|&reader| self.live[reader])
+            .flat_map(|reader| {
+                let operands = net.nodes[reader].op.operands();
+                let count = operands.iter().filter(|&&operand| operand == id).count();
+                std::iter::repeat_n(reader, count)
+            })
+            .collect()
     }
 
     /// The node whose adjoint holds `id`'s gradient: `id` itself, or the addition it shares
@@ -273,24 +264,10 @@ impl Plan {
             node.op,
             Op::Input(_) | Op::Param(_) | Op::RegionParam { .. } | Op::RegionOutput { .. }
         );
-        let reads: usize = (0..net.nodes.len())
-            .filter(|&reader| self.live[reader])
-            .map(|reader| {
-                let operands = net.nodes[reader].op.operands();
-                operands.iter().filter(|&&operand| operand == x).count()
-            })
-            .sum();
-        let own_reads = net.nodes[id]
-            .op
-            .operands()
-            .iter()
-            .filter(|&&operand| operand == x)
-            .count();
         let kept = train && (self.saved_values.contains(&x) || self.saved_shapes.contains(&x));
         computed
             && node.region == net.nodes[id].region
-            && reads == 1
-            && own_reads == 1
+            && self.readings(net, x) == [id]
             && !outputs.contains(&x)
             && !kept
     }
