@@ -191,13 +191,7 @@ impl<B: Backend> Tensor<B> {
     /// The rows of a gradient `self` through the layer normalisation of `x` with `stats`,
     /// checked to fit.
     fn check_norm_grad(&self, op: &'static str, x: &Self, stats: &RowStats<B>) -> Result<Rows> {
-        if self.shape != x.shape {
-            return Err(Error::Shape {
-                op,
-                expected: x.shape.clone(),
-                found: self.shape.clone(),
-            });
-        }
+        x.check_same_shape(op, self)?;
         x.check_same_device(op, self)?;
         let rows = x.rows(op, 0.0)?;
         for stat in [&stats.mean, &stats.rstd] {
