@@ -463,7 +463,7 @@ impl<B: Backend> Tensor<B> {
         if let Some(slices) = expected.get_mut(dim) {
             *slices = indices.len();
         }
-        self.index_add_shaped("index_add_", dim, indices, source, expected.into())
+        self.index_add_shaped(dim, indices, source, expected.into())
     }
 
     /// [`Tensor::try_index_add_`] along dim 0 with indices of any shape, `source` holding a
@@ -475,20 +475,21 @@ impl<B: Backend> Tensor<B> {
         source: &Self,
     ) -> Result<()> {
         let mut expected = indices.shape().dims().to_vec();
-        expected.extend_from_slice(&self.dims()[1..]);
-        self.index_add_shaped("index_add_", 0, indices, source, expected.into())
+        // A tensor without dims is an error in `index_add_shaped`.
+        expected.extend_from_slice(self.dims().get(1..).unwrap_or_default());
+        self.index_add_shaped(0, indices, source, expected.into())
     }
 
     /// Adds the slices of `source`, checked to be `expected`, along `dim` into those that
     /// `indices` name.
     fn index_add_shaped(
         &mut self,
-        op: &'static str,
         dim: usize,
         indices: &Indices<B>,
         source: &Self,
         expected: Shape,
     ) -> Result<()> {
+        let op = "index_add_";
         let axis = Axis::of(op, &self.shape, dim)?;
         check_indices(op, &self.shape, dim, indices)?;
         self.check_same_device(op, &indices.values)?;
