@@ -161,16 +161,9 @@ fn sum_products_in_parts(
 ) {
     let (rows, cols) = sum.shape;
     if parts < 2 {
-        let mut c = MatMut::from_row_major_slice_mut(c, rows, cols);
-        for i in products.clone() {
-            let (a, b) = (sum.operands)(i);
-            let accum = if i == products.start {
-                accum
-            } else {
-                Accum::Add
-            };
-            matmul(c.as_mut(), accum, a, b, sum.alpha, Par::Seq);
-        }
+        let c = MatMut::from_row_major_slice_mut(c, rows, cols);
+        let run = |i| (sum.operands)(products.start + i);
+        sum_in_parts(c, accum, (products.len(), &run), (0, 0), sum.alpha, 1);
         return;
     }
     let (first, second) = (parts / 2, parts - parts / 2);
