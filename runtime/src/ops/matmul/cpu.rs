@@ -309,13 +309,10 @@ impl MatmulKernel for Cpu {
         };
         let (m, n) = (gemm.m, gemm.n);
         let rows_apart = batch.c.rows_apart(n);
-        if rows_apart != n {
-            // The sum of a convolution's products has packed rows; others add one by one.
-            return super::summed_one_by_one(self, gemm, batch, a, b, c);
-        }
-        let c = &mut c[batch.c.offset..][..m * n];
+        let c = &mut c[batch.c.offset..][..super::extent(m, n, rows_apart).unwrap_or(0)];
         let parts = parts_for(gemm.flops() * batch.count);
-        if parts > 1 && batch.count >= parts && m * n <= SPLIT_PRODUCTS_MAX_OUTPUT {
+        let packed = rows_apart == n;
+        if packed && parts > 1 && batch.count >= parts && m * n <= SPLIT_PRODUCTS_MAX_OUTPUT {
             let (_, accum) = output(gemm, c, n);
             let mut scratch = self.empty((parts - 1) * m * n)?;
             let sum = ProductSum {
@@ -327,7 +324,7 @@ impl MatmulKernel for Cpu {
             self.recycle(&mut scratch);
             return Ok(());
         }
-        let (c, accum) = output(gemm, c, n);
+        let (c, accum) = output(gemm, c, rows_apart);
         sum_in_parts(c, accum, (batch.count, &product), (0, 0), gemm.alpha, parts);
         Ok(())
     }

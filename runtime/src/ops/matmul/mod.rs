@@ -441,7 +441,7 @@ pub trait MatmulKernel: Memory {
 }
 
 /// [`MatmulKernel::gemm_summed`] as one product after another, each added to the output.
-pub(crate) fn summed_one_by_one<B: MatmulKernel>(
+fn summed_one_by_one<B: MatmulKernel>(
     device: &B,
     gemm: &Gemm,
     batch: &GemmBatch,
