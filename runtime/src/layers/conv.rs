@@ -1,12 +1,13 @@
 //! [`Conv2d`]: PyTorch's `nn.Conv2d` on `[N, C, H, W]`, computed as `im2col` and one matrix
-//! product per sample (batched over the groups).
+//! product per sample (batched over the groups), or, for the 3x3 convolutions where the
+//! backend prefers it, by [`ConvKernel::winograd`](crate::ops::conv::ConvKernel::winograd) (the forward pass and the input gradient).
 
 use rand::Rng;
 
 use crate::backend::{Backend, Cpu};
 use crate::error::{Error, Result};
 use crate::network::{Layer, kept_input};
-use crate::ops::conv::ConvGeometry;
+use crate::ops::conv::{ConvGeometry, FilterRead, Filters};
 use crate::ops::matmul::{Gemm, GemmBatch, Strided};
 use crate::param::Param;
 use crate::shape::Shape;
@@ -129,7 +130,11 @@ impl<B: Backend> Conv2d<B> {
     /// [`Error::Rank`] or [`Error::Shape`] when `x` is not `[N, in, H, W]`, [`Error::Usage`]
     /// when the kernel does not fit it.
     pub fn forward(&self, x: &Tensor<B>) -> Result<Tensor<B>> {
-        Ok(self.forward_train(x)?.0)
+        let g = self.geometry("conv2d", x)?;
+        match self.winograd_filters(&g, FilterRead::AsStored) {
+            Some(filters) => self.winograd_forward(&g, filters, x),
+            None => self.product_forward(&g, &Self::columns(&g, x)?),
+        }
     }
 
     /// [`Conv2d::forward`], and the input unfolded into columns, which
@@ -139,14 +144,74 @@ impl<B: Backend> Conv2d<B> {
     /// As [`Conv2d::forward`].
     pub fn forward_train(&self, x: &Tensor<B>) -> Result<(Tensor<B>, Tensor<B>)> {
         let g = self.geometry("conv2d", x)?;
-        let layout = GroupLayout::new(&g, self.dims()[0], self.config.groups);
-        let device = x.device();
         let cols = Self::columns(&g, x)?;
+        let y = match self.winograd_filters(&g, FilterRead::AsStored) {
+            Some(filters) => self.winograd_forward(&g, filters, x)?,
+            None => self.product_forward(&g, &cols)?,
+        };
+        Ok((y, cols))
+    }
+
+    /// The filters for the convolution of windows `g` read as `read` (as stored: this layer's
+    /// forward pass; transposed and flipped: its input gradient's), when the backend computes
+    /// it by Winograd's algorithm.
+    fn winograd_filters(&self, g: &ConvGeometry, read: FilterRead) -> Option<Filters> {
+        let [out_channels, in_channels, _] = self.dims();
+        let out_channels = match read {
+            FilterRead::AsStored => out_channels,
+            FilterRead::TransposedFlipped => in_channels,
+        };
+        let device = self.weight.value().device();
+        (self.config.groups == 1 && device.prefers_winograd(g, out_channels))
+            .then_some(Filters { out_channels, read })
+    }
+
+    /// The windows over `grad_out` and the filters of the convolution that gives the input
+    /// gradient, when the backend computes it by Winograd's algorithm. With stride and
+    /// dilation 1, that is the convolution of `grad_out`, padded by `k - 1 - padding`, with the
+    /// filters transposed and flipped.
+    fn winograd_input_gradient(
+        &self,
+        g: &ConvGeometry,
+        grad_out: &Tensor<B>,
+    ) -> Option<(ConvGeometry, Filters)> {
+        if (g.stride, g.dilation) != (1, 1) {
+            return None;
+        }
+        let padding = (g.kernel - 1).checked_sub(g.padding)?;
+        let dy = ConvGeometry::new("conv2d backward", grad_out.shape(), g.kernel, 1, padding, 1);
+        let dy = dy.ok()?;
+        Some((
+            dy,
+            self.winograd_filters(&dy, FilterRead::TransposedFlipped)?,
+        ))
+    }
+
+    /// The forward pass by Winograd's algorithm, bias included.
+    fn winograd_forward(
+        &self,
+        g: &ConvGeometry,
+        filters: Filters,
+        x: &Tensor<B>,
+    ) -> Result<Tensor<B>> {
+        let shape = [g.batch, filters.out_channels, g.out_height, g.out_width];
+        let mut y = Tensor::try_empty(shape, x.device())?;
+        let bias = self.bias.as_ref().map(|bias| &bias.value().storage);
+        let w = &self.weight.value().storage;
+        x.device()
+            .winograd(g, filters, w, bias, &x.storage, &mut y.storage)?;
+        Ok(y)
+    }
+
+    /// The forward pass as a product per sample and group, from the input's columns.
+    fn product_forward(&self, g: &ConvGeometry, cols: &Tensor<B>) -> Result<Tensor<B>> {
+        let layout = GroupLayout::new(g, self.dims()[0], self.config.groups);
+        let device = cols.device();
         // The products overwrite every element, unless there is nothing to sum.
         let mut y = if layout.rows > 0 {
-            Tensor::try_empty(layout.output_shape(&g), device)?
+            Tensor::try_empty(layout.output_shape(g), device)?
         } else {
-            Tensor::try_zeros(layout.output_shape(&g), device)?
+            Tensor::try_zeros(layout.output_shape(g), device)?
         };
         // Y_g = W_g cols_g per sample.
         let gemm = Self::per_group(
@@ -167,7 +232,7 @@ impl<B: Backend> Conv2d<B> {
                 .try_reshape([layout.out_channels, 1, 1])?;
             y.try_zip_(crate::ops::binary::BinaryOp::Add, "conv2d", &bias)?;
         }
-        Ok((y, cols))
+        Ok(y)
     }
 
     /// Accumulates the parameters' gradients for the input `x` and the output gradient
@@ -248,6 +313,20 @@ impl<B: Backend> Conv2d<B> {
         }
         if !input_grad {
             return Ok(None);
+        }
+        if let Some((dy, filters)) = self.winograd_input_gradient(&g, grad_out) {
+            drop(cols);
+            let mut grad_x = Tensor::try_empty(x.shape().clone(), device)?;
+            let w = &self.weight.value().storage;
+            device.winograd(
+                &dy,
+                filters,
+                w,
+                None,
+                &grad_out.storage,
+                &mut grad_x.storage,
+            )?;
+            return Ok(Some(grad_x));
         }
         // dcols_g = W_g^T dY_g per sample, folded back onto the input.
         let mut grad_cols = cols;
@@ -513,6 +592,66 @@ mod tests {
     }
 
     /// A second backward adds to the gradients; an empty batch after `zero_grad` gives zeros.
+    /// Channel counts at which the CPU computes the forward pass and the input gradient by
+    /// Winograd's algorithm: a sample of the gradients against finite differences.
+    #[test]
+    fn winograd_gradients_match_finite_differences() {
+        let rng = &mut seeded(7);
+        let config = Conv2dConfig {
+            padding: 1,
+            ..Conv2dConfig::default()
+        };
+        let mut conv = Conv2d::new(32, 32, 3, config, &Cpu, rng);
+        let x = Tensor::randn([2, 32, 5, 4], &Cpu, rng);
+        let g = conv.geometry("test", &x).unwrap();
+        assert!(conv.winograd_filters(&g, FilterRead::AsStored).is_some());
+        let y = conv.forward(&x).unwrap();
+        let r = Tensor::randn(y.shape().clone(), &Cpu, rng);
+        assert!(conv.winograd_input_gradient(&g, &r).is_some());
+        let loss = |conv: &Conv2d, x: &Tensor| -> f64 {
+            let y = conv.forward(x).unwrap().to_vec();
+            y.iter()
+                .zip(r.to_vec())
+                .map(|(a, b)| f64::from(a * b))
+                .sum()
+        };
+        let grad_x = conv.backward(&x, &r, true).unwrap().unwrap().to_vec();
+        let h = 1e-2f32;
+        for i in (0..x.numel()).step_by(7) {
+            let at = |delta: f32| {
+                let mut data = x.to_vec();
+                data[i] += delta;
+                loss(&conv, &Tensor::from_vec(data, x.shape().clone(), &Cpu))
+            };
+            let numeric = (at(h) - at(-h)) / (2.0 * f64::from(h));
+            let analytic = f64::from(grad_x[i]);
+            assert!(
+                (analytic - numeric).abs() < 1e-2,
+                "x[{i}]: {analytic} vs {numeric}"
+            );
+        }
+        let grad_w = conv.weight.grad().unwrap().to_vec();
+        for i in (0..conv.weight.value().numel()).step_by(97) {
+            let mut moved = conv.clone();
+            let mut at = |delta: f32| {
+                let mut data = conv.weight.value().to_vec();
+                data[i] += delta;
+                let shape = conv.weight.value().shape().clone();
+                moved
+                    .weight
+                    .set_value(Tensor::from_vec(data, shape, &Cpu))
+                    .unwrap();
+                loss(&moved, &x)
+            };
+            let numeric = (at(h) - at(-h)) / (2.0 * f64::from(h));
+            let analytic = f64::from(grad_w[i]);
+            assert!(
+                (analytic - numeric).abs() < 1e-2,
+                "w[{i}]: {analytic} vs {numeric}"
+            );
+        }
+    }
+
     #[test]
     fn backward_accumulates_and_an_empty_batch_gives_zero_gradients() {
         let rng = &mut seeded(7);

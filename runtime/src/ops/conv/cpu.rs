@@ -4,10 +4,14 @@
 //! adds each tap's run back in kernel-tap order, so every input element sums its entries in
 //! the order `conv.cu` does. Samples run in parts on the thread pool.
 
-use super::{ConvGeometry, ConvKernel};
+use super::{ConvGeometry, ConvKernel, Filters};
 use crate::backend::Cpu;
 use crate::backend::cpu::{Divisible, Vectorizable, vectorized_in_parts};
 use crate::error::Result;
+
+/// Convolutions with fewer input or output channels run as im2col and products: their
+/// products are too thin for Winograd's transforms to pay.
+const WINOGRAD_MIN_CHANNELS: usize = 32;
 
 /// Where tap `tap` of one dim reads for the outputs of one row: input position
 /// `o * stride + offset` for `o` in `valid` (the outputs that read inside the input).
@@ -294,6 +298,23 @@ impl ConvKernel for Cpu {
     fn col2im(&self, g: &ConvGeometry, cols: &mut Vec<f32>, x: &mut Vec<f32>) -> Result<()> {
         vectorized_in_parts(Col2im { g, cols, x });
         Ok(())
+    }
+
+    fn prefers_winograd(&self, g: &ConvGeometry, out_channels: usize) -> bool {
+        (g.kernel, g.stride, g.dilation) == (3, 1, 1)
+            && g.channels.min(out_channels) >= WINOGRAD_MIN_CHANNELS
+    }
+
+    fn winograd(
+        &self,
+        g: &ConvGeometry,
+        filters: Filters,
+        weight: &Vec<f32>,
+        bias: Option<&Vec<f32>>,
+        x: &Vec<f32>,
+        y: &mut Vec<f32>,
+    ) -> Result<()> {
+        super::winograd::winograd(g, filters, weight, bias.map(Vec::as_slice), x, y)
     }
 }
 

@@ -2,9 +2,9 @@
 
 use cudarc::driver::DeviceRepr;
 
-use super::{ConvGeometry, ConvKernel};
+use super::{ConvGeometry, ConvKernel, Filters};
 use crate::backend::cuda::{CValue, Cuda, CudaBuffer, cuda_error, expect_len, launch_config};
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// The kernels' source, compiled by the backend.
 pub(crate) fn source() -> &'static str {
@@ -90,5 +90,24 @@ impl ConvKernel for Cuda {
         // SAFETY: `x` holds the `n` elements written and `cols` the entries read, checked above.
         unsafe { kernels.col2im(self.stream(), launch_config(n), x, cols, &geometry) }
             .map_err(cuda_error(OP))
+    }
+
+    /// The CUDA backend convolves through `im2col` and cuBLAS.
+    fn prefers_winograd(&self, _: &ConvGeometry, _: usize) -> bool {
+        false
+    }
+
+    fn winograd(
+        &self,
+        g: &ConvGeometry,
+        _: Filters,
+        _: &CudaBuffer,
+        _: Option<&CudaBuffer>,
+        _: &CudaBuffer,
+        _: &mut CudaBuffer,
+    ) -> Result<()> {
+        Err(Error::Usage(format!(
+            "winograd {g:?}: the CUDA backend has no Winograd kernel; it convolves through im2col"
+        )))
     }
 }

@@ -1,11 +1,13 @@
 //! The unfolding a 2-D convolution is computed through: `im2col` lays out every window of
 //! `[N, C, H, W]` as a column, so the convolution is a matrix product per sample and group
 //! (`layers::Conv2d`), and `col2im` folds column gradients back, each input element gathering
-//! the entries it was copied to.
+//! the entries it was copied to. Where a backend has a faster algorithm for a 3x3
+//! convolution (Winograd's, on the CPU), [`ConvKernel::winograd`] computes it directly.
 
 pub(crate) mod cpu;
 #[cfg(feature = "cuda")]
 pub(crate) mod cuda;
+mod winograd;
 
 use crate::backend::Memory;
 use crate::error::{Error, Result};
@@ -97,7 +99,26 @@ impl ConvGeometry {
     }
 }
 
-/// The unfolding kernels.
+/// The 3x3 filters [`ConvKernel::winograd`] applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Filters {
+    /// How many: the output's channels.
+    pub out_channels: usize,
+    /// How the weight holds them.
+    pub read: FilterRead,
+}
+
+/// How a weight holds the filters of a convolution from `C` channels to `out`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FilterRead {
+    /// `[out, C, 3, 3]`: a `Conv2d` weight, as its forward pass reads it.
+    AsStored,
+    /// `[C, out, 3, 3]`, each filter flipped in both dims: the stride-1 convolution of a
+    /// `Conv2d`'s output gradient (padded by `2 - padding`) that gives its input gradient.
+    TransposedFlipped,
+}
+
+/// The unfolding kernels, and a direct 3x3 convolution where the backend has one.
 pub trait ConvKernel: Memory {
     /// `cols[n, (c K + ky) K + kx, oy OW + ox]` = `x[n, c, oy s - p + ky d, ox s - p + kx d]`,
     /// 0 in the padding; `cols` is `[N, C K K, OH OW]`. Writes every entry, so `cols` may
@@ -124,6 +145,28 @@ pub trait ConvKernel: Memory {
         cols: &mut Self::Storage,
         x: &mut Self::Storage,
     ) -> Result<()>;
+
+    /// Whether [`Self::winograd`] computes the convolution of windows `g` into `out_channels`
+    /// channels faster than `im2col` and matrix products: the backend's choice, false for
+    /// anything but 3x3 kernels with stride and dilation 1.
+    fn prefers_winograd(&self, g: &ConvGeometry, out_channels: usize) -> bool;
+
+    /// `y = conv(x) + bias` (`y` `[N, out, OH, OW]`) for a 3x3 kernel with stride and dilation
+    /// 1, by Winograd's F(2x2, 3x3): the same sums as the definition's up to rounding. Writes
+    /// every element.
+    ///
+    /// # Errors
+    /// [`Error::Usage`] when `g` has another kernel, stride or dilation, when a buffer does not
+    /// match it, or when the backend has no such kernel ([`Self::prefers_winograd`] is false).
+    fn winograd(
+        &self,
+        g: &ConvGeometry,
+        filters: Filters,
+        weight: &Self::Storage,
+        bias: Option<&Self::Storage>,
+        x: &Self::Storage,
+        y: &mut Self::Storage,
+    ) -> Result<()>;
 }
 
 #[cfg(not(feature = "cuda"))]
@@ -133,6 +176,22 @@ impl ConvKernel for crate::Cuda {
     }
 
     fn col2im(&self, _: &ConvGeometry, _: &mut Self::Storage, _: &mut Self::Storage) -> Result<()> {
+        self.unreachable()
+    }
+
+    fn prefers_winograd(&self, _: &ConvGeometry, _: usize) -> bool {
+        self.unreachable()
+    }
+
+    fn winograd(
+        &self,
+        _: &ConvGeometry,
+        _: Filters,
+        _: &Self::Storage,
+        _: Option<&Self::Storage>,
+        _: &Self::Storage,
+        _: &mut Self::Storage,
+    ) -> Result<()> {
         self.unreachable()
     }
 }
