@@ -19,6 +19,14 @@ use crate::error::{Error, Result};
 /// Entries of a 4x4 transformed tile: one matrix product each.
 const ENTRIES: usize = 16;
 
+/// The distance between the matrices of consecutive entries, `len` elements each, in the
+/// transformed weight, input and products: one cache line more than `len`. Matrices of 4 KiB
+/// multiples would map a tile's 16 values to one cache set, which holds fewer (measured: the
+/// weight transform of 128x64 filters took 430 us instead of 100 us).
+fn entry_stride(len: usize) -> usize {
+    len + 16
+}
+
 /// Tiles per chunk of samples (whole samples, at least one). Measured on the larger CNN's
 /// convolutions (see `benches/cnn_step.rs`).
 const CHUNK_TILES: usize = 128;
@@ -65,11 +73,23 @@ impl Plan<'_> {
         let tiles = self.chunk * self.tiles_per_sample();
         [
             self.chunk * rows * cols * channels,
-            ENTRIES * tiles * channels,
-            ENTRIES * tiles * out,
+            ENTRIES * entry_stride(tiles * channels),
+            ENTRIES * entry_stride(tiles * out),
             self.chunk * self.g.out_height * self.g.out_width * out,
-            ENTRIES * channels.max(out) + 3 * out,
+            self.partial_len() + 2 * self.row_len() + out,
         ]
+    }
+
+    /// A tile row's partial transform: the input's four padded rows `[4, cols, C]`, or the
+    /// output's `[4, 2 tile_cols, out]`.
+    fn partial_len(&self) -> usize {
+        let (_, cols) = self.padded();
+        (4 * cols * self.g.channels).max(4 * self.row_len())
+    }
+
+    /// The outputs of a tile row's row of outputs, `2 tile_cols` positions of `out` channels.
+    fn row_len(&self) -> usize {
+        2 * self.tile_cols * self.out_channels
     }
 
     fn scratch_len(&self) -> usize {
@@ -80,35 +100,42 @@ impl Plan<'_> {
 /// One thread's buffers for a chunk, all channels-last so that the transforms run along the
 /// channels: the padded input `[samples, rows, cols, C]`, the transformed input
 /// `[16, tiles, C]`, the products `[16, tiles, out]`, the output `[samples, OH, OW, out]`,
-/// one tile's partial transform, room for outputs outside the planes, and a zero bias.
+/// a tile row's partial transform, the bias repeated along a row of outputs, room for a row
+/// below the planes, and a zero bias.
 struct Buffers<'a> {
     input: &'a mut [f32],
     transformed: &'a mut [f32],
     products: &'a mut [f32],
     output: &'a mut [f32],
     partial: &'a mut [f32],
+    bias_row: &'a [f32],
     discard: &'a mut [f32],
     zeros: &'a [f32],
 }
 
 impl<'a> Buffers<'a> {
-    fn new(plan: &Plan<'_>, scratch: &'a mut [f32]) -> Self {
+    fn new(plan: &Plan<'_>, bias: Option<&[f32]>, scratch: &'a mut [f32]) -> Self {
         let [input, transformed, products, output, _] = plan.buffer_lens();
         let (input, rest) = scratch.split_at_mut(input);
         let (transformed, rest) = rest.split_at_mut(transformed);
         let (products, rest) = rest.split_at_mut(products);
         let (output, rest) = rest.split_at_mut(output);
+        let (partial, rest) = rest.split_at_mut(plan.partial_len());
+        let (bias_row, rest) = rest.split_at_mut(plan.row_len());
+        let (discard, zeros) = rest.split_at_mut(plan.row_len());
         let out = plan.out_channels;
-        let (partial, rest) = rest.split_at_mut(ENTRIES * plan.g.channels.max(out));
-        let (discard, zeros) = rest.split_at_mut(2 * out);
         let zeros = &mut zeros[..out];
         zeros.fill(0.0);
+        for position in bias_row.chunks_exact_mut(out) {
+            position.copy_from_slice(bias.unwrap_or(zeros));
+        }
         Self {
             input,
             transformed,
             products,
             output,
             partial,
+            bias_row,
             discard,
             zeros,
         }
@@ -129,74 +156,44 @@ fn four_mut(buffer: &mut [f32], offsets: [usize; 4], len: usize) -> [&mut [f32];
     ]
 }
 
-/// `G (g0, g1, g2)`, element by element: one axis of the weight transform.
-#[inline(always)]
-fn weight_step([g0, g1, g2]: [&[f32]; 3], [t0, t1, t2, t3]: [&mut [f32]; 4]) {
-    let n = t0.len();
-    let (g0, g1, g2) = (&g0[..n], &g1[..n], &g2[..n]);
-    let (t1, t2, t3) = (&mut t1[..n], &mut t2[..n], &mut t3[..n]);
-    for i in 0..n {
-        t0[i] = g0[i];
-        t1[i] = 0.5 * (g0[i] + g1[i] + g2[i]);
-        t2[i] = 0.5 * (g0[i] - g1[i] + g2[i]);
-        t3[i] = g2[i];
-    }
-}
-
 /// `G g G^T` of every kernel, into `u` as `[16, out, C]`: kernel `(o, c)` of `weight`
-/// `[out, C, 3, 3]` as stored, or of `[C, out, 3, 3]` transposed and flipped. `scratch` holds
-/// `21 C` elements.
-struct WeightTransform<'a> {
-    plan: Plan<'a>,
-    weight: &'a [f32],
-    read: FilterRead,
-    u: &'a mut [f32],
-    scratch: &'a mut [f32],
-}
-
-impl Vectorizable for WeightTransform<'_> {
-    type Output = ();
-    #[inline(always)]
-    fn run(self) {
-        let WeightTransform {
-            plan,
-            weight,
-            read,
-            u,
-            scratch,
-        } = self;
-        let (out, channels) = (plan.out_channels, plan.g.channels);
-        let (taps, columns) = scratch.split_at_mut(9 * channels);
-        let columns = &mut columns[..12 * channels];
-        for o in 0..out {
-            // Every channel's nine taps, tap by tap: `taps[t][c]`.
-            for c in 0..channels {
-                let (kernel, flipped) = match read {
-                    FilterRead::AsStored => (&weight[(o * channels + c) * 9..][..9], false),
-                    FilterRead::TransposedFlipped => (&weight[(c * out + o) * 9..][..9], true),
-                };
-                for (t, &value) in kernel.iter().enumerate() {
-                    let t = if flipped { 8 - t } else { t };
-                    taps[t * channels + c] = value;
+/// `[out, C, 3, 3]` as stored, or of `[C, out, 3, 3]` transposed and flipped.
+fn transform_weight(plan: &Plan<'_>, weight: &[f32], read: FilterRead, u: &mut [f32]) {
+    let (out, channels) = (plan.out_channels, plan.g.channels);
+    let stride = entry_stride(out * channels);
+    for o in 0..out {
+        for c in 0..channels {
+            let mut kernel = [0.0; 9];
+            match read {
+                FilterRead::AsStored => {
+                    kernel.copy_from_slice(&weight[(o * channels + c) * 9..][..9]);
+                }
+                FilterRead::TransposedFlipped => {
+                    kernel.copy_from_slice(&weight[(c * out + o) * 9..][..9]);
+                    kernel.reverse();
                 }
             }
-            let tap = |t: usize| &taps[t * channels..][..channels];
-            // G down the kernel's columns into `columns` (`[4 rows, 3 columns, C]`), then
-            // along its rows.
+            // G down the kernel's columns, then along the rows.
+            let mut columns = [[0.0; 3]; 4];
             for j in 0..3 {
-                let offsets = [0, 3, 6, 9].map(|row| (row + j) * channels);
-                weight_step(
-                    [tap(j), tap(3 + j), tap(6 + j)],
-                    four_mut(columns, offsets, channels),
-                );
+                let column = g_times(kernel[j], kernel[3 + j], kernel[6 + j]);
+                for i in 0..4 {
+                    columns[i][j] = column[i];
+                }
             }
-            for i in 0..4 {
-                let g = [0, 1, 2].map(|j| &columns[(3 * i + j) * channels..][..channels]);
-                let offsets = [0, 1, 2, 3].map(|j| ((4 * i + j) * out + o) * channels);
-                weight_step(g, four_mut(u, offsets, channels));
+            for (i, [a, b, c_]) in columns.into_iter().enumerate() {
+                for (j, value) in g_times(a, b, c_).into_iter().enumerate() {
+                    u[(4 * i + j) * stride + o * channels + c] = value;
+                }
             }
         }
     }
+}
+
+/// `G (a, b, c)`: one axis of the weight transform.
+#[inline(always)]
+fn g_times(a: f32, b: f32, c: f32) -> [f32; 4] {
+    [a, 0.5 * (a + b + c), 0.5 * (a - b + c), c]
 }
 
 /// One thread's share: the samples of `x` and `y` in hand, chunk by chunk.
@@ -221,7 +218,7 @@ impl Vectorizable for Chunks<'_> {
             y,
             scratch,
         } = self;
-        let mut buffers = Buffers::new(&plan, scratch);
+        let mut buffers = Buffers::new(&plan, bias, scratch);
         let per_chunk = (
             plan.chunk * plan.input_len(),
             plan.chunk * plan.output_len(),
@@ -231,7 +228,7 @@ impl Vectorizable for Chunks<'_> {
             pad_channels_last(&plan, x, buffers.input);
             transform_input(&plan, &mut buffers, tiles);
             multiply(&plan, u, &mut buffers, tiles);
-            transform_output(&plan, &mut buffers, tiles, bias);
+            transform_output(&plan, &mut buffers, tiles);
             channels_first(&plan, buffers.output, y);
         }
     }
@@ -315,51 +312,36 @@ fn tile_at(plan: &Plan<'_>, tile: usize) -> (usize, usize, usize) {
     (sample, within / plan.tile_cols, within % plan.tile_cols)
 }
 
-/// `B^T d B` of every tile's input patch, into the transformed input.
+/// `B^T d B` of every tile's input patch, into the transformed input: down the columns of a
+/// tile row's four padded rows at once, then along the rows tile by tile.
 #[inline(always)]
 fn transform_input(plan: &Plan<'_>, buffers: &mut Buffers<'_>, tiles: usize) {
     let channels = plan.g.channels;
     let (rows, cols) = plan.padded();
+    let row_len = cols * channels;
     let (input, transformed) = (&*buffers.input, &mut *buffers.transformed);
-    let partial = &mut buffers.partial[..ENTRIES * channels];
-    for tile in 0..tiles {
-        let (sample, tile_row, tile_col) = tile_at(plan, tile);
-        let corner = (sample * rows + 2 * tile_row) * cols + 2 * tile_col;
-        let at = |r: usize, q: usize| &input[(corner + r * cols + q) * channels..][..channels];
-        // Down the patch's columns into `partial` (`[4 rows, 4 columns, C]`), then along
-        // its rows.
-        for q in 0..4 {
-            let d = [at(0, q), at(1, q), at(2, q), at(3, q)];
-            let step = 4 * channels;
-            input_step(
-                d,
-                four_mut(
-                    partial,
-                    [
-                        q * channels,
-                        q * channels + step,
-                        q * channels + 2 * step,
-                        q * channels + 3 * step,
-                    ],
-                    channels,
-                ),
-            );
-        }
+    let partial = &mut buffers.partial[..4 * row_len];
+    let step = entry_stride(tiles * channels);
+    for first_tile in (0..tiles).step_by(plan.tile_cols) {
+        let (sample, tile_row, _) = tile_at(plan, first_tile);
+        let top = (sample * rows + 2 * tile_row) * row_len;
+        let d = &input[top..][..4 * row_len];
+        let (d0, rest) = d.split_at(row_len);
+        let (d1, rest) = rest.split_at(row_len);
+        let (d2, d3) = rest.split_at(row_len);
+        let offsets = [0, row_len, 2 * row_len, 3 * row_len];
+        input_step([d0, d1, d2, d3], four_mut(partial, offsets, row_len));
         for a in 0..4 {
-            let row = &partial[4 * a * channels..][..4 * channels];
-            let (t0, rest) = row.split_at(channels);
-            let (t1, rest) = rest.split_at(channels);
-            let (t2, t3) = rest.split_at(channels);
-            let first = ((4 * a) * tiles + tile) * channels;
-            let step = tiles * channels;
-            input_step(
-                [t0, t1, t2, t3],
-                four_mut(
-                    transformed,
-                    [first, first + step, first + 2 * step, first + 3 * step],
-                    channels,
-                ),
-            );
+            let row = &partial[a * row_len..][..row_len];
+            for tile_col in 0..plan.tile_cols {
+                let t = &row[2 * tile_col * channels..][..4 * channels];
+                let (t0, rest) = t.split_at(channels);
+                let (t1, rest) = rest.split_at(channels);
+                let (t2, t3) = rest.split_at(channels);
+                let at = 4 * a * step + (first_tile + tile_col) * channels;
+                let offsets = [at, at + step, at + 2 * step, at + 3 * step];
+                input_step([t0, t1, t2, t3], four_mut(transformed, offsets, channels));
+            }
         }
     }
 }
@@ -368,59 +350,56 @@ fn transform_input(plan: &Plan<'_>, buffers: &mut Buffers<'_>, tiles: usize) {
 fn multiply(plan: &Plan<'_>, u: &[f32], buffers: &mut Buffers<'_>, tiles: usize) {
     let (out, channels) = (plan.out_channels, plan.g.channels);
     let products = u
-        .chunks_exact(out * channels)
-        .zip(buffers.transformed.chunks_exact(tiles * channels))
-        .zip(buffers.products.chunks_exact_mut(tiles * out));
+        .chunks_exact(entry_stride(out * channels))
+        .zip(
+            buffers
+                .transformed
+                .chunks_exact(entry_stride(tiles * channels)),
+        )
+        .zip(buffers.products.chunks_exact_mut(entry_stride(tiles * out)));
     for ((u, v), m) in products {
-        let u = MatRef::from_row_major_slice(u, out, channels);
-        let v = MatRef::from_row_major_slice(v, tiles, channels);
-        let m = MatMut::from_row_major_slice_mut(m, tiles, out);
+        let u = MatRef::from_row_major_slice(&u[..out * channels], out, channels);
+        let v = MatRef::from_row_major_slice(&v[..tiles * channels], tiles, channels);
+        let m = MatMut::from_row_major_slice_mut(&mut m[..tiles * out], tiles, out);
         matmul(m, Accum::Replace, v, u.transpose(), 1.0, Par::Seq);
     }
 }
 
-/// `A^T m A` of every tile, plus the bias, into the channels-last output.
+/// `A^T m A` of every tile, plus the bias, into the channels-last output: along the rows
+/// tile by tile, then down the columns of a whole tile row at once.
 #[inline(always)]
-fn transform_output(
-    plan: &Plan<'_>,
-    buffers: &mut Buffers<'_>,
-    tiles: usize,
-    bias: Option<&[f32]>,
-) {
+fn transform_output(plan: &Plan<'_>, buffers: &mut Buffers<'_>, tiles: usize) {
     let g = plan.g;
     let out = plan.out_channels;
-    let (products, output) = (&*buffers.products, &mut *buffers.output);
-    let (partial, discard, zeros) = (&mut *buffers.partial, &mut *buffers.discard, buffers.zeros);
-    let bias = bias.unwrap_or(zeros);
-    for tile in 0..tiles {
-        let (sample, tile_row, tile_col) = tile_at(plan, tile);
-        let at = |e: usize| &products[(e * tiles + tile) * out..][..out];
-        // Down the columns into `partial` (`[2 rows, 4 columns, out]`), then along its rows.
-        for b in 0..4 {
-            let m = [at(b), at(4 + b), at(8 + b), at(12 + b)];
-            let (top, bottom) = partial.split_at_mut(4 * out);
-            output_step(
-                m,
-                [&mut top[b * out..][..out], &mut bottom[b * out..][..out]],
-                zeros,
-            );
+    let (row_len, out_row_len) = (plan.row_len(), g.out_width * out);
+    let products = &*buffers.products;
+    let partial = &mut buffers.partial[..4 * row_len];
+    for first_tile in (0..tiles).step_by(plan.tile_cols) {
+        let (sample, tile_row, _) = tile_at(plan, first_tile);
+        for tile_col in 0..plan.tile_cols {
+            let stride = entry_stride(tiles * out);
+            let at = |e: usize| &products[e * stride + (first_tile + tile_col) * out..][..out];
+            for r in 0..4 {
+                let m = [at(4 * r), at(4 * r + 1), at(4 * r + 2), at(4 * r + 3)];
+                let (left, right) =
+                    partial[r * row_len + 2 * tile_col * out..][..2 * out].split_at_mut(out);
+                output_step(m, [left, right], buffers.zeros);
+            }
         }
-        for a in 0..2 {
-            let row = &partial[4 * a * out..][..4 * out];
-            let (s0, rest) = row.split_at(out);
-            let (s1, rest) = rest.split_at(out);
-            let (s2, s3) = rest.split_at(out);
-            let (y, x) = (2 * tile_row + a, 2 * tile_col);
-            let at = ((sample * g.out_height + y) * g.out_width + x) * out;
-            let (left, right) = if y >= g.out_height {
-                discard.split_at_mut(out)
-            } else if x + 1 >= g.out_width {
-                (&mut output[at..][..out], &mut discard[..out])
-            } else {
-                output[at..][..2 * out].split_at_mut(out)
-            };
-            output_step([s0, s1, s2, s3], [left, right], bias);
-        }
+        let (p0, rest) = partial.split_at(row_len);
+        let (p1, rest) = rest.split_at(row_len);
+        let (p2, p3) = rest.split_at(row_len);
+        let y = 2 * tile_row;
+        let at = (sample * g.out_height + y) * out_row_len;
+        let (top, bottom) = if y + 1 < g.out_height {
+            buffers.output[at..][..2 * out_row_len].split_at_mut(out_row_len)
+        } else {
+            (
+                &mut buffers.output[at..][..out_row_len],
+                &mut buffers.discard[..out_row_len],
+            )
+        };
+        output_step([p0, p1, p2, p3], [top, bottom], buffers.bias_row);
     }
 }
 
@@ -511,20 +490,12 @@ pub(super) fn winograd(
     } else {
         g.batch.div_ceil(plan.chunk).min(2 * threads)
     };
-    let u_len = ENTRIES * out * g.channels;
-    let mut u = Cpu.empty(u_len + 21 * g.channels)?;
-    let (transformed, scratch) = u.split_at_mut(u_len);
-    vectorized(WeightTransform {
-        plan,
-        weight,
-        read: filters.read,
-        u: transformed,
-        scratch,
-    });
+    let mut u = Cpu.empty(ENTRIES * entry_stride(out * g.channels))?;
+    transform_weight(&plan, weight, filters.read, &mut u);
     let mut scratch = Cpu.empty(parts * plan.scratch_len())?;
     let chunks = Chunks {
         plan,
-        u: &u[..u_len],
+        u: &u,
         bias,
         x,
         y,
