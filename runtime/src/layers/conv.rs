@@ -137,19 +137,20 @@ impl<B: Backend> Conv2d<B> {
         }
     }
 
-    /// [`Conv2d::forward`], and the input unfolded into columns, which
-    /// [`Conv2d::backward_with_columns`] reads instead of unfolding the input again.
+    /// [`Conv2d::forward`], and the input unfolded into columns when
+    /// [`Conv2d::backward_with_columns`] will read them instead of unfolding the input again:
+    /// `None` where the backend computes the layer by Winograd's algorithm, whose backward
+    /// pass reads the input itself.
     ///
     /// # Errors
     /// As [`Conv2d::forward`].
-    pub fn forward_train(&self, x: &Tensor<B>) -> Result<(Tensor<B>, Tensor<B>)> {
+    pub fn forward_train(&self, x: &Tensor<B>) -> Result<(Tensor<B>, Option<Tensor<B>>)> {
         let g = self.geometry("conv2d", x)?;
+        if let Some(filters) = self.winograd_filters(&g, FilterRead::AsStored) {
+            return Ok((self.winograd_forward(&g, filters, x)?, None));
+        }
         let cols = Self::columns(&g, x)?;
-        let y = match self.winograd_filters(&g, FilterRead::AsStored) {
-            Some(filters) => self.winograd_forward(&g, filters, x)?,
-            None => self.product_forward(&g, &cols)?,
-        };
-        Ok((y, cols))
+        Ok((self.product_forward(&g, &cols)?, Some(cols)))
     }
 
     /// The filters for the convolution of windows `g` read as `read` (as stored: this layer's
@@ -246,12 +247,11 @@ impl<B: Backend> Conv2d<B> {
         grad_out: &Tensor<B>,
         input_grad: bool,
     ) -> Result<Option<Tensor<B>>> {
-        let g = self.geometry("conv2d backward", x)?;
-        let cols = Self::columns(&g, x)?;
-        self.backward_with_columns(x, cols, grad_out, input_grad)
+        self.backward_with_columns(x, None, grad_out, input_grad)
     }
 
-    /// [`Conv2d::backward`] with the columns [`Conv2d::forward_train`] made of `x`.
+    /// [`Conv2d::backward`] with the columns [`Conv2d::forward_train`] made of `x`, if any
+    /// (it unfolds `x` when it needs them and has none).
     ///
     /// # Errors
     /// [`Error::Shape`] when `grad_out` is not the output's shape for `x`, or `cols` not the
@@ -259,17 +259,20 @@ impl<B: Backend> Conv2d<B> {
     pub fn backward_with_columns(
         &mut self,
         x: &Tensor<B>,
-        cols: Tensor<B>,
+        cols: Option<Tensor<B>>,
         grad_out: &Tensor<B>,
         input_grad: bool,
     ) -> Result<Option<Tensor<B>>> {
         const OP: &str = "conv2d backward";
         let g = self.geometry(OP, x)?;
         let layout = GroupLayout::new(&g, self.dims()[0], self.config.groups);
-        for (expected, found) in [
-            (layout.output_shape(&g), grad_out.shape()),
-            (Self::columns_shape(&g), cols.shape()),
-        ] {
+        let columns_shape = Self::columns_shape(&g);
+        let checks = [
+            Some((layout.output_shape(&g), grad_out.shape())),
+            cols.as_ref()
+                .map(|cols| (columns_shape.clone(), cols.shape())),
+        ];
+        for (expected, found) in checks.into_iter().flatten() {
             if found != &expected {
                 return Err(Error::Shape {
                     op: OP,
@@ -279,7 +282,14 @@ impl<B: Backend> Conv2d<B> {
             }
         }
         let device = x.device();
-        // dW_g = sum over samples of dY_g cols_g^T, summed straight into the gradient.
+        // The weight gradient by Winograd's algorithm where the backend prefers it, else from
+        // the columns.
+        let cols = match cols {
+            _ if self.winograd_filters(&g, FilterRead::AsStored).is_some() => None,
+            Some(cols) => Some(cols),
+            None => Some(Self::columns(&g, x)?),
+        };
+        let out_channels = layout.out_channels;
         self.weight.try_accumulate_grad_with(|grad_w, beta| {
             let mut gemm = Self::per_group(
                 layout.out_per_group,
@@ -294,7 +304,12 @@ impl<B: Backend> Conv2d<B> {
                 }
                 return Ok(());
             }
-            // Per group, the samples' products summed (on the CPU, runs of samples or blocks
+            let Some(cols) = &cols else {
+                let (x, dy, dw) = (&x.storage, &grad_out.storage, &mut grad_w.storage);
+                return device.winograd_weight_gradient(&g, out_channels, x, dy, dw, beta);
+            };
+            // dW_g = sum over samples of dY_g cols_g^T, summed straight into the gradient:
+            // per group, the samples' products summed (on the CPU, runs of samples or blocks
             // of the gradient share the threads).
             for group in 0..layout.groups {
                 let batch = layout.summed_over_samples(group, g.batch);
@@ -315,7 +330,6 @@ impl<B: Backend> Conv2d<B> {
             return Ok(None);
         }
         if let Some((dy, filters)) = self.winograd_input_gradient(&g, grad_out) {
-            drop(cols);
             let mut grad_x = Tensor::try_empty(x.shape().clone(), device)?;
             let w = &self.weight.value().storage;
             device.winograd(
@@ -329,7 +343,10 @@ impl<B: Backend> Conv2d<B> {
             return Ok(Some(grad_x));
         }
         // dcols_g = W_g^T dY_g per sample, folded back onto the input.
-        let mut grad_cols = cols;
+        let mut grad_cols = match cols {
+            Some(cols) => cols,
+            None => Tensor::try_empty(columns_shape, device)?,
+        };
         let gemm = Self::per_group(
             layout.rows,
             layout.positions,
@@ -471,22 +488,23 @@ enum Buffer {
 
 weight_and_bias_params!(Conv2d);
 
-/// The tape is the input's columns, so the backward pass does not unfold the input again.
+/// The tape is the input's columns, if the backward pass reads them, so that it does not unfold
+/// the input again.
 impl<B: Backend> Layer<B> for Conv2d<B> {
-    type Tape = Tensor<B>;
+    type Tape = Option<Tensor<B>>;
 
     fn layer_forward(&self, x: &Tensor<B>) -> Result<Tensor<B>> {
         self.forward(x)
     }
 
-    fn layer_forward_train(&self, x: &Tensor<B>) -> Result<(Tensor<B>, Tensor<B>)> {
+    fn layer_forward_train(&self, x: &Tensor<B>) -> Result<(Tensor<B>, Option<Tensor<B>>)> {
         self.forward_train(x)
     }
 
     fn layer_backward(
         &mut self,
         x: Option<&Tensor<B>>,
-        cols: Tensor<B>,
+        cols: Option<Tensor<B>>,
         grad_out: &Tensor<B>,
         input_grad: bool,
     ) -> Result<Option<Tensor<B>>> {
@@ -727,7 +745,9 @@ mod tests {
             assert_eq!(a.grad().unwrap().to_vec(), b.grad().unwrap().to_vec());
         }
         let short = Tensor::zeros([7], &Cpu);
-        let error = kept.backward_with_columns(&x, short, &r, true).unwrap_err();
+        let error = kept
+            .backward_with_columns(&x, Some(short), &r, true)
+            .unwrap_err();
         assert_eq!(
             error.to_string(),
             "conv2d backward: expected shape [3240], found [7]"

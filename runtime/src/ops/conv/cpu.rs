@@ -314,7 +314,19 @@ impl ConvKernel for Cpu {
         x: &Vec<f32>,
         y: &mut Vec<f32>,
     ) -> Result<()> {
-        super::winograd::winograd(g, filters, weight, bias.map(Vec::as_slice), x, y)
+        super::winograd::convolve(g, filters, weight, bias.map(Vec::as_slice), x, y)
+    }
+
+    fn winograd_weight_gradient(
+        &self,
+        g: &ConvGeometry,
+        out_channels: usize,
+        x: &Vec<f32>,
+        grad_out: &Vec<f32>,
+        grad_w: &mut Vec<f32>,
+        beta: f32,
+    ) -> Result<()> {
+        super::winograd::weight_gradient(g, out_channels, x, grad_out, grad_w, beta)
     }
 }
 

@@ -106,8 +106,25 @@ impl ConvKernel for Cuda {
         _: &CudaBuffer,
         _: &mut CudaBuffer,
     ) -> Result<()> {
-        Err(Error::Usage(format!(
-            "winograd {g:?}: the CUDA backend has no Winograd kernel; it convolves through im2col"
-        )))
+        Err(no_winograd(g))
     }
+
+    fn winograd_weight_gradient(
+        &self,
+        g: &ConvGeometry,
+        _: usize,
+        _: &CudaBuffer,
+        _: &CudaBuffer,
+        _: &mut CudaBuffer,
+        _: f32,
+    ) -> Result<()> {
+        Err(no_winograd(g))
+    }
+}
+
+/// What the Winograd methods return on CUDA, which never prefers them.
+fn no_winograd(g: &ConvGeometry) -> Error {
+    Error::Usage(format!(
+        "winograd {g:?}: the CUDA backend has no Winograd kernel; it convolves through im2col"
+    ))
 }

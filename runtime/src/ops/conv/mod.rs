@@ -167,6 +167,23 @@ pub trait ConvKernel: Memory {
         x: &Self::Storage,
         y: &mut Self::Storage,
     ) -> Result<()>;
+
+    /// `grad_w = Σ_n dY[n] ⋆ x[n] + beta grad_w` (`grad_w` `[out, C, 3, 3]`, `beta` 0 or 1):
+    /// the weight gradient of the convolution of windows `g` into `out_channels` channels
+    /// (3x3, stride and dilation 1) for the input `x` and the output gradient `grad_out`, by
+    /// Winograd's F(2x2, 3x3): the same sums as the definition's up to rounding.
+    ///
+    /// # Errors
+    /// As [`Self::winograd`].
+    fn winograd_weight_gradient(
+        &self,
+        g: &ConvGeometry,
+        out_channels: usize,
+        x: &Self::Storage,
+        grad_out: &Self::Storage,
+        grad_w: &mut Self::Storage,
+        beta: f32,
+    ) -> Result<()>;
 }
 
 #[cfg(not(feature = "cuda"))]
@@ -191,6 +208,18 @@ impl ConvKernel for crate::Cuda {
         _: Option<&Self::Storage>,
         _: &Self::Storage,
         _: &mut Self::Storage,
+    ) -> Result<()> {
+        self.unreachable()
+    }
+
+    fn winograd_weight_gradient(
+        &self,
+        _: &ConvGeometry,
+        _: usize,
+        _: &Self::Storage,
+        _: &Self::Storage,
+        _: &mut Self::Storage,
+        _: f32,
     ) -> Result<()> {
         self.unreachable()
     }

@@ -1,0 +1,444 @@
+//! The convolution itself: `y = A^T [U ⊙ V] A + bias` per tile, `U` the transformed filters.
+
+use faer::linalg::matmul::matmul;
+use faer::{Accum, MatMut, MatRef, Par};
+
+use super::{
+    ENTRIES, Plan, Run, channels_last, entry_stride, four, in_parts, tile_row_of, transform_input,
+};
+use crate::backend::cpu::Vectorizable;
+use crate::backend::{Cpu, Memory};
+use crate::error::Result;
+use crate::ops::conv::{ConvGeometry, FilterRead, Filters};
+
+/// `G g G^T` of every kernel, into `u` as `[16, out, C]`: kernel `(o, c)` of `weight`
+/// `[out, C, 3, 3]` as stored, or of `[C, out, 3, 3]` transposed and flipped.
+fn transform_weight(plan: &Plan<'_>, weight: &[f32], read: FilterRead, u: &mut [f32]) {
+    let (out, channels) = (plan.out_channels, plan.g.channels);
+    let stride = entry_stride(out * channels);
+    for o in 0..out {
+        for c in 0..channels {
+            let mut kernel = [0.0; 9];
+            match read {
+                FilterRead::AsStored => {
+                    kernel.copy_from_slice(&weight[(o * channels + c) * 9..][..9]);
+                }
+                FilterRead::TransposedFlipped => {
+                    kernel.copy_from_slice(&weight[(c * out + o) * 9..][..9]);
+                    kernel.reverse();
+                }
+            }
+            // G down the kernel's columns, then along the rows.
+            let mut columns = [[0.0; 3]; 4];
+            for j in 0..3 {
+                let column = g_times(kernel[j], kernel[3 + j], kernel[6 + j]);
+                for i in 0..4 {
+                    columns[i][j] = column[i];
+                }
+            }
+            for (i, [a, b, c_]) in columns.into_iter().enumerate() {
+                for (j, value) in g_times(a, b, c_).into_iter().enumerate() {
+                    u[(4 * i + j) * stride + o * channels + c] = value;
+                }
+            }
+        }
+    }
+}
+
+/// `G (a, b, c)`: one axis of the weight transform.
+#[inline(always)]
+fn g_times(a: f32, b: f32, c: f32) -> [f32; 4] {
+    [a, 0.5 * (a + b + c), 0.5 * (a - b + c), c]
+}
+
+/// One thread's buffers for a chunk: the padded input `[samples, rows, cols, C]`, the
+/// transformed input `[16, tiles, C]`, the products `[16, tiles, out]`, the output
+/// `[samples, OH, OW, out]`, a tile row's partial transform, the bias repeated along a row of
+/// outputs, room for a row below the planes, and a zero bias.
+struct Buffers<'a> {
+    input: &'a mut [f32],
+    transformed: &'a mut [f32],
+    products: &'a mut [f32],
+    output: &'a mut [f32],
+    partial: &'a mut [f32],
+    bias_row: &'a [f32],
+    discard: &'a mut [f32],
+    zeros: &'a [f32],
+}
+
+impl<'a> Buffers<'a> {
+    /// The lengths of the buffers, in order.
+    fn lens(plan: &Plan<'_>) -> [usize; 5] {
+        let (channels, out) = (plan.g.channels, plan.out_channels);
+        [
+            plan.padded_input_len(),
+            plan.transformed_len(channels),
+            plan.transformed_len(out),
+            plan.chunk * plan.output_len(),
+            plan.partial_len() + 2 * plan.row_len() + out,
+        ]
+    }
+
+    fn scratch_len(plan: &Plan<'_>) -> usize {
+        Self::lens(plan).iter().sum()
+    }
+
+    fn new(plan: &Plan<'_>, bias: Option<&[f32]>, scratch: &'a mut [f32]) -> Self {
+        let [input, transformed, products, output, _] = Self::lens(plan);
+        let (input, rest) = scratch.split_at_mut(input);
+        let (transformed, rest) = rest.split_at_mut(transformed);
+        let (products, rest) = rest.split_at_mut(products);
+        let (output, rest) = rest.split_at_mut(output);
+        let (partial, rest) = rest.split_at_mut(plan.partial_len());
+        let (bias_row, rest) = rest.split_at_mut(plan.row_len());
+        let (discard, zeros) = rest.split_at_mut(plan.row_len());
+        let out = plan.out_channels;
+        let zeros = &mut zeros[..out];
+        zeros.fill(0.0);
+        for position in bias_row.chunks_exact_mut(out) {
+            position.copy_from_slice(bias.unwrap_or(zeros));
+        }
+        Self {
+            input,
+            transformed,
+            products,
+            output,
+            partial,
+            bias_row,
+            discard,
+            zeros,
+        }
+    }
+}
+
+/// One thread's share: the samples of `x` and `y` in hand, chunk by chunk.
+struct Chunks<'a> {
+    plan: Plan<'a>,
+    u: &'a [f32],
+    bias: Option<&'a [f32]>,
+    x: &'a [f32],
+    y: &'a mut [f32],
+    scratch: &'a mut [f32],
+}
+
+impl Vectorizable for Chunks<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn run(self) {
+        let Chunks {
+            plan,
+            u,
+            bias,
+            x,
+            y,
+            scratch,
+        } = self;
+        let g = plan.g;
+        let mut b = Buffers::new(&plan, bias, scratch);
+        let per_chunk = (
+            plan.chunk * plan.input_len(),
+            plan.chunk * plan.output_len(),
+        );
+        for (x, y) in x.chunks(per_chunk.0).zip(y.chunks_mut(per_chunk.1)) {
+            let tiles = x.len() / plan.input_len() * plan.tiles_per_sample();
+            let dims = (g.channels, g.height, g.width);
+            channels_last(x, dims, b.input, plan.padded(), g.padding);
+            transform_input(&plan, b.input, b.partial, b.transformed, tiles);
+            multiply(&plan, u, b.transformed, b.products, tiles);
+            transform_output(&plan, &mut b, tiles);
+            channels_first(&plan, b.output, y);
+        }
+    }
+}
+
+impl Run for Chunks<'_> {
+    fn chunk(&self) -> usize {
+        self.plan.chunk
+    }
+
+    fn samples(&self) -> usize {
+        self.x.len() / self.plan.input_len()
+    }
+
+    fn split(self, samples: usize, scratch: usize) -> (Self, Self) {
+        let Chunks {
+            plan,
+            u,
+            bias,
+            x,
+            y,
+            scratch: all,
+        } = self;
+        let (x_left, x_right) = x.split_at(samples * plan.input_len());
+        let (y_left, y_right) = y.split_at_mut(samples * plan.output_len());
+        let (scratch_left, scratch_right) = all.split_at_mut(scratch);
+        let part = |x, y, scratch| Chunks {
+            plan,
+            u,
+            bias,
+            x,
+            y,
+            scratch,
+        };
+        (
+            part(x_left, y_left, scratch_left),
+            part(x_right, y_right, scratch_right),
+        )
+    }
+}
+
+/// `[samples, OH, OW, out]` back to `[samples, out, OH, OW]`.
+#[inline(always)]
+fn channels_first(plan: &Plan<'_>, output: &[f32], y: &mut [f32]) {
+    let out = plan.out_channels;
+    let positions = plan.g.out_height * plan.g.out_width;
+    for (y, output) in y
+        .chunks_exact_mut(plan.output_len())
+        .zip(output.chunks_exact(plan.output_len()))
+    {
+        for (o, plane) in y.chunks_exact_mut(positions).enumerate() {
+            for (i, value) in plane.iter_mut().enumerate() {
+                *value = output[i * out + o];
+            }
+        }
+    }
+}
+
+/// `m[e] = v[e] u[e]^T` for the 16 entries: `[tiles, C]` by `[C, out]`.
+fn multiply(plan: &Plan<'_>, u: &[f32], transformed: &[f32], products: &mut [f32], tiles: usize) {
+    let (out, channels) = (plan.out_channels, plan.g.channels);
+    let entries = u
+        .chunks_exact(entry_stride(out * channels))
+        .zip(transformed.chunks_exact(entry_stride(tiles * channels)))
+        .zip(products.chunks_exact_mut(entry_stride(tiles * out)));
+    for ((u, v), m) in entries {
+        let u = MatRef::from_row_major_slice(&u[..out * channels], out, channels);
+        let v = MatRef::from_row_major_slice(&v[..tiles * channels], tiles, channels);
+        let m = MatMut::from_row_major_slice_mut(&mut m[..tiles * out], tiles, out);
+        matmul(m, Accum::Replace, v, u.transpose(), 1.0, Par::Seq);
+    }
+}
+
+/// `A^T (m0, m1, m2, m3)` (plus `bias`), element by element: one axis of the output
+/// transform.
+#[inline(always)]
+fn output_step([m0, m1, m2, m3]: [&[f32]; 4], [s0, s1]: [&mut [f32]; 2], bias: &[f32]) {
+    let n = s0.len();
+    let (m0, m1, m2, m3, bias) = (&m0[..n], &m1[..n], &m2[..n], &m3[..n], &bias[..n]);
+    let s1 = &mut s1[..n];
+    for i in 0..n {
+        s0[i] = m0[i] + m1[i] + m2[i] + bias[i];
+        s1[i] = m1[i] - m2[i] - m3[i] + bias[i];
+    }
+}
+
+/// `A^T m A` of every tile, plus the bias, into the channels-last output: along the rows
+/// tile by tile, then down the columns of a whole tile row at once.
+#[inline(always)]
+fn transform_output(plan: &Plan<'_>, b: &mut Buffers<'_>, tiles: usize) {
+    let g = plan.g;
+    let out = plan.out_channels;
+    let (row_len, out_row_len) = (plan.row_len(), g.out_width * out);
+    let stride = entry_stride(tiles * out);
+    let partial = &mut b.partial[..4 * row_len];
+    for first_tile in (0..tiles).step_by(plan.tile_cols) {
+        let (sample, tile_row) = tile_row_of(plan, first_tile);
+        for tile_col in 0..plan.tile_cols {
+            let at = |e: usize| &b.products[e * stride + (first_tile + tile_col) * out..][..out];
+            for r in 0..4 {
+                let m = [at(4 * r), at(4 * r + 1), at(4 * r + 2), at(4 * r + 3)];
+                let (left, right) =
+                    partial[r * row_len + 2 * tile_col * out..][..2 * out].split_at_mut(out);
+                output_step(m, [left, right], b.zeros);
+            }
+        }
+        let y = 2 * tile_row;
+        let at = (sample * g.out_height + y) * out_row_len;
+        let (top, bottom) = if y + 1 < g.out_height {
+            b.output[at..][..2 * out_row_len].split_at_mut(out_row_len)
+        } else {
+            (
+                &mut b.output[at..][..out_row_len],
+                &mut b.discard[..out_row_len],
+            )
+        };
+        output_step(four(partial, row_len), [top, bottom], b.bias_row);
+    }
+}
+
+/// `y = conv(x, weight) + bias` for the 3x3 convolution of windows `g` (stride and dilation
+/// 1) with `filters`, through buffers from the pool.
+///
+/// # Errors
+/// [`Error::Usage`](crate::Error::Usage) when `g` is not such a convolution or a buffer's
+/// length does not match it.
+pub(in crate::ops::conv) fn convolve(
+    g: &ConvGeometry,
+    filters: Filters,
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    x: &[f32],
+    y: &mut [f32],
+) -> Result<()> {
+    let out = filters.out_channels;
+    let plane = |channels: usize, h: usize, w: usize| g.batch * channels * h * w;
+    let lens = [
+        ("weight", weight.len(), out * g.channels * 9),
+        ("bias", bias.map_or(out, <[f32]>::len), out),
+        ("input", x.len(), plane(g.channels, g.height, g.width)),
+        ("output", y.len(), plane(out, g.out_height, g.out_width)),
+    ];
+    let plan = Plan::new("winograd", g, out, &lens)?;
+    let flops = 2 * ENTRIES * out * g.channels * g.batch * plan.tiles_per_sample();
+    let parts = plan.parts(flops, 2);
+    let mut u = Cpu.empty(ENTRIES * entry_stride(out * g.channels))?;
+    transform_weight(&plan, weight, filters.read, &mut u);
+    let scratch_len = Buffers::scratch_len(&plan);
+    let mut scratch = Cpu.empty(parts * scratch_len)?;
+    let chunks = Chunks {
+        plan,
+        u: &u,
+        bias,
+        x,
+        y,
+        scratch: &mut scratch,
+    };
+    in_parts(chunks, parts, scratch_len);
+    Cpu.recycle(&mut scratch);
+    Cpu.recycle(&mut u);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Shape;
+
+    /// The convolution by its definition, in `f64`: `filter(o, c)` gives the nine taps.
+    fn reference(
+        g: &ConvGeometry,
+        out: usize,
+        filter: impl Fn(usize, usize) -> [f32; 9],
+        bias: Option<&[f32]>,
+        x: &[f32],
+    ) -> Vec<f32> {
+        let (h, w) = (g.out_height, g.out_width);
+        let mut y = vec![0.0; g.batch * out * h * w];
+        for n in 0..g.batch {
+            for o in 0..out {
+                for oy in 0..h {
+                    for ox in 0..w {
+                        let mut sum = bias.map_or(0.0, |bias| f64::from(bias[o]));
+                        for c in 0..g.channels {
+                            let taps = filter(o, c);
+                            for (t, &tap) in taps.iter().enumerate() {
+                                let (iy, ix) = (
+                                    (oy + t / 3).checked_sub(g.padding),
+                                    (ox + t % 3).checked_sub(g.padding),
+                                );
+                                if let (Some(iy), Some(ix)) = (iy, ix)
+                                    && iy < g.height
+                                    && ix < g.width
+                                {
+                                    let at = ((n * g.channels + c) * g.height + iy) * g.width + ix;
+                                    sum += f64::from(tap) * f64::from(x[at]);
+                                }
+                            }
+                        }
+                        y[((n * out + o) * h + oy) * w + ox] = sum as f32;
+                    }
+                }
+            }
+        }
+        y
+    }
+
+    fn values(len: usize, scale: f32) -> Vec<f32> {
+        (0..len).map(|i| (i as f32 * scale).sin()).collect()
+    }
+
+    #[test]
+    fn both_filter_reads_match_the_definition() {
+        // (batch, channels, out, height, width, padding): odd and even planes, planes smaller
+        // than a tile, channel counts that are no multiple of anything, chunks of several
+        // samples with a short last one, and enough work to share the threads.
+        for (batch, channels, out, height, width, padding) in [
+            (2, 3, 5, 5, 7, 1),
+            (3, 4, 2, 6, 6, 0),
+            (2, 2, 3, 4, 5, 2),
+            (1, 3, 2, 3, 3, 1),
+            (9, 5, 7, 4, 4, 1),
+            (2, 1, 1, 1, 1, 1),
+            (8, 32, 40, 16, 16, 1),
+        ] {
+            let shape = Shape::from([batch, channels, height, width]);
+            let g = ConvGeometry::new("test", &shape, 3, 1, padding, 1).unwrap();
+            let x = values(shape.numel(), 0.37);
+            let weight = values(out * channels * 9, 0.23);
+            let bias = values(out, 0.71);
+            let len = batch * out * g.out_height * g.out_width;
+            for read in [FilterRead::AsStored, FilterRead::TransposedFlipped] {
+                let filter = |o: usize, c: usize| -> [f32; 9] {
+                    let mut taps = [0.0; 9];
+                    for (t, tap) in taps.iter_mut().enumerate() {
+                        *tap = match read {
+                            FilterRead::AsStored => weight[(o * channels + c) * 9 + t],
+                            FilterRead::TransposedFlipped => weight[(c * out + o) * 9 + 8 - t],
+                        };
+                    }
+                    taps
+                };
+                for bias in [None, Some(bias.as_slice())] {
+                    let expected = reference(&g, out, filter, bias, &x);
+                    let mut y = vec![f32::NAN; len];
+                    let filters = Filters {
+                        out_channels: out,
+                        read,
+                    };
+                    convolve(&g, filters, &weight, bias, &x, &mut y).unwrap();
+                    let scale = expected.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+                    for (i, (a, b)) in y.iter().zip(&expected).enumerate() {
+                        assert!(
+                            (a - b).abs() <= 1e-5 * scale,
+                            "{shape} -> {out} p{padding} {read:?} bias {}: y[{i}] {a} vs {b}",
+                            bias.is_some()
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn other_convolutions_and_wrong_buffers_are_errors() {
+        let shape = Shape::from([2, 3, 5, 5]);
+        let filters = Filters {
+            out_channels: 4,
+            read: FilterRead::AsStored,
+        };
+        let (x, weight, mut y) = (vec![0.0; 150], vec![0.0; 108], vec![0.0; 200]);
+        let g = ConvGeometry::new("test", &shape, 3, 1, 1, 1).unwrap();
+        assert!(convolve(&g, filters, &weight, None, &x, &mut y).is_ok());
+        for (kernel, stride, dilation) in [(5, 1, 1), (3, 2, 1), (3, 1, 2)] {
+            let g = ConvGeometry::new("test", &shape, kernel, stride, 2, dilation).unwrap();
+            let error = convolve(&g, filters, &weight, None, &x, &mut y).unwrap_err();
+            assert!(
+                error.to_string().contains("not a 3x3 convolution"),
+                "{error}"
+            );
+        }
+        let short = [0.0; 3];
+        for (weight, bias, x, y_len, name) in [
+            (&weight[..100], None, &x[..], 200, "weight"),
+            (&weight[..], Some(&short[..]), &x[..], 200, "bias"),
+            (&weight[..], None, &x[..149], 200, "input"),
+            (&weight[..], None, &x[..], 199, "output"),
+        ] {
+            let error = convolve(&g, filters, weight, bias, x, &mut y[..y_len]).unwrap_err();
+            assert!(
+                error.to_string().contains(&format!("the {name} holds")),
+                "{error}"
+            );
+        }
+    }
+}

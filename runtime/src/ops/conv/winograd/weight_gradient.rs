@@ -1,0 +1,374 @@
+//! The weight gradient: `dW[o, c] = G^T [Σ_tiles (A dY_o A^T) ⊙ (B^T d_c B)] G`, the sums
+//! over the tiles 16 matrix products of the transformed output gradient and input.
+
+use faer::linalg::matmul::matmul;
+use faer::{Accum, MatMut, MatRef, Par};
+
+use super::{
+    ENTRIES, Plan, Run, channels_last, entry_stride, four_mut, in_parts, tile_row_of,
+    transform_input,
+};
+use crate::backend::cpu::Vectorizable;
+use crate::backend::{Cpu, Memory};
+use crate::error::Result;
+use crate::ops::conv::ConvGeometry;
+
+/// One thread's buffers: its sums `[16, out, C]` (first, so that the caller finds them), and
+/// for a chunk the padded input `[samples, rows, cols, C]`, the transformed input
+/// `[16, tiles, C]`, the output gradient on the tiles' grid `[samples, 2 tile_rows,
+/// 2 tile_cols, out]`, its transform `[16, tiles, out]`, and a tile row's partial transform.
+struct Buffers<'a> {
+    sums: &'a mut [f32],
+    input: &'a mut [f32],
+    transformed: &'a mut [f32],
+    gradient: &'a mut [f32],
+    transformed_gradient: &'a mut [f32],
+    partial: &'a mut [f32],
+}
+
+impl<'a> Buffers<'a> {
+    /// The lengths of the buffers, in order.
+    fn lens(plan: &Plan<'_>) -> [usize; 6] {
+        let (channels, out) = (plan.g.channels, plan.out_channels);
+        [
+            ENTRIES * entry_stride(out * channels),
+            plan.padded_input_len(),
+            plan.transformed_len(channels),
+            plan.chunk * plan.tiles_per_sample() * 4 * out,
+            plan.transformed_len(out),
+            plan.partial_len(),
+        ]
+    }
+
+    fn scratch_len(plan: &Plan<'_>) -> usize {
+        Self::lens(plan).iter().sum()
+    }
+
+    fn new(plan: &Plan<'_>, scratch: &'a mut [f32]) -> Self {
+        let [sums, input, transformed, gradient, transformed_gradient, _] = Self::lens(plan);
+        let (sums, rest) = scratch.split_at_mut(sums);
+        let (input, rest) = rest.split_at_mut(input);
+        let (transformed, rest) = rest.split_at_mut(transformed);
+        let (gradient, rest) = rest.split_at_mut(gradient);
+        let (transformed_gradient, partial) = rest.split_at_mut(transformed_gradient);
+        Self {
+            sums,
+            input,
+            transformed,
+            gradient,
+            transformed_gradient,
+            partial,
+        }
+    }
+}
+
+/// One thread's share: the samples of `x` and `dy` in hand, chunk by chunk, summed into the
+/// sums at the start of its scratch.
+struct Chunks<'a> {
+    plan: Plan<'a>,
+    x: &'a [f32],
+    dy: &'a [f32],
+    scratch: &'a mut [f32],
+}
+
+impl Vectorizable for Chunks<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn run(self) {
+        let Chunks {
+            plan,
+            x,
+            dy,
+            scratch,
+        } = self;
+        let g = plan.g;
+        let b = Buffers::new(&plan, scratch);
+        b.sums.fill(0.0);
+        let per_chunk = (
+            plan.chunk * plan.input_len(),
+            plan.chunk * plan.output_len(),
+        );
+        let grid = (2 * plan.tile_rows, 2 * plan.tile_cols);
+        for (x, dy) in x.chunks(per_chunk.0).zip(dy.chunks(per_chunk.1)) {
+            let tiles = x.len() / plan.input_len() * plan.tiles_per_sample();
+            let dims = (g.channels, g.height, g.width);
+            channels_last(x, dims, b.input, plan.padded(), g.padding);
+            transform_input(&plan, b.input, b.partial, b.transformed, tiles);
+            let dims = (plan.out_channels, g.out_height, g.out_width);
+            channels_last(dy, dims, b.gradient, grid, 0);
+            transform_gradient(&plan, b.gradient, b.partial, b.transformed_gradient, tiles);
+            accumulate(&plan, b.transformed_gradient, b.transformed, b.sums, tiles);
+        }
+    }
+}
+
+impl Run for Chunks<'_> {
+    fn chunk(&self) -> usize {
+        self.plan.chunk
+    }
+
+    fn samples(&self) -> usize {
+        self.x.len() / self.plan.input_len()
+    }
+
+    fn split(self, samples: usize, scratch: usize) -> (Self, Self) {
+        let Chunks {
+            plan,
+            x,
+            dy,
+            scratch: all,
+        } = self;
+        let (x_left, x_right) = x.split_at(samples * plan.input_len());
+        let (dy_left, dy_right) = dy.split_at(samples * plan.output_len());
+        let (scratch_left, scratch_right) = all.split_at_mut(scratch);
+        let part = |x, dy, scratch| Chunks {
+            plan,
+            x,
+            dy,
+            scratch,
+        };
+        (
+            part(x_left, dy_left, scratch_left),
+            part(x_right, dy_right, scratch_right),
+        )
+    }
+}
+
+/// `A (d0, d1)`, element by element: one axis of the output gradient's transform.
+#[inline(always)]
+fn gradient_step([d0, d1]: [&[f32]; 2], [t0, t1, t2, t3]: [&mut [f32]; 4]) {
+    let n = t0.len();
+    let (d0, d1) = (&d0[..n], &d1[..n]);
+    let (t1, t2, t3) = (&mut t1[..n], &mut t2[..n], &mut t3[..n]);
+    for i in 0..n {
+        t0[i] = d0[i];
+        t1[i] = d0[i] + d1[i];
+        t2[i] = d0[i] - d1[i];
+        t3[i] = -d1[i];
+    }
+}
+
+/// `A dY A^T` of every tile of the output gradient (channels-last on the tiles' grid), into
+/// `transformed` (`[16, tiles, out]`): down the columns of a tile row's two rows at once (into
+/// `partial`), then along the rows tile by tile.
+#[inline(always)]
+fn transform_gradient(
+    plan: &Plan<'_>,
+    gradient: &[f32],
+    partial: &mut [f32],
+    transformed: &mut [f32],
+    tiles: usize,
+) {
+    let out = plan.out_channels;
+    let row_len = plan.row_len();
+    let partial = &mut partial[..4 * row_len];
+    let step = entry_stride(tiles * out);
+    for first_tile in (0..tiles).step_by(plan.tile_cols) {
+        let (sample, tile_row) = tile_row_of(plan, first_tile);
+        let (top, bottom) = gradient[(sample * plan.tile_rows + tile_row) * 2 * row_len..]
+            [..2 * row_len]
+            .split_at(row_len);
+        let offsets = [0, row_len, 2 * row_len, 3 * row_len];
+        gradient_step([top, bottom], four_mut(partial, offsets, row_len));
+        for r in 0..4 {
+            let row = &partial[r * row_len..][..row_len];
+            for tile_col in 0..plan.tile_cols {
+                let pair = row[2 * tile_col * out..][..2 * out].split_at(out);
+                let at = 4 * r * step + (first_tile + tile_col) * out;
+                let offsets = [at, at + step, at + 2 * step, at + 3 * step];
+                gradient_step([pair.0, pair.1], four_mut(transformed, offsets, out));
+            }
+        }
+    }
+}
+
+/// `sums[e] += dy[e]^T v[e]` for the 16 entries: `[out, tiles]` by `[tiles, C]`.
+fn accumulate(plan: &Plan<'_>, dy: &[f32], v: &[f32], sums: &mut [f32], tiles: usize) {
+    let (out, channels) = (plan.out_channels, plan.g.channels);
+    let entries = dy
+        .chunks_exact(entry_stride(tiles * out))
+        .zip(v.chunks_exact(entry_stride(tiles * channels)))
+        .zip(sums.chunks_exact_mut(entry_stride(out * channels)));
+    for ((dy, v), sum) in entries {
+        let dy = MatRef::from_row_major_slice(&dy[..tiles * out], tiles, out);
+        let v = MatRef::from_row_major_slice(&v[..tiles * channels], tiles, channels);
+        let sum = MatMut::from_row_major_slice_mut(&mut sum[..out * channels], out, channels);
+        matmul(sum, Accum::Add, dy.transpose(), v, 1.0, Par::Seq);
+    }
+}
+
+/// `G^T (a, b, c, d)`: one axis of the sums' transform back to a 3x3 kernel.
+#[inline(always)]
+fn g_transposed_times(a: f32, b: f32, c: f32, d: f32) -> [f32; 3] {
+    [a + 0.5 * (b + c), 0.5 * (b - c), 0.5 * (b + c) + d]
+}
+
+/// `grad_w[o, c] = G^T sums[o, c] G (+ beta grad_w[o, c])`, `grad_w` `[out, C, 3, 3]`.
+fn weight_from_sums(plan: &Plan<'_>, sums: &[f32], grad_w: &mut [f32], beta: f32) {
+    let (out, channels) = (plan.out_channels, plan.g.channels);
+    let stride = entry_stride(out * channels);
+    for (kernel, grad) in grad_w.chunks_exact_mut(9).enumerate() {
+        let m = |i: usize, j: usize| sums[(4 * i + j) * stride + kernel];
+        // G^T down the columns, then along the rows.
+        let columns = [0, 1, 2, 3].map(|j| g_transposed_times(m(0, j), m(1, j), m(2, j), m(3, j)));
+        for i in 0..3 {
+            let [a, b, c, d] = columns.map(|column| column[i]);
+            for (j, value) in g_transposed_times(a, b, c, d).into_iter().enumerate() {
+                let grad = &mut grad[3 * i + j];
+                *grad = if beta == 0.0 {
+                    value
+                } else {
+                    beta * *grad + value
+                };
+            }
+        }
+    }
+}
+
+/// `grad_w = Σ_n dY[n] ⋆ x[n] (+ beta grad_w)`: the weight gradient (`[out, C, 3, 3]`) of the
+/// 3x3 convolution of windows `g` (stride and dilation 1) into `out_channels` channels, for
+/// the input `x` and the output gradient `grad_out`, through buffers from the pool.
+///
+/// # Errors
+/// [`Error::Usage`](crate::Error::Usage) when `g` is not such a convolution or a buffer's
+/// length does not match it.
+pub(in crate::ops::conv) fn weight_gradient(
+    g: &ConvGeometry,
+    out_channels: usize,
+    x: &[f32],
+    grad_out: &[f32],
+    grad_w: &mut [f32],
+    beta: f32,
+) -> Result<()> {
+    let out = out_channels;
+    let plane = |channels: usize, h: usize, w: usize| g.batch * channels * h * w;
+    let lens = [
+        ("input", x.len(), plane(g.channels, g.height, g.width)),
+        (
+            "output gradient",
+            grad_out.len(),
+            plane(out, g.out_height, g.out_width),
+        ),
+        ("weight gradient", grad_w.len(), out * g.channels * 9),
+    ];
+    let plan = Plan::new("winograd weight gradient", g, out, &lens)?;
+    let flops = 2 * ENTRIES * out * g.channels * g.batch * plan.tiles_per_sample();
+    // One run per thread: each run's sums are added up after.
+    let parts = plan.parts(flops, 1);
+    let scratch_len = Buffers::scratch_len(&plan);
+    let mut scratch = Cpu.empty(parts * scratch_len)?;
+    let chunks = Chunks {
+        plan,
+        x,
+        dy: grad_out,
+        scratch: &mut scratch,
+    };
+    in_parts(chunks, parts, scratch_len);
+    let sums_len = Buffers::lens(&plan)[0];
+    let (total, others) = scratch.split_at_mut(scratch_len);
+    for part in others.chunks_exact(scratch_len) {
+        for (total, part) in total[..sums_len].iter_mut().zip(&part[..sums_len]) {
+            *total += part;
+        }
+    }
+    weight_from_sums(&plan, &total[..sums_len], grad_w, beta);
+    Cpu.recycle(&mut scratch);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Shape;
+
+    /// The weight gradient by its definition, in `f64`.
+    fn reference(g: &ConvGeometry, out: usize, x: &[f32], dy: &[f32]) -> Vec<f64> {
+        let (h, w) = (g.out_height, g.out_width);
+        let mut grad = vec![0.0; out * g.channels * 9];
+        for n in 0..g.batch {
+            for o in 0..out {
+                for c in 0..g.channels {
+                    for t in 0..9 {
+                        let mut sum = 0.0;
+                        for oy in 0..h {
+                            for ox in 0..w {
+                                let iy = (oy + t / 3).checked_sub(g.padding);
+                                let ix = (ox + t % 3).checked_sub(g.padding);
+                                if let (Some(iy), Some(ix)) = (iy, ix)
+                                    && iy < g.height
+                                    && ix < g.width
+                                {
+                                    let at = ((n * g.channels + c) * g.height + iy) * g.width + ix;
+                                    let dy = dy[((n * out + o) * h + oy) * w + ox];
+                                    sum += f64::from(dy) * f64::from(x[at]);
+                                }
+                            }
+                        }
+                        grad[(o * g.channels + c) * 9 + t] += sum;
+                    }
+                }
+            }
+        }
+        grad
+    }
+
+    #[test]
+    fn matches_the_definition_written_or_added() {
+        // (batch, channels, out, height, width, padding), as for the forward pass.
+        for (batch, channels, out, height, width, padding) in [
+            (2, 3, 5, 5, 7, 1),
+            (3, 4, 2, 6, 6, 0),
+            (2, 2, 3, 4, 5, 2),
+            (1, 3, 2, 3, 3, 1),
+            (9, 5, 7, 4, 4, 1),
+            (2, 1, 1, 1, 1, 1),
+            (8, 32, 40, 16, 16, 1),
+        ] {
+            let shape = Shape::from([batch, channels, height, width]);
+            let g = ConvGeometry::new("test", &shape, 3, 1, padding, 1).unwrap();
+            let x: Vec<f32> = (0..shape.numel())
+                .map(|i| (i as f32 * 0.37).sin())
+                .collect();
+            let dy_len = batch * out * g.out_height * g.out_width;
+            let dy: Vec<f32> = (0..dy_len).map(|i| (i as f32 * 0.19).cos()).collect();
+            let expected = reference(&g, out, &x, &dy);
+            let before: Vec<f32> = (0..expected.len()).map(|i| i as f32 * 0.01).collect();
+            for beta in [0.0, 1.0] {
+                let mut grad = before.clone();
+                weight_gradient(&g, out, &x, &dy, &mut grad, beta).unwrap();
+                let scale = expected.iter().fold(1.0f64, |m, v| m.max(v.abs()));
+                for (i, (&found, &sum)) in grad.iter().zip(&expected).enumerate() {
+                    let expected = f64::from(beta * before[i]) + sum;
+                    assert!(
+                        (f64::from(found) - expected).abs() <= 1e-5 * scale,
+                        "{shape} -> {out} p{padding} beta {beta}: dW[{i}] {found} vs {expected}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn wrong_buffers_are_errors() {
+        let shape = Shape::from([2, 3, 5, 5]);
+        let g = ConvGeometry::new("test", &shape, 3, 1, 1, 1).unwrap();
+        let (x, dy, mut grad) = (vec![0.0; 150], vec![0.0; 200], vec![0.0; 108]);
+        assert!(weight_gradient(&g, 4, &x, &dy, &mut grad, 0.0).is_ok());
+        let error = weight_gradient(&g, 4, &x, &dy[..199], &mut grad, 0.0).unwrap_err();
+        assert!(
+            error.to_string().contains("the output gradient holds 199"),
+            "{error}"
+        );
+        let error = weight_gradient(&g, 4, &x, &dy, &mut grad[..100], 0.0).unwrap_err();
+        assert!(
+            error.to_string().contains("the weight gradient holds 100"),
+            "{error}"
+        );
+        let g = ConvGeometry::new("test", &shape, 3, 2, 1, 1).unwrap();
+        let error = weight_gradient(&g, 4, &x, &dy, &mut grad, 0.0).unwrap_err();
+        assert!(
+            error.to_string().contains("not a 3x3 convolution"),
+            "{error}"
+        );
+    }
+}
