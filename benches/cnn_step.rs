@@ -1,11 +1,13 @@
-//! A training step of two CNNs against the time of their matrix products alone (the lower
-//! bound for an im2col implementation): the digits example's network at batch 64, and a
-//! larger one (batch 32 of 3x32x32, three 3x3 conv blocks of 32, 64 and 128 channels with
-//! `BatchNorm2d`, `ReLU` and 2x2 max pooling, then a `Linear`), both in training mode with
-//! cross-entropy and SGD with momentum.
+//! A training step of two CNNs against the time of their matrix products alone: the digits
+//! example's network at batch 64, and a larger one (batch 32 of 3x32x32, three 3x3 conv blocks
+//! of 32, 64 and 128 channels with `BatchNorm2d`, `ReLU` and 2x2 max pooling, then a
+//! `Linear`), both in training mode with cross-entropy and SGD with momentum.
+//!
+//! The products are the step's own: im2col's, one per sample, and Winograd's 16 per pass
+//! (timed over all tiles at once) for the passes the CPU computes by Winograd's algorithm.
 //!
 //! Run: `cargo bench --bench cnn_step`. Prints each step's median time, its GEMMs' median time,
-//! and their ratio (target <= 1.3).
+//! their ratio (target <= 1.3), and what the GEMMs would take were every layer im2col's.
 
 #[path = "../examples/08_digits_cnn.rs"]
 #[allow(dead_code, reason = "the example's `main` is not used here")]
@@ -15,6 +17,8 @@ mod timing;
 use std::hint::black_box;
 
 use declnet::prelude::*;
+use declnet::runtime::Shape;
+use declnet::runtime::ops::conv::{ConvGeometry, ConvKernel};
 use declnet::runtime::ops::matmul::{Gemm, GemmBatch, MatmulKernel, Strided};
 use timing::median_call_time;
 
@@ -66,13 +70,73 @@ fn samples(gemm: Gemm, placements: [(usize, usize); 3], count: usize) -> (Gemm, 
     (gemm, GemmBatch::new(count, a, b, c))
 }
 
+/// How the bench times a convolution's products.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Algorithm {
+    /// As im2col computes them, one product per sample, for every layer.
+    Im2col,
+    /// As the step computes them: Winograd's 16 products (over all tiles at once) for the
+    /// layers and passes the backend computes by Winograd's algorithm, im2col's for the rest.
+    Step,
+}
+
+/// A buffer of `len` elements.
+fn buffer(len: usize) -> Vec<f32> {
+    vec![0.5f32; len]
+}
+
+/// A product to time: its shape and batch, how it runs, and its `a`, `b` and `c` buffers.
+type Work = ((Gemm, GemmBatch), Products, Vec<f32>, Vec<f32>, Vec<f32>);
+
+/// Winograd's 16 products of one pass over `tiles` tiles, `[m, k]` by `[k, n]` (`trans` as
+/// the step reads its operands), outputs apart.
+fn winograd_products(m: usize, n: usize, k: usize, trans: (bool, bool)) -> Work {
+    const ENTRIES: usize = 16;
+    let at = |len: usize| (0, len);
+    let batch = samples(
+        gemm(m, n, k, trans),
+        [at(m * k), at(k * n), at(m * n)],
+        ENTRIES,
+    );
+    let (a, b, c) = (
+        buffer(ENTRIES * m * k),
+        buffer(ENTRIES * k * n),
+        buffer(ENTRIES * m * n),
+    );
+    (batch, Products::Apart, a, b, c)
+}
+
+/// Whether the step computes `conv`'s pass from `input` to `output` channels over `size x
+/// size` by Winograd's algorithm.
+fn by_winograd(batch: usize, input: usize, output: usize, size: usize) -> bool {
+    let shape = Shape::from([batch, input, size, size]);
+    let g = ConvGeometry::new("cnn_step", &shape, 3, 1, 1, 1).expect("a 3x3 convolution");
+    Cpu.prefers_winograd(&g, output)
+}
+
 /// The median time of every product of one training step: each convolution's forward,
 /// weight-gradient and (but the first's) input-gradient products, and the classifier's three.
-fn gemms_only(batch: usize, convs: &[Conv], linear: (usize, usize)) -> std::time::Duration {
-    let buffer = |len| vec![0.5f32; len];
+fn gemms_only(
+    batch: usize,
+    convs: &[Conv],
+    linear: (usize, usize),
+    algorithm: Algorithm,
+) -> std::time::Duration {
     let mut work = Vec::new();
     for (i, conv) in convs.iter().enumerate() {
-        let (o, rows, l) = (conv.output, conv.input * 9, conv.size * conv.size);
+        let (o, c, size) = (conv.output, conv.input, conv.size);
+        let tiles = batch * size.div_ceil(2) * size.div_ceil(2);
+        let step = algorithm == Algorithm::Step;
+        if step && by_winograd(batch, c, o, size) {
+            // v [tiles, C] by u^T, and the weight gradient dy^T [out, tiles] by v.
+            work.push(winograd_products(tiles, o, c, (false, true)));
+            work.push(winograd_products(o, c, tiles, (true, false)));
+            if i > 0 && by_winograd(batch, o, c, size) {
+                work.push(winograd_products(tiles, c, o, (false, true)));
+            }
+            continue;
+        }
+        let (rows, l) = (c * 9, size * size);
         let (w, cols, y) = (
             buffer(o * rows),
             buffer(batch * rows * l),
@@ -117,13 +181,22 @@ fn gemms_only(batch: usize, convs: &[Conv], linear: (usize, usize)) -> std::time
     })
 }
 
-fn report(name: &str, step: std::time::Duration, gemms: std::time::Duration) {
+/// Prints the step's time next to its products' (`convs` and the classifier `linear`), and
+/// the products im2col would compute.
+fn report(
+    name: &str,
+    step: std::time::Duration,
+    (batch, convs, linear): (usize, &[Conv], (usize, usize)),
+) {
+    let gemms = gemms_only(batch, convs, linear, Algorithm::Step);
+    let im2col = gemms_only(batch, convs, linear, Algorithm::Im2col);
     println!("cpu {name} step (median of {SAMPLES}x{CALLS_PER_SAMPLE}): {step:?}");
     println!("cpu {name} GEMMs only:                   {gemms:?}");
     println!(
         "cpu {name} step / GEMMs only: {:.3} (target <= 1.3)",
         step.as_secs_f64() / gemms.as_secs_f64()
     );
+    println!("cpu {name} GEMMs if all were im2col's:   {im2col:?}");
 }
 
 fn main() {
@@ -154,7 +227,7 @@ fn main() {
             size: 4,
         },
     ];
-    report("digits cnn", step, gemms_only(64, &convs, (128, 10)));
+    report("digits cnn", step, (64, &convs, (128, 10)));
 
     let mut larger = LargerCnn::new(&Cpu, rng);
     let x = Tensor::randn([32, 3, 32, 32], &Cpu, rng);
@@ -180,5 +253,5 @@ fn main() {
             size: 8,
         },
     ];
-    report("larger cnn", step, gemms_only(32, &convs, (2048, 10)));
+    report("larger cnn", step, (32, &convs, (2048, 10)));
 }
