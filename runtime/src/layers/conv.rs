@@ -552,50 +552,7 @@ mod tests {
             let rng = &mut seeded(seed as u64);
             let mut conv = Conv2d::new(inputs, outputs, kernel, config, &Cpu, rng);
             let x = Tensor::randn([2, inputs, 5, 6], &Cpu, rng);
-            let y = conv.forward(&x).unwrap();
-            let r = Tensor::randn(y.shape().clone(), &Cpu, rng);
-            let loss = |conv: &Conv2d, x: &Tensor| -> f64 {
-                let y = conv.forward(x).unwrap().to_vec();
-                y.iter()
-                    .zip(r.to_vec())
-                    .map(|(a, b)| f64::from(a * b))
-                    .sum()
-            };
-            let grad_x = conv.backward(&x, &r, true).unwrap().unwrap().to_vec();
-            let h = 1e-2f32;
-            for i in 0..x.numel() {
-                let at = |delta: f32| {
-                    let mut data = x.to_vec();
-                    data[i] += delta;
-                    loss(&conv, &Tensor::from_vec(data, x.shape().clone(), &Cpu))
-                };
-                let numeric = (at(h) - at(-h)) / (2.0 * f64::from(h));
-                let analytic = f64::from(grad_x[i]);
-                assert!(
-                    (analytic - numeric).abs() < 1e-2,
-                    "{config:?} x[{i}]: {analytic} vs {numeric}"
-                );
-            }
-            let grad_w = conv.weight.grad().unwrap().to_vec();
-            for i in 0..conv.weight.value().numel() {
-                let at = |delta: f32| {
-                    let mut moved = conv.clone();
-                    let mut data = moved.weight.value().to_vec();
-                    data[i] += delta;
-                    let shape = moved.weight.value().shape().clone();
-                    moved
-                        .weight
-                        .set_value(Tensor::from_vec(data, shape, &Cpu))
-                        .unwrap();
-                    loss(&moved, &x)
-                };
-                let numeric = (at(h) - at(-h)) / (2.0 * f64::from(h));
-                let analytic = f64::from(grad_w[i]);
-                assert!(
-                    (analytic - numeric).abs() < 1e-2,
-                    "{config:?} w[{i}]: {analytic} vs {numeric}"
-                );
-            }
+            let (y, r) = check_gradients(&mut conv, &x, (1, 1), rng);
             if let Some(bias) = &conv.bias {
                 let sums: Vec<f32> = r
                     .try_clone()
@@ -610,7 +567,64 @@ mod tests {
     }
 
     /// A second backward adds to the gradients; an empty batch after `zero_grad` gives zeros.
-    /// Channel counts at which the CPU computes the forward pass and the input gradient by
+    /// The input and weight gradients of `conv` at `x` (every `every.0`-th input element and
+    /// `every.1`-th weight) against central differences of `sum(conv(x) * r)` for a random `r`;
+    /// returns the output and `r`.
+    fn check_gradients(
+        conv: &mut Conv2d,
+        x: &Tensor,
+        every: (usize, usize),
+        rng: &mut impl Rng,
+    ) -> (Tensor, Tensor) {
+        let y = conv.forward(x).unwrap();
+        let r = Tensor::randn(y.shape().clone(), &Cpu, rng);
+        let loss = |conv: &Conv2d, x: &Tensor| -> f64 {
+            let y = conv.forward(x).unwrap().to_vec();
+            y.iter()
+                .zip(r.to_vec())
+                .map(|(a, b)| f64::from(a * b))
+                .sum()
+        };
+        let grad_x = conv.backward(x, &r, true).unwrap().unwrap().to_vec();
+        let h = 1e-2f32;
+        let config = conv.config;
+        for i in (0..x.numel()).step_by(every.0) {
+            let at = |delta: f32| {
+                let mut data = x.to_vec();
+                data[i] += delta;
+                loss(conv, &Tensor::from_vec(data, x.shape().clone(), &Cpu))
+            };
+            let numeric = (at(h) - at(-h)) / (2.0 * f64::from(h));
+            let analytic = f64::from(grad_x[i]);
+            assert!(
+                (analytic - numeric).abs() < 1e-2,
+                "{config:?} x[{i}]: {analytic} vs {numeric}"
+            );
+        }
+        let grad_w = conv.weight.grad().unwrap().to_vec();
+        for i in (0..conv.weight.value().numel()).step_by(every.1) {
+            let at = |delta: f32| {
+                let mut moved = conv.clone();
+                let mut data = moved.weight.value().to_vec();
+                data[i] += delta;
+                let shape = moved.weight.value().shape().clone();
+                moved
+                    .weight
+                    .set_value(Tensor::from_vec(data, shape, &Cpu))
+                    .unwrap();
+                loss(&moved, x)
+            };
+            let numeric = (at(h) - at(-h)) / (2.0 * f64::from(h));
+            let analytic = f64::from(grad_w[i]);
+            assert!(
+                (analytic - numeric).abs() < 1e-2,
+                "{config:?} w[{i}]: {analytic} vs {numeric}"
+            );
+        }
+        (y, r)
+    }
+
+    /// Channel counts at which the CPU computes the forward pass and both gradients by
     /// Winograd's algorithm: a sample of the gradients against finite differences.
     #[test]
     fn winograd_gradients_match_finite_differences() {
@@ -623,51 +637,9 @@ mod tests {
         let x = Tensor::randn([2, 32, 5, 4], &Cpu, rng);
         let g = conv.geometry("test", &x).unwrap();
         assert!(conv.winograd_filters(&g, FilterRead::AsStored).is_some());
-        let y = conv.forward(&x).unwrap();
-        let r = Tensor::randn(y.shape().clone(), &Cpu, rng);
-        assert!(conv.winograd_input_gradient(&g, &r).is_some());
-        let loss = |conv: &Conv2d, x: &Tensor| -> f64 {
-            let y = conv.forward(x).unwrap().to_vec();
-            y.iter()
-                .zip(r.to_vec())
-                .map(|(a, b)| f64::from(a * b))
-                .sum()
-        };
-        let grad_x = conv.backward(&x, &r, true).unwrap().unwrap().to_vec();
-        let h = 1e-2f32;
-        for i in (0..x.numel()).step_by(7) {
-            let at = |delta: f32| {
-                let mut data = x.to_vec();
-                data[i] += delta;
-                loss(&conv, &Tensor::from_vec(data, x.shape().clone(), &Cpu))
-            };
-            let numeric = (at(h) - at(-h)) / (2.0 * f64::from(h));
-            let analytic = f64::from(grad_x[i]);
-            assert!(
-                (analytic - numeric).abs() < 1e-2,
-                "x[{i}]: {analytic} vs {numeric}"
-            );
-        }
-        let grad_w = conv.weight.grad().unwrap().to_vec();
-        for i in (0..conv.weight.value().numel()).step_by(97) {
-            let mut moved = conv.clone();
-            let mut at = |delta: f32| {
-                let mut data = conv.weight.value().to_vec();
-                data[i] += delta;
-                let shape = conv.weight.value().shape().clone();
-                moved
-                    .weight
-                    .set_value(Tensor::from_vec(data, shape, &Cpu))
-                    .unwrap();
-                loss(&moved, &x)
-            };
-            let numeric = (at(h) - at(-h)) / (2.0 * f64::from(h));
-            let analytic = f64::from(grad_w[i]);
-            assert!(
-                (analytic - numeric).abs() < 1e-2,
-                "w[{i}]: {analytic} vs {numeric}"
-            );
-        }
+        let grad_out = Tensor::zeros([2, 32, 5, 4], &Cpu);
+        assert!(conv.winograd_input_gradient(&g, &grad_out).is_some());
+        check_gradients(&mut conv, &x, (7, 97), rng);
     }
 
     #[test]

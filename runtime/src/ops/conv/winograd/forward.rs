@@ -4,7 +4,8 @@ use faer::linalg::matmul::matmul;
 use faer::{Accum, MatMut, MatRef, Par};
 
 use super::{
-    ENTRIES, Plan, Run, channels_last, entry_stride, four, in_parts, tile_row_of, transform_input,
+    ENTRIES, Plan, Run, Share, channels_last, entry_stride, four, in_parts, tile_row_of,
+    transform_input,
 };
 use crate::backend::cpu::Vectorizable;
 use crate::backend::{Cpu, Memory};
@@ -111,14 +112,12 @@ impl<'a> Buffers<'a> {
     }
 }
 
-/// One thread's share: the samples of `x` and `y` in hand, chunk by chunk.
+/// One thread's share: the samples of `x` and `y` (`share.other`) in hand, chunk by chunk.
 struct Chunks<'a> {
     plan: Plan<'a>,
     u: &'a [f32],
     bias: Option<&'a [f32]>,
-    x: &'a [f32],
-    y: &'a mut [f32],
-    scratch: &'a mut [f32],
+    share: Share<'a, &'a mut [f32]>,
 }
 
 impl Vectorizable for Chunks<'_> {
@@ -129,17 +128,19 @@ impl Vectorizable for Chunks<'_> {
             plan,
             u,
             bias,
-            x,
-            y,
-            scratch,
+            share,
         } = self;
         let g = plan.g;
-        let mut b = Buffers::new(&plan, bias, scratch);
+        let mut b = Buffers::new(&plan, bias, share.scratch);
         let per_chunk = (
             plan.chunk * plan.input_len(),
             plan.chunk * plan.output_len(),
         );
-        for (x, y) in x.chunks(per_chunk.0).zip(y.chunks_mut(per_chunk.1)) {
+        let chunks = share
+            .x
+            .chunks(per_chunk.0)
+            .zip(share.other.chunks_mut(per_chunk.1));
+        for (x, y) in chunks {
             let tiles = x.len() / plan.input_len() * plan.tiles_per_sample();
             let dims = (g.channels, g.height, g.width);
             channels_last(x, dims, b.input, plan.padded(), g.padding);
@@ -157,33 +158,13 @@ impl Run for Chunks<'_> {
     }
 
     fn samples(&self) -> usize {
-        self.x.len() / self.plan.input_len()
+        self.share.x.len() / self.plan.input_len()
     }
 
     fn split(self, samples: usize, scratch: usize) -> (Self, Self) {
-        let Chunks {
-            plan,
-            u,
-            bias,
-            x,
-            y,
-            scratch: all,
-        } = self;
-        let (x_left, x_right) = x.split_at(samples * plan.input_len());
-        let (y_left, y_right) = y.split_at_mut(samples * plan.output_len());
-        let (scratch_left, scratch_right) = all.split_at_mut(scratch);
-        let part = |x, y, scratch| Chunks {
-            plan,
-            u,
-            bias,
-            x,
-            y,
-            scratch,
-        };
-        (
-            part(x_left, y_left, scratch_left),
-            part(x_right, y_right, scratch_right),
-        )
+        let (left, right) = self.share.split(&self.plan, samples, scratch);
+        let part = |share| Chunks { share, ..self };
+        (part(left), part(right))
     }
 }
 
@@ -299,9 +280,11 @@ pub(in crate::ops::conv) fn convolve(
         plan,
         u: &u,
         bias,
-        x,
-        y,
-        scratch: &mut scratch,
+        share: Share {
+            x,
+            other: y,
+            scratch: &mut scratch,
+        },
     };
     in_parts(chunks, parts, scratch_len);
     Cpu.recycle(&mut scratch);
@@ -311,6 +294,7 @@ pub(in crate::ops::conv) fn convolve(
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::{SHAPES, values};
     use super::*;
     use crate::Shape;
 
@@ -353,24 +337,9 @@ mod tests {
         y
     }
 
-    fn values(len: usize, scale: f32) -> Vec<f32> {
-        (0..len).map(|i| (i as f32 * scale).sin()).collect()
-    }
-
     #[test]
     fn both_filter_reads_match_the_definition() {
-        // (batch, channels, out, height, width, padding): odd and even planes, planes smaller
-        // than a tile, channel counts that are no multiple of anything, chunks of several
-        // samples with a short last one, and enough work to share the threads.
-        for (batch, channels, out, height, width, padding) in [
-            (2, 3, 5, 5, 7, 1),
-            (3, 4, 2, 6, 6, 0),
-            (2, 2, 3, 4, 5, 2),
-            (1, 3, 2, 3, 3, 1),
-            (9, 5, 7, 4, 4, 1),
-            (2, 1, 1, 1, 1, 1),
-            (8, 32, 40, 16, 16, 1),
-        ] {
+        for (batch, channels, out, height, width, padding) in SHAPES {
             let shape = Shape::from([batch, channels, height, width]);
             let g = ConvGeometry::new("test", &shape, 3, 1, padding, 1).unwrap();
             let x = values(shape.numel(), 0.37);

@@ -247,6 +247,52 @@ fn transform_input(
     }
 }
 
+/// A buffer of a run's samples, split between runs: read, or written.
+trait Samples: Sized {
+    fn split(self, at: usize) -> (Self, Self);
+}
+
+impl Samples for &[f32] {
+    fn split(self, at: usize) -> (Self, Self) {
+        self.split_at(at)
+    }
+}
+
+impl Samples for &mut [f32] {
+    fn split(self, at: usize) -> (Self, Self) {
+        self.split_at_mut(at)
+    }
+}
+
+/// What a run has in hand: its samples of the input `x` and of `other` (the output, or the
+/// output gradient: `out` channels of `OH x OW` a sample), and its scratch.
+struct Share<'a, O> {
+    x: &'a [f32],
+    other: O,
+    scratch: &'a mut [f32],
+}
+
+impl<O: Samples> Share<'_, O> {
+    /// The first `samples` with the first `scratch` elements of the scratch, and the rest.
+    fn split(self, plan: &Plan<'_>, samples: usize, scratch: usize) -> (Self, Self) {
+        let (x_left, x_right) = self.x.split_at(samples * plan.input_len());
+        let (other_left, other_right) = self.other.split(samples * plan.output_len());
+        let (scratch_left, scratch_right) = self.scratch.split_at_mut(scratch);
+        (
+            Share {
+                x: x_left,
+                other: other_left,
+                scratch: scratch_left,
+            },
+            Share {
+                x: x_right,
+                other: other_right,
+                scratch: scratch_right,
+            },
+        )
+    }
+}
+
 /// A run of whole chunks of samples with its own scratch: what [`in_parts`] shares between
 /// threads.
 trait Run: Vectorizable<Output = ()> + Send + Sized {
@@ -275,4 +321,26 @@ fn in_parts<R: Run>(run: R, parts: usize, scratch_len: usize) {
         || in_parts(left, first, scratch_len),
         || in_parts(right, parts - first, scratch_len),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    /// `(batch, channels, out, height, width, padding)` of the convolutions the tests check:
+    /// odd and even planes, planes smaller than a tile, channel counts that are no multiple of
+    /// anything, chunks of several samples with a short last one, and enough work to share
+    /// the threads.
+    pub(super) const SHAPES: [(usize, usize, usize, usize, usize, usize); 7] = [
+        (2, 3, 5, 5, 7, 1),
+        (3, 4, 2, 6, 6, 0),
+        (2, 2, 3, 4, 5, 2),
+        (1, 3, 2, 3, 3, 1),
+        (9, 5, 7, 4, 4, 1),
+        (2, 1, 1, 1, 1, 1),
+        (8, 32, 40, 16, 16, 1),
+    ];
+
+    /// `len` test values, `sin(i * scale)`.
+    pub(super) fn values(len: usize, scale: f32) -> Vec<f32> {
+        (0..len).map(|i| (i as f32 * scale).sin()).collect()
+    }
 }

@@ -5,7 +5,7 @@ use faer::linalg::matmul::matmul;
 use faer::{Accum, MatMut, MatRef, Par};
 
 use super::{
-    ENTRIES, Plan, Run, channels_last, entry_stride, four_mut, in_parts, tile_row_of,
+    ENTRIES, Plan, Run, Share, channels_last, entry_stride, four_mut, in_parts, tile_row_of,
     transform_input,
 };
 use crate::backend::cpu::Vectorizable;
@@ -62,34 +62,31 @@ impl<'a> Buffers<'a> {
     }
 }
 
-/// One thread's share: the samples of `x` and `dy` in hand, chunk by chunk, summed into the
-/// sums at the start of its scratch.
+/// One thread's share: the samples of `x` and `dy` (`share.other`) in hand, chunk by chunk,
+/// summed into the sums at the start of its scratch.
 struct Chunks<'a> {
     plan: Plan<'a>,
-    x: &'a [f32],
-    dy: &'a [f32],
-    scratch: &'a mut [f32],
+    share: Share<'a, &'a [f32]>,
 }
 
 impl Vectorizable for Chunks<'_> {
     type Output = ();
     #[inline(always)]
     fn run(self) {
-        let Chunks {
-            plan,
-            x,
-            dy,
-            scratch,
-        } = self;
+        let Chunks { plan, share } = self;
         let g = plan.g;
-        let b = Buffers::new(&plan, scratch);
+        let b = Buffers::new(&plan, share.scratch);
         b.sums.fill(0.0);
         let per_chunk = (
             plan.chunk * plan.input_len(),
             plan.chunk * plan.output_len(),
         );
         let grid = (2 * plan.tile_rows, 2 * plan.tile_cols);
-        for (x, dy) in x.chunks(per_chunk.0).zip(dy.chunks(per_chunk.1)) {
+        for (x, dy) in share
+            .x
+            .chunks(per_chunk.0)
+            .zip(share.other.chunks(per_chunk.1))
+        {
             let tiles = x.len() / plan.input_len() * plan.tiles_per_sample();
             let dims = (g.channels, g.height, g.width);
             channels_last(x, dims, b.input, plan.padded(), g.padding);
@@ -108,29 +105,14 @@ impl Run for Chunks<'_> {
     }
 
     fn samples(&self) -> usize {
-        self.x.len() / self.plan.input_len()
+        self.share.x.len() / self.plan.input_len()
     }
 
     fn split(self, samples: usize, scratch: usize) -> (Self, Self) {
-        let Chunks {
-            plan,
-            x,
-            dy,
-            scratch: all,
-        } = self;
-        let (x_left, x_right) = x.split_at(samples * plan.input_len());
-        let (dy_left, dy_right) = dy.split_at(samples * plan.output_len());
-        let (scratch_left, scratch_right) = all.split_at_mut(scratch);
-        let part = |x, dy, scratch| Chunks {
-            plan,
-            x,
-            dy,
-            scratch,
-        };
-        (
-            part(x_left, dy_left, scratch_left),
-            part(x_right, dy_right, scratch_right),
-        )
+        let plan = self.plan;
+        let (left, right) = self.share.split(&plan, samples, scratch);
+        let part = |share| Chunks { plan, share };
+        (part(left), part(right))
     }
 }
 
@@ -259,9 +241,11 @@ pub(in crate::ops::conv) fn weight_gradient(
     let mut scratch = Cpu.empty(parts * scratch_len)?;
     let chunks = Chunks {
         plan,
-        x,
-        dy: grad_out,
-        scratch: &mut scratch,
+        share: Share {
+            x,
+            other: grad_out,
+            scratch: &mut scratch,
+        },
     };
     in_parts(chunks, parts, scratch_len);
     let sums_len = Buffers::lens(&plan)[0];
@@ -278,6 +262,7 @@ pub(in crate::ops::conv) fn weight_gradient(
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::{SHAPES, values};
     use super::*;
     use crate::Shape;
 
@@ -314,21 +299,10 @@ mod tests {
 
     #[test]
     fn matches_the_definition_written_or_added() {
-        // (batch, channels, out, height, width, padding), as for the forward pass.
-        for (batch, channels, out, height, width, padding) in [
-            (2, 3, 5, 5, 7, 1),
-            (3, 4, 2, 6, 6, 0),
-            (2, 2, 3, 4, 5, 2),
-            (1, 3, 2, 3, 3, 1),
-            (9, 5, 7, 4, 4, 1),
-            (2, 1, 1, 1, 1, 1),
-            (8, 32, 40, 16, 16, 1),
-        ] {
+        for (batch, channels, out, height, width, padding) in SHAPES {
             let shape = Shape::from([batch, channels, height, width]);
             let g = ConvGeometry::new("test", &shape, 3, 1, padding, 1).unwrap();
-            let x: Vec<f32> = (0..shape.numel())
-                .map(|i| (i as f32 * 0.37).sin())
-                .collect();
+            let x = values(shape.numel(), 0.37);
             let dy_len = batch * out * g.out_height * g.out_width;
             let dy: Vec<f32> = (0..dy_len).map(|i| (i as f32 * 0.19).cos()).collect();
             let expected = reference(&g, out, &x, &dy);
