@@ -3,6 +3,7 @@
 use faer::linalg::matmul::matmul;
 use faer::{Accum, MatMut, MatRef, Par};
 
+use super::transpose::transpose;
 use super::{
     ENTRIES, Plan, Run, Share, channels_last, entry_stride, four, in_parts, tile_row_of,
     transform_input,
@@ -143,7 +144,8 @@ impl Vectorizable for Chunks<'_> {
         for (x, y) in chunks {
             let tiles = x.len() / plan.input_len() * plan.tiles_per_sample();
             let dims = (g.channels, g.height, g.width);
-            channels_last(x, dims, b.input, plan.padded(), g.padding);
+            let padded = (&mut *b.input, plan.padded(), g.padding);
+            channels_last(x, dims, padded, b.transformed);
             transform_input(&plan, b.input, b.partial, b.transformed, tiles);
             multiply(&plan, u, b.transformed, b.products, tiles);
             transform_output(&plan, &mut b, tiles);
@@ -177,11 +179,7 @@ fn channels_first(plan: &Plan<'_>, output: &[f32], y: &mut [f32]) {
         .chunks_exact_mut(plan.output_len())
         .zip(output.chunks_exact(plan.output_len()))
     {
-        for (o, plane) in y.chunks_exact_mut(positions).enumerate() {
-            for (i, value) in plane.iter_mut().enumerate() {
-                *value = output[i * out + o];
-            }
-        }
+        transpose(output, |p| p * out, y, |o| o * positions, (positions, out));
     }
 }
 

@@ -13,6 +13,7 @@
 //! that the transforms run along the channels.
 
 mod forward;
+mod transpose;
 mod weight_gradient;
 
 pub(super) use forward::convolve;
@@ -21,6 +22,7 @@ pub(super) use weight_gradient::weight_gradient;
 use super::ConvGeometry;
 use crate::backend::cpu::{Vectorizable, join, vectorized};
 use crate::error::{Error, Result};
+use transpose::transpose;
 
 /// Entries of a 4x4 transformed tile: one matrix product each.
 const ENTRIES: usize = 16;
@@ -164,27 +166,33 @@ fn four(values: &[f32], len: usize) -> [&[f32]; 4] {
 }
 
 /// Planes `x` (`[samples, C, height, width]`) into `out` as `[samples, rows, cols, C]`, each
-/// plane `pad` rows and columns in from the top left, zeros around.
+/// plane `pad` rows and columns in from the top left, zeros around; each sample through
+/// `temp` (`height * width * C` elements) as `[height * width, C]`.
 #[inline(always)]
 fn channels_last(
     x: &[f32],
     (channels, height, width): (usize, usize, usize),
-    out: &mut [f32],
-    (rows, cols): (usize, usize),
-    pad: usize,
+    (out, (rows, cols), pad): (&mut [f32], (usize, usize), usize),
+    temp: &mut [f32],
 ) {
     let plane = height * width;
+    let temp = &mut temp[..plane * channels];
+    let (row_len, pitch) = (width * channels, cols * channels);
     for (x, out) in x
         .chunks_exact(channels * plane)
-        .zip(out.chunks_exact_mut(rows * cols * channels))
+        .zip(out.chunks_exact_mut(rows * pitch))
     {
-        out.fill(0.0);
-        for y in 0..height {
-            let row = &mut out[((y + pad) * cols + pad) * channels..];
-            for (c, x) in x.chunks_exact(plane).enumerate() {
-                for (i, &value) in x[y * width..][..width].iter().enumerate() {
-                    row[i * channels + c] = value;
+        transpose(x, |c| c * plane, temp, |p| p * channels, (channels, plane));
+        for (r, out) in out.chunks_exact_mut(pitch).enumerate() {
+            match r.checked_sub(pad).filter(|&y| y < height) {
+                Some(y) => {
+                    let (left, rest) = out.split_at_mut(pad * channels);
+                    let (row, right) = rest.split_at_mut(row_len);
+                    left.fill(0.0);
+                    row.copy_from_slice(&temp[y * row_len..][..row_len]);
+                    right.fill(0.0);
                 }
+                None => out.fill(0.0),
             }
         }
     }

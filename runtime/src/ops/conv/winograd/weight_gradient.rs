@@ -89,10 +89,16 @@ impl Vectorizable for Chunks<'_> {
         {
             let tiles = x.len() / plan.input_len() * plan.tiles_per_sample();
             let dims = (g.channels, g.height, g.width);
-            channels_last(x, dims, b.input, plan.padded(), g.padding);
+            let padded = (&mut *b.input, plan.padded(), g.padding);
+            channels_last(x, dims, padded, b.transformed);
             transform_input(&plan, b.input, b.partial, b.transformed, tiles);
             let dims = (plan.out_channels, g.out_height, g.out_width);
-            channels_last(dy, dims, b.gradient, grid, 0);
+            channels_last(
+                dy,
+                dims,
+                (&mut *b.gradient, grid, 0),
+                b.transformed_gradient,
+            );
             transform_gradient(&plan, b.gradient, b.partial, b.transformed_gradient, tiles);
             accumulate(&plan, b.transformed_gradient, b.transformed, b.sums, tiles);
         }
