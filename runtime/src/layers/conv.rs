@@ -1,6 +1,7 @@
 //! [`Conv2d`]: PyTorch's `nn.Conv2d` on `[N, C, H, W]`, computed as `im2col` and one matrix
 //! product per sample (batched over the groups), or, for the 3x3 convolutions where the
-//! backend prefers it, by [`ConvKernel::winograd`](crate::ops::conv::ConvKernel::winograd) (the forward pass and the input gradient).
+//! backend prefers it, by Winograd's algorithm (the forward pass and both gradients; see
+//! [`ConvKernel::winograd`](crate::ops::conv::ConvKernel::winograd)).
 
 use rand::Rng;
 
@@ -566,7 +567,6 @@ mod tests {
         }
     }
 
-    /// A second backward adds to the gradients; an empty batch after `zero_grad` gives zeros.
     /// The input and weight gradients of `conv` at `x` (every `every.0`-th input element and
     /// `every.1`-th weight) against central differences of `sum(conv(x) * r)` for a random `r`;
     /// returns the output and `r`.
@@ -642,6 +642,7 @@ mod tests {
         check_gradients(&mut conv, &x, (7, 97), rng);
     }
 
+    /// A second backward adds to the gradients; an empty batch after `zero_grad` gives zeros.
     #[test]
     fn backward_accumulates_and_an_empty_batch_gives_zero_gradients() {
         let rng = &mut seeded(7);

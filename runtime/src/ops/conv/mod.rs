@@ -2,7 +2,8 @@
 //! `[N, C, H, W]` as a column, so the convolution is a matrix product per sample and group
 //! (`layers::Conv2d`), and `col2im` folds column gradients back, each input element gathering
 //! the entries it was copied to. Where a backend has a faster algorithm for a 3x3
-//! convolution (Winograd's, on the CPU), [`ConvKernel::winograd`] computes it directly.
+//! convolution (Winograd's, on the CPU), [`ConvKernel::winograd`] and
+//! [`ConvKernel::winograd_weight_gradient`] compute it and its weight gradient directly.
 
 pub(crate) mod cpu;
 #[cfg(feature = "cuda")]

@@ -74,8 +74,8 @@ impl<'a> Buffers<'a> {
         let (channels, out) = (plan.g.channels, plan.out_channels);
         [
             plan.padded_input_len(),
-            plan.transformed_len(channels),
-            plan.transformed_len(out),
+            plan.transformed_len(channels, (plan.g.height, plan.g.width)),
+            plan.transformed_len(out, (0, 0)),
             plan.chunk * plan.output_len(),
             plan.partial_len() + 2 * plan.row_len() + out,
         ]

@@ -113,9 +113,12 @@ impl<'a> Plan<'a> {
         self.chunk * rows * cols * self.g.channels
     }
 
-    /// A chunk's transformed input, `[16, tiles, C]`, or products, `[16, tiles, out]`.
-    fn transformed_len(&self, channels: usize) -> usize {
-        ENTRIES * entry_stride(self.chunk * self.tiles_per_sample() * channels)
+    /// A chunk's transformed input, `[16, tiles, C]`, or products, `[16, tiles, out]`, or
+    /// whichever is longer of that and one sample's `height x width` planes channels-last, which
+    /// the buffer holds before the transform.
+    fn transformed_len(&self, channels: usize, (height, width): (usize, usize)) -> usize {
+        let transformed = ENTRIES * entry_stride(self.chunk * self.tiles_per_sample() * channels);
+        transformed.max(height * width * channels)
     }
 
     /// A tile row's partial transform: the input's four padded rows `[4, cols, C]`, or the

@@ -33,9 +33,9 @@ impl<'a> Buffers<'a> {
         [
             ENTRIES * entry_stride(out * channels),
             plan.padded_input_len(),
-            plan.transformed_len(channels),
+            plan.transformed_len(channels, (plan.g.height, plan.g.width)),
             plan.chunk * plan.tiles_per_sample() * 4 * out,
-            plan.transformed_len(out),
+            plan.transformed_len(out, (plan.g.out_height, plan.g.out_width)),
             plan.partial_len(),
         ]
     }
