@@ -8,17 +8,54 @@ use super::{
     ENTRIES, Plan, Run, Share, channels_last, entry_stride, four, in_parts, tile_row_of,
     transform_input,
 };
-use crate::backend::cpu::Vectorizable;
+use crate::backend::cpu::{Vectorizable, join};
 use crate::backend::{Cpu, Memory};
 use crate::error::Result;
 use crate::ops::conv::{ConvGeometry, FilterRead, Filters};
 
+/// Filters from which the weight transform splits its output channels between two threads.
+const PARALLEL_MIN_FILTERS: usize = 4096;
+
 /// `G g G^T` of every kernel, into `u` as `[16, out, C]`: kernel `(o, c)` of `weight`
-/// `[out, C, 3, 3]` as stored, or of `[C, out, 3, 3]` transposed and flipped.
+/// `[out, C, 3, 3]` as stored, or of `[C, out, 3, 3]` transposed and flipped. Many filters
+/// split their output channels in two halves that run on the thread pool.
 fn transform_weight(plan: &Plan<'_>, weight: &[f32], read: FilterRead, u: &mut [f32]) {
     let (out, channels) = (plan.out_channels, plan.g.channels);
-    let stride = entry_stride(out * channels);
-    for o in 0..out {
+    let mut entries: [&mut [f32]; ENTRIES] = Default::default();
+    for (entry, matrix) in entries
+        .iter_mut()
+        .zip(u.chunks_exact_mut(entry_stride(out * channels)))
+    {
+        *entry = &mut matrix[..out * channels];
+    }
+    if out * channels < PARALLEL_MIN_FILTERS || out < 2 || crate::backend::num_threads() < 2 {
+        transform_filters(weight, read, (out, channels), 0, &mut entries);
+        return;
+    }
+    // Each entry's rows of the first half of the output channels, and of the second.
+    let half = out / 2;
+    let mut second: [&mut [f32]; ENTRIES] = Default::default();
+    for (first, second) in entries.iter_mut().zip(&mut second) {
+        let (head, tail) = std::mem::take(first).split_at_mut(half * channels);
+        (*first, *second) = (head, tail);
+    }
+    join(
+        || transform_filters(weight, read, (out, channels), 0, &mut entries),
+        || transform_filters(weight, read, (out, channels), half, &mut second),
+    );
+}
+
+/// [`transform_weight`] of output channels `first..`, as many as `entries` hold rows: entry
+/// `e`'s row of output channel `o` at `entries[e][(o - first) * C..]`.
+fn transform_filters(
+    weight: &[f32],
+    read: FilterRead,
+    (out, channels): (usize, usize),
+    first: usize,
+    entries: &mut [&mut [f32]; ENTRIES],
+) {
+    let count = entries[0].len() / channels.max(1);
+    for o in first..first + count {
         for c in 0..channels {
             let mut kernel = [0.0; 9];
             match read {
@@ -40,7 +77,7 @@ fn transform_weight(plan: &Plan<'_>, weight: &[f32], read: FilterRead, u: &mut [
             }
             for (i, [a, b, c_]) in columns.into_iter().enumerate() {
                 for (j, value) in g_times(a, b, c_).into_iter().enumerate() {
-                    u[(4 * i + j) * stride + o * channels + c] = value;
+                    entries[4 * i + j][(o - first) * channels + c] = value;
                 }
             }
         }

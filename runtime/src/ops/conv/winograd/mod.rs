@@ -338,9 +338,9 @@ fn in_parts<R: Run>(run: R, parts: usize, scratch_len: usize) {
 mod tests {
     /// `(batch, channels, out, height, width, padding)` of the convolutions the tests check:
     /// odd and even planes, planes smaller than a tile, channel counts that are no multiple of
-    /// anything, chunks of several samples with a short last one, and enough work to share
-    /// the threads.
-    pub(super) const SHAPES: [(usize, usize, usize, usize, usize, usize); 7] = [
+    /// anything, chunks of several samples with a short last one, enough work to share the
+    /// threads, and enough filters to share the weight transform (an odd count of outputs).
+    pub(super) const SHAPES: [(usize, usize, usize, usize, usize, usize); 8] = [
         (2, 3, 5, 5, 7, 1),
         (3, 4, 2, 6, 6, 0),
         (2, 2, 3, 4, 5, 2),
@@ -348,6 +348,7 @@ mod tests {
         (9, 5, 7, 4, 4, 1),
         (2, 1, 1, 1, 1, 1),
         (8, 32, 40, 16, 16, 1),
+        (2, 64, 71, 4, 4, 1),
     ];
 
     /// `len` test values, `sin(i * scale)`.
