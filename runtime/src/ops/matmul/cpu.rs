@@ -1,9 +1,11 @@
-//! CPU GEMM on faer, and the transpose kernel that materialises a view.
+//! CPU GEMM on faer, and the transpose kernel that materialises a view (`transpose`).
 
 use faer::linalg::matmul::matmul;
 use faer::{Accum, MatMut, MatRef, Par};
 use rayon::prelude::*;
 use std::ops::Range;
+
+pub(crate) mod transpose;
 
 use super::{Gemm, GemmBatch, MatmulKernel, Strided};
 use crate::backend::cpu::join;
@@ -184,15 +186,6 @@ fn sum_products_in_parts(
     }
 }
 
-/// Writes the transpose of the row-major `rows x cols` matrix `src` into `dst`.
-pub(crate) fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
-    for (i, row) in src.chunks_exact(cols.max(1)).take(rows).enumerate() {
-        for (j, &v) in row.iter().enumerate() {
-            dst[j * rows + i] = v;
-        }
-    }
-}
-
 /// Operand `strided`'s matrix `i` in a batch of groups of `group`, stored `rows x cols` in
 /// `values` (checked to lie inside).
 fn matrix(
@@ -336,7 +329,7 @@ impl MatmulKernel for Cpu {
         cols: usize,
         dst: &mut Vec<f32>,
     ) -> Result<()> {
-        self::transpose(src, rows, cols, dst);
+        transpose::transpose(src, |i| i * cols, dst, |j| j * rows, (rows, cols));
         Ok(())
     }
 }

@@ -3,7 +3,6 @@
 use faer::linalg::matmul::matmul;
 use faer::{Accum, MatMut, MatRef, Par};
 
-use super::transpose::transpose;
 use super::{
     ENTRIES, Plan, Run, Share, channels_last, entry_stride, four, in_parts, tile_row_of,
     transform_input,
@@ -12,6 +11,7 @@ use crate::backend::cpu::{Vectorizable, join};
 use crate::backend::{Cpu, Memory};
 use crate::error::Result;
 use crate::ops::conv::{ConvGeometry, FilterRead, Filters};
+use crate::ops::matmul::cpu::transpose::transpose;
 
 /// Filters from which the weight transform splits its output channels between two threads.
 const PARALLEL_MIN_FILTERS: usize = 4096;

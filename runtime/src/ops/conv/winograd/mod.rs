@@ -13,7 +13,6 @@
 //! that the transforms run along the channels.
 
 mod forward;
-mod transpose;
 mod weight_gradient;
 
 pub(super) use forward::convolve;
@@ -22,7 +21,7 @@ pub(super) use weight_gradient::weight_gradient;
 use super::ConvGeometry;
 use crate::backend::cpu::{Vectorizable, join, vectorized};
 use crate::error::{Error, Result};
-use transpose::transpose;
+use crate::ops::matmul::cpu::transpose::transpose;
 
 /// Entries of a 4x4 transformed tile: one matrix product each.
 const ENTRIES: usize = 16;

@@ -1,11 +1,11 @@
-//! The transposes between the network's channels-first planes and the transforms'
-//! channels-last buffers: 16x16 blocks in AVX-512 registers where the CPU has them (a scalar
-//! loop moves about one element a cycle; the larger CNN's step moves 3.7M of them), element by
-//! element at the edges and elsewhere.
+//! The CPU transpose: 16x16 blocks in AVX-512 registers where the CPU has them (a scalar loop
+//! moves about one element a cycle; the larger CNN's Winograd layers move 3.7M a step between
+//! channels-first planes and channels-last buffers), element by element at the edges and
+//! elsewhere. Rows may lie anywhere: each side says where its rows start.
 
 /// Rows of `src` into columns of `dst`: `dst[dst_row(j) + i] = src[src_row(i) + j]` for `i` in
 /// `0..rows`, `j` in `0..cols`. `src_row` and `dst_row` give where each row starts.
-pub(super) fn transpose(
+pub(crate) fn transpose(
     src: &[f32],
     src_row: impl Fn(usize) -> usize,
     dst: &mut [f32],
