@@ -4,8 +4,7 @@ use faer::linalg::matmul::matmul;
 use faer::{Accum, MatMut, MatRef, Par};
 
 use super::{
-    ENTRIES, Plan, Run, Share, channels_last, entry_stride, four, in_parts, tile_row_of,
-    transform_input,
+    ENTRIES, Job, Plan, Share, entry_stride, four, in_parts, tile_row_of, transform_samples,
 };
 use crate::backend::cpu::{Vectorizable, join};
 use crate::backend::{Cpu, Memory};
@@ -150,25 +149,23 @@ impl<'a> Buffers<'a> {
     }
 }
 
-/// One thread's share: the samples of `x` and `y` (`share.other`) in hand, chunk by chunk.
-struct Chunks<'a> {
-    plan: Plan<'a>,
+/// What the forward pass reads besides the samples: the transformed filters and the bias.
+#[derive(Clone, Copy)]
+struct Forward<'a> {
     u: &'a [f32],
     bias: Option<&'a [f32]>,
-    share: Share<'a, &'a mut [f32]>,
 }
 
-impl Vectorizable for Chunks<'_> {
+/// One thread's share: the samples of `x` and `y` (`share.other`) in hand, chunk by chunk.
+impl Vectorizable for Job<'_, Forward<'_>, &mut [f32]> {
     type Output = ();
     #[inline(always)]
     fn run(self) {
-        let Chunks {
+        let Job {
             plan,
-            u,
-            bias,
+            pass: Forward { u, bias },
             share,
         } = self;
-        let g = plan.g;
         let mut b = Buffers::new(&plan, bias, share.scratch);
         let per_chunk = (
             plan.chunk * plan.input_len(),
@@ -180,30 +177,12 @@ impl Vectorizable for Chunks<'_> {
             .zip(share.other.chunks_mut(per_chunk.1));
         for (x, y) in chunks {
             let tiles = x.len() / plan.input_len() * plan.tiles_per_sample();
-            let dims = (g.channels, g.height, g.width);
-            let padded = (&mut *b.input, plan.padded(), g.padding);
-            channels_last(x, dims, padded, b.transformed);
-            transform_input(&plan, b.input, b.partial, b.transformed, tiles);
+            let buffers = (&mut *b.input, &mut *b.partial, &mut *b.transformed);
+            transform_samples(&plan, x, buffers, tiles);
             multiply(&plan, u, b.transformed, b.products, tiles);
             transform_output(&plan, &mut b, tiles);
             channels_first(&plan, b.output, y);
         }
-    }
-}
-
-impl Run for Chunks<'_> {
-    fn chunk(&self) -> usize {
-        self.plan.chunk
-    }
-
-    fn samples(&self) -> usize {
-        self.share.x.len() / self.plan.input_len()
-    }
-
-    fn split(self, samples: usize, scratch: usize) -> (Self, Self) {
-        let (left, right) = self.share.split(&self.plan, samples, scratch);
-        let part = |share| Chunks { share, ..self };
-        (part(left), part(right))
     }
 }
 
@@ -311,17 +290,16 @@ pub(in crate::ops::conv) fn convolve(
     transform_weight(&plan, weight, filters.read, &mut u);
     let scratch_len = Buffers::scratch_len(&plan);
     let mut scratch = Cpu.empty(parts * scratch_len)?;
-    let chunks = Chunks {
+    let job = Job {
         plan,
-        u: &u,
-        bias,
+        pass: Forward { u: &u, bias },
         share: Share {
             x,
             other: y,
             scratch: &mut scratch,
         },
     };
-    in_parts(chunks, parts, scratch_len);
+    in_parts(job, parts, scratch_len);
     Cpu.recycle(&mut scratch);
     Cpu.recycle(&mut u);
     Ok(())

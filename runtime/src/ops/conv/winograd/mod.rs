@@ -303,34 +303,58 @@ impl<O: Samples> Share<'_, O> {
     }
 }
 
-/// A run of whole chunks of samples with its own scratch: what [`in_parts`] shares between
-/// threads.
-trait Run: Vectorizable<Output = ()> + Send + Sized {
-    /// Samples per chunk.
-    fn chunk(&self) -> usize;
-    /// Samples in hand.
-    fn samples(&self) -> usize;
-    /// The first `samples` (whole chunks) with the first `scratch` elements of the scratch,
-    /// and the rest.
-    fn split(self, samples: usize, scratch: usize) -> (Self, Self);
+/// One thread's share of a pass: the plan, what the pass reads besides the samples (`pass`),
+/// and the samples in hand. Each pass implements [`Vectorizable`] for its own `Job`.
+struct Job<'a, P, O> {
+    plan: Plan<'a>,
+    pass: P,
+    share: Share<'a, O>,
 }
 
-/// `run` in `parts` runs of whole chunks on the thread pool, each with `scratch_len` elements
+/// `job` in `parts` runs of whole chunks on the thread pool, each with `scratch_len` elements
 /// of scratch.
-fn in_parts<R: Run>(run: R, parts: usize, scratch_len: usize) {
-    let chunk = run.chunk();
-    let chunks = run.samples().div_ceil(chunk);
+fn in_parts<'a, P, O>(job: Job<'a, P, O>, parts: usize, scratch_len: usize)
+where
+    P: Copy + Send,
+    O: Samples + Send,
+    Job<'a, P, O>: Vectorizable<Output = ()>,
+{
+    let Job { plan, pass, share } = job;
+    let chunks = (share.x.len() / plan.input_len()).div_ceil(plan.chunk);
     if parts < 2 || chunks < 2 {
-        vectorized(run);
+        vectorized(Job { plan, pass, share });
         return;
     }
     let first = parts / 2;
-    let samples = chunks * first / parts * chunk;
-    let (left, right) = run.split(samples, first * scratch_len);
+    let samples = chunks * first / parts * plan.chunk;
+    let (left, right) = share.split(&plan, samples, first * scratch_len);
+    let part = |share| Job { plan, pass, share };
+    let (left, right) = (part(left), part(right));
     join(
         || in_parts(left, first, scratch_len),
         || in_parts(right, parts - first, scratch_len),
     );
+}
+
+/// `x`'s samples (a chunk of them) padded channels-last into `input` (through `transformed`,
+/// free until then), and `B^T d B` of their tiles into `transformed`: the first step of both
+/// passes.
+#[inline(always)]
+fn transform_samples(
+    plan: &Plan<'_>,
+    x: &[f32],
+    (input, partial, transformed): (&mut [f32], &mut [f32], &mut [f32]),
+    tiles: usize,
+) {
+    let g = plan.g;
+    let dims = (g.channels, g.height, g.width);
+    channels_last(
+        x,
+        dims,
+        (&mut *input, plan.padded(), g.padding),
+        transformed,
+    );
+    transform_input(plan, input, partial, transformed, tiles);
 }
 
 #[cfg(test)]

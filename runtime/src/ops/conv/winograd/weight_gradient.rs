@@ -5,8 +5,8 @@ use faer::linalg::matmul::matmul;
 use faer::{Accum, MatMut, MatRef, Par};
 
 use super::{
-    ENTRIES, Plan, Run, Share, channels_last, entry_stride, four_mut, in_parts, tile_row_of,
-    transform_input,
+    ENTRIES, Job, Plan, Share, channels_last, entry_stride, four_mut, in_parts, tile_row_of,
+    transform_samples,
 };
 use crate::backend::cpu::Vectorizable;
 use crate::backend::{Cpu, Memory};
@@ -62,18 +62,17 @@ impl<'a> Buffers<'a> {
     }
 }
 
+/// The weight-gradient pass, which reads nothing besides the samples.
+#[derive(Clone, Copy)]
+struct WeightGradient;
+
 /// One thread's share: the samples of `x` and `dy` (`share.other`) in hand, chunk by chunk,
 /// summed into the sums at the start of its scratch.
-struct Chunks<'a> {
-    plan: Plan<'a>,
-    share: Share<'a, &'a [f32]>,
-}
-
-impl Vectorizable for Chunks<'_> {
+impl Vectorizable for Job<'_, WeightGradient, &[f32]> {
     type Output = ();
     #[inline(always)]
     fn run(self) {
-        let Chunks { plan, share } = self;
+        let Job { plan, share, .. } = self;
         let g = plan.g;
         let b = Buffers::new(&plan, share.scratch);
         b.sums.fill(0.0);
@@ -88,37 +87,14 @@ impl Vectorizable for Chunks<'_> {
             .zip(share.other.chunks(per_chunk.1))
         {
             let tiles = x.len() / plan.input_len() * plan.tiles_per_sample();
-            let dims = (g.channels, g.height, g.width);
-            let padded = (&mut *b.input, plan.padded(), g.padding);
-            channels_last(x, dims, padded, b.transformed);
-            transform_input(&plan, b.input, b.partial, b.transformed, tiles);
+            let buffers = (&mut *b.input, &mut *b.partial, &mut *b.transformed);
+            transform_samples(&plan, x, buffers, tiles);
             let dims = (plan.out_channels, g.out_height, g.out_width);
-            channels_last(
-                dy,
-                dims,
-                (&mut *b.gradient, grid, 0),
-                b.transformed_gradient,
-            );
+            let gradient = (&mut *b.gradient, grid, 0);
+            channels_last(dy, dims, gradient, b.transformed_gradient);
             transform_gradient(&plan, b.gradient, b.partial, b.transformed_gradient, tiles);
             accumulate(&plan, b.transformed_gradient, b.transformed, b.sums, tiles);
         }
-    }
-}
-
-impl Run for Chunks<'_> {
-    fn chunk(&self) -> usize {
-        self.plan.chunk
-    }
-
-    fn samples(&self) -> usize {
-        self.share.x.len() / self.plan.input_len()
-    }
-
-    fn split(self, samples: usize, scratch: usize) -> (Self, Self) {
-        let plan = self.plan;
-        let (left, right) = self.share.split(&plan, samples, scratch);
-        let part = |share| Chunks { plan, share };
-        (part(left), part(right))
     }
 }
 
@@ -245,15 +221,16 @@ pub(in crate::ops::conv) fn weight_gradient(
     let parts = plan.parts(flops, 1);
     let scratch_len = Buffers::scratch_len(&plan);
     let mut scratch = Cpu.empty(parts * scratch_len)?;
-    let chunks = Chunks {
+    let job = Job {
         plan,
+        pass: WeightGradient,
         share: Share {
             x,
             other: grad_out,
             scratch: &mut scratch,
         },
     };
-    in_parts(chunks, parts, scratch_len);
+    in_parts(job, parts, scratch_len);
     let sums_len = Buffers::lens(&plan)[0];
     let (total, others) = scratch.split_at_mut(scratch_len);
     for part in others.chunks_exact(scratch_len) {
