@@ -207,11 +207,7 @@ impl<B: Backend> BatchNorm<B> {
                 x.shape()
             )));
         }
-        let per = 1.0 / count as f32;
-        let mean = x.try_channel_sum()?.try_map(UnaryOp::MulScalar(per))?;
-        let var = x
-            .try_channel_centered_sum(None, &mean)?
-            .try_map(UnaryOp::MulScalar(per))?;
+        let (mean, var) = x.try_channel_mean_and_variance()?;
         let invstd = inverse_std(&var, self.config.eps)?;
         let momentum = self.config.momentum;
         let unbiased = count as f32 / (count - 1) as f32;

@@ -124,22 +124,22 @@ pub(crate) fn normal_density(x: f32) -> f32 {
 const LANES: usize = 8;
 
 /// [`LANES`] values widened to `f64`: what [`lane_partials`] computes on.
-pub(crate) type Lanes = [f64; LANES];
+type Lanes = [f64; LANES];
 
 /// `f` of `a` and `b` lane by lane.
 #[inline(always)]
-pub(crate) fn zip_lanes(a: Lanes, b: Lanes, f: impl Fn(f64, f64) -> f64) -> Lanes {
+fn zip_lanes(a: Lanes, b: Lanes, f: impl Fn(f64, f64) -> f64) -> Lanes {
     std::array::from_fn(|lane| f(a[lane], b[lane]))
 }
 
 /// The [`lane_partials`] of `S` terms.
-pub(crate) struct LaneSums<const S: usize> {
+struct LaneSums<const S: usize> {
     /// Each term's partial sums over the whole chunks: lane `j` adds elements `j`, `j + LANES`,
     /// ... in order.
-    pub(crate) partial: [Lanes; S],
+    partial: [Lanes; S],
     /// Each term of the elements after the last whole chunk, in its first `rest_len` lanes.
-    pub(crate) rest: [Lanes; S],
-    pub(crate) rest_len: usize,
+    rest: [Lanes; S],
+    rest_len: usize,
 }
 
 /// The sums of `S` terms of `a[i]` and `b[i]`, the values widened to `f64`, in partial sums of
@@ -147,7 +147,7 @@ pub(crate) struct LaneSums<const S: usize> {
 /// ordered). `f` maps a chunk of each input to the chunk's terms; it sees whole chunks (the
 /// last one padded with zeros), as it left the loop scalar when it saw one element at a time.
 #[inline(always)]
-pub(crate) fn lane_partials<const S: usize>(
+fn lane_partials<const S: usize>(
     a: &[f32],
     b: &[f32],
     f: impl Fn(Lanes, Lanes) -> [Lanes; S],

@@ -1,204 +1,248 @@
-//! CPU kernels of the per-channel ops: one pass in memory order, each channel's contiguous
-//! runs (`inner` elements per sample) handled together.
-
-use std::cell::RefCell;
+//! CPU kernels of the per-channel ops: sums channel by channel (long runs one after another,
+//! short ones position by position over the batch, so that they cost no more per element), and
+//! the affine map in memory order.
 
 use super::{ChannelKernel, ChannelLayout};
 use crate::backend::Cpu;
 use crate::backend::cpu::{Divisible, Vectorizable, vectorized_in_parts};
 use crate::error::Result;
-use crate::ops::math::{self, LaneSums, Lanes, zip_lanes};
 
-/// The sums of the `S` terms of [`math::lane_partials`], the elements after the last whole
-/// chunk added into its lanes.
-#[inline(always)]
-fn lane_sums<const S: usize>(
-    x: &[f32],
-    y: &[f32],
-    terms: impl Fn(Lanes, Lanes) -> [Lanes; S],
-) -> [f64; S] {
-    let LaneSums {
-        mut partial,
-        rest,
-        rest_len,
-    } = math::lane_partials(x, y, terms);
-    for (sums, rest) in partial.iter_mut().zip(rest) {
-        for (sum, term) in sums.iter_mut().zip(&rest[..rest_len]) {
-            *sum += term;
-        }
-    }
-    partial.map(|lanes| lanes.iter().sum())
-}
+/// Positions whose sums over the batch [`ChannelSums`] keeps at once: 2 KiB of `f64` per term,
+/// in L1 beside the inputs.
+const BLOCK: usize = 256;
 
-/// What [`RunSums`] adds up over each run of `x`.
+/// Channels with runs (elements per sample) at least this long are summed run by run, in
+/// partial sums that stay in registers.
+const LONG_RUN: usize = 64;
+
+/// What each channel's elements are summed about.
 #[derive(Clone, Copy)]
-enum Summand<'a> {
-    /// `Σ x`.
-    Values,
-    /// `Σ (x - mean[c])²`.
-    Squares { mean: &'a [f32] },
-    /// `Σ a (x - mean[c])`, and with `and_weights` also `Σ a` (batch normalisation's two
-    /// backward sums, in one pass over `a`).
-    Covariance {
-        a: &'a [f32],
-        mean: &'a [f32],
-        and_weights: bool,
-    },
+enum Center<'a> {
+    /// Zero: plain sums.
+    Zero,
+    /// The channel's entry of a given vector (its mean).
+    Given(&'a [f32]),
+    /// The channel's first element, so that sums of squares keep their precision when the
+    /// mean is large against the spread (the shifted-data algorithm).
+    FirstValue,
 }
 
-impl<'a> Summand<'a> {
-    /// The summand of [`ChannelKernel::channel_sum`]'s `centered`.
-    fn of(centered: Option<(Option<&'a Vec<f32>>, &'a Vec<f32>)>) -> Self {
-        match centered {
-            None => Self::Values,
-            Some((None, mean)) => Self::Squares { mean },
-            Some((Some(a), mean)) => Self::Covariance {
-                a,
-                mean,
-                and_weights: false,
-            },
-        }
-    }
-
-    /// The sums each run gives.
-    fn per_run(self) -> usize {
+impl Center<'_> {
+    fn of(self, l: &ChannelLayout, x: &[f32], channel: usize) -> f32 {
         match self {
-            Self::Covariance {
-                and_weights: true, ..
-            } => 2,
-            _ => 1,
+            Self::Zero => 0.0,
+            Self::Given(centers) => centers[channel],
+            Self::FirstValue => x.get(channel * l.inner).copied().unwrap_or(0.0),
         }
     }
 }
 
-/// The sums of each run (one channel of one sample: `inner` elements), from run `first` on;
-/// runs split into parts on the thread pool. Each run's sums are one [`lane_sums`], so the
-/// channels' totals, added run by run in order, do not depend on the parts.
-struct RunSums<'a> {
+/// The second term of a single sum: adding `-0.0` leaves every value as it is, so the
+/// compiler drops the additions.
+const NO_TERM: f64 = -0.0;
+
+/// Two terms of an element's deviation `d = x - center` and its weight `a`.
+trait Terms: Fn(f64, f64) -> [f64; 2] + Copy + Send {}
+
+impl<T: Fn(f64, f64) -> [f64; 2] + Copy + Send> Terms for T {}
+
+/// Each channel's totals of two [`Terms`], in `f64`, for the channels from `first` on; the
+/// channels split into parts on the thread pool. A channel's totals are added up in one order
+/// whatever the parts: each position's terms over the batch, then the positions in order.
+struct ChannelSums<'a, T> {
     l: &'a ChannelLayout,
     x: &'a [f32],
-    summand: Summand<'a>,
-    /// [`Summand::per_run`] sums for each run, one run after another.
-    sums: &'a mut [f64],
+    /// The weights, `x` itself where the terms ignore them.
+    a: &'a [f32],
+    center: Center<'a>,
+    terms: T,
     first: usize,
+    totals: &'a mut [[f64; 2]],
 }
 
-impl Divisible for RunSums<'_> {
+impl<T: Terms> Divisible for ChannelSums<'_, T> {
     fn units(&self) -> usize {
-        self.sums.len() / self.summand.per_run()
+        self.totals.len()
     }
     fn unit_len(&self) -> usize {
-        self.l.inner
+        self.l.per_channel()
     }
     fn split_at(self, mid: usize) -> (Self, Self) {
-        let RunSums {
-            l,
-            x,
-            summand,
-            sums,
-            first,
-        } = self;
-        let at = (mid * l.inner).min(x.len());
-        let (x_left, x_right) = x.split_at(at);
-        let (sums_left, sums_right) = sums.split_at_mut(mid * summand.per_run());
-        let (summand_left, summand_right) = match summand {
-            Summand::Covariance {
-                a,
-                mean,
-                and_weights,
-            } => {
-                let (a_left, a_right) = a.split_at(at);
-                let part = |a| Summand::Covariance {
-                    a,
-                    mean,
-                    and_weights,
-                };
-                (part(a_left), part(a_right))
-            }
-            other => (other, other),
-        };
-        let part = |x, summand, sums, first| RunSums {
-            l,
-            x,
-            summand,
-            sums,
-            first,
-        };
+        let (left, right) = self.totals.split_at_mut(mid);
+        let first = self.first;
         (
-            part(x_left, summand_left, sums_left, first),
-            part(x_right, summand_right, sums_right, first + mid),
+            Self {
+                totals: left,
+                ..self
+            },
+            Self {
+                totals: right,
+                first: first + mid,
+                ..self
+            },
         )
     }
 }
 
-impl Vectorizable for RunSums<'_> {
+impl<T: Terms> Vectorizable for ChannelSums<'_, T> {
     type Output = ();
     #[inline(always)]
     fn run(self) {
-        let RunSums {
+        let ChannelSums {
             l,
             x,
-            summand,
-            sums,
+            a,
+            center,
+            terms,
             first,
+            totals,
         } = self;
-        let runs = x
-            .chunks_exact(l.inner.max(1))
-            .zip(sums.chunks_exact_mut(summand.per_run()));
-        for (i, (run, sums)) in runs.enumerate() {
-            let c = (first + i) % l.channels;
-            match summand {
-                Summand::Values => sums[0] = lane_sums(run, run, |v, _| [v])[0],
-                Summand::Squares { mean } => {
-                    let mean = f64::from(mean[c]);
-                    let square = |v: f64, _| (v - mean).powi(2);
-                    sums[0] = lane_sums(run, run, |v, _| [zip_lanes(v, v, square)])[0];
+        let inner = l.inner.max(1);
+        if inner >= LONG_RUN {
+            for (c, total) in totals.iter_mut().enumerate() {
+                let c = first + c;
+                let runs = x.chunks_exact(inner).zip(a.chunks_exact(inner));
+                let runs = runs.skip(c).step_by(l.channels);
+                *total = run_totals(runs, center.of(l, x, c), terms);
+            }
+            return;
+        }
+        let sample_len = l.channels * inner;
+        // Whole channels per block, or one channel over several blocks.
+        let group = (BLOCK / inner).max(1);
+        let mut sums = [[0.0; BLOCK]; 2];
+        let mut centers = [0.0; BLOCK];
+        for (index, totals) in totals.chunks_mut(group).enumerate() {
+            let first = first + index * group;
+            let span = totals.len() * inner;
+            for block in (0..span).step_by(BLOCK) {
+                let len = BLOCK.min(span - block);
+                // The channels the block covers, each with its positions in the block.
+                let runs = (block / inner..=(block + len - 1) / inner).map(|c| {
+                    let start = (c * inner).max(block) - block;
+                    let end = ((c + 1) * inner).min(block + len) - block;
+                    (c, start..end)
+                });
+                for (c, positions) in runs.clone() {
+                    centers[positions].fill(f64::from(center.of(l, x, first + c)));
                 }
-                Summand::Covariance {
-                    a,
-                    mean,
-                    and_weights,
-                } => {
-                    let mean = f64::from(mean[c]);
-                    let a = &a[i * l.inner..][..run.len()];
-                    let product = |v: f64, a: f64| a * (v - mean);
-                    if and_weights {
-                        let pair = lane_sums(run, a, |v, a| [zip_lanes(v, a, product), a]);
-                        sums.copy_from_slice(&pair);
-                    } else {
-                        sums[0] = lane_sums(run, a, |v, a| [zip_lanes(v, a, product)])[0];
-                    }
+                let [first_sums, second_sums] = &mut sums;
+                let sums = (&mut first_sums[..len], &mut second_sums[..len]);
+                sums.0.fill(0.0);
+                sums.1.fill(0.0);
+                for sample in 0..l.outer {
+                    let at = sample * sample_len + first * inner + block;
+                    let inputs = (&x[at..][..len], &a[at..][..len], &centers[..len]);
+                    add_terms((&mut *sums.0, &mut *sums.1), inputs, terms);
+                }
+                for (c, positions) in runs {
+                    let total = &mut totals[c];
+                    total[0] += interleaved_total(&sums.0[positions.clone()]);
+                    total[1] += interleaved_total(&sums.1[positions]);
                 }
             }
         }
     }
 }
 
-/// Each channel's totals of `summand` over `x`, one output per sum of a run, added run by run
-/// in sample order (whatever the parts were).
-fn channel_totals(l: &ChannelLayout, x: &[f32], summand: Summand<'_>, outs: &mut [&mut Vec<f32>]) {
-    let per_run = summand.per_run();
-    let mut totals = smallvec::SmallVec::<[f64; 256]>::from_elem(0.0, l.channels * per_run);
-    with_run_sums(l.outer * l.channels * per_run, |sums| {
-        vectorized_in_parts(RunSums {
-            l,
-            x,
-            summand,
-            sums,
-            first: 0,
-        });
-        for (run, sums) in sums.chunks_exact(per_run).enumerate() {
-            let channel = &mut totals[run % l.channels * per_run..][..per_run];
-            for (total, sum) in channel.iter_mut().zip(sums) {
-                *total += sum;
-            }
+/// The totals of `terms` over one channel's runs (of `x` and `a`) about `center`, in lanes of
+/// partial sums carried from run to run (each lane's additions in order), then added up.
+#[inline(always)]
+fn run_totals<'a>(
+    runs: impl Iterator<Item = (&'a [f32], &'a [f32])>,
+    center: f32,
+    terms: impl Terms,
+) -> [f64; 2] {
+    const LANES: usize = 8;
+    // Two sets of partial sums, for alternate chunks: their additions overlap.
+    let mut partial = [[[0.0f64; LANES]; 2]; 2];
+    let wide_center = f64::from(center);
+    let mut add = |set: usize, x: &[f32; LANES], a: &[f32; LANES]| {
+        for lane in 0..LANES {
+            let d = f64::from(x[lane]) - wide_center;
+            let [first, second] = terms(d, f64::from(a[lane]));
+            partial[set][0][lane] += first;
+            partial[set][1][lane] += second;
         }
+    };
+    // A pair of chunks as its two halves (which always fit).
+    let halves = |pair: &'a [f32; 2 * LANES]| {
+        let (first, second) = pair.split_at(LANES);
+        let half = |half: &'a [f32]| half.try_into().unwrap_or(&[0.0; LANES]);
+        (half(first), half(second))
+    };
+    for (x, a) in runs {
+        let ((x_pairs, x_rest), (a_pairs, a_rest)) = (x.as_chunks(), a.as_chunks());
+        for (x, a) in x_pairs.iter().zip(a_pairs) {
+            let ((x0, x1), (a0, a1)) = (halves(x), halves(a));
+            add(0, x0, a0);
+            add(1, x1, a1);
+        }
+        // The rest padded with the center (and weight 0), whose terms are zero.
+        for (set, (x, a)) in x_rest.chunks(LANES).zip(a_rest.chunks(LANES)).enumerate() {
+            let (mut x_chunk, mut a_chunk) = ([center; LANES], [0.0; LANES]);
+            x_chunk[..x.len()].copy_from_slice(x);
+            a_chunk[..a.len()].copy_from_slice(a);
+            add(set, &x_chunk, &a_chunk);
+        }
+    }
+    std::array::from_fn(|k| partial.iter().flat_map(|set| set[k]).sum())
+}
+
+/// `sums.k[i] += terms(x[i] - centers[i], a[i])[k]`.
+#[inline(always)]
+fn add_terms(
+    (first, second): (&mut [f64], &mut [f64]),
+    (x, a, centers): (&[f32], &[f32], &[f64]),
+    terms: impl Terms,
+) {
+    let sums = first.iter_mut().zip(second.iter_mut());
+    let inputs = x.iter().zip(a).zip(centers);
+    for ((first, second), ((&x, &a), &center)) in sums.zip(inputs) {
+        let [first_term, second_term] = terms(f64::from(x) - center, f64::from(a));
+        *first += first_term;
+        *second += second_term;
+    }
+}
+
+/// `Σ values`, in partial sums of interleaved values (an ordered sum's additions wait for each
+/// other), then the rest.
+#[inline(always)]
+fn interleaved_total(values: &[f64]) -> f64 {
+    let (chunks, rest) = values.as_chunks::<8>();
+    let mut partial = [0.0; 8];
+    for chunk in chunks {
+        for (partial, value) in partial.iter_mut().zip(chunk) {
+            *partial += value;
+        }
+    }
+    partial.iter().sum::<f64>() + rest.iter().sum::<f64>()
+}
+
+/// Each channel's totals of `terms` over `x` (and the weights `a`) about `center`.
+fn channel_totals(
+    l: &ChannelLayout,
+    (x, a): (&[f32], &[f32]),
+    center: Center<'_>,
+    terms: impl Terms,
+) -> smallvec::SmallVec<[[f64; 2]; 256]> {
+    let mut totals = smallvec::SmallVec::from_elem([0.0; 2], l.channels);
+    vectorized_in_parts(ChannelSums {
+        l,
+        x,
+        a,
+        center,
+        terms,
+        first: 0,
+        totals: &mut totals,
     });
-    for (k, out) in outs.iter_mut().enumerate() {
-        let channels = totals.iter().skip(k).step_by(per_run);
-        for (out, total) in out.iter_mut().zip(channels) {
-            *out = *total as f32;
-        }
+    totals
+}
+
+/// Writes `value(channel, totals)` of each channel's totals to `out`.
+fn write(out: &mut [f32], totals: &[[f64; 2]], value: impl Fn(usize, [f64; 2]) -> f64) {
+    for (c, (out, &total)) in out.iter_mut().zip(totals).enumerate() {
+        *out = value(c, total) as f32;
     }
 }
 
@@ -287,24 +331,6 @@ impl Vectorizable for ChannelAffine<'_> {
     }
 }
 
-thread_local! {
-    /// The run sums of this thread's last `channel_sum`, kept so the next allocates nothing.
-    static RUN_SUMS: RefCell<Vec<f64>> = const { RefCell::new(Vec::new()) };
-}
-
-/// `f` of `len` zeros in this thread's kept buffer (a fresh one for a call nested in another,
-/// as a thread waiting for its parts may run another task).
-fn with_run_sums<T>(len: usize, f: impl FnOnce(&mut [f64]) -> T) -> T {
-    RUN_SUMS.with(|kept| match kept.try_borrow_mut() {
-        Ok(mut sums) => {
-            sums.clear();
-            sums.resize(len, 0.0);
-            f(&mut sums)
-        }
-        Err(_) => f(&mut vec![0.0; len]),
-    })
-}
-
 impl ChannelKernel for Cpu {
     fn channel_sum(
         &self,
@@ -313,7 +339,16 @@ impl ChannelKernel for Cpu {
         centered: Option<(Option<&Vec<f32>>, &Vec<f32>)>,
         out: &mut Vec<f32>,
     ) -> Result<()> {
-        channel_totals(l, x, Summand::of(centered), &mut [out]);
+        let totals = match centered {
+            None => channel_totals(l, (x, x), Center::Zero, |d, _| [d, NO_TERM]),
+            Some((None, mean)) => {
+                channel_totals(l, (x, x), Center::Given(mean), |d, _| [d * d, NO_TERM])
+            }
+            Some((Some(a), mean)) => {
+                channel_totals(l, (x, a), Center::Given(mean), |d, a| [a * d, NO_TERM])
+            }
+        };
+        write(out, &totals, |_, [total, _]| total);
         Ok(())
     }
 
@@ -326,12 +361,29 @@ impl ChannelKernel for Cpu {
         sum: &mut Vec<f32>,
         covariance: &mut Vec<f32>,
     ) -> Result<()> {
-        let summand = Summand::Covariance {
-            a,
-            mean,
-            and_weights: true,
-        };
-        channel_totals(l, x, summand, &mut [covariance, sum]);
+        let totals = channel_totals(l, (x, a), Center::Given(mean), |d, a| [a * d, a]);
+        write(covariance, &totals, |_, [covariance, _]| covariance);
+        write(sum, &totals, |_, [_, sum]| sum);
+        Ok(())
+    }
+
+    fn channel_mean_and_variance(
+        &self,
+        l: &ChannelLayout,
+        x: &Vec<f32>,
+        mean: &mut Vec<f32>,
+        variance: &mut Vec<f32>,
+    ) -> Result<()> {
+        let totals = channel_totals(l, (x, x), Center::FirstValue, |d, _| [d, d * d]);
+        #[allow(clippy::cast_precision_loss, reason = "a count, exact below 2^53")]
+        let count = l.per_channel() as f64;
+        let first = |c| f64::from(Center::FirstValue.of(l, x, c));
+        write(mean, &totals, |c, [shifted, _]| first(c) + shifted / count);
+        // The mean squared deviation from the channel's first value, less the squared
+        // deviation of the mean from it: never below zero but for rounding.
+        write(variance, &totals, |_, [shifted, squares]| {
+            ((squares - shifted * shifted / count) / count).max(0.0)
+        });
         Ok(())
     }
 
@@ -404,55 +456,97 @@ mod tests {
         }
     }
 
-    /// Large enough to run in parts: each channel's sums (plain, squares about a mean, and a
-    /// product about a mean) match one part bit for bit, and a plain `f64` sum closely.
+    /// Channel `c` of `x` alone: a `[outer, 1, inner]` tensor.
+    fn one_channel(l: &ChannelLayout, x: &[f32], c: usize) -> Vec<f32> {
+        let runs = x.chunks_exact(l.inner).skip(c).step_by(l.channels);
+        runs.flatten().copied().collect()
+    }
+
+    /// Each channel's sums (plain, squares about a mean, and a product about a mean) in
+    /// tensors large enough to run in parts: bit for bit what the channel alone gives (so
+    /// whatever the parts), and close to a plain `f64` sum. The runs are shorter than a chunk
+    /// of lanes, a partial chunk, and longer than a block.
     #[test]
-    fn channel_sums_in_parts_match_one_part() {
-        let l = ChannelLayout {
-            outer: 64,
-            channels: 32,
-            inner: 16 * 16,
-        };
-        let len = l.outer * l.channels * l.inner;
-        let x: Vec<f32> = (0..len).map(|v| ((v * 7919) % 997) as f32 * 0.01).collect();
-        let a: Vec<f32> = (0..len).map(|v| ((v * 31) % 101) as f32 * 0.1).collect();
-        let mean: Vec<f32> = (0..l.channels).map(|c| c as f32 * 0.25).collect();
-        for centered in [None, Some((None, &mean)), Some((Some(&a), &mean))] {
-            let mut parts = vec![f32::NAN; l.channels];
-            Cpu.channel_sum(&l, &x, centered, &mut parts).unwrap();
-            let mut sums = vec![0.0; l.outer * l.channels];
-            RunSums {
-                l: &l,
-                x: &x,
-                summand: Summand::of(centered),
-                sums: &mut sums,
-                first: 0,
-            }
-            .run();
-            let mut one = vec![0.0f64; l.channels];
-            for (run, sum) in sums.iter().enumerate() {
-                one[run % l.channels] += sum;
-            }
-            let one: Vec<f32> = one.iter().map(|&sum| sum as f32).collect();
-            assert_eq!(parts, one, "centered: {centered:?}");
-            for (c, &found) in parts.iter().enumerate() {
-                let expected: f64 = (0..l.outer * l.inner)
-                    .map(|i| {
-                        let at = (i / l.inner * l.channels + c) * l.inner + i % l.inner;
-                        let v = f64::from(x[at]);
-                        match centered {
-                            None => v,
-                            Some((None, mean)) => (v - f64::from(mean[c])).powi(2),
-                            Some((Some(a), mean)) => f64::from(a[at]) * (v - f64::from(mean[c])),
-                        }
-                    })
-                    .sum();
-                assert!(
-                    (f64::from(found) - expected).abs() <= 1e-6 * expected.abs().max(1.0),
-                    "channel {c}: {found} vs {expected}"
-                );
+    fn channel_sums_do_not_depend_on_the_parts() {
+        for inner in [1, 3, 13 * 13, 300] {
+            let l = ChannelLayout {
+                outer: 64,
+                channels: 32,
+                inner,
+            };
+            let len = l.len();
+            let x: Vec<f32> = (0..len).map(|v| ((v * 7919) % 997) as f32 * 0.01).collect();
+            let a: Vec<f32> = (0..len).map(|v| ((v * 31) % 101) as f32 * 0.1).collect();
+            let mean: Vec<f32> = (0..l.channels).map(|c| c as f32 * 0.25).collect();
+            for centered in [None, Some((None, &mean)), Some((Some(&a), &mean))] {
+                let mut parts = vec![f32::NAN; l.channels];
+                Cpu.channel_sum(&l, &x, centered, &mut parts).unwrap();
+                for (c, &found) in parts.iter().enumerate() {
+                    let alone_layout = ChannelLayout { channels: 1, ..l };
+                    let (alone_x, alone_a) = (one_channel(&l, &x, c), one_channel(&l, &a, c));
+                    let alone_mean = vec![mean[c]];
+                    let alone_centered = centered.map(|(a, _)| (a.map(|_| &alone_a), &alone_mean));
+                    let mut alone = vec![f32::NAN];
+                    Cpu.channel_sum(&alone_layout, &alone_x, alone_centered, &mut alone)
+                        .unwrap();
+                    assert_eq!(found, alone[0], "inner {inner}, channel {c}: {centered:?}");
+                    let expected: f64 = (0..l.per_channel())
+                        .map(|i| {
+                            let v = f64::from(alone_x[i]);
+                            match centered {
+                                None => v,
+                                Some((None, mean)) => (v - f64::from(mean[c])).powi(2),
+                                Some((Some(_), mean)) => {
+                                    f64::from(alone_a[i]) * (v - f64::from(mean[c]))
+                                }
+                            }
+                        })
+                        .sum();
+                    assert!(
+                        (f64::from(found) - expected).abs() <= 1e-6 * expected.abs().max(1.0),
+                        "inner {inner}, channel {c}: {found} vs {expected}"
+                    );
+                }
             }
         }
+    }
+
+    /// The one-pass mean and variance match two `f64` passes to `f32` rounding, with a mean
+    /// far larger than the spread, and on constant channels (variance 0, not below).
+    #[test]
+    fn the_one_pass_variance_keeps_its_precision() {
+        let l = ChannelLayout {
+            outer: 32,
+            channels: 3,
+            inner: 7 * 7,
+        };
+        let x: Vec<f32> = (0..l.len())
+            .map(|v| match v / l.inner % l.channels {
+                0 => ((v * 7919) % 997) as f32 * 0.01 - 5.0,
+                1 => 1.0e4 + ((v * 31) % 101) as f32 * 0.01,
+                _ => 3.7,
+            })
+            .collect();
+        let (mut mean, mut variance) = (vec![f32::NAN; 3], vec![f32::NAN; 3]);
+        Cpu.channel_mean_and_variance(&l, &x, &mut mean, &mut variance)
+            .unwrap();
+        for c in 0..l.channels {
+            let values: Vec<f64> = one_channel(&l, &x, c).into_iter().map(f64::from).collect();
+            let count = values.len() as f64;
+            let expected_mean = values.iter().sum::<f64>() / count;
+            let expected_variance = values
+                .iter()
+                .map(|v| (v - expected_mean).powi(2))
+                .sum::<f64>()
+                / count;
+            assert_eq!(mean[c], expected_mean as f32, "channel {c}");
+            let error = (f64::from(variance[c]) - expected_variance).abs();
+            assert!(
+                error <= 1e-6 * expected_variance,
+                "channel {c}: {variance:?}"
+            );
+        }
+        assert_eq!(variance[2], 0.0);
     }
 
     /// The one-pass sum and covariance of batch normalisation's backward are the two separate

@@ -5,8 +5,9 @@ pub(crate) mod cpu;
 #[cfg(feature = "cuda")]
 pub(crate) mod cuda;
 
-use crate::backend::{Backend, Memory};
+use crate::backend::Backend;
 use crate::error::{Error, Result};
+use crate::ops::unary::{UnaryKernel, UnaryOp};
 use crate::shape::Shape;
 use crate::tensor::{Tensor, check_vector};
 
@@ -62,7 +63,7 @@ impl ChannelLayout {
 
 /// The kernels of per-channel statistics and maps. Channel vectors hold `channels` elements;
 /// sums accumulate in `f64`.
-pub trait ChannelKernel: Memory {
+pub trait ChannelKernel: UnaryKernel {
     /// `out[c]` = the sum of channel `c` of `x`, or with `centered` the sum of
     /// `a * (x - mean[c])` over it, where `a` is `x - mean[c]` too when not given (so the sum
     /// of squared deviations).
@@ -94,6 +95,27 @@ pub trait ChannelKernel: Memory {
     ) -> Result<()> {
         self.channel_sum(layout, a, None, sum)?;
         self.channel_sum(layout, x, Some((Some(a), mean)), covariance)
+    }
+
+    /// `mean[c]` and `variance[c]`, the mean and the mean squared deviation (biased variance)
+    /// of channel `c` of `x`. The default makes two passes, the second about the first's
+    /// mean; the CPU's one.
+    ///
+    /// # Errors
+    /// When the kernel fails.
+    fn channel_mean_and_variance(
+        &self,
+        layout: &ChannelLayout,
+        x: &Self::Storage,
+        mean: &mut Self::Storage,
+        variance: &mut Self::Storage,
+    ) -> Result<()> {
+        #[allow(clippy::cast_precision_loss, reason = "a count")]
+        let per = UnaryOp::MulScalar(1.0 / layout.per_channel() as f32);
+        self.channel_sum(layout, x, None, mean)?;
+        self.unary_assign(per, mean)?;
+        self.channel_sum(layout, x, Some((None, mean)), variance)?;
+        self.unary_assign(per, variance)
     }
 
     /// `out = x * scale[c] + shift[c]`, plus `(y - center[c]) * coef[c]` when `extra` is
@@ -160,6 +182,34 @@ impl<B: Backend> Tensor<B> {
             &mut covariance.storage,
         )?;
         Ok((sum, covariance))
+    }
+
+    /// The mean and the biased variance of each channel (dim 1) over every other dim: batch
+    /// normalisation's statistics, in one pass on the CPU.
+    ///
+    /// # Examples
+    /// ```
+    /// use declnet_runtime::{Cpu, Tensor};
+    /// let x = Tensor::from_vec(vec![1.0, 2.0, 10.0, 20.0, 3.0, 4.0, 30.0, 40.0], [2, 2, 2], &Cpu);
+    /// let (mean, variance) = x.try_channel_mean_and_variance()?;
+    /// assert_eq!(mean.to_vec(), [2.5, 25.0]);
+    /// assert_eq!(variance.to_vec(), [1.25, 125.0]);
+    /// # Ok::<(), declnet_runtime::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Rank`] for a tensor of fewer than 2 dims.
+    pub fn try_channel_mean_and_variance(&self) -> Result<(Self, Self)> {
+        let layout = ChannelLayout::of("channel_mean_and_variance", &self.shape)?;
+        let mut mean = Self::try_zeros([layout.channels], &self.device)?;
+        let mut variance = Self::try_zeros([layout.channels], &self.device)?;
+        self.device.channel_mean_and_variance(
+            &layout,
+            &self.storage,
+            &mut mean.storage,
+            &mut variance.storage,
+        )?;
+        Ok((mean, variance))
     }
 
     /// The layout of `self` for a sum about `mean` (weighted by `a`), after checking that
