@@ -227,6 +227,9 @@ fn channel_totals(
     terms: impl Terms,
 ) -> smallvec::SmallVec<[[f64; 2]; 256]> {
     let mut totals = smallvec::SmallVec::from_elem([0.0; 2], l.channels);
+    if l.is_empty() {
+        return totals;
+    }
     vectorized_in_parts(ChannelSums {
         l,
         x,

@@ -323,14 +323,17 @@ mod tests {
     use crate::Cpu;
 
     #[test]
-    fn empty_channels_and_batches_give_empty_or_zero_sums() {
-        for dims in [[2, 0, 3], [0, 4, 3]] {
+    fn empty_channels_batches_and_planes_give_empty_or_zero_sums() {
+        for dims in [[2, 0, 3], [0, 4, 3], [2, 4, 0]] {
             let x = Tensor::<Cpu>::zeros(dims, &Cpu);
             let mean = Tensor::zeros([dims[1]], &Cpu);
             let zeros = vec![0.0; dims[1]];
             assert_eq!(x.try_channel_sum().unwrap().to_vec(), zeros);
             let (sum, covariance) = x.try_channel_sum_and_covariance(&x, &mean).unwrap();
             assert_eq!((sum.to_vec(), covariance.to_vec()), (zeros.clone(), zeros));
+            let (mean_found, variance) = x.try_channel_mean_and_variance().unwrap();
+            assert_eq!(mean_found.dims(), &[dims[1]]);
+            assert_eq!(variance.dims(), &[dims[1]]);
             let y = x.try_channel_affine(&mean, &mean, None).unwrap();
             assert_eq!(y.dims(), &dims);
         }
