@@ -68,7 +68,15 @@ struct Pooling<'a> {
     indices: Option<&'a mut [f32]>,
 }
 
+/// Pooling's inputs that run in one part: each output compares (or adds) a window and, at
+/// max pooling, writes its position; several times a simple map's work, so the digits CNN's
+/// `[64, 16, 8, 8]` activations go in parts (its step: 0.53 ms -> 0.49-0.51 ms).
+const POOL_PART_MIN_ELEMENTS: usize = 1 << 14;
+
 impl Divisible for Pooling<'_> {
+    fn part_min_elements(&self) -> usize {
+        POOL_PART_MIN_ELEMENTS
+    }
     fn units(&self) -> usize {
         self.out.len() / self.g.plane_out().max(1)
     }
@@ -169,6 +177,9 @@ struct PoolBackward<'a> {
 }
 
 impl Divisible for PoolBackward<'_> {
+    fn part_min_elements(&self) -> usize {
+        POOL_PART_MIN_ELEMENTS
+    }
     fn units(&self) -> usize {
         self.grad_in.len() / self.g.plane_in().max(1)
     }
