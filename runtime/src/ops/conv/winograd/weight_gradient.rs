@@ -161,24 +161,45 @@ fn accumulate(plan: &Plan<'_>, dy: &[f32], v: &[f32], sums: &mut [f32], tiles: u
     }
 }
 
-/// `G^T (a, b, c, d)`: one axis of the sums' transform back to a 3x3 kernel.
+/// `G^T (a, b, c, d)`: one axis of the sums' transform back to a 3x3 kernel, for [`LANES`]
+/// kernels at once.
 #[inline(always)]
-fn g_transposed_times(a: f32, b: f32, c: f32, d: f32) -> [f32; 3] {
-    [a + 0.5 * (b + c), 0.5 * (b - c), 0.5 * (b + c) + d]
+fn g_transposed_times([a, b, c, d]: [&Lanes; 4]) -> [Lanes; 3] {
+    [
+        std::array::from_fn(|k| a[k] + 0.5 * (b[k] + c[k])),
+        std::array::from_fn(|k| 0.5 * (b[k] - c[k])),
+        std::array::from_fn(|k| 0.5 * (b[k] + c[k]) + d[k]),
+    ]
 }
 
-/// `grad_w[o, c] = G^T sums[o, c] G (+ beta grad_w[o, c])`, `grad_w` `[out, C, 3, 3]`.
+/// Kernels whose weight gradients [`weight_from_sums`] computes at once.
+const LANES: usize = 16;
+
+/// One value of [`LANES`] kernels.
+type Lanes = [f32; LANES];
+
+/// `grad_w[o, c] = G^T sums[o, c] G (+ beta grad_w[o, c])`, `grad_w` `[out, C, 3, 3]`:
+/// [`LANES`] kernels at a time, each entry's values of them side by side in `sums`.
 fn weight_from_sums(plan: &Plan<'_>, sums: &[f32], grad_w: &mut [f32], beta: f32) {
     let (out, channels) = (plan.out_channels, plan.g.channels);
     let stride = entry_stride(out * channels);
-    for (kernel, grad) in grad_w.chunks_exact_mut(9).enumerate() {
-        let m = |i: usize, j: usize| sums[(4 * i + j) * stride + kernel];
+    for (block, grads) in grad_w.chunks_mut(9 * LANES).enumerate() {
+        let kernels = grads.len() / 9;
+        let m: [Lanes; ENTRIES] = std::array::from_fn(|entry| {
+            let mut lanes = [0.0; LANES];
+            let at = entry * stride + block * LANES;
+            lanes[..kernels].copy_from_slice(&sums[at..at + kernels]);
+            lanes
+        });
         // G^T down the columns, then along the rows.
-        let columns = [0, 1, 2, 3].map(|j| g_transposed_times(m(0, j), m(1, j), m(2, j), m(3, j)));
-        for i in 0..3 {
-            let [a, b, c, d] = columns.map(|column| column[i]);
-            for (j, value) in g_transposed_times(a, b, c, d).into_iter().enumerate() {
-                let grad = &mut grad[3 * i + j];
+        let columns: [[Lanes; 3]; 4] =
+            std::array::from_fn(|j| g_transposed_times([&m[j], &m[4 + j], &m[8 + j], &m[12 + j]]));
+        let rows: [[Lanes; 3]; 3] = std::array::from_fn(|i| {
+            let [a, b, c, d] = columns.each_ref().map(|column| &column[i]);
+            g_transposed_times([a, b, c, d])
+        });
+        for (k, grad) in grads.chunks_exact_mut(9).enumerate() {
+            for (value, grad) in rows.as_flattened().iter().map(|lanes| lanes[k]).zip(grad) {
                 *grad = if beta == 0.0 {
                     value
                 } else {
