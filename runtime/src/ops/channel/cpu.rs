@@ -7,13 +7,18 @@ use crate::backend::Cpu;
 use crate::backend::cpu::{Divisible, Vectorizable, vectorized_in_parts};
 use crate::error::Result;
 
-/// Positions whose sums over the batch [`ChannelSums`] keeps at once: 2 KiB of `f64` per term,
-/// in L1 beside the inputs.
+/// Positions (of whole channels) whose sums over the batch [`ChannelSums`] keeps at once:
+/// 2 KiB of `f64` per term, in L1 beside the inputs.
 const BLOCK: usize = 256;
 
 /// Channels with runs (elements per sample) at least this long are summed run by run, in
-/// partial sums that stay in registers.
+/// partial sums that stay in registers; shorter ones a block of positions at a time.
 const LONG_RUN: usize = 64;
+
+const _: () = assert!(
+    LONG_RUN <= BLOCK,
+    "a block holds a short run's channel whole"
+);
 
 /// What each channel's elements are summed about.
 #[derive(Clone, Copy)]
@@ -107,39 +112,32 @@ impl<T: Terms> Vectorizable for ChannelSums<'_, T> {
             }
             return;
         }
+        // Shorter runs: the positions of as many whole channels as a block holds.
         let sample_len = l.channels * inner;
-        // Whole channels per block, or one channel over several blocks.
-        let group = (BLOCK / inner).max(1);
+        let group = BLOCK / inner;
         let mut sums = [[0.0; BLOCK]; 2];
         let mut centers = [0.0; BLOCK];
         for (index, totals) in totals.chunks_mut(group).enumerate() {
             let first = first + index * group;
-            let span = totals.len() * inner;
-            for block in (0..span).step_by(BLOCK) {
-                let len = BLOCK.min(span - block);
-                // The channels the block covers, each with its positions in the block.
-                let runs = (block / inner..=(block + len - 1) / inner).map(|c| {
-                    let start = (c * inner).max(block) - block;
-                    let end = ((c + 1) * inner).min(block + len) - block;
-                    (c, start..end)
-                });
-                for (c, positions) in runs.clone() {
-                    centers[positions].fill(f64::from(center.of(l, x, first + c)));
-                }
-                let [first_sums, second_sums] = &mut sums;
-                let sums = (&mut first_sums[..len], &mut second_sums[..len]);
-                sums.0.fill(0.0);
-                sums.1.fill(0.0);
-                for sample in 0..l.outer {
-                    let at = sample * sample_len + first * inner + block;
-                    let inputs = (&x[at..][..len], &a[at..][..len], &centers[..len]);
-                    add_terms((&mut *sums.0, &mut *sums.1), inputs, terms);
-                }
-                for (c, positions) in runs {
-                    let total = &mut totals[c];
-                    total[0] += interleaved_total(&sums.0[positions.clone()]);
-                    total[1] += interleaved_total(&sums.1[positions]);
-                }
+            let len = totals.len() * inner;
+            for (c, centers) in centers[..len].chunks_exact_mut(inner).enumerate() {
+                centers.fill(f64::from(center.of(l, x, first + c)));
+            }
+            let [first_sums, second_sums] = &mut sums;
+            let sums = (&mut first_sums[..len], &mut second_sums[..len]);
+            sums.0.fill(0.0);
+            sums.1.fill(0.0);
+            for sample in 0..l.outer {
+                let at = sample * sample_len + first * inner;
+                let inputs = (&x[at..][..len], &a[at..][..len], &centers[..len]);
+                add_terms((&mut *sums.0, &mut *sums.1), inputs, terms);
+            }
+            let channel_sums = sums.0.chunks_exact(inner).zip(sums.1.chunks_exact(inner));
+            for (total, (first_sums, second_sums)) in totals.iter_mut().zip(channel_sums) {
+                *total = [
+                    interleaved_total(first_sums),
+                    interleaved_total(second_sums),
+                ];
             }
         }
     }
@@ -467,13 +465,14 @@ mod tests {
 
     /// Each channel's sums (plain, squares about a mean, and a product about a mean) in
     /// tensors large enough to run in parts: bit for bit what the channel alone gives (so
-    /// whatever the parts), and close to a plain `f64` sum. The runs are shorter than a chunk
-    /// of lanes, a partial chunk, and longer than a block.
+    /// whatever the parts), and close to a plain `f64` sum. Runs summed position by position
+    /// (1 to 50 elements, the last filling a block partly) and run by run (with a partial
+    /// chunk of lanes).
     #[test]
     fn channel_sums_do_not_depend_on_the_parts() {
-        for inner in [1, 3, 13 * 13, 300] {
+        for inner in [1, 3, 16, 50, 13 * 13, 300] {
             let l = ChannelLayout {
-                outer: 64,
+                outer: (1 << 18) / (32 * inner),
                 channels: 32,
                 inner,
             };
