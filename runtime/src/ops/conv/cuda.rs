@@ -2,9 +2,9 @@
 
 use cudarc::driver::DeviceRepr;
 
-use super::{ConvGeometry, ConvKernel, Filters};
+use super::{ConvGeometry, ConvKernel};
 use crate::backend::cuda::{CValue, Cuda, CudaBuffer, cuda_error, expect_len, launch_config};
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// The kernels' source, compiled by the backend.
 pub(crate) fn source() -> &'static str {
@@ -91,40 +91,4 @@ impl ConvKernel for Cuda {
         unsafe { kernels.col2im(self.stream(), launch_config(n), x, cols, &geometry) }
             .map_err(cuda_error(OP))
     }
-
-    /// The CUDA backend convolves through `im2col` and cuBLAS.
-    fn prefers_winograd(&self, _: &ConvGeometry, _: usize) -> bool {
-        false
-    }
-
-    fn winograd(
-        &self,
-        g: &ConvGeometry,
-        _: Filters,
-        _: &CudaBuffer,
-        _: Option<&CudaBuffer>,
-        _: &CudaBuffer,
-        _: &mut CudaBuffer,
-    ) -> Result<()> {
-        Err(no_winograd(g))
-    }
-
-    fn winograd_weight_gradient(
-        &self,
-        g: &ConvGeometry,
-        _: usize,
-        _: &CudaBuffer,
-        _: &CudaBuffer,
-        _: &mut CudaBuffer,
-        _: f32,
-    ) -> Result<()> {
-        Err(no_winograd(g))
-    }
-}
-
-/// What the Winograd methods return on CUDA, which never prefers them.
-fn no_winograd(g: &ConvGeometry) -> Error {
-    Error::Usage(format!(
-        "winograd {g:?}: the CUDA backend has no Winograd kernel; it convolves through im2col"
-    ))
 }

@@ -149,8 +149,12 @@ pub trait ConvKernel: Memory {
 
     /// Whether [`Self::winograd`] computes the convolution of windows `g` into `out_channels`
     /// channels faster than `im2col` and matrix products: the backend's choice, false for
-    /// anything but 3x3 kernels with stride and dilation 1.
-    fn prefers_winograd(&self, g: &ConvGeometry, out_channels: usize) -> bool;
+    /// anything but 3x3 kernels with stride and dilation 1. The default, for a backend without
+    /// Winograd kernels (CUDA convolves through `im2col` and cuBLAS): never.
+    fn prefers_winograd(&self, g: &ConvGeometry, out_channels: usize) -> bool {
+        let _ = (g, out_channels);
+        false
+    }
 
     /// `y = conv(x) + bias` (`y` `[N, out, OH, OW]`) for a 3x3 kernel with stride and dilation
     /// 1, by Winograd's F(2x2, 3x3): the same sums as the definition's up to rounding. Writes
@@ -158,7 +162,7 @@ pub trait ConvKernel: Memory {
     ///
     /// # Errors
     /// [`Error::Usage`] when `g` has another kernel, stride or dilation, when a buffer does not
-    /// match it, or when the backend has no such kernel ([`Self::prefers_winograd`] is false).
+    /// match it, or when the backend has no such kernel (the default).
     fn winograd(
         &self,
         g: &ConvGeometry,
@@ -167,7 +171,10 @@ pub trait ConvKernel: Memory {
         bias: Option<&Self::Storage>,
         x: &Self::Storage,
         y: &mut Self::Storage,
-    ) -> Result<()>;
+    ) -> Result<()> {
+        let _ = (filters, weight, bias, x, y);
+        Err(no_winograd(self, g))
+    }
 
     /// `grad_w = Σ_n dY[n] ⋆ x[n] + beta grad_w` (`grad_w` `[out, C, 3, 3]`, `beta` 0 or 1):
     /// the weight gradient of the convolution of windows `g` into `out_channels` channels
@@ -184,7 +191,18 @@ pub trait ConvKernel: Memory {
         grad_out: &Self::Storage,
         grad_w: &mut Self::Storage,
         beta: f32,
-    ) -> Result<()>;
+    ) -> Result<()> {
+        let _ = (out_channels, x, grad_out, grad_w, beta);
+        Err(no_winograd(self, g))
+    }
+}
+
+/// What the Winograd methods of a backend without them return.
+fn no_winograd(backend: &impl Memory, g: &ConvGeometry) -> Error {
+    Error::Usage(format!(
+        "winograd {g:?}: the {} backend has no Winograd kernel; it convolves through im2col",
+        backend.name()
+    ))
 }
 
 #[cfg(not(feature = "cuda"))]
@@ -194,34 +212,6 @@ impl ConvKernel for crate::Cuda {
     }
 
     fn col2im(&self, _: &ConvGeometry, _: &mut Self::Storage, _: &mut Self::Storage) -> Result<()> {
-        self.unreachable()
-    }
-
-    fn prefers_winograd(&self, _: &ConvGeometry, _: usize) -> bool {
-        self.unreachable()
-    }
-
-    fn winograd(
-        &self,
-        _: &ConvGeometry,
-        _: Filters,
-        _: &Self::Storage,
-        _: Option<&Self::Storage>,
-        _: &Self::Storage,
-        _: &mut Self::Storage,
-    ) -> Result<()> {
-        self.unreachable()
-    }
-
-    fn winograd_weight_gradient(
-        &self,
-        _: &ConvGeometry,
-        _: usize,
-        _: &Self::Storage,
-        _: &Self::Storage,
-        _: &mut Self::Storage,
-        _: f32,
-    ) -> Result<()> {
         self.unreachable()
     }
 }
