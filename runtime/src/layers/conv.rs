@@ -131,11 +131,7 @@ impl<B: Backend> Conv2d<B> {
     /// [`Error::Rank`] or [`Error::Shape`] when `x` is not `[N, in, H, W]`, [`Error::Usage`]
     /// when the kernel does not fit it.
     pub fn forward(&self, x: &Tensor<B>) -> Result<Tensor<B>> {
-        let g = self.geometry("conv2d", x)?;
-        match self.winograd_filters(&g, FilterRead::AsStored) {
-            Some(filters) => self.winograd_forward(&g, filters, x),
-            None => self.product_forward(&g, &Self::columns(&g, x)?),
-        }
+        Ok(self.forward_train(x)?.0)
     }
 
     /// [`Conv2d::forward`], and the input unfolded into columns when

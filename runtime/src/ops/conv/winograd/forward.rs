@@ -284,8 +284,7 @@ pub(in crate::ops::conv) fn convolve(
         ("output", y.len(), plane(out, g.out_height, g.out_width)),
     ];
     let plan = Plan::new("winograd", g, out, &lens)?;
-    let flops = 2 * ENTRIES * out * g.channels * g.batch * plan.tiles_per_sample();
-    let parts = plan.parts(flops, 2);
+    let parts = plan.parts(2);
     let mut u = Cpu.empty(ENTRIES * entry_stride(out * g.channels))?;
     transform_weight(&plan, weight, filters.read, &mut u);
     let scratch_len = Buffers::scratch_len(&plan);

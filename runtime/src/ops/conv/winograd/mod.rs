@@ -134,11 +134,17 @@ impl<'a> Plan<'a> {
         2 * self.tile_cols * self.out_channels
     }
 
-    /// The runs the samples' chunks take on the thread pool: one when the products' `flops`
+    /// The flops of a pass's 16 products over every tile.
+    fn products_flops(&self) -> usize {
+        let tiles = self.g.batch * self.tiles_per_sample();
+        2 * ENTRIES * self.out_channels * self.g.channels * tiles
+    }
+
+    /// The runs the samples' chunks take on the thread pool: one when the products' flops
     /// are few, else up to `per_thread` per thread.
-    fn parts(&self, flops: usize, per_thread: usize) -> usize {
+    fn parts(&self, per_thread: usize) -> usize {
         let threads = crate::backend::num_threads();
-        if threads < 2 || flops < PARALLEL_MIN_FLOPS {
+        if threads < 2 || self.products_flops() < PARALLEL_MIN_FLOPS {
             1
         } else {
             self.g.batch.div_ceil(self.chunk).min(per_thread * threads)

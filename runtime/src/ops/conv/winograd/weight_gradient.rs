@@ -237,9 +237,8 @@ pub(in crate::ops::conv) fn weight_gradient(
         ("weight gradient", grad_w.len(), out * g.channels * 9),
     ];
     let plan = Plan::new("winograd weight gradient", g, out, &lens)?;
-    let flops = 2 * ENTRIES * out * g.channels * g.batch * plan.tiles_per_sample();
     // One run per thread: each run's sums are added up after.
-    let parts = plan.parts(flops, 1);
+    let parts = plan.parts(1);
     let scratch_len = Buffers::scratch_len(&plan);
     let mut scratch = Cpu.empty(parts * scratch_len)?;
     let job = Job {
