@@ -20,6 +20,10 @@
 //! those of one process; gradients are averaged while the backward pass runs. Only rank 0
 //! prints, plots and saves, and it prints the time per step (evaluation included), the share
 //! of it spent averaging gradients and how much of that the backward pass hid.
+//! On GPUs, one process each, built with `--features mpi,nccl`, NCCL averages the gradients in
+//! GPU memory instead ([`declnet::distributed::Nccl`]); give each rank its own GPU: `mpirun -n 2
+//! sh -c 'exec target/release/examples/08_digits_cnn --device cuda:$OMPI_COMM_WORLD_LOCAL_RANK
+//! --data-parallel'`.
 
 #[path = "support/cli.rs"]
 mod cli;
@@ -36,7 +40,7 @@ use declnet::distributed::{Collective, DataParallel, SyncTiming};
 use declnet::prelude::*;
 use indicatif::{ProgressBar, ProgressStyle};
 use plot::{Curve, plot_curves};
-use ranks::ranks_from_args;
+use ranks::{nccl_from_args, ranks_from_args};
 
 network! {
     /// Two convolution blocks and a linear classifier, PyTorch's `nn.Sequential` of
@@ -158,7 +162,13 @@ fn main() -> Result<()> {
     let ranks = ranks_from_args()?;
     match DeviceArg::from_args()? {
         DeviceArg::Cpu => run(&Cpu, &*ranks),
-        DeviceArg::Cuda(ordinal) => run(&Cuda::new(ordinal)?, &*ranks),
+        DeviceArg::Cuda(ordinal) => {
+            let device = Cuda::new(ordinal)?;
+            match nccl_from_args(&device, &*ranks)? {
+                Some(nccl) => run(&device, &nccl),
+                None => run(&device, &*ranks),
+            }
+        }
     }
 }
 

@@ -2,13 +2,15 @@
 # GPU check of the CUDA backend, in two parts, for hosts where the GPU machine has no Rust.
 #
 #   bash scripts/gpu-check.sh build [DIR]
-#       Here (Rust, no GPU needed): builds the test binaries with `--features cuda`, strips the
-#       ones that exercise the GPU and packs them into DIR/binaries.tar.xz (DIR defaults to
-#       `gpu-bin/`, git-ignored; about 6 MiB, as the binaries share most of their code), with
-#       this script beside it:
+#       Here (Rust, no GPU needed): builds the test binaries with `--features cuda,nccl`,
+#       strips the ones that exercise the GPU and packs them into DIR/binaries.tar.xz (DIR
+#       defaults to `gpu-bin/`, git-ignored; about 15 MiB, as the binaries share most of their
+#       code), with this script beside it:
 #         tests/cuda            the facade's tests/cuda.rs: every Backend method and a
 #                               TwoLayerNet training step, CUDA against the CPU
 #         tests/cuda_graph      StepGraph: replays match eager steps; refused captures
+#         tests/nccl            NCCL (`--features nccl`) as one rank: its collectives, and a
+#                               data-parallel step averaged in GPU memory against the CPU
 #         tests/gradcheck       finite-difference checks of every op, on the CPU and CUDA
 #         tests/losses          every loss against PyTorch, CPU and CUDA
 #         tests/optimizers      every optimizer config against PyTorch, CPU and CUDA
@@ -64,8 +66,8 @@ build() {
     local json
     json=$(mktemp)
     # The facade's GPU-aware integration tests and the runtime's unit tests.
-    cargo test --workspace --features cuda --no-run --message-format=json >"$json"
-    copy_executables "$json" "$out/tests" cuda:test cuda_graph:test gradcheck:test \
+    cargo test --workspace --features cuda,nccl --no-run --message-format=json >"$json"
+    copy_executables "$json" "$out/tests" cuda:test cuda_graph:test nccl:test gradcheck:test \
         losses:test optimizers:test declnet_runtime:lib stage1_tensors:test \
         stage2_autograd:test stage3_custom_function:test stage4_nn:test stage5_optim:test \
         stage6_custom_module:test stage7_dynamic_net:test
@@ -90,14 +92,24 @@ cuda_library_path() {
     for dir in ${CUDA_HOME:+"$CUDA_HOME/lib64"} /usr/local/cuda/lib64; do
         if [[ -d $dir ]]; then dirs+=("$dir"); fi
     done
-    # pip's nvidia-cuda-nvrtc / nvidia-cublas wheels keep their libraries in site-packages.
+    # pip's nvidia-cuda-nvrtc / nvidia-cublas / nvidia-nccl wheels keep their libraries in
+    # site-packages.
     if command -v python3 >/dev/null; then
         while IFS= read -r lib; do
             dirs+=("$(dirname "$lib")")
         done < <(python3 -c 'import site; print("\n".join(site.getsitepackages()))' 2>/dev/null |
             while IFS= read -r site; do
-                find "$site/nvidia" \( -name 'libnvrtc.so*' -o -name 'libcublas.so*' \) 2>/dev/null
+                find "$site/nvidia" \( -name 'libnvrtc.so*' -o -name 'libcublas.so*' \
+                    -o -name 'libnccl.so*' \) 2>/dev/null
             done | sort -u)
+    fi
+    # NCCL's packages ship only libnccl.so.2, and cudarc loads libnccl.so: link one to it.
+    local nccl
+    nccl=$( (find "${dirs[@]}" /usr/lib/x86_64-linux-gnu -maxdepth 1 -name 'libnccl.so.2' \
+        2>/dev/null || true) | head -1)
+    if [[ -n $nccl ]]; then
+        ln -sf "$nccl" "$link_dir/libnccl.so"
+        dirs+=("$link_dir")
     fi
     local IFS=:
     echo "${dirs[*]}"
@@ -129,7 +141,8 @@ run() {
     # Expanded now: `dir` is out of scope when the trap runs at exit.
     trap "rm -rf '$dir'" EXIT
     tar -C "$dir" -xJf "$packed/binaries.tar.xz"
-    local extra
+    local extra link_dir=$dir/lib
+    mkdir -p "$link_dir"
     extra=$(cuda_library_path)
     export LD_LIBRARY_PATH="${extra}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
     echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
@@ -145,11 +158,13 @@ run() {
         if bounded "$bin" >"$log" 2>&1; then :; else failed=$((failed + 1)); fi
         # Failed tests with their panic messages (the lines after `panicked at`), and skips.
         grep -E -A3 '^(test .* FAILED|---- )|panicked at|skipped:' "$log" || true
-        local result skips
+        local result skips nccl_skips
         result=$(grep -E '^test result:' "$log" | tail -1 || true)
         skips=$(grep -c 'skipped: no CUDA device' "$log" || true)
         skipped=$((skipped + skips))
-        summary+=("$name: ${result:-no test result (crashed?)}; skipped on no device: $skips")
+        # NCCL is not part of the CUDA toolkit: its absence is reported, not a failure.
+        nccl_skips=$(grep -c 'skipped: no NCCL' "$log" || true)
+        summary+=("$name: ${result:-no test result (crashed?)}; skipped on no device: $skips; on no NCCL: $nccl_skips")
         rm -f "$log"
     done
     for bin in "$dir"/examples/*; do

@@ -50,6 +50,11 @@
 //!   libclang to build (Debian: `openmpi-bin libopenmpi-dev libclang-dev`). Without it,
 //!   [`distributed::Mpi::init`] returns [`Error::MpiNotCompiled`] and [`distributed::Local`]
 //!   runs the same code in one process.
+//! - `nccl` (implies `cuda`): [`distributed::Nccl`], one process per GPU, gradients averaged
+//!   in GPU memory by NVIDIA's NCCL, loaded at run time like the rest of CUDA (so it builds
+//!   without NCCL). Ranks get NCCL's id through another engine, [`distributed::Mpi`] for a
+//!   job of several. Without the feature, [`distributed::Nccl::new`] returns
+//!   [`Error::NcclNotCompiled`].
 
 mod device;
 pub mod syntax;

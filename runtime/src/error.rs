@@ -258,6 +258,11 @@ pub enum Error {
         "mpi: declnet was built without MPI support; rebuild with `--features mpi` to use `Mpi`"
     )]
     MpiNotCompiled,
+    /// `Nccl` in a build without the `nccl` feature.
+    #[error(
+        "nccl: declnet was built without NCCL support; rebuild with `--features nccl` to use `Nccl`"
+    )]
+    NcclNotCompiled,
     /// Ranks of a data-parallel job that cannot work together (different networks), or a
     /// collective that failed.
     #[error("{op}: {message}")]

@@ -74,6 +74,12 @@ impl<B: Backend> Param<B> {
         self.has_grad = false;
     }
 
+    /// The gradient's buffer, whether or not it holds a gradient now: for engines that
+    /// average it in place.
+    pub(crate) fn grad_storage_mut(&mut self) -> &mut B::Storage {
+        &mut self.grad.storage
+    }
+
     /// Adds `grad` to the gradient (or sets it, if there is none yet).
     #[track_caller]
     pub fn accumulate_grad(&mut self, grad: &Tensor<B>) {

@@ -76,7 +76,7 @@ backend! {
 /// the caller allocated, so a training step can reuse its buffers.
 pub trait Memory: Clone + fmt::Debug + PartialEq + Send + Sync + 'static {
     /// A buffer of `f32` on this device.
-    type Storage: fmt::Debug + Send + Sync;
+    type Storage: fmt::Debug + Send + Sync + 'static;
 
     /// A short name for messages, like `cpu` or `cuda:0`.
     fn name(&self) -> String;

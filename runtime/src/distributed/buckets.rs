@@ -2,9 +2,10 @@
 //! buffers that are all-reduced one by one while the backward pass goes on, like PyTorch
 //! DDP's reducer.
 
+use std::any::Any;
 use std::time::{Duration, Instant};
 
-use super::{Collective, Pending, Reduced};
+use super::{Collective, InPlaceMean, Pending, Reduced};
 use crate::backend::Backend;
 use crate::error::Result;
 use crate::module::Module;
@@ -251,5 +252,164 @@ impl Buckets {
         self.spare
             .extend(reduced.into_iter().flatten().map(|(done, _)| done.values));
         result.map(|()| timing)
+    }
+
+    /// Averages every gradient of `module` in place with `engine` (which `collective` offered),
+    /// after the backward pass: first which parameters have a gradient on any rank (through
+    /// `collective`, in host memory), then those parameters' gradients, in visiting order, in
+    /// groups of the buckets' sizes. A parameter without a gradient here counts as zeros;
+    /// one without a gradient on any rank keeps none and is not sent.
+    pub(crate) fn average_in_place<B: Backend, M: Module<B> + ?Sized>(
+        &mut self,
+        module: &mut M,
+        collective: &(impl Collective + ?Sized),
+        engine: &dyn InPlaceMean,
+    ) -> Result<SyncTiming> {
+        let started = Instant::now();
+        self.flags.clear();
+        module.visit_params(&mut |_, param| {
+            self.flags
+                .push(if param.grad().is_some() { 1.0 } else { 0.0 });
+        });
+        collective.all_reduce_mean(&mut self.flags)?;
+        let mut result = Ok(());
+        let mut sent: Vec<&mut Param<B>> = Vec::with_capacity(self.flags.len());
+        let mut index = 0;
+        module.visit_params_mut(&mut |_, param| {
+            let anywhere = self.flags[index] > 0.0;
+            index += 1;
+            if !anywhere {
+                param.zero_grad();
+                return;
+            }
+            if param.grad().is_none() {
+                let zeroed = param
+                    .try_accumulate_grad_with(|grad, _| grad.device.fill(&mut grad.storage, 0.0));
+                result = result.clone().and(zeroed);
+            }
+            sent.push(param);
+        });
+        let mut timing = SyncTiming::default();
+        let mut group: Vec<&mut dyn Any> = Vec::new();
+        let mut values = 0;
+        let count = sent.len();
+        for (position, param) in sent.into_iter().enumerate() {
+            values += param.value().numel();
+            group.push(param.grad_storage_mut());
+            let capacity = if timing.buckets == 0 {
+                self.first_len
+            } else {
+                self.len
+            };
+            if values >= capacity || position + 1 == count {
+                // Every rank sends every group, even after a local error, so none waits.
+                let averaged = engine.all_reduce_mean_in_place(&mut group);
+                result = result.and(averaged);
+                timing.buckets += 1;
+                group.clear();
+                values = 0;
+            }
+        }
+        timing.waited = started.elapsed();
+        result.map(|()| timing)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+
+    use super::*;
+    use crate::{Cpu, Tensor};
+
+    /// Three parameters of 2, 3 and 1 values.
+    struct Three([Param; 3]);
+
+    impl Module<Cpu> for Three {
+        fn visit_params<'a>(&'a self, f: &mut dyn FnMut(&str, &'a Param)) {
+            for (index, param) in self.0.iter().enumerate() {
+                f(&format!("p{index}"), param);
+            }
+        }
+        fn visit_params_mut<'a>(&'a mut self, f: &mut dyn FnMut(&str, &'a mut Param)) {
+            for (index, param) in self.0.iter_mut().enumerate() {
+                f(&format!("p{index}"), param);
+            }
+        }
+    }
+
+    /// Rank 0 of two, on the CPU: the other rank's has-gradient flags and the gradients it
+    /// sends are given, so every mean is (ours + theirs) / 2. Records the size of each group.
+    struct TwoRanks {
+        their_flags: Vec<f32>,
+        their_grads: RefCell<Vec<Vec<f32>>>,
+        groups: RefCell<Vec<usize>>,
+    }
+
+    fn mean_with(ours: &mut [f32], theirs: &[f32]) {
+        assert_eq!(ours.len(), theirs.len(), "the ranks sent different lengths");
+        for (ours, theirs) in ours.iter_mut().zip(theirs) {
+            *ours = f32::midpoint(*ours, *theirs);
+        }
+    }
+
+    impl Collective for TwoRanks {
+        fn rank(&self) -> usize {
+            0
+        }
+        fn world_size(&self) -> usize {
+            2
+        }
+        fn all_reduce_mean(&self, values: &mut [f32]) -> Result<()> {
+            mean_with(values, &self.their_flags);
+            Ok(())
+        }
+        fn broadcast(&self, _: &mut [f32], _: usize) -> Result<()> {
+            unreachable!("averaging broadcasts nothing")
+        }
+        fn broadcast_bytes(&self, _: &mut [u8], _: usize) -> Result<()> {
+            unreachable!("averaging broadcasts nothing")
+        }
+        fn barrier(&self) -> Result<()> {
+            unreachable!("averaging needs no barrier")
+        }
+    }
+
+    impl InPlaceMean for TwoRanks {
+        fn all_reduce_mean_in_place(&self, buffers: &mut [&mut dyn Any]) -> Result<()> {
+            self.groups.borrow_mut().push(buffers.len());
+            for buffer in buffers {
+                let theirs = self.their_grads.borrow_mut().remove(0);
+                mean_with(buffer.downcast_mut::<Vec<f32>>().unwrap(), &theirs);
+            }
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn in_place_means_count_a_missing_gradient_as_zeros_and_send_none_nobody_has() {
+        let param = |len| Param::new(Tensor::zeros([len], &Cpu));
+        let mut module = Three([param(2), param(3), param(1)]);
+        // p0: a gradient on both ranks; p1: only on the other, its buffer here stale; p2: none.
+        module.0[0].accumulate_grad(&Tensor::from_vec(vec![1.0, 3.0], [2], &Cpu));
+        module.0[1].accumulate_grad(&Tensor::full([3], 9.0, &Cpu));
+        module.0[1].zero_grad();
+        let ranks = TwoRanks {
+            their_flags: vec![1.0, 1.0, 0.0],
+            their_grads: RefCell::new(vec![vec![3.0, 5.0], vec![2.0, 4.0, 6.0]]),
+            groups: RefCell::default(),
+        };
+        let mut buckets = Buckets::default();
+        // A first bucket of 2 values, then 4: p0 alone, then p1.
+        buckets.set_sizes(8, 16);
+        let timing = buckets
+            .average_in_place(&mut module, &ranks, &ranks)
+            .unwrap();
+        assert_eq!(module.0[0].grad().unwrap().to_vec(), [2.0, 4.0]);
+        assert_eq!(module.0[1].grad().unwrap().to_vec(), [1.0, 2.0, 3.0]);
+        assert!(module.0[2].grad().is_none());
+        assert_eq!(*ranks.groups.borrow(), [1, 1]);
+        assert_eq!(timing.buckets, 2);
+        assert!(ranks.their_grads.borrow().is_empty());
     }
 }

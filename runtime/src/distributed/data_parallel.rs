@@ -83,6 +83,14 @@ impl<B: Backend, M: Module<B>, C: Collective> DataParallel<M, C, B> {
     /// after it. Then as [`DataParallel::sync_gradients`]; [`DataParallel::last_sync`] says
     /// how much communication the backward pass hid.
     ///
+    /// An engine that averages in place ([`Collective::in_place`], [`Nccl`](super::Nccl))
+    /// needs no buckets packed: after the backward pass, it averages the gradients where they
+    /// are, in groups of the buckets' sizes, queued on the GPU's stream behind the backward
+    /// pass's kernels; it does so even for one rank, so a one-GPU job runs the calls a larger
+    /// one does. [`SyncTiming::waited`] is then the time this took on the host (agreeing which
+    /// gradients exist, which waits for the GPU, then queuing the calls); the engine's time on
+    /// the GPU is not measured.
+    ///
     /// ```ignore
     /// let (logits, tape) = net.forward_train(&x)?;
     /// let (loss, grad) = loss_fn.try_value_and_grad(&logits, &labels)?;
@@ -98,6 +106,16 @@ impl<B: Backend, M: Module<B>, C: Collective> DataParallel<M, C, B> {
         &mut self,
         backward: impl FnOnce(&mut M, &mut dyn FnMut(&M, &str) -> Result<()>) -> Result<()>,
     ) -> Result<()> {
+        if let Some(engine) = self.collective.in_place() {
+            let ran = backward(&mut self.module, &mut |_, _| Ok(()));
+            let synced = self
+                .buckets
+                .average_in_place(&mut self.module, &self.collective, engine);
+            let broadcast = broadcast_buffers(&mut self.module, &self.collective);
+            ran?;
+            self.last_sync = synced?;
+            return broadcast;
+        }
         if self.collective.world_size() == 1 {
             return backward(&mut self.module, &mut |_, _| Ok(()));
         }
@@ -419,10 +437,11 @@ fn keep_first_error(result: &mut Result<()>, next: Result<()>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::distributed::Local;
+    use crate::distributed::{InPlaceMean, Local};
     use crate::layers::Linear;
     use crate::rng::seeded;
     use crate::{Cpu, Tensor};
+    use std::any::Any;
 
     #[test]
     fn one_rank_keeps_its_gradients_and_the_lack_of_one() {
@@ -436,6 +455,60 @@ mod tests {
         net.sync_gradients().unwrap();
         assert_eq!(net.weight.grad().unwrap().to_vec(), before);
         assert!(net.bias.as_ref().unwrap().grad().is_none());
+    }
+
+    /// One rank that averages in place (doing nothing), counting its groups.
+    #[derive(Default)]
+    struct InPlaceAlone {
+        groups: std::cell::Cell<usize>,
+    }
+
+    impl Collective for InPlaceAlone {
+        fn rank(&self) -> usize {
+            0
+        }
+        fn world_size(&self) -> usize {
+            1
+        }
+        fn all_reduce_mean(&self, _: &mut [f32]) -> Result<()> {
+            Ok(())
+        }
+        fn broadcast(&self, _: &mut [f32], _: usize) -> Result<()> {
+            Ok(())
+        }
+        fn broadcast_bytes(&self, _: &mut [u8], _: usize) -> Result<()> {
+            Ok(())
+        }
+        fn barrier(&self) -> Result<()> {
+            Ok(())
+        }
+        fn in_place(&self) -> Option<&dyn InPlaceMean> {
+            Some(self)
+        }
+    }
+
+    impl InPlaceMean for InPlaceAlone {
+        fn all_reduce_mean_in_place(&self, buffers: &mut [&mut dyn Any]) -> Result<()> {
+            assert!(buffers.iter().all(|buffer| buffer.is::<Vec<f32>>()));
+            self.groups.set(self.groups.get() + 1);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn an_in_place_engine_averages_even_alone() {
+        let net = Linear::<Cpu>::new(3, 2, true, &Cpu, &mut seeded(0));
+        let mut net = DataParallel::new(net, InPlaceAlone::default()).unwrap();
+        let x = Tensor::from_vec(vec![1.0, 2.0, 3.0], [1, 3], &Cpu);
+        net.backward(&x, &Tensor::ones([1, 2], &Cpu), false)
+            .unwrap();
+        let before = net.weight.grad().unwrap().to_vec();
+        net.bias.as_mut().unwrap().zero_grad();
+        net.sync_gradients().unwrap();
+        assert_eq!(net.weight.grad().unwrap().to_vec(), before);
+        assert!(net.bias.as_ref().unwrap().grad().is_none());
+        assert_eq!(net.collective().groups.get(), 1);
+        assert_eq!(net.last_sync().buckets, 1);
     }
 
     #[test]

@@ -3,8 +3,9 @@
 //! steps, like PyTorch's `DistributedDataParallel`.
 //!
 //! A [`Collective`] is the engine that moves the numbers: [`Local`] for a single process (every
-//! operation a no-op) and [`Mpi`] for processes started by `mpirun` or Slurm's `srun` (the `mpi`
-//! feature). [`DataParallel`] wraps a network: it gives every rank rank 0's weights, checks
+//! operation a no-op), [`Mpi`] for processes started by `mpirun` or Slurm's `srun` (the `mpi`
+//! feature), and [`Nccl`] for one process per GPU, averaging gradients in GPU memory (the
+//! `nccl` feature). [`DataParallel`] wraps a network: it gives every rank rank 0's weights, checks
 //! that every rank declared the same network, and averages gradients, after the backward pass
 //! ([`DataParallel::sync_gradients`]) or bucket by bucket while it runs
 //! ([`DataParallel::backward_synced`] with a generated network's `backward_params_notify`).
@@ -32,12 +33,19 @@ mod mpi;
 #[cfg(not(feature = "mpi"))]
 #[path = "mpi_stub.rs"]
 mod mpi;
+#[cfg(feature = "nccl")]
+mod nccl;
+#[cfg(not(feature = "nccl"))]
+#[path = "nccl_stub.rs"]
+mod nccl;
 mod optimizer_state;
 
 pub use buckets::{BUCKET_BYTES, FIRST_BUCKET_BYTES, SyncTiming};
 pub use data_parallel::DataParallel;
 pub use mpi::Mpi;
+pub use nccl::Nccl;
 
+use std::any::Any;
 use std::time::Instant;
 
 use crate::error::{Error, Result};
@@ -94,6 +102,43 @@ pub trait Collective {
     /// When the engine fails.
     fn wait(&self, pending: Pending) -> Result<Reduced> {
         pending.wait()
+    }
+
+    /// The engine's way of averaging buffers where they live, if it has one: [`Nccl`]'s
+    /// averages GPU buffers in GPU memory. [`DataParallel`] then averages gradients with it
+    /// instead of through host memory. `None` unless the engine says otherwise.
+    fn in_place(&self) -> Option<&dyn InPlaceMean> {
+        None
+    }
+}
+
+/// Averaging in the memory the values live in, without a copy through the host.
+pub trait InPlaceMean {
+    /// Replaces each of `buffers` by its element-wise mean over the ranks, in place, as one
+    /// group of calls. Each buffer is a backend's storage (a tensor's; [`Nccl`] takes
+    /// [`Cuda`](crate::Cuda)'s). Every rank passes buffers of the same lengths in the same
+    /// order. The work may still be running on the device when this returns; later work on
+    /// the same device runs after it.
+    ///
+    /// # Errors
+    /// When a buffer is of a kind or on a device the engine cannot use, or the engine fails.
+    fn all_reduce_mean_in_place(&self, buffers: &mut [&mut dyn Any]) -> Result<()>;
+}
+
+/// An NCCL version, as [`Nccl::version`] reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct NcclVersion {
+    /// The major version.
+    pub major: u32,
+    /// The minor version.
+    pub minor: u32,
+    /// The patch level.
+    pub patch: u32,
+}
+
+impl std::fmt::Display for NcclVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}.{}", self.major, self.minor, self.patch)
     }
 }
 
@@ -173,6 +218,9 @@ impl<C: Collective + ?Sized> Collective for &C {
     }
     fn wait(&self, pending: Pending) -> Result<Reduced> {
         (**self).wait(pending)
+    }
+    fn in_place(&self) -> Option<&dyn InPlaceMean> {
+        (**self).in_place()
     }
 }
 

@@ -168,6 +168,11 @@ impl Cuda {
         &self.recorder
     }
 
+    /// Fails inside a step being captured: `op` would copy between host and GPU.
+    pub(crate) fn refuse_host_copy(&self, op: &'static str) -> Result<()> {
+        self.recorder.refuse_while_capturing(op, NO_HOST_COPY)
+    }
+
     /// The compiled kernels; the first call compiles them for this device.
     pub(crate) fn kernels(&self) -> Result<&Kernels> {
         self.kernels

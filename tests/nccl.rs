@@ -1,0 +1,117 @@
+//! NCCL (`--features nccl`) on one GPU, as a job of one rank: its collectives, and a
+//! data-parallel training step that averages gradients in GPU memory, against the same step on
+//! the CPU with [`Local`].
+//!
+//! Without a device the tests write `skipped: no CUDA device (<why>)`, without NCCL (a build
+//! without the feature, or no `libnccl.so` to load) `skipped: no NCCL (<why>)`, and pass.
+
+mod common;
+#[path = "shared/two_layer_net.rs"]
+mod two_layer_net;
+
+use std::any::Any;
+
+use common::cuda_or_skip;
+use declnet::distributed::{Collective, DataParallel, Local, Nccl};
+use declnet::losses::{Loss, MseLoss, Reduction};
+use declnet::optim::{Sgd, SgdConfig};
+use declnet::prelude::*;
+use two_layer_net::TwoLayerNet;
+
+/// GPU 0 and a one-rank NCCL communicator on it, or `None` after saying why not.
+fn nccl_or_skip() -> Option<(Cuda, Nccl)> {
+    let cuda = cuda_or_skip()?;
+    match Nccl::new(&cuda, &Local) {
+        Ok(nccl) => Some((cuda, nccl)),
+        Err(error) => {
+            eprintln!("skipped: no NCCL ({error})");
+            None
+        }
+    }
+}
+
+#[test]
+fn one_rank_collectives_keep_the_values() {
+    let Some((_cuda, nccl)) = nccl_or_skip() else {
+        return;
+    };
+    println!("NCCL {}", Nccl::version().unwrap());
+    assert_eq!((nccl.rank(), nccl.world_size()), (0, 1));
+    let mut values = vec![1.5, -2.0, 3.25];
+    nccl.all_reduce_mean(&mut values).unwrap();
+    assert_eq!(values, [1.5, -2.0, 3.25]);
+    nccl.broadcast(&mut values, 0).unwrap();
+    assert_eq!(values, [1.5, -2.0, 3.25]);
+    let mut bytes = *b"declnet";
+    nccl.broadcast_bytes(&mut bytes, 0).unwrap();
+    assert_eq!(&bytes, b"declnet");
+    nccl.barrier().unwrap();
+    let mut host: Vec<f32> = vec![1.0];
+    let error = nccl
+        .in_place()
+        .unwrap()
+        .all_reduce_mean_in_place(&mut [&mut host as &mut dyn Any])
+        .unwrap_err();
+    assert!(error.to_string().contains("not on a GPU"), "{error}");
+}
+
+/// Three SGD-with-momentum steps of the tutorial network, gradients averaged by `engine`
+/// after each backward pass, `linear2.bias` left without a gradient: the losses, the
+/// prediction and the trained weights.
+fn data_parallel_steps<B: Backend>(dev: &B, engine: impl Collective) -> Vec<(String, Vec<f32>)> {
+    let mut init = Vec::new();
+    TwoLayerNet::new(&Cpu, &mut seeded(0)).visit_params(&mut |_, param| {
+        let value = param.value();
+        init.push((value.to_vec(), value.dims().to_vec()));
+    });
+    let mut net = TwoLayerNet::new(dev, &mut seeded(1));
+    let mut values = init.into_iter();
+    net.visit_params_mut(&mut |_, param| {
+        let (value, dims) = values.next().unwrap();
+        param.set_value(Tensor::from_vec(value, dims, dev)).unwrap();
+    });
+    let mut net = DataParallel::new(net, engine).unwrap();
+    // Drawn on the host, so both devices get the same batch.
+    let x = Tensor::randn([32, 1000], dev, &mut seeded(7));
+    let y = Tensor::randn([32, 10], dev, &mut seeded(8));
+    let mut optimizer: Sgd<B> = Sgd::new(SgdConfig {
+        lr: 1e-5,
+        momentum: 0.9,
+        ..SgdConfig::default()
+    });
+    let mut losses = Vec::new();
+    for _ in 0..3 {
+        let (y_pred, tape) = net.forward_train(&x).unwrap();
+        let (loss, grad) = MseLoss::new(Reduction::Sum)
+            .try_value_and_grad(&y_pred, &y)
+            .unwrap();
+        optimizer.zero_grad(&mut net);
+        net.backward_params(tape, &grad).unwrap();
+        net.linear2.bias.as_mut().unwrap().zero_grad();
+        net.sync_gradients().unwrap();
+        assert!(net.linear2.bias.as_ref().unwrap().grad().is_none());
+        optimizer.try_step(&mut net).unwrap();
+        losses.push(loss.item());
+    }
+    let mut outputs = vec![
+        ("losses".to_owned(), losses),
+        ("prediction".to_owned(), net.forward(&x).unwrap().to_vec()),
+    ];
+    net.visit_params(&mut |name, param| outputs.push((name.to_owned(), param.value().to_vec())));
+    outputs
+}
+
+#[test]
+fn one_rank_data_parallel_step_matches_the_cpu() {
+    let Some((cuda, nccl)) = nccl_or_skip() else {
+        return;
+    };
+    let expected = data_parallel_steps(&Cpu, Local);
+    let found = data_parallel_steps(&cuda, nccl);
+    for ((name, expected), (_, found)) in expected.iter().zip(&found) {
+        let peak = expected.iter().fold(1.0f32, |peak, e| peak.max(e.abs()));
+        for (e, f) in expected.iter().zip(found) {
+            assert!((e - f).abs() <= 1e-4 * peak, "{name}: cpu {e}, nccl {f}");
+        }
+    }
+}
