@@ -5,6 +5,9 @@
 //! operand layouts, into buffers allocated once. Each row runs in a process of its own and
 //! also prints that process's peak resident memory.
 //!
+//! Then the MLP's row once more, beside a process of its own that keeps one core busy, and
+//! its step time against the idle one's.
+//!
 //! Run: `cargo bench --bench cpu_steps` (`RAYON_NUM_THREADS` sets the thread count).
 
 #[path = "../examples/07_dynamic_net.rs"]
@@ -203,6 +206,11 @@ const ROWS: [fn() -> Row; 4] = [|| tutorial(false), || tutorial(true), dynamic_n
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|arg| arg == "--spin") {
+        loop {
+            black_box(0);
+        }
+    }
     if let Some(at) = args.iter().position(|arg| arg == "--row") {
         let row = ROWS[args[at + 1].parse::<usize>().expect("a row number")]();
         let rss = peak_resident_mib().unwrap_or(f64::NAN);
@@ -223,28 +231,83 @@ fn main() {
         "|{:-<42}|{:-<12}|{:-<12}|{:-<8}|{:-<8}|{:-<10}|",
         "", "", "", "", "", ""
     );
-    let me = std::env::current_exe().expect("the bench's own path");
+    let mut idle_mlp = Duration::ZERO;
     for i in 0..ROWS.len() {
-        let output = std::process::Command::new(&me)
-            .args(["--row", &i.to_string()])
-            .output()
-            .expect("the bench runs itself");
-        assert!(output.status.success(), "row {i}: {output:?}");
-        let line = String::from_utf8_lossy(&output.stdout);
-        let fields: Vec<&str> = line.trim_end().split('\t').collect();
-        let [name, step, gemms, target, rss] = fields[..] else {
-            panic!("row {i} printed {line:?}");
-        };
-        let nanos = |field: &str| Duration::from_nanos(field.parse().expect("nanoseconds"));
-        let (step, gemms) = (nanos(step), nanos(gemms));
-        println!(
-            "| {:<40} | {:>10.1?} | {:>10.1?} | {:>5.2}x | {:>5.2}x | {:>4.1} MiB |",
+        let RowResult {
             name,
             step,
             gemms,
+            target,
+            rss,
+        } = run_row(i);
+        println!(
+            "| {name:<40} | {step:>10.1?} | {gemms:>10.1?} | {:>5.2}x | {target:>5.2}x | {rss:>4.1} MiB |",
             step.as_secs_f64() / gemms.as_secs_f64(),
-            target.parse::<f64>().expect("a target"),
-            rss.parse::<f64>().expect("MiB"),
         );
+        idle_mlp = step;
+    }
+    // The last row again, beside a process that keeps one core busy (issue 13: at most 1.5x).
+    let busy = {
+        let _neighbour = BusyNeighbour::start();
+        run_row(ROWS.len() - 1)
+    };
+    println!(
+        "{} beside a busy process: {:.1?}, {:.2}x the step above (target <= 1.5x)",
+        busy.name,
+        busy.step,
+        busy.step.as_secs_f64() / idle_mlp.as_secs_f64()
+    );
+}
+
+/// A process of this bench that spins on one core until dropped (even by a panic).
+struct BusyNeighbour(std::process::Child);
+
+impl BusyNeighbour {
+    fn start() -> Self {
+        let me = std::env::current_exe().expect("the bench's own path");
+        let child = std::process::Command::new(me)
+            .arg("--spin")
+            .spawn()
+            .expect("the bench runs itself");
+        Self(child)
+    }
+}
+
+impl Drop for BusyNeighbour {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// What one row's process printed.
+struct RowResult {
+    name: String,
+    step: Duration,
+    gemms: Duration,
+    target: f64,
+    rss: f64,
+}
+
+/// Runs row `i` in a process of its own.
+fn run_row(i: usize) -> RowResult {
+    let me = std::env::current_exe().expect("the bench's own path");
+    let output = std::process::Command::new(&me)
+        .args(["--row", &i.to_string()])
+        .output()
+        .expect("the bench runs itself");
+    assert!(output.status.success(), "row {i}: {output:?}");
+    let line = String::from_utf8_lossy(&output.stdout);
+    let fields: Vec<&str> = line.trim_end().split('\t').collect();
+    let [name, step, gemms, target, rss] = fields[..] else {
+        panic!("row {i} printed {line:?}");
+    };
+    let nanos = |field: &str| Duration::from_nanos(field.parse().expect("nanoseconds"));
+    RowResult {
+        name: name.to_owned(),
+        step: nanos(step),
+        gemms: nanos(gemms),
+        target: target.parse().expect("a target"),
+        rss: rss.parse().expect("MiB"),
     }
 }

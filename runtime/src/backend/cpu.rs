@@ -215,8 +215,9 @@ fn in_parts<K: Divisible>(kernel: K, parts: usize) -> K::Output {
     left.join(right)
 }
 
-/// `rayon::join`, keeping the pool's threads looking for work (see [`warm_pool`]): how the
-/// CPU kernels hand a part to another thread.
+/// `rayon::join`, keeping the pool's threads looking for work (see [`warm_pool`]), or `a`
+/// then `b` on this thread while another program holds the pool's cores
+/// ([`warm_pool::hand_off`]): how the CPU kernels hand a part to another thread.
 pub(crate) fn join<A, B, RA, RB>(a: A, b: B) -> (RA, RB)
 where
     A: FnOnce() -> RA + Send,
@@ -224,7 +225,9 @@ where
     RA: Send,
     RB: Send,
 {
-    warm_pool::keep_warm();
+    if !warm_pool::hand_off() {
+        return (a(), b());
+    }
     rayon::join(a, b)
 }
 

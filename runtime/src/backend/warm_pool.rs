@@ -8,6 +8,11 @@
 //! [`look_for_work`] until none came for [`WINDOW`]: they take a job as soon as it is queued,
 //! and yield their core to any other runnable thread meanwhile (the same update: 33 us).
 //! Other threads' kernels leave the pool as rayon runs it.
+//!
+//! While they look, they beat a heartbeat. When another program keeps their cores busy, the
+//! yield hands each core to it for a whole time slice, so the heartbeat goes stale; work
+//! handed over then would wait for the slice to end, and the caller runs it itself instead
+//! (see [`hand_off`]).
 
 use std::sync::LazyLock;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -31,6 +36,17 @@ static LOOKING: AtomicUsize = AtomicUsize::new(0);
 
 static START: LazyLock<Instant> = LazyLock::new(Instant::now);
 
+/// When a looking thread last looked for work, in nanoseconds since [`START`]; on a cache
+/// line of its own, as the looking threads write it all the time.
+static HEARTBEAT: Heartbeat = Heartbeat(AtomicU64::new(0));
+
+#[repr(align(64))]
+struct Heartbeat(AtomicU64);
+
+/// A heartbeat older than this says that no looking thread is running: a few times the
+/// loop's round, far below a time slice.
+const STALE: Duration = Duration::from_micros(50);
+
 /// Makes the calling thread, one of the pool's, the one whose kernels keep the pool warm.
 pub(crate) fn set_caller() {
     if let Some(index) = rayon::current_thread_index() {
@@ -42,19 +58,29 @@ fn nanos_since_start() -> u64 {
     u64::try_from(START.elapsed().as_nanos()).unwrap_or(u64::MAX)
 }
 
-/// Called when a kernel hands work to the pool: from the caller's thread, keeps the pool's
-/// other threads looking for work for the next [`WINDOW`], and starts them if they stopped.
-pub(crate) fn keep_warm() {
+/// Called when a kernel is about to hand work to the pool; says whether to. From the
+/// caller's thread, keeps the pool's other threads looking for work for the next [`WINDOW`]
+/// (starting them if they stopped), and answers no when they are looking but none has for
+/// [`STALE`]: another program holds their cores, and the caller had better run the work
+/// itself than wait for their time slices (the MLP bench step beside a busy process: 8.8-10
+/// ms, its one-thread time, against 11-15 ms when handed over). Other threads always hand
+/// over.
+pub(crate) fn hand_off() -> bool {
     let caller = CALLER.load(Ordering::Relaxed);
     if caller == usize::MAX || rayon::current_thread_index() != Some(caller) {
-        return;
+        return true;
     }
-    LAST_HANDOFF.store(nanos_since_start(), Ordering::Relaxed);
+    let now = nanos_since_start();
+    LAST_HANDOFF.store(now, Ordering::Relaxed);
     let others = rayon::current_num_threads() - 1;
-    if LOOKING.load(Ordering::Acquire) == 0
-        && LOOKING
-            .compare_exchange(0, others, Ordering::AcqRel, Ordering::Relaxed)
-            .is_ok()
+    let looking = LOOKING.load(Ordering::Acquire);
+    if looking > 0 {
+        let stale = u64::try_from(STALE.as_nanos()).unwrap_or(u64::MAX);
+        return now.saturating_sub(HEARTBEAT.0.load(Ordering::Relaxed)) < stale;
+    }
+    if LOOKING
+        .compare_exchange(0, others, Ordering::AcqRel, Ordering::Relaxed)
+        .is_ok()
     {
         // The caller's own copy runs whenever it next waits for the pool, and does nothing.
         rayon::spawn_broadcast(move |context| {
@@ -64,6 +90,7 @@ pub(crate) fn keep_warm() {
             }
         });
     }
+    true
 }
 
 /// Runs the pool's jobs as they are queued, until [`WINDOW`] has passed since the last
@@ -71,6 +98,7 @@ pub(crate) fn keep_warm() {
 fn look_for_work() {
     let window = u64::try_from(WINDOW.as_nanos()).unwrap_or(u64::MAX);
     loop {
+        HEARTBEAT.0.store(nanos_since_start(), Ordering::Relaxed);
         if rayon::yield_now() == Some(rayon::Yield::Executed) {
             continue;
         }
@@ -100,7 +128,7 @@ mod tests {
             Some(CALLER.load(Ordering::Relaxed)),
             rayon::current_thread_index()
         );
-        keep_warm();
+        assert!(hand_off(), "the pool's threads were not looking yet");
         let parts = pool.install(|| rayon::join(|| 1, || 2));
         assert_eq!(parts, (1, 2));
         let deadline = Instant::now() + Duration::from_secs(30);

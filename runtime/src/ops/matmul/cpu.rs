@@ -249,8 +249,8 @@ impl MatmulKernel for Cpu {
         if batch.count > 1
             && gemm.flops() < PARALLEL_MIN_FLOPS
             && gemm.flops() * batch.count >= BATCH_PARALLEL_MIN_FLOPS
+            && crate::backend::warm_pool::hand_off()
         {
-            crate::backend::warm_pool::keep_warm();
             if per_group < batch.count {
                 // Groups lie `group_step` apart, each within its step (`check`).
                 let group_step = batch.c.group_step;
