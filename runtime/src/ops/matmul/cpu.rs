@@ -14,8 +14,9 @@ use crate::error::Result;
 
 /// Products below this many flops run on one thread: on small shapes (the tutorial's are 12.8
 /// MFLOP) a fork-join costs more than it saves on two cores; the char GPT's 33.5 MFLOP
-/// projections gain from two.
-const PARALLEL_MIN_FLOPS: usize = 32_000_000;
+/// projections gain from two, and so do its head's 19.9 MFLOP products (180-190 us on one
+/// thread, 98-111 on two).
+const PARALLEL_MIN_FLOPS: usize = 16_000_000;
 
 /// Batches of small products with this many flops in all share the threads: the char GPT's
 /// attention (64 products of 0.26 MFLOP a call) takes 5 ms less a step, and the larger CNN's
