@@ -157,7 +157,7 @@ run() {
         echo "== $name"
         if bounded "$bin" >"$log" 2>&1; then :; else failed=$((failed + 1)); fi
         # Failed tests with their panic messages (the lines after `panicked at`), and skips.
-        grep -E -A3 '^(test .* FAILED|---- )|panicked at|skipped:' "$log" || true
+        grep -E -A3 '^(test .* FAILED|---- )|panicked at|skipped:|^NCCL version' "$log" || true
         local result skips nccl_skips
         result=$(grep -E '^test result:' "$log" | tail -1 || true)
         skips=$(grep -c 'skipped: no CUDA device' "$log" || true)
@@ -165,6 +165,7 @@ run() {
         # NCCL is not part of the CUDA toolkit: its absence is reported, not a failure.
         nccl_skips=$(grep -c 'skipped: no NCCL' "$log" || true)
         summary+=("$name: ${result:-no test result (crashed?)}; skipped on no device: $skips; on no NCCL: $nccl_skips")
+        if grep -q '^NCCL version' "$log"; then summary+=("$(grep -m1 '^NCCL version' "$log")"); fi
         rm -f "$log"
     done
     for bin in "$dir"/examples/*; do
