@@ -228,7 +228,11 @@ where
     if !warm_pool::hand_off() {
         return (a(), b());
     }
-    rayon::join(a, b)
+    rayon::join(a, || {
+        let done = b();
+        warm_pool::beat();
+        done
+    })
 }
 
 /// pulp's entry point for a [`Vectorizable`].

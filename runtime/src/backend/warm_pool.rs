@@ -93,12 +93,21 @@ pub(crate) fn hand_off() -> bool {
     true
 }
 
+/// Says that this thread is running: called as it looks for work, and as it finishes a part
+/// handed to it, so that the caller, which goes on as soon as that part is done, does not
+/// find the heartbeat of before the part. Does nothing on the caller's thread.
+pub(crate) fn beat() {
+    if rayon::current_thread_index() != Some(CALLER.load(Ordering::Relaxed)) {
+        HEARTBEAT.0.store(nanos_since_start(), Ordering::Relaxed);
+    }
+}
+
 /// Runs the pool's jobs as they are queued, until [`WINDOW`] has passed since the last
 /// handoff.
 fn look_for_work() {
     let window = u64::try_from(WINDOW.as_nanos()).unwrap_or(u64::MAX);
     loop {
-        HEARTBEAT.0.store(nanos_since_start(), Ordering::Relaxed);
+        beat();
         if rayon::yield_now() == Some(rayon::Yield::Executed) {
             continue;
         }

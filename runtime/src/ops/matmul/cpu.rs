@@ -263,6 +263,7 @@ impl MatmulKernel for Cpu {
                         for i in index * group..(index + 1) * group {
                             product(i, &mut c[(i % group) * step..]);
                         }
+                        crate::backend::warm_pool::beat();
                     });
                 return Ok(());
             }
@@ -278,6 +279,7 @@ impl MatmulKernel for Cpu {
                         for (i, c) in (first..last).zip(c.chunks_mut(step)) {
                             product(i, c);
                         }
+                        crate::backend::warm_pool::beat();
                     });
                 return Ok(());
             }
