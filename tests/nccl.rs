@@ -1,6 +1,6 @@
-//! NCCL (`--features nccl`) on one GPU, as a job of one rank: its collectives, and a
-//! data-parallel training step that averages gradients in GPU memory, against the same step on
-//! the CPU with [`Local`].
+//! NCCL (`--features nccl`) on one GPU, as a job of one rank: its collectives, a
+//! data-parallel training step that averages gradients in GPU memory against the same step on
+//! the CPU with [`Local`], and that step captured as a CUDA graph against the eager one.
 //!
 //! Without a device the tests write `skipped: no CUDA device (<why>)`, without NCCL (a build
 //! without the feature, or no `libnccl.so` to load) `skipped: no NCCL (<why>)`, and pass.
@@ -10,6 +10,7 @@ mod common;
 mod two_layer_net;
 
 use std::any::Any;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use common::cuda_or_skip;
 use declnet::distributed::{Collective, DataParallel, Local, Nccl};
@@ -17,6 +18,12 @@ use declnet::losses::{Loss, MseLoss, Reduction};
 use declnet::optim::{Sgd, SgdConfig};
 use declnet::prelude::*;
 use two_layer_net::TwoLayerNet;
+
+/// One test at a time on the GPU: a capture records every op issued to the device's stream.
+fn gpu_turn() -> MutexGuard<'static, ()> {
+    static GPU: Mutex<()> = Mutex::new(());
+    GPU.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 /// GPU 0 and a one-rank NCCL communicator on it, or `None` after saying why not.
 fn nccl_or_skip() -> Option<(Cuda, Nccl)> {
@@ -32,6 +39,7 @@ fn nccl_or_skip() -> Option<(Cuda, Nccl)> {
 
 #[test]
 fn one_rank_collectives_keep_the_values() {
+    let _turn = gpu_turn();
     let Some((_cuda, nccl)) = nccl_or_skip() else {
         return;
     };
@@ -105,6 +113,7 @@ fn data_parallel_steps<B: Backend>(dev: &B, engine: impl Collective) -> Vec<(Str
 
 #[test]
 fn one_rank_data_parallel_step_matches_the_cpu() {
+    let _turn = gpu_turn();
     let Some((cuda, nccl)) = nccl_or_skip() else {
         return;
     };
@@ -116,4 +125,76 @@ fn one_rank_data_parallel_step_matches_the_cpu() {
             assert!((e - f).abs() <= 1e-4 * peak, "{name}: cpu {e}, nccl {f}");
         }
     }
+}
+
+/// Everything a captured data-parallel step touches.
+struct Training<C> {
+    net: DataParallel<TwoLayerNet<Cuda>, C, Cuda>,
+    optimizer: Sgd<Cuda>,
+    x: Tensor<Cuda>,
+    y: Tensor<Cuda>,
+    loss: Tensor<Cuda>,
+}
+
+impl<C: Collective> Training<C> {
+    fn new(device: &Cuda, engine: C) -> Self {
+        let rng = &mut seeded(0);
+        Self {
+            x: Tensor::randn([64, 1000], device, rng),
+            y: Tensor::randn([64, 10], device, rng),
+            net: DataParallel::new(TwoLayerNet::new(device, rng), engine).unwrap(),
+            optimizer: Sgd::new(SgdConfig {
+                lr: 1e-5,
+                ..SgdConfig::default()
+            }),
+            loss: Tensor::zeros([], device),
+        }
+    }
+}
+
+fn step<C: Collective>(training: &mut Training<C>) -> declnet::Result<()> {
+    training.net.zero_grad();
+    let (y_pred, tape) = training.net.forward_train(&training.x)?;
+    let (loss, grad) = MseLoss::new(Reduction::Sum).try_value_and_grad(&y_pred, &training.y)?;
+    training.net.backward_params(tape, &grad)?;
+    training.net.sync_gradients()?;
+    training.optimizer.try_step(&mut training.net)?;
+    training.loss.try_copy_(&loss)
+}
+
+#[test]
+fn captured_data_parallel_step_replays_the_eager_one() {
+    let _turn = gpu_turn();
+    let Some((cuda, nccl)) = nccl_or_skip() else {
+        return;
+    };
+    let mut eager = Training::new(&cuda, Local);
+    let mut graph = StepGraph::new(Training::new(&cuda, nccl), step);
+    // One step eagerly (the ranks agree which gradients exist), then the next recorded.
+    graph.capture(&cuda).unwrap();
+    step(&mut eager).unwrap();
+    step(&mut eager).unwrap();
+    for _ in 0..5 {
+        step(&mut eager).unwrap();
+        graph.run().unwrap();
+        let (expected, found) = (eager.loss.item(), graph.state().loss.item());
+        assert!(
+            (expected - found).abs() <= 1e-5 * expected.abs(),
+            "loss: eager {expected}, graph {found}"
+        );
+    }
+    let (expected, found) = (weights(&eager.net), weights(&graph.state().net));
+    for (e, f) in expected.iter().zip(&found) {
+        assert!(
+            (e - f).abs() <= 1e-5 * e.abs().max(1.0),
+            "weights: eager {e}, graph {f}"
+        );
+    }
+}
+
+/// Every parameter's values, in visiting order.
+fn weights(net: &impl Module<Cuda>) -> Vec<f32> {
+    let mut values = Vec::new();
+    net.visit_params(&mut |_, param| values.extend(param.value().to_vec()));
+    values
 }

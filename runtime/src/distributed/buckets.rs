@@ -89,6 +89,9 @@ pub(crate) struct Buckets {
     spare: Vec<Vec<f32>>,
     /// The first error packing met; every collective still runs, so no rank is left waiting.
     error: Option<crate::Error>,
+    /// In-place averaging: which parameters had a gradient here, and on any rank, when the
+    /// ranks last agreed on it (through the host, which a CUDA graph capture cannot use).
+    agreed: (Vec<f32>, Vec<f32>),
 }
 
 impl Default for Buckets {
@@ -102,6 +105,7 @@ impl Default for Buckets {
             closed: Vec::new(),
             spare: Vec::new(),
             error: None,
+            agreed: (Vec::new(), Vec::new()),
         }
     }
 }
@@ -258,7 +262,9 @@ impl Buckets {
     /// after the backward pass: first which parameters have a gradient on any rank (through
     /// `collective`, in host memory), then those parameters' gradients, in visiting order, in
     /// groups of the buckets' sizes. A parameter without a gradient here counts as zeros;
-    /// one without a gradient on any rank keeps none and is not sent.
+    /// one without a gradient on any rank keeps none and is not sent. While `engine`'s device
+    /// records a CUDA graph, the ranks' last agreement stands, provided this rank has the
+    /// gradients it had then.
     pub(crate) fn average_in_place<B: Backend, M: Module<B> + ?Sized>(
         &mut self,
         module: &mut M,
@@ -271,7 +277,23 @@ impl Buckets {
             self.flags
                 .push(if param.grad().is_some() { 1.0 } else { 0.0 });
         });
-        collective.all_reduce_mean(&mut self.flags)?;
+        let (here, anywhere) = &mut self.agreed;
+        if engine.capturing() {
+            if self.flags != *here {
+                return Err(crate::Error::Distributed {
+                    op: "DataParallel::sync_gradients",
+                    message: "a captured step must leave gradients in the parameters that \
+                              the step before the capture did: the ranks agree on them \
+                              through the host, which a capture cannot use"
+                        .to_owned(),
+                });
+            }
+            self.flags.clone_from(anywhere);
+        } else {
+            here.clone_from(&self.flags);
+            collective.all_reduce_mean(&mut self.flags)?;
+            anywhere.clone_from(&self.flags);
+        }
         let mut result = Ok(());
         let mut sent: Vec<&mut Param<B>> = Vec::with_capacity(self.flags.len());
         let mut index = 0;
@@ -344,6 +366,8 @@ mod tests {
         their_flags: Vec<f32>,
         their_grads: RefCell<Vec<Vec<f32>>>,
         groups: RefCell<Vec<usize>>,
+        /// Whether a CUDA graph capture is pretended to run: the flags are not exchanged.
+        capturing: std::cell::Cell<bool>,
     }
 
     fn mean_with(ours: &mut [f32], theirs: &[f32]) {
@@ -384,6 +408,12 @@ mod tests {
             }
             Ok(())
         }
+        fn broadcast_in_place(&self, _: &mut [&mut dyn Any], _: usize) -> Result<()> {
+            unreachable!("averaging broadcasts nothing")
+        }
+        fn capturing(&self) -> bool {
+            self.capturing.get()
+        }
     }
 
     #[test]
@@ -398,6 +428,7 @@ mod tests {
             their_flags: vec![1.0, 1.0, 0.0],
             their_grads: RefCell::new(vec![vec![3.0, 5.0], vec![2.0, 4.0, 6.0]]),
             groups: RefCell::default(),
+            capturing: std::cell::Cell::new(false),
         };
         let mut buckets = Buckets::default();
         // A first bucket of 2 values, then 4: p0 alone, then p1.
@@ -411,5 +442,24 @@ mod tests {
         assert_eq!(*ranks.groups.borrow(), [1, 1]);
         assert_eq!(timing.buckets, 2);
         assert!(ranks.their_grads.borrow().is_empty());
+
+        // Captured, the same step reuses the agreement: the flags stay here, p1 is zeroed
+        // and sent again, p2 is not.
+        ranks.capturing.set(true);
+        module.zero_grad();
+        module.0[0].accumulate_grad(&Tensor::from_vec(vec![1.0, 3.0], [2], &Cpu));
+        *ranks.their_grads.borrow_mut() = vec![vec![1.0, 1.0], vec![2.0, 2.0, 2.0]];
+        buckets
+            .average_in_place(&mut module, &ranks, &ranks)
+            .unwrap();
+        assert_eq!(module.0[0].grad().unwrap().to_vec(), [1.0, 2.0]);
+        assert_eq!(module.0[1].grad().unwrap().to_vec(), [1.0, 1.0, 1.0]);
+        assert!(module.0[2].grad().is_none());
+        // A captured step whose gradients differ from the agreed step's is refused.
+        module.0[2].accumulate_grad(&Tensor::ones([1], &Cpu));
+        let error = buckets
+            .average_in_place(&mut module, &ranks, &ranks)
+            .unwrap_err();
+        assert!(error.to_string().contains("captured step"), "{error}");
     }
 }

@@ -1,12 +1,13 @@
 //! [`DataParallel`]: a network replicated on every rank, with rank 0's weights and averaged
 //! gradients.
 
+use std::any::Any;
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
 use std::time::Instant;
 
 use super::buckets::{Buckets, SyncTiming};
-use super::{Collective, optimizer_state};
+use super::{Collective, InPlaceMean, optimizer_state};
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::module::{Buffer, BufferMut, Module};
@@ -87,9 +88,10 @@ impl<B: Backend, M: Module<B>, C: Collective> DataParallel<M, C, B> {
     /// needs no buckets packed: after the backward pass, it averages the gradients where they
     /// are, in groups of the buckets' sizes, queued on the GPU's stream behind the backward
     /// pass's kernels; it does so even for one rank, so a one-GPU job runs the calls a larger
-    /// one does. [`SyncTiming::waited`] is then the time this took on the host (agreeing which
-    /// gradients exist, which waits for the GPU, then queuing the calls); the engine's time on
-    /// the GPU is not measured.
+    /// one does. It also runs inside a [`StepGraph`](crate::StepGraph) capture (see
+    /// [`Nccl`](super::Nccl)). [`SyncTiming::waited`] is then the time this took on the host
+    /// (agreeing which gradients exist, which waits for the GPU, then queuing the calls); the
+    /// engine's time on the GPU is not measured.
     ///
     /// ```ignore
     /// let (logits, tape) = net.forward_train(&x)?;
@@ -111,7 +113,7 @@ impl<B: Backend, M: Module<B>, C: Collective> DataParallel<M, C, B> {
             let synced = self
                 .buckets
                 .average_in_place(&mut self.module, &self.collective, engine);
-            let broadcast = broadcast_buffers(&mut self.module, &self.collective);
+            let broadcast = broadcast_buffers_in_place(&mut self.module, &self.collective, engine);
             ran?;
             self.last_sync = synced?;
             return broadcast;
@@ -412,6 +414,39 @@ fn broadcast_buffers<B: Backend, M: Module<B> + ?Sized>(
     result
 }
 
+/// Copies rank 0's buffers to every rank as [`broadcast_buffers`] does, each float buffer in
+/// place with `engine`; the counts through the host, except while the device records a CUDA
+/// graph (which replays device work only, so leaves the counts as they are either way).
+fn broadcast_buffers_in_place<B: Backend, M: Module<B> + ?Sized>(
+    module: &mut M,
+    collective: &impl Collective,
+    engine: &dyn InPlaceMean,
+) -> Result<()> {
+    let mut result = Ok(());
+    let mut counts = Vec::new();
+    module.visit_buffers_mut(&mut |_, buffer| match buffer {
+        BufferMut::Tensor(tensor) => {
+            let storage: &mut dyn Any = &mut tensor.storage;
+            keep_first_error(&mut result, engine.broadcast_in_place(&mut [storage], 0));
+        }
+        BufferMut::Count(count) => counts.extend(count.to_le_bytes()),
+    });
+    if counts.is_empty() || engine.capturing() {
+        return result;
+    }
+    keep_first_error(&mut result, collective.broadcast_bytes(&mut counts, 0));
+    result.clone()?;
+    let mut counts = counts.chunks_exact(8);
+    module.visit_buffers_mut(&mut |_, buffer| {
+        if let BufferMut::Count(count) = buffer
+            && let Some(bytes) = counts.next().and_then(|bytes| bytes.try_into().ok())
+        {
+            *count = i64::from_le_bytes(bytes);
+        }
+    });
+    result
+}
+
 /// Rank 0's values of `tensor` on every rank; this rank takes part even when it cannot read
 /// its own values.
 fn broadcast_tensor<B: Backend>(
@@ -492,6 +527,9 @@ mod tests {
             assert!(buffers.iter().all(|buffer| buffer.is::<Vec<f32>>()));
             self.groups.set(self.groups.get() + 1);
             Ok(())
+        }
+        fn broadcast_in_place(&self, _: &mut [&mut dyn Any], _: usize) -> Result<()> {
+            unreachable!("a linear layer has no buffers")
         }
     }
 

@@ -123,6 +123,20 @@ pub trait InPlaceMean {
     /// # Errors
     /// When a buffer is of a kind or on a device the engine cannot use, or the engine fails.
     fn all_reduce_mean_in_place(&self, buffers: &mut [&mut dyn Any]) -> Result<()>;
+
+    /// Overwrites each of `buffers` on every rank with rank `root`'s, in place, as one group;
+    /// as [`InPlaceMean::all_reduce_mean_in_place`] otherwise.
+    ///
+    /// # Errors
+    /// As [`InPlaceMean::all_reduce_mean_in_place`].
+    fn broadcast_in_place(&self, buffers: &mut [&mut dyn Any], root: usize) -> Result<()>;
+
+    /// Whether the engine's device is recording a CUDA graph now
+    /// ([`StepGraph`](crate::StepGraph)): its work is then recorded to be replayed, and
+    /// nothing may pass through host memory.
+    fn capturing(&self) -> bool {
+        false
+    }
 }
 
 /// An NCCL version, as [`Nccl::version`] reports it.

@@ -32,11 +32,15 @@ use crate::error::{Error, Result};
 /// # Ok::<(), declnet_runtime::Error>(())
 /// ```
 ///
+/// A data-parallel step on `Nccl` can be captured by a [`StepGraph`](crate::StepGraph): the
+/// ranks agree through host memory which parameters have gradients, which a capture cannot
+/// do, so the captured step keeps the agreement of the eager step before it (and fails if its
+/// gradients differ from that step's on this rank); `BatchNorm`'s running statistics are
+/// broadcast in place, and its batch counts only outside captures.
+///
 /// Limits: every call is issued on the device's one stream, so the GPU runs the all-reduces
-/// after the backward pass's kernels, not alongside them. A step that synchronises through
-/// `Nccl` cannot be captured by a [`StepGraph`](crate::StepGraph) (which gradients exist is
-/// agreed through host memory). A rank that dies leaves the others waiting inside NCCL: the
-/// launcher (`mpirun`, Slurm) must end the job.
+/// after the backward pass's kernels, not alongside them. A rank that dies leaves the others
+/// waiting inside NCCL: the launcher (`mpirun`, Slurm) must end the job.
 #[derive(Debug)]
 pub struct Nccl {
     /// The communicator; a raw pointer, which keeps `Nccl` on the thread that made it (NCCL's
@@ -236,17 +240,44 @@ impl InPlaceMean for Nccl {
     /// Averages [`CudaBuffer`]s on this engine's GPU, as one NCCL group.
     fn all_reduce_mean_in_place(&self, buffers: &mut [&mut dyn Any]) -> Result<()> {
         const OP: &str = "Nccl::all_reduce_mean_in_place";
+        self.group(OP, buffers, |buffer| {
+            self.all_reduce_mean_on_device(OP, buffer)
+        })
+    }
+
+    /// Broadcasts [`CudaBuffer`]s on this engine's GPU, as one NCCL group.
+    fn broadcast_in_place(&self, buffers: &mut [&mut dyn Any], root: usize) -> Result<()> {
+        const OP: &str = "Nccl::broadcast_in_place";
+        self.group(OP, buffers, |buffer| {
+            self.broadcast_on_device(OP, buffer, sys::ncclDataType_t::ncclFloat32, root)
+        })
+    }
+
+    fn capturing(&self) -> bool {
+        self.device.recorder().is_capturing()
+    }
+}
+
+impl Nccl {
+    /// Checks that every one of `buffers` is a [`CudaBuffer`] on this engine's GPU, then runs
+    /// `call` on each as one NCCL group.
+    fn group(
+        &self,
+        op: &'static str,
+        buffers: &mut [&mut dyn Any],
+        mut call: impl FnMut(&mut CudaSlice<f32>) -> Result<()>,
+    ) -> Result<()> {
         // Everything is checked before anything is queued.
         for buffer in buffers.iter() {
             let Some(buffer) = buffer.downcast_ref::<CudaBuffer>() else {
                 return Err(Error::Distributed {
-                    op: OP,
-                    message: "NCCL averages GPU buffers; this one is not on a GPU".to_owned(),
+                    op,
+                    message: "NCCL works on GPU buffers; this one is not on a GPU".to_owned(),
                 });
             };
             if buffer.stream().context().ordinal() != self.device.ordinal() {
                 return Err(Error::Distributed {
-                    op: OP,
+                    op,
                     message: format!(
                         "a buffer is on cuda:{}, this rank's NCCL works on {}",
                         buffer.stream().context().ordinal(),
@@ -255,11 +286,11 @@ impl InPlaceMean for Nccl {
                 });
             }
         }
-        result::group_start().map_err(|error| nccl_error(OP, &error))?;
+        result::group_start().map_err(|error| nccl_error(op, &error))?;
         let mut queued = Ok(());
         for buffer in buffers.iter_mut() {
             if let Some(buffer) = buffer.downcast_mut::<CudaBuffer>() {
-                queued = self.all_reduce_mean_on_device(OP, buffer.slice_mut());
+                queued = call(buffer.slice_mut());
                 if queued.is_err() {
                     break;
                 }
@@ -268,7 +299,7 @@ impl InPlaceMean for Nccl {
         // The group is closed whatever happened inside it.
         let ended = result::group_end()
             .map(drop)
-            .map_err(|error| nccl_error(OP, &error));
+            .map_err(|error| nccl_error(op, &error));
         queued.and(ended)
     }
 }
