@@ -21,9 +21,9 @@
 //! prints, plots and saves, and it prints the time per step (evaluation included), the share
 //! of it spent averaging gradients and how much of that the backward pass hid.
 //! On GPUs, one process each, built with `--features mpi,nccl`, NCCL averages the gradients in
-//! GPU memory instead ([`declnet::distributed::Nccl`]); give each rank its own GPU: `mpirun -n 2
-//! sh -c 'exec target/release/examples/08_digits_cnn --device cuda:$OMPI_COMM_WORLD_LOCAL_RANK
-//! --data-parallel'`.
+//! GPU memory instead ([`declnet::distributed::Nccl`]): `mpirun -n 2
+//! target/release/examples/08_digits_cnn --device cuda --data-parallel` gives the ranks on a machine
+//! one GPU each.
 
 #[path = "support/cli.rs"]
 mod cli;
@@ -163,7 +163,8 @@ fn main() -> Result<()> {
     match DeviceArg::from_args()? {
         DeviceArg::Cpu => run(&Cpu, &*ranks),
         DeviceArg::Cuda(ordinal) => {
-            let device = Cuda::new(ordinal)?;
+            // With `--data-parallel`, the ranks on a machine take one GPU each from `ordinal` on.
+            let device = Cuda::new(ordinal + ranks.local_rank())?;
             match nccl_from_args(&device, &*ranks)? {
                 Some(nccl) => run(&device, &nccl),
                 None => run(&device, &*ranks),

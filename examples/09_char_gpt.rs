@@ -23,9 +23,9 @@
 //! 77 s (39 ms per step, 48% of the all-reduce time hidden behind the backward pass),
 //! validation loss 1.80 (40 batches).
 //! On GPUs, one process each, built with `--features mpi,nccl`, NCCL averages the gradients in
-//! GPU memory instead ([`declnet::distributed::Nccl`]); give each rank its own GPU: `mpirun -n 2
-//! sh -c 'exec target/release/examples/09_char_gpt --device cuda:$OMPI_COMM_WORLD_LOCAL_RANK
-//! --data-parallel'`.
+//! GPU memory instead ([`declnet::distributed::Nccl`]): `mpirun -n 2
+//! target/release/examples/09_char_gpt --device cuda --data-parallel` gives the ranks on a machine
+//! one GPU each.
 
 #[path = "support/cli.rs"]
 mod cli;
@@ -323,7 +323,8 @@ fn main() -> Result<()> {
     match DeviceArg::from_args()? {
         DeviceArg::Cpu => run(&Cpu, &*ranks),
         DeviceArg::Cuda(ordinal) => {
-            let device = Cuda::new(ordinal)?;
+            // With `--data-parallel`, the ranks on a machine take one GPU each from `ordinal` on.
+            let device = Cuda::new(ordinal + ranks.local_rank())?;
             match nccl_from_args(&device, &*ranks)? {
                 Some(nccl) => run(&device, &nccl),
                 None => run(&device, &*ranks),

@@ -208,6 +208,8 @@ fn run_rank(scenario: &str) -> i32 {
     let (rank, world) = (mpi.rank(), mpi.world_size());
     match scenario {
         "agree" => {
+            // Every rank of these jobs runs on this machine.
+            assert_eq!(mpi.local_rank(), rank, "local rank");
             agree_tutorial(&mpi).expect("tutorial net");
             agree_dynamic(&mpi).expect("DynamicNet");
             agree_cnn(&mpi).expect("CNN");

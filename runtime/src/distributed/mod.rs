@@ -60,6 +60,12 @@ pub trait Collective {
     /// The number of ranks.
     fn world_size(&self) -> usize;
 
+    /// This process's place among the ranks on its machine, from 0, like PyTorch's
+    /// `LOCAL_RANK`: which of the machine's GPUs it should take. 0 unless the engine knows.
+    fn local_rank(&self) -> usize {
+        0
+    }
+
     /// Replaces `values` by their element-wise mean over the ranks.
     ///
     /// # Errors
@@ -214,6 +220,9 @@ impl<C: Collective + ?Sized> Collective for &C {
     }
     fn world_size(&self) -> usize {
         (**self).world_size()
+    }
+    fn local_rank(&self) -> usize {
+        (**self).local_rank()
     }
     fn all_reduce_mean(&self, values: &mut [f32]) -> Result<()> {
         (**self).all_reduce_mean(values)

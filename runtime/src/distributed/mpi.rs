@@ -44,6 +44,7 @@ const PANIC_EXIT_CODE: i32 = 101;
 pub struct Mpi {
     rank: usize,
     size: usize,
+    local_rank: usize,
     jobs: Sender<Job>,
     engine: Option<JoinHandle<()>>,
     exit_timeout: Duration,
@@ -64,6 +65,7 @@ struct Joined {
     rank: usize,
     size: usize,
     ranks_on_this_machine: usize,
+    local_rank: usize,
 }
 
 impl Mpi {
@@ -91,6 +93,7 @@ impl Mpi {
         Ok(Self {
             rank: joined.rank,
             size: joined.size,
+            local_rank: joined.local_rank,
             jobs,
             engine: Some(engine),
             exit_timeout: Duration::from_mins(2),
@@ -127,6 +130,11 @@ impl Collective for Mpi {
 
     fn world_size(&self) -> usize {
         self.size
+    }
+
+    /// Its place among the job's ranks that share its machine's memory.
+    fn local_rank(&self) -> usize {
+        self.local_rank
     }
 
     fn all_reduce_mean(&self, values: &mut [f32]) -> Result<()> {
@@ -192,10 +200,12 @@ fn run_engine(report: &Sender<Result<Joined>>, queue: &Receiver<Job>) {
     let world = universe.world();
     let rank = world.rank();
     let size = world.size();
+    let machine = world.split_shared(rank);
     let joined = Joined {
         rank: usize::try_from(rank).unwrap_or_default(),
         size: usize::try_from(size).unwrap_or(1),
-        ranks_on_this_machine: usize::try_from(world.split_shared(rank).size()).unwrap_or(1),
+        ranks_on_this_machine: usize::try_from(machine.size()).unwrap_or(1),
+        local_rank: usize::try_from(machine.rank()).unwrap_or_default(),
     };
     if report.send(Ok(joined)).is_err() {
         return;

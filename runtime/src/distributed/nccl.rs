@@ -25,8 +25,8 @@ use crate::error::{Error, Result};
 /// use declnet_runtime::Cuda;
 /// use declnet_runtime::distributed::{Collective, Mpi, Nccl};
 ///
-/// let launcher = Mpi::init()?; // `mpirun -n 4`: one process per GPU
-/// let gpu = Cuda::new(launcher.rank() % 4)?; // this machine's 4 GPUs
+/// let launcher = Mpi::init()?; // `mpirun -n 8` on two machines of 4 GPUs
+/// let gpu = Cuda::new(launcher.local_rank())?; // one process per GPU
 /// let nccl = Nccl::new(&gpu, &launcher)?;
 /// println!("NCCL {}, rank {} of {}", Nccl::version()?, nccl.rank(), nccl.world_size());
 /// # Ok::<(), declnet_runtime::Error>(())
@@ -49,13 +49,15 @@ pub struct Nccl {
     device: Cuda,
     rank: usize,
     world_size: usize,
+    local_rank: usize,
 }
 
 impl Nccl {
     /// Joins the GPUs of the job that `launcher` spans, this process on `device`: rank 0
     /// makes NCCL's unique id and `launcher` gives it to the others ([`Mpi`](super::Mpi) for
     /// a job started by `mpirun` or `srun`; [`Local`](super::Local) for one process). The
-    /// ranks are `launcher`'s. Every rank must call this.
+    /// ranks are `launcher`'s, and so is [`Collective::local_rank`], the GPU a rank usually
+    /// takes. Every rank must call this.
     ///
     /// Several ranks on one GPU need NCCL 2.30 or later and `NCCL_MULTI_RANK_GPU_ENABLE=1`;
     /// earlier versions refuse ("Duplicate GPU detected").
@@ -83,6 +85,7 @@ impl Nccl {
             device: device.clone(),
             rank,
             world_size,
+            local_rank: launcher.local_rank(),
         })
     }
 
@@ -204,6 +207,11 @@ impl Collective for Nccl {
 
     fn world_size(&self) -> usize {
         self.world_size
+    }
+
+    /// The launcher's.
+    fn local_rank(&self) -> usize {
+        self.local_rank
     }
 
     fn all_reduce_mean(&self, values: &mut [f32]) -> Result<()> {
