@@ -359,13 +359,23 @@ fn broadcast_text(text: &str, collective: &impl Collective) -> Result<String> {
     Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
-/// Copies rank 0's parameters and buffers to every rank (the layouts are known to match).
-/// Every rank takes part in every broadcast, even after a local error, and reports the first
-/// error at the end.
+/// Copies rank 0's parameters and buffers to every rank (the layouts are known to match), in
+/// place where the engine can. Every rank takes part in every broadcast, even after a local
+/// error, and reports the first error at the end.
 fn broadcast_state<B: Backend, M: Module<B> + ?Sized>(
     module: &mut M,
     collective: &impl Collective,
 ) -> Result<()> {
+    if let Some(engine) = collective.in_place() {
+        let mut values: Vec<&mut dyn Any> = Vec::new();
+        module.visit_params_mut(&mut |_, param| values.push(&mut param.value_mut().storage));
+        let mut result = engine.broadcast_in_place(&mut values, 0);
+        keep_first_error(
+            &mut result,
+            broadcast_buffers_in_place(module, collective, engine),
+        );
+        return result;
+    }
     let mut result = Ok(());
     module.visit_params_mut(&mut |_, param| {
         keep_first_error(&mut result, broadcast_tensor(param.value_mut(), collective));
@@ -492,10 +502,11 @@ mod tests {
         assert!(net.bias.as_ref().unwrap().grad().is_none());
     }
 
-    /// One rank that averages in place (doing nothing), counting its groups.
+    /// One rank that averages and broadcasts in place (doing nothing), counting its groups.
     #[derive(Default)]
     struct InPlaceAlone {
         groups: std::cell::Cell<usize>,
+        broadcasts: std::cell::Cell<usize>,
     }
 
     impl Collective for InPlaceAlone {
@@ -528,8 +539,11 @@ mod tests {
             self.groups.set(self.groups.get() + 1);
             Ok(())
         }
-        fn broadcast_in_place(&self, _: &mut [&mut dyn Any], _: usize) -> Result<()> {
-            unreachable!("a linear layer has no buffers")
+        fn broadcast_in_place(&self, buffers: &mut [&mut dyn Any], root: usize) -> Result<()> {
+            assert!(buffers.iter().all(|buffer| buffer.is::<Vec<f32>>()));
+            assert_eq!(root, 0);
+            self.broadcasts.set(self.broadcasts.get() + 1);
+            Ok(())
         }
     }
 
@@ -537,6 +551,8 @@ mod tests {
     fn an_in_place_engine_averages_even_alone() {
         let net = Linear::<Cpu>::new(3, 2, true, &Cpu, &mut seeded(0));
         let mut net = DataParallel::new(net, InPlaceAlone::default()).unwrap();
+        // The weight and the bias, in one group; a linear layer has no buffers.
+        assert_eq!(net.collective().broadcasts.get(), 1);
         let x = Tensor::from_vec(vec![1.0, 2.0, 3.0], [1, 3], &Cpu);
         net.backward(&x, &Tensor::ones([1, 2], &Cpu), false)
             .unwrap();
