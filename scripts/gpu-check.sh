@@ -9,9 +9,10 @@
 #         tests/cuda            the facade's tests/cuda.rs: every Backend method and a
 #                               TwoLayerNet training step, CUDA against the CPU
 #         tests/cuda_graph      StepGraph: replays match eager steps; refused captures
-#         tests/nccl            NCCL (`--features nccl`) as one rank: its collectives, a
-#                               data-parallel step averaged in GPU memory against the CPU,
-#                               and that step captured as a CUDA graph against eager steps
+#         tests/nccl            NCCL (`--features nccl`) as one rank: its collectives,
+#                               data-parallel steps averaged in GPU memory against the CPU
+#                               (the tutorial net; a CNN with BatchNorm's buffers), and a
+#                               step captured as a CUDA graph against eager steps
 #         tests/gradcheck       finite-difference checks of every op, on the CPU and CUDA
 #         tests/losses          every loss against PyTorch, CPU and CUDA
 #         tests/optimizers      every optimizer config against PyTorch, CPU and CUDA

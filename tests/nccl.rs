@@ -1,6 +1,7 @@
-//! NCCL (`--features nccl`) on one GPU, as a job of one rank: its collectives, a
-//! data-parallel training step that averages gradients in GPU memory against the same step on
-//! the CPU with [`Local`], and that step captured as a CUDA graph against the eager one.
+//! NCCL (`--features nccl`) on one GPU, as a job of one rank: its collectives, data-parallel
+//! training steps that average gradients (and broadcast `BatchNorm`'s buffers) in GPU memory
+//! against the same steps on the CPU with [`Local`], and a step captured as a CUDA graph
+//! against eager ones. The CPU halves run everywhere.
 //!
 //! Without a device the tests write `skipped: no CUDA device (<why>)`, without NCCL (a build
 //! without the feature, or no `libnccl.so` to load) `skipped: no NCCL (<why>)`, and pass.
@@ -17,6 +18,7 @@ use declnet::distributed::{Collective, DataParallel, Local, Nccl};
 use declnet::losses::{Loss, MseLoss, Reduction};
 use declnet::optim::{Sgd, SgdConfig};
 use declnet::prelude::*;
+use declnet::runtime::Buffer;
 use two_layer_net::TwoLayerNet;
 
 /// One test at a time on the GPU: a capture records every op issued to the device's stream.
@@ -111,20 +113,78 @@ fn data_parallel_steps<B: Backend>(dev: &B, engine: impl Collective) -> Vec<(Str
     outputs
 }
 
+network! {
+    /// A small CNN with `BatchNorm`, whose running statistics and batch count are broadcast
+    /// from rank 0 after every step.
+    pub struct SmallCnn(x: [N, 1, 8, 8]) -> [N, 10] {
+        conv: Conv2d<1, 4, 3, padding = 1>, bn: BatchNorm2d<4>, ReLU, MaxPool2d<2>,
+        Flatten, fc: Linear<64, 10>
+    }
+}
+
+/// Two SGD steps of [`SmallCnn`], gradients averaged by `engine`: the trained weights, the
+/// running statistics and the batch count.
+fn cnn_steps<B: Backend>(dev: &B, engine: impl Collective) -> Vec<(String, Vec<f32>)> {
+    let mut net = DataParallel::new(SmallCnn::new(dev, &mut seeded(3)), engine).unwrap();
+    let x = Tensor::randn([16, 1, 8, 8], dev, &mut seeded(4));
+    let y = Tensor::randn([16, 10], dev, &mut seeded(5));
+    let mut optimizer: Sgd<B> = Sgd::new(SgdConfig {
+        lr: 1e-2,
+        ..SgdConfig::default()
+    });
+    for _ in 0..2 {
+        let (y_pred, tape) = net.forward_train(&x).unwrap();
+        let (_, grad) = MseLoss::new(Reduction::Mean)
+            .try_value_and_grad(&y_pred, &y)
+            .unwrap();
+        optimizer.zero_grad(&mut net);
+        net.backward_params(tape, &grad).unwrap();
+        net.sync_gradients().unwrap();
+        optimizer.try_step(&mut net).unwrap();
+    }
+    let mut outputs = Vec::new();
+    net.visit_params(&mut |name, param| outputs.push((name.to_owned(), param.value().to_vec())));
+    net.visit_buffers(&mut |name, buffer| {
+        let values = match buffer {
+            Buffer::Tensor(tensor) => tensor.to_vec(),
+            Buffer::Count(count) => vec![count as f32],
+        };
+        outputs.push((name.to_owned(), values));
+    });
+    outputs
+}
+
 #[test]
-fn one_rank_data_parallel_step_matches_the_cpu() {
+fn one_rank_cnn_with_batch_norm_matches_the_cpu() {
     let _turn = gpu_turn();
+    // The CPU's run first, so that a build without a GPU runs half the test.
+    let expected = cnn_steps(&Cpu, Local);
     let Some((cuda, nccl)) = nccl_or_skip() else {
         return;
     };
-    let expected = data_parallel_steps(&Cpu, Local);
-    let found = data_parallel_steps(&cuda, nccl);
-    for ((name, expected), (_, found)) in expected.iter().zip(&found) {
+    assert_close(&expected, &cnn_steps(&cuda, nccl));
+}
+
+/// Each named output of the NCCL run against the CPU's, to 1e-4 of the largest magnitude.
+fn assert_close(expected: &[(String, Vec<f32>)], found: &[(String, Vec<f32>)]) {
+    assert_eq!(expected.len(), found.len());
+    for ((name, expected), (found_name, found)) in expected.iter().zip(found) {
+        assert_eq!(name, found_name);
         let peak = expected.iter().fold(1.0f32, |peak, e| peak.max(e.abs()));
         for (e, f) in expected.iter().zip(found) {
             assert!((e - f).abs() <= 1e-4 * peak, "{name}: cpu {e}, nccl {f}");
         }
     }
+}
+
+#[test]
+fn one_rank_data_parallel_step_matches_the_cpu() {
+    let _turn = gpu_turn();
+    let expected = data_parallel_steps(&Cpu, Local);
+    let Some((cuda, nccl)) = nccl_or_skip() else {
+        return;
+    };
+    assert_close(&expected, &data_parallel_steps(&cuda, nccl));
 }
 
 /// Everything a captured data-parallel step touches.
