@@ -71,19 +71,8 @@ fn one_rank_collectives_keep_the_values() {
 /// after each backward pass, `linear2.bias` left without a gradient: the losses, the
 /// prediction and the trained weights.
 fn data_parallel_steps<B: Backend>(dev: &B, engine: impl Collective) -> Vec<(String, Vec<f32>)> {
-    let mut init = Vec::new();
-    TwoLayerNet::new(&Cpu, &mut seeded(0)).visit_params(&mut |_, param| {
-        let value = param.value();
-        init.push((value.to_vec(), value.dims().to_vec()));
-    });
-    let mut net = TwoLayerNet::new(dev, &mut seeded(1));
-    let mut values = init.into_iter();
-    net.visit_params_mut(&mut |_, param| {
-        let (value, dims) = values.next().unwrap();
-        param.set_value(Tensor::from_vec(value, dims, dev)).unwrap();
-    });
-    let mut net = DataParallel::new(net, engine).unwrap();
-    // Drawn on the host, so both devices get the same batch.
+    // Weights and batch are drawn on the host, so both devices get the same.
+    let mut net = DataParallel::new(TwoLayerNet::new(dev, &mut seeded(0)), engine).unwrap();
     let x = Tensor::randn([32, 1000], dev, &mut seeded(7));
     let y = Tensor::randn([32, 10], dev, &mut seeded(8));
     let mut optimizer: Sgd<B> = Sgd::new(SgdConfig {

@@ -488,10 +488,11 @@ mod tests {
     use crate::{Cpu, Tensor};
     use std::any::Any;
 
-    #[test]
-    fn one_rank_keeps_its_gradients_and_the_lack_of_one() {
+    /// A linear layer on one rank of `engine`, synchronised after a backward pass that left
+    /// its bias without a gradient: the weight's is kept, and the lack of one too.
+    fn one_rank_synced<C: Collective>(engine: C) -> DataParallel<Linear, C> {
         let net = Linear::<Cpu>::new(3, 2, true, &Cpu, &mut seeded(0));
-        let mut net = DataParallel::new(net, Local).unwrap();
+        let mut net = DataParallel::new(net, engine).unwrap();
         let x = Tensor::from_vec(vec![1.0, 2.0, 3.0], [1, 3], &Cpu);
         net.backward(&x, &Tensor::ones([1, 2], &Cpu), false)
             .unwrap();
@@ -500,6 +501,12 @@ mod tests {
         net.sync_gradients().unwrap();
         assert_eq!(net.weight.grad().unwrap().to_vec(), before);
         assert!(net.bias.as_ref().unwrap().grad().is_none());
+        net
+    }
+
+    #[test]
+    fn one_rank_keeps_its_gradients_and_the_lack_of_one() {
+        one_rank_synced(Local);
     }
 
     /// One rank that averages and broadcasts in place (doing nothing), counting its groups.
@@ -549,18 +556,9 @@ mod tests {
 
     #[test]
     fn an_in_place_engine_averages_even_alone() {
-        let net = Linear::<Cpu>::new(3, 2, true, &Cpu, &mut seeded(0));
-        let mut net = DataParallel::new(net, InPlaceAlone::default()).unwrap();
-        // The weight and the bias, in one group; a linear layer has no buffers.
+        let net = one_rank_synced(InPlaceAlone::default());
+        // At `new`, the weight and the bias in one group; a linear layer has no buffers.
         assert_eq!(net.collective().broadcasts.get(), 1);
-        let x = Tensor::from_vec(vec![1.0, 2.0, 3.0], [1, 3], &Cpu);
-        net.backward(&x, &Tensor::ones([1, 2], &Cpu), false)
-            .unwrap();
-        let before = net.weight.grad().unwrap().to_vec();
-        net.bias.as_mut().unwrap().zero_grad();
-        net.sync_gradients().unwrap();
-        assert_eq!(net.weight.grad().unwrap().to_vec(), before);
-        assert!(net.bias.as_ref().unwrap().grad().is_none());
         assert_eq!(net.collective().groups.get(), 1);
         assert_eq!(net.last_sync().buckets, 1);
     }
