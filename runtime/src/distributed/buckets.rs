@@ -307,7 +307,9 @@ impl Buckets {
             if param.grad().is_none() {
                 let zeroed = param
                     .try_accumulate_grad_with(|grad, _| grad.device.fill(&mut grad.storage, 0.0));
-                result = result.clone().and(zeroed);
+                if result.is_ok() {
+                    result = zeroed;
+                }
             }
             sent.push(param);
         });
