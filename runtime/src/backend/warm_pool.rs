@@ -12,9 +12,10 @@
 //! While they look, they beat a heartbeat. When another program keeps their cores busy, the
 //! yield hands each core to it for a whole time slice, so the heartbeat goes stale; work
 //! handed over then would wait for the slice to end, and the caller runs it itself instead
-//! (see [`hand_off`]). A looking thread whose yield took a time slice stops looking, lest it
-//! take turns with the caller on one core (the scheduler may put both there, beside a busy
-//! program on the other); once all have stopped, the caller runs alone for [`BACK_OFF`].
+//! (see [`hand_off`]). A looking thread whose yield took a time slice sleeps for
+//! [`BACK_OFF`], lest it take turns with the caller on one core (the scheduler may put both
+//! there, beside a busy program on the other); its heartbeat keeps the caller alone
+//! meanwhile. It sleeps rather than stops: starting the threads again would allocate.
 
 use std::sync::LazyLock;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -49,17 +50,13 @@ struct Heartbeat(AtomicU64);
 /// loop's round, far below a time slice.
 const STALE: Duration = Duration::from_micros(50);
 
-/// Until when (nanoseconds since [`START`]) the caller runs its kernels alone, once every
-/// looking thread stopped for want of a core.
-static ALONE_UNTIL: AtomicU64 = AtomicU64::new(0);
-
 /// A yield that kept a looking thread off its core this long means another thread wants
 /// that core for a time slice (0.75 ms or more): shorter gaps, of 0.1-0.4 ms now and then on
 /// an idle virtual machine, are the host's.
 const TAKEN: Duration = Duration::from_micros(500);
 
-/// How long the caller runs alone after the looking threads stopped for want of a core;
-/// then they start again, and stop again if their cores are still taken.
+/// How long a looking thread that lost its core for a time slice keeps off it; then it looks
+/// again, and keeps off again if the core is still taken.
 const BACK_OFF: Duration = Duration::from_millis(20);
 
 /// Makes the calling thread, one of the pool's, the one whose kernels keep the pool warm.
@@ -78,23 +75,18 @@ fn nanos_since_start() -> u64 {
 /// (starting them if they stopped), and answers no when they are looking but none has for
 /// [`STALE`]: another program holds their cores, and the caller had better run the work
 /// itself than wait for their time slices (the MLP bench step beside a busy process: 8.8-10
-/// ms, its one-thread time, against 11-15 ms when handed over). Also no while the caller
-/// runs alone ([`BACK_OFF`]). Other threads always hand over.
+/// ms, its one-thread time, against 11-15 ms when handed over). Other threads always hand
+/// over.
 pub(crate) fn hand_off() -> bool {
     let caller = CALLER.load(Ordering::Relaxed);
     if caller == usize::MAX || rayon::current_thread_index() != Some(caller) {
         return true;
     }
     let now = nanos_since_start();
-    let looking = LOOKING.load(Ordering::Acquire);
-    if looking > 0 {
-        LAST_HANDOFF.store(now, Ordering::Relaxed);
+    LAST_HANDOFF.store(now, Ordering::Relaxed);
+    if LOOKING.load(Ordering::Acquire) > 0 {
         return now.saturating_sub(HEARTBEAT.0.load(Ordering::Relaxed)) < nanos(STALE);
     }
-    if now < ALONE_UNTIL.load(Ordering::Relaxed) {
-        return false;
-    }
-    LAST_HANDOFF.store(now, Ordering::Relaxed);
     let others = rayon::current_num_threads() - 1;
     if LOOKING
         .compare_exchange(0, others, Ordering::AcqRel, Ordering::Relaxed)
@@ -121,8 +113,8 @@ pub(crate) fn beat() {
 }
 
 /// Runs the pool's jobs as they are queued, until [`WINDOW`] has passed since the last
-/// handoff, or until a yield gives this thread's core away for longer than [`TAKEN`] (the
-/// caller then runs alone for [`BACK_OFF`]).
+/// handoff; sleeps for [`BACK_OFF`] after a yield that gave this thread's core away for
+/// longer than [`TAKEN`].
 fn look_for_work() {
     loop {
         beat();
@@ -134,10 +126,8 @@ fn look_for_work() {
             return;
         }
         std::thread::yield_now();
-        let back = nanos_since_start();
-        if back.saturating_sub(now) > nanos(TAKEN) {
-            ALONE_UNTIL.fetch_max(back.saturating_add(nanos(BACK_OFF)), Ordering::Relaxed);
-            return;
+        if nanos_since_start().saturating_sub(now) > nanos(TAKEN) {
+            std::thread::sleep(BACK_OFF);
         }
     }
 }
@@ -175,10 +165,6 @@ mod tests {
             );
             std::thread::sleep(WINDOW);
         }
-        // Once none looks, and the last to stop lacked a core, the caller runs alone.
-        ALONE_UNTIL.store(nanos_since_start() + nanos(BACK_OFF), Ordering::Relaxed);
-        assert!(!hand_off(), "the caller should run alone");
-        ALONE_UNTIL.store(0, Ordering::Relaxed);
         CALLER.store(usize::MAX, Ordering::Relaxed);
     }
 }
