@@ -140,8 +140,8 @@ fn nanos(duration: Duration) -> u64 {
 mod tests {
     use super::*;
 
-    /// Kernels handed to a warm pool still run, and its threads stop looking once the window
-    /// has passed (rather than spinning for ever).
+    /// Kernels handed to a warm pool still run, its threads stop looking once the window has
+    /// passed (rather than spinning for ever), and work goes only to threads that run.
     #[test]
     fn the_threads_stop_looking_after_the_window() {
         let pool = rayon::ThreadPoolBuilder::new()
@@ -165,6 +165,16 @@ mod tests {
             );
             std::thread::sleep(WINDOW);
         }
+        // A thread meant to be looking, whose heartbeat is stale (another program holds its
+        // core): the caller keeps the work, and its own beats do not count; a fresh one:
+        // the work is handed over.
+        LOOKING.store(1, Ordering::Release);
+        HEARTBEAT.0.store(0, Ordering::Relaxed);
+        beat();
+        assert!(!hand_off(), "work handed to a thread that is not running");
+        HEARTBEAT.0.store(nanos_since_start(), Ordering::Relaxed);
+        assert!(hand_off(), "work kept from a thread that is looking for it");
+        LOOKING.store(0, Ordering::Release);
         CALLER.store(usize::MAX, Ordering::Relaxed);
     }
 }
