@@ -294,11 +294,15 @@ impl Buckets {
             collective.all_reduce_mean(&mut self.flags)?;
             anywhere.clone_from(&self.flags);
         }
+        // Every rank sends every group, even after a local error, so none waits.
         let mut result = Ok(());
-        let mut sent: Vec<&mut Param<B>> = Vec::with_capacity(self.flags.len());
+        let mut timing = SyncTiming::default();
+        let (flags, first_len, len) = (&self.flags, self.first_len, self.len);
+        let mut group: Vec<&mut dyn Any> = Vec::new();
+        let mut values = 0;
         let mut index = 0;
         module.visit_params_mut(&mut |_, param| {
-            let anywhere = self.flags[index] > 0.0;
+            let anywhere = flags[index] > 0.0;
             index += 1;
             if !anywhere {
                 param.zero_grad();
@@ -311,28 +315,22 @@ impl Buckets {
                     result = zeroed;
                 }
             }
-            sent.push(param);
-        });
-        let mut timing = SyncTiming::default();
-        let mut group: Vec<&mut dyn Any> = Vec::new();
-        let mut values = 0;
-        let count = sent.len();
-        for (position, param) in sent.into_iter().enumerate() {
             values += param.value().numel();
             group.push(param.grad_storage_mut());
-            let capacity = if timing.buckets == 0 {
-                self.first_len
-            } else {
-                self.len
-            };
-            if values >= capacity || position + 1 == count {
-                // Every rank sends every group, even after a local error, so none waits.
+            let capacity = if timing.buckets == 0 { first_len } else { len };
+            if values >= capacity {
                 let averaged = engine.all_reduce_mean_in_place(&mut group);
-                result = result.and(averaged);
+                if result.is_ok() {
+                    result = averaged;
+                }
                 timing.buckets += 1;
                 group.clear();
                 values = 0;
             }
+        });
+        if !group.is_empty() {
+            result = result.and(engine.all_reduce_mean_in_place(&mut group));
+            timing.buckets += 1;
         }
         timing.waited = started.elapsed();
         result.map(|()| timing)
