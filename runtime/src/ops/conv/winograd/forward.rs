@@ -3,9 +3,7 @@
 use faer::linalg::matmul::matmul;
 use faer::{Accum, MatMut, MatRef, Par};
 
-use super::{
-    ENTRIES, Job, Plan, Share, entry_stride, four, in_parts, tile_row_of, transform_samples,
-};
+use super::{Chunk, ENTRIES, Job, Plan, Share, entry_stride, four, in_parts, transform_samples};
 use crate::backend::cpu::{Vectorizable, join};
 use crate::backend::{Cpu, Memory};
 use crate::error::Result;
@@ -89,9 +87,9 @@ fn g_times(a: f32, b: f32, c: f32) -> [f32; 4] {
     [a, 0.5 * (a + b + c), 0.5 * (a - b + c), c]
 }
 
-/// One thread's buffers for a chunk: the padded input `[samples, rows, cols, C]`, the
+/// One thread's buffers for a chunk: the padded input `[slots, rows, cols, C]`, the
 /// transformed input `[16, tiles, C]`, the products `[16, tiles, out]`, the output
-/// `[samples, OH, OW, out]`, a tile row's partial transform, the bias repeated along a row of
+/// `[slots, rows, OW, out]`, a tile row's partial transform, the bias repeated along a row of
 /// outputs, room for a row below the planes, and a zero bias.
 struct Buffers<'a> {
     input: &'a mut [f32],
@@ -110,9 +108,9 @@ impl<'a> Buffers<'a> {
         let (channels, out) = (plan.g.channels, plan.out_channels);
         [
             plan.padded_input_len(),
-            plan.transformed_len(channels, (plan.g.height, plan.g.width)),
-            plan.transformed_len(out, (0, 0)),
-            plan.chunk * plan.output_len(),
+            plan.transformed_len(channels, plan.input_rows_len()),
+            plan.transformed_len(out, 0),
+            plan.chunk * plan.output_rows_len(),
             plan.partial_len() + 2 * plan.row_len() + out,
         ]
     }
@@ -167,35 +165,34 @@ impl Vectorizable for Job<'_, Forward<'_>, &mut [f32]> {
             share,
         } = self;
         let mut b = Buffers::new(&plan, bias, share.scratch);
-        let per_chunk = (
-            plan.chunk * plan.input_len(),
-            plan.chunk * plan.output_len(),
-        );
-        let chunks = share
-            .x
-            .chunks(per_chunk.0)
-            .zip(share.other.chunks_mut(per_chunk.1));
-        for (x, y) in chunks {
-            let tiles = x.len() / plan.input_len() * plan.tiles_per_sample();
+        let samples = share.x.len() / plan.input_len();
+        for (first, chunk) in plan.chunks(samples) {
+            let x = &share.x[first * plan.input_len()..][..chunk.samples * plan.input_len()];
+            let y = &mut share.other[first * plan.output_len()..];
+            let tiles = chunk.tiles(&plan);
             let buffers = (&mut *b.input, &mut *b.partial, &mut *b.transformed);
-            transform_samples(&plan, x, buffers, tiles);
+            transform_samples(&plan, chunk, x, buffers);
             multiply(&plan, u, b.transformed, b.products, tiles);
-            transform_output(&plan, &mut b, tiles);
-            channels_first(&plan, b.output, y);
+            transform_output(&plan, chunk, &mut b);
+            channels_first(&plan, chunk, b.output, y);
         }
     }
 }
 
-/// `[samples, OH, OW, out]` back to `[samples, out, OH, OW]`.
+/// The chunk's output `[slots, rows, OW, out]` into its rows of `y` (`[samples, out, OH, OW]`,
+/// from the chunk's first sample on).
 #[inline(always)]
-fn channels_first(plan: &Plan<'_>, output: &[f32], y: &mut [f32]) {
+fn channels_first(plan: &Plan<'_>, chunk: Chunk, output: &[f32], y: &mut [f32]) {
     let out = plan.out_channels;
-    let positions = plan.g.out_height * plan.g.out_width;
-    for (y, output) in y
-        .chunks_exact_mut(plan.output_len())
-        .zip(output.chunks_exact(plan.output_len()))
-    {
-        transpose(output, |p| p * out, y, |o| o * positions, (positions, out));
+    let (plane, first) = (
+        plan.g.out_height * plan.g.out_width,
+        2 * chunk.first_row * plan.g.out_width,
+    );
+    let positions = chunk.out_rows(plan) * plan.g.out_width;
+    let samples = y.chunks_exact_mut(plan.output_len()).take(chunk.samples);
+    for (y, output) in samples.zip(output.chunks_exact(positions * out)) {
+        let y = &mut y[first..];
+        transpose(output, |p| p * out, y, |o| o * plane, (positions, out));
     }
 }
 
@@ -227,17 +224,17 @@ fn output_step([m0, m1, m2, m3]: [&[f32]; 4], [s0, s1]: [&mut [f32]; 2], bias: &
     }
 }
 
-/// `A^T m A` of every tile, plus the bias, into the channels-last output: along the rows
-/// tile by tile, then down the columns of a whole tile row at once.
+/// `A^T m A` of every tile of `chunk`, plus the bias, into the channels-last output: along
+/// the rows tile by tile, then down the columns of a whole tile row at once.
 #[inline(always)]
-fn transform_output(plan: &Plan<'_>, b: &mut Buffers<'_>, tiles: usize) {
+fn transform_output(plan: &Plan<'_>, chunk: Chunk, b: &mut Buffers<'_>) {
     let g = plan.g;
     let out = plan.out_channels;
     let (row_len, out_row_len) = (plan.row_len(), g.out_width * out);
-    let stride = entry_stride(tiles * out);
+    let stride = entry_stride(chunk.tiles(plan) * out);
     let partial = &mut b.partial[..4 * row_len];
-    for first_tile in (0..tiles).step_by(plan.tile_cols) {
-        let (sample, tile_row) = tile_row_of(plan, first_tile);
+    let slot_rows = chunk.out_rows(plan);
+    for (slot, tile_row, first_tile) in chunk.tile_rows(plan) {
         for tile_col in 0..plan.tile_cols {
             let at = |e: usize| &b.products[e * stride + (first_tile + tile_col) * out..][..out];
             for r in 0..4 {
@@ -248,8 +245,8 @@ fn transform_output(plan: &Plan<'_>, b: &mut Buffers<'_>, tiles: usize) {
             }
         }
         let y = 2 * tile_row;
-        let at = (sample * g.out_height + y) * out_row_len;
-        let (top, bottom) = if y + 1 < g.out_height {
+        let at = (slot * slot_rows + y) * out_row_len;
+        let (top, bottom) = if 2 * chunk.first_row + y + 1 < g.out_height {
             b.output[at..][..2 * out_row_len].split_at_mut(out_row_len)
         } else {
             (

@@ -9,8 +9,9 @@
 //! summed over the tiles ([`weight_gradient`]).
 //!
 //! Samples run in chunks of about [`CHUNK_TILES`] tiles: a chunk's transforms and products
-//! run on one thread, in buffers that stay in its cache. The buffers are channels-last, so
-//! that the transforms run along the channels.
+//! run on one thread, in buffers that stay in its cache. A chunk is whole samples, or a band
+//! of a large sample's tile rows. The buffers are channels-last, so that the transforms run
+//! along the channels.
 
 mod forward;
 mod weight_gradient;
@@ -38,6 +39,13 @@ fn entry_stride(len: usize) -> usize {
 /// convolutions (see `benches/cnn_step.rs`).
 const CHUNK_TILES: usize = 128;
 
+/// Samples with more tiles than this run in bands of about [`CHUNK_TILES`] tiles (whole tile
+/// rows, at least one), so that a chunk's buffers stay in the cache however large the image.
+/// Whole 224x224 samples of 64 channels took 130 MB of buffers a thread, and a pass over a
+/// batch of 2 (forward and weight gradient) 192 ms; in bands, 54-65 ms. The larger CNN's
+/// 32x32 samples (256 tiles) measured no faster in two bands.
+const BAND_MIN_TILES: usize = 2 * CHUNK_TILES;
+
 /// Products with fewer flops in all run on one thread. Lower than the matrix products'
 /// threshold, as each part also transforms its samples: the digits CNN's 16-to-32-channel
 /// layer (4.2 MFLOP of products a pass) in two parts takes its step from 0.69 ms to 0.54 ms.
@@ -52,8 +60,39 @@ struct Plan<'a> {
     tile_rows: usize,
     /// Tiles across an output plane: `ceil(OW / 2)`.
     tile_cols: usize,
-    /// Samples per chunk.
+    /// Samples per chunk: one when samples run in bands.
     chunk: usize,
+    /// Tile rows per band of a sample: `tile_rows` when samples run whole.
+    band_rows: usize,
+}
+
+/// A chunk of the samples' tiles: tile rows `first_row..first_row + rows` of each of
+/// `samples` samples (all their rows, or one sample's band). Each sample's part of a chunk is
+/// a slot of its buffers.
+#[derive(Debug, Clone, Copy)]
+struct Chunk {
+    samples: usize,
+    first_row: usize,
+    rows: usize,
+}
+
+impl Chunk {
+    /// The chunk's tiles.
+    fn tiles(self, plan: &Plan<'_>) -> usize {
+        self.samples * self.rows * plan.tile_cols
+    }
+
+    /// A slot's rows of the output plane: two per tile row, short where the plane ends.
+    fn out_rows(self, plan: &Plan<'_>) -> usize {
+        let out_height = plan.g.out_height;
+        (2 * (self.first_row + self.rows)).min(out_height) - 2 * self.first_row
+    }
+
+    /// Each tile row of the chunk: its slot, its row in the slot, and its first tile.
+    fn tile_rows(self, plan: &Plan<'_>) -> impl Iterator<Item = (usize, usize, usize)> {
+        let (rows, cols) = (self.rows, plan.tile_cols);
+        (0..self.samples * rows).map(move |at| (at / rows, at % rows, at * cols))
+    }
 }
 
 impl<'a> Plan<'a> {
@@ -82,22 +121,47 @@ impl<'a> Plan<'a> {
             )));
         }
         let (tile_rows, tile_cols) = (g.out_height.div_ceil(2), g.out_width.div_ceil(2));
+        let tiles = tile_rows * tile_cols;
+        let (chunk, band_rows) = if tiles > BAND_MIN_TILES {
+            (1, (CHUNK_TILES / tile_cols).clamp(1, tile_rows))
+        } else {
+            ((CHUNK_TILES / tiles.max(1)).max(1), tile_rows)
+        };
         Ok(Self {
             g,
             out_channels,
             tile_rows,
             tile_cols,
-            chunk: (CHUNK_TILES / (tile_rows * tile_cols).max(1)).max(1),
+            chunk,
+            band_rows,
         })
     }
 
-    fn tiles_per_sample(&self) -> usize {
-        self.tile_rows * self.tile_cols
+    /// The chunks of `samples` samples, in order: `chunk` samples at a time, or band by band.
+    fn chunks(&self, samples: usize) -> impl Iterator<Item = (usize, Chunk)> {
+        let (per_chunk, band_rows, tile_rows) = (self.chunk, self.band_rows, self.tile_rows);
+        let bands = tile_rows.div_ceil(band_rows.max(1)).max(1);
+        (0..samples.div_ceil(per_chunk) * bands).map(move |index| {
+            let (first_sample, band) = (index / bands * per_chunk, index % bands);
+            let first_row = band * band_rows;
+            let chunk = Chunk {
+                samples: per_chunk.min(samples - first_sample),
+                first_row,
+                rows: band_rows.min(tile_rows - first_row),
+            };
+            (first_sample, chunk)
+        })
     }
 
-    /// The zero-padded input plane the tiles read: `2 * tile_rows + 2` by `2 * tile_cols + 2`.
-    fn padded(&self) -> (usize, usize) {
-        (2 * self.tile_rows + 2, 2 * self.tile_cols + 2)
+    /// The most tiles a chunk holds.
+    fn chunk_tiles(&self) -> usize {
+        self.chunk * self.band_rows * self.tile_cols
+    }
+
+    /// The length of the zero-padded input rows the tiles read: `2 * tile_cols + 2`. A
+    /// chunk's slot holds `2 rows + 2` of them, from the padded plane's row `2 first_row`.
+    fn padded_cols(&self) -> usize {
+        2 * self.tile_cols + 2
     }
 
     fn input_len(&self) -> usize {
@@ -108,25 +172,34 @@ impl<'a> Plan<'a> {
         self.out_channels * self.g.out_height * self.g.out_width
     }
 
-    /// A chunk's padded channels-last input, `[samples, rows, cols, C]`.
+    /// A chunk's padded channels-last input, `[slots, rows, cols, C]`.
     fn padded_input_len(&self) -> usize {
-        let (rows, cols) = self.padded();
-        self.chunk * rows * cols * self.g.channels
+        self.chunk * (2 * self.band_rows + 2) * self.padded_cols() * self.g.channels
+    }
+
+    /// A slot's rows of the input plane, channels-last: the most a slot's padded rows read.
+    fn input_rows_len(&self) -> usize {
+        let g = self.g;
+        (2 * self.band_rows + 2).min(g.height) * g.width * g.channels
+    }
+
+    /// A slot's rows of the output plane, channels-last.
+    fn output_rows_len(&self) -> usize {
+        let g = self.g;
+        (2 * self.band_rows).min(g.out_height) * g.out_width * self.out_channels
     }
 
     /// A chunk's transformed input, `[16, tiles, C]`, or products, `[16, tiles, out]`, or
-    /// whichever is longer of that and one sample's `height x width` planes channels-last, which
-    /// the buffer holds before the transform.
-    fn transformed_len(&self, channels: usize, (height, width): (usize, usize)) -> usize {
-        let transformed = ENTRIES * entry_stride(self.chunk * self.tiles_per_sample() * channels);
-        transformed.max(height * width * channels)
+    /// `before` if longer: what the buffer holds before the transform.
+    fn transformed_len(&self, channels: usize, before: usize) -> usize {
+        let transformed = ENTRIES * entry_stride(self.chunk_tiles() * channels);
+        transformed.max(before)
     }
 
     /// A tile row's partial transform: the input's four padded rows `[4, cols, C]`, or the
     /// output's `[4, 2 tile_cols, out]`.
     fn partial_len(&self) -> usize {
-        let (_, cols) = self.padded();
-        (4 * cols * self.g.channels).max(4 * self.row_len())
+        (4 * self.padded_cols() * self.g.channels).max(4 * self.row_len())
     }
 
     /// A tile row's row of outputs: `2 tile_cols` positions of `out` channels.
@@ -136,7 +209,7 @@ impl<'a> Plan<'a> {
 
     /// The flops of a pass's 16 products over every tile.
     fn products_flops(&self) -> usize {
-        let tiles = self.g.batch * self.tiles_per_sample();
+        let tiles = self.g.batch * self.tile_rows * self.tile_cols;
         2 * ENTRIES * self.out_channels * self.g.channels * tiles
     }
 
@@ -175,31 +248,41 @@ fn four(values: &[f32], len: usize) -> [&[f32]; 4] {
     [first, second, third, &rest[..len]]
 }
 
-/// Planes `x` (`[samples, C, height, width]`) into `out` as `[samples, rows, cols, C]`, each
-/// plane `pad` rows and columns in from the top left, zeros around; each sample through
-/// `temp` (`height * width * C` elements) as `[height * width, C]`.
+/// Rows `first..first + rows` of planes `x` (`[samples, C, height, width]`), each placed
+/// `pad` rows and columns in from the top left with zeros around, into `out` as
+/// `[samples, rows, cols, C]`; each sample's rows that land there through `temp` as
+/// `[positions, C]`.
 #[inline(always)]
 fn channels_last(
     x: &[f32],
     (channels, height, width): (usize, usize, usize),
-    (out, (rows, cols), pad): (&mut [f32], (usize, usize), usize),
+    (out, (first, rows, cols), pad): (&mut [f32], (usize, usize, usize), usize),
     temp: &mut [f32],
 ) {
     let plane = height * width;
-    let temp = &mut temp[..plane * channels];
+    let first_y = first.saturating_sub(pad).min(height);
+    let positions = ((first + rows).saturating_sub(pad).min(height) - first_y) * width;
+    let temp = &mut temp[..positions * channels];
     let (row_len, pitch) = (width * channels, cols * channels);
     for (x, out) in x
         .chunks_exact(channels * plane)
         .zip(out.chunks_exact_mut(rows * pitch))
     {
-        transpose(x, |c| c * plane, temp, |p| p * channels, (channels, plane));
+        let x = &x[first_y * width..];
+        transpose(
+            x,
+            |c| c * plane,
+            temp,
+            |p| p * channels,
+            (channels, positions),
+        );
         for (r, out) in out.chunks_exact_mut(pitch).enumerate() {
-            match r.checked_sub(pad).filter(|&y| y < height) {
+            match (first + r).checked_sub(pad).filter(|&y| y < height) {
                 Some(y) => {
                     let (left, rest) = out.split_at_mut(pad * channels);
                     let (row, right) = rest.split_at_mut(row_len);
                     left.fill(0.0);
-                    row.copy_from_slice(&temp[y * row_len..][..row_len]);
+                    row.copy_from_slice(&temp[(y - first_y) * row_len..][..row_len]);
                     right.fill(0.0);
                 }
                 None => out.fill(0.0),
@@ -222,32 +305,24 @@ fn input_step([d0, d1, d2, d3]: [&[f32]; 4], [t0, t1, t2, t3]: [&mut [f32]; 4]) 
     }
 }
 
-/// The sample and tile row of tile `tile` of a chunk.
-#[inline(always)]
-fn tile_row_of(plan: &Plan<'_>, tile: usize) -> (usize, usize) {
-    let within = tile % plan.tiles_per_sample();
-    (tile / plan.tiles_per_sample(), within / plan.tile_cols)
-}
-
-/// `B^T d B` of every tile's input patch in the padded channels-last `input`, into
+/// `B^T d B` of every tile's input patch in the padded channels-last `input` of `chunk`, into
 /// `transformed` (`[16, tiles, C]`): down the columns of a tile row's four padded rows at once
 /// (into `partial`), then along the rows tile by tile.
 #[inline(always)]
 fn transform_input(
     plan: &Plan<'_>,
+    chunk: Chunk,
     input: &[f32],
     partial: &mut [f32],
     transformed: &mut [f32],
-    tiles: usize,
 ) {
     let channels = plan.g.channels;
-    let (rows, cols) = plan.padded();
-    let row_len = cols * channels;
+    let rows = 2 * chunk.rows + 2;
+    let row_len = plan.padded_cols() * channels;
     let partial = &mut partial[..4 * row_len];
-    let step = entry_stride(tiles * channels);
-    for first_tile in (0..tiles).step_by(plan.tile_cols) {
-        let (sample, tile_row) = tile_row_of(plan, first_tile);
-        let top = (sample * rows + 2 * tile_row) * row_len;
+    let step = entry_stride(chunk.tiles(plan) * channels);
+    for (slot, tile_row, first_tile) in chunk.tile_rows(plan) {
+        let top = (slot * rows + 2 * tile_row) * row_len;
         let offsets = [0, row_len, 2 * row_len, 3 * row_len];
         input_step(
             four(&input[top..], row_len),
@@ -344,25 +419,21 @@ where
     );
 }
 
-/// `x`'s samples (a chunk of them) padded channels-last into `input` (through `transformed`,
-/// free until then), and `B^T d B` of their tiles into `transformed`: the first step of both
-/// passes.
+/// `chunk`'s padded input rows of `x` (the chunk's samples) channels-last into `input`
+/// (through `transformed`, free until then), and `B^T d B` of its tiles into `transformed`:
+/// the first step of both passes.
 #[inline(always)]
 fn transform_samples(
     plan: &Plan<'_>,
+    chunk: Chunk,
     x: &[f32],
     (input, partial, transformed): (&mut [f32], &mut [f32], &mut [f32]),
-    tiles: usize,
 ) {
     let g = plan.g;
     let dims = (g.channels, g.height, g.width);
-    channels_last(
-        x,
-        dims,
-        (&mut *input, plan.padded(), g.padding),
-        transformed,
-    );
-    transform_input(plan, input, partial, transformed, tiles);
+    let rows = (2 * chunk.first_row, 2 * chunk.rows + 2, plan.padded_cols());
+    channels_last(x, dims, (&mut *input, rows, g.padding), transformed);
+    transform_input(plan, chunk, input, partial, transformed);
 }
 
 #[cfg(test)]
@@ -370,8 +441,10 @@ mod tests {
     /// `(batch, channels, out, height, width, padding)` of the convolutions the tests check:
     /// odd and even planes, planes smaller than a tile, channel counts that are no multiple of
     /// anything, chunks of several samples with a short last one, enough work to share the
-    /// threads, and enough filters to share the weight transform (an odd count of outputs).
-    pub(super) const SHAPES: [(usize, usize, usize, usize, usize, usize); 8] = [
+    /// threads, and enough filters to share the weight transform (an odd count of outputs);
+    /// and samples large enough to run in bands, the last one short, on odd and even planes,
+    /// on the threads.
+    pub(super) const SHAPES: [(usize, usize, usize, usize, usize, usize); 11] = [
         (2, 3, 5, 5, 7, 1),
         (3, 4, 2, 6, 6, 0),
         (2, 2, 3, 4, 5, 2),
@@ -380,10 +453,42 @@ mod tests {
         (2, 1, 1, 1, 1, 1),
         (8, 32, 40, 16, 16, 1),
         (2, 64, 71, 4, 4, 1),
+        (1, 3, 4, 40, 37, 1),
+        (2, 2, 3, 47, 35, 0),
+        (3, 8, 8, 36, 36, 2),
     ];
 
     /// `len` test values, `sin(i * scale)`.
     pub(super) fn values(len: usize, scale: f32) -> Vec<f32> {
         (0..len).map(|i| (i as f32 * scale).sin()).collect()
+    }
+
+    /// Chunks take every tile row of every sample once, in order, and no more tiles than the
+    /// buffers hold; small samples go whole, several to a chunk, and large ones in bands.
+    #[test]
+    fn chunks_cover_each_tile_row_once() {
+        use super::{BAND_MIN_TILES, CHUNK_TILES, Plan};
+        use crate::Shape;
+        for (batch, size, banded) in [(5, 8, false), (3, 32, false), (3, 33, true), (2, 224, true)]
+        {
+            let shape = Shape::from([batch, 2, size, size]);
+            let g = crate::ops::conv::ConvGeometry::new("test", &shape, 3, 1, 1, 1).unwrap();
+            let plan = Plan::new("test", &g, 4, &[]).unwrap();
+            assert_eq!(plan.band_rows < plan.tile_rows, banded, "{shape}");
+            assert_eq!(plan.tile_rows * plan.tile_cols > BAND_MIN_TILES, banded);
+            let mut next = (0, 0);
+            for (first, chunk) in plan.chunks(batch) {
+                assert_eq!((first, chunk.first_row), next, "{shape}: {chunk:?}");
+                assert!(chunk.rows > 0 && chunk.tiles(&plan) <= plan.chunk_tiles());
+                assert!(chunk.tiles(&plan) <= CHUNK_TILES.max(plan.tile_cols) || !banded);
+                next = if chunk.first_row + chunk.rows == plan.tile_rows {
+                    (first + chunk.samples, 0)
+                } else {
+                    assert_eq!(chunk.samples, 1, "a band is of one sample");
+                    (first, chunk.first_row + chunk.rows)
+                };
+            }
+            assert_eq!(next, (batch, 0), "{shape}: not every tile row");
+        }
     }
 }

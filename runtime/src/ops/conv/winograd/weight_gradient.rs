@@ -5,7 +5,7 @@ use faer::linalg::matmul::matmul;
 use faer::{Accum, MatMut, MatRef, Par};
 
 use super::{
-    ENTRIES, Job, Plan, Share, channels_last, entry_stride, four_mut, in_parts, tile_row_of,
+    Chunk, ENTRIES, Job, Plan, Share, channels_last, entry_stride, four_mut, in_parts,
     transform_samples,
 };
 use crate::backend::cpu::Vectorizable;
@@ -14,9 +14,9 @@ use crate::error::Result;
 use crate::ops::conv::ConvGeometry;
 
 /// One thread's buffers: its sums `[16, out, C]` (first, so that the caller finds them), and
-/// for a chunk the padded input `[samples, rows, cols, C]`, the transformed input
-/// `[16, tiles, C]`, the output gradient on the tiles' grid `[samples, 2 tile_rows,
-/// 2 tile_cols, out]`, its transform `[16, tiles, out]`, and a tile row's partial transform.
+/// for a chunk the padded input `[slots, rows, cols, C]`, the transformed input
+/// `[16, tiles, C]`, the output gradient on the tiles' grid `[slots, 2 rows, 2 tile_cols,
+/// out]`, its transform `[16, tiles, out]`, and a tile row's partial transform.
 struct Buffers<'a> {
     sums: &'a mut [f32],
     input: &'a mut [f32],
@@ -33,9 +33,9 @@ impl<'a> Buffers<'a> {
         [
             ENTRIES * entry_stride(out * channels),
             plan.padded_input_len(),
-            plan.transformed_len(channels, (plan.g.height, plan.g.width)),
-            plan.chunk * plan.tiles_per_sample() * 4 * out,
-            plan.transformed_len(out, (plan.g.out_height, plan.g.out_width)),
+            plan.transformed_len(channels, plan.input_rows_len()),
+            plan.chunk_tiles() * 4 * out,
+            plan.transformed_len(out, plan.output_rows_len()),
             plan.partial_len(),
         ]
     }
@@ -76,23 +76,22 @@ impl Vectorizable for Job<'_, WeightGradient, &[f32]> {
         let g = plan.g;
         let b = Buffers::new(&plan, share.scratch);
         b.sums.fill(0.0);
-        let per_chunk = (
-            plan.chunk * plan.input_len(),
-            plan.chunk * plan.output_len(),
-        );
-        let grid = (2 * plan.tile_rows, 2 * plan.tile_cols);
-        for (x, dy) in share
-            .x
-            .chunks(per_chunk.0)
-            .zip(share.other.chunks(per_chunk.1))
-        {
-            let tiles = x.len() / plan.input_len() * plan.tiles_per_sample();
+        let samples = share.x.len() / plan.input_len();
+        for (first, chunk) in plan.chunks(samples) {
+            let x = &share.x[first * plan.input_len()..][..chunk.samples * plan.input_len()];
+            let dy = &share.other[first * plan.output_len()..][..chunk.samples * plan.output_len()];
             let buffers = (&mut *b.input, &mut *b.partial, &mut *b.transformed);
-            transform_samples(&plan, x, buffers, tiles);
+            transform_samples(&plan, chunk, x, buffers);
             let dims = (plan.out_channels, g.out_height, g.out_width);
-            let gradient = (&mut *b.gradient, grid, 0);
-            channels_last(dy, dims, gradient, b.transformed_gradient);
-            transform_gradient(&plan, b.gradient, b.partial, b.transformed_gradient, tiles);
+            let grid = (2 * chunk.first_row, 2 * chunk.rows, 2 * plan.tile_cols);
+            channels_last(
+                dy,
+                dims,
+                (&mut *b.gradient, grid, 0),
+                b.transformed_gradient,
+            );
+            transform_gradient(&plan, chunk, b.gradient, b.partial, b.transformed_gradient);
+            let tiles = chunk.tiles(&plan);
             accumulate(&plan, b.transformed_gradient, b.transformed, b.sums, tiles);
         }
     }
@@ -112,25 +111,23 @@ fn gradient_step([d0, d1]: [&[f32]; 2], [t0, t1, t2, t3]: [&mut [f32]; 4]) {
     }
 }
 
-/// `A dY A^T` of every tile of the output gradient (channels-last on the tiles' grid), into
-/// `transformed` (`[16, tiles, out]`): down the columns of a tile row's two rows at once (into
-/// `partial`), then along the rows tile by tile.
+/// `A dY A^T` of every tile of `chunk`'s output gradient (channels-last on the tiles' grid),
+/// into `transformed` (`[16, tiles, out]`): down the columns of a tile row's two rows at once
+/// (into `partial`), then along the rows tile by tile.
 #[inline(always)]
 fn transform_gradient(
     plan: &Plan<'_>,
+    chunk: Chunk,
     gradient: &[f32],
     partial: &mut [f32],
     transformed: &mut [f32],
-    tiles: usize,
 ) {
     let out = plan.out_channels;
     let row_len = plan.row_len();
     let partial = &mut partial[..4 * row_len];
-    let step = entry_stride(tiles * out);
-    for first_tile in (0..tiles).step_by(plan.tile_cols) {
-        let (sample, tile_row) = tile_row_of(plan, first_tile);
-        let (top, bottom) = gradient[(sample * plan.tile_rows + tile_row) * 2 * row_len..]
-            [..2 * row_len]
+    let step = entry_stride(chunk.tiles(plan) * out);
+    for (slot, tile_row, first_tile) in chunk.tile_rows(plan) {
+        let (top, bottom) = gradient[(slot * chunk.rows + tile_row) * 2 * row_len..][..2 * row_len]
             .split_at(row_len);
         let offsets = [0, row_len, 2 * row_len, 3 * row_len];
         gradient_step([top, bottom], four_mut(partial, offsets, row_len));
