@@ -1,7 +1,9 @@
 //! A training step of two CNNs against the time of their matrix products alone: the digits
 //! example's network at batch 64, and a larger one (batch 32 of 3x32x32, three 3x3 conv blocks
 //! of 32, 64 and 128 channels with `BatchNorm2d`, `ReLU` and 2x2 max pooling, then a
-//! `Linear`), both in training mode with cross-entropy and SGD with momentum.
+//! `Linear`), both in training mode with cross-entropy and SGD with momentum. Then one
+//! ImageNet-sized layer alone: a 64-to-64-channel 3x3 convolution over 224x224 images, batch
+//! 2, forward and weight gradient (the backward pass of a first layer).
 //!
 //! The products are the step's own: im2col's, one per sample, and Winograd's 16 per pass
 //! (timed over all tiles at once) for the passes the CPU computes by Winograd's algorithm.
@@ -24,6 +26,16 @@ use timing::median_call_time;
 
 const SAMPLES: usize = 15;
 const CALLS_PER_SAMPLE: usize = 5;
+
+/// Samples of one call each for the ImageNet-sized layer, whose pass takes tens of ms.
+const LARGE_SAMPLES: usize = 7;
+
+network! {
+    /// The ImageNet-sized layer.
+    pub struct ImageNetLayer(x: [N, 64, 224, 224]) -> [N, 64, 224, 224] {
+        Conv2d<64, 64, 3, padding = 1>
+    }
+}
 
 network! {
     /// The larger CNN.
@@ -114,13 +126,13 @@ fn by_winograd(batch: usize, input: usize, output: usize, size: usize) -> bool {
     Cpu.prefers_winograd(&g, output)
 }
 
-/// The median time of every product of one training step: each convolution's forward,
-/// weight-gradient and (but the first's) input-gradient products, and the classifier's three.
+/// The median time, over `samples` of `calls` calls, of every product of one training step:
+/// each convolution's forward, weight-gradient and (but the first's) input-gradient products,
+/// and the classifier's three, if any.
 fn gemms_only(
-    batch: usize,
-    convs: &[Conv],
-    linear: (usize, usize),
+    (batch, convs, linear): (usize, &[Conv], Option<(usize, usize)>),
     algorithm: Algorithm,
+    (timing_samples, calls): (usize, usize),
 ) -> std::time::Duration {
     let mut work = Vec::new();
     for (i, conv) in convs.iter().enumerate() {
@@ -157,20 +169,21 @@ fn gemms_only(
             work.push((input, Products::Apart, w, y, cols));
         }
     }
-    let (inputs, outputs) = linear;
-    let (x, w, y) = (
-        buffer(batch * inputs),
-        buffer(outputs * inputs),
-        buffer(batch * outputs),
-    );
-    let once = [(0, 0); 3];
-    let forward = samples(gemm(batch, outputs, inputs, (false, true)), once, 1);
-    let weight = samples(gemm(outputs, inputs, batch, (true, false)), once, 1);
-    let input = samples(gemm(batch, inputs, outputs, (false, false)), once, 1);
-    work.push((forward, Products::Apart, x.clone(), w.clone(), y.clone()));
-    work.push((weight, Products::Apart, y.clone(), x.clone(), w.clone()));
-    work.push((input, Products::Apart, y, w, x));
-    median_call_time(SAMPLES, CALLS_PER_SAMPLE, || {
+    if let Some((inputs, outputs)) = linear {
+        let (x, w, y) = (
+            buffer(batch * inputs),
+            buffer(outputs * inputs),
+            buffer(batch * outputs),
+        );
+        let once = [(0, 0); 3];
+        let forward = samples(gemm(batch, outputs, inputs, (false, true)), once, 1);
+        let weight = samples(gemm(outputs, inputs, batch, (true, false)), once, 1);
+        let input = samples(gemm(batch, inputs, outputs, (false, false)), once, 1);
+        work.push((forward, Products::Apart, x.clone(), w.clone(), y.clone()));
+        work.push((weight, Products::Apart, y.clone(), x.clone(), w.clone()));
+        work.push((input, Products::Apart, y, w, x));
+    }
+    median_call_time(timing_samples, calls, || {
         for ((gemm, batch), products, a, b, c) in &mut work {
             match products {
                 Products::Apart => Cpu.gemm_batched(gemm, batch, a, b, c).unwrap(),
@@ -181,16 +194,18 @@ fn gemms_only(
     })
 }
 
-/// Prints the step's time next to its products' (`convs` and the classifier `linear`), and
-/// the products im2col would compute.
+/// Prints the step's time (the median over `timing`'s samples of calls) next to its
+/// products' (`convs` and the classifier `linear`), and the products im2col would compute.
 fn report(
     name: &str,
     step: std::time::Duration,
-    (batch, convs, linear): (usize, &[Conv], (usize, usize)),
+    network: (usize, &[Conv], Option<(usize, usize)>),
+    timing: (usize, usize),
 ) {
-    let gemms = gemms_only(batch, convs, linear, Algorithm::Step);
-    let im2col = gemms_only(batch, convs, linear, Algorithm::Im2col);
-    println!("cpu {name} step (median of {SAMPLES}x{CALLS_PER_SAMPLE}): {step:?}");
+    let gemms = gemms_only(network, Algorithm::Step, timing);
+    let im2col = gemms_only(network, Algorithm::Im2col, timing);
+    let (samples, calls) = timing;
+    println!("cpu {name} step (median of {samples}x{calls}): {step:?}");
     println!("cpu {name} GEMMs only:                   {gemms:?}");
     println!(
         "cpu {name} step / GEMMs only: {:.3} (target <= 1.3)",
@@ -227,7 +242,8 @@ fn main() {
             size: 4,
         },
     ];
-    report("digits cnn", step, (64, &convs, (128, 10)));
+    let timing = (SAMPLES, CALLS_PER_SAMPLE);
+    report("digits cnn", step, (64, &convs, Some((128, 10))), timing);
 
     let mut larger = LargerCnn::new(&Cpu, rng);
     let x = Tensor::randn([32, 3, 32, 32], &Cpu, rng);
@@ -253,5 +269,22 @@ fn main() {
             size: 8,
         },
     ];
-    report("larger cnn", step, (32, &convs, (2048, 10)));
+    report("larger cnn", step, (32, &convs, Some((2048, 10))), timing);
+
+    let mut layer = ImageNetLayer::new(&Cpu, rng);
+    let x = Tensor::randn([2, 64, 224, 224], &Cpu, rng);
+    let grad_y = Tensor::randn([2, 64, 224, 224], &Cpu, rng);
+    let pass = median_call_time(LARGE_SAMPLES, 1, || {
+        let (y, tape) = layer.forward_train(&x).unwrap();
+        drop(y);
+        layer.backward_params(tape, &grad_y).unwrap();
+        black_box(&layer);
+    });
+    let conv = Conv {
+        input: 64,
+        output: 64,
+        size: 224,
+    };
+    let network = (2, std::slice::from_ref(&conv), None);
+    report("224x224 conv layer", pass, network, (LARGE_SAMPLES, 1));
 }
