@@ -225,6 +225,7 @@ where
     RA: Send,
     RB: Send,
 {
+    let _kernel = warm_pool::Kernel::start();
     if !warm_pool::hand_off() {
         return (a(), b());
     }

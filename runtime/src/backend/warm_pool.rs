@@ -5,8 +5,9 @@
 //! parts run, so a kernel in two parts was no faster than in one (the tutorial's Adam update,
 //! 47 us in one part, took 62 in three). So when the thread that started the pool (the
 //! program's main thread, see [`set_caller`]) hands work to it, the pool's other threads run
-//! [`look_for_work`] until none came for [`WINDOW`]: they take a job as soon as it is queued,
-//! and yield their core to any other runnable thread meanwhile (the same update: 33 us).
+//! [`look_for_work`] until its kernels have left them idle for [`WINDOW`]: they take a job as
+//! soon as it is queued, and yield their core to any other runnable thread meanwhile (the same
+//! update: 33 us).
 //! Other threads' kernels leave the pool as rayon runs it.
 //!
 //! While they look, they beat a heartbeat. When another program keeps their cores busy, the
@@ -21,7 +22,7 @@ use std::sync::LazyLock;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-/// How long the threads keep looking after the last work handed to the pool: far longer than
+/// How long the threads keep looking after the caller's last parallel kernel: far longer than
 /// the gaps between a step's parallel kernels, so that they never stop (and restarting them,
 /// which allocates, never happens) in a training loop, and short enough to go unnoticed after
 /// the last step.
@@ -30,8 +31,12 @@ const WINDOW: Duration = Duration::from_millis(10);
 /// The pool index of the thread whose kernels keep the pool warm; `usize::MAX` for none.
 static CALLER: AtomicUsize = AtomicUsize::new(usize::MAX);
 
-/// When work was last handed to the pool, in nanoseconds since [`START`].
-static LAST_HANDOFF: AtomicU64 = AtomicU64::new(0);
+/// When the caller last started or finished a parallel kernel, in nanoseconds since [`START`].
+static LAST_KERNEL: AtomicU64 = AtomicU64::new(0);
+
+/// The parallel kernels the caller is running (a kernel's nested parts count too): while
+/// there are any, the looking threads keep looking, however long they take.
+static CALLER_KERNELS: AtomicUsize = AtomicUsize::new(0);
 
 /// The pool's threads, other than the caller's, that run (or are about to run)
 /// [`look_for_work`].
@@ -70,6 +75,37 @@ fn nanos_since_start() -> u64 {
     u64::try_from(START.elapsed().as_nanos()).unwrap_or(u64::MAX)
 }
 
+fn on_caller() -> bool {
+    let caller = CALLER.load(Ordering::Relaxed);
+    caller != usize::MAX && rayon::current_thread_index() == Some(caller)
+}
+
+/// A parallel kernel the caller runs, from [`Kernel::start`] until it drops; nothing on other
+/// threads.
+pub(crate) struct Kernel {
+    on_caller: bool,
+}
+
+impl Kernel {
+    /// Marks the start of a kernel that may hand work to the pool (before [`hand_off`]).
+    pub(crate) fn start() -> Self {
+        let on_caller = on_caller();
+        if on_caller {
+            CALLER_KERNELS.fetch_add(1, Ordering::AcqRel);
+        }
+        Self { on_caller }
+    }
+}
+
+impl Drop for Kernel {
+    fn drop(&mut self) {
+        if self.on_caller {
+            LAST_KERNEL.store(nanos_since_start(), Ordering::Relaxed);
+            CALLER_KERNELS.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
 /// Called when a kernel is about to hand work to the pool; says whether to. From the
 /// caller's thread, keeps the pool's other threads looking for work for the next [`WINDOW`]
 /// (starting them if they stopped), and answers no when they are looking but none has for
@@ -78,12 +114,12 @@ fn nanos_since_start() -> u64 {
 /// ms, its one-thread time, against 11-15 ms when handed over). Other threads always hand
 /// over.
 pub(crate) fn hand_off() -> bool {
-    let caller = CALLER.load(Ordering::Relaxed);
-    if caller == usize::MAX || rayon::current_thread_index() != Some(caller) {
+    if !on_caller() {
         return true;
     }
+    let caller = CALLER.load(Ordering::Relaxed);
     let now = nanos_since_start();
-    LAST_HANDOFF.store(now, Ordering::Relaxed);
+    LAST_KERNEL.store(now, Ordering::Relaxed);
     if LOOKING.load(Ordering::Acquire) > 0 {
         return now.saturating_sub(HEARTBEAT.0.load(Ordering::Relaxed)) < nanos(STALE);
     }
@@ -112,8 +148,9 @@ pub(crate) fn beat() {
     }
 }
 
-/// Runs the pool's jobs as they are queued, until [`WINDOW`] has passed since the last
-/// handoff; sleeps for [`BACK_OFF`] after a yield that gave this thread's core away for
+/// Runs the pool's jobs as they are queued, until the caller has run no parallel kernel for
+/// [`WINDOW`] (one that it runs for longer, as a map over 100 MiB does, keeps this thread
+/// looking); sleeps for [`BACK_OFF`] after a yield that gave this thread's core away for
 /// longer than [`TAKEN`].
 fn look_for_work() {
     loop {
@@ -122,7 +159,8 @@ fn look_for_work() {
             continue;
         }
         let now = nanos_since_start();
-        if now.saturating_sub(LAST_HANDOFF.load(Ordering::Relaxed)) > nanos(WINDOW) {
+        let idle = now.saturating_sub(LAST_KERNEL.load(Ordering::Relaxed)) > nanos(WINDOW);
+        if idle && CALLER_KERNELS.load(Ordering::Acquire) == 0 {
             return;
         }
         std::thread::yield_now();
@@ -140,8 +178,9 @@ fn nanos(duration: Duration) -> u64 {
 mod tests {
     use super::*;
 
-    /// Kernels handed to a warm pool still run, its threads stop looking once the window has
-    /// passed (rather than spinning for ever), and work goes only to threads that run.
+    /// Kernels handed to a warm pool still run, its threads look as long as a kernel runs and
+    /// stop once the window has passed after it (rather than spinning for ever), and work goes
+    /// only to threads that run.
     #[test]
     fn the_threads_stop_looking_after_the_window() {
         let pool = rayon::ThreadPoolBuilder::new()
@@ -157,6 +196,14 @@ mod tests {
         assert!(hand_off(), "the pool's threads were not looking yet");
         let parts = pool.install(|| rayon::join(|| 1, || 2));
         assert_eq!(parts, (1, 2));
+        // While the caller runs a kernel, however long, they keep looking.
+        let kernel = Kernel::start();
+        std::thread::sleep(3 * WINDOW);
+        assert!(
+            LOOKING.load(Ordering::Acquire) > 0,
+            "the threads stopped looking during a kernel"
+        );
+        drop(kernel);
         let deadline = Instant::now() + Duration::from_secs(30);
         while LOOKING.load(Ordering::Acquire) != 0 {
             assert!(

@@ -247,11 +247,11 @@ impl MatmulKernel for Cpu {
         // share the threads: two runs of consecutive products per thread (tasks of one tiny
         // product each cost more than they run), or, in a batch of groups, whole groups.
         let (per_group, group, step) = (batch.per_group(), batch.group, batch.c.step);
-        if batch.count > 1
+        let parallel = batch.count > 1
             && gemm.flops() < PARALLEL_MIN_FLOPS
-            && gemm.flops() * batch.count >= BATCH_PARALLEL_MIN_FLOPS
-            && crate::backend::warm_pool::hand_off()
-        {
+            && gemm.flops() * batch.count >= BATCH_PARALLEL_MIN_FLOPS;
+        let _kernel = parallel.then(crate::backend::warm_pool::Kernel::start);
+        if parallel && crate::backend::warm_pool::hand_off() {
             if per_group < batch.count {
                 // Groups lie `group_step` apart, each within its step (`check`).
                 let group_step = batch.c.group_step;
