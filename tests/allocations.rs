@@ -1,8 +1,9 @@
 //! Training steps in steady state make no heap allocations: tensor buffers come back from the
 //! CPU backend's pool, and everything else a step builds lives on the stack. Checked with a
 //! counting global allocator, for stage 1's raw tensor code, the tutorial network, `DynamicNet`
-//! with a trip count that changes from step to step, and a 784-512-512-10 MLP with
-//! cross-entropy and Adam, whose products use both threads. Its own `main` (no test harness):
+//! with a trip count that changes from step to step, a 784-512-512-10 MLP with
+//! cross-entropy and Adam, whose products use both threads, and raw tensor code on tensors
+//! that take more memory at once than the pool's least bound. Its own `main` (no test harness):
 //! the steps run on the program's main thread, as a program's do, so that nothing else runs in
 //! this process while it counts and the kernels' parts go to that thread's own queue in the
 //! pool. (Work handed to rayon's pool from a thread outside it goes through a queue that
@@ -130,4 +131,17 @@ fn steady_state_steps_allocate_nothing() {
             .unwrap();
     });
     assert_eq!(count, 0, "allocations in 20 steps of the MLP");
+
+    // Tensors that take more than the pool's least bound (256 MiB) at once: 400 MiB, whose
+    // 300 MiB of results all wait in the pool for the next step; and kernels whose parts take
+    // longer than the window in which the pool's threads wait for more (whose restart
+    // allocates).
+    let large = Tensor::randn([25 << 20], &Cpu, rng);
+    let count = allocations(3, |_| {
+        let exp = large.exp();
+        let relu = exp.relu();
+        let sum = &exp + &relu;
+        assert!(sum.shape() == large.shape());
+    });
+    assert_eq!(count, 0, "allocations in 3 steps on 100 MiB tensors");
 }

@@ -17,31 +17,32 @@ impl Memory for Cpu {
     }
 
     fn zeros(&self, len: usize) -> Result<Vec<f32>> {
-        Ok(match buffer_pool::take(len) {
+        Ok(buffer_pool::lend(match buffer_pool::take(len) {
             Some(mut buffer) => {
                 buffer.fill(0.0);
                 buffer
             }
             None => vec![0.0; len],
-        })
+        }))
     }
 
     fn empty(&self, len: usize) -> Result<Vec<f32>> {
-        Ok(buffer_pool::take(len).unwrap_or_else(|| vec![0.0; len]))
+        let buffer = buffer_pool::take(len).unwrap_or_else(|| vec![0.0; len]);
+        Ok(buffer_pool::lend(buffer))
     }
 
     fn upload(&self, data: &[f32]) -> Result<Vec<f32>> {
-        Ok(match buffer_pool::take(data.len()) {
+        Ok(buffer_pool::lend(match buffer_pool::take(data.len()) {
             Some(mut buffer) => {
                 buffer.copy_from_slice(data);
                 buffer
             }
             None => data.to_vec(),
-        })
+        }))
     }
 
     fn upload_vec(&self, data: Vec<f32>) -> Result<Vec<f32>> {
-        Ok(data)
+        Ok(buffer_pool::lend(data))
     }
 
     fn upload_into_at(&self, data: &[f32], dst: &mut Vec<f32>, offset: usize) -> Result<()> {
