@@ -137,7 +137,8 @@ impl<B: Backend> Conv2d<B> {
     /// [`Conv2d::forward`], and the input unfolded into columns when
     /// [`Conv2d::backward_with_columns`] will read them instead of unfolding the input again:
     /// `None` where the backend computes the layer by Winograd's algorithm, whose backward
-    /// pass reads the input itself.
+    /// pass reads the input itself, and for a pointwise (1x1) convolution, whose input is its
+    /// own columns.
     ///
     /// # Errors
     /// As [`Conv2d::forward`].
@@ -145,6 +146,9 @@ impl<B: Backend> Conv2d<B> {
         let g = self.geometry("conv2d", x)?;
         if let Some(filters) = self.winograd_filters(&g, FilterRead::AsStored) {
             return Ok((self.winograd_forward(&g, filters, x)?, None));
+        }
+        if g.is_pointwise() {
+            return Ok((self.product_forward(&g, x)?, None));
         }
         let cols = Self::columns(&g, x)?;
         Ok((self.product_forward(&g, &cols)?, Some(cols)))
@@ -201,7 +205,8 @@ impl<B: Backend> Conv2d<B> {
         Ok(y)
     }
 
-    /// The forward pass as a product per sample and group, from the input's columns.
+    /// The forward pass as a product per sample and group, from the input's columns (the
+    /// input itself, for a pointwise convolution).
     fn product_forward(&self, g: &ConvGeometry, cols: &Tensor<B>) -> Result<Tensor<B>> {
         let layout = GroupLayout::new(g, self.dims()[0], self.config.groups);
         let device = cols.device();
@@ -280,9 +285,10 @@ impl<B: Backend> Conv2d<B> {
         }
         let device = x.device();
         // The weight gradient by Winograd's algorithm where the backend prefers it, else from
-        // the columns.
+        // the columns (the input's own, for a pointwise convolution).
+        let winograd = self.winograd_filters(&g, FilterRead::AsStored).is_some();
         let cols = match cols {
-            _ if self.winograd_filters(&g, FilterRead::AsStored).is_some() => None,
+            _ if winograd || g.is_pointwise() => None,
             Some(cols) => Some(cols),
             None => Some(Self::columns(&g, x)?),
         };
@@ -301,7 +307,7 @@ impl<B: Backend> Conv2d<B> {
                 }
                 return Ok(());
             }
-            let Some(cols) = &cols else {
+            let Some(cols) = cols.as_ref().or((!winograd).then_some(x)) else {
                 let (x, dy, dw) = (&x.storage, &grad_out.storage, &mut grad_w.storage);
                 return device.winograd_weight_gradient(&g, out_channels, x, dy, dw, beta);
             };
@@ -339,9 +345,11 @@ impl<B: Backend> Conv2d<B> {
             )?;
             return Ok(Some(grad_x));
         }
-        // dcols_g = W_g^T dY_g per sample, folded back onto the input.
+        // dcols_g = W_g^T dY_g per sample, folded back onto the input (the input's gradient
+        // itself, for a pointwise convolution).
         let mut grad_cols = match cols {
             Some(cols) => cols,
+            None if g.is_pointwise() => Tensor::try_empty(x.shape().clone(), device)?,
             None => Tensor::try_empty(columns_shape, device)?,
         };
         let gemm = Self::per_group(
@@ -355,6 +363,9 @@ impl<B: Backend> Conv2d<B> {
         layout.each_call(g.batch, buffers, |batch| {
             device.gemm_batched(&gemm, &batch, w, &grad_out.storage, &mut grad_cols.storage)
         })?;
+        if g.is_pointwise() {
+            return Ok(Some(grad_cols));
+        }
         // col2im writes every element.
         let mut grad_x = Tensor::try_empty(x.shape().clone(), device)?;
         device.col2im(&g, &mut grad_cols.storage, &mut grad_x.storage)?;
@@ -515,10 +526,19 @@ mod tests {
     use super::*;
     use crate::rng::seeded;
 
-    /// Every gradient against central differences, for groups, stride, padding and dilation.
+    /// Every gradient against central differences, for groups, stride, padding and dilation,
+    /// and for 1x1 kernels: pointwise (the input its own columns), grouped, and strided.
     #[test]
     fn gradients_match_finite_differences() {
+        let pointwise = |stride, groups| Conv2dConfig {
+            stride,
+            groups,
+            ..Conv2dConfig::default()
+        };
         let configs = [
+            (4, 6, 1, pointwise(1, 1)),
+            (4, 6, 1, pointwise(1, 2)),
+            (4, 6, 1, pointwise(2, 1)),
             (4, 6, 3, Conv2dConfig::default()),
             (
                 4,
@@ -681,6 +701,36 @@ mod tests {
             "conv2d: expected shape [2, 3, 5, 5], found [2, 2, 5, 5]"
         );
         assert!(conv.forward(&Tensor::zeros([2, 3, 2, 2], &Cpu)).is_err());
+    }
+
+    /// A pointwise convolution is its definition, `y[n, o] = Σ_c w[o, c] x[n, c] + b[o]`, per
+    /// group, and keeps no columns.
+    #[test]
+    fn a_pointwise_convolution_is_its_definition() {
+        let rng = &mut seeded(4);
+        let config = Conv2dConfig {
+            groups: 2,
+            ..Conv2dConfig::default()
+        };
+        let conv = Conv2d::new(4, 6, 1, config, &Cpu, rng);
+        let x = Tensor::randn([2, 4, 3, 5], &Cpu, rng);
+        let (y, cols) = conv.forward_train(&x).unwrap();
+        assert!(cols.is_none(), "the input is the columns");
+        let (w, b, x) = (
+            conv.weight.value().to_vec(),
+            conv.bias.as_ref().unwrap().value().to_vec(),
+            x.to_vec(),
+        );
+        let mut expected = vec![0.0f32; 2 * 6 * 15];
+        for (i, out) in expected.iter_mut().enumerate() {
+            let (n, o, p) = (i / 90, i / 15 % 6, i % 15);
+            let group = o / 3;
+            *out = b[o]
+                + (0..2)
+                    .map(|c| w[o * 2 + c] * x[(n * 4 + group * 2 + c) * 15 + p])
+                    .sum::<f32>();
+        }
+        crate::ops::assert_close(&y.to_vec(), &expected);
     }
 
     /// The columns kept by the training forward pass give the backward pass that unfolds the

@@ -98,6 +98,13 @@ impl ConvGeometry {
     pub fn positions(&self) -> usize {
         self.out_height * self.out_width
     }
+
+    /// Whether the windows are single positions, one per output (a 1x1 kernel, stride 1, no
+    /// padding): the input is its own columns.
+    #[must_use]
+    pub fn is_pointwise(&self) -> bool {
+        (self.kernel, self.stride, self.padding) == (1, 1, 0)
+    }
 }
 
 /// The 3x3 filters [`ConvKernel::winograd`] applies.
