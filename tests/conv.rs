@@ -1,6 +1,7 @@
 //! `Conv2d` in `network!` against PyTorch (`tests/fixtures/ops.safetensors`: `F.conv2d` with a
 //! 3x3 kernel, plain and with stride 2 and padding 1): the output and the gradients of the
-//! input, the weight and the bias, on every device.
+//! input, the weight and the bias, on every device. And what `network!` rewrites around
+//! convolutions: a `ReLU` before a max pooling runs after it, computing the same.
 
 mod common;
 
@@ -123,4 +124,51 @@ fn adaptive_average_pooling_is_the_mean_of_each_map() {
         .backward(&x, &Tensor::full([2, 4, 6, 6], 1.0 / 36.0, &Cpu), true);
     let conv_grad = conv_grad.unwrap().unwrap();
     assert!(max_rel_diff(&grad_x.to_vec(), &conv_grad.to_vec(), 1.0) < 1e-6);
+}
+
+network! {
+    /// A `ReLU` read only by a max pooling: `network!` pools first.
+    struct ReluThenPool(x: [B, 2, 6, 6]) -> [B, 2, 3, 3] { ReLU, MaxPool2d<2> }
+}
+network! {
+    /// The same `ReLU` read twice, so applied first as declared: twice the output.
+    struct ReluReadTwice { pool: MaxPool2d<2> }
+    fn forward(x: [B, 2, 6, 6]) -> [B, 2, 3, 3] {
+        let h = x.relu();
+        pool(h) + pool(h)
+    }
+}
+
+/// Pooling before the `ReLU` computes what the declared order does, bit for bit, gradient
+/// included: windows all negative, with a zero maximum, with tied maxima, and mixed. And
+/// `summary()` shows the declared order.
+#[test]
+fn relu_then_max_pool_is_the_declared_order() {
+    let rng = &mut seeded(7);
+    let mut x = Tensor::randn([3, 2, 6, 6], &Cpu, rng).to_vec();
+    // The first three windows: all negative, a zero maximum (tied), a positive one (tied).
+    let windows = [
+        [-1.0, -2.0, -0.25, -3.0],
+        [0.0, -1.0, 0.0, -4.0],
+        [1.5, 1.5, 1.5, -1.0],
+    ];
+    for (w, [upper_left, upper_right, lower_left, lower_right]) in windows.into_iter().enumerate() {
+        (x[2 * w], x[2 * w + 1]) = (upper_left, upper_right);
+        (x[6 + 2 * w], x[7 + 2 * w]) = (lower_left, lower_right);
+    }
+    let x = Tensor::from_vec(x, [3, 2, 6, 6], &Cpu);
+    let (mut pooled, mut twice) = (ReluThenPool::new(&Cpu, rng), ReluReadTwice::new(&Cpu, rng));
+    let grad_out = Tensor::randn([3, 2, 3, 3], &Cpu, rng);
+    let (y, tape) = pooled.forward_train(&x).unwrap();
+    let grad_x = pooled.backward(tape, &grad_out).unwrap();
+    let (y2, tape) = twice.forward_train(&x).unwrap();
+    let grad_x2 = twice.backward(tape, &grad_out).unwrap();
+    let doubled = |t: &Tensor<Cpu>| t.to_vec().iter().map(|v| 2.0 * v).collect::<Vec<f32>>();
+    assert_eq!(doubled(&y), y2.to_vec());
+    assert_eq!(doubled(&grad_x), grad_x2.to_vec());
+    assert!(grad_x.to_vec().iter().any(|&g| g != 0.0));
+    let summary = ReluThenPool::<Cpu>::summary();
+    let relu = summary.find("ReLU").unwrap();
+    assert!(relu < summary.find("MaxPool2d<2>").unwrap(), "{summary}");
+    assert!(summary[relu..].contains("[B, 2, 6, 6]"), "{summary}");
 }

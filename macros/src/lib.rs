@@ -16,6 +16,7 @@ mod errors;
 mod ir;
 mod layers;
 mod lower;
+mod optimize;
 mod parse;
 mod plan;
 mod shape;
@@ -45,15 +46,17 @@ fn expand(input: TokenStream) -> TokenStream {
         Err(error) => return error.to_compile_error(),
     };
     let mut errors = errors::Errors::default();
-    let (network, outputs) = lower::lower(def, &mut errors);
+    let (mut network, outputs) = lower::lower(def, &mut errors);
     // With errors already reported, a field may look unused only because its use was not lowered.
     if let Some(outputs) = outputs.as_ref().filter(|_| errors.is_empty()) {
         check::check_fields_used(&network, outputs, &mut errors);
     }
     let error = match (errors.into_combined(), outputs) {
         (None, Some(outputs)) => {
+            let summary = codegen::gen_summary(&network);
+            optimize::optimize(&mut network, &outputs);
             let plan = plan::Plan::new(&network, &outputs);
-            return codegen::expand(&network, &outputs, &plan);
+            return codegen::expand(&network, &outputs, &plan, &summary);
         }
         (Some(error), _) => error,
         // Lowering yields no output only after reporting why; if it ever does not, say so

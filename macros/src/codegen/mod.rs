@@ -5,6 +5,8 @@ mod backward;
 mod forward;
 mod items;
 
+pub use items::gen_summary;
+
 use proc_macro2::{Literal, Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned};
 use syn::Ident;
@@ -13,13 +15,18 @@ use crate::elementwise::MapOp;
 use crate::ir::{BinaryOp, Dim, DimKind, Network, Op, ValueId};
 use crate::plan::Plan;
 
-/// Everything `network!` expands to for a network that passed every check.
-pub fn expand(net: &Network, outputs: &[ValueId], plan: &Plan) -> TokenStream {
+/// Everything `network!` expands to for a network that passed every check, with `summary()`
+/// (from [`gen_summary`]) made before [`crate::optimize`] rewrote it.
+pub fn expand(
+    net: &Network,
+    outputs: &[ValueId],
+    plan: &Plan,
+    summary: &TokenStream,
+) -> TokenStream {
     let structs = items::gen_structs(net, plan);
     let constructor = items::gen_new(net);
     let forward = forward::gen_forward(net, outputs, plan);
     let backward = backward::gen_backward(net, outputs, plan);
-    let summary = items::gen_summary(net);
     let load = items::gen_load(net);
     let train_step = items::gen_train_step(net);
     let module = items::gen_module_impl(net);
