@@ -133,6 +133,7 @@ pub(crate) fn softmax_backward(
             out,
             len: axis.len,
             scale: 1.0,
+            causal_from: None,
         });
         return;
     }
@@ -164,6 +165,9 @@ struct RowsBackward<'a> {
     out: &'a mut [f32],
     len: usize,
     scale: f32,
+    /// For the causal softmax, the first row's index in the whole tensor: row `r` reads its
+    /// first `r % len + 1` entries only, and writes 0 after them (its masked entries).
+    causal_from: Option<usize>,
 }
 
 impl Divisible for Rows<'_> {
@@ -197,21 +201,28 @@ impl Divisible for RowsBackward<'_> {
             out,
             len,
             scale,
+            causal_from,
         } = self;
         let at = mid * len;
         let ((y_left, y_right), (g_left, g_right)) = (y.split_at(at), g.split_at(at));
         let (out_left, out_right) = out.split_at_mut(at);
-        let part = |y, g, out| RowsBackward {
+        let part = |y, g, out, causal_from| RowsBackward {
             op,
             y,
             g,
             out,
             len,
             scale,
+            causal_from,
         };
         (
-            part(y_left, g_left, out_left),
-            part(y_right, g_right, out_right),
+            part(y_left, g_left, out_left, causal_from),
+            part(
+                y_right,
+                g_right,
+                out_right,
+                causal_from.map(|first| first + mid),
+            ),
         )
     }
 }
@@ -228,9 +239,14 @@ impl Vectorizable for RowsBackward<'_> {
             out,
             len,
             scale,
+            causal_from,
         } = self;
         let rows = y.chunks_exact(len).zip(g.chunks_exact(len));
-        for ((y, g), out) in rows.zip(out.chunks_exact_mut(len)) {
+        for (row, ((y, g), out)) in rows.zip(out.chunks_exact_mut(len)).enumerate() {
+            let seen = causal_from.map_or(len, |first| (first + row) % len + 1);
+            let (y, g) = (&y[..seen], &g[..seen]);
+            let (out, masked) = out.split_at_mut(seen);
+            masked.fill(0.0);
             match op {
                 SoftmaxOp::Softmax => {
                     let dot = math::dot(g, y) as f32;
@@ -271,8 +287,9 @@ pub(crate) fn causal_softmax_backward(
     out: &mut [f32],
 ) {
     debug_assert!(y.len() == scores.axis.numel() && g.len() == y.len() && out.len() == y.len());
-    // The masked entries' outputs `y` are 0: they add nothing to the sums and get no
-    // gradient, as through the mask and the softmax apart.
+    // The masked entries get no gradient, as through the mask and the softmax apart; their
+    // outputs `y` are 0 and add nothing to the sums, so neither they nor `g` there are read
+    // (half of each square).
     if scores.axis.len > 0 {
         vectorized_in_parts(RowsBackward {
             op: SoftmaxOp::Softmax,
@@ -281,6 +298,7 @@ pub(crate) fn causal_softmax_backward(
             out,
             len: scores.axis.len,
             scale: scores.scale,
+            causal_from: Some(0),
         });
     }
 }

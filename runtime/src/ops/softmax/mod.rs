@@ -394,6 +394,17 @@ mod tests {
             assert_close(&grad.to_vec(), &expected_grad.to_vec());
             // Nothing reaches a masked score: the entry after the first row's own.
             assert_eq!((y.to_vec()[1], grad.to_vec()[1]), (0.0, 0.0));
+            // Nor is a masked entry's output gradient read: not even NaN there reaches a result.
+            let mut unwritten = g.to_vec();
+            let size = dims[3];
+            for (i, value) in unwritten.iter_mut().enumerate() {
+                if i % size > i / size % size {
+                    *value = f32::NAN;
+                }
+            }
+            let unwritten = Tensor::from_vec(unwritten, dims, &Cpu);
+            let from_unwritten = unwritten.try_causal_softmax_backward(&y, scale).unwrap();
+            assert_eq!(from_unwritten.to_vec(), grad.to_vec());
         }
     }
 

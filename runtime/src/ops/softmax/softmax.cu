@@ -89,8 +89,9 @@ extern "C" __global__ void causal_softmax_f32(
 }
 
 // The gradient through `causal_softmax_f32`, from its output `y` and the output's gradient
-// `g`: `scale * y * (g - sum(g * y))` over whole rows, as `cpu.rs` computes it (masked
-// outputs are 0: they add nothing to the sum and get no gradient).
+// `g`: `scale * y * (g - sum(g * y))` over row `r`'s first `r % size + 1` entries, and 0
+// after them, as `cpu.rs` computes it (the masked entries get no gradient, and their `g` is
+// not read).
 extern "C" __global__ void causal_softmax_backward_f32(
     float* out, const float* y, const float* g, unsigned long long rows,
     unsigned long long size, float scale
@@ -98,14 +99,17 @@ extern "C" __global__ void causal_softmax_backward_f32(
     unsigned long long step = (unsigned long long)blockDim.x * gridDim.x;
     for (unsigned long long r = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x;
          r < rows; r += step) {
-        unsigned long long base = r * size;
+        unsigned long long base = r * size, seen = r % size + 1;
         double dot = 0.0;
-        for (unsigned long long j = 0; j < size; ++j) {
+        for (unsigned long long j = 0; j < seen; ++j) {
             dot += (double)g[base + j] * (double)y[base + j];
         }
-        for (unsigned long long j = 0; j < size; ++j) {
+        for (unsigned long long j = 0; j < seen; ++j) {
             unsigned long long k = base + j;
             out[k] = (float)(((double)g[k] - dot) * (double)y[k] * (double)scale);
+        }
+        for (unsigned long long j = seen; j < size; ++j) {
+            out[base + j] = 0.0f;
         }
     }
 }
