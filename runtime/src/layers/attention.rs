@@ -377,20 +377,22 @@ mod tests {
             .sum()
     }
 
-    /// The input's and every parameter's gradient against central differences.
-    #[test]
-    fn gradients_match_finite_differences() {
-        let mut layer = CausalSelfAttention::new(4, 2, &Cpu, &mut seeded(0));
-        // Non-zero biases, so their gradients are exercised too.
+    /// A layer of width 4 with 2 heads and non-zero biases (so their gradients are
+    /// exercised too).
+    fn layer(seed: u64) -> CausalSelfAttention {
+        let mut layer = CausalSelfAttention::new(4, 2, &Cpu, &mut seeded(seed));
+        let bias = Tensor::randn([12], &Cpu, &mut seeded(seed + 1));
+        layer.in_proj_bias.set_value(bias).unwrap();
         layer
-            .in_proj_bias
-            .set_value(Tensor::randn([12], &Cpu, &mut seeded(1)))
-            .unwrap();
-        let x = Tensor::randn([2, 3, 4], &Cpu, &mut seeded(2));
-        let weights = Tensor::randn([2, 3, 4], &Cpu, &mut seeded(3));
-        let (_, tape) = layer.layer_forward_train(&x).unwrap();
+    }
+
+    /// The gradients of input elements `inputs` and of every parameter against central
+    /// differences, for input `x`.
+    fn check_gradients(mut layer: CausalSelfAttention, x: &Tensor, inputs: &[usize]) {
+        let weights = Tensor::randn(x.shape().clone(), &Cpu, &mut seeded(3));
+        let (_, tape) = layer.layer_forward_train(x).unwrap();
         let grad_x = layer
-            .layer_backward(Some(&x), tape, &weights, true)
+            .layer_backward(Some(x), tape, &weights, true)
             .unwrap()
             .unwrap()
             .to_vec();
@@ -402,11 +404,12 @@ mod tests {
                 "{what}: {analytic} vs {numeric}"
             );
         };
-        for i in 0..x.numel() {
+        for &i in inputs {
             let at = |delta: f32| {
                 let mut data = x.to_vec();
                 data[i] += delta;
-                objective(&layer, &Tensor::from_vec(data, [2, 3, 4], &Cpu), &weights)
+                let moved = Tensor::from_vec(data, x.shape().clone(), &Cpu);
+                objective(&layer, &moved, &weights)
             };
             check(
                 grad_x[i],
@@ -431,7 +434,7 @@ mod tests {
                             p.set_value(Tensor::from_vec(data, shape, &Cpu)).unwrap();
                         }
                     });
-                    objective(&probe, &x, &weights)
+                    objective(&probe, x, &weights)
                 };
                 check(
                     value,
@@ -440,6 +443,91 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// The input's and every parameter's gradient against central differences.
+    #[test]
+    fn gradients_match_finite_differences() {
+        let x = Tensor::randn([2, 3, 4], &Cpu, &mut seeded(2));
+        let inputs: Vec<usize> = (0..x.numel()).collect();
+        check_gradients(layer(0), &x, &inputs);
+    }
+
+    /// The attention by its definition, in `f64`: `[B, T, 4]` through `layer` (2 heads).
+    fn reference(layer: &CausalSelfAttention, x: &Tensor) -> Vec<f64> {
+        let &[batch, time, embed] = x.dims() else {
+            unreachable!("a [B, T, E] input")
+        };
+        let (head, x) = (embed / 2, x.to_vec());
+        let wide = |t: &Tensor| -> Vec<f64> { t.to_vec().into_iter().map(f64::from).collect() };
+        let (w_in, b_in) = (
+            wide(layer.in_proj_weight.value()),
+            wide(layer.in_proj_bias.value()),
+        );
+        let w_out = wide(layer.out_proj.weight.value());
+        let b_out = wide(layer.out_proj.try_bias().unwrap().value());
+        let mut y = vec![0.0; x.len()];
+        for n in 0..batch {
+            let row = |t: usize| &x[(n * time + t) * embed..][..embed];
+            // q, k and v of position t, feature f: row f, E + f or 2E + f of the projection.
+            let project = |t: usize, f: usize| {
+                let w = &w_in[f * embed..][..embed];
+                b_in[f]
+                    + w.iter()
+                        .zip(row(t))
+                        .map(|(w, &x)| w * f64::from(x))
+                        .sum::<f64>()
+            };
+            for t in 0..time {
+                let mut heads_out = vec![0.0; embed];
+                for h in 0..2 {
+                    let feature = |part: usize, d: usize| part * embed + h * head + d;
+                    let score = |s: usize| {
+                        let dot: f64 = (0..head)
+                            .map(|d| project(t, feature(0, d)) * project(s, feature(1, d)))
+                            .sum();
+                        dot / (head as f64).sqrt()
+                    };
+                    let scores: Vec<f64> = (0..=t).map(score).collect();
+                    let max = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                    let total: f64 = scores.iter().map(|s| (s - max).exp()).sum();
+                    for (s, score) in scores.iter().enumerate() {
+                        let weight = (score - max).exp() / total;
+                        for d in 0..head {
+                            heads_out[h * head + d] += weight * project(s, feature(2, d));
+                        }
+                    }
+                }
+                for (o, out) in y[(n * time + t) * embed..][..embed].iter_mut().enumerate() {
+                    let w = &w_out[o * embed..][..embed];
+                    *out = b_out[o] + w.iter().zip(&heads_out).map(|(w, h)| w * h).sum::<f64>();
+                }
+            }
+        }
+        y
+    }
+
+    /// A sequence of 300 positions, whose causal softmax runs in several parts: the output is
+    /// the attention's definition, and the gradients match central differences at positions
+    /// across it.
+    #[test]
+    fn long_sequences_match_the_definition() {
+        let time = 300;
+        let layer = layer(6);
+        let x = Tensor::randn([2, time, 4], &Cpu, &mut seeded(8));
+        let y = layer.layer_forward(&x).unwrap().to_vec();
+        let expected = reference(&layer, &x);
+        for (i, (&found, &expected)) in y.iter().zip(&expected).enumerate() {
+            assert!(
+                (f64::from(found) - expected).abs() < 1e-5 * expected.abs().max(1.0),
+                "y[{i}]: {found} vs {expected}"
+            );
+        }
+        let inputs: Vec<usize> = [0, 127, 128, 263, time - 1]
+            .iter()
+            .flat_map(|&t| (time + t) * 4..(time + t + 1) * 4)
+            .collect();
+        check_gradients(layer, &x, &inputs);
     }
 
     /// Position `t` sees positions up to `t` only: changing the last one leaves the others.
