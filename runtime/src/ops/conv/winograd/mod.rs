@@ -35,7 +35,8 @@ fn entry_stride(len: usize) -> usize {
     len + 16
 }
 
-/// Tiles per chunk of samples (whole samples, at least one). Measured on the larger CNN's
+/// Tiles per chunk: as many whole samples as fit (at least one), or a band of tile rows about
+/// this large of a sample larger than [`BAND_MIN_TILES`]. Measured on the larger CNN's
 /// convolutions (see `benches/cnn_step.rs`).
 const CHUNK_TILES: usize = 128;
 
