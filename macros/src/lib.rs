@@ -4,8 +4,8 @@
 //! modules below, one phase each, every phase reporting all the errors it finds:
 //! `parse` (syn) -> `lower` (IR with shapes; each field read by its rule in `layers/`, each
 //! elementwise op by its row in `elementwise`) -> `check` (rules over the whole network) ->
-//! `plan` (liveness, gradients, what the tape saves, which buffers are reused) -> `codegen`
-//! (quote).
+//! `optimize` (rewrites that compute the same for less) -> `plan` (liveness, gradients, what
+//! the tape saves, which buffers are reused) -> `codegen` (quote).
 
 #![forbid(unsafe_code)]
 
