@@ -136,9 +136,9 @@ impl<B: Backend> Conv2d<B> {
 
     /// [`Conv2d::forward`], and the input unfolded into columns when
     /// [`Conv2d::backward_with_columns`] will read them instead of unfolding the input again:
-    /// `None` where the backend computes the layer by Winograd's algorithm, whose backward
-    /// pass reads the input itself, and for a pointwise (1x1) convolution, whose input is its
-    /// own columns.
+    /// `None` where the backend computes the layer by Winograd's algorithm or depthwise, whose
+    /// backward passes read the input itself, and for a pointwise (1x1) convolution, whose
+    /// input is its own columns.
     ///
     /// # Errors
     /// As [`Conv2d::forward`].
@@ -146,6 +146,15 @@ impl<B: Backend> Conv2d<B> {
         let g = self.geometry("conv2d", x)?;
         if let Some(filters) = self.winograd_filters(&g, FilterRead::AsStored) {
             return Ok((self.winograd_forward(&g, filters, x)?, None));
+        }
+        if self.is_depthwise(&g) {
+            let shape = [g.batch, g.channels, g.out_height, g.out_width];
+            let mut y = Tensor::try_empty(shape, x.device())?;
+            let bias = self.bias.as_ref().map(|bias| &bias.value().storage);
+            let w = &self.weight.value().storage;
+            x.device()
+                .depthwise(&g, w, bias, &x.storage, &mut y.storage)?;
+            return Ok((y, None));
         }
         if g.is_pointwise() {
             return Ok((self.product_forward(&g, x)?, None));
@@ -166,6 +175,13 @@ impl<B: Backend> Conv2d<B> {
         let device = self.weight.value().device();
         (self.config.groups == 1 && device.prefers_winograd(g, out_channels))
             .then_some(Filters { out_channels, read })
+    }
+
+    /// Whether the backend convolves windows `g` with a depthwise kernel: one group per input
+    /// and output channel.
+    fn is_depthwise(&self, g: &ConvGeometry) -> bool {
+        let device = self.weight.value().device();
+        device.prefers_depthwise(g, self.config.groups, self.dims()[0])
     }
 
     /// The windows over `grad_out` and the filters of the convolution that gives the input
@@ -287,8 +303,9 @@ impl<B: Backend> Conv2d<B> {
         // The weight gradient by Winograd's algorithm where the backend prefers it, else from
         // the columns (the input's own, for a pointwise convolution).
         let winograd = self.winograd_filters(&g, FilterRead::AsStored).is_some();
+        let depthwise = self.is_depthwise(&g);
         let cols = match cols {
-            _ if winograd || g.is_pointwise() => None,
+            _ if winograd || depthwise || g.is_pointwise() => None,
             Some(cols) => Some(cols),
             None => Some(Self::columns(&g, x)?),
         };
@@ -306,6 +323,10 @@ impl<B: Backend> Conv2d<B> {
                     device.fill(&mut grad_w.storage, 0.0)?; // no samples: a zero gradient
                 }
                 return Ok(());
+            }
+            if depthwise {
+                let (x, dy, dw) = (&x.storage, &grad_out.storage, &mut grad_w.storage);
+                return device.depthwise_weight_gradient(&g, x, dy, dw, beta);
             }
             let Some(cols) = cols.as_ref().or((!winograd).then_some(x)) else {
                 let (x, dy, dw) = (&x.storage, &grad_out.storage, &mut grad_w.storage);
@@ -331,6 +352,12 @@ impl<B: Backend> Conv2d<B> {
         }
         if !input_grad {
             return Ok(None);
+        }
+        if depthwise {
+            let mut grad_x = Tensor::try_empty(x.shape().clone(), device)?;
+            let w = &self.weight.value().storage;
+            device.depthwise_input_gradient(&g, w, &grad_out.storage, &mut grad_x.storage)?;
+            return Ok(Some(grad_x));
         }
         if let Some((dy, filters)) = self.winograd_input_gradient(&g, grad_out) {
             let mut grad_x = Tensor::try_empty(x.shape().clone(), device)?;
@@ -701,6 +728,66 @@ mod tests {
             "conv2d: expected shape [2, 3, 5, 5], found [2, 2, 5, 5]"
         );
         assert!(conv.forward(&Tensor::zeros([2, 3, 2, 2], &Cpu)).is_err());
+    }
+
+    /// Depthwise convolutions (a group per channel) against their definition, and their
+    /// gradients against central differences: kernels of 1, 3 and 5, strides, dilation,
+    /// padding, and a plane so small that some taps read nothing.
+    #[test]
+    fn depthwise_convolutions_match_the_definition() {
+        // (kernel, stride, padding, dilation, height, width)
+        let configs = [
+            (3, 1, 1, 1, 5, 6),
+            (3, 2, 1, 1, 5, 6),
+            (3, 1, 2, 2, 5, 6),
+            (5, 2, 2, 1, 7, 4),
+            (3, 1, 2, 2, 1, 2),
+            (1, 1, 0, 1, 3, 3),
+        ];
+        for (seed, (kernel, stride, padding, dilation, height, width)) in
+            configs.into_iter().enumerate()
+        {
+            let rng = &mut seeded(20 + seed as u64);
+            let config = Conv2dConfig {
+                stride,
+                padding,
+                dilation,
+                groups: 3,
+                bias: true,
+            };
+            let mut conv = Conv2d::new(3, 3, kernel, config, &Cpu, rng);
+            let x = Tensor::randn([2, 3, height, width], &Cpu, rng);
+            let g = conv.geometry("test", &x).unwrap();
+            assert!(conv.is_depthwise(&g), "{config:?}");
+            let (w, b, xs) = (
+                conv.weight.value().to_vec(),
+                conv.bias.as_ref().unwrap().value().to_vec(),
+                x.to_vec(),
+            );
+            let (out_h, out_w) = (g.out_height, g.out_width);
+            let mut expected = vec![0.0f32; 2 * 3 * out_h * out_w];
+            for (i, out) in expected.iter_mut().enumerate() {
+                let (plane, oy, ox) = (i / (out_h * out_w), i / out_w % out_h, i % out_w);
+                let c = plane % 3;
+                *out = b[c];
+                for (tap, &tap_weight) in w[c * kernel * kernel..][..kernel * kernel]
+                    .iter()
+                    .enumerate()
+                {
+                    let (ky, kx) = (tap / kernel, tap % kernel);
+                    let iy = (oy * stride + ky * dilation).checked_sub(padding);
+                    let ix = (ox * stride + kx * dilation).checked_sub(padding);
+                    if let (Some(iy), Some(ix)) = (iy, ix)
+                        && iy < height
+                        && ix < width
+                    {
+                        *out += tap_weight * xs[(plane * height + iy) * width + ix];
+                    }
+                }
+            }
+            crate::ops::assert_close(&conv.forward(&x).unwrap().to_vec(), &expected);
+            check_gradients(&mut conv, &x, (1, 1), rng);
+        }
     }
 
     /// A pointwise convolution is its definition, `y[n, o] = Σ_c w[o, c] x[n, c] + b[o]`, per

@@ -18,14 +18,14 @@ const WINOGRAD_MIN_CHANNELS: usize = 16;
 
 /// Where tap `tap` of one dim reads for the outputs of one row: input position
 /// `o * stride + offset` for `o` in `valid` (the outputs that read inside the input).
-struct TapRun {
+pub(super) struct TapRun {
     offset: isize,
-    valid: std::ops::Range<usize>,
+    pub(super) valid: std::ops::Range<usize>,
 }
 
 impl TapRun {
     /// The run of tap `tap` along a dim of `size` inputs and `outputs` outputs.
-    fn new(g: &ConvGeometry, tap: usize, size: usize, outputs: usize) -> Self {
+    pub(super) fn new(g: &ConvGeometry, tap: usize, size: usize, outputs: usize) -> Self {
         #[allow(clippy::cast_possible_wrap, reason = "tensor dims fit in isize")]
         let offset = (tap * g.dilation) as isize - g.padding as isize;
         let stride = g.stride;
@@ -48,7 +48,7 @@ impl TapRun {
     }
 
     /// The input position output `o` of the run reads.
-    fn input(&self, o: usize, stride: usize) -> usize {
+    pub(super) fn input(&self, o: usize, stride: usize) -> usize {
         (o * stride).wrapping_add_signed(self.offset)
     }
 }
@@ -331,6 +331,69 @@ impl ConvKernel for Cpu {
     ) -> Result<()> {
         super::winograd::weight_gradient(g, out_channels, x, grad_out, grad_w, beta)
     }
+
+    fn prefers_depthwise(&self, g: &ConvGeometry, groups: usize, out_channels: usize) -> bool {
+        groups > 1 && groups == g.channels && out_channels == g.channels
+    }
+
+    fn depthwise(
+        &self,
+        g: &ConvGeometry,
+        weight: &Vec<f32>,
+        bias: Option<&Vec<f32>>,
+        x: &Vec<f32>,
+        y: &mut Vec<f32>,
+    ) -> Result<()> {
+        check_depthwise(g, weight, [x.len(), y.len()])?;
+        if bias.is_some_and(|bias| bias.len() != g.channels) {
+            return Err(depthwise_mismatch(g, "bias"));
+        }
+        super::depthwise::forward(g, weight, bias.map(Vec::as_slice), x, y);
+        Ok(())
+    }
+
+    fn depthwise_input_gradient(
+        &self,
+        g: &ConvGeometry,
+        weight: &Vec<f32>,
+        grad_out: &Vec<f32>,
+        grad_x: &mut Vec<f32>,
+    ) -> Result<()> {
+        check_depthwise(g, weight, [grad_x.len(), grad_out.len()])?;
+        super::depthwise::input_gradient(g, weight, grad_out, grad_x);
+        Ok(())
+    }
+
+    fn depthwise_weight_gradient(
+        &self,
+        g: &ConvGeometry,
+        x: &Vec<f32>,
+        grad_out: &Vec<f32>,
+        grad_w: &mut Vec<f32>,
+        beta: f32,
+    ) -> Result<()> {
+        check_depthwise(g, grad_w, [x.len(), grad_out.len()])?;
+        super::depthwise::weight_gradient(g, x, grad_out, grad_w, beta);
+        Ok(())
+    }
+}
+
+/// Checks a depthwise convolution's filters (`[C, 1, K, K]`), input and output lengths
+/// against its windows `g`.
+fn check_depthwise(g: &ConvGeometry, filters: &[f32], [input, output]: [usize; 2]) -> Result<()> {
+    let lens = [
+        ("filters", filters.len(), g.channels * g.kernel * g.kernel),
+        ("input", input, g.batch * g.channels * g.height * g.width),
+        ("output", output, g.batch * g.channels * g.positions()),
+    ];
+    match lens.iter().find(|(_, found, expected)| found != expected) {
+        Some((name, ..)) => Err(depthwise_mismatch(g, name)),
+        None => Ok(()),
+    }
+}
+
+fn depthwise_mismatch(g: &ConvGeometry, what: &str) -> crate::Error {
+    crate::Error::Usage(format!("depthwise {g:?}: the {what} does not match"))
 }
 
 #[cfg(test)]

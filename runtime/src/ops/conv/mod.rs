@@ -8,6 +8,7 @@
 pub(crate) mod cpu;
 #[cfg(feature = "cuda")]
 pub(crate) mod cuda;
+mod depthwise;
 mod winograd;
 
 use crate::backend::Memory;
@@ -126,7 +127,7 @@ pub enum FilterRead {
     TransposedFlipped,
 }
 
-/// The unfolding kernels, and a direct 3x3 convolution where the backend has one.
+/// The unfolding kernels, and direct convolutions (3x3, depthwise) where the backend has them.
 pub trait ConvKernel: Memory {
     /// `cols[n, (c K + ky) K + kx, oy OW + ox]` = `x[n, c, oy s - p + ky d, ox s - p + kx d]`,
     /// 0 in the padding; `cols` is `[N, C K K, OH OW]`. Writes every entry, so `cols` may
@@ -202,6 +203,76 @@ pub trait ConvKernel: Memory {
         let _ = (out_channels, x, grad_out, grad_w, beta);
         Err(no_winograd(self, g))
     }
+
+    /// Whether [`Self::depthwise`] computes the convolution of windows `g` in `groups` groups
+    /// into `out_channels` channels: the backend's choice, false for anything but one group
+    /// per input and output channel. The default, for a backend without depthwise kernels
+    /// (CUDA convolves through `im2col` and cuBLAS): never.
+    fn prefers_depthwise(&self, g: &ConvGeometry, groups: usize, out_channels: usize) -> bool {
+        let _ = (g, groups, out_channels);
+        false
+    }
+
+    /// `y = conv(x) + bias` (`y` `[N, C, OH, OW]`) of a depthwise convolution, each channel
+    /// with its own filter (`weight` `[C, 1, K, K]`), any kernel, stride, padding and
+    /// dilation. Writes every element.
+    ///
+    /// # Errors
+    /// [`Error::Usage`] when a buffer does not match `g`, or when the backend has no such
+    /// kernel (the default).
+    fn depthwise(
+        &self,
+        g: &ConvGeometry,
+        weight: &Self::Storage,
+        bias: Option<&Self::Storage>,
+        x: &Self::Storage,
+        y: &mut Self::Storage,
+    ) -> Result<()> {
+        let _ = (weight, bias, x, y);
+        Err(no_depthwise(self, g))
+    }
+
+    /// The input gradient `grad_x` (`[N, C, H, W]`, every element written) of
+    /// [`Self::depthwise`] for the output gradient `grad_out`.
+    ///
+    /// # Errors
+    /// As [`Self::depthwise`].
+    fn depthwise_input_gradient(
+        &self,
+        g: &ConvGeometry,
+        weight: &Self::Storage,
+        grad_out: &Self::Storage,
+        grad_x: &mut Self::Storage,
+    ) -> Result<()> {
+        let _ = (weight, grad_out, grad_x);
+        Err(no_depthwise(self, g))
+    }
+
+    /// `grad_w = Σ_n dY[n] ⋆ x[n] + beta grad_w` (`grad_w` `[C, 1, K, K]`, `beta` 0 or 1):
+    /// the weight gradient of [`Self::depthwise`] for the input `x` and the output gradient
+    /// `grad_out`.
+    ///
+    /// # Errors
+    /// As [`Self::depthwise`].
+    fn depthwise_weight_gradient(
+        &self,
+        g: &ConvGeometry,
+        x: &Self::Storage,
+        grad_out: &Self::Storage,
+        grad_w: &mut Self::Storage,
+        beta: f32,
+    ) -> Result<()> {
+        let _ = (x, grad_out, grad_w, beta);
+        Err(no_depthwise(self, g))
+    }
+}
+
+/// What the depthwise methods of a backend without them return.
+fn no_depthwise(backend: &impl Memory, g: &ConvGeometry) -> Error {
+    Error::Usage(format!(
+        "depthwise {g:?}: the {} backend has no depthwise kernel; it convolves through im2col",
+        backend.name()
+    ))
 }
 
 /// What the Winograd methods of a backend without them return.
