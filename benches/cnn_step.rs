@@ -3,7 +3,8 @@
 //! of 32, 64 and 128 channels with `BatchNorm2d`, `ReLU` and 2x2 max pooling, then a
 //! `Linear`), both in training mode with cross-entropy and SGD with momentum. Then one
 //! ImageNet-sized layer alone: a 64-to-64-channel 3x3 convolution over 224x224 images, batch
-//! 2, forward and weight gradient (the backward pass of a first layer).
+//! 2, forward and weight gradient (the backward pass of a first layer). Last, a depthwise 3x3
+//! layer (32 channels, 112x112, batch 8), forward and both gradients, which has no products.
 //!
 //! The products are the step's own: im2col's, one per sample, and Winograd's 16 per pass
 //! (timed over all tiles at once) for the passes the CPU computes by Winograd's algorithm.
@@ -34,6 +35,13 @@ network! {
     /// The ImageNet-sized layer.
     pub struct ImageNetLayer(x: [N, 64, 224, 224]) -> [N, 64, 224, 224] {
         Conv2d<64, 64, 3, padding = 1>
+    }
+}
+
+network! {
+    /// The depthwise layer.
+    pub struct DepthwiseLayer(x: [N, 32, 112, 112]) -> [N, 32, 112, 112] {
+        Conv2d<32, 32, 3, padding = 1, groups = 32>
     }
 }
 
@@ -287,4 +295,17 @@ fn main() {
     };
     let network = (2, std::slice::from_ref(&conv), None);
     report("224x224 conv layer", pass, network, (LARGE_SAMPLES, 1));
+
+    let mut layer = DepthwiseLayer::new(&Cpu, rng);
+    let x = Tensor::randn([8, 32, 112, 112], &Cpu, rng);
+    let grad_y = Tensor::randn([8, 32, 112, 112], &Cpu, rng);
+    let pass = median_call_time(SAMPLES, CALLS_PER_SAMPLE, || {
+        let (y, tape) = layer.forward_train(&x).unwrap();
+        drop(y);
+        black_box(layer.backward(tape, &grad_y).unwrap());
+    });
+    println!(
+        "cpu depthwise 3x3 layer, [8, 32, 112, 112], forward and both gradients (median of \
+         {SAMPLES}x{CALLS_PER_SAMPLE}): {pass:?}"
+    );
 }
