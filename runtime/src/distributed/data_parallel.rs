@@ -408,20 +408,29 @@ fn broadcast_buffers<B: Backend, M: Module<B> + ?Sized>(
     keep_first_error(&mut result, collective.broadcast(&mut values, 0));
     keep_first_error(&mut result, collective.broadcast_bytes(&mut counts, 0));
     result.clone()?;
-    let (mut values, mut counts) = (values.as_slice(), counts.chunks_exact(8));
-    module.visit_buffers_mut(&mut |_, buffer| match buffer {
-        BufferMut::Tensor(tensor) => {
+    let mut values = values.as_slice();
+    module.visit_buffers_mut(&mut |_, buffer| {
+        if let BufferMut::Tensor(tensor) = buffer {
             let (own, rest) = values.split_at(tensor.numel());
             values = rest;
             keep_first_error(&mut result, tensor.try_copy_from_slice(own));
         }
-        BufferMut::Count(count) => {
-            if let Some(bytes) = counts.next().and_then(|bytes| bytes.try_into().ok()) {
-                *count = i64::from_le_bytes(bytes);
-            }
+    });
+    set_counts(module, &counts);
+    result
+}
+
+/// Sets the count buffers of `module`, in visiting order, to `counts` (8 little-endian bytes
+/// each).
+fn set_counts<B: Backend, M: Module<B> + ?Sized>(module: &mut M, counts: &[u8]) {
+    let mut counts = counts.chunks_exact(8);
+    module.visit_buffers_mut(&mut |_, buffer| {
+        if let BufferMut::Count(count) = buffer
+            && let Some(bytes) = counts.next().and_then(|bytes| bytes.try_into().ok())
+        {
+            *count = i64::from_le_bytes(bytes);
         }
     });
-    result
 }
 
 /// Copies rank 0's buffers to every rank as [`broadcast_buffers`] does, each float buffer in
@@ -446,14 +455,7 @@ fn broadcast_buffers_in_place<B: Backend, M: Module<B> + ?Sized>(
     }
     keep_first_error(&mut result, collective.broadcast_bytes(&mut counts, 0));
     result.clone()?;
-    let mut counts = counts.chunks_exact(8);
-    module.visit_buffers_mut(&mut |_, buffer| {
-        if let BufferMut::Count(count) = buffer
-            && let Some(bytes) = counts.next().and_then(|bytes| bytes.try_into().ok())
-        {
-            *count = i64::from_le_bytes(bytes);
-        }
-    });
+    set_counts(module, &counts);
     result
 }
 
