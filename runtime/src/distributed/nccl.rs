@@ -198,6 +198,50 @@ impl Nccl {
             unsafe { sys::ncclBroadcast(pointer, pointer, len, kind, root, comm, stream) }
         })
     }
+
+    /// Checks that every one of `buffers` is a [`CudaBuffer`] on this engine's GPU, then runs
+    /// `call` on each as one NCCL group.
+    fn group(
+        &self,
+        op: &'static str,
+        buffers: &mut [&mut dyn Any],
+        mut call: impl FnMut(&mut CudaSlice<f32>) -> Result<()>,
+    ) -> Result<()> {
+        // Everything is checked before anything is queued.
+        for buffer in buffers.iter() {
+            let Some(buffer) = buffer.downcast_ref::<CudaBuffer>() else {
+                return Err(Error::Distributed {
+                    op,
+                    message: "NCCL works on GPU buffers; this one is not on a GPU".to_owned(),
+                });
+            };
+            if buffer.stream().context().ordinal() != self.device.ordinal() {
+                return Err(Error::Distributed {
+                    op,
+                    message: format!(
+                        "a buffer is on cuda:{}, this rank's NCCL works on {}",
+                        buffer.stream().context().ordinal(),
+                        self.device.name()
+                    ),
+                });
+            }
+        }
+        result::group_start().map_err(|error| nccl_error(op, &error))?;
+        let mut queued = Ok(());
+        for buffer in buffers.iter_mut() {
+            if let Some(buffer) = buffer.downcast_mut::<CudaBuffer>() {
+                queued = call(buffer.slice_mut());
+                if queued.is_err() {
+                    break;
+                }
+            }
+        }
+        // The group is closed whatever happened inside it.
+        let ended = result::group_end()
+            .map(drop)
+            .map_err(|error| nccl_error(op, &error));
+        queued.and(ended)
+    }
 }
 
 impl Collective for Nccl {
@@ -263,52 +307,6 @@ impl InPlaceMean for Nccl {
 
     fn capturing(&self) -> bool {
         self.device.recorder().is_capturing()
-    }
-}
-
-impl Nccl {
-    /// Checks that every one of `buffers` is a [`CudaBuffer`] on this engine's GPU, then runs
-    /// `call` on each as one NCCL group.
-    fn group(
-        &self,
-        op: &'static str,
-        buffers: &mut [&mut dyn Any],
-        mut call: impl FnMut(&mut CudaSlice<f32>) -> Result<()>,
-    ) -> Result<()> {
-        // Everything is checked before anything is queued.
-        for buffer in buffers.iter() {
-            let Some(buffer) = buffer.downcast_ref::<CudaBuffer>() else {
-                return Err(Error::Distributed {
-                    op,
-                    message: "NCCL works on GPU buffers; this one is not on a GPU".to_owned(),
-                });
-            };
-            if buffer.stream().context().ordinal() != self.device.ordinal() {
-                return Err(Error::Distributed {
-                    op,
-                    message: format!(
-                        "a buffer is on cuda:{}, this rank's NCCL works on {}",
-                        buffer.stream().context().ordinal(),
-                        self.device.name()
-                    ),
-                });
-            }
-        }
-        result::group_start().map_err(|error| nccl_error(op, &error))?;
-        let mut queued = Ok(());
-        for buffer in buffers.iter_mut() {
-            if let Some(buffer) = buffer.downcast_mut::<CudaBuffer>() {
-                queued = call(buffer.slice_mut());
-                if queued.is_err() {
-                    break;
-                }
-            }
-        }
-        // The group is closed whatever happened inside it.
-        let ended = result::group_end()
-            .map(drop)
-            .map_err(|error| nccl_error(op, &error));
-        queued.and(ended)
     }
 }
 
