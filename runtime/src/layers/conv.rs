@@ -148,13 +148,7 @@ impl<B: Backend> Conv2d<B> {
             return Ok((self.winograd_forward(&g, filters, x)?, None));
         }
         if self.is_depthwise(&g) {
-            let shape = [g.batch, g.channels, g.out_height, g.out_width];
-            let mut y = Tensor::try_empty(shape, x.device())?;
-            let bias = self.bias.as_ref().map(|bias| &bias.value().storage);
-            let w = &self.weight.value().storage;
-            x.device()
-                .depthwise(&g, w, bias, &x.storage, &mut y.storage)?;
-            return Ok((y, None));
+            return Ok((self.depthwise_forward(&g, x)?, None));
         }
         if g.is_pointwise() {
             return Ok((self.product_forward(&g, x)?, None));
@@ -218,6 +212,17 @@ impl<B: Backend> Conv2d<B> {
         let w = &self.weight.value().storage;
         x.device()
             .winograd(g, filters, w, bias, &x.storage, &mut y.storage)?;
+        Ok(y)
+    }
+
+    /// The forward pass of a depthwise convolution, bias included.
+    fn depthwise_forward(&self, g: &ConvGeometry, x: &Tensor<B>) -> Result<Tensor<B>> {
+        let shape = [g.batch, g.channels, g.out_height, g.out_width];
+        let mut y = Tensor::try_empty(shape, x.device())?;
+        let bias = self.bias.as_ref().map(|bias| &bias.value().storage);
+        let w = &self.weight.value().storage;
+        x.device()
+            .depthwise(g, w, bias, &x.storage, &mut y.storage)?;
         Ok(y)
     }
 
@@ -300,8 +305,8 @@ impl<B: Backend> Conv2d<B> {
             }
         }
         let device = x.device();
-        // The weight gradient by Winograd's algorithm where the backend prefers it, else from
-        // the columns (the input's own, for a pointwise convolution).
+        // The weight gradient by Winograd's algorithm or the depthwise kernel where the backend
+        // has one, else from the columns (the input's own, for a pointwise convolution).
         let winograd = self.winograd_filters(&g, FilterRead::AsStored).is_some();
         let depthwise = self.is_depthwise(&g);
         let cols = match cols {
@@ -328,7 +333,12 @@ impl<B: Backend> Conv2d<B> {
                 let (x, dy, dw) = (&x.storage, &grad_out.storage, &mut grad_w.storage);
                 return device.depthwise_weight_gradient(&g, x, dy, dw, beta);
             }
-            let Some(cols) = cols.as_ref().or((!winograd).then_some(x)) else {
+            let columns = if g.is_pointwise() {
+                Some(x)
+            } else {
+                cols.as_ref()
+            };
+            let Some(cols) = columns else {
                 let (x, dy, dw) = (&x.storage, &grad_out.storage, &mut grad_w.storage);
                 return device.winograd_weight_gradient(&g, out_channels, x, dy, dw, beta);
             };
