@@ -2,13 +2,19 @@
 //! CPU backend's pool, and everything else a step builds lives on the stack. Checked with a
 //! counting global allocator, for stage 1's raw tensor code, the tutorial network, `DynamicNet`
 //! with a trip count that changes from step to step, a 784-512-512-10 MLP with
-//! cross-entropy and Adam, whose products use both threads, and raw tensor code on tensors
-//! that take more memory at once than the pool's least bound. Its own `main` (no test harness):
+//! cross-entropy and Adam, whose products use both threads, raw tensor code on tensors that
+//! take more memory at once than the pool's least bound, and CNNs: the digits example's, and
+//! one whose convolutions take every other CPU path (strided by im2col, depthwise, pointwise,
+//! and Winograd's in bands of a large image), trained and then in eval mode. Its own `main`
+//! (no test harness):
 //! the steps run on the program's main thread, as a program's do, so that nothing else runs in
 //! this process while it counts and the kernels' parts go to that thread's own queue in the
 //! pool. (Work handed to rayon's pool from a thread outside it goes through a queue that
 //! allocates a block per 63 jobs, crossbeam's `Injector`: none of declnet's allocations.)
 
+#[path = "../examples/08_digits_cnn.rs"]
+#[allow(dead_code, reason = "the example's `main` is not used here")]
+mod digits_cnn;
 #[path = "../examples/07_dynamic_net.rs"]
 #[allow(dead_code, reason = "the example's `main` is not used here")]
 mod dynamic_net;
@@ -73,6 +79,17 @@ fn allocations(steps: usize, mut step: impl FnMut(usize)) -> usize {
 }
 
 network! {
+    /// A convolution of stride 2 (by im2col), a depthwise and a pointwise one, and a 3x3 one
+    /// over 48x48 maps (by Winograd's algorithm, in bands: more than 256 tiles a sample).
+    struct MobileCnn(x: [N, 3, 96, 96]) -> [N, 10] {
+        Conv2d<3, 16, 3, stride = 2, padding = 1>, BatchNorm2d<16>, ReLU,
+        Conv2d<16, 16, 3, padding = 1, groups = 16>, Conv2d<16, 32, 1>, ReLU,
+        Conv2d<32, 32, 3, padding = 1>, AvgPool2d<2>, ReLU,
+        AdaptiveAvgPool2d<1, 1>, Flatten, Linear<32, 10>
+    }
+}
+
+network! {
     struct Mlp(x: [N, 784]) -> [N, 10] {
         Linear<784, 512>, ReLU, Linear<512, 512>, ReLU, Linear<512, 10>
     }
@@ -131,6 +148,44 @@ fn steady_state_steps_allocate_nothing() {
             .unwrap();
     });
     assert_eq!(count, 0, "allocations in 20 steps of the MLP");
+
+    let cross_entropy = CrossEntropyLoss::default();
+    let digits = Tensor::randn([64, 1, 8, 8], &Cpu, rng);
+    let labels = Labels::new(&labels.as_slice()[..64], &Cpu);
+    let mut cnn = digits_cnn::DigitsCnn::new(&Cpu, rng);
+    let mut adam = digits_cnn::optimizer();
+    let count = allocations(10, |_| {
+        cnn.train_step(&digits, &labels, &cross_entropy, &mut adam)
+            .unwrap();
+    });
+    assert_eq!(count, 0, "allocations in 10 steps of the digits CNN");
+    cnn.eval();
+    let count = allocations(10, |_| drop(cnn.forward(&digits).unwrap()));
+    assert_eq!(
+        count, 0,
+        "allocations in 10 eval-mode passes of the digits CNN"
+    );
+
+    let images = Tensor::randn([4, 3, 96, 96], &Cpu, rng);
+    let labels = Labels::new(&labels.as_slice()[..4], &Cpu);
+    let mut mobile = MobileCnn::new(&Cpu, rng);
+    let mut momentum = Sgd::new(SgdConfig {
+        lr: 1e-3,
+        momentum: 0.9,
+        ..SgdConfig::default()
+    });
+    let count = allocations(5, |_| {
+        mobile
+            .train_step(&images, &labels, &cross_entropy, &mut momentum)
+            .unwrap();
+    });
+    assert_eq!(count, 0, "allocations in 5 steps of the mobile CNN");
+    mobile.eval();
+    let count = allocations(5, |_| drop(mobile.forward(&images).unwrap()));
+    assert_eq!(
+        count, 0,
+        "allocations in 5 eval-mode passes of the mobile CNN"
+    );
 
     // Tensors that take more than the pool's least bound (256 MiB) at once: 400 MiB, whose
     // 300 MiB of results all wait in the pool for the next step; and kernels whose parts take
