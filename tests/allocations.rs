@@ -5,13 +5,20 @@
 //! cross-entropy and Adam, whose products use both threads, raw tensor code on tensors that
 //! take more memory at once than the pool's least bound, and CNNs: the digits example's, and
 //! one whose convolutions take every other CPU path (strided by im2col, depthwise, pointwise,
-//! and Winograd's in bands of a large image), trained and then in eval mode. Its own `main`
-//! (no test harness):
+//! and Winograd's in bands of a large image), trained and then in eval mode; and the char
+//! GPT's transformer with `AdamW`. Its own `main` (no test harness):
 //! the steps run on the program's main thread, as a program's do, so that nothing else runs in
 //! this process while it counts and the kernels' parts go to that thread's own queue in the
 //! pool. (Work handed to rayon's pool from a thread outside it goes through a queue that
 //! allocates a block per 63 jobs, crossbeam's `Injector`: none of declnet's allocations.)
 
+#[path = "../examples/09_char_gpt.rs"]
+#[allow(dead_code, reason = "the example's `main` is not used here")]
+#[allow(
+    clippy::duplicate_mod,
+    reason = "each example brings the support modules it shares with the other"
+)]
+mod char_gpt;
 #[path = "../examples/08_digits_cnn.rs"]
 #[allow(dead_code, reason = "the example's `main` is not used here")]
 mod digits_cnn;
@@ -27,7 +34,7 @@ mod two_layer_net;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use declnet::optim::{Adam, AdamConfig, Sgd, SgdConfig};
+use declnet::optim::{Adam, AdamConfig, AdamW, AdamWConfig, Sgd, SgdConfig};
 use declnet::prelude::*;
 use two_layer_net::TwoLayerNet;
 
@@ -186,6 +193,26 @@ fn steady_state_steps_allocate_nothing() {
         count, 0,
         "allocations in 5 eval-mode passes of the mobile CNN"
     );
+
+    // The transformer on a fixed batch (`char_gpt::batch` builds each on the host).
+    let tokens: Vec<usize> = (0..4096).map(|i| (i * 7919) % char_gpt::VOCAB).collect();
+    let (ids, targets) = char_gpt::batch(&tokens, char_gpt::BATCH, &Cpu, rng).unwrap();
+    let positions = char_gpt::positions(char_gpt::CONTEXT, &Cpu).unwrap();
+    let logits_shape = [char_gpt::BATCH, char_gpt::CONTEXT, char_gpt::VOCAB];
+    let mut gpt = char_gpt::CharGpt::new(&Cpu, rng);
+    let mut adamw = AdamW::new(AdamWConfig::default());
+    let count = allocations(3, |_| {
+        let (logits, tape) = gpt.forward_train(&ids, &positions).unwrap();
+        let rows = logits
+            .try_reshape([targets.len(), char_gpt::VOCAB])
+            .unwrap();
+        let (_, grad) = cross_entropy.try_value_and_grad(&rows, &targets).unwrap();
+        gpt.zero_grad();
+        let grad = grad.try_reshape(logits_shape).unwrap();
+        gpt.backward_params(tape, &grad).unwrap();
+        adamw.try_step(&mut gpt).unwrap();
+    });
+    assert_eq!(count, 0, "allocations in 3 steps of the char GPT");
 
     // Tensors that take more than the pool's least bound (256 MiB) at once: 400 MiB, whose
     // 300 MiB of results all wait in the pool for the next step; and kernels whose parts take

@@ -8,6 +8,7 @@ use crate::error::{Error, Result};
 use crate::module::Module;
 use crate::ops::index::Indices;
 use crate::param::Param;
+use crate::shape::Dims;
 use crate::tensor::Tensor;
 
 /// A lookup table of `[num, dim]` (`weight`, drawn from N(0, 1) like PyTorch's).
@@ -62,7 +63,7 @@ impl<B: Backend> Embedding<B> {
             ids.bound(),
         );
         let rows = self.weight.value().try_index_select(0, &flat)?;
-        let mut dims = ids.shape().dims().to_vec();
+        let mut dims = Dims::from_slice(ids.shape().dims());
         dims.push(self.dim());
         rows.try_reshape(dims)
     }
@@ -73,9 +74,9 @@ impl<B: Backend> Embedding<B> {
     /// # Errors
     /// [`Error::Shape`] when `grad_out` is not the output's shape.
     pub fn backward(&mut self, ids: &Indices<B>, grad_out: &Tensor<B>) -> Result<()> {
-        let mut expected = ids.shape().dims().to_vec();
+        let mut expected = Dims::from_slice(ids.shape().dims());
         expected.push(self.dim());
-        if grad_out.dims() != expected {
+        if grad_out.dims() != expected.as_slice() {
             return Err(Error::Shape {
                 op: "Embedding backward",
                 expected: expected.into(),

@@ -12,7 +12,7 @@ pub use indices::{Indices, MAX_INDEX};
 
 use crate::backend::{Backend, Memory};
 use crate::error::{Error, Result};
-use crate::shape::Shape;
+use crate::shape::{Dims, Shape};
 use crate::tensor::Tensor;
 
 /// A tensor along one dim: the dims before it (`outer`), its length, and the dims after it.
@@ -188,7 +188,7 @@ impl<B: Backend> Tensor<B> {
                 self.shape
             )));
         }
-        let mut dims = self.shape.dims().to_vec();
+        let mut dims = Dims::from_slice(self.shape.dims());
         dims.remove(dim);
         let mut values = Self::try_zeros(dims.clone(), &self.device)?;
         let mut indices = Self::try_zeros(dims, &self.device)?;
@@ -220,7 +220,7 @@ impl<B: Backend> Tensor<B> {
         const OP: &str = "narrow";
         let axis = Axis::of(OP, &self.shape, dim)?;
         check_range(OP, &self.shape, dim, start, length)?;
-        let mut dims = self.shape.dims().to_vec();
+        let mut dims = Dims::from_slice(self.shape.dims());
         dims[dim] = length;
         let mut out = Self::try_zeros(dims, &self.device)?;
         let block = Block {
@@ -253,9 +253,9 @@ impl<B: Backend> Tensor<B> {
         let axis = Axis::of(OP, input_shape, dim)?;
         let length = self.shape.dims().get(dim).copied().unwrap_or(0);
         check_range(OP, input_shape, dim, start, length)?;
-        let mut expected = input_shape.dims().to_vec();
+        let mut expected = Dims::from_slice(input_shape.dims());
         expected[dim] = length;
-        if self.shape.dims() != expected {
+        if self.shape.dims() != expected.as_slice() {
             return Err(Error::Shape {
                 op: OP,
                 expected: Shape::from(expected),
@@ -300,10 +300,10 @@ impl<B: Backend> Tensor<B> {
         Axis::of(OP, &first.shape, dim)?;
         let mut total = 0;
         for tensor in tensors {
-            let mut expected = first.shape.dims().to_vec();
+            let mut expected = Dims::from_slice(first.shape.dims());
             let fits = tensor.rank() == first.rank() && {
                 expected[dim] = tensor.shape.dims()[dim];
-                tensor.shape.dims() == expected
+                tensor.shape.dims() == expected.as_slice()
             };
             if !fits {
                 return Err(Error::Shape {
@@ -314,7 +314,7 @@ impl<B: Backend> Tensor<B> {
             }
             total += tensor.shape.dims()[dim];
         }
-        let mut dims = first.shape.dims().to_vec();
+        let mut dims = Dims::from_slice(first.shape.dims());
         dims[dim] = total;
         Self::join_along(OP, dims, dim, tensors, |tensor| tensor.shape.dims()[dim])
     }
@@ -324,7 +324,7 @@ impl<B: Backend> Tensor<B> {
     /// the devices.
     fn join_along(
         op: &'static str,
-        dims: Vec<usize>,
+        dims: Dims,
         dim: usize,
         tensors: &[&Self],
         len: impl Fn(&Self) -> usize,
@@ -382,7 +382,7 @@ impl<B: Backend> Tensor<B> {
             }
         }
         // Each tensor is a slab of 1 along the new dim: no copies but into the output.
-        let mut dims = first.shape.dims().to_vec();
+        let mut dims = Dims::from_slice(first.shape.dims());
         dims.insert(dim, tensors.len());
         Self::join_along(OP, dims, dim, tensors, |_| 1)
     }
@@ -399,7 +399,7 @@ impl<B: Backend> Tensor<B> {
         let axis = Axis::of(OP, &self.shape, dim)?;
         check_indices(OP, &self.shape, dim, indices)?;
         self.check_same_device(OP, &indices.values)?;
-        let mut dims = self.shape.dims().to_vec();
+        let mut dims = Dims::from_slice(self.shape.dims());
         dims[dim] = indices.len();
         let mut out = Self::try_zeros(dims, &self.device)?;
         self.device.gather(
@@ -458,7 +458,7 @@ impl<B: Backend> Tensor<B> {
         indices: &Indices<B>,
         source: &Self,
     ) -> Result<()> {
-        let mut expected = self.shape.dims().to_vec();
+        let mut expected = Dims::from_slice(self.shape.dims());
         // A `dim` out of range is an error in `index_add_shaped`.
         if let Some(slices) = expected.get_mut(dim) {
             *slices = indices.len();
@@ -474,7 +474,7 @@ impl<B: Backend> Tensor<B> {
         indices: &Indices<B>,
         source: &Self,
     ) -> Result<()> {
-        let mut expected = indices.shape().dims().to_vec();
+        let mut expected = Dims::from_slice(indices.shape().dims());
         // A tensor without dims is an error in `index_add_shaped`.
         expected.extend_from_slice(self.dims().get(1..).unwrap_or_default());
         self.index_add_shaped(0, indices, source, expected.into())
