@@ -1,7 +1,9 @@
 //! Training steps in steady state make no heap allocations: tensor buffers come back from the
 //! CPU backend's pool, and everything else a step builds lives on the stack. Checked with a
-//! counting global allocator, for stage 1's raw tensor code, the tutorial network, `DynamicNet`
-//! with a trip count that changes from step to step, a 784-512-512-10 MLP with
+//! counting global allocator, for every tutorial stage's step (stage 1's raw tensor code, the
+//! generated backward passes of stages 2 to 4 with their update loops by hand, the optimizers
+//! of stages 5 and 6, `DynamicNet` with a trip count that changes from step to step), the
+//! tutorial network with SGD, a 784-512-512-10 MLP with
 //! cross-entropy and Adam, whose products use both threads, raw tensor code on tensors that
 //! take more memory at once than the pool's least bound, and CNNs: the digits example's, and
 //! one whose convolutions take every other CPU path (strided by im2col, depthwise, pointwise,
@@ -28,6 +30,21 @@ mod dynamic_net;
 #[path = "../examples/01_tensors.rs"]
 #[allow(dead_code, reason = "the example's `main` is not used here")]
 mod raw_tensors;
+#[path = "../examples/02_autograd.rs"]
+#[allow(dead_code, reason = "the example's `main` is not used here")]
+mod stage2;
+#[path = "../examples/03_custom_function.rs"]
+#[allow(dead_code, reason = "the example's `main` is not used here")]
+mod stage3;
+#[path = "../examples/04_nn.rs"]
+#[allow(dead_code, reason = "the example's `main` is not used here")]
+mod stage4;
+#[path = "../examples/05_optim.rs"]
+#[allow(dead_code, reason = "the example's `main` is not used here")]
+mod stage5;
+#[path = "../examples/06_custom_module.rs"]
+#[allow(dead_code, reason = "the example's `main` is not used here")]
+mod stage6;
 #[path = "shared/two_layer_net.rs"]
 mod two_layer_net;
 
@@ -125,6 +142,35 @@ fn steady_state_steps_allocate_nothing() {
         raw_tensors::train_step(&x, &y, &mut w1, &mut w2, 1e-6);
     });
     assert_eq!(count, 0, "allocations in 10 steps of stage 1's tensor code");
+
+    // Stages 2 to 4: generated backward passes, parameters updated by hand (over
+    // `params_mut()` in stages 3 and 4).
+    let mut stage2 = stage2::RawNet::new(&Cpu, rng);
+    let count = allocations(5, |_| {
+        stage2::train_step(&mut stage2, &x, &y, 1e-6).unwrap();
+    });
+    assert_eq!(count, 0, "allocations in 5 steps of stage 2");
+    let mut stage3 = stage3::CustomReluNet::new(&Cpu, rng);
+    let count = allocations(5, |_| {
+        stage3::train_step(&mut stage3, &x, &y, 1e-6).unwrap();
+    });
+    assert_eq!(count, 0, "allocations in 5 steps of stage 3");
+    let mut stage4 = stage4::TwoLayerNet::new(&Cpu, rng);
+    let count = allocations(5, |_| {
+        stage4::train_step(&mut stage4, &x, &y, 1e-4).unwrap();
+    });
+    assert_eq!(count, 0, "allocations in 5 steps of stage 4");
+    // Stages 5 and 6: optimizers.
+    let (mut stage5, mut adam) = (stage5::TwoLayerNet::new(&Cpu, rng), stage5::optimizer());
+    let count = allocations(5, |_| {
+        stage5::train_step(&mut stage5, &mut adam, &x, &y).unwrap();
+    });
+    assert_eq!(count, 0, "allocations in 5 steps of stage 5");
+    let (mut stage6, mut sgd) = (stage6::TwoLayerNet::new(&Cpu, rng), stage6::optimizer());
+    let count = allocations(5, |_| {
+        stage6::train_step(&mut stage6, &mut sgd, &x, &y).unwrap();
+    });
+    assert_eq!(count, 0, "allocations in 5 steps of stage 6");
 
     let mut tutorial = TwoLayerNet::new(&Cpu, rng);
     let mut sgd = Sgd::new(SgdConfig {

@@ -39,8 +39,8 @@ pub use backend::{Backend, Cpu, Cuda, Memory, num_threads, set_num_threads};
 pub use error::{Error, Result};
 pub use io::ModuleIo;
 pub use module::{
-    Buffer, BufferMut, Module, ParamName, visit_buffers_prefixed, visit_buffers_prefixed_mut,
-    visit_config_prefixed, visit_prefixed, visit_prefixed_mut,
+    Buffer, BufferMut, Module, ParamList, ParamName, visit_buffers_prefixed,
+    visit_buffers_prefixed_mut, visit_config_prefixed, visit_prefixed, visit_prefixed_mut,
 };
 pub use ops::matmul::MatView;
 pub use param::Param;

@@ -37,16 +37,17 @@ pub trait Module<B: Backend> {
     fn visit_params_mut<'a>(&'a mut self, f: &mut dyn FnMut(&str, &'a mut Param<B>));
 
     /// The parameters with their PyTorch `state_dict` names, in declaration order, like
-    /// `named_parameters()`. The names are stored inline, so a call allocates only the `Vec`.
-    fn params(&self) -> Vec<(ParamName, &Param<B>)> {
-        let mut params = Vec::new();
+    /// `named_parameters()`. Names and list are stored inline ([`ParamList`]), so listing up
+    /// to 8 parameters allocates nothing.
+    fn params(&self) -> ParamList<&Param<B>> {
+        let mut params = ParamList::new();
         self.visit_params(&mut |name, param| params.push((ParamName::new(name), param)));
         params
     }
 
     /// The parameters with their `state_dict` names, mutably: for update loops.
-    fn params_mut(&mut self) -> Vec<(ParamName, &mut Param<B>)> {
-        let mut params = Vec::new();
+    fn params_mut(&mut self) -> ParamList<&mut Param<B>> {
+        let mut params = ParamList::new();
         self.visit_params_mut(&mut |name, param| params.push((ParamName::new(name), param)));
         params
     }
@@ -108,6 +109,11 @@ pub trait Module<B: Backend> {
         self.set_training(false);
     }
 }
+
+/// What [`Module::params`] and [`Module::params_mut`] return: each parameter `P` with its
+/// name, the first 8 inline, so that an update loop over a small network's parameters every
+/// step allocates nothing. It derefs to a slice and iterates like a `Vec`.
+pub type ParamList<P> = smallvec::SmallVec<[(ParamName, P); 8]>;
 
 /// A parameter's `state_dict` name (`block.fc.weight`), held inline up to 64 bytes so that
 /// listing the parameters every step allocates no string; it reads as a `&str`.
