@@ -3,16 +3,16 @@
 //! counting global allocator, for every tutorial stage's step (stage 1's raw tensor code, the
 //! generated backward passes of stages 2 to 4 with their update loops by hand, the optimizers
 //! of stages 5 and 6, `DynamicNet` with a trip count that changes from step to step), the
-//! tutorial network with SGD, a 784-512-512-10 MLP with
-//! cross-entropy and Adam, whose products use both threads, raw tensor code on tensors that
-//! take more memory at once than the pool's least bound, and CNNs: the digits example's, and
-//! one whose convolutions take every other CPU path (strided by im2col, depthwise, pointwise,
-//! and Winograd's in bands of a large image), trained and then in eval mode; and the char
-//! GPT's transformer with `AdamW`. Its own `main` (no test harness):
-//! the steps run on the program's main thread, as a program's do, so that nothing else runs in
-//! this process while it counts and the kernels' parts go to that thread's own queue in the
-//! pool. (Work handed to rayon's pool from a thread outside it goes through a queue that
-//! allocates a block per 63 jobs, crossbeam's `Injector`: none of declnet's allocations.)
+//! tutorial network with SGD, a 784-512-512-10 MLP with cross-entropy and Adam whose products
+//! use both threads (its loss read back every step), raw tensor code on tensors that take more
+//! memory at once than the pool's least bound, CNNs (the digits example's, and one whose
+//! convolutions take every other CPU path: strided by im2col, depthwise, pointwise, and
+//! Winograd's in bands of a large image), trained and then in eval mode, and the char GPT's
+//! transformer with `AdamW`. Its own `main` (no test harness): the steps run on the program's
+//! main thread, as a program's do, so that nothing else runs in this process while it counts
+//! and the kernels' parts go to that thread's own queue in the pool. (Work handed to rayon's
+//! pool from a thread outside it goes through a queue that allocates a block per 63 jobs,
+//! crossbeam's `Injector`: none of declnet's allocations.)
 
 #[path = "../examples/09_char_gpt.rs"]
 #[allow(dead_code, reason = "the example's `main` is not used here")]
@@ -196,9 +196,12 @@ fn steady_state_steps_allocate_nothing() {
     let labels = Labels::new(&labels, &Cpu);
     let mut mlp = Mlp::new(&Cpu, rng);
     let mut adam = Adam::new(AdamConfig::default());
+    // Reading each step's loss back, as a training loop that logs it does.
     let count = allocations(20, |_| {
-        mlp.train_step(&images, &labels, &CrossEntropyLoss::default(), &mut adam)
+        let loss = mlp
+            .train_step(&images, &labels, &CrossEntropyLoss::default(), &mut adam)
             .unwrap();
+        assert!(loss.item().is_finite());
     });
     assert_eq!(count, 0, "allocations in 20 steps of the MLP");
 

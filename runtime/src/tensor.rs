@@ -275,7 +275,9 @@ impl<B: Backend> Tensor<B> {
                 shape: self.shape.clone(),
             });
         }
-        Ok(self.try_to_vec()?[0])
+        let mut value = [0.0];
+        self.device.download_into(&self.storage, &mut value)?;
+        Ok(value[0])
     }
 
     /// The same data under another shape with as many elements; no copy.
