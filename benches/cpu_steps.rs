@@ -6,7 +6,8 @@
 //! also prints that process's peak resident memory.
 //!
 //! Then the MLP's row again, alternately idle and beside a process of its own that keeps one
-//! core busy, and the median ratio of the pairs.
+//! core busy, and the median ratio of the pairs; and idle on one thread, the most a step can
+//! do with the one core a busy neighbour leaves it.
 //!
 //! Run: `cargo bench --bench cpu_steps` (`RAYON_NUM_THREADS` sets the thread count).
 
@@ -238,7 +239,7 @@ fn main() {
             gemms,
             target,
             rss,
-        } = run_row(i);
+        } = run_row(i, None);
         println!(
             "| {name:<40} | {step:>10.1?} | {gemms:>10.1?} | {:>5.2}x | {target:>5.2}x | {rss:>4.1} MiB |",
             step.as_secs_f64() / gemms.as_secs_f64(),
@@ -252,25 +253,29 @@ fn main() {
 const BUSY_PAIRS: usize = 3;
 
 /// The last row again, alternately idle and beside a process that keeps one core busy, and
-/// the median ratio of the pairs (issue 13: at most 1.5x).
+/// the median ratio of the pairs (issue 13: at most 1.5x). Then the same step idle on one
+/// thread: what a step can do with one core, all a busy neighbour leaves of two.
 fn busy_neighbour() {
     let row = ROWS.len() - 1;
     let mut name = String::new();
-    let mut pairs: Vec<(Duration, Duration)> = (0..BUSY_PAIRS)
+    let mut runs: Vec<[Duration; 3]> = (0..BUSY_PAIRS)
         .map(|_| {
-            let idle = run_row(row);
+            let idle = run_row(row, None);
             name = idle.name;
+            let one_thread = run_row(row, Some(1)).step;
             let _neighbour = BusyNeighbour::start();
-            (idle.step, run_row(row).step)
+            [idle.step, run_row(row, None).step, one_thread]
         })
         .collect();
-    let ratio = |(idle, busy): &(Duration, Duration)| busy.as_secs_f64() / idle.as_secs_f64();
-    pairs.sort_by(|a, b| ratio(a).total_cmp(&ratio(b)));
-    let (idle, busy) = pairs[BUSY_PAIRS / 2];
+    let ratio = |[idle, busy, _]: &[Duration; 3]| busy.as_secs_f64() / idle.as_secs_f64();
+    runs.sort_by(|a, b| ratio(a).total_cmp(&ratio(b)));
+    let [idle, busy, one_thread] = runs[BUSY_PAIRS / 2];
     println!(
         "{name} beside a busy process: {busy:.1?} against {idle:.1?} idle, {:.2}x \
-         (median of {BUSY_PAIRS} alternated pairs; target <= 1.5x)",
-        ratio(&(idle, busy)),
+         (median of {BUSY_PAIRS} alternated pairs; target <= 1.5x); on one thread, idle: \
+         {one_thread:.1?}, {:.2}x the idle step",
+        ratio(&runs[BUSY_PAIRS / 2]),
+        one_thread.as_secs_f64() / idle.as_secs_f64(),
     );
 }
 
@@ -304,13 +309,15 @@ struct RowResult {
     rss: f64,
 }
 
-/// Runs row `i` in a process of its own.
-fn run_row(i: usize) -> RowResult {
+/// Runs row `i` in a process of its own, on `threads` threads (`RAYON_NUM_THREADS`) if given.
+fn run_row(i: usize, threads: Option<usize>) -> RowResult {
     let me = std::env::current_exe().expect("the bench's own path");
-    let output = std::process::Command::new(&me)
-        .args(["--row", &i.to_string()])
-        .output()
-        .expect("the bench runs itself");
+    let mut command = std::process::Command::new(&me);
+    command.args(["--row", &i.to_string()]);
+    if let Some(threads) = threads {
+        command.env("RAYON_NUM_THREADS", threads.to_string());
+    }
+    let output = command.output().expect("the bench runs itself");
     assert!(output.status.success(), "row {i}: {output:?}");
     let line = String::from_utf8_lossy(&output.stdout);
     let fields: Vec<&str> = line.trim_end().split('\t').collect();
