@@ -10,7 +10,8 @@
 //! (timed over all tiles at once) for the passes the CPU computes by Winograd's algorithm.
 //!
 //! Run: `cargo bench --bench cnn_step`. Prints each step's median time, its GEMMs' median time,
-//! their ratio (target <= 1.3), and what the GEMMs would take were every layer im2col's.
+//! their ratio (target <= 1.3), and what the GEMMs would take were every layer im2col's (the
+//! products of the step the issue measured), with the step's ratio to those.
 
 #[path = "../examples/08_digits_cnn.rs"]
 #[allow(dead_code, reason = "the example's `main` is not used here")]
@@ -219,7 +220,10 @@ fn report(
         "cpu {name} step / GEMMs only: {:.3} (target <= 1.3)",
         step.as_secs_f64() / gemms.as_secs_f64()
     );
-    println!("cpu {name} GEMMs if all were im2col's:   {im2col:?}");
+    println!(
+        "cpu {name} GEMMs if all were im2col's:   {im2col:?} (step / those: {:.3})",
+        step.as_secs_f64() / im2col.as_secs_f64()
+    );
 }
 
 fn main() {
