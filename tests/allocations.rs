@@ -102,6 +102,24 @@ fn allocations(steps: usize, mut step: impl FnMut(usize)) -> usize {
     ALLOCATIONS.load(Ordering::Relaxed) - before
 }
 
+/// That `steps` calls of `train` on `net`, then as many of `forward` in eval mode, allocate
+/// nothing; each call's result must be `Ok`.
+fn trains_then_evaluates_allocating_nothing<N: Module<Cpu>, T, Y>(
+    (name, steps): (&str, usize),
+    net: &mut N,
+    mut train: impl FnMut(&mut N) -> declnet::Result<T>,
+    mut forward: impl FnMut(&N) -> declnet::Result<Y>,
+) {
+    let count = allocations(steps, |_| drop(train(net).unwrap()));
+    assert_eq!(count, 0, "allocations in {steps} steps of the {name}");
+    net.eval();
+    let count = allocations(steps, |_| drop(forward(net).unwrap()));
+    assert_eq!(
+        count, 0,
+        "allocations in {steps} eval-mode passes of the {name}"
+    );
+}
+
 network! {
     /// A convolution of stride 2 (by im2col), a depthwise and a pointwise one, and a 3x3 one
     /// over 48x48 maps (by Winograd's algorithm, in bands: more than 256 tiles a sample).
@@ -210,16 +228,11 @@ fn steady_state_steps_allocate_nothing() {
     let labels = Labels::new(&labels.as_slice()[..64], &Cpu);
     let mut cnn = digits_cnn::DigitsCnn::new(&Cpu, rng);
     let mut adam = digits_cnn::optimizer();
-    let count = allocations(10, |_| {
-        cnn.train_step(&digits, &labels, &cross_entropy, &mut adam)
-            .unwrap();
-    });
-    assert_eq!(count, 0, "allocations in 10 steps of the digits CNN");
-    cnn.eval();
-    let count = allocations(10, |_| drop(cnn.forward(&digits).unwrap()));
-    assert_eq!(
-        count, 0,
-        "allocations in 10 eval-mode passes of the digits CNN"
+    trains_then_evaluates_allocating_nothing(
+        ("digits CNN", 10),
+        &mut cnn,
+        |cnn| cnn.train_step(&digits, &labels, &cross_entropy, &mut adam),
+        |cnn| cnn.forward(&digits),
     );
 
     let images = Tensor::randn([4, 3, 96, 96], &Cpu, rng);
@@ -230,17 +243,11 @@ fn steady_state_steps_allocate_nothing() {
         momentum: 0.9,
         ..SgdConfig::default()
     });
-    let count = allocations(5, |_| {
-        mobile
-            .train_step(&images, &labels, &cross_entropy, &mut momentum)
-            .unwrap();
-    });
-    assert_eq!(count, 0, "allocations in 5 steps of the mobile CNN");
-    mobile.eval();
-    let count = allocations(5, |_| drop(mobile.forward(&images).unwrap()));
-    assert_eq!(
-        count, 0,
-        "allocations in 5 eval-mode passes of the mobile CNN"
+    trains_then_evaluates_allocating_nothing(
+        ("mobile CNN", 5),
+        &mut mobile,
+        |mobile| mobile.train_step(&images, &labels, &cross_entropy, &mut momentum),
+        |mobile| mobile.forward(&images),
     );
 
     // The transformer on a fixed batch (`char_gpt::batch` builds each on the host).
