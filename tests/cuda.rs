@@ -561,9 +561,21 @@ fn conv_case<B: Backend>(dev: &B) -> Outputs {
             bias: false,
         },
     ];
-    for (seed, config) in configs.into_iter().enumerate() {
-        let mut conv = Conv2d::new(4, 6, 3, config, dev, &mut seeded(seed as u64));
-        let x = Tensor::from_vec(data(3 * 4 * 9 * 8, 93), [3, 4, 9, 8], dev);
+    // The last: a ResNet-style stem over inputs whose columns (460 K elements a sample) are
+    // unfolded two samples at a time.
+    let stem = Conv2dConfig {
+        stride: 2,
+        padding: 3,
+        ..Conv2dConfig::default()
+    };
+    let cases = [
+        (configs[0], (4, 6, 3), [3, 4, 9, 8]),
+        (configs[1], (4, 6, 3), [3, 4, 9, 8]),
+        (stem, (3, 4, 7), [3, 3, 112, 112]),
+    ];
+    for (seed, (config, (channels, out, kernel), dims)) in cases.into_iter().enumerate() {
+        let mut conv = Conv2d::new(channels, out, kernel, config, dev, &mut seeded(seed as u64));
+        let x = Tensor::from_vec(data(dims.iter().product(), 93), dims, dev);
         let y = conv.forward(&x).unwrap();
         let g = Tensor::from_vec(data(y.numel(), 94), y.shape().clone(), dev);
         let grad_x = conv.backward(&x, &g, true).unwrap().unwrap();

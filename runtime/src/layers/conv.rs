@@ -14,6 +14,14 @@ use crate::param::Param;
 use crate::shape::Shape;
 use crate::tensor::Tensor;
 
+/// The most elements of columns unfolded at once (4 MiB of `f32`): a batch whose columns take
+/// more is unfolded a chunk of samples at a time, forward and backward, and its columns are
+/// not kept for the backward pass, which unfolds them again. The 7x7 stride-2 stem of a
+/// `ResNet` unfolds 1.8 M elements per 224x224 image: on 16 images, with 3x3 blocks after it,
+/// a step took 489 MB at its peak and 247-252 ms keeping the whole batch's columns, 356 MB and
+/// 263-268 ms a sample at a time (16 MiB chunks: 388 MB, 273-296 ms).
+const COLUMNS_AT_ONCE: usize = 1 << 20;
+
 /// How a [`Conv2d`] walks its input, with PyTorch's names and defaults.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Conv2dConfig {
@@ -151,10 +159,13 @@ impl<B: Backend> Conv2d<B> {
             return Ok((self.depthwise_forward(&g, x)?, None));
         }
         if g.is_pointwise() {
-            return Ok((self.product_forward(&g, x)?, None));
+            return Ok((self.product_forward(&g, x, Some(x))?, None));
         }
-        let cols = Self::columns(&g, x)?;
-        Ok((self.product_forward(&g, &cols)?, Some(cols)))
+        if Self::column_chunk(&g) < g.batch {
+            return Ok((self.product_forward(&g, x, None)?, None));
+        }
+        let cols = Self::columns(&g, x, 0)?;
+        Ok((self.product_forward(&g, x, Some(&cols))?, Some(cols)))
     }
 
     /// The filters for the convolution of windows `g` read as `read` (as stored: this layer's
@@ -226,11 +237,17 @@ impl<B: Backend> Conv2d<B> {
         Ok(y)
     }
 
-    /// The forward pass as a product per sample and group, from the input's columns (the
-    /// input itself, for a pointwise convolution).
-    fn product_forward(&self, g: &ConvGeometry, cols: &Tensor<B>) -> Result<Tensor<B>> {
+    /// The forward pass of `x` as a product per sample and group, from its columns: `cols`
+    /// (the input itself, for a pointwise convolution), or without them unfolded a chunk of
+    /// samples at a time.
+    fn product_forward(
+        &self,
+        g: &ConvGeometry,
+        x: &Tensor<B>,
+        cols: Option<&Tensor<B>>,
+    ) -> Result<Tensor<B>> {
         let layout = GroupLayout::new(g, self.dims()[0], self.config.groups);
-        let device = cols.device();
+        let device = x.device();
         // The products overwrite every element, unless there is nothing to sum.
         let mut y = if layout.rows > 0 {
             Tensor::try_empty(layout.output_shape(g), device)?
@@ -246,9 +263,19 @@ impl<B: Backend> Conv2d<B> {
         );
         let w = &self.weight.value().storage;
         let buffers = [Buffer::Weight, Buffer::Columns, Buffer::Output];
-        layout.each_call(g.batch, buffers, |batch| {
-            device.gemm_batched(&gemm, &batch, w, &cols.storage, &mut y.storage)
-        })?;
+        let mut products = |(first, samples), cols: &Tensor<B>| {
+            layout.each_call((first, samples), buffers, |batch| {
+                device.gemm_batched(&gemm, &batch, w, &cols.storage, &mut y.storage)
+            })
+        };
+        match cols {
+            Some(cols) => products((0, g.batch), cols)?,
+            None => {
+                for (chunk, first) in Self::chunks(g) {
+                    products((first, chunk.batch), &Self::columns(&chunk, x, first)?)?;
+                }
+            }
+        }
         if let Some(bias) = &self.bias {
             let bias = bias
                 .value()
@@ -309,10 +336,14 @@ impl<B: Backend> Conv2d<B> {
         // has one, else from the columns (the input's own, for a pointwise convolution).
         let winograd = self.winograd_filters(&g, FilterRead::AsStored).is_some();
         let depthwise = self.is_depthwise(&g);
+        let direct = winograd || depthwise || g.is_pointwise();
+        // Columns too large to unfold at once, which the forward pass did not keep: unfolded
+        // (and folded back) a chunk of samples at a time.
+        let chunked = !direct && cols.is_none() && Self::column_chunk(&g) < g.batch;
         let cols = match cols {
-            _ if winograd || depthwise || g.is_pointwise() => None,
+            _ if direct || chunked => None,
             Some(cols) => Some(cols),
-            None => Some(Self::columns(&g, x)?),
+            None => Some(Self::columns(&g, x, 0)?),
         };
         let out_channels = layout.out_channels;
         self.weight.try_accumulate_grad_with(|grad_w, beta| {
@@ -333,6 +364,26 @@ impl<B: Backend> Conv2d<B> {
                 let (x, dy, dw) = (&x.storage, &grad_out.storage, &mut grad_w.storage);
                 return device.depthwise_weight_gradient(&g, x, dy, dw, beta);
             }
+            // dW_g = sum over samples of dY_g cols_g^T, summed straight into the gradient:
+            // per group, the samples' products summed (on the CPU, runs of samples or blocks
+            // of the gradient share the threads).
+            let mut sum_products = |(first, samples), cols: &Tensor<B>, beta| {
+                let gemm = Gemm { beta, ..gemm };
+                (0..layout.groups).try_for_each(|group| {
+                    let batch = layout.summed_over_samples(group, (first, samples));
+                    let (dy, cols) = (&grad_out.storage, &cols.storage);
+                    device.gemm_summed(&gemm, &batch, dy, cols, &mut grad_w.storage)
+                })
+            };
+            if chunked {
+                for (chunk, first) in Self::chunks(&g) {
+                    let cols = Self::columns(&chunk, x, first)?;
+                    // The first chunk's sums start the gradient as asked, the rest add to it.
+                    let beta = if first == 0 { beta } else { 1.0 };
+                    sum_products((first, chunk.batch), &cols, beta)?;
+                }
+                return Ok(());
+            }
             let columns = if g.is_pointwise() {
                 Some(x)
             } else {
@@ -342,20 +393,7 @@ impl<B: Backend> Conv2d<B> {
                 let (x, dy, dw) = (&x.storage, &grad_out.storage, &mut grad_w.storage);
                 return device.winograd_weight_gradient(&g, out_channels, x, dy, dw, beta);
             };
-            // dW_g = sum over samples of dY_g cols_g^T, summed straight into the gradient:
-            // per group, the samples' products summed (on the CPU, runs of samples or blocks
-            // of the gradient share the threads).
-            for group in 0..layout.groups {
-                let batch = layout.summed_over_samples(group, g.batch);
-                device.gemm_summed(
-                    &gemm,
-                    &batch,
-                    &grad_out.storage,
-                    &cols.storage,
-                    &mut grad_w.storage,
-                )?;
-            }
-            Ok(())
+            sum_products((0, g.batch), cols, beta)
         })?;
         if let Some(bias) = &mut self.bias {
             bias.try_accumulate_grad(&grad_out.try_channel_sum()?)?;
@@ -383,12 +421,7 @@ impl<B: Backend> Conv2d<B> {
             return Ok(Some(grad_x));
         }
         // dcols_g = W_g^T dY_g per sample, folded back onto the input (the input's gradient
-        // itself, for a pointwise convolution).
-        let mut grad_cols = match cols {
-            Some(cols) => cols,
-            None if g.is_pointwise() => Tensor::try_empty(x.shape().clone(), device)?,
-            None => Tensor::try_empty(columns_shape, device)?,
-        };
+        // itself, for a pointwise convolution), a chunk of samples at a time if chunked.
         let gemm = Self::per_group(
             layout.rows,
             layout.positions,
@@ -397,15 +430,33 @@ impl<B: Backend> Conv2d<B> {
         );
         let w = &self.weight.value().storage;
         let buffers = [Buffer::Weight, Buffer::Output, Buffer::Columns];
-        layout.each_call(g.batch, buffers, |batch| {
-            device.gemm_batched(&gemm, &batch, w, &grad_out.storage, &mut grad_cols.storage)
-        })?;
+        let grad_columns = |(first, samples), grad_cols: &mut Tensor<B>| {
+            layout.each_call((first, samples), buffers, |batch| {
+                device.gemm_batched(&gemm, &batch, w, &grad_out.storage, &mut grad_cols.storage)
+            })
+        };
+        if chunked {
+            // col2im writes every element of each chunk's samples.
+            let mut grad_x = Tensor::try_empty(x.shape().clone(), device)?;
+            for (chunk, first) in Self::chunks(&g) {
+                let mut grad_cols = Tensor::try_empty(Self::columns_shape(&chunk), device)?;
+                grad_columns((first, chunk.batch), &mut grad_cols)?;
+                device.col2im(&chunk, &mut grad_cols.storage, (&mut grad_x.storage, first))?;
+            }
+            return Ok(Some(grad_x));
+        }
+        let mut grad_cols = match cols {
+            Some(cols) => cols,
+            None if g.is_pointwise() => Tensor::try_empty(x.shape().clone(), device)?,
+            None => Tensor::try_empty(columns_shape, device)?,
+        };
+        grad_columns((0, g.batch), &mut grad_cols)?;
         if g.is_pointwise() {
             return Ok(Some(grad_cols));
         }
         // col2im writes every element.
         let mut grad_x = Tensor::try_empty(x.shape().clone(), device)?;
-        device.col2im(&g, &mut grad_cols.storage, &mut grad_x.storage)?;
+        device.col2im(&g, &mut grad_cols.storage, (&mut grad_x.storage, 0))?;
         Ok(Some(grad_x))
     }
 
@@ -414,12 +465,37 @@ impl<B: Backend> Conv2d<B> {
         Shape::from([g.batch * g.rows() * g.positions()])
     }
 
-    /// `x` unfolded into columns: sample by sample, `[in * k * k, OH * OW]`.
-    fn columns(g: &ConvGeometry, x: &Tensor<B>) -> Result<Tensor<B>> {
+    /// The `g.batch` samples of `x` from sample `first` unfolded into columns: sample by
+    /// sample, `[in * k * k, OH * OW]`.
+    fn columns(g: &ConvGeometry, x: &Tensor<B>, first: usize) -> Result<Tensor<B>> {
         // im2col writes every entry (padding included), so the buffer needs no zero fill.
         let mut cols = Tensor::try_empty(Self::columns_shape(g), x.device())?;
-        x.device().im2col(g, &x.storage, &mut cols.storage)?;
+        x.device()
+            .im2col(g, (&x.storage, first), &mut cols.storage)?;
         Ok(cols)
+    }
+
+    /// How many samples of windows `g` are unfolded at once: all of them, unless their
+    /// columns take more than [`COLUMNS_AT_ONCE`] elements.
+    fn column_chunk(g: &ConvGeometry) -> usize {
+        let per_sample = g.rows() * g.positions();
+        (COLUMNS_AT_ONCE / per_sample.max(1)).clamp(1, g.batch.max(1))
+    }
+
+    /// The chunks of samples of windows `g` unfolded at once: each one's windows and first
+    /// sample.
+    fn chunks(g: &ConvGeometry) -> impl Iterator<Item = (ConvGeometry, usize)> {
+        let chunk = Self::column_chunk(g);
+        (0..g.batch).step_by(chunk).map(move |first| {
+            let samples = chunk.min(g.batch - first);
+            (
+                ConvGeometry {
+                    batch: samples,
+                    ..*g
+                },
+                first,
+            )
+        })
     }
 }
 
@@ -472,27 +548,37 @@ impl GroupLayout {
         }
     }
 
-    /// Group `group`'s matrices of `buffer`, sample after sample.
-    fn samples_of(&self, buffer: Buffer, group: usize) -> Strided {
-        Strided::new(group * self.per_group(buffer), self.per_sample(buffer))
-    }
-
-    /// Every sample's matrices of `buffer`, group after group: in groups of `groups`, one per
-    /// sample.
-    fn groups_in_samples(&self, buffer: Buffer) -> Strided {
-        Strided {
-            group_step: self.per_sample(buffer),
-            ..Strided::new(0, self.per_group(buffer))
+    /// Where sample `first`'s matrices of `buffer` start: the output holds every sample, the
+    /// columns only those of the samples in hand (from `first` on), the weight none.
+    fn start(&self, buffer: Buffer, first: usize) -> usize {
+        match buffer {
+            Buffer::Output => first * self.per_sample(buffer),
+            Buffer::Weight | Buffer::Columns => 0,
         }
     }
 
-    /// Calls `call` with the products `c = op(a) op(b)` of `samples` samples, `[a, b, c]`
-    /// the buffers they read and write (outputs apart), as one batch over the samples (in
-    /// groups of the channel groups, when there are several), which the backend shares
-    /// among its threads.
+    /// Group `group`'s matrices of `buffer`, sample after sample from sample `first`.
+    fn samples_of(&self, buffer: Buffer, group: usize, first: usize) -> Strided {
+        let start = self.start(buffer, first) + group * self.per_group(buffer);
+        Strided::new(start, self.per_sample(buffer))
+    }
+
+    /// Every sample's matrices of `buffer` from sample `first`, group after group: in groups
+    /// of `groups`, one per sample.
+    fn groups_in_samples(&self, buffer: Buffer, first: usize) -> Strided {
+        Strided {
+            group_step: self.per_sample(buffer),
+            ..Strided::new(self.start(buffer, first), self.per_group(buffer))
+        }
+    }
+
+    /// Calls `call` with the products `c = op(a) op(b)` of samples `first..first + samples`,
+    /// `[a, b, c]` the buffers they read and write (outputs apart), as one batch over the
+    /// samples (in groups of the channel groups, when there are several), which the backend
+    /// shares among its threads.
     fn each_call(
         &self,
-        samples: usize,
+        (first, samples): (usize, usize),
         [a, b, c]: [Buffer; 3],
         mut call: impl FnMut(GemmBatch) -> Result<()>,
     ) -> Result<()> {
@@ -500,10 +586,10 @@ impl GroupLayout {
             return Ok(());
         }
         if self.groups == 1 {
-            let [a, b, c] = [a, b, c].map(|buffer| self.samples_of(buffer, 0));
+            let [a, b, c] = [a, b, c].map(|buffer| self.samples_of(buffer, 0, first));
             return call(GemmBatch::new(samples, a, b, c));
         }
-        let [a, b, c] = [a, b, c].map(|buffer| self.groups_in_samples(buffer));
+        let [a, b, c] = [a, b, c].map(|buffer| self.groups_in_samples(buffer, first));
         call(GemmBatch {
             count: samples * self.groups,
             group: self.groups,
@@ -513,11 +599,11 @@ impl GroupLayout {
         })
     }
 
-    /// Group `group`'s weight-gradient products `dY cols^T` of `samples` samples, to be
-    /// summed into its weight matrix.
-    fn summed_over_samples(&self, group: usize, samples: usize) -> GemmBatch {
+    /// Group `group`'s weight-gradient products `dY cols^T` of samples `first..first +
+    /// samples`, to be summed into its weight matrix.
+    fn summed_over_samples(&self, group: usize, (first, samples): (usize, usize)) -> GemmBatch {
         let [a, b, c] = [Buffer::Output, Buffer::Columns, Buffer::Weight]
-            .map(|buffer| self.samples_of(buffer, group));
+            .map(|buffer| self.samples_of(buffer, group, first));
         GemmBatch::new(samples, a, b, c)
     }
 }
@@ -561,6 +647,7 @@ impl<B: Backend> Layer<B> for Conv2d<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ops::unary::UnaryOp;
     use crate::rng::seeded;
 
     /// Every gradient against central differences, for groups, stride, padding and dilation,
@@ -828,6 +915,80 @@ mod tests {
                     .sum::<f32>();
         }
         crate::ops::assert_close(&y.to_vec(), &expected);
+    }
+
+    /// Convolutions whose columns take more than [`COLUMNS_AT_ONCE`] unfold a chunk of samples
+    /// at a time (the last one short) and keep no columns: the output and the input gradient
+    /// are those of each sample alone, the weight's and bias's gradients their sums, and a
+    /// second backward pass adds to them. With a bias and one group (7x7, stride 2), and
+    /// without, in two groups with dilation.
+    #[test]
+    fn large_columns_are_unfolded_a_chunk_of_samples_at_a_time() {
+        let rng = &mut seeded(5);
+        let strided = Conv2dConfig {
+            stride: 2,
+            padding: 3,
+            ..Conv2dConfig::default()
+        };
+        let dilated = Conv2dConfig {
+            padding: 4,
+            dilation: 2,
+            groups: 2,
+            bias: false,
+            ..Conv2dConfig::default()
+        };
+        for (config, (channels, out, kernel), size) in
+            [(strided, (3, 4, 7), 112), (dilated, (4, 6, 5), 64)]
+        {
+            let (conv, batch) = (Conv2d::new(channels, out, kernel, config, &Cpu, rng), 5);
+            let x = Tensor::randn([batch, channels, size, size], &Cpu, rng);
+            let g = conv.geometry("test", &x).unwrap();
+            let chunk = Conv2d::<Cpu>::column_chunk(&g);
+            assert!(chunk > 1 && chunk < batch && batch % chunk != 0, "{g:?}");
+            let (y, cols) = conv.forward_train(&x).unwrap();
+            assert!(cols.is_none(), "chunked columns are not kept");
+            let grad_out = Tensor::randn(y.shape().clone(), &Cpu, rng);
+            let (mut chunked, mut alone) = (conv.clone(), conv.clone());
+            let grad_x = chunked.backward(&x, &grad_out, true).unwrap().unwrap();
+            let sample = |t: &Tensor<Cpu>, n| t.try_narrow(0, n, 1).unwrap();
+            for n in 0..batch {
+                let x_n = sample(&x, n);
+                close(&sample(&y, n), &conv.forward(&x_n).unwrap(), "output");
+                let grad_n = alone.backward(&x_n, &sample(&grad_out, n), true).unwrap();
+                close(&sample(&grad_x, n), &grad_n.unwrap(), "input gradient");
+            }
+            let gradients = |conv: &Conv2d<Cpu>| -> Vec<Tensor<Cpu>> {
+                let params = [Some(&conv.weight), conv.bias.as_ref()];
+                let grads = params
+                    .into_iter()
+                    .flatten()
+                    .map(|param| param.grad().unwrap());
+                grads.map(|grad| grad.try_clone().unwrap()).collect()
+            };
+            let summed = gradients(&alone);
+            for (found, summed) in gradients(&chunked).iter().zip(&summed) {
+                close(found, summed, "parameter gradient");
+            }
+            chunked.backward(&x, &grad_out, false).unwrap();
+            for (found, summed) in gradients(&chunked).iter().zip(&summed) {
+                let twice = summed.try_map(UnaryOp::MulScalar(2.0)).unwrap();
+                close(found, &twice, "accumulated gradient");
+            }
+        }
+    }
+
+    /// That `found` is `expected` to `f32` rounding of sums in another order, naming the
+    /// first element that is not.
+    fn close(found: &Tensor<Cpu>, expected: &Tensor<Cpu>, what: &str) {
+        assert_eq!(found.shape(), expected.shape(), "{what}");
+        let (found, expected) = (found.to_vec(), expected.to_vec());
+        let peak = expected.iter().fold(1.0f32, |peak, e| peak.max(e.abs()));
+        if let Some(i) = (0..found.len()).find(|&i| (found[i] - expected[i]).abs() > 1e-5 * peak) {
+            panic!(
+                "{what}: element {i} is {}, expected {}",
+                found[i], expected[i]
+            );
+        }
     }
 
     /// The columns kept by the training forward pass give the backward pass that unfolds the

@@ -7,7 +7,8 @@ use std::fmt;
 use std::sync::Arc;
 
 use cudarc::driver::{
-    CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DriverError, LaunchConfig,
+    CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, CudaView, CudaViewMut,
+    DriverError, LaunchConfig,
 };
 use cudarc::nvrtc::{CompileError, CompileOptions, Ptx, compile_ptx_with_opts};
 
@@ -250,12 +251,12 @@ kernel_table! {
         /// Unfolds every convolution window into a column, one thread per column entry.
         fn im2col = "im2col_f32"(
             cols: &mut CudaSlice<f32>,
-            x: &CudaSlice<f32>,
+            x: &CudaView<'_, f32>,
             geometry: &conv::cuda::Geometry,
         );
         /// Folds column gradients back, one thread per input element.
         fn col2im = "col2im_f32"(
-            x: &mut CudaSlice<f32>,
+            x: &mut CudaViewMut<'_, f32>,
             cols: &CudaSlice<f32>,
             geometry: &conv::cuda::Geometry,
         );

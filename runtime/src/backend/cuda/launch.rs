@@ -4,7 +4,7 @@
 
 use std::mem::{align_of, size_of};
 
-use cudarc::driver::{CudaSlice, DeviceRepr, LaunchArgs, PushKernelArg};
+use cudarc::driver::{CudaSlice, CudaView, CudaViewMut, DeviceRepr, LaunchArgs, PushKernelArg};
 
 /// How a kernel's `.cu` signature declares one parameter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,6 +77,30 @@ impl KernelArg for &CudaSlice<f32> {
 }
 
 impl KernelArg for &mut CudaSlice<f32> {
+    const PARAM: Param = Param::Output;
+
+    fn push<'a>(self, launch: &mut LaunchArgs<'a>)
+    where
+        Self: 'a,
+    {
+        launch.arg(self);
+    }
+}
+
+/// A part of a buffer the kernel only reads.
+impl KernelArg for &CudaView<'_, f32> {
+    const PARAM: Param = Param::Input;
+
+    fn push<'a>(self, launch: &mut LaunchArgs<'a>)
+    where
+        Self: 'a,
+    {
+        launch.arg(self);
+    }
+}
+
+/// A part of a buffer the kernel writes.
+impl KernelArg for &mut CudaViewMut<'_, f32> {
     const PARAM: Param = Param::Output;
 
     fn push<'a>(self, launch: &mut LaunchArgs<'a>)

@@ -293,12 +293,27 @@ fn add_shifted(col: &mut [f32], tap: &ShiftedTap, input: &mut [f32]) {
 }
 
 impl ConvKernel for Cpu {
-    fn im2col(&self, g: &ConvGeometry, x: &Vec<f32>, cols: &mut Vec<f32>) -> Result<()> {
+    fn im2col(
+        &self,
+        g: &ConvGeometry,
+        (x, first): (&Vec<f32>, usize),
+        cols: &mut Vec<f32>,
+    ) -> Result<()> {
+        let x = &x[g.samples("im2col", first, x.len())?];
+        check_columns("im2col", g, cols.len())?;
         vectorized_in_parts(Im2col { g, x, cols });
         Ok(())
     }
 
-    fn col2im(&self, g: &ConvGeometry, cols: &mut Vec<f32>, x: &mut Vec<f32>) -> Result<()> {
+    fn col2im(
+        &self,
+        g: &ConvGeometry,
+        cols: &mut Vec<f32>,
+        (x, first): (&mut Vec<f32>, usize),
+    ) -> Result<()> {
+        let samples = g.samples("col2im", first, x.len())?;
+        let x = &mut x[samples];
+        check_columns("col2im", g, cols.len())?;
         vectorized_in_parts(Col2im { g, cols, x });
         Ok(())
     }
@@ -392,6 +407,18 @@ fn check_depthwise(g: &ConvGeometry, filters: &[f32], [input, output]: [usize; 2
     }
 }
 
+/// Checks that columns of `len` elements are those of the samples of windows `g`.
+fn check_columns(op: &'static str, g: &ConvGeometry, len: usize) -> Result<()> {
+    let expected = g.batch * g.rows() * g.positions();
+    if len == expected {
+        Ok(())
+    } else {
+        Err(crate::Error::Usage(format!(
+            "{op} {g:?}: the columns hold {len} elements, {expected} expected"
+        )))
+    }
+}
+
 fn depthwise_mismatch(g: &ConvGeometry, what: &str) -> crate::Error {
     crate::Error::Usage(format!("depthwise {g:?}: the {what} does not match"))
 }
@@ -455,9 +482,10 @@ mod tests {
             let cols_grad: Vec<f32> = (0..len).map(|i| (i as f32 * 0.11).cos()).collect();
             let (expected_cols, expected_grad) = reference(&g, &x, &cols_grad);
             let mut cols = vec![f32::NAN; len];
-            Cpu.im2col(&g, &x, &mut cols).unwrap();
+            Cpu.im2col(&g, (&x, 0), &mut cols).unwrap();
             let mut grad = vec![f32::NAN; x.len()];
-            Cpu.col2im(&g, &mut cols_grad.clone(), &mut grad).unwrap();
+            Cpu.col2im(&g, &mut cols_grad.clone(), (&mut grad, 0))
+                .unwrap();
             let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
             assert_eq!(
                 bits(&cols),

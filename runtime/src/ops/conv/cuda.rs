@@ -46,49 +46,56 @@ impl Geometry {
 }
 
 impl ConvKernel for Cuda {
-    fn im2col(&self, g: &ConvGeometry, x: &CudaBuffer, cols: &mut CudaBuffer) -> Result<()> {
+    fn im2col(
+        &self,
+        g: &ConvGeometry,
+        (x, first): (&CudaBuffer, usize),
+        cols: &mut CudaBuffer,
+    ) -> Result<()> {
         const OP: &str = "im2col";
         self.recorder()
-            .record([x, &*cols], || format!("{OP} {g:?}"));
+            .record([x, &*cols], || format!("{OP} {g:?} from sample {first}"));
         let n = g.batch * g.rows() * g.positions();
-        expect_len(
-            OP,
-            "input",
-            x.len(),
-            g.batch * g.channels * g.height * g.width,
-        )?;
+        let samples = g.samples(OP, first, x.len())?;
         expect_len(OP, "columns", cols.len(), n)?;
         if n == 0 {
             return Ok(());
         }
         let geometry = Geometry::new(g);
         let kernels = self.kernels()?;
-        let cols = cols.slice_mut();
-        // SAFETY: `cols` holds the `n` entries written and `x` the input read, checked above.
-        unsafe { kernels.im2col(self.stream(), launch_config(n), cols, x, &geometry) }
+        let (cols, x) = (cols.slice_mut(), x.slice(samples));
+        // SAFETY: `cols` holds the `n` entries written and `x` the samples read, checked
+        // above.
+        unsafe { kernels.im2col(self.stream(), launch_config(n), cols, &x, &geometry) }
             .map_err(cuda_error(OP))
     }
 
-    fn col2im(&self, g: &ConvGeometry, cols: &mut CudaBuffer, x: &mut CudaBuffer) -> Result<()> {
+    fn col2im(
+        &self,
+        g: &ConvGeometry,
+        cols: &mut CudaBuffer,
+        (x, first): (&mut CudaBuffer, usize),
+    ) -> Result<()> {
         const OP: &str = "col2im";
         self.recorder()
-            .record([&*cols, &*x], || format!("{OP} {g:?}"));
-        let n = g.batch * g.channels * g.height * g.width;
+            .record([&*cols, &*x], || format!("{OP} {g:?} from sample {first}"));
+        let n = g.batch * g.sample_len();
+        let samples = g.samples(OP, first, x.len())?;
         expect_len(
             OP,
             "columns",
             cols.len(),
             g.batch * g.rows() * g.positions(),
         )?;
-        expect_len(OP, "input gradient", x.len(), n)?;
         if n == 0 {
             return Ok(());
         }
         let geometry = Geometry::new(g);
         let kernels = self.kernels()?;
-        let x = x.slice_mut();
-        // SAFETY: `x` holds the `n` elements written and `cols` the entries read, checked above.
-        unsafe { kernels.col2im(self.stream(), launch_config(n), x, cols, &geometry) }
+        let mut x = x.slice_mut().slice_mut(samples);
+        // SAFETY: `x` holds the `n` elements written and `cols` the entries read, checked
+        // above.
+        unsafe { kernels.col2im(self.stream(), launch_config(n), &mut x, cols, &geometry) }
             .map_err(cuda_error(OP))
     }
 }

@@ -94,6 +94,26 @@ impl ConvGeometry {
         self.channels * self.kernel * self.kernel
     }
 
+    /// Elements of one input sample: `C * H * W`.
+    #[must_use]
+    pub fn sample_len(&self) -> usize {
+        self.channels * self.height * self.width
+    }
+
+    /// The samples `first..first + len` of `x`, as the range of their elements, once checked
+    /// to lie inside a buffer of `capacity` elements holding this geometry's samples.
+    pub(crate) fn samples(
+        &self,
+        op: &'static str,
+        first: usize,
+        capacity: usize,
+    ) -> Result<std::ops::Range<usize>> {
+        let len = self.batch * self.sample_len();
+        let start = first.saturating_mul(self.sample_len());
+        let end = crate::backend::check_fits(op, len, start, capacity)?;
+        Ok(start..end)
+    }
+
     /// Columns of one sample: `OH * OW`.
     #[must_use]
     pub fn positions(&self) -> usize {
@@ -129,30 +149,32 @@ pub enum FilterRead {
 
 /// The unfolding kernels, and direct convolutions (3x3, depthwise) where the backend has them.
 pub trait ConvKernel: Memory {
-    /// `cols[n, (c K + ky) K + kx, oy OW + ox]` = `x[n, c, oy s - p + ky d, ox s - p + kx d]`,
-    /// 0 in the padding; `cols` is `[N, C K K, OH OW]`. Writes every entry, so `cols` may
-    /// come uninitialised.
+    /// `cols[n, (c K + ky) K + kx, oy OW + ox]` = `x[first + n, c, oy s - p + ky d, ox s - p +
+    /// kx d]`, 0 in the padding, for `x_from = (x, first)`: `cols` is `[N, C K K, OH OW]`, the
+    /// `N = geometry.batch` samples of `x` from sample `first` on. Writes every entry, so
+    /// `cols` may come uninitialised.
     ///
     /// # Errors
-    /// When the kernel fails.
+    /// When `x` holds fewer samples or `cols` another length, or the kernel fails.
     fn im2col(
         &self,
         geometry: &ConvGeometry,
-        x: &Self::Storage,
+        x_from: (&Self::Storage, usize),
         cols: &mut Self::Storage,
     ) -> Result<()>;
 
-    /// The gradient of [`Self::im2col`]: each element of `x` (`[N, C, H, W]`) is the sum of
-    /// the entries of `cols` it was copied to, in kernel-tap order. Writes every element; may
-    /// zero the entries of `cols` that no element was copied to (the padding).
+    /// The gradient of [`Self::im2col`], for `x_from = (x, first)`: each element of samples
+    /// `first..first + N` of `x` (`[.., C, H, W]`) is the sum of the entries of `cols` it was
+    /// copied to, in kernel-tap order. Writes every element of those samples; may zero the
+    /// entries of `cols` that no element was copied to (the padding).
     ///
     /// # Errors
-    /// When the kernel fails.
+    /// When `x` holds fewer samples or `cols` another length, or the kernel fails.
     fn col2im(
         &self,
         geometry: &ConvGeometry,
         cols: &mut Self::Storage,
-        x: &mut Self::Storage,
+        x_from: (&mut Self::Storage, usize),
     ) -> Result<()>;
 
     /// Whether [`Self::winograd`] computes the convolution of windows `g` into `out_channels`
@@ -285,11 +307,21 @@ fn no_winograd(backend: &impl Memory, g: &ConvGeometry) -> Error {
 
 #[cfg(not(feature = "cuda"))]
 impl ConvKernel for crate::Cuda {
-    fn im2col(&self, _: &ConvGeometry, _: &Self::Storage, _: &mut Self::Storage) -> Result<()> {
+    fn im2col(
+        &self,
+        _: &ConvGeometry,
+        _: (&Self::Storage, usize),
+        _: &mut Self::Storage,
+    ) -> Result<()> {
         self.unreachable()
     }
 
-    fn col2im(&self, _: &ConvGeometry, _: &mut Self::Storage, _: &mut Self::Storage) -> Result<()> {
+    fn col2im(
+        &self,
+        _: &ConvGeometry,
+        _: &mut Self::Storage,
+        _: (&mut Self::Storage, usize),
+    ) -> Result<()> {
         self.unreachable()
     }
 }
