@@ -7,7 +7,8 @@
 //! use both threads (its loss read back every step), raw tensor code on tensors that take more
 //! memory at once than the pool's least bound, CNNs (the digits example's, and one whose
 //! convolutions take every other CPU path: strided by im2col, depthwise, pointwise, and
-//! Winograd's in bands of a large image), trained and then in eval mode, and the char GPT's
+//! Winograd's in bands of a large image; and a stem whose columns unfold a chunk of samples
+//! at a time), trained and then in eval mode, and the char GPT's
 //! transformer with `AdamW`. Its own `main` (no test harness): the steps run on the program's
 //! main thread, as a program's do, so that nothing else runs in this process while it counts
 //! and the kernels' parts go to that thread's own queue in the pool. (Work handed to rayon's
@@ -132,6 +133,14 @@ network! {
 }
 
 network! {
+    /// A 7x7 convolution of stride 2 whose columns, for 37 images, take more than a batch
+    /// unfolds at once (17 M elements): unfolded a chunk of samples at a time.
+    struct StemCnn(x: [N, 3, 112, 112]) -> [N, 4] {
+        Conv2d<3, 4, 7, stride = 2, padding = 3>, AdaptiveAvgPool2d<1, 1>, Flatten
+    }
+}
+
+network! {
     struct Mlp(x: [N, 784]) -> [N, 10] {
         Linear<784, 512>, ReLU, Linear<512, 512>, ReLU, Linear<512, 10>
     }
@@ -248,6 +257,16 @@ fn steady_state_steps_allocate_nothing() {
         &mut mobile,
         |mobile| mobile.train_step(&images, &labels, &cross_entropy, &mut momentum),
         |mobile| mobile.forward(&images),
+    );
+
+    let images = Tensor::randn([37, 3, 112, 112], &Cpu, rng);
+    let labels = Labels::new(&(0..37).map(|i| i % 4).collect::<Vec<_>>(), &Cpu);
+    let (mut stem, mut sgd) = (StemCnn::new(&Cpu, rng), Sgd::new(SgdConfig::default()));
+    trains_then_evaluates_allocating_nothing(
+        ("stem", 3),
+        &mut stem,
+        |stem| stem.train_step(&images, &labels, &cross_entropy, &mut sgd),
+        |stem| stem.forward(&images),
     );
 
     // The transformer on a fixed batch (`char_gpt::batch` builds each on the host).

@@ -561,8 +561,8 @@ fn conv_case<B: Backend>(dev: &B) -> Outputs {
             bias: false,
         },
     ];
-    // The last: a ResNet-style stem over inputs whose columns (460 K elements a sample) are
-    // unfolded two samples at a time.
+    // The last: a ResNet-style stem over a batch whose columns (460 K elements a sample, 17
+    // M in all) are unfolded two samples at a time.
     let stem = Conv2dConfig {
         stride: 2,
         padding: 3,
@@ -571,7 +571,7 @@ fn conv_case<B: Backend>(dev: &B) -> Outputs {
     let cases = [
         (configs[0], (4, 6, 3), [3, 4, 9, 8]),
         (configs[1], (4, 6, 3), [3, 4, 9, 8]),
-        (stem, (3, 4, 7), [3, 3, 112, 112]),
+        (stem, (3, 4, 7), [37, 3, 112, 112]),
     ];
     for (seed, (config, (channels, out, kernel), dims)) in cases.into_iter().enumerate() {
         let mut conv = Conv2d::new(channels, out, kernel, config, dev, &mut seeded(seed as u64));

@@ -14,13 +14,18 @@ use crate::param::Param;
 use crate::shape::Shape;
 use crate::tensor::Tensor;
 
-/// The most elements of columns unfolded at once (4 MiB of `f32`): a batch whose columns take
-/// more is unfolded a chunk of samples at a time, forward and backward, and its columns are
-/// not kept for the backward pass, which unfolds them again. The 7x7 stride-2 stem of a
-/// `ResNet` unfolds 1.8 M elements per 224x224 image: on 16 images, with 3x3 blocks after it,
-/// a step took 489 MB at its peak and 247-252 ms keeping the whole batch's columns, 356 MB and
-/// 263-268 ms a sample at a time (16 MiB chunks: 388 MB, 273-296 ms).
-const COLUMNS_AT_ONCE: usize = 1 << 20;
+/// The most elements of columns a batch unfolds at once (64 MiB of `f32`). A batch whose
+/// columns take more unfolds them [`COLUMNS_PER_CHUNK`] at a time, forward and backward, and
+/// keeps none for the backward pass, which unfolds them again: less memory for more time.
+const COLUMNS_AT_ONCE: usize = 16 << 20;
+
+/// How many elements of columns a chunk of samples unfolds, when a batch's take more than
+/// [`COLUMNS_AT_ONCE`] (4 MiB of `f32`; chunks of 16 MiB measured slower and larger). The 7x7
+/// stride-2 stem of a `ResNet` unfolds 1.8 M elements per 224x224 image, so a sample at a
+/// time. With 3x3 blocks after it, a step on 16 images took 489 MB at its peak keeping the
+/// whole batch's columns, 381 MB a sample at a time, and 3% longer (medians of 7 alternated
+/// runs: 261 and 269 ms); on 32 images, 930 MB against 707 MB, 4% longer (508 and 529 ms).
+const COLUMNS_PER_CHUNK: usize = 1 << 20;
 
 /// How a [`Conv2d`] walks its input, with PyTorch's names and defaults.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -479,7 +484,10 @@ impl<B: Backend> Conv2d<B> {
     /// columns take more than [`COLUMNS_AT_ONCE`] elements.
     fn column_chunk(g: &ConvGeometry) -> usize {
         let per_sample = g.rows() * g.positions();
-        (COLUMNS_AT_ONCE / per_sample.max(1)).clamp(1, g.batch.max(1))
+        if per_sample.saturating_mul(g.batch) <= COLUMNS_AT_ONCE {
+            return g.batch.max(1);
+        }
+        (COLUMNS_PER_CHUNK / per_sample.max(1)).clamp(1, g.batch)
     }
 
     /// The chunks of samples of windows `g` unfolded at once: each one's windows and first
@@ -917,8 +925,8 @@ mod tests {
         crate::ops::assert_close(&y.to_vec(), &expected);
     }
 
-    /// Convolutions whose columns take more than [`COLUMNS_AT_ONCE`] unfold a chunk of samples
-    /// at a time (the last one short) and keep no columns: the output and the input gradient
+    /// Batches whose columns take more than [`COLUMNS_AT_ONCE`] unfold a chunk of samples at a
+    /// time (the last one short) and keep no columns: the output and the input gradient
     /// are those of each sample alone, the weight's and bias's gradients their sums, and a
     /// second backward pass adds to them. With a bias and one group (7x7, stride 2), and
     /// without, in two groups with dilation.
@@ -940,7 +948,8 @@ mod tests {
         for (config, (channels, out, kernel), size) in
             [(strided, (3, 4, 7), 112), (dilated, (4, 6, 5), 64)]
         {
-            let (conv, batch) = (Conv2d::new(channels, out, kernel, config, &Cpu, rng), 5);
+            // Columns of 410-460 K elements a sample: over 64 MiB for 41 samples.
+            let (conv, batch) = (Conv2d::new(channels, out, kernel, config, &Cpu, rng), 41);
             let x = Tensor::randn([batch, channels, size, size], &Cpu, rng);
             let g = conv.geometry("test", &x).unwrap();
             let chunk = Conv2d::<Cpu>::column_chunk(&g);
