@@ -150,8 +150,9 @@ impl<B: Backend> Conv2d<B> {
     /// [`Conv2d::forward`], and the input unfolded into columns when
     /// [`Conv2d::backward_with_columns`] will read them instead of unfolding the input again:
     /// `None` where the backend computes the layer by Winograd's algorithm or depthwise, whose
-    /// backward passes read the input itself, and for a pointwise (1x1) convolution, whose
-    /// input is its own columns.
+    /// backward passes read the input itself, for a pointwise (1x1) convolution, whose input
+    /// is its own columns, and for a batch whose columns take more than 64 MiB,
+    /// which both passes unfold a chunk of samples at a time.
     ///
     /// # Errors
     /// As [`Conv2d::forward`].
