@@ -2,7 +2,8 @@
 //! inside the input form one run, copied (stride 1) or gathered, and the padding around it is
 //! zeros. With stride 1 and "same" padding a tap's whole plane is one shifted copy. `col2im`
 //! adds each tap's run back in kernel-tap order, so every input element sums its entries in
-//! the order `conv.cu` does. Samples run in parts on the thread pool.
+//! the order `conv.cu` does. Input planes (each sample's channels) run in parts on the thread
+//! pool: a plane's columns are its own rows.
 
 use super::{ConvGeometry, ConvKernel, Filters};
 use crate::backend::Cpu;
@@ -53,9 +54,10 @@ impl TapRun {
     }
 }
 
-/// The elements of one sample in `x` (`[C, H, W]`) and in `cols` (`[C K K, OH OW]`).
-fn sample_lens(g: &ConvGeometry) -> (usize, usize) {
-    (g.channels * g.height * g.width, g.rows() * g.positions())
+/// The elements of one input plane in `x` (`[H, W]`) and of its rows in `cols` (`[K K, OH
+/// OW]`): sample `n`'s channel `c` is plane `n C + c` of both.
+fn plane_lens(g: &ConvGeometry) -> (usize, usize) {
+    (g.height * g.width, g.kernel * g.kernel * g.positions())
 }
 
 /// `im2col` over the samples in hand.
@@ -74,14 +76,14 @@ struct Col2im<'a> {
 
 impl Divisible for Im2col<'_> {
     fn units(&self) -> usize {
-        self.x.len().checked_div(sample_lens(self.g).0).unwrap_or(0)
+        self.x.len().checked_div(plane_lens(self.g).0).unwrap_or(0)
     }
     fn unit_len(&self) -> usize {
-        sample_lens(self.g).1
+        plane_lens(self.g).1
     }
     fn split_at(self, mid: usize) -> (Self, Self) {
         let Im2col { g, x, cols } = self;
-        let (x_len, cols_len) = sample_lens(g);
+        let (x_len, cols_len) = plane_lens(g);
         let (x_left, x_right) = x.split_at(mid * x_len);
         let (cols_left, cols_right) = cols.split_at_mut(mid * cols_len);
         let part = |x, cols| Im2col { g, x, cols };
@@ -91,14 +93,14 @@ impl Divisible for Im2col<'_> {
 
 impl Divisible for Col2im<'_> {
     fn units(&self) -> usize {
-        self.x.len().checked_div(sample_lens(self.g).0).unwrap_or(0)
+        self.x.len().checked_div(plane_lens(self.g).0).unwrap_or(0)
     }
     fn unit_len(&self) -> usize {
-        sample_lens(self.g).1
+        plane_lens(self.g).1
     }
     fn split_at(self, mid: usize) -> (Self, Self) {
         let Col2im { g, cols, x } = self;
-        let (x_len, cols_len) = sample_lens(g);
+        let (x_len, cols_len) = plane_lens(g);
         let (x_left, x_right) = x.split_at_mut(mid * x_len);
         let (cols_left, cols_right) = cols.split_at_mut(mid * cols_len);
         let part = |cols, x| Col2im { g, cols, x };
@@ -126,40 +128,36 @@ impl Vectorizable for Col2im<'_> {
 /// the padding.
 #[inline(always)]
 fn im2col(g: &ConvGeometry, x: &[f32], cols: &mut [f32]) {
-    let (plane, k, stride) = (g.height * g.width, g.kernel, g.stride);
-    let samples = x
-        .chunks_exact(g.channels * plane)
-        .zip(cols.chunks_exact_mut(g.rows() * g.positions()));
-    for (x, cols) in samples {
-        let mut rows = cols.chunks_exact_mut(g.positions());
-        for input in x.chunks_exact(plane) {
-            for ky in 0..k {
-                let down = TapRun::new(g, ky, g.height, g.out_height);
-                for kx in 0..k {
-                    let across = TapRun::new(g, kx, g.width, g.out_width);
-                    let Some(out) = rows.next() else {
-                        return;
-                    };
-                    if stride == 1 && g.out_width == g.width {
-                        copy_shifted(input, &ShiftedTap::new(&down, &across, g.width), out);
+    let (k, stride) = (g.kernel, g.stride);
+    let (plane, plane_rows) = plane_lens(g);
+    for (input, rows) in x.chunks_exact(plane).zip(cols.chunks_exact_mut(plane_rows)) {
+        let mut rows = rows.chunks_exact_mut(g.positions());
+        for ky in 0..k {
+            let down = TapRun::new(g, ky, g.height, g.out_height);
+            for kx in 0..k {
+                let across = TapRun::new(g, kx, g.width, g.out_width);
+                let Some(out) = rows.next() else {
+                    return;
+                };
+                if stride == 1 && g.out_width == g.width {
+                    copy_shifted(input, &ShiftedTap::new(&down, &across, g.width), out);
+                    continue;
+                }
+                for (oy, out) in out.chunks_exact_mut(g.out_width).enumerate() {
+                    if !down.valid.contains(&oy) {
+                        out.fill(0.0);
                         continue;
                     }
-                    for (oy, out) in out.chunks_exact_mut(g.out_width).enumerate() {
-                        if !down.valid.contains(&oy) {
-                            out.fill(0.0);
-                            continue;
-                        }
-                        let row = &input[down.input(oy, stride) * g.width..][..g.width];
-                        let valid = across.valid.clone();
-                        out[..valid.start].fill(0.0);
-                        out[valid.end..].fill(0.0);
-                        if stride == 1 {
-                            let from = across.input(valid.start, 1);
-                            out[valid.clone()].copy_from_slice(&row[from..from + valid.len()]);
-                        } else {
-                            for ox in valid {
-                                out[ox] = row[across.input(ox, stride)];
-                            }
+                    let row = &input[down.input(oy, stride) * g.width..][..g.width];
+                    let valid = across.valid.clone();
+                    out[..valid.start].fill(0.0);
+                    out[valid.end..].fill(0.0);
+                    if stride == 1 {
+                        let from = across.input(valid.start, 1);
+                        out[valid.clone()].copy_from_slice(&row[from..from + valid.len()]);
+                    } else {
+                        for ox in valid {
+                            out[ox] = row[across.input(ox, stride)];
                         }
                     }
                 }
@@ -236,39 +234,38 @@ impl ShiftedTap {
 /// copied to, added in kernel-tap order. Entries of `cols` in the padding may be zeroed.
 #[inline(always)]
 fn col2im(g: &ConvGeometry, cols: &mut [f32], x: &mut [f32]) {
-    let (plane, k, stride) = (g.height * g.width, g.kernel, g.stride);
+    let (k, stride) = (g.kernel, g.stride);
+    let (plane, plane_rows) = plane_lens(g);
     x.fill(0.0);
-    let samples = x
-        .chunks_exact_mut(g.channels * plane)
-        .zip(cols.chunks_exact_mut(g.rows() * g.positions()));
-    for (x, cols) in samples {
-        let mut rows = cols.chunks_exact_mut(g.positions());
-        for input in x.chunks_exact_mut(plane) {
-            for ky in 0..k {
-                let down = TapRun::new(g, ky, g.height, g.out_height);
-                for kx in 0..k {
-                    let across = TapRun::new(g, kx, g.width, g.out_width);
-                    let Some(col) = rows.next() else {
-                        return;
-                    };
-                    if stride == 1 && g.out_width == g.width {
-                        add_shifted(col, &ShiftedTap::new(&down, &across, g.width), input);
-                        continue;
-                    }
-                    for oy in down.valid.clone() {
-                        let col = &col[oy * g.out_width..][..g.out_width];
-                        let row = &mut input[down.input(oy, stride) * g.width..][..g.width];
-                        let valid = across.valid.clone();
-                        if stride == 1 {
-                            let from = across.input(valid.start, 1);
-                            let targets = &mut row[from..from + valid.len()];
-                            for (target, &v) in targets.iter_mut().zip(&col[valid]) {
-                                *target += v;
-                            }
-                        } else {
-                            for ox in valid {
-                                row[across.input(ox, stride)] += col[ox];
-                            }
+    for (input, rows) in x
+        .chunks_exact_mut(plane)
+        .zip(cols.chunks_exact_mut(plane_rows))
+    {
+        let mut rows = rows.chunks_exact_mut(g.positions());
+        for ky in 0..k {
+            let down = TapRun::new(g, ky, g.height, g.out_height);
+            for kx in 0..k {
+                let across = TapRun::new(g, kx, g.width, g.out_width);
+                let Some(col) = rows.next() else {
+                    return;
+                };
+                if stride == 1 && g.out_width == g.width {
+                    add_shifted(col, &ShiftedTap::new(&down, &across, g.width), input);
+                    continue;
+                }
+                for oy in down.valid.clone() {
+                    let col = &col[oy * g.out_width..][..g.out_width];
+                    let row = &mut input[down.input(oy, stride) * g.width..][..g.width];
+                    let valid = across.valid.clone();
+                    if stride == 1 {
+                        let from = across.input(valid.start, 1);
+                        let targets = &mut row[from..from + valid.len()];
+                        for (target, &v) in targets.iter_mut().zip(&col[valid]) {
+                            *target += v;
+                        }
+                    } else {
+                        for ox in valid {
+                            row[across.input(ox, stride)] += col[ox];
                         }
                     }
                 }
@@ -461,9 +458,11 @@ mod tests {
         (cols, grad)
     }
 
+    /// Small planes, in one part; and one sample of 8 large planes, in parts of planes. Each
+    /// unfolds the samples of a buffer holding one more sample before them.
     #[test]
     fn unfolding_matches_the_definition_bit_for_bit() {
-        for (size, kernel, stride, padding, dilation) in [
+        let small = [
             ((5, 7), 3, 1, 1, 1),
             ((6, 6), 3, 2, 1, 1),
             ((7, 5), 2, 3, 0, 1),
@@ -472,8 +471,12 @@ mod tests {
             ((4, 4), 1, 1, 0, 1),
             ((6, 5), 3, 1, 0, 1),
             ((5, 4), 3, 1, 2, 1),
-        ] {
-            let shape = Shape::from([2, 3, size.0, size.1]);
+        ]
+        .map(|case| ([2, 3], case));
+        for ([batch, channels], (size, kernel, stride, padding, dilation)) in
+            small.into_iter().chain([([1, 8], ((64, 64), 7, 2, 3, 1))])
+        {
+            let shape = Shape::from([batch, channels, size.0, size.1]);
             let g = ConvGeometry::new("test", &shape, kernel, stride, padding, dilation).unwrap();
             let x: Vec<f32> = (0..shape.numel())
                 .map(|i| (i as f32 * 0.37).sin())
@@ -481,22 +484,30 @@ mod tests {
             let len = g.batch * g.rows() * g.positions();
             let cols_grad: Vec<f32> = (0..len).map(|i| (i as f32 * 0.11).cos()).collect();
             let (expected_cols, expected_grad) = reference(&g, &x, &cols_grad);
+            // Sample 0 of the buffers the kernels read and write is another's.
+            let mut x_after = vec![f32::NAN; g.sample_len()];
+            x_after.extend_from_slice(&x);
             let mut cols = vec![f32::NAN; len];
-            Cpu.im2col(&g, (&x, 0), &mut cols).unwrap();
-            let mut grad = vec![f32::NAN; x.len()];
-            Cpu.col2im(&g, &mut cols_grad.clone(), (&mut grad, 0))
+            Cpu.im2col(&g, (&x_after, 1), &mut cols).unwrap();
+            let mut grad = vec![f32::NAN; x_after.len()];
+            Cpu.col2im(&g, &mut cols_grad.clone(), (&mut grad, 1))
                 .unwrap();
-            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
-            assert_eq!(
-                bits(&cols),
-                bits(&expected_cols),
-                "im2col {size:?} k{kernel} s{stride} p{padding} d{dilation}"
-            );
-            assert_eq!(
-                bits(&grad),
-                bits(&expected_grad),
-                "col2im {size:?} k{kernel} s{stride} p{padding} d{dilation}"
-            );
+            assert!(grad[..g.sample_len()].iter().all(|v| v.is_nan()));
+            let grad = grad.split_off(g.sample_len());
+            let case = format!("{size:?} k{kernel} s{stride} p{padding} d{dilation}");
+            for (op, found, expected) in [
+                ("im2col", &cols, &expected_cols),
+                ("col2im", &grad, &expected_grad),
+            ] {
+                assert_eq!(found.len(), expected.len(), "{op} {case}");
+                let differs = |(a, b): (&f32, &f32)| a.to_bits() != b.to_bits();
+                if let Some(i) = found.iter().zip(expected).position(differs) {
+                    panic!(
+                        "{op} {case}: entry {i} is {}, expected {}",
+                        found[i], expected[i]
+                    );
+                }
+            }
         }
     }
 }
