@@ -277,8 +277,7 @@ impl Memory for Cuda {
     }
 
     fn upload(&self, data: &[f32]) -> Result<CudaBuffer> {
-        self.recorder
-            .refuse_while_capturing("upload", NO_HOST_COPY)?;
+        self.refuse_host_copy("upload")?;
         if data.is_empty() {
             return self.alloc("upload", 0);
         }
@@ -288,7 +287,7 @@ impl Memory for Cuda {
 
     fn upload_into_at(&self, data: &[f32], dst: &mut CudaBuffer, offset: usize) -> Result<()> {
         const OP: &str = "upload_into_at";
-        self.recorder.refuse_while_capturing(OP, NO_HOST_COPY)?;
+        self.refuse_host_copy(OP)?;
         let end = check_fits(OP, data.len(), offset, dst.len())?;
         if data.is_empty() {
             return Ok(());
@@ -300,8 +299,7 @@ impl Memory for Cuda {
     }
 
     fn download(&self, storage: &CudaBuffer) -> Result<Vec<f32>> {
-        self.recorder
-            .refuse_while_capturing("download", NO_HOST_COPY)?;
+        self.refuse_host_copy("download")?;
         if storage.is_empty() {
             return Ok(Vec::new());
         }
