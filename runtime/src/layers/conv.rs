@@ -468,7 +468,7 @@ impl<B: Backend> Conv2d<B> {
 
     /// The shape of the columns of an input with windows `g`.
     fn columns_shape(g: &ConvGeometry) -> Shape {
-        Shape::from([g.batch * g.rows() * g.positions()])
+        Shape::from([g.columns_len()])
     }
 
     /// The `g.batch` samples of `x` from sample `first` unfolded into columns: sample by

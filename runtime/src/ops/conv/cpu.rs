@@ -6,8 +6,8 @@
 //! pool: a plane's columns are its own rows.
 
 use super::{ConvGeometry, ConvKernel, Filters};
-use crate::backend::Cpu;
 use crate::backend::cpu::{Divisible, Vectorizable, vectorized_in_parts};
+use crate::backend::{Cpu, expect_len};
 use crate::error::Result;
 
 /// Convolutions with fewer input or output channels run as im2col and products: their
@@ -297,7 +297,7 @@ impl ConvKernel for Cpu {
         cols: &mut Vec<f32>,
     ) -> Result<()> {
         let x = &x[g.samples("im2col", first, x.len())?];
-        check_columns("im2col", g, cols.len())?;
+        expect_len("im2col", "columns", cols.len(), g.columns_len())?;
         vectorized_in_parts(Im2col { g, x, cols });
         Ok(())
     }
@@ -310,7 +310,7 @@ impl ConvKernel for Cpu {
     ) -> Result<()> {
         let samples = g.samples("col2im", first, x.len())?;
         let x = &mut x[samples];
-        check_columns("col2im", g, cols.len())?;
+        expect_len("col2im", "columns", cols.len(), g.columns_len())?;
         vectorized_in_parts(Col2im { g, cols, x });
         Ok(())
     }
@@ -395,24 +395,12 @@ impl ConvKernel for Cpu {
 fn check_depthwise(g: &ConvGeometry, filters: &[f32], [input, output]: [usize; 2]) -> Result<()> {
     let lens = [
         ("filters", filters.len(), g.channels * g.kernel * g.kernel),
-        ("input", input, g.batch * g.channels * g.height * g.width),
+        ("input", input, g.batch * g.sample_len()),
         ("output", output, g.batch * g.channels * g.positions()),
     ];
     match lens.iter().find(|(_, found, expected)| found != expected) {
         Some((name, ..)) => Err(depthwise_mismatch(g, name)),
         None => Ok(()),
-    }
-}
-
-/// Checks that columns of `len` elements are those of the samples of windows `g`.
-fn check_columns(op: &'static str, g: &ConvGeometry, len: usize) -> Result<()> {
-    let expected = g.batch * g.rows() * g.positions();
-    if len == expected {
-        Ok(())
-    } else {
-        Err(crate::Error::Usage(format!(
-            "{op} {g:?}: the columns hold {len} elements, {expected} expected"
-        )))
     }
 }
 
@@ -481,7 +469,7 @@ mod tests {
             let x: Vec<f32> = (0..shape.numel())
                 .map(|i| (i as f32 * 0.37).sin())
                 .collect();
-            let len = g.batch * g.rows() * g.positions();
+            let len = g.columns_len();
             let cols_grad: Vec<f32> = (0..len).map(|i| (i as f32 * 0.11).cos()).collect();
             let (expected_cols, expected_grad) = reference(&g, &x, &cols_grad);
             // Sample 0 of the buffers the kernels read and write is another's.

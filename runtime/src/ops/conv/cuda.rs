@@ -55,7 +55,7 @@ impl ConvKernel for Cuda {
         const OP: &str = "im2col";
         self.recorder()
             .record([x, &*cols], || format!("{OP} {g:?} from sample {first}"));
-        let n = g.batch * g.rows() * g.positions();
+        let n = g.columns_len();
         let samples = g.samples(OP, first, x.len())?;
         expect_len(OP, "columns", cols.len(), n)?;
         if n == 0 {
@@ -81,12 +81,7 @@ impl ConvKernel for Cuda {
             .record([&*cols, &*x], || format!("{OP} {g:?} from sample {first}"));
         let n = g.batch * g.sample_len();
         let samples = g.samples(OP, first, x.len())?;
-        expect_len(
-            OP,
-            "columns",
-            cols.len(),
-            g.batch * g.rows() * g.positions(),
-        )?;
+        expect_len(OP, "columns", cols.len(), g.columns_len())?;
         if n == 0 {
             return Ok(());
         }

@@ -94,6 +94,12 @@ impl ConvGeometry {
         self.channels * self.kernel * self.kernel
     }
 
+    /// Elements of the samples' columns: `N * C K K * OH OW`.
+    #[must_use]
+    pub fn columns_len(&self) -> usize {
+        self.batch * self.rows() * self.positions()
+    }
+
     /// Elements of one input sample: `C * H * W`.
     #[must_use]
     pub fn sample_len(&self) -> usize {
